@@ -1,0 +1,219 @@
+//! `conclave`: peer-to-peer, end-to-end encrypted meetings.
+//!
+//! Parses the command line (contract in `docs/architecture.md`), sets up logging on stderr
+//! (`RUST_LOG`), and runs one of the [`cli`] commands. Exit codes: 0 normal leave, 2 bad
+//! usage or malformed invite, 3 join refused, 1 anything else.
+
+mod cli;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use conclave_core::invite::{Invite, parse_relay};
+use conclave_core::{Client, Config, Multiaddr};
+
+use cli::output::Output;
+use cli::{EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
+
+/// Peer-to-peer, end-to-end encrypted meetings. No server holds a key, a roster or a message.
+#[derive(Debug, Parser)]
+#[command(name = "conclave", version)]
+struct Args {
+    /// Where this installation keeps its identity and state (default: the platform data
+    /// directory). Two processes with different data dirs are two different people.
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+    /// Print one JSON object per line on stdout, each with an "event" field.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Your display name in meetings (remembered in the data dir).
+    #[arg(long, global = true)]
+    name: Option<String>,
+    /// Address to listen on (repeatable; default: QUIC and TCP on every interface).
+    #[arg(long = "listen", global = true)]
+    listen: Vec<Multiaddr>,
+    /// Do not use mDNS LAN discovery.
+    #[arg(long, global = true)]
+    no_mdns: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print this installation's peer id and safety number.
+    Id,
+    /// Create a meeting, print its invite, and stay in it.
+    New {
+        /// Relay / bootstrap multiaddr ending in /p2p/<peer id> (repeatable).
+        #[arg(long = "relay", value_parser = relay_arg)]
+        relays: Vec<Multiaddr>,
+        /// Leave after this long (e.g. 30s, 5m); otherwise until stdin closes or Ctrl-C.
+        #[arg(long, value_parser = humantime_or_seconds)]
+        duration: Option<Duration>,
+    },
+    /// Join the meeting of an invite.
+    Join {
+        /// The conclave: invite.
+        invite: String,
+        /// Relay / bootstrap multiaddr ending in /p2p/<peer id> (repeatable).
+        #[arg(long = "relay", value_parser = relay_arg)]
+        relays: Vec<Multiaddr>,
+        /// Leave after this long (e.g. 30s, 5m); otherwise until stdin closes or Ctrl-C.
+        #[arg(long, value_parser = humantime_or_seconds)]
+        duration: Option<Duration>,
+    },
+    /// Run a real meeting on this machine (relay + participants on loopback) and report.
+    Demo {
+        /// How many participants.
+        #[arg(long, default_value_t = 4)]
+        participants: usize,
+        /// How long to hold the meeting once everyone is in, in seconds.
+        #[arg(long, default_value_t = 2)]
+        seconds: u64,
+    },
+}
+
+fn relay_arg(text: &str) -> Result<Multiaddr, String> {
+    parse_relay(text).map_err(|e| e.to_string())
+}
+
+fn humantime_or_seconds(text: &str) -> Result<Duration, String> {
+    if let Ok(seconds) = text.parse::<u64>() {
+        return Ok(Duration::from_secs(seconds));
+    }
+    humantime::parse_duration(text).map_err(|e| format!("{e} (try 30, 30s or 5m)"))
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .init();
+    let args = Args::parse();
+    let out = Output { json: args.json };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            out.error(
+                "internal",
+                &format!("cannot start the async runtime: {err}"),
+            );
+            std::process::exit(EXIT_FAILURE);
+        }
+    };
+    let code = runtime.block_on(run(args, out));
+    // Do not wait for lingering network tasks: everything that matters has been said.
+    runtime.shutdown_timeout(Duration::from_millis(200));
+    std::process::exit(code);
+}
+
+fn default_data_dir() -> Option<PathBuf> {
+    directories::ProjectDirs::from("org", "Conclave", "conclave").map(|d| d.data_dir().to_owned())
+}
+
+async fn run(args: Args, out: Output) -> i32 {
+    let Some(data_dir) = args.data_dir.clone().or_else(default_data_dir) else {
+        out.error(
+            "usage",
+            "no home directory to keep your identity in; pass --data-dir DIR",
+        );
+        return EXIT_USAGE;
+    };
+    match args.command {
+        Command::Id => match cli::id::run(&data_dir, out) {
+            Ok(()) => EXIT_OK,
+            Err(err) => {
+                out.error("store", &err.to_string());
+                EXIT_FAILURE
+            }
+        },
+        Command::New { relays, duration } => {
+            start_meeting(
+                &args.listen,
+                args.no_mdns,
+                args.name,
+                data_dir,
+                relays,
+                duration,
+                None,
+                out,
+            )
+            .await
+        }
+        Command::Join {
+            invite,
+            relays,
+            duration,
+        } => {
+            let invite = match invite.parse::<Invite>() {
+                Ok(invite) => invite,
+                Err(err) => {
+                    out.error("bad_invite", &format!("this invite cannot be used: {err}"));
+                    return EXIT_USAGE;
+                }
+            };
+            start_meeting(
+                &args.listen,
+                args.no_mdns,
+                args.name,
+                data_dir,
+                relays,
+                duration,
+                Some(invite),
+                out,
+            )
+            .await
+        }
+        Command::Demo {
+            participants,
+            seconds,
+        } => match cli::demo::run(participants, seconds, out).await {
+            Ok(()) => EXIT_OK,
+            Err(err) => {
+                out.error("demo", &format!("{err:#}"));
+                EXIT_FAILURE
+            }
+        },
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn start_meeting(
+    listen: &[Multiaddr],
+    no_mdns: bool,
+    name: Option<String>,
+    data_dir: PathBuf,
+    relays: Vec<Multiaddr>,
+    duration: Option<Duration>,
+    invite: Option<Invite>,
+    out: Output,
+) -> i32 {
+    let mut config = Config::new(data_dir)
+        .with_relays(relays)
+        .with_mdns(!no_mdns);
+    if !listen.is_empty() {
+        config = config.with_listen(listen.to_vec());
+    }
+    if let Some(name) = name {
+        config = config.with_name(name);
+    }
+    let (client, events) = match Client::start(config).await {
+        Ok(started) => started,
+        Err(err) => {
+            out.error("startup", &format!("cannot start: {err}"));
+            return EXIT_FAILURE;
+        }
+    };
+    let mode = match invite {
+        Some(invite) => cli::meeting::Mode::Join(invite),
+        None => cli::meeting::Mode::Create,
+    };
+    cli::meeting::run(client, events, mode, duration, out).await
+}

@@ -1,0 +1,142 @@
+//! The public async handle to a running client, used alike by the CLI and the GUI.
+//!
+//! [`Client::start`] opens the store, loads the identity, binds the listeners and spawns
+//! the [driver](crate::net::driver); the returned [`Events`] stream carries everything that
+//! happens. The task stops when [`Client::shutdown`] is called or the last `Client` clone is
+//! dropped.
+
+use std::sync::Arc;
+
+use libp2p::{Multiaddr, PeerId};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::identity::SafetyNumber;
+use crate::invite::Invite;
+use crate::meeting::MeetingEvent;
+use crate::net::driver::{self, Command};
+use crate::{Config, Error};
+
+/// Capacity of the event stream: past it, the driver waits for the reader.
+pub const EVENT_CAPACITY: usize = 256;
+/// Capacity of the command inbox.
+pub const COMMAND_CAPACITY: usize = 32;
+
+/// Something the application should know about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A meeting changed.
+    Meeting(MeetingEvent),
+}
+
+/// The stream of [`Event`]s of one client.
+#[derive(Debug)]
+pub struct Events(pub(crate) mpsc::Receiver<Event>);
+
+impl Events {
+    /// The next event; `None` once the client has stopped.
+    pub async fn next(&mut self) -> Option<Event> {
+        self.0.recv().await
+    }
+}
+
+#[derive(Debug)]
+struct TaskGuard {
+    cancel: CancellationToken,
+}
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+/// Cheap, cloneable handle to a running client.
+#[derive(Debug, Clone)]
+pub struct Client {
+    inbox: mpsc::Sender<Command>,
+    peer_id: PeerId,
+    safety_number: SafetyNumber,
+    name: String,
+    listen_addrs: Vec<Multiaddr>,
+    guard: Arc<TaskGuard>,
+}
+
+impl Client {
+    /// Starts a client: store, identity, listeners, driver task.
+    pub async fn start(config: Config) -> Result<(Client, Events), Error> {
+        let cancel = CancellationToken::new();
+        let (inbox_tx, inbox_rx) = mpsc::channel(COMMAND_CAPACITY);
+        let (events_tx, events_rx) = mpsc::channel(EVENT_CAPACITY);
+        let started = driver::start(config, inbox_rx, events_tx, cancel.clone()).await?;
+        Ok((
+            Client {
+                inbox: inbox_tx,
+                peer_id: started.peer_id,
+                safety_number: started.safety_number,
+                name: started.name,
+                listen_addrs: started.listen_addrs,
+                guard: Arc::new(TaskGuard { cancel }),
+            },
+            Events(events_rx),
+        ))
+    }
+
+    /// Our peer id.
+    pub fn peer_id(&self) -> PeerId {
+        self.peer_id
+    }
+
+    /// Our safety number.
+    pub fn safety_number(&self) -> SafetyNumber {
+        self.safety_number
+    }
+
+    /// Our display name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The addresses we listen on (with `/p2p/<our id>`).
+    pub fn listen_addrs(&self) -> &[Multiaddr] {
+        &self.listen_addrs
+    }
+
+    /// Creates a meeting and returns its invite (with our peer id and the configured relays
+    /// as hints). We stay in it until [`Client::leave`].
+    pub async fn create_meeting(&self) -> Result<Invite, Error> {
+        self.request(|reply| Command::Create { reply }).await?
+    }
+
+    /// Starts joining the meeting of `invite`. The outcome arrives as an event:
+    /// [`MeetingEvent::Joined`], [`MeetingEvent::JoinRefused`] or
+    /// [`MeetingEvent::JoinTimedOut`].
+    pub async fn join(&self, invite: Invite) -> Result<(), Error> {
+        self.request(|reply| Command::Join { invite, reply })
+            .await?
+    }
+
+    /// Leaves the current meeting, telling the other members (waits at most about a second
+    /// for them to acknowledge).
+    pub async fn leave(&self) -> Result<(), Error> {
+        self.request(|reply| Command::Leave { reply }).await
+    }
+
+    /// Stops the client's task.
+    pub fn shutdown(&self) {
+        self.guard.cancel.cancel();
+    }
+
+    async fn request<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, Error> {
+        let (reply, response) = oneshot::channel();
+        self.inbox
+            .send(make(reply))
+            .await
+            .map_err(|_| Error::Shutdown)?;
+        response.await.map_err(|_| Error::Shutdown)
+    }
+}

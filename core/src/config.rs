@@ -1,0 +1,85 @@
+//! Client configuration with documented defaults.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use libp2p::Multiaddr;
+
+use crate::meeting;
+
+/// Everything a [`Client`](crate::Client) needs to start.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the store lives. Two clients with different data dirs are two people.
+    pub data_dir: PathBuf,
+    /// Display name shown to other members; `None` keeps the stored one (or "anonymous").
+    pub name: Option<String>,
+    /// Addresses to listen on. Default: QUIC and TCP on every interface, ephemeral ports.
+    pub listen: Vec<Multiaddr>,
+    /// Relay / bootstrap multiaddrs, each ending in `/p2p/<peer id>`.
+    pub relays: Vec<Multiaddr>,
+    /// LAN discovery by mDNS. Default on: a meeting must work on a LAN with no relay.
+    pub mdns: bool,
+    /// Meeting timers and bounds.
+    pub meeting: meeting::Config,
+    /// How often a joiner looks the meeting up on the DHT. Default 1 s.
+    pub lookup_interval_joining: Duration,
+    /// How often a member looks the meeting up (heals partitions). Default 10 s.
+    pub lookup_interval_member: Duration,
+    /// How often a member re-announces itself on the DHT. Default 30 s.
+    pub reprovide_interval: Duration,
+}
+
+impl Config {
+    /// Defaults with the given data directory.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            name: None,
+            listen: vec![
+                "/ip4/0.0.0.0/udp/0/quic-v1"
+                    .parse()
+                    .expect("valid multiaddr literal"),
+                "/ip4/0.0.0.0/tcp/0"
+                    .parse()
+                    .expect("valid multiaddr literal"),
+            ],
+            relays: Vec::new(),
+            mdns: true,
+            meeting: meeting::Config::default(),
+            lookup_interval_joining: Duration::from_secs(1),
+            lookup_interval_member: Duration::from_secs(10),
+            reprovide_interval: Duration::from_secs(30),
+        }
+    }
+
+    /// Sets the display name.
+    pub fn with_name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Replaces the listen addresses.
+    pub fn with_listen(mut self, listen: Vec<Multiaddr>) -> Self {
+        self.listen = listen;
+        self
+    }
+
+    /// Replaces the relay / bootstrap addresses.
+    pub fn with_relays(mut self, relays: Vec<Multiaddr>) -> Self {
+        self.relays = relays;
+        self
+    }
+
+    /// Turns mDNS on or off.
+    pub fn with_mdns(mut self, mdns: bool) -> Self {
+        self.mdns = mdns;
+        self
+    }
+
+    /// Replaces the meeting timers.
+    pub fn with_meeting(mut self, meeting: meeting::Config) -> Self {
+        self.meeting = meeting;
+        self
+    }
+}

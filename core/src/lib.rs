@@ -1,0 +1,60 @@
+//! Conclave core: peer-to-peer, end-to-end encrypted meetings with no server in charge.
+//!
+//! Crate map:
+//! - [`identity`]: the installation's ed25519 key (also the libp2p identity) and safety
+//!   numbers.
+//! - [`store`]: sled-backed durable state (identity, remembered peers).
+//! - [`invite`]: the `conclave:` invite URI.
+//! - [`admission`]: rendezvous key and the hello handshake that proves the meeting secret.
+//! - [`meeting`]: the sans-IO meeting state machine (admission, roster, presence).
+//! - [`net`]: the libp2p control plane (DHT, mDNS, relay client, control protocol) and the
+//!   driver that connects it to the meeting machine.
+//! - [`client`]: the async handle the CLI and GUI use.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), conclave_core::Error> {
+//! use conclave_core::{Client, Config, Event};
+//! let (client, mut events) = Client::start(Config::new("/tmp/alice")).await?;
+//! let invite = client.create_meeting().await?;
+//! println!("send this to your guests: {}", invite.to_uri());
+//! while let Some(Event::Meeting(event)) = events.next().await {
+//!     println!("{event:?}");
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! Driving the meeting machine directly (sans-IO, caller supplies time):
+//!
+//! ```no_run
+//! use std::time::Instant;
+//! use conclave_core::admission::MeetingKeys;
+//! use conclave_core::invite::Invite;
+//! use conclave_core::meeting::{Config, Machine};
+//! use rand::SeedableRng;
+//! let invite = Invite::new_meeting(&mut rand::rngs::OsRng);
+//! let keys = MeetingKeys::derive(invite.meeting_id, &invite.secret);
+//! let me = libp2p::PeerId::random();
+//! let mut machine = Machine::host(Config::default(), me, "Ada".into(), keys, Instant::now(),
+//!     rand::rngs::StdRng::seed_from_u64(1));
+//! while let Some(output) = machine.poll_output() {
+//!     println!("{output:?}");
+//! }
+//! ```
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+pub mod admission;
+pub mod client;
+pub mod config;
+pub mod error;
+pub mod identity;
+pub mod invite;
+pub mod meeting;
+pub mod net;
+pub mod store;
+
+pub use client::{Client, Event, Events};
+pub use config::Config;
+pub use error::Error;
+pub use libp2p::{Multiaddr, PeerId};

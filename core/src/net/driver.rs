@@ -1,0 +1,738 @@
+//! The control-plane actor: owns the libp2p `Swarm` and the meeting [`Machine`].
+//!
+//! ```text
+//! Client ──Command (bounded mpsc, oneshot replies)──▶ Driver ──Event (bounded mpsc)──▶ app
+//!                                                      │  ▲
+//!                                         swarm events │  │ machine outputs
+//!                                                      ▼  │
+//!                                                    Machine (sans-IO)
+//! ```
+//!
+//! Loop: `select! { biased; cancel, inbox, swarm, timer }`; after every input the machine's
+//! outputs are drained. Local work (cancellation, commands) is served before remote input.
+//! This is the only module that reads clocks ([`Instant::now`], wall time for hello
+//! timestamps) and randomness from the OS.
+#![allow(clippy::disallowed_methods)]
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures::StreamExt;
+use libp2p::multiaddr::Protocol;
+use libp2p::request_response::{self, OutboundRequestId};
+use libp2p::swarm::SwarmEvent;
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::{Multiaddr, PeerId, Swarm, identify, kad, mdns, noise, tcp, yamux};
+use rand::SeedableRng;
+use rand::rngs::{OsRng, StdRng};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, instrument, warn};
+
+use super::behaviour::{Behaviour, BehaviourEvent, KAD_PROTOCOL};
+use super::wire::{MAX_ADDRS, Request, Response};
+use crate::admission::MeetingKeys;
+use crate::client::Event;
+use crate::identity::SafetyNumber;
+use crate::invite::{Invite, peer_of};
+use crate::meeting::{Machine, MeetingEvent, Output};
+use crate::store::Store;
+use crate::{Config, Error};
+
+/// Most remembered addresses per peer in the driver's address book.
+const ADDR_BOOK_PER_PEER: usize = 8;
+/// Most peers in the address book.
+const ADDR_BOOK_PEERS: usize = 1024;
+/// How long a leave waits for goodbyes to be acknowledged.
+const LEAVE_GRACE: Duration = Duration::from_millis(1500);
+/// How long start-up waits for listeners to report their addresses.
+const LISTEN_WAIT: Duration = Duration::from_secs(5);
+
+/// Commands from [`Client`](crate::Client) handles.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Create {
+        reply: oneshot::Sender<Result<Invite, Error>>,
+    },
+    Join {
+        invite: Invite,
+        reply: oneshot::Sender<Result<(), Error>>,
+    },
+    Leave {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// What [`start`] reports back.
+#[derive(Debug)]
+pub(crate) struct Started {
+    pub(crate) peer_id: PeerId,
+    pub(crate) safety_number: SafetyNumber,
+    pub(crate) name: String,
+    pub(crate) listen_addrs: Vec<Multiaddr>,
+}
+
+struct Session {
+    machine: Machine<StdRng>,
+    host_hint: Option<PeerId>,
+    next_lookup: Instant,
+    next_provide: Instant,
+}
+
+struct PendingLeave {
+    reply: oneshot::Sender<()>,
+    deadline: Instant,
+    outstanding: HashSet<OutboundRequestId>,
+}
+
+struct Driver {
+    swarm: Swarm<Behaviour>,
+    store: Store,
+    config: Config,
+    name: String,
+    inbox: mpsc::Receiver<Command>,
+    events: mpsc::Sender<Event>,
+    cancel: CancellationToken,
+    session: Option<Session>,
+    addr_book: HashMap<PeerId, Vec<Multiaddr>>,
+    listen_addrs: Vec<Multiaddr>,
+    pending_leave: Option<PendingLeave>,
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Builds the swarm, binds the listeners and spawns the driver task.
+pub(crate) async fn start(
+    config: Config,
+    inbox: mpsc::Receiver<Command>,
+    events: mpsc::Sender<Event>,
+    cancel: CancellationToken,
+) -> Result<Started, Error> {
+    let store = Store::open(&config.data_dir)?;
+    let identity = store.load_or_create_identity()?;
+    let name = match &config.name {
+        Some(name) => {
+            store.set_display_name(name)?;
+            name.clone()
+        }
+        None => store
+            .display_name()?
+            .unwrap_or_else(|| "anonymous".to_owned()),
+    };
+    let mdns = config.mdns;
+    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(identity.libp2p_keypair())
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .map_err(|e| Error::Network(e.to_string()))?
+        .with_quic()
+        .with_relay_client(noise::Config::new, yamux::Config::default)
+        .map_err(|e| Error::Network(e.to_string()))?
+        .with_behaviour(|key, relay| {
+            Behaviour::new(key, relay, mdns)
+                .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
+        })
+        .map_err(|e| Error::Network(e.to_string()))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build();
+
+    for addr in &config.listen {
+        swarm.listen_on(addr.clone()).map_err(|e| Error::Listen {
+            addr: addr.to_string(),
+            reason: e.to_string(),
+        })?;
+    }
+    let listen_addrs = wait_for_listeners(&mut swarm, config.listen.len()).await?;
+    let peer_id = identity.peer_id();
+    let mut driver = Driver {
+        swarm,
+        store,
+        config,
+        name: name.clone(),
+        inbox,
+        events,
+        cancel,
+        session: None,
+        addr_book: HashMap::new(),
+        listen_addrs: listen_addrs.clone(),
+        pending_leave: None,
+    };
+    driver.bootstrap();
+    tokio::spawn(driver.run());
+    Ok(Started {
+        peer_id,
+        safety_number: identity.safety_number(),
+        name,
+        listen_addrs: listen_addrs
+            .into_iter()
+            .map(|a| a.with(Protocol::P2p(peer_id)))
+            .collect(),
+    })
+}
+
+async fn wait_for_listeners(
+    swarm: &mut Swarm<Behaviour>,
+    listeners: usize,
+) -> Result<Vec<Multiaddr>, Error> {
+    let mut addrs = Vec::new();
+    let mut reported = HashSet::new();
+    let deadline = tokio::time::Instant::now() + LISTEN_WAIT;
+    while reported.len() < listeners {
+        let event = tokio::time::timeout_at(deadline, swarm.select_next_some())
+            .await
+            .map_err(|_| Error::Network("listeners did not come up in time".into()))?;
+        match event {
+            SwarmEvent::NewListenAddr {
+                listener_id,
+                address,
+            } => {
+                reported.insert(listener_id);
+                swarm.add_external_address(address.clone());
+                addrs.push(address);
+            }
+            SwarmEvent::ListenerError { error, .. }
+            | SwarmEvent::ListenerClosed {
+                reason: Err(error), ..
+            } => {
+                return Err(Error::Network(format!("listener failed: {error}")));
+            }
+            _ => {}
+        }
+    }
+    Ok(addrs)
+}
+
+impl Driver {
+    /// Adds relays and remembered peers to the DHT and dials the relays.
+    fn bootstrap(&mut self) {
+        let relays = self.config.relays.clone();
+        for relay in relays {
+            self.add_bootstrap(&relay);
+        }
+        match self.store.known_peers() {
+            Ok(known) => {
+                for peer in known.into_iter().take(32) {
+                    for addr in peer.addrs {
+                        self.swarm
+                            .behaviour_mut()
+                            .kad
+                            .add_address(&peer.peer_id, addr);
+                    }
+                }
+            }
+            Err(err) => warn!(error = %err, "cannot read remembered peers"),
+        }
+        if let Err(err) = self.swarm.behaviour_mut().kad.bootstrap() {
+            debug!(error = %err, "no DHT peers to bootstrap from yet");
+        }
+    }
+
+    fn add_bootstrap(&mut self, addr: &Multiaddr) {
+        let Some(peer) = peer_of(addr) else {
+            warn!(%addr, "bootstrap address without /p2p/ peer id ignored");
+            return;
+        };
+        self.swarm
+            .behaviour_mut()
+            .kad
+            .add_address(&peer, addr.clone());
+        self.remember_addr(peer, addr.clone());
+        if let Err(err) = self.swarm.dial(addr.clone()) {
+            warn!(%addr, error = %err, "cannot dial bootstrap peer");
+        }
+    }
+
+    #[instrument(skip_all, fields(me = %self.swarm.local_peer_id()))]
+    async fn run(mut self) {
+        info!("control plane running");
+        loop {
+            let deadline = self.next_deadline();
+            tokio::select! {
+                biased;
+                () = self.cancel.cancelled() => break,
+                command = self.inbox.recv() => match command {
+                    Some(command) => self.on_command(command),
+                    None => break,
+                },
+                event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                () = tokio::time::sleep_until(deadline.into()) => self.on_timer(),
+            }
+            if !self.drain_machine().await {
+                break;
+            }
+        }
+        info!("control plane stopped");
+    }
+
+    fn next_deadline(&self) -> Instant {
+        let now = Instant::now();
+        let mut deadline = now + Duration::from_secs(3600);
+        if let Some(session) = &self.session {
+            if !session.machine.is_finished() {
+                deadline = deadline.min(session.next_lookup).min(session.next_provide);
+                if let Some(t) = session.machine.poll_timeout() {
+                    deadline = deadline.min(t);
+                }
+            }
+        }
+        if let Some(leave) = &self.pending_leave {
+            deadline = deadline.min(leave.deadline);
+        }
+        deadline
+    }
+
+    fn on_command(&mut self, command: Command) {
+        let now = Instant::now();
+        match command {
+            Command::Create { reply } => {
+                if self
+                    .session
+                    .as_ref()
+                    .is_some_and(|s| !s.machine.is_finished())
+                {
+                    let _ = reply.send(Err(Error::Usage("already in a meeting")));
+                    return;
+                }
+                let mut rng = StdRng::from_rng(OsRng).expect("the OS random source is available");
+                let mut invite = Invite::new_meeting(&mut rng);
+                invite.host = Some(*self.swarm.local_peer_id());
+                invite.relays = self
+                    .config
+                    .relays
+                    .iter()
+                    .take(crate::invite::MAX_RELAYS)
+                    .cloned()
+                    .collect();
+                let keys = MeetingKeys::derive(invite.meeting_id, &invite.secret);
+                let mut machine = Machine::host(
+                    self.config.meeting.clone(),
+                    *self.swarm.local_peer_id(),
+                    self.name.clone(),
+                    keys,
+                    now,
+                    rng,
+                );
+                machine.set_local_addrs(self.listen_addrs.clone());
+                self.session = Some(Session {
+                    machine,
+                    host_hint: None,
+                    next_lookup: now + self.config.lookup_interval_member,
+                    next_provide: now + self.config.reprovide_interval,
+                });
+                let _ = reply.send(Ok(invite));
+            }
+            Command::Join { invite, reply } => {
+                if self
+                    .session
+                    .as_ref()
+                    .is_some_and(|s| !s.machine.is_finished())
+                {
+                    let _ = reply.send(Err(Error::Usage("already in a meeting")));
+                    return;
+                }
+                for relay in invite
+                    .relays
+                    .iter()
+                    .filter(|r| !self.config.relays.contains(r))
+                    .cloned()
+                    .collect::<Vec<_>>()
+                {
+                    self.add_bootstrap(&relay);
+                }
+                let rng = StdRng::from_rng(OsRng).expect("the OS random source is available");
+                let keys = MeetingKeys::derive(invite.meeting_id, &invite.secret);
+                let mut machine = Machine::joiner(
+                    self.config.meeting.clone(),
+                    *self.swarm.local_peer_id(),
+                    self.name.clone(),
+                    keys,
+                    now,
+                    rng,
+                );
+                machine.set_local_addrs(self.listen_addrs.clone());
+                info!(meeting = %invite.meeting_id.short(), "joining");
+                self.session = Some(Session {
+                    machine,
+                    host_hint: invite.host.filter(|h| h != self.swarm.local_peer_id()),
+                    next_lookup: now,
+                    next_provide: now + self.config.reprovide_interval,
+                });
+                let _ = reply.send(Ok(()));
+            }
+            Command::Leave { reply } => {
+                let Some(session) = self.session.as_mut() else {
+                    let _ = reply.send(());
+                    return;
+                };
+                session.machine.leave();
+                self.pending_leave = Some(PendingLeave {
+                    reply,
+                    deadline: now + LEAVE_GRACE,
+                    outstanding: HashSet::new(),
+                });
+            }
+        }
+    }
+
+    fn on_timer(&mut self) {
+        let now = Instant::now();
+        if self
+            .pending_leave
+            .as_ref()
+            .is_some_and(|l| now >= l.deadline)
+        {
+            self.finish_leave();
+        }
+        let Some(session) = self.session.as_mut() else {
+            return;
+        };
+        if session.machine.is_finished() {
+            return;
+        }
+        if session.machine.poll_timeout().is_some_and(|t| t <= now) {
+            session.machine.handle_timeout(now);
+        }
+        if now >= session.next_lookup {
+            let joining = matches!(
+                session.machine.phase(),
+                crate::meeting::Phase::Joining { .. }
+            );
+            let interval = if joining {
+                self.config.lookup_interval_joining
+            } else {
+                self.config.lookup_interval_member
+            };
+            session.next_lookup = now + interval;
+            let key = kad::RecordKey::new(&session.machine.rendezvous_key());
+            let hint = if joining { session.host_hint } else { None };
+            self.swarm.behaviour_mut().kad.get_providers(key);
+            if let Some(host) = hint {
+                self.offer_candidate(host);
+                self.swarm.behaviour_mut().kad.get_closest_peers(host);
+            }
+        }
+        let provide_due = self.session.as_ref().is_some_and(|s| now >= s.next_provide);
+        if provide_due {
+            self.provide();
+        }
+    }
+
+    fn provide(&mut self) {
+        let Some(session) = self.session.as_mut() else {
+            return;
+        };
+        if session.machine.phase() != crate::meeting::Phase::Member {
+            return;
+        }
+        session.next_provide = Instant::now() + self.config.reprovide_interval;
+        let key = kad::RecordKey::new(&session.machine.rendezvous_key());
+        if let Err(err) = self.swarm.behaviour_mut().kad.start_providing(key) {
+            warn!(error = %err, "cannot announce the meeting on the DHT");
+        }
+    }
+
+    /// Feeds a possible member to the machine with whatever addresses we know for it.
+    fn offer_candidate(&mut self, peer: PeerId) {
+        let addrs = self.addr_book.get(&peer).cloned().unwrap_or_default();
+        if let Some(session) = self.session.as_mut() {
+            session
+                .machine
+                .handle_candidate(Instant::now(), unix_ms(), peer, addrs);
+        }
+    }
+
+    fn remember_addr(&mut self, peer: PeerId, addr: Multiaddr) {
+        if is_relayed(&addr) {
+            return;
+        }
+        let addr = without_p2p(addr);
+        if self.addr_book.len() >= ADDR_BOOK_PEERS && !self.addr_book.contains_key(&peer) {
+            return;
+        }
+        let addrs = self.addr_book.entry(peer).or_default();
+        if !addrs.contains(&addr) {
+            if addrs.len() >= ADDR_BOOK_PER_PEER {
+                addrs.remove(0);
+            }
+            addrs.push(addr);
+        }
+    }
+
+    fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                self.swarm.add_external_address(address.clone());
+                if !self.listen_addrs.contains(&address) {
+                    self.listen_addrs.push(address);
+                }
+                let addrs: Vec<Multiaddr> =
+                    self.listen_addrs.iter().take(MAX_ADDRS).cloned().collect();
+                if let Some(session) = self.session.as_mut() {
+                    session.machine.set_local_addrs(addrs);
+                }
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id, endpoint, ..
+            } => {
+                debug!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connected");
+                if endpoint.is_dialer() {
+                    self.remember_addr(peer_id, endpoint.get_remote_address().clone());
+                }
+                if self
+                    .config
+                    .relays
+                    .iter()
+                    .any(|r| peer_of(r) == Some(peer_id))
+                {
+                    if let Err(err) = self.swarm.behaviour_mut().kad.bootstrap() {
+                        debug!(error = %err, "bootstrap not possible yet");
+                    }
+                    self.provide();
+                }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established,
+                ..
+            } => {
+                debug!(peer = %peer_id, remaining = num_established, "connection closed");
+            }
+            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+                debug!(peer = ?peer_id, error = %error, "dial failed");
+            }
+            SwarmEvent::Behaviour(event) => self.on_behaviour_event(event),
+            _ => {}
+        }
+    }
+
+    fn on_behaviour_event(&mut self, event: BehaviourEvent) {
+        match event {
+            BehaviourEvent::Control(event) => self.on_control_event(event),
+            BehaviourEvent::Kad(event) => self.on_kad_event(event),
+            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
+                let serves_kad = info.protocols.contains(&KAD_PROTOCOL);
+                for addr in info.listen_addrs.into_iter().filter(is_dialable) {
+                    if serves_kad {
+                        self.swarm
+                            .behaviour_mut()
+                            .kad
+                            .add_address(&peer_id, addr.clone());
+                    }
+                    self.remember_addr(peer_id, addr);
+                }
+            }
+            BehaviourEvent::Mdns(mdns::Event::Discovered(found)) => {
+                for (peer, addr) in found {
+                    debug!(peer = %peer, %addr, "found on the LAN");
+                    self.swarm
+                        .behaviour_mut()
+                        .kad
+                        .add_address(&peer, addr.clone());
+                    self.remember_addr(peer, addr);
+                    let dial = DialOpts::peer_id(peer)
+                        .condition(PeerCondition::DisconnectedAndNotDialing)
+                        .build();
+                    let _ = self.swarm.dial(dial);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_kad_event(&mut self, event: kad::Event) {
+        let kad::Event::OutboundQueryProgressed { result, .. } = event else {
+            return;
+        };
+        match result {
+            kad::QueryResult::GetProviders(Ok(kad::GetProvidersOk::FoundProviders {
+                providers,
+                ..
+            })) => {
+                let local = *self.swarm.local_peer_id();
+                for peer in providers.into_iter().filter(|p| *p != local) {
+                    debug!(peer = %peer, "found a meeting provider");
+                    // Dial now, while the query still holds the provider's addresses.
+                    let dial = DialOpts::peer_id(peer)
+                        .condition(PeerCondition::DisconnectedAndNotDialing)
+                        .build();
+                    let _ = self.swarm.dial(dial);
+                    self.offer_candidate(peer);
+                }
+            }
+            kad::QueryResult::GetClosestPeers(Ok(ok)) => {
+                let hint = self.session.as_ref().and_then(|s| s.host_hint);
+                for info in ok.peers {
+                    if Some(info.peer_id) == hint {
+                        for addr in info.addrs {
+                            self.remember_addr(info.peer_id, addr);
+                        }
+                        self.offer_candidate(info.peer_id);
+                    }
+                }
+            }
+            kad::QueryResult::StartProviding(Err(err)) => {
+                debug!(error = ?err, "provider announcement reached no peer yet");
+            }
+            _ => {}
+        }
+    }
+
+    fn on_control_event(&mut self, event: request_response::Event<Request, Response>) {
+        let now = Instant::now();
+        match event {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request {
+                    request, channel, ..
+                } => {
+                    if let Request::Hello(hello) = &request {
+                        for addr in hello.addrs.iter().filter(|a| is_dialable(a)) {
+                            self.remember_addr(peer, addr.clone());
+                        }
+                    }
+                    let response = match self.session.as_mut() {
+                        Some(session) => {
+                            session
+                                .machine
+                                .handle_request(now, unix_ms(), peer, request)
+                        }
+                        None => Response::NotMember,
+                    };
+                    if self
+                        .swarm
+                        .behaviour_mut()
+                        .control
+                        .send_response(channel, response)
+                        .is_err()
+                    {
+                        debug!(peer = %peer, "response channel closed before answering");
+                    }
+                }
+                request_response::Message::Response {
+                    request_id,
+                    response,
+                } => {
+                    self.request_done(request_id);
+                    if let Some(session) = self.session.as_mut() {
+                        session
+                            .machine
+                            .handle_response(now, unix_ms(), peer, response);
+                    }
+                }
+            },
+            request_response::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                debug!(peer = %peer, error = %error, "control request failed");
+                self.request_done(request_id);
+                if let Some(session) = self.session.as_mut() {
+                    session.machine.handle_send_failed(peer);
+                }
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                warn!(peer = %peer, error = %error, "malformed or failed control request");
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+
+    fn request_done(&mut self, request_id: OutboundRequestId) {
+        let done = self.pending_leave.as_mut().is_some_and(|leave| {
+            leave.outstanding.remove(&request_id);
+            leave.outstanding.is_empty()
+        });
+        if done {
+            self.finish_leave();
+        }
+    }
+
+    fn finish_leave(&mut self) {
+        if let Some(leave) = self.pending_leave.take() {
+            let _ = leave.reply.send(());
+        }
+    }
+
+    /// Carries out the machine's outputs. Returns false when the event reader is gone.
+    async fn drain_machine(&mut self) -> bool {
+        loop {
+            let Some(output) = self.session.as_mut().and_then(|s| s.machine.poll_output()) else {
+                break;
+            };
+            match output {
+                Output::Send { to, addrs, request } => {
+                    for addr in addrs.into_iter().filter(is_dialable) {
+                        self.remember_addr(to, addr);
+                    }
+                    let known = self.addr_book.get(&to).cloned().unwrap_or_default();
+                    let is_bye = matches!(request, Request::Bye { .. });
+                    let id = self
+                        .swarm
+                        .behaviour_mut()
+                        .control
+                        .send_request_with_addresses(&to, request, known);
+                    if is_bye {
+                        if let Some(leave) = self.pending_leave.as_mut() {
+                            leave.outstanding.insert(id);
+                        }
+                    }
+                }
+                Output::StartProviding => self.provide(),
+                Output::StopProviding => {
+                    if let Some(session) = &self.session {
+                        let key = kad::RecordKey::new(&session.machine.rendezvous_key());
+                        self.swarm.behaviour_mut().kad.stop_providing(&key);
+                    }
+                }
+                Output::Event(event) => {
+                    if let MeetingEvent::MemberJoined { peer_id, .. } = &event {
+                        let addrs = self.addr_book.get(peer_id).cloned().unwrap_or_default();
+                        if let Err(err) =
+                            self.store.remember_peer(peer_id, &addrs, unix_ms() / 1000)
+                        {
+                            warn!(error = %err, "cannot remember a member for later bootstrap");
+                        }
+                    }
+                    if self.events.send(Event::Meeting(event)).await.is_err() {
+                        return false;
+                    }
+                }
+            }
+        }
+        if self
+            .pending_leave
+            .as_ref()
+            .is_some_and(|l| l.outstanding.is_empty())
+        {
+            self.finish_leave();
+        }
+        true
+    }
+}
+
+fn is_relayed(addr: &Multiaddr) -> bool {
+    addr.iter().any(|p| matches!(p, Protocol::P2pCircuit))
+}
+
+fn is_dialable(addr: &Multiaddr) -> bool {
+    !addr.iter().any(|p| match p {
+        Protocol::Ip4(ip) => ip.is_unspecified(),
+        Protocol::Ip6(ip) => ip.is_unspecified(),
+        _ => false,
+    })
+}
+
+fn without_p2p(mut addr: Multiaddr) -> Multiaddr {
+    if matches!(addr.iter().last(), Some(Protocol::P2p(_))) {
+        addr.pop();
+    }
+    addr
+}

@@ -1,0 +1,21 @@
+//! Names and version of the on-disk schema.
+//!
+//! Bump [`SCHEMA_VERSION`] whenever a tree's key or value format changes, and add the
+//! migration to [`super::Store::open`].
+
+/// Current schema version written by this build.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Tree with format metadata.
+pub const TREE_META: &str = "meta";
+/// Tree with the installation identity and profile.
+pub const TREE_IDENTITY: &str = "identity";
+/// Tree with remembered peers (bootstrap candidates).
+pub const TREE_PEERS: &str = "peers";
+
+/// Key of the schema version in [`TREE_META`].
+pub const KEY_SCHEMA_VERSION: &[u8] = b"schema_version";
+/// Key of the ed25519 secret key in [`TREE_IDENTITY`].
+pub const KEY_SECRET_KEY: &[u8] = b"secret_key";
+/// Key of the display name in [`TREE_IDENTITY`].
+pub const KEY_DISPLAY_NAME: &[u8] = b"display_name";

@@ -1,0 +1,86 @@
+//! Network namespaces for tests that need their own LAN (mDNS) or, later, NAT routers.
+//!
+//! [`Lan`] creates namespaces joined by veth pairs to a bridge namespace and deletes them
+//! all on drop, even when the test fails. Requires root and `ip` (iproute2).
+
+use std::process::Command;
+
+use anyhow::{Context, bail};
+
+/// Whether this machine can create network namespaces (root and iproute2 present).
+pub fn available() -> bool {
+    Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+        && Command::new("id")
+            .arg("-u")
+            .output()
+            .map(|o| o.stdout == b"0\n")
+            .unwrap_or(false)
+}
+
+fn ip(args: &[&str]) -> anyhow::Result<()> {
+    let output = Command::new("ip").args(args).output().context("run ip")?;
+    if !output.status.success() {
+        bail!(
+            "ip {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// A private LAN of hosts, each in its own namespace, on 10.77.<n>.0/24.
+#[derive(Debug)]
+pub struct Lan {
+    names: Vec<String>,
+}
+
+impl Lan {
+    /// Creates `hosts` namespaces on one bridged segment. Host `i` gets `10.77.0.{i+1}`.
+    pub fn new(tag: &str, hosts: usize) -> anyhow::Result<Self> {
+        let prefix = format!("cnv{}{}", tag, std::process::id() % 100_000);
+        let bridge_ns = format!("{prefix}br");
+        let mut lan = Self {
+            names: vec![bridge_ns.clone()],
+        };
+        ip(&["netns", "add", &bridge_ns])?;
+        ip(&["-n", &bridge_ns, "link", "add", "br0", "type", "bridge"])?;
+        ip(&["-n", &bridge_ns, "link", "set", "br0", "up"])?;
+        for i in 0..hosts {
+            let ns = format!("{prefix}h{i}");
+            ip(&["netns", "add", &ns])?;
+            lan.names.push(ns.clone());
+            let outside = format!("v{i}br");
+            ip(&[
+                "-n", &ns, "link", "add", "eth0", "type", "veth", "peer", "name", &outside,
+                "netns", &bridge_ns,
+            ])?;
+            ip(&[
+                "-n", &bridge_ns, "link", "set", &outside, "master", "br0", "up",
+            ])?;
+            let addr = format!("10.77.0.{}/24", i + 1);
+            ip(&["-n", &ns, "addr", "add", &addr, "dev", "eth0"])?;
+            ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
+            ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+            ip(&["-n", &ns, "route", "add", "224.0.0.0/4", "dev", "eth0"])?;
+        }
+        Ok(lan)
+    }
+
+    /// The namespace name of host `i`.
+    pub fn host(&self, i: usize) -> &str {
+        &self.names[i + 1]
+    }
+}
+
+impl Drop for Lan {
+    fn drop(&mut self) {
+        for name in self.names.iter().rev() {
+            let _ = Command::new("ip").args(["netns", "del", name]).output();
+        }
+    }
+}
