@@ -245,10 +245,10 @@ impl ReplayGuard {
         if self.seen.contains_key(&key) {
             return Err(AdmissionError::Replayed);
         }
-        if self.order.len() >= REPLAY_CAPACITY {
-            if let Some((oldest, _)) = self.order.pop_front() {
-                self.seen.remove(&oldest);
-            }
+        if self.order.len() >= REPLAY_CAPACITY
+            && let Some((oldest, _)) = self.order.pop_front()
+        {
+            self.seen.remove(&oldest);
         }
         self.seen.insert(key, hello_unix_ms);
         self.order.push_back((key, now_unix_ms));

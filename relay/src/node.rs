@@ -248,11 +248,9 @@ fn on_event(swarm: &mut Swarm<RelayBehaviour>, event: SwarmEvent<RelayBehaviourE
             peer_id,
             info,
             ..
-        })) => {
-            if info.protocols.contains(&KAD_PROTOCOL) {
-                for addr in info.listen_addrs {
-                    swarm.behaviour_mut().kad.add_address(&peer_id, addr);
-                }
+        })) if info.protocols.contains(&KAD_PROTOCOL) => {
+            for addr in info.listen_addrs {
+                swarm.behaviour_mut().kad.add_address(&peer_id, addr);
             }
         }
         SwarmEvent::Behaviour(RelayBehaviourEvent::Relay(event)) => {

@@ -147,10 +147,10 @@ impl Proc {
             return Ok(found.clone());
         }
         while Instant::now() < deadline {
-            if let Some(value) = self.receive(deadline)? {
-                if want(&value) {
-                    return Ok(value);
-                }
+            if let Some(value) = self.receive(deadline)?
+                && want(&value)
+            {
+                return Ok(value);
             }
         }
         bail!(

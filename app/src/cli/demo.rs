@@ -172,11 +172,11 @@ pub(crate) async fn run(participants: usize, seconds: u64, out: Output) -> anyho
     });
 
     let mut join_times = Vec::new();
-    for index in 1..people.len() {
+    for person in people.iter_mut().skip(1) {
         let started = Instant::now();
-        people[index].client.join(invite.clone()).await?;
+        person.client.join(invite.clone()).await?;
         wait_for(
-            &mut people[index],
+            person,
             Duration::from_secs(20),
             |e| matches!(e, MeetingEvent::Joined { .. }),
             usize::MAX,
@@ -184,7 +184,7 @@ pub(crate) async fn run(participants: usize, seconds: u64, out: Output) -> anyho
         .await?;
         let took = started.elapsed();
         join_times.push(took);
-        let label = people[index].label.clone();
+        let label = person.label.clone();
         out.event(
             "joined",
             json!({ "name": label, "ms": took.as_millis() as u64 }),

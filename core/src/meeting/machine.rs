@@ -268,10 +268,10 @@ impl<R: RngCore + CryptoRng> Machine<R> {
         if self.is_finished() || peer == self.local || self.members.contains_key(&peer) {
             return;
         }
-        if let Some(pending) = self.pending.get(&peer) {
-            if now < pending.sent_at + self.config.hello_retry {
-                return;
-            }
+        if let Some(pending) = self.pending.get(&peer)
+            && now < pending.sent_at + self.config.hello_retry
+        {
+            return;
         }
         self.send_hello(now, unix_ms, peer, addrs);
     }

@@ -274,12 +274,12 @@ impl Driver {
     fn next_deadline(&self) -> Instant {
         let now = Instant::now();
         let mut deadline = now + Duration::from_secs(3600);
-        if let Some(session) = &self.session {
-            if !session.machine.is_finished() {
-                deadline = deadline.min(session.next_lookup).min(session.next_provide);
-                if let Some(t) = session.machine.poll_timeout() {
-                    deadline = deadline.min(t);
-                }
+        if let Some(session) = &self.session
+            && !session.machine.is_finished()
+        {
+            deadline = deadline.min(session.next_lookup).min(session.next_provide);
+            if let Some(t) = session.machine.poll_timeout() {
+                deadline = deadline.min(t);
             }
         }
         if let Some(leave) = &self.pending_leave {
@@ -679,10 +679,8 @@ impl Driver {
                         .behaviour_mut()
                         .control
                         .send_request_with_addresses(&to, request, known);
-                    if is_bye {
-                        if let Some(leave) = self.pending_leave.as_mut() {
-                            leave.outstanding.insert(id);
-                        }
+                    if is_bye && let Some(leave) = self.pending_leave.as_mut() {
+                        leave.outstanding.insert(id);
                     }
                 }
                 Output::StartProviding => self.provide(),

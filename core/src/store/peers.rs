@@ -38,12 +38,12 @@ impl Store {
     ) -> Result<(), StoreError> {
         let key = peer.to_bytes();
         let mut merged: Vec<Multiaddr> = addrs.iter().take(MAX_ADDRS_PER_PEER).cloned().collect();
-        if let Some(existing) = self.peers.get(&key)? {
-            if let Ok(old) = decode(peer, &existing) {
-                for addr in old.addrs {
-                    if merged.len() < MAX_ADDRS_PER_PEER && !merged.contains(&addr) {
-                        merged.push(addr);
-                    }
+        if let Some(existing) = self.peers.get(&key)?
+            && let Ok(old) = decode(peer, &existing)
+        {
+            for addr in old.addrs {
+                if merged.len() < MAX_ADDRS_PER_PEER && !merged.contains(&addr) {
+                    merged.push(addr);
                 }
             }
         }
@@ -72,7 +72,7 @@ impl Store {
                 Err(_) => tracing::warn!(peer = %peer_id, "skipping a corrupt remembered peer"),
             }
         }
-        peers.sort_by(|a, b| b.last_seen_unix.cmp(&a.last_seen_unix));
+        peers.sort_by_key(|p| std::cmp::Reverse(p.last_seen_unix));
         Ok(peers)
     }
 
@@ -116,8 +116,12 @@ mod tests {
         let peer = Identity::generate().peer_id();
         let a: Multiaddr = "/ip4/127.0.0.1/tcp/4001".parse().unwrap();
         let b: Multiaddr = "/ip4/127.0.0.1/udp/4001/quic-v1".parse().unwrap();
-        store.remember_peer(&peer, &[a.clone()], 10).unwrap();
-        store.remember_peer(&peer, &[b.clone()], 20).unwrap();
+        store
+            .remember_peer(&peer, std::slice::from_ref(&a), 10)
+            .unwrap();
+        store
+            .remember_peer(&peer, std::slice::from_ref(&b), 20)
+            .unwrap();
         let known = store.known_peers().unwrap();
         assert_eq!(known.len(), 1);
         assert_eq!(known[0].addrs, vec![b, a]);

@@ -1,0 +1,117 @@
+//! Serverless discovery through the DHT: one relay as the only bootstrap, five processes.
+
+use std::time::{Duration, Instant};
+
+use conclave_tests::{Proc, peer_id_of, start_host, start_relay};
+
+#[test]
+fn host_and_four_joiners_see_each_other_within_ten_seconds() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_relay, relay_addr) = start_relay(dir.path()).unwrap();
+    let (mut host, invite, host_id) =
+        start_host(dir.path(), "A", &["--relay", &relay_addr]).unwrap();
+    assert!(
+        invite.contains("&relay="),
+        "the invite carries the relay hint: {invite}"
+    );
+
+    let started = Instant::now();
+    let mut joiners: Vec<Proc> = ["B", "C", "D", "E"]
+        .iter()
+        .map(|label| Proc::conclave(label, &dir.path().join(label), &["join", &invite]).unwrap())
+        .collect();
+    let mut ids = vec![host_id];
+    for joiner in &mut joiners {
+        ids.push(peer_id_of(joiner).unwrap());
+    }
+    let mut everyone: Vec<&mut Proc> = std::iter::once(&mut host)
+        .chain(joiners.iter_mut())
+        .collect();
+    for (index, proc) in everyone.iter_mut().enumerate() {
+        let left = Duration::from_secs(10).saturating_sub(started.elapsed());
+        for (other_index, other) in ids.iter().enumerate() {
+            if other_index == index {
+                continue;
+            }
+            proc.wait_for(left, &format!("member_joined {other}"), |v| {
+                v["event"] == "member_joined" && v["peer_id"] == other.as_str()
+            })
+            .unwrap();
+        }
+        let mut members = proc.members();
+        members.sort();
+        let mut expected: Vec<String> = ids
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != index)
+            .map(|(_, id)| id.clone())
+            .collect();
+        expected.sort();
+        assert_eq!(members, expected, "{} lists exactly the others", proc.label);
+    }
+}
+
+#[test]
+fn an_invite_without_the_host_hint_is_found_through_the_dht_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_relay, relay_addr) = start_relay(dir.path()).unwrap();
+    let (mut host, invite, host_id) =
+        start_host(dir.path(), "A", &["--relay", &relay_addr]).unwrap();
+    // Drop `&host=...`: the only way to the host is the rendezvous record on the DHT.
+    let without_host: String = invite
+        .split('&')
+        .filter(|part| !part.starts_with("host="))
+        .collect::<Vec<_>>()
+        .join("&");
+    assert!(!without_host.contains("host="));
+    let mut joiner = Proc::conclave("B", &dir.path().join("B"), &["join", &without_host]).unwrap();
+    let joiner_id = peer_id_of(&mut joiner).unwrap();
+    joiner
+        .wait_event("joined", Duration::from_secs(10))
+        .unwrap();
+    joiner
+        .wait_for(Duration::from_secs(5), "the host", |v| {
+            v["event"] == "member_joined" && v["peer_id"] == host_id.as_str()
+        })
+        .unwrap();
+    host.wait_for(Duration::from_secs(5), "the joiner", |v| {
+        v["event"] == "member_joined" && v["peer_id"] == joiner_id.as_str()
+    })
+    .unwrap();
+}
+
+#[test]
+fn a_graceful_leave_is_reported_with_its_reason_and_exit_code_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_relay, relay_addr) = start_relay(dir.path()).unwrap();
+    let (mut host, invite, _) = start_host(dir.path(), "A", &["--relay", &relay_addr]).unwrap();
+    let mut joiner = Proc::conclave("B", &dir.path().join("B"), &["join", &invite]).unwrap();
+    let joiner_id = peer_id_of(&mut joiner).unwrap();
+    joiner
+        .wait_event("member_joined", Duration::from_secs(10))
+        .unwrap();
+    joiner.send_line("/leave").unwrap();
+    joiner.wait_event("left", Duration::from_secs(5)).unwrap();
+    assert_eq!(
+        joiner.wait_exit(Duration::from_secs(5)).unwrap().code(),
+        Some(0)
+    );
+    let left = host
+        .wait_for(Duration::from_secs(5), "member_left", |v| {
+            v["event"] == "member_left" && v["peer_id"] == joiner_id.as_str()
+        })
+        .unwrap();
+    assert_eq!(left["reason"], "left");
+}
+
+#[test]
+fn duration_ends_the_meeting_by_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut host =
+        Proc::conclave("A", &dir.path().join("A"), &["new", "--duration", "1s"]).unwrap();
+    host.wait_event("left", Duration::from_secs(10)).unwrap();
+    assert_eq!(
+        host.wait_exit(Duration::from_secs(5)).unwrap().code(),
+        Some(0)
+    );
+}
