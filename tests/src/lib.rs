@@ -24,11 +24,13 @@ pub fn bin_dir() -> PathBuf {
         return PathBuf::from(dir);
     }
     let exe = std::env::current_exe().expect("the test knows its own path");
-    // target/<profile>/deps/<test>-<hash>
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("test executables live in target/<profile>/deps")
-        .to_owned()
+    // Tests live in target/<profile>/deps/, bins (the bench) in target/<profile>/.
+    let dir = exe.parent().expect("an executable lives in a directory");
+    if dir.ends_with("deps") {
+        dir.parent().expect("deps has a parent").to_owned()
+    } else {
+        dir.to_owned()
+    }
 }
 
 /// Path of a workspace binary, checked to exist.

@@ -455,7 +455,10 @@ impl<R: RngCore + CryptoRng> Machine<R> {
     /// A request to `peer` could not be delivered (dial failure, timeout, stream error).
     pub fn handle_send_failed(&mut self, peer: PeerId) {
         debug!(peer = %peer, "request failed");
-        // Keep the pending entry: its `sent_at` still rate-limits the next attempt.
+        // A hello that never arrived must not hold back the next attempt (typically the
+        // first try had no address yet and the DHT is about to supply one). Candidates
+        // arrive at most once per lookup interval, so this cannot turn into a storm.
+        self.pending.remove(&peer);
     }
 
     /// Time passed: heartbeats, liveness and the join deadline.

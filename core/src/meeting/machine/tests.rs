@@ -491,3 +491,37 @@ fn a_member_that_forgot_us_is_greeted_again() {
     assert_eq!(sim.member_set(host), vec![a]);
     assert_eq!(sim.member_set(a), vec![host]);
 }
+
+#[test]
+fn a_failed_hello_does_not_delay_the_next_attempt() {
+    let mut sim = Sim::new();
+    let host = sim.host(1);
+    let joiner = PeerId::random();
+    let machine = Machine::joiner(
+        Config::default(),
+        joiner,
+        "j".into(),
+        keys(1),
+        sim.now,
+        StdRng::seed_from_u64(2),
+    );
+    sim.add(machine, joiner);
+    let (now, unix_ms) = (sim.now, sim.unix_ms());
+    sim.node(joiner)
+        .machine
+        .handle_candidate(now, unix_ms, host, vec![]);
+    sim.drain(joiner);
+    // The first hello could not be delivered (no address yet).
+    sim.queue.clear();
+    sim.node(joiner).machine.handle_send_failed(host);
+    // The DHT supplies the host again a moment later: greeted at once, not after the retry delay.
+    sim.node(joiner).machine.handle_candidate(
+        now + Duration::from_millis(100),
+        unix_ms + 100,
+        host,
+        vec![],
+    );
+    sim.drain(joiner);
+    sim.run_for(Duration::from_millis(200));
+    assert_eq!(sim.member_set(joiner), vec![host]);
+}

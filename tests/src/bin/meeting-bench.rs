@@ -1,0 +1,119 @@
+//! The system bench: real `conclave` / `conclave-relay` processes on loopback.
+//!
+//! ```text
+//! cargo run --release -p conclave-tests --bin meeting-bench -- [join|idle|all]
+//! ```
+//! - `join`: time from starting `conclave join` to its first `member_joined`, with 1 and 8
+//!   members already present (median and spread of several runs).
+//! - `idle`: resident memory and CPU of one client and of the relay while 20 clients sit
+//!   idle in one meeting.
+//! Figures go to `docs/performance.md`.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use conclave_tests::{Proc, start_host, start_relay};
+
+const RUNS: usize = 7;
+
+fn main() -> anyhow::Result<()> {
+    let what = std::env::args().nth(1).unwrap_or_else(|| "all".into());
+    if what == "join" || what == "all" {
+        for present in [1usize, 8] {
+            join_latency(present)?;
+        }
+    }
+    if what == "idle" || what == "all" {
+        idle_cost(20)?;
+    }
+    Ok(())
+}
+
+/// Starts a meeting with `present` members (host included) behind one relay.
+fn meeting(dir: &Path, present: usize) -> anyhow::Result<(Proc, Vec<Proc>, String)> {
+    let (relay, relay_addr) = start_relay(dir)?;
+    let (host, invite, _) = start_host(dir, "m0", &["--relay", &relay_addr])?;
+    let mut members = vec![host];
+    for i in 1..present {
+        let label = format!("m{i}");
+        let mut member = Proc::conclave(&label, &dir.join(&label), &["join", &invite])?;
+        member.wait_event("joined", Duration::from_secs(20))?;
+        members.push(member);
+    }
+    // Let the mesh settle: everyone sees everyone.
+    for member in &mut members {
+        let others = present - 1;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while member.members().len() < others && Instant::now() < deadline {
+            member.drain_for(Duration::from_millis(100));
+        }
+    }
+    Ok((relay, members, invite))
+}
+
+fn join_latency(present: usize) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (_relay, _members, invite) = meeting(dir.path(), present)?;
+    let mut samples = Vec::new();
+    for run in 0..RUNS {
+        let label = format!("j{run}");
+        let started = Instant::now();
+        let mut joiner = Proc::conclave(&label, &dir.path().join(&label), &["join", &invite])?;
+        joiner.wait_event("member_joined", Duration::from_secs(20))?;
+        samples.push(started.elapsed());
+        joiner.send_line("/leave")?;
+        joiner.wait_exit(Duration::from_secs(10))?;
+    }
+    samples.sort();
+    println!(
+        "join -> first member_joined, {present} member(s) present, {RUNS} runs: median {} ms, min {} ms, max {} ms (includes process start)",
+        samples[RUNS / 2].as_millis(),
+        samples[0].as_millis(),
+        samples[RUNS - 1].as_millis()
+    );
+    Ok(())
+}
+
+fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .context("VmRSS present")?;
+    Ok(line
+        .split_whitespace()
+        .nth(1)
+        .context("VmRSS value")?
+        .parse()?)
+}
+
+fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which is in parentheses and may contain spaces).
+    let rest = &stat[stat.rfind(')').context("stat format")? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    Ok(fields[11].parse::<u64>()? + fields[12].parse::<u64>()?)
+}
+
+fn idle_cost(clients: usize) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (relay, members, _) = meeting(dir.path(), clients)?;
+    let window = Duration::from_secs(10);
+    let client_pid = members[clients / 2].pid();
+    let (relay_before, client_before) = (cpu_ticks(relay.pid())?, cpu_ticks(client_pid)?);
+    std::thread::sleep(window);
+    let (relay_after, client_after) = (cpu_ticks(relay.pid())?, cpu_ticks(client_pid)?);
+    let ticks_per_sec = 100.0; // USER_HZ on Linux
+    let pct = |ticks: u64| ticks as f64 / ticks_per_sec / window.as_secs_f64() * 100.0;
+    println!(
+        "idle meeting of {clients} clients, {}s window: one client RSS {} MiB, CPU {:.2} %; relay RSS {} MiB, CPU {:.2} %",
+        window.as_secs(),
+        rss_kib(client_pid)? / 1024,
+        pct(client_after - client_before),
+        rss_kib(relay.pid())? / 1024,
+        pct(relay_after - relay_before)
+    );
+    drop(members);
+    Ok(())
+}
