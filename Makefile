@@ -1,0 +1,42 @@
+# Conclave: two commands do all set-up on a fresh Debian machine.
+#   make demo   a real meeting on this machine (relay + participants on loopback)
+#   make test   every test: format, lints, unit, property, simulation and system tests
+SHELL := /bin/bash
+CARGO ?= cargo
+# System packages the build and the tests need (Debian names).
+APT_PACKAGES := build-essential pkg-config iproute2 ca-certificates
+
+.PHONY: deps demo test lint unit bench build
+
+deps:
+	@missing=""; \
+	for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  else \
+	    echo "missing system packages:$$missing — run: sudo apt-get install$$missing"; exit 1; \
+	  fi; \
+	fi
+	@command -v $(CARGO) >/dev/null || { echo "a Rust toolchain (cargo) is required: see https://rustup.rs"; exit 1; }
+
+build: deps
+	$(CARGO) build --workspace --bins
+
+demo: build
+	./target/debug/conclave demo
+
+lint: deps
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+unit: build
+	$(CARGO) test --workspace
+
+test: lint unit
+
+bench: deps
+	$(CARGO) bench -p conclave-core
+	$(CARGO) build --release --workspace --bins
+	./target/release/meeting-bench all
