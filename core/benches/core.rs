@@ -17,9 +17,18 @@ fn benches(c: &mut Criterion) {
     let mut invite = Invite::new_meeting(&mut rng);
     let host = Identity::generate();
     invite.host = Some(host.peer_id());
-    invite.relays = vec![format!("/ip4/127.0.0.1/tcp/4001/p2p/{}", Identity::generate().peer_id()).parse().expect("valid")];
+    invite.relays = vec![
+        format!(
+            "/ip4/127.0.0.1/tcp/4001/p2p/{}",
+            Identity::generate().peer_id()
+        )
+        .parse()
+        .expect("valid"),
+    ];
     let uri = invite.to_uri();
-    c.bench_function("invite/parse", |b| b.iter(|| black_box(&uri).parse::<Invite>()));
+    c.bench_function("invite/parse", |b| {
+        b.iter(|| black_box(&uri).parse::<Invite>())
+    });
 
     c.bench_function("admission/derive_keys", |b| {
         b.iter(|| MeetingKeys::derive(black_box(invite.meeting_id), &invite.secret))
@@ -29,22 +38,44 @@ fn benches(c: &mut Criterion) {
     let nonce = [7u8; 16];
     let mac = keys.hello_mac(&joiner, &host.peer_id(), &nonce, 1_000);
     c.bench_function("admission/verify_hello", |b| {
-        b.iter(|| keys.verify_hello(&joiner, &host.peer_id(), &nonce, 1_000, black_box(&mac), 1_000))
+        b.iter(|| {
+            keys.verify_hello(
+                &joiner,
+                &host.peer_id(),
+                &nonce,
+                1_000,
+                black_box(&mac),
+                1_000,
+            )
+        })
     });
 
     let members: Vec<MemberInfo> = (0..8)
         .map(|i| MemberInfo {
             peer_id: Identity::generate().peer_id(),
             name: format!("member {i}"),
-            addrs: vec![format!("/ip4/127.0.0.1/tcp/{}", 4000 + i).parse().expect("valid")],
+            addrs: vec![
+                format!("/ip4/127.0.0.1/tcp/{}", 4000 + i)
+                    .parse()
+                    .expect("valid"),
+            ],
         })
         .collect();
-    let heartbeat = Request::Heartbeat { meeting_id: invite.meeting_id, members };
+    let heartbeat = Request::Heartbeat {
+        meeting_id: invite.meeting_id,
+        members,
+    };
     let bytes = heartbeat.encode();
-    c.bench_function("wire/encode_heartbeat_8_members", |b| b.iter(|| black_box(&heartbeat).encode()));
-    c.bench_function("wire/decode_heartbeat_8_members", |b| b.iter(|| Request::decode(black_box(&bytes))));
+    c.bench_function("wire/encode_heartbeat_8_members", |b| {
+        b.iter(|| black_box(&heartbeat).encode())
+    });
+    c.bench_function("wire/decode_heartbeat_8_members", |b| {
+        b.iter(|| Request::decode(black_box(&bytes)))
+    });
 
-    c.bench_function("identity/safety_number", |b| b.iter(|| black_box(&host).safety_number()));
+    c.bench_function("identity/safety_number", |b| {
+        b.iter(|| black_box(&host).safety_number())
+    });
 }
 
 criterion_group!(core, benches);

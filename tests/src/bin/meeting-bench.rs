@@ -7,6 +7,7 @@
 //!   members already present (median and spread of several runs).
 //! - `idle`: resident memory and CPU of one client and of the relay while 20 clients sit
 //!   idle in one meeting.
+//!
 //! Figures go to `docs/performance.md`.
 
 use std::path::Path;
