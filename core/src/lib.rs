@@ -45,6 +45,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod admission;
+pub mod group;
 pub mod client;
 pub mod config;
 pub mod error;
