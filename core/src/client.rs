@@ -28,6 +28,11 @@ pub const COMMAND_CAPACITY: usize = 32;
 pub enum Event {
     /// A meeting changed.
     Meeting(MeetingEvent),
+    /// Something degraded that the user should know about (the meeting goes on).
+    Warning {
+        /// One clear sentence.
+        message: String,
+    },
 }
 
 /// The stream of [`Event`]s of one client.
@@ -121,6 +126,17 @@ impl Client {
     /// for them to acknowledge).
     pub async fn leave(&self) -> Result<(), Error> {
         self.request(|reply| Command::Leave { reply }).await
+    }
+
+    /// Sends a chat line to every member (end-to-end encrypted in the MLS group).
+    pub async fn send_chat(&self, text: impl Into<String>) -> Result<(), Error> {
+        let text = text.into();
+        self.request(|reply| Command::Chat { text, reply }).await?
+    }
+
+    /// Removes `peer` from the meeting (honoured for the host; see `docs/protocol.md`).
+    pub async fn kick(&self, peer: PeerId) -> Result<(), Error> {
+        self.request(|reply| Command::Kick { peer, reply }).await?
     }
 
     /// Stops the client's task.

@@ -22,6 +22,9 @@ pub enum Error {
     /// Bad control message.
     #[error(transparent)]
     Wire(#[from] WireError),
+    /// MLS group failure.
+    #[error(transparent)]
+    Group(#[from] crate::group::GroupError),
     /// Refused admission proof.
     #[error(transparent)]
     Admission(#[from] AdmissionError),

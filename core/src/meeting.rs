@@ -1,12 +1,12 @@
-//! The meeting: who is in it, who is joining, who is gone.
+//! The meeting: admission, presence, and the MLS group that decides who is in it.
 //!
 //! [`Machine`] is sans-IO (see `STYLE.md` B3): the [driver](crate::net::driver) feeds it
 //! discovered candidates, control requests and responses, and time, then drains
-//! [`Output`]s (messages to send, DHT actions, [`MeetingEvent`]s) until none is left.
-//! It never reads a clock, never touches a socket and never spawns.
+//! [`Output`]s (messages to send, DHT actions, storage writes, [`MeetingEvent`]s) until
+//! none is left. It never reads a clock, never touches a socket and never spawns.
 //!
-//! Phases: `Joining` → `Member` (first mutually authenticated peer, or at once for the
-//! creator) → `Left`; or `Joining` → `Refused` / `TimedOut`.
+//! Phases: `Joining` → `Member` (group created, or MLS welcome received) → `Left` /
+//! `Removed`; or `Joining` → `Refused` / `TimedOut`. The rules are in `docs/protocol.md`.
 
 mod event;
 mod machine;

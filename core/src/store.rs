@@ -4,17 +4,23 @@
 //! - tree `meta`: `schema_version` → u32 big-endian;
 //! - tree `identity`: `secret_key` → 32 bytes, `display_name` → UTF-8;
 //! - tree `peers`: peer id bytes → CBOR [`KnownPeer`] (addresses and last-seen time),
-//!   bounded to [`peers::MAX_KNOWN_PEERS`] entries, oldest evicted first.
+//!   bounded to [`peers::MAX_KNOWN_PEERS`] entries, oldest evicted first;
+//! - tree `mls`: the openmls key-value map, one atomic batch per MLS operation
+//!   ([`Store::apply_mls_delta`]);
+//! - tree `history`: chat lines per meeting; tree `meetings`: remembered invites.
 //!
 //! Only one process may open a data directory at a time: sled holds an exclusive file lock
 //! and a second opener gets [`StoreError::Locked`], never a shared, corrupting handle.
 //! Every write is flushed before the call returns, so a crash loses nothing acknowledged.
 
 mod db;
+mod history;
+mod mls_storage;
 mod peers;
 pub mod schema;
 
 pub use db::Store;
+pub use history::{ChatRecord, MAX_HISTORY_PER_MEETING, MeetingRecord};
 pub use peers::{KnownPeer, MAX_ADDRS_PER_PEER, MAX_KNOWN_PEERS};
 pub use schema::SCHEMA_VERSION;
 

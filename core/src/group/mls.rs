@@ -226,6 +226,19 @@ impl MeetingGroup {
             .map(|group| Self { group }))
     }
 
+    /// Deletes this group's state from storage (before joining the meeting afresh).
+    pub fn delete(mut self, provider: &Provider) -> Result<(), GroupError> {
+        self.group.delete(provider.storage()).map_err(GroupError::mls)
+    }
+
+    /// Deletes any stored group of `meeting_id`.
+    pub fn delete_stored(provider: &Provider, meeting_id: MeetingId) -> Result<(), GroupError> {
+        if let Some(group) = Self::load(provider, meeting_id)? {
+            group.delete(provider)?;
+        }
+        Ok(())
+    }
+
     /// Current epoch.
     pub fn epoch(&self) -> u64 {
         self.group.epoch().as_u64()

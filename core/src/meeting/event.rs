@@ -2,7 +2,9 @@
 
 use libp2p::PeerId;
 
+use crate::group::SecurityCode;
 use crate::invite::MeetingId;
+use crate::net::wire::RemovalReason;
 
 /// Why a member is no longer in the meeting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -10,6 +12,8 @@ use crate::invite::MeetingId;
 pub enum LeaveReason {
     /// It said goodbye.
     Left,
+    /// The host removed it.
+    Kicked,
     /// Nothing was heard from it within the liveness timeout.
     TimedOut,
 }
@@ -19,7 +23,18 @@ impl LeaveReason {
     pub fn as_str(&self) -> &'static str {
         match self {
             LeaveReason::Left => "left",
+            LeaveReason::Kicked => "kicked",
             LeaveReason::TimedOut => "timed out",
+        }
+    }
+}
+
+impl From<RemovalReason> for LeaveReason {
+    fn from(reason: RemovalReason) -> Self {
+        match reason {
+            RemovalReason::Left | RemovalReason::Replaced => LeaveReason::Left,
+            RemovalReason::Kicked => LeaveReason::Kicked,
+            RemovalReason::TimedOut => LeaveReason::TimedOut,
         }
     }
 }
@@ -28,16 +43,29 @@ impl LeaveReason {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum MeetingEvent {
-    /// We are in the meeting (created it, or the first member accepted us).
+    /// We are in the meeting's MLS group (created it, or were welcomed).
     Joined {
         /// Which meeting.
         meeting_id: MeetingId,
+        /// The MLS epoch we start at.
+        epoch: u64,
+        /// The security code of that epoch.
+        security_code: SecurityCode,
     },
-    /// Someone is now a member.
+    /// The group moved to a new epoch (membership changed, keys rotated).
+    Epoch {
+        /// The new epoch.
+        epoch: u64,
+        /// Its security code: equal at every member of the epoch.
+        security_code: SecurityCode,
+        /// Members of the epoch (leaf order), us included.
+        members: Vec<PeerId>,
+    },
+    /// Someone is now a member of the group.
     MemberJoined {
         /// Who.
         peer_id: PeerId,
-        /// Their display name.
+        /// Their display name (empty until they told us).
         name: String,
     },
     /// Someone is no longer a member.
@@ -49,10 +77,26 @@ pub enum MeetingEvent {
         /// Why.
         reason: LeaveReason,
     },
+    /// A chat line from a member.
+    Chat {
+        /// Who wrote it.
+        from: PeerId,
+        /// Their display name.
+        name: String,
+        /// The text.
+        text: String,
+        /// When it was sent (sender's clock, ms since the Unix epoch).
+        unix_ms: u64,
+    },
     /// A member refused our proof of the secret: the invite is wrong.
     JoinRefused,
-    /// Nobody answered before the join deadline.
+    /// Nobody let us in before the join deadline.
     JoinTimedOut,
+    /// We were removed from the group.
+    Removed {
+        /// Why, as the committer stated it.
+        reason: LeaveReason,
+    },
     /// We left.
     Left,
 }

@@ -1,17 +1,29 @@
-//! The sans-IO meeting state machine: admission, roster, presence and goodbye.
+//! The sans-IO meeting state machine: admission, presence, and the group protocol.
 //!
-//! Rules (also in `docs/protocol.md`):
-//! - A *candidate* (a DHT provider, the invite's host hint, or a member named in someone's
-//!   list) that is neither us, nor a member, nor recently greeted gets a `Hello`.
-//! - A valid `Hello` (MAC, freshness, no replay) makes the sender a member; the answer is
-//!   `Welcome` with our member list. Anything else gets a bare `Refused`.
-//! - A `Welcome` whose MAC matches the nonce of our hello makes the responder a member; the
-//!   members it lists become candidates. A `Refused` while joining ends the join.
-//! - Members send each other a `Heartbeat` every [`Config::heartbeat_interval`]; a member
-//!   not heard from (request or answer) for [`Config::liveness_timeout`] is removed with
-//!   [`LeaveReason::TimedOut`]. `Bye` removes the sender at once.
+//! Admission and presence (control plane, `docs/protocol.md` §5):
+//! - A *candidate* (DHT provider, invite host hint, peer named in someone's list) that is
+//!   neither us, nor a known peer, nor recently greeted gets a `Hello` (with our MLS key
+//!   package while we are joining).
+//! - A valid `Hello` (MAC, freshness, no replay) makes the sender a known peer; its key
+//!   package, if any, is checked (credential = sender's key, else refused as an impostor)
+//!   and queued for the committer. The answer is an admission `Welcome` with our peer list.
+//! - Peers send each other a `Heartbeat` every [`Config::heartbeat_interval`]; a peer not
+//!   heard from for [`Config::liveness_timeout`], or whose heartbeats failed twice, or that
+//!   said `Bye`, counts as gone.
+//!
+//! Group protocol (`docs/protocol.md` §6), over the MLS group in [`crate::group`]:
+//! - The committer is the lowest-leaf online member ([`crate::group::committer`]). It
+//!   commits queued adds, kicks, goodbyes and timeouts in one commit.
+//! - Phase 1: `Commit` to every other member, who stage it and answer `Ack` (or `Nack`:
+//!   other epoch, or another commit already staged). Phase 2: when every online member
+//!   acknowledged, the committer merges, sends `Confirm` (members merge) and the MLS
+//!   welcome to the joiners. A `Nack` aborts (`Abort` to those who staged) and the
+//!   committer backs off; a commit from a lower leaf beats our own pending one.
+//! - Chat travels as MLS application messages with a per-sender sequence number: delivered
+//!   once, in order; failed deliveries are re-encrypted and retried a bounded number of
+//!   times.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use libp2p::{Multiaddr, PeerId};
@@ -20,20 +32,37 @@ use tracing::{debug, info, warn};
 
 use super::{LeaveReason, MeetingEvent};
 use crate::admission::{AdmissionError, MeetingKeys, NONCE_LEN, ReplayGuard};
+use crate::group::mls::validate_key_package;
+use crate::group::{GroupError, MediaKeys, MeetingGroup, MlsIdentity, Provider, StorageDelta};
 use crate::invite::MeetingId;
-use crate::net::wire::{Hello, MAX_ADDRS, MAX_MEMBERS, MemberInfo, Request, Response};
+use crate::net::wire::{Hello, MAX_ADDRS, MAX_MEMBERS, MemberInfo, Removal, RemovalReason, Request, Response};
+
+mod group_ops;
 
 /// Timers and bounds of a meeting.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
-    /// How often members greet each other.
+    /// How often peers greet each other.
     pub heartbeat_interval: Duration,
-    /// Silence after which a member counts as gone. Must exceed the heartbeat interval.
+    /// Silence after which a peer counts as gone. Must exceed the heartbeat interval.
     pub liveness_timeout: Duration,
     /// Least time between two hellos to the same candidate.
     pub hello_retry: Duration,
     /// How long a join may take before it is abandoned.
     pub join_timeout: Duration,
+    /// How often a joiner greets every known peer again with a fresh key package while
+    /// it waits for the MLS welcome.
+    pub rehello_interval: Duration,
+    /// How long a committer waits for acknowledgements.
+    pub commit_timeout: Duration,
+    /// How long a member keeps a staged commit without confirmation.
+    pub staged_timeout: Duration,
+    /// Pause after an aborted commit before trying again.
+    pub commit_backoff: Duration,
+    /// Delay between attempts to deliver a chat message to one member.
+    pub chat_retry: Duration,
+    /// Attempts to deliver a chat message to one member.
+    pub chat_attempts: u32,
     /// Most members (including us).
     pub max_members: usize,
 }
@@ -41,10 +70,16 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            heartbeat_interval: Duration::from_secs(2),
-            liveness_timeout: Duration::from_secs(7),
+            heartbeat_interval: Duration::from_secs(1),
+            liveness_timeout: Duration::from_secs(3),
             hello_retry: Duration::from_secs(3),
             join_timeout: Duration::from_secs(30),
+            rehello_interval: Duration::from_secs(5),
+            commit_timeout: Duration::from_secs(2),
+            staged_timeout: Duration::from_secs(4),
+            commit_backoff: Duration::from_millis(300),
+            chat_retry: Duration::from_millis(300),
+            chat_attempts: 8,
             max_members: MAX_MEMBERS,
         }
     }
@@ -73,19 +108,21 @@ impl Config {
 /// Where we stand in the meeting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
-    /// Looking for members and proving the secret.
+    /// Looking for members, proving the secret, waiting for the MLS welcome.
     Joining {
         /// When the join is abandoned.
         deadline: Instant,
     },
-    /// In the meeting.
+    /// In the meeting's group.
     Member,
     /// A member refused our proof of the secret.
     Refused,
-    /// Nobody answered in time.
+    /// Nobody let us in in time.
     TimedOut,
     /// We left.
     Left,
+    /// The group removed us.
+    Removed,
 }
 
 /// Counters of refused or ignored input, for diagnostics and tests.
@@ -99,16 +136,23 @@ pub struct Stats {
     pub hellos_replayed: u64,
     /// Hellos for another meeting.
     pub hellos_wrong_meeting: u64,
+    /// Key packages whose credential is not the sender's key (impostors).
+    pub impostors: u64,
     /// Welcomes that did not prove the secret, or that nobody asked for.
     pub welcomes_rejected: u64,
     /// Requests from peers that are not members.
     pub requests_from_strangers: u64,
+    /// Group messages that did not decrypt or verify (including replays).
+    pub group_messages_rejected: u64,
+    /// Commits aborted because a competing commit won.
+    pub commits_aborted: u64,
 }
 
 /// What the driver must do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
-    /// Send a control request to `to`, dialing `addrs` if not connected.
+    /// Send a control request to `to`, dialing `addrs` if not connected. The answer (or
+    /// failure) must come back with the same `tag`.
     Send {
         /// Recipient.
         to: PeerId,
@@ -116,26 +160,42 @@ pub enum Output {
         addrs: Vec<Multiaddr>,
         /// The request.
         request: Request,
+        /// Correlates the answer with the request.
+        tag: u64,
     },
     /// Announce ourselves as a provider of the rendezvous key on the DHT.
     StartProviding,
     /// Withdraw the provider announcement.
     StopProviding,
+    /// Apply these MLS storage writes to the durable store, atomically.
+    Persist(StorageDelta),
     /// Tell the application.
     Event(MeetingEvent),
 }
 
 #[derive(Debug)]
-struct Member {
+struct Peer {
     name: String,
     addrs: Vec<Multiaddr>,
     last_heard: Instant,
+    failures: u8,
+    said_bye: bool,
 }
 
 #[derive(Debug)]
 struct PendingHello {
     nonce: [u8; NONCE_LEN],
     sent_at: Instant,
+}
+
+/// What an in-flight request was, so its answer can be routed.
+#[derive(Debug, Clone)]
+enum Inflight {
+    Hello,
+    Heartbeat,
+    Commit { epoch: u64 },
+    Chat { payload: Vec<u8>, attempt: u32 },
+    Other,
 }
 
 /// The meeting state machine. See the [module docs](self).
@@ -147,58 +207,71 @@ pub struct Machine<R> {
     keys: MeetingKeys,
     phase: Phase,
     local_addrs: Vec<Multiaddr>,
-    members: BTreeMap<PeerId, Member>,
+    peers: BTreeMap<PeerId, Peer>,
     pending: HashMap<PeerId, PendingHello>,
     replay: ReplayGuard,
     next_heartbeat: Instant,
+    next_rehello: Instant,
     outputs: VecDeque<Output>,
     stats: Stats,
     rng: R,
+    next_tag: u64,
+    inflight: HashMap<u64, (PeerId, Inflight)>,
+    /// The meeting's host (creator): its kicks are honoured.
+    host: Option<PeerId>,
+    mls: group_ops::GroupState,
 }
 
 impl<R: RngCore + CryptoRng> Machine<R> {
-    /// A new meeting created by us: we are its first member.
+    /// A new meeting created by us: we are its host and first member.
     pub fn host(
         config: Config,
-        local: PeerId,
+        me: MlsIdentity,
+        provider: Provider,
         name: String,
         keys: MeetingKeys,
         now: Instant,
         rng: R,
-    ) -> Self {
-        let mut machine = Self::new(config, local, name, keys, Phase::Member, now, rng);
+    ) -> Result<Self, GroupError> {
+        let local = me.peer_id();
+        let group = MeetingGroup::create(&provider, &me, keys.meeting_id())?;
+        let mut machine = Self::new(config, me, provider, name, keys, Phase::Member, now, rng);
+        machine.host = Some(local);
         info!(meeting = %machine.keys.meeting_id().short(), "meeting created");
         machine.outputs.push_back(Output::StartProviding);
-        machine.emit(MeetingEvent::Joined {
-            meeting_id: machine.keys.meeting_id(),
-        });
-        machine
+        machine.install_group(now, group);
+        Ok(machine)
     }
 
     /// Joining an existing meeting: feed candidates with [`Machine::handle_candidate`].
+    /// `host` is the invite's host hint, whose kicks will be honoured.
+    #[allow(clippy::too_many_arguments)]
     pub fn joiner(
         config: Config,
-        local: PeerId,
+        me: MlsIdentity,
+        provider: Provider,
         name: String,
         keys: MeetingKeys,
+        host: Option<PeerId>,
         now: Instant,
         rng: R,
     ) -> Self {
         let deadline = now + config.join_timeout;
-        Self::new(
-            config,
-            local,
-            name,
-            keys,
-            Phase::Joining { deadline },
-            now,
-            rng,
-        )
+        // A group left over from an earlier session is stale: we join afresh.
+        if let Err(err) = MeetingGroup::delete_stored(&provider, keys.meeting_id()) {
+            warn!(error = %err, "cannot delete a stale group");
+        }
+        let mut machine = Self::new(config, me, provider, name, keys, Phase::Joining { deadline }, now, rng);
+        machine.persist_now();
+        machine.host = host;
+        machine
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn new(
         config: Config,
-        local: PeerId,
+        me: MlsIdentity,
+        provider: Provider,
         name: String,
         keys: MeetingKeys,
         phase: Phase,
@@ -207,18 +280,23 @@ impl<R: RngCore + CryptoRng> Machine<R> {
     ) -> Self {
         Self {
             next_heartbeat: now + config.heartbeat_interval,
+            next_rehello: now + config.rehello_interval,
+            local: me.peer_id(),
+            mls: group_ops::GroupState::new(me, provider),
             config,
-            local,
             name,
             keys,
             phase,
             local_addrs: Vec::new(),
-            members: BTreeMap::new(),
+            peers: BTreeMap::new(),
             pending: HashMap::new(),
             replay: ReplayGuard::default(),
             outputs: VecDeque::new(),
             stats: Stats::default(),
             rng,
+            next_tag: 0,
+            inflight: HashMap::new(),
+            host: None,
         }
     }
 
@@ -242,14 +320,32 @@ impl<R: RngCore + CryptoRng> Machine<R> {
         self.stats
     }
 
-    /// Current members other than us, with their names.
-    pub fn members(&self) -> impl Iterator<Item = (&PeerId, &str)> {
-        self.members.iter().map(|(peer, m)| (peer, m.name.as_str()))
+    /// Members of the MLS group other than us, with their names.
+    pub fn members(&self) -> Vec<(PeerId, String)> {
+        self.mls
+            .group
+            .as_ref()
+            .map(|g| g.members())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(_, peer)| *peer != self.local)
+            .map(|(_, peer)| (peer, self.peer_name(&peer)))
+            .collect()
     }
 
-    /// Whether the machine has finished (left, refused or timed out).
+    /// The group's epoch and security code, once we are in it.
+    pub fn epoch(&self) -> Option<(u64, crate::group::SecurityCode)> {
+        self.mls.group.as_ref().map(|g| (g.epoch(), g.security_code()))
+    }
+
+    /// Media keys of the current and previous epoch.
+    pub fn media_keys(&self) -> &MediaKeys {
+        &self.mls.media
+    }
+
+    /// Whether the machine has finished (left, removed, refused or timed out).
     pub fn is_finished(&self) -> bool {
-        matches!(self.phase, Phase::Left | Phase::Refused | Phase::TimedOut)
+        matches!(self.phase, Phase::Left | Phase::Refused | Phase::TimedOut | Phase::Removed)
     }
 
     /// Our reachable addresses, shared with other members.
@@ -257,20 +353,33 @@ impl<R: RngCore + CryptoRng> Machine<R> {
         self.local_addrs = addrs.into_iter().take(MAX_ADDRS).collect();
     }
 
+    fn peer_name(&self, peer: &PeerId) -> String {
+        if *peer == self.local {
+            return self.name.clone();
+        }
+        self.peers.get(peer).map(|p| p.name.clone()).unwrap_or_default()
+    }
+
+    fn send(&mut self, to: PeerId, request: Request, kind: Inflight) {
+        let tag = self.next_tag;
+        self.next_tag += 1;
+        let addrs = self.peers.get(&to).map(|p| p.addrs.clone()).unwrap_or_default();
+        self.inflight.insert(tag, (to, kind));
+        self.outputs.push_back(Output::Send { to, addrs, request, tag });
+    }
+
     /// A peer that may be a member (DHT provider, invite hint, gossip): greet it.
-    pub fn handle_candidate(
-        &mut self,
-        now: Instant,
-        unix_ms: u64,
-        peer: PeerId,
-        addrs: Vec<Multiaddr>,
-    ) {
-        if self.is_finished() || peer == self.local || self.members.contains_key(&peer) {
+    pub fn handle_candidate(&mut self, now: Instant, unix_ms: u64, peer: PeerId, addrs: Vec<Multiaddr>) {
+        if self.is_finished() || peer == self.local {
             return;
         }
-        if let Some(pending) = self.pending.get(&peer)
-            && now < pending.sent_at + self.config.hello_retry
-        {
+        if let Some(known) = self.peers.get_mut(&peer) {
+            if known.addrs.is_empty() {
+                known.addrs = addrs;
+            }
+            return;
+        }
+        if self.pending.get(&peer).is_some_and(|p| now < p.sent_at + self.config.hello_retry) {
             return;
         }
         self.send_hello(now, unix_ms, peer, addrs);
@@ -280,55 +389,49 @@ impl<R: RngCore + CryptoRng> Machine<R> {
         let mut nonce = [0u8; NONCE_LEN];
         self.rng.fill_bytes(&mut nonce);
         let mac = self.keys.hello_mac(&self.local, &peer, &nonce, unix_ms);
-        self.pending.insert(
-            peer,
-            PendingHello {
-                nonce,
-                sent_at: now,
-            },
-        );
-        debug!(peer = %peer, "sending hello");
-        self.outputs.push_back(Output::Send {
-            to: peer,
-            addrs,
-            request: Request::Hello(Hello {
-                meeting_id: self.keys.meeting_id(),
-                nonce,
-                unix_ms,
-                mac,
-                name: self.name.clone(),
-                addrs: self.local_addrs.clone(),
-            }),
+        self.pending.insert(peer, PendingHello { nonce, sent_at: now });
+        let key_package = self.joining_key_package();
+        debug!(peer = %peer, with_key_package = !key_package.is_empty(), "sending hello");
+        let hello = Request::Hello(Hello {
+            meeting_id: self.keys.meeting_id(),
+            nonce,
+            unix_ms,
+            mac,
+            name: self.name.clone(),
+            addrs: self.local_addrs.clone(),
+            key_package,
         });
+        let tag = self.next_tag;
+        self.next_tag += 1;
+        self.inflight.insert(tag, (peer, Inflight::Hello));
+        self.outputs.push_back(Output::Send { to: peer, addrs, request: hello, tag });
     }
 
     /// A control request arrived from `from` (authenticated by the connection); returns
     /// the answer to send back.
-    pub fn handle_request(
-        &mut self,
-        now: Instant,
-        unix_ms: u64,
-        from: PeerId,
-        request: Request,
-    ) -> Response {
+    pub fn handle_request(&mut self, now: Instant, unix_ms: u64, from: PeerId, request: Request) -> Response {
         if self.is_finished() {
             return Response::NotMember;
         }
-        match request {
-            Request::Hello(hello) => self.on_hello(now, unix_ms, from, hello),
-            Request::Heartbeat {
-                meeting_id,
-                members,
-            } => {
-                if meeting_id != self.keys.meeting_id() || !self.members.contains_key(&from) {
+        let response = match request {
+            Request::Hello(hello) => return self.on_hello(now, unix_ms, from, hello),
+            other if !self.is_for_us(&other) => {
+                self.stats.requests_from_strangers += 1;
+                return Response::NotMember;
+            }
+            Request::Heartbeat { members, .. } => {
+                if !self.peers.contains_key(&from) {
                     self.stats.requests_from_strangers += 1;
                     return Response::NotMember;
                 }
                 self.heard_from(now, from);
                 for info in members {
                     if info.peer_id == from {
-                        if let Some(member) = self.members.get_mut(&from) {
-                            member.addrs = info.addrs;
+                        if let Some(peer) = self.peers.get_mut(&from) {
+                            peer.addrs = info.addrs;
+                            if peer.name.is_empty() {
+                                peer.name = info.name;
+                            }
                         }
                     } else {
                         self.handle_candidate(now, unix_ms, info.peer_id, info.addrs);
@@ -336,15 +439,39 @@ impl<R: RngCore + CryptoRng> Machine<R> {
                 }
                 Response::Ack
             }
-            Request::Bye { meeting_id } => {
-                if meeting_id != self.keys.meeting_id() || !self.members.contains_key(&from) {
+            Request::Bye { .. } => {
+                let Some(peer) = self.peers.get_mut(&from) else {
                     self.stats.requests_from_strangers += 1;
                     return Response::NotMember;
-                }
-                self.remove_member(from, LeaveReason::Left);
+                };
+                info!(peer = %from, "peer said goodbye");
+                peer.said_bye = true;
                 Response::Ack
             }
-        }
+            Request::Commit { epoch, commit, removals, .. } => self.on_commit(now, from, epoch, &commit, removals),
+            Request::Confirm { epoch, .. } => self.on_confirm(now, from, epoch),
+            Request::Abort { epoch, .. } => self.on_abort(from, epoch),
+            Request::Welcome { welcome, .. } => self.on_mls_welcome(now, from, &welcome),
+            Request::Group { message, .. } => self.on_group_message(now, from, &message),
+            Request::Kick { peer_id, .. } => self.on_kick_request(from, peer_id),
+        };
+        self.maybe_commit(now);
+        response
+    }
+
+    fn is_for_us(&self, request: &Request) -> bool {
+        let id = match request {
+            Request::Hello(hello) => hello.meeting_id,
+            Request::Heartbeat { meeting_id, .. }
+            | Request::Bye { meeting_id }
+            | Request::Commit { meeting_id, .. }
+            | Request::Confirm { meeting_id, .. }
+            | Request::Abort { meeting_id, .. }
+            | Request::Welcome { meeting_id, .. }
+            | Request::Group { meeting_id, .. }
+            | Request::Kick { meeting_id, .. } => *meeting_id,
+        };
+        id == self.keys.meeting_id()
     }
 
     fn on_hello(&mut self, now: Instant, unix_ms: u64, from: PeerId, hello: Hello) -> Response {
@@ -355,52 +482,92 @@ impl<R: RngCore + CryptoRng> Machine<R> {
         }
         let verdict = self
             .keys
-            .verify_hello(
-                &from,
-                &self.local,
-                &hello.nonce,
-                hello.unix_ms,
-                &hello.mac,
-                unix_ms,
-            )
-            .and_then(|()| {
-                self.replay
-                    .check_and_record(from, hello.nonce, hello.unix_ms, unix_ms)
-            });
-        match verdict {
-            Ok(()) => {}
-            Err(err) => {
-                match err {
-                    AdmissionError::BadMac => self.stats.hellos_bad_mac += 1,
-                    AdmissionError::Stale { .. } => self.stats.hellos_stale += 1,
-                    AdmissionError::Replayed => self.stats.hellos_replayed += 1,
+            .verify_hello(&from, &self.local, &hello.nonce, hello.unix_ms, &hello.mac, unix_ms)
+            .and_then(|()| self.replay.check_and_record(from, hello.nonce, hello.unix_ms, unix_ms));
+        if let Err(err) = verdict {
+            match err {
+                AdmissionError::BadMac => self.stats.hellos_bad_mac += 1,
+                AdmissionError::Stale { .. } => self.stats.hellos_stale += 1,
+                AdmissionError::Replayed => self.stats.hellos_replayed += 1,
+            }
+            warn!(peer = %from, error = %err, "hello refused");
+            return Response::Refused;
+        }
+        if !hello.key_package.is_empty() && self.mls.group.is_some() {
+            match validate_key_package(&self.mls.provider, &hello.key_package, from) {
+                Ok(package) => self.queue_add(from, &hello.key_package, package),
+                Err(GroupError::Impostor { .. }) => {
+                    self.stats.impostors += 1;
+                    warn!(peer = %from, "key package credential is not the sender's: impostor refused");
+                    return Response::Refused;
                 }
-                warn!(peer = %from, error = %err, "hello refused");
-                return Response::Refused;
+                Err(err) => {
+                    warn!(peer = %from, error = %err, "invalid key package refused");
+                    return Response::Refused;
+                }
             }
         }
-        if !self.members.contains_key(&from) && self.members.len() + 1 >= self.config.max_members {
+        if !self.peers.contains_key(&from) && self.peers.len() + 1 >= self.config.max_members {
             warn!(peer = %from, "meeting full, hello refused");
             return Response::Refused;
         }
-        self.add_member(now, from, hello.name, hello.addrs);
-        Response::Welcome {
+        self.add_peer(now, from, hello.name, hello.addrs);
+        let response = Response::Welcome {
             mac: self.keys.welcome_mac(&self.local, &from, &hello.nonce),
-            members: self.member_list(),
-        }
+            members: self.peer_list(),
+        };
+        self.maybe_commit(now);
+        response
     }
 
-    /// The answer to a request we sent to `from` arrived.
-    pub fn handle_response(
-        &mut self,
-        now: Instant,
-        unix_ms: u64,
-        from: PeerId,
-        response: Response,
-    ) {
-        if self.is_finished() {
+    /// The answer to the request `tag`, sent to `from`, arrived.
+    pub fn handle_response(&mut self, now: Instant, unix_ms: u64, from: PeerId, tag: u64, response: Response) {
+        let Some((to, kind)) = self.inflight.remove(&tag) else {
+            return;
+        };
+        if self.is_finished() || to != from {
             return;
         }
+        if let Some(peer) = self.peers.get_mut(&from) {
+            peer.failures = 0;
+        }
+        match (kind, response) {
+            (Inflight::Hello, response) => self.on_hello_answer(now, unix_ms, from, response),
+            (Inflight::Commit { epoch }, Response::Ack) => {
+                self.heard_from(now, from);
+                self.commit_acked(now, from, epoch);
+            }
+            (Inflight::Commit { epoch }, Response::Nack { epoch: theirs }) => {
+                self.heard_from(now, from);
+                self.abort_outgoing(now, epoch);
+                if theirs > epoch {
+                    // The group moved on without us (we were cut off and removed, or lost
+                    // a race while partitioned): join it again.
+                    self.rejoin(now, unix_ms);
+                }
+            }
+            (Inflight::Commit { epoch }, Response::NotMember) => {
+                // The recipient's group no longer has us: we were removed while cut off.
+                self.heard_from(now, from);
+                self.abort_outgoing(now, epoch);
+                self.rejoin(now, unix_ms);
+            }
+            (Inflight::Chat { payload, attempt }, Response::Nack { .. }) => {
+                self.heard_from(now, from);
+                self.mls.schedule_chat_retry(now + self.config.chat_retry, from, payload, attempt + 1);
+            }
+            (_, Response::NotMember) => {
+                // It forgot us (restart, or it timed us out): greet it again. It is alive.
+                self.heard_from(now, from);
+                let addrs = self.peers.get(&from).map(|p| p.addrs.clone()).unwrap_or_default();
+                self.send_hello(now, unix_ms, from, addrs);
+            }
+            _ => self.heard_from(now, from),
+        }
+        self.maybe_commit(now);
+    }
+
+    fn on_hello_answer(&mut self, now: Instant, unix_ms: u64, from: PeerId, response: Response) {
         match response {
             Response::Welcome { mac, members } => {
                 let Some(pending) = self.pending.remove(&from) else {
@@ -408,11 +575,7 @@ impl<R: RngCore + CryptoRng> Machine<R> {
                     debug!(peer = %from, "unsolicited welcome ignored");
                     return;
                 };
-                if self
-                    .keys
-                    .verify_welcome(&from, &self.local, &pending.nonce, &mac)
-                    .is_err()
-                {
+                if self.keys.verify_welcome(&from, &self.local, &pending.nonce, &mac).is_err() {
                     self.stats.welcomes_rejected += 1;
                     warn!(peer = %from, "welcome without proof of the secret ignored");
                     return;
@@ -420,7 +583,7 @@ impl<R: RngCore + CryptoRng> Machine<R> {
                 let own = members.iter().find(|m| m.peer_id == from);
                 let name = own.map(|m| m.name.clone()).unwrap_or_default();
                 let addrs = own.map(|m| m.addrs.clone()).unwrap_or_default();
-                self.add_member(now, from, name, addrs);
+                self.add_peer(now, from, name, addrs);
                 for info in members {
                     if info.peer_id != from {
                         self.handle_candidate(now, unix_ms, info.peer_id, info.addrs);
@@ -429,7 +592,7 @@ impl<R: RngCore + CryptoRng> Machine<R> {
             }
             Response::Refused => {
                 self.pending.remove(&from);
-                if matches!(self.phase, Phase::Joining { .. }) {
+                if matches!(self.phase, Phase::Joining { .. }) && self.peers.is_empty() {
                     info!(peer = %from, "join refused: the invite's secret is not this meeting's");
                     self.phase = Phase::Refused;
                     self.outputs.push_back(Output::StopProviding);
@@ -438,81 +601,109 @@ impl<R: RngCore + CryptoRng> Machine<R> {
                     warn!(peer = %from, "a peer refused our hello");
                 }
             }
-            Response::Ack => self.heard_from(now, from),
-            Response::NotMember => {
-                // It forgot us (restart, or it timed us out): greet it again.
-                self.heard_from(now, from);
-                let addrs = self
-                    .members
-                    .get(&from)
-                    .map(|m| m.addrs.clone())
-                    .unwrap_or_default();
-                self.send_hello(now, unix_ms, from, addrs);
+            _ => {
+                self.pending.remove(&from);
             }
         }
     }
 
-    /// A request to `peer` could not be delivered (dial failure, timeout, stream error).
-    pub fn handle_send_failed(&mut self, peer: PeerId) {
-        debug!(peer = %peer, "request failed");
-        // A hello that never arrived must not hold back the next attempt (typically the
-        // first try had no address yet and the DHT is about to supply one). Candidates
-        // arrive at most once per lookup interval, so this cannot turn into a storm.
-        self.pending.remove(&peer);
+    /// The request `tag` to `peer` could not be delivered (dial failure, timeout, stream
+    /// error).
+    pub fn handle_send_failed(&mut self, now: Instant, peer: PeerId, tag: u64) {
+        let Some((_, kind)) = self.inflight.remove(&tag) else {
+            return;
+        };
+        debug!(peer = %peer, ?kind, "request failed");
+        match kind {
+            // A hello that never arrived must not hold back the next attempt (typically the
+            // first try had no address yet and the DHT is about to supply one).
+            Inflight::Hello => {
+                self.pending.remove(&peer);
+            }
+            Inflight::Heartbeat => {
+                if let Some(known) = self.peers.get_mut(&peer) {
+                    known.failures = known.failures.saturating_add(1);
+                }
+            }
+            Inflight::Commit { epoch } => {
+                if let Some(known) = self.peers.get_mut(&peer) {
+                    known.failures = known.failures.saturating_add(2);
+                }
+                self.commit_unreachable(now, peer, epoch);
+            }
+            Inflight::Chat { payload, attempt } => {
+                self.mls.schedule_chat_retry(now + self.config.chat_retry, peer, payload, attempt + 1);
+            }
+            Inflight::Other => {}
+        }
+        self.maybe_commit(now);
     }
 
-    /// Time passed: heartbeats, liveness and the join deadline.
-    pub fn handle_timeout(&mut self, now: Instant) {
+    /// Time passed: heartbeats, liveness, re-greetings, commits, retries, deadlines.
+    pub fn handle_timeout(&mut self, now: Instant, unix_ms: u64) {
         match self.phase {
             Phase::Joining { deadline } if now >= deadline => {
-                info!("nobody answered before the join deadline");
+                info!("nobody let us in before the join deadline");
                 self.phase = Phase::TimedOut;
                 self.emit(MeetingEvent::JoinTimedOut);
                 return;
             }
-            Phase::Member => {}
+            Phase::Joining { .. } if now >= self.next_rehello => {
+                // The committer may have changed or missed our key package: greet everyone
+                // again with a fresh one.
+                self.next_rehello = now + self.config.rehello_interval;
+                self.mls.key_package = None;
+                let known: Vec<(PeerId, Vec<Multiaddr>)> = self.peers.iter().map(|(p, i)| (*p, i.addrs.clone())).collect();
+                for (peer, addrs) in known {
+                    self.send_hello(now, unix_ms, peer, addrs);
+                }
+            }
+            Phase::Joining { .. } | Phase::Member => {}
             _ => return,
-        }
-        let expired: Vec<PeerId> = self
-            .members
-            .iter()
-            .filter(|(_, m)| now >= m.last_heard + self.config.liveness_timeout)
-            .map(|(peer, _)| *peer)
-            .collect();
-        for peer in expired {
-            self.remove_member(peer, LeaveReason::TimedOut);
         }
         if now >= self.next_heartbeat {
             self.next_heartbeat = now + self.config.heartbeat_interval;
-            let members = self.member_list();
-            for (peer, member) in &self.members {
-                self.outputs.push_back(Output::Send {
-                    to: *peer,
-                    addrs: member.addrs.clone(),
-                    request: Request::Heartbeat {
-                        meeting_id: self.keys.meeting_id(),
-                        members: members.clone(),
-                    },
-                });
+            let list = self.peer_list();
+            let recipients: Vec<PeerId> = self.peers.iter().filter(|(_, p)| !p.said_bye).map(|(id, _)| *id).collect();
+            for peer in recipients {
+                let request = Request::Heartbeat {
+                    meeting_id: self.keys.meeting_id(),
+                    members: list.clone(),
+                };
+                self.send(peer, request, Inflight::Heartbeat);
             }
         }
+        self.forget_silent_strangers(now);
         let retry = self.config.hello_retry;
         self.pending.retain(|_, p| now < p.sent_at + retry * 4);
+        self.group_timeouts(now);
+        self.maybe_commit(now);
     }
 
-    /// We leave: say goodbye to every member.
+    /// Peers that never made it into the group and went silent are forgotten.
+    fn forget_silent_strangers(&mut self, now: Instant) {
+        let members: BTreeSet<PeerId> = self
+            .mls
+            .group
+            .as_ref()
+            .map(|g| g.members().into_iter().map(|(_, p)| p).collect())
+            .unwrap_or_default();
+        let timeout = self.config.liveness_timeout * 3;
+        self.peers
+            .retain(|peer, info| members.contains(peer) || (!info.said_bye && now < info.last_heard + timeout));
+    }
+
+    /// We leave: say goodbye to every peer.
     pub fn leave(&mut self) {
         if self.is_finished() {
             return;
         }
-        for (peer, member) in &self.members {
-            self.outputs.push_back(Output::Send {
-                to: *peer,
-                addrs: member.addrs.clone(),
-                request: Request::Bye {
-                    meeting_id: self.keys.meeting_id(),
-                },
-            });
+        let peers: Vec<PeerId> = self.peers.keys().copied().collect();
+        for peer in peers {
+            let request = Request::Bye {
+                meeting_id: self.keys.meeting_id(),
+            };
+            self.send(peer, request, Inflight::Other);
         }
         self.phase = Phase::Left;
         self.outputs.push_back(Output::StopProviding);
@@ -526,87 +717,87 @@ impl<R: RngCore + CryptoRng> Machine<R> {
 
     /// When [`Machine::handle_timeout`] must be called next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match self.phase {
-            Phase::Joining { deadline } => Some(deadline),
-            Phase::Member => {
-                let liveness = self
-                    .members
-                    .values()
-                    .map(|m| m.last_heard + self.config.liveness_timeout)
-                    .min();
-                Some(liveness.map_or(self.next_heartbeat, |l| l.min(self.next_heartbeat)))
-            }
-            _ => None,
+        let mut next = match self.phase {
+            Phase::Joining { deadline } => deadline.min(self.next_rehello).min(self.next_heartbeat),
+            Phase::Member => self.next_heartbeat,
+            _ => return None,
+        };
+        if let Some(t) = self.mls.next_deadline() {
+            next = next.min(t);
         }
+        Some(next)
+    }
+
+    fn is_alive(&self, now: Instant, peer: &PeerId) -> bool {
+        self.peers
+            .get(peer)
+            .is_some_and(|p| !p.said_bye && p.failures < 2 && now < p.last_heard + self.config.liveness_timeout)
     }
 
     fn heard_from(&mut self, now: Instant, peer: PeerId) {
-        if let Some(member) = self.members.get_mut(&peer) {
-            member.last_heard = now;
+        if let Some(known) = self.peers.get_mut(&peer) {
+            known.last_heard = now;
         }
     }
 
-    fn add_member(&mut self, now: Instant, peer: PeerId, name: String, addrs: Vec<Multiaddr>) {
+    fn add_peer(&mut self, now: Instant, peer: PeerId, name: String, addrs: Vec<Multiaddr>) {
         self.pending.remove(&peer);
-        if let Some(member) = self.members.get_mut(&peer) {
-            member.last_heard = now;
-            if !addrs.is_empty() {
-                member.addrs = addrs;
-            }
-            return;
-        }
-        info!(peer = %peer, "member joined");
-        self.members.insert(
-            peer,
-            Member {
-                name: name.clone(),
-                addrs,
-                last_heard: now,
-            },
-        );
-        if let Phase::Joining { .. } = self.phase {
-            self.phase = Phase::Member;
-            self.next_heartbeat = now + self.config.heartbeat_interval;
-            self.outputs.push_back(Output::StartProviding);
-            self.emit(MeetingEvent::Joined {
-                meeting_id: self.keys.meeting_id(),
-            });
-        }
-        self.emit(MeetingEvent::MemberJoined {
-            peer_id: peer,
-            name,
+        let entry = self.peers.entry(peer).or_insert_with(|| Peer {
+            name: String::new(),
+            addrs: Vec::new(),
+            last_heard: now,
+            failures: 0,
+            said_bye: false,
         });
-    }
-
-    fn remove_member(&mut self, peer: PeerId, reason: LeaveReason) {
-        if let Some(member) = self.members.remove(&peer) {
-            info!(peer = %peer, reason = reason.as_str(), "member left");
-            self.emit(MeetingEvent::MemberLeft {
-                peer_id: peer,
-                name: member.name,
-                reason,
-            });
+        entry.last_heard = now;
+        entry.failures = 0;
+        entry.said_bye = false;
+        if !name.is_empty() {
+            entry.name = name;
+        }
+        if !addrs.is_empty() {
+            entry.addrs = addrs;
         }
     }
 
-    fn member_list(&self) -> Vec<MemberInfo> {
+    fn peer_list(&self) -> Vec<MemberInfo> {
         std::iter::once(MemberInfo {
             peer_id: self.local,
             name: self.name.clone(),
             addrs: self.local_addrs.clone(),
         })
-        .chain(self.members.iter().map(|(peer, m)| MemberInfo {
+        .chain(self.peers.iter().filter(|(_, p)| !p.said_bye).map(|(peer, p)| MemberInfo {
             peer_id: *peer,
-            name: m.name.clone(),
-            addrs: m.addrs.clone(),
+            name: p.name.clone(),
+            addrs: p.addrs.clone(),
         }))
         .take(MAX_MEMBERS)
         .collect()
     }
 
+    fn persist_now(&mut self) {
+        let delta = self.mls.provider.take_delta();
+        if !delta.is_empty() {
+            self.outputs.push_back(Output::Persist(delta));
+        }
+    }
+
     fn emit(&mut self, event: MeetingEvent) {
         self.outputs.push_back(Output::Event(event));
     }
+}
+
+/// Why a member left, from the removal list of a commit.
+fn reason_of(removals: &[Removal], peer: &PeerId) -> LeaveReason {
+    removals
+        .iter()
+        .find(|r| r.peer_id == *peer)
+        .map_or(LeaveReason::TimedOut, |r| r.reason.into())
+}
+
+/// The removal reason the committer states.
+fn removal(peer: PeerId, reason: RemovalReason) -> Removal {
+    Removal { peer_id: peer, reason }
 }
 
 #[cfg(test)]

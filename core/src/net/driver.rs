@@ -27,13 +27,15 @@ use rand::SeedableRng;
 use rand::rngs::{OsRng, StdRng};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, instrument, warn};
+use tracing::{debug, error, info, instrument, warn};
 
 use super::behaviour::{Behaviour, BehaviourEvent, KAD_PROTOCOL};
 use super::wire::{MAX_ADDRS, Request, Response};
 use crate::admission::MeetingKeys;
 use crate::client::Event;
-use crate::identity::SafetyNumber;
+use crate::group::{MlsIdentity, Provider};
+use crate::identity::{Identity, SafetyNumber};
+use crate::store::{ChatRecord, MeetingRecord};
 use crate::invite::{Invite, peer_of};
 use crate::meeting::{Machine, MeetingEvent, Output};
 use crate::store::Store;
@@ -61,6 +63,14 @@ pub(crate) enum Command {
     Leave {
         reply: oneshot::Sender<()>,
     },
+    Chat {
+        text: String,
+        reply: oneshot::Sender<Result<(), Error>>,
+    },
+    Kick {
+        peer: PeerId,
+        reply: oneshot::Sender<Result<(), Error>>,
+    },
 }
 
 /// What [`start`] reports back.
@@ -74,6 +84,7 @@ pub(crate) struct Started {
 
 struct Session {
     machine: Machine<StdRng>,
+    invite: Invite,
     host_hint: Option<PeerId>,
     next_lookup: Instant,
     next_provide: Instant,
@@ -88,6 +99,8 @@ struct PendingLeave {
 struct Driver {
     swarm: Swarm<Behaviour>,
     store: Store,
+    identity: Identity,
+    requests: HashMap<OutboundRequestId, u64>,
     config: Config,
     name: String,
     inbox: mpsc::Receiver<Command>,
@@ -154,6 +167,8 @@ pub(crate) async fn start(
     let mut driver = Driver {
         swarm,
         store,
+        identity: identity.clone(),
+        requests: HashMap::new(),
         config,
         name: name.clone(),
         inbox,
@@ -310,22 +325,13 @@ impl Driver {
                     .take(crate::invite::MAX_RELAYS)
                     .cloned()
                     .collect();
-                let keys = MeetingKeys::derive(invite.meeting_id, &invite.secret);
-                let mut machine = Machine::host(
-                    self.config.meeting.clone(),
-                    *self.swarm.local_peer_id(),
-                    self.name.clone(),
-                    keys,
-                    now,
-                    rng,
-                );
-                machine.set_local_addrs(self.listen_addrs.clone());
-                self.session = Some(Session {
-                    machine,
-                    host_hint: None,
-                    next_lookup: now + self.config.lookup_interval_member,
-                    next_provide: now + self.config.reprovide_interval,
-                });
+                match self.start_session(invite.clone(), true, rng, now) {
+                    Ok(session) => self.session = Some(session),
+                    Err(err) => {
+                        let _ = reply.send(Err(err));
+                        return;
+                    }
+                }
                 let _ = reply.send(Ok(invite));
             }
             Command::Join { invite, reply } => {
@@ -347,23 +353,14 @@ impl Driver {
                     self.add_bootstrap(&relay);
                 }
                 let rng = StdRng::from_rng(OsRng).expect("the OS random source is available");
-                let keys = MeetingKeys::derive(invite.meeting_id, &invite.secret);
-                let mut machine = Machine::joiner(
-                    self.config.meeting.clone(),
-                    *self.swarm.local_peer_id(),
-                    self.name.clone(),
-                    keys,
-                    now,
-                    rng,
-                );
-                machine.set_local_addrs(self.listen_addrs.clone());
                 info!(meeting = %invite.meeting_id.short(), "joining");
-                self.session = Some(Session {
-                    machine,
-                    host_hint: invite.host.filter(|h| h != self.swarm.local_peer_id()),
-                    next_lookup: now,
-                    next_provide: now + self.config.reprovide_interval,
-                });
+                match self.start_session(invite, false, rng, now) {
+                    Ok(session) => self.session = Some(session),
+                    Err(err) => {
+                        let _ = reply.send(Err(err));
+                        return;
+                    }
+                }
                 let _ = reply.send(Ok(()));
             }
             Command::Leave { reply } => {
@@ -378,7 +375,43 @@ impl Driver {
                     outstanding: HashSet::new(),
                 });
             }
+            Command::Chat { text, reply } => {
+                let result = match self.session.as_mut() {
+                    Some(session) => session.machine.send_chat(now, unix_ms(), &text).map_err(Error::Group),
+                    None => Err(Error::Usage("not in a meeting")),
+                };
+                let _ = reply.send(result);
+            }
+            Command::Kick { peer, reply } => {
+                let result = match self.session.as_mut() {
+                    Some(session) => session.machine.kick(now, peer).map_err(Error::Group),
+                    None => Err(Error::Usage("not in a meeting")),
+                };
+                let _ = reply.send(result);
+            }
         }
+    }
+
+    /// Builds the meeting machine for `invite`, hosting it or joining it.
+    fn start_session(&mut self, invite: Invite, host: bool, rng: StdRng, now: Instant) -> Result<Session, Error> {
+        let keys = MeetingKeys::derive(invite.meeting_id, &invite.secret);
+        let provider = Provider::with_entries(self.store.load_mls()?);
+        let me = MlsIdentity::new(&self.identity);
+        let meeting = self.config.meeting.clone();
+        let local = *self.swarm.local_peer_id();
+        let mut machine = if host {
+            Machine::host(meeting, me, provider, self.name.clone(), keys, now, rng)?
+        } else {
+            Machine::joiner(meeting, me, provider, self.name.clone(), keys, invite.host, now, rng)
+        };
+        machine.set_local_addrs(self.listen_addrs.clone());
+        Ok(Session {
+            machine,
+            host_hint: if host { None } else { invite.host.filter(|h| *h != local) },
+            next_lookup: if host { now + self.config.lookup_interval_member } else { now },
+            next_provide: now + self.config.reprovide_interval,
+            invite,
+        })
     }
 
     fn on_timer(&mut self) {
@@ -397,7 +430,7 @@ impl Driver {
             return;
         }
         if session.machine.poll_timeout().is_some_and(|t| t <= now) {
-            session.machine.handle_timeout(now);
+            session.machine.handle_timeout(now, unix_ms());
         }
         if now >= session.next_lookup {
             let joining = matches!(
@@ -619,10 +652,9 @@ impl Driver {
                     response,
                 } => {
                     self.request_done(request_id);
-                    if let Some(session) = self.session.as_mut() {
-                        session
-                            .machine
-                            .handle_response(now, unix_ms(), peer, response);
+                    let tag = self.requests.remove(&request_id);
+                    if let (Some(session), Some(tag)) = (self.session.as_mut(), tag) {
+                        session.machine.handle_response(now, unix_ms(), peer, tag, response);
                     }
                 }
             },
@@ -634,8 +666,9 @@ impl Driver {
             } => {
                 debug!(peer = %peer, error = %error, "control request failed");
                 self.request_done(request_id);
-                if let Some(session) = self.session.as_mut() {
-                    session.machine.handle_send_failed(peer);
+                let tag = self.requests.remove(&request_id);
+                if let (Some(session), Some(tag)) = (self.session.as_mut(), tag) {
+                    session.machine.handle_send_failed(now, peer, tag);
                 }
             }
             request_response::Event::InboundFailure { peer, error, .. } => {
@@ -661,6 +694,39 @@ impl Driver {
         }
     }
 
+    /// Keeps what must survive a restart: members as bootstrap peers, the meeting for
+    /// rejoining, chat lines. Failures are logged; the meeting goes on.
+    fn record(&mut self, event: &MeetingEvent) {
+        let Some(session) = &self.session else { return };
+        let meeting = session.invite.meeting_id;
+        let result = match event {
+            MeetingEvent::MemberJoined { peer_id, .. } => {
+                let addrs = self.addr_book.get(peer_id).cloned().unwrap_or_default();
+                self.store.remember_peer(peer_id, &addrs, unix_ms() / 1000)
+            }
+            MeetingEvent::Joined { .. } => self.store.remember_meeting(
+                meeting,
+                &MeetingRecord {
+                    invite: session.invite.to_uri(),
+                    last_seen_unix_ms: unix_ms(),
+                },
+            ),
+            MeetingEvent::Chat { from, name, text, unix_ms } => self.store.append_chat(
+                meeting,
+                &ChatRecord {
+                    from: from.to_base58(),
+                    name: name.clone(),
+                    text: text.clone(),
+                    unix_ms: *unix_ms,
+                },
+            ),
+            _ => Ok(()),
+        };
+        if let Err(err) = result {
+            warn!(error = %err, "cannot save meeting data");
+        }
+    }
+
     /// Carries out the machine's outputs. Returns false when the event reader is gone.
     async fn drain_machine(&mut self) -> bool {
         loop {
@@ -668,7 +734,7 @@ impl Driver {
                 break;
             };
             match output {
-                Output::Send { to, addrs, request } => {
+                Output::Send { to, addrs, request, tag } => {
                     for addr in addrs.into_iter().filter(is_dialable) {
                         self.remember_addr(to, addr);
                     }
@@ -679,6 +745,7 @@ impl Driver {
                         .behaviour_mut()
                         .control
                         .send_request_with_addresses(&to, request, known);
+                    self.requests.insert(id, tag);
                     if is_bye && let Some(leave) = self.pending_leave.as_mut() {
                         leave.outstanding.insert(id);
                     }
@@ -690,15 +757,19 @@ impl Driver {
                         self.swarm.behaviour_mut().kad.stop_providing(&key);
                     }
                 }
-                Output::Event(event) => {
-                    if let MeetingEvent::MemberJoined { peer_id, .. } = &event {
-                        let addrs = self.addr_book.get(peer_id).cloned().unwrap_or_default();
-                        if let Err(err) =
-                            self.store.remember_peer(peer_id, &addrs, unix_ms() / 1000)
-                        {
-                            warn!(error = %err, "cannot remember a member for later bootstrap");
+                Output::Persist(delta) => {
+                    if let Err(err) = self.store.apply_mls_delta(&delta) {
+                        error!(error = %err, "cannot save the group state; a restart will need a fresh join");
+                        let warning = Event::Warning {
+                            message: format!("cannot save the meeting's keys to disk: {err}"),
+                        };
+                        if self.events.send(warning).await.is_err() {
+                            return false;
                         }
                     }
+                }
+                Output::Event(event) => {
+                    self.record(&event);
                     if self.events.send(Event::Meeting(event)).await.is_err() {
                         return false;
                     }

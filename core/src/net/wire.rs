@@ -83,232 +83,297 @@ pub enum WireError {
 }
 
 /// A member as described to other members.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberInfo {
     /// The member's peer id.
+    #[serde(with = "codec_peer")]
     pub peer_id: PeerId,
     /// Its display name.
     pub name: String,
     /// Addresses it can be reached at.
+    #[serde(with = "codec_addrs")]
     pub addrs: Vec<Multiaddr>,
 }
 
-/// A joiner's proof that it knows the meeting secret (see [`crate::admission`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A joiner's proof that it knows the meeting secret (see [`crate::admission`]), with the
+/// key package the committer adds to the MLS group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hello {
     /// The meeting the joiner wants to enter.
+    #[serde(with = "codec_meeting")]
     pub meeting_id: MeetingId,
     /// Fresh random nonce.
+    #[serde(with = "codec_array")]
     pub nonce: [u8; NONCE_LEN],
     /// The joiner's clock, milliseconds since the Unix epoch.
     pub unix_ms: u64,
     /// HMAC over meeting, both peer ids, nonce and time.
+    #[serde(with = "codec_array")]
     pub mac: [u8; MAC_LEN],
     /// The joiner's display name.
     pub name: String,
     /// Where the joiner can be reached.
+    #[serde(with = "codec_addrs")]
     pub addrs: Vec<Multiaddr>,
+    /// The joiner's MLS key package (an `MlsMessage`), empty for a member greeting a member.
+    #[serde(with = "codec_bytes")]
+    pub key_package: Vec<u8>,
+}
+
+/// Why a member was removed, as the committer states it in its commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RemovalReason {
+    /// It said goodbye.
+    Left,
+    /// The host removed it.
+    Kicked,
+    /// It stopped answering.
+    TimedOut,
+    /// It joined again with a new key package (restart); its old leaf is replaced.
+    Replaced,
+}
+
+/// A removal announced with a commit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Removal {
+    /// Who.
+    #[serde(with = "codec_peer")]
+    pub peer_id: PeerId,
+    /// Why.
+    pub reason: RemovalReason,
 }
 
 /// A request on the control protocol.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum Request {
-    /// Admission: prove knowledge of the secret, ask to be counted as a member.
+    /// Admission: prove knowledge of the secret (and hand the committer a key package).
     Hello(Hello),
     /// Liveness and member-list gossip.
     Heartbeat {
         /// Which meeting.
+        #[serde(with = "codec_meeting")]
         meeting_id: MeetingId,
-        /// The sender's member list (including itself).
+        /// The sender's peer list (including itself).
         members: Vec<MemberInfo>,
     },
     /// The sender leaves the meeting.
     Bye {
         /// Which meeting.
+        #[serde(with = "codec_meeting")]
         meeting_id: MeetingId,
+    },
+    /// Phase 1 of a commit: the committer's MLS commit leaving `epoch`; stage it and answer.
+    Commit {
+        /// Which meeting.
+        #[serde(with = "codec_meeting")]
+        meeting_id: MeetingId,
+        /// The epoch the commit leaves.
+        epoch: u64,
+        /// The MLS commit message.
+        #[serde(with = "codec_bytes")]
+        commit: Vec<u8>,
+        /// Why each removed member is removed.
+        removals: Vec<Removal>,
+    },
+    /// Phase 2: every member acknowledged the commit leaving `epoch`; apply it.
+    Confirm {
+        /// Which meeting.
+        #[serde(with = "codec_meeting")]
+        meeting_id: MeetingId,
+        /// The epoch the commit leaves.
+        epoch: u64,
+    },
+    /// The commit leaving `epoch` lost to a competing one; drop it.
+    Abort {
+        /// Which meeting.
+        #[serde(with = "codec_meeting")]
+        meeting_id: MeetingId,
+        /// The epoch the commit leaves.
+        epoch: u64,
+    },
+    /// The MLS welcome for a joiner, from the committer that added it.
+    Welcome {
+        /// Which meeting.
+        #[serde(with = "codec_meeting")]
+        meeting_id: MeetingId,
+        /// The MLS welcome message.
+        #[serde(with = "codec_bytes")]
+        welcome: Vec<u8>,
+    },
+    /// An MLS application message (chat, ...).
+    Group {
+        /// Which meeting.
+        #[serde(with = "codec_meeting")]
+        meeting_id: MeetingId,
+        /// The MLS message.
+        #[serde(with = "codec_bytes")]
+        message: Vec<u8>,
+    },
+    /// Ask the committer to remove a member.
+    Kick {
+        /// Which meeting.
+        #[serde(with = "codec_meeting")]
+        meeting_id: MeetingId,
+        /// Whom.
+        #[serde(with = "codec_peer")]
+        peer_id: PeerId,
     },
 }
 
 /// A response on the control protocol.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum Response {
     /// The hello was accepted.
     Welcome {
         /// HMAC proving the responder knows the secret.
+        #[serde(with = "codec_array")]
         mac: [u8; MAC_LEN],
-        /// The responder's member list (including itself).
+        /// The responder's peer list (including itself).
         members: Vec<MemberInfo>,
     },
-    /// The hello was refused. Deliberately carries no detail.
+    /// The hello (or kick) was refused. Deliberately carries no detail.
     Refused,
     /// Acknowledged.
     Ack,
     /// The responder does not count the sender as a member.
     NotMember,
-}
-
-// ---- serde representation: plain bytes and strings, validated on the way in ----
-
-#[derive(Serialize, Deserialize)]
-struct RawMember {
-    #[serde(with = "serde_bytes_vec")]
-    peer_id: Vec<u8>,
-    name: String,
-    addrs: Vec<RawAddr>,
-}
-
-#[derive(Serialize, Deserialize)]
-struct RawAddr(#[serde(with = "serde_bytes_vec")] Vec<u8>);
-
-#[derive(Serialize, Deserialize)]
-enum RawRequest {
-    Hello {
-        #[serde(with = "serde_bytes_vec")]
-        meeting_id: Vec<u8>,
-        #[serde(with = "serde_bytes_vec")]
-        nonce: Vec<u8>,
-        unix_ms: u64,
-        #[serde(with = "serde_bytes_vec")]
-        mac: Vec<u8>,
-        name: String,
-        addrs: Vec<RawAddr>,
-    },
-    Heartbeat {
-        #[serde(with = "serde_bytes_vec")]
-        meeting_id: Vec<u8>,
-        members: Vec<RawMember>,
-    },
-    Bye {
-        #[serde(with = "serde_bytes_vec")]
-        meeting_id: Vec<u8>,
+    /// The responder cannot take this commit or message now; `epoch` is its epoch.
+    Nack {
+        /// The responder's current epoch.
+        epoch: u64,
     },
 }
 
-#[derive(Serialize, Deserialize)]
-enum RawResponse {
-    Welcome {
-        #[serde(with = "serde_bytes_vec")]
-        mac: Vec<u8>,
-        members: Vec<RawMember>,
-    },
-    Refused,
-    Ack,
-    NotMember,
+macro_rules! bytes_codec {
+    ($name:ident, $ty:ty, $to:expr, $from:expr) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            use serde::{Deserializer, Serializer};
+
+            pub(super) fn serialize<S: Serializer>(value: &$ty, s: S) -> Result<S::Ok, S::Error> {
+                let to: fn(&$ty) -> Vec<u8> = $to;
+                s.serialize_bytes(&to(value))
+            }
+
+            pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<$ty, D::Error> {
+                let bytes = match ciborium::Value::deserialize(d)? {
+                    ciborium::Value::Bytes(bytes) => bytes,
+                    _ => return Err(serde::de::Error::custom("expected a byte string")),
+                };
+                let from: fn(Vec<u8>) -> Option<$ty> = $from;
+                from(bytes).ok_or_else(|| serde::de::Error::custom("invalid value"))
+            }
+        }
+    };
 }
 
-mod serde_bytes_vec {
+bytes_codec!(codec_bytes, Vec<u8>, |v| v.clone(), Some);
+bytes_codec!(codec_peer, PeerId, |p| p.to_bytes(), |b| PeerId::from_bytes(&b).ok());
+bytes_codec!(codec_meeting, MeetingId, |m| m.0.to_vec(), |b| b.try_into().ok().map(MeetingId));
+
+mod codec_array {
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub(super) fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_bytes(bytes)
+    pub(super) fn serialize<S: Serializer, const N: usize>(value: &[u8; N], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(value)
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        let value = ciborium::Value::deserialize(d)?;
-        match value {
-            ciborium::Value::Bytes(bytes) => Ok(bytes),
+    pub(super) fn deserialize<'de, D: Deserializer<'de>, const N: usize>(d: D) -> Result<[u8; N], D::Error> {
+        match ciborium::Value::deserialize(d)? {
+            ciborium::Value::Bytes(bytes) => bytes.try_into().map_err(|_| serde::de::Error::custom("wrong length")),
             _ => Err(serde::de::Error::custom("expected a byte string")),
         }
     }
 }
 
+mod codec_addrs {
+    use libp2p::Multiaddr;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::{MAX_ADDR_LEN, MAX_ADDRS};
+
+    pub(super) fn serialize<S: Serializer>(addrs: &[Multiaddr], s: S) -> Result<S::Ok, S::Error> {
+        let raw: Vec<ciborium::Value> = addrs.iter().map(|a| ciborium::Value::Bytes(a.to_vec())).collect();
+        raw.serialize(s)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Multiaddr>, D::Error> {
+        let raw: Vec<ciborium::Value> = Vec::deserialize(d)?;
+        if raw.len() > MAX_ADDRS {
+            return Err(serde::de::Error::custom("too many addresses"));
+        }
+        raw.into_iter()
+            .map(|value| match value {
+                ciborium::Value::Bytes(bytes) if bytes.len() <= MAX_ADDR_LEN => {
+                    Multiaddr::try_from(bytes).map_err(|_| serde::de::Error::custom("invalid address"))
+                }
+                _ => Err(serde::de::Error::custom("invalid address")),
+            })
+            .collect()
+    }
+}
+
+/// Largest MLS payload (key package, commit, welcome, application message) in a frame.
+pub const MAX_MLS_PAYLOAD: usize = 60 * 1024;
+
 impl Request {
     /// Encodes into a frame body (version byte + CBOR).
     pub fn encode(&self) -> Vec<u8> {
-        let raw = match self {
-            Request::Hello(hello) => RawRequest::Hello {
-                meeting_id: hello.meeting_id.0.to_vec(),
-                nonce: hello.nonce.to_vec(),
-                unix_ms: hello.unix_ms,
-                mac: hello.mac.to_vec(),
-                name: hello.name.clone(),
-                addrs: raw_addrs(&hello.addrs),
-            },
-            Request::Heartbeat {
-                meeting_id,
-                members,
-            } => RawRequest::Heartbeat {
-                meeting_id: meeting_id.0.to_vec(),
-                members: members.iter().map(raw_member).collect(),
-            },
-            Request::Bye { meeting_id } => RawRequest::Bye {
-                meeting_id: meeting_id.0.to_vec(),
-            },
-        };
-        encode_body(&raw)
+        encode_body(self)
     }
 
-    /// Decodes a frame body.
+    /// Decodes and validates a frame body.
     pub fn decode(bytes: &[u8]) -> Result<Self, WireError> {
-        match decode_body::<RawRequest>(bytes)? {
-            RawRequest::Hello {
-                meeting_id,
-                nonce,
-                unix_ms,
-                mac,
-                name,
-                addrs,
-            } => Ok(Request::Hello(Hello {
-                meeting_id: meeting_id_from(&meeting_id)?,
-                nonce: fixed(&nonce, "nonce")?,
-                unix_ms,
-                mac: fixed(&mac, "mac")?,
-                name: checked_name(name)?,
-                addrs: addrs_from(addrs)?,
-            })),
-            RawRequest::Heartbeat {
-                meeting_id,
-                members,
-            } => Ok(Request::Heartbeat {
-                meeting_id: meeting_id_from(&meeting_id)?,
-                members: members_from(members)?,
-            }),
-            RawRequest::Bye { meeting_id } => Ok(Request::Bye {
-                meeting_id: meeting_id_from(&meeting_id)?,
-            }),
-        }
+        let request: Request = decode_body(bytes)?;
+        request.validate()?;
+        Ok(request)
     }
 
     /// Length of [`Request::encode`]'s output.
     pub fn encoded_len(&self) -> usize {
         self.encode().len()
     }
+
+    fn validate(&self) -> Result<(), WireError> {
+        match self {
+            Request::Hello(hello) => {
+                check_name(&hello.name)?;
+                check_payload("key package", &hello.key_package)
+            }
+            Request::Heartbeat { members, .. } => check_members(members),
+            Request::Commit { commit, removals, .. } => {
+                check_payload("commit", commit)?;
+                check_len("removals", removals.len(), MAX_MEMBERS)
+            }
+            Request::Welcome { welcome, .. } => check_payload("welcome", welcome),
+            Request::Group { message, .. } => check_payload("group message", message),
+            Request::Bye { .. } | Request::Confirm { .. } | Request::Abort { .. } | Request::Kick { .. } => Ok(()),
+        }
+    }
 }
 
 impl Response {
     /// Encodes into a frame body (version byte + CBOR).
     pub fn encode(&self) -> Vec<u8> {
-        let raw = match self {
-            Response::Welcome { mac, members } => RawResponse::Welcome {
-                mac: mac.to_vec(),
-                members: members.iter().map(raw_member).collect(),
-            },
-            Response::Refused => RawResponse::Refused,
-            Response::Ack => RawResponse::Ack,
-            Response::NotMember => RawResponse::NotMember,
-        };
-        encode_body(&raw)
+        encode_body(self)
     }
 
-    /// Decodes a frame body.
+    /// Decodes and validates a frame body.
     pub fn decode(bytes: &[u8]) -> Result<Self, WireError> {
-        Ok(match decode_body::<RawResponse>(bytes)? {
-            RawResponse::Welcome { mac, members } => Response::Welcome {
-                mac: fixed(&mac, "mac")?,
-                members: members_from(members)?,
-            },
-            RawResponse::Refused => Response::Refused,
-            RawResponse::Ack => Response::Ack,
-            RawResponse::NotMember => Response::NotMember,
-        })
+        let response: Response = decode_body(bytes)?;
+        if let Response::Welcome { members, .. } = &response {
+            check_members(members)?;
+        }
+        Ok(response)
     }
 }
 
-fn encode_body<T: Serialize>(raw: &T) -> Vec<u8> {
+fn encode_body<T: Serialize>(value: &T) -> Vec<u8> {
     let mut out = vec![WIRE_VERSION];
-    ciborium::into_writer(raw, &mut out).expect("writing CBOR to a Vec cannot fail");
+    ciborium::into_writer(value, &mut out).expect("writing CBOR to a Vec cannot fail");
     out
 }
 
@@ -330,80 +395,28 @@ fn decode_body<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, WireErro
     ciborium::from_reader(body).map_err(|_| WireError::Malformed)
 }
 
-fn raw_addrs(addrs: &[Multiaddr]) -> Vec<RawAddr> {
-    addrs.iter().map(|a| RawAddr(a.to_vec())).collect()
-}
-
-fn raw_member(member: &MemberInfo) -> RawMember {
-    RawMember {
-        peer_id: member.peer_id.to_bytes(),
-        name: member.name.clone(),
-        addrs: raw_addrs(&member.addrs),
+fn check_len(what: &'static str, len: usize, max: usize) -> Result<(), WireError> {
+    if len > max {
+        return Err(WireError::TooMany { what, len, max });
     }
+    Ok(())
 }
 
-fn fixed<const N: usize>(bytes: &[u8], field: &'static str) -> Result<[u8; N], WireError> {
-    bytes
-        .try_into()
-        .map_err(|_| WireError::InvalidField { field })
+fn check_payload(what: &'static str, payload: &[u8]) -> Result<(), WireError> {
+    check_len(what, payload.len(), MAX_MLS_PAYLOAD)
 }
 
-fn meeting_id_from(bytes: &[u8]) -> Result<MeetingId, WireError> {
-    Ok(MeetingId(fixed(bytes, "meeting id")?))
-}
-
-fn checked_name(name: String) -> Result<String, WireError> {
-    if name.len() > MAX_NAME_LEN {
-        return Err(WireError::TooMany {
-            what: "name",
-            len: name.len(),
-            max: MAX_NAME_LEN,
-        });
-    }
+fn check_name(name: &str) -> Result<(), WireError> {
+    check_len("name", name.len(), MAX_NAME_LEN)?;
     if name.chars().any(char::is_control) {
         return Err(WireError::InvalidField { field: "name" });
     }
-    Ok(name)
+    Ok(())
 }
 
-fn addrs_from(addrs: Vec<RawAddr>) -> Result<Vec<Multiaddr>, WireError> {
-    if addrs.len() > MAX_ADDRS {
-        return Err(WireError::TooMany {
-            what: "addresses",
-            len: addrs.len(),
-            max: MAX_ADDRS,
-        });
-    }
-    addrs
-        .into_iter()
-        .map(|RawAddr(bytes)| {
-            if bytes.len() > MAX_ADDR_LEN {
-                return Err(WireError::InvalidField { field: "address" });
-            }
-            Multiaddr::try_from(bytes).map_err(|_| WireError::InvalidField { field: "address" })
-        })
-        .collect()
-}
-
-fn members_from(members: Vec<RawMember>) -> Result<Vec<MemberInfo>, WireError> {
-    if members.len() > MAX_MEMBERS {
-        return Err(WireError::TooMany {
-            what: "members",
-            len: members.len(),
-            max: MAX_MEMBERS,
-        });
-    }
-    members
-        .into_iter()
-        .map(|m| {
-            Ok(MemberInfo {
-                peer_id: PeerId::from_bytes(&m.peer_id)
-                    .map_err(|_| WireError::InvalidField { field: "peer id" })?,
-                name: checked_name(m.name)?,
-                addrs: addrs_from(m.addrs)?,
-            })
-        })
-        .collect()
+fn check_members(members: &[MemberInfo]) -> Result<(), WireError> {
+    check_len("members", members.len(), MAX_MEMBERS)?;
+    members.iter().try_for_each(|m| check_name(&m.name))
 }
 
 #[cfg(test)]
@@ -439,14 +452,16 @@ mod tests {
             Err(WireError::FrameTooLarge { .. })
         ));
         // A valid CBOR body with a wrong-length meeting id.
-        let body = encode_body(&RawRequest::Bye {
-            meeting_id: vec![1, 2, 3],
-        });
+        let map = |id: Vec<u8>| {
+            ciborium::Value::Map(vec![(
+                ciborium::Value::Text("Bye".into()),
+                ciborium::Value::Map(vec![(ciborium::Value::Text("meeting_id".into()), ciborium::Value::Bytes(id))]),
+            )])
+        };
+        assert_eq!(Request::decode(&encode_body(&map(vec![1, 2, 3]))), Err(WireError::Malformed));
         assert_eq!(
-            Request::decode(&body),
-            Err(WireError::InvalidField {
-                field: "meeting id"
-            })
+            Request::decode(&encode_body(&map(vec![1; 16]))),
+            Ok(Request::Bye { meeting_id: MeetingId([1; 16]) })
         );
     }
 
@@ -478,6 +493,7 @@ mod tests {
             mac: [0; MAC_LEN],
             name: "x".repeat(MAX_NAME_LEN + 1),
             addrs: vec![],
+            key_package: vec![],
         });
         assert!(matches!(
             Request::decode(&hello.encode()),
@@ -499,9 +515,14 @@ mod tests {
         ) {
             let meeting_id = MeetingId(id);
             let requests = [
-                Request::Hello(Hello { meeting_id, nonce, unix_ms, mac, name, addrs: members.first().map(|m| m.addrs.clone()).unwrap_or_default() }),
+                Request::Hello(Hello { meeting_id, nonce, unix_ms, mac, name, addrs: members.first().map(|m| m.addrs.clone()).unwrap_or_default(), key_package: mac.to_vec() }),
                 Request::Heartbeat { meeting_id, members: members.clone() },
                 Request::Bye { meeting_id },
+                Request::Commit { meeting_id, epoch: unix_ms, commit: nonce.to_vec(), removals: members.iter().map(|m| Removal { peer_id: m.peer_id, reason: RemovalReason::Kicked }).collect() },
+                Request::Confirm { meeting_id, epoch: unix_ms },
+                Request::Abort { meeting_id, epoch: unix_ms },
+                Request::Welcome { meeting_id, welcome: mac.to_vec() },
+                Request::Group { meeting_id, message: nonce.to_vec() },
             ];
             for request in requests {
                 let bytes = request.encode();
@@ -509,7 +530,7 @@ mod tests {
                 prop_assert!(bytes.len() <= MAX_FRAME_LEN);
                 prop_assert_eq!(Request::decode(&bytes).unwrap(), request);
             }
-            for response in [Response::Welcome { mac, members }, Response::Refused, Response::Ack, Response::NotMember] {
+            for response in [Response::Welcome { mac, members }, Response::Refused, Response::Ack, Response::NotMember, Response::Nack { epoch: unix_ms }] {
                 prop_assert_eq!(Response::decode(&response.encode()).unwrap(), response);
             }
         }

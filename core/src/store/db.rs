@@ -15,7 +15,7 @@ use crate::identity::Identity;
 #[derive(Clone)]
 pub struct Store {
     path: PathBuf,
-    db: sled::Db,
+    pub(super) db: sled::Db,
     pub(super) identity: sled::Tree,
     pub(super) peers: sled::Tree,
 }

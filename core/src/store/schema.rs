@@ -12,6 +12,12 @@ pub const TREE_META: &str = "meta";
 pub const TREE_IDENTITY: &str = "identity";
 /// Tree with remembered peers (bootstrap candidates).
 pub const TREE_PEERS: &str = "peers";
+/// Tree with the openmls key-value map.
+pub const TREE_MLS: &str = "mls";
+/// Tree with chat history.
+pub const TREE_HISTORY: &str = "history";
+/// Tree with remembered meetings.
+pub const TREE_MEETINGS: &str = "meetings";
 
 /// Key of the schema version in [`TREE_META`].
 pub const KEY_SCHEMA_VERSION: &[u8] = b"schema_version";

@@ -1,0 +1,746 @@
+//! The group half of the meeting machine: commits (two-phase), welcomes, chat.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::time::Instant;
+
+use libp2p::PeerId;
+use rand::{CryptoRng, RngCore};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tracing::{debug, info, warn};
+
+use super::{Inflight, Machine, Output, Phase, reason_of, removal};
+use crate::group::committer::committer;
+use crate::group::mls::{GroupChanges, JoinerPackage, Received};
+use crate::group::{GroupError, MediaKeys, MeetingGroup, MlsIdentity, Provider};
+use crate::meeting::{LeaveReason, MeetingEvent};
+use crate::net::wire::{Removal, RemovalReason, Request, Response};
+
+/// Most key-package digests remembered (each package is committed at most once).
+const MAX_SEEN_PACKAGES: usize = 256;
+/// Most chat messages waiting for a retry.
+const MAX_CHAT_RETRIES_QUEUED: usize = 1024;
+/// Most out-of-order chat messages buffered per sender.
+const MAX_REORDER: usize = 64;
+/// Longest chat text, in bytes.
+pub(crate) const MAX_CHAT_LEN: usize = 4096;
+
+/// Application payloads inside MLS application messages.
+#[derive(Debug, Serialize, Deserialize)]
+enum AppMessage {
+    /// A chat line: `session` is random per sender session, `seq` counts from 1.
+    Chat { session: u64, seq: u64, unix_ms: u64, text: String },
+}
+
+struct Incoming {
+    from: PeerId,
+    epoch: u64,
+    staged: Box<openmls::prelude::StagedCommit>,
+    removals: Vec<Removal>,
+    expires: Instant,
+}
+
+impl std::fmt::Debug for Incoming {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Incoming").field("from", &self.from).field("epoch", &self.epoch).finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug)]
+struct Outgoing {
+    epoch: u64,
+    awaiting: BTreeSet<PeerId>,
+    acked: BTreeSet<PeerId>,
+    welcome: Option<Vec<u8>>,
+    joiners: Vec<PeerId>,
+    removals: Vec<Removal>,
+    deadline: Instant,
+}
+
+#[derive(Debug, Default)]
+struct Inbox {
+    delivered: u64,
+    buffer: BTreeMap<u64, (u64, String)>,
+    gap_since: Option<Instant>,
+}
+
+/// MLS-related state of the machine.
+#[derive(Debug)]
+pub(super) struct GroupState {
+    pub(super) me: MlsIdentity,
+    pub(super) provider: Provider,
+    pub(super) group: Option<MeetingGroup>,
+    pub(super) media: MediaKeys,
+    pub(super) key_package: Option<Vec<u8>>,
+    queued_adds: BTreeMap<PeerId, JoinerPackage>,
+    seen_packages: VecDeque<[u8; 32]>,
+    kicks: BTreeSet<PeerId>,
+    outgoing: Option<Outgoing>,
+    incoming: Option<Incoming>,
+    backoff_until: Option<Instant>,
+    chat_session: Option<u64>,
+    chat_seq: u64,
+    chat_retries: VecDeque<(Instant, PeerId, Vec<u8>, u32)>,
+    inboxes: HashMap<(PeerId, u64), Inbox>,
+}
+
+impl GroupState {
+    pub(super) fn new(me: MlsIdentity, provider: Provider) -> Self {
+        Self {
+            me,
+            provider,
+            group: None,
+            media: MediaKeys::default(),
+            key_package: None,
+            queued_adds: BTreeMap::new(),
+            seen_packages: VecDeque::new(),
+            kicks: BTreeSet::new(),
+            outgoing: None,
+            incoming: None,
+            backoff_until: None,
+            chat_session: None,
+            chat_seq: 0,
+            chat_retries: VecDeque::new(),
+            inboxes: HashMap::new(),
+        }
+    }
+
+    pub(super) fn schedule_chat_retry(&mut self, at: Instant, to: PeerId, payload: Vec<u8>, attempt: u32) {
+        if self.chat_retries.len() < MAX_CHAT_RETRIES_QUEUED {
+            self.chat_retries.push_back((at, to, payload, attempt));
+        }
+    }
+
+    pub(super) fn next_deadline(&self) -> Option<Instant> {
+        [
+            self.outgoing.as_ref().map(|o| o.deadline),
+            self.incoming.as_ref().map(|i| i.expires),
+            self.chat_retries.iter().map(|(at, ..)| *at).min(),
+            self.inboxes.values().filter_map(|i| i.gap_since).min(),
+            // Only a pending back-off is a deadline: otherwise commits follow inputs and the
+            // heartbeat tick, and a past deadline here would ask to be woken forever.
+            self.backoff_until,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+}
+
+impl<R: RngCore + CryptoRng> Machine<R> {
+    fn persist(&mut self) {
+        let delta = self.mls.provider.take_delta();
+        if !delta.is_empty() {
+            self.outputs.push_back(Output::Persist(delta));
+        }
+    }
+
+    /// Our key package while joining (created once per join attempt), empty otherwise.
+    pub(super) fn joining_key_package(&mut self) -> Vec<u8> {
+        if !matches!(self.phase, Phase::Joining { .. }) {
+            return Vec::new();
+        }
+        if self.mls.key_package.is_none() {
+            match self.mls.me.key_package(&self.mls.provider) {
+                Ok(kp) => self.mls.key_package = Some(kp),
+                Err(err) => warn!(error = %err, "cannot create a key package"),
+            }
+            self.persist();
+        }
+        self.mls.key_package.clone().unwrap_or_default()
+    }
+
+    /// Queues a joiner's key package for the committer, once per distinct package.
+    pub(super) fn queue_add(&mut self, peer: PeerId, raw: &[u8], package: JoinerPackage) {
+        let digest: [u8; 32] = Sha256::digest(raw).into();
+        if self.mls.seen_packages.contains(&digest) {
+            return;
+        }
+        if self.mls.seen_packages.len() >= MAX_SEEN_PACKAGES {
+            self.mls.seen_packages.pop_front();
+        }
+        self.mls.seen_packages.push_back(digest);
+        debug!(peer = %peer, "key package queued for the committer");
+        self.mls.queued_adds.insert(peer, package);
+    }
+
+    /// We are in the group: record it, announce it, install media keys.
+    pub(super) fn install_group(&mut self, now: Instant, group: MeetingGroup) {
+        let epoch = group.epoch();
+        let security_code = group.security_code();
+        let members = group.members();
+        self.mls.group = Some(group);
+        self.refresh_media_keys(now);
+        self.persist();
+        info!(epoch, %security_code, "in the meeting's group");
+        self.emit(MeetingEvent::Joined {
+            meeting_id: self.keys.meeting_id(),
+            epoch,
+            security_code,
+        });
+        let local = self.local;
+        for (_, peer) in members.iter().filter(|(_, p)| *p != local) {
+            self.add_peer(now, *peer, String::new(), Vec::new());
+            let name = self.peer_name(peer);
+            self.emit(MeetingEvent::MemberJoined { peer_id: *peer, name });
+        }
+    }
+
+    fn refresh_media_keys(&mut self, now: Instant) {
+        let Some(group) = &self.mls.group else { return };
+        match group.media_epoch_secret(&self.mls.provider) {
+            Ok(secret) => self.mls.media.install(now, group.epoch(), secret),
+            Err(err) => debug!(error = %err, "no media keys for this epoch"),
+        }
+    }
+
+    fn apply_changes(&mut self, now: Instant, changes: GroupChanges, removals: &[Removal]) {
+        for (_, peer) in &changes.added {
+            self.mls.queued_adds.remove(peer);
+            if *peer == self.local {
+                continue;
+            }
+            self.add_peer(now, *peer, String::new(), Vec::new());
+            let name = self.peer_name(peer);
+            self.emit(MeetingEvent::MemberJoined { peer_id: *peer, name });
+        }
+        for (_, peer) in &changes.removed {
+            self.mls.kicks.remove(peer);
+            if *peer == self.local {
+                continue;
+            }
+            let replaced = changes.added.iter().any(|(_, p)| p == peer);
+            if replaced {
+                continue; // same person, new leaf (rejoin after restart)
+            }
+            let name = self.peer_name(peer);
+            if let Some(known) = self.peers.get_mut(peer) {
+                known.said_bye = true; // no more heartbeats to a removed member
+            }
+            self.emit(MeetingEvent::MemberLeft {
+                peer_id: *peer,
+                name,
+                reason: reason_of(removals, peer),
+            });
+        }
+        self.refresh_media_keys(now);
+        self.persist();
+        if changes.self_removed {
+            let reason = reason_of(removals, &self.local);
+            info!(reason = reason.as_str(), "removed from the meeting");
+            self.phase = Phase::Removed;
+            self.outputs.push_back(Output::StopProviding);
+            self.emit(MeetingEvent::Removed { reason });
+            return;
+        }
+        if let Some(group) = &self.mls.group {
+            let (epoch, security_code) = (group.epoch(), group.security_code());
+            let members = group.members().into_iter().map(|(_, p)| p).collect();
+            info!(epoch, %security_code, "new epoch");
+            self.emit(MeetingEvent::Epoch {
+                epoch,
+                security_code,
+                members,
+            });
+        }
+    }
+
+    /// If we are the committer and something is to be committed, start a commit.
+    pub(super) fn maybe_commit(&mut self, now: Instant) {
+        if self.mls.backoff_until.is_some_and(|until| now < until) {
+            return;
+        }
+        self.mls.backoff_until = None;
+        if self.phase != Phase::Member || self.mls.outgoing.is_some() || self.mls.incoming.is_some() {
+            return;
+        }
+        let Some(group) = &self.mls.group else { return };
+        let members = group.members();
+        if committer(&members, self.local, |p| self.is_online_member(now, p)) != Some(self.local) {
+            return;
+        }
+        let host_present = self.host.is_some_and(|h| members.iter().any(|(_, p)| *p == h));
+        let mut removals = Vec::new();
+        let mut leaves = Vec::new();
+        for (leaf, peer) in members.iter().filter(|(_, p)| *p != self.local) {
+            let reason = if self.mls.kicks.contains(peer) {
+                Some(RemovalReason::Kicked)
+            } else if self.peers.get(peer).is_some_and(|p| p.said_bye) {
+                Some(RemovalReason::Left)
+            } else if !self.is_alive(now, peer) {
+                Some(RemovalReason::TimedOut)
+            } else if self.mls.queued_adds.contains_key(peer) {
+                Some(RemovalReason::Replaced)
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                leaves.push(*leaf);
+                removals.push(removal(*peer, reason));
+            }
+        }
+        let _ = host_present;
+        let adds: Vec<JoinerPackage> = self.mls.queued_adds.values().cloned().collect();
+        if adds.is_empty() && leaves.is_empty() {
+            return;
+        }
+        let joiners: Vec<PeerId> = adds.iter().map(|a| a.peer).collect();
+        let Some(group) = self.mls.group.as_mut() else { return };
+        let out = match group.commit(&self.mls.provider, &self.mls.me, adds, leaves) {
+            Ok(out) => out,
+            Err(err) => {
+                warn!(error = %err, "commit failed; dropping the queued key packages");
+                self.mls.queued_adds.clear();
+                self.mls.backoff_until = Some(now + self.config.commit_backoff);
+                return;
+            }
+        };
+        self.persist();
+        let epoch = out.from_epoch;
+        let recipients: Vec<PeerId> = members.iter().map(|(_, p)| *p).filter(|p| *p != self.local).collect();
+        // Members leaving with this commit need not agree to it; everyone else must.
+        let awaiting: BTreeSet<PeerId> = recipients
+            .iter()
+            .copied()
+            .filter(|p| self.is_alive(now, p) && !removals.iter().any(|r| r.peer_id == *p))
+            .collect();
+        info!(epoch, adds = joiners.len(), removals = removals.len(), awaiting = awaiting.len(), "committing");
+        for peer in &recipients {
+            let request = Request::Commit {
+                meeting_id: self.keys.meeting_id(),
+                epoch,
+                commit: out.commit.clone(),
+                removals: removals.clone(),
+            };
+            let kind = if awaiting.contains(peer) { Inflight::Commit { epoch } } else { Inflight::Other };
+            self.send(*peer, request, kind);
+        }
+        self.mls.outgoing = Some(Outgoing {
+            epoch,
+            awaiting,
+            acked: BTreeSet::new(),
+            welcome: out.welcome,
+            joiners,
+            removals,
+            deadline: now + self.config.commit_timeout,
+        });
+        self.try_finish_commit(now);
+    }
+
+    pub(super) fn commit_acked(&mut self, now: Instant, from: PeerId, epoch: u64) {
+        if let Some(out) = self.mls.outgoing.as_mut().filter(|o| o.epoch == epoch) {
+            out.awaiting.remove(&from);
+            out.acked.insert(from);
+        }
+        self.try_finish_commit(now);
+    }
+
+    pub(super) fn commit_unreachable(&mut self, now: Instant, peer: PeerId, epoch: u64) {
+        if let Some(out) = self.mls.outgoing.as_mut().filter(|o| o.epoch == epoch) {
+            out.awaiting.remove(&peer);
+        }
+        self.try_finish_commit(now);
+    }
+
+    fn try_finish_commit(&mut self, now: Instant) {
+        if !self.mls.outgoing.as_ref().is_some_and(|o| o.awaiting.is_empty()) {
+            return;
+        }
+        let Some(out) = self.mls.outgoing.take() else { return };
+        let Some(group) = self.mls.group.as_mut() else { return };
+        let changes = match group.merge_pending(&self.mls.provider) {
+            Ok(changes) => changes,
+            Err(err) => {
+                warn!(error = %err, "cannot apply our own commit");
+                return;
+            }
+        };
+        // Those who staged it apply it; removed members are told too (they were not
+        // waited for, but learn that they are out).
+        let removed = out.removals.iter().map(|r| r.peer_id);
+        let confirm_to: BTreeSet<PeerId> = out.acked.iter().copied().chain(removed).collect();
+        for peer in &confirm_to {
+            let request = Request::Confirm {
+                meeting_id: self.keys.meeting_id(),
+                epoch: out.epoch,
+            };
+            self.send(*peer, request, Inflight::Other);
+        }
+        if let Some(welcome) = &out.welcome {
+            for joiner in &out.joiners {
+                let request = Request::Welcome {
+                    meeting_id: self.keys.meeting_id(),
+                    welcome: welcome.clone(),
+                };
+                self.send(*joiner, request, Inflight::Other);
+            }
+        }
+        self.apply_changes(now, changes, &out.removals);
+    }
+
+    /// Whether `peer` takes part in the group right now: alive, and not asking to join
+    /// again (a member that sends us a key package has dropped its leaf).
+    fn is_online_member(&self, now: Instant, peer: &PeerId) -> bool {
+        self.is_alive(now, peer) && !self.mls.queued_adds.contains_key(peer)
+    }
+
+    /// The group went on without us: drop our copy and join again with a fresh key package.
+    pub(super) fn rejoin(&mut self, now: Instant, unix_ms: u64) {
+        if self.phase != Phase::Member {
+            return;
+        }
+        warn!("the group moved on without us; joining again");
+        if let Some(group) = self.mls.group.take() {
+            if let Err(err) = group.delete(&self.mls.provider) {
+                warn!(error = %err, "cannot delete the stale group state");
+            }
+            self.persist();
+        }
+        self.mls.outgoing = None;
+        self.mls.incoming = None;
+        self.mls.key_package = None;
+        self.phase = Phase::Joining {
+            deadline: now + self.config.join_timeout,
+        };
+        self.next_rehello = now + self.config.rehello_interval;
+        let known: Vec<(PeerId, Vec<libp2p::Multiaddr>)> = self.peers.iter().map(|(p, i)| (*p, i.addrs.clone())).collect();
+        for (peer, addrs) in known {
+            self.send_hello(now, unix_ms, peer, addrs);
+        }
+    }
+
+    /// Our pending commit lost: drop it, tell those who staged it, back off.
+    pub(super) fn abort_outgoing(&mut self, now: Instant, epoch: u64) {
+        let Some(out) = self.mls.outgoing.take_if(|o| o.epoch == epoch) else { return };
+        self.stats.commits_aborted += 1;
+        info!(epoch, "commit aborted: a competing commit won");
+        if let Some(group) = self.mls.group.as_mut() {
+            if let Err(err) = group.clear_pending(&self.mls.provider) {
+                warn!(error = %err, "cannot drop our pending commit");
+            }
+        }
+        self.persist();
+        for peer in out.acked {
+            let request = Request::Abort {
+                meeting_id: self.keys.meeting_id(),
+                epoch,
+            };
+            self.send(peer, request, Inflight::Other);
+        }
+        let jitter = u64::from(self.rng.next_u32() % 300);
+        self.mls.backoff_until = Some(now + self.config.commit_backoff + std::time::Duration::from_millis(jitter));
+    }
+
+    pub(super) fn on_commit(&mut self, now: Instant, from: PeerId, epoch: u64, commit: &[u8], removals: Vec<Removal>) -> Response {
+        let Some(group) = &self.mls.group else {
+            return Response::NotMember;
+        };
+        let current = group.epoch();
+        let (Some(their_leaf), own_leaf) = (group.leaf_of(&from), group.own_leaf()) else {
+            self.stats.requests_from_strangers += 1;
+            return Response::NotMember;
+        };
+        self.heard_from(now, from);
+        if epoch != current {
+            return Response::Nack { epoch: current };
+        }
+        if self.mls.incoming.as_ref().is_some_and(|i| i.from != from) {
+            return Response::Nack { epoch: current };
+        }
+        if self.mls.outgoing.is_some() {
+            if their_leaf < own_leaf {
+                self.abort_outgoing(now, epoch);
+            } else {
+                return Response::Nack { epoch: current };
+            }
+        }
+        let Some(group) = self.mls.group.as_mut() else {
+            return Response::NotMember;
+        };
+        match group.receive(&self.mls.provider, commit, from) {
+            Ok(Received::Commit { staged, .. }) => {
+                self.mls.incoming = Some(Incoming {
+                    from,
+                    epoch,
+                    staged,
+                    removals,
+                    expires: now + self.config.staged_timeout,
+                });
+                self.persist();
+                Response::Ack
+            }
+            Ok(Received::Application { .. }) => Response::Nack { epoch: current },
+            Err(err) => {
+                self.stats.group_messages_rejected += 1;
+                warn!(peer = %from, error = %err, "commit rejected");
+                Response::Nack { epoch: current }
+            }
+        }
+    }
+
+    pub(super) fn on_confirm(&mut self, now: Instant, from: PeerId, epoch: u64) -> Response {
+        let Some(incoming) = self.mls.incoming.take_if(|i| i.from == from && i.epoch == epoch) else {
+            return Response::Ack;
+        };
+        let Some(group) = self.mls.group.as_mut() else {
+            return Response::NotMember;
+        };
+        match group.merge_staged(&self.mls.provider, *incoming.staged) {
+            Ok(changes) => self.apply_changes(now, changes, &incoming.removals),
+            Err(err) => warn!(error = %err, "cannot apply a confirmed commit"),
+        }
+        Response::Ack
+    }
+
+    pub(super) fn on_abort(&mut self, from: PeerId, epoch: u64) -> Response {
+        if self.mls.incoming.take_if(|i| i.from == from && i.epoch == epoch).is_some() {
+            debug!(peer = %from, epoch, "staged commit aborted by its committer");
+        }
+        Response::Ack
+    }
+
+    pub(super) fn on_mls_welcome(&mut self, now: Instant, from: PeerId, welcome: &[u8]) -> Response {
+        if self.mls.group.is_some() || !matches!(self.phase, Phase::Joining { .. }) {
+            return Response::Ack;
+        }
+        match MeetingGroup::join(&self.mls.provider, welcome) {
+            Ok(group) if group.leaf_of(&from).is_some() && group.leaf_of(&self.local).is_some() => {
+                self.phase = Phase::Member;
+                self.next_heartbeat = now;
+                self.outputs.push_back(Output::StartProviding);
+                self.install_group(now, group);
+                Response::Ack
+            }
+            Ok(_) => {
+                self.stats.group_messages_rejected += 1;
+                warn!(peer = %from, "welcome from a peer outside the group it describes");
+                self.persist();
+                Response::Refused
+            }
+            Err(err) => {
+                self.stats.group_messages_rejected += 1;
+                warn!(peer = %from, error = %err, "welcome rejected");
+                // Greet again with a fresh key package (this one may be consumed).
+                self.mls.key_package = None;
+                self.persist();
+                Response::Refused
+            }
+        }
+    }
+
+    pub(super) fn on_group_message(&mut self, now: Instant, from: PeerId, message: &[u8]) -> Response {
+        let Some(group) = self.mls.group.as_mut() else {
+            return Response::NotMember;
+        };
+        if group.leaf_of(&from).is_none() {
+            self.stats.requests_from_strangers += 1;
+            return Response::NotMember;
+        }
+        let received = group.receive(&self.mls.provider, message, from);
+        self.persist();
+        match received {
+            Ok(Received::Application { data, .. }) => {
+                self.heard_from(now, from);
+                match ciborium::from_reader::<AppMessage, _>(data.as_slice()) {
+                    Ok(AppMessage::Chat { session, seq, unix_ms, text }) if text.len() <= MAX_CHAT_LEN => {
+                        self.receive_chat(now, from, session, seq, unix_ms, text);
+                    }
+                    _ => {
+                        self.stats.group_messages_rejected += 1;
+                        warn!(peer = %from, "malformed application payload dropped");
+                    }
+                }
+                Response::Ack
+            }
+            Ok(Received::Commit { .. }) => Response::Nack { epoch: self.mls.group.as_ref().map_or(0, |g| g.epoch()) },
+            Err(GroupError::WrongEpoch { current, .. }) => Response::Nack { epoch: current },
+            Err(err) => {
+                self.stats.group_messages_rejected += 1;
+                debug!(peer = %from, error = %err, "group message rejected");
+                Response::Ack
+            }
+        }
+    }
+
+    fn receive_chat(&mut self, now: Instant, from: PeerId, session: u64, seq: u64, unix_ms: u64, text: String) {
+        let inbox = self.mls.inboxes.entry((from, session)).or_default();
+        if seq <= inbox.delivered || inbox.buffer.contains_key(&seq) {
+            return; // duplicate
+        }
+        if inbox.buffer.len() >= MAX_REORDER {
+            return;
+        }
+        inbox.buffer.insert(seq, (unix_ms, text));
+        self.deliver_chat(now, from, session, false);
+    }
+
+    fn deliver_chat(&mut self, now: Instant, from: PeerId, session: u64, skip_gap: bool) {
+        let name = self.peer_name(&from);
+        let Some(inbox) = self.mls.inboxes.get_mut(&(from, session)) else { return };
+        let mut ready = Vec::new();
+        loop {
+            let next = inbox.delivered + 1;
+            if let Some((unix_ms, text)) = inbox.buffer.remove(&next) {
+                inbox.delivered = next;
+                ready.push((unix_ms, text));
+            } else if skip_gap && !inbox.buffer.is_empty() {
+                let (&first, _) = inbox.buffer.iter().next().expect("not empty");
+                inbox.delivered = first - 1;
+            } else {
+                break;
+            }
+        }
+        inbox.gap_since = if inbox.buffer.is_empty() { None } else { Some(inbox.gap_since.unwrap_or(now + self.config.chat_retry * self.config.chat_attempts)) };
+        for (unix_ms, text) in ready {
+            self.emit(MeetingEvent::Chat { from, name: name.clone(), text, unix_ms });
+        }
+    }
+
+    /// Sends a chat line to every member.
+    pub fn send_chat(&mut self, now: Instant, unix_ms: u64, text: &str) -> Result<(), GroupError> {
+        if self.phase != Phase::Member || self.mls.group.is_none() {
+            return Err(GroupError::NotMember);
+        }
+        let session = match self.mls.chat_session {
+            Some(session) => session,
+            None => {
+                let session = self.rng.next_u64();
+                self.mls.chat_session = Some(session);
+                session
+            }
+        };
+        self.mls.chat_seq += 1;
+        let message = AppMessage::Chat {
+            session,
+            seq: self.mls.chat_seq,
+            unix_ms,
+            text: text.chars().take(MAX_CHAT_LEN).collect(),
+        };
+        let mut payload = Vec::new();
+        ciborium::into_writer(&message, &mut payload).expect("writing CBOR to a Vec cannot fail");
+        let recipients: Vec<PeerId> = self.members().into_iter().map(|(p, _)| p).collect();
+        for peer in recipients {
+            self.send_chat_to(now, peer, payload.clone(), 1);
+        }
+        Ok(())
+    }
+
+    fn send_chat_to(&mut self, _now: Instant, peer: PeerId, payload: Vec<u8>, attempt: u32) {
+        if attempt > self.config.chat_attempts || self.mls.group.as_ref().and_then(|g| g.leaf_of(&peer)).is_none() {
+            return;
+        }
+        let Some(group) = self.mls.group.as_mut() else { return };
+        match group.encrypt(&self.mls.provider, &self.mls.me, &payload) {
+            Ok(message) => {
+                self.persist();
+                let request = Request::Group {
+                    meeting_id: self.keys.meeting_id(),
+                    message,
+                };
+                self.send(peer, request, Inflight::Chat { payload, attempt });
+            }
+            Err(err) => warn!(error = %err, "cannot encrypt a chat message"),
+        }
+    }
+
+    /// Asks for `peer` to be removed: committed at once if we are the committer and
+    /// the host (or the host is gone), otherwise sent to the committer.
+    pub fn kick(&mut self, now: Instant, peer: PeerId) -> Result<(), GroupError> {
+        let Some(group) = &self.mls.group else {
+            return Err(GroupError::NotMember);
+        };
+        if group.leaf_of(&peer).is_none() {
+            return Err(GroupError::Mls(format!("{peer} is not a member")));
+        }
+        let members = group.members();
+        match committer(&members, self.local, |p| self.is_online_member(now, p)) {
+            Some(c) if c == self.local => {
+                if self.may_kick(&members, self.local) {
+                    self.mls.kicks.insert(peer);
+                    self.maybe_commit(now);
+                } else {
+                    return Err(GroupError::Mls("only the host may remove members".into()));
+                }
+            }
+            Some(c) => {
+                let request = Request::Kick {
+                    meeting_id: self.keys.meeting_id(),
+                    peer_id: peer,
+                };
+                self.send(c, request, Inflight::Other);
+            }
+            None => return Err(GroupError::NotMember),
+        }
+        Ok(())
+    }
+
+    /// Kick policy: the host's kicks are honoured; once the host has left, any member's.
+    fn may_kick(&self, members: &[(u32, PeerId)], requester: PeerId) -> bool {
+        match self.host {
+            Some(host) if members.iter().any(|(_, p)| *p == host) => requester == host,
+            _ => true,
+        }
+    }
+
+    pub(super) fn on_kick_request(&mut self, from: PeerId, peer: PeerId) -> Response {
+        let Some(group) = &self.mls.group else {
+            return Response::NotMember;
+        };
+        let members = group.members();
+        if !members.iter().any(|(_, p)| *p == from) {
+            return Response::NotMember;
+        }
+        if !self.may_kick(&members, from) || !members.iter().any(|(_, p)| *p == peer) {
+            info!(requester = %from, "kick refused by policy");
+            return Response::Refused;
+        }
+        self.mls.kicks.insert(peer);
+        Response::Ack
+    }
+
+    pub(super) fn group_timeouts(&mut self, now: Instant) {
+        if self.mls.incoming.as_ref().is_some_and(|i| now >= i.expires) {
+            debug!("staged commit expired without confirmation");
+            self.mls.incoming = None;
+        }
+        if let Some(out) = self.mls.outgoing.as_ref().filter(|o| now >= o.deadline) {
+            // Silence is not consent: abort, count a failure against the silent members
+            // (if they are really gone, liveness removes them in the next commit).
+            let (epoch, silent) = (out.epoch, out.awaiting.clone());
+            for peer in silent {
+                if let Some(known) = self.peers.get_mut(&peer) {
+                    known.failures = known.failures.saturating_add(1);
+                }
+            }
+            self.abort_outgoing(now, epoch);
+        }
+        let due: Vec<(Instant, PeerId, Vec<u8>, u32)> = {
+            let (due, later): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut self.mls.chat_retries).into_iter().partition(|(at, ..)| *at <= now);
+            self.mls.chat_retries = later;
+            due.into_iter().collect()
+        };
+        for (_, peer, payload, attempt) in due {
+            self.send_chat_to(now, peer, payload, attempt);
+        }
+        let gaps: Vec<(PeerId, u64)> = self
+            .mls
+            .inboxes
+            .iter()
+            .filter(|(_, inbox)| inbox.gap_since.is_some_and(|t| now >= t))
+            .map(|(key, _)| *key)
+            .collect();
+        for (peer, session) in gaps {
+            self.deliver_chat(now, peer, session, true);
+        }
+    }
+}
+
+impl From<LeaveReason> for RemovalReason {
+    fn from(reason: LeaveReason) -> Self {
+        match reason {
+            LeaveReason::Left => RemovalReason::Left,
+            LeaveReason::Kicked => RemovalReason::Kicked,
+            LeaveReason::TimedOut => RemovalReason::TimedOut,
+        }
+    }
+}
