@@ -139,6 +139,15 @@ impl Client {
         self.request(|reply| Command::Kick { peer, reply }).await?
     }
 
+    /// The stored chat history of a meeting, oldest first.
+    pub async fn history(
+        &self,
+        meeting: crate::invite::MeetingId,
+    ) -> Result<Vec<crate::store::ChatRecord>, Error> {
+        self.request(|reply| Command::History { meeting, reply })
+            .await?
+    }
+
     /// Stops the client's task.
     pub fn shutdown(&self) {
         self.guard.cancel.cancel();

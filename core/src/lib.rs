@@ -45,10 +45,10 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod admission;
-pub mod group;
 pub mod client;
 pub mod config;
 pub mod error;
+pub mod group;
 pub mod identity;
 pub mod invite;
 pub mod meeting;

@@ -1,14 +1,16 @@
 //! `conclave new` and `conclave join`: stay in a meeting, print what happens, read commands
 //! from stdin.
 //!
-//! stdin: `/leave` (or end of input) leaves; `/quit` is the same. Other lines are chat,
-//! which arrives with the MLS group and is refused with a clear message until then.
+//! stdin: `/leave` (or end of input) leaves; `/quit` is the same; `/kick PEER` asks for a
+//! member's removal (honoured for the host); `/members` lists the members; any other line
+//! is sent as chat, end-to-end encrypted in the meeting's MLS group.
 
 use std::time::Duration;
 
 use conclave_core::invite::Invite;
+use conclave_core::invite::MeetingId;
 use conclave_core::meeting::MeetingEvent;
-use conclave_core::{Client, Event, Events};
+use conclave_core::{Client, Event, Events, PeerId};
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -81,6 +83,7 @@ pub(crate) async fn run(
     let mut stdin_open = true;
     let stop_at = duration.map(|d| tokio::time::Instant::now() + d);
     let mut leaving = false;
+    let mut members: std::collections::BTreeMap<PeerId, String> = std::collections::BTreeMap::new();
     loop {
         let until_stop = async {
             match stop_at {
@@ -90,12 +93,27 @@ pub(crate) async fn run(
         };
         tokio::select! {
             event = events.next() => {
-                let Some(Event::Meeting(event)) = event else {
-                    out.error("internal", "the client stopped unexpectedly");
-                    return EXIT_FAILURE;
-                };
-                if let Some(code) = report(&event, out) {
-                    return code;
+                match event {
+                    Some(Event::Meeting(event)) => {
+                        if let MeetingEvent::Joined { meeting_id, .. } = &event {
+                            show_history(&client, *meeting_id, out).await;
+                        }
+                        if let MeetingEvent::MemberJoined { peer_id, name } = &event {
+                            members.insert(*peer_id, name.clone());
+                        }
+                        if let MeetingEvent::MemberLeft { peer_id, .. } = &event {
+                            members.remove(peer_id);
+                        }
+                        if let Some(code) = report(&event, out) {
+                            return code;
+                        }
+                    }
+                    Some(Event::Warning { message }) => out.error("warning", &message),
+                    Some(_) => {}
+                    None => {
+                        out.error("internal", "the client stopped unexpectedly");
+                        return EXIT_FAILURE;
+                    }
                 }
             }
             line = stdin.next_line(), if stdin_open && !leaving => match line {
@@ -105,8 +123,31 @@ pub(crate) async fn run(
                         leaving = true;
                         let _ = client.leave().await;
                     }
-                    other if other.starts_with('/') => out.error("usage", &format!("unknown command {other:?}; available: /leave")),
-                    _ => out.error("unsupported", "chat is not available yet: it will travel inside the MLS group"),
+                    "/members" => {
+                        for (peer, name) in &members {
+                            out.event("member", json!({ "peer_id": peer.to_string(), "name": name }), || format!("  {name} ({peer})"));
+                        }
+                    }
+                    command if command.starts_with("/kick") => {
+                        let target = command.trim_start_matches("/kick").trim();
+                        match target.parse::<PeerId>() {
+                            Ok(peer) => {
+                                if let Err(err) = client.kick(peer).await {
+                                    out.error("kick", &format!("cannot remove {peer}: {err}"));
+                                }
+                            }
+                            Err(_) => out.error("usage", "usage: /kick PEER_ID (see /members)"),
+                        }
+                    }
+                    command if command.starts_with("/approve") => {
+                        out.error("unsupported", "this meeting has no lobby (lobbies are not available yet)");
+                    }
+                    other if other.starts_with('/') => out.error("usage", &format!("unknown command {other:?}; available: /leave /members /kick PEER")),
+                    text => {
+                        if let Err(err) = client.send_chat(text).await {
+                            out.error("chat", &format!("not sent: {err}"));
+                        }
+                    }
                 },
                 Ok(None) | Err(_) => {
                     stdin_open = false;
@@ -128,15 +169,70 @@ pub(crate) async fn run(
     }
 }
 
+/// Prints what was said in this meeting before (this installation's stored history).
+async fn show_history(client: &Client, meeting: MeetingId, out: Output) {
+    match client.history(meeting).await {
+        Ok(lines) => {
+            for line in lines {
+                out.event(
+                    "chat",
+                    json!({ "from": line.from, "name": line.name, "text": line.text, "unix_ms": line.unix_ms, "history": true }),
+                    || format!("[earlier] {}: {}", line.name, line.text),
+                );
+            }
+        }
+        Err(err) => out.error("history", &format!("cannot read the chat history: {err}")),
+    }
+}
+
 /// Prints one meeting event; returns the exit code when the meeting is over for us.
 fn report(event: &MeetingEvent, out: Output) -> Option<i32> {
     match event {
-        MeetingEvent::Joined { meeting_id } => {
+        MeetingEvent::Joined {
+            meeting_id,
+            epoch,
+            security_code,
+        } => {
+            let code = security_code.to_string();
+            out.event("joined", json!({ "meeting_id": meeting_id.to_string(), "epoch": epoch, "security_code": code }), || {
+                format!("in meeting {meeting_id} — security code {code} (compare it with the others: equal codes mean nobody is in the middle)")
+            });
+        }
+        MeetingEvent::Epoch {
+            epoch,
+            security_code,
+            members,
+        } => {
+            let code = security_code.to_string();
+            let members: Vec<String> = members.iter().map(ToString::to_string).collect();
             out.event(
-                "joined",
-                json!({ "meeting_id": meeting_id.to_string() }),
-                || format!("in meeting {meeting_id}"),
+                "epoch",
+                json!({ "epoch": epoch, "security_code": code, "members": members }),
+                || {
+                    format!(
+                        "keys rotated (epoch {epoch}, {} members) — security code {code}",
+                        members.len()
+                    )
+                },
             );
+        }
+        MeetingEvent::Chat {
+            from,
+            name,
+            text,
+            unix_ms,
+        } => {
+            out.event(
+                "chat",
+                json!({ "from": from.to_string(), "name": name, "text": text, "unix_ms": unix_ms }),
+                || format!("{name}: {text}"),
+            );
+        }
+        MeetingEvent::Removed { reason } => {
+            out.event("left", json!({ "reason": reason.as_str() }), || {
+                format!("you were removed from the meeting ({})", reason.as_str())
+            });
+            return Some(EXIT_OK);
         }
         MeetingEvent::MemberJoined { peer_id, name } => {
             out.event(
@@ -168,7 +264,9 @@ fn report(event: &MeetingEvent, out: Output) -> Option<i32> {
             return Some(EXIT_FAILURE);
         }
         MeetingEvent::Left => {
-            out.event("left", json!({}), || "you left the meeting".to_owned());
+            out.event("left", json!({ "reason": "left" }), || {
+                "you left the meeting".to_owned()
+            });
             return Some(EXIT_OK);
         }
         other => tracing::debug!(?other, "unhandled meeting event"),

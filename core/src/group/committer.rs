@@ -8,7 +8,11 @@
 use libp2p::PeerId;
 
 /// The committer among `members` (leaf index, peer), given which peers are online.
-pub fn committer(members: &[(u32, PeerId)], local: PeerId, is_online: impl Fn(&PeerId) -> bool) -> Option<PeerId> {
+pub fn committer(
+    members: &[(u32, PeerId)],
+    local: PeerId,
+    is_online: impl Fn(&PeerId) -> bool,
+) -> Option<PeerId> {
     members
         .iter()
         .filter(|(_, peer)| *peer == local || is_online(peer))
@@ -23,10 +27,14 @@ mod tests {
     #[test]
     fn lowest_online_leaf_commits_and_the_next_takes_over() {
         let peers: Vec<PeerId> = (0..4).map(|_| PeerId::random()).collect();
-        let members: Vec<(u32, PeerId)> = vec![(0, peers[0]), (1, peers[1]), (3, peers[3]), (2, peers[2])];
+        let members: Vec<(u32, PeerId)> =
+            vec![(0, peers[0]), (1, peers[1]), (3, peers[3]), (2, peers[2])];
         assert_eq!(committer(&members, peers[2], |_| true), Some(peers[0]));
         // Leaf 0 vanished: leaf 1 takes over.
-        assert_eq!(committer(&members, peers[2], |p| *p != peers[0]), Some(peers[1]));
+        assert_eq!(
+            committer(&members, peers[2], |p| *p != peers[0]),
+            Some(peers[1])
+        );
         // Everybody else vanished: we commit (we always count ourselves).
         assert_eq!(committer(&members, peers[3], |_| false), Some(peers[3]));
         assert_eq!(committer(&[], peers[3], |_| true), None);

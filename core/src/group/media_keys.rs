@@ -39,7 +39,10 @@ impl std::fmt::Debug for MediaKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MediaKeys")
             .field("current_epoch", &self.current.as_ref().map(|c| c.epoch))
-            .field("previous_epoch", &self.previous.as_ref().map(|(p, _)| p.epoch))
+            .field(
+                "previous_epoch",
+                &self.previous.as_ref().map(|(p, _)| p.epoch),
+            )
             .finish()
     }
 }
@@ -68,10 +71,17 @@ impl MediaKeys {
 
     /// The base key of `sender` (MLS leaf index) in `epoch`, if that epoch is current or
     /// still within its grace window at `now`.
-    pub fn sender_base_key(&self, now: Instant, epoch: u64, sender: u32) -> Option<Zeroizing<[u8; NH]>> {
+    pub fn sender_base_key(
+        &self,
+        now: Instant,
+        epoch: u64,
+        sender: u32,
+    ) -> Option<Zeroizing<[u8; NH]>> {
         let secret = match (&self.current, &self.previous) {
             (Some(current), _) if current.epoch == epoch => &current.secret,
-            (_, Some((previous, until))) if previous.epoch == epoch && now < *until => &previous.secret,
+            (_, Some((previous, until))) if previous.epoch == epoch && now < *until => {
+                &previous.secret
+            }
             _ => return None,
         };
         Some(sender_base_key(secret, sender))
@@ -80,7 +90,8 @@ impl MediaKeys {
 
 /// `HKDF-Expand(sframe_epoch_secret, encode_big_endian(index, 4), Nh)`.
 pub fn sender_base_key(epoch_secret: &[u8; NH], sender: u32) -> Zeroizing<[u8; NH]> {
-    let hkdf = Hkdf::<Sha256>::from_prk(epoch_secret).expect("a 32-byte PRK is valid for HKDF-SHA256");
+    let hkdf =
+        Hkdf::<Sha256>::from_prk(epoch_secret).expect("a 32-byte PRK is valid for HKDF-SHA256");
     let mut out = Zeroizing::new([0u8; NH]);
     hkdf.expand(&sender.to_be_bytes(), out.as_mut())
         .expect("32 bytes is a valid HKDF-SHA256 output length");
@@ -100,10 +111,23 @@ mod tests {
         assert!(keys.sender_base_key(t0, 1, 0).is_some());
         keys.install(t0, 2, [2; NH]);
         assert!(keys.sender_base_key(t0, 2, 0).is_some());
-        assert!(keys.sender_base_key(t0 + Duration::from_secs(1), 1, 0).is_some(), "within grace");
-        assert!(keys.sender_base_key(t0 + MediaKeys::GRACE, 1, 0).is_none(), "after grace");
-        assert!(keys.sender_base_key(t0, 0, 0).is_none(), "never-installed epoch");
-        assert_ne!(*keys.sender_base_key(t0, 2, 0).unwrap(), *keys.sender_base_key(t0, 2, 1).unwrap());
+        assert!(
+            keys.sender_base_key(t0 + Duration::from_secs(1), 1, 0)
+                .is_some(),
+            "within grace"
+        );
+        assert!(
+            keys.sender_base_key(t0 + MediaKeys::GRACE, 1, 0).is_none(),
+            "after grace"
+        );
+        assert!(
+            keys.sender_base_key(t0, 0, 0).is_none(),
+            "never-installed epoch"
+        );
+        assert_ne!(
+            *keys.sender_base_key(t0, 2, 0).unwrap(),
+            *keys.sender_base_key(t0, 2, 1).unwrap()
+        );
         assert!(!format!("{keys:?}").contains("[2, 2"));
     }
 }

@@ -12,9 +12,10 @@
 use libp2p::PeerId;
 use openmls::prelude::tls_codec::{Deserialize as _, Serialize as _};
 use openmls::prelude::{
-    BasicCredential, Ciphersuite, CredentialWithKey, GroupId, KeyPackage, KeyPackageIn, LeafNodeIndex, MlsGroup,
-    MlsGroupCreateConfig, MlsGroupJoinConfig, MlsMessageBodyIn, MlsMessageIn, MlsMessageOut,
-    PURE_CIPHERTEXT_WIRE_FORMAT_POLICY, ProcessedMessageContent, ProtocolVersion, Sender, StagedCommit, StagedWelcome,
+    BasicCredential, Ciphersuite, CredentialWithKey, GroupId, KeyPackage, KeyPackageIn,
+    LeafNodeIndex, MlsGroup, MlsGroupCreateConfig, MlsGroupJoinConfig, MlsMessageBodyIn,
+    MlsMessageIn, MlsMessageOut, PURE_CIPHERTEXT_WIRE_FORMAT_POLICY, ProcessedMessageContent,
+    ProtocolVersion, Sender, StagedCommit, StagedWelcome,
 };
 use openmls_basic_credential::SignatureKeyPair;
 use openmls_traits::OpenMlsProvider;
@@ -41,7 +42,9 @@ pub struct MlsIdentity {
 
 impl std::fmt::Debug for MlsIdentity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MlsIdentity").field("peer_id", &self.peer_id).finish_non_exhaustive()
+        f.debug_struct("MlsIdentity")
+            .field("peer_id", &self.peer_id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -49,7 +52,11 @@ impl MlsIdentity {
     /// The MLS view of the installation identity (same key).
     pub fn new(identity: &Identity) -> Self {
         let public = identity.public_key().to_bytes().to_vec();
-        let signer = SignatureKeyPair::from_raw(SignatureScheme::ED25519, identity.secret_bytes().to_vec(), public.clone());
+        let signer = SignatureKeyPair::from_raw(
+            SignatureScheme::ED25519,
+            identity.secret_bytes().to_vec(),
+            public.clone(),
+        );
         Self {
             signer,
             credential: CredentialWithKey {
@@ -143,13 +150,19 @@ fn serialize(message: &MlsMessageOut) -> Result<Vec<u8>, GroupError> {
 
 fn deserialize(bytes: &[u8]) -> Result<MlsMessageIn, GroupError> {
     if bytes.len() > MAX_MLS_MESSAGE {
-        return Err(GroupError::Malformed(format!("{} bytes exceeds {MAX_MLS_MESSAGE}", bytes.len())));
+        return Err(GroupError::Malformed(format!(
+            "{} bytes exceeds {MAX_MLS_MESSAGE}",
+            bytes.len()
+        )));
     }
     MlsMessageIn::tls_deserialize_exact(bytes).map_err(|e| GroupError::Malformed(e.to_string()))
 }
 
 /// The peer id a credential names, if it is a well-formed Conclave credential.
-fn peer_of_credential(credential: &openmls::prelude::Credential, signature_key: &[u8]) -> Option<PeerId> {
+fn peer_of_credential(
+    credential: &openmls::prelude::Credential,
+    signature_key: &[u8],
+) -> Option<PeerId> {
     let basic = BasicCredential::try_from(credential.clone()).ok()?;
     let public: [u8; 32] = basic.identity().try_into().ok()?;
     if signature_key != public {
@@ -161,12 +174,17 @@ fn peer_of_credential(credential: &openmls::prelude::Credential, signature_key: 
 
 /// Checks a key package received from `from`: valid MLS, our ciphersuite, and a credential
 /// that is `from`'s own public key.
-pub fn validate_key_package(provider: &Provider, bytes: &[u8], from: PeerId) -> Result<JoinerPackage, GroupError> {
+pub fn validate_key_package(
+    provider: &Provider,
+    bytes: &[u8],
+    from: PeerId,
+) -> Result<JoinerPackage, GroupError> {
     let MlsMessageBodyIn::KeyPackage(key_package) = deserialize(bytes)?.extract() else {
         return Err(GroupError::Malformed("expected a key package".into()));
     };
-    let key_package: KeyPackage = KeyPackageIn::validate(key_package, provider.crypto(), ProtocolVersion::Mls10)
-        .map_err(GroupError::mls)?;
+    let key_package: KeyPackage =
+        KeyPackageIn::validate(key_package, provider.crypto(), ProtocolVersion::Mls10)
+            .map_err(GroupError::mls)?;
     if key_package.ciphersuite() != CIPHERSUITE {
         return Err(GroupError::Malformed("unsupported ciphersuite".into()));
     }
@@ -179,7 +197,11 @@ pub fn validate_key_package(provider: &Provider, bytes: &[u8], from: PeerId) -> 
 
 impl MeetingGroup {
     /// Creates the meeting's group with us as its only member (leaf 0).
-    pub fn create(provider: &Provider, me: &MlsIdentity, meeting_id: MeetingId) -> Result<Self, GroupError> {
+    pub fn create(
+        provider: &Provider,
+        me: &MlsIdentity,
+        meeting_id: MeetingId,
+    ) -> Result<Self, GroupError> {
         let config = MlsGroupCreateConfig::builder()
             .ciphersuite(CIPHERSUITE)
             .use_ratchet_tree_extension(true)
@@ -213,22 +235,32 @@ impl MeetingGroup {
             .map_err(GroupError::mls)?;
         let meeting = Self { group };
         // The welcome's tree must hold only well-formed Conclave credentials.
-        if meeting.group.members().any(|m| peer_of_credential(&m.credential, &m.signature_key).is_none()) {
-            return Err(GroupError::Malformed("the group contains a malformed credential".into()));
+        if meeting
+            .group
+            .members()
+            .any(|m| peer_of_credential(&m.credential, &m.signature_key).is_none())
+        {
+            return Err(GroupError::Malformed(
+                "the group contains a malformed credential".into(),
+            ));
         }
         Ok(meeting)
     }
 
     /// Reloads the group of `meeting_id` from storage, if we have one.
     pub fn load(provider: &Provider, meeting_id: MeetingId) -> Result<Option<Self>, GroupError> {
-        Ok(MlsGroup::load(provider.storage(), &GroupId::from_slice(&meeting_id.0))
-            .map_err(GroupError::mls)?
-            .map(|group| Self { group }))
+        Ok(
+            MlsGroup::load(provider.storage(), &GroupId::from_slice(&meeting_id.0))
+                .map_err(GroupError::mls)?
+                .map(|group| Self { group }),
+        )
     }
 
     /// Deletes this group's state from storage (before joining the meeting afresh).
     pub fn delete(mut self, provider: &Provider) -> Result<(), GroupError> {
-        self.group.delete(provider.storage()).map_err(GroupError::mls)
+        self.group
+            .delete(provider.storage())
+            .map_err(GroupError::mls)
     }
 
     /// Deletes any stored group of `meeting_id`.
@@ -259,7 +291,9 @@ impl MeetingGroup {
         let mut members: Vec<(u32, PeerId)> = self
             .group
             .members()
-            .filter_map(|m| peer_of_credential(&m.credential, &m.signature_key).map(|p| (m.index.u32(), p)))
+            .filter_map(|m| {
+                peer_of_credential(&m.credential, &m.signature_key).map(|p| (m.index.u32(), p))
+            })
             .collect();
         members.sort();
         members
@@ -267,7 +301,10 @@ impl MeetingGroup {
 
     /// The leaf of `peer`, if it is a member.
     pub fn leaf_of(&self, peer: &PeerId) -> Option<u32> {
-        self.members().into_iter().find(|(_, p)| p == peer).map(|(leaf, _)| leaf)
+        self.members()
+            .into_iter()
+            .find(|(_, p)| p == peer)
+            .map(|(leaf, _)| leaf)
     }
 
     /// The peer at `leaf`.
@@ -288,7 +325,9 @@ impl MeetingGroup {
             .group
             .export_secret(provider.crypto(), SFRAME_EXPORTER_LABEL, &[], NH)
             .map_err(GroupError::mls)?;
-        secret.try_into().map_err(|_| GroupError::Mls("exporter returned a wrong length".into()))
+        secret
+            .try_into()
+            .map_err(|_| GroupError::Mls("exporter returned a wrong length".into()))
     }
 
     /// Commits adding `adds` and removing `removes` in one commit. The commit is pending
@@ -324,13 +363,17 @@ impl MeetingGroup {
     /// Applies our pending commit.
     pub fn merge_pending(&mut self, provider: &Provider) -> Result<GroupChanges, GroupError> {
         let before = self.members();
-        self.group.merge_pending_commit(provider).map_err(GroupError::mls)?;
+        self.group
+            .merge_pending_commit(provider)
+            .map_err(GroupError::mls)?;
         Ok(self.diff(&before))
     }
 
     /// Drops our pending commit (a competing commit won).
     pub fn clear_pending(&mut self, provider: &Provider) -> Result<(), GroupError> {
-        self.group.clear_pending_commit(provider.storage()).map_err(GroupError::mls)
+        self.group
+            .clear_pending_commit(provider.storage())
+            .map_err(GroupError::mls)
     }
 
     /// Whether we have a commit pending.
@@ -339,10 +382,16 @@ impl MeetingGroup {
     }
 
     /// Applies a staged commit received from a peer.
-    pub fn merge_staged(&mut self, provider: &Provider, staged: StagedCommit) -> Result<GroupChanges, GroupError> {
+    pub fn merge_staged(
+        &mut self,
+        provider: &Provider,
+        staged: StagedCommit,
+    ) -> Result<GroupChanges, GroupError> {
         let before = self.members();
         let self_removed = staged.self_removed();
-        self.group.merge_staged_commit(provider, staged).map_err(GroupError::mls)?;
+        self.group
+            .merge_staged_commit(provider, staged)
+            .map_err(GroupError::mls)?;
         let mut changes = self.diff(&before);
         changes.self_removed = self_removed;
         Ok(changes)
@@ -351,29 +400,56 @@ impl MeetingGroup {
     fn diff(&self, before: &[(u32, PeerId)]) -> GroupChanges {
         let after = self.members();
         GroupChanges {
-            added: after.iter().filter(|m| !before.contains(m)).copied().collect(),
-            removed: before.iter().filter(|m| !after.contains(m)).copied().collect(),
+            added: after
+                .iter()
+                .filter(|m| !before.contains(m))
+                .copied()
+                .collect(),
+            removed: before
+                .iter()
+                .filter(|m| !after.contains(m))
+                .copied()
+                .collect(),
             self_removed: !self.group.is_active(),
         }
     }
 
     /// Encrypts application data for the group.
-    pub fn encrypt(&mut self, provider: &Provider, me: &MlsIdentity, data: &[u8]) -> Result<Vec<u8>, GroupError> {
-        let message = self.group.create_message(provider, &me.signer, data).map_err(GroupError::mls)?;
+    pub fn encrypt(
+        &mut self,
+        provider: &Provider,
+        me: &MlsIdentity,
+        data: &[u8],
+    ) -> Result<Vec<u8>, GroupError> {
+        let message = self
+            .group
+            .create_message(provider, &me.signer, data)
+            .map_err(GroupError::mls)?;
         serialize(&message)
     }
 
     /// Decodes a group message that arrived on a connection from `from`.
-    pub fn receive(&mut self, provider: &Provider, bytes: &[u8], from: PeerId) -> Result<Received, GroupError> {
+    pub fn receive(
+        &mut self,
+        provider: &Provider,
+        bytes: &[u8],
+        from: PeerId,
+    ) -> Result<Received, GroupError> {
         let message = deserialize(bytes)?
             .try_into_protocol_message()
             .map_err(|e| GroupError::Malformed(e.to_string()))?;
         let epoch = message.epoch().as_u64();
         let current = self.epoch();
         if epoch > current {
-            return Err(GroupError::WrongEpoch { got: epoch, current });
+            return Err(GroupError::WrongEpoch {
+                got: epoch,
+                current,
+            });
         }
-        let processed = self.group.process_message(provider, message).map_err(GroupError::mls)?;
+        let processed = self
+            .group
+            .process_message(provider, message)
+            .map_err(GroupError::mls)?;
         let Sender::Member(leaf) = processed.sender().clone() else {
             return Err(GroupError::Malformed("sender is not a member".into()));
         };
@@ -390,8 +466,12 @@ impl MeetingGroup {
                 sender,
                 data: app.into_bytes(),
             }),
-            ProcessedMessageContent::StagedCommitMessage(staged) => Ok(Received::Commit { sender, staged }),
-            _ => Err(GroupError::Malformed("proposals by reference are not used".into())),
+            ProcessedMessageContent::StagedCommitMessage(staged) => {
+                Ok(Received::Commit { sender, staged })
+            }
+            _ => Err(GroupError::Malformed(
+                "proposals by reference are not used".into(),
+            )),
         }
     }
 }

@@ -56,12 +56,20 @@ impl Provider {
 
     fn values_mut(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<Vec<u8>, Vec<u8>>> {
         // A poisoned lock means a panic inside openmls mid-write: the map is still a map.
-        self.storage.values.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.storage
+            .values
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The writes since the last call, to be applied to the durable store atomically.
     pub fn take_delta(&mut self) -> StorageDelta {
-        let current = self.storage.values.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let current = self
+            .storage
+            .values
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
         let mut delta = StorageDelta::default();
         for (key, value) in &current {
             if self.persisted.get(key) != Some(value) {

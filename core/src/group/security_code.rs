@@ -15,7 +15,9 @@ impl SecurityCode {
     pub fn from_authenticator(authenticator: &[u8]) -> Self {
         let mut groups = [0u32; 4];
         for (group, chunk) in groups.iter_mut().zip(authenticator.chunks_exact(5)) {
-            let value = chunk.iter().fold(0u64, |acc, byte| (acc << 8) | u64::from(*byte));
+            let value = chunk
+                .iter()
+                .fold(0u64, |acc, byte| (acc << 8) | u64::from(*byte));
             *group = u32::try_from(value % 100_000).expect("a value below 100000 fits in u32");
         }
         Self(groups)
@@ -46,6 +48,9 @@ mod tests {
         auth[4] = 1;
         auth[7..10].copy_from_slice(&[0x01, 0x86, 0xa0]);
         auth[10..15].copy_from_slice(&[0xff; 5]);
-        assert_eq!(SecurityCode::from_authenticator(&auth).to_string(), "00001 00000 27775 00000");
+        assert_eq!(
+            SecurityCode::from_authenticator(&auth).to_string(),
+            "00001 00000 27775 00000"
+        );
     }
 }

@@ -35,7 +35,9 @@ use crate::admission::{AdmissionError, MeetingKeys, NONCE_LEN, ReplayGuard};
 use crate::group::mls::validate_key_package;
 use crate::group::{GroupError, MediaKeys, MeetingGroup, MlsIdentity, Provider, StorageDelta};
 use crate::invite::MeetingId;
-use crate::net::wire::{Hello, MAX_ADDRS, MAX_MEMBERS, MemberInfo, Removal, RemovalReason, Request, Response};
+use crate::net::wire::{
+    Hello, MAX_ADDRS, MAX_MEMBERS, MemberInfo, Removal, RemovalReason, Request, Response,
+};
 
 mod group_ops;
 
@@ -261,7 +263,16 @@ impl<R: RngCore + CryptoRng> Machine<R> {
         if let Err(err) = MeetingGroup::delete_stored(&provider, keys.meeting_id()) {
             warn!(error = %err, "cannot delete a stale group");
         }
-        let mut machine = Self::new(config, me, provider, name, keys, Phase::Joining { deadline }, now, rng);
+        let mut machine = Self::new(
+            config,
+            me,
+            provider,
+            name,
+            keys,
+            Phase::Joining { deadline },
+            now,
+            rng,
+        );
         machine.persist_now();
         machine.host = host;
         machine
@@ -335,7 +346,10 @@ impl<R: RngCore + CryptoRng> Machine<R> {
 
     /// The group's epoch and security code, once we are in it.
     pub fn epoch(&self) -> Option<(u64, crate::group::SecurityCode)> {
-        self.mls.group.as_ref().map(|g| (g.epoch(), g.security_code()))
+        self.mls
+            .group
+            .as_ref()
+            .map(|g| (g.epoch(), g.security_code()))
     }
 
     /// Media keys of the current and previous epoch.
@@ -345,7 +359,10 @@ impl<R: RngCore + CryptoRng> Machine<R> {
 
     /// Whether the machine has finished (left, removed, refused or timed out).
     pub fn is_finished(&self) -> bool {
-        matches!(self.phase, Phase::Left | Phase::Refused | Phase::TimedOut | Phase::Removed)
+        matches!(
+            self.phase,
+            Phase::Left | Phase::Refused | Phase::TimedOut | Phase::Removed
+        )
     }
 
     /// Our reachable addresses, shared with other members.
@@ -357,19 +374,37 @@ impl<R: RngCore + CryptoRng> Machine<R> {
         if *peer == self.local {
             return self.name.clone();
         }
-        self.peers.get(peer).map(|p| p.name.clone()).unwrap_or_default()
+        self.peers
+            .get(peer)
+            .map(|p| p.name.clone())
+            .unwrap_or_default()
     }
 
     fn send(&mut self, to: PeerId, request: Request, kind: Inflight) {
         let tag = self.next_tag;
         self.next_tag += 1;
-        let addrs = self.peers.get(&to).map(|p| p.addrs.clone()).unwrap_or_default();
+        let addrs = self
+            .peers
+            .get(&to)
+            .map(|p| p.addrs.clone())
+            .unwrap_or_default();
         self.inflight.insert(tag, (to, kind));
-        self.outputs.push_back(Output::Send { to, addrs, request, tag });
+        self.outputs.push_back(Output::Send {
+            to,
+            addrs,
+            request,
+            tag,
+        });
     }
 
     /// A peer that may be a member (DHT provider, invite hint, gossip): greet it.
-    pub fn handle_candidate(&mut self, now: Instant, unix_ms: u64, peer: PeerId, addrs: Vec<Multiaddr>) {
+    pub fn handle_candidate(
+        &mut self,
+        now: Instant,
+        unix_ms: u64,
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+    ) {
         if self.is_finished() || peer == self.local {
             return;
         }
@@ -379,7 +414,11 @@ impl<R: RngCore + CryptoRng> Machine<R> {
             }
             return;
         }
-        if self.pending.get(&peer).is_some_and(|p| now < p.sent_at + self.config.hello_retry) {
+        if self
+            .pending
+            .get(&peer)
+            .is_some_and(|p| now < p.sent_at + self.config.hello_retry)
+        {
             return;
         }
         self.send_hello(now, unix_ms, peer, addrs);
@@ -389,7 +428,13 @@ impl<R: RngCore + CryptoRng> Machine<R> {
         let mut nonce = [0u8; NONCE_LEN];
         self.rng.fill_bytes(&mut nonce);
         let mac = self.keys.hello_mac(&self.local, &peer, &nonce, unix_ms);
-        self.pending.insert(peer, PendingHello { nonce, sent_at: now });
+        self.pending.insert(
+            peer,
+            PendingHello {
+                nonce,
+                sent_at: now,
+            },
+        );
         let key_package = self.joining_key_package();
         debug!(peer = %peer, with_key_package = !key_package.is_empty(), "sending hello");
         let hello = Request::Hello(Hello {
@@ -404,12 +449,23 @@ impl<R: RngCore + CryptoRng> Machine<R> {
         let tag = self.next_tag;
         self.next_tag += 1;
         self.inflight.insert(tag, (peer, Inflight::Hello));
-        self.outputs.push_back(Output::Send { to: peer, addrs, request: hello, tag });
+        self.outputs.push_back(Output::Send {
+            to: peer,
+            addrs,
+            request: hello,
+            tag,
+        });
     }
 
     /// A control request arrived from `from` (authenticated by the connection); returns
     /// the answer to send back.
-    pub fn handle_request(&mut self, now: Instant, unix_ms: u64, from: PeerId, request: Request) -> Response {
+    pub fn handle_request(
+        &mut self,
+        now: Instant,
+        unix_ms: u64,
+        from: PeerId,
+        request: Request,
+    ) -> Response {
         if self.is_finished() {
             return Response::NotMember;
         }
@@ -448,7 +504,12 @@ impl<R: RngCore + CryptoRng> Machine<R> {
                 peer.said_bye = true;
                 Response::Ack
             }
-            Request::Commit { epoch, commit, removals, .. } => self.on_commit(now, from, epoch, &commit, removals),
+            Request::Commit {
+                epoch,
+                commit,
+                removals,
+                ..
+            } => self.on_commit(now, from, epoch, &commit, removals),
             Request::Confirm { epoch, .. } => self.on_confirm(now, from, epoch),
             Request::Abort { epoch, .. } => self.on_abort(from, epoch),
             Request::Welcome { welcome, .. } => self.on_mls_welcome(now, from, &welcome),
@@ -482,8 +543,18 @@ impl<R: RngCore + CryptoRng> Machine<R> {
         }
         let verdict = self
             .keys
-            .verify_hello(&from, &self.local, &hello.nonce, hello.unix_ms, &hello.mac, unix_ms)
-            .and_then(|()| self.replay.check_and_record(from, hello.nonce, hello.unix_ms, unix_ms));
+            .verify_hello(
+                &from,
+                &self.local,
+                &hello.nonce,
+                hello.unix_ms,
+                &hello.mac,
+                unix_ms,
+            )
+            .and_then(|()| {
+                self.replay
+                    .check_and_record(from, hello.nonce, hello.unix_ms, unix_ms)
+            });
         if let Err(err) = verdict {
             match err {
                 AdmissionError::BadMac => self.stats.hellos_bad_mac += 1,
@@ -521,7 +592,14 @@ impl<R: RngCore + CryptoRng> Machine<R> {
     }
 
     /// The answer to the request `tag`, sent to `from`, arrived.
-    pub fn handle_response(&mut self, now: Instant, unix_ms: u64, from: PeerId, tag: u64, response: Response) {
+    pub fn handle_response(
+        &mut self,
+        now: Instant,
+        unix_ms: u64,
+        from: PeerId,
+        tag: u64,
+        response: Response,
+    ) {
         let Some((to, kind)) = self.inflight.remove(&tag) else {
             return;
         };
@@ -554,12 +632,21 @@ impl<R: RngCore + CryptoRng> Machine<R> {
             }
             (Inflight::Chat { payload, attempt }, Response::Nack { .. }) => {
                 self.heard_from(now, from);
-                self.mls.schedule_chat_retry(now + self.config.chat_retry, from, payload, attempt + 1);
+                self.mls.schedule_chat_retry(
+                    now + self.config.chat_retry,
+                    from,
+                    payload,
+                    attempt + 1,
+                );
             }
             (_, Response::NotMember) => {
                 // It forgot us (restart, or it timed us out): greet it again. It is alive.
                 self.heard_from(now, from);
-                let addrs = self.peers.get(&from).map(|p| p.addrs.clone()).unwrap_or_default();
+                let addrs = self
+                    .peers
+                    .get(&from)
+                    .map(|p| p.addrs.clone())
+                    .unwrap_or_default();
                 self.send_hello(now, unix_ms, from, addrs);
             }
             _ => self.heard_from(now, from),
@@ -575,7 +662,11 @@ impl<R: RngCore + CryptoRng> Machine<R> {
                     debug!(peer = %from, "unsolicited welcome ignored");
                     return;
                 };
-                if self.keys.verify_welcome(&from, &self.local, &pending.nonce, &mac).is_err() {
+                if self
+                    .keys
+                    .verify_welcome(&from, &self.local, &pending.nonce, &mac)
+                    .is_err()
+                {
                     self.stats.welcomes_rejected += 1;
                     warn!(peer = %from, "welcome without proof of the secret ignored");
                     return;
@@ -632,7 +723,12 @@ impl<R: RngCore + CryptoRng> Machine<R> {
                 self.commit_unreachable(now, peer, epoch);
             }
             Inflight::Chat { payload, attempt } => {
-                self.mls.schedule_chat_retry(now + self.config.chat_retry, peer, payload, attempt + 1);
+                self.mls.schedule_chat_retry(
+                    now + self.config.chat_retry,
+                    peer,
+                    payload,
+                    attempt + 1,
+                );
             }
             Inflight::Other => {}
         }
@@ -653,7 +749,11 @@ impl<R: RngCore + CryptoRng> Machine<R> {
                 // again with a fresh one.
                 self.next_rehello = now + self.config.rehello_interval;
                 self.mls.key_package = None;
-                let known: Vec<(PeerId, Vec<Multiaddr>)> = self.peers.iter().map(|(p, i)| (*p, i.addrs.clone())).collect();
+                let known: Vec<(PeerId, Vec<Multiaddr>)> = self
+                    .peers
+                    .iter()
+                    .map(|(p, i)| (*p, i.addrs.clone()))
+                    .collect();
                 for (peer, addrs) in known {
                     self.send_hello(now, unix_ms, peer, addrs);
                 }
@@ -664,7 +764,12 @@ impl<R: RngCore + CryptoRng> Machine<R> {
         if now >= self.next_heartbeat {
             self.next_heartbeat = now + self.config.heartbeat_interval;
             let list = self.peer_list();
-            let recipients: Vec<PeerId> = self.peers.iter().filter(|(_, p)| !p.said_bye).map(|(id, _)| *id).collect();
+            let recipients: Vec<PeerId> = self
+                .peers
+                .iter()
+                .filter(|(_, p)| !p.said_bye)
+                .map(|(id, _)| *id)
+                .collect();
             for peer in recipients {
                 let request = Request::Heartbeat {
                     meeting_id: self.keys.meeting_id(),
@@ -689,8 +794,9 @@ impl<R: RngCore + CryptoRng> Machine<R> {
             .map(|g| g.members().into_iter().map(|(_, p)| p).collect())
             .unwrap_or_default();
         let timeout = self.config.liveness_timeout * 3;
-        self.peers
-            .retain(|peer, info| members.contains(peer) || (!info.said_bye && now < info.last_heard + timeout));
+        self.peers.retain(|peer, info| {
+            members.contains(peer) || (!info.said_bye && now < info.last_heard + timeout)
+        });
     }
 
     /// We leave: say goodbye to every peer.
@@ -729,9 +835,9 @@ impl<R: RngCore + CryptoRng> Machine<R> {
     }
 
     fn is_alive(&self, now: Instant, peer: &PeerId) -> bool {
-        self.peers
-            .get(peer)
-            .is_some_and(|p| !p.said_bye && p.failures < 2 && now < p.last_heard + self.config.liveness_timeout)
+        self.peers.get(peer).is_some_and(|p| {
+            !p.said_bye && p.failures < 2 && now < p.last_heard + self.config.liveness_timeout
+        })
     }
 
     fn heard_from(&mut self, now: Instant, peer: PeerId) {
@@ -766,11 +872,16 @@ impl<R: RngCore + CryptoRng> Machine<R> {
             name: self.name.clone(),
             addrs: self.local_addrs.clone(),
         })
-        .chain(self.peers.iter().filter(|(_, p)| !p.said_bye).map(|(peer, p)| MemberInfo {
-            peer_id: *peer,
-            name: p.name.clone(),
-            addrs: p.addrs.clone(),
-        }))
+        .chain(
+            self.peers
+                .iter()
+                .filter(|(_, p)| !p.said_bye)
+                .map(|(peer, p)| MemberInfo {
+                    peer_id: *peer,
+                    name: p.name.clone(),
+                    addrs: p.addrs.clone(),
+                }),
+        )
         .take(MAX_MEMBERS)
         .collect()
     }
@@ -797,7 +908,10 @@ fn reason_of(removals: &[Removal], peer: &PeerId) -> LeaveReason {
 
 /// The removal reason the committer states.
 fn removal(peer: PeerId, reason: RemovalReason) -> Removal {
-    Removal { peer_id: peer, reason }
+    Removal {
+        peer_id: peer,
+        reason,
+    }
 }
 
 #[cfg(test)]

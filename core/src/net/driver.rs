@@ -35,10 +35,10 @@ use crate::admission::MeetingKeys;
 use crate::client::Event;
 use crate::group::{MlsIdentity, Provider};
 use crate::identity::{Identity, SafetyNumber};
-use crate::store::{ChatRecord, MeetingRecord};
 use crate::invite::{Invite, peer_of};
 use crate::meeting::{Machine, MeetingEvent, Output};
 use crate::store::Store;
+use crate::store::{ChatRecord, MeetingRecord};
 use crate::{Config, Error};
 
 /// Most remembered addresses per peer in the driver's address book.
@@ -70,6 +70,10 @@ pub(crate) enum Command {
     Kick {
         peer: PeerId,
         reply: oneshot::Sender<Result<(), Error>>,
+    },
+    History {
+        meeting: crate::invite::MeetingId,
+        reply: oneshot::Sender<Result<Vec<ChatRecord>, Error>>,
     },
 }
 
@@ -377,10 +381,16 @@ impl Driver {
             }
             Command::Chat { text, reply } => {
                 let result = match self.session.as_mut() {
-                    Some(session) => session.machine.send_chat(now, unix_ms(), &text).map_err(Error::Group),
+                    Some(session) => session
+                        .machine
+                        .send_chat(now, unix_ms(), &text)
+                        .map_err(Error::Group),
                     None => Err(Error::Usage("not in a meeting")),
                 };
                 let _ = reply.send(result);
+            }
+            Command::History { meeting, reply } => {
+                let _ = reply.send(self.store.chat_history(meeting).map_err(Error::from));
             }
             Command::Kick { peer, reply } => {
                 let result = match self.session.as_mut() {
@@ -393,7 +403,13 @@ impl Driver {
     }
 
     /// Builds the meeting machine for `invite`, hosting it or joining it.
-    fn start_session(&mut self, invite: Invite, host: bool, rng: StdRng, now: Instant) -> Result<Session, Error> {
+    fn start_session(
+        &mut self,
+        invite: Invite,
+        host: bool,
+        rng: StdRng,
+        now: Instant,
+    ) -> Result<Session, Error> {
         let keys = MeetingKeys::derive(invite.meeting_id, &invite.secret);
         let provider = Provider::with_entries(self.store.load_mls()?);
         let me = MlsIdentity::new(&self.identity);
@@ -402,13 +418,30 @@ impl Driver {
         let mut machine = if host {
             Machine::host(meeting, me, provider, self.name.clone(), keys, now, rng)?
         } else {
-            Machine::joiner(meeting, me, provider, self.name.clone(), keys, invite.host, now, rng)
+            Machine::joiner(
+                meeting,
+                me,
+                provider,
+                self.name.clone(),
+                keys,
+                invite.host,
+                now,
+                rng,
+            )
         };
         machine.set_local_addrs(self.listen_addrs.clone());
         Ok(Session {
             machine,
-            host_hint: if host { None } else { invite.host.filter(|h| *h != local) },
-            next_lookup: if host { now + self.config.lookup_interval_member } else { now },
+            host_hint: if host {
+                None
+            } else {
+                invite.host.filter(|h| *h != local)
+            },
+            next_lookup: if host {
+                now + self.config.lookup_interval_member
+            } else {
+                now
+            },
             next_provide: now + self.config.reprovide_interval,
             invite,
         })
@@ -654,7 +687,9 @@ impl Driver {
                     self.request_done(request_id);
                     let tag = self.requests.remove(&request_id);
                     if let (Some(session), Some(tag)) = (self.session.as_mut(), tag) {
-                        session.machine.handle_response(now, unix_ms(), peer, tag, response);
+                        session
+                            .machine
+                            .handle_response(now, unix_ms(), peer, tag, response);
                     }
                 }
             },
@@ -711,7 +746,12 @@ impl Driver {
                     last_seen_unix_ms: unix_ms(),
                 },
             ),
-            MeetingEvent::Chat { from, name, text, unix_ms } => self.store.append_chat(
+            MeetingEvent::Chat {
+                from,
+                name,
+                text,
+                unix_ms,
+            } => self.store.append_chat(
                 meeting,
                 &ChatRecord {
                     from: from.to_base58(),
@@ -734,7 +774,12 @@ impl Driver {
                 break;
             };
             match output {
-                Output::Send { to, addrs, request, tag } => {
+                Output::Send {
+                    to,
+                    addrs,
+                    request,
+                    tag,
+                } => {
                     for addr in addrs.into_iter().filter(is_dialable) {
                         self.remember_addr(to, addr);
                     }

@@ -271,19 +271,31 @@ macro_rules! bytes_codec {
 }
 
 bytes_codec!(codec_bytes, Vec<u8>, |v| v.clone(), Some);
-bytes_codec!(codec_peer, PeerId, |p| p.to_bytes(), |b| PeerId::from_bytes(&b).ok());
-bytes_codec!(codec_meeting, MeetingId, |m| m.0.to_vec(), |b| b.try_into().ok().map(MeetingId));
+bytes_codec!(codec_peer, PeerId, |p| p.to_bytes(), |b| {
+    PeerId::from_bytes(&b).ok()
+});
+bytes_codec!(codec_meeting, MeetingId, |m| m.0.to_vec(), |b| b
+    .try_into()
+    .ok()
+    .map(MeetingId));
 
 mod codec_array {
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub(super) fn serialize<S: Serializer, const N: usize>(value: &[u8; N], s: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: Serializer, const N: usize>(
+        value: &[u8; N],
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         s.serialize_bytes(value)
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>, const N: usize>(d: D) -> Result<[u8; N], D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>, const N: usize>(
+        d: D,
+    ) -> Result<[u8; N], D::Error> {
         match ciborium::Value::deserialize(d)? {
-            ciborium::Value::Bytes(bytes) => bytes.try_into().map_err(|_| serde::de::Error::custom("wrong length")),
+            ciborium::Value::Bytes(bytes) => bytes
+                .try_into()
+                .map_err(|_| serde::de::Error::custom("wrong length")),
             _ => Err(serde::de::Error::custom("expected a byte string")),
         }
     }
@@ -296,7 +308,10 @@ mod codec_addrs {
     use super::{MAX_ADDR_LEN, MAX_ADDRS};
 
     pub(super) fn serialize<S: Serializer>(addrs: &[Multiaddr], s: S) -> Result<S::Ok, S::Error> {
-        let raw: Vec<ciborium::Value> = addrs.iter().map(|a| ciborium::Value::Bytes(a.to_vec())).collect();
+        let raw: Vec<ciborium::Value> = addrs
+            .iter()
+            .map(|a| ciborium::Value::Bytes(a.to_vec()))
+            .collect();
         raw.serialize(s)
     }
 
@@ -308,7 +323,8 @@ mod codec_addrs {
         raw.into_iter()
             .map(|value| match value {
                 ciborium::Value::Bytes(bytes) if bytes.len() <= MAX_ADDR_LEN => {
-                    Multiaddr::try_from(bytes).map_err(|_| serde::de::Error::custom("invalid address"))
+                    Multiaddr::try_from(bytes)
+                        .map_err(|_| serde::de::Error::custom("invalid address"))
                 }
                 _ => Err(serde::de::Error::custom("invalid address")),
             })
@@ -344,13 +360,18 @@ impl Request {
                 check_payload("key package", &hello.key_package)
             }
             Request::Heartbeat { members, .. } => check_members(members),
-            Request::Commit { commit, removals, .. } => {
+            Request::Commit {
+                commit, removals, ..
+            } => {
                 check_payload("commit", commit)?;
                 check_len("removals", removals.len(), MAX_MEMBERS)
             }
             Request::Welcome { welcome, .. } => check_payload("welcome", welcome),
             Request::Group { message, .. } => check_payload("group message", message),
-            Request::Bye { .. } | Request::Confirm { .. } | Request::Abort { .. } | Request::Kick { .. } => Ok(()),
+            Request::Bye { .. }
+            | Request::Confirm { .. }
+            | Request::Abort { .. }
+            | Request::Kick { .. } => Ok(()),
         }
     }
 }
@@ -455,13 +476,21 @@ mod tests {
         let map = |id: Vec<u8>| {
             ciborium::Value::Map(vec![(
                 ciborium::Value::Text("Bye".into()),
-                ciborium::Value::Map(vec![(ciborium::Value::Text("meeting_id".into()), ciborium::Value::Bytes(id))]),
+                ciborium::Value::Map(vec![(
+                    ciborium::Value::Text("meeting_id".into()),
+                    ciborium::Value::Bytes(id),
+                )]),
             )])
         };
-        assert_eq!(Request::decode(&encode_body(&map(vec![1, 2, 3]))), Err(WireError::Malformed));
+        assert_eq!(
+            Request::decode(&encode_body(&map(vec![1, 2, 3]))),
+            Err(WireError::Malformed)
+        );
         assert_eq!(
             Request::decode(&encode_body(&map(vec![1; 16]))),
-            Ok(Request::Bye { meeting_id: MeetingId([1; 16]) })
+            Ok(Request::Bye {
+                meeting_id: MeetingId([1; 16])
+            })
         );
     }
 

@@ -74,8 +74,14 @@ impl Store {
     }
 
     /// Remembers a meeting (and its invite) for rejoining.
-    pub fn remember_meeting(&self, meeting: MeetingId, record: &MeetingRecord) -> Result<(), StoreError> {
-        self.db.open_tree(TREE_MEETINGS)?.insert(meeting.0, encode(record))?;
+    pub fn remember_meeting(
+        &self,
+        meeting: MeetingId,
+        record: &MeetingRecord,
+    ) -> Result<(), StoreError> {
+        self.db
+            .open_tree(TREE_MEETINGS)?
+            .insert(meeting.0, encode(record))?;
         self.flush()
     }
 
@@ -84,7 +90,9 @@ impl Store {
         let mut meetings = Vec::new();
         for entry in self.db.open_tree(TREE_MEETINGS)?.iter() {
             let (key, value) = entry?;
-            let Ok(id) = <[u8; 16]>::try_from(key.as_ref()) else { continue };
+            let Ok(id) = <[u8; 16]>::try_from(key.as_ref()) else {
+                continue;
+            };
             if let Ok(record) = ciborium::from_reader::<MeetingRecord, _>(value.as_ref()) {
                 meetings.push((MeetingId(id), record));
             }
@@ -101,15 +109,27 @@ mod tests {
     #[test]
     fn history_survives_reopening_and_stays_per_meeting() {
         let dir = tempfile::tempdir().unwrap();
-        let line = |text: &str| ChatRecord { from: "p".into(), name: "Ada".into(), text: text.into(), unix_ms: 1 };
+        let line = |text: &str| ChatRecord {
+            from: "p".into(),
+            name: "Ada".into(),
+            text: text.into(),
+            unix_ms: 1,
+        };
         {
             let store = Store::open(dir.path()).unwrap();
             store.append_chat(MeetingId([1; 16]), &line("one")).unwrap();
-            store.append_chat(MeetingId([2; 16]), &line("other")).unwrap();
+            store
+                .append_chat(MeetingId([2; 16]), &line("other"))
+                .unwrap();
             store.append_chat(MeetingId([1; 16]), &line("two")).unwrap();
         }
         let store = Store::open(dir.path()).unwrap();
-        let texts: Vec<String> = store.chat_history(MeetingId([1; 16])).unwrap().into_iter().map(|r| r.text).collect();
+        let texts: Vec<String> = store
+            .chat_history(MeetingId([1; 16]))
+            .unwrap()
+            .into_iter()
+            .map(|r| r.text)
+            .collect();
         assert_eq!(texts, vec!["one", "two"]);
     }
 
@@ -117,9 +137,30 @@ mod tests {
     fn meetings_are_remembered_most_recent_first() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        store.remember_meeting(MeetingId([1; 16]), &MeetingRecord { invite: "a".into(), last_seen_unix_ms: 1 }).unwrap();
-        store.remember_meeting(MeetingId([2; 16]), &MeetingRecord { invite: "b".into(), last_seen_unix_ms: 2 }).unwrap();
-        let ids: Vec<MeetingId> = store.meetings().unwrap().into_iter().map(|(id, _)| id).collect();
+        store
+            .remember_meeting(
+                MeetingId([1; 16]),
+                &MeetingRecord {
+                    invite: "a".into(),
+                    last_seen_unix_ms: 1,
+                },
+            )
+            .unwrap();
+        store
+            .remember_meeting(
+                MeetingId([2; 16]),
+                &MeetingRecord {
+                    invite: "b".into(),
+                    last_seen_unix_ms: 2,
+                },
+            )
+            .unwrap();
+        let ids: Vec<MeetingId> = store
+            .meetings()
+            .unwrap()
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
         assert_eq!(ids, vec![MeetingId([2; 16]), MeetingId([1; 16])]);
     }
 }

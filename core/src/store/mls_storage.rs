@@ -59,7 +59,9 @@ mod tests {
         };
         let store = Store::open(dir.path()).unwrap();
         let provider = Provider::with_entries(store.load_mls().unwrap());
-        let group = MeetingGroup::load(&provider, MeetingId([5; 16])).unwrap().expect("reloaded");
+        let group = MeetingGroup::load(&provider, MeetingId([5; 16]))
+            .unwrap()
+            .expect("reloaded");
         assert_eq!((group.security_code(), group.epoch()), (code, epoch));
     }
 
@@ -67,10 +69,19 @@ mod tests {
     fn deletes_are_applied() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let put = StorageDelta { puts: vec![(b"k".to_vec(), b"v".to_vec())], deletes: vec![] };
+        let put = StorageDelta {
+            puts: vec![(b"k".to_vec(), b"v".to_vec())],
+            deletes: vec![],
+        };
         store.apply_mls_delta(&put).unwrap();
-        assert_eq!(store.load_mls().unwrap(), vec![(b"k".to_vec(), b"v".to_vec())]);
-        let delete = StorageDelta { puts: vec![], deletes: vec![b"k".to_vec()] };
+        assert_eq!(
+            store.load_mls().unwrap(),
+            vec![(b"k".to_vec(), b"v".to_vec())]
+        );
+        let delete = StorageDelta {
+            puts: vec![],
+            deletes: vec![b"k".to_vec()],
+        };
         store.apply_mls_delta(&delete).unwrap();
         assert!(store.load_mls().unwrap().is_empty());
     }

@@ -43,18 +43,30 @@ fn add(host: &mut Member, others: &mut [&mut Member], joiners: &mut [&mut Member
         })
         .collect();
     let host_peer = host.peer();
-    let out = host.group.as_mut().unwrap().commit(&host.provider, &host.me, packages, vec![]).unwrap();
+    let out = host
+        .group
+        .as_mut()
+        .unwrap()
+        .commit(&host.provider, &host.me, packages, vec![])
+        .unwrap();
     for other in others.iter_mut() {
         let provider = &other.provider;
         let group = other.group.as_mut().unwrap();
-        let Received::Commit { staged, .. } = group.receive(provider, &out.commit, host_peer).unwrap() else {
+        let Received::Commit { staged, .. } =
+            group.receive(provider, &out.commit, host_peer).unwrap()
+        else {
             panic!("expected a commit")
         };
         group.merge_staged(provider, *staged).unwrap();
     }
-    host.group.as_mut().unwrap().merge_pending(&host.provider).unwrap();
+    host.group
+        .as_mut()
+        .unwrap()
+        .merge_pending(&host.provider)
+        .unwrap();
     for joiner in joiners.iter_mut() {
-        joiner.group = Some(MeetingGroup::join(&joiner.provider, out.welcome.as_ref().unwrap()).unwrap());
+        joiner.group =
+            Some(MeetingGroup::join(&joiner.provider, out.welcome.as_ref().unwrap()).unwrap());
     }
 }
 
@@ -68,10 +80,22 @@ fn three() -> (Member, Member, Member) {
 #[test]
 fn members_agree_on_epoch_security_code_and_media_secret() {
     let (mut a, mut b, mut c) = three();
-    let codes: Vec<_> = [&mut a, &mut b, &mut c].into_iter().map(|m| (m.group().epoch(), m.group().security_code())).collect();
+    let codes: Vec<_> = [&mut a, &mut b, &mut c]
+        .into_iter()
+        .map(|m| (m.group().epoch(), m.group().security_code()))
+        .collect();
     assert!(codes.windows(2).all(|w| w[0] == w[1]), "{codes:?}");
     assert_eq!(codes[0].0, 1);
-    let secrets: Vec<_> = [&a, &b, &c].iter().map(|m| m.group.as_ref().unwrap().media_epoch_secret(&m.provider).unwrap()).collect();
+    let secrets: Vec<_> = [&a, &b, &c]
+        .iter()
+        .map(|m| {
+            m.group
+                .as_ref()
+                .unwrap()
+                .media_epoch_secret(&m.provider)
+                .unwrap()
+        })
+        .collect();
     assert!(secrets.windows(2).all(|w| w[0] == w[1]));
     let peers: Vec<PeerId> = vec![a.peer(), b.peer(), c.peer()];
     let members: Vec<PeerId> = a.group().members().into_iter().map(|(_, p)| p).collect();
@@ -82,15 +106,36 @@ fn members_agree_on_epoch_security_code_and_media_secret() {
 #[test]
 fn application_messages_round_trip_and_the_sender_must_be_the_connection_peer() {
     let (mut a, mut b, mut c) = three();
-    let sealed = a.group.as_mut().unwrap().encrypt(&a.provider, &a.me, b"hello").unwrap();
+    let sealed = a
+        .group
+        .as_mut()
+        .unwrap()
+        .encrypt(&a.provider, &a.me, b"hello")
+        .unwrap();
     let a_peer = a.peer();
-    let got = b.group.as_mut().unwrap().receive(&b.provider, &sealed, a_peer).unwrap();
+    let got = b
+        .group
+        .as_mut()
+        .unwrap()
+        .receive(&b.provider, &sealed, a_peer)
+        .unwrap();
     assert!(matches!(got, Received::Application { sender: 0, ref data } if data == b"hello"));
     // The same bytes relayed by someone else are refused: the sender is not the connection.
-    let relayed = c.group.as_mut().unwrap().receive(&c.provider, &sealed, b.peer());
-    assert!(matches!(relayed, Err(GroupError::Impostor { .. })), "{relayed:?}");
+    let relayed = c
+        .group
+        .as_mut()
+        .unwrap()
+        .receive(&c.provider, &sealed, b.peer());
+    assert!(
+        matches!(relayed, Err(GroupError::Impostor { .. })),
+        "{relayed:?}"
+    );
     // And a second delivery is refused by MLS itself (the key was consumed).
-    let replay = b.group.as_mut().unwrap().receive(&b.provider, &sealed, a_peer);
+    let replay = b
+        .group
+        .as_mut()
+        .unwrap()
+        .receive(&b.provider, &sealed, a_peer);
     assert!(replay.is_err(), "replayed message must not decrypt twice");
 }
 
@@ -104,40 +149,102 @@ fn a_key_package_with_someone_elses_credential_is_refused() {
     let kp = forged.key_package(&provider);
     // Either openmls refuses to build it (signature key mismatch) or we refuse it on arrival.
     if let Ok(kp) = kp {
-        assert!(matches!(validate_key_package(&host.provider, &kp, impostor.peer_id()), Err(GroupError::Impostor { .. })));
+        assert!(matches!(
+            validate_key_package(&host.provider, &kp, impostor.peer_id()),
+            Err(GroupError::Impostor { .. })
+        ));
         assert!(validate_key_package(&host.provider, &kp, victim.peer_id()).is_err());
     }
     // An honest package is refused when it arrives from another peer than its owner.
     let honest = member();
     let kp = honest.me.key_package(&honest.provider).unwrap();
-    assert!(matches!(validate_key_package(&host.provider, &kp, impostor.peer_id()), Err(GroupError::Impostor { .. })));
+    assert!(matches!(
+        validate_key_package(&host.provider, &kp, impostor.peer_id()),
+        Err(GroupError::Impostor { .. })
+    ));
     assert!(validate_key_package(&host.provider, &kp, honest.peer()).is_ok());
-    assert!(matches!(validate_key_package(&host.provider, b"garbage", honest.peer()), Err(GroupError::Malformed(_))));
+    assert!(matches!(
+        validate_key_package(&host.provider, b"garbage", honest.peer()),
+        Err(GroupError::Malformed(_))
+    ));
 }
 
 #[test]
 fn a_removed_member_cannot_decrypt_what_is_sent_after_its_removal() {
     let (mut a, mut b, mut c) = three();
     let (a_peer, c_peer) = (a.peer(), c.peer());
-    let out = a.group.as_mut().unwrap().commit(&a.provider, &a.me, vec![], vec![2]).unwrap();
-    let Received::Commit { staged, .. } = b.group.as_mut().unwrap().receive(&b.provider, &out.commit, a_peer).unwrap() else {
+    let out = a
+        .group
+        .as_mut()
+        .unwrap()
+        .commit(&a.provider, &a.me, vec![], vec![2])
+        .unwrap();
+    let Received::Commit { staged, .. } = b
+        .group
+        .as_mut()
+        .unwrap()
+        .receive(&b.provider, &out.commit, a_peer)
+        .unwrap()
+    else {
         panic!()
     };
-    let changes = b.group.as_mut().unwrap().merge_staged(&b.provider, *staged).unwrap();
+    let changes = b
+        .group
+        .as_mut()
+        .unwrap()
+        .merge_staged(&b.provider, *staged)
+        .unwrap();
     assert_eq!(changes.removed, vec![(2, c_peer)]);
-    a.group.as_mut().unwrap().merge_pending(&a.provider).unwrap();
+    a.group
+        .as_mut()
+        .unwrap()
+        .merge_pending(&a.provider)
+        .unwrap();
     // C even applies the commit that removes it.
-    if let Ok(Received::Commit { staged, .. }) = c.group.as_mut().unwrap().receive(&c.provider, &out.commit, a_peer) {
-        let changes = c.group.as_mut().unwrap().merge_staged(&c.provider, *staged).unwrap();
+    if let Ok(Received::Commit { staged, .. }) =
+        c.group
+            .as_mut()
+            .unwrap()
+            .receive(&c.provider, &out.commit, a_peer)
+    {
+        let changes = c
+            .group
+            .as_mut()
+            .unwrap()
+            .merge_staged(&c.provider, *staged)
+            .unwrap();
         assert!(changes.self_removed);
     }
-    let secret = a.group.as_mut().unwrap().encrypt(&a.provider, &a.me, b"after the kick").unwrap();
-    assert!(b.group.as_mut().unwrap().receive(&b.provider, &secret, a_peer).is_ok());
-    let attempt = c.group.as_mut().unwrap().receive(&c.provider, &secret, a_peer);
-    assert!(attempt.is_err(), "the removed member decrypted: {attempt:?}");
+    let secret = a
+        .group
+        .as_mut()
+        .unwrap()
+        .encrypt(&a.provider, &a.me, b"after the kick")
+        .unwrap();
+    assert!(
+        b.group
+            .as_mut()
+            .unwrap()
+            .receive(&b.provider, &secret, a_peer)
+            .is_ok()
+    );
+    let attempt = c
+        .group
+        .as_mut()
+        .unwrap()
+        .receive(&c.provider, &secret, a_peer);
+    assert!(
+        attempt.is_err(),
+        "the removed member decrypted: {attempt:?}"
+    );
     assert_ne!(a.group().security_code(), c.group().security_code());
     // Nor can it derive the new epoch's media keys.
-    let new_media = a.group.as_ref().unwrap().media_epoch_secret(&a.provider).unwrap();
+    let new_media = a
+        .group
+        .as_ref()
+        .unwrap()
+        .media_epoch_secret(&a.provider)
+        .unwrap();
     match c.group.as_ref().unwrap().media_epoch_secret(&c.provider) {
         Ok(stale) => assert_ne!(stale, new_media),
         Err(_) => {} // evicted: openmls refuses to export at all
@@ -149,14 +256,42 @@ fn a_competing_pending_commit_can_be_dropped_for_the_winner() {
     let (mut a, mut b, _c) = three();
     let a_peer = a.peer();
     // B believes it is the committer too and prepares a commit, but A's wins.
-    let _losing = b.group.as_mut().unwrap().commit(&b.provider, &b.me, vec![], vec![2]).unwrap();
-    let winning = a.group.as_mut().unwrap().commit(&a.provider, &a.me, vec![], vec![2]).unwrap();
-    a.group.as_mut().unwrap().merge_pending(&a.provider).unwrap();
-    b.group.as_mut().unwrap().clear_pending(&b.provider).unwrap();
-    let Received::Commit { staged, .. } = b.group.as_mut().unwrap().receive(&b.provider, &winning.commit, a_peer).unwrap() else {
+    let _losing = b
+        .group
+        .as_mut()
+        .unwrap()
+        .commit(&b.provider, &b.me, vec![], vec![2])
+        .unwrap();
+    let winning = a
+        .group
+        .as_mut()
+        .unwrap()
+        .commit(&a.provider, &a.me, vec![], vec![2])
+        .unwrap();
+    a.group
+        .as_mut()
+        .unwrap()
+        .merge_pending(&a.provider)
+        .unwrap();
+    b.group
+        .as_mut()
+        .unwrap()
+        .clear_pending(&b.provider)
+        .unwrap();
+    let Received::Commit { staged, .. } = b
+        .group
+        .as_mut()
+        .unwrap()
+        .receive(&b.provider, &winning.commit, a_peer)
+        .unwrap()
+    else {
         panic!()
     };
-    b.group.as_mut().unwrap().merge_staged(&b.provider, *staged).unwrap();
+    b.group
+        .as_mut()
+        .unwrap()
+        .merge_staged(&b.provider, *staged)
+        .unwrap();
     assert_eq!(a.group().security_code(), b.group().security_code());
 }
 
@@ -173,13 +308,27 @@ fn the_group_survives_a_restart_through_storage_deltas() {
         }
     };
     apply(&mut disk, a.provider.take_delta());
-    assert!(a.provider.take_delta().is_empty(), "nothing new after a flush");
+    assert!(
+        a.provider.take_delta().is_empty(),
+        "nothing new after a flush"
+    );
     let code = a.group().security_code();
-    let secret = a.group.as_ref().unwrap().media_epoch_secret(&a.provider).unwrap();
+    let secret = a
+        .group
+        .as_ref()
+        .unwrap()
+        .media_epoch_secret(&a.provider)
+        .unwrap();
     // Restart: a fresh provider from what was on disk.
     let restarted = Provider::with_entries(disk.clone());
-    let group = MeetingGroup::load(&restarted, meeting_id()).unwrap().expect("the group was stored");
+    let group = MeetingGroup::load(&restarted, meeting_id())
+        .unwrap()
+        .expect("the group was stored");
     assert_eq!(group.security_code(), code);
     assert_eq!(group.media_epoch_secret(&restarted).unwrap(), secret);
-    assert!(MeetingGroup::load(&restarted, MeetingId([1; 16])).unwrap().is_none());
+    assert!(
+        MeetingGroup::load(&restarted, MeetingId([1; 16]))
+            .unwrap()
+            .is_none()
+    );
 }

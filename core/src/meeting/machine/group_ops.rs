@@ -29,7 +29,12 @@ pub(crate) const MAX_CHAT_LEN: usize = 4096;
 #[derive(Debug, Serialize, Deserialize)]
 enum AppMessage {
     /// A chat line: `session` is random per sender session, `seq` counts from 1.
-    Chat { session: u64, seq: u64, unix_ms: u64, text: String },
+    Chat {
+        session: u64,
+        seq: u64,
+        unix_ms: u64,
+        text: String,
+    },
 }
 
 struct Incoming {
@@ -42,7 +47,10 @@ struct Incoming {
 
 impl std::fmt::Debug for Incoming {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Incoming").field("from", &self.from).field("epoch", &self.epoch).finish_non_exhaustive()
+        f.debug_struct("Incoming")
+            .field("from", &self.from)
+            .field("epoch", &self.epoch)
+            .finish_non_exhaustive()
     }
 }
 
@@ -105,7 +113,13 @@ impl GroupState {
         }
     }
 
-    pub(super) fn schedule_chat_retry(&mut self, at: Instant, to: PeerId, payload: Vec<u8>, attempt: u32) {
+    pub(super) fn schedule_chat_retry(
+        &mut self,
+        at: Instant,
+        to: PeerId,
+        payload: Vec<u8>,
+        attempt: u32,
+    ) {
         if self.chat_retries.len() < MAX_CHAT_RETRIES_QUEUED {
             self.chat_retries.push_back((at, to, payload, attempt));
         }
@@ -182,7 +196,10 @@ impl<R: RngCore + CryptoRng> Machine<R> {
         for (_, peer) in members.iter().filter(|(_, p)| *p != local) {
             self.add_peer(now, *peer, String::new(), Vec::new());
             let name = self.peer_name(peer);
-            self.emit(MeetingEvent::MemberJoined { peer_id: *peer, name });
+            self.emit(MeetingEvent::MemberJoined {
+                peer_id: *peer,
+                name,
+            });
         }
     }
 
@@ -202,7 +219,10 @@ impl<R: RngCore + CryptoRng> Machine<R> {
             }
             self.add_peer(now, *peer, String::new(), Vec::new());
             let name = self.peer_name(peer);
-            self.emit(MeetingEvent::MemberJoined { peer_id: *peer, name });
+            self.emit(MeetingEvent::MemberJoined {
+                peer_id: *peer,
+                name,
+            });
         }
         for (_, peer) in &changes.removed {
             self.mls.kicks.remove(peer);
@@ -251,7 +271,8 @@ impl<R: RngCore + CryptoRng> Machine<R> {
             return;
         }
         self.mls.backoff_until = None;
-        if self.phase != Phase::Member || self.mls.outgoing.is_some() || self.mls.incoming.is_some() {
+        if self.phase != Phase::Member || self.mls.outgoing.is_some() || self.mls.incoming.is_some()
+        {
             return;
         }
         let Some(group) = &self.mls.group else { return };
@@ -259,7 +280,9 @@ impl<R: RngCore + CryptoRng> Machine<R> {
         if committer(&members, self.local, |p| self.is_online_member(now, p)) != Some(self.local) {
             return;
         }
-        let host_present = self.host.is_some_and(|h| members.iter().any(|(_, p)| *p == h));
+        let host_present = self
+            .host
+            .is_some_and(|h| members.iter().any(|(_, p)| *p == h));
         let mut removals = Vec::new();
         let mut leaves = Vec::new();
         for (leaf, peer) in members.iter().filter(|(_, p)| *p != self.local) {
@@ -285,7 +308,9 @@ impl<R: RngCore + CryptoRng> Machine<R> {
             return;
         }
         let joiners: Vec<PeerId> = adds.iter().map(|a| a.peer).collect();
-        let Some(group) = self.mls.group.as_mut() else { return };
+        let Some(group) = self.mls.group.as_mut() else {
+            return;
+        };
         let out = match group.commit(&self.mls.provider, &self.mls.me, adds, leaves) {
             Ok(out) => out,
             Err(err) => {
@@ -297,14 +322,24 @@ impl<R: RngCore + CryptoRng> Machine<R> {
         };
         self.persist();
         let epoch = out.from_epoch;
-        let recipients: Vec<PeerId> = members.iter().map(|(_, p)| *p).filter(|p| *p != self.local).collect();
+        let recipients: Vec<PeerId> = members
+            .iter()
+            .map(|(_, p)| *p)
+            .filter(|p| *p != self.local)
+            .collect();
         // Members leaving with this commit need not agree to it; everyone else must.
         let awaiting: BTreeSet<PeerId> = recipients
             .iter()
             .copied()
             .filter(|p| self.is_alive(now, p) && !removals.iter().any(|r| r.peer_id == *p))
             .collect();
-        info!(epoch, adds = joiners.len(), removals = removals.len(), awaiting = awaiting.len(), "committing");
+        info!(
+            epoch,
+            adds = joiners.len(),
+            removals = removals.len(),
+            awaiting = awaiting.len(),
+            "committing"
+        );
         for peer in &recipients {
             let request = Request::Commit {
                 meeting_id: self.keys.meeting_id(),
@@ -312,7 +347,11 @@ impl<R: RngCore + CryptoRng> Machine<R> {
                 commit: out.commit.clone(),
                 removals: removals.clone(),
             };
-            let kind = if awaiting.contains(peer) { Inflight::Commit { epoch } } else { Inflight::Other };
+            let kind = if awaiting.contains(peer) {
+                Inflight::Commit { epoch }
+            } else {
+                Inflight::Other
+            };
             self.send(*peer, request, kind);
         }
         self.mls.outgoing = Some(Outgoing {
@@ -343,11 +382,20 @@ impl<R: RngCore + CryptoRng> Machine<R> {
     }
 
     fn try_finish_commit(&mut self, now: Instant) {
-        if !self.mls.outgoing.as_ref().is_some_and(|o| o.awaiting.is_empty()) {
+        if !self
+            .mls
+            .outgoing
+            .as_ref()
+            .is_some_and(|o| o.awaiting.is_empty())
+        {
             return;
         }
-        let Some(out) = self.mls.outgoing.take() else { return };
-        let Some(group) = self.mls.group.as_mut() else { return };
+        let Some(out) = self.mls.outgoing.take() else {
+            return;
+        };
+        let Some(group) = self.mls.group.as_mut() else {
+            return;
+        };
         let changes = match group.merge_pending(&self.mls.provider) {
             Ok(changes) => changes,
             Err(err) => {
@@ -403,7 +451,11 @@ impl<R: RngCore + CryptoRng> Machine<R> {
             deadline: now + self.config.join_timeout,
         };
         self.next_rehello = now + self.config.rehello_interval;
-        let known: Vec<(PeerId, Vec<libp2p::Multiaddr>)> = self.peers.iter().map(|(p, i)| (*p, i.addrs.clone())).collect();
+        let known: Vec<(PeerId, Vec<libp2p::Multiaddr>)> = self
+            .peers
+            .iter()
+            .map(|(p, i)| (*p, i.addrs.clone()))
+            .collect();
         for (peer, addrs) in known {
             self.send_hello(now, unix_ms, peer, addrs);
         }
@@ -411,7 +463,9 @@ impl<R: RngCore + CryptoRng> Machine<R> {
 
     /// Our pending commit lost: drop it, tell those who staged it, back off.
     pub(super) fn abort_outgoing(&mut self, now: Instant, epoch: u64) {
-        let Some(out) = self.mls.outgoing.take_if(|o| o.epoch == epoch) else { return };
+        let Some(out) = self.mls.outgoing.take_if(|o| o.epoch == epoch) else {
+            return;
+        };
         self.stats.commits_aborted += 1;
         info!(epoch, "commit aborted: a competing commit won");
         if let Some(group) = self.mls.group.as_mut() {
@@ -428,10 +482,18 @@ impl<R: RngCore + CryptoRng> Machine<R> {
             self.send(peer, request, Inflight::Other);
         }
         let jitter = u64::from(self.rng.next_u32() % 300);
-        self.mls.backoff_until = Some(now + self.config.commit_backoff + std::time::Duration::from_millis(jitter));
+        self.mls.backoff_until =
+            Some(now + self.config.commit_backoff + std::time::Duration::from_millis(jitter));
     }
 
-    pub(super) fn on_commit(&mut self, now: Instant, from: PeerId, epoch: u64, commit: &[u8], removals: Vec<Removal>) -> Response {
+    pub(super) fn on_commit(
+        &mut self,
+        now: Instant,
+        from: PeerId,
+        epoch: u64,
+        commit: &[u8],
+        removals: Vec<Removal>,
+    ) -> Response {
         let Some(group) = &self.mls.group else {
             return Response::NotMember;
         };
@@ -479,7 +541,11 @@ impl<R: RngCore + CryptoRng> Machine<R> {
     }
 
     pub(super) fn on_confirm(&mut self, now: Instant, from: PeerId, epoch: u64) -> Response {
-        let Some(incoming) = self.mls.incoming.take_if(|i| i.from == from && i.epoch == epoch) else {
+        let Some(incoming) = self
+            .mls
+            .incoming
+            .take_if(|i| i.from == from && i.epoch == epoch)
+        else {
             return Response::Ack;
         };
         let Some(group) = self.mls.group.as_mut() else {
@@ -493,13 +559,23 @@ impl<R: RngCore + CryptoRng> Machine<R> {
     }
 
     pub(super) fn on_abort(&mut self, from: PeerId, epoch: u64) -> Response {
-        if self.mls.incoming.take_if(|i| i.from == from && i.epoch == epoch).is_some() {
+        if self
+            .mls
+            .incoming
+            .take_if(|i| i.from == from && i.epoch == epoch)
+            .is_some()
+        {
             debug!(peer = %from, epoch, "staged commit aborted by its committer");
         }
         Response::Ack
     }
 
-    pub(super) fn on_mls_welcome(&mut self, now: Instant, from: PeerId, welcome: &[u8]) -> Response {
+    pub(super) fn on_mls_welcome(
+        &mut self,
+        now: Instant,
+        from: PeerId,
+        welcome: &[u8],
+    ) -> Response {
         if self.mls.group.is_some() || !matches!(self.phase, Phase::Joining { .. }) {
             return Response::Ack;
         }
@@ -528,7 +604,12 @@ impl<R: RngCore + CryptoRng> Machine<R> {
         }
     }
 
-    pub(super) fn on_group_message(&mut self, now: Instant, from: PeerId, message: &[u8]) -> Response {
+    pub(super) fn on_group_message(
+        &mut self,
+        now: Instant,
+        from: PeerId,
+        message: &[u8],
+    ) -> Response {
         let Some(group) = self.mls.group.as_mut() else {
             return Response::NotMember;
         };
@@ -542,7 +623,12 @@ impl<R: RngCore + CryptoRng> Machine<R> {
             Ok(Received::Application { data, .. }) => {
                 self.heard_from(now, from);
                 match ciborium::from_reader::<AppMessage, _>(data.as_slice()) {
-                    Ok(AppMessage::Chat { session, seq, unix_ms, text }) if text.len() <= MAX_CHAT_LEN => {
+                    Ok(AppMessage::Chat {
+                        session,
+                        seq,
+                        unix_ms,
+                        text,
+                    }) if text.len() <= MAX_CHAT_LEN => {
                         self.receive_chat(now, from, session, seq, unix_ms, text);
                     }
                     _ => {
@@ -552,7 +638,9 @@ impl<R: RngCore + CryptoRng> Machine<R> {
                 }
                 Response::Ack
             }
-            Ok(Received::Commit { .. }) => Response::Nack { epoch: self.mls.group.as_ref().map_or(0, |g| g.epoch()) },
+            Ok(Received::Commit { .. }) => Response::Nack {
+                epoch: self.mls.group.as_ref().map_or(0, |g| g.epoch()),
+            },
             Err(GroupError::WrongEpoch { current, .. }) => Response::Nack { epoch: current },
             Err(err) => {
                 self.stats.group_messages_rejected += 1;
@@ -562,7 +650,15 @@ impl<R: RngCore + CryptoRng> Machine<R> {
         }
     }
 
-    fn receive_chat(&mut self, now: Instant, from: PeerId, session: u64, seq: u64, unix_ms: u64, text: String) {
+    fn receive_chat(
+        &mut self,
+        now: Instant,
+        from: PeerId,
+        session: u64,
+        seq: u64,
+        unix_ms: u64,
+        text: String,
+    ) {
         let inbox = self.mls.inboxes.entry((from, session)).or_default();
         if seq <= inbox.delivered || inbox.buffer.contains_key(&seq) {
             return; // duplicate
@@ -576,7 +672,9 @@ impl<R: RngCore + CryptoRng> Machine<R> {
 
     fn deliver_chat(&mut self, now: Instant, from: PeerId, session: u64, skip_gap: bool) {
         let name = self.peer_name(&from);
-        let Some(inbox) = self.mls.inboxes.get_mut(&(from, session)) else { return };
+        let Some(inbox) = self.mls.inboxes.get_mut(&(from, session)) else {
+            return;
+        };
         let mut ready = Vec::new();
         loop {
             let next = inbox.delivered + 1;
@@ -590,9 +688,22 @@ impl<R: RngCore + CryptoRng> Machine<R> {
                 break;
             }
         }
-        inbox.gap_since = if inbox.buffer.is_empty() { None } else { Some(inbox.gap_since.unwrap_or(now + self.config.chat_retry * self.config.chat_attempts)) };
+        inbox.gap_since = if inbox.buffer.is_empty() {
+            None
+        } else {
+            Some(
+                inbox
+                    .gap_since
+                    .unwrap_or(now + self.config.chat_retry * self.config.chat_attempts),
+            )
+        };
         for (unix_ms, text) in ready {
-            self.emit(MeetingEvent::Chat { from, name: name.clone(), text, unix_ms });
+            self.emit(MeetingEvent::Chat {
+                from,
+                name: name.clone(),
+                text,
+                unix_ms,
+            });
         }
     }
 
@@ -626,10 +737,19 @@ impl<R: RngCore + CryptoRng> Machine<R> {
     }
 
     fn send_chat_to(&mut self, _now: Instant, peer: PeerId, payload: Vec<u8>, attempt: u32) {
-        if attempt > self.config.chat_attempts || self.mls.group.as_ref().and_then(|g| g.leaf_of(&peer)).is_none() {
+        if attempt > self.config.chat_attempts
+            || self
+                .mls
+                .group
+                .as_ref()
+                .and_then(|g| g.leaf_of(&peer))
+                .is_none()
+        {
             return;
         }
-        let Some(group) = self.mls.group.as_mut() else { return };
+        let Some(group) = self.mls.group.as_mut() else {
+            return;
+        };
         match group.encrypt(&self.mls.provider, &self.mls.me, &payload) {
             Ok(message) => {
                 self.persist();
@@ -715,7 +835,10 @@ impl<R: RngCore + CryptoRng> Machine<R> {
             self.abort_outgoing(now, epoch);
         }
         let due: Vec<(Instant, PeerId, Vec<u8>, u32)> = {
-            let (due, later): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut self.mls.chat_retries).into_iter().partition(|(at, ..)| *at <= now);
+            let (due, later): (VecDeque<_>, VecDeque<_>) =
+                std::mem::take(&mut self.mls.chat_retries)
+                    .into_iter()
+                    .partition(|(at, ..)| *at <= now);
             self.mls.chat_retries = later;
             due.into_iter().collect()
         };

@@ -14,8 +14,18 @@ use crate::invite::MeetingSecret;
 const LATENCY: Duration = Duration::from_millis(20);
 
 enum Packet {
-    Request { from: PeerId, to: PeerId, request: Request, tag: u64 },
-    Response { from: PeerId, to: PeerId, response: Response, tag: u64 },
+    Request {
+        from: PeerId,
+        to: PeerId,
+        request: Request,
+        tag: u64,
+    },
+    Response {
+        from: PeerId,
+        to: PeerId,
+        response: Response,
+        tag: u64,
+    },
 }
 
 struct Node {
@@ -69,7 +79,15 @@ impl Sim {
     }
 
     fn add(&mut self, machine: Machine<StdRng>, peer: PeerId) {
-        self.nodes.insert(peer, Node { machine, events: Vec::new(), alive: true, sent: Vec::new() });
+        self.nodes.insert(
+            peer,
+            Node {
+                machine,
+                events: Vec::new(),
+                alive: true,
+                sent: Vec::new(),
+            },
+        );
         self.drain(peer);
     }
 
@@ -77,18 +95,44 @@ impl Sim {
         let identity = Identity::generate();
         let peer = identity.peer_id();
         let rng = self.rng();
-        let machine = Machine::host(Config::default(), MlsIdentity::new(&identity), Provider::default(), "host".into(), keys(1), self.now, rng).unwrap();
+        let machine = Machine::host(
+            Config::default(),
+            MlsIdentity::new(&identity),
+            Provider::default(),
+            "host".into(),
+            keys(1),
+            self.now,
+            rng,
+        )
+        .unwrap();
         self.add(machine, peer);
         peer
     }
 
-    fn joiner_with(&mut self, identity: &Identity, secret: u8, via: PeerId, host: Option<PeerId>) -> PeerId {
+    fn joiner_with(
+        &mut self,
+        identity: &Identity,
+        secret: u8,
+        via: PeerId,
+        host: Option<PeerId>,
+    ) -> PeerId {
         let peer = identity.peer_id();
         let rng = self.rng();
-        let machine = Machine::joiner(Config::default(), MlsIdentity::new(identity), Provider::default(), format!("j{}", self.seed), keys(secret), host, self.now, rng);
+        let machine = Machine::joiner(
+            Config::default(),
+            MlsIdentity::new(identity),
+            Provider::default(),
+            format!("j{}", self.seed),
+            keys(secret),
+            host,
+            self.now,
+            rng,
+        );
         self.add(machine, peer);
         let (now, unix_ms) = (self.now, self.unix_ms());
-        self.node(peer).machine.handle_candidate(now, unix_ms, via, vec![]);
+        self.node(peer)
+            .machine
+            .handle_candidate(now, unix_ms, via, vec![]);
         self.drain(peer);
         peer
     }
@@ -106,9 +150,19 @@ impl Sim {
         let node = self.nodes.get_mut(&peer).expect("node exists");
         while let Some(output) = node.machine.poll_output() {
             match output {
-                Output::Send { to, request, tag, .. } => {
+                Output::Send {
+                    to, request, tag, ..
+                } => {
                     node.sent.push(request.clone());
-                    self.queue.push((now + LATENCY, Packet::Request { from: peer, to, request, tag }));
+                    self.queue.push((
+                        now + LATENCY,
+                        Packet::Request {
+                            from: peer,
+                            to,
+                            request,
+                            tag,
+                        },
+                    ));
                 }
                 Output::StartProviding => self.providers.push(peer),
                 Output::StopProviding => self.providers.retain(|p| *p != peer),
@@ -119,36 +173,72 @@ impl Sim {
     }
 
     fn reachable(&self, a: PeerId, b: PeerId) -> bool {
-        self.nodes.get(&b).is_some_and(|n| n.alive) && !self.cut.contains(&(a, b)) && !self.cut.contains(&(b, a))
+        self.nodes.get(&b).is_some_and(|n| n.alive)
+            && !self.cut.contains(&(a, b))
+            && !self.cut.contains(&(b, a))
     }
 
     /// Advances to the next packet or deadline and processes it.
     fn step(&mut self) {
         let next_packet = self.queue.iter().map(|(at, _)| *at).min();
-        let next_timer = self.nodes.values().filter(|n| n.alive).filter_map(|n| n.machine.poll_timeout()).min();
-        let Some(next) = [next_packet, next_timer, Some(self.next_lookup)].into_iter().flatten().min() else {
+        let next_timer = self
+            .nodes
+            .values()
+            .filter(|n| n.alive)
+            .filter_map(|n| n.machine.poll_timeout())
+            .min();
+        let Some(next) = [next_packet, next_timer, Some(self.next_lookup)]
+            .into_iter()
+            .flatten()
+            .min()
+        else {
             return;
         };
         self.now = self.now.max(next);
         let (now, unix_ms) = (self.now, self.unix_ms());
-        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.queue).into_iter().partition(|(at, _)| *at <= now);
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.queue)
+            .into_iter()
+            .partition(|(at, _)| *at <= now);
         self.queue = later;
         for (_, packet) in due {
             match packet {
-                Packet::Request { from, to, request, tag } => {
+                Packet::Request {
+                    from,
+                    to,
+                    request,
+                    tag,
+                } => {
                     if self.reachable(from, to) {
-                        let response = self.node(to).machine.handle_request(now, unix_ms, from, request);
+                        let response = self
+                            .node(to)
+                            .machine
+                            .handle_request(now, unix_ms, from, request);
                         self.drain(to);
-                        self.queue.push((now + LATENCY, Packet::Response { from: to, to: from, response, tag }));
+                        self.queue.push((
+                            now + LATENCY,
+                            Packet::Response {
+                                from: to,
+                                to: from,
+                                response,
+                                tag,
+                            },
+                        ));
                     } else if self.nodes.get(&from).is_some_and(|n| n.alive) {
                         self.node(from).machine.handle_send_failed(now, to, tag);
                         self.drain(from);
                     }
                 }
-                Packet::Response { from, to, response, tag } => {
+                Packet::Response {
+                    from,
+                    to,
+                    response,
+                    tag,
+                } => {
                     if self.nodes.get(&to).is_some_and(|n| n.alive) {
                         if self.reachable(to, from) {
-                            self.node(to).machine.handle_response(now, unix_ms, from, tag, response);
+                            self.node(to)
+                                .machine
+                                .handle_response(now, unix_ms, from, tag, response);
                         } else {
                             self.node(to).machine.handle_send_failed(now, from, tag);
                         }
@@ -157,21 +247,33 @@ impl Sim {
                 }
             }
         }
-        let peers: Vec<PeerId> = self.nodes.iter().filter(|(_, n)| n.alive).map(|(p, _)| *p).collect();
+        let peers: Vec<PeerId> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.alive)
+            .map(|(p, _)| *p)
+            .collect();
         if now >= self.next_lookup {
             self.next_lookup = now + Duration::from_secs(1);
             let providers = self.providers.clone();
             for peer in &peers {
                 if matches!(self.nodes[peer].machine.phase(), Phase::Joining { .. }) {
                     for provider in &providers {
-                        self.node(*peer).machine.handle_candidate(now, unix_ms, *provider, vec![]);
+                        self.node(*peer)
+                            .machine
+                            .handle_candidate(now, unix_ms, *provider, vec![]);
                     }
                     self.drain(*peer);
                 }
             }
         }
         for peer in peers {
-            if self.node(peer).machine.poll_timeout().is_some_and(|t| t <= now) {
+            if self
+                .node(peer)
+                .machine
+                .poll_timeout()
+                .is_some_and(|t| t <= now)
+            {
                 self.node(peer).machine.handle_timeout(now, unix_ms);
                 self.drain(peer);
             }
@@ -209,7 +311,12 @@ impl Sim {
     }
 
     fn members(&self, peer: PeerId) -> Vec<PeerId> {
-        let mut members: Vec<PeerId> = self.nodes[&peer].machine.members().into_iter().map(|(p, _)| p).collect();
+        let mut members: Vec<PeerId> = self.nodes[&peer]
+            .machine
+            .members()
+            .into_iter()
+            .map(|(p, _)| p)
+            .collect();
         members.sort();
         members
     }
@@ -250,8 +357,12 @@ fn host_and_four_simultaneous_joiners_agree_on_one_epoch() {
         let host = sim.host();
         // Joiners arrive at the same moment and each only knows the host.
         let joiners: Vec<PeerId> = (0..4).map(|_| sim.joiner(1, host)).collect();
-        let everyone: Vec<PeerId> = std::iter::once(host).chain(joiners.iter().copied()).collect();
-        let took = sim.run_until(Duration::from_secs(10), |s| s.agree(&everyone)).expect("everyone agrees");
+        let everyone: Vec<PeerId> = std::iter::once(host)
+            .chain(joiners.iter().copied())
+            .collect();
+        let took = sim
+            .run_until(Duration::from_secs(10), |s| s.agree(&everyone))
+            .expect("everyone agrees");
         assert!(took < Duration::from_secs(3), "took {took:?}");
         for peer in &everyone {
             assert_eq!(sim.nodes[peer].machine.phase(), Phase::Member);
@@ -265,7 +376,11 @@ fn host_and_four_simultaneous_joiners_agree_on_one_epoch() {
                 .collect();
             assert_eq!(joined.len(), 4, "each member announced once at {peer}");
         }
-        assert_eq!(sim.providers.len(), 5, "every member provides the rendezvous key");
+        assert_eq!(
+            sim.providers.len(),
+            5,
+            "every member provides the rendezvous key"
+        );
     }
 }
 
@@ -277,8 +392,15 @@ fn wrong_secret_is_refused_and_never_listed() {
     let intruder = sim.joiner(9, host);
     sim.run_for(Duration::from_secs(4));
     assert_eq!(sim.nodes[&intruder].machine.phase(), Phase::Refused);
-    assert!(sim.nodes[&intruder].events.contains(&MeetingEvent::JoinRefused));
-    assert!(sim.members(intruder).is_empty(), "the intruder learns no member");
+    assert!(
+        sim.nodes[&intruder]
+            .events
+            .contains(&MeetingEvent::JoinRefused)
+    );
+    assert!(
+        sim.members(intruder).is_empty(),
+        "the intruder learns no member"
+    );
     assert_eq!(sim.members(host), vec![friend]);
     assert_eq!(sim.nodes[&host].machine.stats().hellos_bad_mac, 1);
     assert!(!sim.providers.contains(&intruder));
@@ -293,10 +415,21 @@ fn an_impostor_key_package_is_refused() {
     let peer = impostor.peer_id();
     let rng = sim.rng();
     let forged = MlsIdentity::with_credential_of(&impostor, &victim);
-    let machine = Machine::joiner(Config::default(), forged, Provider::default(), "x".into(), keys(1), Some(host), sim.now, rng);
+    let machine = Machine::joiner(
+        Config::default(),
+        forged,
+        Provider::default(),
+        "x".into(),
+        keys(1),
+        Some(host),
+        sim.now,
+        rng,
+    );
     sim.add(machine, peer);
     let (now, unix_ms) = (sim.now, sim.unix_ms());
-    sim.node(peer).machine.handle_candidate(now, unix_ms, host, vec![]);
+    sim.node(peer)
+        .machine
+        .handle_candidate(now, unix_ms, host, vec![]);
     sim.drain(peer);
     sim.run_for(Duration::from_secs(2));
     assert!(sim.members(host).is_empty(), "the impostor was not added");
@@ -310,22 +443,54 @@ fn replayed_and_stale_hellos_are_refused_and_counted() {
     let host = sim.host();
     let joiner = sim.joiner(1, host);
     sim.run_for(Duration::from_secs(1));
-    let hello = sim.nodes[&joiner].sent.iter().find(|r| matches!(r, Request::Hello(_))).cloned().expect("a hello was sent");
+    let hello = sim.nodes[&joiner]
+        .sent
+        .iter()
+        .find(|r| matches!(r, Request::Hello(_)))
+        .cloned()
+        .expect("a hello was sent");
     let (now, unix_ms) = (sim.now, sim.unix_ms());
-    assert_eq!(sim.node(host).machine.handle_request(now, unix_ms, joiner, hello.clone()), Response::Refused);
+    assert_eq!(
+        sim.node(host)
+            .machine
+            .handle_request(now, unix_ms, joiner, hello.clone()),
+        Response::Refused
+    );
     assert_eq!(sim.nodes[&host].machine.stats().hellos_replayed, 1);
     // The same hello presented by another identity fails the MAC instead.
-    assert_eq!(sim.node(host).machine.handle_request(now, unix_ms, PeerId::random(), hello), Response::Refused);
+    assert_eq!(
+        sim.node(host)
+            .machine
+            .handle_request(now, unix_ms, PeerId::random(), hello),
+        Response::Refused
+    );
     assert_eq!(sim.nodes[&host].machine.stats().hellos_bad_mac, 1);
     let k = keys(1);
     let nonce = [4u8; NONCE_LEN];
     let old = unix_ms - 10 * 60 * 1000;
     let stranger = PeerId::random();
     let mac = k.hello_mac(&stranger, &host, &nonce, old);
-    let stale = Request::Hello(Hello { meeting_id: k.meeting_id(), nonce, unix_ms: old, mac, name: "x".into(), addrs: vec![], key_package: vec![] });
-    assert_eq!(sim.node(host).machine.handle_request(now, unix_ms, stranger, stale), Response::Refused);
+    let stale = Request::Hello(Hello {
+        meeting_id: k.meeting_id(),
+        nonce,
+        unix_ms: old,
+        mac,
+        name: "x".into(),
+        addrs: vec![],
+        key_package: vec![],
+    });
+    assert_eq!(
+        sim.node(host)
+            .machine
+            .handle_request(now, unix_ms, stranger, stale),
+        Response::Refused
+    );
     assert_eq!(sim.nodes[&host].machine.stats().hellos_stale, 1);
-    assert_eq!(sim.members(host), vec![joiner], "the member itself is unaffected");
+    assert_eq!(
+        sim.members(host),
+        vec![joiner],
+        "the member itself is unaffected"
+    );
 }
 
 #[test]
@@ -336,12 +501,26 @@ fn strangers_get_not_member_for_group_requests() {
     let stranger = PeerId::random();
     let meeting_id = keys(1).meeting_id();
     for request in [
-        Request::Heartbeat { meeting_id, members: vec![] },
+        Request::Heartbeat {
+            meeting_id,
+            members: vec![],
+        },
         Request::Bye { meeting_id },
-        Request::Commit { meeting_id, epoch: 0, commit: vec![1, 2, 3], removals: vec![] },
-        Request::Group { meeting_id, message: vec![0; 10] },
+        Request::Commit {
+            meeting_id,
+            epoch: 0,
+            commit: vec![1, 2, 3],
+            removals: vec![],
+        },
+        Request::Group {
+            meeting_id,
+            message: vec![0; 10],
+        },
     ] {
-        let response = sim.node(host).machine.handle_request(now, unix_ms, stranger, request);
+        let response = sim
+            .node(host)
+            .machine
+            .handle_request(now, unix_ms, stranger, request);
         assert_eq!(response, Response::NotMember);
     }
     assert_eq!(sim.epoch(host).map(|e| e.0), Some(0), "nothing changed");
@@ -354,10 +533,14 @@ fn chat_arrives_exactly_once_in_order_at_every_member() {
     let a = sim.joiner(1, host);
     let b = sim.joiner(1, host);
     let everyone = [host, a, b];
-    sim.run_until(Duration::from_secs(5), |s| s.agree(&everyone)).expect("group formed");
+    sim.run_until(Duration::from_secs(5), |s| s.agree(&everyone))
+        .expect("group formed");
     let (now, unix_ms) = (sim.now, sim.unix_ms());
     for i in 0..5 {
-        sim.node(a).machine.send_chat(now, unix_ms, &format!("line {i}")).unwrap();
+        sim.node(a)
+            .machine
+            .send_chat(now, unix_ms, &format!("line {i}"))
+            .unwrap();
     }
     sim.drain(a);
     sim.run_for(Duration::from_secs(1));
@@ -373,9 +556,12 @@ fn a_vanished_member_is_removed_by_a_commit_everyone_agrees_on() {
     let host = sim.host();
     let a = sim.joiner(1, host);
     let b = sim.joiner(1, host);
-    sim.run_until(Duration::from_secs(5), |s| s.agree(&[host, a, b])).expect("group formed");
+    sim.run_until(Duration::from_secs(5), |s| s.agree(&[host, a, b]))
+        .expect("group formed");
     sim.node(b).alive = false;
-    let took = sim.run_until(Duration::from_secs(10), |s| s.agree(&[host, a])).expect("the survivors agree");
+    let took = sim
+        .run_until(Duration::from_secs(10), |s| s.agree(&[host, a]))
+        .expect("the survivors agree");
     assert!(took <= Duration::from_secs(5), "took {took:?}");
     let left = sim.nodes[&a].events.iter().any(|e| matches!(e, MeetingEvent::MemberLeft { peer_id, reason: LeaveReason::TimedOut, .. } if *peer_id == b));
     assert!(left, "{:?}", sim.nodes[&a].events);
@@ -388,16 +574,24 @@ fn when_the_committer_vanishes_the_next_leaf_takes_over_within_five_seconds() {
         sim.seed = seed * 50;
         let host = sim.host();
         let others: Vec<PeerId> = (0..3).map(|_| sim.joiner(1, host)).collect();
-        let everyone: Vec<PeerId> = std::iter::once(host).chain(others.iter().copied()).collect();
-        sim.run_until(Duration::from_secs(5), |s| s.agree(&everyone)).expect("group formed");
+        let everyone: Vec<PeerId> = std::iter::once(host)
+            .chain(others.iter().copied())
+            .collect();
+        sim.run_until(Duration::from_secs(5), |s| s.agree(&everyone))
+            .expect("group formed");
         let before = sim.epoch(others[0]).unwrap().0;
         sim.node(host).alive = false;
-        let took = sim.run_until(Duration::from_secs(10), |s| s.agree(&others)).expect("the rest agree");
+        let took = sim
+            .run_until(Duration::from_secs(10), |s| s.agree(&others))
+            .expect("the rest agree");
         assert!(took <= Duration::from_secs(5), "seed {seed}: took {took:?}");
         assert!(sim.epoch(others[0]).unwrap().0 > before);
         // Chat keeps working after the takeover.
         let (now, unix_ms) = (sim.now, sim.unix_ms());
-        sim.node(others[2]).machine.send_chat(now, unix_ms, "still here").unwrap();
+        sim.node(others[2])
+            .machine
+            .send_chat(now, unix_ms, "still here")
+            .unwrap();
         sim.drain(others[2]);
         sim.run_for(Duration::from_millis(500));
         assert_eq!(sim.chats(others[0]), vec!["still here".to_owned()]);
@@ -409,19 +603,27 @@ fn the_committer_vanishing_mid_commit_does_not_split_the_group() {
     let mut sim = Sim::new();
     let host = sim.host();
     let others: Vec<PeerId> = (0..3).map(|_| sim.joiner(1, host)).collect();
-    let everyone: Vec<PeerId> = std::iter::once(host).chain(others.iter().copied()).collect();
-    sim.run_until(Duration::from_secs(5), |s| s.agree(&everyone)).expect("group formed");
+    let everyone: Vec<PeerId> = std::iter::once(host)
+        .chain(others.iter().copied())
+        .collect();
+    sim.run_until(Duration::from_secs(5), |s| s.agree(&everyone))
+        .expect("group formed");
     // A new joiner makes the host commit; the host dies right after sending phase 1.
     let late = sim.joiner(1, host);
     for _ in 0..1000 {
         sim.step();
-        if sim.nodes[&host].sent.iter().any(|r| matches!(r, Request::Commit { .. })) {
+        if sim.nodes[&host]
+            .sent
+            .iter()
+            .any(|r| matches!(r, Request::Commit { .. }))
+        {
             break;
         }
     }
     sim.node(host).alive = false;
     let survivors: Vec<PeerId> = others.iter().copied().chain([late]).collect();
-    sim.run_until(Duration::from_secs(20), |s| s.agree(&survivors)).expect("the survivors (with the late joiner) agree");
+    sim.run_until(Duration::from_secs(20), |s| s.agree(&survivors))
+        .expect("the survivors (with the late joiner) agree");
 }
 
 #[test]
@@ -434,7 +636,8 @@ fn two_members_who_both_believe_they_commit_converge() {
         let b = sim.joiner(1, host);
         let c = sim.joiner(1, host);
         let everyone = [host, a, b, c];
-        sim.run_until(Duration::from_secs(5), |s| s.agree(&everyone)).expect("group formed");
+        sim.run_until(Duration::from_secs(5), |s| s.agree(&everyone))
+            .expect("group formed");
         // Partition: `a` can no longer hear the host, so `a` believes it commits (leaf 1),
         // while the host still commits for the others. Then the partition heals.
         sim.cut.insert((host, a));
@@ -442,7 +645,11 @@ fn two_members_who_both_believe_they_commit_converge() {
         sim.cut.clear();
         // Whoever lost is removed and joins again: in the end all four agree.
         let converged = sim.run_until(Duration::from_secs(30), |s| s.agree(&everyone));
-        assert!(converged.is_some(), "seed {seed}: no convergence; epochs {:?}", everyone.map(|p| sim.epoch(p)));
+        assert!(
+            converged.is_some(),
+            "seed {seed}: no convergence; epochs {:?}",
+            everyone.map(|p| sim.epoch(p))
+        );
     }
 }
 
@@ -452,32 +659,72 @@ fn a_kicked_member_cannot_read_what_follows() {
     let host = sim.host();
     let a = sim.joiner(1, host);
     let b = sim.joiner(1, host);
-    sim.run_until(Duration::from_secs(5), |s| s.agree(&[host, a, b])).expect("group formed");
+    sim.run_until(Duration::from_secs(5), |s| s.agree(&[host, a, b]))
+        .expect("group formed");
     let now = sim.now;
     sim.node(host).machine.kick(now, b).unwrap();
     sim.drain(host);
-    let took = sim.run_until(Duration::from_secs(5), |s| s.agree(&[host, a])).expect("kick committed");
-    assert!(took < Duration::from_secs(1), "kick to new epoch took {took:?}");
+    let took = sim
+        .run_until(Duration::from_secs(5), |s| s.agree(&[host, a]))
+        .expect("kick committed");
+    assert!(
+        took < Duration::from_secs(1),
+        "kick to new epoch took {took:?}"
+    );
     sim.run_for(Duration::from_millis(200));
-    assert!(sim.nodes[&b].events.contains(&MeetingEvent::Removed { reason: LeaveReason::Kicked }));
+    assert!(sim.nodes[&b].events.contains(&MeetingEvent::Removed {
+        reason: LeaveReason::Kicked
+    }));
     assert_eq!(sim.nodes[&b].machine.phase(), Phase::Removed);
     // Messages sent after the kick, fed to the kicked member, do not decrypt.
     let (now, unix_ms) = (sim.now, sim.unix_ms());
-    sim.node(host).machine.send_chat(now, unix_ms, "after the kick").unwrap();
-    let Some(Output::Send { request: Request::Group { message, .. }, .. }) = std::iter::from_fn(|| sim.node(host).machine.poll_output()).find(|o| matches!(o, Output::Send { request: Request::Group { .. }, .. })) else {
+    sim.node(host)
+        .machine
+        .send_chat(now, unix_ms, "after the kick")
+        .unwrap();
+    let Some(Output::Send {
+        request: Request::Group { message, .. },
+        ..
+    }) = std::iter::from_fn(|| sim.node(host).machine.poll_output()).find(|o| {
+        matches!(
+            o,
+            Output::Send {
+                request: Request::Group { .. },
+                ..
+            }
+        )
+    })
+    else {
         panic!("the host sent the chat")
     };
     let kicked = sim.node(b);
     kicked.machine.phase = Phase::Member; // even a modified client that ignores its removal
-    let response = kicked.machine.handle_request(now, unix_ms, host, Request::Group { meeting_id: keys(1).meeting_id(), message });
+    let response = kicked.machine.handle_request(
+        now,
+        unix_ms,
+        host,
+        Request::Group {
+            meeting_id: keys(1).meeting_id(),
+            message,
+        },
+    );
     assert!(!matches!(response, Response::Nack { .. }));
-    assert!(sim.chats(b).is_empty(), "the kicked member read a message sent after its removal");
+    assert!(
+        sim.chats(b).is_empty(),
+        "the kicked member read a message sent after its removal"
+    );
     // A non-host member's kick is refused by policy while the host is present.
     let now = sim.now;
-    assert!(sim.node(a).machine.kick(now, host).is_ok(), "sent to the committer");
+    assert!(
+        sim.node(a).machine.kick(now, host).is_ok(),
+        "sent to the committer"
+    );
     sim.drain(a);
     sim.run_for(Duration::from_secs(1));
-    assert!(sim.agree(&[host, a]), "the host was not removed by a non-host");
+    assert!(
+        sim.agree(&[host, a]),
+        "the host was not removed by a non-host"
+    );
 }
 
 #[test]
@@ -486,10 +733,12 @@ fn a_goodbye_removes_the_member_with_reason_left() {
     let host = sim.host();
     let a = sim.joiner(1, host);
     let b = sim.joiner(1, host);
-    sim.run_until(Duration::from_secs(5), |s| s.agree(&[host, a, b])).expect("group formed");
+    sim.run_until(Duration::from_secs(5), |s| s.agree(&[host, a, b]))
+        .expect("group formed");
     sim.node(b).machine.leave();
     sim.drain(b);
-    sim.run_until(Duration::from_secs(3), |s| s.agree(&[host, a])).expect("removed");
+    sim.run_until(Duration::from_secs(3), |s| s.agree(&[host, a]))
+        .expect("removed");
     assert!(sim.nodes[&a].events.iter().any(|e| matches!(e, MeetingEvent::MemberLeft { peer_id, reason: LeaveReason::Left, .. } if *peer_id == b)));
     assert!(!sim.providers.contains(&b));
 }
@@ -501,12 +750,16 @@ fn a_restarted_member_rejoins_with_a_new_leaf() {
     let identity = Identity::generate();
     let a = sim.joiner_with(&identity, 1, host, Some(host));
     let b = sim.joiner(1, host);
-    sim.run_until(Duration::from_secs(5), |s| s.agree(&[host, a, b])).expect("group formed");
+    sim.run_until(Duration::from_secs(5), |s| s.agree(&[host, a, b]))
+        .expect("group formed");
     // `a` restarts: same identity, fresh state, joins again before anyone timed it out.
     sim.nodes.remove(&a);
-    sim.queue.retain(|(_, p)| !matches!(p, Packet::Request { to, .. } | Packet::Response { to, .. } if *to == a));
+    sim.queue.retain(
+        |(_, p)| !matches!(p, Packet::Request { to, .. } | Packet::Response { to, .. } if *to == a),
+    );
     sim.joiner_with(&identity, 1, host, Some(host));
-    sim.run_until(Duration::from_secs(10), |s| s.agree(&[host, a, b])).expect("rejoined");
+    sim.run_until(Duration::from_secs(10), |s| s.agree(&[host, a, b]))
+        .expect("rejoined");
 }
 
 #[test]
@@ -516,6 +769,9 @@ fn join_times_out_when_nobody_answers() {
     let joiner = sim.joiner(1, ghost);
     sim.run_for(Config::default().join_timeout + Duration::from_secs(1));
     assert_eq!(sim.nodes[&joiner].machine.phase(), Phase::TimedOut);
-    assert!(sim.nodes[&joiner].events.contains(&MeetingEvent::JoinTimedOut));
+    assert!(
+        sim.nodes[&joiner]
+            .events
+            .contains(&MeetingEvent::JoinTimedOut)
+    );
 }
-
