@@ -21,6 +21,7 @@ pub mod schema;
 
 pub use db::Store;
 pub use history::{ChatRecord, MAX_HISTORY_PER_MEETING, MeetingRecord};
+pub use mls_storage::MlsEntry;
 pub use peers::{KnownPeer, MAX_ADDRS_PER_PEER, MAX_KNOWN_PEERS};
 pub use schema::SCHEMA_VERSION;
 

@@ -53,10 +53,10 @@ impl MediaKeys {
 
     /// Installs a new epoch's exporter output; the old one stays for [`Self::GRACE`].
     pub fn install(&mut self, now: Instant, epoch: u64, exporter_secret: [u8; NH]) {
-        if let Some(old) = self.current.take() {
-            if old.epoch != epoch {
-                self.previous = Some((old, now + Self::GRACE));
-            }
+        if let Some(old) = self.current.take()
+            && old.epoch != epoch
+        {
+            self.previous = Some((old, now + Self::GRACE));
         }
         self.current = Some(EpochSecret {
             epoch,

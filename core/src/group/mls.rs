@@ -362,11 +362,15 @@ impl MeetingGroup {
 
     /// Applies our pending commit.
     pub fn merge_pending(&mut self, provider: &Provider) -> Result<GroupChanges, GroupError> {
-        let before = self.members();
+        let planned = self
+            .group
+            .pending_commit()
+            .map(|staged| self.planned_changes(staged))
+            .ok_or_else(|| GroupError::Mls("no pending commit".into()))?;
         self.group
             .merge_pending_commit(provider)
             .map_err(GroupError::mls)?;
-        Ok(self.diff(&before))
+        Ok(self.settle(planned))
     }
 
     /// Drops our pending commit (a competing commit won).
@@ -387,31 +391,45 @@ impl MeetingGroup {
         provider: &Provider,
         staged: StagedCommit,
     ) -> Result<GroupChanges, GroupError> {
-        let before = self.members();
-        let self_removed = staged.self_removed();
+        let planned = self.planned_changes(&staged);
         self.group
             .merge_staged_commit(provider, staged)
             .map_err(GroupError::mls)?;
-        let mut changes = self.diff(&before);
-        changes.self_removed = self_removed;
-        Ok(changes)
+        Ok(self.settle(planned))
     }
 
-    fn diff(&self, before: &[(u32, PeerId)]) -> GroupChanges {
-        let after = self.members();
-        GroupChanges {
-            added: after
-                .iter()
-                .filter(|m| !before.contains(m))
-                .copied()
-                .collect(),
-            removed: before
-                .iter()
-                .filter(|m| !after.contains(m))
-                .copied()
-                .collect(),
-            self_removed: !self.group.is_active(),
-        }
+    /// What a commit will change, read from its proposals (a member replaced by a new
+    /// leaf of the same identity shows up in both lists, even at the same leaf index).
+    fn planned_changes(&self, staged: &StagedCommit) -> (Vec<PeerId>, GroupChanges) {
+        let added = staged
+            .add_proposals()
+            .filter_map(|add| {
+                let leaf = add.add_proposal().key_package().leaf_node();
+                peer_of_credential(leaf.credential(), leaf.signature_key().as_slice())
+            })
+            .collect();
+        let removed = staged
+            .remove_proposals()
+            .filter_map(|remove| {
+                let leaf = remove.remove_proposal().removed().u32();
+                self.peer_at(leaf).map(|peer| (leaf, peer))
+            })
+            .collect();
+        let changes = GroupChanges {
+            added: Vec::new(),
+            removed,
+            self_removed: staged.self_removed(),
+        };
+        (added, changes)
+    }
+
+    fn settle(&self, (added, mut changes): (Vec<PeerId>, GroupChanges)) -> GroupChanges {
+        changes.added = added
+            .into_iter()
+            .filter_map(|peer| self.leaf_of(&peer).map(|leaf| (leaf, peer)))
+            .collect();
+        changes.self_removed |= !self.group.is_active();
+        changes
     }
 
     /// Encrypts application data for the group.

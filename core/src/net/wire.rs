@@ -259,9 +259,8 @@ macro_rules! bytes_codec {
             }
 
             pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<$ty, D::Error> {
-                let bytes = match ciborium::Value::deserialize(d)? {
-                    ciborium::Value::Bytes(bytes) => bytes,
-                    _ => return Err(serde::de::Error::custom("expected a byte string")),
+                let ciborium::Value::Bytes(bytes) = ciborium::Value::deserialize(d)? else {
+                    return Err(serde::de::Error::custom("expected a byte string"));
                 };
                 let from: fn(Vec<u8>) -> Option<$ty> = $from;
                 from(bytes).ok_or_else(|| serde::de::Error::custom("invalid value"))

@@ -51,10 +51,10 @@ impl Store {
         let mut key = meeting.0.to_vec();
         key.extend_from_slice(&seq.to_be_bytes());
         tree.insert(key, encode(record))?;
-        if tree.scan_prefix(meeting.0).count() > MAX_HISTORY_PER_MEETING {
-            if let Some(Ok((oldest, _))) = tree.scan_prefix(meeting.0).next() {
-                tree.remove(oldest)?;
-            }
+        if tree.scan_prefix(meeting.0).count() > MAX_HISTORY_PER_MEETING
+            && let Some(Ok((oldest, _))) = tree.scan_prefix(meeting.0).next()
+        {
+            tree.remove(oldest)?;
         }
         self.flush()
     }

@@ -8,9 +8,12 @@ use super::schema::TREE_MLS;
 use super::{Store, StoreError};
 use crate::group::StorageDelta;
 
+/// One openmls key-value entry.
+pub type MlsEntry = (Vec<u8>, Vec<u8>);
+
 impl Store {
     /// Every stored openmls entry, to seed a [`crate::group::Provider`].
-    pub fn load_mls(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    pub fn load_mls(&self) -> Result<Vec<MlsEntry>, StoreError> {
         let tree = self.db.open_tree(TREE_MLS)?;
         tree.iter()
             .map(|entry| {

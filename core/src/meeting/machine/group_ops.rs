@@ -397,7 +397,23 @@ impl<R: RngCore + CryptoRng> Machine<R> {
             return;
         };
         let changes = match group.merge_pending(&self.mls.provider) {
-            Ok(changes) => changes,
+            Ok(mut changes) => {
+                // We know exactly whom we added, whatever openmls reports for own commits.
+                for joiner in &out.joiners {
+                    self.mls.queued_adds.remove(joiner);
+                    if !changes.added.iter().any(|(_, p)| p == joiner)
+                        && let Some(leaf) = group.leaf_of(joiner)
+                    {
+                        changes.added.push((leaf, *joiner));
+                    }
+                }
+                for removal in &out.removals {
+                    if !changes.removed.iter().any(|(_, p)| *p == removal.peer_id) {
+                        changes.removed.push((u32::MAX, removal.peer_id));
+                    }
+                }
+                changes
+            }
             Err(err) => {
                 warn!(error = %err, "cannot apply our own commit");
                 return;
@@ -468,10 +484,10 @@ impl<R: RngCore + CryptoRng> Machine<R> {
         };
         self.stats.commits_aborted += 1;
         info!(epoch, "commit aborted: a competing commit won");
-        if let Some(group) = self.mls.group.as_mut() {
-            if let Err(err) = group.clear_pending(&self.mls.provider) {
-                warn!(error = %err, "cannot drop our pending commit");
-            }
+        if let Some(group) = self.mls.group.as_mut()
+            && let Err(err) = group.clear_pending(&self.mls.provider)
+        {
+            warn!(error = %err, "cannot drop our pending commit");
         }
         self.persist();
         for peer in out.acked {

@@ -760,6 +760,16 @@ fn a_restarted_member_rejoins_with_a_new_leaf() {
     sim.joiner_with(&identity, 1, host, Some(host));
     sim.run_until(Duration::from_secs(10), |s| s.agree(&[host, a, b]))
         .expect("rejoined");
+    // The replacement is committed once: no commit storm afterwards (regression: the new
+    // leaf can reuse the old leaf index).
+    let settled = sim.epoch(host).unwrap().0;
+    sim.run_for(Duration::from_secs(5));
+    assert_eq!(
+        sim.epoch(host).unwrap().0,
+        settled,
+        "epochs kept changing after the rejoin"
+    );
+    assert!(sim.agree(&[host, a, b]));
 }
 
 #[test]

@@ -1,0 +1,198 @@
+//! The MLS group across real processes: equal epochs and security codes, chat delivered
+//! exactly once, committer takeover after SIGKILL, kicks, and rejoining after a restart.
+
+use std::time::{Duration, Instant};
+
+use conclave_tests::{Proc, peer_id_of, start_host, start_relay};
+use serde_json::Value;
+
+const LIMIT: Duration = Duration::from_secs(15);
+
+/// The last `epoch`/`joined` event's (epoch, security code) a process reported.
+fn last_epoch(proc: &Proc) -> Option<(u64, String)> {
+    proc.seen
+        .iter()
+        .rev()
+        .find(|v| v["event"] == "epoch" || v["event"] == "joined")
+        .map(|v| {
+            (
+                v["epoch"].as_u64().unwrap_or(0),
+                v["security_code"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+}
+
+/// Waits until every process reports the same epoch with `members` members in it.
+fn wait_agreement(procs: &mut [&mut Proc], members: usize, limit: Duration) -> (u64, String) {
+    let deadline = Instant::now() + limit;
+    loop {
+        for proc in procs.iter_mut() {
+            proc.drain_for(Duration::from_millis(50));
+        }
+        let epochs: Vec<Option<(u64, String)>> = procs.iter().map(|p| last_epoch(p)).collect();
+        let sizes_ok = procs.iter().all(|p| p.members().len() == members - 1);
+        if sizes_ok && epochs[0].is_some() && epochs.iter().all(|e| *e == epochs[0]) {
+            return epochs[0].clone().expect("checked");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no agreement within {limit:?}: {epochs:?}"
+        );
+    }
+}
+
+fn chats(proc: &Proc) -> Vec<(String, String)> {
+    proc.seen
+        .iter()
+        .filter(|v| v["event"] == "chat" && v["history"] != true)
+        .map(|v| {
+            (
+                v["from"].as_str().unwrap_or_default().to_owned(),
+                v["text"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn join(dir: &std::path::Path, label: &str, invite: &str) -> Proc {
+    Proc::conclave(label, &dir.join(label), &["join", invite]).unwrap()
+}
+
+#[test]
+fn five_members_share_one_epoch_and_chat_arrives_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_relay, relay_addr) = start_relay(dir.path()).unwrap();
+    let (mut host, invite, _) = start_host(dir.path(), "A", &["--relay", &relay_addr]).unwrap();
+    let mut joiners: Vec<Proc> = ["B", "C", "D", "E"]
+        .iter()
+        .map(|l| join(dir.path(), l, &invite))
+        .collect();
+    let b_id = peer_id_of(&mut joiners[0]).unwrap();
+    {
+        let mut all: Vec<&mut Proc> = std::iter::once(&mut host)
+            .chain(joiners.iter_mut())
+            .collect();
+        let (epoch, code) = wait_agreement(&mut all, 5, LIMIT);
+        assert!(epoch >= 1 && code.len() == 23, "epoch {epoch} code {code}");
+    }
+    joiners[0].send_line("hello from B").unwrap();
+    joiners[0].send_line("second line").unwrap();
+    let expected = vec![
+        (b_id.clone(), "hello from B".to_owned()),
+        (b_id.clone(), "second line".to_owned()),
+    ];
+    for proc in std::iter::once(&mut host).chain(joiners.iter_mut().skip(1)) {
+        proc.wait_for(LIMIT, "the second chat line", |v| {
+            v["event"] == "chat" && v["text"] == "second line"
+        })
+        .unwrap();
+        proc.drain_for(Duration::from_millis(300));
+        assert_eq!(
+            chats(proc),
+            expected,
+            "{} got each line once, in order",
+            proc.label
+        );
+    }
+    assert!(chats(&joiners[0]).is_empty(), "no echo to the sender");
+}
+
+#[test]
+fn killing_the_committer_leaves_an_agreeing_group_within_five_seconds() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_relay, relay_addr) = start_relay(dir.path()).unwrap();
+    let (mut host, invite, _) = start_host(dir.path(), "A", &["--relay", &relay_addr]).unwrap();
+    let mut rest: Vec<Proc> = ["B", "C", "D"]
+        .iter()
+        .map(|l| join(dir.path(), l, &invite))
+        .collect();
+    {
+        let mut all: Vec<&mut Proc> = std::iter::once(&mut host).chain(rest.iter_mut()).collect();
+        wait_agreement(&mut all, 4, LIMIT);
+    }
+    let before = last_epoch(&rest[0]).unwrap().0;
+    host.kill9(); // the host holds leaf 0: it is the committer
+    let killed = Instant::now();
+    let mut survivors: Vec<&mut Proc> = rest.iter_mut().collect();
+    let (epoch, _) = wait_agreement(&mut survivors, 3, Duration::from_secs(5));
+    eprintln!(
+        "committer takeover: new epoch agreed {} ms after SIGKILL",
+        killed.elapsed().as_millis()
+    );
+    assert!(epoch > before);
+    rest[1].send_line("after the takeover").unwrap();
+    for index in [0, 2] {
+        rest[index]
+            .wait_for(LIMIT, "chat after takeover", |v| {
+                v["event"] == "chat" && v["text"] == "after the takeover"
+            })
+            .unwrap();
+    }
+}
+
+#[test]
+fn a_kicked_member_is_out_and_hears_nothing_more() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_relay, relay_addr) = start_relay(dir.path()).unwrap();
+    let (mut host, invite, _) = start_host(dir.path(), "A", &["--relay", &relay_addr]).unwrap();
+    let mut b = join(dir.path(), "B", &invite);
+    let mut c = join(dir.path(), "C", &invite);
+    let c_id = peer_id_of(&mut c).unwrap();
+    wait_agreement(&mut [&mut host, &mut b, &mut c], 3, LIMIT);
+    // A non-host cannot kick while the host is present.
+    b.send_line(&format!("/kick {c_id}")).unwrap();
+    b.drain_for(Duration::from_secs(1));
+    assert_eq!(host.members().len(), 2, "a non-host's kick is not honoured");
+    let kicked_at = Instant::now();
+    host.send_line(&format!("/kick {c_id}")).unwrap();
+    let left = c.wait_event("left", LIMIT).unwrap();
+    assert_eq!(left["reason"], "kicked");
+    assert_eq!(c.wait_exit(LIMIT).unwrap().code(), Some(0));
+    let gone = b
+        .wait_for(LIMIT, "member_left C", |v: &Value| {
+            v["event"] == "member_left" && v["peer_id"] == c_id.as_str()
+        })
+        .unwrap();
+    assert_eq!(gone["reason"], "kicked");
+    wait_agreement(&mut [&mut host, &mut b], 2, LIMIT);
+    eprintln!(
+        "kick to new epoch at every member: {} ms",
+        kicked_at.elapsed().as_millis()
+    );
+    host.send_line("after the kick").unwrap();
+    b.wait_for(LIMIT, "chat", |v| {
+        v["event"] == "chat" && v["text"] == "after the kick"
+    })
+    .unwrap();
+    assert!(c.seen.iter().all(|v| v["text"] != "after the kick"));
+}
+
+#[test]
+fn a_restarted_member_rejoins_and_sees_the_chat_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_relay, relay_addr) = start_relay(dir.path()).unwrap();
+    let (mut host, invite, _) = start_host(dir.path(), "A", &["--relay", &relay_addr]).unwrap();
+    let mut b = join(dir.path(), "B", &invite);
+    wait_agreement(&mut [&mut host, &mut b], 2, LIMIT);
+    host.send_line("remember this").unwrap();
+    b.wait_for(LIMIT, "chat", |v| {
+        v["event"] == "chat" && v["text"] == "remember this"
+    })
+    .unwrap();
+    b.kill9();
+    drop(b);
+    let mut again = join(dir.path(), "B", &invite);
+    let history = again
+        .wait_for(LIMIT, "history", |v| {
+            v["event"] == "chat" && v["history"] == true && v["text"] == "remember this"
+        })
+        .unwrap();
+    assert_eq!(history["name"], "A");
+    wait_agreement(&mut [&mut host, &mut again], 2, LIMIT);
+    host.send_line("welcome back").unwrap();
+    again
+        .wait_for(LIMIT, "new chat", |v| {
+            v["event"] == "chat" && v["text"] == "welcome back"
+        })
+        .unwrap();
+}
