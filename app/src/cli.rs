@@ -1,6 +1,7 @@
-//! The headless CLI: `id`, `new`, `join`, `demo` (contract in `docs/architecture.md`).
+//! The headless CLI: `id`, `new`, `join`, `history`, `demo` (contract in `docs/architecture.md`).
 
 pub(crate) mod demo;
+pub(crate) mod history;
 pub(crate) mod id;
 pub(crate) mod meeting;
 pub(crate) mod output;

@@ -46,6 +46,9 @@ enum Command {
     Id,
     /// Create a meeting, print its invite, and stay in it.
     New {
+        /// Every joiner waits in a lobby until you /approve it.
+        #[arg(long)]
+        lobby: bool,
         /// Relay / bootstrap multiaddr ending in /p2p/<peer id> (repeatable).
         #[arg(long = "relay", value_parser = relay_arg)]
         relays: Vec<Multiaddr>,
@@ -63,6 +66,11 @@ enum Command {
         /// Leave after this long (e.g. 30s, 5m); otherwise until stdin closes or Ctrl-C.
         #[arg(long, value_parser = humantime_or_seconds)]
         duration: Option<Duration>,
+    },
+    /// Show the stored chat history of a meeting (or list remembered meetings).
+    History {
+        /// The meeting id (32 hex digits); omit to list meetings.
+        meeting: Option<String>,
     },
     /// Run a real meeting on this machine (relay + participants on loopback) and report.
     Demo {
@@ -134,7 +142,12 @@ async fn run(args: Args, out: Output) -> i32 {
                 EXIT_FAILURE
             }
         },
-        Command::New { relays, duration } => {
+        Command::New {
+            lobby,
+            relays,
+            duration,
+        } => {
+            let mode = cli::meeting::Mode::Create { lobby };
             start_meeting(
                 &args.listen,
                 args.no_mdns,
@@ -142,11 +155,12 @@ async fn run(args: Args, out: Output) -> i32 {
                 data_dir,
                 relays,
                 duration,
-                None,
+                mode,
                 out,
             )
             .await
         }
+        Command::History { meeting } => cli::history::run(&data_dir, meeting.as_deref(), out),
         Command::Join {
             invite,
             relays,
@@ -159,6 +173,7 @@ async fn run(args: Args, out: Output) -> i32 {
                     return EXIT_USAGE;
                 }
             };
+            let mode = cli::meeting::Mode::Join(invite);
             start_meeting(
                 &args.listen,
                 args.no_mdns,
@@ -166,7 +181,7 @@ async fn run(args: Args, out: Output) -> i32 {
                 data_dir,
                 relays,
                 duration,
-                Some(invite),
+                mode,
                 out,
             )
             .await
@@ -192,7 +207,7 @@ async fn start_meeting(
     data_dir: PathBuf,
     relays: Vec<Multiaddr>,
     duration: Option<Duration>,
-    invite: Option<Invite>,
+    mode: cli::meeting::Mode,
     out: Output,
 ) -> i32 {
     let mut config = Config::new(data_dir)
@@ -210,10 +225,6 @@ async fn start_meeting(
             out.error("startup", &format!("cannot start: {err}"));
             return EXIT_FAILURE;
         }
-    };
-    let mode = match invite {
-        Some(invite) => cli::meeting::Mode::Join(invite),
-        None => cli::meeting::Mode::Create,
     };
     cli::meeting::run(client, events, mode, duration, out).await
 }

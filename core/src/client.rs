@@ -109,9 +109,17 @@ impl Client {
     }
 
     /// Creates a meeting and returns its invite (with our peer id and the configured relays
-    /// as hints). We stay in it until [`Client::leave`].
-    pub async fn create_meeting(&self) -> Result<Invite, Error> {
-        self.request(|reply| Command::Create { reply }).await?
+    /// as hints). We stay in it until [`Client::leave`]. With `lobby`, every joiner waits
+    /// until we [approve](Client::approve) it.
+    pub async fn create_meeting(&self, lobby: bool) -> Result<Invite, Error> {
+        self.request(|reply| Command::Create { lobby, reply })
+            .await?
+    }
+
+    /// Lets a joiner waiting in the lobby in (host only).
+    pub async fn approve(&self, peer: PeerId) -> Result<(), Error> {
+        self.request(|reply| Command::Approve { peer, reply })
+            .await?
     }
 
     /// Starts joining the meeting of `invite`. The outcome arrives as an event:

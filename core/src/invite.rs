@@ -9,7 +9,8 @@
 //! - the meeting id is 128 random bits, the secret 256 random bits (base64url, no padding);
 //! - `host` (at most once) is the inviter's peer id, a hint to dial directly;
 //! - `relay` (up to [`MAX_RELAYS`]) are relay/bootstrap multiaddrs, each ending in
-//!   `/p2p/<relay peer id>`.
+//!   `/p2p/<relay peer id>`;
+//! - `lobby=1` (at most once) says the host admits each joiner by hand.
 //!
 //! The parser is strict: surrounding whitespace is ignored, anything else that is not
 //! exactly this shape is refused with an [`InviteError`] naming the defect. Whoever holds
@@ -80,6 +81,12 @@ pub enum InviteError {
     /// A relay hint is not a multiaddr ending in `/p2p/<peer id>`.
     #[error("the relay address {found:?} is not a multiaddr ending in /p2p/<peer id>")]
     BadRelay {
+        /// The text found.
+        found: String,
+    },
+    /// `lobby=` with another value than `1`.
+    #[error("lobby must be 1, found {found:?}")]
+    BadLobby {
         /// The text found.
         found: String,
     },
@@ -205,6 +212,8 @@ pub struct Invite {
     pub host: Option<PeerId>,
     /// Relay / bootstrap addresses, each ending in `/p2p/<peer id>`.
     pub relays: Vec<Multiaddr>,
+    /// The host admits each joiner by hand (`lobby=1`).
+    pub lobby: bool,
 }
 
 impl fmt::Debug for Invite {
@@ -214,6 +223,7 @@ impl fmt::Debug for Invite {
             .field("secret", &self.secret)
             .field("host", &self.host)
             .field("relays", &self.relays)
+            .field("lobby", &self.lobby)
             .finish()
     }
 }
@@ -226,6 +236,7 @@ impl Invite {
             secret: MeetingSecret::random(rng),
             host: None,
             relays: Vec::new(),
+            lobby: false,
         }
     }
 
@@ -240,6 +251,9 @@ impl Invite {
         if let Some(host) = &self.host {
             uri.push_str("&host=");
             uri.push_str(&host.to_base58());
+        }
+        if self.lobby {
+            uri.push_str("&lobby=1");
         }
         for relay in &self.relays {
             uri.push_str("&relay=");
@@ -288,6 +302,7 @@ fn parse(text: &str) -> Result<Invite, InviteError> {
     let mut secret = None;
     let mut host = None;
     let mut relays = Vec::new();
+    let mut lobby = false;
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let Some((name, value)) = pair.split_once('=') else {
             return Err(InviteError::MalformedParameter {
@@ -308,6 +323,17 @@ fn parse(text: &str) -> Result<Invite, InviteError> {
                 host = Some(value.parse::<PeerId>().map_err(|_| InviteError::BadHost {
                     found: value.chars().take(80).collect(),
                 })?);
+            }
+            "lobby" => {
+                if lobby {
+                    return Err(duplicate(name));
+                }
+                if value != "1" {
+                    return Err(InviteError::BadLobby {
+                        found: value.chars().take(8).collect(),
+                    });
+                }
+                lobby = true;
             }
             "relay" => {
                 relays.push(parse_relay(value)?);
@@ -330,6 +356,7 @@ fn parse(text: &str) -> Result<Invite, InviteError> {
         secret: secret.ok_or(InviteError::MissingSecret)?,
         host,
         relays,
+        lobby,
     })
 }
 
@@ -500,6 +527,26 @@ mod tests {
     }
 
     #[test]
+    fn lobby_flag_round_trips_and_is_strict() {
+        let mut invite = sample();
+        invite.lobby = true;
+        let uri = invite.to_uri();
+        assert!(uri.contains("&lobby=1"));
+        assert_eq!(uri.parse::<Invite>().unwrap(), invite);
+        assert_eq!(
+            format!("{uri}&lobby=1").parse::<Invite>().err(),
+            Some(InviteError::DuplicateParameter {
+                name: "lobby".into()
+            })
+        );
+        let two = uri.replace("lobby=1", "lobby=2");
+        assert_eq!(
+            two.parse::<Invite>().err(),
+            Some(InviteError::BadLobby { found: "2".into() })
+        );
+    }
+
+    #[test]
     fn debug_never_shows_the_secret() {
         let invite = sample();
         let secret = URL_SAFE_NO_PAD.encode(invite.secret.expose());
@@ -511,13 +558,14 @@ mod tests {
 
     proptest! {
         #[test]
-        fn any_invite_round_trips(id in any::<[u8; 16]>(), secret in any::<[u8; 32]>(), port in 1u16.., relays in 0usize..=MAX_RELAYS, with_host in any::<bool>()) {
+        fn any_invite_round_trips(id in any::<[u8; 16]>(), secret in any::<[u8; 32]>(), port in 1u16.., relays in 0usize..=MAX_RELAYS, with_host in any::<bool>(), lobby in any::<bool>()) {
             let relay_peer = PeerId::random();
             let invite = Invite {
                 meeting_id: MeetingId(id),
                 secret: MeetingSecret(secret),
                 host: with_host.then(PeerId::random),
                 relays: (0..relays).map(|i| format!("/ip4/127.0.0.{i}/udp/{port}/quic-v1/p2p/{relay_peer}").parse().unwrap()).collect(),
+                lobby,
             };
             prop_assert_eq!(invite.to_uri().parse::<Invite>().unwrap(), invite);
         }

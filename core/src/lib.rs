@@ -15,7 +15,7 @@
 //! # async fn demo() -> Result<(), conclave_core::Error> {
 //! use conclave_core::{Client, Config, Event};
 //! let (client, mut events) = Client::start(Config::new("/tmp/alice")).await?;
-//! let invite = client.create_meeting().await?;
+//! let invite = client.create_meeting(false).await?;
 //! println!("send this to your guests: {}", invite.to_uri());
 //! while let Some(Event::Meeting(event)) = events.next().await {
 //!     println!("{event:?}");
@@ -33,9 +33,11 @@
 //! use rand::SeedableRng;
 //! let invite = Invite::new_meeting(&mut rand::rngs::OsRng);
 //! let keys = MeetingKeys::derive(invite.meeting_id, &invite.secret);
-//! let me = libp2p::PeerId::random();
-//! let mut machine = Machine::host(Config::default(), me, "Ada".into(), keys, Instant::now(),
-//!     rand::rngs::StdRng::seed_from_u64(1));
+//! let identity = conclave_core::identity::Identity::generate();
+//! let me = conclave_core::group::MlsIdentity::new(&identity);
+//! let provider = conclave_core::group::Provider::default();
+//! let mut machine = Machine::host(Config::default(), me, provider, "Ada".into(), keys,
+//!     Instant::now(), rand::rngs::StdRng::seed_from_u64(1)).expect("a new group");
 //! while let Some(output) = machine.poll_output() {
 //!     println!("{output:?}");
 //! }

@@ -196,3 +196,28 @@ fn a_restarted_member_rejoins_and_sees_the_chat_history() {
         })
         .unwrap();
 }
+
+#[test]
+fn a_lobby_joiner_waits_until_the_host_approves_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_relay, relay_addr) = start_relay(dir.path()).unwrap();
+    let (mut host, invite, _) =
+        start_host(dir.path(), "A", &["--lobby", "--relay", &relay_addr]).unwrap();
+    assert!(invite.contains("lobby=1"));
+    let mut guest = join(dir.path(), "B", &invite);
+    let guest_id = peer_id_of(&mut guest).unwrap();
+    guest.wait_event("waiting", LIMIT).unwrap();
+    let knock = host.wait_event("lobby", LIMIT).unwrap();
+    assert_eq!(knock["peer_id"], guest_id.as_str());
+    guest.drain_for(Duration::from_secs(2));
+    assert!(
+        guest
+            .seen
+            .iter()
+            .all(|v| v["event"] != "joined" && v["event"] != "member_joined"),
+        "nothing before approval"
+    );
+    host.send_line(&format!("/approve {guest_id}")).unwrap();
+    guest.wait_event("joined", LIMIT).unwrap();
+    wait_agreement(&mut [&mut host, &mut guest], 2, LIMIT);
+}

@@ -159,7 +159,7 @@ pub(crate) async fn run(participants: usize, seconds: u64, out: Output) -> anyho
         });
     }
 
-    let invite = people[0].client.create_meeting().await?;
+    let invite = people[0].client.create_meeting(false).await?;
     wait_for(
         &mut people[0],
         Duration::from_secs(5),

@@ -2,8 +2,9 @@
 //! from stdin.
 //!
 //! stdin: `/leave` (or end of input) leaves; `/quit` is the same; `/kick PEER` asks for a
-//! member's removal (honoured for the host); `/members` lists the members; any other line
-//! is sent as chat, end-to-end encrypted in the meeting's MLS group.
+//! member's removal (honoured for the host); `/approve PEER` lets a joiner waiting in the
+//! lobby in (host); `/members` lists the members; any other line is sent as chat,
+//! end-to-end encrypted in the meeting's MLS group.
 
 use std::time::Duration;
 
@@ -20,7 +21,10 @@ use super::{EXIT_FAILURE, EXIT_OK, EXIT_REFUSED};
 /// Whether we create the meeting or join one.
 #[derive(Debug)]
 pub(crate) enum Mode {
-    Create,
+    /// Create a meeting; with `lobby`, each joiner waits for our `/approve`.
+    Create {
+        lobby: bool,
+    },
     Join(Invite),
 }
 
@@ -55,7 +59,7 @@ pub(crate) async fn run(
     });
 
     match mode {
-        Mode::Create => match client.create_meeting().await {
+        Mode::Create { lobby } => match client.create_meeting(lobby).await {
             Ok(invite) => {
                 let uri = invite.to_uri();
                 out.event("invite", json!({ "invite": uri }), || {
@@ -140,9 +144,17 @@ pub(crate) async fn run(
                         }
                     }
                     command if command.starts_with("/approve") => {
-                        out.error("unsupported", "this meeting has no lobby (lobbies are not available yet)");
+                        let target = command.trim_start_matches("/approve").trim();
+                        match target.parse::<PeerId>() {
+                            Ok(peer) => {
+                                if let Err(err) = client.approve(peer).await {
+                                    out.error("approve", &format!("cannot let {peer} in: {err}"));
+                                }
+                            }
+                            Err(_) => out.error("usage", "usage: /approve PEER_ID (as shown in the lobby event)"),
+                        }
                     }
-                    other if other.starts_with('/') => out.error("usage", &format!("unknown command {other:?}; available: /leave /members /kick PEER")),
+                    other if other.starts_with('/') => out.error("usage", &format!("unknown command {other:?}; available: /leave /members /kick PEER /approve PEER")),
                     text => {
                         if let Err(err) = client.send_chat(text).await {
                             out.error("chat", &format!("not sent: {err}"));
@@ -227,6 +239,16 @@ fn report(event: &MeetingEvent, out: Output) -> Option<i32> {
                 json!({ "from": from.to_string(), "name": name, "text": text, "unix_ms": unix_ms }),
                 || format!("{name}: {text}"),
             );
+        }
+        MeetingEvent::Knocking { peer_id, name } => {
+            out.event("lobby", json!({ "peer_id": peer_id.to_string(), "name": name }), || {
+                format!("{name} ({peer_id}) is waiting in the lobby — type /approve {peer_id} to let them in")
+            });
+        }
+        MeetingEvent::Waiting => {
+            out.event("waiting", json!({}), || {
+                "waiting for the host to let you in…".to_owned()
+            });
         }
         MeetingEvent::Removed { reason } => {
             out.event("left", json!({ "reason": reason.as_str() }), || {

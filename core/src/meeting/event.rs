@@ -88,6 +88,15 @@ pub enum MeetingEvent {
         /// When it was sent (sender's clock, ms since the Unix epoch).
         unix_ms: u64,
     },
+    /// Lobby meeting, host side: someone proved the secret and waits to be let in.
+    Knocking {
+        /// Who.
+        peer_id: PeerId,
+        /// Their display name.
+        name: String,
+    },
+    /// Lobby meeting, joiner side: the secret was accepted; the host must let us in.
+    Waiting,
     /// A member refused our proof of the secret: the invite is wrong.
     JoinRefused,
     /// Nobody let us in before the join deadline.

@@ -65,6 +65,8 @@ pub struct Config {
     pub chat_retry: Duration,
     /// Attempts to deliver a chat message to one member.
     pub chat_attempts: u32,
+    /// How long a joiner waits in a lobby for the host's approval.
+    pub lobby_timeout: Duration,
     /// Most members (including us).
     pub max_members: usize,
 }
@@ -82,6 +84,7 @@ impl Default for Config {
             commit_backoff: Duration::from_millis(300),
             chat_retry: Duration::from_millis(300),
             chat_attempts: 8,
+            lobby_timeout: Duration::from_secs(600),
             max_members: MAX_MEMBERS,
         }
     }
@@ -221,6 +224,12 @@ pub struct Machine<R> {
     inflight: HashMap<u64, (PeerId, Inflight)>,
     /// The meeting's host (creator): its kicks are honoured.
     host: Option<PeerId>,
+    /// Lobby meeting: the host lets each joiner in.
+    lobby: bool,
+    /// Joiners the host let in.
+    approved: BTreeSet<PeerId>,
+    /// Joiners waiting in the lobby: name and addresses.
+    knocking: BTreeMap<PeerId, (String, Vec<Multiaddr>)>,
     mls: group_ops::GroupState,
 }
 
@@ -308,6 +317,9 @@ impl<R: RngCore + CryptoRng> Machine<R> {
             next_tag: 0,
             inflight: HashMap::new(),
             host: None,
+            lobby: false,
+            approved: BTreeSet::new(),
+            knocking: BTreeMap::new(),
         }
     }
 
@@ -363,6 +375,50 @@ impl<R: RngCore + CryptoRng> Machine<R> {
             self.phase,
             Phase::Left | Phase::Refused | Phase::TimedOut | Phase::Removed
         )
+    }
+
+    /// Makes this a lobby meeting (from the invite, or the host's choice): joiners wait
+    /// for the host's approval and learn nothing about the group before it.
+    pub fn set_lobby(&mut self, now: Instant, lobby: bool) {
+        self.lobby = lobby;
+        if let Phase::Joining { deadline } = &mut self.phase {
+            if lobby {
+                *deadline = now + self.config.lobby_timeout;
+            }
+        }
+    }
+
+    /// The host lets `peer` in (lobby meetings).
+    pub fn approve(&mut self, now: Instant, peer: PeerId) -> Result<(), GroupError> {
+        if self.host != Some(self.local) {
+            return Err(GroupError::Mls("only the host admits joiners".into()));
+        }
+        if !self.knocking.contains_key(&peer) {
+            return Err(GroupError::Mls(format!(
+                "{peer} is not waiting in the lobby"
+            )));
+        }
+        self.approved.insert(peer);
+        let members: Vec<PeerId> = self.members().into_iter().map(|(p, _)| p).collect();
+        for member in members {
+            let request = Request::Approve {
+                meeting_id: self.keys.meeting_id(),
+                peer_id: peer,
+            };
+            self.send(member, request, Inflight::Other);
+        }
+        self.maybe_commit(now);
+        Ok(())
+    }
+
+    /// Whether a queued joiner may be added now.
+    fn may_add(&self, peer: &PeerId) -> bool {
+        let member = self
+            .mls
+            .group
+            .as_ref()
+            .is_some_and(|g| g.leaf_of(peer).is_some());
+        !self.lobby || member || self.approved.contains(peer)
     }
 
     /// Our reachable addresses, shared with other members.
@@ -515,6 +571,14 @@ impl<R: RngCore + CryptoRng> Machine<R> {
             Request::Welcome { welcome, .. } => self.on_mls_welcome(now, from, &welcome),
             Request::Group { message, .. } => self.on_group_message(now, from, &message),
             Request::Kick { peer_id, .. } => self.on_kick_request(from, peer_id),
+            Request::Approve { peer_id, .. } => {
+                if self.host == Some(from) {
+                    self.approved.insert(peer_id);
+                    Response::Ack
+                } else {
+                    Response::Refused
+                }
+            }
         };
         self.maybe_commit(now);
         response
@@ -530,7 +594,8 @@ impl<R: RngCore + CryptoRng> Machine<R> {
             | Request::Abort { meeting_id, .. }
             | Request::Welcome { meeting_id, .. }
             | Request::Group { meeting_id, .. }
-            | Request::Kick { meeting_id, .. } => *meeting_id,
+            | Request::Kick { meeting_id, .. }
+            | Request::Approve { meeting_id, .. } => *meeting_id,
         };
         id == self.keys.meeting_id()
     }
@@ -577,6 +642,33 @@ impl<R: RngCore + CryptoRng> Machine<R> {
                     return Response::Refused;
                 }
             }
+        }
+        let is_member = self
+            .mls
+            .group
+            .as_ref()
+            .is_some_and(|g| g.leaf_of(&from).is_some());
+        if self.lobby && self.mls.group.is_some() && !is_member && !self.approved.contains(&from) {
+            // Lobby: the joiner proved the secret but learns nothing more until the host
+            // lets it in; only the host is told someone is waiting.
+            if !self.knocking.contains_key(&from) && self.knocking.len() < self.config.max_members {
+                self.knocking
+                    .insert(from, (hello.name.clone(), hello.addrs.clone()));
+                if self.host == Some(self.local) {
+                    self.emit(MeetingEvent::Knocking {
+                        peer_id: from,
+                        name: hello.name.clone(),
+                    });
+                }
+            }
+            return Response::Welcome {
+                mac: self.keys.welcome_mac(&self.local, &from, &hello.nonce),
+                members: vec![MemberInfo {
+                    peer_id: self.local,
+                    name: self.name.clone(),
+                    addrs: self.local_addrs.clone(),
+                }],
+            };
         }
         if !self.peers.contains_key(&from) && self.peers.len() + 1 >= self.config.max_members {
             warn!(peer = %from, "meeting full, hello refused");
@@ -671,6 +763,12 @@ impl<R: RngCore + CryptoRng> Machine<R> {
                     warn!(peer = %from, "welcome without proof of the secret ignored");
                     return;
                 }
+                if self.lobby
+                    && matches!(self.phase, Phase::Joining { .. })
+                    && self.peers.is_empty()
+                {
+                    self.emit(MeetingEvent::Waiting);
+                }
                 let own = members.iter().find(|m| m.peer_id == from);
                 let name = own.map(|m| m.name.clone()).unwrap_or_default();
                 let addrs = own.map(|m| m.addrs.clone()).unwrap_or_default();
@@ -761,8 +859,12 @@ impl<R: RngCore + CryptoRng> Machine<R> {
             Phase::Joining { .. } | Phase::Member => {}
             _ => return,
         }
-        if now >= self.next_heartbeat {
+        // Only members greet: a joiner (possibly waiting in a lobby) keeps quiet.
+        let heartbeat_due = now >= self.next_heartbeat;
+        if heartbeat_due {
             self.next_heartbeat = now + self.config.heartbeat_interval;
+        }
+        if heartbeat_due && self.phase == Phase::Member {
             let list = self.peer_list();
             let recipients: Vec<PeerId> = self
                 .peers

@@ -54,6 +54,7 @@ const LISTEN_WAIT: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 pub(crate) enum Command {
     Create {
+        lobby: bool,
         reply: oneshot::Sender<Result<Invite, Error>>,
     },
     Join {
@@ -68,6 +69,10 @@ pub(crate) enum Command {
         reply: oneshot::Sender<Result<(), Error>>,
     },
     Kick {
+        peer: PeerId,
+        reply: oneshot::Sender<Result<(), Error>>,
+    },
+    Approve {
         peer: PeerId,
         reply: oneshot::Sender<Result<(), Error>>,
     },
@@ -310,7 +315,7 @@ impl Driver {
     fn on_command(&mut self, command: Command) {
         let now = Instant::now();
         match command {
-            Command::Create { reply } => {
+            Command::Create { lobby, reply } => {
                 if self
                     .session
                     .as_ref()
@@ -329,6 +334,7 @@ impl Driver {
                     .take(crate::invite::MAX_RELAYS)
                     .cloned()
                     .collect();
+                invite.lobby = lobby;
                 match self.start_session(invite.clone(), true, rng, now) {
                     Ok(session) => self.session = Some(session),
                     Err(err) => {
@@ -389,6 +395,13 @@ impl Driver {
                 };
                 let _ = reply.send(result);
             }
+            Command::Approve { peer, reply } => {
+                let result = match self.session.as_mut() {
+                    Some(session) => session.machine.approve(now, peer).map_err(Error::Group),
+                    None => Err(Error::Usage("not in a meeting")),
+                };
+                let _ = reply.send(result);
+            }
             Command::History { meeting, reply } => {
                 let _ = reply.send(self.store.chat_history(meeting).map_err(Error::from));
             }
@@ -430,6 +443,7 @@ impl Driver {
             )
         };
         machine.set_local_addrs(self.listen_addrs.clone());
+        machine.set_lobby(now, invite.lobby);
         Ok(Session {
             machine,
             host_hint: if host {

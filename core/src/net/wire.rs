@@ -210,6 +210,15 @@ pub enum Request {
         #[serde(with = "codec_bytes")]
         message: Vec<u8>,
     },
+    /// The host lets a waiting joiner in (lobby meetings).
+    Approve {
+        /// Which meeting.
+        #[serde(with = "codec_meeting")]
+        meeting_id: MeetingId,
+        /// Whom.
+        #[serde(with = "codec_peer")]
+        peer_id: PeerId,
+    },
     /// Ask the committer to remove a member.
     Kick {
         /// Which meeting.
@@ -370,7 +379,8 @@ impl Request {
             Request::Bye { .. }
             | Request::Confirm { .. }
             | Request::Abort { .. }
-            | Request::Kick { .. } => Ok(()),
+            | Request::Kick { .. }
+            | Request::Approve { .. } => Ok(()),
         }
     }
 }

@@ -217,7 +217,8 @@ impl<R: RngCore + CryptoRng> Machine<R> {
             if *peer == self.local {
                 continue;
             }
-            self.add_peer(now, *peer, String::new(), Vec::new());
+            let (name, addrs) = self.knocking.remove(peer).unwrap_or_default();
+            self.add_peer(now, *peer, name, addrs);
             let name = self.peer_name(peer);
             self.emit(MeetingEvent::MemberJoined {
                 peer_id: *peer,
@@ -292,7 +293,7 @@ impl<R: RngCore + CryptoRng> Machine<R> {
                 Some(RemovalReason::Left)
             } else if !self.is_alive(now, peer) {
                 Some(RemovalReason::TimedOut)
-            } else if self.mls.queued_adds.contains_key(peer) {
+            } else if self.mls.queued_adds.contains_key(peer) && self.may_add(peer) {
                 Some(RemovalReason::Replaced)
             } else {
                 None
@@ -303,7 +304,13 @@ impl<R: RngCore + CryptoRng> Machine<R> {
             }
         }
         let _ = host_present;
-        let adds: Vec<JoinerPackage> = self.mls.queued_adds.values().cloned().collect();
+        let adds: Vec<JoinerPackage> = self
+            .mls
+            .queued_adds
+            .iter()
+            .filter(|(peer, _)| self.may_add(peer))
+            .map(|(_, package)| package.clone())
+            .collect();
         if adds.is_empty() && leaves.is_empty() {
             return;
         }

@@ -785,3 +785,58 @@ fn join_times_out_when_nobody_answers() {
             .contains(&MeetingEvent::JoinTimedOut)
     );
 }
+
+#[test]
+fn a_lobby_joiner_waits_learns_nothing_and_enters_when_the_host_approves() {
+    let mut sim = Sim::new();
+    let host = sim.host();
+    let now = sim.now;
+    sim.node(host).machine.set_lobby(now, true);
+    let early = sim.joiner(1, host);
+    sim.node(early).machine.set_lobby(now, true);
+    // Admit a first member so that there is a group to hide.
+    sim.run_until(Duration::from_secs(3), |s| {
+        s.nodes[&host]
+            .events
+            .iter()
+            .any(|e| matches!(e, MeetingEvent::Knocking { .. }))
+    })
+    .expect("knock");
+    sim.node(host).machine.approve(now, early).unwrap();
+    sim.drain(host);
+    sim.run_until(Duration::from_secs(5), |s| s.agree(&[host, early]))
+        .expect("first member in");
+
+    let identity = Identity::generate();
+    let late = sim.joiner_with(&identity, 1, early, Some(host));
+    let now = sim.now;
+    sim.node(late).machine.set_lobby(now, true);
+    sim.run_for(Duration::from_secs(5));
+    assert!(sim.nodes[&late].events.contains(&MeetingEvent::Waiting));
+    assert!(
+        sim.nodes[&host]
+            .events
+            .iter()
+            .any(|e| matches!(e, MeetingEvent::Knocking { peer_id, .. } if *peer_id == late))
+    );
+    assert!(
+        sim.nodes[&late].machine.epoch().is_none(),
+        "not in the group before approval"
+    );
+    // It was never told who is in the meeting beyond the peers it greeted itself.
+    let told: Vec<PeerId> = sim.nodes[&late].machine.peers.keys().copied().collect();
+    assert!(told.iter().all(|p| *p == host || *p == early), "{told:?}");
+    assert!(
+        sim.nodes[&late]
+            .events
+            .iter()
+            .all(|e| !matches!(e, MeetingEvent::MemberJoined { .. }))
+    );
+    // Only the host approves.
+    let now = sim.now;
+    assert!(sim.node(early).machine.approve(now, late).is_err());
+    sim.node(host).machine.approve(now, late).unwrap();
+    sim.drain(host);
+    sim.run_until(Duration::from_secs(5), |s| s.agree(&[host, early, late]))
+        .expect("approved joiner in");
+}
