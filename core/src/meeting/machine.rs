@@ -381,10 +381,10 @@ impl<R: RngCore + CryptoRng> Machine<R> {
     /// for the host's approval and learn nothing about the group before it.
     pub fn set_lobby(&mut self, now: Instant, lobby: bool) {
         self.lobby = lobby;
-        if let Phase::Joining { deadline } = &mut self.phase {
-            if lobby {
-                *deadline = now + self.config.lobby_timeout;
-            }
+        if let Phase::Joining { deadline } = &mut self.phase
+            && lobby
+        {
+            *deadline = now + self.config.lobby_timeout;
         }
     }
 
