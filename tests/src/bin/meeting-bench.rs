@@ -3,8 +3,10 @@
 //! ```text
 //! cargo run --release -p conclave-tests --bin meeting-bench -- [join|idle|all]
 //! ```
-//! - `join`: time from starting `conclave join` to its first `member_joined`, with 1 and 8
-//!   members already present (median and spread of several runs).
+//! - `join`: time from starting `conclave join` to its `joined` event (admitted, MLS
+//!   welcome processed, keys installed), with 1, 4 and 8 members already present.
+//! - `kick`: in a 5-member meeting, time from the host's `/kick` to the new epoch being
+//!   reported by every remaining member.
 //! - `idle`: resident memory and CPU of one client and of the relay while 20 clients sit
 //!   idle in one meeting.
 //!
@@ -21,9 +23,12 @@ const RUNS: usize = 7;
 fn main() -> anyhow::Result<()> {
     let what = std::env::args().nth(1).unwrap_or_else(|| "all".into());
     if what == "join" || what == "all" {
-        for present in [1usize, 8] {
+        for present in [1usize, 4, 8] {
             join_latency(present)?;
         }
+    }
+    if what == "kick" || what == "all" {
+        kick_latency(5)?;
     }
     if what == "idle" || what == "all" {
         idle_cost(20)?;
@@ -61,14 +66,54 @@ fn join_latency(present: usize) -> anyhow::Result<()> {
         let label = format!("j{run}");
         let started = Instant::now();
         let mut joiner = Proc::conclave(&label, &dir.path().join(&label), &["join", &invite])?;
-        joiner.wait_event("member_joined", Duration::from_secs(20))?;
+        joiner.wait_event("joined", Duration::from_secs(20))?;
         samples.push(started.elapsed());
         joiner.send_line("/leave")?;
         joiner.wait_exit(Duration::from_secs(10))?;
     }
     samples.sort();
     println!(
-        "join -> first member_joined, {present} member(s) present, {RUNS} runs: median {} ms, min {} ms, max {} ms (includes process start)",
+        "join -> joined (MLS keys installed), {present} member(s) present, {RUNS} runs: median {} ms, min {} ms, max {} ms (includes process start)",
+        samples[RUNS / 2].as_millis(),
+        samples[0].as_millis(),
+        samples[RUNS - 1].as_millis()
+    );
+    Ok(())
+}
+
+fn epoch_of(proc: &Proc) -> u64 {
+    proc.seen
+        .iter()
+        .rev()
+        .find(|v| v["event"] == "epoch" || v["event"] == "joined")
+        .and_then(|v| v["epoch"].as_u64())
+        .unwrap_or(0)
+}
+
+fn kick_latency(size: usize) -> anyhow::Result<()> {
+    let mut samples = Vec::new();
+    for _ in 0..RUNS {
+        let dir = tempfile::tempdir()?;
+        let (_relay, mut members, _) = meeting(dir.path(), size)?;
+        // Let the last joins settle so that every member is at the same epoch.
+        for member in &mut members {
+            member.drain_for(Duration::from_millis(300));
+        }
+        let victim = members.pop().context("members")?;
+        let victim_id = conclave_tests::peer_id_of_seen(&victim).context("victim id")?;
+        let before = members.iter().map(epoch_of).max().unwrap_or(0);
+        let started = Instant::now();
+        members[0].send_line(&format!("/kick {victim_id}"))?;
+        for member in &mut members {
+            member.wait_for(Duration::from_secs(20), "the new epoch", |v| v["event"] == "epoch" && v["epoch"].as_u64().is_some_and(|e| e > before))?;
+        }
+        samples.push(started.elapsed());
+        drop(victim);
+    }
+    samples.sort();
+    println!(
+        "kick -> new epoch at all {} remaining members, {RUNS} runs: median {} ms, min {} ms, max {} ms",
+        size - 1,
         samples[RUNS / 2].as_millis(),
         samples[0].as_millis(),
         samples[RUNS - 1].as_millis()
