@@ -27,13 +27,21 @@ fn group_of(size: usize) -> Host {
     let packages = (1..size)
         .map(|_| {
             let joiner = Identity::generate();
-            let kp = MlsIdentity::new(&joiner).key_package(&Provider::default()).expect("key package");
+            let kp = MlsIdentity::new(&joiner)
+                .key_package(&Provider::default())
+                .expect("key package");
             validate_key_package(&provider, &kp, joiner.peer_id()).expect("valid")
         })
         .collect();
-    group.commit(&provider, &me, packages, vec![]).expect("commit");
+    group
+        .commit(&provider, &me, packages, vec![])
+        .expect("commit");
     group.merge_pending(&provider).expect("merge");
-    Host { me, provider, group }
+    Host {
+        me,
+        provider,
+        group,
+    }
 }
 
 fn benches(c: &mut Criterion) {
@@ -41,12 +49,21 @@ fn benches(c: &mut Criterion) {
     for size in [2usize, 4, 8, 16, 32] {
         let mut host = group_of(size);
         let newcomer = Identity::generate();
-        let newcomer_kp = MlsIdentity::new(&newcomer).key_package(&Provider::default()).expect("key package");
-        let package = validate_key_package(&host.provider, &newcomer_kp, newcomer.peer_id()).expect("valid");
+        let newcomer_kp = MlsIdentity::new(&newcomer)
+            .key_package(&Provider::default())
+            .expect("key package");
+        let package =
+            validate_key_package(&host.provider, &newcomer_kp, newcomer.peer_id()).expect("valid");
 
-        let add = host.group.commit(&host.provider, &host.me, vec![package.clone()], vec![]).expect("add");
+        let add = host
+            .group
+            .commit(&host.provider, &host.me, vec![package.clone()], vec![])
+            .expect("add");
         host.group.clear_pending(&host.provider).expect("clear");
-        let remove = host.group.commit(&host.provider, &host.me, vec![], vec![1]).expect("remove");
+        let remove = host
+            .group
+            .commit(&host.provider, &host.me, vec![], vec![1])
+            .expect("remove");
         host.group.clear_pending(&host.provider).expect("clear");
         println!(
             "sizes at {size} members: add commit {} B, welcome {} B, remove commit {} B",
@@ -57,14 +74,20 @@ fn benches(c: &mut Criterion) {
 
         commits.bench_with_input(BenchmarkId::new("add_one", size), &size, |b, _| {
             b.iter(|| {
-                let out = host.group.commit(&host.provider, &host.me, vec![package.clone()], vec![]).expect("add");
+                let out = host
+                    .group
+                    .commit(&host.provider, &host.me, vec![package.clone()], vec![])
+                    .expect("add");
                 host.group.clear_pending(&host.provider).expect("clear");
                 black_box(out)
             })
         });
         commits.bench_with_input(BenchmarkId::new("remove_one", size), &size, |b, _| {
             b.iter(|| {
-                let out = host.group.commit(&host.provider, &host.me, vec![], vec![1]).expect("remove");
+                let out = host
+                    .group
+                    .commit(&host.provider, &host.me, vec![], vec![1])
+                    .expect("remove");
                 host.group.clear_pending(&host.provider).expect("clear");
                 black_box(out)
             })

@@ -317,7 +317,11 @@ pub fn start_host(
 
 /// The peer id in an `identity` event already read from `proc`.
 pub fn peer_id_of_seen(proc: &Proc) -> Option<String> {
-    proc.seen.iter().find(|v| v["event"] == "identity").and_then(|v| v["peer_id"].as_str()).map(str::to_owned)
+    proc.seen
+        .iter()
+        .find(|v| v["event"] == "identity")
+        .and_then(|v| v["peer_id"].as_str())
+        .map(str::to_owned)
 }
 
 /// The peer id a process reported in its `identity` event.

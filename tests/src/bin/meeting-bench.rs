@@ -105,7 +105,9 @@ fn kick_latency(size: usize) -> anyhow::Result<()> {
         let started = Instant::now();
         members[0].send_line(&format!("/kick {victim_id}"))?;
         for member in &mut members {
-            member.wait_for(Duration::from_secs(20), "the new epoch", |v| v["event"] == "epoch" && v["epoch"].as_u64().is_some_and(|e| e > before))?;
+            member.wait_for(Duration::from_secs(20), "the new epoch", |v| {
+                v["event"] == "epoch" && v["epoch"].as_u64().is_some_and(|e| e > before)
+            })?;
         }
         samples.push(started.elapsed());
         drop(victim);

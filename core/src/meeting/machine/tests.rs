@@ -840,3 +840,71 @@ fn a_lobby_joiner_waits_learns_nothing_and_enters_when_the_host_approves() {
     sim.run_until(Duration::from_secs(5), |s| s.agree(&[host, early, late]))
         .expect("approved joiner in");
 }
+
+#[test]
+fn a_tampered_group_message_is_rejected_counted_and_harmless() {
+    let mut sim = Sim::new();
+    let host = sim.host();
+    let a = sim.joiner(1, host);
+    sim.run_until(Duration::from_secs(5), |s| s.agree(&[host, a]))
+        .expect("group formed");
+    let (now, unix_ms) = (sim.now, sim.unix_ms());
+    sim.node(host)
+        .machine
+        .send_chat(now, unix_ms, "original")
+        .unwrap();
+    let Some(Output::Send {
+        request: Request::Group { message, .. },
+        ..
+    }) = std::iter::from_fn(|| sim.node(host).machine.poll_output()).find(|o| {
+        matches!(
+            o,
+            Output::Send {
+                request: Request::Group { .. },
+                ..
+            }
+        )
+    })
+    else {
+        panic!("the host sent the chat")
+    };
+    let meeting_id = keys(1).meeting_id();
+    let mut tampered = message.clone();
+    let last = tampered.len() - 1;
+    tampered[last] ^= 0x01;
+    let response = sim.node(a).machine.handle_request(
+        now,
+        unix_ms,
+        host,
+        Request::Group {
+            meeting_id,
+            message: tampered,
+        },
+    );
+    assert_eq!(response, Response::Ack, "dropped, not retried");
+    assert_eq!(sim.nodes[&a].machine.stats().group_messages_rejected, 1);
+    assert!(sim.chats(a).is_empty());
+    // Garbage is rejected the same way, and the member carries on.
+    let response = sim.node(a).machine.handle_request(
+        now,
+        unix_ms,
+        host,
+        Request::Group {
+            meeting_id,
+            message: vec![0xff; 40],
+        },
+    );
+    assert_eq!(response, Response::Ack);
+    assert_eq!(sim.nodes[&a].machine.stats().group_messages_rejected, 2);
+    sim.node(a).machine.handle_request(
+        now,
+        unix_ms,
+        host,
+        Request::Group {
+            meeting_id,
+            message,
+        },
+    );
+    sim.drain(a);
+    assert_eq!(sim.chats(a), vec!["original".to_owned()]);
+}
