@@ -480,6 +480,21 @@ impl<R: RngCore + CryptoRng> Machine<R> {
         self.send_hello(now, unix_ms, peer, addrs);
     }
 
+    /// Greets every known peer again with a fresh key package (the committer may have
+    /// changed, missed our package, or we lost our group).
+    fn greet_everyone_afresh(&mut self, now: Instant, unix_ms: u64) {
+        self.next_rehello = now + self.config.rehello_interval;
+        self.mls.key_package = None;
+        let known: Vec<(PeerId, Vec<Multiaddr>)> = self
+            .peers
+            .iter()
+            .map(|(p, i)| (*p, i.addrs.clone()))
+            .collect();
+        for (peer, addrs) in known {
+            self.send_hello(now, unix_ms, peer, addrs);
+        }
+    }
+
     fn send_hello(&mut self, now: Instant, unix_ms: u64, peer: PeerId, addrs: Vec<Multiaddr>) {
         let mut nonce = [0u8; NONCE_LEN];
         self.rng.fill_bytes(&mut nonce);
@@ -845,16 +860,7 @@ impl<R: RngCore + CryptoRng> Machine<R> {
             Phase::Joining { .. } if now >= self.next_rehello => {
                 // The committer may have changed or missed our key package: greet everyone
                 // again with a fresh one.
-                self.next_rehello = now + self.config.rehello_interval;
-                self.mls.key_package = None;
-                let known: Vec<(PeerId, Vec<Multiaddr>)> = self
-                    .peers
-                    .iter()
-                    .map(|(p, i)| (*p, i.addrs.clone()))
-                    .collect();
-                for (peer, addrs) in known {
-                    self.send_hello(now, unix_ms, peer, addrs);
-                }
+                self.greet_everyone_afresh(now, unix_ms);
             }
             Phase::Joining { .. } | Phase::Member => {}
             _ => return,

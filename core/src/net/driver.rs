@@ -312,15 +312,17 @@ impl Driver {
         deadline
     }
 
+    fn in_meeting(&self) -> bool {
+        self.session
+            .as_ref()
+            .is_some_and(|s| !s.machine.is_finished())
+    }
+
     fn on_command(&mut self, command: Command) {
         let now = Instant::now();
         match command {
             Command::Create { lobby, reply } => {
-                if self
-                    .session
-                    .as_ref()
-                    .is_some_and(|s| !s.machine.is_finished())
-                {
+                if self.in_meeting() {
                     let _ = reply.send(Err(Error::Usage("already in a meeting")));
                     return;
                 }
@@ -345,11 +347,7 @@ impl Driver {
                 let _ = reply.send(Ok(invite));
             }
             Command::Join { invite, reply } => {
-                if self
-                    .session
-                    .as_ref()
-                    .is_some_and(|s| !s.machine.is_finished())
-                {
+                if self.in_meeting() {
                     let _ = reply.send(Err(Error::Usage("already in a meeting")));
                     return;
                 }

@@ -469,19 +469,10 @@ impl<R: RngCore + CryptoRng> Machine<R> {
         }
         self.mls.outgoing = None;
         self.mls.incoming = None;
-        self.mls.key_package = None;
         self.phase = Phase::Joining {
             deadline: now + self.config.join_timeout,
         };
-        self.next_rehello = now + self.config.rehello_interval;
-        let known: Vec<(PeerId, Vec<libp2p::Multiaddr>)> = self
-            .peers
-            .iter()
-            .map(|(p, i)| (*p, i.addrs.clone()))
-            .collect();
-        for (peer, addrs) in known {
-            self.send_hello(now, unix_ms, peer, addrs);
-        }
+        self.greet_everyone_afresh(now, unix_ms);
     }
 
     /// Our pending commit lost: drop it, tell those who staged it, back off.
