@@ -53,6 +53,7 @@ pub mod error;
 pub mod group;
 pub mod identity;
 pub mod invite;
+pub mod media;
 pub mod meeting;
 pub mod net;
 pub mod store;
