@@ -89,3 +89,49 @@ mod tests {
         assert!(store.load_mls().unwrap().is_empty());
     }
 }
+
+#[cfg(test)]
+mod crash_tests {
+    use super::*;
+    use crate::group::mls::validate_key_package;
+    use crate::group::{MeetingGroup, MlsIdentity, Provider};
+    use crate::identity::Identity;
+    use crate::invite::MeetingId;
+
+    /// A crash in the middle of an MLS operation (its delta never reaches sled) leaves the
+    /// group exactly as it was before the operation: it reloads and keeps working.
+    #[test]
+    fn a_crash_mid_commit_leaves_the_previous_epoch_intact() {
+        let dir = tempfile::tempdir().unwrap();
+        let identity = Identity::generate();
+        let me = MlsIdentity::new(&identity);
+        let code_before = {
+            let store = Store::open(dir.path()).unwrap();
+            let mut provider = Provider::with_entries(store.load_mls().unwrap());
+            let mut group = MeetingGroup::create(&provider, &me, MeetingId([6; 16])).unwrap();
+            store.apply_mls_delta(&provider.take_delta()).unwrap();
+            let code = group.security_code();
+            // The commit and its merge happen in memory, then the process dies before the
+            // delta is written.
+            let joiner = Identity::generate();
+            let kp = MlsIdentity::new(&joiner).key_package(&Provider::default()).unwrap();
+            let package = validate_key_package(&provider, &kp, joiner.peer_id()).unwrap();
+            group.commit(&provider, &me, vec![package], vec![]).unwrap();
+            group.merge_pending(&provider).unwrap();
+            assert_eq!(group.epoch(), 1);
+            code
+        };
+        let store = Store::open(dir.path()).unwrap();
+        let mut provider = Provider::with_entries(store.load_mls().unwrap());
+        let mut group = MeetingGroup::load(&provider, MeetingId([6; 16])).unwrap().expect("the group survives");
+        assert_eq!((group.epoch(), group.security_code()), (0, code_before));
+        // And it still works: a new commit applies and persists.
+        let joiner = Identity::generate();
+        let kp = MlsIdentity::new(&joiner).key_package(&Provider::default()).unwrap();
+        let package = validate_key_package(&provider, &kp, joiner.peer_id()).unwrap();
+        group.commit(&provider, &me, vec![package], vec![]).unwrap();
+        group.merge_pending(&provider).unwrap();
+        store.apply_mls_delta(&provider.take_delta()).unwrap();
+        assert_eq!(group.epoch(), 1);
+    }
+}
