@@ -7,4 +7,5 @@
 //! The audio pipeline (Opus, jitter buffer, devices) and the WebRTC transport build on
 //! this module in the audio milestone.
 
+pub mod audio;
 pub mod crypto;

@@ -114,7 +114,9 @@ mod crash_tests {
             // The commit and its merge happen in memory, then the process dies before the
             // delta is written.
             let joiner = Identity::generate();
-            let kp = MlsIdentity::new(&joiner).key_package(&Provider::default()).unwrap();
+            let kp = MlsIdentity::new(&joiner)
+                .key_package(&Provider::default())
+                .unwrap();
             let package = validate_key_package(&provider, &kp, joiner.peer_id()).unwrap();
             group.commit(&provider, &me, vec![package], vec![]).unwrap();
             group.merge_pending(&provider).unwrap();
@@ -123,11 +125,15 @@ mod crash_tests {
         };
         let store = Store::open(dir.path()).unwrap();
         let mut provider = Provider::with_entries(store.load_mls().unwrap());
-        let mut group = MeetingGroup::load(&provider, MeetingId([6; 16])).unwrap().expect("the group survives");
+        let mut group = MeetingGroup::load(&provider, MeetingId([6; 16]))
+            .unwrap()
+            .expect("the group survives");
         assert_eq!((group.epoch(), group.security_code()), (0, code_before));
         // And it still works: a new commit applies and persists.
         let joiner = Identity::generate();
-        let kp = MlsIdentity::new(&joiner).key_package(&Provider::default()).unwrap();
+        let kp = MlsIdentity::new(&joiner)
+            .key_package(&Provider::default())
+            .unwrap();
         let package = validate_key_package(&provider, &kp, joiner.peer_id()).unwrap();
         group.commit(&provider, &me, vec![package], vec![]).unwrap();
         group.merge_pending(&provider).unwrap();
