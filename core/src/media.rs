@@ -9,3 +9,4 @@
 
 pub mod audio;
 pub mod crypto;
+pub mod transport;

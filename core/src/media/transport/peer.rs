@@ -1,0 +1,286 @@
+//! One WebRTC peer connection carrying SFrame-sealed Opus audio in both directions.
+//!
+//! The webrtc-rs callbacks only `try_send` a [`PeerEvent`] into a bounded channel; nothing
+//! else sees the `PeerConnection`. Offer/answer are complete (non-trickle) SDP blobs,
+//! produced once ICE gathering finished.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rtc::media::Sample;
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::media_engine::MIME_TYPE_OPUS;
+use rtc::rtp_transceiver::PayloadType;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+};
+use tokio::sync::mpsc;
+use webrtc::media_stream::Track;
+use webrtc::media_stream::track_local::TrackLocal;
+use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::peer_connection::{
+    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
+    RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription,
+};
+
+use crate::media::audio::FRAME_MS;
+
+/// Capacity of a peer's event channel; events beyond it are dropped (and the frame counted
+/// lost by the jitter buffer).
+pub const EVENT_CAPACITY: usize = 512;
+/// How long ICE gathering may take.
+pub const GATHER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Transport errors.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransportError {
+    /// webrtc-rs refused an operation.
+    #[error("webrtc: {0}")]
+    Webrtc(String),
+    /// ICE gathering did not complete in time.
+    #[error("ICE gathering did not complete within {0:?}")]
+    GatherTimeout(Duration),
+}
+
+fn webrtc_err(err: impl std::fmt::Display) -> TransportError {
+    TransportError::Webrtc(err.to_string())
+}
+
+/// What a peer connection reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerEvent {
+    /// The connection state changed (`connected`, `disconnected`, `failed`, `closed`, ...).
+    State(String),
+    /// A media frame arrived: the RTP sequence number and timestamp, and the payload (an
+    /// SFrame-sealed Opus frame).
+    Frame {
+        /// RTP sequence number.
+        seq: u16,
+        /// RTP timestamp (48 kHz).
+        timestamp: u32,
+        /// The RTP payload.
+        payload: Vec<u8>,
+    },
+}
+
+/// Where to bind and how to reach the other side.
+#[derive(Debug, Clone)]
+pub struct PeerConfig {
+    /// UDP addresses to bind ICE host candidates on (`127.0.0.1:0` in tests).
+    pub udp_addrs: Vec<String>,
+}
+
+impl Default for PeerConfig {
+    fn default() -> Self {
+        Self {
+            udp_addrs: vec!["0.0.0.0:0".to_owned()],
+        }
+    }
+}
+
+struct Handler {
+    events: mpsc::Sender<PeerEvent>,
+    gathered: mpsc::Sender<()>,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Handler {
+    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
+        if state == RTCIceGatheringState::Complete {
+            let _ = self.gathered.try_send(());
+        }
+    }
+
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        let _ = self.events.try_send(PeerEvent::State(state.to_string()));
+    }
+
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            while let Some(event) = track.poll().await {
+                if let TrackRemoteEvent::OnRtpPacket(packet) = event {
+                    let frame = PeerEvent::Frame {
+                        seq: packet.header.sequence_number,
+                        timestamp: packet.header.timestamp,
+                        payload: packet.payload.to_vec(),
+                    };
+                    if events.try_send(frame).is_err() && events.is_closed() {
+                        break;
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// One peer connection with one outgoing and one incoming audio track.
+pub struct AudioPeer {
+    connection: Arc<dyn PeerConnection>,
+    track: Arc<TrackLocalStaticSample>,
+    sender: Arc<dyn webrtc::rtp_transceiver::RtpSender>,
+    gathered: tokio::sync::Mutex<mpsc::Receiver<()>>,
+    payload_type: tokio::sync::OnceCell<PayloadType>,
+}
+
+impl std::fmt::Debug for AudioPeer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AudioPeer").finish_non_exhaustive()
+    }
+}
+
+impl AudioPeer {
+    /// Creates the peer connection and its outgoing track. `now` stamps the track's clock.
+    pub async fn new(
+        now: Instant,
+        config: &PeerConfig,
+    ) -> Result<(Self, mpsc::Receiver<PeerEvent>), TransportError> {
+        let (events_tx, events_rx) = mpsc::channel(EVENT_CAPACITY);
+        let (gathered_tx, gathered_rx) = mpsc::channel(1);
+        let mut media = MediaEngine::default();
+        media.register_default_codecs().map_err(webrtc_err)?;
+        let connection = PeerConnectionBuilder::new()
+            .with_media_engine(media)
+            .with_handler(Arc::new(Handler {
+                events: events_tx,
+                gathered: gathered_tx,
+            }))
+            .with_udp_addrs(config.udp_addrs.clone())
+            .build()
+            .await
+            .map_err(webrtc_err)?;
+        let connection: Arc<dyn PeerConnection> = Arc::new(connection);
+        let ssrc: u32 = rand::random();
+        let track = Arc::new(
+            TrackLocalStaticSample::new(
+                now,
+                MediaStreamTrack::new(
+                    "conclave".to_owned(),
+                    "audio".to_owned(),
+                    "audio".to_owned(),
+                    RtpCodecKind::Audio,
+                    vec![RTCRtpEncodingParameters {
+                        rtp_coding_parameters: RTCRtpCodingParameters {
+                            ssrc: Some(ssrc),
+                            ..Default::default()
+                        },
+                        codec: RTCRtpCodec {
+                            mime_type: MIME_TYPE_OPUS.to_owned(),
+                            clock_rate: 48_000,
+                            channels: 2,
+                            sdp_fmtp_line: String::new(),
+                            rtcp_feedback: vec![],
+                        },
+                        ..Default::default()
+                    }],
+                ),
+            )
+            .map_err(webrtc_err)?,
+        );
+        let sender = connection
+            .add_track(Arc::clone(&track) as Arc<dyn TrackLocal>)
+            .await
+            .map_err(webrtc_err)?;
+        Ok((
+            Self {
+                connection,
+                track,
+                sender,
+                gathered: tokio::sync::Mutex::new(gathered_rx),
+                payload_type: tokio::sync::OnceCell::new(),
+            },
+            events_rx,
+        ))
+    }
+
+    async fn wait_gathered(&self) -> Result<RTCSessionDescription, TransportError> {
+        let mut gathered = self.gathered.lock().await;
+        tokio::time::timeout(GATHER_TIMEOUT, gathered.recv())
+            .await
+            .map_err(|_| TransportError::GatherTimeout(GATHER_TIMEOUT))?;
+        self.connection
+            .local_description()
+            .await
+            .ok_or_else(|| TransportError::Webrtc("no local description".into()))
+    }
+
+    /// Creates the offer (complete, with candidates).
+    pub async fn create_offer(&self) -> Result<String, TransportError> {
+        let offer = self
+            .connection
+            .create_offer(None)
+            .await
+            .map_err(webrtc_err)?;
+        self.connection
+            .set_local_description(offer)
+            .await
+            .map_err(webrtc_err)?;
+        Ok(self.wait_gathered().await?.sdp)
+    }
+
+    /// Takes the other side's offer and returns our answer.
+    pub async fn accept_offer(&self, offer: String) -> Result<String, TransportError> {
+        let offer = RTCSessionDescription::offer(offer).map_err(webrtc_err)?;
+        self.connection
+            .set_remote_description(offer)
+            .await
+            .map_err(webrtc_err)?;
+        let answer = self
+            .connection
+            .create_answer(None)
+            .await
+            .map_err(webrtc_err)?;
+        self.connection
+            .set_local_description(answer)
+            .await
+            .map_err(webrtc_err)?;
+        Ok(self.wait_gathered().await?.sdp)
+    }
+
+    /// Takes the other side's answer to our offer.
+    pub async fn accept_answer(&self, answer: String) -> Result<(), TransportError> {
+        let answer = RTCSessionDescription::answer(answer).map_err(webrtc_err)?;
+        self.connection
+            .set_remote_description(answer)
+            .await
+            .map_err(webrtc_err)
+    }
+
+    /// Sends one sealed 20 ms frame, stamped `now`.
+    pub async fn send(&self, now: Instant, sealed: Vec<u8>) -> Result<(), TransportError> {
+        let payload_type = *self
+            .payload_type
+            .get_or_try_init(|| async {
+                let parameters = self.sender.get_parameters().await.map_err(webrtc_err)?;
+                parameters
+                    .rtp_parameters
+                    .codecs
+                    .first()
+                    .map(|c| c.payload_type)
+                    .ok_or_else(|| TransportError::Webrtc("no negotiated codec".into()))
+            })
+            .await?;
+        let ssrc = *self
+            .track
+            .ssrcs()
+            .await
+            .first()
+            .ok_or_else(|| TransportError::Webrtc("no SSRC".into()))?;
+        self.track
+            .sample_writer(ssrc, payload_type)
+            .write_sample(&Sample {
+                data: bytes::Bytes::from(sealed),
+                duration: Duration::from_millis(u64::from(FRAME_MS)),
+                ..Sample::new(now)
+            })
+            .await
+            .map_err(webrtc_err)
+    }
+
+    /// Closes the connection.
+    pub async fn close(&self) -> Result<(), TransportError> {
+        self.connection.close().await.map_err(webrtc_err)
+    }
+}
