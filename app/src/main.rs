@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use conclave_core::invite::{Invite, parse_relay};
+use conclave_core::media::driver::MediaConfig;
 use conclave_core::{Client, Config, Multiaddr};
 
 use cli::output::Output;
@@ -36,6 +37,15 @@ struct Args {
     /// Do not use mDNS LAN discovery.
     #[arg(long, global = true)]
     no_mdns: bool,
+    /// Audio to send: silence, tone:HZ or a WAV file (turns audio on).
+    #[arg(long, global = true)]
+    audio_in: Option<String>,
+    /// Where the received audio goes: a WAV file, or null (turns audio on).
+    #[arg(long, global = true)]
+    audio_out: Option<String>,
+    /// UDP address for media (ICE host candidates), e.g. 127.0.0.1:0 (repeatable).
+    #[arg(long = "media-bind", global = true)]
+    media_bind: Vec<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -122,6 +132,29 @@ fn main() {
     std::process::exit(code);
 }
 
+/// Audio settings from the flags: audio is on when `--audio-in` or `--audio-out` is given.
+fn media_config(args: &Args) -> Option<MediaConfig> {
+    if args.audio_in.is_none() && args.audio_out.is_none() {
+        return None;
+    }
+    let mut media = MediaConfig {
+        audio_in: args
+            .audio_in
+            .clone()
+            .unwrap_or_else(|| "silence".to_owned()),
+        audio_out: args
+            .audio_out
+            .as_deref()
+            .filter(|o| *o != "null")
+            .map(PathBuf::from),
+        ..MediaConfig::default()
+    };
+    if !args.media_bind.is_empty() {
+        media.udp_addrs = args.media_bind.clone();
+    }
+    Some(media)
+}
+
 fn default_data_dir() -> Option<PathBuf> {
     directories::ProjectDirs::from("org", "Conclave", "conclave").map(|d| d.data_dir().to_owned())
 }
@@ -144,26 +177,16 @@ async fn run(args: Args, out: Output) -> i32 {
         },
         Command::New {
             lobby,
-            relays,
+            ref relays,
             duration,
         } => {
             let mode = cli::meeting::Mode::Create { lobby };
-            start_meeting(
-                &args.listen,
-                args.no_mdns,
-                args.name,
-                data_dir,
-                relays,
-                duration,
-                mode,
-                out,
-            )
-            .await
+            start_meeting(&args, data_dir, relays.clone(), duration, mode, out).await
         }
-        Command::History { meeting } => cli::history::run(&data_dir, meeting.as_deref(), out),
+        Command::History { ref meeting } => cli::history::run(&data_dir, meeting.as_deref(), out),
         Command::Join {
-            invite,
-            relays,
+            ref invite,
+            ref relays,
             duration,
         } => {
             let invite = match invite.parse::<Invite>() {
@@ -174,17 +197,7 @@ async fn run(args: Args, out: Output) -> i32 {
                 }
             };
             let mode = cli::meeting::Mode::Join(invite);
-            start_meeting(
-                &args.listen,
-                args.no_mdns,
-                args.name,
-                data_dir,
-                relays,
-                duration,
-                mode,
-                out,
-            )
-            .await
+            start_meeting(&args, data_dir, relays.clone(), duration, mode, out).await
         }
         Command::Demo {
             participants,
@@ -199,11 +212,9 @@ async fn run(args: Args, out: Output) -> i32 {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Starts a client with the global flags of `args` and runs `mode` until the meeting ends.
 async fn start_meeting(
-    listen: &[Multiaddr],
-    no_mdns: bool,
-    name: Option<String>,
+    args: &Args,
     data_dir: PathBuf,
     relays: Vec<Multiaddr>,
     duration: Option<Duration>,
@@ -212,12 +223,15 @@ async fn start_meeting(
 ) -> i32 {
     let mut config = Config::new(data_dir)
         .with_relays(relays)
-        .with_mdns(!no_mdns);
-    if !listen.is_empty() {
-        config = config.with_listen(listen.to_vec());
+        .with_mdns(!args.no_mdns);
+    if !args.listen.is_empty() {
+        config = config.with_listen(args.listen.clone());
     }
-    if let Some(name) = name {
-        config = config.with_name(name);
+    if let Some(name) = &args.name {
+        config = config.with_name(name.clone());
+    }
+    if let Some(media) = media_config(args) {
+        config = config.with_media(media);
     }
     let (client, events) = match Client::start(config).await {
         Ok(started) => started,

@@ -23,11 +23,13 @@ pub const EVENT_CAPACITY: usize = 256;
 pub const COMMAND_CAPACITY: usize = 32;
 
 /// Something the application should know about.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum Event {
     /// A meeting changed.
     Meeting(MeetingEvent),
+    /// The media plane (connections, stats).
+    Media(crate::media::driver::MediaEvent),
     /// Something degraded that the user should know about (the meeting goes on).
     Warning {
         /// One clear sentence.
@@ -114,6 +116,11 @@ impl Client {
     pub async fn create_meeting(&self, lobby: bool) -> Result<Invite, Error> {
         self.request(|reply| Command::Create { lobby, reply })
             .await?
+    }
+
+    /// Stops (or resumes) sending our audio.
+    pub async fn set_muted(&self, muted: bool) -> Result<(), Error> {
+        self.request(|reply| Command::Mute { muted, reply }).await?
     }
 
     /// Lets a joiner waiting in the lobby in (host only).

@@ -28,6 +28,8 @@ pub struct Config {
     pub lookup_interval_member: Duration,
     /// How often a member re-announces itself on the DHT. Default 30 s.
     pub reprovide_interval: Duration,
+    /// Audio: `None` (the default) runs a meeting without media.
+    pub media: Option<crate::media::driver::MediaConfig>,
 }
 
 impl Config {
@@ -50,6 +52,7 @@ impl Config {
             lookup_interval_joining: Duration::from_secs(1),
             lookup_interval_member: Duration::from_secs(10),
             reprovide_interval: Duration::from_secs(30),
+            media: None,
         }
     }
 
@@ -74,6 +77,12 @@ impl Config {
     /// Turns mDNS on or off.
     pub fn with_mdns(mut self, mdns: bool) -> Self {
         self.mdns = mdns;
+        self
+    }
+
+    /// Turns audio on with these settings.
+    pub fn with_media(mut self, media: crate::media::driver::MediaConfig) -> Self {
+        self.media = Some(media);
         self
     }
 

@@ -28,6 +28,9 @@ pub enum Error {
     /// Refused admission proof.
     #[error(transparent)]
     Admission(#[from] AdmissionError),
+    /// The media plane could not start (bad audio source or output).
+    #[error("audio: {0}")]
+    Media(String),
     /// The network layer could not start.
     #[error("network: {0}")]
     Network(String),

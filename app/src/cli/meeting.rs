@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use conclave_core::invite::Invite;
 use conclave_core::invite::MeetingId;
+use conclave_core::media::driver::MediaEvent;
 use conclave_core::meeting::MeetingEvent;
 use conclave_core::{Client, Event, Events, PeerId};
 use serde_json::json;
@@ -113,6 +114,7 @@ pub(crate) async fn run(
                         }
                     }
                     Some(Event::Warning { message }) => out.error("warning", &message),
+                    Some(Event::Media(event)) => report_media(&event, out),
                     Some(_) => {}
                     None => {
                         out.error("internal", "the client stopped unexpectedly");
@@ -126,6 +128,13 @@ pub(crate) async fn run(
                     "/leave" | "/quit" => {
                         leaving = true;
                         let _ = client.leave().await;
+                    }
+                    "/mute" | "/unmute" => {
+                        let muted = line.trim() == "/mute";
+                        match client.set_muted(muted).await {
+                            Ok(()) => out.event("muted", json!({ "muted": muted }), || if muted { "microphone off".to_owned() } else { "microphone on".to_owned() }),
+                            Err(err) => out.error("mute", &err.to_string()),
+                        }
                     }
                     "/members" => {
                         for (peer, name) in &members {
@@ -154,7 +163,7 @@ pub(crate) async fn run(
                             Err(_) => out.error("usage", "usage: /approve PEER_ID (as shown in the lobby event)"),
                         }
                     }
-                    other if other.starts_with('/') => out.error("usage", &format!("unknown command {other:?}; available: /leave /members /kick PEER /approve PEER")),
+                    other if other.starts_with('/') => out.error("usage", &format!("unknown command {other:?}; available: /leave /members /mute /unmute /kick PEER /approve PEER")),
                     text => {
                         if let Err(err) = client.send_chat(text).await {
                             out.error("chat", &format!("not sent: {err}"));
@@ -178,6 +187,40 @@ pub(crate) async fn run(
                 let _ = client.leave().await;
             }
         }
+    }
+}
+
+/// Prints a media-plane event.
+fn report_media(event: &MediaEvent, out: Output) {
+    match event {
+        MediaEvent::Connection {
+            peer_id,
+            state,
+            path,
+        } => {
+            out.event(
+                "connection",
+                json!({ "peer_id": peer_id.to_string(), "state": state, "path": path }),
+                || format!("media with {peer_id}: {state} ({path})"),
+            );
+        }
+        MediaEvent::Stats {
+            peer_id,
+            rx_frames,
+            lost_frames,
+            recovered_frames,
+            decrypt_failures,
+            jitter_ms,
+            level_dbfs,
+        } => {
+            out.event(
+                "media",
+                json!({ "peer_id": peer_id.to_string(), "rx_frames": rx_frames, "lost_frames": lost_frames, "recovered_frames": recovered_frames, "decrypt_failures": decrypt_failures, "jitter_ms": jitter_ms, "level_dbfs": level_dbfs }),
+                || format!("audio from {peer_id}: {rx_frames} frames, {lost_frames} lost ({recovered_frames} recovered), jitter {jitter_ms:.1} ms"),
+            );
+        }
+        MediaEvent::Warning(message) => out.error("media", message),
+        other => tracing::debug!(?other, "unhandled media event"),
     }
 }
 

@@ -174,6 +174,8 @@ pub enum Output {
     StopProviding,
     /// Apply these MLS storage writes to the durable store, atomically.
     Persist(StorageDelta),
+    /// Tell the media plane.
+    Media(crate::media::MediaCommand),
     /// Tell the application.
     Event(MeetingEvent),
 }
@@ -921,6 +923,8 @@ impl<R: RngCore + CryptoRng> Machine<R> {
         }
         self.phase = Phase::Left;
         self.outputs.push_back(Output::StopProviding);
+        self.outputs
+            .push_back(Output::Media(crate::media::MediaCommand::Stop));
         self.emit(MeetingEvent::Left);
     }
 

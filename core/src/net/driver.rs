@@ -36,6 +36,7 @@ use crate::client::Event;
 use crate::group::{MlsIdentity, Provider};
 use crate::identity::{Identity, SafetyNumber};
 use crate::invite::{Invite, peer_of};
+use crate::media::{self, driver::MediaInput};
 use crate::meeting::{Machine, MeetingEvent, Output};
 use crate::store::Store;
 use crate::store::{ChatRecord, MeetingRecord};
@@ -74,6 +75,10 @@ pub(crate) enum Command {
     },
     Approve {
         peer: PeerId,
+        reply: oneshot::Sender<Result<(), Error>>,
+    },
+    Mute {
+        muted: bool,
         reply: oneshot::Sender<Result<(), Error>>,
     },
     History {
@@ -119,6 +124,20 @@ struct Driver {
     addr_book: HashMap<PeerId, Vec<Multiaddr>>,
     listen_addrs: Vec<Multiaddr>,
     pending_leave: Option<PendingLeave>,
+    /// The media actor's inbox, when media is on.
+    media: Option<mpsc::Sender<MediaInput>>,
+    /// Signalling payloads the media actor wants sent (inside the MLS group).
+    signals: Option<mpsc::Receiver<(PeerId, Vec<u8>)>>,
+}
+
+/// The next signalling payload from the media actor; pending forever when media is off.
+async fn recv_signal(
+    signals: &mut Option<mpsc::Receiver<(PeerId, Vec<u8>)>>,
+) -> Option<(PeerId, Vec<u8>)> {
+    match signals {
+        Some(signals) => signals.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 fn unix_ms() -> u64 {
@@ -173,7 +192,34 @@ pub(crate) async fn start(
     }
     let listen_addrs = wait_for_listeners(&mut swarm, config.listen.len()).await?;
     let peer_id = identity.peer_id();
+    let (media, signals) = match config.media.clone() {
+        Some(media_config) => {
+            let (signals_tx, signals_rx) = mpsc::channel(media::driver::INBOX_CAPACITY);
+            let (media_events_tx, mut media_events_rx) =
+                mpsc::channel(media::driver::INBOX_CAPACITY);
+            let input = media::driver::spawn(
+                identity.peer_id(),
+                media_config,
+                signals_tx,
+                media_events_tx,
+                cancel.clone(),
+            )
+            .map_err(|e| Error::Media(e.to_string()))?;
+            let client_events = events.clone();
+            tokio::spawn(async move {
+                while let Some(event) = media_events_rx.recv().await {
+                    if client_events.send(Event::Media(event)).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            (Some(input), Some(signals_rx))
+        }
+        None => (None, None),
+    };
     let mut driver = Driver {
+        media,
+        signals,
         swarm,
         store,
         identity: identity.clone(),
@@ -286,6 +332,7 @@ impl Driver {
                     None => break,
                 },
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                signal = recv_signal(&mut self.signals) => self.on_signal(signal),
                 () = tokio::time::sleep_until(deadline.into()) => self.on_timer(),
             }
             if !self.drain_machine().await {
@@ -310,6 +357,18 @@ impl Driver {
             deadline = deadline.min(leave.deadline);
         }
         deadline
+    }
+
+    fn on_signal(&mut self, signal: Option<(PeerId, Vec<u8>)>) {
+        let Some((to, payload)) = signal else {
+            self.signals = None;
+            return;
+        };
+        if let Some(session) = self.session.as_mut() {
+            if let Err(err) = session.machine.send_signal(to, payload) {
+                debug!(peer = %to, error = %err, "signalling message not sent");
+            }
+        }
     }
 
     fn in_meeting(&self) -> bool {
@@ -397,6 +456,17 @@ impl Driver {
                 let result = match self.session.as_mut() {
                     Some(session) => session.machine.approve(now, peer).map_err(Error::Group),
                     None => Err(Error::Usage("not in a meeting")),
+                };
+                let _ = reply.send(result);
+            }
+            Command::Mute { muted, reply } => {
+                let result = match &self.media {
+                    Some(media) => media
+                        .try_send(MediaInput::Mute(muted))
+                        .map_err(|_| Error::Usage("the media plane is busy")),
+                    None => Err(Error::Usage(
+                        "this client has no audio (start it with --audio-in or --audio-out)",
+                    )),
                 };
                 let _ = reply.send(result);
             }
@@ -812,6 +882,13 @@ impl Driver {
                     if let Some(session) = &self.session {
                         let key = kad::RecordKey::new(&session.machine.rendezvous_key());
                         self.swarm.behaviour_mut().kad.stop_providing(&key);
+                    }
+                }
+                Output::Media(command) => {
+                    if let Some(media) = &self.media {
+                        if let Err(err) = media.try_send(MediaInput::Command(command)) {
+                            warn!(error = %err, "media plane busy; command dropped");
+                        }
                     }
                 }
                 Output::Persist(delta) => {

@@ -13,6 +13,7 @@ use super::{Inflight, Machine, Output, Phase, reason_of, removal};
 use crate::group::committer::committer;
 use crate::group::mls::{GroupChanges, JoinerPackage, Received};
 use crate::group::{GroupError, MediaKeys, MeetingGroup, MlsIdentity, Provider};
+use crate::media::{EpochSecret, MediaCommand};
 use crate::meeting::{LeaveReason, MeetingEvent};
 use crate::net::wire::{Removal, RemovalReason, Request, Response};
 
@@ -28,6 +29,8 @@ pub(crate) const MAX_CHAT_LEN: usize = 4096;
 /// Application payloads inside MLS application messages.
 #[derive(Debug, Serialize, Deserialize)]
 enum AppMessage {
+    /// Media signalling (SDP) for one member: `to` is its peer id (bytes).
+    Signal { to: Vec<u8>, payload: Vec<u8> },
     /// A chat line: `session` is random per sender session, `seq` counts from 1.
     Chat {
         session: u64,
@@ -206,9 +209,44 @@ impl<R: RngCore + CryptoRng> Machine<R> {
     fn refresh_media_keys(&mut self, now: Instant) {
         let Some(group) = &self.mls.group else { return };
         match group.media_epoch_secret(&self.mls.provider) {
-            Ok(secret) => self.mls.media.install(now, group.epoch(), secret),
+            Ok(secret) => {
+                self.mls.media.install(now, group.epoch(), secret);
+                self.outputs.push_back(Output::Media(MediaCommand::Epoch {
+                    epoch: group.epoch(),
+                    secret: EpochSecret(secret),
+                    own_leaf: group.own_leaf(),
+                    members: group.members(),
+                }));
+            }
             Err(err) => debug!(error = %err, "no media keys for this epoch"),
         }
+    }
+
+    /// Sends an opaque media signalling payload (SDP) to `to`, inside the MLS group.
+    pub fn send_signal(&mut self, to: PeerId, payload: Vec<u8>) -> Result<(), GroupError> {
+        let Some(group) = self.mls.group.as_mut() else {
+            return Err(GroupError::NotMember);
+        };
+        if group.leaf_of(&to).is_none() {
+            return Err(GroupError::Mls(format!("{to} is not a member")));
+        }
+        let mut data = Vec::new();
+        ciborium::into_writer(
+            &AppMessage::Signal {
+                to: to.to_bytes(),
+                payload,
+            },
+            &mut data,
+        )
+        .expect("writing CBOR to a Vec cannot fail");
+        let message = group.encrypt(&self.mls.provider, &self.mls.me, &data)?;
+        self.persist();
+        let request = Request::Group {
+            meeting_id: self.keys.meeting_id(),
+            message,
+        };
+        self.send(to, request, Inflight::Other);
+        Ok(())
     }
 
     fn apply_changes(&mut self, now: Instant, changes: GroupChanges, removals: &[Removal]) {
@@ -251,6 +289,7 @@ impl<R: RngCore + CryptoRng> Machine<R> {
             info!(reason = reason.as_str(), "removed from the meeting");
             self.phase = Phase::Removed;
             self.outputs.push_back(Output::StopProviding);
+            self.outputs.push_back(Output::Media(MediaCommand::Stop));
             self.emit(MeetingEvent::Removed { reason });
             return;
         }
@@ -461,6 +500,7 @@ impl<R: RngCore + CryptoRng> Machine<R> {
             return;
         }
         warn!("the group moved on without us; joining again");
+        self.outputs.push_back(Output::Media(MediaCommand::Stop));
         if let Some(group) = self.mls.group.take() {
             if let Err(err) = group.delete(&self.mls.provider) {
                 warn!(error = %err, "cannot delete the stale group state");
@@ -644,6 +684,10 @@ impl<R: RngCore + CryptoRng> Machine<R> {
                         text,
                     }) if text.len() <= MAX_CHAT_LEN => {
                         self.receive_chat(now, from, session, seq, unix_ms, text);
+                    }
+                    Ok(AppMessage::Signal { to, payload }) if to == self.local.to_bytes() => {
+                        self.outputs
+                            .push_back(Output::Media(MediaCommand::Signal { from, payload }));
                     }
                     _ => {
                         self.stats.group_messages_rejected += 1;

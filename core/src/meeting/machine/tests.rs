@@ -166,7 +166,7 @@ impl Sim {
                 }
                 Output::StartProviding => self.providers.push(peer),
                 Output::StopProviding => self.providers.retain(|p| *p != peer),
-                Output::Persist(_) => {}
+                Output::Persist(_) | Output::Media(_) => {}
                 Output::Event(event) => node.events.push(event),
             }
         }

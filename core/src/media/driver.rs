@@ -1,0 +1,490 @@
+//! The media actor: WebRTC connections to every member, the 20 ms audio clock, and the
+//! glue between meeting keys and media frames.
+//!
+//! ```text
+//! net driver ──MediaInput (bounded)──▶ media actor ──(peer, signal) (bounded)──▶ net driver
+//!                                        │   ▲                                  (MLS app message)
+//!                     AudioPeer per member│   │PeerEvent (bounded, forwarded per peer)
+//!                                        ▼   │
+//!                                     webrtc-rs (ICE, DTLS-SRTP, RTP)
+//! ```
+//!
+//! Every 20 ms: source → Opus → SFrame → every connected peer; and for every sender:
+//! jitter buffer → Opus (FEC/PLC) → mixer → sink. The peer with the lower peer id offers;
+//! SDP travels inside the MLS group. Negotiation runs in spawned tasks so that it never
+//! stalls the audio clock. Like every driver, this one reads the clock.
+#![allow(clippy::disallowed_methods)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use libp2p::PeerId;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::MediaCommand;
+use super::audio::codec::{Decoder, Encoder};
+use super::audio::jitter::{JitterBuffer, JitterConfig, Playout};
+use super::audio::mixer::{Mixer, level_dbfs};
+use super::audio::sink::{AudioSink, NullSink, WavSink};
+use super::audio::source::{AudioSource, from_spec};
+use super::audio::{AudioError, FRAME_MS, FRAME_SAMPLES, Frame};
+use super::crypto::keyring::Opener;
+use super::crypto::sframe::Sealer;
+use super::transport::peer::{AudioPeer, PeerConfig, PeerEvent};
+use crate::group::media_keys::sender_base_key;
+
+/// Capacity of the actor's inboxes.
+pub const INBOX_CAPACITY: usize = 256;
+/// How often per-peer statistics are reported.
+pub const STATS_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Media settings of a client.
+#[derive(Debug, Clone)]
+pub struct MediaConfig {
+    /// What to send: `silence`, `tone:HZ` or a WAV file (devices arrive later).
+    pub audio_in: String,
+    /// Where the received mix goes: a WAV file, or nowhere.
+    pub audio_out: Option<PathBuf>,
+    /// UDP addresses for ICE host candidates.
+    pub udp_addrs: Vec<String>,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        Self {
+            audio_in: "silence".to_owned(),
+            audio_out: None,
+            udp_addrs: vec!["0.0.0.0:0".to_owned()],
+        }
+    }
+}
+
+/// What the media plane reports.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum MediaEvent {
+    /// A peer connection changed state.
+    Connection {
+        /// The member.
+        peer_id: PeerId,
+        /// `connected`, `disconnected`, `failed`, ...
+        state: String,
+        /// `direct` (relayed paths arrive with the connectivity milestone).
+        path: &'static str,
+    },
+    /// Periodic receive statistics for one member.
+    Stats {
+        /// The member.
+        peer_id: PeerId,
+        /// Frames decoded from their own packets.
+        rx_frames: u64,
+        /// Frames missing (recovered by FEC or concealed).
+        lost_frames: u64,
+        /// Missing frames recovered by FEC.
+        recovered_frames: u64,
+        /// Frames dropped by SFrame (forged, replayed, unknown key) across all senders.
+        decrypt_failures: u64,
+        /// Inter-arrival jitter.
+        jitter_ms: f64,
+        /// Current level of this speaker (dBFS).
+        level_dbfs: f32,
+    },
+    /// Something went wrong that does not end the meeting.
+    Warning(String),
+}
+
+/// Inputs of the media actor.
+#[derive(Debug)]
+pub enum MediaInput {
+    /// From the meeting machine.
+    Command(MediaCommand),
+    /// Stop or resume sending.
+    Mute(bool),
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+enum Signal {
+    Offer(String),
+    Answer(String),
+}
+
+enum Internal {
+    Peer(PeerId, PeerEvent),
+    SignalOut(PeerId, Signal),
+    Failed(PeerId, String),
+}
+
+struct Receiver {
+    jitter: JitterBuffer,
+    decoder: Decoder,
+    level: f32,
+}
+
+struct Media {
+    local: PeerId,
+    config: MediaConfig,
+    source: Box<dyn AudioSource>,
+    sink: Box<dyn AudioSink>,
+    encoder: Encoder,
+    sealer: Sealer,
+    opener: Opener,
+    keyed: bool,
+    muted: bool,
+    peers: HashMap<PeerId, Arc<AudioPeer>>,
+    connected: HashMap<PeerId, bool>,
+    leaves: BTreeMap<u32, PeerId>,
+    receivers: HashMap<u32, Receiver>,
+    internal_tx: mpsc::Sender<Internal>,
+    signals: mpsc::Sender<(PeerId, Vec<u8>)>,
+    events: mpsc::Sender<MediaEvent>,
+}
+
+/// Starts the media actor. Signalling payloads to send come out of `signals`; reports out
+/// of `events`.
+pub fn spawn(
+    local: PeerId,
+    config: MediaConfig,
+    signals: mpsc::Sender<(PeerId, Vec<u8>)>,
+    events: mpsc::Sender<MediaEvent>,
+    cancel: CancellationToken,
+) -> Result<mpsc::Sender<MediaInput>, AudioError> {
+    let source = from_spec(&config.audio_in)?;
+    let sink: Box<dyn AudioSink> = match &config.audio_out {
+        Some(path) => Box::new(WavSink::create(path)?),
+        None => Box::new(NullSink),
+    };
+    let (input_tx, input_rx) = mpsc::channel(INBOX_CAPACITY);
+    let (internal_tx, internal_rx) = mpsc::channel(INBOX_CAPACITY * 4);
+    let media = Media {
+        local,
+        config,
+        source,
+        sink,
+        encoder: Encoder::new()?,
+        sealer: Sealer::new(0),
+        opener: Opener::default(),
+        keyed: false,
+        muted: false,
+        peers: HashMap::new(),
+        connected: HashMap::new(),
+        leaves: BTreeMap::new(),
+        receivers: HashMap::new(),
+        internal_tx,
+        signals,
+        events,
+    };
+    tokio::spawn(media.run(input_rx, internal_rx, cancel));
+    Ok(input_tx)
+}
+
+impl Media {
+    async fn run(
+        mut self,
+        mut inputs: mpsc::Receiver<MediaInput>,
+        mut internal: mpsc::Receiver<Internal>,
+        cancel: CancellationToken,
+    ) {
+        let mut audio_clock = tokio::time::interval(Duration::from_millis(u64::from(FRAME_MS)));
+        audio_clock.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let mut stats_clock = tokio::time::interval(STATS_INTERVAL);
+        loop {
+            tokio::select! {
+                biased;
+                () = cancel.cancelled() => break,
+                input = inputs.recv() => match input {
+                    Some(MediaInput::Command(MediaCommand::Stop)) | None => break,
+                    Some(MediaInput::Command(command)) => self.on_command(command).await,
+                    Some(MediaInput::Mute(muted)) => self.muted = muted,
+                },
+                _ = audio_clock.tick() => self.on_tick().await,
+                message = internal.recv() => if let Some(message) = message { self.on_internal(message).await },
+                _ = stats_clock.tick() => self.report_stats().await,
+            }
+        }
+        self.shutdown().await;
+    }
+
+    async fn shutdown(&mut self) {
+        if let Err(err) = self.sink.finish() {
+            warn!(error = %err, "could not finish the audio output");
+        }
+        for (_, peer) in self.peers.drain() {
+            let _ = peer.close().await;
+        }
+        info!("media stopped");
+    }
+
+    async fn on_command(&mut self, command: MediaCommand) {
+        let now = Instant::now();
+        match command {
+            MediaCommand::Epoch {
+                epoch,
+                secret,
+                own_leaf,
+                members,
+            } => {
+                if let Err(err) =
+                    self.sealer
+                        .install(epoch, own_leaf, &sender_base_key(&secret.0, own_leaf))
+                {
+                    warn!(error = %err, "cannot install the sending key");
+                }
+                self.opener.install(now, epoch, secret.0);
+                self.keyed = true;
+                self.leaves = members
+                    .iter()
+                    .copied()
+                    .filter(|(_, p)| *p != self.local)
+                    .collect();
+                self.receivers
+                    .retain(|leaf, _| members.iter().any(|(l, p)| l == leaf && *p != self.local));
+                let wanted: Vec<PeerId> = self.leaves.values().copied().collect();
+                let gone: Vec<PeerId> = self
+                    .peers
+                    .keys()
+                    .copied()
+                    .filter(|p| !wanted.contains(p))
+                    .collect();
+                for peer in gone {
+                    self.drop_peer(peer);
+                }
+                for peer in wanted {
+                    if !self.peers.contains_key(&peer) && self.local.to_bytes() < peer.to_bytes() {
+                        self.offer(peer).await;
+                    }
+                }
+            }
+            MediaCommand::Signal { from, payload } => {
+                match ciborium::from_reader::<Signal, _>(payload.as_slice()) {
+                    Ok(Signal::Offer(sdp)) => self.answer(from, sdp).await,
+                    Ok(Signal::Answer(sdp)) => {
+                        if let Some(peer) = self.peers.get(&from).cloned() {
+                            let internal = self.internal_tx.clone();
+                            tokio::spawn(async move {
+                                if let Err(err) = peer.accept_answer(sdp).await {
+                                    let _ = internal
+                                        .send(Internal::Failed(from, err.to_string()))
+                                        .await;
+                                }
+                            });
+                        }
+                    }
+                    Err(_) => warn!(peer = %from, "malformed signalling message dropped"),
+                }
+            }
+            MediaCommand::Stop => {}
+        }
+    }
+
+    async fn create_peer(&mut self, peer_id: PeerId) -> Option<Arc<AudioPeer>> {
+        let config = PeerConfig {
+            udp_addrs: self.config.udp_addrs.clone(),
+        };
+        match AudioPeer::new(Instant::now(), &config).await {
+            Ok((peer, mut events)) => {
+                let peer = Arc::new(peer);
+                self.peers.insert(peer_id, Arc::clone(&peer));
+                let internal = self.internal_tx.clone();
+                tokio::spawn(async move {
+                    while let Some(event) = events.recv().await {
+                        if internal.send(Internal::Peer(peer_id, event)).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+                Some(peer)
+            }
+            Err(err) => {
+                self.warn(format!(
+                    "cannot create a media connection to {peer_id}: {err}"
+                ))
+                .await;
+                None
+            }
+        }
+    }
+
+    async fn offer(&mut self, peer_id: PeerId) {
+        let Some(peer) = self.create_peer(peer_id).await else {
+            return;
+        };
+        let internal = self.internal_tx.clone();
+        tokio::spawn(async move {
+            let message = match peer.create_offer().await {
+                Ok(sdp) => Internal::SignalOut(peer_id, Signal::Offer(sdp)),
+                Err(err) => Internal::Failed(peer_id, err.to_string()),
+            };
+            let _ = internal.send(message).await;
+        });
+    }
+
+    async fn answer(&mut self, peer_id: PeerId, offer: String) {
+        if !self.leaves.values().any(|p| *p == peer_id) {
+            warn!(peer = %peer_id, "offer from a non-member ignored");
+            return;
+        }
+        // A new offer replaces whatever connection we had with this member.
+        self.drop_peer(peer_id);
+        let Some(peer) = self.create_peer(peer_id).await else {
+            return;
+        };
+        let internal = self.internal_tx.clone();
+        tokio::spawn(async move {
+            let message = match peer.accept_offer(offer).await {
+                Ok(sdp) => Internal::SignalOut(peer_id, Signal::Answer(sdp)),
+                Err(err) => Internal::Failed(peer_id, err.to_string()),
+            };
+            let _ = internal.send(message).await;
+        });
+    }
+
+    fn drop_peer(&mut self, peer_id: PeerId) {
+        self.connected.remove(&peer_id);
+        if let Some(peer) = self.peers.remove(&peer_id) {
+            tokio::spawn(async move {
+                let _ = peer.close().await;
+            });
+        }
+    }
+
+    async fn on_internal(&mut self, message: Internal) {
+        match message {
+            Internal::SignalOut(to, signal) => {
+                let mut payload = Vec::new();
+                ciborium::into_writer(&signal, &mut payload)
+                    .expect("writing CBOR to a Vec cannot fail");
+                let signals = self.signals.clone();
+                if signals.send((to, payload)).await.is_err() {
+                    debug!("signalling channel closed");
+                }
+            }
+            Internal::Failed(peer, error) => {
+                self.warn(format!("media negotiation with {peer} failed: {error}"))
+                    .await
+            }
+            Internal::Peer(peer, PeerEvent::State(state)) => {
+                debug!(peer = %peer, %state, "media connection state");
+                self.connected.insert(peer, state == "connected");
+                let events = self.events.clone();
+                let _ = events
+                    .send(MediaEvent::Connection {
+                        peer_id: peer,
+                        state,
+                        path: "direct",
+                    })
+                    .await;
+            }
+            Internal::Peer(
+                _,
+                PeerEvent::Frame {
+                    seq,
+                    timestamp,
+                    payload,
+                },
+            ) => {
+                let now = Instant::now();
+                // Failures are counted by the opener and the frame dropped.
+                if let Ok(opened) = self.opener.open(now, &payload) {
+                    if !self.leaves.contains_key(&opened.sender) {
+                        return;
+                    }
+                    let receiver =
+                        self.receivers
+                            .entry(opened.sender)
+                            .or_insert_with(|| Receiver {
+                                jitter: JitterBuffer::new(JitterConfig::default()),
+                                decoder: Decoder::new()
+                                    .expect("a 48 kHz mono Opus decoder can always be created"),
+                                level: -120.0,
+                            });
+                    receiver.jitter.push(now, seq, timestamp, opened.payload);
+                }
+            }
+        }
+    }
+
+    async fn on_tick(&mut self) {
+        let now = Instant::now();
+        let mut frame: Frame = [0; FRAME_SAMPLES];
+        self.source.next_frame(&mut frame);
+        if self.keyed && !self.muted {
+            match self
+                .encoder
+                .encode(&frame)
+                .map_err(|e| e.to_string())
+                .and_then(|packet| self.sealer.seal(&packet).map_err(|e| e.to_string()))
+            {
+                Ok(sealed) => {
+                    let targets: Vec<(PeerId, Arc<AudioPeer>)> = self
+                        .peers
+                        .iter()
+                        .filter(|(peer_id, _)| {
+                            self.connected.get(peer_id).copied().unwrap_or(false)
+                        })
+                        .map(|(peer_id, peer)| (*peer_id, Arc::clone(peer)))
+                        .collect();
+                    for (peer_id, peer) in targets {
+                        if let Err(err) = peer.send(now, sealed.clone()).await {
+                            debug!(peer = %peer_id, error = %err, "frame not sent");
+                        }
+                    }
+                }
+                Err(err) => debug!(error = %err, "frame not sealed"),
+            }
+        }
+        let mut mixer = Mixer::default();
+        for receiver in self.receivers.values_mut() {
+            let mut pcm: Frame = [0; FRAME_SAMPLES];
+            let decoded = match receiver.jitter.pop(now) {
+                Playout::Wait => continue,
+                Playout::Frame(packet) => receiver.decoder.decode(&packet, &mut pcm).map(|_| ()),
+                Playout::Recover(next) => receiver.decoder.recover(&next, &mut pcm).map(|_| ()),
+                Playout::Conceal => receiver.decoder.conceal(&mut pcm).map(|_| ()),
+            };
+            if decoded.is_ok() {
+                receiver.level = level_dbfs(&pcm);
+                mixer.add(&pcm);
+            }
+        }
+        let mixed = mixer.take();
+        if let Err(err) = self.sink.write(&mixed) {
+            warn!(error = %err, "audio output failed");
+        }
+    }
+
+    async fn report_stats(&mut self) {
+        let decrypt = self.opener.stats();
+        let failures = decrypt.forged + decrypt.replayed + decrypt.unknown_key + decrypt.malformed;
+        let mut reports = Vec::new();
+        for (leaf, receiver) in &self.receivers {
+            let Some(peer_id) = self.leaves.get(leaf) else {
+                continue;
+            };
+            let stats = receiver.jitter.stats();
+            reports.push(MediaEvent::Stats {
+                peer_id: *peer_id,
+                rx_frames: stats.played.saturating_sub(stats.lost),
+                lost_frames: stats.lost,
+                recovered_frames: stats.recovered,
+                decrypt_failures: failures,
+                jitter_ms: receiver.jitter.jitter().as_secs_f64() * 1000.0,
+                level_dbfs: receiver.level,
+            });
+        }
+        let events = self.events.clone();
+        for report in reports {
+            let _ = events.send(report).await;
+        }
+    }
+
+    async fn warn(&mut self, message: String) {
+        warn!(%message, "media");
+        let events = self.events.clone();
+        let _ = events.send(MediaEvent::Warning(message)).await;
+    }
+}

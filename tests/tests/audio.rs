@@ -1,0 +1,144 @@
+//! Encrypted audio across real processes on loopback: WebRTC between every pair, SFrame
+//! with MLS-derived keys, Opus. A listener records what it hears to a WAV file.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use conclave_core::media::audio::source::{AudioSource, WavSource};
+use conclave_core::media::audio::{FRAME_SAMPLES, SAMPLE_RATE};
+use conclave_tests::{Proc, peer_id_of, start_relay};
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+fn media_args(dir: &Path, label: &str, audio_in: &str, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = ["--media-bind", "127.0.0.1:0", "--audio-in", audio_in]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+    if label == "listener" {
+        args.push("--audio-out".into());
+        args.push(dir.join("listener.wav").display().to_string());
+    }
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    args
+}
+
+fn spawn(dir: &Path, label: &str, audio_in: &str, command: &[&str]) -> Proc {
+    let args = media_args(dir, label, audio_in, command);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Proc::conclave(label, &dir.join(label), &args).unwrap()
+}
+
+/// Goertzel power of `frequency` in `samples`, normalised by length.
+fn power(samples: &[i16], frequency: f64) -> f64 {
+    let k = 2.0 * (std::f64::consts::TAU * frequency / f64::from(SAMPLE_RATE)).cos();
+    let (mut s1, mut s2) = (0.0f64, 0.0f64);
+    for sample in samples {
+        let s0 = f64::from(*sample) / 32768.0 + k * s1 - s2;
+        s2 = s1;
+        s1 = s0;
+    }
+    (s1 * s1 + s2 * s2 - k * s1 * s2) / samples.len() as f64
+}
+
+fn frames_of(path: &Path) -> Vec<Vec<i16>> {
+    let mut source = WavSource::open(path).unwrap();
+    let mut frames = Vec::new();
+    let mut frame = [0i16; FRAME_SAMPLES];
+    while source.next_frame(&mut frame) {
+        frames.push(frame.to_vec());
+    }
+    frames
+}
+
+#[test]
+fn a_listener_hears_both_speakers_and_a_kicked_speaker_falls_silent() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_relay, relay_addr) = start_relay(dir.path()).unwrap();
+    let mut host = spawn(
+        dir.path(),
+        "host",
+        "tone:440",
+        &["new", "--relay", &relay_addr],
+    );
+    let invite = host.wait_event("invite", LIMIT).unwrap()["invite"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut second = spawn(dir.path(), "second", "tone:660", &["join", &invite]);
+    let mut kicked = spawn(dir.path(), "kicked", "tone:1200", &["join", &invite]);
+    let mut listener = spawn(
+        dir.path(),
+        "listener",
+        "silence",
+        &["join", &invite, "--duration", "9"],
+    );
+    let kicked_id = peer_id_of(&mut kicked).unwrap();
+    let started = Instant::now();
+    // Audio flows once the listener has a connection to each speaker.
+    for _ in 0..3 {
+        listener
+            .wait_for(LIMIT, "connected", |v| {
+                v["event"] == "connection" && v["state"] == "connected"
+            })
+            .unwrap();
+        listener
+            .seen
+            .retain(|v| !(v["event"] == "connection" && v["state"] == "connected"));
+    }
+    let connected_after = started.elapsed();
+    std::thread::sleep(Duration::from_secs(3));
+    let kick_at = started.elapsed();
+    host.send_line(&format!("/kick {kicked_id}")).unwrap();
+    let left = kicked.wait_event("left", LIMIT).unwrap();
+    assert_eq!(left["reason"], "kicked");
+    second.drain_for(Duration::from_millis(10));
+    assert_eq!(listener.wait_exit(LIMIT).unwrap().code(), Some(0));
+
+    let frames = frames_of(&dir.path().join("listener.wav"));
+    let frame_at = |t: Duration| (t.as_millis() / 20) as usize;
+    // From 1 s after all connections to the kick: all three tones.
+    let before: Vec<i16> =
+        frames[frame_at(connected_after + Duration::from_secs(1))..frame_at(kick_at)].concat();
+    let (p440, p660, p1200, p1000) = (
+        power(&before, 440.0),
+        power(&before, 660.0),
+        power(&before, 1200.0),
+        power(&before, 1000.0),
+    );
+    assert!(
+        p440 > 100.0 * p1000 && p660 > 100.0 * p1000 && p1200 > 100.0 * p1000,
+        "before the kick: {p440} {p660} {p1200} {p1000}"
+    );
+    // From 1.5 s after the kick to the end: the two remaining speakers, not the kicked one.
+    let after: Vec<i16> =
+        frames[frame_at(kick_at + Duration::from_millis(1500))..frames.len() - 25].concat();
+    let (p440, p660, p1200) = (
+        power(&after, 440.0),
+        power(&after, 660.0),
+        power(&after, 1200.0),
+    );
+    assert!(
+        p440 > 100.0 * p1200 && p660 > 100.0 * p1200,
+        "after the kick the kicked speaker is gone: {p440} {p660} {p1200}"
+    );
+    // No gap in the remaining speakers' audio across the epoch change: never 5 silent
+    // frames (100 ms) in a row between the first second after connecting and the end.
+    let window = &frames[frame_at(connected_after + Duration::from_secs(1))..frames.len() - 25];
+    let mut run = 0;
+    let mut longest = 0;
+    for frame in window {
+        let silent = frame.iter().all(|s| s.unsigned_abs() < 300);
+        run = if silent { run + 1 } else { 0 };
+        longest = longest.max(run);
+    }
+    assert!(longest < 5, "a gap of {} ms in the audio", longest * 20);
+    let stats = listener
+        .seen
+        .iter()
+        .filter(|v| v["event"] == "media")
+        .last()
+        .cloned()
+        .expect("media stats were reported");
+    assert!(stats["rx_frames"].as_u64().unwrap() > 100, "{stats}");
+}
