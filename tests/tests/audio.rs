@@ -137,7 +137,7 @@ fn a_listener_hears_both_speakers_and_a_kicked_speaker_falls_silent() {
         .seen
         .iter()
         .filter(|v| v["event"] == "media")
-        .last()
+        .next_back()
         .cloned()
         .expect("media stats were reported");
     assert!(stats["rx_frames"].as_u64().unwrap() > 100, "{stats}");

@@ -364,10 +364,10 @@ impl Driver {
             self.signals = None;
             return;
         };
-        if let Some(session) = self.session.as_mut() {
-            if let Err(err) = session.machine.send_signal(to, payload) {
-                debug!(peer = %to, error = %err, "signalling message not sent");
-            }
+        if let Some(session) = self.session.as_mut()
+            && let Err(err) = session.machine.send_signal(to, payload)
+        {
+            debug!(peer = %to, error = %err, "signalling message not sent");
         }
     }
 
@@ -885,10 +885,10 @@ impl Driver {
                     }
                 }
                 Output::Media(command) => {
-                    if let Some(media) = &self.media {
-                        if let Err(err) = media.try_send(MediaInput::Command(command)) {
-                            warn!(error = %err, "media plane busy; command dropped");
-                        }
+                    if let Some(media) = &self.media
+                        && let Err(err) = media.try_send(MediaInput::Command(command))
+                    {
+                        warn!(error = %err, "media plane busy; command dropped");
                     }
                 }
                 Output::Persist(delta) => {
