@@ -136,8 +136,7 @@ fn a_listener_hears_both_speakers_and_a_kicked_speaker_falls_silent() {
     let stats = listener
         .seen
         .iter()
-        .filter(|v| v["event"] == "media")
-        .next_back()
+        .rfind(|v| v["event"] == "media")
         .cloned()
         .expect("media stats were reported");
     assert!(stats["rx_frames"].as_u64().unwrap() > 100, "{stats}");
