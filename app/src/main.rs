@@ -104,11 +104,16 @@ fn humantime_or_seconds(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|e| format!("{e} (try 30, 30s or 5m)"))
 }
 
+/// Logs when `RUST_LOG` is unset: warnings, minus webrtc-rs's chatty negotiation warnings.
+const DEFAULT_LOG_FILTER: &str =
+    "warn,rtc=error,rtc_ice=error,rtc_dtls=error,rtc_sctp=error,webrtc=error";
+
 fn main() {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| DEFAULT_LOG_FILTER.into()),
         )
         .init();
     let args = Args::parse();

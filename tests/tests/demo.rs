@@ -1,13 +1,14 @@
-//! `conclave demo` (the README's main job) runs to completion and tells the whole story.
+//! `conclave demo` (the README's main job) runs to completion and tells the whole story,
+//! and the recordings prove that everybody heard everybody else.
 
 use std::process::Command;
 
 use conclave_tests::bin;
 
 #[test]
-fn the_demo_runs_a_whole_meeting() {
+fn the_demo_runs_a_whole_encrypted_audio_meeting() {
     let output = Command::new(bin("conclave"))
-        .args(["--json", "demo", "--seconds", "0"])
+        .args(["--json", "demo", "--seconds", "1"])
         .output()
         .unwrap();
     let stdout = String::from_utf8(output.stdout).unwrap();
@@ -27,8 +28,9 @@ fn the_demo_runs_a_whole_meeting() {
         "joined",
         "security_code",
         "chat",
+        "late_joiner",
         "kicked",
-        "vanished",
+        "recording",
         "summary",
     ] {
         assert!(names.contains(&expected), "missing {expected} in {names:?}");
@@ -42,4 +44,35 @@ fn the_demo_runs_a_whole_meeting() {
         epochs.windows(2).all(|w| w[0] < w[1]),
         "each membership change is a new epoch: {epochs:?}"
     );
+    let recordings: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| e["event"] == "recording")
+        .collect();
+    assert_eq!(
+        recordings.len(),
+        3,
+        "the three remaining participants recorded"
+    );
+    for recording in recordings {
+        let heard: Vec<&str> = recording["heard"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|h| h.as_str())
+            .collect();
+        let me = recording["name"].as_str().unwrap();
+        let others: Vec<&str> = ["Ada", "Grace", "Barbara"]
+            .into_iter()
+            .filter(|n| *n != me)
+            .collect();
+        for other in others {
+            assert!(
+                heard.contains(&other),
+                "{me} did not hear {other}: {recording}"
+            );
+        }
+        assert!(std::path::Path::new(recording["wav"].as_str().unwrap()).exists());
+    }
+    let summary = events.iter().find(|e| e["event"] == "summary").unwrap();
+    let _ = std::fs::remove_dir_all(summary["recordings"].as_str().unwrap());
 }
