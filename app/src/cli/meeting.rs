@@ -219,6 +219,13 @@ fn report_media(event: &MediaEvent, out: Output) {
                 || format!("audio from {peer_id}: {rx_frames} frames, {lost_frames} lost ({recovered_frames} recovered), jitter {jitter_ms:.1} ms"),
             );
         }
+        MediaEvent::AudioStarted { peer_id } => {
+            out.event(
+                "audio_started",
+                json!({ "peer_id": peer_id.to_string() }),
+                || format!("hearing {peer_id}"),
+            );
+        }
         MediaEvent::Warning(message) => out.error("media", message),
         other => tracing::debug!(?other, "unhandled media event"),
     }

@@ -94,6 +94,11 @@ pub enum MediaEvent {
         /// Current level of this speaker (dBFS).
         level_dbfs: f32,
     },
+    /// The first frame from a member opened and was queued for playout.
+    AudioStarted {
+        /// The member.
+        peer_id: PeerId,
+    },
     /// Something went wrong that does not end the meeting.
     Warning(String),
 }
@@ -403,6 +408,12 @@ impl Media {
                                 level: -120.0,
                             });
                     receiver.jitter.push(now, seq, timestamp, opened.payload);
+                    if receiver.jitter.stats().received == 1
+                        && let Some(peer_id) = self.leaves.get(&opened.sender).copied()
+                    {
+                        let events = self.events.clone();
+                        let _ = events.send(MediaEvent::AudioStarted { peer_id }).await;
+                    }
                 }
             }
         }
