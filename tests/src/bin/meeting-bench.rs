@@ -9,6 +9,9 @@
 //!   reported by every remaining member.
 //! - `idle`: resident memory and CPU of one client and of the relay while 20 clients sit
 //!   idle in one meeting.
+//! - `audio`: with audio on (a tone from every member, WebRTC mesh on loopback), time from
+//!   starting `conclave join` to its first decrypted audio frame (`audio_started`) with 1, 4
+//!   and 8 members present; and CPU per participant in a 4- and a 6-person mesh.
 //!
 //! Figures go to `docs/performance.md`.
 
@@ -32,6 +35,14 @@ fn main() -> anyhow::Result<()> {
     }
     if what == "idle" || what == "all" {
         idle_cost(20)?;
+    }
+    if what == "audio" || what == "all" {
+        for present in [1usize, 4, 8] {
+            audio_join_latency(present)?;
+        }
+        for size in [4usize, 6] {
+            audio_cpu(size)?;
+        }
     }
     Ok(())
 }
@@ -119,6 +130,104 @@ fn kick_latency(size: usize) -> anyhow::Result<()> {
         samples[RUNS / 2].as_millis(),
         samples[0].as_millis(),
         samples[RUNS - 1].as_millis()
+    );
+    Ok(())
+}
+
+fn audio_member(dir: &Path, label: &str, hz: u32, command: &[&str]) -> anyhow::Result<Proc> {
+    let tone = format!("tone:{hz}");
+    let mut args = vec!["--media-bind", "127.0.0.1:0", "--audio-in", tone.as_str()];
+    args.extend_from_slice(command);
+    Proc::conclave(label, &dir.join(label), &args)
+}
+
+/// A meeting of `size` members, all sending a tone, everyone connected to everyone.
+fn audio_meeting(dir: &Path, size: usize) -> anyhow::Result<(Proc, Vec<Proc>, String)> {
+    let (relay, relay_addr) = start_relay(dir)?;
+    let mut host = audio_member(dir, "a0", 300, &["new", "--relay", &relay_addr])?;
+    let invite = host.wait_event("invite", Duration::from_secs(20))?["invite"]
+        .as_str()
+        .context("invite")?
+        .to_owned();
+    let mut members = vec![host];
+    for i in 1..size {
+        members.push(audio_member(
+            dir,
+            &format!("a{i}"),
+            300 + 50 * i as u32,
+            &["join", &invite],
+        )?);
+    }
+    for member in &mut members {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while member
+            .seen
+            .iter()
+            .filter(|v| v["event"] == "audio_started")
+            .count()
+            < size - 1
+            && Instant::now() < deadline
+        {
+            member.drain_for(Duration::from_millis(100));
+        }
+    }
+    Ok((relay, members, invite))
+}
+
+fn audio_join_latency(present: usize) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (_relay, _members, invite) = audio_meeting(dir.path(), present)?;
+    let mut samples = Vec::new();
+    for run in 0..3 {
+        let label = format!("j{run}");
+        let started = Instant::now();
+        let mut joiner = audio_member(dir.path(), &label, 2000, &["join", &invite])?;
+        joiner.wait_event("audio_started", Duration::from_secs(30))?;
+        samples.push(started.elapsed());
+        joiner.send_line("/leave")?;
+        joiner.wait_exit(Duration::from_secs(10))?;
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    samples.sort();
+    println!(
+        "join -> first decrypted audio frame, {present} member(s) present, 3 runs: median {} ms, min {} ms, max {} ms (includes process start)",
+        samples[1].as_millis(),
+        samples[0].as_millis(),
+        samples[2].as_millis()
+    );
+    Ok(())
+}
+
+fn audio_cpu(size: usize) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (_relay, members, _) = audio_meeting(dir.path(), size)?;
+    let window = Duration::from_secs(10);
+    let before: Vec<u64> = members
+        .iter()
+        .map(|m| cpu_ticks(m.pid()))
+        .collect::<anyhow::Result<_>>()?;
+    std::thread::sleep(window);
+    let after: Vec<u64> = members
+        .iter()
+        .map(|m| cpu_ticks(m.pid()))
+        .collect::<anyhow::Result<_>>()?;
+    let per: Vec<f64> = before
+        .iter()
+        .zip(&after)
+        .map(|(b, a)| (a - b) as f64 / 100.0 / window.as_secs_f64() * 100.0)
+        .collect();
+    let mean = per.iter().sum::<f64>() / per.len() as f64;
+    let rss: u64 = members
+        .iter()
+        .map(|m| rss_kib(m.pid()).unwrap_or(0))
+        .sum::<u64>()
+        / members.len() as u64;
+    println!(
+        "{size}-person audio mesh (tone from everyone), {}s window: CPU per participant mean {mean:.1} % (min {:.1}, max {:.1}) of one core, RSS {} MiB each",
+        window.as_secs(),
+        per.iter().cloned().fold(f64::MAX, f64::min),
+        per.iter().cloned().fold(0.0, f64::max),
+        rss / 1024
     );
     Ok(())
 }
