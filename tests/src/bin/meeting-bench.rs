@@ -36,6 +36,9 @@ fn main() -> anyhow::Result<()> {
     if what == "idle" || what == "all" {
         idle_cost(20)?;
     }
+    if what == "latency" || what == "all" {
+        pipeline_latency()?;
+    }
     if what == "audio" || what == "all" {
         for present in [1usize, 4, 8] {
             audio_join_latency(present)?;
@@ -130,6 +133,74 @@ fn kick_latency(size: usize) -> anyhow::Result<()> {
         samples[RUNS / 2].as_millis(),
         samples[0].as_millis(),
         samples[RUNS - 1].as_millis()
+    );
+    Ok(())
+}
+
+/// Capture-to-playout latency of the audio pipeline itself (no network): a click is sent
+/// through Opus, SFrame, the jitter buffer and the decoder on a simulated 20 ms clock; the
+/// delay is where the click comes out.
+fn pipeline_latency() -> anyhow::Result<()> {
+    use conclave_core::group::media_keys::sender_base_key;
+    use conclave_core::media::audio::codec::{Decoder, Encoder};
+    use conclave_core::media::audio::jitter::{JitterBuffer, JitterConfig, Playout};
+    use conclave_core::media::audio::{FRAME_SAMPLES, Frame, SAMPLE_RATE};
+    use conclave_core::media::crypto::keyring::Opener;
+    use conclave_core::media::crypto::sframe::Sealer;
+
+    let start = Instant::now();
+    let mut sealer = Sealer::new(1);
+    sealer.install(1, 1, &sender_base_key(&[1; 32], 1))?;
+    let mut opener = Opener::default();
+    opener.install(start, 1, [1; 32]);
+    let (mut encoder, mut decoder) = (Encoder::new()?, Decoder::new()?);
+    let mut jitter = JitterBuffer::new(JitterConfig::default());
+    let click_at = 50 * FRAME_SAMPLES + 123; // sample index of the click in the input
+    let mut output: Vec<i16> = Vec::new();
+    for slot in 0..120u32 {
+        let now = start + Duration::from_millis(20) * slot;
+        let mut frame: Frame = [0; FRAME_SAMPLES];
+        for (i, sample) in frame.iter_mut().enumerate() {
+            let index = slot as usize * FRAME_SAMPLES + i;
+            if (click_at..click_at + 480).contains(&index) {
+                *sample = if (index / 24) % 2 == 0 {
+                    12_000
+                } else {
+                    -12_000
+                };
+            }
+        }
+        let sealed = sealer.seal(&encoder.encode(&frame)?)?;
+        let opened = opener.open(now, &sealed)?;
+        jitter.push(
+            now,
+            slot as u16,
+            slot * FRAME_SAMPLES as u32,
+            opened.payload,
+        );
+        let mut pcm: Frame = [0; FRAME_SAMPLES];
+        match jitter.pop(now) {
+            Playout::Wait => {}
+            Playout::Frame(packet) => {
+                decoder.decode(&packet, &mut pcm)?;
+            }
+            Playout::Recover(next) => {
+                decoder.recover(&next, &mut pcm)?;
+            }
+            Playout::Conceal => {
+                decoder.conceal(&mut pcm)?;
+            }
+        }
+        output.extend_from_slice(&pcm);
+    }
+    let heard_at = output
+        .iter()
+        .position(|s| s.unsigned_abs() > 4000)
+        .context("the click came out")?;
+    let delay_ms = (heard_at as f64 - click_at as f64) * 1000.0 / f64::from(SAMPLE_RATE);
+    println!(
+        "capture -> playout through Opus + SFrame + jitter buffer (min delay {} ms) + decoder, no network: {delay_ms:.1} ms",
+        JitterConfig::default().min_delay.as_millis()
     );
     Ok(())
 }
