@@ -163,7 +163,7 @@ fn pipeline_latency() -> anyhow::Result<()> {
         for (i, sample) in frame.iter_mut().enumerate() {
             let index = slot as usize * FRAME_SAMPLES + i;
             if (click_at..click_at + 480).contains(&index) {
-                *sample = if (index / 24) % 2 == 0 {
+                *sample = if (index / 24).is_multiple_of(2) {
                     12_000
                 } else {
                     -12_000
