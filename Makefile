@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 # System packages the build and the tests need (Debian names).
-APT_PACKAGES := build-essential pkg-config cmake iproute2 ca-certificates
+APT_PACKAGES := build-essential pkg-config cmake iproute2 nftables ca-certificates
 
 .PHONY: deps demo test lint unit bench build
 

@@ -75,6 +75,27 @@ impl Lan {
     pub fn host(&self, i: usize) -> &str {
         &self.names[i + 1]
     }
+
+    /// The address of host `i` on the LAN.
+    pub fn addr(&self, i: usize) -> String {
+        format!("10.77.0.{}", i + 1)
+    }
+
+    /// Runs `nft` with `args` inside host `i`'s namespace.
+    pub fn nft(&self, i: usize, args: &str) -> anyhow::Result<String> {
+        let output = Command::new("ip")
+            .args(["netns", "exec", self.host(i), "nft"])
+            .args(args.split_whitespace())
+            .output()
+            .context("run nft (package nftables)")?;
+        if !output.status.success() {
+            bail!(
+                "nft {args} failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
 }
 
 impl Drop for Lan {
