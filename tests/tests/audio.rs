@@ -141,3 +141,48 @@ fn a_listener_hears_both_speakers_and_a_kicked_speaker_falls_silent() {
         .expect("media stats were reported");
     assert!(stats["rx_frames"].as_u64().unwrap() > 100, "{stats}");
 }
+
+/// Asking for the sound devices on a machine without any (like CI) gives one clear message
+/// per device and the meeting goes on, listen-only. (With devices present, audio flows.)
+#[test]
+fn missing_sound_devices_leave_the_meeting_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut host = Proc::conclave(
+        "host",
+        &dir.path().join("host"),
+        &[
+            "--media-bind",
+            "127.0.0.1:0",
+            "--audio-in",
+            "device",
+            "--audio-out",
+            "device",
+            "new",
+            "--duration",
+            "3",
+        ],
+    )
+    .unwrap();
+    host.wait_event("joined", LIMIT).unwrap();
+    let status = host.wait_exit(LIMIT).unwrap();
+    assert_eq!(status.code(), Some(0));
+    let warnings: Vec<String> = host
+        .seen
+        .iter()
+        .filter(|v| v["event"] == "error" && v["kind"] == "media")
+        .map(|v| v["message"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    let has_devices = warnings.is_empty();
+    if !has_devices {
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.contains("microphone") && w.contains("listen-only")),
+            "{warnings:?}"
+        );
+        assert!(
+            warnings.iter().any(|w| w.contains("speakers")),
+            "{warnings:?}"
+        );
+    }
+}

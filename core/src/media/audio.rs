@@ -10,6 +10,7 @@
 //! simulated clock in tests).
 
 pub mod codec;
+pub mod device;
 pub mod jitter;
 pub mod mixer;
 pub mod sink;
@@ -41,6 +42,9 @@ pub enum AudioError {
         message: String,
     },
     /// A source specification (`--audio-in`) that names nothing we can play.
-    #[error("unknown audio source {0:?} (expected silence, tone:HZ or a .wav file)")]
+    #[error("unknown audio source {0:?} (expected device, silence, tone:HZ or a .wav file)")]
     BadSource(String),
+    /// A sound device is missing or failed.
+    #[error("{0}")]
+    Device(String),
 }

@@ -28,10 +28,11 @@ use tracing::{debug, info, warn};
 
 use super::MediaCommand;
 use super::audio::codec::{Decoder, Encoder};
+use super::audio::device::DeviceSink;
 use super::audio::jitter::{JitterBuffer, JitterConfig, Playout};
 use super::audio::mixer::{Mixer, level_dbfs};
 use super::audio::sink::{AudioSink, NullSink, WavSink};
-use super::audio::source::{AudioSource, from_spec};
+use super::audio::source::{AudioSource, Silence, from_spec};
 use super::audio::{AudioError, FRAME_MS, FRAME_SAMPLES, Frame};
 use super::crypto::keyring::Opener;
 use super::crypto::sframe::Sealer;
@@ -46,9 +47,9 @@ pub const STATS_INTERVAL: Duration = Duration::from_secs(1);
 /// Media settings of a client.
 #[derive(Debug, Clone)]
 pub struct MediaConfig {
-    /// What to send: `silence`, `tone:HZ` or a WAV file (devices arrive later).
+    /// What to send: `device` (the default microphone), `silence`, `tone:HZ` or a WAV file.
     pub audio_in: String,
-    /// Where the received mix goes: a WAV file, or nowhere.
+    /// Where the received mix goes: `device` (the default speakers), a WAV file, or nowhere.
     pub audio_out: Option<PathBuf>,
     /// UDP addresses for ICE host candidates.
     pub udp_addrs: Vec<String>,
@@ -158,11 +159,31 @@ pub fn spawn(
     events: mpsc::Sender<MediaEvent>,
     cancel: CancellationToken,
 ) -> Result<mpsc::Sender<MediaInput>, AudioError> {
-    let source = from_spec(&config.audio_in)?;
+    // A missing or failing sound device is not fatal: listen-only, or no playback.
+    let mut warnings = Vec::new();
+    let source: Box<dyn AudioSource> = match from_spec(&config.audio_in) {
+        Ok(source) => source,
+        Err(AudioError::Device(message)) => {
+            warnings.push(format!("{message}; you are listen-only"));
+            Box::new(Silence)
+        }
+        Err(other) => return Err(other),
+    };
     let sink: Box<dyn AudioSink> = match &config.audio_out {
+        Some(path) if path.as_os_str() == "device" => match DeviceSink::open() {
+            Ok(sink) => Box::new(sink),
+            Err(err) => {
+                warnings.push(format!("{err}; incoming audio is not played"));
+                Box::new(NullSink)
+            }
+        },
         Some(path) => Box::new(WavSink::create(path)?),
         None => Box::new(NullSink),
     };
+    for warning in warnings {
+        warn!(%warning, "audio device");
+        let _ = events.try_send(MediaEvent::Warning(warning));
+    }
     let (input_tx, input_rx) = mpsc::channel(INBOX_CAPACITY);
     let (internal_tx, internal_rx) = mpsc::channel(INBOX_CAPACITY * 4);
     let media = Media {

@@ -140,8 +140,12 @@ fn resample(input: &[f32], from: u32, to: u32) -> Vec<f32> {
         .collect()
 }
 
-/// Builds a source from a `--audio-in` value: `silence`, `tone:HZ` or a `.wav` path.
+/// Builds a source from a `--audio-in` value: `device`, `silence`, `tone:HZ` or a `.wav`
+/// path.
 pub fn from_spec(spec: &str) -> Result<Box<dyn AudioSource>, AudioError> {
+    if spec == "device" {
+        return Ok(Box::new(super::device::DeviceSource::open()?));
+    }
     if spec == "silence" {
         return Ok(Box::new(Silence));
     }
