@@ -42,6 +42,8 @@ pub enum MediaCommand {
         own_leaf: u32,
         /// Every member, us included.
         members: Vec<(u32, PeerId)>,
+        /// Members that rejoined with a new leaf in this epoch (their connection is stale).
+        replaced: Vec<PeerId>,
     },
     /// A signalling message (SDP) from a member, authenticated by the MLS group.
     Signal {
@@ -50,6 +52,9 @@ pub enum MediaCommand {
         /// The opaque signalling payload.
         payload: Vec<u8>,
     },
-    /// We are out of the meeting: close every connection.
+    /// We dropped our group and are joining again: close every connection, forget keys,
+    /// keep running.
+    Reset,
+    /// We are out of the meeting: close every connection and stop.
     Stop,
 }

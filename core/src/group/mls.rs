@@ -271,6 +271,11 @@ impl MeetingGroup {
         Ok(())
     }
 
+    /// Whether this is the group of `meeting_id`.
+    pub fn is_meeting(&self, meeting_id: MeetingId) -> bool {
+        self.group.group_id().as_slice() == meeting_id.0
+    }
+
     /// Current epoch.
     pub fn epoch(&self) -> u64 {
         self.group.epoch().as_u64()

@@ -253,7 +253,20 @@ impl Media {
                 secret,
                 own_leaf,
                 members,
+                replaced,
             } => {
+                // A member that rejoined (new leaf, same identity) needs a fresh connection.
+                for peer in &replaced {
+                    self.drop_peer(*peer);
+                    if let Some(leaf) = self
+                        .leaves
+                        .iter()
+                        .find(|(_, p)| *p == peer)
+                        .map(|(l, _)| *l)
+                    {
+                        self.receivers.remove(&leaf);
+                    }
+                }
                 if let Err(err) =
                     self.sealer
                         .install(epoch, own_leaf, &sender_base_key(&secret.0, own_leaf))
@@ -302,6 +315,14 @@ impl Media {
                     }
                     Err(_) => warn!(peer = %from, "malformed signalling message dropped"),
                 }
+            }
+            MediaCommand::Reset => {
+                for peer in self.peers.keys().copied().collect::<Vec<_>>() {
+                    self.drop_peer(peer);
+                }
+                self.receivers.clear();
+                self.leaves.clear();
+                self.keyed = false;
             }
             MediaCommand::Stop => {}
         }
@@ -396,6 +417,15 @@ impl Media {
             Internal::Peer(peer, PeerEvent::State(state)) => {
                 debug!(peer = %peer, %state, "media connection state");
                 self.connected.insert(peer, state == "connected");
+                if (state == "failed" || state == "closed")
+                    && self.leaves.values().any(|p| *p == peer)
+                {
+                    // The path broke: the offering side starts over with a new connection.
+                    self.drop_peer(peer);
+                    if self.local.to_bytes() < peer.to_bytes() {
+                        self.offer(peer).await;
+                    }
+                }
                 let events = self.events.clone();
                 let _ = events
                     .send(MediaEvent::Connection {
@@ -406,7 +436,7 @@ impl Media {
                     .await;
             }
             Internal::Peer(
-                _,
+                from,
                 PeerEvent::Frame {
                     seq,
                     timestamp,
@@ -414,8 +444,18 @@ impl Media {
                 },
             ) => {
                 let now = Instant::now();
-                // Failures are counted by the opener and the frame dropped.
-                if let Ok(opened) = self.opener.open(now, &payload) {
+                // A connection carries only its own member's frames: the KID must name the
+                // leaf of the peer the connection belongs to (checked before the replay
+                // window moves). Failures are counted by the opener and the frame dropped.
+                let Some(expected) = self
+                    .leaves
+                    .iter()
+                    .find(|(_, p)| **p == from)
+                    .map(|(leaf, _)| *leaf)
+                else {
+                    return;
+                };
+                if let Ok(opened) = self.opener.open_from(now, &payload, expected) {
                     if !self.leaves.contains_key(&opened.sender) {
                         return;
                     }

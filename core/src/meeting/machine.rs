@@ -232,6 +232,8 @@ pub struct Machine<R> {
     approved: BTreeSet<PeerId>,
     /// Joiners waiting in the lobby: name and addresses.
     knocking: BTreeMap<PeerId, (String, Vec<Multiaddr>)>,
+    /// Members removed by the host: their hellos are refused for the rest of the meeting.
+    banned: BTreeSet<PeerId>,
     mls: group_ops::GroupState,
 }
 
@@ -322,6 +324,7 @@ impl<R: RngCore + CryptoRng> Machine<R> {
             lobby: false,
             approved: BTreeSet::new(),
             knocking: BTreeMap::new(),
+            banned: BTreeSet::new(),
         }
     }
 
@@ -554,6 +557,9 @@ impl<R: RngCore + CryptoRng> Machine<R> {
                     return Response::NotMember;
                 }
                 self.heard_from(now, from);
+                // Only members in the group send heartbeats: a key package still queued for
+                // this peer is stale (a late hello) and must not replace its leaf.
+                self.forget_queued_package(&from);
                 for info in members {
                     if info.peer_id == from {
                         if let Some(peer) = self.peers.get_mut(&from) {
@@ -582,11 +588,11 @@ impl<R: RngCore + CryptoRng> Machine<R> {
                 commit,
                 removals,
                 ..
-            } => self.on_commit(now, from, epoch, &commit, removals),
+            } => self.on_commit(now, unix_ms, from, epoch, &commit, removals),
             Request::Confirm { epoch, .. } => self.on_confirm(now, from, epoch),
             Request::Abort { epoch, .. } => self.on_abort(from, epoch),
             Request::Welcome { welcome, .. } => self.on_mls_welcome(now, from, &welcome),
-            Request::Group { message, .. } => self.on_group_message(now, from, &message),
+            Request::Group { message, .. } => self.on_group_message(now, unix_ms, from, &message),
             Request::Kick { peer_id, .. } => self.on_kick_request(from, peer_id),
             Request::Approve { peer_id, .. } => {
                 if self.host == Some(from) {
@@ -646,9 +652,15 @@ impl<R: RngCore + CryptoRng> Machine<R> {
             warn!(peer = %from, error = %err, "hello refused");
             return Response::Refused;
         }
-        if !hello.key_package.is_empty() && self.mls.group.is_some() {
+        if self.banned.contains(&from) {
+            warn!(peer = %from, "hello from a removed member refused");
+            return Response::Refused;
+        }
+        // Validate the key package first (an impostor is refused outright) but queue it
+        // only once the lobby and the size limit let the sender in.
+        let package = if !hello.key_package.is_empty() && self.mls.group.is_some() {
             match validate_key_package(&self.mls.provider, &hello.key_package, from) {
-                Ok(package) => self.queue_add(from, &hello.key_package, package),
+                Ok(package) => Some(package),
                 Err(GroupError::Impostor { .. }) => {
                     self.stats.impostors += 1;
                     warn!(peer = %from, "key package credential is not the sender's: impostor refused");
@@ -659,7 +671,9 @@ impl<R: RngCore + CryptoRng> Machine<R> {
                     return Response::Refused;
                 }
             }
-        }
+        } else {
+            None
+        };
         let is_member = self
             .mls
             .group
@@ -668,6 +682,9 @@ impl<R: RngCore + CryptoRng> Machine<R> {
         if self.lobby && self.mls.group.is_some() && !is_member && !self.approved.contains(&from) {
             // Lobby: the joiner proved the secret but learns nothing more until the host
             // lets it in; only the host is told someone is waiting.
+            if let Some(package) = package {
+                self.queue_add(from, &hello.key_package, package);
+            }
             if !self.knocking.contains_key(&from) && self.knocking.len() < self.config.max_members {
                 self.knocking
                     .insert(from, (hello.name.clone(), hello.addrs.clone()));
@@ -690,6 +707,9 @@ impl<R: RngCore + CryptoRng> Machine<R> {
         if !self.peers.contains_key(&from) && self.peers.len() + 1 >= self.config.max_members {
             warn!(peer = %from, "meeting full, hello refused");
             return Response::Refused;
+        }
+        if let Some(package) = package {
+            self.queue_add(from, &hello.key_package, package);
         }
         self.add_peer(now, from, hello.name, hello.addrs);
         let response = Response::Welcome {
@@ -723,6 +743,14 @@ impl<R: RngCore + CryptoRng> Machine<R> {
             (Inflight::Commit { epoch }, Response::Ack) => {
                 self.heard_from(now, from);
                 self.commit_acked(now, from, epoch);
+            }
+            (Inflight::Commit { epoch }, Response::Nack { epoch: theirs }) if theirs < epoch => {
+                // That member is behind (it missed a confirmation): do not let it block the
+                // group; it counts as unreachable, is removed next, and joins again.
+                if let Some(peer) = self.peers.get_mut(&from) {
+                    peer.failures = peer.failures.saturating_add(2);
+                }
+                self.commit_unreachable(now, from, epoch);
             }
             (Inflight::Commit { epoch }, Response::Nack { epoch: theirs }) => {
                 self.heard_from(now, from);
@@ -790,6 +818,13 @@ impl<R: RngCore + CryptoRng> Machine<R> {
                 let name = own.map(|m| m.name.clone()).unwrap_or_default();
                 let addrs = own.map(|m| m.addrs.clone()).unwrap_or_default();
                 self.add_peer(now, from, name, addrs);
+                if let Some((sender, welcome)) = self.mls.deferred_welcome.take() {
+                    if sender == from {
+                        self.on_mls_welcome(now, from, &welcome);
+                    } else {
+                        self.mls.deferred_welcome = Some((sender, welcome));
+                    }
+                }
                 for info in members {
                     if info.peer_id != from {
                         self.handle_candidate(now, unix_ms, info.peer_id, info.addrs);
@@ -798,7 +833,13 @@ impl<R: RngCore + CryptoRng> Machine<R> {
             }
             Response::Refused => {
                 self.pending.remove(&from);
-                if matches!(self.phase, Phase::Joining { .. }) && self.peers.is_empty() {
+                // A refusal proves nothing (it carries no MAC): only the invite's host can end
+                // a join with it; anyone else's is counted and the join goes on.
+                let authoritative = self.host.is_none_or(|host| host == from);
+                if matches!(self.phase, Phase::Joining { .. })
+                    && self.peers.is_empty()
+                    && authoritative
+                {
                     info!(peer = %from, "join refused: the invite's secret is not this meeting's");
                     self.phase = Phase::Refused;
                     self.outputs.push_back(Output::StopProviding);

@@ -130,6 +130,19 @@ struct Driver {
     signals: Option<mpsc::Receiver<(PeerId, Vec<u8>)>>,
 }
 
+/// A display name others will accept: no control characters, at most
+/// [`MAX_NAME_LEN`](super::wire::MAX_NAME_LEN) bytes, cut on a character boundary.
+fn sanitize_name(name: &str) -> String {
+    let mut clean = String::new();
+    for c in name.chars().filter(|c| !c.is_control()) {
+        if clean.len() + c.len_utf8() > super::wire::MAX_NAME_LEN {
+            break;
+        }
+        clean.push(c);
+    }
+    clean
+}
+
 /// The next signalling payload from the media actor; pending forever when media is off.
 async fn recv_signal(
     signals: &mut Option<mpsc::Receiver<(PeerId, Vec<u8>)>>,
@@ -155,10 +168,10 @@ pub(crate) async fn start(
 ) -> Result<Started, Error> {
     let store = Store::open(&config.data_dir)?;
     let identity = store.load_or_create_identity()?;
-    let name = match &config.name {
+    let name = match config.name.as_deref().map(sanitize_name) {
         Some(name) => {
-            store.set_display_name(name)?;
-            name.clone()
+            store.set_display_name(&name)?;
+            name
         }
         None => store
             .display_name()?
@@ -348,7 +361,12 @@ impl Driver {
         if let Some(session) = &self.session
             && !session.machine.is_finished()
         {
-            deadline = deadline.min(session.next_lookup).min(session.next_provide);
+            deadline = deadline.min(session.next_lookup);
+            // Re-announcing only happens as a member; counting the provide deadline in other
+            // phases would wake the loop forever once it passed.
+            if session.machine.phase() == crate::meeting::Phase::Member {
+                deadline = deadline.min(session.next_provide);
+            }
             if let Some(t) = session.machine.poll_timeout() {
                 deadline = deadline.min(t);
             }

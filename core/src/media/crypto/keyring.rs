@@ -94,7 +94,28 @@ impl Opener {
     /// Opens one sealed frame received at `now`. Failures are counted and returned; the
     /// frame is to be dropped.
     pub fn open(&mut self, now: Instant, frame: &[u8]) -> Result<Opened, MediaError> {
-        let result = self.try_open(now, frame);
+        self.open_checked(now, frame, None)
+    }
+
+    /// Like [`Opener::open`], for a frame that arrived on the connection of the member at
+    /// leaf `sender`: a frame under any other sender's KID is refused as forged before it
+    /// can touch that sender's replay window.
+    pub fn open_from(
+        &mut self,
+        now: Instant,
+        frame: &[u8],
+        sender: u32,
+    ) -> Result<Opened, MediaError> {
+        self.open_checked(now, frame, Some(sender))
+    }
+
+    fn open_checked(
+        &mut self,
+        now: Instant,
+        frame: &[u8],
+        sender: Option<u32>,
+    ) -> Result<Opened, MediaError> {
+        let result = self.try_open(now, frame, sender);
         match &result {
             Ok(_) => self.stats.opened += 1,
             Err(MediaError::Malformed) => self.stats.malformed += 1,
@@ -105,7 +126,12 @@ impl Opener {
         result
     }
 
-    fn try_open(&mut self, now: Instant, frame: &[u8]) -> Result<Opened, MediaError> {
+    fn try_open(
+        &mut self,
+        now: Instant,
+        frame: &[u8],
+        expected: Option<u32>,
+    ) -> Result<Opened, MediaError> {
         let view = EncryptedFrameView::try_new(&frame).map_err(|_| MediaError::Malformed)?;
         let kid = view.header().key_id();
         let counter = view.header().counter();
@@ -115,6 +141,9 @@ impl Opener {
         }
         let sender =
             u32::try_from(mls_kid.member_index()).map_err(|_| MediaError::UnknownKey { kid })?;
+        if expected.is_some_and(|expected| expected != sender) {
+            return Err(MediaError::Forged);
+        }
         let epoch = self
             .epoch_of(now, mls_kid.epoch_lsb(), sender)
             .ok_or(MediaError::UnknownKey { kid })?;

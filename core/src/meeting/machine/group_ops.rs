@@ -85,6 +85,8 @@ pub(super) struct GroupState {
     pub(super) key_package: Option<Vec<u8>>,
     queued_adds: BTreeMap<PeerId, JoinerPackage>,
     seen_packages: VecDeque<[u8; 32]>,
+    /// An MLS welcome that arrived before its sender was admitted.
+    pub(super) deferred_welcome: Option<(PeerId, Vec<u8>)>,
     kicks: BTreeSet<PeerId>,
     outgoing: Option<Outgoing>,
     incoming: Option<Incoming>,
@@ -105,6 +107,7 @@ impl GroupState {
             key_package: None,
             queued_adds: BTreeMap::new(),
             seen_packages: VecDeque::new(),
+            deferred_welcome: None,
             kicks: BTreeSet::new(),
             outgoing: None,
             incoming: None,
@@ -167,8 +170,26 @@ impl<R: RngCore + CryptoRng> Machine<R> {
         self.mls.key_package.clone().unwrap_or_default()
     }
 
+    /// Drops a key package queued for `peer` (it is a live member after all).
+    pub(super) fn forget_queued_package(&mut self, peer: &PeerId) {
+        if self
+            .mls
+            .group
+            .as_ref()
+            .is_some_and(|g| g.leaf_of(peer).is_some())
+        {
+            self.mls.queued_adds.remove(peer);
+        }
+    }
+
     /// Queues a joiner's key package for the committer, once per distinct package.
     pub(super) fn queue_add(&mut self, peer: PeerId, raw: &[u8], package: JoinerPackage) {
+        if !self.mls.queued_adds.contains_key(&peer)
+            && self.mls.queued_adds.len() >= self.config.max_members
+        {
+            warn!(peer = %peer, "too many joiners waiting; key package dropped");
+            return;
+        }
         let digest: [u8; 32] = Sha256::digest(raw).into();
         if self.mls.seen_packages.contains(&digest) {
             return;
@@ -187,7 +208,7 @@ impl<R: RngCore + CryptoRng> Machine<R> {
         let security_code = group.security_code();
         let members = group.members();
         self.mls.group = Some(group);
-        self.refresh_media_keys(now);
+        self.refresh_media_keys(now, Vec::new());
         self.persist();
         info!(epoch, %security_code, "in the meeting's group");
         self.emit(MeetingEvent::Joined {
@@ -206,7 +227,7 @@ impl<R: RngCore + CryptoRng> Machine<R> {
         }
     }
 
-    fn refresh_media_keys(&mut self, now: Instant) {
+    fn refresh_media_keys(&mut self, now: Instant, replaced: Vec<PeerId>) {
         let Some(group) = &self.mls.group else { return };
         match group.media_epoch_secret(&self.mls.provider) {
             Ok(secret) => {
@@ -216,6 +237,7 @@ impl<R: RngCore + CryptoRng> Machine<R> {
                     secret: EpochSecret(secret),
                     own_leaf: group.own_leaf(),
                     members: group.members(),
+                    replaced,
                 }));
             }
             Err(err) => debug!(error = %err, "no media keys for this epoch"),
@@ -276,13 +298,24 @@ impl<R: RngCore + CryptoRng> Machine<R> {
             if let Some(known) = self.peers.get_mut(peer) {
                 known.said_bye = true; // no more heartbeats to a removed member
             }
+            self.mls.inboxes.retain(|(sender, _), _| sender != peer);
+            if reason_of(removals, peer) == LeaveReason::Kicked {
+                self.banned.insert(*peer);
+                self.approved.remove(peer);
+            }
             self.emit(MeetingEvent::MemberLeft {
                 peer_id: *peer,
                 name,
                 reason: reason_of(removals, peer),
             });
         }
-        self.refresh_media_keys(now);
+        let replaced: Vec<PeerId> = changes
+            .added
+            .iter()
+            .map(|(_, p)| *p)
+            .filter(|p| changes.removed.iter().any(|(_, r)| r == p))
+            .collect();
+        self.refresh_media_keys(now, replaced);
         self.persist();
         if changes.self_removed {
             let reason = reason_of(removals, &self.local);
@@ -500,7 +533,7 @@ impl<R: RngCore + CryptoRng> Machine<R> {
             return;
         }
         warn!("the group moved on without us; joining again");
-        self.outputs.push_back(Output::Media(MediaCommand::Stop));
+        self.outputs.push_back(Output::Media(MediaCommand::Reset));
         if let Some(group) = self.mls.group.take() {
             if let Err(err) = group.delete(&self.mls.provider) {
                 warn!(error = %err, "cannot delete the stale group state");
@@ -543,6 +576,7 @@ impl<R: RngCore + CryptoRng> Machine<R> {
     pub(super) fn on_commit(
         &mut self,
         now: Instant,
+        unix_ms: u64,
         from: PeerId,
         epoch: u64,
         commit: &[u8],
@@ -557,6 +591,11 @@ impl<R: RngCore + CryptoRng> Machine<R> {
             return Response::NotMember;
         };
         self.heard_from(now, from);
+        if epoch > current && self.mls.incoming.is_none() {
+            // The group is already past our epoch: we missed a confirmation. Join again.
+            self.rejoin(now, unix_ms);
+            return Response::Nack { epoch: current };
+        }
         if epoch != current {
             return Response::Nack { epoch: current };
         }
@@ -633,25 +672,51 @@ impl<R: RngCore + CryptoRng> Machine<R> {
         if self.mls.group.is_some() || !matches!(self.phase, Phase::Joining { .. }) {
             return Response::Ack;
         }
+        // Only a peer that proved the meeting secret (admission) may bring us in: anyone who
+        // saw our hello on the DHT could otherwise welcome us into a group of its own.
+        if !self.peers.contains_key(&from) {
+            if self.pending.contains_key(&from) {
+                // It may overtake the answer to our hello: keep it until that answer proves
+                // the sender knows the secret.
+                self.mls.deferred_welcome = Some((from, welcome.to_vec()));
+                return Response::Ack;
+            }
+            self.stats.welcomes_rejected += 1;
+            warn!(peer = %from, "MLS welcome from a peer that never proved the secret");
+            return Response::Refused;
+        }
+        let meeting_id = self.keys.meeting_id();
         match MeetingGroup::join(&self.mls.provider, welcome) {
-            Ok(group) if group.leaf_of(&from).is_some() && group.leaf_of(&self.local).is_some() => {
+            Ok(group)
+                if group.is_meeting(meeting_id)
+                    && group.leaf_of(&from).is_some()
+                    && group.leaf_of(&self.local).is_some() =>
+            {
                 self.phase = Phase::Member;
                 self.next_heartbeat = now;
                 self.outputs.push_back(Output::StartProviding);
                 self.install_group(now, group);
                 Response::Ack
             }
-            Ok(_) => {
+            Ok(group) => {
                 self.stats.group_messages_rejected += 1;
-                warn!(peer = %from, "welcome from a peer outside the group it describes");
+                warn!(peer = %from, "welcome for another group, or from a peer outside it");
+                if let Err(err) = group.delete(&self.mls.provider) {
+                    warn!(error = %err, "cannot delete the refused group");
+                }
+                self.mls.key_package = None;
                 self.persist();
                 Response::Refused
             }
             Err(err) => {
                 self.stats.group_messages_rejected += 1;
                 warn!(peer = %from, error = %err, "welcome rejected");
-                // Greet again with a fresh key package (this one may be consumed).
+                // Greet again with a fresh key package (this one may be consumed), and drop
+                // anything the failed join may have stored under our meeting's group id.
                 self.mls.key_package = None;
+                if let Err(err) = MeetingGroup::delete_stored(&self.mls.provider, meeting_id) {
+                    warn!(error = %err, "cannot delete a half-joined group");
+                }
                 self.persist();
                 Response::Refused
             }
@@ -661,6 +726,7 @@ impl<R: RngCore + CryptoRng> Machine<R> {
     pub(super) fn on_group_message(
         &mut self,
         now: Instant,
+        unix_ms: u64,
         from: PeerId,
         message: &[u8],
     ) -> Response {
@@ -699,7 +765,13 @@ impl<R: RngCore + CryptoRng> Machine<R> {
             Ok(Received::Commit { .. }) => Response::Nack {
                 epoch: self.mls.group.as_ref().map_or(0, |g| g.epoch()),
             },
-            Err(GroupError::WrongEpoch { current, .. }) => Response::Nack { epoch: current },
+            Err(GroupError::WrongEpoch { current, .. }) => {
+                if self.mls.incoming.is_none() {
+                    // Nothing staged that would take us there: we missed a confirmation.
+                    self.rejoin(now, unix_ms);
+                }
+                Response::Nack { epoch: current }
+            }
             Err(err) => {
                 self.stats.group_messages_rejected += 1;
                 debug!(peer = %from, error = %err, "group message rejected");
@@ -717,11 +789,18 @@ impl<R: RngCore + CryptoRng> Machine<R> {
         unix_ms: u64,
         text: String,
     ) {
+        if seq == u64::MAX {
+            return;
+        }
+        // One live session per sender: a new session replaces the old one.
+        if !self.mls.inboxes.contains_key(&(from, session)) {
+            self.mls.inboxes.retain(|(peer, _), _| *peer != from);
+        }
         let inbox = self.mls.inboxes.entry((from, session)).or_default();
         if seq <= inbox.delivered || inbox.buffer.contains_key(&seq) {
             return; // duplicate
         }
-        if inbox.buffer.len() >= MAX_REORDER {
+        if inbox.buffer.len() >= MAX_REORDER && seq != inbox.delivered + 1 {
             return;
         }
         inbox.buffer.insert(seq, (unix_ms, text));
@@ -741,7 +820,7 @@ impl<R: RngCore + CryptoRng> Machine<R> {
                 ready.push((unix_ms, text));
             } else if skip_gap && !inbox.buffer.is_empty() {
                 let (&first, _) = inbox.buffer.iter().next().expect("not empty");
-                inbox.delivered = first - 1;
+                inbox.delivered = first.saturating_sub(1);
             } else {
                 break;
             }

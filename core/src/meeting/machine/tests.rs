@@ -908,3 +908,66 @@ fn a_tampered_group_message_is_rejected_counted_and_harmless() {
     sim.drain(a);
     assert_eq!(sim.chats(a), vec!["original".to_owned()]);
 }
+
+#[test]
+fn an_mls_welcome_from_a_peer_that_never_proved_the_secret_is_refused() {
+    let mut sim = Sim::new();
+    let host = sim.host();
+    let joiner = sim.joiner(1, host);
+    // A DHT node that saw the joiner's hello builds its own group and welcomes the joiner.
+    let stranger = Identity::generate();
+    let stranger_me = MlsIdentity::new(&stranger);
+    let stranger_provider = Provider::default();
+    let mut group =
+        MeetingGroup::create(&stranger_provider, &stranger_me, keys(1).meeting_id()).unwrap();
+    let hello = sim.nodes[&joiner].sent.iter().find_map(|r| match r {
+        Request::Hello(h) => Some(h.key_package.clone()),
+        _ => None,
+    });
+    let package =
+        crate::group::mls::validate_key_package(&stranger_provider, &hello.unwrap(), joiner)
+            .unwrap();
+    let out = group
+        .commit(&stranger_provider, &stranger_me, vec![package], vec![])
+        .unwrap();
+    let (now, unix_ms) = (sim.now, sim.unix_ms());
+    let welcome = Request::Welcome {
+        meeting_id: keys(1).meeting_id(),
+        welcome: out.welcome.unwrap(),
+    };
+    let response =
+        sim.node(joiner)
+            .machine
+            .handle_request(now, unix_ms, stranger.peer_id(), welcome);
+    assert_eq!(response, Response::Refused);
+    assert!(
+        sim.nodes[&joiner].machine.epoch().is_none(),
+        "not tricked into a foreign group"
+    );
+    // The real meeting still takes it in.
+    sim.run_until(Duration::from_secs(5), |s| s.agree(&[host, joiner]))
+        .expect("joined the real meeting");
+}
+
+#[test]
+fn a_kicked_member_cannot_simply_say_hello_again() {
+    let mut sim = Sim::new();
+    let host = sim.host();
+    let identity = Identity::generate();
+    let victim = sim.joiner_with(&identity, 1, host, Some(host));
+    sim.run_until(Duration::from_secs(5), |s| s.agree(&[host, victim]))
+        .expect("group formed");
+    let now = sim.now;
+    sim.node(host).machine.kick(now, victim).unwrap();
+    sim.drain(host);
+    sim.run_for(Duration::from_secs(1));
+    assert!(sim.members(host).is_empty());
+    // The kicked client comes back with the invite.
+    sim.nodes.remove(&victim);
+    sim.joiner_with(&identity, 1, host, Some(host));
+    sim.run_for(Duration::from_secs(6));
+    assert!(
+        sim.members(host).is_empty(),
+        "a kicked member was let back in"
+    );
+}

@@ -187,3 +187,22 @@ fn keys_come_from_the_mls_group_and_a_removed_member_is_locked_out() {
     );
     assert!(opener_host.open(now, &after_removal).is_ok());
 }
+
+#[test]
+fn a_connection_carries_only_its_own_members_frames() {
+    let now = t0();
+    let mut opener = Opener::default();
+    opener.install(now, 5, [7; NH]);
+    // Every member can derive every sender's key; member 3 forges leaf 2's KID on its own
+    // connection, with a huge counter meant to push leaf 2's replay window ahead.
+    let mut forger = sealer(5, 2, [7; NH]);
+    let forged = forger.seal(b"pretending to be leaf 2").unwrap();
+    assert_eq!(opener.open_from(now, &forged, 3), Err(MediaError::Forged));
+    // Leaf 2's own frames (arriving on its connection) still open.
+    let mut honest = sealer(5, 2, [7; NH]);
+    assert!(
+        opener
+            .open_from(now, &honest.seal(b"really leaf 2").unwrap(), 2)
+            .is_ok()
+    );
+}
