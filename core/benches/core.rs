@@ -64,6 +64,7 @@ fn benches(c: &mut Criterion) {
     let heartbeat = Request::Heartbeat {
         meeting_id: invite.meeting_id,
         members,
+        epoch: Some(3),
     };
     let bytes = heartbeat.encode();
     c.bench_function("wire/encode_heartbeat_8_members", |b| {

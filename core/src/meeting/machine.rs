@@ -551,7 +551,7 @@ impl<R: RngCore + CryptoRng> Machine<R> {
                 self.stats.requests_from_strangers += 1;
                 return Response::NotMember;
             }
-            Request::Heartbeat { members, .. } => {
+            Request::Heartbeat { members, epoch, .. } => {
                 if !self.peers.contains_key(&from) {
                     self.stats.requests_from_strangers += 1;
                     return Response::NotMember;
@@ -560,6 +560,7 @@ impl<R: RngCore + CryptoRng> Machine<R> {
                 // Only members in the group send heartbeats: a key package still queued for
                 // this peer is stale (a late hello) and must not replace its leaf.
                 self.forget_queued_package(&from);
+                self.check_epoch_of(now, unix_ms, from, epoch);
                 for info in members {
                     if info.peer_id == from {
                         if let Some(peer) = self.peers.get_mut(&from) {
@@ -744,14 +745,6 @@ impl<R: RngCore + CryptoRng> Machine<R> {
                 self.heard_from(now, from);
                 self.commit_acked(now, from, epoch);
             }
-            (Inflight::Commit { epoch }, Response::Nack { epoch: theirs }) if theirs < epoch => {
-                // That member is behind (it missed a confirmation): do not let it block the
-                // group; it counts as unreachable, is removed next, and joins again.
-                if let Some(peer) = self.peers.get_mut(&from) {
-                    peer.failures = peer.failures.saturating_add(2);
-                }
-                self.commit_unreachable(now, from, epoch);
-            }
             (Inflight::Commit { epoch }, Response::Nack { epoch: theirs }) => {
                 self.heard_from(now, from);
                 self.abort_outgoing(now, epoch);
@@ -921,10 +914,12 @@ impl<R: RngCore + CryptoRng> Machine<R> {
                 .filter(|(_, p)| !p.said_bye)
                 .map(|(id, _)| *id)
                 .collect();
+            let epoch = self.mls.group.as_ref().map(MeetingGroup::epoch);
             for peer in recipients {
                 let request = Request::Heartbeat {
                     meeting_id: self.keys.meeting_id(),
                     members: list.clone(),
+                    epoch,
                 };
                 self.send(peer, request, Inflight::Heartbeat);
             }

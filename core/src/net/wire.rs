@@ -156,6 +156,10 @@ pub enum Request {
         meeting_id: MeetingId,
         /// The sender's peer list (including itself).
         members: Vec<MemberInfo>,
+        /// The sender's MLS epoch, if it is in the group: a member that sees a higher one
+        /// (and has nothing staged) missed a confirmation and joins again.
+        #[serde(default)]
+        epoch: Option<u64>,
     },
     /// The sender leaves the meeting.
     Bye {
@@ -511,6 +515,7 @@ mod tests {
         let bytes = Request::Heartbeat {
             meeting_id: MeetingId([1; 16]),
             members,
+            epoch: None,
         }
         .encode();
         assert!(matches!(
@@ -554,7 +559,7 @@ mod tests {
             let meeting_id = MeetingId(id);
             let requests = [
                 Request::Hello(Hello { meeting_id, nonce, unix_ms, mac, name, addrs: members.first().map(|m| m.addrs.clone()).unwrap_or_default(), key_package: mac.to_vec() }),
-                Request::Heartbeat { meeting_id, members: members.clone() },
+                Request::Heartbeat { meeting_id, members: members.clone(), epoch: Some(unix_ms) },
                 Request::Bye { meeting_id },
                 Request::Commit { meeting_id, epoch: unix_ms, commit: nonce.to_vec(), removals: members.iter().map(|m| Removal { peer_id: m.peer_id, reason: RemovalReason::Kicked }).collect() },
                 Request::Confirm { meeting_id, epoch: unix_ms },

@@ -170,6 +170,29 @@ impl<R: RngCore + CryptoRng> Machine<R> {
         self.mls.key_package.clone().unwrap_or_default()
     }
 
+    /// A member told us its epoch: if it is ahead of ours and nothing we staged would take us
+    /// there, we missed a confirmation and stay behind for good unless we join again.
+    pub(super) fn check_epoch_of(
+        &mut self,
+        now: Instant,
+        unix_ms: u64,
+        from: PeerId,
+        theirs: Option<u64>,
+    ) {
+        let Some(group) = &self.mls.group else { return };
+        let (Some(theirs), true) = (theirs, group.leaf_of(&from).is_some()) else {
+            return;
+        };
+        if theirs > group.epoch()
+            && self.mls.incoming.is_none()
+            && self.mls.outgoing.is_none()
+            && self.phase == Phase::Member
+        {
+            info!(ours = group.epoch(), theirs, peer = %from, "a member is at a later epoch");
+            self.rejoin(now, unix_ms);
+        }
+    }
+
     /// Drops a key package queued for `peer` (it is a live member after all).
     pub(super) fn forget_queued_package(&mut self, peer: &PeerId) {
         if self

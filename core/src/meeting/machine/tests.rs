@@ -504,6 +504,7 @@ fn strangers_get_not_member_for_group_requests() {
         Request::Heartbeat {
             meeting_id,
             members: vec![],
+            epoch: None,
         },
         Request::Bye { meeting_id },
         Request::Commit {
@@ -970,4 +971,29 @@ fn a_kicked_member_cannot_simply_say_hello_again() {
         sim.members(host).is_empty(),
         "a kicked member was let back in"
     );
+}
+
+#[test]
+fn a_member_that_missed_a_confirmation_catches_up_by_joining_again() {
+    let mut sim = Sim::new();
+    let host = sim.host();
+    let a = sim.joiner(1, host);
+    let b = sim.joiner(1, host);
+    sim.run_until(Duration::from_secs(5), |s| s.agree(&[host, a, b]))
+        .expect("group formed");
+    // A newcomer makes the host commit; the confirmation to `b` is lost on the way.
+    let c = sim.joiner(1, host);
+    let mut diverged = false;
+    for _ in 0..5000 {
+        sim.queue.retain(|(_, p)| !matches!(p, Packet::Request { to, request: Request::Confirm { .. }, .. } if *to == b));
+        sim.step();
+        let (theirs, ours) = (sim.epoch(host).map(|e| e.0), sim.epoch(b).map(|e| e.0));
+        if theirs > ours && ours.is_some() {
+            diverged = true;
+            break;
+        }
+    }
+    assert!(diverged, "b fell behind the host");
+    sim.run_until(Duration::from_secs(20), |s| s.agree(&[host, a, b, c]))
+        .expect("b caught up");
 }
