@@ -420,8 +420,17 @@ impl Media {
                 if (state == "failed" || state == "closed")
                     && self.leaves.values().any(|p| *p == peer)
                 {
-                    // The path broke: the offering side starts over with a new connection.
+                    // The path broke: the offering side starts over with a new connection (new
+                    // RTP sequence numbers, so the old jitter buffer goes too).
                     self.drop_peer(peer);
+                    if let Some(leaf) = self
+                        .leaves
+                        .iter()
+                        .find(|(_, p)| **p == peer)
+                        .map(|(l, _)| *l)
+                    {
+                        self.receivers.remove(&leaf);
+                    }
                     if self.local.to_bytes() < peer.to_bytes() {
                         self.offer(peer).await;
                     }

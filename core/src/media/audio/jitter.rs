@@ -16,6 +16,9 @@ use std::time::{Duration, Instant};
 
 use super::{FRAME_MS, SAMPLE_RATE};
 
+/// A sequence-number jump this large means a new stream, not loss (≈ 20 s of audio).
+const STREAM_JUMP: u64 = 1000;
+
 /// Bounds of the jitter buffer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JitterConfig {
@@ -131,7 +134,17 @@ impl JitterBuffer {
 
     /// A packet arrived at `now` with RTP sequence number `seq` and timestamp `timestamp`.
     pub fn push(&mut self, now: Instant, seq: u16, timestamp: u32, payload: Vec<u8>) {
-        let seq = self.extend(seq);
+        let mut seq = self.extend(seq);
+        if self
+            .next
+            .is_some_and(|next| seq.abs_diff(next) > STREAM_JUMP)
+        {
+            // A new stream (a new connection starts at a random sequence number): start over.
+            let stats = self.stats;
+            *self = Self::new(self.config.clone());
+            self.stats = stats;
+            seq = self.extend(seq as u16);
+        }
         if self.next.is_some_and(|next| seq < next) {
             self.stats.late += 1;
             return;
@@ -322,6 +335,37 @@ mod tests {
         assert_eq!(buffer.pop(later), Playout::Frame(vec![10]));
         buffer.push(later, 9, 0, vec![9]);
         assert_eq!(buffer.stats().late, 1);
+    }
+
+    #[test]
+    fn a_new_stream_restarts_the_buffer_instead_of_stalling_it() {
+        let start = t0();
+        let mut buffer = JitterBuffer::new(JitterConfig::default());
+        for seq in 0..10u16 {
+            buffer.push(
+                start + FRAME * u32::from(seq),
+                seq,
+                u32::from(seq) * 960,
+                vec![1],
+            );
+        }
+        let mut now = start;
+        for _ in 0..12 {
+            now += FRAME;
+            buffer.pop(now);
+        }
+        // The sender reconnected: sequence numbers start somewhere else entirely.
+        let mut played_new = 0;
+        for i in 0..30u16 {
+            now += FRAME;
+            if i < 10 {
+                buffer.push(now, 40_000 + i, u32::from(i) * 960, vec![2]);
+            }
+            if buffer.pop(now) == Playout::Frame(vec![2]) {
+                played_new += 1;
+            }
+        }
+        assert_eq!(played_new, 10, "{:?}", buffer.stats());
     }
 
     #[test]

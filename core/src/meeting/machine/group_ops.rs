@@ -606,7 +606,9 @@ impl<R: RngCore + CryptoRng> Machine<R> {
         removals: Vec<Removal>,
     ) -> Response {
         let Some(group) = &self.mls.group else {
-            return Response::NotMember;
+            // We have no group (restarted, or joining again): we cannot take part, but that
+            // says nothing about the committer's membership — do not answer NotMember.
+            return Response::Nack { epoch: 0 };
         };
         let current = group.epoch();
         let (Some(their_leaf), own_leaf) = (group.leaf_of(&from), group.own_leaf()) else {
