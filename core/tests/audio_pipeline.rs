@@ -10,25 +10,13 @@ use std::time::{Duration, Instant};
 use conclave_core::group::media_keys::sender_base_key;
 use conclave_core::media::audio::codec::{Decoder, Encoder};
 use conclave_core::media::audio::jitter::{JitterBuffer, JitterConfig, Playout};
-use conclave_core::media::audio::mixer::{Mixer, level_dbfs};
+use conclave_core::media::audio::mixer::{Mixer, level_dbfs, tone_power};
 use conclave_core::media::audio::sink::{AudioSink, WavSink};
 use conclave_core::media::audio::source::{AudioSource, Tone, WavSource};
 use conclave_core::media::audio::{FRAME_SAMPLES, Frame, SAMPLE_RATE};
 use conclave_core::media::crypto::keyring::Opener;
 use conclave_core::media::crypto::sframe::Sealer;
 use rand::{Rng, SeedableRng};
-
-/// Power of `frequency` in `samples` (Goertzel), normalised by length.
-fn power(samples: &[i16], frequency: f64) -> f64 {
-    let k = 2.0 * (std::f64::consts::TAU * frequency / f64::from(SAMPLE_RATE)).cos();
-    let (mut s1, mut s2) = (0.0f64, 0.0f64);
-    for sample in samples {
-        let s0 = f64::from(*sample) / 32768.0 + k * s1 - s2;
-        s2 = s1;
-        s1 = s0;
-    }
-    (s1 * s1 + s2 * s2 - k * s1 * s2) / samples.len() as f64
-}
 
 struct Speaker {
     source: Tone,
@@ -149,7 +137,11 @@ fn two_tones_arrive_clearly_through_five_percent_loss() {
         samples.extend_from_slice(&pcm);
     }
     let body = &samples[SAMPLE_RATE as usize / 2..samples.len() - SAMPLE_RATE as usize / 2];
-    let (p440, p660, p1000) = (power(body, 440.0), power(body, 660.0), power(body, 1000.0));
+    let (p440, p660, p1000) = (
+        tone_power(body, 440.0),
+        tone_power(body, 660.0),
+        tone_power(body, 1000.0),
+    );
     assert!(
         p440 > 50.0 * p1000 && p660 > 50.0 * p1000,
         "both tones clearly present: {p440} {p660} {p1000}"

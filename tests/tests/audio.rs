@@ -4,8 +4,9 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use conclave_core::media::audio::FRAME_SAMPLES;
+use conclave_core::media::audio::mixer::tone_power;
 use conclave_core::media::audio::source::{AudioSource, WavSource};
-use conclave_core::media::audio::{FRAME_SAMPLES, SAMPLE_RATE};
 use conclave_tests::{Proc, peer_id_of, start_relay};
 
 const LIMIT: Duration = Duration::from_secs(20);
@@ -27,18 +28,6 @@ fn spawn(dir: &Path, label: &str, audio_in: &str, command: &[&str]) -> Proc {
     let args = media_args(dir, label, audio_in, command);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     Proc::conclave(label, &dir.join(label), &args).unwrap()
-}
-
-/// Goertzel power of `frequency` in `samples`, normalised by length.
-fn power(samples: &[i16], frequency: f64) -> f64 {
-    let k = 2.0 * (std::f64::consts::TAU * frequency / f64::from(SAMPLE_RATE)).cos();
-    let (mut s1, mut s2) = (0.0f64, 0.0f64);
-    for sample in samples {
-        let s0 = f64::from(*sample) / 32768.0 + k * s1 - s2;
-        s2 = s1;
-        s1 = s0;
-    }
-    (s1 * s1 + s2 * s2 - k * s1 * s2) / samples.len() as f64
 }
 
 fn frames_of(path: &Path) -> Vec<Vec<i16>> {
@@ -101,10 +90,10 @@ fn a_listener_hears_both_speakers_and_a_kicked_speaker_falls_silent() {
     let before: Vec<i16> =
         frames[frame_at(connected_after + Duration::from_secs(1))..frame_at(kick_at)].concat();
     let (p440, p660, p1200, p1000) = (
-        power(&before, 440.0),
-        power(&before, 660.0),
-        power(&before, 1200.0),
-        power(&before, 1000.0),
+        tone_power(&before, 440.0),
+        tone_power(&before, 660.0),
+        tone_power(&before, 1200.0),
+        tone_power(&before, 1000.0),
     );
     assert!(
         p440 > 100.0 * p1000 && p660 > 100.0 * p1000 && p1200 > 100.0 * p1000,
@@ -114,9 +103,9 @@ fn a_listener_hears_both_speakers_and_a_kicked_speaker_falls_silent() {
     let after: Vec<i16> =
         frames[frame_at(kick_at + Duration::from_millis(1500))..frames.len() - 25].concat();
     let (p440, p660, p1200) = (
-        power(&after, 440.0),
-        power(&after, 660.0),
-        power(&after, 1200.0),
+        tone_power(&after, 440.0),
+        tone_power(&after, 660.0),
+        tone_power(&after, 1200.0),
     );
     assert!(
         p440 > 100.0 * p1200 && p660 > 100.0 * p1200,

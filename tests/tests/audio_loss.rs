@@ -7,8 +7,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use conclave_core::media::audio::FRAME_SAMPLES;
+use conclave_core::media::audio::mixer::tone_power;
 use conclave_core::media::audio::source::{AudioSource, WavSource};
-use conclave_core::media::audio::{FRAME_SAMPLES, SAMPLE_RATE};
 use conclave_tests::netns::{Lan, available};
 use conclave_tests::{Proc, bin};
 
@@ -30,17 +31,6 @@ fn member(lan: &Lan, host: usize, dir: &Path, label: &str, args: &[&str]) -> Pro
         ])
         .args(args);
     Proc::spawn(label, command, dir).unwrap()
-}
-
-fn power(samples: &[i16], frequency: f64) -> f64 {
-    let k = 2.0 * (std::f64::consts::TAU * frequency / f64::from(SAMPLE_RATE)).cos();
-    let (mut s1, mut s2) = (0.0f64, 0.0f64);
-    for sample in samples {
-        let s0 = f64::from(*sample) / 32768.0 + k * s1 - s2;
-        s2 = s1;
-        s1 = s0;
-    }
-    (s1 * s1 + s2 * s2 - k * s1 * s2) / samples.len() as f64
 }
 
 #[test]
@@ -158,9 +148,9 @@ fn audio_goes_on_through_five_percent_loss() {
         + 50;
     let body: Vec<i16> = frames[first..frames.len() - 25].concat();
     let (p440, p660, p1000) = (
-        power(&body, 440.0),
-        power(&body, 660.0),
-        power(&body, 1000.0),
+        tone_power(&body, 440.0),
+        tone_power(&body, 660.0),
+        tone_power(&body, 1000.0),
     );
     assert!(
         p440 > 100.0 * p1000 && p660 > 100.0 * p1000,

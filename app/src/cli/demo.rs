@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use conclave_core::media::audio::mixer::tone_power;
 use conclave_core::media::audio::source::{AudioSource, WavSource};
 use conclave_core::media::audio::{FRAME_SAMPLES, SAMPLE_RATE};
 use conclave_core::media::driver::{MediaConfig, MediaEvent};
@@ -167,18 +168,6 @@ async fn all_listen(people: &mut [Participant], duration: Duration) {
     }
 }
 
-/// Goertzel power of `frequency` in `samples`, normalised by length.
-fn power(samples: &[i16], frequency: f64) -> f64 {
-    let k = 2.0 * (std::f64::consts::TAU * frequency / f64::from(SAMPLE_RATE)).cos();
-    let (mut s1, mut s2) = (0.0f64, 0.0f64);
-    for sample in samples {
-        let s0 = f64::from(*sample) / 32768.0 + k * s1 - s2;
-        s2 = s1;
-        s1 = s0;
-    }
-    (s1 * s1 + s2 * s2 - k * s1 * s2) / samples.len().max(1) as f64
-}
-
 /// Which of `speakers` (name, tone) can be heard in the recording at `path`, and its length.
 fn heard_in(path: &Path, speakers: &[(String, f64)]) -> anyhow::Result<(Vec<String>, f64)> {
     let mut source = WavSource::open(path)?;
@@ -187,10 +176,10 @@ fn heard_in(path: &Path, speakers: &[(String, f64)]) -> anyhow::Result<(Vec<Stri
     while source.next_frame(&mut frame) {
         samples.extend_from_slice(&frame);
     }
-    let noise_floor = power(&samples, 2_017.0).max(1e-9);
+    let noise_floor = tone_power(&samples, 2_017.0).max(1e-9);
     let heard = speakers
         .iter()
-        .filter(|(_, hz)| power(&samples, *hz) > 1000.0 * noise_floor)
+        .filter(|(_, hz)| tone_power(&samples, *hz) > 1000.0 * noise_floor)
         .map(|(name, _)| name.clone())
         .collect();
     Ok((heard, samples.len() as f64 / f64::from(SAMPLE_RATE)))

@@ -19,6 +19,19 @@ pub fn level_dbfs(frame: &[i16]) -> f32 {
     }
 }
 
+/// Power of one frequency in `samples` (Goertzel), normalised by length: how much of a tone
+/// a recording holds. Used to check who was heard (demo, tests, benches).
+pub fn tone_power(samples: &[i16], frequency: f64) -> f64 {
+    let k = 2.0 * (std::f64::consts::TAU * frequency / f64::from(super::SAMPLE_RATE)).cos();
+    let (mut s1, mut s2) = (0.0f64, 0.0f64);
+    for sample in samples {
+        let s0 = f64::from(*sample) / 32768.0 + k * s1 - s2;
+        s2 = s1;
+        s1 = s0;
+    }
+    (s1 * s1 + s2 * s2 - k * s1 * s2) / samples.len().max(1) as f64
+}
+
 /// Sums the frames of several speakers with saturation.
 #[derive(Debug)]
 pub struct Mixer {
