@@ -65,12 +65,14 @@ fn a_listener_hears_both_speakers_and_a_kicked_speaker_falls_silent() {
     let kicked_id = peer_id_of(&mut kicked).unwrap();
     let started = Instant::now();
     // Audio flows once the listener has a connection to each speaker.
+    let mut connected = Vec::new();
     for _ in 0..3 {
-        listener
+        let event = listener
             .wait_for(LIMIT, "connected", |v| {
                 v["event"] == "connection" && v["state"] == "connected"
             })
             .unwrap();
+        connected.push(event);
         listener
             .seen
             .retain(|v| !(v["event"] == "connection" && v["state"] == "connected"));
@@ -122,6 +124,20 @@ fn a_listener_hears_both_speakers_and_a_kicked_speaker_falls_silent() {
         longest = longest.max(run);
     }
     assert!(longest < 5, "a gap of {} ms in the audio", longest * 20);
+    assert!(
+        connected.iter().all(|v| v["path"] == "direct"),
+        "loopback paths are direct: {connected:?}"
+    );
+    let rtts: Vec<f64> = listener
+        .seen
+        .iter()
+        .filter(|v| v["event"] == "media")
+        .filter_map(|v| v["rtt_ms"].as_f64())
+        .collect();
+    assert!(
+        !rtts.is_empty() && rtts.iter().all(|rtt| (0.0..100.0).contains(rtt)),
+        "round-trip times are measured: {rtts:?}"
+    );
     let stats = listener
         .seen
         .iter()

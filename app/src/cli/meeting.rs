@@ -197,11 +197,13 @@ fn report_media(event: &MediaEvent, out: Output) {
             peer_id,
             state,
             path,
+            rtt_ms,
         } => {
+            let rtt = rtt_ms.map_or(String::new(), |rtt| format!(", {rtt:.1} ms"));
             out.event(
                 "connection",
-                json!({ "peer_id": peer_id.to_string(), "state": state, "path": path }),
-                || format!("media with {peer_id}: {state} ({path})"),
+                json!({ "peer_id": peer_id.to_string(), "state": state, "path": path, "rtt_ms": rtt_ms }),
+                || format!("media with {peer_id}: {state} ({path}{rtt})"),
             );
         }
         MediaEvent::Stats {
@@ -212,10 +214,11 @@ fn report_media(event: &MediaEvent, out: Output) {
             decrypt_failures,
             jitter_ms,
             level_dbfs,
+            rtt_ms,
         } => {
             out.event(
                 "media",
-                json!({ "peer_id": peer_id.to_string(), "rx_frames": rx_frames, "lost_frames": lost_frames, "recovered_frames": recovered_frames, "decrypt_failures": decrypt_failures, "jitter_ms": jitter_ms, "level_dbfs": level_dbfs }),
+                json!({ "peer_id": peer_id.to_string(), "rx_frames": rx_frames, "lost_frames": lost_frames, "recovered_frames": recovered_frames, "decrypt_failures": decrypt_failures, "jitter_ms": jitter_ms, "level_dbfs": level_dbfs, "rtt_ms": rtt_ms }),
                 || format!("audio from {peer_id}: {rx_frames} frames, {lost_frames} lost ({recovered_frames} recovered), jitter {jitter_ms:.1} ms"),
             );
         }

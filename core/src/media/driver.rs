@@ -75,8 +75,10 @@ pub enum MediaEvent {
         peer_id: PeerId,
         /// `connected`, `disconnected`, `failed`, ...
         state: String,
-        /// `direct` (relayed paths arrive with the connectivity milestone).
+        /// `direct`, or `relayed` through a TURN server (from the selected ICE pair).
         path: &'static str,
+        /// Latest STUN round-trip time on that path, once measured.
+        rtt_ms: Option<f64>,
     },
     /// Periodic receive statistics for one member.
     Stats {
@@ -94,6 +96,8 @@ pub enum MediaEvent {
         jitter_ms: f64,
         /// Current level of this speaker (dBFS).
         level_dbfs: f32,
+        /// Latest round-trip time to this member (ICE), once measured.
+        rtt_ms: Option<f64>,
     },
     /// The first frame from a member opened and was queued for playout.
     AudioStarted {
@@ -436,11 +440,20 @@ impl Media {
                     }
                 }
                 let events = self.events.clone();
+                let measured = match self.peers.get(&peer) {
+                    Some(connection) if state == "connected" => {
+                        connection.path(Instant::now()).await
+                    }
+                    _ => None,
+                };
+                let (path, rtt_ms) =
+                    measured.map_or(("direct", None), |(path, rtt)| (path, Some(rtt)));
                 let _ = events
                     .send(MediaEvent::Connection {
                         peer_id: peer,
                         state,
-                        path: "direct",
+                        path,
+                        rtt_ms,
                     })
                     .await;
             }
@@ -555,10 +568,19 @@ impl Media {
                 decrypt_failures: failures,
                 jitter_ms: receiver.jitter.jitter().as_secs_f64() * 1000.0,
                 level_dbfs: receiver.level,
+                rtt_ms: None,
             });
         }
+        let now = Instant::now();
         let events = self.events.clone();
-        for report in reports {
+        for mut report in reports {
+            if let MediaEvent::Stats {
+                peer_id, rtt_ms, ..
+            } = &mut report
+                && let Some(connection) = self.peers.get(peer_id).cloned()
+            {
+                *rtt_ms = connection.path(now).await.map(|(_, rtt)| rtt);
+            }
             let _ = events.send(report).await;
         }
     }

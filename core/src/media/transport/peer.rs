@@ -279,6 +279,30 @@ impl AudioPeer {
             .map_err(webrtc_err)
     }
 
+    /// The path of the selected ICE candidate pair (`direct`, or `relayed` through TURN) and
+    /// its latest STUN round-trip time, once a pair is nominated.
+    pub async fn path(&self, now: Instant) -> Option<(&'static str, f64)> {
+        use rtc::statistics::report::RTCStatsReportEntry;
+        let report = self
+            .connection
+            .get_stats(now, webrtc::peer_connection::StatsSelector::None)
+            .await;
+        let pair = report.iter().find_map(|entry| match entry {
+            RTCStatsReportEntry::IceCandidatePair(pair) if pair.nominated => Some(pair),
+            _ => None,
+        })?;
+        let relayed = match report.get(&pair.local_candidate_id) {
+            Some(RTCStatsReportEntry::LocalCandidate(local)) => {
+                local.candidate_type == webrtc::peer_connection::RTCIceCandidateType::Relay
+            }
+            _ => false,
+        };
+        Some((
+            if relayed { "relayed" } else { "direct" },
+            pair.current_round_trip_time * 1000.0,
+        ))
+    }
+
     /// Closes the connection.
     pub async fn close(&self) -> Result<(), TransportError> {
         self.connection.close().await.map_err(webrtc_err)
