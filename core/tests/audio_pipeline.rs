@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use conclave_core::group::media_keys::sender_base_key;
 use conclave_core::media::audio::codec::{Decoder, Encoder};
-use conclave_core::media::audio::jitter::{JitterBuffer, JitterConfig, Playout};
+use conclave_core::media::audio::jitter::{JitterBuffer, JitterConfig};
 use conclave_core::media::audio::mixer::{Mixer, level_dbfs, tone_power};
 use conclave_core::media::audio::sink::{AudioSink, WavSink};
 use conclave_core::media::audio::source::{AudioSource, Tone, WavSource};
@@ -106,19 +106,9 @@ fn two_tones_arrive_clearly_through_five_percent_loss() {
         }
         for (buffer, decoder) in buffers.values_mut() {
             let mut pcm: Frame = [0; FRAME_SAMPLES];
-            match buffer.pop(now) {
-                Playout::Wait => continue,
-                Playout::Frame(packet) => {
-                    decoder.decode(&packet, &mut pcm).unwrap();
-                }
-                Playout::Recover(next) => {
-                    decoder.recover(&next, &mut pcm).unwrap();
-                }
-                Playout::Conceal => {
-                    decoder.conceal(&mut pcm).unwrap();
-                }
+            if decoder.play(buffer.pop(now), &mut pcm).unwrap().is_some() {
+                mixer.add(&pcm);
             }
-            mixer.add(&pcm);
         }
         let mixed = mixer.take();
         sink.write(&mixed).unwrap();
@@ -239,18 +229,7 @@ fn speech_from_a_wav_file_comes_out_intelligible_through_loss() {
             }
         }
         let mut pcm: Frame = [0; FRAME_SAMPLES];
-        match jitter.pop(now) {
-            Playout::Wait => {}
-            Playout::Frame(packet) => {
-                decoder.decode(&packet, &mut pcm).unwrap();
-            }
-            Playout::Recover(next) => {
-                decoder.recover(&next, &mut pcm).unwrap();
-            }
-            Playout::Conceal => {
-                decoder.conceal(&mut pcm).unwrap();
-            }
-        }
+        decoder.play(jitter.pop(now), &mut pcm).unwrap();
         output.extend_from_slice(&pcm);
     }
     assert!(jitter.stats().lost > 0, "the channel lost frames");

@@ -29,7 +29,7 @@ use tracing::{debug, info, warn};
 use super::MediaCommand;
 use super::audio::codec::{Decoder, Encoder};
 use super::audio::device::DeviceSink;
-use super::audio::jitter::{JitterBuffer, JitterConfig, Playout};
+use super::audio::jitter::{JitterBuffer, JitterConfig};
 use super::audio::mixer::{Mixer, level_dbfs};
 use super::audio::sink::{AudioSink, NullSink, WavSink};
 use super::audio::source::{AudioSource, Silence, from_spec};
@@ -534,13 +534,7 @@ impl Media {
         let mut mixer = Mixer::default();
         for receiver in self.receivers.values_mut() {
             let mut pcm: Frame = [0; FRAME_SAMPLES];
-            let decoded = match receiver.jitter.pop(now) {
-                Playout::Wait => continue,
-                Playout::Frame(packet) => receiver.decoder.decode(&packet, &mut pcm).map(|_| ()),
-                Playout::Recover(next) => receiver.decoder.recover(&next, &mut pcm).map(|_| ()),
-                Playout::Conceal => receiver.decoder.conceal(&mut pcm).map(|_| ()),
-            };
-            if decoded.is_ok() {
+            if let Ok(Some(_)) = receiver.decoder.play(receiver.jitter.pop(now), &mut pcm) {
                 receiver.level = level_dbfs(&pcm);
                 mixer.add(&pcm);
             }

@@ -143,7 +143,7 @@ fn kick_latency(size: usize) -> anyhow::Result<()> {
 fn pipeline_latency() -> anyhow::Result<()> {
     use conclave_core::group::media_keys::sender_base_key;
     use conclave_core::media::audio::codec::{Decoder, Encoder};
-    use conclave_core::media::audio::jitter::{JitterBuffer, JitterConfig, Playout};
+    use conclave_core::media::audio::jitter::{JitterBuffer, JitterConfig};
     use conclave_core::media::audio::{FRAME_SAMPLES, Frame, SAMPLE_RATE};
     use conclave_core::media::crypto::keyring::Opener;
     use conclave_core::media::crypto::sframe::Sealer;
@@ -179,18 +179,7 @@ fn pipeline_latency() -> anyhow::Result<()> {
             opened.payload,
         );
         let mut pcm: Frame = [0; FRAME_SAMPLES];
-        match jitter.pop(now) {
-            Playout::Wait => {}
-            Playout::Frame(packet) => {
-                decoder.decode(&packet, &mut pcm)?;
-            }
-            Playout::Recover(next) => {
-                decoder.recover(&next, &mut pcm)?;
-            }
-            Playout::Conceal => {
-                decoder.conceal(&mut pcm)?;
-            }
-        }
+        decoder.play(jitter.pop(now), &mut pcm)?;
         output.extend_from_slice(&pcm);
     }
     let heard_at = output

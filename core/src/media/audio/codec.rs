@@ -1,6 +1,7 @@
 //! Opus at 48 kHz mono, 20 ms frames: voice mode, in-band FEC, DTX; decoding with FEC
 //! recovery and packet-loss concealment.
 
+use super::jitter::Playout;
 use super::{AudioError, FRAME_SAMPLES, Frame, SAMPLE_RATE};
 
 /// Target bitrate (bits/s) of voice.
@@ -104,6 +105,21 @@ impl Decoder {
         match self.inner.decode(next_packet, frame, true) {
             Ok(_) => Ok(Decoded::Recovered),
             Err(_) => self.conceal(frame),
+        }
+    }
+
+    /// Produces the frame the jitter buffer asked for: decode, recover from FEC, or conceal.
+    /// Returns `None` (and leaves `frame` untouched) while playout has not started.
+    pub fn play(
+        &mut self,
+        playout: Playout,
+        frame: &mut Frame,
+    ) -> Result<Option<Decoded>, AudioError> {
+        match playout {
+            Playout::Wait => Ok(None),
+            Playout::Frame(packet) => self.decode(&packet, frame).map(Some),
+            Playout::Recover(next) => self.recover(&next, frame).map(Some),
+            Playout::Conceal => self.conceal(frame).map(Some),
         }
     }
 
