@@ -44,6 +44,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::group::mls::validate_key_package;
     use crate::group::{MeetingGroup, MlsIdentity, Provider};
     use crate::identity::Identity;
     use crate::invite::MeetingId;
@@ -88,15 +89,6 @@ mod tests {
         store.apply_mls_delta(&delete).unwrap();
         assert!(store.load_mls().unwrap().is_empty());
     }
-}
-
-#[cfg(test)]
-mod crash_tests {
-    use super::*;
-    use crate::group::mls::validate_key_package;
-    use crate::group::{MeetingGroup, MlsIdentity, Provider};
-    use crate::identity::Identity;
-    use crate::invite::MeetingId;
 
     /// A crash in the middle of an MLS operation (its delta never reaches sled) leaves the
     /// group exactly as it was before the operation: it reloads and keeps working.

@@ -337,6 +337,24 @@ impl Sim {
             })
     }
 
+    /// Makes `peer` send a chat line and returns the MLS message it sent (not delivered).
+    fn chat_message(&mut self, peer: PeerId, text: &str) -> Vec<u8> {
+        let (now, unix_ms) = (self.now, self.unix_ms());
+        self.node(peer)
+            .machine
+            .send_chat(now, unix_ms, text)
+            .unwrap();
+        std::iter::from_fn(|| self.node(peer).machine.poll_output())
+            .find_map(|o| match o {
+                Output::Send {
+                    request: Request::Group { message, .. },
+                    ..
+                } => Some(message),
+                _ => None,
+            })
+            .expect("the chat was sent")
+    }
+
     fn chats(&self, peer: PeerId) -> Vec<String> {
         self.nodes[&peer]
             .events
@@ -679,25 +697,7 @@ fn a_kicked_member_cannot_read_what_follows() {
     assert_eq!(sim.nodes[&b].machine.phase(), Phase::Removed);
     // Messages sent after the kick, fed to the kicked member, do not decrypt.
     let (now, unix_ms) = (sim.now, sim.unix_ms());
-    sim.node(host)
-        .machine
-        .send_chat(now, unix_ms, "after the kick")
-        .unwrap();
-    let Some(Output::Send {
-        request: Request::Group { message, .. },
-        ..
-    }) = std::iter::from_fn(|| sim.node(host).machine.poll_output()).find(|o| {
-        matches!(
-            o,
-            Output::Send {
-                request: Request::Group { .. },
-                ..
-            }
-        )
-    })
-    else {
-        panic!("the host sent the chat")
-    };
+    let message = sim.chat_message(host, "after the kick");
     let kicked = sim.node(b);
     kicked.machine.phase = Phase::Member; // even a modified client that ignores its removal
     let response = kicked.machine.handle_request(
@@ -850,25 +850,7 @@ fn a_tampered_group_message_is_rejected_counted_and_harmless() {
     sim.run_until(Duration::from_secs(5), |s| s.agree(&[host, a]))
         .expect("group formed");
     let (now, unix_ms) = (sim.now, sim.unix_ms());
-    sim.node(host)
-        .machine
-        .send_chat(now, unix_ms, "original")
-        .unwrap();
-    let Some(Output::Send {
-        request: Request::Group { message, .. },
-        ..
-    }) = std::iter::from_fn(|| sim.node(host).machine.poll_output()).find(|o| {
-        matches!(
-            o,
-            Output::Send {
-                request: Request::Group { .. },
-                ..
-            }
-        )
-    })
-    else {
-        panic!("the host sent the chat")
-    };
+    let message = sim.chat_message(host, "original");
     let meeting_id = keys(1).meeting_id();
     let mut tampered = message.clone();
     let last = tampered.len() - 1;
