@@ -77,8 +77,9 @@ pub(crate) enum Command {
         peer: PeerId,
         reply: oneshot::Sender<Result<(), Error>>,
     },
-    Mute {
-        muted: bool,
+    /// A setting of the media plane (mute, noise suppression).
+    Media {
+        input: MediaInput,
         reply: oneshot::Sender<Result<(), Error>>,
     },
     History {
@@ -477,10 +478,10 @@ impl Driver {
                 };
                 let _ = reply.send(result);
             }
-            Command::Mute { muted, reply } => {
+            Command::Media { input, reply } => {
                 let result = match &self.media {
                     Some(media) => media
-                        .try_send(MediaInput::Mute(muted))
+                        .try_send(input)
                         .map_err(|_| Error::Usage("the media plane is busy")),
                     None => Err(Error::Usage(
                         "this client has no audio (start it with --audio-in or --audio-out)",
