@@ -47,6 +47,10 @@ struct Args {
     /// for synthetic and file sources).
     #[arg(long, global = true, value_enum, default_value_t = Toggle::Auto)]
     noise_suppression: Toggle,
+    /// Share only relayed media candidates (TURN): other members never learn your IP
+    /// addresses, at the cost of a relay hop.
+    #[arg(long, global = true)]
+    relay_only: bool,
     /// UDP address for media (ICE host candidates), e.g. 127.0.0.1:0 (repeatable).
     #[arg(long = "media-bind", global = true)]
     media_bind: Vec<String>,
@@ -169,6 +173,7 @@ fn media_config(args: &Args) -> Option<MediaConfig> {
     if !args.media_bind.is_empty() {
         media.udp_addrs = args.media_bind.clone();
     }
+    media.relay_only = args.relay_only;
     media.noise_suppression = match args.noise_suppression {
         Toggle::On => true,
         Toggle::Off => false,

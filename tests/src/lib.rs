@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod nat;
 pub mod netns;
 
 use std::io::{BufRead, BufReader, Write};

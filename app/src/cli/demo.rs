@@ -233,6 +233,7 @@ pub(crate) async fn run(participants: usize, seconds: u64, out: Output) -> anyho
             udp_addrs: vec!["127.0.0.1:0".to_owned()],
             // Test tones are exactly the steady sound noise suppression removes.
             noise_suppression: false,
+            ..MediaConfig::default()
         };
         let config = Config::new(workdir.path().join(name.to_lowercase()))
             .with_name(*name)

@@ -37,7 +37,9 @@ use super::audio::source::{AudioSource, Silence, from_spec};
 use super::audio::{AudioError, FRAME_MS, FRAME_SAMPLES, Frame};
 use super::crypto::keyring::Opener;
 use super::crypto::sframe::Sealer;
+use super::transport::IceServer;
 use super::transport::peer::{AudioPeer, PeerConfig, PeerEvent};
+use super::transport::turn_tcp::TcpTurnBridge;
 use crate::group::media_keys::sender_base_key;
 
 /// Capacity of the actor's inboxes.
@@ -54,6 +56,10 @@ pub struct MediaConfig {
     pub audio_out: Option<PathBuf>,
     /// UDP addresses for ICE host candidates.
     pub udp_addrs: Vec<String>,
+    /// STUN/TURN servers known up front (more arrive as [`MediaInput::IceServers`]).
+    pub ice_servers: Vec<IceServer>,
+    /// Share only relayed ICE candidates: other members never learn our IP addresses.
+    pub relay_only: bool,
     /// RNNoise on the outgoing audio (meant for microphones: it also removes steady
     /// synthetic signals such as test tones).
     pub noise_suppression: bool,
@@ -66,6 +72,8 @@ impl Default for MediaConfig {
             audio_out: None,
             udp_addrs: vec!["0.0.0.0:0".to_owned()],
             noise_suppression: false,
+            ice_servers: Vec::new(),
+            relay_only: false,
         }
     }
 }
@@ -124,6 +132,8 @@ pub enum MediaInput {
     Mute(bool),
     /// Turn noise suppression of the outgoing audio on or off.
     NoiseSuppression(bool),
+    /// The current TURN servers (fresh credentials) from the relays, replacing earlier ones.
+    IceServers(Vec<IceServer>),
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -177,6 +187,10 @@ struct Media {
     suppressor: Option<Box<NoiseSuppressor>>,
     peers: HashMap<PeerId, Arc<AudioPeer>>,
     connected: HashMap<PeerId, bool>,
+    /// ICE servers from the relays, TCP TURN already rewritten to go through a bridge.
+    relay_ice_servers: Vec<IceServer>,
+    /// TURN-over-TCP bridges by server address.
+    tcp_bridges: HashMap<std::net::SocketAddr, TcpTurnBridge>,
     /// Connections whose path broke, until they are connected again.
     broken: HashMap<PeerId, BrokenPath>,
     /// ICE restarts per connection, reported in connection events.
@@ -238,6 +252,8 @@ pub fn spawn(
         suppressor: noise_suppression.then(|| Box::new(NoiseSuppressor::new())),
         peers: HashMap::new(),
         connected: HashMap::new(),
+        relay_ice_servers: Vec::new(),
+        tcp_bridges: HashMap::new(),
         broken: HashMap::new(),
         restarts: HashMap::new(),
         leaves: BTreeMap::new(),
@@ -268,6 +284,7 @@ impl Media {
                     Some(MediaInput::Command(MediaCommand::Stop)) | None => break,
                     Some(MediaInput::Command(command)) => self.on_command(command).await,
                     Some(MediaInput::Mute(muted)) => self.muted = muted,
+                    Some(MediaInput::IceServers(servers)) => self.set_ice_servers(servers).await,
                     Some(MediaInput::NoiseSuppression(on)) => {
                         if on != self.suppressor.is_some() {
                             info!(on, "noise suppression");
@@ -380,10 +397,59 @@ impl Media {
         }
     }
 
-    async fn create_peer(&mut self, peer_id: PeerId) -> Option<Arc<AudioPeer>> {
-        let config = PeerConfig {
+    /// How new connections and ICE restarts are configured now.
+    fn peer_config(&self) -> PeerConfig {
+        let mut ice_servers = self.config.ice_servers.clone();
+        ice_servers.extend(self.relay_ice_servers.iter().cloned());
+        PeerConfig {
             udp_addrs: self.config.udp_addrs.clone(),
-        };
+            ice_servers,
+            relay_only: self.config.relay_only,
+        }
+    }
+
+    /// Takes fresh ICE servers from the relays. TURN over TCP goes through a local bridge
+    /// (webrtc-rs allocates over UDP only); see [`TcpTurnBridge`].
+    async fn set_ice_servers(&mut self, servers: Vec<IceServer>) {
+        let mut usable = Vec::new();
+        for server in servers {
+            let mut urls = Vec::new();
+            for url in &server.urls {
+                let Some(address) = url
+                    .strip_prefix("turn:")
+                    .and_then(|rest| rest.strip_suffix("?transport=tcp"))
+                else {
+                    urls.push(url.clone());
+                    continue;
+                };
+                let Ok(address) = address.parse::<std::net::SocketAddr>() else {
+                    warn!(%url, "TURN over TCP needs an IP address; skipped");
+                    continue;
+                };
+                let bridge = match self.tcp_bridges.entry(address) {
+                    std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(entry) => {
+                        match TcpTurnBridge::start(address).await {
+                            Ok(bridge) => entry.insert(bridge),
+                            Err(err) => {
+                                warn!(%url, error = %err, "cannot start the TURN-over-TCP bridge");
+                                continue;
+                            }
+                        }
+                    }
+                };
+                urls.push(format!("turn:{}?transport=udp", bridge.local_addr()));
+            }
+            if !urls.is_empty() {
+                usable.push(IceServer { urls, ..server });
+            }
+        }
+        debug!(servers = usable.len(), "ICE servers updated");
+        self.relay_ice_servers = usable;
+    }
+
+    async fn create_peer(&mut self, peer_id: PeerId) -> Option<Arc<AudioPeer>> {
+        let config = self.peer_config();
         match AudioPeer::new(Instant::now(), &config).await {
             Ok((peer, mut events)) => {
                 let peer = Arc::new(peer);
@@ -498,8 +564,9 @@ impl Media {
             *self.restarts.entry(peer_id).or_default() += 1;
             info!(peer = %peer_id, attempt = broken.attempts + 1, "restarting ICE");
             let internal = self.internal_tx.clone();
+            let config = self.peer_config();
             tokio::spawn(async move {
-                let message = match peer.create_restart_offer().await {
+                let message = match peer.create_restart_offer(&config).await {
                     Ok(sdp) => Internal::SignalOut(peer_id, Signal::Restart(sdp)),
                     Err(err) => Internal::Failed(peer_id, err.to_string()),
                 };

@@ -27,9 +27,11 @@ use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
-    RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription, SettingEngineBuilder,
+    RTCConfiguration, RTCConfigurationBuilder, RTCIceGatheringState, RTCIceServer,
+    RTCIceTransportPolicy, RTCPeerConnectionState, RTCSessionDescription, SettingEngineBuilder,
 };
 
+use super::IceServer;
 use crate::media::audio::FRAME_MS;
 
 /// Capacity of a peer's event channel; events beyond it are dropped (and the frame counted
@@ -83,13 +85,42 @@ pub enum PeerEvent {
 pub struct PeerConfig {
     /// UDP addresses to bind ICE host candidates on (`127.0.0.1:0` in tests).
     pub udp_addrs: Vec<String>,
+    /// STUN and TURN servers (TURN over UDP only; see [`super::turn_tcp`] for TCP).
+    pub ice_servers: Vec<IceServer>,
+    /// Offer only relayed candidates: the other side never learns our addresses.
+    pub relay_only: bool,
 }
 
 impl Default for PeerConfig {
     fn default() -> Self {
         Self {
             udp_addrs: vec!["0.0.0.0:0".to_owned()],
+            ice_servers: Vec::new(),
+            relay_only: false,
         }
+    }
+}
+
+impl PeerConfig {
+    fn rtc_configuration(&self) -> RTCConfiguration {
+        let servers = self
+            .ice_servers
+            .iter()
+            .map(|server| RTCIceServer {
+                urls: server.urls.clone(),
+                username: server.username.clone(),
+                credential: server.credential.clone(),
+            })
+            .collect();
+        let policy = if self.relay_only {
+            RTCIceTransportPolicy::Relay
+        } else {
+            RTCIceTransportPolicy::All
+        };
+        RTCConfigurationBuilder::new()
+            .with_ice_servers(servers)
+            .with_ice_transport_policy(policy)
+            .build()
     }
 }
 
@@ -162,6 +193,7 @@ impl AudioPeer {
             )
             .build();
         let connection = PeerConnectionBuilder::new()
+            .with_configuration(config.rtc_configuration())
             .with_media_engine(media)
             .with_setting_engine(settings)
             .with_handler(Arc::new(Handler {
@@ -249,8 +281,21 @@ impl AudioPeer {
 
     /// Restarts ICE on this connection and returns the offer that carries the new ICE
     /// credentials and candidates (complete). The DTLS session and RTP streams stay.
-    pub async fn create_restart_offer(&self) -> Result<String, TransportError> {
+    /// `config` brings the current ICE servers (TURN credentials expire).
+    pub async fn create_restart_offer(
+        &self,
+        config: &PeerConfig,
+    ) -> Result<String, TransportError> {
         self.forget_gathered().await;
+        let mut configuration = self.connection.get_configuration().await;
+        let fresh = config.rtc_configuration();
+        if configuration.ice_servers() != fresh.ice_servers() {
+            configuration = fresh;
+            self.connection
+                .set_configuration(configuration)
+                .await
+                .map_err(webrtc_err)?;
+        }
         self.connection.restart_ice().await.map_err(webrtc_err)?;
         self.create_offer().await
     }
