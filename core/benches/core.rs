@@ -7,6 +7,8 @@ use std::hint::black_box;
 use conclave_core::admission::MeetingKeys;
 use conclave_core::identity::Identity;
 use conclave_core::invite::Invite;
+use conclave_core::media::audio::denoise::NoiseSuppressor;
+use conclave_core::media::audio::{FRAME_SAMPLES, Frame};
 use conclave_core::net::wire::{MemberInfo, Request};
 use criterion::{Criterion, criterion_group, criterion_main};
 use rand::SeedableRng;
@@ -76,6 +78,20 @@ fn benches(c: &mut Criterion) {
 
     c.bench_function("identity/safety_number", |b| {
         b.iter(|| black_box(&host).safety_number())
+    });
+
+    // Noise suppression of one 20 ms microphone frame (speech-like noise input).
+    let mut suppressor = NoiseSuppressor::new();
+    let mut frame: Frame = [0; FRAME_SAMPLES];
+    for (i, sample) in frame.iter_mut().enumerate() {
+        *sample = ((i * 7919 % 2000) as i16 - 1000) * 3;
+    }
+    c.bench_function("audio/noise_suppression_20ms_frame", |b| {
+        b.iter(|| {
+            let mut work = frame;
+            suppressor.process(black_box(&mut work));
+            work
+        })
     });
 }
 

@@ -134,7 +134,15 @@ struct Driver {
     relays: HashMap<PeerId, Multiaddr>,
     /// Our circuit relay reservations: reachable through that relay while they last.
     reservations: HashMap<ListenerId, PeerId>,
+    /// When to dial relays we lost again, and the back-off after that.
+    relay_redial: Option<(Instant, Duration)>,
 }
+
+/// First wait before dialing a lost relay again; doubled per failure up to
+/// [`RELAY_REDIAL_MAX`].
+pub const RELAY_REDIAL_MIN: Duration = Duration::from_secs(1);
+/// Longest wait between attempts to reach a lost relay.
+pub const RELAY_REDIAL_MAX: Duration = Duration::from_secs(30);
 
 /// A display name others will accept: no control characters, at most
 /// [`MAX_NAME_LEN`](super::wire::MAX_NAME_LEN) bytes, cut on a character boundary.
@@ -254,6 +262,7 @@ pub(crate) async fn start(
         pending_leave: None,
         relays: HashMap::new(),
         reservations: HashMap::new(),
+        relay_redial: None,
     };
     driver.bootstrap();
     tokio::spawn(driver.run());
@@ -414,7 +423,43 @@ impl Driver {
         if let Some(leave) = &self.pending_leave {
             deadline = deadline.min(leave.deadline);
         }
+        if let Some((at, _)) = self.relay_redial {
+            deadline = deadline.min(at);
+        }
         deadline
+    }
+
+    /// Dials every relay we are not connected to; schedules the next attempt (with back-off)
+    /// while some stay unreachable.
+    fn redial_relays(&mut self, now: Instant) {
+        let Some((at, backoff)) = self.relay_redial else {
+            return;
+        };
+        if now < at {
+            return;
+        }
+        let lost: Vec<(PeerId, Multiaddr)> = self
+            .relays
+            .iter()
+            .filter(|(peer, _)| !self.swarm.is_connected(peer))
+            .map(|(peer, addr)| (*peer, addr.clone()))
+            .collect();
+        if lost.is_empty() {
+            self.relay_redial = None;
+            return;
+        }
+        for (peer, addr) in lost {
+            debug!(relay = %peer, "dialing a lost relay");
+            let dial = DialOpts::peer_id(peer)
+                .addresses(vec![addr])
+                .condition(PeerCondition::DisconnectedAndNotDialing)
+                .build();
+            if let Err(err) = self.swarm.dial(dial) {
+                debug!(relay = %peer, error = %err, "relay dial not started");
+            }
+        }
+        let next = (backoff * 2).min(RELAY_REDIAL_MAX);
+        self.relay_redial = Some((now + backoff, next));
     }
 
     fn on_signal(&mut self, signal: Option<(PeerId, Vec<u8>)>) {
@@ -589,6 +634,7 @@ impl Driver {
 
     fn on_timer(&mut self) {
         let now = Instant::now();
+        self.redial_relays(now);
         if self
             .pending_leave
             .as_ref()
@@ -707,6 +753,13 @@ impl Driver {
                 ..
             } => {
                 debug!(peer = %peer_id, remaining = num_established, "connection closed");
+                if num_established == 0
+                    && self.relays.contains_key(&peer_id)
+                    && self.relay_redial.is_none()
+                {
+                    info!(relay = %peer_id, "lost the relay; dialing it again");
+                    self.relay_redial = Some((Instant::now() + RELAY_REDIAL_MIN, RELAY_REDIAL_MIN));
+                }
             }
             SwarmEvent::ListenerClosed {
                 listener_id,
