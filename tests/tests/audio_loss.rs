@@ -48,7 +48,9 @@ fn audio_goes_on_through_five_percent_loss() {
         .arg(bin("conclave-relay"))
         .args(["--json", "--data-dir"])
         .arg(dir.path().join("relay"))
-        .args(["--listen", &format!("/ip4/{}/tcp/0", lan.addr(0))]);
+        .args(["--listen", &format!("/ip4/{}/tcp/0", lan.addr(0))])
+        .args(["--turn-listen", &format!("{}:0", lan.addr(0))])
+        .args(["--metrics-listen", &format!("{}:0", lan.addr(0))]);
     let mut relay = Proc::spawn("relay", relay_command, dir.path()).unwrap();
     let listening = relay.wait_event("listening", LIMIT).unwrap();
     let relay_addr = listening["addrs"][0].as_str().unwrap().to_owned();

@@ -30,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, instrument, warn};
 
 use super::behaviour::{Behaviour, BehaviourEvent, KAD_PROTOCOL};
+use super::turn::{IceServer, TurnRefusal, TurnRequest, TurnResponse};
 use super::wire::{MAX_ADDRS, Request, Response};
 use crate::admission::MeetingKeys;
 use crate::client::Event;
@@ -85,6 +86,9 @@ pub(crate) enum Command {
         meeting: crate::invite::MeetingId,
         reply: oneshot::Sender<Result<Vec<ChatRecord>, Error>>,
     },
+    IceServers {
+        reply: oneshot::Sender<Result<Vec<IceServer>, Error>>,
+    },
 }
 
 /// What [`start`] reports back.
@@ -102,6 +106,18 @@ struct Session {
     host_hint: Option<PeerId>,
     next_lookup: Instant,
     next_provide: Instant,
+}
+
+/// Credentials still to be renewed this long before they expire.
+const ICE_RENEW_MARGIN_SECS: u64 = 120;
+
+/// One round of TURN credential requests to the configured relays.
+#[derive(Default)]
+struct TurnFetch {
+    waiters: Vec<oneshot::Sender<Result<Vec<IceServer>, Error>>>,
+    outstanding: HashMap<OutboundRequestId, PeerId>,
+    servers: Vec<IceServer>,
+    refusal: Option<(PeerId, TurnRefusal)>,
 }
 
 struct PendingLeave {
@@ -128,6 +144,10 @@ struct Driver {
     media: Option<mpsc::Sender<MediaInput>>,
     /// Signalling payloads the media actor wants sent (inside the MLS group).
     signals: Option<mpsc::Receiver<(PeerId, Vec<u8>)>>,
+    /// TURN credentials being fetched, if any.
+    turn_fetch: Option<TurnFetch>,
+    /// The last credentials received (renewed when close to expiry).
+    ice_servers: Vec<IceServer>,
 }
 
 /// A display name others will accept: no control characters, at most
@@ -246,6 +266,8 @@ pub(crate) async fn start(
         addr_book: HashMap::new(),
         listen_addrs: listen_addrs.clone(),
         pending_leave: None,
+        turn_fetch: None,
+        ice_servers: Vec::new(),
     };
     driver.bootstrap();
     tokio::spawn(driver.run());
@@ -491,6 +513,7 @@ impl Driver {
             Command::History { meeting, reply } => {
                 let _ = reply.send(self.store.chat_history(meeting).map_err(Error::from));
             }
+            Command::IceServers { reply } => self.fetch_ice_servers(reply),
             Command::Kick { peer, reply } => {
                 let result = match self.session.as_mut() {
                     Some(session) => session.machine.kick(now, peer).map_err(Error::Group),
@@ -681,6 +704,7 @@ impl Driver {
     fn on_behaviour_event(&mut self, event: BehaviourEvent) {
         match event {
             BehaviourEvent::Control(event) => self.on_control_event(event),
+            BehaviourEvent::Turn(event) => self.on_turn_event(event),
             BehaviourEvent::Kad(event) => self.on_kad_event(event),
             BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
                 let serves_kad = info.protocols.contains(&KAD_PROTOCOL);
@@ -747,6 +771,113 @@ impl Driver {
                 debug!(error = ?err, "provider announcement reached no peer yet");
             }
             _ => {}
+        }
+    }
+
+    /// Answers from cache while every credential has more than [`ICE_RENEW_MARGIN_SECS`]
+    /// left; otherwise asks every configured relay (joining a round already under way).
+    fn fetch_ice_servers(&mut self, reply: oneshot::Sender<Result<Vec<IceServer>, Error>>) {
+        let renew_after = unix_ms() / 1000 + ICE_RENEW_MARGIN_SECS;
+        if !self.ice_servers.is_empty()
+            && self
+                .ice_servers
+                .iter()
+                .all(|s| s.expires_unix > renew_after)
+        {
+            let _ = reply.send(Ok(self.ice_servers.clone()));
+            return;
+        }
+        if let Some(fetch) = self.turn_fetch.as_mut() {
+            fetch.waiters.push(reply);
+            return;
+        }
+        let mut relays: Vec<PeerId> = self.config.relays.iter().filter_map(peer_of).collect();
+        relays.sort();
+        relays.dedup();
+        let mut fetch = TurnFetch {
+            waiters: vec![reply],
+            ..TurnFetch::default()
+        };
+        for relay in relays {
+            let id = self
+                .swarm
+                .behaviour_mut()
+                .turn
+                .send_request(&relay, TurnRequest {});
+            fetch.outstanding.insert(id, relay);
+        }
+        self.turn_fetch = Some(fetch);
+        self.finish_turn_fetch_if_done();
+    }
+
+    fn on_turn_event(&mut self, event: request_response::Event<TurnRequest, TurnResponse>) {
+        let Some(fetch) = self.turn_fetch.as_mut() else {
+            return;
+        };
+        match event {
+            request_response::Event::Message {
+                peer,
+                message:
+                    request_response::Message::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } => {
+                if fetch.outstanding.remove(&request_id).is_none() {
+                    return;
+                }
+                match response {
+                    TurnResponse::Credentials(server) => {
+                        debug!(relay = %peer, expires = server.expires_unix, "TURN credentials received");
+                        fetch.servers.push(server);
+                    }
+                    TurnResponse::Refused(reason) => {
+                        warn!(relay = %peer, %reason, "relay refused TURN credentials");
+                        fetch.refusal = Some((peer, reason));
+                    }
+                }
+            }
+            request_response::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } if fetch.outstanding.remove(&request_id).is_some() => {
+                warn!(relay = %peer, %error, "no TURN credentials from relay");
+            }
+            _ => {}
+        }
+        self.finish_turn_fetch_if_done();
+    }
+
+    /// Once every relay has answered: the servers received, or the refusal if every relay
+    /// that answered refused.
+    fn finish_turn_fetch_if_done(&mut self) {
+        if self
+            .turn_fetch
+            .as_ref()
+            .is_none_or(|f| !f.outstanding.is_empty())
+        {
+            return;
+        }
+        let Some(fetch) = self.turn_fetch.take() else {
+            return;
+        };
+        if fetch.servers.is_empty()
+            && let Some((relay, reason)) = fetch.refusal
+        {
+            for waiter in fetch.waiters {
+                let _ = waiter.send(Err(Error::TurnRefused {
+                    relay: relay.to_string(),
+                    reason: reason.to_string(),
+                }));
+            }
+            return;
+        }
+        self.ice_servers = fetch.servers;
+        for waiter in fetch.waiters {
+            let _ = waiter.send(Ok(self.ice_servers.clone()));
         }
     }
 
