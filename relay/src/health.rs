@@ -5,8 +5,8 @@
 //! once, `Connection: close` on every answer. Bind it to a private interface: it has no
 //! authentication (the metrics reveal traffic volumes, never keys or addresses).
 //!
-//! `/healthz` answers `200 ok` while the libp2p node and every TURN listener run, and
-//! `503` naming what stopped otherwise.
+//! `/healthz` answers `200 ok` while the libp2p node's loop runs (the TURN server, when
+//! enabled, has started before the endpoint binds), and `503` naming what stopped otherwise.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1101,6 +1101,80 @@ mod tests {
         );
     }
 
+    /// A standard TURN client (the `turn` crate's) through a real server on loopback: the
+    /// identity's bandwidth quota drops what exceeds it, counted, and the allocation's
+    /// quota slot comes back when the client deletes it.
+    #[tokio::test]
+    async fn bandwidth_quota_drops_the_excess() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = TurnConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            bandwidth_per_identity: 20_000,
+            allow_loopback_peers: true,
+            ..TurnConfig::default()
+        };
+        let metrics = Arc::new(Metrics::new());
+        let server = TurnServer::start(&config, dir.path(), Allowlist::Open, Arc::clone(&metrics))
+            .await
+            .unwrap();
+        let secret = std::fs::read_to_string(dir.path().join(SECRET_FILE)).unwrap();
+        let creds = access::mint(
+            secret.trim().as_bytes(),
+            &PeerId::random(),
+            unix_now(),
+            Duration::from_secs(600),
+        );
+        let addr = server.udp_addr().to_string();
+        let client = turn::client::Client::new(turn::client::ClientConfig {
+            stun_serv_addr: addr.clone(),
+            turn_serv_addr: addr,
+            username: creds.username,
+            password: creds.password,
+            realm: "conclave".into(),
+            software: String::new(),
+            rto_in_ms: 0,
+            conn: Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap()),
+            vnet: None,
+        })
+        .await
+        .unwrap();
+        client.listen().await.unwrap();
+        let relayed = client.allocate().await.unwrap();
+        let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let target = peer.local_addr().unwrap();
+        // 200 kB at once against 20 kB/s with a 5 kB burst.
+        for _ in 0..200 {
+            relayed.send_to(&[7u8; 1000], target).await.unwrap();
+        }
+        let mut received = 0;
+        let mut buf = [0u8; 2048];
+        while let Ok(Ok(_)) =
+            tokio::time::timeout(Duration::from_millis(500), peer.recv_from(&mut buf)).await
+        {
+            received += 1;
+        }
+        assert!(
+            (1..50).contains(&received),
+            "{received} datagrams got through"
+        );
+        let text = metrics.encode();
+        assert!(
+            text.contains("conclave_relay_turn_dropped_packets_total{direction=\"to_peer\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("conclave_relay_turn_allocations 1"), "{text}");
+        relayed.close().await.unwrap();
+        client.close().await.unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while !metrics
+            .encode()
+            .contains("conclave_relay_turn_allocations 0")
+        {
+            assert!(tokio::time::Instant::now() < deadline, "slot not released");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     #[test]
     fn secret_file_is_created_once_and_private() {
         let dir = tempfile::tempdir().unwrap();
