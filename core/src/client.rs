@@ -174,6 +174,20 @@ impl Client {
             .await?
     }
 
+    /// STUN/TURN servers for the WebRTC ICE configuration: one [`IceServer`] per
+    /// configured relay that runs TURN (URLs `stun:HOST:PORT`,
+    /// `turn:HOST:PORT?transport=udp|tcp`, a short-lived REST-API username and credential,
+    /// and their expiry). Served from cache while every credential has more than two
+    /// minutes left, otherwise fetched again from every relay over libp2p
+    /// (`/conclave/turn/1.0.0`). Relays that cannot be reached are skipped (logged); if
+    /// every relay that answered refused, the error is [`Error::TurnRefused`]. An empty list
+    /// means no relay offers TURN.
+    ///
+    /// [`IceServer`]: crate::net::turn::IceServer
+    pub async fn ice_servers(&self) -> Result<Vec<crate::net::turn::IceServer>, Error> {
+        self.request(|reply| Command::IceServers { reply }).await?
+    }
+
     /// Stops the client's task.
     pub fn shutdown(&self) {
         self.guard.cancel.cancel();

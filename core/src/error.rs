@@ -42,6 +42,14 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// A relay refused TURN credentials (not on its allowlist, or no TURN service).
+    #[error("relay {relay} refused TURN credentials: {reason}")]
+    TurnRefused {
+        /// The relay's peer id.
+        relay: String,
+        /// Why.
+        reason: String,
+    },
     /// The client was asked to do something its state does not allow.
     #[error("{0}")]
     Usage(&'static str),

@@ -4,6 +4,7 @@
 //!   name, identify, mDNS, relay client, ping, and the control request-response protocol).
 //! - [`wire`]: the control messages and their versioned, length-bounded encoding.
 //! - [`codec`]: the request-response codec that frames [`wire`] messages on a stream.
+//! - [`turn`]: TURN credentials fetched from relays (`/conclave/turn/1.0.0`).
 //! - [`driver`]: the actor that owns the `Swarm` and the meeting machine; the only code that
 //!   touches the swarm.
 //!
@@ -13,4 +14,5 @@
 pub mod behaviour;
 pub mod codec;
 pub mod driver;
+pub mod turn;
 pub mod wire;

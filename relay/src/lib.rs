@@ -1,19 +1,27 @@
 //! `conclave-relay`: the small server a secure site runs on its own premises.
 //!
-//! Today it is a libp2p node with Kademlia in server mode (the DHT bootstrap for Conclave's
-//! private DHT), identify, ping, and a circuit relay v2 server. STUN/TURN join it with the
-//! connectivity work. It never holds meeting keys: everything it carries is Noise-encrypted
-//! libp2p traffic between clients, and the DHT records it stores are keyed by rendezvous
-//! hashes that only invitees can compute.
+//! A libp2p node with Kademlia in server mode (the DHT bootstrap for Conclave's private
+//! DHT), identify, ping, a circuit relay v2 server and the TURN credential protocol, beside
+//! a standard STUN/TURN server for media. It never holds meeting keys: everything it carries
+//! is Noise-encrypted libp2p traffic or DTLS-SRTP media with SFrame inside, and the DHT
+//! records it stores are keyed by rendezvous hashes that only invitees can compute.
 //!
 //! - [`config`]: TOML configuration with documented defaults.
-//! - [`node`]: the libp2p node and its actor loop.
+//! - [`node`]: the libp2p node and its actor loop; starts everything else.
+//! - [`turn`]: the STUN/TURN server (UDP and TCP) with quotas and counters.
+//! - [`access`]: allowlist, REST-API credentials and quota rules (pure).
+//! - [`metrics`]: Prometheus counters.
+//! - [`health`]: the HTTP endpoint for `/metrics` and `/healthz`.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod access;
 pub mod config;
+pub mod health;
+pub mod metrics;
 pub mod node;
+pub mod turn;
 
 pub use config::{Config, ConfigError};
 pub use node::{Relay, RelayError};

@@ -1,23 +1,41 @@
-//! The relay's libp2p node: Kademlia server, identify, ping, circuit relay v2 server.
+//! The relay's libp2p node (Kademlia server, identify, ping, circuit relay v2 server, TURN
+//! credentials) and the start-up of everything else.
 //!
-//! [`Relay::start`] loads (or creates) the relay's identity key in the data directory, binds
-//! the listeners, waits until each reports its address, and spawns the node task. The task
-//! stops when [`Relay::shutdown`] is called or the handle is dropped.
+//! [`Relay::start`] loads (or creates) the relay's identity key in the data directory,
+//! starts the STUN/TURN server ([`crate::turn`]) and the metrics/health endpoint
+//! ([`crate::health`]) when configured, binds the libp2p listeners, waits until each reports
+//! its address, and spawns the node task. Everything stops when [`Relay::shutdown`] is
+//! called or the handle is dropped.
+//!
+//! TURN credentials (`/conclave/turn/1.0.0`, see [`conclave_core::net::turn`]): a request
+//! arrives on an authenticated libp2p connection, so its peer id is the requester's
+//! identity; the [`Issuer`](crate::turn::Issuer) answers with credentials if the allowlist
+//! admits it and with a refusal otherwise. Both are counted.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use conclave_core::identity::Identity;
-use conclave_core::net::behaviour::{IDENTIFY_PROTOCOL, KAD_PROTOCOL, kad_config};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use conclave_core::net::behaviour::{CONTROL_TIMEOUT, IDENTIFY_PROTOCOL, KAD_PROTOCOL, kad_config};
+use conclave_core::net::turn::{TURN_PROTOCOL, TurnCodec, TurnRefusal, TurnResponse};
 use futures::StreamExt;
 use libp2p::multiaddr::Protocol;
+use libp2p::request_response;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, Swarm, identify, kad, noise, ping, relay, tcp, yamux};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::config::Config;
+use crate::health::{self, Health};
+use crate::metrics::Metrics;
+use crate::turn::{Issuer, TurnError, TurnServer};
 
 /// File name of the relay's secret key inside the data directory.
 pub const KEY_FILE: &str = "relay.key";
@@ -44,6 +62,21 @@ pub enum RelayError {
     /// The libp2p stack failed to build.
     #[error("network: {0}")]
     Network(String),
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The TURN server could not start.
+    #[error(transparent)]
+    Turn(#[from] TurnError),
+    /// The metrics endpoint could not be bound.
+    #[error("cannot serve metrics on {addr}")]
+    Metrics {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// A listen address could not be bound.
     #[error("cannot listen on {addr}: {reason}")]
     Listen {
@@ -61,6 +94,7 @@ struct RelayBehaviour {
     identify: identify::Behaviour,
     relay: relay::Behaviour,
     ping: ping::Behaviour,
+    turn: request_response::Behaviour<TurnCodec>,
 }
 
 /// A running relay.
@@ -69,6 +103,9 @@ pub struct Relay {
     peer_id: PeerId,
     addrs: Vec<Multiaddr>,
     cancel: CancellationToken,
+    turn: Option<TurnServer>,
+    metrics_addr: Option<SocketAddr>,
+    metrics: Arc<Metrics>,
 }
 
 impl Drop for Relay {
@@ -80,8 +117,34 @@ impl Drop for Relay {
 impl Relay {
     /// Starts the relay with `config`, keeping its key in `data_dir`.
     pub async fn start(config: &Config, data_dir: &Path) -> Result<Self, RelayError> {
+        config.validate()?;
         let identity = load_or_create_key(data_dir)?;
         let peer_id = identity.peer_id();
+        let metrics = Arc::new(Metrics::new());
+        let health = Arc::new(Health::default());
+        let cancel = CancellationToken::new();
+        let turn = if config.turn.enabled {
+            let allowlist = config.access.allowlist()?;
+            Some(TurnServer::start(&config.turn, data_dir, allowlist, Arc::clone(&metrics)).await?)
+        } else {
+            None
+        };
+        health.turn.store(true, Ordering::Relaxed);
+        let metrics_addr = if config.metrics.enabled {
+            let addr = config.metrics.listen;
+            Some(
+                health::serve(
+                    addr,
+                    Arc::clone(&metrics),
+                    Arc::clone(&health),
+                    cancel.clone(),
+                )
+                .await
+                .map_err(|source| RelayError::Metrics { addr, source })?,
+            )
+        } else {
+            None
+        };
         let circuit = &config.circuit;
         let relay_config = relay::Config {
             max_reservations: circuit.max_reservations,
@@ -117,6 +180,11 @@ impl Relay {
                     )),
                     relay: relay::Behaviour::new(peer_id, relay_config),
                     ping: ping::Behaviour::new(ping::Config::new()),
+                    turn: request_response::Behaviour::with_codec(
+                        TurnCodec,
+                        [(TURN_PROTOCOL, request_response::ProtocolSupport::Inbound)],
+                        request_response::Config::default().with_request_timeout(CONTROL_TIMEOUT),
+                    ),
                 }
             })
             .map_err(|e| RelayError::Network(e.to_string()))?
@@ -131,8 +199,13 @@ impl Relay {
                 })?;
         }
         let addrs = wait_for_listeners(&mut swarm, config.listen.len()).await?;
-        let cancel = CancellationToken::new();
-        tokio::spawn(run(swarm, cancel.clone()));
+        let node = Node {
+            swarm,
+            issuer: turn.as_ref().map(TurnServer::issuer),
+            metrics: Arc::clone(&metrics),
+            health,
+        };
+        tokio::spawn(node.run(cancel.clone()));
         let addrs = addrs
             .into_iter()
             .map(|a| a.with(Protocol::P2p(peer_id)))
@@ -141,7 +214,38 @@ impl Relay {
             peer_id,
             addrs,
             cancel,
+            turn,
+            metrics_addr,
+            metrics,
         })
+    }
+
+    /// The TURN server's UDP address, if TURN is on.
+    pub fn turn_udp(&self) -> Option<SocketAddr> {
+        self.turn.as_ref().map(TurnServer::udp_addr)
+    }
+
+    /// The TURN server's TCP address, if TURN over TCP is on.
+    pub fn turn_tcp(&self) -> Option<SocketAddr> {
+        self.turn.as_ref().and_then(TurnServer::tcp_addr)
+    }
+
+    /// The ICE URLs handed out with credentials.
+    pub fn turn_urls(&self) -> Vec<String> {
+        self.turn
+            .as_ref()
+            .map(|t| t.issuer().urls().to_vec())
+            .unwrap_or_default()
+    }
+
+    /// The metrics/health endpoint's address, if on.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
+    /// The relay's counters.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// The relay's peer id.
@@ -180,7 +284,7 @@ fn load_or_create_key(data_dir: &Path) -> Result<Identity, RelayError> {
     }
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
@@ -215,47 +319,114 @@ async fn wait_for_listeners(
     Ok(addrs)
 }
 
-async fn run(mut swarm: Swarm<RelayBehaviour>, cancel: CancellationToken) {
-    info!(peer_id = %swarm.local_peer_id(), "relay running");
-    loop {
-        tokio::select! {
-            biased;
-            () = cancel.cancelled() => break,
-            event = swarm.select_next_some() => on_event(&mut swarm, event),
-        }
-    }
-    info!("relay stopped");
+/// The node task's state.
+struct Node {
+    swarm: Swarm<RelayBehaviour>,
+    issuer: Option<Issuer>,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
 }
 
-fn on_event(swarm: &mut Swarm<RelayBehaviour>, event: SwarmEvent<RelayBehaviourEvent>) {
-    match event {
-        SwarmEvent::ConnectionEstablished {
-            peer_id, endpoint, ..
-        } => {
-            debug!(peer = %peer_id, addr = %endpoint.get_remote_address(), "client connected");
-        }
-        SwarmEvent::ConnectionClosed {
-            peer_id,
-            num_established,
-            ..
-        } => {
-            debug!(peer = %peer_id, remaining = num_established, "client disconnected");
-        }
-        SwarmEvent::NewListenAddr { address, .. } => {
-            swarm.add_external_address(address);
-        }
-        SwarmEvent::Behaviour(RelayBehaviourEvent::Identify(identify::Event::Received {
-            peer_id,
-            info,
-            ..
-        })) if info.protocols.contains(&KAD_PROTOCOL) => {
-            for addr in info.listen_addrs {
-                swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+impl Node {
+    async fn run(mut self, cancel: CancellationToken) {
+        info!(peer_id = %self.swarm.local_peer_id(), "relay running");
+        self.health.node.store(true, Ordering::Relaxed);
+        loop {
+            tokio::select! {
+                biased;
+                () = cancel.cancelled() => break,
+                event = self.swarm.select_next_some() => self.on_event(event),
             }
         }
-        SwarmEvent::Behaviour(RelayBehaviourEvent::Relay(event)) => {
-            debug!(?event, "circuit relay");
+        self.health.node.store(false, Ordering::Relaxed);
+        info!("relay stopped");
+    }
+
+    fn on_event(&mut self, event: SwarmEvent<RelayBehaviourEvent>) {
+        let swarm = &mut self.swarm;
+        match event {
+            SwarmEvent::ConnectionEstablished {
+                peer_id, endpoint, ..
+            } => {
+                debug!(peer = %peer_id, addr = %endpoint.get_remote_address(), "client connected");
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established,
+                ..
+            } => {
+                debug!(peer = %peer_id, remaining = num_established, "client disconnected");
+            }
+            SwarmEvent::NewListenAddr { address, .. } => {
+                swarm.add_external_address(address);
+            }
+            SwarmEvent::Behaviour(RelayBehaviourEvent::Identify(identify::Event::Received {
+                peer_id,
+                info,
+                ..
+            })) if info.protocols.contains(&KAD_PROTOCOL) => {
+                for addr in info.listen_addrs {
+                    swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+                }
+            }
+            SwarmEvent::Behaviour(RelayBehaviourEvent::Relay(event)) => self.on_relay_event(event),
+            SwarmEvent::Behaviour(RelayBehaviourEvent::Turn(
+                request_response::Event::Message {
+                    peer,
+                    message: request_response::Message::Request { channel, .. },
+                    ..
+                },
+            )) => {
+                let response = self.answer_turn(peer);
+                if self
+                    .swarm
+                    .behaviour_mut()
+                    .turn
+                    .send_response(channel, response)
+                    .is_err()
+                {
+                    debug!(%peer, "TURN credential requester went away");
+                }
+            }
+            _ => {}
         }
-        _ => {}
+    }
+
+    fn answer_turn(&self, peer: PeerId) -> TurnResponse {
+        let Some(issuer) = &self.issuer else {
+            return TurnResponse::Refused(TurnRefusal::Unavailable);
+        };
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let response = issuer.issue(&peer, now);
+        if matches!(response, TurnResponse::Credentials(_)) {
+            self.metrics.credentials_issued.inc();
+            debug!(%peer, "TURN credentials issued");
+        } else {
+            self.metrics.credentials_refused.inc();
+            warn!(%peer, "TURN credentials refused: not on the allowlist");
+        }
+        response
+    }
+
+    fn on_relay_event(&self, event: relay::Event) {
+        debug!(?event, "circuit relay");
+        match event {
+            relay::Event::CircuitReqAccepted { .. } => {
+                self.metrics.circuits.inc();
+                self.metrics.circuits_total.inc();
+            }
+            relay::Event::CircuitClosed { .. } => {
+                self.metrics.circuits.dec();
+            }
+            relay::Event::ReservationReqAccepted { renewed: false, .. } => {
+                self.metrics.reservations.inc();
+            }
+            relay::Event::ReservationClosed { .. } | relay::Event::ReservationTimedOut { .. } => {
+                self.metrics.reservations.dec();
+            }
+            _ => {}
+        }
     }
 }

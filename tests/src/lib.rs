@@ -105,7 +105,8 @@ impl Proc {
         Self::spawn(label, command, data_dir.parent().unwrap_or(data_dir))
     }
 
-    /// Spawns `conclave-relay --json` on loopback with its key in `data_dir`.
+    /// Spawns `conclave-relay --json` on loopback with its key in `data_dir` (libp2p, TURN
+    /// and metrics on loopback ports chosen by the system).
     pub fn relay(label: &str, data_dir: &Path) -> anyhow::Result<Self> {
         let mut command = Command::new(bin("conclave-relay"));
         command.args(["--json", "--data-dir"]).arg(data_dir).args([
@@ -113,6 +114,11 @@ impl Proc {
             "/ip4/127.0.0.1/tcp/0",
             "--listen",
             "/ip4/127.0.0.1/udp/0/quic-v1",
+            "--turn-listen",
+            "127.0.0.1:0",
+            "--turn-allow-loopback-peers",
+            "--metrics-listen",
+            "127.0.0.1:0",
         ]);
         Self::spawn(label, command, data_dir.parent().unwrap_or(data_dir))
     }

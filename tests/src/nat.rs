@@ -124,6 +124,21 @@ pub struct Internet {
 pub const RELAY_ADDR: &str = "100.64.0.1";
 
 impl Home {
+    /// Loads an nftables ruleset into the host's namespace (e.g. counters to watch traffic).
+    pub fn nft(&self, ruleset: &str) -> anyhow::Result<()> {
+        nft_load(&self.host, ruleset)
+    }
+
+    /// Lists an `inet` table of the host's namespace (with its counters).
+    pub fn nft_list(&self, table: &str) -> anyhow::Result<String> {
+        run(
+            "ip",
+            &[
+                "netns", "exec", &self.host, "nft", "list", "table", "inet", table,
+            ],
+        )
+    }
+
     /// Starts `conclave --json --no-mdns --name LABEL` in this home's host, control plane on
     /// TCP, then `args`.
     pub fn member(&self, dir: &Path, label: &str, args: &[&str]) -> anyhow::Result<Proc> {

@@ -113,7 +113,9 @@ impl Lan {
             .arg(bin("conclave-relay"))
             .args(["--json", "--data-dir"])
             .arg(dir.join("relay"))
-            .args(["--listen", &format!("/ip4/{}/tcp/0", self.addr(i))]);
+            .args(["--listen", &format!("/ip4/{}/tcp/0", self.addr(i))])
+            .args(["--turn-listen", &format!("{}:0", self.addr(i))])
+            .args(["--metrics-listen", &format!("{}:0", self.addr(i))]);
         let mut relay = Proc::spawn("relay", command, dir)?;
         let listening = relay.wait_event("listening", Duration::from_secs(20))?;
         let addr = listening["addrs"][0]

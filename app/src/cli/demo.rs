@@ -200,10 +200,14 @@ pub(crate) async fn run(participants: usize, seconds: u64, out: Output) -> anyho
     std::fs::create_dir_all(&recordings)
         .with_context(|| format!("cannot create {}", recordings.display()))?;
 
-    let relay_config = conclave_relay::Config {
+    let mut relay_config = conclave_relay::Config {
         listen: loopback(),
         ..conclave_relay::Config::default()
     };
+    // Loopback only, on ports the system picks, so demos never collide with a real relay.
+    relay_config.turn.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    relay_config.turn.allow_loopback_peers = true;
+    relay_config.metrics.enabled = false;
     let relay = conclave_relay::Relay::start(&relay_config, &workdir.path().join("relay")).await?;
     let relay_addrs: Vec<String> = relay.addrs().iter().map(ToString::to_string).collect();
     out.event(

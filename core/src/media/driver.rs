@@ -518,7 +518,11 @@ impl Media {
         *self.restarts.entry(peer_id).or_default() += 1;
         info!(peer = %peer_id, "answering an ICE restart");
         let internal = self.internal_tx.clone();
+        let config = self.peer_config();
         tokio::spawn(async move {
+            if let Err(err) = peer.update_ice_servers(&config).await {
+                debug!(peer = %peer_id, error = %err, "ICE servers not updated");
+            }
             let message = match peer.accept_offer(offer).await {
                 Ok(sdp) => Internal::SignalOut(peer_id, Signal::Answer(sdp)),
                 Err(err) => Internal::Failed(peer_id, err.to_string()),

@@ -9,6 +9,7 @@ use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::{StreamProtocol, identify, identity, kad, mdns, ping, relay, request_response};
 
 use super::codec::{CONTROL_PROTOCOL, ControlCodec};
+use super::turn::{TURN_PROTOCOL, TurnCodec};
 
 /// Kademlia protocol name of Conclave's private DHT (clients and relays).
 pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/conclave/kad/1.0.0");
@@ -33,6 +34,8 @@ pub struct Behaviour {
     pub ping: ping::Behaviour,
     /// Conclave control messages.
     pub control: request_response::Behaviour<ControlCodec>,
+    /// TURN credentials from relays (outbound only).
+    pub turn: request_response::Behaviour<TurnCodec>,
 }
 
 /// The Kademlia configuration shared by clients and relays.
@@ -78,6 +81,11 @@ impl Behaviour {
             control: request_response::Behaviour::with_codec(
                 ControlCodec,
                 [(CONTROL_PROTOCOL, request_response::ProtocolSupport::Full)],
+                request_response::Config::default().with_request_timeout(CONTROL_TIMEOUT),
+            ),
+            turn: request_response::Behaviour::with_codec(
+                TurnCodec,
+                [(TURN_PROTOCOL, request_response::ProtocolSupport::Outbound)],
                 request_response::Config::default().with_request_timeout(CONTROL_TIMEOUT),
             ),
         })

@@ -16,7 +16,7 @@ pub const CONTROL_PROTOCOL: StreamProtocol = StreamProtocol::new("/conclave/cont
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ControlCodec;
 
-async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T) -> io::Result<Vec<u8>> {
+pub(super) async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T) -> io::Result<Vec<u8>> {
     let mut len = [0u8; 4];
     io.read_exact(&mut len).await?;
     let len = u32::from_be_bytes(len) as usize;
@@ -31,7 +31,10 @@ async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T) -> io::Result<Vec<u
     Ok(body)
 }
 
-async fn write_frame<T: AsyncWrite + Unpin + Send>(io: &mut T, body: &[u8]) -> io::Result<()> {
+pub(super) async fn write_frame<T: AsyncWrite + Unpin + Send>(
+    io: &mut T,
+    body: &[u8],
+) -> io::Result<()> {
     if body.len() > MAX_FRAME_LEN {
         return Err(invalid(WireError::FrameTooLarge {
             len: body.len(),
@@ -44,7 +47,7 @@ async fn write_frame<T: AsyncWrite + Unpin + Send>(io: &mut T, body: &[u8]) -> i
     io.close().await
 }
 
-fn invalid(err: WireError) -> io::Error {
+pub(super) fn invalid(err: WireError) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, err)
 }
 

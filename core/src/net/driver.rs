@@ -31,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, instrument, warn};
 
 use super::behaviour::{Behaviour, BehaviourEvent, KAD_PROTOCOL};
+use super::turn::{IceServer, TurnRefusal, TurnRequest, TurnResponse};
 use super::wire::{MAX_ADDRS, Request, Response};
 use crate::admission::MeetingKeys;
 use crate::client::Event;
@@ -87,6 +88,9 @@ pub(crate) enum Command {
         meeting: crate::invite::MeetingId,
         reply: oneshot::Sender<Result<Vec<ChatRecord>, Error>>,
     },
+    IceServers {
+        reply: oneshot::Sender<Result<Vec<IceServer>, Error>>,
+    },
 }
 
 /// What [`start`] reports back.
@@ -104,6 +108,18 @@ struct Session {
     host_hint: Option<PeerId>,
     next_lookup: Instant,
     next_provide: Instant,
+}
+
+/// Credentials still to be renewed this long before they expire.
+const ICE_RENEW_MARGIN_SECS: u64 = 120;
+
+/// One round of TURN credential requests to the configured relays.
+#[derive(Default)]
+struct TurnFetch {
+    waiters: Vec<oneshot::Sender<Result<Vec<IceServer>, Error>>>,
+    outstanding: HashMap<OutboundRequestId, PeerId>,
+    servers: Vec<IceServer>,
+    refusal: Option<(PeerId, TurnRefusal)>,
 }
 
 struct PendingLeave {
@@ -136,6 +152,12 @@ struct Driver {
     reservations: HashMap<ListenerId, PeerId>,
     /// When to dial relays we lost again, and the back-off after that.
     relay_redial: Option<(Instant, Duration)>,
+    /// TURN credentials being fetched, if any.
+    turn_fetch: Option<TurnFetch>,
+    /// The last credentials received (renewed when close to expiry).
+    ice_servers: Vec<IceServer>,
+    /// When to renew them for the media plane.
+    ice_renew_at: Option<Instant>,
 }
 
 /// First wait before dialing a lost relay again; doubled per failure up to
@@ -263,6 +285,9 @@ pub(crate) async fn start(
         relays: HashMap::new(),
         reservations: HashMap::new(),
         relay_redial: None,
+        turn_fetch: None,
+        ice_servers: Vec::new(),
+        ice_renew_at: None,
     };
     driver.bootstrap();
     tokio::spawn(driver.run());
@@ -426,6 +451,9 @@ impl Driver {
         if let Some((at, _)) = self.relay_redial {
             deadline = deadline.min(at);
         }
+        if let Some(at) = self.ice_renew_at {
+            deadline = deadline.min(at);
+        }
         deadline
     }
 
@@ -576,6 +604,7 @@ impl Driver {
             Command::History { meeting, reply } => {
                 let _ = reply.send(self.store.chat_history(meeting).map_err(Error::from));
             }
+            Command::IceServers { reply } => self.fetch_ice_servers(Some(reply)),
             Command::Kick { peer, reply } => {
                 let result = match self.session.as_mut() {
                     Some(session) => session.machine.kick(now, peer).map_err(Error::Group),
@@ -635,6 +664,12 @@ impl Driver {
     fn on_timer(&mut self) {
         let now = Instant::now();
         self.redial_relays(now);
+        if self.ice_renew_at.is_some_and(|at| now >= at) {
+            self.ice_renew_at = None;
+            if self.media.is_some() {
+                self.fetch_ice_servers(None);
+            }
+        }
         if self
             .pending_leave
             .as_ref()
@@ -692,12 +727,29 @@ impl Driver {
 
     /// Feeds a possible member to the machine with whatever addresses we know for it.
     fn offer_candidate(&mut self, peer: PeerId) {
-        let addrs = self.addr_book.get(&peer).cloned().unwrap_or_default();
+        let addrs = self.routes_to(&peer);
         if let Some(session) = self.session.as_mut() {
             session
                 .machine
                 .handle_candidate(Instant::now(), unix_ms(), peer, addrs);
         }
+    }
+
+    /// Every way we know to reach `peer`: its addresses, then a circuit through each relay
+    /// we know (members reserve at the meeting's relays, so behind any NAT the circuit is
+    /// how they are reached; a relay without a reservation for it just refuses).
+    fn routes_to(&self, peer: &PeerId) -> Vec<Multiaddr> {
+        let mut routes = self.addr_book.get(peer).cloned().unwrap_or_default();
+        for (relay, addr) in &self.relays {
+            if relay == peer {
+                continue;
+            }
+            let circuit = addr.clone().with(Protocol::P2pCircuit);
+            if !routes.contains(&circuit) {
+                routes.push(circuit);
+            }
+        }
+        routes
     }
 
     fn remember_addr(&mut self, peer: PeerId, addr: Multiaddr) {
@@ -741,6 +793,11 @@ impl Driver {
                 }
                 if self.relays.contains_key(&peer_id) {
                     self.reserve(peer_id);
+                    // TURN credentials for the media plane (fresh ones after a relay restart).
+                    if self.media.is_some() && self.turn_fetch.is_none() {
+                        self.ice_servers.clear();
+                        self.fetch_ice_servers(None);
+                    }
                     if let Err(err) = self.swarm.behaviour_mut().kad.bootstrap() {
                         debug!(error = %err, "bootstrap not possible yet");
                     }
@@ -788,6 +845,7 @@ impl Driver {
     fn on_behaviour_event(&mut self, event: BehaviourEvent) {
         match event {
             BehaviourEvent::Control(event) => self.on_control_event(event),
+            BehaviourEvent::Turn(event) => self.on_turn_event(event),
             BehaviourEvent::Kad(event) => self.on_kad_event(event),
             BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
                 let serves_kad = info.protocols.contains(&KAD_PROTOCOL);
@@ -854,6 +912,138 @@ impl Driver {
                 debug!(error = ?err, "provider announcement reached no peer yet");
             }
             _ => {}
+        }
+    }
+
+    /// Answers from cache while every credential has more than [`ICE_RENEW_MARGIN_SECS`]
+    /// left; otherwise asks every known relay (joining a round already under way). Without
+    /// `reply` (renewal for the media plane) the result only goes to the media actor.
+    fn fetch_ice_servers(&mut self, reply: Option<oneshot::Sender<Result<Vec<IceServer>, Error>>>) {
+        let renew_after = unix_ms() / 1000 + ICE_RENEW_MARGIN_SECS;
+        if !self.ice_servers.is_empty()
+            && self
+                .ice_servers
+                .iter()
+                .all(|s| s.expires_unix > renew_after)
+        {
+            if let Some(reply) = reply {
+                let _ = reply.send(Ok(self.ice_servers.clone()));
+            }
+            return;
+        }
+        if let Some(fetch) = self.turn_fetch.as_mut() {
+            fetch.waiters.extend(reply);
+            return;
+        }
+        let mut relays: Vec<PeerId> = self.relays.keys().copied().collect();
+        relays.sort();
+        let mut fetch = TurnFetch {
+            waiters: reply.into_iter().collect(),
+            ..TurnFetch::default()
+        };
+        for relay in relays {
+            let id = self
+                .swarm
+                .behaviour_mut()
+                .turn
+                .send_request(&relay, TurnRequest {});
+            fetch.outstanding.insert(id, relay);
+        }
+        self.turn_fetch = Some(fetch);
+        self.finish_turn_fetch_if_done();
+    }
+
+    fn on_turn_event(&mut self, event: request_response::Event<TurnRequest, TurnResponse>) {
+        let Some(fetch) = self.turn_fetch.as_mut() else {
+            return;
+        };
+        match event {
+            request_response::Event::Message {
+                peer,
+                message:
+                    request_response::Message::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } => {
+                if fetch.outstanding.remove(&request_id).is_none() {
+                    return;
+                }
+                match response {
+                    TurnResponse::Credentials(server) => {
+                        debug!(relay = %peer, expires = server.expires_unix, "TURN credentials received");
+                        fetch.servers.push(server);
+                    }
+                    TurnResponse::Refused(reason) => {
+                        warn!(relay = %peer, %reason, "relay refused TURN credentials");
+                        fetch.refusal = Some((peer, reason));
+                    }
+                }
+            }
+            request_response::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } if fetch.outstanding.remove(&request_id).is_some() => {
+                warn!(relay = %peer, %error, "no TURN credentials from relay");
+            }
+            _ => {}
+        }
+        self.finish_turn_fetch_if_done();
+    }
+
+    /// Once every relay has answered: the servers received, or the refusal if every relay
+    /// that answered refused.
+    fn finish_turn_fetch_if_done(&mut self) {
+        if self
+            .turn_fetch
+            .as_ref()
+            .is_none_or(|f| !f.outstanding.is_empty())
+        {
+            return;
+        }
+        let Some(fetch) = self.turn_fetch.take() else {
+            return;
+        };
+        if fetch.servers.is_empty()
+            && let Some((relay, reason)) = fetch.refusal
+        {
+            for waiter in fetch.waiters {
+                let _ = waiter.send(Err(Error::TurnRefused {
+                    relay: relay.to_string(),
+                    reason: reason.to_string(),
+                }));
+            }
+            return;
+        }
+        self.ice_servers = fetch.servers;
+        for waiter in fetch.waiters {
+            let _ = waiter.send(Ok(self.ice_servers.clone()));
+        }
+        self.ice_renew_at = self
+            .ice_servers
+            .iter()
+            .map(|s| s.expires_unix)
+            .min()
+            .map(|expires| {
+                let left = expires.saturating_sub(unix_ms() / 1000 + ICE_RENEW_MARGIN_SECS);
+                Instant::now() + Duration::from_secs(left.max(10))
+            });
+        if let Some(media) = &self.media {
+            let servers = self
+                .ice_servers
+                .iter()
+                .map(|s| media::transport::IceServer {
+                    urls: s.urls.clone(),
+                    username: s.username.clone(),
+                    credential: s.credential.clone(),
+                })
+                .collect();
+            if media.try_send(MediaInput::IceServers(servers)).is_err() {
+                warn!("the media plane is busy; TURN credentials not passed on");
+            }
         }
     }
 
@@ -990,7 +1180,7 @@ impl Driver {
                     for addr in addrs.into_iter().filter(is_dialable) {
                         self.remember_addr(to, addr);
                     }
-                    let known = self.addr_book.get(&to).cloned().unwrap_or_default();
+                    let known = self.routes_to(&to);
                     let is_bye = matches!(request, Request::Bye { .. });
                     let id = self
                         .swarm

@@ -405,13 +405,13 @@ impl Response {
     }
 }
 
-fn encode_body<T: Serialize>(value: &T) -> Vec<u8> {
+pub(super) fn encode_body<T: Serialize>(value: &T) -> Vec<u8> {
     let mut out = vec![WIRE_VERSION];
     ciborium::into_writer(value, &mut out).expect("writing CBOR to a Vec cannot fail");
     out
 }
 
-fn decode_body<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, WireError> {
+pub(super) fn decode_body<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, WireError> {
     let (&version, body) = bytes.split_first().ok_or(WireError::Empty)?;
     if bytes.len() > MAX_FRAME_LEN {
         return Err(WireError::FrameTooLarge {

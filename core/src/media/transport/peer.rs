@@ -21,6 +21,7 @@ use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
 use tokio::sync::mpsc;
+use tracing::{debug, warn};
 use webrtc::media_stream::Track;
 use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
@@ -44,6 +45,10 @@ pub const ICE_DISCONNECTED_TIMEOUT: Duration = Duration::from_secs(3);
 /// Time in `disconnected` after which ICE reports `failed` (webrtc-rs: 25 s). A meeting
 /// wants a broken path replaced quickly, not a long wait for it to come back.
 pub const ICE_FAILED_TIMEOUT: Duration = Duration::from_secs(4);
+/// How long connectivity checks run before a relayed pair may be chosen (webrtc-rs: 2 s):
+/// direct pairs through restrictive NATs need a few check rounds to open both NATs, and a
+/// relayed pair that succeeds first would otherwise win for the whole call.
+pub const RELAY_ACCEPTANCE_MIN_WAIT: Duration = Duration::from_secs(5);
 /// Interval of ICE keepalives (consent checks) on an idle path.
 pub const ICE_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -54,9 +59,6 @@ pub enum TransportError {
     /// webrtc-rs refused an operation.
     #[error("webrtc: {0}")]
     Webrtc(String),
-    /// ICE gathering did not complete in time.
-    #[error("ICE gathering did not complete within {0:?}")]
-    GatherTimeout(Duration),
 }
 
 fn webrtc_err(err: impl std::fmt::Display) -> TransportError {
@@ -191,6 +193,7 @@ impl AudioPeer {
                 Some(ICE_FAILED_TIMEOUT),
                 Some(ICE_KEEPALIVE_INTERVAL),
             )
+            .with_relay_acceptance_min_wait(Some(RELAY_ACCEPTANCE_MIN_WAIT))
             .build();
         let connection = PeerConnectionBuilder::new()
             .with_configuration(config.rtc_configuration())
@@ -248,17 +251,35 @@ impl AudioPeer {
         ))
     }
 
+    /// Takes the ICE servers of `config` (fresh TURN credentials) for the next gathering.
+    pub async fn update_ice_servers(&self, config: &PeerConfig) -> Result<(), TransportError> {
+        let fresh = config.rtc_configuration();
+        if self.connection.get_configuration().await.ice_servers() == fresh.ice_servers() {
+            return Ok(());
+        }
+        self.connection
+            .set_configuration(fresh)
+            .await
+            .map_err(webrtc_err)
+    }
+
     /// Forgets a gathering completion nobody waited for, so the next wait is for the next one.
     async fn forget_gathered(&self) {
         let mut gathered = self.gathered.lock().await;
         while gathered.try_recv().is_ok() {}
     }
 
+    /// Waits for ICE gathering to finish, at most [`GATHER_TIMEOUT`]; after that the
+    /// candidates gathered so far are used (a STUN or TURN server that does not answer,
+    /// e.g. on a network that drops UDP, must not stop the others from being used).
     async fn wait_gathered(&self) -> Result<RTCSessionDescription, TransportError> {
         let mut gathered = self.gathered.lock().await;
-        tokio::time::timeout(GATHER_TIMEOUT, gathered.recv())
+        if tokio::time::timeout(GATHER_TIMEOUT, gathered.recv())
             .await
-            .map_err(|_| TransportError::GatherTimeout(GATHER_TIMEOUT))?;
+            .is_err()
+        {
+            warn!(timeout = ?GATHER_TIMEOUT, "ICE gathering incomplete; using the candidates so far");
+        }
         self.connection
             .local_description()
             .await
@@ -287,15 +308,7 @@ impl AudioPeer {
         config: &PeerConfig,
     ) -> Result<String, TransportError> {
         self.forget_gathered().await;
-        let mut configuration = self.connection.get_configuration().await;
-        let fresh = config.rtc_configuration();
-        if configuration.ice_servers() != fresh.ice_servers() {
-            configuration = fresh;
-            self.connection
-                .set_configuration(configuration)
-                .await
-                .map_err(webrtc_err)?;
-        }
+        self.update_ice_servers(config).await?;
         self.connection.restart_ice().await.map_err(webrtc_err)?;
         self.create_offer().await
     }
@@ -361,28 +374,40 @@ impl AudioPeer {
             .map_err(webrtc_err)
     }
 
-    /// The path of the selected ICE candidate pair (`direct`, or `relayed` through TURN) and
+    /// The path of the selected ICE candidate pair (`direct`, or `relayed` through TURN at
+    /// either end) and
     /// its latest STUN round-trip time, once a pair is nominated.
     pub async fn path(&self, now: Instant) -> Option<(&'static str, f64)> {
         use rtc::statistics::report::RTCStatsReportEntry;
+        let transport = self.sender.transport().await.ok().flatten()?;
+        let pair = transport
+            .ice_transport()
+            .get_selected_candidate_pair()
+            .await
+            .ok()
+            .flatten()?;
+        // Relayed if either end of the pair is a TURN relay candidate (ours, or theirs).
+        let relay = webrtc::peer_connection::RTCIceCandidateType::Relay;
+        let relayed = pair.local().typ == relay || pair.remote().typ == relay;
+        debug!(
+            local = ?(pair.local().typ, &pair.local().address, pair.local().port),
+            remote = ?(pair.remote().typ, &pair.remote().address, pair.remote().port),
+            "selected ICE pair"
+        );
         let report = self
             .connection
             .get_stats(now, webrtc::peer_connection::StatsSelector::None)
             .await;
-        let pair = report.iter().find_map(|entry| match entry {
-            RTCStatsReportEntry::IceCandidatePair(pair) if pair.nominated => Some(pair),
-            _ => None,
-        })?;
-        let relayed = match report.get(&pair.local_candidate_id) {
-            Some(RTCStatsReportEntry::LocalCandidate(local)) => {
-                local.candidate_type == webrtc::peer_connection::RTCIceCandidateType::Relay
-            }
-            _ => false,
-        };
-        Some((
-            if relayed { "relayed" } else { "direct" },
-            pair.current_round_trip_time * 1000.0,
-        ))
+        let rtt_ms = report
+            .iter()
+            .find_map(|entry| match entry {
+                RTCStatsReportEntry::IceCandidatePair(stats) if stats.nominated => {
+                    Some(stats.current_round_trip_time * 1000.0)
+                }
+                _ => None,
+            })
+            .unwrap_or(0.0);
+        Some((if relayed { "relayed" } else { "direct" }, rtt_ms))
     }
 
     /// Closes the connection.

@@ -1,0 +1,293 @@
+//! The NAT test matrix: for every pair of home router kinds, a two-person meeting connects
+//! and carries audio, directly where hole punching can work and through the relay's TURN
+//! server where it cannot (symmetric ↔ symmetric, symmetric ↔ port-restricted); a
+//! three-person meeting mixes both; a home that drops all UDP still meets (TURN over TCP).
+//!
+//! Every member is behind its own NAT router (network namespaces, `conclave_tests::nat`);
+//! only the relay is public. Bounded in time; the namespaces go even when a test fails.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use conclave_tests::nat::{Home, Internet, NatKind, RELAY_ADDR};
+use conclave_tests::netns::available;
+use conclave_tests::{Proc, peer_id_of};
+use serde_json::Value;
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+/// One emulated internet at a time: ICE timing suffers when several run on two cores.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A relay configuration with TURN on the public address.
+fn relay_config(dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("relay.toml");
+    std::fs::write(
+        &path,
+        format!("[turn]\nlisten = \"{RELAY_ADDR}:3478\"\npublic_ip = \"{RELAY_ADDR}\"\n"),
+    )
+    .unwrap();
+    path
+}
+
+/// The first `connected` connection event towards `peer`, waiting at most `limit`.
+fn connected_to(member: &mut Proc, peer: &str, limit: Duration) -> Value {
+    member
+        .wait_for(limit, "a connected media path", |v| {
+            v["event"] == "connection" && v["state"] == "connected" && v["peer_id"] == peer
+        })
+        .unwrap()
+}
+
+struct Pair {
+    path: String,
+    connect: Duration,
+}
+
+/// A two-person meeting between homes `a` (host, speaking) and `b` (guest): the guest must
+/// hear the host. Returns the path and the time from the guest's `joined` to `connected`.
+fn meet(internet: &mut Internet, relay: &str, dir: &Path, a: NatKind, b: NatKind) -> Pair {
+    let (home_a, home_b): (Home, Home) =
+        (internet.add_home(a).unwrap(), internet.add_home(b).unwrap());
+    let label = format!("{}-{}", a.label(), b.label());
+    let mut host = home_a
+        .member(
+            dir,
+            &format!("{label}-host"),
+            &["--audio-in", "tone:440", "new", "--relay", relay],
+        )
+        .unwrap();
+    let host_id = peer_id_of(&mut host).unwrap();
+    let invite = host.wait_event("invite", LIMIT).unwrap()["invite"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut guest = home_b
+        .member(
+            dir,
+            &format!("{label}-guest"),
+            &[
+                "--audio-in",
+                "silence",
+                "--audio-out",
+                "null",
+                "join",
+                &invite,
+            ],
+        )
+        .unwrap();
+    guest.wait_event("joined", LIMIT).unwrap();
+    #[allow(clippy::disallowed_methods)]
+    let joined = Instant::now();
+    let connection = connected_to(&mut guest, &host_id, LIMIT);
+    let connect = joined.elapsed();
+    guest
+        .wait_for(LIMIT, "audio from the host", |v| {
+            v["event"] == "audio_started" && v["peer_id"] == host_id.as_str()
+        })
+        .unwrap_or_else(|e| panic!("{label}: {e}"));
+    Pair {
+        path: connection["path"].as_str().unwrap_or_default().to_owned(),
+        connect,
+    }
+}
+
+#[test]
+fn every_pair_of_nat_kinds_meets_directly_when_possible_and_relayed_otherwise() {
+    assert!(
+        available(),
+        "this test needs root and iproute2 (ip netns); CI runs as root"
+    );
+    let _serial = serial();
+    let mut internet = Internet::new("mx").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = relay_config(dir.path());
+    let (_relay, relay_addr) = internet.relay(dir.path(), Some(&config)).unwrap();
+    let mut report = Vec::new();
+    for (i, a) in NatKind::ALL.iter().enumerate() {
+        for b in &NatKind::ALL[i..] {
+            let pair = meet(&mut internet, &relay_addr, dir.path(), *a, *b);
+            // Hole punching must win where a full-cone NAT is involved and must be
+            // impossible for the symmetric combinations; between two restricted NATs it
+            // works but is timing-dependent in webrtc-rs 0.21 (a relayed pair sometimes
+            // succeeds first), so there the test requires only that the call connects.
+            let expected = if !NatKind::direct_possible(*a, *b) {
+                Some("relayed")
+            } else if *a == NatKind::FullCone || *b == NatKind::FullCone {
+                Some("direct")
+            } else {
+                None
+            };
+            report.push(format!(
+                "{:>8} ↔ {:<8} {:<7} {:>5} ms",
+                a.label(),
+                b.label(),
+                pair.path,
+                pair.connect.as_millis()
+            ));
+            if let Some(expected) = expected {
+                assert_eq!(pair.path, expected, "{} ↔ {}", a.label(), b.label());
+            }
+        }
+    }
+    eprintln!(
+        "NAT matrix (path, joined → connected):\n{}",
+        report.join("\n")
+    );
+}
+
+/// Three members — two behind symmetric NATs, one behind a full-cone NAT: the two
+/// symmetric ones reach each other only through TURN; everyone else connects directly.
+#[test]
+fn a_three_person_meeting_mixes_direct_and_relayed_paths() {
+    assert!(available(), "this test needs root and iproute2 (ip netns)");
+    let _serial = serial();
+    let mut internet = Internet::new("m3").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = relay_config(dir.path());
+    let (_relay, relay) = internet.relay(dir.path(), Some(&config)).unwrap();
+    let homes: Vec<Home> = [NatKind::FullCone, NatKind::Symmetric, NatKind::Symmetric]
+        .into_iter()
+        .map(|kind| internet.add_home(kind).unwrap())
+        .collect();
+    let mut host = homes[0]
+        .member(
+            dir.path(),
+            "cone",
+            &["--audio-in", "tone:440", "new", "--relay", &relay],
+        )
+        .unwrap();
+    let invite = host.wait_event("invite", LIMIT).unwrap()["invite"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut sym1 = homes[1]
+        .member(
+            dir.path(),
+            "sym1",
+            &["--audio-in", "tone:660", "join", &invite],
+        )
+        .unwrap();
+    let mut sym2 = homes[2]
+        .member(
+            dir.path(),
+            "sym2",
+            &["--audio-in", "tone:880", "join", &invite],
+        )
+        .unwrap();
+    let ids: Vec<String> = [&mut host, &mut sym1, &mut sym2]
+        .into_iter()
+        .map(|p| peer_id_of(p).unwrap())
+        .collect();
+    assert_eq!(connected_to(&mut sym1, &ids[0], LIMIT)["path"], "direct");
+    assert_eq!(connected_to(&mut sym1, &ids[2], LIMIT)["path"], "relayed");
+    assert_eq!(connected_to(&mut sym2, &ids[0], LIMIT)["path"], "direct");
+    assert_eq!(connected_to(&mut sym2, &ids[1], LIMIT)["path"], "relayed");
+    for (member, other) in [(&mut sym1, &ids[2]), (&mut sym2, &ids[1])] {
+        member
+            .wait_for(LIMIT, "audio over the relayed path", |v| {
+                v["event"] == "audio_started" && v["peer_id"] == other.as_str()
+            })
+            .unwrap();
+    }
+}
+
+/// A home whose router drops every outbound UDP packet still meets: media goes through
+/// TURN over TCP.
+#[test]
+fn a_home_without_udp_meets_through_turn_over_tcp() {
+    assert!(available(), "this test needs root and iproute2 (ip netns)");
+    let _serial = serial();
+    let mut internet = Internet::new("tc").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = relay_config(dir.path());
+    let (_relay, relay) = internet.relay(dir.path(), Some(&config)).unwrap();
+    let pair = meet(
+        &mut internet,
+        &relay,
+        dir.path(),
+        NatKind::FullCone,
+        NatKind::UdpBlocked,
+    );
+    assert_eq!(pair.path, "relayed");
+}
+
+/// With `--relay-only`, the other member never sees our address: every UDP packet that
+/// reaches its host comes from the relay, although a direct path would have worked.
+#[test]
+fn relay_only_shows_only_the_relay_address_to_the_other_member() {
+    assert!(available(), "this test needs root and iproute2 (ip netns)");
+    let _serial = serial();
+    let mut internet = Internet::new("ro").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = relay_config(dir.path());
+    let (_relay, relay) = internet.relay(dir.path(), Some(&config)).unwrap();
+    let (home_a, home_b) = (
+        internet.add_home(NatKind::FullCone).unwrap(),
+        internet.add_home(NatKind::FullCone).unwrap(),
+    );
+    // Count the UDP packets reaching the host's machine, by source.
+    home_a
+        .nft(&format!(
+            "table inet watch {{\n  chain input {{\n    type filter hook input priority 0;\n    \
+             iifname \"eth0\" meta l4proto udp ip saddr {RELAY_ADDR} counter\n    \
+             iifname \"eth0\" meta l4proto udp ip saddr != {RELAY_ADDR} counter\n  }}\n}}\n"
+        ))
+        .unwrap();
+    let mut host = home_a
+        .member(
+            dir.path(),
+            "host",
+            &["--audio-in", "tone:440", "new", "--relay", &relay],
+        )
+        .unwrap();
+    let host_id = peer_id_of(&mut host).unwrap();
+    let invite = host.wait_event("invite", LIMIT).unwrap()["invite"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut hidden = home_b
+        .member(
+            dir.path(),
+            "hidden",
+            &[
+                "--relay-only",
+                "--audio-in",
+                "tone:660",
+                "--audio-out",
+                "null",
+                "join",
+                &invite,
+            ],
+        )
+        .unwrap();
+    let hidden_id = peer_id_of(&mut hidden).unwrap();
+    assert_eq!(
+        connected_to(&mut hidden, &host_id, LIMIT)["path"],
+        "relayed"
+    );
+    host.wait_for(LIMIT, "audio from the hidden member", |v| {
+        v["event"] == "audio_started" && v["peer_id"] == hidden_id.as_str()
+    })
+    .unwrap();
+    host.drain_for(Duration::from_secs(2));
+    let counters = home_a.nft_list("watch").unwrap();
+    let packets: Vec<u64> = counters
+        .split_whitespace()
+        .zip(counters.split_whitespace().skip(1))
+        .filter(|(word, _)| *word == "packets")
+        .map(|(_, n)| n.parse().unwrap_or(0))
+        .collect();
+    assert_eq!(packets.len(), 2, "{counters}");
+    assert!(packets[0] > 50, "media came through the relay: {counters}");
+    assert_eq!(
+        packets[1], 0,
+        "nothing came from the hidden member's address: {counters}"
+    );
+}
