@@ -38,17 +38,33 @@ struct Args {
     /// Do not use mDNS LAN discovery.
     #[arg(long, global = true)]
     no_mdns: bool,
-    /// Audio to send: silence, tone:HZ or a WAV file (turns audio on).
+    /// Audio to send: device (the microphone), silence, tone:HZ or a WAV file (turns audio on).
     #[arg(long, global = true)]
     audio_in: Option<String>,
     /// Where the received audio goes: a WAV file, or null (turns audio on).
     #[arg(long, global = true)]
     audio_out: Option<String>,
+    /// Noise suppression of the outgoing audio: on, off, or auto (on for a microphone, off
+    /// for synthetic and file sources).
+    #[arg(long, global = true, value_enum, default_value_t = Toggle::Auto)]
+    noise_suppression: Toggle,
+    /// Share only relayed media candidates (TURN): other members never learn your IP
+    /// addresses, at the cost of a relay hop.
+    #[arg(long, global = true)]
+    relay_only: bool,
     /// UDP address for media (ICE host candidates), e.g. 127.0.0.1:0 (repeatable).
     #[arg(long = "media-bind", global = true)]
     media_bind: Vec<String>,
     #[command(subcommand)]
     command: Option<Command>,
+}
+
+/// An on/off setting whose default depends on the situation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Toggle {
+    Auto,
+    On,
+    Off,
 }
 
 #[derive(Debug, Subcommand)]
@@ -171,6 +187,12 @@ fn media_config(args: &Args) -> Option<MediaConfig> {
     if !args.media_bind.is_empty() {
         media.udp_addrs = args.media_bind.clone();
     }
+    media.relay_only = args.relay_only;
+    media.noise_suppression = match args.noise_suppression {
+        Toggle::On => true,
+        Toggle::Off => false,
+        Toggle::Auto => media.audio_in == "device",
+    };
     Some(media)
 }
 

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::identity::SafetyNumber;
 use crate::identity::backup;
 use crate::invite::{Invite, MeetingId};
+use crate::media::driver::MediaInput;
 use crate::meeting::MeetingEvent;
 use crate::net::driver::{self, Command};
 use crate::store::{MeetingRecord, Store};
@@ -124,7 +125,17 @@ impl Client {
 
     /// Stops (or resumes) sending our audio.
     pub async fn set_muted(&self, muted: bool) -> Result<(), Error> {
-        self.request(|reply| Command::Mute { muted, reply }).await?
+        self.media(MediaInput::Mute(muted)).await
+    }
+
+    /// Turns noise suppression of our microphone on or off.
+    pub async fn set_noise_suppression(&self, on: bool) -> Result<(), Error> {
+        self.media(MediaInput::NoiseSuppression(on)).await
+    }
+
+    async fn media(&self, input: MediaInput) -> Result<(), Error> {
+        self.request(|reply| Command::Media { input, reply })
+            .await?
     }
 
     /// Lets a joiner waiting in the lobby in (host only).

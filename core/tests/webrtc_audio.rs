@@ -32,6 +32,7 @@ async fn sealed_opus_crosses_a_real_webrtc_connection() {
     let now = Instant::now();
     let config = PeerConfig {
         udp_addrs: vec!["127.0.0.1:0".to_owned()],
+        ..PeerConfig::default()
     };
     let (offerer, mut offerer_events) = AudioPeer::new(now, &config).await.unwrap();
     let (answerer, mut answerer_events) = AudioPeer::new(now, &config).await.unwrap();

@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod nat;
 pub mod netns;
 
 use std::io::{BufRead, BufReader, Write};
@@ -211,17 +212,16 @@ impl Proc {
         let _ = self.child.wait();
     }
 
-    /// Waits for the process to exit, at most `limit`, collecting its remaining output.
+    /// Waits for the process to exit, at most `limit`, collecting all of its output.
     pub fn wait_exit(&mut self, limit: Duration) -> anyhow::Result<ExitStatus> {
         let deadline = Instant::now() + limit;
         loop {
             if let Some(status) = self.child.try_wait()? {
-                // Collect what it printed before exiting.
-                while let Ok(Some(_)) | Err(_) = self
-                    .receive(Instant::now() + Duration::from_millis(50))
-                    .map(Some)
-                {
-                    if self.lines.try_recv().is_err() {
+                // Everything it printed, up to the end of its stdout (bounded: a child it
+                // left behind could hold the pipe open).
+                let drain_until = Instant::now() + Duration::from_secs(2);
+                while Instant::now() < drain_until {
+                    if self.receive(drain_until).is_err() {
                         break;
                     }
                 }
@@ -234,7 +234,8 @@ impl Proc {
                     self.stderr_tail()
                 );
             }
-            std::thread::sleep(Duration::from_millis(20));
+            // Read while waiting (this is also the polling interval).
+            let _ = self.receive(Instant::now() + Duration::from_millis(20));
         }
     }
 
@@ -331,4 +332,17 @@ pub fn peer_id_of(proc: &mut Proc) -> anyhow::Result<String> {
         .as_str()
         .context("peer_id is a string")?
         .to_owned())
+}
+
+/// The 20 ms frames of a recording made by `--audio-out FILE.wav`.
+pub fn wav_frames(path: &Path) -> anyhow::Result<Vec<Vec<i16>>> {
+    use conclave_core::media::audio::FRAME_SAMPLES;
+    use conclave_core::media::audio::source::{AudioSource, WavSource};
+    let mut source = WavSource::open(path)?;
+    let mut frames = Vec::new();
+    let mut frame = [0i16; FRAME_SAMPLES];
+    while source.next_frame(&mut frame) {
+        frames.push(frame.to_vec());
+    }
+    Ok(frames)
 }

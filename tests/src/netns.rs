@@ -3,9 +3,13 @@
 //! [`Lan`] creates namespaces joined by veth pairs to a bridge namespace and deletes them
 //! all on drop, even when the test fails. Requires root and `ip` (iproute2).
 
+use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
+
+use crate::{Proc, bin};
 
 /// Whether this machine can create network namespaces (root and iproute2 present).
 pub fn available() -> bool {
@@ -79,6 +83,44 @@ impl Lan {
     /// The address of host `i` on the LAN.
     pub fn addr(&self, i: usize) -> String {
         format!("10.77.0.{}", i + 1)
+    }
+
+    /// Starts `conclave --json --no-mdns --name LABEL` on host `i`, with its data dir, control
+    /// plane (TCP) and media bound to the host's LAN address, then `args`.
+    pub fn member(&self, i: usize, dir: &Path, label: &str, args: &[&str]) -> anyhow::Result<Proc> {
+        let addr = self.addr(i);
+        let mut command = Command::new("ip");
+        command
+            .args(["netns", "exec", self.host(i)])
+            .arg(bin("conclave"))
+            .args(["--json", "--no-mdns", "--name", label, "--data-dir"])
+            .arg(dir.join(label))
+            .args([
+                "--listen",
+                &format!("/ip4/{addr}/tcp/0"),
+                "--media-bind",
+                &format!("{addr}:0"),
+            ])
+            .args(args);
+        Proc::spawn(label, command, dir)
+    }
+
+    /// Starts `conclave-relay` on host `i` and returns it with its first listen address.
+    pub fn relay(&self, i: usize, dir: &Path) -> anyhow::Result<(Proc, String)> {
+        let mut command = Command::new("ip");
+        command
+            .args(["netns", "exec", self.host(i)])
+            .arg(bin("conclave-relay"))
+            .args(["--json", "--data-dir"])
+            .arg(dir.join("relay"))
+            .args(["--listen", &format!("/ip4/{}/tcp/0", self.addr(i))]);
+        let mut relay = Proc::spawn("relay", command, dir)?;
+        let listening = relay.wait_event("listening", Duration::from_secs(20))?;
+        let addr = listening["addrs"][0]
+            .as_str()
+            .context("the relay lists an address")?
+            .to_owned();
+        Ok((relay, addr))
     }
 
     /// Runs `nft` with `args` inside host `i`'s namespace.

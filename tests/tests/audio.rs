@@ -4,10 +4,9 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use conclave_core::media::audio::FRAME_SAMPLES;
 use conclave_core::media::audio::mixer::tone_power;
-use conclave_core::media::audio::source::{AudioSource, WavSource};
-use conclave_tests::{Proc, peer_id_of, start_relay};
+
+use conclave_tests::{Proc, peer_id_of, start_relay, wav_frames};
 
 const LIMIT: Duration = Duration::from_secs(20);
 
@@ -28,16 +27,6 @@ fn spawn(dir: &Path, label: &str, audio_in: &str, command: &[&str]) -> Proc {
     let args = media_args(dir, label, audio_in, command);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     Proc::conclave(label, &dir.join(label), &args).unwrap()
-}
-
-fn frames_of(path: &Path) -> Vec<Vec<i16>> {
-    let mut source = WavSource::open(path).unwrap();
-    let mut frames = Vec::new();
-    let mut frame = [0i16; FRAME_SAMPLES];
-    while source.next_frame(&mut frame) {
-        frames.push(frame.to_vec());
-    }
-    frames
 }
 
 #[test]
@@ -86,7 +75,7 @@ fn a_listener_hears_both_speakers_and_a_kicked_speaker_falls_silent() {
     second.drain_for(Duration::from_millis(10));
     assert_eq!(listener.wait_exit(LIMIT).unwrap().code(), Some(0));
 
-    let frames = frames_of(&dir.path().join("listener.wav"));
+    let frames = wav_frames(&dir.path().join("listener.wav")).unwrap();
     let frame_at = |t: Duration| (t.as_millis() / 20) as usize;
     // From 1 s after all connections to the kick: all three tones.
     let before: Vec<i16> =

@@ -3,35 +3,14 @@
 //! is not available on this kernel). Audio must go on, with FEC and concealment filling the
 //! holes.
 
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
-use conclave_core::media::audio::FRAME_SAMPLES;
 use conclave_core::media::audio::mixer::tone_power;
-use conclave_core::media::audio::source::{AudioSource, WavSource};
+
 use conclave_tests::netns::{Lan, available};
-use conclave_tests::{Proc, bin};
+use conclave_tests::wav_frames;
 
 const LIMIT: Duration = Duration::from_secs(20);
-
-fn member(lan: &Lan, host: usize, dir: &Path, label: &str, args: &[&str]) -> Proc {
-    let addr = lan.addr(host);
-    let mut command = Command::new("ip");
-    command
-        .args(["netns", "exec", lan.host(host)])
-        .arg(bin("conclave"))
-        .args(["--json", "--no-mdns", "--name", label, "--data-dir"])
-        .arg(dir.join(label))
-        .args([
-            "--listen",
-            &format!("/ip4/{addr}/tcp/0"),
-            "--media-bind",
-            &format!("{addr}:0"),
-        ])
-        .args(args);
-    Proc::spawn(label, command, dir).unwrap()
-}
 
 #[test]
 fn audio_goes_on_through_five_percent_loss() {
@@ -42,35 +21,27 @@ fn audio_goes_on_through_five_percent_loss() {
     let lan = Lan::new("al", 4).unwrap();
     let dir = tempfile::tempdir().unwrap();
 
-    let mut relay_command = Command::new("ip");
-    relay_command
-        .args(["netns", "exec", lan.host(0)])
-        .arg(bin("conclave-relay"))
-        .args(["--json", "--data-dir"])
-        .arg(dir.path().join("relay"))
-        .args(["--listen", &format!("/ip4/{}/tcp/0", lan.addr(0))]);
-    let mut relay = Proc::spawn("relay", relay_command, dir.path()).unwrap();
-    let listening = relay.wait_event("listening", LIMIT).unwrap();
-    let relay_addr = listening["addrs"][0].as_str().unwrap().to_owned();
-
-    let mut host = member(
-        &lan,
-        1,
-        dir.path(),
-        "host",
-        &["--audio-in", "tone:440", "new", "--relay", &relay_addr],
-    );
+    let (relay, relay_addr) = lan.relay(0, dir.path()).unwrap();
+    let mut host = lan
+        .member(
+            1,
+            dir.path(),
+            "host",
+            &["--audio-in", "tone:440", "new", "--relay", &relay_addr],
+        )
+        .unwrap();
     let invite = host.wait_event("invite", LIMIT).unwrap()["invite"]
         .as_str()
         .unwrap()
         .to_owned();
-    let _second = member(
-        &lan,
-        2,
-        dir.path(),
-        "second",
-        &["--audio-in", "tone:660", "join", &invite],
-    );
+    let _second = lan
+        .member(
+            2,
+            dir.path(),
+            "second",
+            &["--audio-in", "tone:660", "join", &invite],
+        )
+        .unwrap();
     // The listener's host loses 5 % of the UDP (media) it receives.
     lan.nft(3, "add table inet loss").unwrap();
     lan.nft(
@@ -85,22 +56,23 @@ fn audio_goes_on_through_five_percent_loss() {
     .unwrap();
     let wav = dir.path().join("listener.wav");
     let wav_arg = wav.display().to_string();
-    let mut listener = member(
-        &lan,
-        3,
-        dir.path(),
-        "listener",
-        &[
-            "--audio-in",
-            "silence",
-            "--audio-out",
-            &wav_arg,
-            "join",
-            &invite,
-            "--duration",
-            "12",
-        ],
-    );
+    let mut listener = lan
+        .member(
+            3,
+            dir.path(),
+            "listener",
+            &[
+                "--audio-in",
+                "silence",
+                "--audio-out",
+                &wav_arg,
+                "join",
+                &invite,
+                "--duration",
+                "12",
+            ],
+        )
+        .unwrap();
     assert_eq!(
         listener.wait_exit(Duration::from_secs(40)).unwrap().code(),
         Some(0),
@@ -134,12 +106,7 @@ fn audio_goes_on_through_five_percent_loss() {
     assert!(lost > 0, "losses reached the jitter buffer");
     assert!(recovered > 0, "FEC recovered some of them");
 
-    let mut source = WavSource::open(&wav).unwrap();
-    let mut frames = Vec::new();
-    let mut frame = [0i16; FRAME_SAMPLES];
-    while source.next_frame(&mut frame) {
-        frames.push(frame.to_vec());
-    }
+    let frames = wav_frames(&wav).unwrap();
     // From the first second with audio from both speakers to the end.
     let first = frames
         .iter()

@@ -231,6 +231,9 @@ pub(crate) async fn run(participants: usize, seconds: u64, out: Output) -> anyho
             audio_in: format!("tone:{tone}"),
             audio_out: Some(wav.clone()),
             udp_addrs: vec!["127.0.0.1:0".to_owned()],
+            // Test tones are exactly the steady sound noise suppression removes.
+            noise_suppression: false,
+            ..MediaConfig::default()
         };
         let config = Config::new(workdir.path().join(name.to_lowercase()))
             .with_name(*name)

@@ -198,11 +198,18 @@ fn report_media(event: &MediaEvent, out: Output) {
             state,
             path,
             rtt_ms,
+            ice_restarts,
         } => {
             let rtt = rtt_ms.map_or(String::new(), |rtt| format!(", {rtt:.1} ms"));
             out.event(
                 "connection",
-                json!({ "peer_id": peer_id.to_string(), "state": state, "path": path, "rtt_ms": rtt_ms }),
+                json!({
+                    "peer_id": peer_id.to_string(),
+                    "state": state,
+                    "path": path,
+                    "rtt_ms": rtt_ms,
+                    "ice_restarts": ice_restarts,
+                }),
                 || format!("media with {peer_id}: {state} ({path}{rtt})"),
             );
         }

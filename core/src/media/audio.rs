@@ -1,6 +1,7 @@
 //! The audio pipeline, sans-IO: 48 kHz mono, 20 ms frames.
 //!
-//! Send: [`source::AudioSource`] (device, tone, silence or WAV file) → [`codec::Encoder`]
+//! Send: [`source::AudioSource`] (device, tone, silence or WAV file) → noise suppression
+//! ([`denoise::NoiseSuppressor`], RNNoise) → [`codec::Encoder`]
 //! (Opus, in-band FEC, DTX) → SFrame ([`crate::media::crypto`]) → transport.
 //! Receive: transport → [`jitter::JitterBuffer`] (adaptive playout delay, reorder, loss) →
 //! SFrame open → [`codec::Decoder`] (FEC recovery or PLC on loss) → [`mixer::Mixer`]
@@ -10,6 +11,7 @@
 //! simulated clock in tests).
 
 pub mod codec;
+pub mod denoise;
 pub mod device;
 pub mod jitter;
 pub mod mixer;

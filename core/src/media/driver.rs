@@ -28,6 +28,7 @@ use tracing::{debug, info, warn};
 
 use super::MediaCommand;
 use super::audio::codec::{Decoder, Encoder};
+use super::audio::denoise::NoiseSuppressor;
 use super::audio::device::DeviceSink;
 use super::audio::jitter::{JitterBuffer, JitterConfig};
 use super::audio::mixer::{Mixer, level_dbfs};
@@ -36,7 +37,9 @@ use super::audio::source::{AudioSource, Silence, from_spec};
 use super::audio::{AudioError, FRAME_MS, FRAME_SAMPLES, Frame};
 use super::crypto::keyring::Opener;
 use super::crypto::sframe::Sealer;
+use super::transport::IceServer;
 use super::transport::peer::{AudioPeer, PeerConfig, PeerEvent};
+use super::transport::turn_tcp::TcpTurnBridge;
 use crate::group::media_keys::sender_base_key;
 
 /// Capacity of the actor's inboxes.
@@ -53,6 +56,13 @@ pub struct MediaConfig {
     pub audio_out: Option<PathBuf>,
     /// UDP addresses for ICE host candidates.
     pub udp_addrs: Vec<String>,
+    /// STUN/TURN servers known up front (more arrive as [`MediaInput::IceServers`]).
+    pub ice_servers: Vec<IceServer>,
+    /// Share only relayed ICE candidates: other members never learn our IP addresses.
+    pub relay_only: bool,
+    /// RNNoise on the outgoing audio (meant for microphones: it also removes steady
+    /// synthetic signals such as test tones).
+    pub noise_suppression: bool,
 }
 
 impl Default for MediaConfig {
@@ -61,6 +71,9 @@ impl Default for MediaConfig {
             audio_in: "silence".to_owned(),
             audio_out: None,
             udp_addrs: vec!["0.0.0.0:0".to_owned()],
+            noise_suppression: false,
+            ice_servers: Vec::new(),
+            relay_only: false,
         }
     }
 }
@@ -79,6 +92,8 @@ pub enum MediaEvent {
         path: &'static str,
         /// Latest STUN round-trip time on that path, once measured.
         rtt_ms: Option<f64>,
+        /// ICE restarts on this connection so far (a broken path repaired in place).
+        ice_restarts: u32,
     },
     /// Periodic receive statistics for one member.
     Stats {
@@ -115,13 +130,36 @@ pub enum MediaInput {
     Command(MediaCommand),
     /// Stop or resume sending.
     Mute(bool),
+    /// Turn noise suppression of the outgoing audio on or off.
+    NoiseSuppression(bool),
+    /// The current TURN servers (fresh credentials) from the relays, replacing earlier ones.
+    IceServers(Vec<IceServer>),
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 enum Signal {
+    /// A new connection.
     Offer(String),
     Answer(String),
+    /// An ICE restart of the existing connection (new ICE credentials and candidates).
+    Restart(String),
 }
+
+/// A connection whose path stopped working, and what we did about it.
+#[derive(Debug, Clone, Copy)]
+struct BrokenPath {
+    since: Instant,
+    attempts: u32,
+    last_attempt: Option<Instant>,
+}
+
+/// How long a path may stay `disconnected` before the offering side restarts ICE (it may
+/// come back by itself first).
+pub const RESTART_AFTER: Duration = Duration::from_secs(2);
+/// Interval between ICE restart attempts while the path stays broken.
+pub const RESTART_RETRY: Duration = Duration::from_secs(4);
+/// ICE restarts tried before the connection is replaced by a new one.
+pub const MAX_ICE_RESTARTS: u32 = 4;
 
 enum Internal {
     Peer(PeerId, PeerEvent),
@@ -145,8 +183,18 @@ struct Media {
     opener: Opener,
     keyed: bool,
     muted: bool,
+    /// Present while noise suppression is on.
+    suppressor: Option<Box<NoiseSuppressor>>,
     peers: HashMap<PeerId, Arc<AudioPeer>>,
     connected: HashMap<PeerId, bool>,
+    /// ICE servers from the relays, TCP TURN already rewritten to go through a bridge.
+    relay_ice_servers: Vec<IceServer>,
+    /// TURN-over-TCP bridges by server address.
+    tcp_bridges: HashMap<std::net::SocketAddr, TcpTurnBridge>,
+    /// Connections whose path broke, until they are connected again.
+    broken: HashMap<PeerId, BrokenPath>,
+    /// ICE restarts per connection, reported in connection events.
+    restarts: HashMap<PeerId, u32>,
     leaves: BTreeMap<u32, PeerId>,
     receivers: HashMap<u32, Receiver>,
     internal_tx: mpsc::Sender<Internal>,
@@ -190,6 +238,7 @@ pub fn spawn(
     }
     let (input_tx, input_rx) = mpsc::channel(INBOX_CAPACITY);
     let (internal_tx, internal_rx) = mpsc::channel(INBOX_CAPACITY * 4);
+    let noise_suppression = config.noise_suppression;
     let media = Media {
         local,
         config,
@@ -200,8 +249,13 @@ pub fn spawn(
         opener: Opener::default(),
         keyed: false,
         muted: false,
+        suppressor: noise_suppression.then(|| Box::new(NoiseSuppressor::new())),
         peers: HashMap::new(),
         connected: HashMap::new(),
+        relay_ice_servers: Vec::new(),
+        tcp_bridges: HashMap::new(),
+        broken: HashMap::new(),
+        restarts: HashMap::new(),
         leaves: BTreeMap::new(),
         receivers: HashMap::new(),
         internal_tx,
@@ -230,10 +284,20 @@ impl Media {
                     Some(MediaInput::Command(MediaCommand::Stop)) | None => break,
                     Some(MediaInput::Command(command)) => self.on_command(command).await,
                     Some(MediaInput::Mute(muted)) => self.muted = muted,
+                    Some(MediaInput::IceServers(servers)) => self.set_ice_servers(servers).await,
+                    Some(MediaInput::NoiseSuppression(on)) => {
+                        if on != self.suppressor.is_some() {
+                            info!(on, "noise suppression");
+                            self.suppressor = on.then(|| Box::new(NoiseSuppressor::new()));
+                        }
+                    }
                 },
                 _ = audio_clock.tick() => self.on_tick().await,
                 message = internal.recv() => if let Some(message) = message { self.on_internal(message).await },
-                _ = stats_clock.tick() => self.report_stats().await,
+                _ = stats_clock.tick() => {
+                    self.repair_paths(Instant::now()).await;
+                    self.report_stats().await;
+                }
             }
         }
         self.shutdown().await;
@@ -305,6 +369,7 @@ impl Media {
             MediaCommand::Signal { from, payload } => {
                 match ciborium::from_reader::<Signal, _>(payload.as_slice()) {
                     Ok(Signal::Offer(sdp)) => self.answer(from, sdp).await,
+                    Ok(Signal::Restart(sdp)) => self.answer_restart(from, sdp).await,
                     Ok(Signal::Answer(sdp)) => {
                         if let Some(peer) = self.peers.get(&from).cloned() {
                             let internal = self.internal_tx.clone();
@@ -332,10 +397,59 @@ impl Media {
         }
     }
 
-    async fn create_peer(&mut self, peer_id: PeerId) -> Option<Arc<AudioPeer>> {
-        let config = PeerConfig {
+    /// How new connections and ICE restarts are configured now.
+    fn peer_config(&self) -> PeerConfig {
+        let mut ice_servers = self.config.ice_servers.clone();
+        ice_servers.extend(self.relay_ice_servers.iter().cloned());
+        PeerConfig {
             udp_addrs: self.config.udp_addrs.clone(),
-        };
+            ice_servers,
+            relay_only: self.config.relay_only,
+        }
+    }
+
+    /// Takes fresh ICE servers from the relays. TURN over TCP goes through a local bridge
+    /// (webrtc-rs allocates over UDP only); see [`TcpTurnBridge`].
+    async fn set_ice_servers(&mut self, servers: Vec<IceServer>) {
+        let mut usable = Vec::new();
+        for server in servers {
+            let mut urls = Vec::new();
+            for url in &server.urls {
+                let Some(address) = url
+                    .strip_prefix("turn:")
+                    .and_then(|rest| rest.strip_suffix("?transport=tcp"))
+                else {
+                    urls.push(url.clone());
+                    continue;
+                };
+                let Ok(address) = address.parse::<std::net::SocketAddr>() else {
+                    warn!(%url, "TURN over TCP needs an IP address; skipped");
+                    continue;
+                };
+                let bridge = match self.tcp_bridges.entry(address) {
+                    std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(entry) => {
+                        match TcpTurnBridge::start(address).await {
+                            Ok(bridge) => entry.insert(bridge),
+                            Err(err) => {
+                                warn!(%url, error = %err, "cannot start the TURN-over-TCP bridge");
+                                continue;
+                            }
+                        }
+                    }
+                };
+                urls.push(format!("turn:{}?transport=udp", bridge.local_addr()));
+            }
+            if !urls.is_empty() {
+                usable.push(IceServer { urls, ..server });
+            }
+        }
+        debug!(servers = usable.len(), "ICE servers updated");
+        self.relay_ice_servers = usable;
+    }
+
+    async fn create_peer(&mut self, peer_id: PeerId) -> Option<Arc<AudioPeer>> {
+        let config = self.peer_config();
         match AudioPeer::new(Instant::now(), &config).await {
             Ok((peer, mut events)) => {
                 let peer = Arc::new(peer);
@@ -394,8 +508,94 @@ impl Media {
         });
     }
 
+    /// The other side restarted ICE: answer on the existing connection (or, if we have
+    /// none any more, as a new one).
+    async fn answer_restart(&mut self, peer_id: PeerId, offer: String) {
+        let Some(peer) = self.peers.get(&peer_id).cloned() else {
+            self.answer(peer_id, offer).await;
+            return;
+        };
+        *self.restarts.entry(peer_id).or_default() += 1;
+        info!(peer = %peer_id, "answering an ICE restart");
+        let internal = self.internal_tx.clone();
+        tokio::spawn(async move {
+            let message = match peer.accept_offer(offer).await {
+                Ok(sdp) => Internal::SignalOut(peer_id, Signal::Answer(sdp)),
+                Err(err) => Internal::Failed(peer_id, err.to_string()),
+            };
+            let _ = internal.send(message).await;
+        });
+    }
+
+    /// Repairs broken paths we are responsible for (the offering side): an ICE restart once
+    /// a path has been down for [`RESTART_AFTER`], retried every [`RESTART_RETRY`]; after
+    /// [`MAX_ICE_RESTARTS`] the connection is replaced.
+    async fn repair_paths(&mut self, now: Instant) {
+        let due: Vec<(PeerId, BrokenPath)> = self
+            .broken
+            .iter()
+            .filter(|(peer, broken)| {
+                self.local.to_bytes() < peer.to_bytes()
+                    && now.duration_since(broken.since) >= RESTART_AFTER
+                    && broken
+                        .last_attempt
+                        .is_none_or(|last| now.duration_since(last) >= RESTART_RETRY)
+            })
+            .map(|(peer, broken)| (*peer, *broken))
+            .collect();
+        for (peer_id, broken) in due {
+            if broken.attempts >= MAX_ICE_RESTARTS {
+                info!(peer = %peer_id, "ICE restarts did not help; new connection");
+                self.reconnect(peer_id).await;
+                continue;
+            }
+            let Some(peer) = self.peers.get(&peer_id).cloned() else {
+                self.broken.remove(&peer_id);
+                continue;
+            };
+            self.broken.insert(
+                peer_id,
+                BrokenPath {
+                    attempts: broken.attempts + 1,
+                    last_attempt: Some(now),
+                    ..broken
+                },
+            );
+            *self.restarts.entry(peer_id).or_default() += 1;
+            info!(peer = %peer_id, attempt = broken.attempts + 1, "restarting ICE");
+            let internal = self.internal_tx.clone();
+            let config = self.peer_config();
+            tokio::spawn(async move {
+                let message = match peer.create_restart_offer(&config).await {
+                    Ok(sdp) => Internal::SignalOut(peer_id, Signal::Restart(sdp)),
+                    Err(err) => Internal::Failed(peer_id, err.to_string()),
+                };
+                let _ = internal.send(message).await;
+            });
+        }
+    }
+
+    /// Replaces the connection with `peer_id` by a new one (new RTP streams, so its jitter
+    /// buffer goes too); the offering side offers.
+    async fn reconnect(&mut self, peer_id: PeerId) {
+        self.drop_peer(peer_id);
+        if let Some(leaf) = self
+            .leaves
+            .iter()
+            .find(|(_, p)| **p == peer_id)
+            .map(|(l, _)| *l)
+        {
+            self.receivers.remove(&leaf);
+        }
+        if self.local.to_bytes() < peer_id.to_bytes() {
+            self.offer(peer_id).await;
+        }
+    }
+
     fn drop_peer(&mut self, peer_id: PeerId) {
         self.connected.remove(&peer_id);
+        self.broken.remove(&peer_id);
+        self.restarts.remove(&peer_id);
         if let Some(peer) = self.peers.remove(&peer_id) {
             tokio::spawn(async move {
                 let _ = peer.close().await;
@@ -420,24 +620,30 @@ impl Media {
             }
             Internal::Peer(peer, PeerEvent::State(state)) => {
                 debug!(peer = %peer, %state, "media connection state");
+                let now = Instant::now();
                 self.connected.insert(peer, state == "connected");
-                if (state == "failed" || state == "closed")
-                    && self.leaves.values().any(|p| *p == peer)
-                {
-                    // The path broke: the offering side starts over with a new connection (new
-                    // RTP sequence numbers, so the old jitter buffer goes too).
-                    self.drop_peer(peer);
-                    if let Some(leaf) = self
-                        .leaves
-                        .iter()
-                        .find(|(_, p)| **p == peer)
-                        .map(|(l, _)| *l)
-                    {
-                        self.receivers.remove(&leaf);
+                let member = self.leaves.values().any(|p| *p == peer);
+                match state.as_str() {
+                    "connected" if self.broken.remove(&peer).is_some() => {
+                        info!(peer = %peer, "media path repaired");
                     }
-                    if self.local.to_bytes() < peer.to_bytes() {
-                        self.offer(peer).await;
+                    // The path broke: repaired in place by an ICE restart (repair_paths).
+                    "disconnected" | "failed" if member => {
+                        let broken = self.broken.entry(peer).or_insert(BrokenPath {
+                            since: now,
+                            attempts: 0,
+                            last_attempt: None,
+                        });
+                        // Failed: no point waiting for it to come back by itself.
+                        if state == "failed"
+                            && let Some(due) = now.checked_sub(RESTART_AFTER)
+                        {
+                            broken.since = broken.since.min(due);
+                        }
                     }
+                    // The connection itself is gone: start over with a new one.
+                    "closed" if member => self.reconnect(peer).await,
+                    _ => {}
                 }
                 let events = self.events.clone();
                 let measured = match self.peers.get(&peer) {
@@ -448,12 +654,14 @@ impl Media {
                 };
                 let (path, rtt_ms) =
                     measured.map_or(("direct", None), |(path, rtt)| (path, Some(rtt)));
+                let ice_restarts = self.restarts.get(&peer).copied().unwrap_or(0);
                 let _ = events
                     .send(MediaEvent::Connection {
                         peer_id: peer,
                         state,
                         path,
                         rtt_ms,
+                        ice_restarts,
                     })
                     .await;
             }
@@ -506,6 +714,9 @@ impl Media {
         let now = Instant::now();
         let mut frame: Frame = [0; FRAME_SAMPLES];
         self.source.next_frame(&mut frame);
+        if let Some(suppressor) = self.suppressor.as_mut() {
+            suppressor.process(&mut frame);
+        }
         if self.keyed && !self.muted {
             match self
                 .encoder
@@ -556,7 +767,7 @@ impl Media {
             let stats = receiver.jitter.stats();
             reports.push(MediaEvent::Stats {
                 peer_id: *peer_id,
-                rx_frames: stats.played.saturating_sub(stats.lost),
+                rx_frames: stats.played.saturating_sub(stats.lost + stats.underruns),
                 lost_frames: stats.lost,
                 recovered_frames: stats.recovered,
                 decrypt_failures: failures,

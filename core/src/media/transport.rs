@@ -8,4 +8,22 @@
 //! milestone, so DTLS fingerprints are authenticated by the group; the peer with the lower
 //! peer id offers.
 
+//! - [`turn_tcp`]: TURN over TCP (for networks that drop UDP) in front of webrtc-rs' UDP-only
+//!   TURN client.
+//!
+//! ICE servers ([`IceServer`]) come from the relays: STUN for reflexive candidates, TURN
+//! (with short-lived credentials) for relayed ones.
+
 pub mod peer;
+pub mod turn_tcp;
+
+/// A STUN or TURN server for ICE, as in WebRTC's `RTCIceServer`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IceServer {
+    /// `stun:HOST:PORT`, `turn:HOST:PORT?transport=udp` or `turn:HOST:PORT?transport=tcp`.
+    pub urls: Vec<String>,
+    /// TURN user name (empty for STUN).
+    pub username: String,
+    /// TURN password (empty for STUN).
+    pub credential: String,
+}

@@ -18,6 +18,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
+use libp2p::core::transport::ListenerId;
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundRequestId};
 use libp2p::swarm::SwarmEvent;
@@ -77,8 +78,9 @@ pub(crate) enum Command {
         peer: PeerId,
         reply: oneshot::Sender<Result<(), Error>>,
     },
-    Mute {
-        muted: bool,
+    /// A setting of the media plane (mute, noise suppression).
+    Media {
+        input: MediaInput,
         reply: oneshot::Sender<Result<(), Error>>,
     },
     History {
@@ -130,6 +132,10 @@ struct Driver {
     media: Option<mpsc::Sender<MediaInput>>,
     /// Signalling payloads the media actor wants sent (inside the MLS group).
     signals: Option<mpsc::Receiver<(PeerId, Vec<u8>)>>,
+    /// Relays we know (configured, and hinted by the invite we joined with).
+    relays: HashMap<PeerId, Multiaddr>,
+    /// Our circuit relay reservations: reachable through that relay while they last.
+    reservations: HashMap<ListenerId, PeerId>,
 }
 
 /// A display name others will accept: no control characters, at most
@@ -249,6 +255,8 @@ pub(crate) async fn start(
         addr_book: HashMap::new(),
         listen_addrs: listen_addrs.clone(),
         pending_leave: None,
+        relays: HashMap::new(),
+        reservations: HashMap::new(),
     };
     driver.bootstrap();
     tokio::spawn(driver.run());
@@ -301,7 +309,7 @@ impl Driver {
     fn bootstrap(&mut self) {
         let relays = self.config.relays.clone();
         for relay in relays {
-            self.add_bootstrap(&relay);
+            self.add_relay(&relay);
         }
         match self.store.known_peers() {
             Ok(known) => {
@@ -318,6 +326,38 @@ impl Driver {
         }
         if let Err(err) = self.swarm.behaviour_mut().kad.bootstrap() {
             debug!(error = %err, "no DHT peers to bootstrap from yet");
+        }
+    }
+
+    /// A relay: a DHT bootstrap node we also reserve a circuit with once connected, so that
+    /// peers who cannot reach us directly (NAT) reach us through it.
+    fn add_relay(&mut self, addr: &Multiaddr) {
+        if let Some(peer) = peer_of(addr) {
+            self.relays.insert(peer, addr.clone());
+            if self.swarm.is_connected(&peer) {
+                self.reserve(peer);
+            }
+        }
+        self.add_bootstrap(addr);
+    }
+
+    /// Reserves a circuit at relay `peer` unless we hold one.
+    fn reserve(&mut self, peer: PeerId) {
+        if self.reservations.values().any(|p| *p == peer) {
+            return;
+        }
+        let Some(addr) = self.relays.get(&peer).cloned() else {
+            return;
+        };
+        match self
+            .swarm
+            .listen_on(addr.clone().with(Protocol::P2pCircuit))
+        {
+            Ok(listener) => {
+                debug!(relay = %peer, "reserving a relay circuit");
+                self.reservations.insert(listener, peer);
+            }
+            Err(err) => warn!(%addr, error = %err, "cannot reserve a relay circuit"),
         }
     }
 
@@ -439,7 +479,7 @@ impl Driver {
                     .cloned()
                     .collect::<Vec<_>>()
                 {
-                    self.add_bootstrap(&relay);
+                    self.add_relay(&relay);
                 }
                 let rng = StdRng::from_rng(OsRng).expect("the OS random source is available");
                 info!(meeting = %invite.meeting_id.short(), "joining");
@@ -481,10 +521,10 @@ impl Driver {
                 };
                 let _ = reply.send(result);
             }
-            Command::Mute { muted, reply } => {
+            Command::Media { input, reply } => {
                 let result = match &self.media {
                     Some(media) => media
-                        .try_send(MediaInput::Mute(muted))
+                        .try_send(input)
                         .map_err(|_| Error::Usage("the media plane is busy")),
                     None => Err(Error::Usage(
                         "this client has no audio (start it with --audio-in or --audio-out)",
@@ -619,9 +659,6 @@ impl Driver {
     }
 
     fn remember_addr(&mut self, peer: PeerId, addr: Multiaddr) {
-        if is_relayed(&addr) {
-            return;
-        }
         let addr = without_p2p(addr);
         if self.addr_book.len() >= ADDR_BOOK_PEERS && !self.addr_book.contains_key(&peer) {
             return;
@@ -639,6 +676,11 @@ impl Driver {
         match event {
             SwarmEvent::NewListenAddr { address, .. } => {
                 self.swarm.add_external_address(address.clone());
+                if is_relayed(&address) {
+                    info!(%address, "reachable through a relay");
+                    // Announce the new way in at once.
+                    self.provide();
+                }
                 if !self.listen_addrs.contains(&address) {
                     self.listen_addrs.push(address);
                 }
@@ -655,12 +697,8 @@ impl Driver {
                 if endpoint.is_dialer() {
                     self.remember_addr(peer_id, endpoint.get_remote_address().clone());
                 }
-                if self
-                    .config
-                    .relays
-                    .iter()
-                    .any(|r| peer_of(r) == Some(peer_id))
-                {
+                if self.relays.contains_key(&peer_id) {
+                    self.reserve(peer_id);
                     if let Err(err) = self.swarm.behaviour_mut().kad.bootstrap() {
                         debug!(error = %err, "bootstrap not possible yet");
                     }
@@ -673,6 +711,22 @@ impl Driver {
                 ..
             } => {
                 debug!(peer = %peer_id, remaining = num_established, "connection closed");
+            }
+            SwarmEvent::ListenerClosed {
+                listener_id,
+                addresses,
+                reason,
+            } => {
+                for address in addresses {
+                    self.swarm.remove_external_address(&address);
+                    self.listen_addrs.retain(|a| *a != address);
+                }
+                if let Some(relay) = self.reservations.remove(&listener_id) {
+                    info!(%relay, ?reason, "relay reservation ended");
+                    if self.swarm.is_connected(&relay) {
+                        self.reserve(relay);
+                    }
+                }
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
                 debug!(peer = ?peer_id, error = %error, "dial failed");

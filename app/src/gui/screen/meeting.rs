@@ -363,6 +363,7 @@ impl State {
                 state,
                 path,
                 rtt_ms,
+                ..
             } => {
                 let media = self.media.entry(peer_id).or_default();
                 media.state = state;
@@ -857,6 +858,7 @@ mod tests {
             state: "connected".into(),
             path: "relayed",
             rtt_ms: Some(42.0),
+            ice_restarts: 0,
         });
         state.handle_media(MediaEvent::Stats {
             peer_id: bob,

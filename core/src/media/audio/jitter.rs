@@ -18,6 +18,10 @@ use super::{FRAME_MS, SAMPLE_RATE};
 
 /// A sequence-number jump this large means a new stream, not loss (≈ 20 s of audio).
 const STREAM_JUMP: u64 = 1000;
+/// Consecutive empty slots concealed before the sender counts as quiet (muted, or its path
+/// is down): the buffer then plays silence and starts afresh with the next packet, so a
+/// sender that resumes where it stopped is heard again at once.
+pub const CONCEAL_LIMIT: u32 = 5;
 
 /// Bounds of the jitter buffer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,6 +88,8 @@ pub struct JitterBuffer {
     first_arrival: Option<Instant>,
     last: Option<(Instant, u32)>,
     jitter_ms: f64,
+    /// Consecutive slots with nothing to play.
+    quiet_slots: u32,
     stats: JitterStats,
 }
 
@@ -98,6 +104,7 @@ impl JitterBuffer {
             first_arrival: None,
             last: None,
             jitter_ms: 0.0,
+            quiet_slots: 0,
             stats: JitterStats::default(),
         }
     }
@@ -201,14 +208,25 @@ impl JitterBuffer {
         self.next = Some(next + 1);
         self.stats.played += 1;
         if let Some(packet) = self.packets.remove(&next) {
+            self.quiet_slots = 0;
             return Playout::Frame(packet);
         }
         if self.highest.is_none_or(|highest| highest < next) {
-            // Nothing newer has arrived: the sender is quiet (DTX, muted, gone) or the
-            // network is slow; not a loss (yet).
+            // Nothing newer has arrived: the network is slow, or the sender is quiet (muted,
+            // or its path is down); not a loss.
             self.stats.underruns += 1;
+            self.quiet_slots += 1;
+            if self.quiet_slots > CONCEAL_LIMIT {
+                // Quiet: stop concealing, and let the next packet start playout afresh
+                // (with the target delay) whatever its sequence number.
+                self.next = None;
+                self.first_arrival = None;
+                self.last = None;
+                return Playout::Wait;
+            }
             return Playout::Conceal;
         }
+        self.quiet_slots = 0;
         self.stats.lost += 1;
         match self.packets.get(&(next + 1)) {
             Some(following) => {
@@ -322,6 +340,50 @@ mod tests {
                 "FEC used when the next packet is there: {stats:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_sender_that_pauses_is_heard_again_when_it_resumes() {
+        let start = t0();
+        let mut buffer = JitterBuffer::new(JitterConfig::default());
+        let mut slot = 0u32;
+        let mut tick = |buffer: &mut JitterBuffer, send: Option<u16>| {
+            let now = start + FRAME * slot;
+            if let Some(seq) = send {
+                buffer.push(now, seq, u32::from(seq) * 960, vec![seq as u8]);
+            }
+            slot += 1;
+            buffer.pop(now)
+        };
+        for seq in 0..50u16 {
+            tick(&mut buffer, Some(seq));
+        }
+        // The path is down (or the sender muted) for 10 s: a few slots are concealed, then
+        // silence, never hundreds of slots of concealment noise.
+        let quiet: Vec<Playout> = (0..500).map(|_| tick(&mut buffer, None)).collect();
+        let concealed = quiet.iter().filter(|p| **p == Playout::Conceal).count();
+        assert!(
+            concealed <= CONCEAL_LIMIT as usize + 3,
+            "{concealed} slots concealed"
+        );
+        assert_eq!(quiet.last(), Some(&Playout::Wait));
+        // The sender resumes where it stopped (sequence numbers continue): heard again
+        // within the target delay, every frame, none dropped as late.
+        let late_before = buffer.stats().late;
+        let resumed: Vec<Playout> = (50..150u16)
+            .map(|seq| tick(&mut buffer, Some(seq)))
+            .collect();
+        let first = resumed
+            .iter()
+            .position(|p| matches!(p, Playout::Frame(_)))
+            .expect("heard again");
+        assert!(first <= 4, "heard again after {first} slots");
+        assert!(
+            resumed[first..]
+                .iter()
+                .all(|p| matches!(p, Playout::Frame(_)))
+        );
+        assert_eq!(buffer.stats().late, late_before);
     }
 
     #[test]

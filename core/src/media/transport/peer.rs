@@ -3,6 +3,12 @@
 //! The webrtc-rs callbacks only `try_send` a [`PeerEvent`] into a bounded channel; nothing
 //! else sees the `PeerConnection`. Offer/answer are complete (non-trickle) SDP blobs,
 //! produced once ICE gathering finished.
+//!
+//! A path that stops carrying traffic is noticed by ICE consent checks within
+//! [`ICE_DISCONNECTED_TIMEOUT`] and declared failed [`ICE_FAILED_TIMEOUT`] later; the
+//! [media actor](crate::media::driver) then restarts ICE on the same connection
+//! ([`AudioPeer::create_restart_offer`]): new ICE credentials and candidates, same DTLS
+//! session, same RTP streams.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,9 +27,11 @@ use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
-    RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription,
+    RTCConfiguration, RTCConfigurationBuilder, RTCIceGatheringState, RTCIceServer,
+    RTCIceTransportPolicy, RTCPeerConnectionState, RTCSessionDescription, SettingEngineBuilder,
 };
 
+use super::IceServer;
 use crate::media::audio::FRAME_MS;
 
 /// Capacity of a peer's event channel; events beyond it are dropped (and the frame counted
@@ -31,6 +39,13 @@ use crate::media::audio::FRAME_MS;
 pub const EVENT_CAPACITY: usize = 512;
 /// How long ICE gathering may take.
 pub const GATHER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Silence on the selected path after which ICE reports `disconnected` (webrtc-rs: 5 s).
+pub const ICE_DISCONNECTED_TIMEOUT: Duration = Duration::from_secs(3);
+/// Time in `disconnected` after which ICE reports `failed` (webrtc-rs: 25 s). A meeting
+/// wants a broken path replaced quickly, not a long wait for it to come back.
+pub const ICE_FAILED_TIMEOUT: Duration = Duration::from_secs(4);
+/// Interval of ICE keepalives (consent checks) on an idle path.
+pub const ICE_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Transport errors.
 #[derive(Debug, thiserror::Error)]
@@ -70,13 +85,42 @@ pub enum PeerEvent {
 pub struct PeerConfig {
     /// UDP addresses to bind ICE host candidates on (`127.0.0.1:0` in tests).
     pub udp_addrs: Vec<String>,
+    /// STUN and TURN servers (TURN over UDP only; see [`super::turn_tcp`] for TCP).
+    pub ice_servers: Vec<IceServer>,
+    /// Offer only relayed candidates: the other side never learns our addresses.
+    pub relay_only: bool,
 }
 
 impl Default for PeerConfig {
     fn default() -> Self {
         Self {
             udp_addrs: vec!["0.0.0.0:0".to_owned()],
+            ice_servers: Vec::new(),
+            relay_only: false,
         }
+    }
+}
+
+impl PeerConfig {
+    fn rtc_configuration(&self) -> RTCConfiguration {
+        let servers = self
+            .ice_servers
+            .iter()
+            .map(|server| RTCIceServer {
+                urls: server.urls.clone(),
+                username: server.username.clone(),
+                credential: server.credential.clone(),
+            })
+            .collect();
+        let policy = if self.relay_only {
+            RTCIceTransportPolicy::Relay
+        } else {
+            RTCIceTransportPolicy::All
+        };
+        RTCConfigurationBuilder::new()
+            .with_ice_servers(servers)
+            .with_ice_transport_policy(policy)
+            .build()
     }
 }
 
@@ -141,8 +185,17 @@ impl AudioPeer {
         let (gathered_tx, gathered_rx) = mpsc::channel(1);
         let mut media = MediaEngine::default();
         media.register_default_codecs().map_err(webrtc_err)?;
+        let settings = SettingEngineBuilder::new()
+            .with_ice_timeouts(
+                Some(ICE_DISCONNECTED_TIMEOUT),
+                Some(ICE_FAILED_TIMEOUT),
+                Some(ICE_KEEPALIVE_INTERVAL),
+            )
+            .build();
         let connection = PeerConnectionBuilder::new()
+            .with_configuration(config.rtc_configuration())
             .with_media_engine(media)
+            .with_setting_engine(settings)
             .with_handler(Arc::new(Handler {
                 events: events_tx,
                 gathered: gathered_tx,
@@ -195,6 +248,12 @@ impl AudioPeer {
         ))
     }
 
+    /// Forgets a gathering completion nobody waited for, so the next wait is for the next one.
+    async fn forget_gathered(&self) {
+        let mut gathered = self.gathered.lock().await;
+        while gathered.try_recv().is_ok() {}
+    }
+
     async fn wait_gathered(&self) -> Result<RTCSessionDescription, TransportError> {
         let mut gathered = self.gathered.lock().await;
         tokio::time::timeout(GATHER_TIMEOUT, gathered.recv())
@@ -220,9 +279,32 @@ impl AudioPeer {
         Ok(self.wait_gathered().await?.sdp)
     }
 
-    /// Takes the other side's offer and returns our answer.
+    /// Restarts ICE on this connection and returns the offer that carries the new ICE
+    /// credentials and candidates (complete). The DTLS session and RTP streams stay.
+    /// `config` brings the current ICE servers (TURN credentials expire).
+    pub async fn create_restart_offer(
+        &self,
+        config: &PeerConfig,
+    ) -> Result<String, TransportError> {
+        self.forget_gathered().await;
+        let mut configuration = self.connection.get_configuration().await;
+        let fresh = config.rtc_configuration();
+        if configuration.ice_servers() != fresh.ice_servers() {
+            configuration = fresh;
+            self.connection
+                .set_configuration(configuration)
+                .await
+                .map_err(webrtc_err)?;
+        }
+        self.connection.restart_ice().await.map_err(webrtc_err)?;
+        self.create_offer().await
+    }
+
+    /// Takes the other side's offer (a first offer, or an ICE restart) and returns our
+    /// answer.
     pub async fn accept_offer(&self, offer: String) -> Result<String, TransportError> {
         let offer = RTCSessionDescription::offer(offer).map_err(webrtc_err)?;
+        self.forget_gathered().await;
         self.connection
             .set_remote_description(offer)
             .await

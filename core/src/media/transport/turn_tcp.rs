@@ -1,0 +1,246 @@
+//! TURN over TCP for networks that drop UDP, in front of webrtc-rs' UDP-only TURN client.
+//!
+//! webrtc-rs 0.21 allocates TURN relays over UDP only (`transport=tcp` URLs are skipped).
+//! A [`TcpTurnBridge`] listens on a loopback UDP port and carries each datagram of a local
+//! TURN client over its own TCP connection to the TURN server (RFC 8656 §3.1: one TCP
+//! connection per client 5-tuple), and the server's messages back. ICE is then given
+//! `turn:127.0.0.1:<bridge port>` instead of `turn:<server>?transport=tcp`; the relayed
+//! candidates it learns are the server's, exactly as over UDP. The bridge sees only TURN
+//! framing (STUN messages and ChannelData around DTLS-SRTP), never media keys.
+//!
+//! [`StreamFramer`] (sans-IO) splits the TCP byte stream back into messages: a STUN message
+//! is 20 bytes plus its length field; a ChannelData message 4 bytes plus its length, padded
+//! to a multiple of four on a stream (RFC 8656 §12.5).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+/// Largest message accepted from the stream (a STUN/ChannelData length is 16 bits).
+pub const MAX_MESSAGE: usize = 4 + 0xffff + 3;
+/// Datagrams queued towards one TCP connection before new ones are dropped (UDP semantics).
+pub const QUEUE: usize = 256;
+
+/// Errors of the stream framing.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FramingError {
+    /// The first two bits are neither STUN (00) nor ChannelData (01).
+    #[error("not a STUN or ChannelData message (first byte {0:#04x})")]
+    NotTurn(u8),
+}
+
+/// Splits a TURN-over-TCP byte stream into messages.
+#[derive(Debug, Default)]
+pub struct StreamFramer {
+    buffer: Vec<u8>,
+}
+
+impl StreamFramer {
+    /// Appends bytes read from the stream.
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.buffer.extend_from_slice(bytes);
+    }
+
+    /// The next complete message (without stream padding), if one is buffered.
+    pub fn next_message(&mut self) -> Result<Option<Vec<u8>>, FramingError> {
+        if self.buffer.len() < 4 {
+            return Ok(None);
+        }
+        let length = usize::from(u16::from_be_bytes([self.buffer[2], self.buffer[3]]));
+        let (message, padded) = match self.buffer[0] >> 6 {
+            0b00 => (20 + length, 20 + length),
+            0b01 => (4 + length, (4 + length).next_multiple_of(4)),
+            _ => return Err(FramingError::NotTurn(self.buffer[0])),
+        };
+        if self.buffer.len() < padded {
+            return Ok(None);
+        }
+        let rest = self.buffer.split_off(padded);
+        let mut message_bytes = std::mem::replace(&mut self.buffer, rest);
+        message_bytes.truncate(message);
+        Ok(Some(message_bytes))
+    }
+}
+
+/// Pads a ChannelData message to a multiple of four for a stream; STUN messages already are.
+pub fn pad_for_stream(datagram: &mut Vec<u8>) {
+    if datagram.first().is_some_and(|b| b >> 6 == 0b01) {
+        let padded = datagram.len().next_multiple_of(4);
+        datagram.resize(padded, 0);
+    }
+}
+
+/// A loopback UDP port that relays local TURN clients to a TURN server over TCP.
+#[derive(Debug)]
+pub struct TcpTurnBridge {
+    local: SocketAddr,
+    cancel: CancellationToken,
+}
+
+impl Drop for TcpTurnBridge {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+impl TcpTurnBridge {
+    /// Binds `127.0.0.1:0` and starts relaying to `server` (a TURN server's TCP address).
+    pub async fn start(server: SocketAddr) -> std::io::Result<Self> {
+        let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").await?);
+        let local = socket.local_addr()?;
+        let cancel = CancellationToken::new();
+        tokio::spawn(run(socket, server, cancel.clone()));
+        Ok(Self { local, cancel })
+    }
+
+    /// The UDP address to give ICE as the TURN server.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+}
+
+async fn run(socket: Arc<UdpSocket>, server: SocketAddr, cancel: CancellationToken) {
+    let mut clients: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>> = HashMap::new();
+    let mut buffer = vec![0u8; MAX_MESSAGE];
+    loop {
+        let (len, client) = tokio::select! {
+            () = cancel.cancelled() => return,
+            received = socket.recv_from(&mut buffer) => match received {
+                Ok(received) => received,
+                Err(err) => {
+                    warn!(error = %err, "TURN bridge socket failed");
+                    return;
+                }
+            },
+        };
+        clients.retain(|_, tx| !tx.is_closed());
+        let tx = clients.entry(client).or_insert_with(|| {
+            let (tx, rx) = mpsc::channel(QUEUE);
+            tokio::spawn(connection(
+                Arc::clone(&socket),
+                client,
+                server,
+                rx,
+                cancel.child_token(),
+            ));
+            tx
+        });
+        if tx.try_send(buffer[..len].to_vec()).is_err() {
+            debug!(%client, "TURN bridge queue full; datagram dropped");
+        }
+    }
+}
+
+/// One local client's TCP connection to the server.
+async fn connection(
+    socket: Arc<UdpSocket>,
+    client: SocketAddr,
+    server: SocketAddr,
+    mut datagrams: mpsc::Receiver<Vec<u8>>,
+    cancel: CancellationToken,
+) {
+    let stream = match TcpStream::connect(server).await {
+        Ok(stream) => stream,
+        Err(err) => {
+            warn!(%server, error = %err, "cannot reach the TURN server over TCP");
+            return;
+        }
+    };
+    let _ = stream.set_nodelay(true);
+    let (mut reader, mut writer) = stream.into_split();
+    let mut framer = StreamFramer::default();
+    let mut chunk = vec![0u8; 16 * 1024];
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            datagram = datagrams.recv() => {
+                let Some(mut datagram) = datagram else { return };
+                pad_for_stream(&mut datagram);
+                if let Err(err) = writer.write_all(&datagram).await {
+                    debug!(error = %err, "TURN TCP connection closed");
+                    return;
+                }
+            }
+            read = reader.read(&mut chunk) => {
+                let n = match read {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                };
+                framer.push(&chunk[..n]);
+                loop {
+                    match framer.next_message() {
+                        Ok(Some(message)) => {
+                            let _ = socket.send_to(&message, client).await;
+                        }
+                        Ok(None) => break,
+                        Err(err) => {
+                            warn!(error = %err, "TURN server sent garbage; connection dropped");
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stun(length: u16) -> Vec<u8> {
+        let mut message = vec![0x00, 0x01];
+        message.extend_from_slice(&length.to_be_bytes());
+        message.extend(std::iter::repeat_n(7u8, 16 + usize::from(length)));
+        message
+    }
+
+    fn channel_data(length: u16) -> Vec<u8> {
+        let mut message = vec![0x40, 0x00];
+        message.extend_from_slice(&length.to_be_bytes());
+        message.extend(std::iter::repeat_n(9u8, usize::from(length)));
+        message
+    }
+
+    #[test]
+    fn messages_are_split_whatever_the_chunking() {
+        let messages = [
+            stun(8),
+            channel_data(5),
+            channel_data(8),
+            stun(0),
+            channel_data(1),
+        ];
+        let mut stream = Vec::new();
+        for message in &messages {
+            let mut padded = message.clone();
+            pad_for_stream(&mut padded);
+            stream.extend(padded);
+        }
+        for chunk_size in [1, 3, 7, 64] {
+            let mut framer = StreamFramer::default();
+            let mut out = Vec::new();
+            for chunk in stream.chunks(chunk_size) {
+                framer.push(chunk);
+                while let Some(message) = framer.next_message().unwrap() {
+                    out.push(message);
+                }
+            }
+            assert_eq!(out, messages, "chunks of {chunk_size}");
+        }
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_hang() {
+        let mut framer = StreamFramer::default();
+        framer.push(&[0xff, 0, 0, 4, 1, 2, 3, 4]);
+        assert_eq!(framer.next_message(), Err(FramingError::NotTurn(0xff)));
+    }
+}

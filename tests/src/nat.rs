@@ -1,0 +1,316 @@
+//! An emulated internet for NAT traversal tests: a "public" network with the relay, and
+//! homes behind NAT routers of each kind, every node in its own network namespace.
+//!
+//! ```text
+//!  relay 100.64.0.1 ──┐
+//!                     ├── wan bridge ── router k (wan0 100.64.0.{10+k}, NAT) ── host k (192.168.{k}.2)
+//! ```
+//! The NAT kinds are built with nftables in the router (see `../shared/STACK.md`): plain
+//! `masquerade` is port-restricted cone (endpoint-independent mapping, port-dependent
+//! filtering); `masquerade fully-random` is symmetric; full cone and address-restricted add
+//! a dynamic map of outbound (protocol, port) → inside address that inbound packets are
+//! DNATed through, the latter only from addresses the inside host has sent to. Everything
+//! is deleted on drop, even when the test fails.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+use crate::{Proc, bin};
+
+/// How a home router translates and filters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NatKind {
+    /// Endpoint-independent mapping and filtering: anyone may send to a mapped port.
+    FullCone,
+    /// Endpoint-independent mapping; inbound only from addresses the host has sent to.
+    AddressRestricted,
+    /// Endpoint-independent mapping; inbound only from address:port pairs sent to.
+    PortRestricted,
+    /// A new mapping (random port) for every destination.
+    Symmetric,
+    /// Port-restricted for TCP, and every outbound UDP packet is dropped.
+    UdpBlocked,
+}
+
+impl NatKind {
+    /// Every kind that hole punching is tested against.
+    pub const ALL: [NatKind; 4] = [
+        NatKind::FullCone,
+        NatKind::AddressRestricted,
+        NatKind::PortRestricted,
+        NatKind::Symmetric,
+    ];
+
+    /// Whether two homes of these kinds can reach each other directly (ICE with STUN):
+    /// everything except a symmetric NAT facing a symmetric or port-restricted one.
+    pub fn direct_possible(a: NatKind, b: NatKind) -> bool {
+        use NatKind::*;
+        !matches!(
+            (a, b),
+            (Symmetric, Symmetric)
+                | (Symmetric, PortRestricted)
+                | (PortRestricted, Symmetric)
+                | (UdpBlocked, _)
+                | (_, UdpBlocked)
+        )
+    }
+
+    /// Short name for labels.
+    pub fn label(self) -> &'static str {
+        match self {
+            NatKind::FullCone => "fullcone",
+            NatKind::AddressRestricted => "addr",
+            NatKind::PortRestricted => "port",
+            NatKind::Symmetric => "sym",
+            NatKind::UdpBlocked => "noudp",
+        }
+    }
+}
+
+fn run(program: &str, args: &[&str]) -> anyhow::Result<String> {
+    let output = Command::new(program)
+        .args(args)
+        .output()
+        .with_context(|| format!("run {program}"))?;
+    if !output.status.success() {
+        bail!(
+            "{program} {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+fn ip(args: &[&str]) -> anyhow::Result<()> {
+    run("ip", args).map(drop)
+}
+
+/// Loads an nftables ruleset into namespace `ns`.
+fn nft_load(ns: &str, ruleset: &str) -> anyhow::Result<()> {
+    let file = tempfile::NamedTempFile::new().context("ruleset file")?;
+    std::fs::write(file.path(), ruleset).context("write ruleset")?;
+    let path = file.path().display().to_string();
+    run("ip", &["netns", "exec", ns, "nft", "-f", &path]).map(drop)
+}
+
+/// One home: a NAT router and a host behind it.
+#[derive(Debug, Clone)]
+pub struct Home {
+    /// Router kind.
+    pub kind: NatKind,
+    /// Namespace of the host.
+    pub host: String,
+    /// Namespace of the router.
+    pub router: String,
+    /// The host's (private) address.
+    pub addr: String,
+    /// The router's public address.
+    pub public_addr: String,
+}
+
+/// The public network, the relay's namespace and the homes; deleted on drop.
+#[derive(Debug)]
+pub struct Internet {
+    prefix: String,
+    names: Vec<String>,
+    homes: usize,
+}
+
+/// The relay's address on the public network.
+pub const RELAY_ADDR: &str = "100.64.0.1";
+
+impl Home {
+    /// Starts `conclave --json --no-mdns --name LABEL` in this home's host, control plane on
+    /// TCP, then `args`.
+    pub fn member(&self, dir: &Path, label: &str, args: &[&str]) -> anyhow::Result<Proc> {
+        let mut command = Command::new("ip");
+        command
+            .args(["netns", "exec", &self.host])
+            .arg(bin("conclave"))
+            .args(["--json", "--no-mdns", "--name", label, "--data-dir"])
+            .arg(dir.join(label))
+            .args([
+                "--listen",
+                &format!("/ip4/{}/tcp/0", self.addr),
+                "--media-bind",
+                &format!("{}:0", self.addr),
+            ])
+            .args(args);
+        Proc::spawn(label, command, dir)
+    }
+}
+
+impl Internet {
+    /// Creates the public network with the relay's namespace.
+    pub fn new(tag: &str) -> anyhow::Result<Self> {
+        let prefix = format!("cnn{}{}", tag, std::process::id() % 100_000);
+        let mut net = Self {
+            prefix: prefix.clone(),
+            names: Vec::new(),
+            homes: 0,
+        };
+        let wan = net.namespace("wan")?;
+        ip(&["-n", &wan, "link", "add", "br0", "type", "bridge"])?;
+        ip(&["-n", &wan, "link", "set", "br0", "up"])?;
+        let relay = net.namespace("relay")?;
+        net.plug(&relay, "eth0", &format!("{RELAY_ADDR}/24"))?;
+        Ok(net)
+    }
+
+    fn namespace(&mut self, name: &str) -> anyhow::Result<String> {
+        let ns = format!("{}{name}", self.prefix);
+        ip(&["netns", "add", &ns])?;
+        self.names.push(ns.clone());
+        ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    /// Connects `ns` to the public bridge through interface `dev` with address `cidr`.
+    fn plug(&self, ns: &str, dev: &str, cidr: &str) -> anyhow::Result<()> {
+        let wan = format!("{}wan", self.prefix);
+        let outside = format!("p{}", self.names.len());
+        ip(&[
+            "-n", ns, "link", "add", dev, "type", "veth", "peer", "name", &outside, "netns", &wan,
+        ])?;
+        ip(&["-n", &wan, "link", "set", &outside, "master", "br0", "up"])?;
+        ip(&["-n", ns, "addr", "add", cidr, "dev", dev])?;
+        ip(&["-n", ns, "link", "set", dev, "up"])
+    }
+
+    /// Starts `conclave-relay` on the public network (with `config`, a TOML file, if given)
+    /// and returns it with its TCP listen address.
+    pub fn relay(&self, dir: &Path, config: Option<&Path>) -> anyhow::Result<(Proc, String)> {
+        let mut command = Command::new("ip");
+        command
+            .args(["netns", "exec", &format!("{}relay", self.prefix)])
+            .arg(bin("conclave-relay"))
+            .args(["--json", "--data-dir"])
+            .arg(dir.join("relay"))
+            .args(["--listen", &format!("/ip4/{RELAY_ADDR}/tcp/0")]);
+        if let Some(config) = config {
+            command.arg("--config").arg(config);
+        }
+        let mut relay = Proc::spawn("relay", command, dir)?;
+        let listening = relay.wait_event("listening", Duration::from_secs(20))?;
+        let addr = listening["addrs"][0]
+            .as_str()
+            .context("the relay lists an address")?
+            .to_owned();
+        Ok((relay, addr))
+    }
+
+    /// Adds a home behind a router of `kind`.
+    pub fn add_home(&mut self, kind: NatKind) -> anyhow::Result<Home> {
+        self.homes += 1;
+        let k = self.homes;
+        let router = self.namespace(&format!("r{k}"))?;
+        let host = self.namespace(&format!("h{k}"))?;
+        let public_addr = format!("100.64.0.{}", 10 + k);
+        self.plug(&router, "wan0", &format!("{public_addr}/24"))?;
+        ip(&[
+            "-n", &host, "link", "add", "eth0", "type", "veth", "peer", "name", "lan0", "netns",
+            &router,
+        ])?;
+        let (gateway, addr) = (format!("192.168.{k}.1"), format!("192.168.{k}.2"));
+        ip(&[
+            "-n",
+            &router,
+            "addr",
+            "add",
+            &format!("{gateway}/24"),
+            "dev",
+            "lan0",
+        ])?;
+        ip(&["-n", &router, "link", "set", "lan0", "up"])?;
+        ip(&[
+            "-n",
+            &host,
+            "addr",
+            "add",
+            &format!("{addr}/24"),
+            "dev",
+            "eth0",
+        ])?;
+        ip(&["-n", &host, "link", "set", "eth0", "up"])?;
+        ip(&["-n", &host, "route", "add", "default", "via", &gateway])?;
+        run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &router,
+                "sysctl",
+                "-qw",
+                "net.ipv4.ip_forward=1",
+            ],
+        )?;
+        nft_load(&router, &ruleset(kind))?;
+        Ok(Home {
+            kind,
+            host,
+            router,
+            addr,
+            public_addr,
+        })
+    }
+}
+
+/// The router's nftables ruleset for `kind`.
+fn ruleset(kind: NatKind) -> String {
+    let masquerade = match kind {
+        NatKind::Symmetric => "masquerade fully-random",
+        _ => "masquerade",
+    };
+    let mut rules = format!(
+        "table ip nat {{
+  chain postrouting {{ type nat hook postrouting priority srcnat; oifname \"wan0\" {masquerade}; }}
+}}
+"
+    );
+    match kind {
+        NatKind::FullCone | NatKind::AddressRestricted => {
+            // Remember which inside address owns each outbound UDP port (and, for the
+            // restricted kind, whom it talked to); new inbound flows to that port are let in.
+            let only_contacted = if kind == NatKind::AddressRestricted {
+                "ip saddr @contacted "
+            } else {
+                ""
+            };
+            rules.push_str(&format!(
+                "table ip cone {{
+  map owner {{ type inet_service : ipv4_addr; flags dynamic, timeout; timeout 2m; }}
+  set contacted {{ type ipv4_addr; flags dynamic, timeout; timeout 2m; }}
+  chain forward {{
+    type filter hook forward priority 0;
+    iifname \"lan0\" meta l4proto udp update @owner {{ udp sport : ip saddr }} update @contacted {{ ip daddr }}
+  }}
+  chain prerouting {{
+    type nat hook prerouting priority dstnat;
+    iifname \"wan0\" meta l4proto udp {only_contacted}dnat to udp dport map @owner
+  }}
+}}
+"
+            ));
+        }
+        NatKind::UdpBlocked => rules.push_str(
+            "table ip block {
+  chain forward { type filter hook forward priority 0; iifname \"lan0\" meta l4proto udp drop; }
+}
+",
+        ),
+        NatKind::PortRestricted | NatKind::Symmetric => {}
+    }
+    rules
+}
+
+impl Drop for Internet {
+    fn drop(&mut self) {
+        for name in self.names.iter().rev() {
+            let _ = Command::new("ip").args(["netns", "del", name]).output();
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! A media path that breaks mid-call is repaired by an ICE restart, without anyone leaving.
+//!
+//! Two members on a private LAN (network namespaces); the control plane runs over TCP, so
+//! dropping every UDP packet of the listener's host cuts only the media path. The block
+//! lasts longer than ICE's failure timeout, so the connection cannot simply resume: the
+//! offering side must restart ICE (retrying while the path stays down). After the block
+//! is lifted the listener must hear the speaker again within a few seconds, with the same
+//! connection (`ice_restarts` ≥ 1) and nobody reported as gone.
+
+use std::time::{Duration, Instant};
+
+use conclave_core::media::audio::mixer::tone_power;
+use conclave_tests::netns::{Lan, available};
+use conclave_tests::wav_frames;
+
+const LIMIT: Duration = Duration::from_secs(20);
+/// Longer than ICE_DISCONNECTED_TIMEOUT + ICE_FAILED_TIMEOUT (3 s + 4 s).
+const BLOCK: Duration = Duration::from_secs(10);
+
+#[test]
+fn a_broken_media_path_is_repaired_by_ice_restart() {
+    assert!(
+        available(),
+        "this test needs root and iproute2 (ip netns); CI runs as root"
+    );
+    let lan = Lan::new("pr", 3).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (relay, relay_addr) = lan.relay(0, dir.path()).unwrap();
+    let mut speaker = lan
+        .member(
+            1,
+            dir.path(),
+            "speaker",
+            &["--audio-in", "tone:440", "new", "--relay", &relay_addr],
+        )
+        .unwrap();
+    let invite = speaker.wait_event("invite", LIMIT).unwrap()["invite"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let wav = dir.path().join("listener.wav");
+    let wav_arg = wav.display().to_string();
+    let mut listener = lan
+        .member(
+            2,
+            dir.path(),
+            "listener",
+            &[
+                "--audio-in",
+                "silence",
+                "--audio-out",
+                &wav_arg,
+                "join",
+                &invite,
+                "--duration",
+                "30",
+            ],
+        )
+        .unwrap();
+    listener.wait_event("audio_started", LIMIT).unwrap();
+    listener.drain_for(Duration::from_secs(2));
+
+    // Cut every UDP packet in and out of the listener's host.
+    lan.nft(2, "add table inet cut").unwrap();
+    for hook in ["input", "output"] {
+        lan.nft(
+            2,
+            &format!("add chain inet cut {hook} {{ type filter hook {hook} priority 0 ; }}"),
+        )
+        .unwrap();
+        lan.nft(
+            2,
+            &format!("add rule inet cut {hook} meta l4proto udp drop"),
+        )
+        .unwrap();
+    }
+    #[allow(clippy::disallowed_methods)]
+    let cut = Instant::now();
+    listener.drain_for(BLOCK);
+    lan.nft(2, "delete table inet cut").unwrap();
+    let restored_after = cut.elapsed();
+
+    assert_eq!(
+        listener.wait_exit(Duration::from_secs(40)).unwrap().code(),
+        Some(0),
+        "{}",
+        listener.stderr_tail()
+    );
+    let connection_states: Vec<(String, u64)> = listener
+        .seen
+        .iter()
+        .filter(|v| v["event"] == "connection")
+        .map(|v| {
+            (
+                v["state"].as_str().unwrap_or_default().to_owned(),
+                v["ice_restarts"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    let broke = connection_states
+        .iter()
+        .position(|(state, _)| state == "disconnected" || state == "failed")
+        .unwrap_or_else(|| panic!("the cut was noticed: {connection_states:?}"));
+    assert!(
+        connection_states[broke..]
+            .iter()
+            .any(|(state, restarts)| state == "connected" && *restarts >= 1),
+        "the same connection came back through an ICE restart: {connection_states:?}"
+    );
+    assert!(
+        !listener.seen.iter().any(|v| v["event"] == "member_left"),
+        "nobody left the meeting"
+    );
+
+    // The recording: the tone before the cut, silence during it, the tone again after.
+    let frames = wav_frames(&wav).unwrap();
+    // A clear tone measures ≈ 20; concealment noise and silence stay below 1.
+    let heard = |frame: &Vec<i16>| tone_power(frame, 440.0) > 1.0;
+    let first = frames.iter().position(heard).expect("audio arrived");
+    // The longest run of frames without the tone after it started: the cut.
+    let (mut silent_from, mut silent_len, mut run_start) = (first, 0, None);
+    for (i, frame) in frames.iter().enumerate().skip(first) {
+        match (heard(frame), run_start) {
+            (false, None) => run_start = Some(i),
+            (true, Some(start)) => {
+                if i - start > silent_len {
+                    (silent_from, silent_len) = (start, i - start);
+                }
+                run_start = None;
+            }
+            _ => {}
+        }
+    }
+    assert!(
+        silent_len > 100,
+        "the cut silenced the speaker, and the speaker was heard again after the repair"
+    );
+    let back = silent_from + silent_len;
+    let gap = Duration::from_millis(20 * silent_len as u64);
+    eprintln!("silent for {gap:?}; path restored after {restored_after:?}");
+    assert!(
+        gap < restored_after + Duration::from_secs(8),
+        "audio came back {gap:?} after the cut, the path was restored after {restored_after:?}"
+    );
+    let tail = &frames[back..];
+    assert!(
+        tail.len() > 100 && tail.iter().filter(|f| heard(f)).count() > tail.len() * 9 / 10,
+        "audio keeps flowing after the repair"
+    );
+    drop(speaker);
+    drop(relay);
+}
