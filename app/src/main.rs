@@ -224,6 +224,12 @@ fn run_gui(args: &Args, started: std::time::Instant, out: Output) -> i32 {
         audio_in: args.audio_in.clone(),
         audio_out: args.audio_out.clone(),
         media_bind: args.media_bind.clone(),
+        noise_suppression: match args.noise_suppression {
+            Toggle::On => Some(true),
+            Toggle::Off => Some(false),
+            Toggle::Auto => None,
+        },
+        relay_only: args.relay_only,
         started,
     };
     match gui::run(options) {

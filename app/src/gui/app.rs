@@ -43,6 +43,10 @@ pub(crate) struct Options {
     /// `--audio-out` override (default: the speakers; `null` for none).
     pub(crate) audio_out: Option<String>,
     pub(crate) media_bind: Vec<String>,
+    /// `--noise-suppression on|off` (`None`: the saved setting).
+    pub(crate) noise_suppression: Option<bool>,
+    /// `--relay-only`: every meeting relay-only, whatever the settings say.
+    pub(crate) relay_only: bool,
     /// When the process started (for the time-to-first-frame figure).
     pub(crate) started: Instant,
 }
@@ -120,6 +124,8 @@ pub(crate) struct App {
     pub(crate) first_frame_seen: bool,
     /// The window is closing once the meeting is left.
     pub(crate) closing: bool,
+    /// The running client shares only relayed media candidates.
+    pub(crate) relay_only_active: bool,
 }
 
 /// How long closing the window waits for the meeting's goodbye.
@@ -137,7 +143,14 @@ impl App {
         let home = home::State {
             name: options.name.clone().unwrap_or_default(),
             lobby: prefs.lobby,
+            relay_only_supported: true,
+            relay_only: prefs.relay_only || options.relay_only,
             ..home::State::default()
+        };
+        let settings = settings::State {
+            noise_supported: true,
+            relay_only_supported: true,
+            ..settings::State::default()
         };
         Self {
             options,
@@ -148,12 +161,13 @@ impl App {
             previous: Screen::Home,
             home,
             meeting: None,
-            settings: settings::State::default(),
+            settings,
             verified: BTreeSet::new(),
             banner: None,
             meter: None,
             first_frame_seen: false,
             closing: false,
+            relay_only_active: false,
         }
     }
 
@@ -211,6 +225,11 @@ impl App {
         if !self.options.media_bind.is_empty() {
             media.udp_addrs = self.options.media_bind.clone();
         }
+        media.noise_suppression = self
+            .options
+            .noise_suppression
+            .unwrap_or(self.prefs.noise_suppression);
+        media.relay_only = self.relay_only_active || self.options.relay_only;
         config.with_media(media)
     }
 
@@ -452,9 +471,7 @@ impl App {
                 self.request(Request::Start(Box::new(config)));
             }
             home::Action::Create { lobby, relay_only } => {
-                if relay_only {
-                    tracing::debug!("relay-only requested but not supported by this core");
-                }
+                self.use_relay_only(relay_only);
                 let Some(me) = &self.me else {
                     return Task::none();
                 };
@@ -463,6 +480,7 @@ impl App {
                 self.request(Request::Create { lobby });
             }
             home::Action::Join(invite) => {
+                self.use_relay_only(self.home.relay_only);
                 let Some(me) = &self.me else {
                     return Task::none();
                 };
@@ -485,6 +503,17 @@ impl App {
             home::Action::OpenSettings => return self.open_settings(),
         }
         Task::none()
+    }
+
+    /// Restarts the client (before a meeting) when the relay-only choice changed: the
+    /// media policy is part of the client's configuration.
+    fn use_relay_only(&mut self, relay_only: bool) {
+        if relay_only != self.relay_only_active {
+            self.relay_only_active = relay_only;
+            info!(relay_only, "restarting the client for the media policy");
+            let config = self.config();
+            self.request(Request::Start(Box::new(config)));
+        }
     }
 
     fn on_meeting(&mut self, action: Option<meeting::Action>) -> Task<Message> {
@@ -558,6 +587,16 @@ impl App {
             }
             settings::Action::ListDevices => return list_devices(),
             settings::Action::Save => self.save_prefs(),
+            settings::Action::NoiseSuppression(on) => {
+                self.save_prefs();
+                if self.options.noise_suppression.is_none() {
+                    self.request(Request::NoiseSuppression(on));
+                }
+            }
+            settings::Action::RelayOnlyDefault(on) => {
+                self.home.relay_only = on;
+                self.save_prefs();
+            }
             settings::Action::StartMeter(device) => {
                 self.save_prefs();
                 self.meter = None;
@@ -749,6 +788,8 @@ mod tests {
             audio_in: Some("silence".into()),
             audio_out: Some("null".into()),
             media_bind: Vec::new(),
+            noise_suppression: None,
+            relay_only: false,
             started: Instant::now(),
         }
     }
@@ -819,6 +860,20 @@ mod tests {
         assert_eq!(media.audio_in, "silence");
         assert_eq!(media.audio_out, None);
         assert_eq!(config.name.as_deref(), Some("Ada"));
+        assert!(media.noise_suppression, "the saved default is on");
+        assert!(!media.relay_only);
+    }
+
+    #[test]
+    fn a_relay_only_meeting_restarts_the_client_with_the_relay_only_policy() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut app = App::with_prefs(options(dir.path()), Prefs::default());
+        started(&mut app);
+        let _ = app.update(Message::Home(home::Message::RelayOnlyToggled(true)));
+        let _ = app.update(Message::Home(home::Message::NewMeeting));
+        assert!(app.relay_only_active);
+        assert!(app.config().media.unwrap().relay_only);
+        assert_eq!(app.screen, Screen::Meeting);
     }
 
     #[test]

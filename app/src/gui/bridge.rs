@@ -44,6 +44,8 @@ pub(crate) enum Request {
     Chat(String),
     /// Mute or unmute our audio.
     Mute(bool),
+    /// Noise suppression of our microphone on or off.
+    NoiseSuppression(bool),
     /// Remove a member (host).
     Kick(PeerId),
     /// Let a joiner in (host).
@@ -288,6 +290,7 @@ fn describe(request: &Request) -> &'static str {
         Request::Leave => "leave",
         Request::Chat(_) => "send the message",
         Request::Mute(_) => "mute",
+        Request::NoiseSuppression(_) => "change noise suppression",
         Request::Kick(_) => "remove the member",
         Request::Approve(_) => "let the member in",
         Request::SetVerified(..) => "save the verification",
@@ -356,6 +359,7 @@ async fn perform(client: Client, request: Request, mut output: mpsc::Sender<Even
         Request::Leave => client.leave().await.map(|()| None),
         Request::Chat(text) => client.send_chat(text).await.map(|()| None),
         Request::Mute(muted) => client.set_muted(muted).await.map(|()| None),
+        Request::NoiseSuppression(on) => client.set_noise_suppression(on).await.map(|()| None),
         Request::Kick(peer) => client.kick(peer).await.map(|()| None),
         Request::Approve(peer) => client.approve(peer).await.map(|()| None),
         Request::SetVerified(peer, verified) => match client.set_verified(peer, verified).await {

@@ -179,18 +179,22 @@ impl State {
             self.relay_only_supported
                 .then_some(Message::RelayOnlyToggled as fn(bool) -> Message),
         );
-        let relay_only: Element<'a, Message> = if self.relay_only_supported {
-            relay_only
-        } else {
-            tooltip(
-                relay_only,
-                container(text("Relay-only meetings need a newer core; coming soon.").size(13))
-                    .padding(8)
-                    .style(container::rounded_box),
-                tooltip::Position::Bottom,
+        let relay_only: Element<'a, Message> = tooltip(
+            relay_only,
+            container(
+                text(if self.relay_only_supported {
+                    "Audio goes only through your relays (Settings): the other members never learn your IP address."
+                } else {
+                    "Relay-only meetings need a newer core; coming soon."
+                })
+                .size(13),
             )
-            .into()
-        };
+            .padding(8)
+            .max_width(360)
+            .style(container::rounded_box),
+            tooltip::Position::Bottom,
+        )
+        .into();
         let ready = me.is_some();
         let create = column![
             text("Start a meeting").size(22),
@@ -462,6 +466,29 @@ mod tests {
         });
         assert!(actions.is_empty());
         assert!(!state.relay_only);
+    }
+
+    #[test]
+    fn relay_only_is_an_option_of_new_meetings_when_supported() {
+        let me = me();
+        let mut state = State {
+            relay_only_supported: true,
+            ..State::default()
+        };
+        interact(&mut state, &me, |ui| {
+            ui.click("Relay only (hide my network address)").unwrap();
+        });
+        assert!(state.relay_only);
+        let actions = interact(&mut state, &me, |ui| {
+            ui.click("New meeting").unwrap();
+        });
+        assert_eq!(
+            actions,
+            vec![Action::Create {
+                lobby: false,
+                relay_only: true
+            }]
+        );
     }
 
     #[test]

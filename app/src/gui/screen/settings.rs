@@ -78,6 +78,10 @@ pub(crate) enum Action {
     TestSound(Option<String>),
     /// Relays changed: save and apply to the client.
     RelaysChanged,
+    /// Noise suppression toggled: save and apply now.
+    NoiseSuppression(bool),
+    /// The relay-only default changed: save, and preset the home screen's option.
+    RelayOnlyDefault(bool),
     Export {
         path: String,
         passphrase: String,
@@ -129,11 +133,11 @@ impl State {
             }
             Message::NoiseToggled(on) => {
                 prefs.noise_suppression = on;
-                Some(Action::Save)
+                Some(Action::NoiseSuppression(on))
             }
             Message::RelayOnlyToggled(on) => {
                 prefs.relay_only = on && self.relay_only_supported;
-                Some(Action::Save)
+                Some(Action::RelayOnlyDefault(prefs.relay_only))
             }
             Message::RelayChanged(text) => {
                 self.relay_input = text;
@@ -528,6 +532,26 @@ mod tests {
             ui.click("Stop microphone test").unwrap();
         });
         assert_eq!(actions, vec![Action::StopMeter]);
+    }
+
+    #[test]
+    fn noise_suppression_and_relay_only_defaults() {
+        let mut prefs = Prefs::default();
+        let mut state = State {
+            noise_supported: true,
+            relay_only_supported: true,
+            ..State::default()
+        };
+        let actions = interact(&mut state, &mut prefs, |ui| {
+            ui.click("Noise suppression").unwrap();
+        });
+        assert_eq!(actions, vec![Action::NoiseSuppression(false)]);
+        assert!(!prefs.noise_suppression);
+        let actions = interact(&mut state, &mut prefs, |ui| {
+            ui.click("New meetings use relays only").unwrap();
+        });
+        assert_eq!(actions, vec![Action::RelayOnlyDefault(true)]);
+        assert!(prefs.relay_only);
     }
 
     #[test]
