@@ -191,7 +191,7 @@ fn media_config(args: &Args) -> Option<MediaConfig> {
     media.noise_suppression = match args.noise_suppression {
         Toggle::On => true,
         Toggle::Off => false,
-        Toggle::Auto => media.audio_in == "device",
+        Toggle::Auto => media.audio_in.starts_with("device"),
     };
     Some(media)
 }

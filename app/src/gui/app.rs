@@ -209,14 +209,19 @@ impl App {
         if let Some(name) = name {
             config = config.with_name(name);
         }
+        // Flags win; otherwise the devices chosen in Settings (or the system defaults).
+        let device = |name: &Option<String>| match name {
+            Some(name) => format!("device:{name}"),
+            None => "device".to_owned(),
+        };
         let mut media = MediaConfig {
             audio_in: self
                 .options
                 .audio_in
                 .clone()
-                .unwrap_or_else(|| "device".to_owned()),
+                .unwrap_or_else(|| device(&self.prefs.audio_input)),
             audio_out: match self.options.audio_out.as_deref() {
-                None => Some(PathBuf::from("device")),
+                None => Some(PathBuf::from(device(&self.prefs.audio_output))),
                 Some("null") => None,
                 Some(path) => Some(PathBuf::from(path)),
             },
@@ -862,6 +867,17 @@ mod tests {
         assert_eq!(config.name.as_deref(), Some("Ada"));
         assert!(media.noise_suppression, "the saved default is on");
         assert!(!media.relay_only);
+        // Without flags, the devices chosen in Settings.
+        let prefs = Prefs {
+            audio_input: Some("USB mic".into()),
+            ..Prefs::default()
+        };
+        let mut options = options(dir.path());
+        options.audio_in = None;
+        options.audio_out = None;
+        let media = App::with_prefs(options, prefs).config().media.unwrap();
+        assert_eq!(media.audio_in, "device:USB mic");
+        assert_eq!(media.audio_out, Some(PathBuf::from("device")));
     }
 
     #[test]
