@@ -4,6 +4,8 @@
 //! ImageMagick's `import`; with `CONCLAVE_SCREENSHOTS=DIR` they are written to DIR (the
 //! README's pictures come from `CONCLAVE_SCREENSHOTS=docs/screenshots`).
 //!
+//! Without a display, `conclave` alone prints its usage and `conclave gui` says why.
+//!
 //! It also reports two figures for `docs/performance.md`: time from process start to the
 //! first frame, and the GUI's resident memory in a 4-person meeting.
 //!
@@ -264,4 +266,35 @@ fn gui_joins_chats_mutes_and_leaves_a_meeting() {
     );
     println!("screenshots in {}", shots.display());
     drop(others);
+}
+
+#[test]
+fn no_command_without_a_display_prints_usage() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new("timeout")
+        .arg("20")
+        .arg(bin("conclave"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env_remove("DISPLAY")
+        .env_remove("WAYLAND_DISPLAY")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains("Usage:") && text.contains("gui"), "{text}");
+    // `conclave gui` says why it cannot open.
+    let output = Command::new("timeout")
+        .arg("20")
+        .arg(bin("conclave"))
+        .args(["--json", "--data-dir"])
+        .arg(dir.path())
+        .arg("gui")
+        .env_remove("DISPLAY")
+        .env_remove("WAYLAND_DISPLAY")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains("no_display"), "{text}");
 }
