@@ -101,6 +101,8 @@ pub(crate) struct State {
     pub(crate) invite: Option<Redacted<String>>,
     pub(crate) meeting_id: Option<MeetingId>,
     pub(crate) epoch: u64,
+    /// The epoch we arrived at: members reported at that epoch were already there.
+    pub(crate) joined_epoch: u64,
     pub(crate) security_code: Option<String>,
     /// Members other than us, by peer id, with their names.
     pub(crate) members: BTreeMap<PeerId, String>,
@@ -177,6 +179,7 @@ impl State {
             invite: None,
             meeting_id: None,
             epoch: 0,
+            joined_epoch: 0,
             security_code: None,
             members: BTreeMap::new(),
             media: BTreeMap::new(),
@@ -246,6 +249,7 @@ impl State {
                 self.phase = Phase::In;
                 self.meeting_id = Some(meeting_id);
                 self.epoch = epoch;
+                self.joined_epoch = epoch;
                 self.security_code = Some(security_code.to_string());
                 return Some(Action::LoadHistory(meeting_id));
             }
@@ -282,7 +286,11 @@ impl State {
                         name.clone()
                     };
                     let known = self.members.insert(peer_id, name);
-                    if known.is_none_or(|n| n.is_empty()) && self.phase == Phase::In {
+                    let arrived_after_us = self.epoch != self.joined_epoch;
+                    if known.is_none_or(|n| n.is_empty())
+                        && self.phase == Phase::In
+                        && arrived_after_us
+                    {
                         self.notice(format!("{shown} joined."));
                     }
                 }
@@ -1002,6 +1010,16 @@ mod tests {
         assert!(ui.find(format!("Security code {}", code(2))).is_ok());
         drop(ui);
         assert_eq!(state.tiles(&verified).len(), 1);
+        // Someone new arrives after us: announced.
+        state.handle_meeting(MeetingEvent::MemberJoined {
+            peer_id: PeerId::random(),
+            name: "Dan".into(),
+        });
+        assert!(state.notices.iter().any(|n| n == "Dan joined."));
+        assert!(
+            !state.notices.iter().any(|n| n == "Bob joined."),
+            "members already there when we arrived are not announced"
+        );
         let actions = interact(&mut state, &verified, |ui| {
             ui.click("Leave").unwrap();
         });
