@@ -420,3 +420,89 @@ async fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<(), Strin
     .await
     .map_err(|_| "the backup task stopped".to_owned())?
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn next(stream: &mut (impl Stream<Item = Event> + Unpin)) -> Event {
+        tokio::time::timeout(Duration::from_secs(20), stream.next())
+            .await
+            .expect("the bridge answers within 20 s")
+            .expect("the bridge runs")
+    }
+
+    fn config(dir: &std::path::Path) -> Config {
+        Config::new(dir).with_mdns(false).with_listen(vec![
+            "/ip4/127.0.0.1/tcp/0".parse().expect("valid multiaddr"),
+        ])
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_bridge_starts_the_client_and_backs_the_identity_up_and_restores_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut stream = Box::pin(connect());
+        let Event::Ready(mut handle) = next(&mut stream).await else {
+            panic!("the bridge first hands out its handle");
+        };
+        assert!(handle.send(Request::Start(Box::new(config(&dir.path().join("a"))))));
+        let Event::Started { me, recent, .. } = next(&mut stream).await else {
+            panic!("the client starts");
+        };
+        assert!(recent.is_empty());
+
+        // Export, then restore into another installation.
+        let backup = dir.path().join("id.backup");
+        assert!(handle.send(Request::Export {
+            path: backup.clone(),
+            passphrase: "correct horse battery".into(),
+        }));
+        assert!(matches!(next(&mut stream).await, Event::Exported(path) if path == backup));
+
+        assert!(handle.send(Request::Start(Box::new(config(&dir.path().join("b"))))));
+        let Event::Started { me: other, .. } = next(&mut stream).await else {
+            panic!("the second installation starts");
+        };
+        assert_ne!(other.peer_id, me.peer_id);
+        assert!(handle.send(Request::Import {
+            path: backup.clone(),
+            passphrase: "wrong horse battery".into(),
+        }));
+        match next(&mut stream).await {
+            Event::Failed { what, message } => {
+                assert_eq!(what, "restore");
+                assert!(message.contains("wrong passphrase"), "{message}");
+            }
+            other => panic!("expected a failure, got {other:?}"),
+        }
+        assert!(handle.send(Request::Import {
+            path: backup,
+            passphrase: "correct horse battery".into(),
+        }));
+        assert!(matches!(next(&mut stream).await, Event::Imported(peer) if peer == me.peer_id));
+        let Event::Started { me: restored, .. } = next(&mut stream).await else {
+            panic!("the client restarts on the restored identity");
+        };
+        assert_eq!(restored.peer_id, me.peer_id);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn verification_marks_round_trip_through_the_bridge() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut stream = Box::pin(connect());
+        let Event::Ready(mut handle) = next(&mut stream).await else {
+            panic!("the bridge first hands out its handle");
+        };
+        assert!(handle.send(Request::Start(Box::new(config(dir.path())))));
+        assert!(matches!(next(&mut stream).await, Event::Started { .. }));
+        let peer = PeerId::from_public_key(
+            &conclave_core::identity::Identity::generate()
+                .libp2p_keypair()
+                .public(),
+        );
+        assert!(handle.send(Request::SetVerified(peer, true)));
+        assert!(matches!(next(&mut stream).await, Event::Verified(v) if v == vec![peer]));
+        assert!(handle.send(Request::SetVerified(peer, false)));
+        assert!(matches!(next(&mut stream).await, Event::Verified(v) if v.is_empty()));
+    }
+}

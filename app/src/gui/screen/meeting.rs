@@ -373,6 +373,14 @@ impl State {
                 rtt_ms,
                 ..
             } => {
+                let lost = matches!(state.as_str(), "failed" | "disconnected");
+                let was = self.media.get(&peer_id).map(|m| m.state.clone());
+                if lost && was.as_deref() == Some("connected") {
+                    let name = self.name_of(&peer_id);
+                    self.notice(format!(
+                        "Lost the audio connection to {name}; trying to repair it."
+                    ));
+                }
                 let media = self.media.entry(peer_id).or_default();
                 media.state = state;
                 media.path = Some(path);
@@ -880,6 +888,7 @@ mod tests {
         });
         let verified: BTreeSet<PeerId> = [bob].into();
         let mut ui = simulator(state.view(&verified));
+        assert!(state.notices.is_empty());
         assert!(ui.find("Ada (you)").is_ok());
         assert!(ui.find("Bob").is_ok());
         assert!(ui.find("relayed · 42 ms").is_ok());
@@ -894,6 +903,21 @@ mod tests {
         assert!(actions.is_empty());
         let mut ui = simulator(state.view(&verified));
         assert!(ui.find(CODE_EXPLANATION).is_ok());
+        drop(ui);
+        // A broken media path is announced (the badge says it too).
+        state.handle_media(MediaEvent::Connection {
+            peer_id: bob,
+            state: "failed".into(),
+            path: "relayed",
+            rtt_ms: None,
+            ice_restarts: 0,
+        });
+        let mut ui = simulator(state.view(&verified));
+        assert!(
+            ui.find("Lost the audio connection to Bob; trying to repair it.")
+                .is_ok()
+        );
+        assert!(ui.find("no media connection").is_ok());
     }
 
     #[test]
