@@ -136,6 +136,21 @@ fn screenshot(display: &str, dir: &Path, name: &str) {
     );
 }
 
+/// One GUI test at a time: each runs several processes, and the machine is small.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Presses `keys` that move the focus, then gives the app a moment to apply it.
+fn focus_then(display: &str, keys: &str) {
+    xdotool(display, &["key", keys]);
+    std::thread::sleep(Duration::from_millis(300));
+}
+
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
@@ -145,8 +160,66 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// The app under test: its process, log file, peer id and first-frame log line.
+struct Gui {
+    proc: Proc,
+    log: PathBuf,
+    peer: String,
+    first_frame: String,
+}
+
+impl Gui {
+    /// Starts `conclave gui` on `display` as `name`, with `relays` saved in its settings,
+    /// waits for its identity and focuses its window.
+    fn start(dir: &Path, display: &str, name: &str, relays: Option<&str>) -> Self {
+        let gui_dir = dir.join(name);
+        std::fs::create_dir_all(&gui_dir).unwrap();
+        if let Some(relay) = relays {
+            let prefs = serde_json::json!({ "relays": [relay] });
+            std::fs::write(gui_dir.join("gui.json"), prefs.to_string()).unwrap();
+        }
+        let mut command = Command::new(bin("conclave"));
+        let mut args = loopback_client_args(&gui_dir, name);
+        args.retain(|a| a != "--json");
+        command
+            .args(args)
+            .args([
+                "--audio-in",
+                "silence",
+                "--audio-out",
+                "null",
+                "--media-bind",
+                "127.0.0.1:0",
+                "gui",
+            ])
+            .env("DISPLAY", display)
+            .env_remove("WAYLAND_DISPLAY");
+        let label = format!("gui-{name}");
+        let proc = Proc::spawn(&label, command, dir).unwrap();
+        let log = dir.join(format!("{label}.stderr.log"));
+        let first_frame = wait_log(&log, "first frame", Duration::from_secs(20));
+        let identity = wait_log(&log, "identity ready", Duration::from_secs(20));
+        let peer = identity
+            .split("peer_id=")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .expect("the identity line names the peer id")
+            .to_owned();
+        let window = xdotool(display, &["search", "--sync", "--name", "^Conclave"]);
+        let window = window.lines().next().expect("a Conclave window").to_owned();
+        xdotool(display, &["windowfocus", "--sync", &window]);
+        Self {
+            proc,
+            log,
+            peer,
+            first_frame,
+        }
+    }
+}
+
 #[test]
 fn gui_joins_chats_mutes_and_leaves_a_meeting() {
+    let _serial = serial();
     require("Xvfb", "xvfb");
     require("xdotool", "xdotool");
     require("import", "imagemagick");
@@ -182,38 +255,8 @@ fn gui_joins_chats_mutes_and_leaves_a_meeting() {
         others.push(Proc::conclave(name, &dir.path().join(name), &args).unwrap());
     }
 
-    let gui_dir = dir.path().join("gui");
-    std::fs::create_dir_all(&gui_dir).unwrap();
-    let mut command = Command::new(bin("conclave"));
-    let mut args = loopback_client_args(&gui_dir, "Grace");
-    args.retain(|a| a != "--json");
-    command
-        .args(args)
-        .args([
-            "--audio-in",
-            "silence",
-            "--audio-out",
-            "null",
-            "--media-bind",
-            "127.0.0.1:0",
-            "gui",
-        ])
-        .env("DISPLAY", &x.display)
-        .env_remove("WAYLAND_DISPLAY");
-    let gui = Proc::spawn("gui", command, dir.path()).unwrap();
-    let log = dir.path().join("gui.stderr.log");
-    let first_frame = wait_log(&log, "first frame", Duration::from_secs(20));
-    let identity = wait_log(&log, "identity ready", Duration::from_secs(20));
-    let gui_peer = identity
-        .split("peer_id=")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .expect("the identity line names the peer id")
-        .to_owned();
-
-    let window = xdotool(&x.display, &["search", "--sync", "--name", "^Conclave"]);
-    let window = window.lines().next().expect("a Conclave window").to_owned();
-    xdotool(&x.display, &["windowfocus", "--sync", &window]);
+    let app = Gui::start(dir.path(), &x.display, "Grace", None);
+    let (gui, log, gui_peer, first_frame) = (&app.proc, &app.log, &app.peer, &app.first_frame);
     screenshot(&x.display, &shots, "home");
 
     // Settings and back, by keyboard (Escape first: it leaves the focused invite field).
@@ -223,18 +266,19 @@ fn gui_joins_chats_mutes_and_leaves_a_meeting() {
     xdotool(&x.display, &["key", "Escape"]);
 
     // Join: paste the invite into the invite field and press Enter.
-    xdotool(&x.display, &["key", "ctrl+j"]);
+    focus_then(&x.display, "ctrl+j");
     xdotool(&x.display, &["type", "--delay", "2", &invite]);
     xdotool(&x.display, &["key", "Return"]);
     host.wait_for(Duration::from_secs(30), "the GUI joined", |v| {
         v["event"] == "member_joined" && v["peer_id"] == gui_peer.as_str()
     })
     .unwrap();
-    wait_log(&log, "tiles=4", Duration::from_secs(30));
+    wait_log(log, "tiles=4", Duration::from_secs(30));
 
     // Chat both ways.
     host.send_line("welcome, Grace").unwrap();
-    wait_log(&log, "phase=In", Duration::from_secs(10));
+    wait_log(log, "phase=In", Duration::from_secs(10));
+    focus_then(&x.display, "ctrl+j");
     xdotool(
         &x.display,
         &["type", "--delay", "2", "hello from the desktop app"],
@@ -247,7 +291,7 @@ fn gui_joins_chats_mutes_and_leaves_a_meeting() {
 
     // Mute with the keyboard shortcut.
     xdotool(&x.display, &["key", "ctrl+d"]);
-    wait_log(&log, "muted=true", Duration::from_secs(10));
+    wait_log(log, "muted=true", Duration::from_secs(10));
     std::thread::sleep(Duration::from_secs(1));
     screenshot(&x.display, &shots, "meeting");
     let rss = rss_kib(gui.pid());
@@ -266,6 +310,57 @@ fn gui_joins_chats_mutes_and_leaves_a_meeting() {
     );
     println!("screenshots in {}", shots.display());
     drop(others);
+}
+
+#[test]
+fn gui_hosts_a_meeting_and_a_cli_member_joins_with_its_invite() {
+    let _serial = serial();
+    require("Xvfb", "xvfb");
+    require("xdotool", "xdotool");
+    require("xclip", "xclip");
+    let dir = tempfile::tempdir().unwrap();
+    let x = start_xvfb();
+    let (_relay, relay_addr) = start_relay(dir.path()).unwrap();
+    let app = Gui::start(dir.path(), &x.display, "Hedy", Some(&relay_addr));
+
+    // Ctrl+N creates the meeting; Ctrl+I copies its invite to the clipboard.
+    xdotool(&x.display, &["key", "Escape"]);
+    xdotool(&x.display, &["key", "ctrl+n"]);
+    wait_log(&app.log, "phase=In", Duration::from_secs(20));
+    xdotool(&x.display, &["key", "ctrl+i"]);
+    wait_log(&app.log, "invite copied", Duration::from_secs(10));
+    let output = Command::new("timeout")
+        .args(["10", "xclip", "-o", "-selection", "clipboard"])
+        .env("DISPLAY", &x.display)
+        .output()
+        .expect("xclip runs");
+    let invite = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    assert!(
+        invite.starts_with("conclave:"),
+        "clipboard holds {invite:?}"
+    );
+
+    let mut member = Proc::conclave("Ida", &dir.path().join("Ida"), &["join", &invite]).unwrap();
+    member
+        .wait_for(Duration::from_secs(30), "the GUI host", |v| {
+            v["event"] == "member_joined" && v["peer_id"] == app.peer.as_str()
+        })
+        .unwrap();
+    wait_log(&app.log, "tiles=2", Duration::from_secs(20));
+    focus_then(&x.display, "ctrl+j");
+    xdotool(&x.display, &["type", "--delay", "2", "hi from the host"]);
+    xdotool(&x.display, &["key", "Return"]);
+    member
+        .wait_for(Duration::from_secs(15), "the host's chat line", |v| {
+            v["event"] == "chat" && v["text"] == "hi from the host"
+        })
+        .unwrap();
+    xdotool(&x.display, &["key", "ctrl+shift+l"]);
+    member
+        .wait_for(Duration::from_secs(15), "the host left", |v| {
+            v["event"] == "member_left" && v["peer_id"] == app.peer.as_str()
+        })
+        .unwrap();
 }
 
 #[test]

@@ -81,8 +81,12 @@ pub(crate) enum Shortcut {
     Back,
     /// Ctrl+Shift+L: leave the meeting.
     Leave,
-    /// Ctrl+J: to the invite field (home).
+    /// Ctrl+J: to the text field (the invite on home, the chat in a meeting).
     FocusInvite,
+    /// Ctrl+N: new meeting (home).
+    NewMeeting,
+    /// Ctrl+I: copy the meeting's invite.
+    CopyInvite,
 }
 
 /// Everything that can happen.
@@ -548,6 +552,7 @@ impl App {
                 self.request(Request::SetVerified(peer, verified));
             }
             meeting::Action::Copy(text) => {
+                info!("invite copied to the clipboard");
                 self.banner = Some(Banner {
                     text: "Invite copied. Share it only with the people you invite: it is the key to the meeting.".to_owned(),
                     error: false,
@@ -668,12 +673,23 @@ impl App {
                 Task::none()
             }
             Shortcut::Settings => self.open_settings(),
-            Shortcut::FocusInvite => {
-                if self.screen == Screen::Home {
-                    return operation::focus(home::INVITE_INPUT);
+            Shortcut::NewMeeting => {
+                if self.screen == Screen::Home && self.meeting.is_none() {
+                    return self.update(Message::Home(home::Message::NewMeeting));
                 }
                 Task::none()
             }
+            Shortcut::CopyInvite => {
+                if self.screen == Screen::Meeting {
+                    return self.update(Message::Meeting(meeting::Message::CopyInvite));
+                }
+                Task::none()
+            }
+            Shortcut::FocusInvite => match self.screen {
+                Screen::Home => operation::focus(home::INVITE_INPUT),
+                Screen::Meeting => operation::focus(meeting::CHAT_INPUT),
+                Screen::Settings => Task::none(),
+            },
             Shortcut::Back => match self.screen {
                 Screen::Settings => self.update(Message::Settings(settings::Message::Back)),
                 _ => {
@@ -691,35 +707,37 @@ impl App {
             (Screen::Settings, _) => self.settings.view(&self.prefs).map(Message::Settings),
             _ => self.home.view(self.me.as_ref()).map(Message::Home),
         };
-        let mut page = column![];
-        if let Some(banner) = &self.banner {
+        // The banner slot is always there (empty when there is no banner), so the screen
+        // keeps its place in the widget tree and its fields keep their focus and state.
+        let banner: Element<'_, Message> = if let Some(banner) = &self.banner {
             let background = if banner.error {
                 Color::from_rgb(0.55, 0.10, 0.10)
             } else {
                 Color::from_rgb(0.45, 0.30, 0.0)
             };
-            page = page.push(
-                container(
-                    row![
-                        text(banner.text.clone())
-                            .color(Color::WHITE)
-                            .width(Length::Fill),
-                        button(text("Dismiss").size(14))
-                            .style(button::secondary)
-                            .on_press(Message::DismissBanner),
-                    ]
-                    .spacing(12)
-                    .align_y(iced::Alignment::Center),
-                )
-                .padding([8, 16])
-                .width(Length::Fill)
-                .style(move |_theme: &iced::Theme| container::Style {
-                    background: Some(background.into()),
-                    ..container::Style::default()
-                }),
-            );
-        }
-        page.push(screen).into()
+            container(
+                row![
+                    text(banner.text.clone())
+                        .color(Color::WHITE)
+                        .width(Length::Fill),
+                    button(text("Dismiss").size(14))
+                        .style(button::secondary)
+                        .on_press(Message::DismissBanner),
+                ]
+                .spacing(12)
+                .align_y(iced::Alignment::Center),
+            )
+            .padding([8, 16])
+            .width(Length::Fill)
+            .style(move |_theme: &iced::Theme| container::Style {
+                background: Some(background.into()),
+                ..container::Style::default()
+            })
+            .into()
+        } else {
+            iced::widget::space().into()
+        };
+        column![banner, screen].into()
     }
 
     /// The theme (dark, high contrast text).
@@ -771,6 +789,8 @@ pub(crate) fn shortcut(event: keyboard::Event) -> Option<Shortcut> {
         Key::Character("d") if modifiers.command() => Some(Shortcut::ToggleMute),
         Key::Character(",") if modifiers.command() => Some(Shortcut::Settings),
         Key::Character("j") if modifiers.command() => Some(Shortcut::FocusInvite),
+        Key::Character("n") if modifiers.command() => Some(Shortcut::NewMeeting),
+        Key::Character("i") if modifiers.command() => Some(Shortcut::CopyInvite),
         Key::Character("l" | "L") if modifiers.command() && modifiers.shift() => {
             Some(Shortcut::Leave)
         }

@@ -624,7 +624,7 @@ impl State {
             button("Leave")
                 .style(button::danger)
                 .on_press(Message::Leave),
-            text("Ctrl+D: mute · Ctrl+Shift+L: leave").size(13),
+            text("Ctrl+D: mute · Ctrl+I: copy invite · Ctrl+Shift+L: leave").size(13),
         ]
         .spacing(10)
         .align_y(Alignment::Center);
