@@ -1,8 +1,10 @@
 //! `conclave`: peer-to-peer, end-to-end encrypted meetings.
 //!
 //! Parses the command line (contract in `docs/architecture.md`), sets up logging on stderr
-//! (`RUST_LOG`), and runs one of the [`cli`] commands. Exit codes: 0 normal leave, 2 bad
-//! usage or malformed invite, 3 join refused, 1 anything else.
+//! (`RUST_LOG`), and runs one of the [`cli`] commands or the desktop app ([`gui`]: `conclave
+//! gui`, or `conclave` alone when `DISPLAY` / `WAYLAND_DISPLAY` is set; without a display and
+//! without a command it prints the usage). Exit codes: 0 normal leave, 2 bad usage or
+//! malformed invite, 3 join refused, 1 anything else.
 
 mod cli;
 mod gui;
