@@ -302,6 +302,7 @@ fn gui_joins_chats_mutes_and_leaves_a_meeting() {
         v["event"] == "member_left" && v["peer_id"] == gui_peer.as_str()
     })
     .unwrap();
+    wait_log(log, "back to home", Duration::from_secs(10));
 
     println!("figure: {first_frame}");
     println!(

@@ -102,6 +102,8 @@ pub(crate) enum Message {
     CloseRequested(window::Id),
     /// Leave-on-close grace is over (or the leave completed): exit.
     Exit,
+    /// The leave grace is over: go home even if the goodbye was not confirmed.
+    LeaveGraceOver,
     FirstFrame,
     MeterTick,
     Devices(Result<Devices, String>),
@@ -130,7 +132,12 @@ pub(crate) struct App {
     pub(crate) closing: bool,
     /// The running client shares only relayed media candidates.
     pub(crate) relay_only_active: bool,
+    /// We asked to leave and wait for the core's confirmation.
+    pub(crate) leaving: bool,
 }
+
+/// How long leaving waits for the core's confirmation before going home anyway.
+const LEAVE_GRACE: Duration = Duration::from_secs(3);
 
 /// How long closing the window waits for the meeting's goodbye.
 const CLOSE_GRACE: Duration = Duration::from_millis(1500);
@@ -172,6 +179,7 @@ impl App {
             first_frame_seen: false,
             closing: false,
             relay_only_active: false,
+            leaving: false,
         }
     }
 
@@ -299,11 +307,20 @@ impl App {
                     // Say goodbye (bounded), then exit.
                     let _ = handle.send(Request::Leave);
                     self.closing = true;
-                    return Task::perform(tokio::time::sleep(CLOSE_GRACE), |()| Message::Exit);
+                    return Task::perform(async { tokio::time::sleep(CLOSE_GRACE).await }, |()| {
+                        Message::Exit
+                    });
                 }
                 iced::exit()
             }
             Message::Exit => iced::exit(),
+            Message::LeaveGraceOver => {
+                if self.leaving && self.meeting.is_some() {
+                    warn!("the leave was not confirmed in time; back to home anyway");
+                    self.leave_to_home();
+                }
+                Task::none()
+            }
             Message::FirstFrame => {
                 if !self.first_frame_seen {
                     self.first_frame_seen = true;
@@ -462,6 +479,8 @@ impl App {
     }
 
     fn leave_to_home(&mut self) {
+        info!("back to home");
+        self.leaving = false;
         self.meeting = None;
         self.screen = Screen::Home;
         self.request(Request::Recent);
@@ -543,6 +562,12 @@ impl App {
                 if !joined {
                     // Cancelling a join, or leaving after a failure: straight home.
                     self.leave_to_home();
+                } else {
+                    self.leaving = true;
+                    // The sleep is built inside the task, on the runtime's executor.
+                    return Task::perform(async { tokio::time::sleep(LEAVE_GRACE).await }, |()| {
+                        Message::LeaveGraceOver
+                    });
                 }
             }
             meeting::Action::Chat(text) => self.request(Request::Chat(text)),
@@ -959,6 +984,27 @@ mod tests {
         ))));
         assert_eq!(app.screen, Screen::Home);
         assert!(app.meeting.is_none());
+    }
+
+    #[test]
+    fn leaving_goes_home_even_without_the_confirmation() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut app = App::with_prefs(options(dir.path()), Prefs::default());
+        started(&mut app);
+        let _ = app.update(Message::Home(home::Message::NewMeeting));
+        let _ = app.update(Message::Bridge(bridge::Event::Core(CoreEvent::Meeting(
+            MeetingEvent::Joined {
+                meeting_id: conclave_core::invite::MeetingId([1; 16]),
+                epoch: 1,
+                security_code: conclave_core::group::SecurityCode::from_authenticator(&[1; 32]),
+            },
+        ))));
+        let _ = app.update(Message::Shortcut(Shortcut::Leave));
+        assert!(app.leaving);
+        assert_eq!(app.screen, Screen::Meeting, "waits for the goodbye first");
+        let _ = app.update(Message::LeaveGraceOver);
+        assert_eq!(app.screen, Screen::Home);
+        assert!(!app.leaving);
     }
 
     #[test]
