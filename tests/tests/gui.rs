@@ -1,6 +1,7 @@
-//! The desktop app end to end, under a virtual X display (Xvfb): a GUI joins a meeting hosted
-//! by CLI members, shows their tiles, chats, mutes and leaves, driven by real keystrokes
-//! (xdotool). Screenshots of the home, settings and meeting screens are taken with
+//! The desktop app end to end, under a virtual X display (Xvfb), driven by real keystrokes
+//! (xdotool): a GUI joins a meeting hosted by CLI members, shows their tiles, chats, mutes
+//! and leaves; and a GUI hosts a lobby meeting, hands its invite over the X clipboard
+//! (xclip), lets the CLI joiner in with Tab and Enter, chats and leaves. Screenshots of the home, settings and meeting screens are taken with
 //! ImageMagick's `import`; with `CONCLAVE_SCREENSHOTS=DIR` they are written to DIR (the
 //! README's pictures come from `CONCLAVE_SCREENSHOTS=docs/screenshots`).
 //!
@@ -169,13 +170,12 @@ struct Gui {
 }
 
 impl Gui {
-    /// Starts `conclave gui` on `display` as `name`, with `relays` saved in its settings,
+    /// Starts `conclave gui` on `display` as `name`, with `prefs` as its saved settings,
     /// waits for its identity and focuses its window.
-    fn start(dir: &Path, display: &str, name: &str, relays: Option<&str>) -> Self {
+    fn start(dir: &Path, display: &str, name: &str, prefs: Option<serde_json::Value>) -> Self {
         let gui_dir = dir.join(name);
         std::fs::create_dir_all(&gui_dir).unwrap();
-        if let Some(relay) = relays {
-            let prefs = serde_json::json!({ "relays": [relay] });
+        if let Some(prefs) = prefs {
             std::fs::write(gui_dir.join("gui.json"), prefs.to_string()).unwrap();
         }
         let mut command = Command::new(bin("conclave"));
@@ -314,15 +314,17 @@ fn gui_joins_chats_mutes_and_leaves_a_meeting() {
 }
 
 #[test]
-fn gui_hosts_a_meeting_and_a_cli_member_joins_with_its_invite() {
+fn gui_hosts_a_lobby_meeting_lets_a_cli_member_in_by_keyboard() {
     let _serial = serial();
     require("Xvfb", "xvfb");
     require("xdotool", "xdotool");
     require("xclip", "xclip");
+    require("import", "imagemagick");
     let dir = tempfile::tempdir().unwrap();
     let x = start_xvfb();
     let (_relay, relay_addr) = start_relay(dir.path()).unwrap();
-    let app = Gui::start(dir.path(), &x.display, "Hedy", Some(&relay_addr));
+    let prefs = serde_json::json!({ "relays": [relay_addr], "lobby": true });
+    let app = Gui::start(dir.path(), &x.display, "Hedy", Some(prefs));
 
     // Ctrl+N creates the meeting; Ctrl+I copies its invite to the clipboard.
     xdotool(&x.display, &["key", "Escape"]);
@@ -342,6 +344,17 @@ fn gui_hosts_a_meeting_and_a_cli_member_joins_with_its_invite() {
     );
 
     let mut member = Proc::conclave("Ida", &dir.path().join("Ida"), &["join", &invite]).unwrap();
+    // Lobby: the joiner waits; the host dismisses the "invite copied" banner (Escape) and
+    // reaches "Let Ida in" with Tab (the security code button, then the lobby's button).
+    member
+        .wait_event("waiting", Duration::from_secs(30))
+        .unwrap();
+    wait_log(&app.log, "waiting in the lobby", Duration::from_secs(10));
+    focus_then(&x.display, "Escape");
+    // Focus moves through a task after each key: give each Tab its moment.
+    focus_then(&x.display, "Tab");
+    focus_then(&x.display, "Tab");
+    xdotool(&x.display, &["key", "Return"]);
     member
         .wait_for(Duration::from_secs(30), "the GUI host", |v| {
             v["event"] == "member_joined" && v["peer_id"] == app.peer.as_str()

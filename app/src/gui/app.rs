@@ -441,6 +441,9 @@ impl App {
         match event {
             CoreEvent::Meeting(event) => {
                 let is_left = matches!(event, MeetingEvent::Left);
+                if let MeetingEvent::Knocking { peer_id, .. } = &event {
+                    info!(peer = %peer_id, "waiting in the lobby");
+                }
                 let Some(meeting) = self.meeting.as_mut() else {
                     return Task::none();
                 };
@@ -712,7 +715,12 @@ impl App {
             }
             Shortcut::FocusInvite => match self.screen {
                 Screen::Home => operation::focus(home::INVITE_INPUT),
-                Screen::Meeting => operation::focus(meeting::CHAT_INPUT),
+                Screen::Meeting => {
+                    if let Some(meeting) = self.meeting.as_mut() {
+                        meeting.show_chat();
+                    }
+                    operation::focus(meeting::CHAT_INPUT)
+                }
                 Screen::Settings => Task::none(),
             },
             Shortcut::Back => match self.screen {

@@ -218,6 +218,12 @@ impl State {
         }
     }
 
+    /// Opens the chat panel (and marks everything read).
+    pub(crate) fn show_chat(&mut self) {
+        self.panel = Panel::Chat;
+        self.unread = 0;
+    }
+
     /// Our invite was created.
     pub(crate) fn created(&mut self, invite: Redacted<String>) {
         self.invite = Some(invite);
@@ -543,6 +549,35 @@ impl State {
         .align_y(Alignment::Center);
 
         let mut body = Column::new().spacing(12).push(header);
+        // Joiners waiting in the lobby come first: right after the header in the Tab order.
+        if self.host && !self.knocking.is_empty() {
+            let mut lobby = Column::new().spacing(6).push(badge::badge(
+                format!("{} waiting in the lobby", self.knocking.len()),
+                colour::CAUTION,
+            ));
+            for (peer, name) in &self.knocking {
+                let shown = if name.is_empty() {
+                    short_peer(peer)
+                } else {
+                    name.clone()
+                };
+                lobby = lobby.push(
+                    row![
+                        text(format!(
+                            "{shown} wants to join (safety number {})",
+                            safety_number_of(peer)
+                        ))
+                        .size(14)
+                        .width(Length::Fill),
+                        button(text(format!("Let {shown} in")).size(14))
+                            .on_press(Message::Approve(*peer)),
+                    ]
+                    .spacing(8)
+                    .align_y(Alignment::Center),
+                );
+            }
+            body = body.push(lobby);
+        }
         if self.show_code {
             body = body.push(
                 container(
@@ -583,12 +618,6 @@ impl State {
                     ..container::Style::default()
                 }),
             );
-        }
-        if self.host && !self.knocking.is_empty() {
-            body = body.push(badge::badge(
-                format!("{} waiting in the lobby", self.knocking.len()),
-                colour::CAUTION,
-            ));
         }
 
         // Grid of tiles, wrapping to the width of the window.
@@ -1001,6 +1030,7 @@ mod tests {
         });
         let mut ui = simulator(state.view(&verified));
         assert!(ui.find("1 waiting in the lobby").is_ok());
+        assert!(ui.find("Let Carol in").is_ok());
         drop(ui);
         let actions = interact(&mut state, &verified, |ui| {
             ui.click("Let in").unwrap();
