@@ -1,10 +1,13 @@
 //! `conclave`: peer-to-peer, end-to-end encrypted meetings.
 //!
 //! Parses the command line (contract in `docs/architecture.md`), sets up logging on stderr
-//! (`RUST_LOG`), and runs one of the [`cli`] commands. Exit codes: 0 normal leave, 2 bad
-//! usage or malformed invite, 3 join refused, 1 anything else.
+//! (`RUST_LOG`), and runs one of the [`cli`] commands or the desktop app ([`gui`]: `conclave
+//! gui`, or `conclave` alone when `DISPLAY` / `WAYLAND_DISPLAY` is set; without a display and
+//! without a command it prints the usage). Exit codes: 0 normal leave, 2 bad usage or
+//! malformed invite, 3 join refused, 1 anything else.
 
 mod cli;
+mod gui;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -55,7 +58,7 @@ struct Args {
     #[arg(long = "media-bind", global = true)]
     media_bind: Vec<String>,
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 /// An on/off setting whose default depends on the situation.
@@ -68,6 +71,8 @@ enum Toggle {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Open the desktop app (also the default with a display and no command).
+    Gui,
     /// Print this installation's peer id and safety number.
     Id,
     /// Create a meeting, print its invite, and stay in it.
@@ -132,8 +137,19 @@ fn main() {
                 .unwrap_or_else(|_| DEFAULT_LOG_FILTER.into()),
         )
         .init();
-    let args = Args::parse();
+    let started = std::time::Instant::now();
+    let mut args = Args::parse();
     let out = Output { json: args.json };
+    let command = match args.command.take() {
+        Some(Command::Gui) => std::process::exit(run_gui(&args, started, out)),
+        None if gui::display_available() => std::process::exit(run_gui(&args, started, out)),
+        None => {
+            use clap::CommandFactory;
+            let _ = Args::command().print_help();
+            std::process::exit(EXIT_USAGE);
+        }
+        Some(command) => command,
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -147,7 +163,7 @@ fn main() {
             std::process::exit(EXIT_FAILURE);
         }
     };
-    let code = runtime.block_on(run(args, out));
+    let code = runtime.block_on(run(args, command, out));
     // Do not wait for lingering network tasks: everything that matters has been said.
     runtime.shutdown_timeout(Duration::from_millis(200));
     std::process::exit(code);
@@ -177,7 +193,7 @@ fn media_config(args: &Args) -> Option<MediaConfig> {
     media.noise_suppression = match args.noise_suppression {
         Toggle::On => true,
         Toggle::Off => false,
-        Toggle::Auto => media.audio_in == "device",
+        Toggle::Auto => media.audio_in.starts_with("device"),
     };
     Some(media)
 }
@@ -186,7 +202,8 @@ fn default_data_dir() -> Option<PathBuf> {
     directories::ProjectDirs::from("org", "Conclave", "conclave").map(|d| d.data_dir().to_owned())
 }
 
-async fn run(args: Args, out: Output) -> i32 {
+/// Runs the desktop app; returns the exit code.
+fn run_gui(args: &Args, started: std::time::Instant, out: Output) -> i32 {
     let Some(data_dir) = args.data_dir.clone().or_else(default_data_dir) else {
         out.error(
             "usage",
@@ -194,7 +211,48 @@ async fn run(args: Args, out: Output) -> i32 {
         );
         return EXIT_USAGE;
     };
-    match args.command {
+    if !gui::display_available() {
+        out.error(
+            "no_display",
+            "no graphical display (DISPLAY or WAYLAND_DISPLAY is unset); use the commands of `conclave --help`",
+        );
+        return EXIT_USAGE;
+    }
+    let options = gui::app::Options {
+        data_dir,
+        name: args.name.clone(),
+        listen: args.listen.clone(),
+        mdns: !args.no_mdns,
+        audio_in: args.audio_in.clone(),
+        audio_out: args.audio_out.clone(),
+        media_bind: args.media_bind.clone(),
+        noise_suppression: match args.noise_suppression {
+            Toggle::On => Some(true),
+            Toggle::Off => Some(false),
+            Toggle::Auto => None,
+        },
+        relay_only: args.relay_only,
+        started,
+    };
+    match gui::run(options) {
+        Ok(()) => EXIT_OK,
+        Err(err) => {
+            out.error("gui", &format!("the desktop app could not run: {err}"));
+            EXIT_FAILURE
+        }
+    }
+}
+
+async fn run(args: Args, command: Command, out: Output) -> i32 {
+    let Some(data_dir) = args.data_dir.clone().or_else(default_data_dir) else {
+        out.error(
+            "usage",
+            "no home directory to keep your identity in; pass --data-dir DIR",
+        );
+        return EXIT_USAGE;
+    };
+    match command {
+        Command::Gui => EXIT_USAGE,
         Command::Id => match cli::id::run(&data_dir, out) {
             Ok(()) => EXIT_OK,
             Err(err) => {

@@ -12,10 +12,12 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::identity::SafetyNumber;
-use crate::invite::Invite;
+use crate::identity::backup;
+use crate::invite::{Invite, MeetingId};
 use crate::media::driver::MediaInput;
 use crate::meeting::MeetingEvent;
 use crate::net::driver::{self, Command};
+use crate::store::{MeetingRecord, Store};
 use crate::{Config, Error};
 
 /// Capacity of the event stream: past it, the driver waits for the reader.
@@ -68,6 +70,7 @@ pub struct Client {
     safety_number: SafetyNumber,
     name: String,
     listen_addrs: Vec<Multiaddr>,
+    store: Store,
     guard: Arc<TaskGuard>,
 }
 
@@ -85,6 +88,7 @@ impl Client {
                 safety_number: started.safety_number,
                 name: started.name,
                 listen_addrs: started.listen_addrs,
+                store: started.store,
                 guard: Arc::new(TaskGuard { cancel }),
             },
             Events(events_rx),
@@ -188,9 +192,75 @@ impl Client {
         self.request(|reply| Command::IceServers { reply }).await?
     }
 
+    /// Meetings this installation was in, most recent first (for rejoining).
+    pub async fn recent_meetings(&self) -> Result<Vec<(MeetingId, MeetingRecord)>, Error> {
+        let store = self.store.clone();
+        blocking(move || store.meetings().map_err(Error::from)).await
+    }
+
+    /// Peers whose safety number the user confirmed.
+    pub async fn verified_peers(&self) -> Result<Vec<PeerId>, Error> {
+        let store = self.store.clone();
+        blocking(move || store.verified_peers().map_err(Error::from)).await
+    }
+
+    /// Marks `peer` verified (its safety number compared out of band), or clears the mark.
+    pub async fn set_verified(&self, peer: PeerId, verified: bool) -> Result<(), Error> {
+        let store = self.store.clone();
+        blocking(move || {
+            let number =
+                crate::identity::public_key_of(&peer).map(|key| SafetyNumber::of(&key).to_string());
+            let number = match (verified, number) {
+                (false, _) => None,
+                (true, Some(number)) => Some(number),
+                (true, None) => return Err(Error::Usage("this peer id carries no ed25519 key")),
+            };
+            store
+                .set_verified(peer, number.as_deref())
+                .map_err(Error::from)
+        })
+        .await
+    }
+
+    /// Seals this installation's identity under `passphrase` (see
+    /// [`identity::backup`](crate::identity::backup)); the bytes are for a backup file.
+    pub async fn export_identity(&self, passphrase: String) -> Result<Vec<u8>, Error> {
+        let store = self.store.clone();
+        blocking(move || {
+            let identity = store.load_or_create_identity()?;
+            Ok(backup::export(
+                &identity,
+                &passphrase,
+                &mut rand::rngs::OsRng,
+            )?)
+        })
+        .await
+    }
+
+    /// Replaces this installation's identity with the one in a backup. The new identity is
+    /// used from the next [`Client::start`]; returns its peer id.
+    pub async fn import_identity(
+        &self,
+        backup_bytes: Vec<u8>,
+        passphrase: String,
+    ) -> Result<PeerId, Error> {
+        let store = self.store.clone();
+        blocking(move || {
+            let identity = backup::import(&backup_bytes, &passphrase)?;
+            store.replace_identity(&identity)?;
+            Ok(identity.peer_id())
+        })
+        .await
+    }
+
     /// Stops the client's task.
     pub fn shutdown(&self) {
         self.guard.cancel.cancel();
+    }
+
+    /// Whether the client's task has stopped (after [`Client::shutdown`] or a fatal error).
+    pub fn is_closed(&self) -> bool {
+        self.inbox.is_closed()
     }
 
     async fn request<T>(
@@ -204,4 +274,13 @@ impl Client {
             .map_err(|_| Error::Shutdown)?;
         response.await.map_err(|_| Error::Shutdown)
     }
+}
+
+/// Runs store work off the async threads.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|_| Error::Shutdown)?
 }

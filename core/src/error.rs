@@ -53,6 +53,9 @@ pub enum Error {
     /// The client was asked to do something its state does not allow.
     #[error("{0}")]
     Usage(&'static str),
+    /// An identity backup could not be written or read.
+    #[error(transparent)]
+    Backup(#[from] crate::identity::backup::BackupError),
     /// The client's background task has stopped.
     #[error("the client has shut down")]
     Shutdown,

@@ -5,9 +5,12 @@
 //! from the MLS group issue on, the MLS signature key. Humans compare keys through
 //! [`SafetyNumber`]s (format documented in `docs/protocol.md`).
 //!
+//! [`backup`] seals the key under a passphrase for moving it to another machine.
+//!
 //! Invariant: secret key bytes never reach a log line or a `Debug` rendering; the unit tests
 //! below check the `Debug` impls.
 
+pub mod backup;
 mod keys;
 mod safety_number;
 

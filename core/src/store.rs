@@ -7,12 +7,14 @@
 //!   bounded to [`peers::MAX_KNOWN_PEERS`] entries, oldest evicted first;
 //! - tree `mls`: the openmls key-value map, one atomic batch per MLS operation
 //!   ([`Store::apply_mls_delta`]);
-//! - tree `history`: chat lines per meeting; tree `meetings`: remembered invites.
+//! - tree `history`: chat lines per meeting; tree `meetings`: remembered invites;
+//! - tree `verified`: contacts whose safety number the user confirmed.
 //!
 //! Only one process may open a data directory at a time: sled holds an exclusive file lock
 //! and a second opener gets [`StoreError::Locked`], never a shared, corrupting handle.
 //! Every write is flushed before the call returns, so a crash loses nothing acknowledged.
 
+mod contacts;
 mod db;
 mod history;
 mod mls_storage;

@@ -50,9 +50,11 @@ pub const STATS_INTERVAL: Duration = Duration::from_secs(1);
 /// Media settings of a client.
 #[derive(Debug, Clone)]
 pub struct MediaConfig {
-    /// What to send: `device` (the default microphone), `silence`, `tone:HZ` or a WAV file.
+    /// What to send: `device` (the default microphone), `device:NAME`, `silence`, `tone:HZ`
+    /// or a WAV file.
     pub audio_in: String,
-    /// Where the received mix goes: `device` (the default speakers), a WAV file, or nowhere.
+    /// Where the received mix goes: `device` (the default speakers), `device:NAME` (speakers
+    /// by their cpal name), a WAV file, or nowhere.
     pub audio_out: Option<PathBuf>,
     /// UDP addresses for ICE host candidates.
     pub udp_addrs: Vec<String>,
@@ -76,6 +78,17 @@ impl Default for MediaConfig {
             relay_only: false,
         }
     }
+}
+
+/// For an output spec `device` → `Some(None)`, `device:NAME` → `Some(Some(NAME))`, a file
+/// path → `None`.
+fn device_name(path: &std::path::Path) -> Option<Option<String>> {
+    let text = path.to_str()?;
+    if text == "device" {
+        return Some(None);
+    }
+    text.strip_prefix("device:")
+        .map(|name| Some(name.to_owned()))
 }
 
 /// What the media plane reports.
@@ -222,13 +235,15 @@ pub fn spawn(
         Err(other) => return Err(other),
     };
     let sink: Box<dyn AudioSink> = match &config.audio_out {
-        Some(path) if path.as_os_str() == "device" => match DeviceSink::open() {
-            Ok(sink) => Box::new(sink),
-            Err(err) => {
-                warnings.push(format!("{err}; incoming audio is not played"));
-                Box::new(NullSink)
+        Some(path) if device_name(path).is_some() => {
+            match DeviceSink::open_named(device_name(path).flatten()) {
+                Ok(sink) => Box::new(sink),
+                Err(err) => {
+                    warnings.push(format!("{err}; incoming audio is not played"));
+                    Box::new(NullSink)
+                }
             }
-        },
+        }
         Some(path) => Box::new(WavSink::create(path)?),
         None => Box::new(NullSink),
     };
@@ -798,5 +813,21 @@ impl Media {
         warn!(%message, "media");
         let events = self.events.clone();
         let _ = events.send(MediaEvent::Warning(message)).await;
+    }
+}
+
+#[cfg(test)]
+mod device_spec_tests {
+    use super::device_name;
+    use std::path::Path;
+
+    #[test]
+    fn output_specs_name_devices_or_files() {
+        assert_eq!(device_name(Path::new("device")), Some(None));
+        assert_eq!(
+            device_name(Path::new("device:USB headset")),
+            Some(Some("USB headset".to_owned()))
+        );
+        assert_eq!(device_name(Path::new("heard.wav")), None);
     }
 }

@@ -100,6 +100,8 @@ pub(crate) struct Started {
     pub(crate) safety_number: SafetyNumber,
     pub(crate) name: String,
     pub(crate) listen_addrs: Vec<Multiaddr>,
+    /// A handle on the store, for the client's own reads and writes.
+    pub(crate) store: Store,
 }
 
 struct Session {
@@ -266,6 +268,7 @@ pub(crate) async fn start(
         }
         None => (None, None),
     };
+    let client_store = store.clone();
     let mut driver = Driver {
         media,
         signals,
@@ -299,6 +302,7 @@ pub(crate) async fn start(
             .into_iter()
             .map(|a| a.with(Protocol::P2p(peer_id)))
             .collect(),
+        store: client_store,
     })
 }
 

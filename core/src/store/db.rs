@@ -100,6 +100,16 @@ impl Store {
         }
     }
 
+    /// Replaces the installation identity (restoring a backup). Takes effect the next time
+    /// a client starts on this data directory. Stored MLS groups and verification marks
+    /// belonged to the old key and are kept only as history.
+    pub fn replace_identity(&self, identity: &Identity) -> Result<(), StoreError> {
+        let secret = identity.secret_bytes();
+        self.identity.insert(KEY_SECRET_KEY, secret.as_ref())?;
+        info!(peer_id = %identity.peer_id(), "identity replaced from a backup");
+        self.flush()
+    }
+
     /// The display name saved by [`Store::set_display_name`], if any.
     pub fn display_name(&self) -> Result<Option<String>, StoreError> {
         self.identity
@@ -188,6 +198,22 @@ mod tests {
                 supported: 1
             }
         ));
+    }
+
+    #[test]
+    fn a_replaced_identity_is_loaded_next_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let other = Identity::generate();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store.load_or_create_identity().unwrap();
+            store.replace_identity(&other).unwrap();
+        }
+        let loaded = Store::open(dir.path())
+            .unwrap()
+            .load_or_create_identity()
+            .unwrap();
+        assert_eq!(loaded.peer_id(), other.peer_id());
     }
 
     #[test]

@@ -19,6 +19,9 @@ pub const TREE_HISTORY: &str = "history";
 /// Tree with remembered meetings.
 pub const TREE_MEETINGS: &str = "meetings";
 
+/// Tree with verified contacts (peer id → verified safety number).
+pub const TREE_VERIFIED: &str = "verified";
+
 /// Key of the schema version in [`TREE_META`].
 pub const KEY_SCHEMA_VERSION: &[u8] = b"schema_version";
 /// Key of the ed25519 secret key in [`TREE_IDENTITY`].

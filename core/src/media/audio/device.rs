@@ -1,5 +1,5 @@
-//! Sound devices (cpal): the default microphone as an [`AudioSource`] and the default
-//! speakers as an [`AudioSink`].
+//! Sound devices (cpal): a microphone as an [`AudioSource`] and speakers as an
+//! [`AudioSink`] — the system defaults, or devices chosen by name (`device:NAME`).
 //!
 //! The device callbacks never lock and never allocate: they exchange samples with the rest
 //! of the pipeline through a preallocated single-producer single-consumer ring (`rtrb`).
@@ -98,6 +98,29 @@ fn config_for(
     Ok(supported.config())
 }
 
+/// The device named `name` (as cpal describes it), or the default one.
+fn pick(input: bool, name: Option<&str>) -> Result<cpal::Device, AudioError> {
+    let host = cpal::default_host();
+    let what = if input { "microphone" } else { "speakers" };
+    let Some(name) = name else {
+        let device = if input {
+            host.default_input_device()
+        } else {
+            host.default_output_device()
+        };
+        return device.ok_or_else(|| AudioError::Device(format!("no {what} found")));
+    };
+    let mut devices = if input {
+        host.input_devices()
+    } else {
+        host.output_devices()
+    }
+    .map_err(|e| device_error(&format!("cannot list the {what}"), e))?;
+    devices
+        .find(|d| d.description().is_ok_and(|desc| desc.name() == name))
+        .ok_or_else(|| AudioError::Device(format!("the {what} \"{name}\" is not connected")))
+}
+
 /// The default microphone, mixed down to mono.
 pub struct DeviceSource {
     consumer: rtrb::Consumer<i16>,
@@ -113,12 +136,14 @@ impl std::fmt::Debug for DeviceSource {
 impl DeviceSource {
     /// Opens the default input device.
     pub fn open() -> Result<Self, AudioError> {
+        Self::open_named(None)
+    }
+
+    /// Opens the input device called `name` (a cpal device name), or the default one.
+    pub fn open_named(name: Option<String>) -> Result<Self, AudioError> {
         let (mut producer, consumer) = rtrb::RingBuffer::<i16>::new(RING);
         let device = spawn_device("conclave-mic", move || {
-            let host = cpal::default_host();
-            let device = host
-                .default_input_device()
-                .ok_or_else(|| AudioError::Device("no microphone found".into()))?;
+            let device = pick(true, name.as_deref())?;
             let supported = device
                 .default_input_config()
                 .map_err(|e| device_error("the microphone cannot be used", e))?;
@@ -171,12 +196,14 @@ impl std::fmt::Debug for DeviceSink {
 impl DeviceSink {
     /// Opens the default output device.
     pub fn open() -> Result<Self, AudioError> {
+        Self::open_named(None)
+    }
+
+    /// Opens the output device called `name` (a cpal device name), or the default one.
+    pub fn open_named(name: Option<String>) -> Result<Self, AudioError> {
         let (producer, mut consumer) = rtrb::RingBuffer::<i16>::new(RING);
         let device = spawn_device("conclave-speaker", move || {
-            let host = cpal::default_host();
-            let device = host
-                .default_output_device()
-                .ok_or_else(|| AudioError::Device("no speakers found".into()))?;
+            let device = pick(false, name.as_deref())?;
             let supported = device
                 .default_output_config()
                 .map_err(|e| device_error("the speakers cannot be used", e))?;

@@ -140,11 +140,16 @@ fn resample(input: &[f32], from: u32, to: u32) -> Vec<f32> {
         .collect()
 }
 
-/// Builds a source from a `--audio-in` value: `device`, `silence`, `tone:HZ` or a `.wav`
-/// path.
+/// Builds a source from a `--audio-in` value: `device` (the default microphone),
+/// `device:NAME` (a microphone by its cpal name), `silence`, `tone:HZ` or a `.wav` path.
 pub fn from_spec(spec: &str) -> Result<Box<dyn AudioSource>, AudioError> {
     if spec == "device" {
         return Ok(Box::new(super::device::DeviceSource::open()?));
+    }
+    if let Some(name) = spec.strip_prefix("device:") {
+        return Ok(Box::new(super::device::DeviceSource::open_named(Some(
+            name.to_owned(),
+        ))?));
     }
     if spec == "silence" {
         return Ok(Box::new(Silence));
@@ -167,6 +172,15 @@ pub fn from_spec(spec: &str) -> Result<Box<dyn AudioSource>, AudioError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_named_device_that_is_absent_is_a_device_error() {
+        match from_spec("device:no such microphone 1234") {
+            Err(AudioError::Device(message)) => assert!(!message.is_empty()),
+            Err(other) => panic!("expected a device error, got {other:?}"),
+            Ok(_) => panic!("a device that does not exist opened"),
+        }
+    }
     use crate::media::audio::sink::{AudioSink, WavSink};
 
     #[test]

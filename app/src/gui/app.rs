@@ -1,0 +1,1046 @@
+//! The application: state, messages, `update`, `view` and subscriptions (the Elm
+//! architecture of iced).
+//!
+//! ```text
+//! bridge subscription ──bridge::Event──▶ update ──Request──▶ bridge (core Client)
+//! keyboard / window / timers ─────────▶ update ──Task──────▶ clipboard, focus, devices
+//! update ──▶ App state ──▶ view (home | meeting | settings) + banner
+//! ```
+//!
+//! Each screen owns its state and returns an `Action` from its own `update`; this module
+//! turns actions into bridge requests or iced tasks, so screens stay testable without a
+//! runtime. Nothing here blocks: core work goes through the bridge, device work through
+//! background tasks.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use conclave_core::invite::parse_relay;
+use conclave_core::media::driver::MediaConfig;
+use conclave_core::meeting::MeetingEvent;
+use conclave_core::{Config, Event as CoreEvent, Multiaddr, PeerId};
+use iced::keyboard::{self, Key, key::Named};
+use iced::widget::{column, container, operation, row, text};
+use iced::{Color, Element, Length, Size, Subscription, Task, Theme, window};
+use tracing::{info, warn};
+
+use super::audio::{self, Devices, Meter};
+use super::bridge::{self, Handle, Me, Request};
+use super::prefs::Prefs;
+use super::screen::{home, meeting, settings};
+use super::widget::focus::button;
+
+/// How the app was started (from the command line).
+#[derive(Debug, Clone)]
+pub(crate) struct Options {
+    pub(crate) data_dir: PathBuf,
+    pub(crate) name: Option<String>,
+    pub(crate) listen: Vec<Multiaddr>,
+    pub(crate) mdns: bool,
+    /// `--audio-in` override (default: the microphone).
+    pub(crate) audio_in: Option<String>,
+    /// `--audio-out` override (default: the speakers; `null` for none).
+    pub(crate) audio_out: Option<String>,
+    pub(crate) media_bind: Vec<String>,
+    /// `--noise-suppression on|off` (`None`: the saved setting).
+    pub(crate) noise_suppression: Option<bool>,
+    /// `--relay-only`: every meeting relay-only, whatever the settings say.
+    pub(crate) relay_only: bool,
+    /// When the process started (for the time-to-first-frame figure).
+    pub(crate) started: Instant,
+}
+
+/// Which screen is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Screen {
+    Home,
+    Meeting,
+    Settings,
+}
+
+/// A banner across the top: something the user must know (missing device, lost
+/// connection, failed request).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Banner {
+    pub(crate) text: String,
+    pub(crate) error: bool,
+}
+
+/// Keyboard shortcuts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Shortcut {
+    /// Tab / Shift+Tab: next / previous field.
+    FocusNext,
+    FocusPrevious,
+    /// Ctrl+D: mute / unmute.
+    ToggleMute,
+    /// Ctrl+, : settings.
+    Settings,
+    /// Escape: back / close.
+    Back,
+    /// Ctrl+Shift+L: leave the meeting.
+    Leave,
+    /// Ctrl+J: to the text field (the invite on home, the chat in a meeting).
+    FocusInvite,
+    /// Ctrl+N: new meeting (home).
+    NewMeeting,
+    /// Ctrl+I: copy the meeting's invite.
+    CopyInvite,
+}
+
+/// Everything that can happen.
+#[derive(Debug, Clone)]
+pub(crate) enum Message {
+    Bridge(bridge::Event),
+    Home(home::Message),
+    Meeting(meeting::Message),
+    Settings(settings::Message),
+    Shortcut(Shortcut),
+    Resized(Size),
+    /// The window's close button: save the settings, then exit.
+    CloseRequested(window::Id),
+    /// Leave-on-close grace is over (or the leave completed): exit.
+    Exit,
+    /// The leave grace is over: go home even if the goodbye was not confirmed.
+    LeaveGraceOver,
+    FirstFrame,
+    MeterTick,
+    Devices(Result<Devices, String>),
+    TestSoundDone(Result<(), String>),
+    DismissBanner,
+}
+
+/// The application state.
+#[derive(Debug)]
+pub(crate) struct App {
+    pub(crate) options: Options,
+    pub(crate) prefs: Prefs,
+    pub(crate) handle: Option<Handle>,
+    pub(crate) me: Option<Me>,
+    pub(crate) screen: Screen,
+    /// Screen to return to from settings.
+    pub(crate) previous: Screen,
+    pub(crate) home: home::State,
+    pub(crate) meeting: Option<meeting::State>,
+    pub(crate) settings: settings::State,
+    pub(crate) verified: BTreeSet<PeerId>,
+    pub(crate) banner: Option<Banner>,
+    pub(crate) meter: Option<Meter>,
+    pub(crate) first_frame_seen: bool,
+    /// The window is closing once the meeting is left.
+    pub(crate) closing: bool,
+    /// The running client shares only relayed media candidates.
+    pub(crate) relay_only_active: bool,
+    /// We asked to leave and wait for the core's confirmation.
+    pub(crate) leaving: bool,
+}
+
+/// How long leaving waits for the core's confirmation before going home anyway.
+const LEAVE_GRACE: Duration = Duration::from_secs(3);
+
+/// How long closing the window waits for the meeting's goodbye.
+const CLOSE_GRACE: Duration = Duration::from_millis(1500);
+
+impl App {
+    /// The state at start, before the bridge runs (no I/O but reading the settings file).
+    pub(crate) fn new(options: Options) -> Self {
+        let prefs = Prefs::load(&options.data_dir);
+        Self::with_prefs(options, prefs)
+    }
+
+    /// The state at start with given settings.
+    pub(crate) fn with_prefs(options: Options, prefs: Prefs) -> Self {
+        let home = home::State {
+            name: options.name.clone().unwrap_or_default(),
+            lobby: prefs.lobby,
+            relay_only_supported: true,
+            relay_only: prefs.relay_only || options.relay_only,
+            ..home::State::default()
+        };
+        let settings = settings::State {
+            noise_supported: true,
+            relay_only_supported: true,
+            ..settings::State::default()
+        };
+        Self {
+            options,
+            prefs,
+            handle: None,
+            me: None,
+            screen: Screen::Home,
+            previous: Screen::Home,
+            home,
+            meeting: None,
+            settings,
+            verified: BTreeSet::new(),
+            banner: None,
+            meter: None,
+            first_frame_seen: false,
+            closing: false,
+            relay_only_active: false,
+            leaving: false,
+        }
+    }
+
+    /// iced's boot: the state and the first tasks (focus the invite field, list devices).
+    pub(crate) fn boot(options: Options) -> (Self, Task<Message>) {
+        let app = Self::new(options);
+        (app, operation::focus(home::INVITE_INPUT))
+    }
+
+    /// The window title.
+    pub(crate) fn title(&self) -> String {
+        match (&self.screen, &self.meeting) {
+            (Screen::Meeting, Some(meeting)) if meeting.phase == meeting::Phase::In => {
+                format!("Conclave — meeting ({} people)", meeting.members.len() + 1)
+            }
+            _ => "Conclave".to_owned(),
+        }
+    }
+
+    /// The client configuration from the command line and the saved settings.
+    pub(crate) fn config(&self) -> Config {
+        let relays: Vec<Multiaddr> = self
+            .prefs
+            .relays
+            .iter()
+            .filter_map(|r| parse_relay(r).ok())
+            .collect();
+        let mut config = Config::new(&self.options.data_dir)
+            .with_relays(relays)
+            .with_mdns(self.options.mdns);
+        if !self.options.listen.is_empty() {
+            config = config.with_listen(self.options.listen.clone());
+        }
+        let name = self
+            .me
+            .as_ref()
+            .map(|me| me.name.clone())
+            .or_else(|| self.options.name.clone());
+        if let Some(name) = name {
+            config = config.with_name(name);
+        }
+        // Flags win; otherwise the devices chosen in Settings (or the system defaults).
+        let device = |name: &Option<String>| match name {
+            Some(name) => format!("device:{name}"),
+            None => "device".to_owned(),
+        };
+        let mut media = MediaConfig {
+            audio_in: self
+                .options
+                .audio_in
+                .clone()
+                .unwrap_or_else(|| device(&self.prefs.audio_input)),
+            audio_out: match self.options.audio_out.as_deref() {
+                None => Some(PathBuf::from(device(&self.prefs.audio_output))),
+                Some("null") => None,
+                Some(path) => Some(PathBuf::from(path)),
+            },
+            ..MediaConfig::default()
+        };
+        if !self.options.media_bind.is_empty() {
+            media.udp_addrs = self.options.media_bind.clone();
+        }
+        media.noise_suppression = self
+            .options
+            .noise_suppression
+            .unwrap_or(self.prefs.noise_suppression);
+        media.relay_only = self.relay_only_active || self.options.relay_only;
+        config.with_media(media)
+    }
+
+    fn request(&mut self, request: Request) {
+        let sent = match self.handle.as_mut() {
+            Some(handle) => handle.send(request),
+            None => false,
+        };
+        if !sent {
+            self.show_error("Conclave is busy or not running; try again in a moment.".to_owned());
+        }
+    }
+
+    fn show_error(&mut self, text: String) {
+        warn!(%text, "banner");
+        self.banner = Some(Banner { text, error: true });
+    }
+
+    fn save_prefs(&mut self) {
+        if let Err(err) = self.prefs.save(&self.options.data_dir) {
+            self.show_error(err.to_string());
+        }
+    }
+
+    /// Handles a message.
+    pub(crate) fn update(&mut self, message: Message) -> Task<Message> {
+        match message {
+            Message::Bridge(event) => self.on_bridge(event),
+            Message::Home(message) => {
+                let action = self.home.update(message, self.me.as_ref());
+                self.on_home(action)
+            }
+            Message::Meeting(message) => {
+                let action = self
+                    .meeting
+                    .as_mut()
+                    .and_then(|meeting| meeting.update(message));
+                self.on_meeting(action)
+            }
+            Message::Settings(message) => {
+                let action = self.settings.update(message, &mut self.prefs);
+                self.on_settings(action)
+            }
+            Message::Shortcut(shortcut) => self.on_shortcut(shortcut),
+            Message::Resized(size) => {
+                self.prefs.window_width = size.width;
+                self.prefs.window_height = size.height;
+                Task::none()
+            }
+            Message::CloseRequested(id) => {
+                tracing::debug!(?id, "close requested");
+                self.meter = None;
+                self.save_prefs();
+                let in_meeting = self.meeting.is_some();
+                if let Some(handle) = self.handle.as_mut()
+                    && in_meeting
+                {
+                    // Say goodbye (bounded), then exit.
+                    let _ = handle.send(Request::Leave);
+                    self.closing = true;
+                    return Task::perform(async { tokio::time::sleep(CLOSE_GRACE).await }, |()| {
+                        Message::Exit
+                    });
+                }
+                iced::exit()
+            }
+            Message::Exit => iced::exit(),
+            Message::LeaveGraceOver => {
+                if self.leaving && self.meeting.is_some() {
+                    warn!("the leave was not confirmed in time; back to home anyway");
+                    self.leave_to_home();
+                }
+                Task::none()
+            }
+            Message::FirstFrame => {
+                if !self.first_frame_seen {
+                    self.first_frame_seen = true;
+                    let ms = self.options.started.elapsed().as_secs_f64() * 1000.0;
+                    info!(ms = format!("{ms:.0}"), "first frame");
+                }
+                Task::none()
+            }
+            Message::MeterTick => {
+                if let Some(meter) = &self.meter {
+                    self.settings.level_dbfs = Some(meter.level_dbfs());
+                    if let Some(err) = meter.error() {
+                        self.settings.audio_status = Some(err);
+                        self.settings.metering = false;
+                        self.meter = None;
+                    }
+                }
+                Task::none()
+            }
+            Message::Devices(devices) => {
+                self.settings.devices = Some(devices);
+                Task::none()
+            }
+            Message::TestSoundDone(result) => {
+                self.settings.audio_status = Some(match result {
+                    Ok(()) => "Test sound played. Did you hear a short beep?".to_owned(),
+                    Err(err) => format!("No test sound: {err}."),
+                });
+                Task::none()
+            }
+            Message::DismissBanner => {
+                self.banner = None;
+                Task::none()
+            }
+        }
+    }
+
+    fn on_bridge(&mut self, event: bridge::Event) -> Task<Message> {
+        match event {
+            bridge::Event::Ready(handle) => {
+                self.handle = Some(handle);
+                let config = self.config();
+                self.request(Request::Start(Box::new(config)));
+            }
+            bridge::Event::Started {
+                me,
+                verified,
+                recent,
+            } => {
+                info!(peer_id = %me.peer_id, "identity ready");
+                if self.home.name.is_empty() || self.me.is_some() {
+                    self.home.name = me.name.clone();
+                }
+                self.me = Some(me);
+                self.verified = verified.into_iter().collect();
+                self.home.recent = recent;
+                if self.banner.as_ref().is_some_and(|b| b.error) {
+                    self.banner = None;
+                }
+            }
+            bridge::Event::StartFailed(message) => self.show_error(message),
+            bridge::Event::Core(event) => return self.on_core(event),
+            bridge::Event::Created(invite) => {
+                if let Some(meeting) = self.meeting.as_mut() {
+                    meeting.created(invite);
+                }
+            }
+            bridge::Event::Failed { what, message } => {
+                if let Some(meeting) = self.meeting.as_mut()
+                    && matches!(meeting.phase, meeting::Phase::Creating)
+                {
+                    meeting.phase = meeting::Phase::Ended(format!(
+                        "The meeting could not be created: {message}."
+                    ));
+                }
+                if matches!(what, "export the identity" | "restore") {
+                    self.settings.busy = false;
+                    self.settings.backup_status =
+                        Some(Err(format!("Could not {what}: {message}.")));
+                } else {
+                    self.show_error(format!("Could not {what}: {message}."));
+                }
+            }
+            bridge::Event::Recent(recent) => self.home.recent = recent,
+            bridge::Event::History(meeting_id, lines) => match self.meeting.as_mut() {
+                Some(meeting) if meeting.meeting_id == Some(meeting_id) => {
+                    meeting.history(lines);
+                }
+                _ => self.home.history = Some((meeting_id, lines)),
+            },
+            bridge::Event::Verified(verified) => {
+                self.verified = verified.into_iter().collect();
+            }
+            bridge::Event::Exported(path) => {
+                self.settings.busy = false;
+                self.settings.backup_status = Some(Ok(format!(
+                    "Identity saved to {}. Keep the file and its passphrase apart.",
+                    path.display()
+                )));
+            }
+            bridge::Event::Imported(peer) => {
+                self.settings.busy = false;
+                self.settings.backup_status = Some(Ok(format!(
+                    "Identity restored: you are now {}.",
+                    home::short_peer(&peer)
+                )));
+            }
+            bridge::Event::Stopped => {
+                self.show_error(
+                    "Conclave's network task stopped. Restart the app to reconnect.".to_owned(),
+                );
+            }
+        }
+        Task::none()
+    }
+
+    fn on_core(&mut self, event: CoreEvent) -> Task<Message> {
+        match event {
+            CoreEvent::Meeting(event) => {
+                let is_left = matches!(event, MeetingEvent::Left);
+                if let MeetingEvent::Knocking { peer_id, .. } = &event {
+                    info!(peer = %peer_id, "waiting in the lobby");
+                }
+                let Some(meeting) = self.meeting.as_mut() else {
+                    return Task::none();
+                };
+                let before = meeting.members.len();
+                let action = meeting.handle_meeting(event);
+                if meeting.members.len() != before || action.is_some() {
+                    info!(
+                        tiles = meeting.members.len() + 1,
+                        phase = ?meeting.phase,
+                        "meeting view"
+                    );
+                }
+                if is_left {
+                    if self.closing {
+                        return iced::exit();
+                    }
+                    self.leave_to_home();
+                    return Task::none();
+                }
+                return self.on_meeting(action);
+            }
+            CoreEvent::Media(event) => {
+                if let Some(meeting) = self.meeting.as_mut() {
+                    meeting.handle_media(event);
+                }
+            }
+            CoreEvent::Warning { message } => {
+                self.banner = Some(Banner {
+                    text: message,
+                    error: false,
+                });
+            }
+            other => tracing::debug!(?other, "core event not shown"),
+        }
+        Task::none()
+    }
+
+    fn leave_to_home(&mut self) {
+        info!("back to home");
+        self.leaving = false;
+        self.meeting = None;
+        self.screen = Screen::Home;
+        self.request(Request::Recent);
+    }
+
+    fn on_home(&mut self, action: Option<home::Action>) -> Task<Message> {
+        let Some(action) = action else {
+            return Task::none();
+        };
+        match action {
+            home::Action::SaveName(name) => {
+                if let Some(me) = self.me.as_mut() {
+                    me.name = name;
+                }
+                let config = self.config();
+                self.request(Request::Start(Box::new(config)));
+            }
+            home::Action::Create { lobby, relay_only } => {
+                self.use_relay_only(relay_only);
+                let Some(me) = &self.me else {
+                    return Task::none();
+                };
+                self.meeting = Some(meeting::State::creating(me.peer_id, me.name.clone()));
+                self.screen = Screen::Meeting;
+                self.request(Request::Create { lobby });
+            }
+            home::Action::Join(invite) => {
+                self.use_relay_only(self.home.relay_only);
+                let Some(me) = &self.me else {
+                    return Task::none();
+                };
+                self.meeting = Some(meeting::State::joining(
+                    me.peer_id,
+                    me.name.clone(),
+                    invite.to_uri(),
+                ));
+                self.screen = Screen::Meeting;
+                self.home.invite.0.clear();
+                self.home.invite_check = None;
+                self.request(Request::Join(invite));
+            }
+            home::Action::LoadHistory(meeting) => self.request(Request::History(meeting)),
+            home::Action::SetLobbyDefault(lobby) => {
+                self.prefs.lobby = lobby;
+                self.save_prefs();
+            }
+            home::Action::Copy(text) => return iced::clipboard::write(text),
+            home::Action::OpenSettings => return self.open_settings(),
+        }
+        Task::none()
+    }
+
+    /// Restarts the client (before a meeting) when the relay-only choice changed: the
+    /// media policy is part of the client's configuration.
+    fn use_relay_only(&mut self, relay_only: bool) {
+        if relay_only != self.relay_only_active {
+            self.relay_only_active = relay_only;
+            info!(relay_only, "restarting the client for the media policy");
+            let config = self.config();
+            self.request(Request::Start(Box::new(config)));
+        }
+    }
+
+    fn on_meeting(&mut self, action: Option<meeting::Action>) -> Task<Message> {
+        let Some(action) = action else {
+            return Task::none();
+        };
+        match action {
+            meeting::Action::Mute(muted) => {
+                info!(muted, "microphone");
+                self.request(Request::Mute(muted));
+            }
+            meeting::Action::Leave => {
+                let joined = self
+                    .meeting
+                    .as_ref()
+                    .is_some_and(|m| m.phase == meeting::Phase::In);
+                self.request(Request::Leave);
+                if !joined {
+                    // Cancelling a join, or leaving after a failure: straight home.
+                    self.leave_to_home();
+                } else {
+                    self.leaving = true;
+                    // The sleep is built inside the task, on the runtime's executor.
+                    return Task::perform(async { tokio::time::sleep(LEAVE_GRACE).await }, |()| {
+                        Message::LeaveGraceOver
+                    });
+                }
+            }
+            meeting::Action::Chat(text) => self.request(Request::Chat(text)),
+            meeting::Action::Kick(peer) => self.request(Request::Kick(peer)),
+            meeting::Action::Approve(peer) => self.request(Request::Approve(peer)),
+            meeting::Action::SetVerified(peer, verified) => {
+                self.request(Request::SetVerified(peer, verified));
+            }
+            meeting::Action::Copy(text) => {
+                info!("invite copied to the clipboard");
+                self.banner = Some(Banner {
+                    text: "Invite copied. Share it only with the people you invite: it is the key to the meeting.".to_owned(),
+                    error: false,
+                });
+                return iced::clipboard::write(text);
+            }
+            meeting::Action::Home => {
+                let in_meeting = self
+                    .meeting
+                    .as_ref()
+                    .is_some_and(|m| !matches!(m.phase, meeting::Phase::Ended(_)));
+                if in_meeting {
+                    self.request(Request::Leave);
+                }
+                self.leave_to_home();
+            }
+            meeting::Action::LoadHistory(meeting) => {
+                self.request(Request::History(meeting));
+                return operation::focus(meeting::CHAT_INPUT);
+            }
+        }
+        Task::none()
+    }
+
+    fn open_settings(&mut self) -> Task<Message> {
+        if self.screen != Screen::Settings {
+            self.previous = self.screen;
+        }
+        self.screen = Screen::Settings;
+        list_devices()
+    }
+
+    fn on_settings(&mut self, action: Option<settings::Action>) -> Task<Message> {
+        let Some(action) = action else {
+            return Task::none();
+        };
+        match action {
+            settings::Action::Back => {
+                self.meter = None;
+                self.screen = self.previous;
+                self.save_prefs();
+            }
+            settings::Action::ListDevices => return list_devices(),
+            settings::Action::Save => self.save_prefs(),
+            settings::Action::NoiseSuppression(on) => {
+                self.save_prefs();
+                if self.options.noise_suppression.is_none() {
+                    self.request(Request::NoiseSuppression(on));
+                }
+            }
+            settings::Action::RelayOnlyDefault(on) => {
+                self.home.relay_only = on;
+                self.save_prefs();
+            }
+            settings::Action::StartMeter(device) => {
+                self.save_prefs();
+                self.meter = None;
+                self.meter = Some(Meter::start(device));
+            }
+            settings::Action::StopMeter => self.meter = None,
+            settings::Action::TestSound(device) => {
+                return Task::perform(
+                    async move {
+                        tokio::task::spawn_blocking(move || audio::play_test_sound(device))
+                            .await
+                            .unwrap_or_else(|_| Err("the sound task stopped".to_owned()))
+                    },
+                    Message::TestSoundDone,
+                );
+            }
+            settings::Action::RelaysChanged => {
+                self.save_prefs();
+                if self.meeting.is_none() {
+                    let config = self.config();
+                    self.request(Request::Start(Box::new(config)));
+                } else {
+                    self.banner = Some(Banner {
+                        text: "The relays apply from your next meeting.".to_owned(),
+                        error: false,
+                    });
+                }
+            }
+            settings::Action::Export { path, passphrase } => self.request(Request::Export {
+                path: PathBuf::from(path),
+                passphrase,
+            }),
+            settings::Action::Import { path, passphrase } => {
+                if self.meeting.is_some() {
+                    self.settings.busy = false;
+                    self.settings.backup_status = Some(Err(
+                        "Leave the meeting before restoring an identity.".to_owned(),
+                    ));
+                } else {
+                    self.request(Request::Import {
+                        path: PathBuf::from(path),
+                        passphrase,
+                    });
+                }
+            }
+        }
+        Task::none()
+    }
+
+    fn on_shortcut(&mut self, shortcut: Shortcut) -> Task<Message> {
+        match shortcut {
+            Shortcut::FocusNext => operation::focus_next(),
+            Shortcut::FocusPrevious => operation::focus_previous(),
+            Shortcut::ToggleMute => {
+                if self.screen == Screen::Meeting {
+                    return self.update(Message::Meeting(meeting::Message::ToggleMute));
+                }
+                Task::none()
+            }
+            Shortcut::Leave => {
+                if self.screen == Screen::Meeting {
+                    return self.update(Message::Meeting(meeting::Message::Leave));
+                }
+                Task::none()
+            }
+            Shortcut::Settings => self.open_settings(),
+            Shortcut::NewMeeting => {
+                if self.screen == Screen::Home && self.meeting.is_none() {
+                    return self.update(Message::Home(home::Message::NewMeeting));
+                }
+                Task::none()
+            }
+            Shortcut::CopyInvite => {
+                if self.screen == Screen::Meeting {
+                    return self.update(Message::Meeting(meeting::Message::CopyInvite));
+                }
+                Task::none()
+            }
+            Shortcut::FocusInvite => match self.screen {
+                Screen::Home => operation::focus(home::INVITE_INPUT),
+                Screen::Meeting => {
+                    if let Some(meeting) = self.meeting.as_mut() {
+                        meeting.show_chat();
+                    }
+                    operation::focus(meeting::CHAT_INPUT)
+                }
+                Screen::Settings => Task::none(),
+            },
+            Shortcut::Back => match self.screen {
+                Screen::Settings => self.update(Message::Settings(settings::Message::Back)),
+                _ => {
+                    self.banner = None;
+                    Task::none()
+                }
+            },
+        }
+    }
+
+    /// Draws the window.
+    pub(crate) fn view(&self) -> Element<'_, Message> {
+        let screen: Element<'_, Message> = match (self.screen, &self.meeting) {
+            (Screen::Meeting, Some(meeting)) => meeting.view(&self.verified).map(Message::Meeting),
+            (Screen::Settings, _) => self.settings.view(&self.prefs).map(Message::Settings),
+            _ => self.home.view(self.me.as_ref()).map(Message::Home),
+        };
+        // The banner slot is always there (empty when there is no banner), so the screen
+        // keeps its place in the widget tree and its fields keep their focus and state.
+        let banner: Element<'_, Message> = if let Some(banner) = &self.banner {
+            let background = if banner.error {
+                Color::from_rgb(0.55, 0.10, 0.10)
+            } else {
+                Color::from_rgb(0.45, 0.30, 0.0)
+            };
+            container(
+                row![
+                    text(banner.text.clone())
+                        .color(Color::WHITE)
+                        .width(Length::Fill),
+                    button(text("Dismiss").size(14))
+                        .style(button::secondary)
+                        .on_press(Message::DismissBanner),
+                ]
+                .spacing(12)
+                .align_y(iced::Alignment::Center),
+            )
+            .padding([8, 16])
+            .width(Length::Fill)
+            .style(move |_theme: &iced::Theme| container::Style {
+                background: Some(background.into()),
+                ..container::Style::default()
+            })
+            .into()
+        } else {
+            iced::widget::space().into()
+        };
+        column![banner, screen].into()
+    }
+
+    /// The theme (dark, high contrast text).
+    pub(crate) fn theme(&self) -> Theme {
+        Theme::Dark
+    }
+
+    /// Event sources: the core bridge, keyboard shortcuts, window size, meter timer.
+    pub(crate) fn subscription(&self) -> Subscription<Message> {
+        let mut subscriptions = vec![
+            Subscription::run(bridge::connect).map(Message::Bridge),
+            keyboard::listen()
+                .filter_map(shortcut)
+                .map(Message::Shortcut),
+            window::resize_events().map(|(_id, size)| Message::Resized(size)),
+            window::close_requests().map(Message::CloseRequested),
+        ];
+        if !self.first_frame_seen {
+            subscriptions.push(window::frames().map(|_| Message::FirstFrame));
+        }
+        if self.meter.is_some() {
+            subscriptions
+                .push(iced::time::every(Duration::from_millis(50)).map(|_| Message::MeterTick));
+        }
+        Subscription::batch(subscriptions)
+    }
+}
+
+fn list_devices() -> Task<Message> {
+    Task::perform(
+        async {
+            tokio::task::spawn_blocking(audio::list_devices)
+                .await
+                .unwrap_or_else(|_| Err("the device task stopped".to_owned()))
+        },
+        Message::Devices,
+    )
+}
+
+/// Maps a key press (not taken by a widget) to a shortcut.
+pub(crate) fn shortcut(event: keyboard::Event) -> Option<Shortcut> {
+    let keyboard::Event::KeyPressed { key, modifiers, .. } = event else {
+        return None;
+    };
+    match key.as_ref() {
+        Key::Named(Named::Tab) if modifiers.shift() => Some(Shortcut::FocusPrevious),
+        Key::Named(Named::Tab) => Some(Shortcut::FocusNext),
+        Key::Named(Named::Escape) => Some(Shortcut::Back),
+        Key::Character("d") if modifiers.command() => Some(Shortcut::ToggleMute),
+        Key::Character(",") if modifiers.command() => Some(Shortcut::Settings),
+        Key::Character("j") if modifiers.command() => Some(Shortcut::FocusInvite),
+        Key::Character("n") if modifiers.command() => Some(Shortcut::NewMeeting),
+        Key::Character("i") if modifiers.command() => Some(Shortcut::CopyInvite),
+        Key::Character("l" | "L") if modifiers.command() && modifiers.shift() => {
+            Some(Shortcut::Leave)
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use iced::keyboard::{Location, Modifiers, key};
+    use iced_test::simulator;
+
+    fn options(dir: &std::path::Path) -> Options {
+        Options {
+            data_dir: dir.to_owned(),
+            name: Some("Ada".into()),
+            listen: Vec::new(),
+            mdns: false,
+            audio_in: Some("silence".into()),
+            audio_out: Some("null".into()),
+            media_bind: Vec::new(),
+            noise_suppression: None,
+            relay_only: false,
+            started: Instant::now(),
+        }
+    }
+
+    fn started(app: &mut App) -> PeerId {
+        let peer_id = PeerId::random();
+        let _ = app.update(Message::Bridge(bridge::Event::Started {
+            me: Me {
+                peer_id,
+                safety_number: "11111 22222".into(),
+                name: "Ada".into(),
+            },
+            verified: Vec::new(),
+            recent: Vec::new(),
+        }));
+        peer_id
+    }
+
+    fn press(key: Key, modifiers: Modifiers) -> keyboard::Event {
+        keyboard::Event::KeyPressed {
+            key: key.clone(),
+            modified_key: key,
+            physical_key: key::Physical::Unidentified(key::NativeCode::Unidentified),
+            location: Location::Standard,
+            modifiers,
+            text: None,
+            repeat: false,
+        }
+    }
+
+    #[test]
+    fn shortcuts() {
+        assert_eq!(
+            shortcut(press(Key::Named(Named::Tab), Modifiers::empty())),
+            Some(Shortcut::FocusNext)
+        );
+        assert_eq!(
+            shortcut(press(Key::Named(Named::Tab), Modifiers::SHIFT)),
+            Some(Shortcut::FocusPrevious)
+        );
+        assert_eq!(
+            shortcut(press(Key::Character("d".into()), Modifiers::CTRL)),
+            Some(Shortcut::ToggleMute)
+        );
+        assert_eq!(
+            shortcut(press(Key::Character("d".into()), Modifiers::empty())),
+            None
+        );
+        assert_eq!(
+            shortcut(press(Key::Character(",".into()), Modifiers::CTRL)),
+            Some(Shortcut::Settings)
+        );
+    }
+
+    #[test]
+    fn config_follows_flags_and_saved_relays() {
+        let dir = tempfile::tempdir().unwrap();
+        let relay = format!("/ip4/127.0.0.1/tcp/4001/p2p/{}", PeerId::random());
+        let prefs = Prefs {
+            relays: vec![relay.clone(), "garbage".into()],
+            ..Prefs::default()
+        };
+        let app = App::with_prefs(options(dir.path()), prefs);
+        let config = app.config();
+        assert_eq!(config.relays.len(), 1);
+        assert_eq!(config.relays[0].to_string(), relay);
+        let media = config.media.unwrap();
+        assert_eq!(media.audio_in, "silence");
+        assert_eq!(media.audio_out, None);
+        assert_eq!(config.name.as_deref(), Some("Ada"));
+        assert!(media.noise_suppression, "the saved default is on");
+        assert!(!media.relay_only);
+        // Without flags, the devices chosen in Settings.
+        let prefs = Prefs {
+            audio_input: Some("USB mic".into()),
+            ..Prefs::default()
+        };
+        let mut options = options(dir.path());
+        options.audio_in = None;
+        options.audio_out = None;
+        let media = App::with_prefs(options, prefs).config().media.unwrap();
+        assert_eq!(media.audio_in, "device:USB mic");
+        assert_eq!(media.audio_out, Some(PathBuf::from("device")));
+    }
+
+    #[test]
+    fn a_relay_only_meeting_restarts_the_client_with_the_relay_only_policy() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut app = App::with_prefs(options(dir.path()), Prefs::default());
+        started(&mut app);
+        let _ = app.update(Message::Home(home::Message::RelayOnlyToggled(true)));
+        let _ = app.update(Message::Home(home::Message::NewMeeting));
+        assert!(app.relay_only_active);
+        assert!(app.config().media.unwrap().relay_only);
+        assert_eq!(app.screen, Screen::Meeting);
+    }
+
+    #[test]
+    fn home_then_meeting_then_home() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut app = App::with_prefs(options(dir.path()), Prefs::default());
+        let mut ui = simulator(app.view());
+        assert!(ui.find("Starting Conclave…").is_ok());
+        drop(ui);
+        let me = started(&mut app);
+        let mut ui = simulator(app.view());
+        assert!(ui.find("Safety number: 11111 22222").is_ok());
+        let messages: Vec<Message> = {
+            ui.click("New meeting").unwrap();
+            ui.into_messages().collect()
+        };
+        for message in messages {
+            let _ = app.update(message);
+        }
+        assert_eq!(app.screen, Screen::Meeting);
+        let mut ui = simulator(app.view());
+        assert!(ui.find("Creating the meeting…").is_ok());
+        drop(ui);
+        let _ = app.update(Message::Bridge(bridge::Event::Created(bridge::Redacted(
+            "conclave:v1".into(),
+        ))));
+        let _ = app.update(Message::Bridge(bridge::Event::Core(CoreEvent::Meeting(
+            MeetingEvent::Joined {
+                meeting_id: conclave_core::invite::MeetingId([1; 16]),
+                epoch: 1,
+                security_code: conclave_core::group::SecurityCode::from_authenticator(&[1; 32]),
+            },
+        ))));
+        assert_eq!(app.title(), "Conclave — meeting (1 people)");
+        let meeting = app.meeting.as_ref().unwrap();
+        assert_eq!(meeting.me, me);
+        assert_eq!(meeting.phase, meeting::Phase::In);
+        // A missing microphone is a banner, not a crash.
+        let _ = app.update(Message::Bridge(bridge::Event::Core(CoreEvent::Warning {
+            message: "no microphone found; you are listen-only".into(),
+        })));
+        let mut ui = simulator(app.view());
+        assert!(ui.find("no microphone found; you are listen-only").is_ok());
+        drop(ui);
+        let _ = app.update(Message::Bridge(bridge::Event::Core(CoreEvent::Meeting(
+            MeetingEvent::Left,
+        ))));
+        assert_eq!(app.screen, Screen::Home);
+        assert!(app.meeting.is_none());
+    }
+
+    #[test]
+    fn leaving_goes_home_even_without_the_confirmation() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut app = App::with_prefs(options(dir.path()), Prefs::default());
+        started(&mut app);
+        let _ = app.update(Message::Home(home::Message::NewMeeting));
+        let _ = app.update(Message::Bridge(bridge::Event::Core(CoreEvent::Meeting(
+            MeetingEvent::Joined {
+                meeting_id: conclave_core::invite::MeetingId([1; 16]),
+                epoch: 1,
+                security_code: conclave_core::group::SecurityCode::from_authenticator(&[1; 32]),
+            },
+        ))));
+        let _ = app.update(Message::Shortcut(Shortcut::Leave));
+        assert!(app.leaving);
+        assert_eq!(app.screen, Screen::Meeting, "waits for the goodbye first");
+        let _ = app.update(Message::LeaveGraceOver);
+        assert_eq!(app.screen, Screen::Home);
+        assert!(!app.leaving);
+    }
+
+    #[test]
+    fn settings_open_and_close_with_the_keyboard() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut app = App::with_prefs(options(dir.path()), Prefs::default());
+        let _ = app.update(Message::Shortcut(Shortcut::Settings));
+        assert_eq!(app.screen, Screen::Settings);
+        let mut ui = simulator(app.view());
+        assert!(ui.find("Identity backup").is_ok());
+        drop(ui);
+        let _ = app.update(Message::Shortcut(Shortcut::Back));
+        assert_eq!(app.screen, Screen::Home);
+        // Leaving settings saved the settings file.
+        assert!(dir.path().join(crate::gui::prefs::FILE_NAME).exists());
+    }
+
+    #[test]
+    fn a_failed_start_is_a_banner() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut app = App::with_prefs(options(dir.path()), Prefs::default());
+        let _ = app.update(Message::Bridge(bridge::Event::StartFailed(
+            "Conclave could not start: the data directory is in use".into(),
+        )));
+        let mut ui = simulator(app.view());
+        assert!(
+            ui.find("Conclave could not start: the data directory is in use")
+                .is_ok()
+        );
+    }
+}

@@ -1,0 +1,508 @@
+//! The bridge between the iced runtime and the core [`Client`]: a long-running subscription
+//! that owns the client and its event stream.
+//!
+//! ```text
+//! update ──Request (bounded 64)──▶ bridge task ──Client API──▶ conclave-core
+//!   ▲                                  │
+//!   └──────── Event (bounded 100) ◀────┴── Events::next(), request outcomes
+//! ```
+//!
+//! The first item the bridge emits is [`Event::Ready`] with a [`Handle`]; `update` keeps it
+//! and sends [`Request`]s through it, so the UI never touches a socket or the disk. Every
+//! request that can take time (create, join, leave, disk work) runs in its own task and
+//! reports back as an [`Event`]; the bridge loop itself only forwards.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use conclave_core::invite::{Invite, MeetingId};
+use conclave_core::store::ChatRecord;
+use conclave_core::{Client, Config, PeerId};
+use iced::futures::channel::mpsc;
+use iced::futures::{SinkExt, Stream, StreamExt};
+use tracing::{debug, info, warn};
+
+/// Capacity of the request channel (UI → bridge).
+const REQUEST_CAPACITY: usize = 64;
+/// Capacity of the event channel (bridge → UI).
+const EVENT_CAPACITY: usize = 100;
+/// How long a restart waits for the previous client to release the data directory.
+const RESTART_PATIENCE: Duration = Duration::from_secs(5);
+
+/// What the UI asks of the core.
+#[derive(Debug)]
+pub(crate) enum Request {
+    /// Start (or restart, e.g. after a name change) the client with this configuration.
+    Start(Box<Config>),
+    /// Create a meeting.
+    Create { lobby: bool },
+    /// Join the meeting of an invite.
+    Join(Box<Invite>),
+    /// Leave the meeting (also cancels a join in progress).
+    Leave,
+    /// Send a chat line.
+    Chat(String),
+    /// Mute or unmute our audio.
+    Mute(bool),
+    /// Noise suppression of our microphone on or off.
+    NoiseSuppression(bool),
+    /// Remove a member (host).
+    Kick(PeerId),
+    /// Let a joiner in (host).
+    Approve(PeerId),
+    /// Mark a member verified, or clear the mark.
+    SetVerified(PeerId, bool),
+    /// Load the list of recent meetings.
+    Recent,
+    /// Load a meeting's chat history.
+    History(MeetingId),
+    /// Write an encrypted identity backup to a file.
+    Export { path: PathBuf, passphrase: String },
+    /// Restore the identity from a backup file (the client restarts with it).
+    Import { path: PathBuf, passphrase: String },
+}
+
+/// A value that must never reach a log line (an invite holds the meeting secret): its
+/// `Debug` prints `Redacted(..)`.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub(crate) struct Redacted<T>(pub(crate) T);
+
+impl<T> std::fmt::Debug for Redacted<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Redacted(..)")
+    }
+}
+
+/// A meeting remembered in the store, as the home screen lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Recent {
+    /// The meeting.
+    pub(crate) meeting_id: MeetingId,
+    /// Its invite (to rejoin).
+    pub(crate) invite: Redacted<String>,
+    /// When we were last in it (ms since the Unix epoch).
+    pub(crate) last_seen_unix_ms: u64,
+}
+
+/// Who we are, once the client runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Me {
+    pub(crate) peer_id: PeerId,
+    pub(crate) safety_number: String,
+    pub(crate) name: String,
+}
+
+/// What the bridge reports to `update`.
+#[derive(Debug, Clone)]
+pub(crate) enum Event {
+    /// The bridge runs; send requests through this handle.
+    Ready(Handle),
+    /// The client started.
+    Started {
+        me: Me,
+        verified: Vec<PeerId>,
+        recent: Vec<Recent>,
+    },
+    /// The client could not start (one sentence).
+    StartFailed(String),
+    /// Something the core reported.
+    Core(conclave_core::Event),
+    /// We created a meeting; this is its invite.
+    Created(Redacted<String>),
+    /// A request failed; `what` names it for the user.
+    Failed { what: &'static str, message: String },
+    /// The recent meetings.
+    Recent(Vec<Recent>),
+    /// A meeting's stored chat history.
+    History(MeetingId, Vec<ChatRecord>),
+    /// The verified contacts changed.
+    Verified(Vec<PeerId>),
+    /// The identity backup was written.
+    Exported(PathBuf),
+    /// The identity was restored; the client restarts with it.
+    Imported(PeerId),
+    /// The core's event stream ended (the client stopped).
+    Stopped,
+}
+
+/// The UI's end of the bridge: a bounded sender of [`Request`]s.
+#[derive(Debug, Clone)]
+pub(crate) struct Handle(mpsc::Sender<Request>);
+
+impl Handle {
+    /// Queues a request without waiting; returns `false` when the bridge is gone or full
+    /// (the caller shows it).
+    pub(crate) fn send(&mut self, request: Request) -> bool {
+        match self.0.try_send(request) {
+            Ok(()) => true,
+            Err(err) => {
+                warn!(full = err.is_full(), "request to the core not queued");
+                false
+            }
+        }
+    }
+}
+
+/// The subscription's stream: see the module docs.
+pub(crate) fn connect() -> impl Stream<Item = Event> {
+    iced::stream::channel(EVENT_CAPACITY, async |mut output| {
+        let (tx, mut requests) = mpsc::channel(REQUEST_CAPACITY);
+        if output.send(Event::Ready(Handle(tx))).await.is_err() {
+            return;
+        }
+        let mut client: Option<Client> = None;
+        let mut events: Option<conclave_core::Events> = None;
+        let mut last_config: Option<Config> = None;
+        loop {
+            let step = {
+                let next_event = async {
+                    match events.as_mut() {
+                        Some(events) => events.next().await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    request = requests.next() => Step::Request(request),
+                    event = next_event => Step::Core(event),
+                }
+            };
+            match step {
+                Step::Request(None) => break,
+                Step::Request(Some(request)) => match request {
+                    Request::Start(config) => {
+                        if let Some(old) = client.take() {
+                            old.shutdown();
+                        }
+                        events = None;
+                        last_config = Some((*config).clone());
+                        match start(*config).await {
+                            Ok((started, stream)) => {
+                                let report = started_event(&started).await;
+                                client = Some(started);
+                                events = Some(stream);
+                                let _ = output.send(report).await;
+                            }
+                            Err(message) => {
+                                let _ = output.send(Event::StartFailed(message)).await;
+                            }
+                        }
+                    }
+                    Request::Import { path, passphrase } => {
+                        let Some(running) = client.clone() else {
+                            let _ = output.send(not_running("restore")).await;
+                            continue;
+                        };
+                        match import(&running, &path, passphrase).await {
+                            Ok(peer) => {
+                                let _ = output.send(Event::Imported(peer)).await;
+                                // Restart on the restored key.
+                                running.shutdown();
+                                drop(running);
+                                client = None;
+                                events = None;
+                                if let Some(config) = last_config.clone() {
+                                    match start(config).await {
+                                        Ok((started, stream)) => {
+                                            let report = started_event(&started).await;
+                                            client = Some(started);
+                                            events = Some(stream);
+                                            let _ = output.send(report).await;
+                                        }
+                                        Err(message) => {
+                                            let _ = output.send(Event::StartFailed(message)).await;
+                                        }
+                                    }
+                                }
+                            }
+                            Err(message) => {
+                                let _ = output
+                                    .send(Event::Failed {
+                                        what: "restore",
+                                        message,
+                                    })
+                                    .await;
+                            }
+                        }
+                    }
+                    other => match client.clone() {
+                        Some(running) => {
+                            tokio::spawn(perform(running, other, output.clone()));
+                        }
+                        None => {
+                            let _ = output.send(not_running(describe(&other))).await;
+                        }
+                    },
+                },
+                Step::Core(Some(event)) => {
+                    if output.send(Event::Core(event)).await.is_err() {
+                        break;
+                    }
+                }
+                Step::Core(None) => {
+                    events = None;
+                    client = None;
+                    let _ = output.send(Event::Stopped).await;
+                }
+            }
+        }
+        if let Some(client) = client {
+            client.shutdown();
+        }
+        debug!("bridge stopped");
+    })
+}
+
+/// One turn of the bridge loop.
+enum Step {
+    Request(Option<Request>),
+    Core(Option<conclave_core::Event>),
+}
+
+/// Reads a backup file and restores the identity in it.
+async fn import(
+    client: &Client,
+    path: &std::path::Path,
+    passphrase: String,
+) -> Result<PeerId, String> {
+    let owned = path.to_owned();
+    let bytes = tokio::task::spawn_blocking(move || std::fs::read(owned))
+        .await
+        .map_err(|_| "the file task stopped".to_owned())?
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    client
+        .import_identity(bytes, passphrase)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+fn not_running(what: &'static str) -> Event {
+    Event::Failed {
+        what,
+        message: "Conclave is not running (see the banner above)".to_owned(),
+    }
+}
+
+fn describe(request: &Request) -> &'static str {
+    match request {
+        Request::Start(_) => "start",
+        Request::Create { .. } => "create the meeting",
+        Request::Join(_) => "join",
+        Request::Leave => "leave",
+        Request::Chat(_) => "send the message",
+        Request::Mute(_) => "mute",
+        Request::NoiseSuppression(_) => "change noise suppression",
+        Request::Kick(_) => "remove the member",
+        Request::Approve(_) => "let the member in",
+        Request::SetVerified(..) => "save the verification",
+        Request::Recent => "load recent meetings",
+        Request::History(_) => "load the chat history",
+        Request::Export { .. } => "export the identity",
+        Request::Import { .. } => "restore",
+    }
+}
+
+/// Starts a client, waiting (bounded) for a previous one to release the data directory.
+async fn start(config: Config) -> Result<(Client, conclave_core::Events), String> {
+    let deadline = tokio::time::Instant::now() + RESTART_PATIENCE;
+    loop {
+        match Client::start(config.clone()).await {
+            Ok(started) => {
+                info!(peer_id = %started.0.peer_id(), "client started");
+                return Ok(started);
+            }
+            Err(conclave_core::Error::Store(conclave_core::store::StoreError::Locked {
+                ..
+            })) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(err) => return Err(format!("Conclave could not start: {err}")),
+        }
+    }
+}
+
+async fn started_event(client: &Client) -> Event {
+    let verified = client.verified_peers().await.unwrap_or_default();
+    let recent = recent(client).await.unwrap_or_default();
+    Event::Started {
+        me: Me {
+            peer_id: client.peer_id(),
+            safety_number: client.safety_number().to_string(),
+            name: client.name().to_owned(),
+        },
+        verified,
+        recent,
+    }
+}
+
+async fn recent(client: &Client) -> Result<Vec<Recent>, conclave_core::Error> {
+    Ok(client
+        .recent_meetings()
+        .await?
+        .into_iter()
+        .map(|(meeting_id, record)| Recent {
+            meeting_id,
+            invite: Redacted(record.invite),
+            last_seen_unix_ms: record.last_seen_unix_ms,
+        })
+        .collect())
+}
+
+/// Runs one request against the client and reports its outcome.
+async fn perform(client: Client, request: Request, mut output: mpsc::Sender<Event>) {
+    let what = describe(&request);
+    let outcome: Result<Option<Event>, conclave_core::Error> = match request {
+        Request::Create { lobby } => client
+            .create_meeting(lobby)
+            .await
+            .map(|invite| Some(Event::Created(Redacted(invite.to_uri())))),
+        Request::Join(invite) => client.join(*invite).await.map(|()| None),
+        Request::Leave => client.leave().await.map(|()| None),
+        Request::Chat(text) => client.send_chat(text).await.map(|()| None),
+        Request::Mute(muted) => client.set_muted(muted).await.map(|()| None),
+        Request::NoiseSuppression(on) => client.set_noise_suppression(on).await.map(|()| None),
+        Request::Kick(peer) => client.kick(peer).await.map(|()| None),
+        Request::Approve(peer) => client.approve(peer).await.map(|()| None),
+        Request::SetVerified(peer, verified) => match client.set_verified(peer, verified).await {
+            Ok(()) => client
+                .verified_peers()
+                .await
+                .map(|v| Some(Event::Verified(v))),
+            Err(err) => Err(err),
+        },
+        Request::Recent => recent(&client).await.map(|r| Some(Event::Recent(r))),
+        Request::History(meeting) => client
+            .history(meeting)
+            .await
+            .map(|lines| Some(Event::History(meeting, lines))),
+        Request::Export { path, passphrase } => match client.export_identity(passphrase).await {
+            Ok(bytes) => match write_private(&path, &bytes).await {
+                Ok(()) => Ok(Some(Event::Exported(path))),
+                Err(message) => {
+                    let _ = output.send(Event::Failed { what, message }).await;
+                    return;
+                }
+            },
+            Err(err) => Err(err),
+        },
+        Request::Start(_) | Request::Import { .. } => Ok(None),
+    };
+    let event = match outcome {
+        Ok(Some(event)) => event,
+        Ok(None) => return,
+        Err(err) => Event::Failed {
+            what,
+            message: err.to_string(),
+        },
+    };
+    let _ = output.send(event).await;
+}
+
+/// Writes a file readable only by its owner (the backup is encrypted, but still a key).
+async fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<(), String> {
+    let path = path.to_owned();
+    let bytes = bytes.to_vec();
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let mut file = options
+            .open(&path)
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        file.write_all(&bytes)
+            .and_then(|()| file.sync_all())
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))
+    })
+    .await
+    .map_err(|_| "the backup task stopped".to_owned())?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn next(stream: &mut (impl Stream<Item = Event> + Unpin)) -> Event {
+        tokio::time::timeout(Duration::from_secs(20), stream.next())
+            .await
+            .expect("the bridge answers within 20 s")
+            .expect("the bridge runs")
+    }
+
+    fn config(dir: &std::path::Path) -> Config {
+        Config::new(dir).with_mdns(false).with_listen(vec![
+            "/ip4/127.0.0.1/tcp/0".parse().expect("valid multiaddr"),
+        ])
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_bridge_starts_the_client_and_backs_the_identity_up_and_restores_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut stream = Box::pin(connect());
+        let Event::Ready(mut handle) = next(&mut stream).await else {
+            panic!("the bridge first hands out its handle");
+        };
+        assert!(handle.send(Request::Start(Box::new(config(&dir.path().join("a"))))));
+        let Event::Started { me, recent, .. } = next(&mut stream).await else {
+            panic!("the client starts");
+        };
+        assert!(recent.is_empty());
+
+        // Export, then restore into another installation.
+        let backup = dir.path().join("id.backup");
+        assert!(handle.send(Request::Export {
+            path: backup.clone(),
+            passphrase: "correct horse battery".into(),
+        }));
+        assert!(matches!(next(&mut stream).await, Event::Exported(path) if path == backup));
+
+        assert!(handle.send(Request::Start(Box::new(config(&dir.path().join("b"))))));
+        let Event::Started { me: other, .. } = next(&mut stream).await else {
+            panic!("the second installation starts");
+        };
+        assert_ne!(other.peer_id, me.peer_id);
+        assert!(handle.send(Request::Import {
+            path: backup.clone(),
+            passphrase: "wrong horse battery".into(),
+        }));
+        match next(&mut stream).await {
+            Event::Failed { what, message } => {
+                assert_eq!(what, "restore");
+                assert!(message.contains("wrong passphrase"), "{message}");
+            }
+            other => panic!("expected a failure, got {other:?}"),
+        }
+        assert!(handle.send(Request::Import {
+            path: backup,
+            passphrase: "correct horse battery".into(),
+        }));
+        assert!(matches!(next(&mut stream).await, Event::Imported(peer) if peer == me.peer_id));
+        let Event::Started { me: restored, .. } = next(&mut stream).await else {
+            panic!("the client restarts on the restored identity");
+        };
+        assert_eq!(restored.peer_id, me.peer_id);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn verification_marks_round_trip_through_the_bridge() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut stream = Box::pin(connect());
+        let Event::Ready(mut handle) = next(&mut stream).await else {
+            panic!("the bridge first hands out its handle");
+        };
+        assert!(handle.send(Request::Start(Box::new(config(dir.path())))));
+        assert!(matches!(next(&mut stream).await, Event::Started { .. }));
+        let peer = PeerId::from_public_key(
+            &conclave_core::identity::Identity::generate()
+                .libp2p_keypair()
+                .public(),
+        );
+        assert!(handle.send(Request::SetVerified(peer, true)));
+        assert!(matches!(next(&mut stream).await, Event::Verified(v) if v == vec![peer]));
+        assert!(handle.send(Request::SetVerified(peer, false)));
+        assert!(matches!(next(&mut stream).await, Event::Verified(v) if v.is_empty()));
+    }
+}

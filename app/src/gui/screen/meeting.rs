@@ -1,0 +1,1082 @@
+//! The meeting: joining progress, the grid of tiles, controls (mute, leave, copy invite),
+//! the chat and participants panels, the security code, and notices of membership and key
+//! changes.
+//!
+//! Phases: `Creating` or `Joining { stage }` → `In` → `Ended { reason }`. Core events arrive
+//! through [`State::handle_meeting`] and [`State::handle_media`]; user actions through
+//! [`State::update`], which returns the [`Action`] the app sends to the core.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use conclave_core::PeerId;
+use conclave_core::identity::{SafetyNumber, public_key_of};
+use conclave_core::invite::MeetingId;
+use conclave_core::media::driver::MediaEvent;
+use conclave_core::meeting::{LeaveReason, MeetingEvent};
+use conclave_core::store::ChatRecord;
+use iced::widget::{Column, Row, column, container, row, scrollable, text, text_input, tooltip};
+use iced::{Alignment, Color, Element, Length};
+
+use crate::gui::bridge::Redacted;
+use crate::gui::screen::home::short_peer;
+use crate::gui::widget::badge::{self, colour};
+use crate::gui::widget::focus::button;
+use crate::gui::widget::tile::{self, TileInfo};
+
+/// Id of the chat field.
+pub(crate) const CHAT_INPUT: &str = "chat";
+/// Lines kept in the chat panel.
+pub(crate) const MAX_CHAT_LINES: usize = 500;
+/// Notices kept (newest shown first).
+pub(crate) const MAX_NOTICES: usize = 4;
+/// What equal security codes mean, in one line.
+pub(crate) const CODE_EXPLANATION: &str = "If everyone sees the same code, nobody is listening in the middle. It changes whenever someone joins or leaves.";
+
+/// Where the joining stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stage {
+    /// Looking the meeting up and asking its members.
+    Finding,
+    /// Lobby: the host must let us in.
+    Waiting,
+    /// A member answered; the group keys are being set up.
+    Securing,
+}
+
+impl Stage {
+    /// The words shown.
+    pub(crate) fn describe(self) -> &'static str {
+        match self {
+            Stage::Finding => "Finding members…",
+            Stage::Waiting => "Waiting for the host to let you in…",
+            Stage::Securing => "Securing the meeting…",
+        }
+    }
+}
+
+/// The meeting's phase.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Phase {
+    Creating,
+    Joining(Stage),
+    In,
+    /// The meeting is over for us; one sentence why.
+    Ended(String),
+}
+
+/// Which side panel is open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum Panel {
+    #[default]
+    Chat,
+    Participants,
+    Hidden,
+}
+
+/// Media state of one member.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Media {
+    pub(crate) state: String,
+    pub(crate) path: Option<&'static str>,
+    pub(crate) rtt_ms: Option<f64>,
+    pub(crate) level_dbfs: Option<f32>,
+}
+
+/// One chat line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ChatLine {
+    pub(crate) name: String,
+    pub(crate) text: String,
+    pub(crate) earlier: bool,
+}
+
+/// Meeting screen state.
+#[derive(Debug)]
+pub(crate) struct State {
+    pub(crate) phase: Phase,
+    pub(crate) me: PeerId,
+    pub(crate) my_name: String,
+    pub(crate) host: bool,
+    /// Our invite (holds the secret: redacted in `Debug`).
+    pub(crate) invite: Option<Redacted<String>>,
+    pub(crate) meeting_id: Option<MeetingId>,
+    pub(crate) epoch: u64,
+    /// The epoch we arrived at: members reported at that epoch were already there.
+    pub(crate) joined_epoch: u64,
+    pub(crate) security_code: Option<String>,
+    /// Members other than us, by peer id, with their names.
+    pub(crate) members: BTreeMap<PeerId, String>,
+    pub(crate) media: BTreeMap<PeerId, Media>,
+    /// Joiners waiting in the lobby (host).
+    pub(crate) knocking: BTreeMap<PeerId, String>,
+    pub(crate) chat: Vec<ChatLine>,
+    pub(crate) chat_input: String,
+    pub(crate) unread: usize,
+    pub(crate) panel: Panel,
+    pub(crate) muted: bool,
+    pub(crate) show_code: bool,
+    /// Recent membership / key notices, newest last.
+    pub(crate) notices: Vec<String>,
+}
+
+/// What the user did in the meeting.
+#[derive(Debug, Clone)]
+pub(crate) enum Message {
+    ToggleMute,
+    Leave,
+    CopyInvite,
+    ShowPanel(Panel),
+    ChatChanged(String),
+    SendChat,
+    Kick(PeerId),
+    Approve(PeerId),
+    SetVerified(PeerId, bool),
+    ToggleCode,
+    DismissNotices,
+    BackHome,
+}
+
+/// What the app must do for the meeting screen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Action {
+    Mute(bool),
+    Leave,
+    Chat(String),
+    Kick(PeerId),
+    Approve(PeerId),
+    SetVerified(PeerId, bool),
+    Copy(String),
+    Home,
+    LoadHistory(MeetingId),
+}
+
+/// The safety number of a peer (derived from the key in its peer id).
+pub(crate) fn safety_number_of(peer: &PeerId) -> String {
+    public_key_of(peer)
+        .map(|key| SafetyNumber::of(&key).to_string())
+        .unwrap_or_else(|| "unavailable".to_owned())
+}
+
+impl State {
+    /// A meeting we are creating (as host).
+    pub(crate) fn creating(me: PeerId, my_name: String) -> Self {
+        Self::new(Phase::Creating, me, my_name, true)
+    }
+
+    /// A meeting we are joining.
+    pub(crate) fn joining(me: PeerId, my_name: String, invite: String) -> Self {
+        let mut state = Self::new(Phase::Joining(Stage::Finding), me, my_name, false);
+        state.invite = Some(Redacted(invite));
+        state
+    }
+
+    fn new(phase: Phase, me: PeerId, my_name: String, host: bool) -> Self {
+        Self {
+            phase,
+            me,
+            my_name,
+            host,
+            invite: None,
+            meeting_id: None,
+            epoch: 0,
+            joined_epoch: 0,
+            security_code: None,
+            members: BTreeMap::new(),
+            media: BTreeMap::new(),
+            knocking: BTreeMap::new(),
+            chat: Vec::new(),
+            chat_input: String::new(),
+            unread: 0,
+            panel: Panel::Chat,
+            muted: false,
+            show_code: false,
+            notices: Vec::new(),
+        }
+    }
+
+    fn notice(&mut self, text: String) {
+        self.notices.push(text);
+        if self.notices.len() > MAX_NOTICES {
+            self.notices.remove(0);
+        }
+    }
+
+    fn push_chat(&mut self, line: ChatLine) {
+        if !line.earlier && self.panel != Panel::Chat {
+            self.unread += 1;
+        }
+        self.chat.push(line);
+        if self.chat.len() > MAX_CHAT_LINES {
+            self.chat.remove(0);
+        }
+    }
+
+    fn name_of(&self, peer: &PeerId) -> String {
+        match self.members.get(peer) {
+            Some(name) if !name.is_empty() => name.clone(),
+            _ => short_peer(peer),
+        }
+    }
+
+    /// Opens the chat panel (and marks everything read).
+    pub(crate) fn show_chat(&mut self) {
+        self.panel = Panel::Chat;
+        self.unread = 0;
+    }
+
+    /// Our invite was created.
+    pub(crate) fn created(&mut self, invite: Redacted<String>) {
+        self.invite = Some(invite);
+    }
+
+    /// Stored lines said before we (re)joined.
+    pub(crate) fn history(&mut self, lines: Vec<ChatRecord>) {
+        let earlier: Vec<ChatLine> = lines
+            .into_iter()
+            .map(|line| ChatLine {
+                name: line.name,
+                text: line.text,
+                earlier: true,
+            })
+            .collect();
+        let live = std::mem::take(&mut self.chat);
+        self.chat = earlier;
+        self.chat.extend(live.into_iter().filter(|l| !l.earlier));
+    }
+
+    /// Applies a meeting event; returns what the app must do next.
+    pub(crate) fn handle_meeting(&mut self, event: MeetingEvent) -> Option<Action> {
+        match event {
+            MeetingEvent::Joined {
+                meeting_id,
+                epoch,
+                security_code,
+            } => {
+                self.phase = Phase::In;
+                self.meeting_id = Some(meeting_id);
+                self.epoch = epoch;
+                self.joined_epoch = epoch;
+                self.security_code = Some(security_code.to_string());
+                return Some(Action::LoadHistory(meeting_id));
+            }
+            MeetingEvent::Epoch {
+                epoch,
+                security_code,
+                members,
+            } => {
+                let changed = self.epoch != 0 && epoch != self.epoch;
+                self.epoch = epoch;
+                self.security_code = Some(security_code.to_string());
+                let present: BTreeSet<PeerId> = members.into_iter().collect();
+                self.members.retain(|peer, _| present.contains(peer));
+                for peer in present {
+                    if peer != self.me {
+                        self.members.entry(peer).or_default();
+                    }
+                }
+                if changed {
+                    self.notice(format!(
+                        "Membership changed: new keys are in use (the security code is now {security_code})."
+                    ));
+                }
+            }
+            MeetingEvent::MemberJoined { peer_id, name } => {
+                if let Phase::Joining(_) = self.phase {
+                    self.phase = Phase::Joining(Stage::Securing);
+                }
+                if peer_id != self.me {
+                    self.knocking.remove(&peer_id);
+                    let shown = if name.is_empty() {
+                        short_peer(&peer_id)
+                    } else {
+                        name.clone()
+                    };
+                    let known = self.members.insert(peer_id, name);
+                    let arrived_after_us = self.epoch != self.joined_epoch;
+                    if known.is_none_or(|n| n.is_empty())
+                        && self.phase == Phase::In
+                        && arrived_after_us
+                    {
+                        self.notice(format!("{shown} joined."));
+                    }
+                }
+            }
+            MeetingEvent::MemberLeft {
+                peer_id,
+                name,
+                reason,
+            } => {
+                self.members.remove(&peer_id);
+                self.media.remove(&peer_id);
+                let name = if name.is_empty() {
+                    short_peer(&peer_id)
+                } else {
+                    name
+                };
+                let why = match reason {
+                    LeaveReason::Kicked => "was removed",
+                    LeaveReason::TimedOut => "lost connection",
+                    _ => "left",
+                };
+                self.notice(format!("{name} {why}."));
+            }
+            MeetingEvent::Chat {
+                from, name, text, ..
+            } => {
+                let name = if from == self.me {
+                    format!("{name} (you)")
+                } else {
+                    name
+                };
+                self.push_chat(ChatLine {
+                    name,
+                    text,
+                    earlier: false,
+                });
+            }
+            MeetingEvent::Knocking { peer_id, name } => {
+                let shown = if name.is_empty() {
+                    short_peer(&peer_id)
+                } else {
+                    name.clone()
+                };
+                self.knocking.insert(peer_id, name);
+                self.panel = Panel::Participants;
+                self.notice(format!("{shown} is waiting in the lobby."));
+            }
+            MeetingEvent::Waiting => self.phase = Phase::Joining(Stage::Waiting),
+            MeetingEvent::JoinRefused => {
+                self.phase = Phase::Ended(
+                    "The meeting refused this invite: its secret is wrong or it was altered."
+                        .to_owned(),
+                );
+            }
+            MeetingEvent::JoinTimedOut => {
+                self.phase = Phase::Ended(
+                    "Nobody in this meeting could be reached (or nobody let you in). Check the invite, your network or your relay, and try again."
+                        .to_owned(),
+                );
+            }
+            MeetingEvent::Removed { reason } => {
+                self.phase = Phase::Ended(match reason {
+                    LeaveReason::Kicked => "The host removed you from the meeting.".to_owned(),
+                    _ => "You are no longer in the meeting.".to_owned(),
+                });
+            }
+            MeetingEvent::Left => return Some(Action::Home),
+            other => tracing::debug!(?other, "meeting event not shown"),
+        }
+        None
+    }
+
+    /// Applies a media event.
+    pub(crate) fn handle_media(&mut self, event: MediaEvent) {
+        match event {
+            MediaEvent::Connection {
+                peer_id,
+                state,
+                path,
+                rtt_ms,
+                ..
+            } => {
+                let lost = matches!(state.as_str(), "failed" | "disconnected");
+                let was = self.media.get(&peer_id).map(|m| m.state.clone());
+                if lost && was.as_deref() == Some("connected") {
+                    let name = self.name_of(&peer_id);
+                    self.notice(format!(
+                        "Lost the audio connection to {name}; trying to repair it."
+                    ));
+                }
+                let media = self.media.entry(peer_id).or_default();
+                media.state = state;
+                media.path = Some(path);
+                if rtt_ms.is_some() {
+                    media.rtt_ms = rtt_ms;
+                }
+            }
+            MediaEvent::Stats {
+                peer_id,
+                level_dbfs,
+                rtt_ms,
+                ..
+            } => {
+                let media = self.media.entry(peer_id).or_default();
+                media.level_dbfs = Some(level_dbfs);
+                if rtt_ms.is_some() {
+                    media.rtt_ms = rtt_ms;
+                }
+            }
+            MediaEvent::AudioStarted { peer_id } => {
+                let name = self.name_of(&peer_id);
+                self.media.entry(peer_id).or_default();
+                tracing::debug!(%name, "audio started");
+            }
+            MediaEvent::Warning(message) => self.notice(message),
+            other => tracing::debug!(?other, "media event not shown"),
+        }
+    }
+
+    /// Handles a user action.
+    pub(crate) fn update(&mut self, message: Message) -> Option<Action> {
+        match message {
+            Message::ToggleMute => {
+                self.muted = !self.muted;
+                Some(Action::Mute(self.muted))
+            }
+            Message::Leave => Some(Action::Leave),
+            Message::CopyInvite => self.invite.clone().map(|invite| Action::Copy(invite.0)),
+            Message::ShowPanel(panel) => {
+                self.panel = if self.panel == panel {
+                    Panel::Hidden
+                } else {
+                    panel
+                };
+                if self.panel == Panel::Chat {
+                    self.unread = 0;
+                }
+                None
+            }
+            Message::ChatChanged(text) => {
+                self.chat_input = text.chars().take(2000).collect();
+                None
+            }
+            Message::SendChat => {
+                let text = self.chat_input.trim().to_owned();
+                if text.is_empty() || self.phase != Phase::In {
+                    return None;
+                }
+                self.chat_input.clear();
+                // The core does not echo our own lines: show it here.
+                self.push_chat(ChatLine {
+                    name: format!("{} (you)", self.my_name),
+                    text: text.clone(),
+                    earlier: false,
+                });
+                Some(Action::Chat(text))
+            }
+            Message::Kick(peer) => Some(Action::Kick(peer)),
+            Message::Approve(peer) => {
+                self.knocking.remove(&peer);
+                Some(Action::Approve(peer))
+            }
+            Message::SetVerified(peer, verified) => Some(Action::SetVerified(peer, verified)),
+            Message::ToggleCode => {
+                self.show_code = !self.show_code;
+                None
+            }
+            Message::DismissNotices => {
+                self.notices.clear();
+                None
+            }
+            Message::BackHome => Some(Action::Home),
+        }
+    }
+
+    /// Tiles in display order: us first, then members by name.
+    pub(crate) fn tiles(&self, verified: &BTreeSet<PeerId>) -> Vec<TileInfo> {
+        let mut tiles = vec![TileInfo {
+            name: self.my_name.clone(),
+            short_id: short_peer(&self.me),
+            is_me: true,
+            muted: Some(self.muted),
+            verified: false,
+            level_dbfs: None,
+            connection: None,
+        }];
+        let mut others: Vec<TileInfo> = self
+            .members
+            .iter()
+            .map(|(peer, name)| {
+                let media = self.media.get(peer);
+                TileInfo {
+                    name: name.clone(),
+                    short_id: short_peer(peer),
+                    is_me: false,
+                    muted: None,
+                    verified: verified.contains(peer),
+                    level_dbfs: media.and_then(|m| m.level_dbfs),
+                    connection: media.map(|m| (m.state.clone(), m.path, m.rtt_ms)),
+                }
+            })
+            .collect();
+        others.sort_by_key(|t| t.label().to_lowercase());
+        tiles.extend(others);
+        tiles
+    }
+
+    /// Draws the screen.
+    pub(crate) fn view<'a>(&'a self, verified: &BTreeSet<PeerId>) -> Element<'a, Message> {
+        match &self.phase {
+            Phase::Creating => progress("Creating the meeting…", None),
+            Phase::Joining(stage) => progress(stage.describe(), Some(*stage)),
+            Phase::Ended(reason) => container(
+                column![
+                    text("The meeting is over for you").size(24),
+                    text(reason.clone()).size(16),
+                    button("Back to home").on_press(Message::BackHome),
+                ]
+                .spacing(16)
+                .align_x(Alignment::Center)
+                .max_width(560),
+            )
+            .center(Length::Fill)
+            .into(),
+            Phase::In => self.view_in(verified),
+        }
+    }
+
+    fn view_in<'a>(&'a self, verified: &BTreeSet<PeerId>) -> Element<'a, Message> {
+        let code = self.security_code.clone().unwrap_or_default();
+        let header = row![
+            text(format!(
+                "Meeting {}",
+                self.meeting_id.map(|m| m.short()).unwrap_or_default()
+            ))
+            .size(22)
+            .width(Length::Fill),
+            tooltip(
+                button(text(format!("Security code {code}")).size(15))
+                    .style(button::secondary)
+                    .on_press(Message::ToggleCode),
+                container(text(CODE_EXPLANATION).size(13))
+                    .padding(8)
+                    .max_width(360)
+                    .style(container::rounded_box),
+                tooltip::Position::Bottom,
+            ),
+        ]
+        .spacing(12)
+        .align_y(Alignment::Center);
+
+        let mut body = Column::new().spacing(12).push(header);
+        // Joiners waiting in the lobby come first: right after the header in the Tab order.
+        if self.host && !self.knocking.is_empty() {
+            let mut lobby = Column::new().spacing(6).push(badge::badge(
+                format!("{} waiting in the lobby", self.knocking.len()),
+                colour::CAUTION,
+            ));
+            for (peer, name) in &self.knocking {
+                let shown = if name.is_empty() {
+                    short_peer(peer)
+                } else {
+                    name.clone()
+                };
+                lobby = lobby.push(
+                    row![
+                        text(format!(
+                            "{shown} wants to join (safety number {})",
+                            safety_number_of(peer)
+                        ))
+                        .size(14)
+                        .width(Length::Fill),
+                        button(text(format!("Let {shown} in")).size(14))
+                            .on_press(Message::Approve(*peer)),
+                    ]
+                    .spacing(8)
+                    .align_y(Alignment::Center),
+                );
+            }
+            body = body.push(lobby);
+        }
+        if self.show_code {
+            body = body.push(
+                container(
+                    column![
+                        text(format!("Security code: {code}")).size(20),
+                        text(CODE_EXPLANATION).size(14),
+                    ]
+                    .spacing(6),
+                )
+                .padding(12)
+                .style(container::bordered_box),
+            );
+        }
+        if !self.notices.is_empty() {
+            let mut notices = Column::new().spacing(4);
+            for notice in self.notices.iter().rev() {
+                notices = notices.push(text(notice.clone()).size(14));
+            }
+            body = body.push(
+                container(
+                    row![
+                        notices.width(Length::Fill),
+                        button(text("Dismiss").size(13))
+                            .style(button::secondary)
+                            .on_press(Message::DismissNotices),
+                    ]
+                    .spacing(8)
+                    .align_y(Alignment::Center),
+                )
+                .padding(10)
+                .style(|_theme: &iced::Theme| container::Style {
+                    background: Some(colour::NEUTRAL.into()),
+                    text_color: Some(Color::WHITE),
+                    border: iced::Border {
+                        radius: 8.0.into(),
+                        ..iced::Border::default()
+                    },
+                    ..container::Style::default()
+                }),
+            );
+        }
+
+        // Grid of tiles, wrapping to the width of the window.
+        let mut grid = Row::new().spacing(12);
+        for info in self.tiles(verified) {
+            grid = grid.push(tile::tile(&info));
+        }
+        let grid = grid.wrap().vertical_spacing(12);
+        body = body.push(scrollable(grid).height(Length::Fill));
+
+        let chat_label = if self.unread > 0 {
+            format!("Chat ({} new)", self.unread)
+        } else {
+            "Chat".to_owned()
+        };
+        let controls = row![
+            button(if self.muted { "Unmute" } else { "Mute" })
+                .style(if self.muted {
+                    button::danger
+                } else {
+                    button::primary
+                })
+                .on_press(Message::ToggleMute),
+            button(text(chat_label))
+                .style(button::secondary)
+                .on_press(Message::ShowPanel(Panel::Chat)),
+            button("Participants")
+                .style(button::secondary)
+                .on_press(Message::ShowPanel(Panel::Participants)),
+            button("Copy invite")
+                .style(button::secondary)
+                .on_press_maybe(self.invite.is_some().then_some(Message::CopyInvite)),
+            button("Leave")
+                .style(button::danger)
+                .on_press(Message::Leave),
+            text("Ctrl+D: mute · Ctrl+I: copy invite · Ctrl+Shift+L: leave").size(13),
+        ]
+        .spacing(10)
+        .align_y(Alignment::Center);
+        body = body.push(controls);
+
+        let main = body.width(Length::FillPortion(3));
+        let panel: Option<Element<'a, Message>> = match self.panel {
+            Panel::Chat => Some(self.view_chat()),
+            Panel::Participants => Some(self.view_participants(verified)),
+            Panel::Hidden => None,
+        };
+        let mut layout = row![main].spacing(16).padding(20);
+        if let Some(panel) = panel {
+            layout = layout.push(
+                container(panel)
+                    .padding(12)
+                    .width(Length::FillPortion(2))
+                    .height(Length::Fill)
+                    .style(container::bordered_box),
+            );
+        }
+        layout.into()
+    }
+
+    fn view_chat(&self) -> Element<'_, Message> {
+        let mut lines = Column::new().spacing(6);
+        if self.chat.is_empty() {
+            lines =
+                lines.push(text("No messages yet. Messages are end-to-end encrypted.").size(14));
+        }
+        for line in &self.chat {
+            let prefix = if line.earlier { "(earlier) " } else { "" };
+            lines = lines.push(text(format!("{prefix}{}: {}", line.name, line.text)).size(15));
+        }
+        column![
+            text("Chat messages").size(20),
+            scrollable(lines).height(Length::Fill).anchor_bottom(),
+            row![
+                text_input("Write a message…", &self.chat_input)
+                    .id(CHAT_INPUT)
+                    .on_input(Message::ChatChanged)
+                    .on_submit(Message::SendChat),
+                button("Send").on_press_maybe(
+                    (!self.chat_input.trim().is_empty()).then_some(Message::SendChat)
+                ),
+            ]
+            .spacing(8),
+        ]
+        .spacing(10)
+        .into()
+    }
+
+    fn view_participants<'a>(&'a self, verified: &BTreeSet<PeerId>) -> Element<'a, Message> {
+        let mut list = Column::new().spacing(12);
+        if self.host && !self.knocking.is_empty() {
+            list = list.push(text("Waiting in the lobby").size(16));
+            for (peer, name) in &self.knocking {
+                let shown = if name.is_empty() {
+                    short_peer(peer)
+                } else {
+                    name.clone()
+                };
+                list = list.push(
+                    column![
+                        text(shown).size(15),
+                        text(format!("Safety number {}", safety_number_of(peer))).size(13),
+                        button(text("Let in").size(14)).on_press(Message::Approve(*peer)),
+                    ]
+                    .spacing(4),
+                );
+            }
+        }
+        list = list.push(text(format!("In the meeting ({})", self.members.len() + 1)).size(16));
+        list = list.push(
+            column![
+                text(format!("{} (you)", self.my_name)).size(15),
+                text(format!("Safety number {}", safety_number_of(&self.me))).size(13),
+            ]
+            .spacing(4),
+        );
+        for (peer, name) in &self.members {
+            let is_verified = verified.contains(peer);
+            let shown = if name.is_empty() {
+                short_peer(peer)
+            } else {
+                name.clone()
+            };
+            let mut actions = row![
+                button(
+                    text(if is_verified {
+                        format!("Unverify {shown}")
+                    } else {
+                        format!("Mark {shown} verified")
+                    })
+                    .size(13)
+                )
+                .style(button::secondary)
+                .on_press(Message::SetVerified(*peer, !is_verified)),
+            ]
+            .spacing(6);
+            if self.host {
+                actions = actions.push(
+                    button(text(format!("Remove {shown}")).size(13))
+                        .style(button::danger)
+                        .on_press(Message::Kick(*peer)),
+                );
+            }
+            let mut title = row![text(shown.clone()).size(15)].spacing(6);
+            if is_verified {
+                title = title.push(badge::badge("verified".to_owned(), colour::GOOD));
+            }
+            list = list.push(
+                column![
+                    title,
+                    text(format!("Safety number {}", safety_number_of(peer))).size(13),
+                    actions,
+                ]
+                .spacing(4),
+            );
+        }
+        column![
+            text("People").size(20),
+            text("Compare a person's safety number with them (in person or by phone) before marking them verified.")
+                .size(13),
+            scrollable(list).height(Length::Fill),
+        ]
+        .spacing(10)
+        .into()
+    }
+}
+
+fn progress<'a>(headline: &'a str, stage: Option<Stage>) -> Element<'a, Message> {
+    let mut steps = Column::new().spacing(6);
+    if let Some(stage) = stage {
+        for step in [Stage::Finding, Stage::Waiting, Stage::Securing] {
+            let marker = if step == stage { "→ " } else { "   " };
+            let mut line = text(format!("{marker}{}", step.describe())).size(15);
+            if step != stage {
+                line = line.color(Color::from_rgb(0.65, 0.68, 0.72));
+            }
+            steps = steps.push(line);
+        }
+    }
+    container(
+        column![
+            text(headline).size(24),
+            steps,
+            button("Cancel")
+                .style(button::secondary)
+                .on_press(Message::Leave),
+        ]
+        .spacing(16)
+        .align_x(Alignment::Center),
+    )
+    .center(Length::Fill)
+    .into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use conclave_core::group::SecurityCode;
+    use iced_test::{selector, simulator};
+
+    fn code(n: u8) -> SecurityCode {
+        SecurityCode::from_authenticator(&[n; 32])
+    }
+
+    fn interact(
+        state: &mut State,
+        verified: &BTreeSet<PeerId>,
+        interact: impl FnOnce(&mut iced_test::Simulator<'_, Message>),
+    ) -> Vec<Action> {
+        let messages: Vec<Message> = {
+            let mut ui = simulator(state.view(verified));
+            interact(&mut ui);
+            ui.into_messages().collect()
+        };
+        messages
+            .into_iter()
+            .filter_map(|m| state.update(m))
+            .collect()
+    }
+
+    /// A joined meeting with Bob in it.
+    fn in_meeting(host: bool) -> (State, PeerId) {
+        let me = PeerId::random();
+        let bob = PeerId::random();
+        let mut state = if host {
+            State::creating(me, "Ada".into())
+        } else {
+            State::joining(me, "Ada".into(), "conclave:v1?...".into())
+        };
+        let id = MeetingId([7; 16]);
+        let action = state.handle_meeting(MeetingEvent::Joined {
+            meeting_id: id,
+            epoch: 1,
+            security_code: code(1),
+        });
+        assert_eq!(action, Some(Action::LoadHistory(id)));
+        state.handle_meeting(MeetingEvent::MemberJoined {
+            peer_id: bob,
+            name: "Bob".into(),
+        });
+        (state, bob)
+    }
+
+    #[test]
+    fn joining_shows_progress_and_can_be_cancelled() {
+        let verified = BTreeSet::new();
+        let mut state = State::joining(PeerId::random(), "Ada".into(), "conclave:x".into());
+        let mut ui = simulator(state.view(&verified));
+        assert!(ui.find("Finding members…").is_ok());
+        drop(ui);
+        state.handle_meeting(MeetingEvent::Waiting);
+        let mut ui = simulator(state.view(&verified));
+        assert!(ui.find("Waiting for the host to let you in…").is_ok());
+        drop(ui);
+        let actions = interact(&mut state, &verified, |ui| {
+            ui.click("Cancel").unwrap();
+        });
+        assert_eq!(actions, vec![Action::Leave]);
+    }
+
+    #[test]
+    fn a_refused_join_says_why() {
+        let verified = BTreeSet::new();
+        let mut state = State::joining(PeerId::random(), "Ada".into(), "conclave:x".into());
+        state.handle_meeting(MeetingEvent::JoinRefused);
+        let mut ui = simulator(state.view(&verified));
+        assert!(
+            ui.find("The meeting refused this invite: its secret is wrong or it was altered.")
+                .is_ok()
+        );
+        drop(ui);
+        let actions = interact(&mut state, &verified, |ui| {
+            ui.click("Back to home").unwrap();
+        });
+        assert_eq!(actions, vec![Action::Home]);
+    }
+
+    #[test]
+    fn tiles_badges_and_security_code() {
+        let (mut state, bob) = in_meeting(false);
+        state.handle_media(MediaEvent::Connection {
+            peer_id: bob,
+            state: "connected".into(),
+            path: "relayed",
+            rtt_ms: Some(42.0),
+            ice_restarts: 0,
+        });
+        state.handle_media(MediaEvent::Stats {
+            peer_id: bob,
+            rx_frames: 10,
+            lost_frames: 0,
+            recovered_frames: 0,
+            decrypt_failures: 0,
+            jitter_ms: 1.0,
+            level_dbfs: -20.0,
+            rtt_ms: None,
+        });
+        let verified: BTreeSet<PeerId> = [bob].into();
+        let mut ui = simulator(state.view(&verified));
+        assert!(state.notices.is_empty());
+        assert!(ui.find("Ada (you)").is_ok());
+        assert!(ui.find("Bob").is_ok());
+        assert!(ui.find("relayed · 42 ms").is_ok());
+        assert!(ui.find("speaking").is_ok());
+        assert!(ui.find("verified").is_ok());
+        assert!(ui.find(format!("Security code {}", code(1))).is_ok());
+        drop(ui);
+        // The code's explanation is one click away.
+        let actions = interact(&mut state, &verified, |ui| {
+            ui.click(format!("Security code {}", code(1))).unwrap();
+        });
+        assert!(actions.is_empty());
+        let mut ui = simulator(state.view(&verified));
+        assert!(ui.find(CODE_EXPLANATION).is_ok());
+        drop(ui);
+        // A broken media path is announced (the badge says it too).
+        state.handle_media(MediaEvent::Connection {
+            peer_id: bob,
+            state: "failed".into(),
+            path: "relayed",
+            rtt_ms: None,
+            ice_restarts: 0,
+        });
+        let mut ui = simulator(state.view(&verified));
+        assert!(
+            ui.find("Lost the audio connection to Bob; trying to repair it.")
+                .is_ok()
+        );
+        assert!(ui.find("no media connection").is_ok());
+    }
+
+    #[test]
+    fn mute_toggles_and_shows() {
+        let (mut state, _) = in_meeting(false);
+        let verified = BTreeSet::new();
+        let actions = interact(&mut state, &verified, |ui| {
+            ui.click("Mute").unwrap();
+        });
+        assert_eq!(actions, vec![Action::Mute(true)]);
+        let mut ui = simulator(state.view(&verified));
+        assert!(ui.find("Unmute").is_ok());
+        assert!(ui.find("muted").is_ok());
+    }
+
+    #[test]
+    fn chat_sends_and_counts_unread() {
+        let (mut state, bob) = in_meeting(false);
+        let verified = BTreeSet::new();
+        let actions = interact(&mut state, &verified, |ui| {
+            ui.click(selector::id(CHAT_INPUT)).unwrap();
+            ui.typewrite("hello all");
+        });
+        assert!(actions.is_empty());
+        let actions = interact(&mut state, &verified, |ui| {
+            ui.click("Send").unwrap();
+        });
+        assert_eq!(actions, vec![Action::Chat("hello all".into())]);
+        assert!(state.chat_input.is_empty());
+        let mut ui = simulator(state.view(&verified));
+        assert!(ui.find("Ada (you): hello all").is_ok());
+        drop(ui);
+        // Hide the chat, receive a line: it counts as unread.
+        interact(&mut state, &verified, |ui| {
+            ui.click("Chat").unwrap();
+        });
+        assert_eq!(state.panel, Panel::Hidden);
+        state.handle_meeting(MeetingEvent::Chat {
+            from: bob,
+            name: "Bob".into(),
+            text: "hi Ada".into(),
+            unix_ms: 1,
+        });
+        let mut ui = simulator(state.view(&verified));
+        assert!(ui.find("Chat (1 new)").is_ok());
+        drop(ui);
+        interact(&mut state, &verified, |ui| {
+            ui.click("Chat (1 new)").unwrap();
+        });
+        assert_eq!(state.unread, 0);
+        let mut ui = simulator(state.view(&verified));
+        assert!(ui.find("Bob: hi Ada").is_ok());
+    }
+
+    #[test]
+    fn participants_verify_and_host_controls() {
+        let (mut state, bob) = in_meeting(true);
+        let verified = BTreeSet::new();
+        interact(&mut state, &verified, |ui| {
+            ui.click("Participants").unwrap();
+        });
+        let mut ui = simulator(state.view(&verified));
+        assert!(
+            ui.find(format!("Safety number {}", safety_number_of(&bob)))
+                .is_ok()
+        );
+        drop(ui);
+        let actions = interact(&mut state, &verified, |ui| {
+            ui.click("Mark Bob verified").unwrap();
+        });
+        assert_eq!(actions, vec![Action::SetVerified(bob, true)]);
+        let actions = interact(&mut state, &verified, |ui| {
+            ui.click("Remove Bob").unwrap();
+        });
+        assert_eq!(actions, vec![Action::Kick(bob)]);
+        // A joiner knocks: the host lets them in.
+        let carol = PeerId::random();
+        state.handle_meeting(MeetingEvent::Knocking {
+            peer_id: carol,
+            name: "Carol".into(),
+        });
+        let mut ui = simulator(state.view(&verified));
+        assert!(ui.find("1 waiting in the lobby").is_ok());
+        assert!(ui.find("Let Carol in").is_ok());
+        drop(ui);
+        let actions = interact(&mut state, &verified, |ui| {
+            ui.click("Let in").unwrap();
+        });
+        assert_eq!(actions, vec![Action::Approve(carol)]);
+    }
+
+    #[test]
+    fn membership_changes_and_key_rotation_are_announced() {
+        let (mut state, bob) = in_meeting(false);
+        let verified = BTreeSet::new();
+        state.handle_meeting(MeetingEvent::Epoch {
+            epoch: 2,
+            security_code: code(2),
+            members: vec![state.me],
+        });
+        state.handle_meeting(MeetingEvent::MemberLeft {
+            peer_id: bob,
+            name: "Bob".into(),
+            reason: LeaveReason::TimedOut,
+        });
+        let mut ui = simulator(state.view(&verified));
+        assert!(ui.find("Bob lost connection.").is_ok());
+        assert!(
+            ui.find(format!(
+                "Membership changed: new keys are in use (the security code is now {}).",
+                code(2)
+            ))
+            .is_ok()
+        );
+        assert!(ui.find(format!("Security code {}", code(2))).is_ok());
+        drop(ui);
+        assert_eq!(state.tiles(&verified).len(), 1);
+        // Someone new arrives after us: announced.
+        state.handle_meeting(MeetingEvent::MemberJoined {
+            peer_id: PeerId::random(),
+            name: "Dan".into(),
+        });
+        assert!(state.notices.iter().any(|n| n == "Dan joined."));
+        assert!(
+            !state.notices.iter().any(|n| n == "Bob joined."),
+            "members already there when we arrived are not announced"
+        );
+        let actions = interact(&mut state, &verified, |ui| {
+            ui.click("Leave").unwrap();
+        });
+        assert_eq!(actions, vec![Action::Leave]);
+    }
+}
