@@ -71,6 +71,9 @@ use crate::metrics::{FROM_PEER, Label, Metrics, TO_PEER};
 pub const SECRET_FILE: &str = "turn.secret";
 /// Queue of TCP frames waiting for the engine, and of answers per TCP connection.
 const TCP_QUEUE: usize = 256;
+/// Socket buffer size asked for the UDP listener (the kernel caps it at
+/// `net.core.rmem_max` / `wmem_max`).
+const LISTENER_BUFFER: usize = 4 * 1024 * 1024;
 /// Attempts to find a free relay port before giving up.
 const PORT_ATTEMPTS: usize = 64;
 const UDP: Label = [("transport", "udp")];
@@ -820,6 +823,24 @@ impl Drop for TurnServer {
     }
 }
 
+/// Binds the UDP listener with [`LISTENER_BUFFER`]-byte socket buffers: the engine reads
+/// one datagram at a time, so bursts wait in the kernel.
+fn bind_listener(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    for (what, result) in [
+        ("receive", socket.set_recv_buffer_size(LISTENER_BUFFER)),
+        ("send", socket.set_send_buffer_size(LISTENER_BUFFER)),
+    ] {
+        if let Err(err) = result {
+            warn!(error = %err, "cannot enlarge the TURN listener's {what} buffer");
+        }
+    }
+    socket.bind(&addr.into())?;
+    socket.set_nonblocking(true)?;
+    UdpSocket::from_std(socket.into())
+}
+
 /// Where the relay's outbound traffic leaves from (no packet is sent).
 fn outbound_ip() -> Option<IpAddr> {
     let socket = std::net::UdpSocket::bind(("0.0.0.0", 0)).ok()?;
@@ -843,9 +864,7 @@ impl TurnServer {
             .unwrap_or_else(|| data_dir.join(SECRET_FILE));
         let secret = load_or_create_secret(&secret_path)?;
         let listen_err = |addr| move |source| TurnError::Listen { addr, source };
-        let udp_socket = UdpSocket::bind(config.listen)
-            .await
-            .map_err(listen_err(config.listen))?;
+        let udp_socket = bind_listener(config.listen).map_err(listen_err(config.listen))?;
         let udp = udp_socket.local_addr().map_err(listen_err(config.listen))?;
         let public_ip = match config.public_ip {
             Some(ip) => ip,
