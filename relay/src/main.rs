@@ -43,7 +43,10 @@ async fn main() {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+            // The TURN engine logs every undeliverable datagram from the network at error
+            // level (one line per packet an attacker sends): off unless RUST_LOG asks.
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,turn::server=off".into()),
         )
         .init();
     let args = Args::parse();

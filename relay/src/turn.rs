@@ -71,6 +71,9 @@ use crate::metrics::{FROM_PEER, Label, Metrics, TO_PEER};
 pub const SECRET_FILE: &str = "turn.secret";
 /// Queue of TCP frames waiting for the engine, and of answers per TCP connection.
 const TCP_QUEUE: usize = 256;
+/// Socket buffer size asked for the UDP listener (the kernel caps it at
+/// `net.core.rmem_max` / `wmem_max`).
+const LISTENER_BUFFER: usize = 4 * 1024 * 1024;
 /// Attempts to find a free relay port before giving up.
 const PORT_ATTEMPTS: usize = 64;
 const UDP: Label = [("transport", "udp")];
@@ -820,6 +823,46 @@ impl Drop for TurnServer {
     }
 }
 
+/// Binds the UDP listener and, with `tcp`, a TCP listener on the same port. With port 0
+/// the system picks a UDP port that may be taken for TCP: then it tries another.
+async fn bind_pair(
+    addr: SocketAddr,
+    tcp: bool,
+) -> std::io::Result<(UdpSocket, Option<TcpListener>)> {
+    let mut attempts = if addr.port() == 0 { 8 } else { 1 };
+    loop {
+        let udp = bind_listener(addr)?;
+        if !tcp {
+            return Ok((udp, None));
+        }
+        match TcpListener::bind(udp.local_addr()?).await {
+            Ok(listener) => return Ok((udp, Some(listener))),
+            Err(err) if err.kind() == std::io::ErrorKind::AddrInUse && attempts > 1 => {
+                attempts -= 1;
+            }
+            Err(err) => return Err(err),
+        }
+    }
+}
+
+/// Binds the UDP listener with [`LISTENER_BUFFER`]-byte socket buffers: the engine reads
+/// one datagram at a time, so bursts wait in the kernel.
+fn bind_listener(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    for (what, result) in [
+        ("receive", socket.set_recv_buffer_size(LISTENER_BUFFER)),
+        ("send", socket.set_send_buffer_size(LISTENER_BUFFER)),
+    ] {
+        if let Err(err) = result {
+            warn!(error = %err, "cannot enlarge the TURN listener's {what} buffer");
+        }
+    }
+    socket.bind(&addr.into())?;
+    socket.set_nonblocking(true)?;
+    UdpSocket::from_std(socket.into())
+}
+
 /// Where the relay's outbound traffic leaves from (no packet is sent).
 fn outbound_ip() -> Option<IpAddr> {
     let socket = std::net::UdpSocket::bind(("0.0.0.0", 0)).ok()?;
@@ -843,7 +886,7 @@ impl TurnServer {
             .unwrap_or_else(|| data_dir.join(SECRET_FILE));
         let secret = load_or_create_secret(&secret_path)?;
         let listen_err = |addr| move |source| TurnError::Listen { addr, source };
-        let udp_socket = UdpSocket::bind(config.listen)
+        let (udp_socket, tcp_listener) = bind_pair(config.listen, config.tcp)
             .await
             .map_err(listen_err(config.listen))?;
         let udp = udp_socket.local_addr().map_err(listen_err(config.listen))?;
@@ -882,8 +925,7 @@ impl TurnServer {
             relay_addr_generator: Box::new(allocator(&udp_pending)),
         }];
         let mut tcp = None;
-        if config.tcp {
-            let tcp_listener = TcpListener::bind(udp).await.map_err(listen_err(udp))?;
+        if let Some(tcp_listener) = tcp_listener {
             let (frames_tx, frames_rx) = mpsc::channel(TCP_QUEUE);
             let writers = Arc::new(Mutex::new(HashMap::new()));
             let tcp_pending = Pending::default();

@@ -16,7 +16,8 @@
 //! cargo build --release --workspace --bins
 //! ./target/release/relay-bench [--seconds S] [--size BYTES] [--steps STREAMSxRATE,...]
 //! ```
-//! Output: one line per server and step, then a JSON summary on the last line.
+//! Each step runs against a fresh server process. Output: one line per server and step,
+//! then a JSON summary on the last line.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -43,14 +44,8 @@ fn parse_args() -> anyhow::Result<Args> {
     let mut args = Args {
         seconds: 5,
         size: 200,
-        steps: vec![
-            (1, 50),
-            (20, 50),
-            (50, 100),
-            (100, 100),
-            (100, 200),
-            (200, 200),
-        ],
+        // 1 to 400 relayed audio calls (the first table of docs/performance.md).
+        steps: vec![(1, 50), (150, 50), (300, 50), (400, 50)],
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -348,6 +343,13 @@ async fn step(
         (Some(b), Some(a)) => (a - b) as f64 / clock_ticks() as f64 / wall * 100.0,
         _ => 0.0,
     };
+    // Delete the allocations (refresh with lifetime 0), so a reused client port never meets
+    // a stale allocation (437) in the next step.
+    if server.is_some() {
+        for (conn, _) in &conns {
+            let _ = conn.close().await;
+        }
+    }
     for client in clients {
         let _ = client.close().await;
     }
@@ -391,10 +393,21 @@ async fn main() -> anyhow::Result<()> {
         start_conclave as fn() -> anyhow::Result<Server>,
         start_coturn,
     ] {
-        let server = start()?;
-        tokio::time::sleep(Duration::from_millis(700)).await;
         for &(streams, rate) in &args.steps {
-            let r = step(Some(&server), streams, rate, args.size, args.seconds).await?;
+            // A fresh server per step: no state carried over between loads.
+            let server = start()?;
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            let r = match step(Some(&server), streams, rate, args.size, args.seconds).await {
+                Ok(r) => r,
+                Err(err) => {
+                    println!(
+                        "{:<15} {streams:>4} streams x {rate:>4}/s: failed: {err:#}",
+                        server.name
+                    );
+                    summary.push(json!({ "server": server.name, "streams": streams, "rate": rate, "error": format!("{err:#}") }));
+                    continue;
+                }
+            };
             let base = &direct[&(streams, rate)];
             let relayed_pps = 2.0 * r.received as f64 / args.seconds as f64;
             let mbit = relayed_pps * args.size as f64 * 8.0 / 1e6;
