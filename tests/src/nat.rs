@@ -199,13 +199,24 @@ impl Internet {
     /// Starts `conclave-relay` on the public network (with `config`, a TOML file, if given)
     /// and returns it with its TCP listen address.
     pub fn relay(&self, dir: &Path, config: Option<&Path>) -> anyhow::Result<(Proc, String)> {
+        self.relay_on(dir, config, 0)
+    }
+
+    /// Like [`Internet::relay`], with the libp2p listener on TCP `port` (fixed, so that a
+    /// restarted relay keeps its address; 0 for any).
+    pub fn relay_on(
+        &self,
+        dir: &Path,
+        config: Option<&Path>,
+        port: u16,
+    ) -> anyhow::Result<(Proc, String)> {
         let mut command = Command::new("ip");
         command
             .args(["netns", "exec", &format!("{}relay", self.prefix)])
             .arg(bin("conclave-relay"))
             .args(["--json", "--data-dir"])
             .arg(dir.join("relay"))
-            .args(["--listen", &format!("/ip4/{RELAY_ADDR}/tcp/0")]);
+            .args(["--listen", &format!("/ip4/{RELAY_ADDR}/tcp/{port}")]);
         if let Some(config) = config {
             command.arg("--config").arg(config);
         }
