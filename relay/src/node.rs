@@ -181,7 +181,7 @@ impl Relay {
                     relay: relay::Behaviour::new(peer_id, relay_config),
                     ping: ping::Behaviour::new(ping::Config::new()),
                     turn: request_response::Behaviour::with_codec(
-                        TurnCodec,
+                        TurnCodec::default(),
                         [(TURN_PROTOCOL, request_response::ProtocolSupport::Inbound)],
                         request_response::Config::default().with_request_timeout(CONTROL_TIMEOUT),
                     ),

@@ -79,12 +79,12 @@ impl Behaviour {
             relay_client,
             ping: ping::Behaviour::new(ping::Config::new()),
             control: request_response::Behaviour::with_codec(
-                ControlCodec,
+                ControlCodec::default(),
                 [(CONTROL_PROTOCOL, request_response::ProtocolSupport::Full)],
                 request_response::Config::default().with_request_timeout(CONTROL_TIMEOUT),
             ),
             turn: request_response::Behaviour::with_codec(
-                TurnCodec,
+                TurnCodec::default(),
                 [(TURN_PROTOCOL, request_response::ProtocolSupport::Outbound)],
                 request_response::Config::default().with_request_timeout(CONTROL_TIMEOUT),
             ),

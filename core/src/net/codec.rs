@@ -2,6 +2,7 @@
 //! length, then the body. Lengths above [`MAX_FRAME_LEN`] are refused before any allocation.
 
 use std::io;
+use std::marker::PhantomData;
 
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::StreamProtocol;
@@ -13,10 +14,59 @@ use super::wire::{MAX_FRAME_LEN, Request, Response, WireError};
 pub const CONTROL_PROTOCOL: StreamProtocol = StreamProtocol::new("/conclave/control/1");
 
 /// The request-response codec of the control protocol.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ControlCodec;
+pub type ControlCodec = FramedCodec<Request, Response>;
 
-pub(super) async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T) -> io::Result<Vec<u8>> {
+/// A message that travels as the body of one frame.
+pub trait Framed: Sized + Send + 'static {
+    /// The frame body.
+    fn to_frame(&self) -> Vec<u8>;
+    /// Parses a frame body.
+    fn from_frame(bytes: &[u8]) -> Result<Self, WireError>;
+}
+
+impl Framed for Request {
+    fn to_frame(&self) -> Vec<u8> {
+        self.encode()
+    }
+    fn from_frame(bytes: &[u8]) -> Result<Self, WireError> {
+        Self::decode(bytes)
+    }
+}
+
+impl Framed for Response {
+    fn to_frame(&self) -> Vec<u8> {
+        self.encode()
+    }
+    fn from_frame(bytes: &[u8]) -> Result<Self, WireError> {
+        Self::decode(bytes)
+    }
+}
+
+/// A request-response codec carrying one frame per request and one per response (the
+/// control protocol, and the TURN credential protocol).
+pub struct FramedCodec<Req, Resp>(PhantomData<fn() -> (Req, Resp)>);
+
+impl<Req, Resp> Default for FramedCodec<Req, Resp> {
+    fn default() -> Self {
+        Self(PhantomData)
+    }
+}
+
+impl<Req, Resp> Clone for FramedCodec<Req, Resp> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<Req, Resp> Copy for FramedCodec<Req, Resp> {}
+
+impl<Req, Resp> std::fmt::Debug for FramedCodec<Req, Resp> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FramedCodec")
+    }
+}
+
+async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T) -> io::Result<Vec<u8>> {
     let mut len = [0u8; 4];
     io.read_exact(&mut len).await?;
     let len = u32::from_be_bytes(len) as usize;
@@ -31,10 +81,7 @@ pub(super) async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T) -> io::R
     Ok(body)
 }
 
-pub(super) async fn write_frame<T: AsyncWrite + Unpin + Send>(
-    io: &mut T,
-    body: &[u8],
-) -> io::Result<()> {
+async fn write_frame<T: AsyncWrite + Unpin + Send>(io: &mut T, body: &[u8]) -> io::Result<()> {
     if body.len() > MAX_FRAME_LEN {
         return Err(invalid(WireError::FrameTooLarge {
             len: body.len(),
@@ -47,50 +94,45 @@ pub(super) async fn write_frame<T: AsyncWrite + Unpin + Send>(
     io.close().await
 }
 
-pub(super) fn invalid(err: WireError) -> io::Error {
+fn invalid(err: WireError) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, err)
 }
 
-impl request_response::Codec for ControlCodec {
+impl<Req: Framed, Resp: Framed> request_response::Codec for FramedCodec<Req, Resp> {
     type Protocol = StreamProtocol;
-    type Request = Request;
-    type Response = Response;
+    type Request = Req;
+    type Response = Resp;
 
-    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Request>
+    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Req>
     where
         T: AsyncRead + Unpin + Send,
     {
-        Request::decode(&read_frame(io).await?).map_err(invalid)
+        Req::from_frame(&read_frame(io).await?).map_err(invalid)
     }
 
-    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Response>
+    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Resp>
     where
         T: AsyncRead + Unpin + Send,
     {
-        Response::decode(&read_frame(io).await?).map_err(invalid)
+        Resp::from_frame(&read_frame(io).await?).map_err(invalid)
     }
 
-    async fn write_request<T>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-        req: Request,
-    ) -> io::Result<()>
+    async fn write_request<T>(&mut self, _: &StreamProtocol, io: &mut T, req: Req) -> io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
     {
-        write_frame(io, &req.encode()).await
+        write_frame(io, &req.to_frame()).await
     }
 
     async fn write_response<T>(
         &mut self,
         _: &StreamProtocol,
         io: &mut T,
-        res: Response,
+        res: Resp,
     ) -> io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
     {
-        write_frame(io, &res.encode()).await
+        write_frame(io, &res.to_frame()).await
     }
 }

@@ -14,14 +14,10 @@
 //! asks every configured relay and returns the answers as [`IceServer`] entries for the
 //! WebRTC ICE configuration.
 
-use std::io;
-
-use futures::{AsyncRead, AsyncWrite};
 use libp2p::StreamProtocol;
-use libp2p::request_response;
 use serde::{Deserialize, Serialize};
 
-use super::codec::{invalid, read_frame, write_frame};
+use super::codec::{Framed, FramedCodec};
 use super::wire::{WireError, decode_body, encode_body};
 
 /// The protocol's name.
@@ -138,50 +134,23 @@ impl IceServer {
 }
 
 /// The request-response codec of [`TURN_PROTOCOL`].
-#[derive(Debug, Clone, Copy, Default)]
-pub struct TurnCodec;
+pub type TurnCodec = FramedCodec<TurnRequest, TurnResponse>;
 
-impl request_response::Codec for TurnCodec {
-    type Protocol = StreamProtocol;
-    type Request = TurnRequest;
-    type Response = TurnResponse;
-
-    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<TurnRequest>
-    where
-        T: AsyncRead + Unpin + Send,
-    {
-        TurnRequest::decode(&read_frame(io).await?).map_err(invalid)
+impl Framed for TurnRequest {
+    fn to_frame(&self) -> Vec<u8> {
+        self.encode()
     }
-
-    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<TurnResponse>
-    where
-        T: AsyncRead + Unpin + Send,
-    {
-        TurnResponse::decode(&read_frame(io).await?).map_err(invalid)
+    fn from_frame(bytes: &[u8]) -> Result<Self, WireError> {
+        Self::decode(bytes)
     }
+}
 
-    async fn write_request<T>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-        req: TurnRequest,
-    ) -> io::Result<()>
-    where
-        T: AsyncWrite + Unpin + Send,
-    {
-        write_frame(io, &req.encode()).await
+impl Framed for TurnResponse {
+    fn to_frame(&self) -> Vec<u8> {
+        self.encode()
     }
-
-    async fn write_response<T>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-        res: TurnResponse,
-    ) -> io::Result<()>
-    where
-        T: AsyncWrite + Unpin + Send,
-    {
-        write_frame(io, &res.encode()).await
+    fn from_frame(bytes: &[u8]) -> Result<Self, WireError> {
+        Self::decode(bytes)
     }
 }
 
