@@ -203,7 +203,7 @@ fn a_three_person_meeting_mixes_direct_and_relayed_paths() {
 /// TURN over TCP. Ignored in `make test` for now: it passed 2 of 3 runs — sometimes the
 /// TCP-only member's first offer/answer carries no usable candidate and the ICE restarts do
 /// not converge within 30 s (see the issue note). Run it with
-/// `cargo test --workspace --test nat_matrix -- --ignored`.
+/// `cargo test --workspace --test system nat_matrix:: -- --ignored`.
 #[test]
 #[ignore = "flaky: TCP-only ICE sometimes does not converge within 30 s (issue 5 note)"]
 fn a_home_without_udp_meets_through_turn_over_tcp() {
