@@ -123,9 +123,11 @@ impl Client {
             .await?
     }
 
-    /// Stops (or resumes) sending our audio.
+    /// Stops (or resumes) sending our audio, and tells the other members (an MLS
+    /// application message; they see [`MeetingEvent::MemberMuted`]). Without audio, the
+    /// members are still told.
     pub async fn set_muted(&self, muted: bool) -> Result<(), Error> {
-        self.media(MediaInput::Mute(muted)).await
+        self.request(|reply| Command::Mute { muted, reply }).await?
     }
 
     /// Turns noise suppression of our microphone on or off.

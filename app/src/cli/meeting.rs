@@ -334,6 +334,16 @@ fn report(event: &MeetingEvent, out: Output) -> Option<i32> {
                 || format!("{name} ({peer_id}) left: {}", reason.as_str()),
             );
         }
+        MeetingEvent::MemberMuted { peer_id, muted } => {
+            out.event(
+                "member_muted",
+                json!({ "peer_id": peer_id.to_string(), "muted": muted }),
+                || {
+                    let state = if *muted { "muted" } else { "unmuted" };
+                    format!("{peer_id} {state} their microphone")
+                },
+            );
+        }
         MeetingEvent::JoinRefused => {
             out.error(
                 "join_refused",

@@ -139,8 +139,9 @@ pub(crate) struct App {
 /// How long leaving waits for the core's confirmation before going home anyway.
 const LEAVE_GRACE: Duration = Duration::from_secs(3);
 
-/// How long closing the window waits for the meeting's goodbye.
-const CLOSE_GRACE: Duration = Duration::from_millis(1500);
+/// Most time closing the window waits for the meeting's goodbye (the core itself waits
+/// at most 1.5 s for the members' acknowledgements, then reports the leave done).
+const CLOSE_GRACE: Duration = Duration::from_secs(4);
 
 impl App {
     /// The state at start, before the bridge runs (no I/O but reading the settings file).
@@ -304,7 +305,9 @@ impl App {
                 if let Some(handle) = self.handle.as_mut()
                     && in_meeting
                 {
-                    // Say goodbye (bounded), then exit.
+                    // Say goodbye, and exit once the members acknowledged it (the bridge
+                    // reports `LeaveDone`) or the grace is over: exiting at once could cut
+                    // the goodbye off, and the others would see us time out.
                     let _ = handle.send(Request::Leave);
                     self.closing = true;
                     return Task::perform(async { tokio::time::sleep(CLOSE_GRACE).await }, |()| {
@@ -414,6 +417,12 @@ impl App {
             bridge::Event::Verified(verified) => {
                 self.verified = verified.into_iter().collect();
             }
+            bridge::Event::LeaveDone => {
+                if self.closing {
+                    info!("goodbye delivered; closing");
+                    return iced::exit();
+                }
+            }
             bridge::Event::Exported(path) => {
                 self.settings.busy = false;
                 self.settings.backup_status = Some(Ok(format!(
@@ -447,6 +456,9 @@ impl App {
                 let Some(meeting) = self.meeting.as_mut() else {
                     return Task::none();
                 };
+                if let MeetingEvent::MemberMuted { peer_id, muted } = &event {
+                    info!(peer = %peer_id, muted, "member muted");
+                }
                 let before = meeting.members.len();
                 let action = meeting.handle_meeting(event);
                 if meeting.members.len() != before || action.is_some() {
@@ -457,10 +469,10 @@ impl App {
                     );
                 }
                 if is_left {
-                    if self.closing {
-                        return iced::exit();
+                    if !self.closing {
+                        self.leave_to_home();
                     }
-                    self.leave_to_home();
+                    // Closing: the window goes when the goodbye is delivered (`LeaveDone`).
                     return Task::none();
                 }
                 return self.on_meeting(action);

@@ -117,6 +117,9 @@ pub(crate) enum Event {
     History(MeetingId, Vec<ChatRecord>),
     /// The verified contacts changed.
     Verified(Vec<PeerId>),
+    /// A leave finished: the members acknowledged our goodbye (or the core stopped
+    /// waiting for them).
+    LeaveDone,
     /// The identity backup was written.
     Exported(PathBuf),
     /// The identity was restored; the client restarts with it.
@@ -356,7 +359,7 @@ async fn perform(client: Client, request: Request, mut output: mpsc::Sender<Even
             .await
             .map(|invite| Some(Event::Created(Redacted(invite.to_uri())))),
         Request::Join(invite) => client.join(*invite).await.map(|()| None),
-        Request::Leave => client.leave().await.map(|()| None),
+        Request::Leave => client.leave().await.map(|()| Some(Event::LeaveDone)),
         Request::Chat(text) => client.send_chat(text).await.map(|()| None),
         Request::Mute(muted) => client.set_muted(muted).await.map(|()| None),
         Request::NoiseSuppression(on) => client.set_noise_suppression(on).await.map(|()| None),

@@ -88,6 +88,14 @@ pub enum MeetingEvent {
         /// When it was sent (sender's clock, ms since the Unix epoch).
         unix_ms: u64,
     },
+    /// A member muted or unmuted itself (as it announced in the group). Members are
+    /// unmuted until they say otherwise; only changes are reported.
+    MemberMuted {
+        /// Who.
+        peer_id: PeerId,
+        /// Whether its microphone is off now.
+        muted: bool,
+    },
     /// Lobby meeting, host side: someone proved the secret and waits to be let in.
     Knocking {
         /// Who.

@@ -22,6 +22,9 @@
 //! - Chat travels as MLS application messages with a per-sender sequence number: delivered
 //!   once, in order; failed deliveries are re-encrypted and retried a bounded number of
 //!   times.
+//! - Each member's muted state travels the same way ([`Machine::set_muted`]), re-sent to
+//!   everyone after every epoch change so that joiners learn it; only members' announcements
+//!   count, and only changes are reported ([`MeetingEvent::MemberMuted`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -200,8 +203,17 @@ struct PendingHello {
 enum Inflight {
     Hello,
     Heartbeat,
-    Commit { epoch: u64 },
-    Chat { payload: Vec<u8>, attempt: u32 },
+    Commit {
+        epoch: u64,
+    },
+    Chat {
+        payload: Vec<u8>,
+        attempt: u32,
+    },
+    /// Our state announcement (re-sent with the state current at the retry).
+    State {
+        attempt: u32,
+    },
     Other,
 }
 
@@ -769,6 +781,12 @@ impl<R: RngCore + CryptoRng> Machine<R> {
                     attempt + 1,
                 );
             }
+            (Inflight::State { attempt }, Response::Nack { .. } | Response::NotMember) => {
+                // Behind us by an epoch, or a joiner still on its way in: try again soon.
+                self.heard_from(now, from);
+                self.mls
+                    .schedule_state_retry(now + self.config.chat_retry, from, attempt + 1);
+            }
             (_, Response::NotMember) => {
                 // It forgot us (restart, or it timed us out): greet it again. It is alive.
                 self.heard_from(now, from);
@@ -878,6 +896,10 @@ impl<R: RngCore + CryptoRng> Machine<R> {
                     payload,
                     attempt + 1,
                 );
+            }
+            Inflight::State { attempt } => {
+                self.mls
+                    .schedule_state_retry(now + self.config.chat_retry, peer, attempt + 1);
             }
             Inflight::Other => {}
         }

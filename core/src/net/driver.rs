@@ -79,7 +79,12 @@ pub(crate) enum Command {
         peer: PeerId,
         reply: oneshot::Sender<Result<(), Error>>,
     },
-    /// A setting of the media plane (mute, noise suppression).
+    /// Mute or unmute: the media plane stops sending, the members are told.
+    Mute {
+        muted: bool,
+        reply: oneshot::Sender<Result<(), Error>>,
+    },
+    /// A setting of the media plane (noise suppression).
     Media {
         input: MediaInput,
         reply: oneshot::Sender<Result<(), Error>>,
@@ -590,6 +595,23 @@ impl Driver {
             Command::Approve { peer, reply } => {
                 let result = match self.session.as_mut() {
                     Some(session) => session.machine.approve(now, peer).map_err(Error::Group),
+                    None => Err(Error::Usage("not in a meeting")),
+                };
+                let _ = reply.send(result);
+            }
+            Command::Mute { muted, reply } => {
+                let in_meeting = self.in_meeting();
+                if let Some(session) = self.session.as_mut()
+                    && in_meeting
+                {
+                    session.machine.set_muted(muted);
+                }
+                let result = match &self.media {
+                    Some(media) => media
+                        .try_send(MediaInput::Mute(muted))
+                        .map_err(|_| Error::Usage("the media plane is busy")),
+                    // Without audio there is nothing to stop, but the members are still told.
+                    None if in_meeting => Ok(()),
                     None => Err(Error::Usage("not in a meeting")),
                 };
                 let _ = reply.send(result);

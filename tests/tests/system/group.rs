@@ -221,3 +221,55 @@ fn a_lobby_joiner_waits_until_the_host_approves_it() {
     guest.wait_event("joined", LIMIT).unwrap();
     wait_agreement(&mut [&mut host, &mut guest], 2, LIMIT);
 }
+
+/// `member_muted` events of `proc` about `peer`, as the muted flags in order.
+fn mutes_of(proc: &Proc, peer: &str) -> Vec<bool> {
+    proc.seen
+        .iter()
+        .filter(|v| v["event"] == "member_muted" && v["peer_id"] == peer)
+        .filter_map(|v| v["muted"].as_bool())
+        .collect()
+}
+
+#[test]
+fn a_mute_reaches_every_member_and_a_late_joiner() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_relay, relay_addr) = start_relay(dir.path()).unwrap();
+    let (mut host, invite, host_id) =
+        start_host(dir.path(), "A", &["--relay", &relay_addr]).unwrap();
+    let mut b = join(dir.path(), "B", &invite);
+    let b_id = peer_id_of(&mut b).unwrap();
+    wait_agreement(&mut [&mut host, &mut b], 2, LIMIT);
+    let muted = |id: &str, flag: bool| {
+        let id = id.to_owned();
+        move |v: &Value| {
+            v["event"] == "member_muted" && v["peer_id"] == id.as_str() && v["muted"] == flag
+        }
+    };
+
+    b.send_line("/mute").unwrap();
+    assert_eq!(b.wait_event("muted", LIMIT).unwrap()["muted"], true);
+    host.wait_for(LIMIT, "B muted", muted(&b_id, true)).unwrap();
+
+    // A late joiner learns that B is muted.
+    let mut c = join(dir.path(), "C", &invite);
+    let c_id = peer_id_of(&mut c).unwrap();
+    c.wait_for(LIMIT, "B muted, at the joiner", muted(&b_id, true))
+        .unwrap();
+    wait_agreement(&mut [&mut host, &mut b, &mut c], 3, LIMIT);
+
+    b.send_line("/unmute").unwrap();
+    host.wait_for(LIMIT, "B unmuted", muted(&b_id, false))
+        .unwrap();
+    c.wait_for(LIMIT, "B unmuted, at the joiner", muted(&b_id, false))
+        .unwrap();
+    for proc in [&mut host, &mut b, &mut c] {
+        proc.drain_for(Duration::from_millis(300));
+    }
+    // Each change once, in order; nobody else reported muted.
+    assert_eq!(mutes_of(&host, &b_id), vec![true, false]);
+    assert_eq!(mutes_of(&c, &b_id), vec![true, false]);
+    for proc in [&host, &b, &c] {
+        assert!(mutes_of(proc, &host_id).is_empty() && mutes_of(proc, &c_id).is_empty());
+    }
+}

@@ -1,7 +1,9 @@
 //! The desktop app end to end, under a virtual X display (Xvfb), driven by real keystrokes
-//! (xdotool): a GUI joins a meeting hosted by CLI members, shows their tiles, chats, mutes
-//! and leaves; and a GUI hosts a lobby meeting, hands its invite over the X clipboard
-//! (xclip), lets the CLI joiner in with Tab and Enter, chats and leaves. Screenshots of the home, settings and meeting screens are taken with
+//! (xdotool): a GUI joins a meeting hosted by CLI members, shows their tiles (and the
+//! host's mute), chats, mutes and leaves; and a GUI hosts a lobby meeting, hands its invite
+//! over the X clipboard (xclip), lets the CLI joiner in with Tab and Enter, chats, and has
+//! its window closed (a WM_DELETE_WINDOW message, as a window manager sends it): the member
+//! sees it leave, not time out. Screenshots of the home, settings and meeting screens are taken with
 //! ImageMagick's `import`; with `CONCLAVE_SCREENSHOTS=DIR` they are written to DIR (the
 //! README's pictures come from `CONCLAVE_SCREENSHOTS=docs/screenshots`).
 //!
@@ -161,11 +163,38 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// The app under test: its process, log file, peer id and first-frame log line.
+/// Asks `window` to close the way a window manager does when its close button is
+/// clicked: a `WM_PROTOCOLS` client message carrying `WM_DELETE_WINDOW` (the virtual
+/// display has no window manager, and `xdotool windowclose` destroys the window instead).
+fn request_close(display: &str, window: u32) {
+    use x11rb::connection::Connection;
+    use x11rb::protocol::xproto::{ClientMessageEvent, ConnectionExt, EventMask};
+    let (conn, _) = x11rb::connect(Some(display)).expect("connects to the virtual display");
+    let atom = |name: &[u8]| {
+        conn.intern_atom(false, name)
+            .expect("intern_atom sent")
+            .reply()
+            .expect("intern_atom answered")
+            .atom
+    };
+    let (protocols, delete) = (atom(b"WM_PROTOCOLS"), atom(b"WM_DELETE_WINDOW"));
+    let message = ClientMessageEvent::new(
+        32,
+        window,
+        protocols,
+        [delete, x11rb::CURRENT_TIME, 0, 0, 0],
+    );
+    conn.send_event(false, window, EventMask::NO_EVENT, message)
+        .expect("client message sent");
+    conn.flush().expect("flushed");
+}
+
+/// The app under test: its process, log file, peer id, X window and first-frame log line.
 struct Gui {
     proc: Proc,
     log: PathBuf,
     peer: String,
+    window: u32,
     first_frame: String,
 }
 
@@ -212,6 +241,7 @@ impl Gui {
             proc,
             log,
             peer,
+            window: window.parse().expect("xdotool prints the window id"),
             first_frame,
         }
     }
@@ -246,7 +276,7 @@ fn gui_joins_chats_mutes_and_leaves_a_meeting() {
     let mut host_args = vec!["--relay".to_owned(), relay_addr.clone()];
     host_args.extend(media("440"));
     let host_args: Vec<&str> = host_args.iter().map(String::as_str).collect();
-    let (mut host, invite, _) = start_host(dir.path(), "Ada", &host_args).unwrap();
+    let (mut host, invite, host_peer) = start_host(dir.path(), "Ada", &host_args).unwrap();
     let mut others = Vec::new();
     for (name, hz) in [("Bob", "330"), ("Carol", "550")] {
         let mut args = vec!["join".to_owned(), invite.clone()];
@@ -289,9 +319,20 @@ fn gui_joins_chats_mutes_and_leaves_a_meeting() {
     })
     .unwrap();
 
-    // Mute with the keyboard shortcut.
+    // The host mutes: the GUI learns it (its tile shows "muted").
+    host.send_line("/mute").unwrap();
+    wait_log(
+        log,
+        &format!("member muted peer={host_peer} muted=true"),
+        Duration::from_secs(10),
+    );
+    // Mute with the keyboard shortcut: the others learn it.
     xdotool(&x.display, &["key", "ctrl+d"]);
-    wait_log(log, "muted=true", Duration::from_secs(10));
+    wait_log(log, "microphone muted=true", Duration::from_secs(10));
+    host.wait_for(Duration::from_secs(10), "the GUI's mute", |v| {
+        v["event"] == "member_muted" && v["peer_id"] == gui_peer.as_str() && v["muted"] == true
+    })
+    .unwrap();
     std::thread::sleep(Duration::from_secs(1));
     screenshot(&x.display, &shots, "meeting");
     let rss = rss_kib(gui.pid());
@@ -369,12 +410,24 @@ fn gui_hosts_a_lobby_meeting_lets_a_cli_member_in_by_keyboard() {
             v["event"] == "chat" && v["text"] == "hi from the host"
         })
         .unwrap();
-    xdotool(&x.display, &["key", "ctrl+shift+l"]);
-    member
+    // Close the window: the app says goodbye before it exits.
+    request_close(&x.display, app.window);
+    let left = member
         .wait_for(Duration::from_secs(15), "the host left", |v| {
             v["event"] == "member_left" && v["peer_id"] == app.peer.as_str()
         })
         .unwrap();
+    assert_eq!(left["reason"], "left", "{left}");
+    let mut gui = app.proc;
+    assert_eq!(
+        gui.wait_exit(Duration::from_secs(10)).unwrap().code(),
+        Some(0)
+    );
+    wait_log(
+        &app.log,
+        "goodbye delivered; closing",
+        Duration::from_secs(1),
+    );
 }
 
 #[test]

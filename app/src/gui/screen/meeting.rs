@@ -114,6 +114,8 @@ pub(crate) struct State {
     pub(crate) unread: usize,
     pub(crate) panel: Panel,
     pub(crate) muted: bool,
+    /// Members who announced that they muted themselves.
+    pub(crate) muted_members: BTreeSet<PeerId>,
     pub(crate) show_code: bool,
     /// Recent membership / key notices, newest last.
     pub(crate) notices: Vec<String>,
@@ -189,6 +191,7 @@ impl State {
             unread: 0,
             panel: Panel::Chat,
             muted: false,
+            muted_members: BTreeSet::new(),
             show_code: false,
             notices: Vec::new(),
         }
@@ -269,6 +272,7 @@ impl State {
                 self.security_code = Some(security_code.to_string());
                 let present: BTreeSet<PeerId> = members.into_iter().collect();
                 self.members.retain(|peer, _| present.contains(peer));
+                self.muted_members.retain(|peer| present.contains(peer));
                 for peer in present {
                     if peer != self.me {
                         self.members.entry(peer).or_default();
@@ -308,6 +312,7 @@ impl State {
             } => {
                 self.members.remove(&peer_id);
                 self.media.remove(&peer_id);
+                self.muted_members.remove(&peer_id);
                 let name = if name.is_empty() {
                     short_peer(&peer_id)
                 } else {
@@ -333,6 +338,13 @@ impl State {
                     text,
                     earlier: false,
                 });
+            }
+            MeetingEvent::MemberMuted { peer_id, muted } => {
+                if muted {
+                    self.muted_members.insert(peer_id);
+                } else {
+                    self.muted_members.remove(&peer_id);
+                }
             }
             MeetingEvent::Knocking { peer_id, name } => {
                 let shown = if name.is_empty() {
@@ -492,7 +504,7 @@ impl State {
                     name: name.clone(),
                     short_id: short_peer(peer),
                     is_me: false,
-                    muted: None,
+                    muted: Some(self.muted_members.contains(peer)),
                     verified: verified.contains(peer),
                     level_dbfs: media.and_then(|m| m.level_dbfs),
                     connection: media.map(|m| (m.state.clone(), m.path, m.rtt_ms)),
@@ -960,6 +972,60 @@ mod tests {
         let mut ui = simulator(state.view(&verified));
         assert!(ui.find("Unmute").is_ok());
         assert!(ui.find("muted").is_ok());
+    }
+
+    #[test]
+    fn another_members_mute_shows_on_their_tile() {
+        let (mut state, bob) = in_meeting(false);
+        let verified = BTreeSet::new();
+        state.handle_media(MediaEvent::Stats {
+            peer_id: bob,
+            rx_frames: 10,
+            lost_frames: 0,
+            recovered_frames: 0,
+            decrypt_failures: 0,
+            jitter_ms: 1.0,
+            level_dbfs: -20.0,
+            rtt_ms: None,
+        });
+        let mut ui = simulator(state.view(&verified));
+        assert!(ui.find("muted").is_err(), "nobody is muted yet");
+        assert!(ui.find("speaking").is_ok());
+        drop(ui);
+        state.handle_meeting(MeetingEvent::MemberMuted {
+            peer_id: bob,
+            muted: true,
+        });
+        let tiles = state.tiles(&verified);
+        let bob_tile = tiles.iter().find(|t| t.name == "Bob").unwrap();
+        assert_eq!(bob_tile.muted, Some(true));
+        assert_eq!(tiles[0].muted, Some(false), "we are not muted");
+        let mut ui = simulator(state.view(&verified));
+        assert!(ui.find("muted").is_ok());
+        assert!(
+            ui.find("speaking").is_err(),
+            "a muted member is not speaking"
+        );
+        assert!(ui.find("Mute").is_ok(), "our own button is unchanged");
+        drop(ui);
+        state.handle_meeting(MeetingEvent::MemberMuted {
+            peer_id: bob,
+            muted: false,
+        });
+        let mut ui = simulator(state.view(&verified));
+        assert!(ui.find("muted").is_err());
+        drop(ui);
+        // A member who leaves takes the state along.
+        state.handle_meeting(MeetingEvent::MemberMuted {
+            peer_id: bob,
+            muted: true,
+        });
+        state.handle_meeting(MeetingEvent::MemberLeft {
+            peer_id: bob,
+            name: "Bob".into(),
+            reason: LeaveReason::Left,
+        });
+        assert!(state.muted_members.is_empty());
     }
 
     #[test]

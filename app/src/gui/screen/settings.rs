@@ -4,16 +4,20 @@
 use conclave_core::identity::backup::MIN_PASSPHRASE_CHARS;
 use conclave_core::invite::parse_relay;
 use iced::widget::{
-    Column, column, container, pick_list, progress_bar, row, scrollable, text, text_input, tooltip,
+    Column, column, container, progress_bar, row, scrollable, text, text_input, tooltip,
 };
 use iced::{Alignment, Color, Element, Length};
 
 use crate::gui::audio::{Devices, SILENCE_DBFS};
 use crate::gui::prefs::Prefs;
-use crate::gui::widget::focus::{button, checkbox};
+use crate::gui::widget::focus::{button, checkbox, pick_list};
 
 /// Shown in the device lists for "use the system default".
 pub(crate) const SYSTEM_DEFAULT: &str = "System default";
+/// Id of the microphone list.
+pub(crate) const MICROPHONE_LIST: &str = "microphone";
+/// Id of the speaker list.
+pub(crate) const SPEAKER_LIST: &str = "speakers";
 
 /// Settings screen state (the persisted part lives in [`Prefs`]).
 #[derive(Debug, Default)]
@@ -265,15 +269,14 @@ impl State {
                             text("Microphone").width(Length::Fixed(110.0)),
                             pick_list(
                                 inputs,
-                                Some(
-                                    prefs
-                                        .audio_input
-                                        .clone()
-                                        .unwrap_or_else(|| SYSTEM_DEFAULT.to_owned())
-                                ),
-                                Message::InputSelected
-                            )
-                            .width(Length::Fixed(320.0)),
+                                prefs
+                                    .audio_input
+                                    .clone()
+                                    .unwrap_or_else(|| SYSTEM_DEFAULT.to_owned()),
+                                Message::InputSelected,
+                                Length::Fixed(320.0),
+                                MICROPHONE_LIST,
+                            ),
                         ]
                         .spacing(8)
                         .align_y(Alignment::Center),
@@ -283,18 +286,21 @@ impl State {
                             text("Speakers").width(Length::Fixed(110.0)),
                             pick_list(
                                 outputs,
-                                Some(
-                                    prefs
-                                        .audio_output
-                                        .clone()
-                                        .unwrap_or_else(|| SYSTEM_DEFAULT.to_owned())
-                                ),
-                                Message::OutputSelected
-                            )
-                            .width(Length::Fixed(320.0)),
+                                prefs
+                                    .audio_output
+                                    .clone()
+                                    .unwrap_or_else(|| SYSTEM_DEFAULT.to_owned()),
+                                Message::OutputSelected,
+                                Length::Fixed(320.0),
+                                SPEAKER_LIST,
+                            ),
                         ]
                         .spacing(8)
                         .align_y(Alignment::Center),
+                    )
+                    .push(
+                        text("Keyboard: Tab to a list, then Up / Down (or Enter) to change the device.")
+                            .size(13),
                     );
             }
         }
@@ -470,6 +476,7 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use iced::keyboard::{Key, key::Named};
     use iced_test::simulator;
 
     fn interact(
@@ -532,6 +539,47 @@ mod tests {
             ui.click("Stop microphone test").unwrap();
         });
         assert_eq!(actions, vec![Action::StopMeter]);
+    }
+
+    #[test]
+    fn devices_are_chosen_from_the_keyboard() {
+        let mut prefs = Prefs::default();
+        let mut state = State {
+            devices: Some(Ok(Devices {
+                inputs: vec!["USB mic".into(), "Webcam mic".into()],
+                outputs: vec!["Headset".into()],
+            })),
+            ..State::default()
+        };
+        let keys = |state: &mut State, prefs: &mut Prefs, list: &'static str, keys: &[Named]| {
+            interact(state, prefs, |ui| {
+                // A press focuses the list (Tab does the same through the app's focus
+                // chain, which needs the runtime); from then on, only keys.
+                ui.click(iced_test::selector::id(list)).unwrap();
+                for key in keys {
+                    ui.tap_key(Key::Named(*key));
+                }
+            })
+        };
+        let actions = keys(&mut state, &mut prefs, MICROPHONE_LIST, &[Named::ArrowDown]);
+        assert_eq!(actions, vec![Action::Save]);
+        assert_eq!(prefs.audio_input.as_deref(), Some("USB mic"));
+        keys(&mut state, &mut prefs, MICROPHONE_LIST, &[Named::ArrowDown]);
+        assert_eq!(prefs.audio_input.as_deref(), Some("Webcam mic"));
+        // Enter wraps around to the system default.
+        keys(&mut state, &mut prefs, MICROPHONE_LIST, &[Named::Enter]);
+        assert_eq!(prefs.audio_input, None);
+        keys(&mut state, &mut prefs, MICROPHONE_LIST, &[Named::ArrowUp]);
+        assert_eq!(prefs.audio_input.as_deref(), Some("Webcam mic"));
+        // The speaker list is separate.
+        keys(&mut state, &mut prefs, SPEAKER_LIST, &[Named::Space]);
+        assert_eq!(prefs.audio_output.as_deref(), Some("Headset"));
+        assert_eq!(prefs.audio_input.as_deref(), Some("Webcam mic"));
+        let mut ui = simulator(state.view(&prefs));
+        assert!(
+            ui.find("Keyboard: Tab to a list, then Up / Down (or Enter) to change the device.")
+                .is_ok()
+        );
     }
 
     #[test]

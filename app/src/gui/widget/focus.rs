@@ -5,6 +5,9 @@
 //! iced 0.14's buttons, checkboxes and pick lists are not focusable themselves; wrapping
 //! them in [`focusable`] makes every control reachable from the keyboard. A mouse press
 //! moves the focus to the control under the pointer (or clears it), as text fields do.
+//! A pick list's menu cannot be opened from code, so the focusable [`pick_list`] changes
+//! its choice in place: Up / Down pick the previous / next option, Enter / Space the next
+//! one (wrapping around); the mouse still opens the menu.
 
 use iced_core::keyboard::{self, key::Named};
 use iced_core::layout;
@@ -26,6 +29,8 @@ pub(crate) const RING: Color = Color::from_rgb(1.0, 0.82, 0.25);
 pub(crate) struct Focus<'a, Message, Theme, Renderer> {
     content: Element<'a, Message, Theme, Renderer>,
     on_activate: Option<Message>,
+    on_up: Option<Message>,
+    on_down: Option<Message>,
 }
 
 /// Wraps `content` so that Tab reaches it and Enter / Space sends `on_activate` (when
@@ -37,6 +42,17 @@ pub(crate) fn focusable<'a, Message, Theme, Renderer>(
     Focus {
         content: content.into(),
         on_activate,
+        on_up: None,
+        on_down: None,
+    }
+}
+
+impl<Message, Theme, Renderer> Focus<'_, Message, Theme, Renderer> {
+    /// Up / Down (when focused) send these messages.
+    pub(crate) fn on_arrows(mut self, up: Option<Message>, down: Option<Message>) -> Self {
+        self.on_up = up;
+        self.on_down = down;
+        self
     }
 }
 
@@ -134,8 +150,20 @@ where
                 Event::Keyboard(keyboard::Event::KeyPressed { key, modifiers, .. })
                     if state.focused && modifiers.is_empty() =>
                 {
-                    if let keyboard::Key::Named(Named::Enter | Named::Space) = key.as_ref() {
-                        if let Some(message) = &self.on_activate {
+                    let message = match key.as_ref() {
+                        keyboard::Key::Named(Named::Enter | Named::Space) => {
+                            Some(&self.on_activate)
+                        }
+                        keyboard::Key::Named(Named::ArrowUp) if self.on_up.is_some() => {
+                            Some(&self.on_up)
+                        }
+                        keyboard::Key::Named(Named::ArrowDown) if self.on_down.is_some() => {
+                            Some(&self.on_down)
+                        }
+                        _ => None,
+                    };
+                    if let Some(message) = message {
+                        if let Some(message) = message {
                             shell.publish(message.clone());
                         }
                         shell.capture_event();
@@ -312,6 +340,34 @@ pub(crate) fn checkbox<'a, Message: Clone + 'a>(
     .into()
 }
 
+/// A drop-down list that takes the keyboard focus: the mouse opens iced's pick list; from
+/// the keyboard, Up / Down choose the previous / next option and Enter / Space the next one,
+/// wrapping around (iced cannot open the menu from code). `selected` need not be among
+/// `options` (a device that went away): the keys then start from the first option.
+pub(crate) fn pick_list<'a, Message: Clone + 'a>(
+    options: Vec<String>,
+    selected: String,
+    on_select: fn(String) -> Message,
+    width: iced::Length,
+    id: &'static str,
+) -> iced::Element<'a, Message> {
+    let count = options.len();
+    let position = options.iter().position(|o| *o == selected);
+    let pick = |index: usize| -> Option<Message> {
+        let option = &options[index % count];
+        (*option != selected).then(|| on_select(option.clone()))
+    };
+    let (previous, next) = match position {
+        _ if count == 0 => (None, None),
+        Some(i) => (pick(i + count - 1), pick(i + 1)),
+        None => (pick(count - 1), pick(0)),
+    };
+    let list = iced::widget::pick_list(options, Some(selected), on_select).width(width);
+    iced::widget::container(focusable(list, next.clone()).on_arrows(previous, next))
+        .id(id)
+        .into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -353,6 +409,58 @@ mod tests {
         assert_eq!(
             messages,
             vec![Message::Second, Message::Second, Message::Second]
+        );
+    }
+
+    fn choose(option: String) -> String {
+        option
+    }
+
+    /// The messages that `keys` produce on a focused pick list of `options` at `selected`.
+    fn keys_on_pick_list(options: &[&str], selected: &str, keys: &[Named]) -> Vec<String> {
+        let options: Vec<String> = options.iter().map(|o| (*o).to_owned()).collect();
+        let mut ui = simulator(pick_list(
+            options,
+            selected.to_owned(),
+            choose,
+            iced::Length::Fixed(200.0),
+            "list",
+        ));
+        // Unfocused, keys do nothing.
+        ui.tap_key(keyboard::Key::Named(Named::ArrowDown));
+        // A press focuses it (and opens iced's menu, which the mouse would use).
+        ui.click(iced_test::selector::id("list")).unwrap();
+        assert!(ui.find(iced_test::selector::is_focused()).is_ok());
+        for key in keys {
+            ui.tap_key(keyboard::Key::Named(*key));
+        }
+        ui.into_messages().collect()
+    }
+
+    #[test]
+    fn a_focused_pick_list_changes_its_choice_with_the_arrow_keys_and_enter() {
+        let options = ["Default", "USB mic", "Headset"];
+        assert_eq!(
+            keys_on_pick_list(&options, "USB mic", &[Named::ArrowDown]),
+            vec!["Headset"]
+        );
+        assert_eq!(
+            keys_on_pick_list(&options, "USB mic", &[Named::ArrowUp]),
+            vec!["Default"]
+        );
+        // Enter and Space take the next option, wrapping around at the end.
+        assert_eq!(
+            keys_on_pick_list(&options, "Headset", &[Named::Enter, Named::Space]),
+            vec!["Default", "Default"]
+        );
+        assert_eq!(
+            keys_on_pick_list(&options, "Default", &[Named::ArrowUp]),
+            vec!["Headset"]
+        );
+        // A single option: nothing to change.
+        assert!(
+            keys_on_pick_list(&["Default"], "Default", &[Named::ArrowDown, Named::Enter])
+                .is_empty()
         );
     }
 }

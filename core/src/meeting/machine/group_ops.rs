@@ -1,4 +1,12 @@
-//! The group half of the meeting machine: commits (two-phase), welcomes, chat.
+//! The group half of the meeting machine: commits (two-phase), welcomes, chat, and the
+//! members' announced state (muted or not).
+//!
+//! State announcements: a member sends `AppMessage::State` (its muted flag with a
+//! per-session sequence number) to every member when it changes, and again to everyone
+//! after every epoch change and when it enters the group, so that joiners learn the
+//! current state. Receivers keep the newest state per member and report a change only.
+//! Failed deliveries are retried (with the state current at the retry) a bounded number of
+//! times.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::Instant;
@@ -38,6 +46,8 @@ enum AppMessage {
         unix_ms: u64,
         text: String,
     },
+    /// The sender's state: `seq` counts from 1 within `session`; newer replaces older.
+    State { session: u64, seq: u64, muted: bool },
 }
 
 struct Incoming {
@@ -95,6 +105,13 @@ pub(super) struct GroupState {
     chat_seq: u64,
     chat_retries: VecDeque<(Instant, PeerId, Vec<u8>, u32)>,
     inboxes: HashMap<(PeerId, u64), Inbox>,
+    /// Our announced state.
+    muted: bool,
+    state_seq: u64,
+    /// State deliveries to retry: when, to whom, which attempt comes next.
+    state_retries: VecDeque<(Instant, PeerId, u32)>,
+    /// The newest state heard from each member: (session, seq, muted).
+    states: HashMap<PeerId, (u64, u64, bool)>,
 }
 
 impl GroupState {
@@ -116,6 +133,19 @@ impl GroupState {
             chat_seq: 0,
             chat_retries: VecDeque::new(),
             inboxes: HashMap::new(),
+            muted: false,
+            state_seq: 0,
+            state_retries: VecDeque::new(),
+            states: HashMap::new(),
+        }
+    }
+
+    pub(super) fn schedule_state_retry(&mut self, at: Instant, to: PeerId, attempt: u32) {
+        // One retry per member is enough: it sends whatever the state is by then.
+        if self.state_retries.len() < MAX_CHAT_RETRIES_QUEUED
+            && !self.state_retries.iter().any(|(_, p, _)| *p == to)
+        {
+            self.state_retries.push_back((at, to, attempt));
         }
     }
 
@@ -136,6 +166,7 @@ impl GroupState {
             self.outgoing.as_ref().map(|o| o.deadline),
             self.incoming.as_ref().map(|i| i.expires),
             self.chat_retries.iter().map(|(at, ..)| *at).min(),
+            self.state_retries.iter().map(|(at, ..)| *at).min(),
             self.inboxes.values().filter_map(|i| i.gap_since).min(),
             // Only a pending back-off is a deadline: otherwise commits follow inputs and the
             // heartbeat tick, and a past deadline here would ask to be woken forever.
@@ -248,6 +279,9 @@ impl<R: RngCore + CryptoRng> Machine<R> {
                 name,
             });
         }
+        let members: Vec<PeerId> = members.into_iter().map(|(_, p)| p).collect();
+        self.mls.states.retain(|peer, _| members.contains(peer));
+        self.announce_state();
     }
 
     fn refresh_media_keys(&mut self, now: Instant, replaced: Vec<PeerId>) {
@@ -322,6 +356,7 @@ impl<R: RngCore + CryptoRng> Machine<R> {
                 known.said_bye = true; // no more heartbeats to a removed member
             }
             self.mls.inboxes.retain(|(sender, _), _| sender != peer);
+            self.mls.states.remove(peer);
             if reason_of(removals, peer) == LeaveReason::Kicked {
                 self.banned.insert(*peer);
                 self.approved.remove(peer);
@@ -358,6 +393,8 @@ impl<R: RngCore + CryptoRng> Machine<R> {
                 security_code,
                 members,
             });
+            // Joiners (and members who rejoined with a new leaf) learn our state.
+            self.announce_state();
         }
     }
 
@@ -776,6 +813,11 @@ impl<R: RngCore + CryptoRng> Machine<R> {
                     }) if text.len() <= MAX_CHAT_LEN => {
                         self.receive_chat(now, from, session, seq, unix_ms, text);
                     }
+                    Ok(AppMessage::State {
+                        session,
+                        seq,
+                        muted,
+                    }) => self.receive_state(from, session, seq, muted),
                     Ok(AppMessage::Signal { to, payload }) if to == self.local.to_bytes() => {
                         self.outputs
                             .push_back(Output::Media(MediaCommand::Signal { from, payload }));
@@ -801,6 +843,102 @@ impl<R: RngCore + CryptoRng> Machine<R> {
                 self.stats.group_messages_rejected += 1;
                 debug!(peer = %from, error = %err, "group message rejected");
                 Response::Ack
+            }
+        }
+    }
+
+    /// A member's state announcement: newer than what we know (or from a new session)
+    /// replaces it; a change of the muted flag is reported.
+    fn receive_state(&mut self, from: PeerId, session: u64, seq: u64, muted: bool) {
+        let was = match self.mls.states.get(&from) {
+            Some(&(known_session, known_seq, _))
+                if known_session == session && seq <= known_seq =>
+            {
+                return; // a duplicate or an older announcement
+            }
+            Some(&(_, _, was)) => was,
+            None => false,
+        };
+        self.mls.states.insert(from, (session, seq, muted));
+        if muted != was {
+            debug!(peer = %from, muted, "member state");
+            self.emit(MeetingEvent::MemberMuted {
+                peer_id: from,
+                muted,
+            });
+        }
+    }
+
+    /// Whether a member muted itself, as it last announced (unmuted until told).
+    pub fn is_member_muted(&self, peer: &PeerId) -> bool {
+        self.mls
+            .states
+            .get(peer)
+            .is_some_and(|&(_, _, muted)| muted)
+    }
+
+    /// Mutes or unmutes us: every member is told (now if we are in the group, otherwise
+    /// once we enter it).
+    pub fn set_muted(&mut self, muted: bool) {
+        if muted == self.mls.muted {
+            return;
+        }
+        self.mls.muted = muted;
+        self.mls.state_seq += 1;
+        self.announce_state();
+    }
+
+    /// Sends our current state to every other member.
+    fn announce_state(&mut self) {
+        if self.phase != Phase::Member {
+            return;
+        }
+        let recipients: Vec<PeerId> = self.members().into_iter().map(|(p, _)| p).collect();
+        for peer in recipients {
+            self.send_state_to(peer, 1);
+        }
+    }
+
+    /// Sends our current state to `peer` (attempt `attempt` of the bounded retries).
+    pub(super) fn send_state_to(&mut self, peer: PeerId, attempt: u32) {
+        if attempt > self.config.chat_attempts || self.phase != Phase::Member {
+            return;
+        }
+        let session = self.sender_session();
+        let message = AppMessage::State {
+            session,
+            seq: self.mls.state_seq,
+            muted: self.mls.muted,
+        };
+        let Some(group) = self.mls.group.as_mut() else {
+            return;
+        };
+        if group.leaf_of(&peer).is_none() {
+            return;
+        }
+        let mut payload = Vec::new();
+        ciborium::into_writer(&message, &mut payload).expect("writing CBOR to a Vec cannot fail");
+        match group.encrypt(&self.mls.provider, &self.mls.me, &payload) {
+            Ok(message) => {
+                self.persist();
+                let request = Request::Group {
+                    meeting_id: self.keys.meeting_id(),
+                    message,
+                };
+                self.send(peer, request, Inflight::State { attempt });
+            }
+            Err(err) => warn!(error = %err, "cannot encrypt our state"),
+        }
+    }
+
+    /// Our random id for this session of sending (chat and state sequence numbers).
+    fn sender_session(&mut self) -> u64 {
+        match self.mls.chat_session {
+            Some(session) => session,
+            None => {
+                let session = self.rng.next_u64();
+                self.mls.chat_session = Some(session);
+                session
             }
         }
     }
@@ -874,14 +1012,7 @@ impl<R: RngCore + CryptoRng> Machine<R> {
         if self.phase != Phase::Member || self.mls.group.is_none() {
             return Err(GroupError::NotMember);
         }
-        let session = match self.mls.chat_session {
-            Some(session) => session,
-            None => {
-                let session = self.rng.next_u64();
-                self.mls.chat_session = Some(session);
-                session
-            }
-        };
+        let session = self.sender_session();
         self.mls.chat_seq += 1;
         let message = AppMessage::Chat {
             session,
@@ -1006,6 +1137,13 @@ impl<R: RngCore + CryptoRng> Machine<R> {
         };
         for (_, peer, payload, attempt) in due {
             self.send_chat_to(now, peer, payload, attempt);
+        }
+        let (due, later): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut self.mls.state_retries)
+            .into_iter()
+            .partition(|(at, ..)| *at <= now);
+        self.mls.state_retries = later;
+        for (_, peer, attempt) in due {
+            self.send_state_to(peer, attempt);
         }
         let gaps: Vec<(PeerId, u64)> = self
             .mls

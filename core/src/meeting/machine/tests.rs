@@ -979,3 +979,188 @@ fn a_member_that_missed_a_confirmation_catches_up_by_joining_again() {
     sim.run_until(Duration::from_secs(20), |s| s.agree(&[host, a, b, c]))
         .expect("b caught up");
 }
+
+/// The `MemberMuted` events `peer` reported, in order.
+fn muted_events(sim: &Sim, peer: PeerId) -> Vec<(PeerId, bool)> {
+    sim.nodes[&peer]
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            MeetingEvent::MemberMuted { peer_id, muted } => Some((*peer_id, *muted)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Makes `peer` mute or unmute and returns the MLS messages it sent (not delivered).
+fn state_messages(sim: &mut Sim, peer: PeerId, muted: bool) -> Vec<(PeerId, Vec<u8>)> {
+    sim.node(peer).machine.set_muted(muted);
+    std::iter::from_fn(|| sim.node(peer).machine.poll_output())
+        .filter_map(|o| match o {
+            Output::Send {
+                to,
+                request: Request::Group { message, .. },
+                ..
+            } => Some((to, message)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_members_mute_reaches_everyone_and_late_joiners_learn_it() {
+    let mut sim = Sim::new();
+    let host = sim.host();
+    let a = sim.joiner(1, host);
+    sim.run_until(Duration::from_secs(5), |s| s.agree(&[host, a]))
+        .expect("group formed");
+    sim.node(a).machine.set_muted(true);
+    sim.drain(a);
+    sim.run_for(Duration::from_millis(200));
+    assert_eq!(muted_events(&sim, host), vec![(a, true)]);
+    assert!(sim.nodes[&host].machine.is_member_muted(&a));
+    // Muting twice changes nothing and sends nothing.
+    sim.node(a).machine.set_muted(true);
+    assert!(sim.node(a).machine.poll_output().is_none());
+
+    // A late joiner learns the state; the others are not told again.
+    let b = sim.joiner(1, host);
+    sim.run_until(Duration::from_secs(5), |s| s.agree(&[host, a, b]))
+        .expect("b joined");
+    sim.run_for(Duration::from_secs(1));
+    assert_eq!(muted_events(&sim, b), vec![(a, true)]);
+    assert_eq!(muted_events(&sim, host), vec![(a, true)], "no repeat");
+    assert!(muted_events(&sim, a).is_empty(), "nobody else muted");
+
+    // Unmuting reaches both.
+    sim.node(a).machine.set_muted(false);
+    sim.drain(a);
+    sim.run_for(Duration::from_millis(200));
+    assert_eq!(muted_events(&sim, host), vec![(a, true), (a, false)]);
+    assert_eq!(muted_events(&sim, b), vec![(a, true), (a, false)]);
+
+    // Someone muted before entering the group is announced as soon as it is in.
+    let identity = Identity::generate();
+    let c = identity.peer_id();
+    let rng = sim.rng();
+    let machine = Machine::joiner(
+        Config::default(),
+        MlsIdentity::new(&identity),
+        Provider::default(),
+        "c".into(),
+        keys(1),
+        Some(host),
+        sim.now,
+        rng,
+    );
+    sim.add(machine, c);
+    sim.node(c).machine.set_muted(true);
+    let (now, unix_ms) = (sim.now, sim.unix_ms());
+    sim.node(c)
+        .machine
+        .handle_candidate(now, unix_ms, host, vec![]);
+    sim.drain(c);
+    sim.run_until(Duration::from_secs(5), |s| s.agree(&[host, a, b, c]))
+        .expect("c joined");
+    sim.run_for(Duration::from_secs(1));
+    for peer in [host, a, b] {
+        assert!(
+            muted_events(&sim, peer).contains(&(c, true)),
+            "{peer} did not learn that c is muted"
+        );
+    }
+}
+
+#[test]
+fn mute_announcements_from_non_members_or_forged_ones_are_ignored() {
+    let mut sim = Sim::new();
+    let host = sim.host();
+    let a = sim.joiner(1, host);
+    let b = sim.joiner(1, host);
+    sim.run_until(Duration::from_secs(5), |s| s.agree(&[host, a, b]))
+        .expect("group formed");
+    let meeting_id = keys(1).meeting_id();
+    let (now, unix_ms) = (sim.now, sim.unix_ms());
+
+    // A member passing on another member's announcement as its own: refused (the MLS
+    // sender must be the peer on the connection).
+    let sent = state_messages(&mut sim, a, true);
+    let copy = |to: PeerId| {
+        sent.iter()
+            .find(|(t, _)| *t == to)
+            .map(|(_, m)| m.clone())
+            .expect("a told every member")
+    };
+    let (to_host, to_b) = (copy(host), copy(b));
+    let group = |message: Vec<u8>| Request::Group {
+        meeting_id,
+        message,
+    };
+    let rejected = sim.nodes[&b].machine.stats().group_messages_rejected;
+    sim.node(b)
+        .machine
+        .handle_request(now, unix_ms, host, group(to_host));
+    sim.drain(b);
+    assert_eq!(
+        sim.nodes[&b].machine.stats().group_messages_rejected,
+        rejected + 1
+    );
+    // Tampered: refused too.
+    let mut tampered = to_b.clone();
+    let last = tampered.len() - 1;
+    tampered[last] ^= 0x01;
+    sim.node(b)
+        .machine
+        .handle_request(now, unix_ms, a, group(tampered));
+    sim.drain(b);
+    assert_eq!(
+        sim.nodes[&b].machine.stats().group_messages_rejected,
+        rejected + 2
+    );
+    assert!(muted_events(&sim, b).is_empty(), "nothing forged counted");
+    assert!(!sim.nodes[&b].machine.is_member_muted(&a));
+    assert!(!sim.nodes[&b].machine.is_member_muted(&host));
+    // The genuine one counts, once; a replay of it does not count again.
+    for _ in 0..2 {
+        sim.node(b)
+            .machine
+            .handle_request(now, unix_ms, a, group(to_b.clone()));
+        sim.drain(b);
+    }
+    assert_eq!(muted_events(&sim, b), vec![(a, true)]);
+
+    // A member removed from the group is no longer heard, even with an announcement it
+    // made while still a member: a unmutes (not delivered yet), is kicked, then its
+    // announcement arrives.
+    let unmute = state_messages(&mut sim, a, false);
+    let now = sim.now;
+    sim.node(host).machine.kick(now, a).unwrap();
+    sim.drain(host);
+    sim.run_until(Duration::from_secs(5), |s| s.agree(&[host, b]))
+        .expect("kick committed");
+    let (now, unix_ms) = (sim.now, sim.unix_ms());
+    for (to, message) in unmute {
+        let response = sim
+            .node(to)
+            .machine
+            .handle_request(now, unix_ms, a, group(message));
+        assert_eq!(response, Response::NotMember);
+        sim.drain(to);
+    }
+    assert_eq!(
+        muted_events(&sim, b),
+        vec![(a, true)],
+        "a's unmute came too late"
+    );
+    // And a stranger's request is answered NotMember, reporting nothing.
+    let response = sim.node(b).machine.handle_request(
+        now,
+        unix_ms,
+        PeerId::random(),
+        Request::Group {
+            meeting_id,
+            message: vec![0; 64],
+        },
+    );
+    assert_eq!(response, Response::NotMember);
+}
