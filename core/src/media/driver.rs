@@ -169,7 +169,8 @@ struct BrokenPath {
 /// How long a path may stay `disconnected` before the offering side restarts ICE (it may
 /// come back by itself first).
 pub const RESTART_AFTER: Duration = Duration::from_secs(2);
-/// Interval between ICE restart attempts while the path stays broken.
+/// Interval between ICE restart attempts while the path stays broken, counted from the
+/// restart's answer once it arrived.
 pub const RESTART_RETRY: Duration = Duration::from_secs(4);
 /// ICE restarts tried before the connection is replaced by a new one.
 pub const MAX_ICE_RESTARTS: u32 = 4;
@@ -386,6 +387,14 @@ impl Media {
                     Ok(Signal::Offer(sdp)) => self.answer(from, sdp).await,
                     Ok(Signal::Restart(sdp)) => self.answer_restart(from, sdp).await,
                     Ok(Signal::Answer(sdp)) => {
+                        // An ICE restart gets its whole retry interval once its answer is in:
+                        // the answerer may take up to a gathering timeout to answer, and a
+                        // new restart offered meanwhile would make that answer stale.
+                        if let Some(broken) = self.broken.get_mut(&from)
+                            && broken.last_attempt.is_some()
+                        {
+                            broken.last_attempt = Some(now);
+                        }
                         if let Some(peer) = self.peers.get(&from).cloned() {
                             let internal = self.internal_tx.clone();
                             tokio::spawn(async move {

@@ -28,8 +28,9 @@ use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
-    RTCConfiguration, RTCConfigurationBuilder, RTCIceGatheringState, RTCIceServer,
-    RTCIceTransportPolicy, RTCPeerConnectionState, RTCSessionDescription, SettingEngineBuilder,
+    RTCConfiguration, RTCConfigurationBuilder, RTCIceCandidateType, RTCIceGatheringState,
+    RTCIceServer, RTCIceTransportPolicy, RTCPeerConnectionIceEvent, RTCPeerConnectionState,
+    RTCSessionDescription, SettingEngineBuilder,
 };
 
 use super::IceServer;
@@ -40,6 +41,13 @@ use crate::media::audio::FRAME_MS;
 pub const EVENT_CAPACITY: usize = 512;
 /// How long ICE gathering may take.
 pub const GATHER_TIMEOUT: Duration = Duration::from_secs(5);
+/// How much longer gathering may go on once a relayed candidate is in. A relayed candidate
+/// reaches the other side whatever its NAT, and the STUN answer for a reflexive one comes
+/// before the TURN allocation (one round trip against two) wherever UDP works; where it
+/// does not (a network that drops UDP, using TURN over TCP), waiting the whole
+/// [`GATHER_TIMEOUT`] for a STUN answer that never comes would delay the answer so long that
+/// the other side's ICE gives up before the relayed pair may be nominated.
+pub const GATHER_AFTER_RELAY: Duration = Duration::from_millis(500);
 /// Silence on the selected path after which ICE reports `disconnected` (webrtc-rs: 5 s).
 pub const ICE_DISCONNECTED_TIMEOUT: Duration = Duration::from_secs(3);
 /// Time in `disconnected` after which ICE reports `failed` (webrtc-rs: 25 s). A meeting
@@ -126,16 +134,34 @@ impl PeerConfig {
     }
 }
 
+/// Progress of an ICE gathering, as far as [`AudioPeer::wait_gathered`] cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Gathering {
+    /// A relayed (TURN) candidate was gathered.
+    Relayed,
+    /// Every candidate was gathered.
+    Complete,
+}
+
+/// Gathering notes queued between two waits (a handful per gathering).
+const GATHERING_CAPACITY: usize = 16;
+
 struct Handler {
     events: mpsc::Sender<PeerEvent>,
-    gathered: mpsc::Sender<()>,
+    gathering: mpsc::Sender<Gathering>,
 }
 
 #[async_trait::async_trait]
 impl PeerConnectionEventHandler for Handler {
+    async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
+        if event.candidate.typ == RTCIceCandidateType::Relay {
+            let _ = self.gathering.try_send(Gathering::Relayed);
+        }
+    }
+
     async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
         if state == RTCIceGatheringState::Complete {
-            let _ = self.gathered.try_send(());
+            let _ = self.gathering.try_send(Gathering::Complete);
         }
     }
 
@@ -167,7 +193,7 @@ pub struct AudioPeer {
     connection: Arc<dyn PeerConnection>,
     track: Arc<TrackLocalStaticSample>,
     sender: Arc<dyn webrtc::rtp_transceiver::RtpSender>,
-    gathered: tokio::sync::Mutex<mpsc::Receiver<()>>,
+    gathering: tokio::sync::Mutex<mpsc::Receiver<Gathering>>,
     payload_type: tokio::sync::OnceCell<PayloadType>,
 }
 
@@ -184,7 +210,7 @@ impl AudioPeer {
         config: &PeerConfig,
     ) -> Result<(Self, mpsc::Receiver<PeerEvent>), TransportError> {
         let (events_tx, events_rx) = mpsc::channel(EVENT_CAPACITY);
-        let (gathered_tx, gathered_rx) = mpsc::channel(1);
+        let (gathering_tx, gathering_rx) = mpsc::channel(GATHERING_CAPACITY);
         let mut media = MediaEngine::default();
         media.register_default_codecs().map_err(webrtc_err)?;
         let settings = SettingEngineBuilder::new()
@@ -201,7 +227,7 @@ impl AudioPeer {
             .with_setting_engine(settings)
             .with_handler(Arc::new(Handler {
                 events: events_tx,
-                gathered: gathered_tx,
+                gathering: gathering_tx,
             }))
             .with_udp_addrs(config.udp_addrs.clone())
             .build()
@@ -244,7 +270,7 @@ impl AudioPeer {
                 connection,
                 track,
                 sender,
-                gathered: tokio::sync::Mutex::new(gathered_rx),
+                gathering: tokio::sync::Mutex::new(gathering_rx),
                 payload_type: tokio::sync::OnceCell::new(),
             },
             events_rx,
@@ -263,22 +289,40 @@ impl AudioPeer {
             .map_err(webrtc_err)
     }
 
-    /// Forgets a gathering completion nobody waited for, so the next wait is for the next one.
+    /// Forgets the progress of a gathering nobody waited for, so the next wait is for the
+    /// next one.
     async fn forget_gathered(&self) {
-        let mut gathered = self.gathered.lock().await;
-        while gathered.try_recv().is_ok() {}
+        let mut gathering = self.gathering.lock().await;
+        while gathering.try_recv().is_ok() {}
     }
 
-    /// Waits for ICE gathering to finish, at most [`GATHER_TIMEOUT`]; after that the
-    /// candidates gathered so far are used (a STUN or TURN server that does not answer,
-    /// e.g. on a network that drops UDP, must not stop the others from being used).
+    /// Waits for ICE gathering to finish: at most [`GATHER_TIMEOUT`], and at most
+    /// [`GATHER_AFTER_RELAY`] after the first relayed candidate; then the candidates
+    /// gathered so far are used (a STUN or TURN server that does not answer, e.g. on a
+    /// network that drops UDP, must not stop the others from being used).
     async fn wait_gathered(&self) -> Result<RTCSessionDescription, TransportError> {
-        let mut gathered = self.gathered.lock().await;
-        if tokio::time::timeout(GATHER_TIMEOUT, gathered.recv())
-            .await
-            .is_err()
-        {
-            warn!(timeout = ?GATHER_TIMEOUT, "ICE gathering incomplete; using the candidates so far");
+        let mut gathering = self.gathering.lock().await;
+        let mut deadline = tokio::time::Instant::now() + GATHER_TIMEOUT;
+        let mut relayed = false;
+        loop {
+            match tokio::time::timeout_at(deadline, gathering.recv()).await {
+                Ok(Some(Gathering::Complete) | None) => break,
+                Ok(Some(Gathering::Relayed)) => {
+                    relayed = true;
+                    deadline = deadline.min(tokio::time::Instant::now() + GATHER_AFTER_RELAY);
+                }
+                Err(_) if relayed => {
+                    debug!(
+                        after_relay = ?GATHER_AFTER_RELAY,
+                        "ICE gathering goes on; using the candidates so far (one is relayed)"
+                    );
+                    break;
+                }
+                Err(_) => {
+                    warn!(timeout = ?GATHER_TIMEOUT, "ICE gathering incomplete; using the candidates so far");
+                    break;
+                }
+            }
         }
         self.connection
             .local_description()
