@@ -174,6 +174,10 @@ pub const RESTART_AFTER: Duration = Duration::from_secs(2);
 pub const RESTART_RETRY: Duration = Duration::from_secs(4);
 /// ICE restarts tried before the connection is replaced by a new one.
 pub const MAX_ICE_RESTARTS: u32 = 4;
+/// How long an offer may go unanswered before the offering side offers again with a new
+/// connection (each side gathers for at most ~5.5 s). A signal can be lost: one that
+/// reaches a joiner still entering the group is in an epoch it cannot read yet.
+pub const NEGOTIATION_TIMEOUT: Duration = Duration::from_secs(15);
 
 enum Internal {
     Peer(PeerId, PeerEvent),
@@ -209,6 +213,10 @@ struct Media {
     broken: HashMap<PeerId, BrokenPath>,
     /// ICE restarts per connection, reported in connection events.
     restarts: HashMap<PeerId, u32>,
+    /// Connections we offered whose answer has not arrived yet, since when.
+    unanswered: HashMap<PeerId, Instant>,
+    /// Offers from peers not (yet) members, kept until an epoch says whether they are.
+    early_offers: HashMap<PeerId, (Instant, String)>,
     leaves: BTreeMap<u32, PeerId>,
     receivers: HashMap<u32, Receiver>,
     internal_tx: mpsc::Sender<Internal>,
@@ -272,6 +280,8 @@ pub fn spawn(
         tcp_bridges: HashMap::new(),
         broken: HashMap::new(),
         restarts: HashMap::new(),
+        unanswered: HashMap::new(),
+        early_offers: HashMap::new(),
         leaves: BTreeMap::new(),
         receivers: HashMap::new(),
         internal_tx,
@@ -381,9 +391,28 @@ impl Media {
                         self.offer(peer).await;
                     }
                 }
+                // Offers that arrived before this epoch made their senders members.
+                self.early_offers
+                    .retain(|_, (at, _)| now.duration_since(*at) < NEGOTIATION_TIMEOUT);
+                let members: Vec<PeerId> = self
+                    .early_offers
+                    .keys()
+                    .copied()
+                    .filter(|peer| self.leaves.values().any(|p| p == peer))
+                    .collect();
+                for peer in members {
+                    if let Some((_, offer)) = self.early_offers.remove(&peer) {
+                        debug!(peer = %peer, "answering an offer that came before its epoch");
+                        self.answer(peer, offer).await;
+                    }
+                }
             }
             MediaCommand::Signal { from, payload } => {
                 match ciborium::from_reader::<Signal, _>(payload.as_slice()) {
+                    Ok(Signal::Offer(sdp)) if !self.leaves.values().any(|p| *p == from) => {
+                        debug!(peer = %from, "offer from a non-member kept until the next epoch");
+                        self.early_offers.insert(from, (now, sdp));
+                    }
                     Ok(Signal::Offer(sdp)) => self.answer(from, sdp).await,
                     Ok(Signal::Restart(sdp)) => self.answer_restart(from, sdp).await,
                     Ok(Signal::Answer(sdp)) => {
@@ -502,6 +531,7 @@ impl Media {
         let Some(peer) = self.create_peer(peer_id).await else {
             return;
         };
+        self.unanswered.insert(peer_id, Instant::now());
         let internal = self.internal_tx.clone();
         tokio::spawn(async move {
             let message = match peer.create_offer().await {
@@ -559,6 +589,16 @@ impl Media {
     /// a path has been down for [`RESTART_AFTER`], retried every [`RESTART_RETRY`]; after
     /// [`MAX_ICE_RESTARTS`] the connection is replaced.
     async fn repair_paths(&mut self, now: Instant) {
+        let unanswered: Vec<PeerId> = self
+            .unanswered
+            .iter()
+            .filter(|(_, since)| now.duration_since(**since) >= NEGOTIATION_TIMEOUT)
+            .map(|(peer, _)| *peer)
+            .collect();
+        for peer_id in unanswered {
+            info!(peer = %peer_id, timeout = ?NEGOTIATION_TIMEOUT, "our offer was not answered; offering again");
+            self.reconnect(peer_id).await;
+        }
         let due: Vec<(PeerId, BrokenPath)> = self
             .broken
             .iter()
@@ -622,6 +662,7 @@ impl Media {
 
     fn drop_peer(&mut self, peer_id: PeerId) {
         self.connected.remove(&peer_id);
+        self.unanswered.remove(&peer_id);
         self.broken.remove(&peer_id);
         self.restarts.remove(&peer_id);
         if let Some(peer) = self.peers.remove(&peer_id) {
@@ -649,6 +690,8 @@ impl Media {
             Internal::Peer(peer, PeerEvent::State(state)) => {
                 debug!(peer = %peer, %state, "media connection state");
                 let now = Instant::now();
+                // Any state change means the answer was taken (ICE runs).
+                self.unanswered.remove(&peer);
                 self.connected.insert(peer, state == "connected");
                 let member = self.leaves.values().any(|p| *p == peer);
                 match state.as_str() {

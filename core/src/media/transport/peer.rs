@@ -296,32 +296,36 @@ impl AudioPeer {
         while gathering.try_recv().is_ok() {}
     }
 
-    /// Waits for ICE gathering to finish: at most [`GATHER_TIMEOUT`], and at most
-    /// [`GATHER_AFTER_RELAY`] after the first relayed candidate; then the candidates
-    /// gathered so far are used (a STUN or TURN server that does not answer, e.g. on a
-    /// network that drops UDP, must not stop the others from being used).
+    /// Waits for ICE gathering to finish: at most [`GATHER_TIMEOUT`] for it or a first
+    /// relayed candidate, and then at most [`GATHER_AFTER_RELAY`] more; after that the
+    /// candidates gathered so far are used (a STUN or TURN server that does not answer,
+    /// e.g. on a network that drops UDP, must not stop the others from being used).
     async fn wait_gathered(&self) -> Result<RTCSessionDescription, TransportError> {
         let mut gathering = self.gathering.lock().await;
-        let mut deadline = tokio::time::Instant::now() + GATHER_TIMEOUT;
-        let mut relayed = false;
-        loop {
-            match tokio::time::timeout_at(deadline, gathering.recv()).await {
-                Ok(Some(Gathering::Complete) | None) => break,
-                Ok(Some(Gathering::Relayed)) => {
-                    relayed = true;
-                    deadline = deadline.min(tokio::time::Instant::now() + GATHER_AFTER_RELAY);
-                }
-                Err(_) if relayed => {
+        // The end of the channel (the connection is gone) counts as complete.
+        let first = async { gathering.recv().await.unwrap_or(Gathering::Complete) };
+        match tokio::time::timeout(GATHER_TIMEOUT, first).await {
+            Ok(Gathering::Complete) => {}
+            Ok(Gathering::Relayed) => {
+                let complete = async {
+                    while let Some(note) = gathering.recv().await {
+                        if note == Gathering::Complete {
+                            break;
+                        }
+                    }
+                };
+                if tokio::time::timeout(GATHER_AFTER_RELAY, complete)
+                    .await
+                    .is_err()
+                {
                     debug!(
                         after_relay = ?GATHER_AFTER_RELAY,
                         "ICE gathering goes on; using the candidates so far (one is relayed)"
                     );
-                    break;
                 }
-                Err(_) => {
-                    warn!(timeout = ?GATHER_TIMEOUT, "ICE gathering incomplete; using the candidates so far");
-                    break;
-                }
+            }
+            Err(_) => {
+                warn!(timeout = ?GATHER_TIMEOUT, "ICE gathering incomplete; using the candidates so far");
             }
         }
         self.connection
