@@ -218,6 +218,10 @@ fn a_home_without_udp_meets_through_turn_over_tcp() {
         NatKind::UdpBlocked,
     );
     assert_eq!(pair.path, "relayed");
+    eprintln!(
+        "UDP-blocked home: relayed (TURN over TCP), joined → connected {} ms",
+        pair.connect.as_millis()
+    );
 }
 
 /// With `--relay-only`, the other member never sees our address: every UDP packet that
