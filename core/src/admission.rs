@@ -19,9 +19,13 @@
 //!
 //! Peer ids are those of the Noise-authenticated connection, so a hello cannot be replayed
 //! from another identity, nor towards another member.
+//!
+//! Hellos are rate limited before any of this ([`HelloLimiter`]): per peer, and globally
+//! for peers that have not proved the secret yet, so a flood of hellos costs a member one
+//! map look-up each.
 
 use std::collections::{HashMap, VecDeque};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hkdf::Hkdf;
 use hmac::{Hmac, Mac};
@@ -43,6 +47,18 @@ const WELCOME_DOMAIN: &[u8] = b"welcome";
 pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(120);
 /// Most hellos remembered for replay detection.
 pub const REPLAY_CAPACITY: usize = 4096;
+
+/// Hellos one peer may send at once ([`HelloLimiter`]).
+pub const PEER_HELLO_BURST: u32 = 8;
+/// After its burst, one peer may send one hello per this interval.
+pub const PEER_HELLO_INTERVAL: Duration = Duration::from_secs(1);
+/// Hellos all peers that have not proved the secret may send together at once.
+pub const GLOBAL_HELLO_BURST: u32 = 64;
+/// After the global burst, one hello from such peers per this interval (20 a second).
+pub const GLOBAL_HELLO_INTERVAL: Duration = Duration::from_millis(50);
+/// Most peers whose hello rate is tracked; peers beyond it count against the global limit
+/// only.
+pub const LIMITER_PEERS: usize = 1024;
 
 /// Length of a hello nonce.
 pub const NONCE_LEN: usize = 16;
@@ -276,6 +292,89 @@ impl ReplayGuard {
     }
 }
 
+/// Which limit a hello exceeded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RateLimited {
+    /// This peer sent too many hellos.
+    #[error("this peer sends hellos faster than allowed")]
+    Peer,
+    /// Peers that have not proved the secret send too many hellos together.
+    #[error("unknown peers send hellos faster than allowed")]
+    Global,
+}
+
+/// A generic cell rate limiter: `burst` events at once, then one per `interval`.
+#[derive(Debug, Clone, Copy, Default)]
+struct Bucket {
+    /// When the bucket is full again (nothing owed); in the past while idle.
+    full_at: Option<Instant>,
+}
+
+impl Bucket {
+    /// Takes one token if there is one.
+    fn take(&mut self, now: Instant, burst: u32, interval: Duration) -> bool {
+        let full_at = self.full_at.map_or(now, |t| t.max(now));
+        // `burst` tokens means at most `burst` intervals owed after this event.
+        if full_at + interval > now + interval * burst {
+            return false;
+        }
+        self.full_at = Some(full_at + interval);
+        true
+    }
+
+    fn is_full(&self, now: Instant) -> bool {
+        self.full_at.is_none_or(|t| t <= now)
+    }
+}
+
+/// Bounds how many hellos a member checks (sans-IO: the caller passes the time).
+///
+/// Every peer may send [`PEER_HELLO_BURST`] hellos at once and one per
+/// [`PEER_HELLO_INTERVAL`] after that. Hellos from peers that have not proved the secret
+/// yet (`known == false`) also share a global budget of [`GLOBAL_HELLO_BURST`] and one per
+/// [`GLOBAL_HELLO_INTERVAL`], so a flood from many fresh identities cannot make a member
+/// verify more than that; members and lobby joiners are not held back by it. A refused
+/// hello takes no token. At most [`LIMITER_PEERS`] peers are tracked (idle ones are
+/// forgotten by [`HelloLimiter::forget_idle`]); an untracked peer counts against the global
+/// budget only.
+#[derive(Debug, Default)]
+pub struct HelloLimiter {
+    peers: HashMap<PeerId, Bucket>,
+    global: Bucket,
+}
+
+impl HelloLimiter {
+    /// Whether a hello from `peer` may be checked now; takes its tokens if so.
+    pub fn check(&mut self, now: Instant, peer: PeerId, known: bool) -> Result<(), RateLimited> {
+        let tracked = self.peers.len() < LIMITER_PEERS || self.peers.contains_key(&peer);
+        let mut bucket = self.peers.get(&peer).copied().unwrap_or_default();
+        if tracked && !bucket.take(now, PEER_HELLO_BURST, PEER_HELLO_INTERVAL) {
+            return Err(RateLimited::Peer);
+        }
+        if !known
+            && !self
+                .global
+                .take(now, GLOBAL_HELLO_BURST, GLOBAL_HELLO_INTERVAL)
+        {
+            return Err(RateLimited::Global);
+        }
+        if tracked {
+            self.peers.insert(peer, bucket);
+        }
+        Ok(())
+    }
+
+    /// Forgets peers whose budget is whole again (they are as good as new).
+    pub fn forget_idle(&mut self, now: Instant) {
+        self.peers.retain(|_, bucket| !bucket.is_full(now));
+    }
+
+    /// How many peers are tracked.
+    pub fn tracked(&self) -> usize {
+        self.peers.len()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -385,6 +484,78 @@ mod tests {
             guard.check_and_record(joiner, nonce, later, later).unwrap();
         }
         assert_eq!(guard.len(), REPLAY_CAPACITY);
+    }
+
+    #[test]
+    fn one_peer_gets_its_burst_then_one_hello_a_second() {
+        // An arbitrary origin for simulated time; the limiter never reads the clock.
+        #[allow(clippy::disallowed_methods)]
+        let t0 = Instant::now();
+        let mut limiter = HelloLimiter::default();
+        let (flooder, other) = (PeerId::random(), PeerId::random());
+        let passed = (0..100)
+            .filter(|_| limiter.check(t0, flooder, true).is_ok())
+            .count();
+        assert_eq!(passed, PEER_HELLO_BURST as usize);
+        assert_eq!(limiter.check(t0, flooder, true), Err(RateLimited::Peer));
+        // Another peer is not affected.
+        assert_eq!(limiter.check(t0, other, true), Ok(()));
+        // Refused hellos took nothing: one interval later exactly one more passes.
+        let t1 = t0 + PEER_HELLO_INTERVAL;
+        assert_eq!(limiter.check(t1, flooder, true), Ok(()));
+        assert_eq!(limiter.check(t1, flooder, true), Err(RateLimited::Peer));
+        // Over ten seconds of flooding, ten more.
+        let passed = (0..1000u32)
+            .filter(|i| {
+                let at = t1 + Duration::from_millis(10 * u64::from(*i + 1));
+                limiter.check(at, flooder, true).is_ok()
+            })
+            .count();
+        assert_eq!(passed, 10);
+        // Idle long enough, the peer is forgotten and gets its whole burst again.
+        let later = t1 + Duration::from_secs(60);
+        limiter.forget_idle(later);
+        assert_eq!(limiter.tracked(), 0);
+        let passed = (0..100)
+            .filter(|_| limiter.check(later, flooder, true).is_ok())
+            .count();
+        assert_eq!(passed, PEER_HELLO_BURST as usize);
+    }
+
+    #[test]
+    fn unknown_peers_share_a_global_budget_that_members_do_not_use() {
+        #[allow(clippy::disallowed_methods)]
+        let t0 = Instant::now();
+        let mut limiter = HelloLimiter::default();
+        let passed = (0..1000)
+            .filter(|_| limiter.check(t0, PeerId::random(), false).is_ok())
+            .count();
+        assert_eq!(passed, GLOBAL_HELLO_BURST as usize);
+        assert_eq!(
+            limiter.check(t0, PeerId::random(), false),
+            Err(RateLimited::Global)
+        );
+        // A peer that proved the secret (a member, a lobby joiner) still gets through.
+        assert_eq!(limiter.check(t0, PeerId::random(), true), Ok(()));
+        // The budget refills at one hello per interval.
+        let t1 = t0 + GLOBAL_HELLO_INTERVAL * 3;
+        let passed = (0..100)
+            .filter(|_| limiter.check(t1, PeerId::random(), false).is_ok())
+            .count();
+        assert_eq!(passed, 3);
+        // Tracking is bounded: a flood of fresh identities fills at most LIMITER_PEERS.
+        let mut at = t1;
+        for _ in 0..(LIMITER_PEERS * 3) {
+            at += GLOBAL_HELLO_INTERVAL;
+            let _ = limiter.check(at, PeerId::random(), false);
+        }
+        assert!(limiter.tracked() <= LIMITER_PEERS, "{}", limiter.tracked());
+        // An untracked peer is still held by the global budget.
+        let untracked = PeerId::random();
+        let passed = (0..100)
+            .filter(|_| limiter.check(at, untracked, false).is_ok())
+            .count();
+        assert_eq!(passed, 0);
     }
 
     #[test]

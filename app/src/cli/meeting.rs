@@ -305,6 +305,13 @@ fn report(event: &MeetingEvent, out: Output) -> Option<i32> {
                 format!("{name} ({peer_id}) is waiting in the lobby — type /approve {peer_id} to let them in")
             });
         }
+        MeetingEvent::LobbyLeft { peer_id, name } => {
+            out.event(
+                "lobby_left",
+                json!({ "peer_id": peer_id.to_string(), "name": name }),
+                || format!("{name} ({peer_id}) is no longer waiting in the lobby"),
+            );
+        }
         MeetingEvent::Waiting => {
             out.event("waiting", json!({}), || {
                 "waiting for the host to let you in…".to_owned()

@@ -453,6 +453,9 @@ impl App {
                 if let MeetingEvent::Knocking { peer_id, .. } = &event {
                     info!(peer = %peer_id, "waiting in the lobby");
                 }
+                if let MeetingEvent::LobbyLeft { peer_id, .. } = &event {
+                    info!(peer = %peer_id, "left the lobby");
+                }
                 let Some(meeting) = self.meeting.as_mut() else {
                     return Task::none();
                 };

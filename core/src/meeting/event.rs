@@ -103,6 +103,14 @@ pub enum MeetingEvent {
         /// Their display name.
         name: String,
     },
+    /// Lobby meeting, host side: a joiner that was waiting stopped asking to be let in
+    /// (it went away) and is no longer in the lobby.
+    LobbyLeft {
+        /// Who.
+        peer_id: PeerId,
+        /// Their display name.
+        name: String,
+    },
     /// Lobby meeting, joiner side: the secret was accepted; the host must let us in.
     Waiting,
     /// A member refused our proof of the secret: the invite is wrong.

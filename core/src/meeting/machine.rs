@@ -7,6 +7,12 @@
 //! - A valid `Hello` (MAC, freshness, no replay) makes the sender a known peer; its key
 //!   package, if any, is checked (credential = sender's key, else refused as an impostor)
 //!   and queued for the committer. The answer is an admission `Welcome` with our peer list.
+//! - Hellos are rate limited per peer and, for peers that have not proved the secret,
+//!   globally ([`HelloLimiter`]); one over the limit is answered `NotMember` (try later)
+//!   without being checked.
+//! - In a lobby meeting a joiner that proved the secret waits in a bounded lobby
+//!   ([`Config::max_lobby`]) until the host approves it; one that stops greeting us for
+//!   [`Config::lobby_expiry`] is dropped from it ([`MeetingEvent::LobbyLeft`] at the host).
 //! - Peers send each other a `Heartbeat` every [`Config::heartbeat_interval`]; a peer not
 //!   heard from for [`Config::liveness_timeout`], or whose heartbeats failed twice, or that
 //!   said `Bye`, counts as gone.
@@ -34,7 +40,7 @@ use rand::{CryptoRng, RngCore};
 use tracing::{debug, info, warn};
 
 use super::{LeaveReason, MeetingEvent};
-use crate::admission::{AdmissionError, MeetingKeys, NONCE_LEN, ReplayGuard};
+use crate::admission::{AdmissionError, HelloLimiter, MeetingKeys, NONCE_LEN, ReplayGuard};
 use crate::group::mls::validate_key_package;
 use crate::group::{GroupError, MediaKeys, MeetingGroup, MlsIdentity, Provider, StorageDelta};
 use crate::invite::MeetingId;
@@ -70,6 +76,11 @@ pub struct Config {
     pub chat_attempts: u32,
     /// How long a joiner waits in a lobby for the host's approval.
     pub lobby_timeout: Duration,
+    /// How long a joiner stays in a member's lobby without greeting it again (joiners
+    /// greet every [`Config::rehello_interval`]).
+    pub lobby_expiry: Duration,
+    /// Most joiners waiting in the lobby at once.
+    pub max_lobby: usize,
     /// Most members (including us).
     pub max_members: usize,
 }
@@ -88,6 +99,8 @@ impl Default for Config {
             chat_retry: Duration::from_millis(300),
             chat_attempts: 8,
             lobby_timeout: Duration::from_secs(600),
+            lobby_expiry: Duration::from_secs(30),
+            max_lobby: 32,
             max_members: MAX_MEMBERS,
         }
     }
@@ -144,6 +157,12 @@ pub struct Stats {
     pub hellos_replayed: u64,
     /// Hellos for another meeting.
     pub hellos_wrong_meeting: u64,
+    /// Hellos over the per-peer or global rate limit (answered without being checked).
+    pub hellos_rate_limited: u64,
+    /// Lobby joiners turned away because the lobby was full.
+    pub lobby_full: u64,
+    /// Lobby joiners dropped because they stopped greeting us.
+    pub lobby_expired: u64,
     /// Key packages whose credential is not the sender's key (impostors).
     pub impostors: u64,
     /// Welcomes that did not prove the secret, or that nobody asked for.
@@ -192,6 +211,15 @@ struct Peer {
     said_bye: bool,
 }
 
+/// A joiner waiting in the lobby.
+#[derive(Debug)]
+struct Knock {
+    name: String,
+    addrs: Vec<Multiaddr>,
+    /// Its latest valid hello: the entry expires [`Config::lobby_expiry`] after it.
+    last_hello: Instant,
+}
+
 #[derive(Debug)]
 struct PendingHello {
     nonce: [u8; NONCE_LEN],
@@ -229,6 +257,7 @@ pub struct Machine<R> {
     peers: BTreeMap<PeerId, Peer>,
     pending: HashMap<PeerId, PendingHello>,
     replay: ReplayGuard,
+    limiter: HelloLimiter,
     next_heartbeat: Instant,
     next_rehello: Instant,
     outputs: VecDeque<Output>,
@@ -242,8 +271,8 @@ pub struct Machine<R> {
     lobby: bool,
     /// Joiners the host let in.
     approved: BTreeSet<PeerId>,
-    /// Joiners waiting in the lobby: name and addresses.
-    knocking: BTreeMap<PeerId, (String, Vec<Multiaddr>)>,
+    /// Joiners waiting in the lobby.
+    knocking: BTreeMap<PeerId, Knock>,
     /// Members removed by the host: their hellos are refused for the rest of the meeting.
     banned: BTreeSet<PeerId>,
     mls: group_ops::GroupState,
@@ -327,6 +356,7 @@ impl<R: RngCore + CryptoRng> Machine<R> {
             peers: BTreeMap::new(),
             pending: HashMap::new(),
             replay: ReplayGuard::default(),
+            limiter: HelloLimiter::default(),
             outputs: VecDeque::new(),
             stats: Stats::default(),
             rng,
@@ -637,6 +667,15 @@ impl<R: RngCore + CryptoRng> Machine<R> {
     }
 
     fn on_hello(&mut self, now: Instant, unix_ms: u64, from: PeerId, hello: Hello) -> Response {
+        // Checked before anything else, so that a flood costs one look-up per hello. The
+        // answer is not `Refused`: a refusal from the host ends a join, and a joiner held
+        // back by the limit must try again later instead.
+        let known = self.peers.contains_key(&from) || self.knocking.contains_key(&from);
+        if let Err(limit) = self.limiter.check(now, from, known) {
+            self.stats.hellos_rate_limited += 1;
+            debug!(peer = %from, %limit, "hello over the rate limit, not checked");
+            return Response::NotMember;
+        }
         if hello.meeting_id != self.keys.meeting_id() {
             self.stats.hellos_wrong_meeting += 1;
             debug!(peer = %from, "hello for another meeting refused");
@@ -695,18 +734,30 @@ impl<R: RngCore + CryptoRng> Machine<R> {
         if self.lobby && self.mls.group.is_some() && !is_member && !self.approved.contains(&from) {
             // Lobby: the joiner proved the secret but learns nothing more until the host
             // lets it in; only the host is told someone is waiting.
-            if let Some(package) = package {
-                self.queue_add(from, &hello.key_package, package);
-            }
-            if !self.knocking.contains_key(&from) && self.knocking.len() < self.config.max_members {
-                self.knocking
-                    .insert(from, (hello.name.clone(), hello.addrs.clone()));
+            if let Some(knock) = self.knocking.get_mut(&from) {
+                knock.last_hello = now;
+            } else if self.knocking.len() >= self.config.max_lobby {
+                self.stats.lobby_full += 1;
+                warn!(peer = %from, "lobby full, joiner asked to try again later");
+                return Response::NotMember;
+            } else {
+                self.knocking.insert(
+                    from,
+                    Knock {
+                        name: hello.name.clone(),
+                        addrs: hello.addrs.clone(),
+                        last_hello: now,
+                    },
+                );
                 if self.host == Some(self.local) {
                     self.emit(MeetingEvent::Knocking {
                         peer_id: from,
                         name: hello.name.clone(),
                     });
                 }
+            }
+            if let Some(package) = package {
+                self.queue_add(from, &hello.key_package, package);
             }
             return Response::Welcome {
                 mac: self.keys.welcome_mac(&self.local, &from, &hello.nonce),
@@ -947,6 +998,8 @@ impl<R: RngCore + CryptoRng> Machine<R> {
             }
         }
         self.forget_silent_strangers(now);
+        self.expire_lobby(now);
+        self.limiter.forget_idle(now);
         let retry = self.config.hello_retry;
         self.pending.retain(|_, p| now < p.sent_at + retry * 4);
         self.group_timeouts(now);
@@ -965,6 +1018,33 @@ impl<R: RngCore + CryptoRng> Machine<R> {
         self.peers.retain(|peer, info| {
             members.contains(peer) || (!info.said_bye && now < info.last_heard + timeout)
         });
+    }
+
+    /// Lobby joiners that stopped greeting us are gone: they leave the lobby, their key
+    /// package and any approval with them (coming back means knocking again).
+    fn expire_lobby(&mut self, now: Instant) {
+        let expiry = self.config.lobby_expiry;
+        let gone: Vec<PeerId> = self
+            .knocking
+            .iter()
+            .filter(|(_, knock)| now >= knock.last_hello + expiry)
+            .map(|(peer, _)| *peer)
+            .collect();
+        for peer in gone {
+            let Some(knock) = self.knocking.remove(&peer) else {
+                continue;
+            };
+            self.stats.lobby_expired += 1;
+            self.mls.queued_adds.remove(&peer);
+            self.approved.remove(&peer);
+            info!(peer = %peer, "lobby joiner went silent and left the lobby");
+            if self.host == Some(self.local) {
+                self.emit(MeetingEvent::LobbyLeft {
+                    peer_id: peer,
+                    name: knock.name,
+                });
+            }
+        }
     }
 
     /// We leave: say goodbye to every peer.

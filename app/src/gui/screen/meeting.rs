@@ -356,6 +356,16 @@ impl State {
                 self.panel = Panel::Participants;
                 self.notice(format!("{shown} is waiting in the lobby."));
             }
+            MeetingEvent::LobbyLeft { peer_id, name } => {
+                if self.knocking.remove(&peer_id).is_some() {
+                    let shown = if name.is_empty() {
+                        short_peer(&peer_id)
+                    } else {
+                        name
+                    };
+                    self.notice(format!("{shown} left the lobby."));
+                }
+            }
             MeetingEvent::Waiting => self.phase = Phase::Joining(Stage::Waiting),
             MeetingEvent::JoinRefused => {
                 self.phase = Phase::Ended(
@@ -1102,6 +1112,31 @@ mod tests {
             ui.click("Let in").unwrap();
         });
         assert_eq!(actions, vec![Action::Approve(carol)]);
+    }
+
+    #[test]
+    fn a_joiner_that_leaves_the_lobby_disappears_from_it() {
+        let (mut state, _bob) = in_meeting(true);
+        let verified = BTreeSet::new();
+        let (carol, dave) = (PeerId::random(), PeerId::random());
+        for (peer_id, name) in [(carol, "Carol"), (dave, "Dave")] {
+            state.handle_meeting(MeetingEvent::Knocking {
+                peer_id,
+                name: name.into(),
+            });
+        }
+        let mut ui = simulator(state.view(&verified));
+        assert!(ui.find("2 waiting in the lobby").is_ok());
+        drop(ui);
+        state.handle_meeting(MeetingEvent::LobbyLeft {
+            peer_id: carol,
+            name: "Carol".into(),
+        });
+        let mut ui = simulator(state.view(&verified));
+        assert!(ui.find("1 waiting in the lobby").is_ok());
+        assert!(ui.find("Let Carol in").is_err(), "Carol is gone");
+        assert!(ui.find("Let Dave in").is_ok());
+        assert!(ui.find("Carol left the lobby.").is_ok());
     }
 
     #[test]

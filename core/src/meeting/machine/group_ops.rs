@@ -93,7 +93,7 @@ pub(super) struct GroupState {
     pub(super) group: Option<MeetingGroup>,
     pub(super) media: MediaKeys,
     pub(super) key_package: Option<Vec<u8>>,
-    queued_adds: BTreeMap<PeerId, JoinerPackage>,
+    pub(super) queued_adds: BTreeMap<PeerId, JoinerPackage>,
     seen_packages: VecDeque<[u8; 32]>,
     /// An MLS welcome that arrived before its sender was admitted.
     pub(super) deferred_welcome: Option<(PeerId, Vec<u8>)>,
@@ -334,7 +334,11 @@ impl<R: RngCore + CryptoRng> Machine<R> {
             if *peer == self.local {
                 continue;
             }
-            let (name, addrs) = self.knocking.remove(peer).unwrap_or_default();
+            let (name, addrs) = self
+                .knocking
+                .remove(peer)
+                .map(|knock| (knock.name, knock.addrs))
+                .unwrap_or_default();
             self.add_peer(now, *peer, name, addrs);
             let name = self.peer_name(peer);
             self.emit(MeetingEvent::MemberJoined {

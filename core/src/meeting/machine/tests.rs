@@ -1164,3 +1164,203 @@ fn mute_announcements_from_non_members_or_forged_ones_are_ignored() {
     );
     assert_eq!(response, Response::NotMember);
 }
+
+/// A hello from `from` to `to` made with `secret` (no key package).
+fn forged_hello(secret: u8, from: PeerId, to: PeerId, nonce: u64, unix_ms: u64) -> Request {
+    let k = keys(secret);
+    let mut bytes = [0u8; NONCE_LEN];
+    bytes[..8].copy_from_slice(&nonce.to_be_bytes());
+    Request::Hello(Hello {
+        meeting_id: k.meeting_id(),
+        nonce: bytes,
+        unix_ms,
+        mac: k.hello_mac(&from, &to, &bytes, unix_ms),
+        name: format!("n{nonce}"),
+        addrs: vec![],
+        key_package: vec![],
+    })
+}
+
+fn lobby_left(sim: &Sim, host: PeerId) -> Vec<PeerId> {
+    sim.nodes[&host]
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            MeetingEvent::LobbyLeft { peer_id, .. } => Some(*peer_id),
+            _ => None,
+        })
+        .collect()
+}
+
+fn knocks(sim: &Sim, host: PeerId, peer: PeerId) -> usize {
+    sim.nodes[&host]
+        .events
+        .iter()
+        .filter(|e| matches!(e, MeetingEvent::Knocking { peer_id, .. } if *peer_id == peer))
+        .count()
+}
+
+#[test]
+fn a_lobby_joiner_that_goes_away_leaves_the_lobby_and_the_host_is_told() {
+    let mut sim = Sim::new();
+    let host = sim.host();
+    let now = sim.now;
+    sim.node(host).machine.set_lobby(now, true);
+    let identity = Identity::generate();
+    let joiner = sim.joiner_with(&identity, 1, host, Some(host));
+    sim.node(joiner).machine.set_lobby(now, true);
+    // While it keeps asking, it stays listed, well past the expiry.
+    let expiry = Config::default().lobby_expiry;
+    sim.run_for(expiry * 2);
+    assert!(sim.nodes[&joiner].events.contains(&MeetingEvent::Waiting));
+    assert_eq!(knocks(&sim, host, joiner), 1);
+    assert!(lobby_left(&sim, host).is_empty());
+    assert!(sim.nodes[&host].machine.knocking.contains_key(&joiner));
+    // It goes away without a word: within the expiry (plus a greeting interval) the
+    // host is told, and can no longer let it in.
+    sim.node(joiner).alive = false;
+    let gone = sim
+        .run_until(expiry + Duration::from_secs(6), |s| {
+            !lobby_left(s, host).is_empty()
+        })
+        .expect("the host was told");
+    assert!(
+        gone >= expiry - Config::default().rehello_interval,
+        "{gone:?}"
+    );
+    assert_eq!(lobby_left(&sim, host), vec![joiner]);
+    assert_eq!(sim.nodes[&host].machine.stats().lobby_expired, 1);
+    let now = sim.now;
+    assert!(sim.node(host).machine.approve(now, joiner).is_err());
+    assert!(sim.nodes[&host].machine.mls.queued_adds.is_empty());
+    assert_eq!(sim.epoch(host).map(|e| e.0), Some(0), "nobody was added");
+    // Coming back means knocking again, and approval still works then.
+    sim.nodes.remove(&joiner);
+    sim.queue.retain(
+        |(_, p)| !matches!(p, Packet::Request { to, .. } | Packet::Response { to, .. } if *to == joiner),
+    );
+    sim.joiner_with(&identity, 1, host, Some(host));
+    let now = sim.now;
+    sim.node(joiner).machine.set_lobby(now, true);
+    sim.run_until(Duration::from_secs(3), |s| knocks(s, host, joiner) == 2)
+        .expect("knocked again");
+    let now = sim.now;
+    sim.node(host).machine.approve(now, joiner).unwrap();
+    sim.drain(host);
+    sim.run_until(Duration::from_secs(5), |s| s.agree(&[host, joiner]))
+        .expect("let in after coming back");
+}
+
+#[test]
+fn the_lobby_is_bounded_and_makes_room_as_joiners_expire() {
+    let mut sim = Sim::new();
+    let host = sim.host();
+    let now = sim.now;
+    sim.node(host).machine.set_lobby(now, true);
+    let max = Config::default().max_lobby;
+    let unix_ms = sim.unix_ms();
+    let joiners: Vec<PeerId> = (0..max).map(|_| PeerId::random()).collect();
+    for (i, joiner) in joiners.iter().enumerate() {
+        let hello = forged_hello(1, *joiner, host, i as u64, unix_ms);
+        let response = sim
+            .node(host)
+            .machine
+            .handle_request(now, unix_ms, *joiner, hello);
+        assert!(matches!(response, Response::Welcome { .. }), "{response:?}");
+    }
+    sim.drain(host);
+    assert_eq!(sim.nodes[&host].machine.knocking.len(), max);
+    // One more proves the secret too, but must come back later.
+    let extra = PeerId::random();
+    let response = sim.node(host).machine.handle_request(
+        now,
+        unix_ms,
+        extra,
+        forged_hello(1, extra, host, 999, unix_ms),
+    );
+    assert_eq!(response, Response::NotMember);
+    assert_eq!(sim.nodes[&host].machine.stats().lobby_full, 1);
+    assert_eq!(knocks(&sim, host, extra), 0);
+    // None of them greets again: they all expire, and the host hears of each once.
+    let expiry = Config::default().lobby_expiry;
+    let took = sim
+        .run_until(expiry + Duration::from_secs(2), |s| {
+            lobby_left(s, host).len() >= max
+        })
+        .expect("all expired");
+    assert!(took >= expiry, "{took:?}");
+    let mut left = lobby_left(&sim, host);
+    left.sort();
+    let mut expected = joiners.clone();
+    expected.sort();
+    assert_eq!(left, expected);
+    assert!(sim.nodes[&host].machine.knocking.is_empty());
+    let (now, unix_ms) = (sim.now, sim.unix_ms());
+    let response = sim.node(host).machine.handle_request(
+        now,
+        unix_ms,
+        extra,
+        forged_hello(1, extra, host, 1000, unix_ms),
+    );
+    assert!(matches!(response, Response::Welcome { .. }), "{response:?}");
+    sim.drain(host);
+    assert_eq!(knocks(&sim, host, extra), 1);
+}
+
+#[test]
+fn a_flood_of_wrong_hellos_is_cheap_and_the_meeting_keeps_admitting() {
+    use crate::admission::{GLOBAL_HELLO_BURST, PEER_HELLO_BURST};
+    let mut sim = Sim::new();
+    let host = sim.host();
+    let a = sim.joiner(1, host);
+    sim.run_until(Duration::from_secs(5), |s| s.agree(&[host, a]))
+        .expect("group formed");
+    let (now, unix_ms) = (sim.now, sim.unix_ms());
+    // One peer floods with a wrong secret: only its burst is even checked.
+    let flooder = PeerId::random();
+    let mut refused = 0;
+    for i in 0..1000 {
+        let hello = forged_hello(9, flooder, host, i, unix_ms);
+        match sim
+            .node(host)
+            .machine
+            .handle_request(now, unix_ms, flooder, hello)
+        {
+            Response::Refused => refused += 1,
+            Response::NotMember => {}
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+    let stats = sim.nodes[&host].machine.stats();
+    assert_eq!(refused, PEER_HELLO_BURST);
+    assert_eq!(stats.hellos_bad_mac, u64::from(PEER_HELLO_BURST));
+    assert_eq!(
+        stats.hellos_rate_limited,
+        1000 - u64::from(PEER_HELLO_BURST)
+    );
+    // Many fresh identities flood together: the global budget caps what is checked.
+    for i in 0..1000 {
+        let stranger = PeerId::random();
+        let hello = forged_hello(9, stranger, host, i, unix_ms);
+        let response = sim
+            .node(host)
+            .machine
+            .handle_request(now, unix_ms, stranger, hello);
+        assert!(matches!(response, Response::Refused | Response::NotMember));
+    }
+    let stats = sim.nodes[&host].machine.stats();
+    let checked = stats.hellos_bad_mac - u64::from(PEER_HELLO_BURST);
+    assert!(checked <= u64::from(GLOBAL_HELLO_BURST), "{checked}");
+    assert!(stats.hellos_rate_limited >= 2000 - u64::from(PEER_HELLO_BURST + GLOBAL_HELLO_BURST));
+    sim.drain(host);
+    // The member's own traffic goes on, and a genuine joiner arriving right now is held
+    // back only briefly (asked to try again, not refused) and gets in.
+    let b = sim.joiner(1, host);
+    sim.run_until(Duration::from_secs(5), |s| s.agree(&[host, a, b]))
+        .expect("a genuine joiner got in despite the flood");
+    assert_eq!(sim.nodes[&b].machine.phase(), Phase::Member);
+    assert!(
+        sim.nodes[&host].machine.stats().hellos_rate_limited > stats.hellos_rate_limited,
+        "the joiner's first hello met the exhausted budget"
+    );
+}
