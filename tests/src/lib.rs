@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod lan_audio;
 pub mod nat;
 pub mod netns;
 
@@ -338,6 +339,12 @@ pub fn peer_id_of(proc: &mut Proc) -> anyhow::Result<String> {
         .as_str()
         .context("peer_id is a string")?
         .to_owned())
+}
+
+/// Whether a 20 ms frame of a recording carries the `hz` tone: a clear tone measures ≈ 20,
+/// concealment noise and silence stay below 1.
+pub fn tone_heard(frame: &[i16], hz: f64) -> bool {
+    conclave_core::media::audio::mixer::tone_power(frame, hz) > 1.0
 }
 
 /// The 20 ms frames of a recording made by `--audio-out FILE.wav`.

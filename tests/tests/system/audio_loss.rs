@@ -7,10 +7,9 @@ use std::time::Duration;
 
 use conclave_core::media::audio::mixer::tone_power;
 
+use conclave_tests::lan_audio::{recording_listener, tone_host};
 use conclave_tests::netns::{Lan, available};
-use conclave_tests::wav_frames;
-
-const LIMIT: Duration = Duration::from_secs(20);
+use conclave_tests::{tone_heard, wav_frames};
 
 #[test]
 fn audio_goes_on_through_five_percent_loss() {
@@ -22,18 +21,7 @@ fn audio_goes_on_through_five_percent_loss() {
     let dir = tempfile::tempdir().unwrap();
 
     let (relay, relay_addr) = lan.relay(0, dir.path()).unwrap();
-    let mut host = lan
-        .member(
-            1,
-            dir.path(),
-            "host",
-            &["--audio-in", "tone:440", "new", "--relay", &relay_addr],
-        )
-        .unwrap();
-    let invite = host.wait_event("invite", LIMIT).unwrap()["invite"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (host, invite) = tone_host(&lan, 1, dir.path(), "host", 440, &relay_addr).unwrap();
     let _second = lan
         .member(
             2,
@@ -54,25 +42,7 @@ fn audio_goes_on_through_five_percent_loss() {
         "add rule inet loss incoming meta l4proto udp numgen random mod 100 < 5 counter drop",
     )
     .unwrap();
-    let wav = dir.path().join("listener.wav");
-    let wav_arg = wav.display().to_string();
-    let mut listener = lan
-        .member(
-            3,
-            dir.path(),
-            "listener",
-            &[
-                "--audio-in",
-                "silence",
-                "--audio-out",
-                &wav_arg,
-                "join",
-                &invite,
-                "--duration",
-                "16",
-            ],
-        )
-        .unwrap();
+    let (mut listener, wav) = recording_listener(&lan, 3, dir.path(), &invite, 16).unwrap();
     assert_eq!(
         listener.wait_exit(Duration::from_secs(40)).unwrap().code(),
         Some(0),
@@ -112,7 +82,7 @@ fn audio_goes_on_through_five_percent_loss() {
     let heard = |hz: f64| {
         frames
             .iter()
-            .position(|f| tone_power(f, hz) > 1.0)
+            .position(|f| tone_heard(f, hz))
             .unwrap_or_else(|| panic!("the {hz} Hz speaker was never heard"))
     };
     let first = heard(440.0).max(heard(660.0)) + 50;

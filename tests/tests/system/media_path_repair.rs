@@ -9,9 +9,9 @@
 
 use std::time::{Duration, Instant};
 
-use conclave_core::media::audio::mixer::tone_power;
+use conclave_tests::lan_audio::{recording_listener, tone_host};
 use conclave_tests::netns::{Lan, available};
-use conclave_tests::wav_frames;
+use conclave_tests::{tone_heard, wav_frames};
 
 const LIMIT: Duration = Duration::from_secs(20);
 /// Longer than ICE_DISCONNECTED_TIMEOUT + ICE_FAILED_TIMEOUT (3 s + 4 s).
@@ -26,37 +26,8 @@ fn a_broken_media_path_is_repaired_by_ice_restart() {
     let lan = Lan::new("pr", 3).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (relay, relay_addr) = lan.relay(0, dir.path()).unwrap();
-    let mut speaker = lan
-        .member(
-            1,
-            dir.path(),
-            "speaker",
-            &["--audio-in", "tone:440", "new", "--relay", &relay_addr],
-        )
-        .unwrap();
-    let invite = speaker.wait_event("invite", LIMIT).unwrap()["invite"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let wav = dir.path().join("listener.wav");
-    let wav_arg = wav.display().to_string();
-    let mut listener = lan
-        .member(
-            2,
-            dir.path(),
-            "listener",
-            &[
-                "--audio-in",
-                "silence",
-                "--audio-out",
-                &wav_arg,
-                "join",
-                &invite,
-                "--duration",
-                "30",
-            ],
-        )
-        .unwrap();
+    let (speaker, invite) = tone_host(&lan, 1, dir.path(), "speaker", 440, &relay_addr).unwrap();
+    let (mut listener, wav) = recording_listener(&lan, 2, dir.path(), &invite, 30).unwrap();
     listener.wait_event("audio_started", LIMIT).unwrap();
     listener.drain_for(Duration::from_secs(2));
 
@@ -114,8 +85,7 @@ fn a_broken_media_path_is_repaired_by_ice_restart() {
 
     // The recording: the tone before the cut, silence during it, the tone again after.
     let frames = wav_frames(&wav).unwrap();
-    // A clear tone measures ≈ 20; concealment noise and silence stay below 1.
-    let heard = |frame: &Vec<i16>| tone_power(frame, 440.0) > 1.0;
+    let heard = |frame: &Vec<i16>| tone_heard(frame, 440.0);
     let first = frames.iter().position(heard).expect("audio arrived");
     // The longest run of frames without the tone after it started: the cut.
     let (mut silent_from, mut silent_len, mut run_start) = (first, 0, None);
