@@ -176,19 +176,10 @@ pub(crate) fn connect() -> impl Stream<Item = Event> {
                         if let Some(old) = client.take() {
                             old.shutdown();
                         }
-                        events = None;
+                        // The old client's events end before the new client starts.
+                        drop(events.take());
                         last_config = Some((*config).clone());
-                        match start(*config).await {
-                            Ok((started, stream)) => {
-                                let report = started_event(&started).await;
-                                client = Some(started);
-                                events = Some(stream);
-                                let _ = output.send(report).await;
-                            }
-                            Err(message) => {
-                                let _ = output.send(Event::StartFailed(message)).await;
-                            }
-                        }
+                        (client, events) = start_and_report(*config, &mut output).await;
                     }
                     Request::Import { path, passphrase } => {
                         let Some(running) = client.clone() else {
@@ -204,17 +195,7 @@ pub(crate) fn connect() -> impl Stream<Item = Event> {
                                 client = None;
                                 events = None;
                                 if let Some(config) = last_config.clone() {
-                                    match start(config).await {
-                                        Ok((started, stream)) => {
-                                            let report = started_event(&started).await;
-                                            client = Some(started);
-                                            events = Some(stream);
-                                            let _ = output.send(report).await;
-                                        }
-                                        Err(message) => {
-                                            let _ = output.send(Event::StartFailed(message)).await;
-                                        }
-                                    }
+                                    (client, events) = start_and_report(config, &mut output).await;
                                 }
                             }
                             Err(message) => {
@@ -319,6 +300,25 @@ async fn start(config: Config) -> Result<(Client, conclave_core::Events), String
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             Err(err) => return Err(format!("Conclave could not start: {err}")),
+        }
+    }
+}
+
+/// Starts the client and tells the UI how that went (`Started` or `StartFailed`);
+/// returns the running client and its events, if it started.
+async fn start_and_report(
+    config: Config,
+    output: &mut mpsc::Sender<Event>,
+) -> (Option<Client>, Option<conclave_core::Events>) {
+    match start(config).await {
+        Ok((started, stream)) => {
+            let report = started_event(&started).await;
+            let _ = output.send(report).await;
+            (Some(started), Some(stream))
+        }
+        Err(message) => {
+            let _ = output.send(Event::StartFailed(message)).await;
+            (None, None)
         }
     }
 }
