@@ -840,6 +840,16 @@ mod tests {
     use conclave_core::group::SecurityCode;
     use iced_test::{selector, simulator};
 
+    /// Whether the view of `state` shows `text`.
+    fn shows(state: &State, verified: &BTreeSet<PeerId>, text: impl Into<String>) -> bool {
+        simulator(state.view(verified)).find(text.into()).is_ok()
+    }
+
+    /// A meeting being joined with a (fake) invite.
+    fn joining() -> State {
+        State::joining(PeerId::random(), "Ada".into(), "conclave:x".into())
+    }
+
     fn code(n: u8) -> SecurityCode {
         SecurityCode::from_authenticator(&[n; 32])
     }
@@ -886,14 +896,14 @@ mod tests {
     #[test]
     fn joining_shows_progress_and_can_be_cancelled() {
         let verified = BTreeSet::new();
-        let mut state = State::joining(PeerId::random(), "Ada".into(), "conclave:x".into());
-        let mut ui = simulator(state.view(&verified));
-        assert!(ui.find("Finding members…").is_ok());
-        drop(ui);
+        let mut state = joining();
+        assert!(shows(&state, &verified, "Finding members…"));
         state.handle_meeting(MeetingEvent::Waiting);
-        let mut ui = simulator(state.view(&verified));
-        assert!(ui.find("Waiting for the host to let you in…").is_ok());
-        drop(ui);
+        assert!(shows(
+            &state,
+            &verified,
+            "Waiting for the host to let you in…"
+        ));
         let actions = interact(&mut state, &verified, |ui| {
             ui.click("Cancel").unwrap();
         });
@@ -903,14 +913,13 @@ mod tests {
     #[test]
     fn a_refused_join_says_why() {
         let verified = BTreeSet::new();
-        let mut state = State::joining(PeerId::random(), "Ada".into(), "conclave:x".into());
+        let mut state = joining();
         state.handle_meeting(MeetingEvent::JoinRefused);
-        let mut ui = simulator(state.view(&verified));
-        assert!(
-            ui.find("The meeting refused this invite: its secret is wrong or it was altered.")
-                .is_ok()
-        );
-        drop(ui);
+        assert!(shows(
+            &state,
+            &verified,
+            "The meeting refused this invite: its secret is wrong or it was altered."
+        ));
         let actions = interact(&mut state, &verified, |ui| {
             ui.click("Back to home").unwrap();
         });
@@ -952,9 +961,7 @@ mod tests {
             ui.click(format!("Security code {}", code(1))).unwrap();
         });
         assert!(actions.is_empty());
-        let mut ui = simulator(state.view(&verified));
-        assert!(ui.find(CODE_EXPLANATION).is_ok());
-        drop(ui);
+        assert!(shows(&state, &verified, CODE_EXPLANATION));
         // A broken media path is announced (the badge says it too).
         state.handle_media(MediaEvent::Connection {
             peer_id: bob,
@@ -1052,9 +1059,7 @@ mod tests {
         });
         assert_eq!(actions, vec![Action::Chat("hello all".into())]);
         assert!(state.chat_input.is_empty());
-        let mut ui = simulator(state.view(&verified));
-        assert!(ui.find("Ada (you): hello all").is_ok());
-        drop(ui);
+        assert!(shows(&state, &verified, "Ada (you): hello all"));
         // Hide the chat, receive a line: it counts as unread.
         interact(&mut state, &verified, |ui| {
             ui.click("Chat").unwrap();
@@ -1066,9 +1071,7 @@ mod tests {
             text: "hi Ada".into(),
             unix_ms: 1,
         });
-        let mut ui = simulator(state.view(&verified));
-        assert!(ui.find("Chat (1 new)").is_ok());
-        drop(ui);
+        assert!(shows(&state, &verified, "Chat (1 new)"));
         interact(&mut state, &verified, |ui| {
             ui.click("Chat (1 new)").unwrap();
         });
@@ -1084,12 +1087,11 @@ mod tests {
         interact(&mut state, &verified, |ui| {
             ui.click("Participants").unwrap();
         });
-        let mut ui = simulator(state.view(&verified));
-        assert!(
-            ui.find(format!("Safety number {}", safety_number_of(&bob)))
-                .is_ok()
-        );
-        drop(ui);
+        assert!(shows(
+            &state,
+            &verified,
+            format!("Safety number {}", safety_number_of(&bob))
+        ));
         let actions = interact(&mut state, &verified, |ui| {
             ui.click("Mark Bob verified").unwrap();
         });
@@ -1125,9 +1127,7 @@ mod tests {
                 name: name.into(),
             });
         }
-        let mut ui = simulator(state.view(&verified));
-        assert!(ui.find("2 waiting in the lobby").is_ok());
-        drop(ui);
+        assert!(shows(&state, &verified, "2 waiting in the lobby"));
         state.handle_meeting(MeetingEvent::LobbyLeft {
             peer_id: carol,
             name: "Carol".into(),
