@@ -215,10 +215,7 @@ impl State {
     }
 
     fn name_of(&self, peer: &PeerId) -> String {
-        match self.members.get(peer) {
-            Some(name) if !name.is_empty() => name.clone(),
-            _ => short_peer(peer),
-        }
+        display_name(peer, self.members.get(peer).map_or("", String::as_str))
     }
 
     /// Opens the chat panel (and marks everything read).
@@ -290,11 +287,7 @@ impl State {
                 }
                 if peer_id != self.me {
                     self.knocking.remove(&peer_id);
-                    let shown = if name.is_empty() {
-                        short_peer(&peer_id)
-                    } else {
-                        name.clone()
-                    };
+                    let shown = display_name(&peer_id, &name);
                     let known = self.members.insert(peer_id, name);
                     let arrived_after_us = self.epoch != self.joined_epoch;
                     if known.is_none_or(|n| n.is_empty())
@@ -313,11 +306,7 @@ impl State {
                 self.members.remove(&peer_id);
                 self.media.remove(&peer_id);
                 self.muted_members.remove(&peer_id);
-                let name = if name.is_empty() {
-                    short_peer(&peer_id)
-                } else {
-                    name
-                };
+                let name = display_name(&peer_id, &name);
                 let why = match reason {
                     LeaveReason::Kicked => "was removed",
                     LeaveReason::TimedOut => "lost connection",
@@ -347,22 +336,14 @@ impl State {
                 }
             }
             MeetingEvent::Knocking { peer_id, name } => {
-                let shown = if name.is_empty() {
-                    short_peer(&peer_id)
-                } else {
-                    name.clone()
-                };
+                let shown = display_name(&peer_id, &name);
                 self.knocking.insert(peer_id, name);
                 self.panel = Panel::Participants;
                 self.notice(format!("{shown} is waiting in the lobby."));
             }
             MeetingEvent::LobbyLeft { peer_id, name } => {
                 if self.knocking.remove(&peer_id).is_some() {
-                    let shown = if name.is_empty() {
-                        short_peer(&peer_id)
-                    } else {
-                        name
-                    };
+                    let shown = display_name(&peer_id, &name);
                     self.notice(format!("{shown} left the lobby."));
                 }
             }
@@ -578,11 +559,7 @@ impl State {
                 colour::CAUTION,
             ));
             for (peer, name) in &self.knocking {
-                let shown = if name.is_empty() {
-                    short_peer(peer)
-                } else {
-                    name.clone()
-                };
+                let shown = display_name(peer, name);
                 lobby = lobby.push(
                     row![
                         text(format!(
@@ -733,11 +710,7 @@ impl State {
         if self.host && !self.knocking.is_empty() {
             list = list.push(text("Waiting in the lobby").size(16));
             for (peer, name) in &self.knocking {
-                let shown = if name.is_empty() {
-                    short_peer(peer)
-                } else {
-                    name.clone()
-                };
+                let shown = display_name(peer, name);
                 list = list.push(
                     column![
                         text(shown).size(15),
@@ -758,11 +731,7 @@ impl State {
         );
         for (peer, name) in &self.members {
             let is_verified = verified.contains(peer);
-            let shown = if name.is_empty() {
-                short_peer(peer)
-            } else {
-                name.clone()
-            };
+            let shown = display_name(peer, name);
             let mut actions = row![
                 button(
                     text(if is_verified {
@@ -832,6 +801,15 @@ fn progress<'a>(headline: &'a str, stage: Option<Stage>) -> Element<'a, Message>
     )
     .center(Length::Fill)
     .into()
+}
+
+/// A member's display name, or its shortened peer id while it has told us none.
+fn display_name(peer: &PeerId, name: &str) -> String {
+    if name.is_empty() {
+        short_peer(peer)
+    } else {
+        name.to_owned()
+    }
 }
 
 #[cfg(test)]
