@@ -823,6 +823,19 @@ mod tests {
         simulator(state.view(verified)).find(text.into()).is_ok()
     }
 
+    /// Clicks the widget showing `text` in the view of `state`; returns the resulting
+    /// actions.
+    fn click(
+        state: &mut State,
+        verified: &BTreeSet<PeerId>,
+        text: impl Into<String>,
+    ) -> Vec<Action> {
+        let text = text.into();
+        interact(state, verified, |ui| {
+            ui.click(text).unwrap();
+        })
+    }
+
     /// A meeting being joined with a (fake) invite.
     fn joining() -> State {
         State::joining(PeerId::random(), "Ada".into(), "conclave:x".into())
@@ -882,9 +895,7 @@ mod tests {
             &verified,
             "Waiting for the host to let you in…"
         ));
-        let actions = interact(&mut state, &verified, |ui| {
-            ui.click("Cancel").unwrap();
-        });
+        let actions = click(&mut state, &verified, "Cancel");
         assert_eq!(actions, vec![Action::Leave]);
     }
 
@@ -898,9 +909,7 @@ mod tests {
             &verified,
             "The meeting refused this invite: its secret is wrong or it was altered."
         ));
-        let actions = interact(&mut state, &verified, |ui| {
-            ui.click("Back to home").unwrap();
-        });
+        let actions = click(&mut state, &verified, "Back to home");
         assert_eq!(actions, vec![Action::Home]);
     }
 
@@ -935,9 +944,7 @@ mod tests {
         assert!(ui.find(format!("Security code {}", code(1))).is_ok());
         drop(ui);
         // The code's explanation is one click away.
-        let actions = interact(&mut state, &verified, |ui| {
-            ui.click(format!("Security code {}", code(1))).unwrap();
-        });
+        let actions = click(&mut state, &verified, format!("Security code {}", code(1)));
         assert!(actions.is_empty());
         assert!(shows(&state, &verified, CODE_EXPLANATION));
         // A broken media path is announced (the badge says it too).
@@ -960,9 +967,7 @@ mod tests {
     fn mute_toggles_and_shows() {
         let (mut state, _) = in_meeting(false);
         let verified = BTreeSet::new();
-        let actions = interact(&mut state, &verified, |ui| {
-            ui.click("Mute").unwrap();
-        });
+        let actions = click(&mut state, &verified, "Mute");
         assert_eq!(actions, vec![Action::Mute(true)]);
         let mut ui = simulator(state.view(&verified));
         assert!(ui.find("Unmute").is_ok());
@@ -1032,16 +1037,12 @@ mod tests {
             ui.typewrite("hello all");
         });
         assert!(actions.is_empty());
-        let actions = interact(&mut state, &verified, |ui| {
-            ui.click("Send").unwrap();
-        });
+        let actions = click(&mut state, &verified, "Send");
         assert_eq!(actions, vec![Action::Chat("hello all".into())]);
         assert!(state.chat_input.is_empty());
         assert!(shows(&state, &verified, "Ada (you): hello all"));
         // Hide the chat, receive a line: it counts as unread.
-        interact(&mut state, &verified, |ui| {
-            ui.click("Chat").unwrap();
-        });
+        click(&mut state, &verified, "Chat");
         assert_eq!(state.panel, Panel::Hidden);
         state.handle_meeting(MeetingEvent::Chat {
             from: bob,
@@ -1050,9 +1051,7 @@ mod tests {
             unix_ms: 1,
         });
         assert!(shows(&state, &verified, "Chat (1 new)"));
-        interact(&mut state, &verified, |ui| {
-            ui.click("Chat (1 new)").unwrap();
-        });
+        click(&mut state, &verified, "Chat (1 new)");
         assert_eq!(state.unread, 0);
         let mut ui = simulator(state.view(&verified));
         assert!(ui.find("Bob: hi Ada").is_ok());
@@ -1062,21 +1061,15 @@ mod tests {
     fn participants_verify_and_host_controls() {
         let (mut state, bob) = in_meeting(true);
         let verified = BTreeSet::new();
-        interact(&mut state, &verified, |ui| {
-            ui.click("Participants").unwrap();
-        });
+        click(&mut state, &verified, "Participants");
         assert!(shows(
             &state,
             &verified,
             format!("Safety number {}", safety_number_of(&bob))
         ));
-        let actions = interact(&mut state, &verified, |ui| {
-            ui.click("Mark Bob verified").unwrap();
-        });
+        let actions = click(&mut state, &verified, "Mark Bob verified");
         assert_eq!(actions, vec![Action::SetVerified(bob, true)]);
-        let actions = interact(&mut state, &verified, |ui| {
-            ui.click("Remove Bob").unwrap();
-        });
+        let actions = click(&mut state, &verified, "Remove Bob");
         assert_eq!(actions, vec![Action::Kick(bob)]);
         // A joiner knocks: the host lets them in.
         let carol = PeerId::random();
@@ -1088,9 +1081,7 @@ mod tests {
         assert!(ui.find("1 waiting in the lobby").is_ok());
         assert!(ui.find("Let Carol in").is_ok());
         drop(ui);
-        let actions = interact(&mut state, &verified, |ui| {
-            ui.click("Let in").unwrap();
-        });
+        let actions = click(&mut state, &verified, "Let in");
         assert_eq!(actions, vec![Action::Approve(carol)]);
     }
 
@@ -1153,9 +1144,7 @@ mod tests {
             !state.notices.iter().any(|n| n == "Bob joined."),
             "members already there when we arrived are not announced"
         );
-        let actions = interact(&mut state, &verified, |ui| {
-            ui.click("Leave").unwrap();
-        });
+        let actions = click(&mut state, &verified, "Leave");
         assert_eq!(actions, vec![Action::Leave]);
     }
 }
