@@ -130,14 +130,7 @@ impl MeetingKeys {
         nonce: &[u8; NONCE_LEN],
         unix_ms: u64,
     ) -> [u8; MAC_LEN] {
-        self.mac(&[
-            HELLO_DOMAIN,
-            &self.meeting_id.0,
-            &joiner.to_bytes(),
-            &member.to_bytes(),
-            nonce,
-            &unix_ms.to_be_bytes(),
-        ])
+        finish(self.hello_hmac(joiner, member, nonce, unix_ms))
     }
 
     /// MAC a member puts in its welcome to `joiner`, over the joiner's nonce.
@@ -147,13 +140,7 @@ impl MeetingKeys {
         joiner: &PeerId,
         nonce: &[u8; NONCE_LEN],
     ) -> [u8; MAC_LEN] {
-        self.mac(&[
-            WELCOME_DOMAIN,
-            &self.meeting_id.0,
-            &member.to_bytes(),
-            &joiner.to_bytes(),
-            nonce,
-        ])
+        finish(self.welcome_hmac(member, joiner, nonce))
     }
 
     /// Verifies a welcome MAC in constant time.
@@ -164,16 +151,9 @@ impl MeetingKeys {
         nonce: &[u8; NONCE_LEN],
         mac: &[u8],
     ) -> Result<(), AdmissionError> {
-        self.verify(
-            &[
-                WELCOME_DOMAIN,
-                &self.meeting_id.0,
-                &member.to_bytes(),
-                &joiner.to_bytes(),
-                nonce,
-            ],
-            mac,
-        )
+        self.welcome_hmac(member, joiner, nonce)
+            .verify_slice(mac)
+            .map_err(|_| AdmissionError::BadMac)
     }
 
     /// Verifies a hello's MAC (constant time) and freshness; replay is checked by
@@ -187,17 +167,9 @@ impl MeetingKeys {
         mac: &[u8],
         now_unix_ms: u64,
     ) -> Result<(), AdmissionError> {
-        self.verify(
-            &[
-                HELLO_DOMAIN,
-                &self.meeting_id.0,
-                &joiner.to_bytes(),
-                &member.to_bytes(),
-                nonce,
-                &unix_ms.to_be_bytes(),
-            ],
-            mac,
-        )?;
+        self.hello_hmac(joiner, member, nonce, unix_ms)
+            .verify_slice(mac)
+            .map_err(|_| AdmissionError::BadMac)?;
         let skew_ms = now_unix_ms.abs_diff(unix_ms);
         if u128::from(skew_ms) > MAX_CLOCK_SKEW.as_millis() {
             return Err(AdmissionError::Stale { skew_ms });
@@ -205,28 +177,54 @@ impl MeetingKeys {
         Ok(())
     }
 
-    fn mac(&self, parts: &[&[u8]]) -> [u8; MAC_LEN] {
-        let mut mac = self.hmac();
+    /// The HMAC over a hello's fields, ready to finish or verify.
+    fn hello_hmac(
+        &self,
+        joiner: &PeerId,
+        member: &PeerId,
+        nonce: &[u8; NONCE_LEN],
+        unix_ms: u64,
+    ) -> HmacSha256 {
+        self.hmac_over(&[
+            HELLO_DOMAIN,
+            &self.meeting_id.0,
+            &joiner.to_bytes(),
+            &member.to_bytes(),
+            nonce,
+            &unix_ms.to_be_bytes(),
+        ])
+    }
+
+    /// The HMAC over a welcome's fields, ready to finish or verify.
+    fn welcome_hmac(
+        &self,
+        member: &PeerId,
+        joiner: &PeerId,
+        nonce: &[u8; NONCE_LEN],
+    ) -> HmacSha256 {
+        self.hmac_over(&[
+            WELCOME_DOMAIN,
+            &self.meeting_id.0,
+            &member.to_bytes(),
+            &joiner.to_bytes(),
+            nonce,
+        ])
+    }
+
+    /// The join-key HMAC fed with each part, length-prefixed (`u32` big-endian).
+    fn hmac_over(&self, parts: &[&[u8]]) -> HmacSha256 {
+        let mut mac = HmacSha256::new_from_slice(self.join_mac.as_ref())
+            .expect("HMAC accepts a key of any length");
         for part in parts {
             mac.update(&(part.len() as u32).to_be_bytes());
             mac.update(part);
         }
-        mac.finalize().into_bytes().into()
+        mac
     }
+}
 
-    fn verify(&self, parts: &[&[u8]], tag: &[u8]) -> Result<(), AdmissionError> {
-        let mut mac = self.hmac();
-        for part in parts {
-            mac.update(&(part.len() as u32).to_be_bytes());
-            mac.update(part);
-        }
-        mac.verify_slice(tag).map_err(|_| AdmissionError::BadMac)
-    }
-
-    fn hmac(&self) -> HmacSha256 {
-        HmacSha256::new_from_slice(self.join_mac.as_ref())
-            .expect("HMAC accepts a key of any length")
-    }
+fn finish(mac: HmacSha256) -> [u8; MAC_LEN] {
+    mac.finalize().into_bytes().into()
 }
 
 fn expand(hkdf: &Hkdf<Sha256>, label: &[u8], meeting_id: &MeetingId) -> [u8; 32] {
@@ -437,6 +435,34 @@ mod tests {
     }
 
     #[test]
+    fn macs_follow_the_documented_layout() {
+        // docs/protocol.md §3, computed here field by field.
+        let mut key = [0u8; 32];
+        Hkdf::<Sha256>::new(None, &[1; 32])
+            .expand_multi_info(&[JOIN_MAC_LABEL, &[9; 16]], &mut key)
+            .unwrap();
+        let layout = |parts: &[&[u8]]| -> [u8; MAC_LEN] {
+            let mut mac = HmacSha256::new_from_slice(&key).unwrap();
+            for part in parts {
+                mac.update(&(part.len() as u32).to_be_bytes());
+                mac.update(part);
+            }
+            mac.finalize().into_bytes().into()
+        };
+        let (joiner, member) = (PeerId::random(), PeerId::random());
+        let nonce = [3u8; NONCE_LEN];
+        let (j, m) = (joiner.to_bytes(), member.to_bytes());
+        assert_eq!(
+            keys(1).hello_mac(&joiner, &member, &nonce, 42),
+            layout(&[b"hello", &[9; 16], &j, &m, &nonce, &42u64.to_be_bytes()])
+        );
+        assert_eq!(
+            keys(1).welcome_mac(&member, &joiner, &nonce),
+            layout(&[b"welcome", &[9; 16], &m, &j, &nonce])
+        );
+    }
+
+    #[test]
     fn welcome_proves_the_member_knows_the_secret() {
         let (joiner, member) = (PeerId::random(), PeerId::random());
         let nonce = [6u8; NONCE_LEN];
@@ -486,6 +512,19 @@ mod tests {
         assert_eq!(guard.len(), REPLAY_CAPACITY);
     }
 
+    /// How many of `n` hellos at `at`, each from `peer()`, the limiter lets through.
+    fn passes(
+        limiter: &mut HelloLimiter,
+        at: Instant,
+        n: usize,
+        mut peer: impl FnMut() -> PeerId,
+        known: bool,
+    ) -> usize {
+        (0..n)
+            .filter(|_| limiter.check(at, peer(), known).is_ok())
+            .count()
+    }
+
     #[test]
     fn one_peer_gets_its_burst_then_one_hello_a_second() {
         // An arbitrary origin for simulated time; the limiter never reads the clock.
@@ -493,9 +532,7 @@ mod tests {
         let t0 = Instant::now();
         let mut limiter = HelloLimiter::default();
         let (flooder, other) = (PeerId::random(), PeerId::random());
-        let passed = (0..100)
-            .filter(|_| limiter.check(t0, flooder, true).is_ok())
-            .count();
+        let passed = passes(&mut limiter, t0, 100, || flooder, true);
         assert_eq!(passed, PEER_HELLO_BURST as usize);
         assert_eq!(limiter.check(t0, flooder, true), Err(RateLimited::Peer));
         // Another peer is not affected.
@@ -516,9 +553,7 @@ mod tests {
         let later = t1 + Duration::from_secs(60);
         limiter.forget_idle(later);
         assert_eq!(limiter.tracked(), 0);
-        let passed = (0..100)
-            .filter(|_| limiter.check(later, flooder, true).is_ok())
-            .count();
+        let passed = passes(&mut limiter, later, 100, || flooder, true);
         assert_eq!(passed, PEER_HELLO_BURST as usize);
     }
 
@@ -527,9 +562,7 @@ mod tests {
         #[allow(clippy::disallowed_methods)]
         let t0 = Instant::now();
         let mut limiter = HelloLimiter::default();
-        let passed = (0..1000)
-            .filter(|_| limiter.check(t0, PeerId::random(), false).is_ok())
-            .count();
+        let passed = passes(&mut limiter, t0, 1000, PeerId::random, false);
         assert_eq!(passed, GLOBAL_HELLO_BURST as usize);
         assert_eq!(
             limiter.check(t0, PeerId::random(), false),
@@ -539,9 +572,7 @@ mod tests {
         assert_eq!(limiter.check(t0, PeerId::random(), true), Ok(()));
         // The budget refills at one hello per interval.
         let t1 = t0 + GLOBAL_HELLO_INTERVAL * 3;
-        let passed = (0..100)
-            .filter(|_| limiter.check(t1, PeerId::random(), false).is_ok())
-            .count();
+        let passed = passes(&mut limiter, t1, 100, PeerId::random, false);
         assert_eq!(passed, 3);
         // Tracking is bounded: a flood of fresh identities fills at most LIMITER_PEERS.
         let mut at = t1;
@@ -549,12 +580,10 @@ mod tests {
             at += GLOBAL_HELLO_INTERVAL;
             let _ = limiter.check(at, PeerId::random(), false);
         }
-        assert!(limiter.tracked() <= LIMITER_PEERS, "{}", limiter.tracked());
+        assert_eq!(limiter.tracked(), LIMITER_PEERS);
         // An untracked peer is still held by the global budget.
         let untracked = PeerId::random();
-        let passed = (0..100)
-            .filter(|_| limiter.check(at, untracked, false).is_ok())
-            .count();
+        let passed = passes(&mut limiter, at, 100, || untracked, false);
         assert_eq!(passed, 0);
     }
 
