@@ -303,7 +303,7 @@ impl<R: RngCore + CryptoRng> Machine<R> {
 
     /// Sends an opaque media signalling payload (SDP) to `to`, inside the MLS group.
     pub fn send_signal(&mut self, to: PeerId, payload: Vec<u8>) -> Result<(), GroupError> {
-        let Some(group) = self.mls.group.as_mut() else {
+        let Some(group) = self.mls.group.as_ref() else {
             return Err(GroupError::NotMember);
         };
         if group.leaf_of(&to).is_none() {
@@ -318,14 +318,21 @@ impl<R: RngCore + CryptoRng> Machine<R> {
             &mut data,
         )
         .expect("writing CBOR to a Vec cannot fail");
-        let message = group.encrypt(&self.mls.provider, &self.mls.me, &data)?;
-        self.persist();
-        let request = Request::Group {
-            meeting_id: self.keys.meeting_id(),
-            message,
-        };
+        let request = self.group_request(&data)?;
         self.send(to, request, Inflight::Other);
         Ok(())
+    }
+
+    /// Encrypts `payload` as an MLS application message of the group (persisting the
+    /// ratchet step) and wraps it in a `Group` request.
+    fn group_request(&mut self, payload: &[u8]) -> Result<Request, GroupError> {
+        let group = self.mls.group.as_mut().ok_or(GroupError::NotMember)?;
+        let message = group.encrypt(&self.mls.provider, &self.mls.me, payload)?;
+        self.persist();
+        Ok(Request::Group {
+            meeting_id: self.keys.meeting_id(),
+            message,
+        })
     }
 
     fn apply_changes(&mut self, now: Instant, changes: GroupChanges, removals: &[Removal]) {
@@ -914,7 +921,7 @@ impl<R: RngCore + CryptoRng> Machine<R> {
             seq: self.mls.state_seq,
             muted: self.mls.muted,
         };
-        let Some(group) = self.mls.group.as_mut() else {
+        let Some(group) = self.mls.group.as_ref() else {
             return;
         };
         if group.leaf_of(&peer).is_none() {
@@ -922,15 +929,8 @@ impl<R: RngCore + CryptoRng> Machine<R> {
         }
         let mut payload = Vec::new();
         ciborium::into_writer(&message, &mut payload).expect("writing CBOR to a Vec cannot fail");
-        match group.encrypt(&self.mls.provider, &self.mls.me, &payload) {
-            Ok(message) => {
-                self.persist();
-                let request = Request::Group {
-                    meeting_id: self.keys.meeting_id(),
-                    message,
-                };
-                self.send(peer, request, Inflight::State { attempt });
-            }
+        match self.group_request(&payload) {
+            Ok(request) => self.send(peer, request, Inflight::State { attempt }),
             Err(err) => warn!(error = %err, "cannot encrypt our state"),
         }
     }
@@ -1044,18 +1044,8 @@ impl<R: RngCore + CryptoRng> Machine<R> {
         {
             return;
         }
-        let Some(group) = self.mls.group.as_mut() else {
-            return;
-        };
-        match group.encrypt(&self.mls.provider, &self.mls.me, &payload) {
-            Ok(message) => {
-                self.persist();
-                let request = Request::Group {
-                    meeting_id: self.keys.meeting_id(),
-                    message,
-                };
-                self.send(peer, request, Inflight::Chat { payload, attempt });
-            }
+        match self.group_request(&payload) {
+            Ok(request) => self.send(peer, request, Inflight::Chat { payload, attempt }),
             Err(err) => warn!(error = %err, "cannot encrypt a chat message"),
         }
     }
