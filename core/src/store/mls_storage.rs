@@ -92,6 +92,17 @@ mod tests {
 
     /// A crash in the middle of an MLS operation (its delta never reaches sled) leaves the
     /// group exactly as it was before the operation: it reloads and keeps working.
+    /// Commits and merges (in memory) the addition of a fresh identity to `group`.
+    fn add_someone(provider: &Provider, me: &MlsIdentity, group: &mut MeetingGroup) {
+        let joiner = Identity::generate();
+        let kp = MlsIdentity::new(&joiner)
+            .key_package(&Provider::default())
+            .unwrap();
+        let package = validate_key_package(provider, &kp, joiner.peer_id()).unwrap();
+        group.commit(provider, me, vec![package], vec![]).unwrap();
+        group.merge_pending(provider).unwrap();
+    }
+
     #[test]
     fn a_crash_mid_commit_leaves_the_previous_epoch_intact() {
         let dir = tempfile::tempdir().unwrap();
@@ -105,13 +116,7 @@ mod tests {
             let code = group.security_code();
             // The commit and its merge happen in memory, then the process dies before the
             // delta is written.
-            let joiner = Identity::generate();
-            let kp = MlsIdentity::new(&joiner)
-                .key_package(&Provider::default())
-                .unwrap();
-            let package = validate_key_package(&provider, &kp, joiner.peer_id()).unwrap();
-            group.commit(&provider, &me, vec![package], vec![]).unwrap();
-            group.merge_pending(&provider).unwrap();
+            add_someone(&provider, &me, &mut group);
             assert_eq!(group.epoch(), 1);
             code
         };
@@ -122,13 +127,7 @@ mod tests {
             .expect("the group survives");
         assert_eq!((group.epoch(), group.security_code()), (0, code_before));
         // And it still works: a new commit applies and persists.
-        let joiner = Identity::generate();
-        let kp = MlsIdentity::new(&joiner)
-            .key_package(&Provider::default())
-            .unwrap();
-        let package = validate_key_package(&provider, &kp, joiner.peer_id()).unwrap();
-        group.commit(&provider, &me, vec![package], vec![]).unwrap();
-        group.merge_pending(&provider).unwrap();
+        add_someone(&provider, &me, &mut group);
         store.apply_mls_delta(&provider.take_delta()).unwrap();
         assert_eq!(group.epoch(), 1);
     }
