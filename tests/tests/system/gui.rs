@@ -430,33 +430,30 @@ fn gui_hosts_a_lobby_meeting_lets_a_cli_member_in_by_keyboard() {
     );
 }
 
+/// Runs `conclave` with `before` ‖ `--data-dir dir` ‖ `after` and no display (bounded to 20 s);
+/// returns its stdout after checking it exited 2.
+fn run_without_display(dir: &Path, before: &[&str], after: &[&str]) -> String {
+    let output = Command::new("timeout")
+        .arg("20")
+        .arg(bin("conclave"))
+        .args(before)
+        .arg("--data-dir")
+        .arg(dir)
+        .args(after)
+        .env_remove("DISPLAY")
+        .env_remove("WAYLAND_DISPLAY")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
 #[test]
 fn no_command_without_a_display_prints_usage() {
     let dir = tempfile::tempdir().unwrap();
-    let output = Command::new("timeout")
-        .arg("20")
-        .arg(bin("conclave"))
-        .arg("--data-dir")
-        .arg(dir.path())
-        .env_remove("DISPLAY")
-        .env_remove("WAYLAND_DISPLAY")
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(2), "{output:?}");
-    let text = String::from_utf8_lossy(&output.stdout);
+    let text = run_without_display(dir.path(), &[], &[]);
     assert!(text.contains("Usage:") && text.contains("gui"), "{text}");
     // `conclave gui` says why it cannot open.
-    let output = Command::new("timeout")
-        .arg("20")
-        .arg(bin("conclave"))
-        .args(["--json", "--data-dir"])
-        .arg(dir.path())
-        .arg("gui")
-        .env_remove("DISPLAY")
-        .env_remove("WAYLAND_DISPLAY")
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(2), "{output:?}");
-    let text = String::from_utf8_lossy(&output.stdout);
+    let text = run_without_display(dir.path(), &["--json"], &["gui"]);
     assert!(text.contains("no_display"), "{text}");
 }
