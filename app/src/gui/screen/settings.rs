@@ -264,40 +264,20 @@ impl State {
                     );
                 }
                 sound = sound
-                    .push(
-                        row![
-                            text("Microphone").width(Length::Fixed(110.0)),
-                            pick_list(
-                                inputs,
-                                prefs
-                                    .audio_input
-                                    .clone()
-                                    .unwrap_or_else(|| SYSTEM_DEFAULT.to_owned()),
-                                Message::InputSelected,
-                                Length::Fixed(320.0),
-                                MICROPHONE_LIST,
-                            ),
-                        ]
-                        .spacing(8)
-                        .align_y(Alignment::Center),
-                    )
-                    .push(
-                        row![
-                            text("Speakers").width(Length::Fixed(110.0)),
-                            pick_list(
-                                outputs,
-                                prefs
-                                    .audio_output
-                                    .clone()
-                                    .unwrap_or_else(|| SYSTEM_DEFAULT.to_owned()),
-                                Message::OutputSelected,
-                                Length::Fixed(320.0),
-                                SPEAKER_LIST,
-                            ),
-                        ]
-                        .spacing(8)
-                        .align_y(Alignment::Center),
-                    )
+                    .push(device_row(
+                        "Microphone",
+                        inputs,
+                        prefs.audio_input.as_deref(),
+                        Message::InputSelected,
+                        MICROPHONE_LIST,
+                    ))
+                    .push(device_row(
+                        "Speakers",
+                        outputs,
+                        prefs.audio_output.as_deref(),
+                        Message::OutputSelected,
+                        SPEAKER_LIST,
+                    ))
                     .push(
                         text("Keyboard: Tab to a list, then Up / Down (or Enter) to change the device.")
                             .size(13),
@@ -471,6 +451,29 @@ impl State {
         )
         .into()
     }
+}
+
+/// A labelled device list: `options`, with `chosen` (or the system default) selected.
+fn device_row<'a>(
+    label: &'a str,
+    options: Vec<String>,
+    chosen: Option<&str>,
+    on_select: fn(String) -> Message,
+    id: &'static str,
+) -> Element<'a, Message> {
+    row![
+        text(label).width(Length::Fixed(110.0)),
+        pick_list(
+            options,
+            chosen.unwrap_or(SYSTEM_DEFAULT).to_owned(),
+            on_select,
+            Length::Fixed(320.0),
+            id,
+        ),
+    ]
+    .spacing(8)
+    .align_y(Alignment::Center)
+    .into()
 }
 
 #[cfg(test)]
