@@ -362,6 +362,14 @@ mod tests {
     }
 
     /// Renders the screen, runs `interact` on it, and feeds the produced messages back.
+    /// Clicks the widget showing `text`; returns the resulting actions.
+    fn click(state: &mut State, me: &Me, text: impl Into<String>) -> Vec<Action> {
+        let text = text.into();
+        interact(state, me, |ui| {
+            ui.click(text).unwrap();
+        })
+    }
+
     fn interact(
         state: &mut State,
         me: &Me,
@@ -431,9 +439,7 @@ mod tests {
             .is_ok()
         );
         drop(ui);
-        let actions = interact(&mut state, &me, |ui| {
-            ui.click("Join").unwrap();
-        });
+        let actions = click(&mut state, &me, "Join");
         assert_eq!(actions, vec![Action::Join(Box::new(invite))]);
     }
 
@@ -441,13 +447,9 @@ mod tests {
     fn new_meeting_with_a_lobby() {
         let me = me();
         let mut state = State::default();
-        let actions = interact(&mut state, &me, |ui| {
-            ui.click("Lobby: I let each person in").unwrap();
-        });
+        let actions = click(&mut state, &me, "Lobby: I let each person in");
         assert_eq!(actions, vec![Action::SetLobbyDefault(true)]);
-        let actions = interact(&mut state, &me, |ui| {
-            ui.click("New meeting").unwrap();
-        });
+        let actions = click(&mut state, &me, "New meeting");
         assert_eq!(
             actions,
             vec![Action::Create {
@@ -461,9 +463,7 @@ mod tests {
     fn relay_only_is_disabled_until_the_core_supports_it() {
         let me = me();
         let mut state = State::default();
-        let actions = interact(&mut state, &me, |ui| {
-            ui.click("Relay only (hide my network address)").unwrap();
-        });
+        let actions = click(&mut state, &me, "Relay only (hide my network address)");
         assert!(actions.is_empty());
         assert!(!state.relay_only);
     }
@@ -475,13 +475,9 @@ mod tests {
             relay_only_supported: true,
             ..State::default()
         };
-        interact(&mut state, &me, |ui| {
-            ui.click("Relay only (hide my network address)").unwrap();
-        });
+        click(&mut state, &me, "Relay only (hide my network address)");
         assert!(state.relay_only);
-        let actions = interact(&mut state, &me, |ui| {
-            ui.click("New meeting").unwrap();
-        });
+        let actions = click(&mut state, &me, "New meeting");
         assert_eq!(
             actions,
             vec![Action::Create {
@@ -512,13 +508,9 @@ mod tests {
             .is_ok()
         );
         drop(ui);
-        let actions = interact(&mut state, &me, |ui| {
-            ui.click("Rejoin").unwrap();
-        });
+        let actions = click(&mut state, &me, "Rejoin");
         assert_eq!(actions, vec![Action::Join(Box::new(invite.clone()))]);
-        let actions = interact(&mut state, &me, |ui| {
-            ui.click("Chat history").unwrap();
-        });
+        let actions = click(&mut state, &me, "Chat history");
         assert_eq!(actions, vec![Action::LoadHistory(invite.meeting_id)]);
         state.history = Some((
             invite.meeting_id,
@@ -554,9 +546,7 @@ mod tests {
             ui.typewrite(" L");
         });
         assert!(actions.is_empty());
-        let actions = interact(&mut state, &me, |ui| {
-            ui.click("Save name").unwrap();
-        });
+        let actions = click(&mut state, &me, "Save name");
         assert_eq!(actions, vec![Action::SaveName("Ada L".into())]);
     }
 }

@@ -482,6 +482,14 @@ mod tests {
     use iced::keyboard::{Key, key::Named};
     use iced_test::simulator;
 
+    /// Clicks the widget showing `text`; returns the resulting actions.
+    fn click(state: &mut State, prefs: &mut Prefs, text: impl Into<String>) -> Vec<Action> {
+        let text = text.into();
+        interact(state, prefs, |ui| {
+            ui.click(text).unwrap();
+        })
+    }
+
     fn interact(
         state: &mut State,
         prefs: &mut Prefs,
@@ -526,21 +534,15 @@ mod tests {
             })),
             ..State::default()
         };
-        let actions = interact(&mut state, &mut prefs, |ui| {
-            ui.click("Test microphone").unwrap();
-        });
+        let actions = click(&mut state, &mut prefs, "Test microphone");
         assert_eq!(actions, vec![Action::StartMeter(Some("USB mic".into()))]);
         assert!(state.metering);
-        let actions = interact(&mut state, &mut prefs, |ui| {
-            ui.click("Play test sound").unwrap();
-        });
+        let actions = click(&mut state, &mut prefs, "Play test sound");
         assert_eq!(actions, vec![Action::TestSound(Some("Headset".into()))]);
         // Choosing the system default clears the choice.
         state.update(Message::InputSelected(SYSTEM_DEFAULT.into()), &mut prefs);
         assert_eq!(prefs.audio_input, None);
-        let actions = interact(&mut state, &mut prefs, |ui| {
-            ui.click("Stop microphone test").unwrap();
-        });
+        let actions = click(&mut state, &mut prefs, "Stop microphone test");
         assert_eq!(actions, vec![Action::StopMeter]);
     }
 
@@ -593,14 +595,10 @@ mod tests {
             relay_only_supported: true,
             ..State::default()
         };
-        let actions = interact(&mut state, &mut prefs, |ui| {
-            ui.click("Noise suppression").unwrap();
-        });
+        let actions = click(&mut state, &mut prefs, "Noise suppression");
         assert_eq!(actions, vec![Action::NoiseSuppression(false)]);
         assert!(!prefs.noise_suppression);
-        let actions = interact(&mut state, &mut prefs, |ui| {
-            ui.click("New meetings use relays only").unwrap();
-        });
+        let actions = click(&mut state, &mut prefs, "New meetings use relays only");
         assert_eq!(actions, vec![Action::RelayOnlyDefault(true)]);
         assert!(prefs.relay_only);
     }
@@ -613,9 +611,7 @@ mod tests {
             Message::RelayChanged("/ip4/1.2.3.4/tcp/1".into()),
             &mut prefs,
         );
-        let actions = interact(&mut state, &mut prefs, |ui| {
-            ui.click("Add relay").unwrap();
-        });
+        let actions = click(&mut state, &mut prefs, "Add relay");
         assert!(actions.is_empty());
         assert!(prefs.relays.is_empty());
         let error = state.relay_error.clone().unwrap();
@@ -626,14 +622,10 @@ mod tests {
 
         let relay = format!("/ip4/1.2.3.4/tcp/1/p2p/{}", conclave_core::PeerId::random());
         state.update(Message::RelayChanged(relay.clone()), &mut prefs);
-        let actions = interact(&mut state, &mut prefs, |ui| {
-            ui.click("Add relay").unwrap();
-        });
+        let actions = click(&mut state, &mut prefs, "Add relay");
         assert_eq!(actions, vec![Action::RelaysChanged]);
         assert_eq!(prefs.relays, vec![relay.clone()]);
-        let actions = interact(&mut state, &mut prefs, |ui| {
-            ui.click("Remove").unwrap();
-        });
+        let actions = click(&mut state, &mut prefs, "Remove");
         assert_eq!(actions, vec![Action::RelaysChanged]);
         assert!(prefs.relays.is_empty());
     }
@@ -647,9 +639,7 @@ mod tests {
             export_repeat: "short".into(),
             ..State::default()
         };
-        let actions = interact(&mut state, &mut prefs, |ui| {
-            ui.click("Export identity").unwrap();
-        });
+        let actions = click(&mut state, &mut prefs, "Export identity");
         assert!(actions.is_empty());
         let mut ui = simulator(state.view(&prefs));
         assert!(
@@ -665,9 +655,7 @@ mod tests {
             Some(Err("The two passphrases differ.".into()))
         );
         state.export_repeat = "long enough phrase".into();
-        let actions = interact(&mut state, &mut prefs, |ui| {
-            ui.click("Export identity").unwrap();
-        });
+        let actions = click(&mut state, &mut prefs, "Export identity");
         assert_eq!(
             actions,
             vec![Action::Export {
@@ -689,9 +677,7 @@ mod tests {
         assert!(matches!(state.backup_status, Some(Err(_))));
         state.import_path = "/tmp/id.backup".into();
         state.import_passphrase = "long enough phrase".into();
-        let actions = interact(&mut state, &mut prefs, |ui| {
-            ui.click("Restore identity").unwrap();
-        });
+        let actions = click(&mut state, &mut prefs, "Restore identity");
         assert_eq!(
             actions,
             vec![Action::Import {
