@@ -31,6 +31,41 @@ impl Member {
     fn group(&mut self) -> &mut MeetingGroup {
         self.group.as_mut().expect("in the group")
     }
+    fn commit(
+        &mut self,
+        adds: Vec<JoinerPackage>,
+        removes: Vec<u32>,
+    ) -> Result<CommitOut, GroupError> {
+        let group = self.group.as_mut().expect("in the group");
+        group.commit(&self.provider, &self.me, adds, removes)
+    }
+    fn merge_pending(&mut self) -> Result<GroupChanges, GroupError> {
+        let group = self.group.as_mut().expect("in the group");
+        group.merge_pending(&self.provider)
+    }
+    fn clear_pending(&mut self) -> Result<(), GroupError> {
+        let group = self.group.as_mut().expect("in the group");
+        group.clear_pending(&self.provider)
+    }
+    fn encrypt(&mut self, data: &[u8]) -> Result<Vec<u8>, GroupError> {
+        let group = self.group.as_mut().expect("in the group");
+        group.encrypt(&self.provider, &self.me, data)
+    }
+    fn receive(&mut self, bytes: &[u8], from: PeerId) -> Result<Received, GroupError> {
+        let group = self.group.as_mut().expect("in the group");
+        group.receive(&self.provider, bytes, from)
+    }
+    fn merge_staged(&mut self, staged: StagedCommit) -> Result<GroupChanges, GroupError> {
+        let group = self.group.as_mut().expect("in the group");
+        group.merge_staged(&self.provider, staged)
+    }
+    /// Receives `commit` from `from` (it must be one) and merges it.
+    fn apply_commit(&mut self, commit: &[u8], from: PeerId) -> GroupChanges {
+        let Received::Commit { staged, .. } = self.receive(commit, from).unwrap() else {
+            panic!("expected a commit")
+        };
+        self.merge_staged(*staged).unwrap()
+    }
 }
 
 /// `host` adds `joiners` in one commit; everybody already in processes the commit.
@@ -43,27 +78,11 @@ fn add(host: &mut Member, others: &mut [&mut Member], joiners: &mut [&mut Member
         })
         .collect();
     let host_peer = host.peer();
-    let out = host
-        .group
-        .as_mut()
-        .unwrap()
-        .commit(&host.provider, &host.me, packages, vec![])
-        .unwrap();
+    let out = host.commit(packages, vec![]).unwrap();
     for other in others.iter_mut() {
-        let provider = &other.provider;
-        let group = other.group.as_mut().unwrap();
-        let Received::Commit { staged, .. } =
-            group.receive(provider, &out.commit, host_peer).unwrap()
-        else {
-            panic!("expected a commit")
-        };
-        group.merge_staged(provider, *staged).unwrap();
+        other.apply_commit(&out.commit, host_peer);
     }
-    host.group
-        .as_mut()
-        .unwrap()
-        .merge_pending(&host.provider)
-        .unwrap();
+    host.merge_pending().unwrap();
     for joiner in joiners.iter_mut() {
         joiner.group =
             Some(MeetingGroup::join(&joiner.provider, out.welcome.as_ref().unwrap()).unwrap());
@@ -106,36 +125,18 @@ fn members_agree_on_epoch_security_code_and_media_secret() {
 #[test]
 fn application_messages_round_trip_and_the_sender_must_be_the_connection_peer() {
     let (mut a, mut b, mut c) = three();
-    let sealed = a
-        .group
-        .as_mut()
-        .unwrap()
-        .encrypt(&a.provider, &a.me, b"hello")
-        .unwrap();
+    let sealed = a.encrypt(b"hello").unwrap();
     let a_peer = a.peer();
-    let got = b
-        .group
-        .as_mut()
-        .unwrap()
-        .receive(&b.provider, &sealed, a_peer)
-        .unwrap();
+    let got = b.receive(&sealed, a_peer).unwrap();
     assert!(matches!(got, Received::Application { sender: 0, ref data } if data == b"hello"));
     // The same bytes relayed by someone else are refused: the sender is not the connection.
-    let relayed = c
-        .group
-        .as_mut()
-        .unwrap()
-        .receive(&c.provider, &sealed, b.peer());
+    let relayed = c.receive(&sealed, b.peer());
     assert!(
         matches!(relayed, Err(GroupError::Impostor { .. })),
         "{relayed:?}"
     );
     // And a second delivery is refused by MLS itself (the key was consumed).
-    let replay = b
-        .group
-        .as_mut()
-        .unwrap()
-        .receive(&b.provider, &sealed, a_peer);
+    let replay = b.receive(&sealed, a_peer);
     assert!(replay.is_err(), "replayed message must not decrypt twice");
 }
 
@@ -173,66 +174,18 @@ fn a_key_package_with_someone_elses_credential_is_refused() {
 fn a_removed_member_cannot_decrypt_what_is_sent_after_its_removal() {
     let (mut a, mut b, mut c) = three();
     let (a_peer, c_peer) = (a.peer(), c.peer());
-    let out = a
-        .group
-        .as_mut()
-        .unwrap()
-        .commit(&a.provider, &a.me, vec![], vec![2])
-        .unwrap();
-    let Received::Commit { staged, .. } = b
-        .group
-        .as_mut()
-        .unwrap()
-        .receive(&b.provider, &out.commit, a_peer)
-        .unwrap()
-    else {
-        panic!()
-    };
-    let changes = b
-        .group
-        .as_mut()
-        .unwrap()
-        .merge_staged(&b.provider, *staged)
-        .unwrap();
+    let out = a.commit(vec![], vec![2]).unwrap();
+    let changes = b.apply_commit(&out.commit, a_peer);
     assert_eq!(changes.removed, vec![(2, c_peer)]);
-    a.group
-        .as_mut()
-        .unwrap()
-        .merge_pending(&a.provider)
-        .unwrap();
+    a.merge_pending().unwrap();
     // C even applies the commit that removes it.
-    if let Ok(Received::Commit { staged, .. }) =
-        c.group
-            .as_mut()
-            .unwrap()
-            .receive(&c.provider, &out.commit, a_peer)
-    {
-        let changes = c
-            .group
-            .as_mut()
-            .unwrap()
-            .merge_staged(&c.provider, *staged)
-            .unwrap();
+    if let Ok(Received::Commit { staged, .. }) = c.receive(&out.commit, a_peer) {
+        let changes = c.merge_staged(*staged).unwrap();
         assert!(changes.self_removed);
     }
-    let secret = a
-        .group
-        .as_mut()
-        .unwrap()
-        .encrypt(&a.provider, &a.me, b"after the kick")
-        .unwrap();
-    assert!(
-        b.group
-            .as_mut()
-            .unwrap()
-            .receive(&b.provider, &secret, a_peer)
-            .is_ok()
-    );
-    let attempt = c
-        .group
-        .as_mut()
-        .unwrap()
-        .receive(&c.provider, &secret, a_peer);
+    let secret = a.encrypt(b"after the kick").unwrap();
+    assert!(b.receive(&secret, a_peer).is_ok());
+    let attempt = c.receive(&secret, a_peer);
     assert!(
         attempt.is_err(),
         "the removed member decrypted: {attempt:?}"
@@ -256,42 +209,11 @@ fn a_competing_pending_commit_can_be_dropped_for_the_winner() {
     let (mut a, mut b, _c) = three();
     let a_peer = a.peer();
     // B believes it is the committer too and prepares a commit, but A's wins.
-    let _losing = b
-        .group
-        .as_mut()
-        .unwrap()
-        .commit(&b.provider, &b.me, vec![], vec![2])
-        .unwrap();
-    let winning = a
-        .group
-        .as_mut()
-        .unwrap()
-        .commit(&a.provider, &a.me, vec![], vec![2])
-        .unwrap();
-    a.group
-        .as_mut()
-        .unwrap()
-        .merge_pending(&a.provider)
-        .unwrap();
-    b.group
-        .as_mut()
-        .unwrap()
-        .clear_pending(&b.provider)
-        .unwrap();
-    let Received::Commit { staged, .. } = b
-        .group
-        .as_mut()
-        .unwrap()
-        .receive(&b.provider, &winning.commit, a_peer)
-        .unwrap()
-    else {
-        panic!()
-    };
-    b.group
-        .as_mut()
-        .unwrap()
-        .merge_staged(&b.provider, *staged)
-        .unwrap();
+    let _losing = b.commit(vec![], vec![2]).unwrap();
+    let winning = a.commit(vec![], vec![2]).unwrap();
+    a.merge_pending().unwrap();
+    b.clear_pending().unwrap();
+    b.apply_commit(&winning.commit, a_peer);
     assert_eq!(a.group().security_code(), b.group().security_code());
 }
 
