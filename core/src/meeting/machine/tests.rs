@@ -125,20 +125,33 @@ impl Sim {
         host: Option<PeerId>,
     ) -> PeerId {
         let peer = identity.peer_id();
+        let name = format!("j{}", self.seed + 1);
+        self.add_joiner(peer, MlsIdentity::new(identity), &name, secret, host);
+        self.greet(peer, via);
+        peer
+    }
+
+    /// Adds a joining machine for `peer` (not greeting anyone yet).
+    fn add_joiner(
+        &mut self,
+        peer: PeerId,
+        me: MlsIdentity,
+        name: &str,
+        secret: u8,
+        host: Option<PeerId>,
+    ) {
         let rng = self.rng();
         let machine = Machine::joiner(
             Config::default(),
-            MlsIdentity::new(identity),
+            me,
             Provider::default(),
-            format!("j{}", self.seed),
+            name.into(),
             keys(secret),
             host,
             self.now,
             rng,
         );
         self.add(machine, peer);
-        self.greet(peer, via);
-        peer
     }
 
     /// `peer` learns of candidate `via` now and greets it.
@@ -484,19 +497,8 @@ fn an_impostor_key_package_is_refused() {
     let victim = Identity::generate();
     let impostor = Identity::generate();
     let peer = impostor.peer_id();
-    let rng = sim.rng();
     let forged = MlsIdentity::with_credential_of(&impostor, &victim);
-    let machine = Machine::joiner(
-        Config::default(),
-        forged,
-        Provider::default(),
-        "x".into(),
-        keys(1),
-        Some(host),
-        sim.now,
-        rng,
-    );
-    sim.add(machine, peer);
+    sim.add_joiner(peer, forged, "x", 1, Some(host));
     sim.greet(peer, host);
     sim.run_for(Duration::from_secs(2));
     assert!(sim.members(host).is_empty(), "the impostor was not added");
@@ -984,18 +986,7 @@ fn a_members_mute_reaches_everyone_and_late_joiners_learn_it() {
     // Someone muted before entering the group is announced as soon as it is in.
     let identity = Identity::generate();
     let c = identity.peer_id();
-    let rng = sim.rng();
-    let machine = Machine::joiner(
-        Config::default(),
-        MlsIdentity::new(&identity),
-        Provider::default(),
-        "c".into(),
-        keys(1),
-        Some(host),
-        sim.now,
-        rng,
-    );
-    sim.add(machine, c);
+    sim.add_joiner(c, MlsIdentity::new(&identity), "c", 1, Some(host));
     sim.node(c).machine.set_muted(true);
     sim.greet(c, host);
     sim.run_until(Duration::from_secs(5), |s| s.agree(&[host, a, b, c]))
