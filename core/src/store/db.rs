@@ -157,17 +157,16 @@ fn is_lock_error(err: &std::io::Error) -> bool {
 mod tests {
     use super::*;
 
+    /// Opens the store in `dir` and loads (or creates) its identity.
+    fn identity_in(dir: &Path) -> Identity {
+        Store::open(dir).unwrap().load_or_create_identity().unwrap()
+    }
+
     #[test]
     fn identity_is_created_once_and_reloaded() {
         let dir = tempfile::tempdir().unwrap();
-        let first = Store::open(dir.path())
-            .unwrap()
-            .load_or_create_identity()
-            .unwrap();
-        let second = Store::open(dir.path())
-            .unwrap()
-            .load_or_create_identity()
-            .unwrap();
+        let first = identity_in(dir.path());
+        let second = identity_in(dir.path());
         assert_eq!(first.peer_id(), second.peer_id());
     }
 
@@ -209,10 +208,7 @@ mod tests {
             store.load_or_create_identity().unwrap();
             store.replace_identity(&other).unwrap();
         }
-        let loaded = Store::open(dir.path())
-            .unwrap()
-            .load_or_create_identity()
-            .unwrap();
+        let loaded = identity_in(dir.path());
         assert_eq!(loaded.peer_id(), other.peer_id());
     }
 
