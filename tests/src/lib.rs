@@ -176,6 +176,13 @@ impl Proc {
         self.wait_for(limit, name, |v| v["event"] == name)
     }
 
+    /// Waits for a `chat` event whose text is `text`.
+    pub fn wait_chat(&mut self, text: &str, limit: Duration) -> anyhow::Result<Value> {
+        self.wait_for(limit, &format!("the chat line {text:?}"), |v| {
+            v["event"] == "chat" && v["text"] == text
+        })
+    }
+
     /// Reads whatever arrives within `limit` without expecting anything.
     pub fn drain_for(&mut self, limit: Duration) {
         let deadline = Instant::now() + limit;

@@ -82,10 +82,7 @@ fn five_members_share_one_epoch_and_chat_arrives_exactly_once() {
         (b_id.clone(), "second line".to_owned()),
     ];
     for proc in std::iter::once(&mut host).chain(joiners.iter_mut().skip(1)) {
-        proc.wait_for(LIMIT, "the second chat line", |v| {
-            v["event"] == "chat" && v["text"] == "second line"
-        })
-        .unwrap();
+        proc.wait_chat("second line", LIMIT).unwrap();
         proc.drain_for(Duration::from_millis(300));
         assert_eq!(
             chats(proc),
@@ -122,11 +119,7 @@ fn killing_the_committer_leaves_an_agreeing_group_within_five_seconds() {
     assert!(epoch > before);
     rest[1].send_line("after the takeover").unwrap();
     for index in [0, 2] {
-        rest[index]
-            .wait_for(LIMIT, "chat after takeover", |v| {
-                v["event"] == "chat" && v["text"] == "after the takeover"
-            })
-            .unwrap();
+        rest[index].wait_chat("after the takeover", LIMIT).unwrap();
     }
 }
 
@@ -160,10 +153,7 @@ fn a_kicked_member_is_out_and_hears_nothing_more() {
         kicked_at.elapsed().as_millis()
     );
     host.send_line("after the kick").unwrap();
-    b.wait_for(LIMIT, "chat", |v| {
-        v["event"] == "chat" && v["text"] == "after the kick"
-    })
-    .unwrap();
+    b.wait_chat("after the kick", LIMIT).unwrap();
     assert!(c.seen.iter().all(|v| v["text"] != "after the kick"));
 }
 
@@ -175,10 +165,7 @@ fn a_restarted_member_rejoins_and_sees_the_chat_history() {
     let mut b = join(dir.path(), "B", &invite);
     wait_agreement(&mut [&mut host, &mut b], 2, LIMIT);
     host.send_line("remember this").unwrap();
-    b.wait_for(LIMIT, "chat", |v| {
-        v["event"] == "chat" && v["text"] == "remember this"
-    })
-    .unwrap();
+    b.wait_chat("remember this", LIMIT).unwrap();
     b.kill9();
     drop(b);
     let mut again = join(dir.path(), "B", &invite);
@@ -190,11 +177,7 @@ fn a_restarted_member_rejoins_and_sees_the_chat_history() {
     assert_eq!(history["name"], "A");
     wait_agreement(&mut [&mut host, &mut again], 2, LIMIT);
     host.send_line("welcome back").unwrap();
-    again
-        .wait_for(LIMIT, "new chat", |v| {
-            v["event"] == "chat" && v["text"] == "welcome back"
-        })
-        .unwrap();
+    again.wait_chat("welcome back", LIMIT).unwrap();
 }
 
 #[test]

@@ -314,10 +314,8 @@ fn gui_joins_chats_mutes_and_leaves_a_meeting() {
         &["type", "--delay", "2", "hello from the desktop app"],
     );
     xdotool(&x.display, &["key", "Return"]);
-    host.wait_for(Duration::from_secs(15), "the GUI's chat line", |v| {
-        v["event"] == "chat" && v["text"] == "hello from the desktop app"
-    })
-    .unwrap();
+    host.wait_chat("hello from the desktop app", Duration::from_secs(15))
+        .unwrap();
 
     // The host mutes: the GUI learns it (its tile shows "muted").
     host.send_line("/mute").unwrap();
@@ -406,9 +404,7 @@ fn gui_hosts_a_lobby_meeting_lets_a_cli_member_in_by_keyboard() {
     xdotool(&x.display, &["type", "--delay", "2", "hi from the host"]);
     xdotool(&x.display, &["key", "Return"]);
     member
-        .wait_for(Duration::from_secs(15), "the host's chat line", |v| {
-            v["event"] == "chat" && v["text"] == "hi from the host"
-        })
+        .wait_chat("hi from the host", Duration::from_secs(15))
         .unwrap();
     // Close the window: the app says goodbye before it exits.
     request_close(&x.display, app.window);
