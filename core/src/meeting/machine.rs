@@ -12,7 +12,8 @@
 //!   without being checked.
 //! - In a lobby meeting a joiner that proved the secret waits in a bounded lobby
 //!   ([`Config::max_lobby`]) until the host approves it; one that stops greeting us for
-//!   [`Config::lobby_expiry`] is dropped from it ([`MeetingEvent::LobbyLeft`] at the host).
+//!   [`Config::lobby_expiry`], or says goodbye, is dropped from it
+//!   ([`MeetingEvent::LobbyLeft`] at the host).
 //! - Peers send each other a `Heartbeat` every [`Config::heartbeat_interval`]; a peer not
 //!   heard from for [`Config::liveness_timeout`], or whose heartbeats failed twice, or that
 //!   said `Bye`, counts as gone.
@@ -618,13 +619,22 @@ impl<R: RngCore + CryptoRng> Machine<R> {
                 Response::Ack
             }
             Request::Bye { .. } => {
-                let Some(peer) = self.peers.get_mut(&from) else {
-                    self.stats.requests_from_strangers += 1;
-                    return Response::NotMember;
-                };
-                info!(peer = %from, "peer said goodbye");
-                peer.said_bye = true;
-                Response::Ack
+                let knocked = self.leave_lobby(from);
+                if knocked {
+                    info!(peer = %from, "lobby joiner said goodbye");
+                }
+                match self.peers.get_mut(&from) {
+                    Some(peer) => {
+                        info!(peer = %from, "peer said goodbye");
+                        peer.said_bye = true;
+                        Response::Ack
+                    }
+                    None if knocked => Response::Ack,
+                    None => {
+                        self.stats.requests_from_strangers += 1;
+                        return Response::NotMember;
+                    }
+                }
             }
             Request::Commit {
                 epoch,
@@ -1031,20 +1041,27 @@ impl<R: RngCore + CryptoRng> Machine<R> {
             .map(|(peer, _)| *peer)
             .collect();
         for peer in gone {
-            let Some(knock) = self.knocking.remove(&peer) else {
-                continue;
-            };
-            self.stats.lobby_expired += 1;
-            self.mls.queued_adds.remove(&peer);
-            self.approved.remove(&peer);
             info!(peer = %peer, "lobby joiner went silent and left the lobby");
-            if self.host == Some(self.local) {
-                self.emit(MeetingEvent::LobbyLeft {
-                    peer_id: peer,
-                    name: knock.name,
-                });
-            }
+            self.stats.lobby_expired += 1;
+            self.leave_lobby(peer);
         }
+    }
+
+    /// `peer` is no longer waiting in the lobby (silent, or said goodbye): its entry, key
+    /// package and any approval go, and the host is told. Whether it was waiting.
+    fn leave_lobby(&mut self, peer: PeerId) -> bool {
+        let Some(knock) = self.knocking.remove(&peer) else {
+            return false;
+        };
+        self.mls.queued_adds.remove(&peer);
+        self.approved.remove(&peer);
+        if self.host == Some(self.local) {
+            self.emit(MeetingEvent::LobbyLeft {
+                peer_id: peer,
+                name: knock.name,
+            });
+        }
+        true
     }
 
     /// We leave: say goodbye to every peer.

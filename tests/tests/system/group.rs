@@ -205,6 +205,48 @@ fn a_lobby_joiner_waits_until_the_host_approves_it() {
     wait_agreement(&mut [&mut host, &mut guest], 2, LIMIT);
 }
 
+#[test]
+fn a_lobby_joiner_that_vanishes_leaves_the_hosts_lobby() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_relay, relay_addr) = start_relay(dir.path()).unwrap();
+    let (mut host, invite, _) =
+        start_host(dir.path(), "A", &["--lobby", "--relay", &relay_addr]).unwrap();
+    let mut guest = join(dir.path(), "B", &invite);
+    let guest_id = peer_id_of(&mut guest).unwrap();
+    guest.wait_event("waiting", LIMIT).unwrap();
+    let knock = host.wait_event("lobby", LIMIT).unwrap();
+    assert_eq!(knock["peer_id"], guest_id.as_str());
+    // The joiner's process dies without a word: after the lobby expiry (30 s since its last
+    // greeting, which it repeats every 5 s) the host is told it is gone.
+    guest.kill9();
+    let killed = Instant::now();
+    let gone = host
+        .wait_for(Duration::from_secs(45), "lobby_left B", |v: &Value| {
+            v["event"] == "lobby_left" && v["peer_id"] == guest_id.as_str()
+        })
+        .unwrap();
+    let took = killed.elapsed();
+    eprintln!("lobby entry expired {} ms after SIGKILL", took.as_millis());
+    assert!(
+        took > Duration::from_secs(20),
+        "expired too early: {took:?}"
+    );
+    assert_eq!(gone["name"], "B");
+    // It can no longer be let in.
+    host.send_line(&format!("/approve {guest_id}")).unwrap();
+    let refused = host
+        .wait_for(LIMIT, "approve error", |v: &Value| {
+            v["event"] == "error" && v["kind"] == "approve"
+        })
+        .unwrap();
+    assert!(
+        refused["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("not waiting in the lobby")),
+        "{refused}"
+    );
+}
+
 /// `member_muted` events of `proc` about `peer`, as the muted flags in order.
 fn mutes_of(proc: &Proc, peer: &str) -> Vec<bool> {
     proc.seen

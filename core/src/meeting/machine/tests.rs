@@ -1242,3 +1242,34 @@ fn a_flood_of_wrong_hellos_is_cheap_and_the_meeting_keeps_admitting() {
         "the joiner's first hello met the exhausted budget"
     );
 }
+
+#[test]
+fn a_lobby_joiner_that_says_goodbye_leaves_the_lobby_at_once() {
+    let mut sim = Sim::new();
+    let host = sim.host();
+    let now = sim.now;
+    sim.node(host).machine.set_lobby(now, true);
+    let joiner = sim.joiner(1, host);
+    sim.node(joiner).machine.set_lobby(now, true);
+    sim.run_until(Duration::from_secs(3), |s| {
+        knocks(s, host, joiner) == 1 && s.nodes[&joiner].events.contains(&MeetingEvent::Waiting)
+    })
+    .expect("knocked and told to wait");
+    sim.node(joiner).machine.leave();
+    sim.drain(joiner);
+    let took = sim
+        .run_until(Duration::from_secs(1), |s| {
+            lobby_left(s, host) == vec![joiner]
+        })
+        .expect("the host was told at once");
+    assert!(took < Duration::from_millis(100), "{took:?}");
+    assert!(sim.nodes[&host].machine.knocking.is_empty());
+    assert_eq!(
+        sim.nodes[&host].machine.stats().lobby_expired,
+        0,
+        "not an expiry"
+    );
+    assert_eq!(sim.nodes[&host].machine.stats().requests_from_strangers, 0);
+    let now = sim.now;
+    assert!(sim.node(host).machine.approve(now, joiner).is_err());
+}
