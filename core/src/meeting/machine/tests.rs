@@ -154,6 +154,19 @@ impl Sim {
         self.add(machine, peer);
     }
 
+    /// A host whose meeting has a lobby.
+    fn lobby_host(&mut self) -> PeerId {
+        let host = self.host();
+        self.set_lobby(host);
+        host
+    }
+
+    /// `peer` knows (from the invite) that the meeting has a lobby, from now on.
+    fn set_lobby(&mut self, peer: PeerId) {
+        let now = self.now;
+        self.node(peer).machine.set_lobby(now, true);
+    }
+
     /// `peer` learns of candidate `via` now and greets it.
     fn greet(&mut self, peer: PeerId, via: PeerId) {
         let (now, unix_ms) = (self.now, self.unix_ms());
@@ -777,11 +790,10 @@ fn join_times_out_when_nobody_answers() {
 #[test]
 fn a_lobby_joiner_waits_learns_nothing_and_enters_when_the_host_approves() {
     let mut sim = Sim::new();
-    let host = sim.host();
-    let now = sim.now;
-    sim.node(host).machine.set_lobby(now, true);
+    let start = sim.now;
+    let host = sim.lobby_host();
     let early = sim.joiner(1, host);
-    sim.node(early).machine.set_lobby(now, true);
+    sim.set_lobby(early);
     // Admit a first member so that there is a group to hide.
     sim.run_until(Duration::from_secs(3), |s| {
         s.nodes[&host]
@@ -790,15 +802,14 @@ fn a_lobby_joiner_waits_learns_nothing_and_enters_when_the_host_approves() {
             .any(|e| matches!(e, MeetingEvent::Knocking { .. }))
     })
     .expect("knock");
-    sim.node(host).machine.approve(now, early).unwrap();
+    sim.node(host).machine.approve(start, early).unwrap();
     sim.drain(host);
     sim.run_until(Duration::from_secs(5), |s| s.agree(&[host, early]))
         .expect("first member in");
 
     let identity = Identity::generate();
     let late = sim.joiner_with(&identity, 1, early, Some(host));
-    let now = sim.now;
-    sim.node(late).machine.set_lobby(now, true);
+    sim.set_lobby(late);
     sim.run_for(Duration::from_secs(5));
     assert!(sim.nodes[&late].events.contains(&MeetingEvent::Waiting));
     assert!(
@@ -1103,12 +1114,10 @@ fn knocks(sim: &Sim, host: PeerId, peer: PeerId) -> usize {
 #[test]
 fn a_lobby_joiner_that_goes_away_leaves_the_lobby_and_the_host_is_told() {
     let mut sim = Sim::new();
-    let host = sim.host();
-    let now = sim.now;
-    sim.node(host).machine.set_lobby(now, true);
+    let host = sim.lobby_host();
     let identity = Identity::generate();
     let joiner = sim.joiner_with(&identity, 1, host, Some(host));
-    sim.node(joiner).machine.set_lobby(now, true);
+    sim.set_lobby(joiner);
     // While it keeps asking, it stays listed, well past the expiry.
     let expiry = Config::default().lobby_expiry;
     sim.run_for(expiry * 2);
@@ -1137,8 +1146,7 @@ fn a_lobby_joiner_that_goes_away_leaves_the_lobby_and_the_host_is_told() {
     // Coming back means knocking again, and approval still works then.
     sim.forget(joiner);
     sim.joiner_with(&identity, 1, host, Some(host));
-    let now = sim.now;
-    sim.node(joiner).machine.set_lobby(now, true);
+    sim.set_lobby(joiner);
     sim.run_until(Duration::from_secs(3), |s| knocks(s, host, joiner) == 2)
         .expect("knocked again");
     sim.approve(host, joiner);
@@ -1149,9 +1157,7 @@ fn a_lobby_joiner_that_goes_away_leaves_the_lobby_and_the_host_is_told() {
 #[test]
 fn the_lobby_is_bounded_and_makes_room_as_joiners_expire() {
     let mut sim = Sim::new();
-    let host = sim.host();
-    let now = sim.now;
-    sim.node(host).machine.set_lobby(now, true);
+    let host = sim.lobby_host();
     let max = Config::default().max_lobby;
     let unix_ms = sim.unix_ms();
     let joiners: Vec<PeerId> = (0..max).map(|_| PeerId::random()).collect();
@@ -1246,11 +1252,9 @@ fn a_flood_of_wrong_hellos_is_cheap_and_the_meeting_keeps_admitting() {
 #[test]
 fn a_lobby_joiner_that_says_goodbye_leaves_the_lobby_at_once() {
     let mut sim = Sim::new();
-    let host = sim.host();
-    let now = sim.now;
-    sim.node(host).machine.set_lobby(now, true);
+    let host = sim.lobby_host();
     let joiner = sim.joiner(1, host);
-    sim.node(joiner).machine.set_lobby(now, true);
+    sim.set_lobby(joiner);
     sim.run_until(Duration::from_secs(3), |s| {
         knocks(s, host, joiner) == 1 && s.nodes[&joiner].events.contains(&MeetingEvent::Waiting)
     })
