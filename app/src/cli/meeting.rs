@@ -142,25 +142,23 @@ pub(crate) async fn run(
                         }
                     }
                     command if command.starts_with("/kick") => {
-                        let target = command.trim_start_matches("/kick").trim();
-                        match target.parse::<PeerId>() {
-                            Ok(peer) => {
+                        match peer_argument(command, "/kick") {
+                            Some(peer) => {
                                 if let Err(err) = client.kick(peer).await {
                                     out.error("kick", &format!("cannot remove {peer}: {err}"));
                                 }
                             }
-                            Err(_) => out.error("usage", "usage: /kick PEER_ID (see /members)"),
+                            None => out.error("usage", "usage: /kick PEER_ID (see /members)"),
                         }
                     }
                     command if command.starts_with("/approve") => {
-                        let target = command.trim_start_matches("/approve").trim();
-                        match target.parse::<PeerId>() {
-                            Ok(peer) => {
+                        match peer_argument(command, "/approve") {
+                            Some(peer) => {
                                 if let Err(err) = client.approve(peer).await {
                                     out.error("approve", &format!("cannot let {peer} in: {err}"));
                                 }
                             }
-                            Err(_) => out.error("usage", "usage: /approve PEER_ID (as shown in the lobby event)"),
+                            None => out.error("usage", "usage: /approve PEER_ID (as shown in the lobby event)"),
                         }
                     }
                     other if other.starts_with('/') => out.error("usage", &format!("unknown command {other:?}; available: /leave /members /mute /unmute /kick PEER /approve PEER")),
@@ -188,6 +186,11 @@ pub(crate) async fn run(
             }
         }
     }
+}
+
+/// The peer id typed after `/name` (as in `/kick PEER`), if it is one.
+fn peer_argument(command: &str, name: &str) -> Option<PeerId> {
+    command.trim_start_matches(name).trim().parse().ok()
 }
 
 /// Prints a media-plane event.
