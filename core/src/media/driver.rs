@@ -38,7 +38,7 @@ use super::audio::{AudioError, FRAME_MS, FRAME_SAMPLES, Frame};
 use super::crypto::keyring::Opener;
 use super::crypto::sframe::Sealer;
 use super::transport::IceServer;
-use super::transport::peer::{AudioPeer, PeerConfig, PeerEvent};
+use super::transport::peer::{AudioPeer, PeerConfig, PeerEvent, RELAY_ACCEPTANCE_MIN_WAIT};
 use super::transport::turn_tcp::TcpTurnBridge;
 use crate::group::media_keys::sender_base_key;
 
@@ -147,6 +147,10 @@ pub enum MediaInput {
     NoiseSuppression(bool),
     /// The current TURN servers (fresh credentials) from the relays, replacing earlier ones.
     IceServers(Vec<IceServer>),
+    /// The connection to a relay was lost: its TURN server may have restarted, taking the
+    /// allocations of our relayed paths with it. The next [`MediaInput::IceServers`] (sent
+    /// once the relay is back) repairs relayed paths that went silent meanwhile.
+    RelayLost,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -162,18 +166,77 @@ enum Signal {
 #[derive(Debug, Clone, Copy)]
 struct BrokenPath {
     since: Instant,
+    /// Whether the path was relayed (TURN) when it broke.
+    relayed: bool,
+    /// ICE restarts offered so far.
     attempts: u32,
-    last_attempt: Option<Instant>,
+    /// How many of them the other side answered.
+    answered: u32,
+    /// The latest restart offer, and whether its answer came.
+    last_attempt: Option<(Instant, bool)>,
+}
+
+impl BrokenPath {
+    fn new(since: Instant, relayed: bool) -> Self {
+        Self {
+            since,
+            relayed,
+            attempts: 0,
+            answered: 0,
+            last_attempt: None,
+        }
+    }
+
+    /// Whether the offering side should restart ICE (again) at `now`: once the path has been
+    /// down for [`RESTART_AFTER`]; again [`RESTART_UNANSWERED_RETRY`] after an offer that was
+    /// not answered (lost on the way), or [`RESTART_RETRY`] after one that was, so that its
+    /// connectivity checks get the time a relayed pair needs. A path that was direct may well
+    /// come back the same way soon: its first answered restart gets only
+    /// [`RESTART_RETRY_DIRECT`] (the checks of a generation give up after a few seconds),
+    /// every later one the full wait, so that a relayed fallback can still win.
+    fn restart_due(&self, now: Instant) -> bool {
+        if now.saturating_duration_since(self.since) < RESTART_AFTER {
+            return false;
+        }
+        match self.last_attempt {
+            None => true,
+            Some((at, false)) => now.saturating_duration_since(at) >= RESTART_UNANSWERED_RETRY,
+            Some((at, true)) => {
+                let wait = if !self.relayed && self.answered <= 1 {
+                    RESTART_RETRY_DIRECT
+                } else {
+                    RESTART_RETRY
+                };
+                now.saturating_duration_since(at) >= wait
+            }
+        }
+    }
+
+    /// The answer to the latest restart offer arrived.
+    fn answered(&mut self) {
+        if let Some((_, answered @ false)) = self.last_attempt.as_mut() {
+            *answered = true;
+            self.answered += 1;
+        }
+    }
 }
 
 /// How long a path may stay `disconnected` before the offering side restarts ICE (it may
 /// come back by itself first).
 pub const RESTART_AFTER: Duration = Duration::from_secs(2);
-/// Interval between ICE restart attempts while the path stays broken, counted from the
-/// restart's answer once it arrived.
-pub const RESTART_RETRY: Duration = Duration::from_secs(4);
-/// ICE restarts tried before the connection is replaced by a new one.
-pub const MAX_ICE_RESTARTS: u32 = 4;
+/// Time an answered ICE restart gets before the next one: a relayed pair may only be chosen
+/// [`RELAY_ACCEPTANCE_MIN_WAIT`] after the checks start, and a restart before that would
+/// start the wait over (so a path that must be relayed would never come back).
+pub const RESTART_RETRY: Duration = Duration::from_secs(RELAY_ACCEPTANCE_MIN_WAIT.as_secs() + 2);
+/// Time the first answered ICE restart of a path that was direct gets before the next one.
+pub const RESTART_RETRY_DIRECT: Duration = Duration::from_secs(4);
+/// Time after which a restart offer that got no answer is sent again (the signalling path
+/// may have been down too, e.g. through a relay that restarted). The answerer may gather
+/// for up to [`GATHER_TIMEOUT`](super::transport::peer::GATHER_TIMEOUT) (+ 0.5 s) before
+/// it answers; a new offer sent before that would make the answer on its way stale.
+pub const RESTART_UNANSWERED_RETRY: Duration = Duration::from_secs(6);
+/// Answered ICE restarts tried before the connection is replaced by a new one.
+pub const MAX_ICE_RESTARTS: u32 = 3;
 /// How long an offer may go unanswered before the offering side offers again with a new
 /// connection (each side gathers for at most ~5.5 s). A signal can be lost: one that
 /// reaches a joiner still entering the group is in an epoch it cannot read yet.
@@ -213,6 +276,12 @@ struct Media {
     broken: HashMap<PeerId, BrokenPath>,
     /// ICE restarts per connection, reported in connection events.
     restarts: HashMap<PeerId, u32>,
+    /// When a relay connection was lost, until the relay's servers come back.
+    relay_lost: Option<Instant>,
+    /// When the latest frame arrived from each member.
+    last_frame: HashMap<PeerId, Instant>,
+    /// Members whose connected path is relayed (TURN).
+    relayed: std::collections::HashSet<PeerId>,
     /// Connections we offered whose answer has not arrived yet, since when.
     unanswered: HashMap<PeerId, Instant>,
     /// Offers from peers not (yet) members, kept until an epoch says whether they are.
@@ -280,6 +349,9 @@ pub fn spawn(
         tcp_bridges: HashMap::new(),
         broken: HashMap::new(),
         restarts: HashMap::new(),
+        relay_lost: None,
+        last_frame: HashMap::new(),
+        relayed: std::collections::HashSet::new(),
         unanswered: HashMap::new(),
         early_offers: HashMap::new(),
         leaves: BTreeMap::new(),
@@ -310,7 +382,13 @@ impl Media {
                     Some(MediaInput::Command(MediaCommand::Stop)) | None => break,
                     Some(MediaInput::Command(command)) => self.on_command(command).await,
                     Some(MediaInput::Mute(muted)) => self.muted = muted,
-                    Some(MediaInput::IceServers(servers)) => self.set_ice_servers(servers).await,
+                    Some(MediaInput::IceServers(servers)) => {
+                        self.set_ice_servers(servers).await;
+                        self.repair_after_relay_loss(Instant::now()).await;
+                    }
+                    Some(MediaInput::RelayLost) => {
+                        self.relay_lost.get_or_insert_with(Instant::now);
+                    }
                     Some(MediaInput::NoiseSuppression(on)) => {
                         if on != self.suppressor.is_some() {
                             info!(on, "noise suppression");
@@ -416,13 +494,8 @@ impl Media {
                     Ok(Signal::Offer(sdp)) => self.answer(from, sdp).await,
                     Ok(Signal::Restart(sdp)) => self.answer_restart(from, sdp).await,
                     Ok(Signal::Answer(sdp)) => {
-                        // An ICE restart gets its whole retry interval once its answer is in:
-                        // the answerer may take up to a gathering timeout to answer, and a
-                        // new restart offered meanwhile would make that answer stale.
-                        if let Some(broken) = self.broken.get_mut(&from)
-                            && broken.last_attempt.is_some()
-                        {
-                            broken.last_attempt = Some(now);
+                        if let Some(broken) = self.broken.get_mut(&from) {
+                            broken.answered();
                         }
                         if let Some(peer) = self.peers.get(&from).cloned() {
                             let internal = self.internal_tx.clone();
@@ -585,9 +658,9 @@ impl Media {
         });
     }
 
-    /// Repairs broken paths we are responsible for (the offering side): an ICE restart once
-    /// a path has been down for [`RESTART_AFTER`], retried every [`RESTART_RETRY`]; after
-    /// [`MAX_ICE_RESTARTS`] the connection is replaced.
+    /// Repairs broken paths we are responsible for (the offering side): ICE restarts as
+    /// [`BrokenPath::restart_due`] says; after [`MAX_ICE_RESTARTS`] answered ones the
+    /// connection is replaced.
     async fn repair_paths(&mut self, now: Instant) {
         let unanswered: Vec<PeerId> = self
             .unanswered
@@ -603,16 +676,12 @@ impl Media {
             .broken
             .iter()
             .filter(|(peer, broken)| {
-                self.local.to_bytes() < peer.to_bytes()
-                    && now.duration_since(broken.since) >= RESTART_AFTER
-                    && broken
-                        .last_attempt
-                        .is_none_or(|last| now.duration_since(last) >= RESTART_RETRY)
+                self.local.to_bytes() < peer.to_bytes() && broken.restart_due(now)
             })
             .map(|(peer, broken)| (*peer, *broken))
             .collect();
         for (peer_id, broken) in due {
-            if broken.attempts >= MAX_ICE_RESTARTS {
+            if broken.answered >= MAX_ICE_RESTARTS {
                 info!(peer = %peer_id, "ICE restarts did not help; new connection");
                 self.reconnect(peer_id).await;
                 continue;
@@ -625,7 +694,7 @@ impl Media {
                 peer_id,
                 BrokenPath {
                     attempts: broken.attempts + 1,
-                    last_attempt: Some(now),
+                    last_attempt: Some((now, false)),
                     ..broken
                 },
             );
@@ -640,6 +709,45 @@ impl Media {
                 };
                 let _ = internal.send(message).await;
             });
+        }
+    }
+
+    /// The relay is back after we lost it: every relayed path of ours that has carried no
+    /// frame since then is broken (its TURN allocations went with a restarted relay), so it
+    /// is repaired at once instead of after ICE notices (consent checks) and waits
+    /// [`RESTART_AFTER`]. A path whose frames kept coming (only the control connection
+    /// dropped) is left alone.
+    async fn repair_after_relay_loss(&mut self, now: Instant) {
+        let Some(lost) = self.relay_lost.take() else {
+            return;
+        };
+        // Frames already on their way when the relay went are not a sign of life.
+        let alive_after = lost + Duration::from_millis(100);
+        let candidates: Vec<(PeerId, Arc<AudioPeer>)> = self
+            .peers
+            .iter()
+            .filter(|(peer, _)| {
+                self.local.to_bytes() < peer.to_bytes()
+                    && self.connected.get(*peer).copied().unwrap_or(false)
+                    && !self.broken.contains_key(*peer)
+                    && self
+                        .last_frame
+                        .get(*peer)
+                        .is_none_or(|at| *at <= alive_after)
+            })
+            .map(|(peer, connection)| (*peer, Arc::clone(connection)))
+            .collect();
+        let mut any = false;
+        for (peer, connection) in candidates {
+            if matches!(connection.path(now).await, Some(("relayed", _))) {
+                info!(peer = %peer, "relayed path silent since the relay was lost; restarting ICE");
+                let since = now.checked_sub(RESTART_AFTER).unwrap_or(now);
+                self.broken.insert(peer, BrokenPath::new(since, true));
+                any = true;
+            }
+        }
+        if any {
+            self.repair_paths(now).await;
         }
     }
 
@@ -663,6 +771,8 @@ impl Media {
     fn drop_peer(&mut self, peer_id: PeerId) {
         self.connected.remove(&peer_id);
         self.unanswered.remove(&peer_id);
+        self.last_frame.remove(&peer_id);
+        self.relayed.remove(&peer_id);
         self.broken.remove(&peer_id);
         self.restarts.remove(&peer_id);
         if let Some(peer) = self.peers.remove(&peer_id) {
@@ -700,11 +810,11 @@ impl Media {
                     }
                     // The path broke: repaired in place by an ICE restart (repair_paths).
                     "disconnected" | "failed" if member => {
-                        let broken = self.broken.entry(peer).or_insert(BrokenPath {
-                            since: now,
-                            attempts: 0,
-                            last_attempt: None,
-                        });
+                        let relayed = self.relayed.contains(&peer);
+                        let broken = self
+                            .broken
+                            .entry(peer)
+                            .or_insert(BrokenPath::new(now, relayed));
                         // Failed: no point waiting for it to come back by itself.
                         if state == "failed"
                             && let Some(due) = now.checked_sub(RESTART_AFTER)
@@ -725,6 +835,13 @@ impl Media {
                 };
                 let (path, rtt_ms) =
                     measured.map_or(("direct", None), |(path, rtt)| (path, Some(rtt)));
+                if state == "connected" {
+                    if path == "relayed" {
+                        self.relayed.insert(peer);
+                    } else {
+                        self.relayed.remove(&peer);
+                    }
+                }
                 let ice_restarts = self.restarts.get(&peer).copied().unwrap_or(0);
                 let _ = events
                     .send(MediaEvent::Connection {
@@ -760,6 +877,7 @@ impl Media {
                     if !self.leaves.contains_key(&opened.sender) {
                         return;
                     }
+                    self.last_frame.insert(from, now);
                     let receiver =
                         self.receivers
                             .entry(opened.sender)
@@ -881,5 +999,55 @@ mod device_spec_tests {
             Some(Some("USB headset".to_owned()))
         );
         assert_eq!(device_name(Path::new("heard.wav")), None);
+    }
+}
+
+#[cfg(test)]
+mod repair_tests {
+    use super::*;
+
+    #[test]
+    fn restarts_wait_for_the_path_then_retry_lost_offers_soon_and_answered_ones_late() {
+        let t0 = Instant::now();
+        let mut broken = BrokenPath::new(t0, true);
+        assert!(
+            !broken.restart_due(t0 + RESTART_AFTER / 2),
+            "may come back by itself"
+        );
+        assert!(broken.restart_due(t0 + RESTART_AFTER));
+
+        // An offer nobody answered (the signalling path was down too) goes again soon.
+        let first = t0 + RESTART_AFTER;
+        broken.last_attempt = Some((first, false));
+        broken.attempts = 1;
+        assert!(!broken.restart_due(first + RESTART_UNANSWERED_RETRY / 2));
+        assert!(broken.restart_due(first + RESTART_UNANSWERED_RETRY));
+
+        // An answered one gets longer than a relayed pair needs before it may be chosen.
+        let second = first + RESTART_UNANSWERED_RETRY;
+        broken.last_attempt = Some((second, false));
+        broken.attempts = 2;
+        broken.answered();
+        broken.answered(); // counted once per offer
+        assert_eq!(broken.answered, 1);
+        assert!(RESTART_RETRY >= RELAY_ACCEPTANCE_MIN_WAIT + Duration::from_secs(2));
+        assert!(!broken.restart_due(second + RELAY_ACCEPTANCE_MIN_WAIT + Duration::from_secs(1)));
+        assert!(broken.restart_due(second + RESTART_RETRY));
+    }
+
+    #[test]
+    fn a_direct_path_is_retried_sooner_once_then_with_the_relay_wait() {
+        let t0 = Instant::now();
+        let mut broken = BrokenPath::new(t0, false);
+        let first = t0 + RESTART_AFTER;
+        broken.last_attempt = Some((first, false));
+        broken.answered();
+        assert!(!broken.restart_due(first + RESTART_RETRY_DIRECT / 2));
+        assert!(broken.restart_due(first + RESTART_RETRY_DIRECT));
+        let second = first + RESTART_RETRY_DIRECT;
+        broken.last_attempt = Some((second, false));
+        broken.answered();
+        assert!(!broken.restart_due(second + RESTART_RETRY_DIRECT));
+        assert!(broken.restart_due(second + RESTART_RETRY));
     }
 }

@@ -176,11 +176,14 @@ struct Driver {
     punch_retried: HashSet<PeerId>,
 }
 
-/// First wait before dialing a lost relay again; doubled per failure up to
-/// [`RELAY_REDIAL_MAX`].
-pub const RELAY_REDIAL_MIN: Duration = Duration::from_secs(1);
+/// First wait before dialing a lost relay again (a restarted relay is usually back within
+/// this); doubled per failure up to [`RELAY_REDIAL_MAX`].
+pub const RELAY_REDIAL_MIN: Duration = Duration::from_millis(250);
 /// Longest wait between attempts to reach a lost relay.
 pub const RELAY_REDIAL_MAX: Duration = Duration::from_secs(30);
+/// Longest wait between attempts during a meeting: the members' calls through the relay
+/// recover only once we are back, so a relay that returns must be found within seconds.
+pub const RELAY_REDIAL_MAX_IN_MEETING: Duration = Duration::from_secs(2);
 
 /// A display name others will accept: no control characters, at most
 /// [`MAX_NAME_LEN`](super::wire::MAX_NAME_LEN) bytes, cut on a character boundary.
@@ -508,7 +511,12 @@ impl Driver {
                 debug!(relay = %peer, error = %err, "relay dial not started");
             }
         }
-        let next = (backoff * 2).min(RELAY_REDIAL_MAX);
+        let max = if self.in_meeting() {
+            RELAY_REDIAL_MAX_IN_MEETING
+        } else {
+            RELAY_REDIAL_MAX
+        };
+        let next = (backoff * 2).min(max);
         self.relay_redial = Some((now + backoff, next));
     }
 
@@ -970,12 +978,19 @@ impl Driver {
                     self.punch_retried.remove(&peer_id);
                 }
                 self.update_path(peer_id);
-                if num_established == 0
-                    && self.relays.contains_key(&peer_id)
-                    && self.relay_redial.is_none()
-                {
-                    info!(relay = %peer_id, "lost the relay; dialing it again");
-                    self.relay_redial = Some((Instant::now() + RELAY_REDIAL_MIN, RELAY_REDIAL_MIN));
+                if num_established == 0 && self.relays.contains_key(&peer_id) {
+                    // Our relayed media paths may have gone with it (a restarted TURN server
+                    // keeps no allocations); the media plane repairs them once it is back.
+                    if let Some(media) = &self.media
+                        && media.try_send(MediaInput::RelayLost).is_err()
+                    {
+                        warn!("the media plane is busy; relay loss not passed on");
+                    }
+                    if self.relay_redial.is_none() {
+                        info!(relay = %peer_id, "lost the relay; dialing it again");
+                        self.relay_redial =
+                            Some((Instant::now() + RELAY_REDIAL_MIN, RELAY_REDIAL_MIN));
+                    }
                 }
             }
             SwarmEvent::ListenerClosed {

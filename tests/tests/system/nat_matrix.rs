@@ -1,7 +1,8 @@
 //! The NAT test matrix: for every pair of home router kinds, a two-person meeting connects
 //! and carries audio, directly where hole punching can work and through the relay's TURN
 //! server where it cannot (symmetric ↔ symmetric, symmetric ↔ port-restricted); a
-//! three-person meeting mixes both; a home that drops all UDP still meets (TURN over TCP).
+//! three-person meeting mixes both; a home that drops all UDP still meets (TURN over TCP); a
+//! relayed call recovers from a relay restart.
 //!
 //! Every member is behind its own NAT router (network namespaces, `conclave_tests::nat`);
 //! only the relay is public. Bounded in time; the namespaces go even when a test fails.
@@ -218,6 +219,10 @@ fn a_home_without_udp_meets_through_turn_over_tcp() {
         NatKind::UdpBlocked,
     );
     assert_eq!(pair.path, "relayed");
+    eprintln!(
+        "UDP-blocked home: relayed (TURN over TCP), joined → connected {} ms",
+        pair.connect.as_millis()
+    );
 }
 
 /// With `--relay-only`, the other member never sees our address: every UDP packet that
@@ -280,5 +285,132 @@ fn relay_only_shows_only_the_relay_address_to_the_other_member() {
     assert_eq!(
         packets[1], 0,
         "nothing came from the hidden member's address: {counters}"
+    );
+}
+
+/// Frames received from `peer` per media report (one a second), as reported by `member` in
+/// the events from index `from` on: the growth of `rx_frames` between consecutive reports
+/// (a new connection or a rejoin starts counting from zero again).
+fn frames_per_report(member: &Proc, peer: &str, from: usize) -> Vec<u64> {
+    let mut last = member.seen[..from]
+        .iter()
+        .rev()
+        .find(|v| v["event"] == "media" && v["peer_id"] == peer)
+        .and_then(|v| v["rx_frames"].as_u64())
+        .unwrap_or(0);
+    member.seen[from..]
+        .iter()
+        .filter(|v| v["event"] == "media" && v["peer_id"] == peer)
+        .filter_map(|v| v["rx_frames"].as_u64())
+        .map(|rx| {
+            let grown = if rx < last { rx } else { rx - last };
+            last = rx;
+            grown
+        })
+        .collect()
+}
+
+/// A relay restart mid-call: two members behind symmetric NATs talk through the relay's
+/// TURN server, and their control plane runs through its circuits too. The relay is killed
+/// (SIGKILL) and started again at once on the same address with the same data dir (identity
+/// and TURN secret), as a service manager would. Audio must flow again within 10 s of the
+/// relay being back, and keep flowing.
+#[test]
+fn a_relayed_call_recovers_within_ten_seconds_of_a_relay_restart() {
+    assert!(available(), "this test needs root and iproute2 (ip netns)");
+    let _serial = serial();
+    let mut internet = Internet::new("rr").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = relay_config(dir.path());
+    const RELAY_PORT: u16 = 4011;
+    let (mut relay, relay_addr) = internet
+        .relay_on(dir.path(), Some(&config), RELAY_PORT)
+        .unwrap();
+    let (home_a, home_b) = (
+        internet.add_home(NatKind::Symmetric).unwrap(),
+        internet.add_home(NatKind::Symmetric).unwrap(),
+    );
+    let (_host, host_id, invite) = host_meeting(&home_a, dir.path(), "host", &relay_addr);
+    let mut guest = home_b
+        .member(
+            dir.path(),
+            "guest",
+            &[
+                "--audio-in",
+                "silence",
+                "--audio-out",
+                "null",
+                "join",
+                &invite,
+            ],
+        )
+        .unwrap();
+    assert_eq!(connected_to(&mut guest, &host_id, LIMIT)["path"], "relayed");
+    guest
+        .wait_for(LIMIT, "audio from the host", |v| {
+            v["event"] == "audio_started" && v["peer_id"] == host_id.as_str()
+        })
+        .unwrap();
+    guest.drain_for(Duration::from_secs(3));
+    let before = frames_per_report(&guest, &host_id, 0);
+    assert!(
+        before.iter().rev().take(2).all(|n| *n >= 40),
+        "audio flows before the restart: {before:?}"
+    );
+
+    relay.kill9();
+    let mark = guest.seen.len();
+    let (_relay, restarted) = internet
+        .relay_on(dir.path(), Some(&config), RELAY_PORT)
+        .unwrap();
+    assert_eq!(restarted, relay_addr, "same address, same identity");
+    #[allow(clippy::disallowed_methods)]
+    let back = Instant::now();
+    // Audio is back with the first report of new frames after the silence (reports come
+    // every second, so this errs late by up to one); it must then keep flowing.
+    let limit = Duration::from_secs(10);
+    let mut resumed = None;
+    while back.elapsed() < limit + Duration::from_secs(8) {
+        guest.drain_for(Duration::from_millis(200));
+        let reports = frames_per_report(&guest, &host_id, mark);
+        // Skip the reports that still count frames from before the kill.
+        let gap = reports
+            .iter()
+            .position(|n| *n == 0)
+            .unwrap_or(reports.len());
+        match reports
+            .iter()
+            .skip(gap)
+            .position(|n| *n > 0)
+            .map(|i| i + gap)
+        {
+            Some(first) if resumed.is_none() => resumed = Some((back.elapsed(), first)),
+            Some(first) if reports.len() >= first + 4 => break,
+            _ => {}
+        }
+    }
+    let reports = frames_per_report(&guest, &host_id, mark);
+    let Some((resumed, first)) = resumed else {
+        panic!(
+            "audio did not come back within {:?} of the relay restart; frames per report \
+             since the kill: {reports:?}; other events: {:?}",
+            back.elapsed(),
+            guest.seen[mark..]
+                .iter()
+                .filter(|v| v["event"] != "media")
+                .collect::<Vec<_>>()
+        )
+    };
+    eprintln!(
+        "relay restart: audio again {resumed:?} after the relay was back; frames per report \
+         since the kill: {reports:?}"
+    );
+    assert!(
+        resumed <= limit,
+        "audio came back only {resumed:?} after the relay: {reports:?}"
+    );
+    assert!(
+        reports.len() >= first + 4 && reports[first + 1..first + 4].iter().all(|n| *n >= 40),
+        "audio keeps flowing after the recovery: {reports:?}"
     );
 }

@@ -7,14 +7,15 @@
 //! A path that stops carrying traffic is noticed by ICE consent checks within
 //! [`ICE_DISCONNECTED_TIMEOUT`] and declared failed [`ICE_FAILED_TIMEOUT`] later; the
 //! [media actor](crate::media::driver) then restarts ICE on the same connection
-//! ([`AudioPeer::create_restart_offer`]): new ICE credentials and candidates, same DTLS
-//! session, same RTP streams.
+//! ([`AudioPeer::create_restart_offer`]): new ICE credentials, new sockets and candidates
+//! (a fresh TURN allocation among them), same DTLS session, same RTP streams.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rtc::media::Sample;
 use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::RTCOfferOptions;
 use rtc::peer_connection::configuration::media_engine::MIME_TYPE_OPUS;
 use rtc::rtp_transceiver::PayloadType;
 use rtc::rtp_transceiver::rtp_sender::{
@@ -220,6 +221,11 @@ impl AudioPeer {
                 Some(ICE_KEEPALIVE_INTERVAL),
             )
             .with_relay_acceptance_min_wait(Some(RELAY_ACCEPTANCE_MIN_WAIT))
+            // An ICE restart starts from new sockets, so it gathers anew: a fresh TURN
+            // allocation instead of re-announcing the old one (gone if the relay restarted,
+            // and re-allocating on the old 5-tuple would be refused as a mismatch), and new
+            // NAT mappings instead of ones that may have died with the path.
+            .with_discard_local_candidates_during_ice_restart(true)
             .build();
         let connection = PeerConnectionBuilder::new()
             .with_configuration(config.rtc_configuration())
@@ -336,9 +342,13 @@ impl AudioPeer {
 
     /// Creates the offer (complete, with candidates).
     pub async fn create_offer(&self) -> Result<String, TransportError> {
+        self.offer(None).await
+    }
+
+    async fn offer(&self, options: Option<RTCOfferOptions>) -> Result<String, TransportError> {
         let offer = self
             .connection
-            .create_offer(None)
+            .create_offer(options)
             .await
             .map_err(webrtc_err)?;
         self.connection
@@ -357,8 +367,12 @@ impl AudioPeer {
     ) -> Result<String, TransportError> {
         self.forget_gathered().await;
         self.update_ice_servers(config).await?;
-        self.connection.restart_ice().await.map_err(webrtc_err)?;
-        self.create_offer().await
+        // Restarted through the offer options rather than `restart_ice()`: that one starts
+        // gathering on the new sockets at once, and applying the restart offer afterwards
+        // discards the candidates gathered so far (the host candidate among them). This way
+        // the restart is applied first and everything gathered after it is kept.
+        self.offer(Some(RTCOfferOptions { ice_restart: true }))
+            .await
     }
 
     /// Takes the other side's offer (a first offer, or an ICE restart) and returns our
