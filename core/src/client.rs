@@ -38,6 +38,17 @@ pub enum Event {
         /// One clear sentence.
         message: String,
     },
+    /// The control-plane path to a peer changed: its first connection, a relayed
+    /// connection upgraded to a direct one by hole punching (DCUtR), or the direct
+    /// connection lost while a relayed one remains.
+    ControlPath {
+        /// The peer (a member or would-be member; relays are not reported).
+        peer_id: PeerId,
+        /// `direct`, or `relayed` through a relay's circuit.
+        path: &'static str,
+        /// The remote address of the connection that path uses.
+        remote: Multiaddr,
+    },
 }
 
 /// The stream of [`Event`]s of one client.

@@ -261,6 +261,11 @@ impl Proc {
         format!("\n--- {} stderr (last lines) ---\n{tail}", self.label)
     }
 
+    /// Everything the process wrote to stderr so far (its log).
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id()

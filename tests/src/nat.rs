@@ -210,21 +210,49 @@ impl Internet {
         config: Option<&Path>,
         port: u16,
     ) -> anyhow::Result<(Proc, String)> {
+        self.spawn_relay(dir, config, &[format!("/ip4/{RELAY_ADDR}/tcp/{port}")])
+    }
+
+    /// Like [`Internet::relay`], listening on QUIC as well as TCP (as a relay does by
+    /// default); returns the TCP address.
+    pub fn relay_with_quic(&self, dir: &Path) -> anyhow::Result<(Proc, String)> {
+        self.spawn_relay(
+            dir,
+            None,
+            &[
+                format!("/ip4/{RELAY_ADDR}/tcp/0"),
+                format!("/ip4/{RELAY_ADDR}/udp/0/quic-v1"),
+            ],
+        )
+    }
+
+    fn spawn_relay(
+        &self,
+        dir: &Path,
+        config: Option<&Path>,
+        listen: &[String],
+    ) -> anyhow::Result<(Proc, String)> {
         let mut command = Command::new("ip");
         command
             .args(["netns", "exec", &format!("{}relay", self.prefix)])
             .arg(bin("conclave-relay"))
             .args(["--json", "--data-dir"])
-            .arg(dir.join("relay"))
-            .args(["--listen", &format!("/ip4/{RELAY_ADDR}/tcp/{port}")]);
+            .arg(dir.join("relay"));
+        for addr in listen {
+            command.args(["--listen", addr]);
+        }
         if let Some(config) = config {
             command.arg("--config").arg(config);
         }
         let mut relay = Proc::spawn("relay", command, dir)?;
         let listening = relay.wait_event("listening", Duration::from_secs(20))?;
-        let addr = listening["addrs"][0]
-            .as_str()
-            .context("the relay lists an address")?
+        let addr = listening["addrs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a.as_str())
+            .find(|a| a.contains("/tcp/"))
+            .context("the relay lists a TCP address")?
             .to_owned();
         Ok((relay, addr))
     }

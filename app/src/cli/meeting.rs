@@ -115,6 +115,11 @@ pub(crate) async fn run(
                     }
                     Some(Event::Warning { message }) => out.error("warning", &message),
                     Some(Event::Media(event)) => report_media(&event, out),
+                    Some(Event::ControlPath { peer_id, path, remote }) => out.event(
+                        "control_path",
+                        json!({ "peer_id": peer_id.to_string(), "path": path, "remote": remote.to_string() }),
+                        || format!("control plane with {peer_id}: {path} ({remote})"),
+                    ),
                     Some(_) => {}
                     None => {
                         out.error("internal", "the client stopped unexpectedly");

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
-use libp2p::{StreamProtocol, identify, identity, kad, mdns, ping, relay, request_response};
+use libp2p::{StreamProtocol, dcutr, identify, identity, kad, mdns, ping, relay, request_response};
 
 use super::codec::{CONTROL_PROTOCOL, ControlCodec};
 use super::turn::{TURN_PROTOCOL, TurnCodec};
@@ -30,6 +30,9 @@ pub struct Behaviour {
     pub mdns: Toggle<mdns::tokio::Behaviour>,
     /// Circuit relay v2 client (reservations and relayed dials).
     pub relay_client: relay::client::Behaviour,
+    /// Direct connection upgrade through relay: on every relayed connection both ends
+    /// exchange their observed addresses and dial each other at once (hole punching).
+    pub dcutr: dcutr::Behaviour,
     /// Keeps connections alive and measures RTT.
     pub ping: ping::Behaviour,
     /// Conclave control messages.
@@ -77,6 +80,7 @@ impl Behaviour {
             )),
             mdns: Toggle::from(mdns),
             relay_client,
+            dcutr: dcutr::Behaviour::new(peer_id),
             ping: ping::Behaviour::new(ping::Config::new()),
             control: request_response::Behaviour::with_codec(
                 ControlCodec::default(),

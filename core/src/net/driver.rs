@@ -21,9 +21,9 @@ use futures::StreamExt;
 use libp2p::core::transport::ListenerId;
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundRequestId};
-use libp2p::swarm::SwarmEvent;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
-use libp2p::{Multiaddr, PeerId, Swarm, identify, kad, mdns, noise, tcp, yamux};
+use libp2p::swarm::{ConnectionId, SwarmEvent};
+use libp2p::{Multiaddr, PeerId, Swarm, dcutr, identify, kad, mdns, noise, tcp, yamux};
 use rand::SeedableRng;
 use rand::rngs::{OsRng, StdRng};
 use tokio::sync::{mpsc, oneshot};
@@ -165,6 +165,15 @@ struct Driver {
     ice_servers: Vec<IceServer>,
     /// When to renew them for the media plane.
     ice_renew_at: Option<Instant>,
+    /// Every open connection per peer, with its remote address (a circuit address when
+    /// relayed).
+    conns: HashMap<PeerId, HashMap<ConnectionId, Multiaddr>>,
+    /// The control path last reported per peer: whether it is direct.
+    paths: HashMap<PeerId, bool>,
+    /// Relays we dialed over QUIC as well, to learn our public UDP mapping from them.
+    relays_over_quic: HashSet<PeerId>,
+    /// Peers we dialed a fresh circuit to after hole punching failed (once while connected).
+    punch_retried: HashSet<PeerId>,
 }
 
 /// First wait before dialing a lost relay again (a restarted relay is usually back within
@@ -299,6 +308,10 @@ pub(crate) async fn start(
         turn_fetch: None,
         ice_servers: Vec::new(),
         ice_renew_at: None,
+        conns: HashMap::new(),
+        paths: HashMap::new(),
+        relays_over_quic: HashSet::new(),
+        punch_retried: HashSet::new(),
     };
     driver.bootstrap();
     tokio::spawn(driver.run());
@@ -786,6 +799,107 @@ impl Driver {
         routes
     }
 
+    /// Reports a peer's control path when it changes: direct while any connection to it is
+    /// not a relay circuit (after hole punching both may be open; requests then use either
+    /// until the relayed one idles out), relayed otherwise. Relays themselves are not
+    /// reported.
+    fn update_path(&mut self, peer: PeerId) {
+        if self.relays.contains_key(&peer) {
+            return;
+        }
+        let Some(conns) = self.conns.get(&peer) else {
+            if let Some(direct) = self.paths.remove(&peer) {
+                debug!(peer = %peer, direct, "no control connection left");
+            }
+            return;
+        };
+        let remote = conns
+            .values()
+            .find(|a| !is_relayed(a))
+            .or_else(|| conns.values().next());
+        let Some(remote) = remote.cloned() else {
+            return;
+        };
+        let direct = !is_relayed(&remote);
+        if self.paths.insert(peer, direct) == Some(direct) {
+            return;
+        }
+        let path = if direct { "direct" } else { "relayed" };
+        info!(peer = %peer, path, %remote, "control path");
+        let event = Event::ControlPath {
+            peer_id: peer,
+            path,
+            remote,
+        };
+        if self.events.try_send(event).is_err() {
+            debug!(peer = %peer, "event reader busy; control path not reported");
+        }
+    }
+
+    /// After a failed hole punch, dials `peer` once more through the relays (a new circuit
+    /// beside the one in use): DCUtR runs on every new relayed connection with the address
+    /// candidates both ends know by then. The first circuit often comes up before identify
+    /// on our QUIC connection to the relay has told us our public UDP address, so the first
+    /// round only had TCP candidates (and TCP punching fails where the routers answer
+    /// unsolicited SYNs with resets).
+    fn retry_hole_punch(&mut self, peer: PeerId) {
+        if self.paths.get(&peer) == Some(&true) || !self.punch_retried.insert(peer) {
+            return;
+        }
+        let circuits: Vec<Multiaddr> = self
+            .routes_to(&peer)
+            .into_iter()
+            .filter(is_relayed)
+            .collect();
+        if circuits.is_empty() {
+            return;
+        }
+        debug!(peer = %peer, "a new relay circuit for another hole punching round");
+        let dial = DialOpts::peer_id(peer)
+            .addresses(circuits)
+            .condition(PeerCondition::Always)
+            .build();
+        if let Err(err) = self.swarm.dial(dial) {
+            debug!(peer = %peer, error = %err, "circuit dial not started");
+        }
+    }
+
+    /// Dials relay `relay` over QUIC too (once per connection to it) if it listens on QUIC,
+    /// we do and we reached it another way. Identify on that connection tells us our public
+    /// UDP address (the NAT's mapping of our QUIC port), the candidate hole punching over
+    /// QUIC needs; a TCP connection only yields a TCP candidate.
+    fn dial_relay_over_quic(&mut self, relay: PeerId, relay_addrs: &[Multiaddr]) {
+        if !self
+            .listen_addrs
+            .iter()
+            .any(|a| is_quic(a) && !is_relayed(a))
+            || self
+                .conns
+                .get(&relay)
+                .is_some_and(|c| c.values().any(is_quic))
+            || self.relays_over_quic.contains(&relay)
+        {
+            return;
+        }
+        let quic: Vec<Multiaddr> = relay_addrs
+            .iter()
+            .filter(|a| is_quic(a) && !is_relayed(a) && is_dialable(a))
+            .cloned()
+            .collect();
+        if quic.is_empty() {
+            return;
+        }
+        self.relays_over_quic.insert(relay);
+        debug!(%relay, addrs = ?quic, "dialing the relay over QUIC to learn our UDP mapping");
+        let dial = DialOpts::peer_id(relay)
+            .addresses(quic)
+            .condition(PeerCondition::Always)
+            .build();
+        if let Err(err) = self.swarm.dial(dial) {
+            debug!(%relay, error = %err, "QUIC dial to the relay not started");
+        }
+    }
+
     fn remember_addr(&mut self, peer: PeerId, addr: Multiaddr) {
         let addr = without_p2p(addr);
         if self.addr_book.len() >= ADDR_BOOK_PEERS && !self.addr_book.contains_key(&peer) {
@@ -819,9 +933,17 @@ impl Driver {
                 }
             }
             SwarmEvent::ConnectionEstablished {
-                peer_id, endpoint, ..
+                peer_id,
+                connection_id,
+                endpoint,
+                ..
             } => {
                 debug!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connected");
+                self.conns
+                    .entry(peer_id)
+                    .or_default()
+                    .insert(connection_id, remote_of(&endpoint));
+                self.update_path(peer_id);
                 if endpoint.is_dialer() {
                     self.remember_addr(peer_id, endpoint.get_remote_address().clone());
                 }
@@ -840,10 +962,22 @@ impl Driver {
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
+                connection_id,
                 num_established,
                 ..
             } => {
                 debug!(peer = %peer_id, remaining = num_established, "connection closed");
+                if let Some(conns) = self.conns.get_mut(&peer_id) {
+                    conns.remove(&connection_id);
+                    if conns.is_empty() {
+                        self.conns.remove(&peer_id);
+                    }
+                }
+                if num_established == 0 {
+                    self.relays_over_quic.remove(&peer_id);
+                    self.punch_retried.remove(&peer_id);
+                }
+                self.update_path(peer_id);
                 if num_established == 0 && self.relays.contains_key(&peer_id) {
                     // Our relayed media paths may have gone with it (a restarted TURN server
                     // keeps no allocations); the media plane repairs them once it is back.
@@ -889,6 +1023,9 @@ impl Driver {
             BehaviourEvent::Turn(event) => self.on_turn_event(event),
             BehaviourEvent::Kad(event) => self.on_kad_event(event),
             BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
+                if self.relays.contains_key(&peer_id) {
+                    self.dial_relay_over_quic(peer_id, &info.listen_addrs);
+                }
                 let serves_kad = info.protocols.contains(&KAD_PROTOCOL);
                 for addr in info.listen_addrs.into_iter().filter(is_dialable) {
                     if serves_kad {
@@ -900,6 +1037,16 @@ impl Driver {
                     self.remember_addr(peer_id, addr);
                 }
             }
+            BehaviourEvent::Dcutr(dcutr::Event {
+                remote_peer_id,
+                result,
+            }) => match result {
+                Ok(_) => info!(peer = %remote_peer_id, "hole punched: direct connection"),
+                Err(err) => {
+                    info!(peer = %remote_peer_id, error = %err, "hole punching failed; staying relayed");
+                    self.retry_hole_punch(remote_peer_id);
+                }
+            },
             BehaviourEvent::Mdns(mdns::Event::Discovered(found)) => {
                 for (peer, addr) in found {
                     debug!(peer = %peer, %addr, "found on the LAN");
@@ -1279,6 +1426,22 @@ impl Driver {
 
 fn is_relayed(addr: &Multiaddr) -> bool {
     addr.iter().any(|p| matches!(p, Protocol::P2pCircuit))
+}
+
+fn is_quic(addr: &Multiaddr) -> bool {
+    addr.iter().any(|p| matches!(p, Protocol::QuicV1))
+}
+
+/// The remote end of a connection: the address dialed, or where a listener's peer came from
+/// (for an inbound circuit, the local circuit address, which names the relay).
+fn remote_of(endpoint: &libp2p::core::ConnectedPoint) -> Multiaddr {
+    match endpoint {
+        libp2p::core::ConnectedPoint::Dialer { address, .. } => address.clone(),
+        libp2p::core::ConnectedPoint::Listener { local_addr, .. } if is_relayed(local_addr) => {
+            local_addr.clone()
+        }
+        libp2p::core::ConnectedPoint::Listener { send_back_addr, .. } => send_back_addr.clone(),
+    }
 }
 
 fn is_dialable(addr: &Multiaddr) -> bool {
