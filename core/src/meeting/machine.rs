@@ -235,7 +235,8 @@ enum Inflight {
     Commit {
         epoch: u64,
     },
-    Chat {
+    /// An application payload (a chat line or a media signal), delivered with retries.
+    Application {
         payload: Vec<u8>,
         attempt: u32,
     },
@@ -833,9 +834,14 @@ impl<R: RngCore + CryptoRng> Machine<R> {
                 self.abort_outgoing(now, epoch);
                 self.rejoin(now, unix_ms);
             }
-            (Inflight::Chat { payload, attempt }, Response::Nack { .. }) => {
+            (
+                Inflight::Application { payload, attempt },
+                Response::Nack { .. } | Response::NotMember,
+            ) => {
+                // Behind us by an epoch, or a joiner still on its way in (it cannot read a
+                // message of the epoch that added it before its Welcome): try again soon.
                 self.heard_from(now, from);
-                self.mls.schedule_chat_retry(
+                self.mls.schedule_application_retry(
                     now + self.config.chat_retry,
                     from,
                     payload,
@@ -950,8 +956,8 @@ impl<R: RngCore + CryptoRng> Machine<R> {
                 }
                 self.commit_unreachable(now, peer, epoch);
             }
-            Inflight::Chat { payload, attempt } => {
-                self.mls.schedule_chat_retry(
+            Inflight::Application { payload, attempt } => {
+                self.mls.schedule_application_retry(
                     now + self.config.chat_retry,
                     peer,
                     payload,

@@ -27,8 +27,8 @@ use crate::net::wire::{Removal, RemovalReason, Request, Response};
 
 /// Most key-package digests remembered (each package is committed at most once).
 const MAX_SEEN_PACKAGES: usize = 256;
-/// Most chat messages waiting for a retry.
-const MAX_CHAT_RETRIES_QUEUED: usize = 1024;
+/// Most application messages (chat lines, media signals) waiting for a retry.
+const MAX_APP_RETRIES_QUEUED: usize = 1024;
 /// Most out-of-order chat messages buffered per sender.
 const MAX_REORDER: usize = 64;
 /// Longest chat text, in bytes.
@@ -103,7 +103,7 @@ pub(super) struct GroupState {
     backoff_until: Option<Instant>,
     chat_session: Option<u64>,
     chat_seq: u64,
-    chat_retries: VecDeque<(Instant, PeerId, Vec<u8>, u32)>,
+    app_retries: VecDeque<(Instant, PeerId, Vec<u8>, u32)>,
     inboxes: HashMap<(PeerId, u64), Inbox>,
     /// Our announced state.
     muted: bool,
@@ -131,7 +131,7 @@ impl GroupState {
             backoff_until: None,
             chat_session: None,
             chat_seq: 0,
-            chat_retries: VecDeque::new(),
+            app_retries: VecDeque::new(),
             inboxes: HashMap::new(),
             muted: false,
             state_seq: 0,
@@ -142,22 +142,22 @@ impl GroupState {
 
     pub(super) fn schedule_state_retry(&mut self, at: Instant, to: PeerId, attempt: u32) {
         // One retry per member is enough: it sends whatever the state is by then.
-        if self.state_retries.len() < MAX_CHAT_RETRIES_QUEUED
+        if self.state_retries.len() < MAX_APP_RETRIES_QUEUED
             && !self.state_retries.iter().any(|(_, p, _)| *p == to)
         {
             self.state_retries.push_back((at, to, attempt));
         }
     }
 
-    pub(super) fn schedule_chat_retry(
+    pub(super) fn schedule_application_retry(
         &mut self,
         at: Instant,
         to: PeerId,
         payload: Vec<u8>,
         attempt: u32,
     ) {
-        if self.chat_retries.len() < MAX_CHAT_RETRIES_QUEUED {
-            self.chat_retries.push_back((at, to, payload, attempt));
+        if self.app_retries.len() < MAX_APP_RETRIES_QUEUED {
+            self.app_retries.push_back((at, to, payload, attempt));
         }
     }
 
@@ -165,7 +165,7 @@ impl GroupState {
         [
             self.outgoing.as_ref().map(|o| o.deadline),
             self.incoming.as_ref().map(|i| i.expires),
-            self.chat_retries.iter().map(|(at, ..)| *at).min(),
+            self.app_retries.iter().map(|(at, ..)| *at).min(),
             self.state_retries.iter().map(|(at, ..)| *at).min(),
             self.inboxes.values().filter_map(|i| i.gap_since).min(),
             // Only a pending back-off is a deadline: otherwise commits follow inputs and the
@@ -318,8 +318,16 @@ impl<R: RngCore + CryptoRng> Machine<R> {
             &mut data,
         )
         .expect("writing CBOR to a Vec cannot fail");
+        // Retried like chat: the first offer to a joiner often arrives before its Welcome.
         let request = self.group_request(&data)?;
-        self.send(to, request, Inflight::Other);
+        self.send(
+            to,
+            request,
+            Inflight::Application {
+                payload: data,
+                attempt: 1,
+            },
+        );
         Ok(())
     }
 
@@ -1028,12 +1036,12 @@ impl<R: RngCore + CryptoRng> Machine<R> {
         ciborium::into_writer(&message, &mut payload).expect("writing CBOR to a Vec cannot fail");
         let recipients: Vec<PeerId> = self.members().into_iter().map(|(p, _)| p).collect();
         for peer in recipients {
-            self.send_chat_to(now, peer, payload.clone(), 1);
+            self.send_application_to(now, peer, payload.clone(), 1);
         }
         Ok(())
     }
 
-    fn send_chat_to(&mut self, _now: Instant, peer: PeerId, payload: Vec<u8>, attempt: u32) {
+    fn send_application_to(&mut self, _now: Instant, peer: PeerId, payload: Vec<u8>, attempt: u32) {
         if attempt > self.config.chat_attempts
             || self
                 .mls
@@ -1045,8 +1053,8 @@ impl<R: RngCore + CryptoRng> Machine<R> {
             return;
         }
         match self.group_request(&payload) {
-            Ok(request) => self.send(peer, request, Inflight::Chat { payload, attempt }),
-            Err(err) => warn!(error = %err, "cannot encrypt a chat message"),
+            Ok(request) => self.send(peer, request, Inflight::Application { payload, attempt }),
+            Err(err) => warn!(error = %err, "cannot encrypt an application message"),
         }
     }
 
@@ -1123,14 +1131,14 @@ impl<R: RngCore + CryptoRng> Machine<R> {
         }
         let due: Vec<(Instant, PeerId, Vec<u8>, u32)> = {
             let (due, later): (VecDeque<_>, VecDeque<_>) =
-                std::mem::take(&mut self.mls.chat_retries)
+                std::mem::take(&mut self.mls.app_retries)
                     .into_iter()
                     .partition(|(at, ..)| *at <= now);
-            self.mls.chat_retries = later;
+            self.mls.app_retries = later;
             due.into_iter().collect()
         };
         for (_, peer, payload, attempt) in due {
-            self.send_chat_to(now, peer, payload, attempt);
+            self.send_application_to(now, peer, payload, attempt);
         }
         let (due, later): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut self.mls.state_retries)
             .into_iter()

@@ -10,6 +10,7 @@ use rand::rngs::StdRng;
 use super::*;
 use crate::identity::Identity;
 use crate::invite::MeetingSecret;
+use crate::media::MediaCommand;
 
 const LATENCY: Duration = Duration::from_millis(20);
 
@@ -33,6 +34,8 @@ struct Node {
     events: Vec<MeetingEvent>,
     alive: bool,
     sent: Vec<Request>,
+    /// Media signalling payloads delivered to this node's media plane, by sender.
+    signals: Vec<(PeerId, Vec<u8>)>,
 }
 
 struct Sim {
@@ -94,6 +97,7 @@ impl Sim {
                 events: Vec::new(),
                 alive: true,
                 sent: Vec::new(),
+                signals: Vec::new(),
             },
         );
         self.drain(peer);
@@ -245,6 +249,9 @@ impl Sim {
                 }
                 Output::StartProviding => self.providers.push(peer),
                 Output::StopProviding => self.providers.retain(|p| *p != peer),
+                Output::Media(MediaCommand::Signal { from, payload }) => {
+                    node.signals.push((from, payload));
+                }
                 Output::Persist(_) | Output::Media(_) => {}
                 Output::Event(event) => node.events.push(event),
             }
@@ -607,6 +614,28 @@ fn chat_arrives_exactly_once_in_order_at_every_member() {
     assert_eq!(sim.chats(host), expected);
     assert_eq!(sim.chats(b), expected);
     assert!(sim.chats(a).is_empty(), "no echo to the sender");
+}
+
+#[test]
+fn a_media_signal_that_cannot_be_delivered_is_retried_and_arrives_once() {
+    let mut sim = Sim::new();
+    let (host, [a]) = sim.form();
+    // The path to `a` is down when the offer is sent (the first attempts fail), and back
+    // before the retries run out.
+    sim.cut.insert((host, a));
+    sim.node(host)
+        .machine
+        .send_signal(a, b"offer".to_vec())
+        .unwrap();
+    sim.drain(host);
+    sim.run_for(Duration::from_millis(700));
+    assert!(
+        sim.node(a).signals.is_empty(),
+        "nothing got through the cut"
+    );
+    sim.cut.clear();
+    sim.run_for(Duration::from_secs(3));
+    assert_eq!(sim.node(a).signals, vec![(host, b"offer".to_vec())]);
 }
 
 #[test]
