@@ -32,7 +32,8 @@ pub struct Behaviour {
     pub relay_client: relay::client::Behaviour,
     /// Direct connection upgrade through relay: on every relayed connection both ends
     /// exchange their observed addresses and dial each other at once (hole punching).
-    pub dcutr: dcutr::Behaviour,
+    /// Off in relay-only mode, where other members must not learn our address.
+    pub dcutr: Toggle<dcutr::Behaviour>,
     /// Keeps connections alive and measures RTT.
     pub ping: ping::Behaviour,
     /// Conclave control messages.
@@ -50,11 +51,13 @@ pub fn kad_config() -> kad::Config {
 }
 
 impl Behaviour {
-    /// Builds the behaviour for `key`, with mDNS if `mdns` is set.
+    /// Builds the behaviour for `key`, with mDNS if `mdns` is set and DCUtR hole punching
+    /// if `hole_punching` is.
     pub fn new(
         key: &identity::Keypair,
         relay_client: relay::client::Behaviour,
         mdns: bool,
+        hole_punching: bool,
     ) -> std::io::Result<Self> {
         let peer_id = key.public().to_peer_id();
         let mut kad = kad::Behaviour::with_config(
@@ -80,7 +83,7 @@ impl Behaviour {
             )),
             mdns: Toggle::from(mdns),
             relay_client,
-            dcutr: dcutr::Behaviour::new(peer_id),
+            dcutr: Toggle::from(hole_punching.then(|| dcutr::Behaviour::new(peer_id))),
             ping: ping::Behaviour::new(ping::Config::new()),
             control: request_response::Behaviour::with_codec(
                 ControlCodec::default(),
