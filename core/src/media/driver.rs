@@ -286,6 +286,8 @@ struct Media {
     unanswered: HashMap<PeerId, Instant>,
     /// Offers from peers not (yet) members, kept until an epoch says whether they are.
     early_offers: HashMap<PeerId, (Instant, String)>,
+    /// The latest signalling payload from each member (a repeat of it is a retry).
+    last_signal: HashMap<PeerId, Vec<u8>>,
     leaves: BTreeMap<u32, PeerId>,
     receivers: HashMap<u32, Receiver>,
     internal_tx: mpsc::Sender<Internal>,
@@ -354,6 +356,7 @@ pub fn spawn(
         relayed: std::collections::HashSet::new(),
         unanswered: HashMap::new(),
         early_offers: HashMap::new(),
+        last_signal: HashMap::new(),
         leaves: BTreeMap::new(),
         receivers: HashMap::new(),
         internal_tx,
@@ -455,6 +458,7 @@ impl Media {
                 self.receivers
                     .retain(|leaf, _| members.iter().any(|(l, p)| l == leaf && *p != self.local));
                 let wanted: Vec<PeerId> = self.leaves.values().copied().collect();
+                self.last_signal.retain(|peer, _| wanted.contains(peer));
                 let gone: Vec<PeerId> = self
                     .peers
                     .keys()
@@ -486,6 +490,13 @@ impl Media {
                 }
             }
             MediaCommand::Signal { from, payload } => {
+                // Signals are delivered with retries, so one whose acknowledgement was lost
+                // comes twice: taking an offer again would replace the connection it made.
+                if self.last_signal.get(&from) == Some(&payload) {
+                    debug!(peer = %from, "duplicate signal ignored");
+                    return;
+                }
+                self.last_signal.insert(from, payload.clone());
                 match ciborium::from_reader::<Signal, _>(payload.as_slice()) {
                     Ok(Signal::Offer(sdp)) if !self.leaves.values().any(|p| *p == from) => {
                         debug!(peer = %from, "offer from a non-member kept until the next epoch");
