@@ -157,9 +157,20 @@ pub enum MediaInput {
 enum Signal {
     /// A new connection.
     Offer(String),
-    Answer(String),
+    /// The answer to the offer (or restart offer) whose [`offer_digest`] is `offer`: an
+    /// answer to an offer since replaced must not be applied to the new one.
+    Answer { sdp: String, offer: u64 },
     /// An ICE restart of the existing connection (new ICE credentials and candidates).
     Restart(String),
+}
+
+/// Names an offer in its answer: the first 8 bytes of the SHA-256 of its SDP.
+fn offer_digest(sdp: &str) -> u64 {
+    use sha2::Digest;
+    let hash = sha2::Sha256::digest(sdp.as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&hash[..8]);
+    u64::from_be_bytes(first)
 }
 
 /// A connection whose path stopped working, and what we did about it.
@@ -244,7 +255,9 @@ pub const NEGOTIATION_TIMEOUT: Duration = Duration::from_secs(15);
 
 enum Internal {
     Peer(PeerId, PeerEvent),
-    SignalOut(PeerId, Signal),
+    /// A signal produced by `connection` for the member (dropped if that connection has been
+    /// replaced meanwhile).
+    SignalOut(PeerId, Arc<AudioPeer>, Signal),
     Failed(PeerId, String),
 }
 
@@ -288,6 +301,8 @@ struct Media {
     early_offers: HashMap<PeerId, (Instant, String)>,
     /// The latest signalling payload from each member (a repeat of it is a retry).
     last_signal: HashMap<PeerId, Vec<u8>>,
+    /// The digest of the latest offer we sent each member (only its answer is taken).
+    offers: HashMap<PeerId, u64>,
     leaves: BTreeMap<u32, PeerId>,
     receivers: HashMap<u32, Receiver>,
     internal_tx: mpsc::Sender<Internal>,
@@ -357,6 +372,7 @@ pub fn spawn(
         unanswered: HashMap::new(),
         early_offers: HashMap::new(),
         last_signal: HashMap::new(),
+        offers: HashMap::new(),
         leaves: BTreeMap::new(),
         receivers: HashMap::new(),
         internal_tx,
@@ -504,7 +520,10 @@ impl Media {
                     }
                     Ok(Signal::Offer(sdp)) => self.answer(from, sdp).await,
                     Ok(Signal::Restart(sdp)) => self.answer_restart(from, sdp).await,
-                    Ok(Signal::Answer(sdp)) => {
+                    Ok(Signal::Answer { offer, .. }) if self.offers.get(&from) != Some(&offer) => {
+                        debug!(peer = %from, "answer to an offer since replaced ignored");
+                    }
+                    Ok(Signal::Answer { sdp, .. }) => {
                         if let Some(broken) = self.broken.get_mut(&from) {
                             broken.answered();
                         }
@@ -619,7 +638,7 @@ impl Media {
         let internal = self.internal_tx.clone();
         tokio::spawn(async move {
             let message = match peer.create_offer().await {
-                Ok(sdp) => Internal::SignalOut(peer_id, Signal::Offer(sdp)),
+                Ok(sdp) => Internal::SignalOut(peer_id, peer, Signal::Offer(sdp)),
                 Err(err) => Internal::Failed(peer_id, err.to_string()),
             };
             let _ = internal.send(message).await;
@@ -638,8 +657,11 @@ impl Media {
         };
         let internal = self.internal_tx.clone();
         tokio::spawn(async move {
+            let digest = offer_digest(&offer);
             let message = match peer.accept_offer(offer).await {
-                Ok(sdp) => Internal::SignalOut(peer_id, Signal::Answer(sdp)),
+                Ok(sdp) => {
+                    Internal::SignalOut(peer_id, peer, Signal::Answer { sdp, offer: digest })
+                }
                 Err(err) => Internal::Failed(peer_id, err.to_string()),
             };
             let _ = internal.send(message).await;
@@ -661,8 +683,11 @@ impl Media {
             if let Err(err) = peer.update_ice_servers(&config).await {
                 debug!(peer = %peer_id, error = %err, "ICE servers not updated");
             }
+            let digest = offer_digest(&offer);
             let message = match peer.accept_offer(offer).await {
-                Ok(sdp) => Internal::SignalOut(peer_id, Signal::Answer(sdp)),
+                Ok(sdp) => {
+                    Internal::SignalOut(peer_id, peer, Signal::Answer { sdp, offer: digest })
+                }
                 Err(err) => Internal::Failed(peer_id, err.to_string()),
             };
             let _ = internal.send(message).await;
@@ -715,7 +740,7 @@ impl Media {
             let config = self.peer_config();
             tokio::spawn(async move {
                 let message = match peer.create_restart_offer(&config).await {
-                    Ok(sdp) => Internal::SignalOut(peer_id, Signal::Restart(sdp)),
+                    Ok(sdp) => Internal::SignalOut(peer_id, peer, Signal::Restart(sdp)),
                     Err(err) => Internal::Failed(peer_id, err.to_string()),
                 };
                 let _ = internal.send(message).await;
@@ -781,6 +806,7 @@ impl Media {
 
     fn drop_peer(&mut self, peer_id: PeerId) {
         self.connected.remove(&peer_id);
+        self.offers.remove(&peer_id);
         self.unanswered.remove(&peer_id);
         self.last_frame.remove(&peer_id);
         self.relayed.remove(&peer_id);
@@ -795,7 +821,18 @@ impl Media {
 
     async fn on_internal(&mut self, message: Internal) {
         match message {
-            Internal::SignalOut(to, signal) => {
+            Internal::SignalOut(to, connection, signal) => {
+                if !self
+                    .peers
+                    .get(&to)
+                    .is_some_and(|current| Arc::ptr_eq(current, &connection))
+                {
+                    debug!(peer = %to, "signal of a replaced connection dropped");
+                    return;
+                }
+                if let Signal::Offer(sdp) | Signal::Restart(sdp) = &signal {
+                    self.offers.insert(to, offer_digest(sdp));
+                }
                 let mut payload = Vec::new();
                 ciborium::into_writer(&signal, &mut payload)
                     .expect("writing CBOR to a Vec cannot fail");

@@ -510,14 +510,12 @@ impl Driver {
             return;
         }
         for (peer, addr) in lost {
-            debug!(relay = %peer, "dialing a lost relay");
-            let dial = DialOpts::peer_id(peer)
-                .addresses(vec![addr])
-                .condition(PeerCondition::DisconnectedAndNotDialing)
-                .build();
-            if let Err(err) = self.swarm.dial(dial) {
-                debug!(relay = %peer, error = %err, "relay dial not started");
-            }
+            self.dial(
+                peer,
+                vec![addr],
+                PeerCondition::DisconnectedAndNotDialing,
+                "a lost relay",
+            );
         }
         let max = if self.in_meeting() {
             RELAY_REDIAL_MAX_IN_MEETING
@@ -809,24 +807,44 @@ impl Driver {
             .filter(|peer| !self.swarm.is_connected(peer))
             .collect();
         for peer in members {
-            let circuits: Vec<Multiaddr> = self
-                .relays
-                .iter()
-                .filter(|(relay, _)| **relay != peer)
-                .map(|(_, addr)| addr.clone().with(Protocol::P2pCircuit))
-                .collect();
-            if circuits.is_empty() {
-                continue;
-            }
-            debug!(peer = %peer, "dialing a member through the relays");
-            let dial = DialOpts::peer_id(peer)
-                .addresses(circuits)
-                .condition(PeerCondition::Disconnected)
-                .build();
-            if let Err(err) = self.swarm.dial(dial) {
-                debug!(peer = %peer, error = %err, "member dial not started");
-            }
+            let circuits = self.circuits_to(&peer);
+            self.dial(
+                peer,
+                circuits,
+                PeerCondition::Disconnected,
+                "a member through the relays",
+            );
         }
+    }
+
+    /// Dials `peer` on `addrs` (nothing if there are none) when `condition` holds; `what`
+    /// names the dial in the logs.
+    fn dial(
+        &mut self,
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+        condition: PeerCondition,
+        what: &'static str,
+    ) {
+        if addrs.is_empty() {
+            return;
+        }
+        debug!(peer = %peer, what, "dialing");
+        let dial = DialOpts::peer_id(peer)
+            .addresses(addrs)
+            .condition(condition)
+            .build();
+        if let Err(err) = self.swarm.dial(dial) {
+            debug!(peer = %peer, what, error = %err, "dial not started");
+        }
+    }
+
+    /// The circuits through our relays to `peer` (how members behind NATs are reached).
+    fn circuits_to(&self, peer: &PeerId) -> Vec<Multiaddr> {
+        self.routes_to(peer)
+            .into_iter()
+            .filter(is_relayed)
+            .collect()
     }
 
     /// Dials `peer` on all of `routes` (its circuits among them) if we have no connection,
@@ -847,13 +865,12 @@ impl Driver {
         self.request_dials
             .retain(|_, at| now.duration_since(*at) < REQUEST_DIAL_INTERVAL);
         self.request_dials.insert(peer, now);
-        let dial = DialOpts::peer_id(peer)
-            .addresses(routes.to_vec())
-            .condition(PeerCondition::Disconnected)
-            .build();
-        if let Err(err) = self.swarm.dial(dial) {
-            debug!(peer = %peer, error = %err, "request dial not started");
-        }
+        self.dial(
+            peer,
+            routes.to_vec(),
+            PeerCondition::Disconnected,
+            "a peer for a request",
+        );
     }
 
     /// Every way we know to reach `peer`: its addresses, then a circuit through each relay
@@ -920,22 +937,13 @@ impl Driver {
         if self.paths.get(&peer) == Some(&true) || !self.punch_retried.insert(peer) {
             return;
         }
-        let circuits: Vec<Multiaddr> = self
-            .routes_to(&peer)
-            .into_iter()
-            .filter(is_relayed)
-            .collect();
-        if circuits.is_empty() {
-            return;
-        }
-        debug!(peer = %peer, "a new relay circuit for another hole punching round");
-        let dial = DialOpts::peer_id(peer)
-            .addresses(circuits)
-            .condition(PeerCondition::Always)
-            .build();
-        if let Err(err) = self.swarm.dial(dial) {
-            debug!(peer = %peer, error = %err, "circuit dial not started");
-        }
+        let circuits = self.circuits_to(&peer);
+        self.dial(
+            peer,
+            circuits,
+            PeerCondition::Always,
+            "a new relay circuit for another hole punching round",
+        );
     }
 
     /// Dials relay `relay` over QUIC too (once per connection to it) if it listens on QUIC,

@@ -69,6 +69,23 @@ struct Pair {
     connect: Duration,
 }
 
+/// Starts a member in `home` that joins `invite`, sending silence and playing nothing.
+fn join_silently(home: &Home, dir: &Path, label: &str, invite: &str) -> Proc {
+    home.member(
+        dir,
+        label,
+        &[
+            "--audio-in",
+            "silence",
+            "--audio-out",
+            "null",
+            "join",
+            invite,
+        ],
+    )
+    .unwrap()
+}
+
 /// A two-person meeting between homes `a` (host, speaking) and `b` (guest): the guest must
 /// hear the host. Returns the path and the time from the guest's `joined` to `connected`.
 fn meet(internet: &mut Internet, relay: &str, dir: &Path, a: NatKind, b: NatKind) -> Pair {
@@ -76,20 +93,7 @@ fn meet(internet: &mut Internet, relay: &str, dir: &Path, a: NatKind, b: NatKind
         (internet.add_home(a).unwrap(), internet.add_home(b).unwrap());
     let label = format!("{}-{}", a.label(), b.label());
     let (_host, host_id, invite) = host_meeting(&home_a, dir, &format!("{label}-host"), relay);
-    let mut guest = home_b
-        .member(
-            dir,
-            &format!("{label}-guest"),
-            &[
-                "--audio-in",
-                "silence",
-                "--audio-out",
-                "null",
-                "join",
-                &invite,
-            ],
-        )
-        .unwrap();
+    let mut guest = join_silently(&home_b, dir, &format!("{label}-guest"), &invite);
     guest.wait_event("joined", LIMIT).unwrap();
     #[allow(clippy::disallowed_methods)]
     let joined = Instant::now();
@@ -331,20 +335,7 @@ fn a_relayed_call_recovers_within_ten_seconds_of_a_relay_restart() {
         internet.add_home(NatKind::Symmetric).unwrap(),
     );
     let (_host, host_id, invite) = host_meeting(&home_a, dir.path(), "host", &relay_addr);
-    let mut guest = home_b
-        .member(
-            dir.path(),
-            "guest",
-            &[
-                "--audio-in",
-                "silence",
-                "--audio-out",
-                "null",
-                "join",
-                &invite,
-            ],
-        )
-        .unwrap();
+    let mut guest = join_silently(&home_b, dir.path(), "guest", &invite);
     assert_eq!(connected_to(&mut guest, &host_id, LIMIT)["path"], "relayed");
     guest
         .wait_for(LIMIT, "audio from the host", |v| {
