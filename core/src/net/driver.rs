@@ -807,7 +807,12 @@ impl Driver {
             .filter(|peer| !self.swarm.is_connected(peer))
             .collect();
         for peer in members {
-            let circuits = self.circuits_to(&peer);
+            let circuits: Vec<Multiaddr> = self
+                .relays
+                .iter()
+                .filter(|(relay, _)| **relay != peer)
+                .map(|(_, addr)| addr.clone().with(Protocol::P2pCircuit))
+                .collect();
             self.dial(
                 peer,
                 circuits,
@@ -837,14 +842,6 @@ impl Driver {
         if let Err(err) = self.swarm.dial(dial) {
             debug!(peer = %peer, what, error = %err, "dial not started");
         }
-    }
-
-    /// The circuits through our relays to `peer` (how members behind NATs are reached).
-    fn circuits_to(&self, peer: &PeerId) -> Vec<Multiaddr> {
-        self.routes_to(peer)
-            .into_iter()
-            .filter(is_relayed)
-            .collect()
     }
 
     /// Dials `peer` on all of `routes` (its circuits among them) if we have no connection,
@@ -937,7 +934,11 @@ impl Driver {
         if self.paths.get(&peer) == Some(&true) || !self.punch_retried.insert(peer) {
             return;
         }
-        let circuits = self.circuits_to(&peer);
+        let circuits: Vec<Multiaddr> = self
+            .routes_to(&peer)
+            .into_iter()
+            .filter(is_relayed)
+            .collect();
         self.dial(
             peer,
             circuits,
