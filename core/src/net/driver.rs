@@ -174,12 +174,7 @@ struct Driver {
     relays_over_quic: HashSet<PeerId>,
     /// Peers we dialed a fresh circuit to after hole punching failed (once while connected).
     punch_retried: HashSet<PeerId>,
-    /// When we last dialled each peer ourselves to deliver a request.
-    request_dials: HashMap<PeerId, Instant>,
 }
-
-/// Least time between two dials of ours to the same peer for requests.
-const REQUEST_DIAL_INTERVAL: Duration = Duration::from_secs(2);
 
 /// First wait before dialing a lost relay again (a restarted relay is usually back within
 /// this); doubled per failure up to [`RELAY_REDIAL_MAX`].
@@ -319,7 +314,6 @@ pub(crate) async fn start(
         paths: HashMap::new(),
         relays_over_quic: HashSet::new(),
         punch_retried: HashSet::new(),
-        request_dials: HashMap::new(),
     };
     driver.bootstrap();
     tokio::spawn(driver.run());
@@ -788,40 +782,6 @@ impl Driver {
         }
     }
 
-    /// Dials every member we have no connection to through the circuits of our relays, next
-    /// to any dial already under way. Called when a reservation of ours is accepted (e.g. a
-    /// relay is back after a restart): members behind NATs are reachable only that way, and
-    /// a dial towards one of their other addresses may hang until its timeout (NATs drop
-    /// unsolicited packets silently) while the meeting counts them as silent. Of two members
-    /// that reserve again one after the other, the later one's dial finds the earlier one's
-    /// reservation.
-    fn dial_members_through_relays(&mut self) {
-        let Some(session) = &self.session else {
-            return;
-        };
-        let members: Vec<PeerId> = session
-            .machine
-            .members()
-            .into_iter()
-            .map(|(peer, _)| peer)
-            .filter(|peer| !self.swarm.is_connected(peer))
-            .collect();
-        for peer in members {
-            let circuits: Vec<Multiaddr> = self
-                .relays
-                .iter()
-                .filter(|(relay, _)| **relay != peer)
-                .map(|(_, addr)| addr.clone().with(Protocol::P2pCircuit))
-                .collect();
-            self.dial(
-                peer,
-                circuits,
-                PeerCondition::Disconnected,
-                "a member through the relays",
-            );
-        }
-    }
-
     /// Dials `peer` on `addrs` (nothing if there are none) when `condition` holds; `what`
     /// names the dial in the logs.
     fn dial(
@@ -842,32 +802,6 @@ impl Driver {
         if let Err(err) = self.swarm.dial(dial) {
             debug!(peer = %peer, what, error = %err, "dial not started");
         }
-    }
-
-    /// Dials `peer` on all of `routes` (its circuits among them) if we have no connection,
-    /// even while another dial is under way: the request-response behaviour would otherwise
-    /// wait for that one, which may be a DHT dial to an address that hangs (a private address
-    /// of another network, which TCP retries for seconds) while the circuit would work at once.
-    fn dial_for_request(&mut self, peer: PeerId, routes: &[Multiaddr]) {
-        let now = Instant::now();
-        if self.swarm.is_connected(&peer)
-            || routes.is_empty()
-            || self
-                .request_dials
-                .get(&peer)
-                .is_some_and(|at| now.duration_since(*at) < REQUEST_DIAL_INTERVAL)
-        {
-            return;
-        }
-        self.request_dials
-            .retain(|_, at| now.duration_since(*at) < REQUEST_DIAL_INTERVAL);
-        self.request_dials.insert(peer, now);
-        self.dial(
-            peer,
-            routes.to_vec(),
-            PeerCondition::Disconnected,
-            "a peer for a request",
-        );
     }
 
     /// Every way we know to reach `peer`: its addresses, then a circuit through each relay
@@ -1005,7 +939,6 @@ impl Driver {
                     info!(%address, "reachable through a relay");
                     // Announce the new way in at once.
                     self.provide();
-                    self.dial_members_through_relays();
                 }
                 if !self.listen_addrs.contains(&address) {
                     self.listen_addrs.push(address);
@@ -1453,7 +1386,6 @@ impl Driver {
                         self.remember_addr(to, addr);
                     }
                     let known = self.routes_to(&to);
-                    self.dial_for_request(to, &known);
                     let is_bye = matches!(request, Request::Bye { .. });
                     let id = self
                         .swarm
