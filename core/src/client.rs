@@ -49,6 +49,13 @@ pub enum Event {
         /// The remote address of the connection that path uses.
         remote: Multiaddr,
     },
+    /// The application fell behind reading events and `missed` of them were dropped (the
+    /// core never waits for a slow reader). Re-read the state that matters: the roster
+    /// ([`Client::members`]) and the chat history.
+    Lagged {
+        /// How many events were dropped.
+        missed: u64,
+    },
 }
 
 /// The stream of [`Event`]s of one client.
@@ -175,6 +182,12 @@ impl Client {
     pub async fn send_chat(&self, text: impl Into<String>) -> Result<(), Error> {
         let text = text.into();
         self.request(|reply| Command::Chat { text, reply }).await?
+    }
+
+    /// The members of the current meeting other than us, with their names (empty outside
+    /// a meeting). After [`Event::Lagged`] this is how the roster is read again.
+    pub async fn members(&self) -> Result<Vec<(PeerId, String)>, Error> {
+        self.request(|reply| Command::Members { reply }).await
     }
 
     /// Removes `peer` from the meeting (honoured for the host; see `docs/protocol.md`).

@@ -5,6 +5,7 @@
 //! - [`wire`]: the control messages and their versioned, length-bounded encoding.
 //! - [`codec`]: the request-response codec that frames [`wire`] messages on a stream.
 //! - [`turn`]: TURN credentials fetched from relays (`/conclave/turn/1.0.0`).
+//! - [`paths`]: which connections to a peer are proven, which went quiet (sans-IO).
 //! - [`driver`]: the actor that owns the `Swarm` and the meeting machine; the only code that
 //!   touches the swarm.
 //!
@@ -14,5 +15,6 @@
 pub mod behaviour;
 pub mod codec;
 pub mod driver;
+pub mod paths;
 pub mod turn;
 pub mod wire;

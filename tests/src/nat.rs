@@ -11,6 +11,9 @@
 //! a dynamic map of outbound (protocol, port) → inside address that inbound packets are
 //! DNATed through, the latter only from addresses the inside host has sent to. Everything
 //! is deleted on drop, even when the test fails.
+//!
+//! Uplinks can be impaired (delay, jitter, loss, rate) with a [`Profile`]: see
+//! [`crate::wan`], [`Internet::add_home_with`] and [`Internet::impair`].
 
 use std::path::Path;
 use std::process::Command;
@@ -18,6 +21,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
+use crate::wan::{Impairment, Profile};
 use crate::{Proc, bin};
 
 /// How a home router translates and filters.
@@ -110,6 +114,9 @@ pub struct Home {
     pub addr: String,
     /// The router's public address.
     pub public_addr: String,
+    /// The public bridge's port that the router's `wan0` is plugged into (`p<N>`, in the
+    /// `wan` namespace): where this home's uplink is impaired.
+    pub uplink: String,
 }
 
 /// The public network, the relay's namespace and the homes; deleted on drop.
@@ -118,6 +125,10 @@ pub struct Internet {
     prefix: String,
     names: Vec<String>,
     homes: usize,
+    /// The bridge port of the relay's `eth0`.
+    relay_uplink: String,
+    /// Impaired uplinks, by bridge port.
+    impairments: Vec<(String, Impairment)>,
 }
 
 /// The relay's address on the public network.
@@ -167,12 +178,14 @@ impl Internet {
             prefix: prefix.clone(),
             names: Vec::new(),
             homes: 0,
+            relay_uplink: String::new(),
+            impairments: Vec::new(),
         };
         let wan = net.namespace("wan")?;
         ip(&["-n", &wan, "link", "add", "br0", "type", "bridge"])?;
         ip(&["-n", &wan, "link", "set", "br0", "up"])?;
         let relay = net.namespace("relay")?;
-        net.plug(&relay, "eth0", &format!("{RELAY_ADDR}/24"))?;
+        net.relay_uplink = net.plug(&relay, "eth0", &format!("{RELAY_ADDR}/24"))?;
         Ok(net)
     }
 
@@ -184,8 +197,9 @@ impl Internet {
         Ok(ns)
     }
 
-    /// Connects `ns` to the public bridge through interface `dev` with address `cidr`.
-    fn plug(&self, ns: &str, dev: &str, cidr: &str) -> anyhow::Result<()> {
+    /// Connects `ns` to the public bridge through interface `dev` with address `cidr`;
+    /// returns the bridge's port for it.
+    fn plug(&self, ns: &str, dev: &str, cidr: &str) -> anyhow::Result<String> {
         let wan = format!("{}wan", self.prefix);
         let outside = format!("p{}", self.names.len());
         ip(&[
@@ -193,7 +207,8 @@ impl Internet {
         ])?;
         ip(&["-n", &wan, "link", "set", &outside, "master", "br0", "up"])?;
         ip(&["-n", ns, "addr", "add", cidr, "dev", dev])?;
-        ip(&["-n", ns, "link", "set", dev, "up"])
+        ip(&["-n", ns, "link", "set", dev, "up"])?;
+        Ok(outside)
     }
 
     /// Starts `conclave-relay` on the public network (with `config`, a TOML file, if given)
@@ -216,9 +231,15 @@ impl Internet {
     /// Like [`Internet::relay`], listening on QUIC as well as TCP (as a relay does by
     /// default); returns the TCP address.
     pub fn relay_with_quic(&self, dir: &Path) -> anyhow::Result<(Proc, String)> {
+        self.relay_full(dir, None)
+    }
+
+    /// A relay as sites run it: libp2p on TCP and QUIC, and `config` (TURN, access) if
+    /// given; returns the TCP address.
+    pub fn relay_full(&self, dir: &Path, config: Option<&Path>) -> anyhow::Result<(Proc, String)> {
         self.spawn_relay(
             dir,
-            None,
+            config,
             &[
                 format!("/ip4/{RELAY_ADDR}/tcp/0"),
                 format!("/ip4/{RELAY_ADDR}/udp/0/quic-v1"),
@@ -264,7 +285,7 @@ impl Internet {
         let router = self.namespace(&format!("r{k}"))?;
         let host = self.namespace(&format!("h{k}"))?;
         let public_addr = format!("100.64.0.{}", 10 + k);
-        self.plug(&router, "wan0", &format!("{public_addr}/24"))?;
+        let uplink = self.plug(&router, "wan0", &format!("{public_addr}/24"))?;
         ip(&[
             "-n", &host, "link", "add", "eth0", "type", "veth", "peer", "name", "lan0", "netns",
             &router,
@@ -309,7 +330,59 @@ impl Internet {
             router,
             addr,
             public_addr,
+            uplink,
         })
+    }
+
+    /// Adds a home behind a router of `kind` whose uplink is impaired with `profile`, if any.
+    pub fn add_home_with(
+        &mut self,
+        kind: NatKind,
+        profile: Option<&Profile>,
+    ) -> anyhow::Result<Home> {
+        let home = self.add_home(kind)?;
+        self.impair(&home, profile)?;
+        Ok(home)
+    }
+
+    /// Impairs `home`'s uplink (what its router sends to the internet) with `profile`,
+    /// replacing any earlier impairment; `None` restores a perfect link. Lasts until
+    /// changed again or the internet is dropped.
+    pub fn impair(&mut self, home: &Home, profile: Option<&Profile>) -> anyhow::Result<()> {
+        let port = home.uplink.clone();
+        self.impair_port(&port, profile)
+    }
+
+    /// Impairs the relay's uplink (what the relay sends) with `profile`, as
+    /// [`Internet::impair`] does a home's. A relay on `continental` adds 50 ms to every
+    /// RTT home ↔ relay and to the one-way delay of every relayed packet.
+    pub fn impair_relay(&mut self, profile: Option<&Profile>) -> anyhow::Result<()> {
+        let port = self.relay_uplink.clone();
+        self.impair_port(&port, profile)
+    }
+
+    /// The profile currently on `home`'s uplink.
+    pub fn impairment(&self, home: &Home) -> Option<&Profile> {
+        self.impairments
+            .iter()
+            .find(|(port, _)| *port == home.uplink)
+            .map(|(_, impairment)| impairment.profile())
+    }
+
+    fn impair_port(&mut self, port: &str, profile: Option<&Profile>) -> anyhow::Result<()> {
+        // Stop the old one first: the queue number is the port's.
+        self.impairments.retain(|(p, _)| p != port);
+        let Some(profile) = profile else {
+            return Ok(());
+        };
+        let queue: u16 = port
+            .trim_start_matches('p')
+            .parse()
+            .with_context(|| format!("bridge port {port} is p<number>"))?;
+        let wan = format!("{}wan", self.prefix);
+        let impairment = Impairment::bridge_port(&wan, port, queue, profile)?;
+        self.impairments.push((port.to_owned(), impairment));
+        Ok(())
     }
 }
 
@@ -363,6 +436,8 @@ fn ruleset(kind: NatKind) -> String {
 
 impl Drop for Internet {
     fn drop(&mut self) {
+        // The delayers first (they live in the wan namespace).
+        self.impairments.clear();
         for name in self.names.iter().rev() {
             let _ = Command::new("ip").args(["netns", "del", name]).output();
         }

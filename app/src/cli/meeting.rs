@@ -120,6 +120,13 @@ pub(crate) async fn run(
                         json!({ "peer_id": peer_id.to_string(), "path": path, "remote": remote.to_string() }),
                         || format!("control plane with {peer_id}: {path} ({remote})"),
                     ),
+                    Some(Event::Lagged { missed }) => {
+                        // We fell behind: the roster we kept may be stale; read it again.
+                        if let Ok(now) = client.members().await {
+                            members = now.into_iter().collect();
+                        }
+                        out.event("lagged", json!({ "missed": missed }), || format!("{missed} events were missed; roster re-read"));
+                    }
                     Some(_) => {}
                     None => {
                         out.error("internal", "the client stopped unexpectedly");

@@ -51,6 +51,9 @@ use crate::net::wire::{
 
 mod group_ops;
 
+/// Most peers whose round-trip time is remembered.
+const MAX_TRACKED_RTTS: usize = 1024;
+
 /// Timers and bounds of a meeting.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -124,6 +127,29 @@ impl Config {
     pub fn with_join_timeout(mut self, timeout: Duration) -> Self {
         self.join_timeout = timeout;
         self
+    }
+
+    /// Silence after which a peer `rtt` away counts as gone: the configured floor, or two
+    /// heartbeat intervals and three round trips (a heartbeat lost and retransmitted by the
+    /// transport, answered late) if that is longer.
+    pub fn liveness_for(&self, rtt: Duration) -> Duration {
+        self.liveness_timeout
+            .max(self.heartbeat_interval * 2 + rtt * 3)
+    }
+
+    /// How long a committer waits for acknowledgements when the slowest member is `rtt`
+    /// away: the configured floor, or four round trips and half a second (a lost commit
+    /// retransmitted, the member's staging work).
+    pub fn commit_timeout_for(&self, rtt: Duration) -> Duration {
+        self.commit_timeout
+            .max(rtt * 4 + Duration::from_millis(500))
+    }
+
+    /// How long a member keeps a commit staged when its committer is `rtt` away: past the
+    /// committer's own wait, with two more round trips for the confirmation to arrive.
+    pub fn staged_timeout_for(&self, rtt: Duration) -> Duration {
+        self.staged_timeout
+            .max(self.commit_timeout_for(rtt) + rtt * 2)
     }
 }
 
@@ -277,6 +303,9 @@ pub struct Machine<R> {
     knocking: BTreeMap<PeerId, Knock>,
     /// Members removed by the host: their hellos are refused for the rest of the meeting.
     banned: BTreeSet<PeerId>,
+    /// Measured round-trip time per peer (from the driver): the timers that wait for a
+    /// peer scale with it.
+    rtts: HashMap<PeerId, Duration>,
     mls: group_ops::GroupState,
 }
 
@@ -369,6 +398,7 @@ impl<R: RngCore + CryptoRng> Machine<R> {
             approved: BTreeSet::new(),
             knocking: BTreeMap::new(),
             banned: BTreeSet::new(),
+            rtts: HashMap::new(),
         }
     }
 
@@ -1107,10 +1137,33 @@ impl<R: RngCore + CryptoRng> Machine<R> {
         Some(next)
     }
 
+    /// The measured round-trip time to `peer`, as last reported by the driver (its
+    /// connections' pings); the timers that wait for that peer scale with it.
+    pub fn set_rtt(&mut self, peer: PeerId, rtt: Duration) {
+        if self.rtts.len() < MAX_TRACKED_RTTS || self.rtts.contains_key(&peer) {
+            self.rtts.insert(peer, rtt);
+        }
+    }
+
+    /// The round-trip time to `peer` (zero until measured: the configured floors apply).
+    fn rtt_of(&self, peer: &PeerId) -> Duration {
+        self.rtts.get(peer).copied().unwrap_or_default()
+    }
+
+    /// The longest round-trip time to any member.
+    fn slowest_rtt(&self) -> Duration {
+        self.peers
+            .keys()
+            .map(|p| self.rtt_of(p))
+            .max()
+            .unwrap_or_default()
+    }
+
     fn is_alive(&self, now: Instant, peer: &PeerId) -> bool {
-        self.peers.get(peer).is_some_and(|p| {
-            !p.said_bye && p.failures < 2 && now < p.last_heard + self.config.liveness_timeout
-        })
+        let window = self.config.liveness_for(self.rtt_of(peer));
+        self.peers
+            .get(peer)
+            .is_some_and(|p| !p.said_bye && p.failures < 2 && now < p.last_heard + window)
     }
 
     fn heard_from(&mut self, now: Instant, peer: PeerId) {

@@ -14,7 +14,7 @@
 //! timestamps) and randomness from the OS.
 #![allow(clippy::disallowed_methods)]
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
@@ -23,7 +23,7 @@ use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundRequestId};
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{ConnectionId, SwarmEvent};
-use libp2p::{Multiaddr, PeerId, Swarm, dcutr, identify, kad, mdns, noise, tcp, yamux};
+use libp2p::{Multiaddr, PeerId, Swarm, dcutr, identify, kad, mdns, noise, ping, tcp, yamux};
 use rand::SeedableRng;
 use rand::rngs::{OsRng, StdRng};
 use tokio::sync::{mpsc, oneshot};
@@ -31,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, instrument, warn};
 
 use super::behaviour::{Behaviour, BehaviourEvent, KAD_PROTOCOL};
+use super::paths::{CloseReason, Paths};
 use super::turn::{IceServer, TurnRefusal, TurnRequest, TurnResponse};
 use super::wire::{MAX_ADDRS, Request, Response};
 use crate::admission::MeetingKeys;
@@ -52,6 +53,12 @@ const ADDR_BOOK_PEERS: usize = 1024;
 const LEAVE_GRACE: Duration = Duration::from_millis(1500);
 /// How long start-up waits for listeners to report their addresses.
 const LISTEN_WAIT: Duration = Duration::from_secs(5);
+/// Most events held for an application that does not read them; past this the oldest are
+/// dropped and the application is told how many it missed ([`Event::Lagged`]).
+const OUTBOX_MAX: usize = 4096;
+/// How often one control request is sent again after the connection it was on closed
+/// while the peer stayed reachable over another.
+const MAX_RESENDS: u8 = 3;
 
 /// Commands from [`Client`](crate::Client) handles.
 #[derive(Debug)]
@@ -96,6 +103,10 @@ pub(crate) enum Command {
     IceServers {
         reply: oneshot::Sender<Result<Vec<IceServer>, Error>>,
     },
+    /// The current members other than us.
+    Members {
+        reply: oneshot::Sender<Vec<(PeerId, String)>>,
+    },
 }
 
 /// What [`start`] reports back.
@@ -139,11 +150,17 @@ struct Driver {
     swarm: Swarm<Behaviour>,
     store: Store,
     identity: Identity,
-    requests: HashMap<OutboundRequestId, u64>,
+    /// Control requests awaiting their answer: the machine's tag, and the request itself
+    /// (sent again if the connection it went out on closes while the peer stays reachable).
+    requests: HashMap<OutboundRequestId, SentRequest>,
     config: Config,
     name: String,
     inbox: mpsc::Receiver<Command>,
     events: mpsc::Sender<Event>,
+    /// Events not yet taken by the application: the loop never waits for the reader.
+    outbox: VecDeque<Event>,
+    /// Events dropped from a full outbox since the reader was last told.
+    lagged: u64,
     cancel: CancellationToken,
     session: Option<Session>,
     addr_book: HashMap<PeerId, Vec<Multiaddr>>,
@@ -169,11 +186,21 @@ struct Driver {
     /// relayed).
     conns: HashMap<PeerId, HashMap<ConnectionId, Multiaddr>>,
     /// The control path last reported per peer: whether it is direct.
-    paths: HashMap<PeerId, bool>,
+    reported_paths: HashMap<PeerId, bool>,
     /// Relays we dialed over QUIC as well, to learn our public UDP mapping from them.
     relays_over_quic: HashSet<PeerId>,
     /// Peers we dialed a fresh circuit to after hole punching failed (once while connected).
     punch_retried: HashSet<PeerId>,
+    /// Which connections to each peer are proven, and their round-trip times.
+    paths: Paths,
+}
+
+/// A control request in flight.
+struct SentRequest {
+    tag: u64,
+    request: Request,
+    /// How often it was sent again after losing its connection.
+    resends: u8,
 }
 
 /// First wait before dialing a lost relay again (a restarted relay is usually back within
@@ -299,6 +326,8 @@ pub(crate) async fn start(
         name: name.clone(),
         inbox,
         events,
+        outbox: VecDeque::new(),
+        lagged: 0,
         cancel,
         session: None,
         addr_book: HashMap::new(),
@@ -311,9 +340,10 @@ pub(crate) async fn start(
         ice_servers: Vec::new(),
         ice_renew_at: None,
         conns: HashMap::new(),
-        paths: HashMap::new(),
+        reported_paths: HashMap::new(),
         relays_over_quic: HashSet::new(),
         punch_retried: HashSet::new(),
+        paths: Paths::default(),
     };
     driver.bootstrap();
     tokio::spawn(driver.run());
@@ -438,6 +468,8 @@ impl Driver {
         info!("control plane running");
         loop {
             let deadline = self.next_deadline();
+            // A handle of our own, so that waiting for room does not borrow `self`.
+            let events = self.events.clone();
             tokio::select! {
                 biased;
                 () = self.cancel.cancelled() => break,
@@ -447,11 +479,18 @@ impl Driver {
                 },
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
                 signal = recv_signal(&mut self.signals) => self.on_signal(signal),
+                permit = events.reserve(), if !self.outbox.is_empty() => match permit {
+                    Ok(permit) => {
+                        if let Some(event) = self.outbox.pop_front() {
+                            permit.send(event);
+                        }
+                    }
+                    // The application is gone.
+                    Err(_) => break,
+                },
                 () = tokio::time::sleep_until(deadline.into()) => self.on_timer(),
             }
-            if !self.drain_machine().await {
-                break;
-            }
+            self.drain_machine();
         }
         info!("control plane stopped");
     }
@@ -481,7 +520,42 @@ impl Driver {
         if let Some(at) = self.ice_renew_at {
             deadline = deadline.min(at);
         }
+        if let Some(at) = self.paths.next_deadline() {
+            deadline = deadline.min(at);
+        }
         deadline
+    }
+
+    /// Queues `event` for the application without ever waiting for it: when the reader
+    /// falls [`OUTBOX_MAX`] events behind, the oldest are dropped and counted, and the
+    /// reader is told with [`Event::Lagged`] (then re-reads the state it needs).
+    fn emit(&mut self, event: Event) {
+        if self.outbox.len() >= OUTBOX_MAX {
+            self.outbox.pop_front();
+            self.lagged += 1;
+            if self.lagged == 1 {
+                warn!("the application is not reading events; dropping the oldest");
+            }
+            return self.outbox.push_back(event);
+        }
+        if self.lagged > 0 {
+            let missed = std::mem::take(&mut self.lagged);
+            self.outbox.push_back(Event::Lagged { missed });
+        }
+        self.outbox.push_back(event);
+    }
+
+    /// Closes the connections that failed to prove themselves or went quiet beside a
+    /// working one ([`Paths`]); their requests move to the peer's other connection.
+    fn close_dead_paths(&mut self, now: Instant) {
+        for close in self.paths.poll_close(now) {
+            let why = match close.reason {
+                CloseReason::Unproven => "never answered a ping",
+                CloseReason::Stale => "stopped answering pings",
+            };
+            info!(peer = %close.peer, relayed = close.relayed, why, "closing a control connection that carries nothing; its requests move to the peer's other connection");
+            self.swarm.close_connection(close.connection);
+        }
     }
 
     /// Dials every relay we are not connected to; schedules the next attempt (with back-off)
@@ -652,6 +726,15 @@ impl Driver {
                 let _ = reply.send(self.store.chat_history(meeting).map_err(Error::from));
             }
             Command::IceServers { reply } => self.fetch_ice_servers(Some(reply)),
+            Command::Members { reply } => {
+                let members = self
+                    .session
+                    .as_ref()
+                    .filter(|s| !s.machine.is_finished())
+                    .map(|s| s.machine.members())
+                    .unwrap_or_default();
+                let _ = reply.send(members);
+            }
             Command::Kick { peer, reply } => {
                 let result = match self.session.as_mut() {
                     Some(session) => session.machine.kick(now, peer).map_err(Error::Group),
@@ -711,6 +794,7 @@ impl Driver {
     fn on_timer(&mut self) {
         let now = Instant::now();
         self.redial_relays(now);
+        self.close_dead_paths(now);
         if self.ice_renew_at.is_some_and(|at| now >= at) {
             self.ice_renew_at = None;
             if self.media.is_some() {
@@ -830,7 +914,7 @@ impl Driver {
             return;
         }
         let Some(conns) = self.conns.get(&peer) else {
-            if let Some(direct) = self.paths.remove(&peer) {
+            if let Some(direct) = self.reported_paths.remove(&peer) {
                 debug!(peer = %peer, direct, "no control connection left");
             }
             return;
@@ -843,7 +927,7 @@ impl Driver {
             return;
         };
         let direct = !is_relayed(&remote);
-        if self.paths.insert(peer, direct) == Some(direct) {
+        if self.reported_paths.insert(peer, direct) == Some(direct) {
             return;
         }
         let path = if direct { "direct" } else { "relayed" };
@@ -853,9 +937,7 @@ impl Driver {
             path,
             remote,
         };
-        if self.events.try_send(event).is_err() {
-            debug!(peer = %peer, "event reader busy; control path not reported");
-        }
+        self.emit(event);
     }
 
     /// After a failed hole punch, dials `peer` once more through the relays (a new circuit
@@ -865,7 +947,7 @@ impl Driver {
     /// round only had TCP candidates (and TCP punching fails where the routers answer
     /// unsolicited SYNs with resets).
     fn retry_hole_punch(&mut self, peer: PeerId) {
-        if self.paths.get(&peer) == Some(&true) || !self.punch_retried.insert(peer) {
+        if self.reported_paths.get(&peer) == Some(&true) || !self.punch_retried.insert(peer) {
             return;
         }
         let circuits: Vec<Multiaddr> = self
@@ -956,16 +1038,31 @@ impl Driver {
                 ..
             } => {
                 debug!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connected");
+                let remote = remote_of(&endpoint);
+                if !self.relays.contains_key(&peer_id) {
+                    self.paths
+                        .opened(Instant::now(), peer_id, connection_id, is_relayed(&remote));
+                }
                 self.conns
                     .entry(peer_id)
                     .or_default()
-                    .insert(connection_id, remote_of(&endpoint));
+                    .insert(connection_id, remote);
                 self.update_path(peer_id);
                 if endpoint.is_dialer() {
                     self.remember_addr(peer_id, endpoint.get_remote_address().clone());
                 }
                 if self.relays.contains_key(&peer_id) {
                     self.reserve(peer_id);
+                    // A joiner's first hello to the invite's host went out before any relay
+                    // was connected and failed at once: greet again now that a circuit can
+                    // carry it, instead of at the next look-up.
+                    if let Some(host) = self.session.as_ref().and_then(|s| s.host_hint)
+                        && self.session.as_ref().is_some_and(|s| {
+                            matches!(s.machine.phase(), crate::meeting::Phase::Joining { .. })
+                        })
+                    {
+                        self.offer_candidate(host);
+                    }
                     // TURN credentials for the media plane (fresh ones after a relay restart).
                     if self.media.is_some() && self.turn_fetch.is_none() {
                         self.ice_servers.clear();
@@ -984,6 +1081,7 @@ impl Driver {
                 ..
             } => {
                 debug!(peer = %peer_id, remaining = num_established, "connection closed");
+                self.paths.closed(peer_id, connection_id);
                 if let Some(conns) = self.conns.get_mut(&peer_id) {
                     conns.remove(&connection_id);
                     if conns.is_empty() {
@@ -1054,6 +1152,20 @@ impl Driver {
                     self.remember_addr(peer_id, addr);
                 }
             }
+            BehaviourEvent::Ping(ping::Event {
+                peer,
+                connection,
+                result,
+            }) => match result {
+                Ok(rtt) => {
+                    self.paths.ping_ok(Instant::now(), peer, connection, rtt);
+                    let rtt = self.paths.rtt(&peer);
+                    if let Some(session) = self.session.as_mut() {
+                        session.machine.set_rtt(peer, rtt);
+                    }
+                }
+                Err(err) => debug!(peer = %peer, error = %err, "ping failed"),
+            },
             BehaviourEvent::Dcutr(dcutr::Event {
                 remote_peer_id,
                 result,
@@ -1094,8 +1206,13 @@ impl Driver {
                 let local = *self.swarm.local_peer_id();
                 for peer in providers.into_iter().filter(|p| *p != local) {
                     debug!(peer = %peer, "found a meeting provider");
-                    // Dial now, while the query still holds the provider's addresses.
+                    // Dial now, while the query still holds the provider's addresses, and
+                    // through our relays at once: behind NAT its listen addresses are
+                    // private and a dial to them hangs until QUIC's handshake timeout, and
+                    // the hello queued behind this dial would wait as long.
                     let dial = DialOpts::peer_id(peer)
+                        .addresses(self.routes_to(&peer))
+                        .extend_addresses_through_behaviour()
                         .condition(PeerCondition::DisconnectedAndNotDialing)
                         .build();
                     let _ = self.swarm.dial(dial);
@@ -1287,11 +1404,11 @@ impl Driver {
                     response,
                 } => {
                     self.request_done(request_id);
-                    let tag = self.requests.remove(&request_id);
-                    if let (Some(session), Some(tag)) = (self.session.as_mut(), tag) {
+                    let sent = self.requests.remove(&request_id);
+                    if let (Some(session), Some(sent)) = (self.session.as_mut(), sent) {
                         session
                             .machine
-                            .handle_response(now, unix_ms(), peer, tag, response);
+                            .handle_response(now, unix_ms(), peer, sent.tag, response);
                     }
                 }
             },
@@ -1301,11 +1418,35 @@ impl Driver {
                 error,
                 ..
             } => {
+                let Some(sent) = self.requests.remove(&request_id) else {
+                    self.request_done(request_id);
+                    return;
+                };
+                // The connection it went out on closed (we closed a dead path, or the
+                // transport gave up on it) but another one to the peer remains: send it
+                // again there. Hellos are not repeated as they are (a second copy of one that
+                // arrived is a replay): the machine greets afresh instead.
+                let path_lost =
+                    matches!(error, request_response::OutboundFailure::ConnectionClosed)
+                        && self.swarm.is_connected(&peer);
+                let is_hello = matches!(sent.request, Request::Hello(_));
+                if path_lost && !is_hello && sent.resends < MAX_RESENDS {
+                    debug!(peer = %peer, "connection closed under a control request; sending it again on another");
+                    let new_id = self.send_control(peer, sent.request, sent.tag, sent.resends + 1);
+                    if let Some(leave) = self.pending_leave.as_mut()
+                        && leave.outstanding.remove(&request_id)
+                    {
+                        leave.outstanding.insert(new_id);
+                    }
+                    return;
+                }
                 debug!(peer = %peer, error = %error, "control request failed");
                 self.request_done(request_id);
-                let tag = self.requests.remove(&request_id);
-                if let (Some(session), Some(tag)) = (self.session.as_mut(), tag) {
-                    session.machine.handle_send_failed(now, peer, tag);
+                if let Some(session) = self.session.as_mut() {
+                    session.machine.handle_send_failed(now, peer, sent.tag);
+                }
+                if path_lost && is_hello {
+                    self.offer_candidate(peer);
                 }
             }
             request_response::Event::InboundFailure { peer, error, .. } => {
@@ -1369,8 +1510,34 @@ impl Driver {
         }
     }
 
-    /// Carries out the machine's outputs. Returns false when the event reader is gone.
-    async fn drain_machine(&mut self) -> bool {
+    /// Sends a control request to `peer` (dialing its known routes if need be) and
+    /// remembers it until answered.
+    fn send_control(
+        &mut self,
+        peer: PeerId,
+        request: Request,
+        tag: u64,
+        resends: u8,
+    ) -> OutboundRequestId {
+        let known = self.routes_to(&peer);
+        let id = self
+            .swarm
+            .behaviour_mut()
+            .control
+            .send_request_with_addresses(&peer, request.clone(), known);
+        self.requests.insert(
+            id,
+            SentRequest {
+                tag,
+                request,
+                resends,
+            },
+        );
+        id
+    }
+
+    /// Carries out the machine's outputs (never waiting: events go to the outbox).
+    fn drain_machine(&mut self) {
         loop {
             let Some(output) = self.session.as_mut().and_then(|s| s.machine.poll_output()) else {
                 break;
@@ -1385,14 +1552,8 @@ impl Driver {
                     for addr in addrs.into_iter().filter(is_dialable) {
                         self.remember_addr(to, addr);
                     }
-                    let known = self.routes_to(&to);
                     let is_bye = matches!(request, Request::Bye { .. });
-                    let id = self
-                        .swarm
-                        .behaviour_mut()
-                        .control
-                        .send_request_with_addresses(&to, request, known);
-                    self.requests.insert(id, tag);
+                    let id = self.send_control(to, request, tag, 0);
                     if is_bye && let Some(leave) = self.pending_leave.as_mut() {
                         leave.outstanding.insert(id);
                     }
@@ -1414,19 +1575,14 @@ impl Driver {
                 Output::Persist(delta) => {
                     if let Err(err) = self.store.apply_mls_delta(&delta) {
                         error!(error = %err, "cannot save the group state; a restart will need a fresh join");
-                        let warning = Event::Warning {
+                        self.emit(Event::Warning {
                             message: format!("cannot save the meeting's keys to disk: {err}"),
-                        };
-                        if self.events.send(warning).await.is_err() {
-                            return false;
-                        }
+                        });
                     }
                 }
                 Output::Event(event) => {
                     self.record(&event);
-                    if self.events.send(Event::Meeting(event)).await.is_err() {
-                        return false;
-                    }
+                    self.emit(Event::Meeting(event));
                 }
             }
         }
@@ -1437,7 +1593,6 @@ impl Driver {
         {
             self.finish_leave();
         }
-        true
     }
 }
 

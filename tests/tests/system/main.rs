@@ -20,4 +20,6 @@ mod media_path_repair;
 mod nat;
 mod nat_matrix;
 mod presence;
+mod real_networks;
 mod relay_turn;
+mod wan;

@@ -519,7 +519,7 @@ impl<R: RngCore + CryptoRng> Machine<R> {
             welcome: out.welcome,
             joiners,
             removals,
-            deadline: now + self.config.commit_timeout,
+            deadline: now + self.config.commit_timeout_for(self.slowest_rtt()),
         });
         self.try_finish_commit(now);
     }
@@ -700,7 +700,7 @@ impl<R: RngCore + CryptoRng> Machine<R> {
                     epoch,
                     staged,
                     removals,
-                    expires: now + self.config.staged_timeout,
+                    expires: now + self.config.staged_timeout_for(self.rtt_of(&from)),
                 });
                 self.persist();
                 Response::Ack
