@@ -10,7 +10,7 @@ endif
 # System packages the build and the tests need (Debian names).
 APT_PACKAGES := build-essential pkg-config cmake libasound2-dev iproute2 nftables iptables iputils-ping espeak-ng ca-certificates coturn tcpdump xvfb imagemagick xdotool xclip
 
-.PHONY: deps demo test lint unit bench build
+.PHONY: deps demo test lint unit bench build soak
 
 deps:
 	@missing=""; \
@@ -41,6 +41,17 @@ unit: build
 	$(CARGO) test --workspace -- --test-threads=1
 
 test: lint unit
+
+# Long runs over emulated real networks (docs/performance.md): the meeting tests under
+# `intercontinental` with a two-minute hold, the five-person soak, and the join / first-audio
+# medians under every profile. Not part of `make test` (about 15 minutes).
+SOAK := $(CARGO) test --workspace --test system -- --test-threads=1 --nocapture
+soak: build
+	CONCLAVE_WAN_PROFILE=intercontinental CONCLAVE_HOLD_SECS=120 $(SOAK) real_networks::
+	CONCLAVE_WAN_PROFILE=intercontinental $(SOAK) --ignored real_networks::five_members
+	for p in metro continental intercontinental satellite; do \
+	  CONCLAVE_WAN_PROFILE=$$p $(SOAK) --ignored real_networks::join_and_first_audio_medians || exit 1; \
+	done
 
 bench: deps
 	$(CARGO) bench -p conclave-core

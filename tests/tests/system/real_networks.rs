@@ -290,3 +290,36 @@ fn join_and_first_audio_medians() {
         median(audio)
     );
 }
+
+/// The soak: five members in five homes under `intercontinental` (250 ms ± 20 ms RTT, 1 %
+/// loss) for two minutes: nobody evicted, no epoch change but the joins, everybody hears
+/// the host, and chat lines arrive exactly once. `make soak`.
+#[test]
+#[ignore = "soak: make soak"]
+fn five_members_intercontinental_soak() {
+    assert!(available(), "this test needs root and iproute2 (ip netns)");
+    let _serial = serial();
+    let profile = profile_or(Profile::INTERCONTINENTAL);
+    let dir = tempfile::tempdir().unwrap();
+    let mut meeting = meeting(profile, 5, dir.path());
+    eprintln!("{}: {:?}", profile.name, meeting.times);
+    meeting.holds_for(Duration::from_secs(120));
+    for line in 0..20 {
+        meeting.members[0]
+            .send_line(&format!("soak line {line}"))
+            .unwrap();
+    }
+    for m in meeting.members.iter_mut().skip(1) {
+        m.wait_chat("soak line 19", LIMIT).unwrap();
+        m.drain_for(Duration::from_secs(2));
+        for line in 0..20 {
+            let text = format!("soak line {line}");
+            let copies = m
+                .seen
+                .iter()
+                .filter(|v| v["event"] == "chat" && v["text"] == text.as_str())
+                .count();
+            assert_eq!(copies, 1, "{}: {text:?} arrived {copies} times", m.label);
+        }
+    }
+}
