@@ -74,7 +74,8 @@ impl NatKind {
     }
 }
 
-fn run(program: &str, args: &[&str]) -> anyhow::Result<String> {
+/// Runs `program args`, returning its stdout, or fails with its stderr.
+pub(crate) fn run(program: &str, args: &[&str]) -> anyhow::Result<String> {
     let output = Command::new(program)
         .args(args)
         .output()
@@ -133,6 +134,28 @@ pub struct Internet {
 
 /// The relay's address on the public network.
 pub const RELAY_ADDR: &str = "100.64.0.1";
+
+/// One emulated internet at a time: ICE timing suffers when several share two cores.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Holds the emulated-internet lock for a test's duration.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Writes a relay configuration with TURN on the public address into `dir`; returns its
+/// path.
+pub fn relay_config(dir: &Path) -> anyhow::Result<std::path::PathBuf> {
+    let path = dir.join("relay.toml");
+    std::fs::write(
+        &path,
+        format!("[turn]\nlisten = \"{RELAY_ADDR}:3478\"\npublic_ip = \"{RELAY_ADDR}\"\n"),
+    )
+    .context("write the relay configuration")?;
+    Ok(path)
+}
 
 impl Home {
     /// Loads an nftables ruleset into the host's namespace (e.g. counters to watch traffic).

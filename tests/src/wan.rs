@@ -38,6 +38,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 
 use crate::bin;
+use crate::nat::run;
 
 /// The environment variable naming the profile a run uses in tests that opt in.
 pub const PROFILE_ENV: &str = "CONCLAVE_WAN_PROFILE";
@@ -168,22 +169,6 @@ impl Profile {
     }
 }
 
-/// Runs `program args` and fails with its stderr if it fails.
-fn run(program: &str, args: &[&str]) -> anyhow::Result<()> {
-    let output = Command::new(program)
-        .args(args)
-        .output()
-        .with_context(|| format!("run {program}"))?;
-    if !output.status.success() {
-        bail!(
-            "{program} {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    Ok(())
-}
-
 /// One impaired bridge port: a `wan-impair` process and the iptables rule feeding it. Dropping
 /// it removes the rule, then stops the process.
 #[derive(Debug)]
@@ -278,7 +263,9 @@ impl Impairment {
     fn iptables(&self, action: &str, rule: &[String]) -> anyhow::Result<()> {
         let mut args = vec!["netns", "exec", &self.namespace, "iptables", "-w", action];
         args.extend(rule.iter().map(String::as_str));
-        run("ip", &args).context("iptables (package iptables)")
+        run("ip", &args)
+            .map(drop)
+            .context("iptables (package iptables)")
     }
 }
 

@@ -10,32 +10,12 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use conclave_tests::nat::{Home, Internet, NatKind, RELAY_ADDR};
+use conclave_tests::nat::{Home, Internet, NatKind, RELAY_ADDR, relay_config, serial};
 use conclave_tests::netns::available;
 use conclave_tests::{Proc, peer_id_of};
 use serde_json::Value;
 
 const LIMIT: Duration = Duration::from_secs(30);
-
-/// One emulated internet at a time: ICE timing suffers when several run on two cores.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// A relay configuration with TURN on the public address.
-fn relay_config(dir: &Path) -> std::path::PathBuf {
-    let path = dir.join("relay.toml");
-    std::fs::write(
-        &path,
-        format!("[turn]\nlisten = \"{RELAY_ADDR}:3478\"\npublic_ip = \"{RELAY_ADDR}\"\n"),
-    )
-    .unwrap();
-    path
-}
 
 /// The first `connected` connection event towards `peer`, waiting at most `limit`.
 fn connected_to(member: &mut Proc, peer: &str, limit: Duration) -> Value {
@@ -119,7 +99,7 @@ fn every_pair_of_nat_kinds_meets_directly_when_possible_and_relayed_otherwise() 
     let _serial = serial();
     let mut internet = Internet::new("mx").unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let config = relay_config(dir.path());
+    let config = relay_config(dir.path()).unwrap();
     let (_relay, relay_addr) = internet.relay(dir.path(), Some(&config)).unwrap();
     let mut report = Vec::new();
     for (i, a) in NatKind::ALL.iter().enumerate() {
@@ -162,7 +142,7 @@ fn a_three_person_meeting_mixes_direct_and_relayed_paths() {
     let _serial = serial();
     let mut internet = Internet::new("m3").unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let config = relay_config(dir.path());
+    let config = relay_config(dir.path()).unwrap();
     let (_relay, relay) = internet.relay(dir.path(), Some(&config)).unwrap();
     let homes: Vec<Home> = [NatKind::FullCone, NatKind::Symmetric, NatKind::Symmetric]
         .into_iter()
@@ -213,7 +193,7 @@ fn a_home_without_udp_meets_through_turn_over_tcp() {
     let _serial = serial();
     let mut internet = Internet::new("tc").unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let config = relay_config(dir.path());
+    let config = relay_config(dir.path()).unwrap();
     let (_relay, relay) = internet.relay(dir.path(), Some(&config)).unwrap();
     let pair = meet(
         &mut internet,
@@ -237,7 +217,7 @@ fn relay_only_shows_only_the_relay_address_to_the_other_member() {
     let _serial = serial();
     let mut internet = Internet::new("ro").unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let config = relay_config(dir.path());
+    let config = relay_config(dir.path()).unwrap();
     let (_relay, relay) = internet.relay(dir.path(), Some(&config)).unwrap();
     let (home_a, home_b) = (
         internet.add_home(NatKind::FullCone).unwrap(),
@@ -325,7 +305,7 @@ fn a_relayed_call_recovers_within_ten_seconds_of_a_relay_restart() {
     let _serial = serial();
     let mut internet = Internet::new("rr").unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let config = relay_config(dir.path());
+    let config = relay_config(dir.path()).unwrap();
     const RELAY_PORT: u16 = 4011;
     let (mut relay, relay_addr) = internet
         .relay_on(dir.path(), Some(&config), RELAY_PORT)

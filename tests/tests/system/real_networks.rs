@@ -7,10 +7,10 @@
 //! `continental` profile (100 ms RTT home to home); `make soak` runs the longer
 //! `intercontinental` and `satellite` variants (`CONCLAVE_WAN_PROFILE`, `CONCLAVE_SOAK`).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use conclave_tests::nat::{Home, Internet, NatKind, RELAY_ADDR};
+use conclave_tests::nat::{Home, Internet, NatKind, relay_config, serial};
 use conclave_tests::netns::available;
 use conclave_tests::wan::Profile;
 use conclave_tests::{Proc, peer_id_of};
@@ -18,29 +18,9 @@ use serde_json::Value;
 
 const LIMIT: Duration = Duration::from_secs(30);
 
-/// One emulated internet at a time: timing suffers when several share two cores.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
 #[allow(clippy::disallowed_methods)]
 fn now() -> Instant {
     Instant::now()
-}
-
-/// A relay configuration with TURN on the public address.
-fn relay_config(dir: &Path) -> PathBuf {
-    let path = dir.join("relay.toml");
-    std::fs::write(
-        &path,
-        format!("[turn]\nlisten = \"{RELAY_ADDR}:3478\"\npublic_ip = \"{RELAY_ADDR}\"\n"),
-    )
-    .unwrap();
-    path
 }
 
 /// A member in `home`, listening on QUIC as well as TCP (as a default client does), with
@@ -82,7 +62,7 @@ struct Meeting {
 
 fn meeting(profile: Profile, size: usize, dir: &Path) -> Meeting {
     let mut internet = Internet::new("rn").unwrap();
-    let config = relay_config(dir);
+    let config = relay_config(dir).unwrap();
     let (relay, relay_addr) = internet.relay_full(dir, Some(&config)).unwrap();
     let homes: Vec<Home> = (0..size)
         .map(|_| {
