@@ -145,16 +145,28 @@ impl Proc {
         }
     }
 
-    /// Waits for the next event satisfying `want`, at most `limit`.
+    /// Waits for an event satisfying `want` (the first one seen, or the next to come), at
+    /// most `limit`.
     pub fn wait_for(
         &mut self,
+        limit: Duration,
+        what: &str,
+        want: impl FnMut(&Value) -> bool,
+    ) -> anyhow::Result<Value> {
+        self.wait_for_since(0, limit, what, want)
+    }
+
+    /// As [`Proc::wait_for`], among the events after the first `from` seen.
+    pub fn wait_for_since(
+        &mut self,
+        from: usize,
         limit: Duration,
         what: &str,
         mut want: impl FnMut(&Value) -> bool,
     ) -> anyhow::Result<Value> {
         let deadline = Instant::now() + limit;
         // Already seen?
-        if let Some(found) = self.seen.iter().find(|v| want(v)) {
+        if let Some(found) = self.seen.iter().skip(from).find(|v| want(v)) {
             return Ok(found.clone());
         }
         while Instant::now() < deadline {

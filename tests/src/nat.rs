@@ -384,6 +384,20 @@ impl Internet {
         self.impair_port(&port, profile)
     }
 
+    /// Cuts `home` off the internet, both ways (its uplink cable pulled): every packet
+    /// entering or leaving the public bridge through its port is dropped, before any
+    /// impairment. [`Internet::replug`] undoes it; the impairment stays as it was.
+    pub fn unplug(&mut self, home: &Home) -> anyhow::Result<()> {
+        let wan = format!("{}wan", self.prefix);
+        crate::wan::block_port(&wan, &home.uplink, true)
+    }
+
+    /// Reconnects a home cut off with [`Internet::unplug`].
+    pub fn replug(&mut self, home: &Home) -> anyhow::Result<()> {
+        let wan = format!("{}wan", self.prefix);
+        crate::wan::block_port(&wan, &home.uplink, false)
+    }
+
     /// The profile currently on `home`'s uplink.
     pub fn impairment(&self, home: &Home) -> Option<&Profile> {
         self.impairments

@@ -279,6 +279,39 @@ impl Drop for Impairment {
     }
 }
 
+/// Drops (`blocked`) or stops dropping every packet that enters or leaves the bridge of
+/// `namespace` through `port`: a pulled cable. The rules go first in the chain, ahead of any
+/// impairment's queue rule.
+pub fn block_port(namespace: &str, port: &str, blocked: bool) -> anyhow::Result<()> {
+    run(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            namespace,
+            "sysctl",
+            "-qw",
+            "net.bridge.bridge-nf-call-iptables=1",
+        ],
+    )
+    .context("enable br_netfilter on the bridge")?;
+    for direction in ["--physdev-in", "--physdev-out"] {
+        let mut args = vec!["netns", "exec", namespace, "iptables", "-w"];
+        if blocked {
+            args.extend(["-I", "FORWARD", "1"]);
+        } else {
+            args.extend(["-D", "FORWARD"]);
+        }
+        args.extend(["-m", "physdev", direction, port]);
+        if direction == "--physdev-out" {
+            args.push("--physdev-is-bridged");
+        }
+        args.extend(["-j", "DROP"]);
+        run("ip", &args).context("iptables (package iptables)")?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -89,6 +89,9 @@ pub(crate) async fn run(
     let stop_at = duration.map(|d| tokio::time::Instant::now() + d);
     let mut leaving = false;
     let mut members: std::collections::BTreeMap<PeerId, String> = std::collections::BTreeMap::new();
+    // History is shown once: a second `joined` (back in after our network dropped) is the
+    // same conversation, already on screen.
+    let mut history_shown = false;
     loop {
         let until_stop = async {
             match stop_at {
@@ -100,7 +103,9 @@ pub(crate) async fn run(
             event = events.next() => {
                 match event {
                     Some(Event::Meeting(event)) => {
-                        if let MeetingEvent::Joined { meeting_id, .. } = &event {
+                        if let MeetingEvent::Joined { meeting_id, .. } = &event
+                            && !std::mem::replace(&mut history_shown, true)
+                        {
                             show_history(&client, *meeting_id, out).await;
                         }
                         if let MeetingEvent::MemberJoined { peer_id, name } = &event {
@@ -365,6 +370,14 @@ fn report(event: &MeetingEvent, out: Output) -> Option<i32> {
                     format!("{peer_id} {state} their microphone")
                 },
             );
+        }
+        MeetingEvent::Reconnecting => {
+            out.event("reconnecting", json!({}), || {
+                "connection lost: reconnecting…".to_owned()
+            });
+        }
+        MeetingEvent::Reconnected => {
+            out.event("reconnected", json!({}), || "reconnected".to_owned());
         }
         MeetingEvent::JoinRefused => {
             out.error(

@@ -122,6 +122,13 @@ pub enum MeetingEvent {
         /// Why, as the committer stated it.
         reason: LeaveReason,
     },
+    /// Every member and the network fell silent: we are the one cut off. We commit
+    /// nothing and keep trying to reach the members; the application shows
+    /// "reconnecting…".
+    Reconnecting,
+    /// We reach the members again (joined again with a new leaf if they removed us
+    /// meanwhile), or the network came back without them and they count as gone.
+    Reconnected,
     /// We left.
     Left,
 }

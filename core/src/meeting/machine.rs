@@ -50,6 +50,7 @@ use crate::net::wire::{
 };
 
 mod group_ops;
+mod reconnect;
 
 /// Most peers whose round-trip time is remembered.
 const MAX_TRACKED_RTTS: usize = 1024;
@@ -87,6 +88,12 @@ pub struct Config {
     pub max_lobby: usize,
     /// Most members (including us).
     pub max_members: usize,
+    /// Silence of the whole network (no ping answered by anyone) after which, with every
+    /// member silent too, we count ourselves as the one cut off (see [`reconnect`]).
+    pub network_silence: Duration,
+    /// How long the network may be back without any member answering before we stop
+    /// reconnecting and count them as gone.
+    pub reconnect_grace: Duration,
 }
 
 impl Default for Config {
@@ -106,6 +113,8 @@ impl Default for Config {
             lobby_expiry: Duration::from_secs(30),
             max_lobby: 32,
             max_members: MAX_MEMBERS,
+            network_silence: Duration::from_millis(1500),
+            reconnect_grace: Duration::from_secs(5),
         }
     }
 }
@@ -135,6 +144,14 @@ impl Config {
     pub fn liveness_for(&self, rtt: Duration) -> Duration {
         self.liveness_timeout
             .max(self.heartbeat_interval * 2 + rtt * 3)
+    }
+
+    /// Network silence after which we count ourselves cut off, when the slowest member is
+    /// `rtt` away: the configured floor and half a round trip. Pings go out every second,
+    /// so a working network is never silent for much more than a second; a dropped one has
+    /// been silent for most of the liveness window when this is asked.
+    pub fn network_silence_for(&self, rtt: Duration) -> Duration {
+        self.network_silence + rtt / 2
     }
 
     /// How long a committer waits for acknowledgements when the slowest member is `rtt`
@@ -306,6 +323,10 @@ pub struct Machine<R> {
     /// Measured round-trip time per peer (from the driver): the timers that wait for a
     /// peer scale with it.
     rtts: HashMap<PeerId, Duration>,
+    /// The last sign of life from the network (any answered ping), from the driver.
+    network_heard: Option<Instant>,
+    /// Set while we are cut off from every member and trying to reach them again.
+    reconnect: Option<reconnect::Reconnect>,
     mls: group_ops::GroupState,
 }
 
@@ -399,6 +420,8 @@ impl<R: RngCore + CryptoRng> Machine<R> {
             knocking: BTreeMap::new(),
             banned: BTreeSet::new(),
             rtts: HashMap::new(),
+            network_heard: None,
+            reconnect: None,
         }
     }
 
@@ -626,7 +649,9 @@ impl<R: RngCore + CryptoRng> Machine<R> {
                 return Response::NotMember;
             }
             Request::Heartbeat { members, epoch, .. } => {
-                if !self.peers.contains_key(&from) {
+                // A member we removed (it was cut off) learns it from the answer, and joins
+                // again.
+                if self.peers.get(&from).is_none_or(|p| p.said_bye) {
                     self.stats.requests_from_strangers += 1;
                     return Response::NotMember;
                 }
@@ -884,6 +909,12 @@ impl<R: RngCore + CryptoRng> Machine<R> {
                 self.mls
                     .schedule_state_retry(now + self.config.chat_retry, from, attempt + 1);
             }
+            (_, Response::NotMember) if self.reconnect.is_some() => {
+                // We were cut off and the group removed us meanwhile: join it again.
+                self.heard_from(now, from);
+                info!(peer = %from, "a member no longer has us: joining again");
+                self.rejoin(now, unix_ms);
+            }
             (_, Response::NotMember) => {
                 // It forgot us (restart, or it timed us out): greet it again. It is alive.
                 self.heard_from(now, from);
@@ -975,11 +1006,10 @@ impl<R: RngCore + CryptoRng> Machine<R> {
             Inflight::Hello => {
                 self.pending.remove(&peer);
             }
-            Inflight::Heartbeat => {
-                if let Some(known) = self.peers.get_mut(&peer) {
-                    known.failures = known.failures.saturating_add(1);
-                }
-            }
+            // Silence decides liveness, not failed heartbeats: a network that drops for a
+            // moment makes sends fail at once (no route, a closed connection) and must not
+            // remove anyone (docs/protocol.md §5).
+            Inflight::Heartbeat => {}
             Inflight::Commit { epoch } => {
                 if let Some(known) = self.peers.get_mut(&peer) {
                     known.failures = known.failures.saturating_add(2);
@@ -1049,6 +1079,7 @@ impl<R: RngCore + CryptoRng> Machine<R> {
         let retry = self.config.hello_retry;
         self.pending.retain(|_, p| now < p.sent_at + retry * 4);
         self.group_timeouts(now);
+        self.update_connectivity(now);
         self.maybe_commit(now);
     }
 

@@ -1161,6 +1161,10 @@ impl Driver {
                     self.paths.ping_ok(Instant::now(), peer, connection, rtt);
                     let rtt = self.paths.rtt(&peer);
                     if let Some(session) = self.session.as_mut() {
+                        // Any answer (a relay's, a DHT node's, a member's) proves our own
+                        // network works: the machine tells "they are gone" from "we are
+                        // cut off" by it.
+                        session.machine.network_heard(Instant::now());
                         session.machine.set_rtt(peer, rtt);
                     }
                 }

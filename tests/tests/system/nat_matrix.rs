@@ -5,17 +5,25 @@
 //! relayed call recovers from a relay restart.
 //!
 //! Every member is behind its own NAT router (network namespaces, `conclave_tests::nat`);
-//! only the relay is public. Bounded in time; the namespaces go even when a test fails.
+//! only the relay is public. Each home's uplink is delayed as by a `continental` network
+//! (100 ms RTT home ↔ home; `CONCLAVE_WAN_PROFILE` picks another). Bounded in time; the
+//! namespaces go even when a test fails.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use conclave_tests::nat::{Home, Internet, NatKind, RELAY_ADDR, relay_config, serial};
 use conclave_tests::netns::available;
+use conclave_tests::wan::Profile;
 use conclave_tests::{Proc, peer_id_of};
 use serde_json::Value;
 
 const LIMIT: Duration = Duration::from_secs(30);
+
+/// The network every home is on: `continental`, or `CONCLAVE_WAN_PROFILE`.
+fn profile() -> Profile {
+    Profile::from_env_or(Profile::CONTINENTAL)
+}
 
 /// The first `connected` connection event towards `peer`, waiting at most `limit`.
 fn connected_to(member: &mut Proc, peer: &str, limit: Duration) -> Value {
@@ -69,8 +77,11 @@ fn join_silently(home: &Home, dir: &Path, label: &str, invite: &str) -> Proc {
 /// A two-person meeting between homes `a` (host, speaking) and `b` (guest): the guest must
 /// hear the host. Returns the path and the time from the guest's `joined` to `connected`.
 fn meet(internet: &mut Internet, relay: &str, dir: &Path, a: NatKind, b: NatKind) -> Pair {
-    let (home_a, home_b): (Home, Home) =
-        (internet.add_home(a).unwrap(), internet.add_home(b).unwrap());
+    let profile = profile();
+    let (home_a, home_b): (Home, Home) = (
+        internet.add_home_with(a, Some(&profile)).unwrap(),
+        internet.add_home_with(b, Some(&profile)).unwrap(),
+    );
     let label = format!("{}-{}", a.label(), b.label());
     let (_host, host_id, invite) = host_meeting(&home_a, dir, &format!("{label}-host"), relay);
     let mut guest = join_silently(&home_b, dir, &format!("{label}-guest"), &invite);
@@ -146,7 +157,7 @@ fn a_three_person_meeting_mixes_direct_and_relayed_paths() {
     let (_relay, relay) = internet.relay(dir.path(), Some(&config)).unwrap();
     let homes: Vec<Home> = [NatKind::FullCone, NatKind::Symmetric, NatKind::Symmetric]
         .into_iter()
-        .map(|kind| internet.add_home(kind).unwrap())
+        .map(|kind| internet.add_home_with(kind, Some(&profile())).unwrap())
         .collect();
     let (_host, host_id, invite) = host_meeting(&homes[0], dir.path(), "cone", &relay);
     let mut sym1 = homes[1]

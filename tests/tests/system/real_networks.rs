@@ -51,7 +51,8 @@ struct JoinTimes {
 
 /// A meeting of `size` members, each in its own home under `profile`.
 struct Meeting {
-    _internet: Internet,
+    internet: Internet,
+    homes: Vec<Home>,
     _relay: Proc,
     members: Vec<Proc>,
     ids: Vec<String>,
@@ -109,7 +110,8 @@ fn meeting(profile: Profile, size: usize, dir: &Path) -> Meeting {
     }
     let settled = members.iter().map(|m| m.seen.len()).collect();
     Meeting {
-        _internet: internet,
+        internet,
+        homes,
         _relay: relay,
         members,
         ids,
@@ -166,6 +168,11 @@ impl Meeting {
             );
         }
     }
+}
+
+/// Whether `m` printed an event named `name` after its first `from` events.
+fn printed_since(m: &Proc, from: usize, name: &str) -> bool {
+    m.seen[from..].iter().any(|v| v["event"] == name)
 }
 
 fn median(mut values: Vec<Duration>) -> Duration {
@@ -244,6 +251,129 @@ fn three_members_far_apart_hold_the_call_and_a_kick_is_quick() {
         took <= bound + Duration::from_millis(400),
         "kick took {took:?}"
     );
+}
+
+/// A member's network drops for longer than the liveness window: the others remove it as
+/// they would a killed member, it says "reconnecting" (and removes nobody); when the network
+/// returns it is back in the meeting by itself within 5 s, and hears the host again.
+/// Before that, a drop shorter than the window removes nobody.
+#[test]
+fn a_member_whose_network_drops_rejoins_by_itself() {
+    assert!(available(), "this test needs root and iproute2 (ip netns)");
+    let _serial = serial();
+    let profile = profile_or(Profile::CONTINENTAL);
+    let dir = tempfile::tempdir().unwrap();
+    let mut meeting = meeting(profile, 3, dir.path());
+    let dropped = meeting.ids[2].clone();
+    let home = meeting.homes[2].clone();
+
+    // A blip: two seconds without network.
+    let before: Vec<usize> = meeting.members.iter().map(|m| m.seen.len()).collect();
+    meeting.internet.unplug(&home).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    meeting.internet.replug(&home).unwrap();
+    for m in &mut meeting.members {
+        m.drain_for(Duration::from_secs(4));
+    }
+    for (m, from) in meeting.members.iter().zip(&before) {
+        for name in ["member_left", "epoch", "reconnecting", "joined"] {
+            assert!(
+                !printed_since(m, *from, name),
+                "{}: a 2 s drop caused `{name}`: {:?}",
+                m.label,
+                &m.seen[*from..]
+            );
+        }
+    }
+
+    // A real drop: 12 s.
+    let before: Vec<usize> = meeting.members.iter().map(|m| m.seen.len()).collect();
+    let unplugged = now();
+    meeting.internet.unplug(&home).unwrap();
+    for m in meeting.members.iter_mut().take(2) {
+        m.wait_for(LIMIT, "the dropped member removed", |v| {
+            v["event"] == "member_left" && v["peer_id"] == dropped.as_str()
+        })
+        .unwrap();
+    }
+    eprintln!("removed {:?} after the drop", unplugged.elapsed());
+    meeting.members[2]
+        .wait_event("reconnecting", LIMIT)
+        .unwrap();
+    let rest = Duration::from_secs(12).saturating_sub(unplugged.elapsed());
+    for m in &mut meeting.members {
+        m.drain_for(rest / 3);
+    }
+    assert!(
+        !printed_since(&meeting.members[2], before[2], "member_left"),
+        "the cut-off member reported the others gone: {:?}",
+        &meeting.members[2].seen[before[2]..]
+    );
+    let back_from = meeting.members[2].seen.len();
+    let plugged = now();
+    meeting.internet.replug(&home).unwrap();
+    meeting.members[2].wait_event("reconnected", LIMIT).unwrap();
+    let reconnected = plugged.elapsed();
+    for (m, from) in meeting.members.iter_mut().zip(&before).take(2) {
+        m.wait_for_since(*from, LIMIT, "the dropped member back", |v| {
+            v["event"] == "member_joined" && v["peer_id"] == dropped.as_str()
+        })
+        .unwrap();
+    }
+    let back = plugged.elapsed();
+    eprintln!(
+        "{}: reconnected {reconnected:?} and back in at every member {back:?} after the network returned",
+        profile.name
+    );
+    assert!(back <= Duration::from_secs(5), "back after {back:?}");
+    assert!(
+        printed_since(&meeting.members[2], back_from, "joined"),
+        "it came back without joining again"
+    );
+    let host = meeting.ids[0].clone();
+    meeting.members[2]
+        .wait_for_since(back_from, LIMIT, "audio from the host again", |v| {
+            v["event"] == "audio_started" && v["peer_id"] == host.as_str()
+        })
+        .unwrap();
+}
+
+/// The host's process is killed (SIGKILL: no goodbye) in a meeting spanning three homes
+/// under `intercontinental` (250 ms RTT, 1 % loss): the two others report it gone within
+/// 10 s, and one of them takes over committing (they agree on the next epoch).
+#[test]
+fn a_killed_host_is_reported_gone_within_ten_seconds_far_apart() {
+    assert!(available(), "this test needs root and iproute2 (ip netns)");
+    let _serial = serial();
+    let profile = Profile::INTERCONTINENTAL;
+    let dir = tempfile::tempdir().unwrap();
+    let mut meeting = meeting(profile, 3, dir.path());
+    for m in &mut meeting.members {
+        m.drain_for(Duration::from_secs(1));
+    }
+    let host = meeting.ids[0].clone();
+    let killed = now();
+    meeting.members[0].kill9();
+    let mut epochs = Vec::new();
+    for m in meeting.members.iter_mut().skip(1) {
+        m.wait_for(LIMIT, "the killed host reported gone", |v| {
+            v["event"] == "member_left" && v["peer_id"] == host.as_str()
+        })
+        .unwrap();
+        let took = killed.elapsed();
+        eprintln!(
+            "{}: {} saw the host gone after {took:?}",
+            profile.name, m.label
+        );
+        assert!(took <= Duration::from_secs(10), "{}: {took:?}", m.label);
+        let epoch = m
+            .wait_for(LIMIT, "the epoch without the host", |v| {
+                v["event"] == "epoch" && v["members"].as_array().is_some_and(|a| a.len() == 2)
+            })
+            .unwrap();
+        epochs.push((epoch["epoch"].clone(), epoch["security_code"].clone()));
+    }
+    assert_eq!(epochs[0], epochs[1], "the two survivors disagree");
 }
 
 /// Figures for docs/performance.md: three two-member runs, the medians of join and first

@@ -119,6 +119,8 @@ pub(crate) struct State {
     pub(crate) show_code: bool,
     /// Recent membership / key notices, newest last.
     pub(crate) notices: Vec<String>,
+    /// Our network dropped: the core is reaching the members again.
+    pub(crate) reconnecting: bool,
 }
 
 /// What the user did in the meeting.
@@ -194,6 +196,7 @@ impl State {
             muted_members: BTreeSet::new(),
             show_code: false,
             notices: Vec::new(),
+            reconnecting: false,
         }
     }
 
@@ -252,12 +255,26 @@ impl State {
                 epoch,
                 security_code,
             } => {
+                // Back in after our network dropped (a new leaf, same meeting): the chat
+                // on screen is already complete.
+                let rejoined = self.phase == Phase::In && self.meeting_id == Some(meeting_id);
                 self.phase = Phase::In;
                 self.meeting_id = Some(meeting_id);
                 self.epoch = epoch;
                 self.joined_epoch = epoch;
                 self.security_code = Some(security_code.to_string());
-                return Some(Action::LoadHistory(meeting_id));
+                if !rejoined {
+                    return Some(Action::LoadHistory(meeting_id));
+                }
+            }
+            MeetingEvent::Reconnecting => {
+                self.reconnecting = true;
+                self.notice("Your connection dropped: reconnecting…".to_owned());
+            }
+            MeetingEvent::Reconnected => {
+                if std::mem::take(&mut self.reconnecting) {
+                    self.notice("Reconnected.".to_owned());
+                }
             }
             MeetingEvent::Epoch {
                 epoch,
@@ -552,6 +569,12 @@ impl State {
         .align_y(Alignment::Center);
 
         let mut body = Column::new().spacing(12).push(header);
+        if self.reconnecting {
+            body = body.push(badge::badge(
+                "Connection lost — reconnecting…".to_owned(),
+                colour::CAUTION,
+            ));
+        }
         // Joiners waiting in the lobby come first: right after the header in the Tab order.
         if self.host && !self.knocking.is_empty() {
             let mut lobby = Column::new().spacing(6).push(badge::badge(
@@ -897,6 +920,26 @@ mod tests {
         ));
         let actions = click(&mut state, &verified, "Cancel");
         assert_eq!(actions, vec![Action::Leave]);
+    }
+
+    #[test]
+    fn a_dropped_network_shows_reconnecting_until_back_in() {
+        let verified = BTreeSet::new();
+        let (mut state, bob) = in_meeting(false);
+        state.handle_meeting(MeetingEvent::Reconnecting);
+        assert!(shows(&state, &verified, "Connection lost — reconnecting…"));
+        // Back in with a new leaf: the same meeting, the chat on screen is kept as it is.
+        let id = MeetingId([7; 16]);
+        let action = state.handle_meeting(MeetingEvent::Joined {
+            meeting_id: id,
+            epoch: 3,
+            security_code: code(3),
+        });
+        assert_eq!(action, None, "the history was loaded again");
+        state.handle_meeting(MeetingEvent::Reconnected);
+        assert!(!shows(&state, &verified, "Connection lost — reconnecting…"));
+        assert!(state.members.contains_key(&bob));
+        assert_eq!(state.phase, Phase::In);
     }
 
     #[test]

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tracing::{debug, info, warn};
 
+use super::reconnect::Silence;
 use super::{Inflight, Machine, Output, Phase, reason_of, removal};
 use crate::group::committer::committer;
 use crate::group::mls::{GroupChanges, JoinerPackage, Received};
@@ -282,6 +283,7 @@ impl<R: RngCore + CryptoRng> Machine<R> {
         let members: Vec<PeerId> = members.into_iter().map(|(_, p)| p).collect();
         self.mls.states.retain(|peer, _| members.contains(peer));
         self.announce_state();
+        self.end_reconnect(now);
     }
 
     fn refresh_media_keys(&mut self, now: Instant, replaced: Vec<PeerId>) {
@@ -423,9 +425,15 @@ impl<R: RngCore + CryptoRng> Machine<R> {
             return;
         }
         self.mls.backoff_until = None;
-        if self.phase != Phase::Member || self.mls.outgoing.is_some() || self.mls.incoming.is_some()
+        if self.phase != Phase::Member
+            || self.mls.outgoing.is_some()
+            || self.mls.incoming.is_some()
+            || self.reconnect.is_some()
         {
             return;
+        }
+        if matches!(self.silence(now), Silence::Undecided | Silence::CutOff) {
+            return; // everyone else is silent: first tell whether it is us who is cut off
         }
         let Some(group) = &self.mls.group else { return };
         let members = group.members();

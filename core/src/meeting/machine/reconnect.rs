@@ -1,0 +1,146 @@
+//! Telling "everyone else vanished" from "our own network dropped".
+//!
+//! When every other member falls silent, the lowest live leaf (which is then us) would
+//! commit their removal. That is right when they are gone (killed, crashed, cut off), and
+//! wrong when *we* are the one cut off: a laptop whose Wi-Fi dropped would fork a group of
+//! one, and the others — who removed it in the meantime — would never hear from it again.
+//!
+//! The driver reports every sign of life from the network ([`Machine::network_heard`]: a
+//! ping answered by any peer, relay and DHT nodes included). Once every member has been
+//! silent for a whole liveness window (failed sends alone do not decide it), we look at the
+//! network: if it has been silent for [`Config::network_silence_for`] too, we are the one cut
+//! off: we commit nothing, tell the application ([`MeetingEvent::Reconnecting`]) and keep
+//! greeting the members. When one answers, either the group still has us (nothing to do) or
+//! it answers `NotMember` (it removed us meanwhile) and we join again with a fresh key
+//! package, under the same identity; [`MeetingEvent::Reconnected`] follows once we are back
+//! in the group. If the network is back for [`Config::reconnect_grace`] and still no member
+//! answers, they are gone after all: the ordinary liveness rule removes them.
+//!
+//! A machine that never heard of the network (no driver evidence at all, as in a LAN-only
+//! setup without relays) keeps the ordinary rule: silence means the others are gone.
+
+use std::time::Instant;
+
+use rand::{CryptoRng, RngCore};
+use tracing::info;
+
+use super::{Machine, MeetingEvent, Phase};
+
+/// What it means that every other member is silent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Silence {
+    /// Some member is alive (or there is nobody else).
+    NotAlone,
+    /// Too early to tell who is cut off: commit nothing yet.
+    Undecided,
+    /// The network is silent too: we are the one cut off.
+    CutOff,
+    /// The network answers: the members are gone.
+    TheyAreGone,
+}
+
+/// We lost every member and the network with them.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Reconnect {
+    /// When we noticed.
+    since: Instant,
+    /// Since when the network answers again while no member has (yet).
+    network_back: Option<Instant>,
+}
+
+impl<R: RngCore + CryptoRng> Machine<R> {
+    /// Something on the network answered us now (any peer's ping: a relay, a DHT node, a
+    /// member). The driver calls this for every successful round trip.
+    pub fn network_heard(&mut self, now: Instant) {
+        self.network_heard = Some(now);
+    }
+
+    /// Whether we are cut off and trying to reach the members again.
+    pub fn is_reconnecting(&self) -> bool {
+        self.reconnect.is_some()
+    }
+
+    /// Whether the network answered recently enough to vouch for our own connectivity.
+    fn network_fresh(&self, now: Instant) -> bool {
+        let window = self.config.network_silence_for(self.slowest_rtt());
+        self.network_heard.is_some_and(|at| now < at + window)
+    }
+
+    /// What the silence of the other members means, if every one of them is silent.
+    pub(super) fn silence(&self, now: Instant) -> Silence {
+        let Some(group) = &self.mls.group else {
+            return Silence::NotAlone;
+        };
+        let mut latest: Option<Instant> = None;
+        for (_, peer) in group.members() {
+            if peer == self.local {
+                continue;
+            }
+            if self.is_alive(now, &peer) {
+                return Silence::NotAlone;
+            }
+            let heard = self.peers.get(&peer).map(|p| p.last_heard);
+            latest = latest.max(heard);
+        }
+        let Some(latest) = latest else {
+            return Silence::NotAlone; // nobody else in the group
+        };
+        // Failed sends declare a member dead early; whether *we* are the one cut off can
+        // only be told once the network has had a liveness window to answer us.
+        if now < latest + self.config.liveness_for(self.slowest_rtt()) {
+            return Silence::Undecided;
+        }
+        if self.network_heard.is_some() && !self.network_fresh(now) {
+            Silence::CutOff
+        } else {
+            Silence::TheyAreGone
+        }
+    }
+
+    /// Re-evaluates whether we are cut off; called on every timer before commits.
+    pub(super) fn update_connectivity(&mut self, now: Instant) {
+        if self.phase != Phase::Member {
+            return;
+        }
+        let silence = self.silence(now);
+        let network_fresh = self.network_fresh(now);
+        match &mut self.reconnect {
+            None => {
+                if silence == Silence::CutOff {
+                    info!("every member and the network fell silent: we are cut off; reconnecting");
+                    self.reconnect = Some(Reconnect {
+                        since: now,
+                        network_back: None,
+                    });
+                    self.emit(MeetingEvent::Reconnecting);
+                }
+            }
+            Some(reconnect) => {
+                if silence == Silence::NotAlone {
+                    self.end_reconnect(now);
+                    return;
+                }
+                if !network_fresh {
+                    reconnect.network_back = None;
+                    return;
+                }
+                let back = *reconnect.network_back.get_or_insert(now);
+                if now >= back + self.config.reconnect_grace {
+                    info!("the network is back but no member answers: they are gone");
+                    self.end_reconnect(now);
+                }
+            }
+        }
+    }
+
+    /// We are back in the group (or gave up waiting for the others).
+    pub(super) fn end_reconnect(&mut self, now: Instant) {
+        if let Some(reconnect) = self.reconnect.take() {
+            info!(
+                after_ms = (now - reconnect.since).as_millis() as u64,
+                "reconnected"
+            );
+            self.emit(MeetingEvent::Reconnected);
+        }
+    }
+}
