@@ -178,10 +178,19 @@ impl Client {
         self.request(|reply| Command::Leave { reply }).await
     }
 
-    /// Sends a chat line to every member (end-to-end encrypted in the MLS group).
-    pub async fn send_chat(&self, text: impl Into<String>) -> Result<(), Error> {
+    /// Sends a chat line to every member (end-to-end encrypted in the MLS group) and
+    /// returns its number: [`MeetingEvent::ChatSent`](crate::meeting::MeetingEvent::ChatSent)
+    /// reports it at once, then `ChatDelivered` or `ChatFailed`. A line over 4,096 bytes is
+    /// refused whole ([`crate::group::GroupError::ChatTooLong`]).
+    pub async fn send_chat(&self, text: impl Into<String>) -> Result<u64, Error> {
         let text = text.into();
         self.request(|reply| Command::Chat { text, reply }).await?
+    }
+
+    /// Sends our line `seq` again to the members it failed for (after `ChatFailed`).
+    pub async fn resend_chat(&self, seq: u64) -> Result<(), Error> {
+        self.request(|reply| Command::ResendChat { seq, reply })
+            .await?
     }
 
     /// The members of the current meeting other than us, with their names (empty outside

@@ -54,6 +54,21 @@ pub enum GroupError {
     /// We are not (or no longer) a member of the group.
     #[error("not a member of the group")]
     NotMember,
+    /// An application message outside the sender ratchet's window (it came too late or
+    /// too early): the sender must encrypt it again.
+    #[error("message outside the sender's ratchet window")]
+    OutOfOrder,
+    /// A chat line longer than the protocol carries.
+    #[error("the line is {len} bytes long; a chat line holds at most {max} bytes (split it)")]
+    ChatTooLong {
+        /// Its length in bytes (UTF-8).
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Too many chat lines wait for acknowledgements.
+    #[error("{0} chat lines are still on their way; wait until they are delivered")]
+    ChatBacklog(usize),
 }
 
 impl GroupError {

@@ -168,6 +168,16 @@ pub(crate) async fn run(
                             None => out.error("usage", "usage: /kick PEER_ID (see /members)"),
                         }
                     }
+                    command if command.starts_with("/resend") => {
+                        match command.trim_start_matches("/resend").trim().parse::<u64>() {
+                            Ok(seq) => {
+                                if let Err(err) = client.resend_chat(seq).await {
+                                    out.error("chat", &format!("cannot send #{seq} again: {err}"));
+                                }
+                            }
+                            Err(_) => out.error("usage", "usage: /resend ID (the id of a chat_failed event)"),
+                        }
+                    }
                     command if command.starts_with("/approve") => {
                         match peer_argument(command, "/approve") {
                             Some(peer) => {
@@ -178,7 +188,7 @@ pub(crate) async fn run(
                             None => out.error("usage", "usage: /approve PEER_ID (as shown in the lobby event)"),
                         }
                     }
-                    other if other.starts_with('/') => out.error("usage", &format!("unknown command {other:?}; available: /leave /members /mute /unmute /kick PEER /approve PEER")),
+                    other if other.starts_with('/') => out.error("usage", &format!("unknown command {other:?}; available: /leave /members /mute /unmute /kick PEER /approve PEER /resend ID")),
                     text => {
                         if let Err(err) = client.send_chat(text).await {
                             out.error("chat", &format!("not sent: {err}"));
@@ -370,6 +380,27 @@ fn report(event: &MeetingEvent, out: Output) -> Option<i32> {
                     format!("{peer_id} {state} their microphone")
                 },
             );
+        }
+        MeetingEvent::ChatSent { seq, text, unix_ms } => {
+            out.event(
+                "chat_sent",
+                json!({ "id": seq, "text": text, "unix_ms": unix_ms }),
+                || format!("(you, #{seq}, sending): {text}"),
+            );
+        }
+        MeetingEvent::ChatDelivered { seq } => {
+            out.event("chat_delivered", json!({ "id": seq }), || {
+                format!("#{seq} delivered to everyone")
+            });
+        }
+        MeetingEvent::ChatFailed { seq, peers } => {
+            let peers: Vec<String> = peers.iter().map(ToString::to_string).collect();
+            out.event("chat_failed", json!({ "id": seq, "peers": peers }), || {
+                format!(
+                    "#{seq} did not reach {} member(s) — type /resend {seq} to try again",
+                    peers.len()
+                )
+            });
         }
         MeetingEvent::Reconnecting => {
             out.event("reconnecting", json!({}), || {

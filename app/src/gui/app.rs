@@ -589,6 +589,7 @@ impl App {
                 }
             }
             meeting::Action::Chat(text) => self.request(Request::Chat(text)),
+            meeting::Action::ResendChat(seq) => self.request(Request::ResendChat(seq)),
             meeting::Action::Kick(peer) => self.request(Request::Kick(peer)),
             meeting::Action::Approve(peer) => self.request(Request::Approve(peer)),
             meeting::Action::SetVerified(peer, verified) => {

@@ -42,6 +42,8 @@ pub(crate) enum Request {
     Leave,
     /// Send a chat line.
     Chat(String),
+    /// Send our failed chat line again.
+    ResendChat(u64),
     /// Mute or unmute our audio.
     Mute(bool),
     /// Noise suppression of our microphone on or off.
@@ -273,6 +275,7 @@ fn describe(request: &Request) -> &'static str {
         Request::Join(_) => "join",
         Request::Leave => "leave",
         Request::Chat(_) => "send the message",
+        Request::ResendChat(_) => "send the message again",
         Request::Mute(_) => "mute",
         Request::NoiseSuppression(_) => "change noise suppression",
         Request::Kick(_) => "remove the member",
@@ -360,7 +363,8 @@ async fn perform(client: Client, request: Request, mut output: mpsc::Sender<Even
             .map(|invite| Some(Event::Created(Redacted(invite.to_uri())))),
         Request::Join(invite) => client.join(*invite).await.map(|()| None),
         Request::Leave => client.leave().await.map(|()| Some(Event::LeaveDone)),
-        Request::Chat(text) => client.send_chat(text).await.map(|()| None),
+        Request::Chat(text) => client.send_chat(text).await.map(|_| None),
+        Request::ResendChat(seq) => client.resend_chat(seq).await.map(|()| None),
         Request::Mute(muted) => client.set_muted(muted).await.map(|()| None),
         Request::NoiseSuppression(on) => client.set_noise_suppression(on).await.map(|()| None),
         Request::Kick(peer) => client.kick(peer).await.map(|()| None),

@@ -10,13 +10,15 @@
 //! them with [`Provider::take_delta`] and persists them atomically.
 
 use libp2p::PeerId;
+use openmls::framing::errors::{MessageDecryptionError, SecretTreeError};
 use openmls::prelude::tls_codec::{Deserialize as _, Serialize as _};
 use openmls::prelude::{
     BasicCredential, Ciphersuite, CredentialWithKey, GroupId, KeyPackage, KeyPackageIn,
     LeafNodeIndex, MlsGroup, MlsGroupCreateConfig, MlsGroupJoinConfig, MlsMessageBodyIn,
     MlsMessageIn, MlsMessageOut, PURE_CIPHERTEXT_WIRE_FORMAT_POLICY, ProcessedMessageContent,
-    ProtocolVersion, Sender, StagedCommit, StagedWelcome,
+    ProtocolVersion, Sender, SenderRatchetConfiguration, StagedCommit, StagedWelcome,
 };
+use openmls::prelude::{ProcessMessageError, ValidationError};
 use openmls_basic_credential::SignatureKeyPair;
 use openmls_traits::OpenMlsProvider;
 use openmls_traits::types::SignatureScheme;
@@ -38,6 +40,15 @@ pub struct MlsIdentity {
     signer: SignatureKeyPair,
     credential: CredentialWithKey,
     peer_id: PeerId,
+}
+
+/// How far out of order a member's application messages may arrive. Each message to each
+/// member takes one generation of the sender's ratchet, and a member sees only those sent to
+/// it: a window of 16 chat lines to each of up to 24 members, with retries, spans a few
+/// hundred generations. openmls's default tolerance (5) rejected lines of a pasted
+/// document that arrived a little late.
+fn sender_ratchet() -> SenderRatchetConfiguration {
+    SenderRatchetConfiguration::new(1024, 4096)
 }
 
 impl std::fmt::Debug for MlsIdentity {
@@ -207,6 +218,7 @@ impl MeetingGroup {
             .use_ratchet_tree_extension(true)
             .max_past_epochs(MAX_PAST_EPOCHS)
             .wire_format_policy(PURE_CIPHERTEXT_WIRE_FORMAT_POLICY)
+            .sender_ratchet_configuration(sender_ratchet())
             .build();
         let group = MlsGroup::new_with_group_id(
             provider,
@@ -228,6 +240,7 @@ impl MeetingGroup {
             .use_ratchet_tree_extension(true)
             .max_past_epochs(MAX_PAST_EPOCHS)
             .wire_format_policy(PURE_CIPHERTEXT_WIRE_FORMAT_POLICY)
+            .sender_ratchet_configuration(sender_ratchet())
             .build();
         let group = StagedWelcome::new_from_welcome(provider, &config, welcome, None)
             .map_err(GroupError::mls)?
@@ -472,7 +485,17 @@ impl MeetingGroup {
         let processed = self
             .group
             .process_message(provider, message)
-            .map_err(GroupError::mls)?;
+            .map_err(|err| match err {
+                // Outside the sender ratchet's window (it arrived too late, or too early):
+                // nothing is wrong with it, it must be sent again.
+                ProcessMessageError::ValidationError(ValidationError::UnableToDecrypt(
+                    MessageDecryptionError::SecretTreeError(
+                        SecretTreeError::TooDistantInThePast
+                        | SecretTreeError::TooDistantInTheFuture,
+                    ),
+                )) => GroupError::OutOfOrder,
+                other => GroupError::mls(other),
+            })?;
         let Sender::Member(leaf) = processed.sender().clone() else {
             return Err(GroupError::Malformed("sender is not a member".into()));
         };

@@ -88,6 +88,28 @@ pub enum MeetingEvent {
         /// When it was sent (sender's clock, ms since the Unix epoch).
         unix_ms: u64,
     },
+    /// Our own chat line `seq` was accepted and is on its way (pending until
+    /// [`MeetingEvent::ChatDelivered`] or [`MeetingEvent::ChatFailed`]).
+    ChatSent {
+        /// Its number in this session (for [`crate::client::Client::resend_chat`]).
+        seq: u64,
+        /// The text.
+        text: String,
+        /// When it was written (ms since the Unix epoch).
+        unix_ms: u64,
+    },
+    /// Every member our line `seq` was written to has it (or left).
+    ChatDelivered {
+        /// Which line.
+        seq: u64,
+    },
+    /// Our line `seq` did not reach these members in time; it can be sent again.
+    ChatFailed {
+        /// Which line.
+        seq: u64,
+        /// Who did not get it.
+        peers: Vec<PeerId>,
+    },
     /// A member muted or unmuted itself (as it announced in the group). Members are
     /// unmuted until they say otherwise; only changes are reported.
     MemberMuted {

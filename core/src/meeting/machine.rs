@@ -49,6 +49,7 @@ use crate::net::wire::{
     Hello, MAX_ADDRS, MAX_MEMBERS, MemberInfo, Removal, RemovalReason, Request, Response,
 };
 
+mod chat;
 mod group_ops;
 mod reconnect;
 
@@ -77,8 +78,11 @@ pub struct Config {
     pub commit_backoff: Duration,
     /// Delay between attempts to deliver a chat message to one member.
     pub chat_retry: Duration,
-    /// Attempts to deliver a chat message to one member.
+    /// Attempts to deliver a media signal or a state announcement to one member.
     pub chat_attempts: u32,
+    /// How long a chat line is retried to one member before it counts as failed for it
+    /// (and a receiver stops waiting for a line missing from a sender's sequence).
+    pub chat_give_up: Duration,
     /// How long a joiner waits in a lobby for the host's approval.
     pub lobby_timeout: Duration,
     /// How long a joiner stays in a member's lobby without greeting it again (joiners
@@ -109,6 +113,7 @@ impl Default for Config {
             commit_backoff: Duration::from_millis(300),
             chat_retry: Duration::from_millis(300),
             chat_attempts: 8,
+            chat_give_up: Duration::from_secs(30),
             lobby_timeout: Duration::from_secs(600),
             lobby_expiry: Duration::from_secs(30),
             max_lobby: 32,
@@ -287,6 +292,11 @@ enum Inflight {
     State {
         attempt: u32,
     },
+    /// Our chat line number `wire` in the recipient's stream (the line stays in the chat
+    /// outbox).
+    Chat {
+        wire: u64,
+    },
     Other,
 }
 
@@ -327,6 +337,8 @@ pub struct Machine<R> {
     network_heard: Option<Instant>,
     /// Set while we are cut off from every member and trying to reach them again.
     reconnect: Option<reconnect::Reconnect>,
+    /// Our chat lines until every member acknowledged them.
+    chat_outbox: chat::ChatOutbox,
     mls: group_ops::GroupState,
 }
 
@@ -422,6 +434,7 @@ impl<R: RngCore + CryptoRng> Machine<R> {
             rtts: HashMap::new(),
             network_heard: None,
             reconnect: None,
+            chat_outbox: chat::ChatOutbox::default(),
         }
     }
 
@@ -889,6 +902,15 @@ impl<R: RngCore + CryptoRng> Machine<R> {
                 self.abort_outgoing(now, epoch);
                 self.rejoin(now, unix_ms);
             }
+            (Inflight::Chat { wire }, Response::Ack) => {
+                self.heard_from(now, from);
+                self.chat_acked(from, wire);
+            }
+            (Inflight::Chat { wire }, Response::Nack { .. } | Response::NotMember) => {
+                // Behind us by an epoch, or a joiner still on its way in: later.
+                self.heard_from(now, from);
+                self.chat_failed(now, from, wire);
+            }
             (
                 Inflight::Application { payload, attempt },
                 Response::Nack { .. } | Response::NotMember,
@@ -896,12 +918,9 @@ impl<R: RngCore + CryptoRng> Machine<R> {
                 // Behind us by an epoch, or a joiner still on its way in (it cannot read a
                 // message of the epoch that added it before its Welcome): try again soon.
                 self.heard_from(now, from);
-                self.mls.schedule_application_retry(
-                    now + self.config.chat_retry,
-                    from,
-                    payload,
-                    attempt + 1,
-                );
+                let delay = self.retry_delay(attempt);
+                self.mls
+                    .schedule_application_retry(now + delay, from, payload, attempt + 1);
             }
             (Inflight::State { attempt }, Response::Nack { .. } | Response::NotMember) => {
                 // Behind us by an epoch, or a joiner still on its way in: try again soon.
@@ -1017,17 +1036,15 @@ impl<R: RngCore + CryptoRng> Machine<R> {
                 self.commit_unreachable(now, peer, epoch);
             }
             Inflight::Application { payload, attempt } => {
-                self.mls.schedule_application_retry(
-                    now + self.config.chat_retry,
-                    peer,
-                    payload,
-                    attempt + 1,
-                );
+                let delay = self.retry_delay(attempt);
+                self.mls
+                    .schedule_application_retry(now + delay, peer, payload, attempt + 1);
             }
             Inflight::State { attempt } => {
                 self.mls
                     .schedule_state_retry(now + self.config.chat_retry, peer, attempt + 1);
             }
+            Inflight::Chat { wire } => self.chat_failed(now, peer, wire),
             Inflight::Other => {}
         }
         self.maybe_commit(now);
@@ -1165,6 +1182,9 @@ impl<R: RngCore + CryptoRng> Machine<R> {
         if let Some(t) = self.mls.next_deadline() {
             next = next.min(t);
         }
+        if let Some(t) = self.chat_outbox.next_deadline() {
+            next = next.min(t);
+        }
         Some(next)
     }
 
@@ -1188,6 +1208,20 @@ impl<R: RngCore + CryptoRng> Machine<R> {
             .map(|p| self.rtt_of(p))
             .max()
             .unwrap_or_default()
+    }
+
+    /// The pause before retry `attempt + 1` of a media signal: [`Config::chat_retry`]
+    /// doubled per attempt up to 4 s, plus up to half again of random jitter (members that
+    /// failed together do not retry together).
+    fn retry_delay(&mut self, attempt: u32) -> Duration {
+        let doublings = attempt.saturating_sub(1).min(16);
+        let delay = self
+            .config
+            .chat_retry
+            .saturating_mul(1 << doublings)
+            .min(chat::RETRY_CAP);
+        let jitter = f64::from(self.rng.next_u32()) / f64::from(u32::MAX) / 2.0;
+        delay + delay.mul_f64(jitter)
     }
 
     fn is_alive(&self, now: Instant, peer: &PeerId) -> bool {

@@ -76,6 +76,10 @@ pub(crate) enum Command {
     },
     Chat {
         text: String,
+        reply: oneshot::Sender<Result<u64, Error>>,
+    },
+    ResendChat {
+        seq: u64,
         reply: oneshot::Sender<Result<(), Error>>,
     },
     Kick {
@@ -683,6 +687,13 @@ impl Driver {
                         .machine
                         .send_chat(now, unix_ms(), &text)
                         .map_err(Error::Group),
+                    None => Err(Error::Usage("not in a meeting")),
+                };
+                let _ = reply.send(result);
+            }
+            Command::ResendChat { seq, reply } => {
+                let result = match self.session.as_mut() {
+                    Some(session) => session.machine.resend_chat(now, seq).map_err(Error::Group),
                     None => Err(Error::Usage("not in a meeting")),
                 };
                 let _ = reply.send(result);
@@ -1491,6 +1502,15 @@ impl Driver {
                 &MeetingRecord {
                     invite: session.invite.to_uri(),
                     last_seen_unix_ms: unix_ms(),
+                },
+            ),
+            MeetingEvent::ChatSent { text, unix_ms, .. } => self.store.append_chat(
+                meeting,
+                &ChatRecord {
+                    from: self.swarm.local_peer_id().to_base58(),
+                    name: self.name.clone(),
+                    text: text.clone(),
+                    unix_ms: *unix_ms,
                 },
             ),
             MeetingEvent::Chat {

@@ -94,6 +94,91 @@ fn five_members_share_one_epoch_and_chat_arrives_exactly_once() {
     assert!(chats(&joiners[0]).is_empty(), "no echo to the sender");
 }
 
+/// Someone pastes a document: 500 lines written at once by one member of a four-person
+/// meeting arrive exactly once and in order at every other member, and the writer sees each
+/// delivered; a line of 4,096 bytes of two-byte characters arrives whole; a longer line is
+/// refused at the writer with a clear error, not cut.
+#[test]
+fn five_hundred_lines_at_once_arrive_exactly_once_and_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_relay, relay_addr) = start_relay(dir.path()).unwrap();
+    let (mut host, invite, _) = start_host(dir.path(), "A", &["--relay", &relay_addr]).unwrap();
+    let mut joiners: Vec<Proc> = ["B", "C", "D"]
+        .iter()
+        .map(|l| join(dir.path(), l, &invite))
+        .collect();
+    {
+        let mut all: Vec<&mut Proc> = std::iter::once(&mut host)
+            .chain(joiners.iter_mut())
+            .collect();
+        wait_agreement(&mut all, 4, LIMIT);
+    }
+    let lines: Vec<String> = (0..500)
+        .map(|i| format!("line {i:03} of the paste"))
+        .collect();
+    let long = "é".repeat(2048); // 4,096 bytes
+    let too_long = "é".repeat(2500); // 5,000 bytes
+    let mut paste = lines.join("\n");
+    paste.push('\n');
+    paste.push_str(&long);
+    paste.push('\n');
+    paste.push_str(&too_long);
+    host.send_line(&paste).unwrap();
+    let error = host
+        .wait_for(LIMIT, "the over-long line refused", |v| {
+            v["event"] == "error" && v["kind"] == "chat"
+        })
+        .unwrap();
+    assert!(
+        error["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("5000 bytes") && m.contains("4096")),
+        "{error}"
+    );
+    let last = lines.len() as u64 + 1; // the 4,096-byte line is number 501
+    host.wait_for(Duration::from_secs(60), "every line delivered", |v| {
+        v["event"] == "chat_delivered" && v["id"] == last
+    })
+    .unwrap();
+    for joiner in &mut joiners {
+        joiner.wait_chat(&long, Duration::from_secs(60)).unwrap();
+        joiner.drain_for(Duration::from_millis(500));
+        let got: Vec<String> = chats(joiner).into_iter().map(|(_, t)| t).collect();
+        let mut want = lines.clone();
+        want.push(long.clone());
+        assert_eq!(
+            got.len(),
+            want.len(),
+            "{}: {} lines; lagged: {:?}; first lines {:?}; {}",
+            joiner.label,
+            got.len(),
+            joiner
+                .seen
+                .iter()
+                .filter(|v| v["event"] == "lagged")
+                .collect::<Vec<_>>(),
+            &got[..got.len().min(3)],
+            joiner.stderr_tail()
+        );
+        assert!(
+            got == want,
+            "{}: lines out of order or altered",
+            joiner.label
+        );
+    }
+    let delivered = host
+        .seen
+        .iter()
+        .filter(|v| v["event"] == "chat_delivered")
+        .count();
+    let failed = host
+        .seen
+        .iter()
+        .filter(|v| v["event"] == "chat_failed")
+        .count();
+    assert_eq!((delivered, failed), (501, 0));
+}
+
 #[test]
 fn killing_the_committer_leaves_an_agreeing_group_within_five_seconds() {
     let dir = tempfile::tempdir().unwrap();

@@ -88,6 +88,19 @@ pub(crate) struct ChatLine {
     pub(crate) name: String,
     pub(crate) text: String,
     pub(crate) earlier: bool,
+    /// Our own line of this session: its number and how far it got.
+    pub(crate) own: Option<(u64, Delivery)>,
+}
+
+/// How far one of our lines got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Delivery {
+    /// On its way.
+    Pending,
+    /// Every member has it.
+    Delivered,
+    /// It did not reach this many members; it can be sent again.
+    Failed(usize),
 }
 
 /// Meeting screen state.
@@ -132,6 +145,7 @@ pub(crate) enum Message {
     ShowPanel(Panel),
     ChatChanged(String),
     SendChat,
+    ResendChat(u64),
     Kick(PeerId),
     Approve(PeerId),
     SetVerified(PeerId, bool),
@@ -146,6 +160,7 @@ pub(crate) enum Action {
     Mute(bool),
     Leave,
     Chat(String),
+    ResendChat(u64),
     Kick(PeerId),
     Approve(PeerId),
     SetVerified(PeerId, bool),
@@ -217,6 +232,18 @@ impl State {
         }
     }
 
+    /// Records how far our line `seq` got.
+    fn set_delivery(&mut self, seq: u64, delivery: Delivery) {
+        if let Some(line) = self
+            .chat
+            .iter_mut()
+            .rev()
+            .find(|l| l.own.is_some_and(|(s, _)| s == seq))
+        {
+            line.own = Some((seq, delivery));
+        }
+    }
+
     fn name_of(&self, peer: &PeerId) -> String {
         display_name(peer, self.members.get(peer).map_or("", String::as_str))
     }
@@ -240,6 +267,7 @@ impl State {
                 name: line.name,
                 text: line.text,
                 earlier: true,
+                own: None,
             })
             .collect();
         let live = std::mem::take(&mut self.chat);
@@ -343,7 +371,20 @@ impl State {
                     name,
                     text,
                     earlier: false,
+                    own: None,
                 });
+            }
+            MeetingEvent::ChatSent { seq, text, .. } => {
+                self.push_chat(ChatLine {
+                    name: format!("{} (you)", self.my_name),
+                    text,
+                    earlier: false,
+                    own: Some((seq, Delivery::Pending)),
+                });
+            }
+            MeetingEvent::ChatDelivered { seq } => self.set_delivery(seq, Delivery::Delivered),
+            MeetingEvent::ChatFailed { seq, peers } => {
+                self.set_delivery(seq, Delivery::Failed(peers.len()));
             }
             MeetingEvent::MemberMuted { peer_id, muted } => {
                 if muted {
@@ -466,13 +507,12 @@ impl State {
                     return None;
                 }
                 self.chat_input.clear();
-                // The core does not echo our own lines: show it here.
-                self.push_chat(ChatLine {
-                    name: format!("{} (you)", self.my_name),
-                    text: text.clone(),
-                    earlier: false,
-                });
+                // The core reports the line back (`ChatSent`) once it is on its way.
                 Some(Action::Chat(text))
+            }
+            Message::ResendChat(seq) => {
+                self.set_delivery(seq, Delivery::Pending);
+                Some(Action::ResendChat(seq))
             }
             Message::Kick(peer) => Some(Action::Kick(peer)),
             Message::Approve(peer) => {
@@ -708,7 +748,28 @@ impl State {
         }
         for line in &self.chat {
             let prefix = if line.earlier { "(earlier) " } else { "" };
-            lines = lines.push(text(format!("{prefix}{}: {}", line.name, line.text)).size(15));
+            let said = text(format!("{prefix}{}: {}", line.name, line.text)).size(15);
+            lines = match line.own {
+                None => lines.push(said),
+                Some((_, Delivery::Pending)) => {
+                    lines.push(column![said, text("sending…").size(12)].spacing(2))
+                }
+                Some((_, Delivery::Delivered)) => {
+                    lines.push(column![said, text("delivered ✓").size(12)].spacing(2))
+                }
+                Some((seq, Delivery::Failed(missing))) => lines.push(
+                    column![
+                        said,
+                        row![
+                            text(format!("not delivered to {missing} member(s)")).size(12),
+                            button(text("Resend").size(12)).on_press(Message::ResendChat(seq)),
+                        ]
+                        .spacing(8)
+                        .align_y(Alignment::Center),
+                    ]
+                    .spacing(2),
+                ),
+            };
         }
         column![
             text("Chat messages").size(20),
@@ -1083,7 +1144,29 @@ mod tests {
         let actions = click(&mut state, &verified, "Send");
         assert_eq!(actions, vec![Action::Chat("hello all".into())]);
         assert!(state.chat_input.is_empty());
+        // The core reports it on its way, then delivered; a failed line offers a resend.
+        state.handle_meeting(MeetingEvent::ChatSent {
+            seq: 1,
+            text: "hello all".into(),
+            unix_ms: 1,
+        });
         assert!(shows(&state, &verified, "Ada (you): hello all"));
+        assert!(shows(&state, &verified, "sending…"));
+        state.handle_meeting(MeetingEvent::ChatDelivered { seq: 1 });
+        assert!(shows(&state, &verified, "delivered ✓"));
+        state.handle_meeting(MeetingEvent::ChatSent {
+            seq: 2,
+            text: "are you there".into(),
+            unix_ms: 2,
+        });
+        state.handle_meeting(MeetingEvent::ChatFailed {
+            seq: 2,
+            peers: vec![bob],
+        });
+        assert!(shows(&state, &verified, "not delivered to 1 member(s)"));
+        let actions = click(&mut state, &verified, "Resend");
+        assert_eq!(actions, vec![Action::ResendChat(2)]);
+        assert!(shows(&state, &verified, "sending…"));
         // Hide the chat, receive a line: it counts as unread.
         click(&mut state, &verified, "Chat");
         assert_eq!(state.panel, Panel::Hidden);

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tracing::{debug, info, warn};
 
+use super::chat::Settled;
 use super::reconnect::Silence;
 use super::{Inflight, Machine, Output, Phase, reason_of, removal};
 use crate::group::committer::committer;
@@ -40,7 +41,8 @@ pub(crate) const MAX_CHAT_LEN: usize = 4096;
 enum AppMessage {
     /// Media signalling (SDP) for one member: `to` is its peer id (bytes).
     Signal { to: Vec<u8>, payload: Vec<u8> },
-    /// A chat line: `session` is random per sender session, `seq` counts from 1.
+    /// A chat line: `session` is the sender's random stream id for this recipient, `seq`
+    /// counts from 1 within it without gaps.
     Chat {
         session: u64,
         seq: u64,
@@ -370,6 +372,14 @@ impl<R: RngCore + CryptoRng> Machine<R> {
             }
             let replaced = changes.added.iter().any(|(_, p)| p == peer);
             if replaced {
+                let stream = self.rng.next_u64();
+                self.chat_outbox.restart_stream(*peer, stream);
+            } else {
+                for settled in self.chat_outbox.member_gone(*peer) {
+                    self.report_chat(settled);
+                }
+            }
+            if replaced {
                 continue; // same person, new leaf (rejoin after restart)
             }
             let name = self.peer_name(peer);
@@ -629,6 +639,8 @@ impl<R: RngCore + CryptoRng> Machine<R> {
         }
         self.mls.outgoing = None;
         self.mls.incoming = None;
+        let rng = &mut self.rng;
+        self.chat_outbox.restart_streams(|| rng.next_u64());
         self.phase = Phase::Joining {
             deadline: now + self.config.join_timeout,
         };
@@ -866,6 +878,13 @@ impl<R: RngCore + CryptoRng> Machine<R> {
                 }
                 Response::Nack { epoch: current }
             }
+            Err(GroupError::OutOfOrder) => {
+                // Not read, so not acknowledged: the sender encrypts it again.
+                debug!(peer = %from, "group message outside the ratchet window; asked again");
+                Response::Nack {
+                    epoch: self.mls.group.as_ref().map_or(0, |g| g.epoch()),
+                }
+            }
             Err(err) => {
                 self.stats.group_messages_rejected += 1;
                 debug!(peer = %from, error = %err, "group message rejected");
@@ -1011,11 +1030,7 @@ impl<R: RngCore + CryptoRng> Machine<R> {
         inbox.gap_since = if inbox.buffer.is_empty() {
             None
         } else {
-            Some(
-                inbox
-                    .gap_since
-                    .unwrap_or(now + self.config.chat_retry * self.config.chat_attempts),
-            )
+            Some(inbox.gap_since.unwrap_or(now + self.config.chat_give_up))
         };
         for (unix_ms, text) in ready {
             self.emit(MeetingEvent::Chat {
@@ -1027,26 +1042,132 @@ impl<R: RngCore + CryptoRng> Machine<R> {
         }
     }
 
-    /// Sends a chat line to every member.
-    pub fn send_chat(&mut self, now: Instant, unix_ms: u64, text: &str) -> Result<(), GroupError> {
+    /// Sends a chat line to every member: it is reported at once
+    /// ([`MeetingEvent::ChatSent`]), then retried to each member until acknowledged (see
+    /// [`super::chat`]). Returns its number. A line over [`MAX_CHAT_LEN`] bytes is refused
+    /// whole, never cut.
+    pub fn send_chat(&mut self, now: Instant, unix_ms: u64, text: &str) -> Result<u64, GroupError> {
         if self.phase != Phase::Member || self.mls.group.is_none() {
             return Err(GroupError::NotMember);
         }
-        let session = self.sender_session();
-        self.mls.chat_seq += 1;
-        let message = AppMessage::Chat {
-            session,
-            seq: self.mls.chat_seq,
-            unix_ms,
-            text: text.chars().take(MAX_CHAT_LEN).collect(),
-        };
-        let mut payload = Vec::new();
-        ciborium::into_writer(&message, &mut payload).expect("writing CBOR to a Vec cannot fail");
-        let recipients: Vec<PeerId> = self.members().into_iter().map(|(p, _)| p).collect();
-        for peer in recipients {
-            self.send_application_to(now, peer, payload.clone(), 1);
+        if text.len() > MAX_CHAT_LEN {
+            return Err(GroupError::ChatTooLong {
+                len: text.len(),
+                max: MAX_CHAT_LEN,
+            });
         }
+        if !self.chat_outbox.has_room() {
+            return Err(GroupError::ChatBacklog(self.chat_outbox.pending()));
+        }
+        self.mls.chat_seq += 1;
+        let seq = self.mls.chat_seq;
+        let recipients: Vec<PeerId> = self.members().into_iter().map(|(p, _)| p).collect();
+        self.emit(MeetingEvent::ChatSent {
+            seq,
+            text: text.to_owned(),
+            unix_ms,
+        });
+        let rng = &mut self.rng;
+        let settled = self
+            .chat_outbox
+            .push(seq, text.to_owned(), unix_ms, recipients, || rng.next_u64());
+        if let Some(settled) = settled {
+            self.report_chat(settled);
+        }
+        self.flush_chat(now);
+        Ok(seq)
+    }
+
+    /// Sends our failed line `seq` again to the members it failed for.
+    pub fn resend_chat(&mut self, now: Instant, seq: u64) -> Result<(), GroupError> {
+        let members: BTreeSet<PeerId> = self.members().into_iter().map(|(p, _)| p).collect();
+        let rng = &mut self.rng;
+        if !self.chat_outbox.resend(seq, &members, || rng.next_u64()) {
+            return Err(GroupError::Mls(format!(
+                "line {seq} has nobody left to send it to"
+            )));
+        }
+        self.flush_chat(now);
         Ok(())
+    }
+
+    /// Our chat lines not yet acknowledged by every member.
+    pub fn chat_pending(&self) -> usize {
+        self.chat_outbox.pending()
+    }
+
+    /// Sends what the chat outbox has due: new lines within each member's window, retries.
+    pub(super) fn flush_chat(&mut self, now: Instant) {
+        for send in self.chat_outbox.due(now) {
+            let peer = send.peer;
+            let member = self
+                .mls
+                .group
+                .as_ref()
+                .is_some_and(|g| g.leaf_of(&peer).is_some());
+            if self.phase == Phase::Member && !member {
+                for settled in self.chat_outbox.member_gone(peer) {
+                    self.report_chat(settled);
+                }
+                continue;
+            }
+            let message = AppMessage::Chat {
+                session: send.stream,
+                seq: send.wire,
+                unix_ms: send.unix_ms,
+                text: send.text,
+            };
+            let mut payload = Vec::new();
+            ciborium::into_writer(&message, &mut payload)
+                .expect("writing CBOR to a Vec cannot fail");
+            let wire = send.wire;
+            match self.group_request(&payload) {
+                Ok(request) => {
+                    debug!(peer = %peer, line = send.line, wire, attempt = send.attempt, "chat line sent");
+                    self.send(peer, request, Inflight::Chat { wire });
+                }
+                Err(err) => {
+                    // Not in a group right now (joining again): try later.
+                    debug!(error = %err, line = send.line, "cannot encrypt a chat line yet");
+                    self.chat_failed(now, peer, wire);
+                }
+            }
+        }
+    }
+
+    pub(super) fn chat_acked(&mut self, peer: PeerId, wire: u64) {
+        if let Some(settled) = self.chat_outbox.acked(peer, wire) {
+            self.report_chat(settled);
+        }
+    }
+
+    pub(super) fn chat_failed(&mut self, now: Instant, peer: PeerId, wire: u64) {
+        let jitter = f64::from(self.rng.next_u32()) / f64::from(u32::MAX);
+        let settled = self.chat_outbox.failed(
+            now,
+            peer,
+            wire,
+            self.config.chat_retry,
+            self.config.chat_give_up,
+            jitter,
+        );
+        if let Some(settled) = settled {
+            self.report_chat(settled);
+        }
+    }
+
+    fn report_chat(&mut self, settled: Settled) {
+        match settled {
+            Settled::Delivered { seq } => self.emit(MeetingEvent::ChatDelivered { seq }),
+            Settled::Failed { seq, peers } => {
+                warn!(
+                    seq,
+                    failed_for = peers.len(),
+                    "a chat line did not reach everyone"
+                );
+                self.emit(MeetingEvent::ChatFailed { seq, peers });
+            }
+        }
     }
 
     fn send_application_to(&mut self, _now: Instant, peer: PeerId, payload: Vec<u8>, attempt: u32) {
@@ -1165,6 +1286,7 @@ impl<R: RngCore + CryptoRng> Machine<R> {
         for (peer, session) in gaps {
             self.deliver_chat(now, peer, session, true);
         }
+        self.flush_chat(now);
     }
 }
 

@@ -822,6 +822,70 @@ fn a_cut_off_member_gives_up_reconnecting_once_the_network_is_back_without_them(
 }
 
 #[test]
+fn a_pasted_document_arrives_whole_through_a_partition_and_the_sender_sees_it_delivered() {
+    let mut sim = Sim::new();
+    let (host, [a, b, c]) = sim.form();
+    let lines: Vec<String> = (0..300).map(|i| format!("paragraph {i}")).collect();
+    // `a` cannot be reached for two seconds while the paste goes out.
+    sim.cut.insert((host, a));
+    let (now, unix_ms) = (sim.now, sim.unix_ms());
+    for line in &lines {
+        sim.node(host)
+            .machine
+            .send_chat(now, unix_ms, line)
+            .unwrap();
+    }
+    sim.drain(host);
+    sim.run_for(Duration::from_secs(2));
+    sim.cut.clear();
+    let last = lines.last().unwrap().clone();
+    sim.run_until(Duration::from_secs(60), |s| {
+        [a, b, c].iter().all(|p| s.chats(*p).last() == Some(&last))
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "stats {:?} counts {:?} pending {} events {:?}",
+            sim.nodes[&a].machine.stats(),
+            [a, b, c].map(|p| sim.chats(p).len()),
+            sim.nodes[&host].machine.chat_pending(),
+            sim.nodes[&host]
+                .events
+                .iter()
+                .filter(|e| !matches!(
+                    e,
+                    MeetingEvent::ChatSent { .. } | MeetingEvent::ChatDelivered { .. }
+                ))
+                .collect::<Vec<_>>()
+        )
+    });
+    for peer in [a, b, c] {
+        assert_eq!(sim.chats(peer), lines, "{peer}: lost, doubled or reordered");
+    }
+    sim.run_for(Duration::from_secs(2)); // the last acknowledgements
+    let events = &sim.nodes[&host].events;
+    let delivered = events
+        .iter()
+        .filter(|e| matches!(e, MeetingEvent::ChatDelivered { .. }))
+        .count();
+    assert_eq!(delivered, lines.len());
+    assert_eq!(sim.nodes[&host].machine.chat_pending(), 0);
+    // One length limit, in bytes, refused whole at the sender.
+    let (now, unix_ms) = (sim.now, sim.unix_ms());
+    let err = sim
+        .node(host)
+        .machine
+        .send_chat(now, unix_ms, &"é".repeat(2049))
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        GroupError::ChatTooLong {
+            len: 4098,
+            max: 4096
+        }
+    ));
+}
+
+#[test]
 fn a_kicked_member_cannot_read_what_follows() {
     let mut sim = Sim::new();
     let (host, [a, b]) = sim.form();
@@ -886,11 +950,28 @@ fn a_restarted_member_rejoins_with_a_new_leaf() {
     let b = sim.joiner(1, host);
     sim.run_until(Duration::from_secs(5), |s| s.agree(&[host, a, b]))
         .expect("group formed");
+    // A line before the restart: the host's stream to `a` is under way.
+    let (now, unix_ms) = (sim.now, sim.unix_ms());
+    sim.node(host)
+        .machine
+        .send_chat(now, unix_ms, "before")
+        .unwrap();
+    sim.drain(host);
+    sim.run_for(Duration::from_secs(1));
     // `a` restarts: same identity, fresh state, joins again before anyone timed it out.
     sim.forget(a);
     sim.joiner_with(&identity, 1, host, Some(host));
     sim.run_until(Duration::from_secs(10), |s| s.agree(&[host, a, b]))
         .expect("rejoined");
+    // The host's stream to the new `a` starts over: its next line arrives at once.
+    let (now, unix_ms) = (sim.now, sim.unix_ms());
+    sim.node(host)
+        .machine
+        .send_chat(now, unix_ms, "after")
+        .unwrap();
+    sim.drain(host);
+    sim.run_until(Duration::from_secs(2), |s| s.chats(a) == ["after"])
+        .expect("the restarted member reads the host's next line at once");
     // The replacement is committed once: no commit storm afterwards (regression: the new
     // leaf can reuse the old leaf index).
     let settled = sim.epoch(host).unwrap().0;

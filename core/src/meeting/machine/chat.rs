@@ -1,0 +1,527 @@
+//! Chat that is never lost: a sender window per member, retries with backoff until each
+//! member acknowledged the line or left, and a delivery state per line.
+//!
+//! A chat line is state, not telemetry: someone pasting a document must not lose two thirds
+//! of it. [`ChatOutbox`] (sans-IO, fed acknowledgements, failures and time) keeps every line
+//! until each member it was written to has acknowledged it:
+//! - **Window**: at most [`WINDOW`] lines are in flight to one member; the next goes when one
+//!   is acknowledged. The receiver's reorder buffer (64 lines) is larger than the window, so
+//!   nothing a well-behaved sender sends is ever dropped for lack of room there.
+//! - **Retries** after a failure or a `Nack` (the member is an epoch behind, or still on its
+//!   way in): exponential backoff from [`Config::chat_retry`](super::Config::chat_retry),
+//!   doubling to [`RETRY_CAP`], with jitter; each attempt is encrypted afresh in the epoch of
+//!   the moment.
+//! - **Give up** on a member only after [`Config::chat_give_up`](super::Config::chat_give_up)
+//!   without an acknowledgement: the line is then *failed* for that member, and the user can
+//!   send it again ([`ChatOutbox::resend`]). A member who leaves the group is not a failure:
+//!   it no longer counts.
+//! - **States** for the sender: pending from [`MeetingEvent::ChatSent`](crate::meeting::MeetingEvent::ChatSent)
+//!   on, then delivered (every member acknowledged) or failed for someone.
+//!
+//! At most [`MAX_UNSENT`] lines wait at once; beyond that `send_chat` refuses with a clear
+//! error rather than growing without bound.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use libp2p::PeerId;
+
+/// Lines in flight to one member at once.
+pub(crate) const WINDOW: usize = 16;
+/// Longest pause between two attempts to deliver a line to one member.
+pub(crate) const RETRY_CAP: Duration = Duration::from_secs(4);
+/// Most lines waiting for acknowledgements at once (all members together).
+pub(crate) const MAX_UNSENT: usize = 10_000;
+/// Failed lines remembered for a resend.
+const MAX_FAILED_KEPT: usize = 256;
+
+/// What became of a line, for its sender.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Settled {
+    /// Every member it was written to acknowledged it (or left).
+    Delivered { seq: u64 },
+    /// These members did not acknowledge it in time.
+    Failed { seq: u64, peers: Vec<PeerId> },
+}
+
+/// One send the caller must make now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Send {
+    /// To whom.
+    pub(crate) peer: PeerId,
+    /// The line (our number for it).
+    pub(crate) line: u64,
+    /// The member's stream and the line's number in it (contiguous per member).
+    pub(crate) stream: u64,
+    pub(crate) wire: u64,
+    /// Attempt number (1 = first).
+    pub(crate) attempt: u32,
+    /// The text and when it was written.
+    pub(crate) text: String,
+    pub(crate) unix_ms: u64,
+}
+
+/// One line and whom it still has to reach.
+#[derive(Debug)]
+struct Line {
+    text: String,
+    unix_ms: u64,
+    /// Members that have not acknowledged it yet.
+    waiting: BTreeSet<PeerId>,
+    /// Members for whom it failed.
+    failed: BTreeSet<PeerId>,
+}
+
+/// One line on its way to one member.
+#[derive(Debug, Clone, Copy)]
+struct Attempt {
+    line: u64,
+    /// The attempt number (1 = first send).
+    number: u32,
+    /// When the line was first sent to this member (the give-up clock).
+    first: Instant,
+    /// When to send again; `None` while an attempt is in flight.
+    retry_at: Option<Instant>,
+}
+
+/// The lines to one member: a stream of its own (random id, numbers from 1 without gaps),
+/// so that the member's reorder buffer never waits for a line that was not for it.
+#[derive(Debug)]
+struct Queue {
+    stream: u64,
+    next_wire: u64,
+    /// Not sent yet, in order: (line, wire number).
+    unsent: VecDeque<(u64, u64)>,
+    /// Sent and not acknowledged, by wire number.
+    in_flight: BTreeMap<u64, Attempt>,
+}
+
+impl Queue {
+    fn new(stream: u64) -> Self {
+        Self {
+            stream,
+            next_wire: 1,
+            unsent: VecDeque::new(),
+            in_flight: BTreeMap::new(),
+        }
+    }
+
+    /// Starts over as `stream`: the unacknowledged lines, in order, from number 1.
+    fn restart(&mut self, stream: u64) {
+        let mut lines: Vec<u64> = self
+            .in_flight
+            .values()
+            .map(|a| a.line)
+            .chain(self.unsent.iter().map(|(line, _)| *line))
+            .collect();
+        lines.sort_unstable();
+        *self = Queue::new(stream);
+        for line in lines {
+            self.enqueue(line);
+        }
+    }
+
+    fn enqueue(&mut self, line: u64) {
+        self.unsent.push_back((line, self.next_wire));
+        self.next_wire += 1;
+    }
+}
+
+/// Every unacknowledged chat line of ours. See the [module docs](self).
+#[derive(Debug, Default)]
+pub(crate) struct ChatOutbox {
+    lines: BTreeMap<u64, Line>,
+    queues: HashMap<PeerId, Queue>,
+    /// Lines that failed for someone, oldest first (for a resend).
+    failed: VecDeque<u64>,
+}
+
+impl ChatOutbox {
+    /// Whether another line may be queued.
+    pub(crate) fn has_room(&self) -> bool {
+        self.lines.len() < MAX_UNSENT
+    }
+
+    /// Queues line `seq` for `recipients` (a member seen for the first time gets a stream
+    /// id from `new_stream`); a line for nobody is delivered at once.
+    pub(crate) fn push(
+        &mut self,
+        seq: u64,
+        text: String,
+        unix_ms: u64,
+        recipients: impl IntoIterator<Item = PeerId>,
+        mut new_stream: impl FnMut() -> u64,
+    ) -> Option<Settled> {
+        let waiting: BTreeSet<PeerId> = recipients.into_iter().collect();
+        if waiting.is_empty() {
+            return Some(Settled::Delivered { seq });
+        }
+        for peer in &waiting {
+            self.queues
+                .entry(*peer)
+                .or_insert_with(|| Queue::new(new_stream()))
+                .enqueue(seq);
+        }
+        self.lines.insert(
+            seq,
+            Line {
+                text,
+                unix_ms,
+                waiting,
+                failed: BTreeSet::new(),
+            },
+        );
+        None
+    }
+
+    /// The sends due now: retries whose time came, and new lines within each member's
+    /// window (no line more than [`WINDOW`] past the oldest one it has not acknowledged).
+    /// The caller sends each and later reports [`ChatOutbox::acked`] or
+    /// [`ChatOutbox::failed`] with its peer and wire number.
+    pub(crate) fn due(&mut self, now: Instant) -> Vec<Send> {
+        let mut due = Vec::new();
+        for (peer, queue) in &mut self.queues {
+            for (wire, attempt) in &mut queue.in_flight {
+                if attempt.retry_at.is_some_and(|at| at <= now) {
+                    attempt.retry_at = None;
+                    attempt.number += 1;
+                    due.push((*peer, queue.stream, *wire, attempt.line, attempt.number));
+                }
+            }
+            while let Some(&(line, wire)) = queue.unsent.front() {
+                let oldest = queue.in_flight.keys().next().copied().unwrap_or(wire);
+                if wire >= oldest + WINDOW as u64 {
+                    break;
+                }
+                queue.unsent.pop_front();
+                queue.in_flight.insert(
+                    wire,
+                    Attempt {
+                        line,
+                        number: 1,
+                        first: now,
+                        retry_at: None,
+                    },
+                );
+                due.push((*peer, queue.stream, wire, line, 1));
+            }
+        }
+        due.sort_by_key(|(_, _, wire, line, _)| (*line, *wire));
+        due.into_iter()
+            .filter_map(|(peer, stream, wire, line, attempt)| {
+                let text = self.lines.get(&line)?;
+                Some(Send {
+                    peer,
+                    line,
+                    stream,
+                    wire,
+                    attempt,
+                    text: text.text.clone(),
+                    unix_ms: text.unix_ms,
+                })
+            })
+            .collect()
+    }
+
+    /// `peer` acknowledged the line it got as number `wire`.
+    pub(crate) fn acked(&mut self, peer: PeerId, wire: u64) -> Option<Settled> {
+        let queue = self.queues.get_mut(&peer)?;
+        let attempt = queue.in_flight.remove(&wire)?;
+        self.resolve(peer, attempt.line)
+    }
+
+    /// The line `wire` did not reach `peer` (a failure, or a `Nack`): retry after a backoff
+    /// of `base` doubled per attempt (capped, plus `jitter` in [0, 1) of half of it), or
+    /// give up once `give_up` has passed since the first attempt.
+    pub(crate) fn failed(
+        &mut self,
+        now: Instant,
+        peer: PeerId,
+        wire: u64,
+        base: Duration,
+        give_up: Duration,
+        jitter: f64,
+    ) -> Option<Settled> {
+        let queue = self.queues.get_mut(&peer)?;
+        let attempt = queue.in_flight.get_mut(&wire)?;
+        if now >= attempt.first + give_up {
+            let line = attempt.line;
+            queue.in_flight.remove(&wire);
+            self.lines.get_mut(&line)?.failed.insert(peer);
+            return self.resolve(peer, line);
+        }
+        let doublings = attempt.number.saturating_sub(1).min(16);
+        let delay = base.saturating_mul(1 << doublings).min(RETRY_CAP);
+        attempt.retry_at = Some(now + delay + delay.mul_f64(jitter.clamp(0.0, 1.0) / 2.0));
+        None
+    }
+
+    /// `peer` is no longer a member: its lines no longer wait for it (and should it come
+    /// back, it gets a new stream).
+    pub(crate) fn member_gone(&mut self, peer: PeerId) -> Vec<Settled> {
+        let Some(queue) = self.queues.remove(&peer) else {
+            return Vec::new();
+        };
+        let lines: Vec<u64> = queue
+            .unsent
+            .into_iter()
+            .map(|(line, _)| line)
+            .chain(queue.in_flight.into_values().map(|a| a.line))
+            .collect();
+        lines
+            .into_iter()
+            .filter_map(|line| self.resolve(peer, line))
+            .collect()
+    }
+
+    /// Queues failed line `seq` again for those of `members` it failed for. Returns whether
+    /// there was such a line.
+    pub(crate) fn resend(
+        &mut self,
+        seq: u64,
+        members: &BTreeSet<PeerId>,
+        mut new_stream: impl FnMut() -> u64,
+    ) -> bool {
+        let Some(line) = self.lines.get_mut(&seq) else {
+            return false;
+        };
+        let again: Vec<PeerId> = line
+            .failed
+            .iter()
+            .filter(|p| members.contains(p))
+            .copied()
+            .collect();
+        if again.is_empty() {
+            return false;
+        }
+        for peer in again {
+            line.failed.remove(&peer);
+            line.waiting.insert(peer);
+            self.queues
+                .entry(peer)
+                .or_insert_with(|| Queue::new(new_stream()))
+                .enqueue(seq);
+        }
+        self.failed.retain(|s| *s != seq);
+        true
+    }
+
+    /// We joined the group again (a new leaf): the members dropped what they knew of our
+    /// streams, so every member's unacknowledged lines start over in a new stream,
+    /// numbered from 1, in order.
+    pub(crate) fn restart_streams(&mut self, mut new_stream: impl FnMut() -> u64) {
+        for queue in self.queues.values_mut() {
+            queue.restart(new_stream());
+        }
+    }
+
+    /// `peer` joined again with a new leaf (it restarted): it knows nothing of our stream
+    /// to it, which starts over as in [`ChatOutbox::restart_streams`].
+    pub(crate) fn restart_stream(&mut self, peer: PeerId, stream: u64) {
+        if let Some(queue) = self.queues.get_mut(&peer) {
+            queue.restart(stream);
+        }
+    }
+
+    /// The earliest retry.
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        self.queues
+            .values()
+            .flat_map(|q| q.in_flight.values())
+            .filter_map(|a| a.retry_at)
+            .min()
+    }
+
+    /// Lines not yet acknowledged by everyone.
+    pub(crate) fn pending(&self) -> usize {
+        self.lines
+            .values()
+            .filter(|line| !line.waiting.is_empty())
+            .count()
+    }
+
+    /// `peer` is done with `seq` (acknowledged, failed, or gone): settle the line once
+    /// nobody is waiting for it.
+    fn resolve(&mut self, peer: PeerId, seq: u64) -> Option<Settled> {
+        let line = self.lines.get_mut(&seq)?;
+        line.waiting.remove(&peer);
+        if !line.waiting.is_empty() {
+            return None;
+        }
+        if line.failed.is_empty() {
+            self.lines.remove(&seq);
+            return Some(Settled::Delivered { seq });
+        }
+        let peers = line.failed.iter().copied().collect();
+        // Kept for a resend, up to a bound.
+        self.failed.push_back(seq);
+        while self.failed.len() > MAX_FAILED_KEPT {
+            if let Some(old) = self.failed.pop_front() {
+                self.lines.remove(&old);
+            }
+        }
+        Some(Settled::Failed { seq, peers })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: Duration = Duration::from_millis(300);
+    const GIVE_UP: Duration = Duration::from_secs(30);
+
+    #[allow(clippy::disallowed_methods)]
+    fn start() -> Instant {
+        Instant::now()
+    }
+
+    fn stream() -> u64 {
+        7
+    }
+
+    fn push(outbox: &mut ChatOutbox, seq: u64, to: &[PeerId]) -> Option<Settled> {
+        outbox.push(seq, format!("line {seq}"), seq, to.iter().copied(), stream)
+    }
+
+    #[test]
+    fn a_window_of_lines_goes_out_and_each_ack_lets_one_more_through() {
+        let now = start();
+        let (a, b) = (PeerId::random(), PeerId::random());
+        let mut outbox = ChatOutbox::default();
+        for seq in 1..=40 {
+            assert_eq!(push(&mut outbox, seq, &[a, b]), None);
+        }
+        let sends = outbox.due(now);
+        assert_eq!(sends.len(), 2 * WINDOW);
+        assert!(outbox.due(now).is_empty(), "nothing more until an ack");
+        assert_eq!(outbox.acked(a, 1), None, "b still has to acknowledge it");
+        assert_eq!(outbox.acked(b, 1), Some(Settled::Delivered { seq: 1 }));
+        let next = outbox.due(now);
+        assert_eq!(next.len(), 2);
+        assert!(next.iter().all(|s| s.line == WINDOW as u64 + 1));
+        assert_eq!(next[0].text, format!("line {}", WINDOW + 1));
+        assert_eq!(outbox.pending(), 39);
+    }
+
+    #[test]
+    fn a_stuck_line_holds_the_window_so_the_receiver_never_buffers_more_than_it() {
+        let now = start();
+        let a = PeerId::random();
+        let mut outbox = ChatOutbox::default();
+        for seq in 1..=100 {
+            push(&mut outbox, seq, &[a]);
+        }
+        outbox.due(now);
+        // Everything but the first is acknowledged: nothing past 1 + WINDOW goes out.
+        for wire in 2..=WINDOW as u64 {
+            outbox.acked(a, wire);
+        }
+        assert!(outbox.due(now).is_empty());
+        outbox.acked(a, 1);
+        let next: Vec<u64> = outbox.due(now).iter().map(|s| s.wire).collect();
+        assert_eq!(
+            next,
+            (WINDOW as u64 + 1..=2 * WINDOW as u64).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn each_member_gets_its_own_gapless_numbering() {
+        let now = start();
+        let (a, b) = (PeerId::random(), PeerId::random());
+        let mut outbox = ChatOutbox::default();
+        push(&mut outbox, 1, &[a]);
+        push(&mut outbox, 2, &[a, b]); // b joined in between
+        let sends = outbox.due(now);
+        let to_b: Vec<(u64, u64)> = sends
+            .iter()
+            .filter(|s| s.peer == b)
+            .map(|s| (s.line, s.wire))
+            .collect();
+        assert_eq!(to_b, vec![(2, 1)], "b's first line is its number 1");
+    }
+
+    #[test]
+    fn failures_back_off_then_give_up_and_a_resend_goes_out_again() {
+        let mut now = start();
+        let a = PeerId::random();
+        let mut outbox = ChatOutbox::default();
+        push(&mut outbox, 1, &[a]);
+        assert_eq!(outbox.due(now).len(), 1);
+        let mut gaps = Vec::new();
+        let mut settled = None;
+        for _ in 0..100 {
+            settled = outbox.failed(now, a, 1, BASE, GIVE_UP, 0.0);
+            if settled.is_some() {
+                break;
+            }
+            let at = outbox.next_deadline().expect("a retry is scheduled");
+            gaps.push(at - now);
+            now = at;
+            assert_eq!(outbox.due(now).len(), 1);
+        }
+        assert_eq!(gaps[0], BASE);
+        assert_eq!(gaps[1], BASE * 2);
+        assert!(gaps.iter().all(|g| *g <= RETRY_CAP));
+        assert_eq!(
+            settled,
+            Some(Settled::Failed {
+                seq: 1,
+                peers: vec![a]
+            })
+        );
+        // The user sends it again: it goes out to `a` once more, as its next number.
+        assert!(outbox.resend(1, &BTreeSet::from([a]), stream));
+        let sends = outbox.due(now);
+        assert_eq!(sends.len(), 1);
+        assert_eq!(sends[0].wire, 2);
+        assert_eq!(outbox.acked(a, 2), Some(Settled::Delivered { seq: 1 }));
+        assert!(!outbox.resend(1, &BTreeSet::from([a]), stream));
+    }
+
+    #[test]
+    fn a_member_who_leaves_is_no_longer_waited_for() {
+        let now = start();
+        let (a, b) = (PeerId::random(), PeerId::random());
+        let mut outbox = ChatOutbox::default();
+        for seq in 1..=20 {
+            push(&mut outbox, seq, &[a, b]);
+        }
+        for _ in 0..3 {
+            for send in outbox.due(now) {
+                if send.peer == a {
+                    outbox.acked(a, send.wire);
+                }
+            }
+        }
+        let settled = outbox.member_gone(b);
+        assert_eq!(
+            settled.len(),
+            20,
+            "every line is delivered to those still there"
+        );
+        assert!(
+            settled
+                .iter()
+                .all(|s| matches!(s, Settled::Delivered { .. }))
+        );
+        assert_eq!(outbox.pending(), 0);
+    }
+
+    #[test]
+    fn jitter_spreads_retries_and_a_line_for_nobody_is_delivered_at_once() {
+        let now = start();
+        let a = PeerId::random();
+        let mut outbox = ChatOutbox::default();
+        assert_eq!(
+            push(&mut outbox, 7, &[]),
+            Some(Settled::Delivered { seq: 7 })
+        );
+        push(&mut outbox, 1, &[a]);
+        outbox.due(now);
+        outbox.failed(now, a, 1, BASE, GIVE_UP, 0.9);
+        let at = outbox.next_deadline().unwrap();
+        assert!(at - now > BASE && at - now <= BASE * 3 / 2);
+    }
+}
