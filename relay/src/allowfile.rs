@@ -226,6 +226,12 @@ fn write(path: &Path, doc: &DocumentMut) -> Result<(), AllowFileError> {
     std::fs::write(&temp, text).map_err(io)?;
     if let Ok(meta) = std::fs::metadata(path) {
         std::fs::set_permissions(&temp, meta.permissions()).map_err(io)?;
+        // Keep the owner too (e.g. a group the service reads it as); best effort.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            let _ = std::os::unix::fs::chown(&temp, Some(meta.uid()), Some(meta.gid()));
+        }
     }
     std::fs::rename(&temp, path).map_err(|err| {
         let _ = std::fs::remove_file(&temp);

@@ -34,7 +34,7 @@
 //! bandwidth_per_identity = 1250000   # bytes/s per identity, both directions; 0 = unlimited
 //! max_allocations = 4096         # allocations held at once, everyone together
 //! max_bandwidth = 125000000      # bytes/s relayed, everyone together; 0 = unlimited
-//! max_allocations_per_second = 50    # new allocations per second, everyone together
+//! max_allocations_per_second = 200   # new allocations per second, everyone together
 //! max_tcp_connections = 1024
 //! max_tcp_connections_per_ip = 256
 //! tcp_handshake_timeout = "5s"   # first STUN message of a TCP connection within this
@@ -171,7 +171,8 @@ pub struct TurnConfig {
     /// (default 125 000 000 = 1 Gbit/s).
     #[serde(default = "defaults::max_bandwidth")]
     pub max_bandwidth: u64,
-    /// New allocations per second by everyone together (default 50, bursts of as many).
+    /// New allocations per second by everyone together (default 200, bursts of as many: a
+    /// member joining a meeting of 24 may take 48 at once, one per peer and transport).
     #[serde(default = "defaults::max_allocations_per_second")]
     pub max_allocations_per_second: u32,
     /// TURN-over-TCP connections at once from one IP address (default 256).
@@ -406,7 +407,7 @@ mod defaults {
         125_000_000
     }
     pub(super) fn max_allocations_per_second() -> u32 {
-        50
+        200
     }
     pub(super) fn max_tcp_connections_per_ip() -> usize {
         256
