@@ -107,7 +107,9 @@ impl Allowlist {
     }
 }
 
-fn parse_identity(entry: &str) -> Option<PeerId> {
+/// The identity an allowlist entry names: a peer id (`12D3KooW…`) or an ed25519 public key
+/// as 64 hex digits.
+pub fn parse_identity(entry: &str) -> Option<PeerId> {
     if let Ok(peer) = entry.parse::<PeerId>() {
         return Some(peer);
     }
@@ -224,6 +226,11 @@ impl AllocationCounts {
             max_per_identity,
             held: HashMap::new(),
         }
+    }
+
+    /// Changes the quota (a reload); allocations already held stay.
+    pub fn set_max(&mut self, max_per_identity: usize) {
+        self.max_per_identity = max_per_identity;
     }
 
     /// Whether `peer` may take one more (without taking it).

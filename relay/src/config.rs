@@ -1,5 +1,7 @@
 //! The relay's TOML configuration. Every field has a documented default, so an empty file
-//! (or no file) is a valid configuration.
+//! (or no file) is a valid configuration. [`Config::reloadable_differences`] says which
+//! changes a running relay takes on reload ([`crate::node::Relay::reload`]) and which need a
+//! restart.
 //!
 //! ```toml
 //! # Addresses to listen on (default: TCP and QUIC on port 4001, every interface).
@@ -30,11 +32,20 @@
 //! credential_ttl = "12h"         # lifetime of issued credentials
 //! max_allocations_per_identity = 8
 //! bandwidth_per_identity = 1250000   # bytes/s per identity, both directions; 0 = unlimited
+//! max_allocations = 4096         # allocations held at once, everyone together
+//! max_bandwidth = 125000000      # bytes/s relayed, everyone together; 0 = unlimited
+//! max_allocations_per_second = 200   # new allocations per second, everyone together
 //! max_tcp_connections = 1024
-//! allow_loopback_peers = false   # relay to 127.0.0.0/8, ::1, 0.0.0.0 (testing only)
+//! max_tcp_connections_per_ip = 256
+//! tcp_handshake_timeout = "5s"   # first STUN message of a TCP connection within this
+//! tcp_idle_timeout = "5m"        # a silent TCP connection is closed after this
+//! allow_peers = []               # CIDR ranges opened despite the peer policy
+//!                                # (crate::policy: internal ranges are refused by default)
+//! allow_loopback_peers = false   # relay to 127.0.0.0/8 and ::1 (testing only)
 //!
 //! [access]                       # who gets TURN credentials over libp2p
 //! open = true                    # anyone; false: only the identities in `allow`
+//!                                # (`conclave-relay allow add|remove|list` edits this)
 //! allow = []                     # peer ids (12D3KooW…) or 64-hex ed25519 public keys
 //!
 //! [metrics]                      # Prometheus /metrics and /healthz over HTTP
@@ -46,6 +57,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use ipnet::IpNet;
 use libp2p::Multiaddr;
 use serde::Deserialize;
 
@@ -144,10 +156,43 @@ pub struct TurnConfig {
     /// TURN-over-TCP connections at once (default 1024).
     #[serde(default = "defaults::max_tcp_connections")]
     pub max_tcp_connections: usize,
-    /// Relay to loopback and unspecified addresses of the relay host (default false: a
-    /// TURN client must not reach services bound to the relay's loopback).
+    /// Relay to loopback addresses (`127.0.0.0/8`, `::1`) of the relay host (default false:
+    /// a TURN client must not reach services bound to the relay's loopback). Tests only.
     #[serde(default)]
     pub allow_loopback_peers: bool,
+    /// Peer ranges opened despite the default policy ([`crate::policy`]), as CIDR strings
+    /// (`"10.20.0.0/16"`) or single addresses (default none: internal ranges are refused).
+    #[serde(default, deserialize_with = "deserialize_ranges")]
+    pub allow_peers: Vec<IpNet>,
+    /// Allocations held at once by everyone together (default 4096).
+    #[serde(default = "defaults::max_allocations")]
+    pub max_allocations: usize,
+    /// Relayed bytes per second by everyone together, both directions, 0 for unlimited
+    /// (default 125 000 000 = 1 Gbit/s).
+    #[serde(default = "defaults::max_bandwidth")]
+    pub max_bandwidth: u64,
+    /// New allocations per second by everyone together (default 200, bursts of as many: a
+    /// member joining a meeting of 24 may take 48 at once, one per peer and transport).
+    #[serde(default = "defaults::max_allocations_per_second")]
+    pub max_allocations_per_second: u32,
+    /// TURN-over-TCP connections at once from one IP address (default 256).
+    #[serde(default = "defaults::max_tcp_connections_per_ip")]
+    pub max_tcp_connections_per_ip: usize,
+    /// How long a new TURN-over-TCP connection may take to send its first STUN message
+    /// (default 5 s).
+    #[serde(default = "defaults::tcp_handshake_timeout", with = "humantime_serde")]
+    pub tcp_handshake_timeout: Duration,
+    /// How long a TURN-over-TCP connection may stay silent before it is closed (default
+    /// 5 min: a client with an allocation refreshes its permissions every few minutes).
+    #[serde(default = "defaults::tcp_idle_timeout", with = "humantime_serde")]
+    pub tcp_idle_timeout: Duration,
+}
+
+fn deserialize_ranges<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error> {
+    Vec::<String>::deserialize(d)?
+        .iter()
+        .map(|entry| crate::policy::parse_range(entry).map_err(serde::de::Error::custom))
+        .collect()
 }
 
 /// A range of UDP ports, written `"LOW-HIGH"`.
@@ -222,6 +267,13 @@ impl Default for TurnConfig {
             bandwidth_per_identity: defaults::bandwidth_per_identity(),
             max_tcp_connections: defaults::max_tcp_connections(),
             allow_loopback_peers: false,
+            allow_peers: Vec::new(),
+            max_allocations: defaults::max_allocations(),
+            max_bandwidth: defaults::max_bandwidth(),
+            max_allocations_per_second: defaults::max_allocations_per_second(),
+            max_tcp_connections_per_ip: defaults::max_tcp_connections_per_ip(),
+            tcp_handshake_timeout: defaults::tcp_handshake_timeout(),
+            tcp_idle_timeout: defaults::tcp_idle_timeout(),
         }
     }
 }
@@ -348,6 +400,24 @@ mod defaults {
     pub(super) fn max_tcp_connections() -> usize {
         1024
     }
+    pub(super) fn max_allocations() -> usize {
+        4096
+    }
+    pub(super) fn max_bandwidth() -> u64 {
+        125_000_000
+    }
+    pub(super) fn max_allocations_per_second() -> u32 {
+        200
+    }
+    pub(super) fn max_tcp_connections_per_ip() -> usize {
+        256
+    }
+    pub(super) fn tcp_handshake_timeout() -> Duration {
+        Duration::from_secs(5)
+    }
+    pub(super) fn tcp_idle_timeout() -> Duration {
+        Duration::from_secs(300)
+    }
     pub(super) fn metrics_listen() -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], 9464))
     }
@@ -410,6 +480,25 @@ impl Config {
                     .into(),
             ));
         }
+        if turn.max_allocations == 0
+            || turn.max_allocations_per_second == 0
+            || turn.max_tcp_connections_per_ip == 0
+        {
+            return Err(ConfigError::Invalid(
+                "turn.max_allocations, turn.max_allocations_per_second and \
+                 turn.max_tcp_connections_per_ip must be positive"
+                    .into(),
+            ));
+        }
+        if turn.tcp_handshake_timeout < Duration::from_secs(1)
+            || turn.tcp_idle_timeout < turn.tcp_handshake_timeout
+        {
+            return Err(ConfigError::Invalid(
+                "turn.tcp_handshake_timeout must be at least 1s and turn.tcp_idle_timeout at \
+                 least as long"
+                    .into(),
+            ));
+        }
         if turn.credential_ttl < Duration::from_secs(60) {
             return Err(ConfigError::Invalid(
                 "turn.credential_ttl must be at least one minute".into(),
@@ -418,11 +507,6 @@ impl Config {
         if turn.realm.is_empty() || turn.realm.len() > 127 {
             return Err(ConfigError::Invalid(
                 "turn.realm must have 1 to 127 bytes".into(),
-            ));
-        }
-        if !self.access.open && self.access.allow.is_empty() {
-            return Err(ConfigError::Invalid(
-                "access.open = false needs at least one identity in access.allow".into(),
             ));
         }
         if self.access.open && !self.access.allow.is_empty() {
@@ -435,9 +519,133 @@ impl Config {
     }
 }
 
+impl Config {
+    /// The keys that differ between `self` (running) and `new` but only take effect after a
+    /// restart: listeners, addresses, ports, files, circuit limits, metrics.
+    pub fn restart_needed(&self, new: &Config) -> Vec<&'static str> {
+        let (a, b) = (&self.turn, &new.turn);
+        [
+            ("listen", self.listen != new.listen),
+            ("data_dir", self.data_dir != new.data_dir),
+            ("circuit", self.circuit != new.circuit),
+            ("metrics", self.metrics != new.metrics),
+            ("turn.enabled", a.enabled != b.enabled),
+            ("turn.listen", a.listen != b.listen),
+            ("turn.tcp", a.tcp != b.tcp),
+            ("turn.public_ip", a.public_ip != b.public_ip),
+            ("turn.public_host", a.public_host != b.public_host),
+            ("turn.relay_ports", a.relay_ports != b.relay_ports),
+            ("turn.realm", a.realm != b.realm),
+            ("turn.secret_file", a.secret_file != b.secret_file),
+        ]
+        .into_iter()
+        .filter_map(|(key, changed)| changed.then_some(key))
+        .collect()
+    }
+
+    /// The keys a reload applies that differ between `self` and `new`: `[access]` and the
+    /// TURN policy, quotas, caps and TCP limits.
+    pub fn reloadable_differences(&self, new: &Config) -> Vec<&'static str> {
+        let (a, b) = (&self.turn, &new.turn);
+        [
+            ("access", self.access != new.access),
+            ("turn.allow_peers", a.allow_peers != b.allow_peers),
+            (
+                "turn.allow_loopback_peers",
+                a.allow_loopback_peers != b.allow_loopback_peers,
+            ),
+            ("turn.credential_ttl", a.credential_ttl != b.credential_ttl),
+            (
+                "turn.max_allocations_per_identity",
+                a.max_allocations_per_identity != b.max_allocations_per_identity,
+            ),
+            (
+                "turn.bandwidth_per_identity",
+                a.bandwidth_per_identity != b.bandwidth_per_identity,
+            ),
+            (
+                "turn.max_allocations",
+                a.max_allocations != b.max_allocations,
+            ),
+            ("turn.max_bandwidth", a.max_bandwidth != b.max_bandwidth),
+            (
+                "turn.max_allocations_per_second",
+                a.max_allocations_per_second != b.max_allocations_per_second,
+            ),
+            (
+                "turn.max_tcp_connections",
+                a.max_tcp_connections != b.max_tcp_connections,
+            ),
+            (
+                "turn.max_tcp_connections_per_ip",
+                a.max_tcp_connections_per_ip != b.max_tcp_connections_per_ip,
+            ),
+            (
+                "turn.tcp_handshake_timeout",
+                a.tcp_handshake_timeout != b.tcp_handshake_timeout,
+            ),
+            (
+                "turn.tcp_idle_timeout",
+                a.tcp_idle_timeout != b.tcp_idle_timeout,
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(key, changed)| changed.then_some(key))
+        .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn policy_caps_and_tcp_limits_parse() {
+        let text = "[turn]\nallow_peers = [\"10.20.0.0/16\", \"fd00::/8\", \"192.0.2.7\"]\n\
+                    max_allocations = 10\nmax_bandwidth = 0\nmax_allocations_per_second = 2\n\
+                    max_tcp_connections_per_ip = 3\ntcp_handshake_timeout = \"2s\"\n\
+                    tcp_idle_timeout = \"1m\"\n";
+        let config = Config::from_toml(text, Path::new("x.toml")).unwrap();
+        let ranges: Vec<String> = config
+            .turn
+            .allow_peers
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(ranges, ["10.20.0.0/16", "fd00::/8", "192.0.2.7/32"]);
+        assert_eq!(config.turn.max_allocations, 10);
+        assert_eq!(config.turn.max_tcp_connections_per_ip, 3);
+        assert_eq!(config.turn.tcp_handshake_timeout, Duration::from_secs(2));
+        let err = Config::from_toml("[turn]\nallow_peers = [\"intranet\"]", Path::new("r.toml"))
+            .unwrap_err();
+        assert!(err.to_string().contains("intranet"), "{err}");
+        // A closed allowlist may be empty (everyone removed): nobody gets credentials.
+        let closed = Config::from_toml("[access]\nopen = false", Path::new("x.toml")).unwrap();
+        assert!(
+            !closed
+                .access
+                .allowlist()
+                .unwrap()
+                .allows(&libp2p::PeerId::random())
+        );
+        let defaults = Config::default();
+        assert_eq!(
+            defaults.reloadable_differences(&config),
+            [
+                "turn.allow_peers",
+                "turn.max_allocations",
+                "turn.max_bandwidth",
+                "turn.max_allocations_per_second",
+                "turn.max_tcp_connections_per_ip",
+                "turn.tcp_handshake_timeout",
+                "turn.tcp_idle_timeout"
+            ]
+        );
+        assert!(defaults.restart_needed(&config).is_empty());
+        let mut moved = config.clone();
+        moved.turn.listen = "127.0.0.1:1".parse().unwrap();
+        assert_eq!(config.restart_needed(&moved), ["turn.listen"]);
+    }
 
     #[test]
     fn empty_file_is_the_defaults() {
@@ -493,7 +701,9 @@ mod tests {
         for bad in [
             "[turn]\nrelay_ports = \"9-3\"",
             "[turn]\nmax_allocations_per_identity = 0",
-            "[access]\nopen = false",
+            "[turn]\nallow_peers = [\"10.0.0.0/33\"]",
+            "[turn]\nmax_allocations = 0",
+            "[turn]\ntcp_handshake_timeout = \"0s\"",
             "[access]\nallow = [\"x\"]",
             "[access]\nopen = false\nallow = [\"x\"]",
         ] {

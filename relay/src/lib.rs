@@ -10,6 +10,8 @@
 //! - [`node`]: the libp2p node and its actor loop; starts everything else.
 //! - [`turn`]: the STUN/TURN server (UDP and TCP) with quotas and counters.
 //! - [`access`]: allowlist, REST-API credentials and quota rules (pure).
+//! - [`policy`]: which peer addresses TURN may relay to (pure): no internal ranges.
+//! - [`allowfile`]: `conclave-relay allow add|remove|list`, editing the config file.
 //! - [`metrics`]: Prometheus counters.
 //! - [`health`]: the HTTP endpoint for `/metrics` and `/healthz`.
 #![forbid(unsafe_code)]
@@ -17,11 +19,13 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod access;
+pub mod allowfile;
 pub mod config;
 pub mod health;
 pub mod metrics;
 pub mod node;
+pub mod policy;
 pub mod turn;
 
 pub use config::{Config, ConfigError};
-pub use node::{Relay, RelayError};
+pub use node::{Relay, RelayError, ReloadReport};

@@ -1,19 +1,28 @@
-//! `conclave-relay` command line: parse flags, read the TOML config, run until Ctrl-C.
+//! `conclave-relay` command line: parse flags, read the TOML config, run until Ctrl-C,
+//! reloading the config when its file changes or on `SIGHUP`; or, with `allow …`, edit the
+//! config file's allowlist and exit.
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Parser, Subcommand};
+use conclave_relay::allowfile::{self, AllowFileError};
 use conclave_relay::{Config, Relay};
 use libp2p::Multiaddr;
+use tracing::{error, warn};
+
+/// How often the config file is checked for changes.
+const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// DHT bootstrap, circuit relay and STUN/TURN for Conclave meetings. Sees only ciphertext.
 #[derive(Debug, Parser)]
 #[command(name = "conclave-relay", version)]
 struct Args {
-    /// TOML configuration file (every field optional; see docs/relay.md).
-    #[arg(long)]
+    /// TOML configuration file (every field optional; see docs/relay.md). A running relay
+    /// reloads it when it changes or on SIGHUP.
+    #[arg(long, global = true)]
     config: Option<PathBuf>,
     /// Where the relay keeps its identity key (overrides the config file).
     #[arg(long)]
@@ -34,8 +43,34 @@ struct Args {
     #[arg(long)]
     metrics_listen: Option<SocketAddr>,
     /// One JSON object per line on stdout instead of human text.
-    #[arg(long)]
+    #[arg(long, global = true)]
     json: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Manage the TURN allowlist (`[access]`) in the --config file; a running relay
+    /// applies the change within a second.
+    #[command(subcommand)]
+    Allow(AllowCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum AllowCommand {
+    /// Give an identity TURN credentials (closes an open relay to everyone else).
+    Add {
+        /// Peer id (`conclave id` prints it) or 64-hex ed25519 public key.
+        identity: String,
+    },
+    /// Take an identity's TURN credentials away and end its allocations.
+    Remove {
+        /// Peer id or 64-hex ed25519 public key.
+        identity: String,
+    },
+    /// Print the allowlist.
+    List,
 }
 
 #[tokio::main]
@@ -50,13 +85,92 @@ async fn main() {
         )
         .init();
     let args = Args::parse();
-    if let Err(err) = run(args).await {
+    let result = match &args.command {
+        Some(Command::Allow(command)) => allow(&args, command),
+        None => run(&args).await,
+    };
+    if let Err(err) = result {
         eprintln!("conclave-relay: {err:#}");
-        std::process::exit(1);
+        let usage = err.downcast_ref::<AllowFileError>().is_some_and(|e| {
+            matches!(
+                e,
+                AllowFileError::Identity(_) | AllowFileError::NotListed(_)
+            )
+        }) || err.downcast_ref::<Usage>().is_some();
+        std::process::exit(if usage { 2 } else { 1 });
     }
 }
 
-async fn run(args: Args) -> anyhow::Result<()> {
+/// A command-line mistake (exit code 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Usage(&'static str);
+
+fn allow(args: &Args, command: &AllowCommand) -> anyhow::Result<()> {
+    let path = args.config.as_deref().ok_or(Usage(
+        "allow needs --config FILE: the file the relay runs with",
+    ))?;
+    let json = |value: serde_json::Value| println!("{value}");
+    match command {
+        AllowCommand::List => {
+            let listing = allowfile::list(path)?;
+            if args.json {
+                json(serde_json::json!({
+                    "event": "allowlist", "open": listing.open, "allow": listing.allow,
+                }));
+            } else if listing.open {
+                println!("open: anyone who connects gets TURN credentials");
+                for entry in &listing.allow {
+                    println!("{entry} (ignored while open)");
+                }
+            } else if listing.allow.is_empty() {
+                println!("closed, and nobody is listed: nobody gets TURN credentials");
+            } else {
+                for entry in &listing.allow {
+                    println!("{entry}");
+                }
+            }
+        }
+        AllowCommand::Add { identity } => {
+            let edit = allowfile::add(path, identity)?;
+            if args.json {
+                json(serde_json::json!({
+                    "event": "allowlist", "open": false, "allow": edit.allow,
+                    "changed": edit.changed, "closed": edit.closed,
+                }));
+            } else {
+                if edit.closed {
+                    println!(
+                        "the relay was open; it now gives TURN credentials only to listed identities"
+                    );
+                }
+                let what = if edit.changed {
+                    "added"
+                } else {
+                    "already listed"
+                };
+                println!("{identity}: {what} ({} listed)", edit.allow.len());
+            }
+        }
+        AllowCommand::Remove { identity } => {
+            let edit = allowfile::remove(path, identity)?;
+            if args.json {
+                json(serde_json::json!({
+                    "event": "allowlist", "open": false, "allow": edit.allow, "changed": true,
+                }));
+            } else {
+                println!(
+                    "{identity}: removed ({} listed); a running relay ends its allocations now",
+                    edit.allow.len()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The configuration: the file (or the defaults) with the command-line overrides.
+fn load(args: &Args) -> anyhow::Result<Config> {
     let mut config = match &args.config {
         Some(path) => Config::load(path)?,
         None => Config::default(),
@@ -80,6 +194,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
         config.metrics.listen = addr;
     }
     config.validate()?;
+    Ok(config)
+}
+
+async fn run(args: &Args) -> anyhow::Result<()> {
+    let config = load(args)?;
+    if args.config.is_none() {
+        warn!(
+            "no --config: running with the defaults, which give TURN credentials to anyone who \
+             connects; a site should run with a closed allowlist (docs/relay.md)"
+        );
+    }
     let data_dir = match &config.data_dir {
         Some(dir) => dir.clone(),
         None => directories::ProjectDirs::from("org", "Conclave", "conclave-relay")
@@ -117,9 +242,72 @@ async fn run(args: Args) -> anyhow::Result<()> {
             println!("  metrics and health: http://{metrics}/metrics, /healthz");
         }
     }
-    tokio::signal::ctrl_c()
-        .await
-        .context("cannot wait for Ctrl-C")?;
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("cannot watch for SIGHUP")?;
+    let mut watch = tokio::time::interval(WATCH_INTERVAL);
+    watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut seen = args.config.as_deref().and_then(read_quietly);
+    loop {
+        tokio::select! {
+            result = tokio::signal::ctrl_c() => {
+                result.context("cannot wait for Ctrl-C")?;
+                break;
+            }
+            _ = hangup.recv() => {
+                if args.config.is_none() {
+                    warn!("SIGHUP: no --config file to reload");
+                    continue;
+                }
+                seen = args.config.as_deref().and_then(read_quietly);
+                reload(args, &relay).await;
+            }
+            _ = watch.tick() => {
+                let Some(path) = args.config.as_deref() else { continue };
+                let now = read_quietly(path);
+                if now.is_some() && now != seen {
+                    seen = now;
+                    reload(args, &relay).await;
+                }
+            }
+        }
+    }
     relay.shutdown();
     Ok(())
+}
+
+/// The file's bytes, `None` if it cannot be read (e.g. while an editor replaces it).
+fn read_quietly(path: &Path) -> Option<Vec<u8>> {
+    std::fs::read(path).ok()
+}
+
+/// Re-reads the configuration and applies it; a bad file is reported and changes nothing.
+async fn reload(args: &Args, relay: &Relay) {
+    let result = match load(args) {
+        Ok(config) => relay.reload(&config).await.map_err(anyhow::Error::from),
+        Err(err) => Err(err),
+    };
+    match result {
+        Ok(report) if args.json => println!(
+            "{}",
+            serde_json::json!({
+                "event": "reloaded",
+                "changed": report.changed,
+                "restart_needed": report.restart_needed,
+                "ended_allocations": report.ended_allocations,
+            })
+        ),
+        Ok(report) => println!(
+            "configuration reloaded: changed {:?}, needing a restart {:?}, {} allocations ended",
+            report.changed, report.restart_needed, report.ended_allocations
+        ),
+        Err(err) => {
+            error!(error = %format!("{err:#}"), "configuration not reloaded; the old one stays");
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"event": "error", "kind": "reload", "message": format!("{err:#}")})
+                );
+            }
+        }
+    }
 }

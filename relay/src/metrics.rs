@@ -11,7 +11,13 @@
 //! | `turn_relayed_bytes_total` | counter: payload bytes relayed | `direction` = `to_peer` / `from_peer` |
 //! | `turn_relayed_packets_total` | counter: datagrams relayed | `direction` |
 //! | `turn_dropped_packets_total` | counter: datagrams dropped by the bandwidth quota | `direction` |
-//! | `turn_denied_peer_packets_total` | counter: datagrams to loopback peers dropped | |
+//! | `turn_denied_peer_packets_total` | counter: datagrams to or from peers the policy refuses, dropped | `direction` |
+//! | `turn_denied_peer_requests_total` | counter: CreatePermission / ChannelBind answered 403 (peer policy) | `method` = `create_permission` / `channel_bind` |
+//! | `turn_capped_allocations_total` | counter: allocations refused by a relay-wide cap (508) | `reason` = `total` / `rate` |
+//! | `turn_capped_packets_total` | counter: datagrams dropped by the relay-wide bandwidth cap | `direction` |
+//! | `turn_revoked_allocations_total` | counter: allocations ended because a reload removed their identity | |
+//! | `turn_tcp_limited_total` | counter: TURN-over-TCP connections refused or closed by a limit | `reason` = `total` / `per_ip` / `handshake_timeout` / `idle_timeout` |
+//! | `config_reloads_total` | counter: configuration reloads | `result` = `ok` / `failed` |
 //! | `turn_refused_credentials_total` | counter: TURN requests with refused credentials | `reason` = `malformed` / `expired` / `not_allowed` / `wrong_password` |
 //! | `turn_refused_allocations_total` | counter: allocations refused by the per-identity quota | |
 //! | `turn_malformed_total` | counter: datagrams / TCP frames that are not STUN or ChannelData | `transport` = `udp` / `tcp` |
@@ -50,8 +56,20 @@ pub struct Metrics {
     pub relayed_packets: Family<Label, Counter>,
     /// Datagrams dropped by the bandwidth quota, by direction.
     pub dropped_packets: Family<Label, Counter>,
-    /// Datagrams to forbidden (loopback) peers dropped.
-    pub denied_peer_packets: Counter,
+    /// Datagrams to or from peers the policy refuses, by direction.
+    pub denied_peer_packets: Family<Label, Counter>,
+    /// CreatePermission / ChannelBind requests refused (403) by the peer policy, by method.
+    pub denied_peer_requests: Family<Label, Counter>,
+    /// Allocations refused by a relay-wide cap, by reason.
+    pub capped_allocations: Family<Label, Counter>,
+    /// Datagrams dropped by the relay-wide bandwidth cap, by direction.
+    pub capped_packets: Family<Label, Counter>,
+    /// Allocations ended because a reload removed their identity from the allowlist.
+    pub revoked_allocations: Counter,
+    /// TURN-over-TCP connections refused or closed by a limit, by reason.
+    pub tcp_limited: Family<Label, Counter>,
+    /// Configuration reloads, by result.
+    pub config_reloads: Family<Label, Counter>,
     /// Requests whose credentials were refused, by reason.
     pub refused_credentials: Family<Label, Counter>,
     /// Allocations refused by the per-identity quota.
@@ -90,7 +108,13 @@ impl Metrics {
             relayed_bytes: Family::default(),
             relayed_packets: Family::default(),
             dropped_packets: Family::default(),
-            denied_peer_packets: Counter::default(),
+            denied_peer_packets: Family::default(),
+            denied_peer_requests: Family::default(),
+            capped_allocations: Family::default(),
+            capped_packets: Family::default(),
+            revoked_allocations: Counter::default(),
+            tcp_limited: Family::default(),
+            config_reloads: Family::default(),
             refused_credentials: Family::default(),
             refused_allocations: Counter::default(),
             malformed: Family::default(),
@@ -129,8 +153,38 @@ impl Metrics {
         );
         registry.register(
             "turn_denied_peer_packets",
-            "Datagrams to loopback or unspecified peers dropped",
+            "Datagrams to or from peers the address policy refuses, dropped",
             metrics.denied_peer_packets.clone(),
+        );
+        registry.register(
+            "turn_denied_peer_requests",
+            "CreatePermission / ChannelBind requests answered 403 by the peer address policy",
+            metrics.denied_peer_requests.clone(),
+        );
+        registry.register(
+            "turn_capped_allocations",
+            "TURN allocations refused by a relay-wide cap (508)",
+            metrics.capped_allocations.clone(),
+        );
+        registry.register(
+            "turn_capped_packets",
+            "Datagrams dropped by the relay-wide bandwidth cap",
+            metrics.capped_packets.clone(),
+        );
+        registry.register(
+            "turn_revoked_allocations",
+            "TURN allocations ended because a reload removed their identity",
+            metrics.revoked_allocations.clone(),
+        );
+        registry.register(
+            "turn_tcp_limited",
+            "TURN-over-TCP connections refused or closed by a limit",
+            metrics.tcp_limited.clone(),
+        );
+        registry.register(
+            "config_reloads",
+            "Configuration reloads",
+            metrics.config_reloads.clone(),
         );
         registry.register(
             "turn_refused_credentials",

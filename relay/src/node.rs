@@ -7,6 +7,10 @@
 //! its address, and spawns the node task. Everything stops when [`Relay::shutdown`] is
 //! called or the handle is dropped.
 //!
+//! [`Relay::reload`] applies a changed configuration without dropping calls: the allowlist,
+//! the TURN peer policy, quotas, caps and TCP limits change in place (an identity removed
+//! from the allowlist loses its allocations at once); keys that need a restart are reported.
+//!
 //! TURN credentials (`/conclave/turn/1.0.0`, see [`conclave_core::net::turn`]): a request
 //! arrives on an authenticated libp2p connection, so its peer id is the requester's
 //! identity; the [`Issuer`](crate::turn::Issuer) answers with credentials if the allowlist
@@ -97,9 +101,22 @@ struct RelayBehaviour {
     turn: request_response::Behaviour<TurnCodec>,
 }
 
+/// What a reload did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReloadReport {
+    /// Settings that changed and are in effect now.
+    pub changed: Vec<&'static str>,
+    /// Settings that changed in the file but need a restart (the old values stay).
+    pub restart_needed: Vec<&'static str>,
+    /// Allocations ended because their identity left the allowlist.
+    pub ended_allocations: usize,
+}
+
 /// A running relay.
 #[derive(Debug)]
 pub struct Relay {
+    /// The configuration in effect (reloadable parts replaced by reloads).
+    running: tokio::sync::Mutex<Config>,
     peer_id: PeerId,
     addrs: Vec<Multiaddr>,
     cancel: CancellationToken,
@@ -118,6 +135,7 @@ impl Relay {
     /// Starts the relay with `config`, keeping its key in `data_dir`.
     pub async fn start(config: &Config, data_dir: &Path) -> Result<Self, RelayError> {
         config.validate()?;
+        warn_about_access(config);
         let identity = load_or_create_key(data_dir)?;
         let peer_id = identity.peer_id();
         let metrics = Arc::new(Metrics::new());
@@ -211,6 +229,7 @@ impl Relay {
             .map(|a| a.with(Protocol::P2p(peer_id)))
             .collect();
         Ok(Self {
+            running: tokio::sync::Mutex::new(config.clone()),
             peer_id,
             addrs,
             cancel,
@@ -258,9 +277,101 @@ impl Relay {
         &self.addrs
     }
 
+    /// Applies `new` (a re-read configuration file) without dropping calls: see
+    /// [`ReloadReport`] and [`crate::turn::TurnServer::reload`].
+    pub async fn reload(&self, new: &Config) -> Result<ReloadReport, RelayError> {
+        let result = self.apply(new).await;
+        let label = if result.is_ok() { "ok" } else { "failed" };
+        self.metrics
+            .config_reloads
+            .get_or_create(&[("result", label)])
+            .inc();
+        result
+    }
+
+    async fn apply(&self, new: &Config) -> Result<ReloadReport, RelayError> {
+        new.validate()?;
+        let allowlist = new.access.allowlist()?;
+        let mut running = self.running.lock().await;
+        let report_base = ReloadReport {
+            changed: running.reloadable_differences(new),
+            restart_needed: running.restart_needed(new),
+            ended_allocations: 0,
+        };
+        // Take the reloadable settings only; the rest keeps its running values.
+        let mut applied = running.clone();
+        applied.access = new.access.clone();
+        let (turn, from) = (&mut applied.turn, &new.turn);
+        turn.allow_peers = from.allow_peers.clone();
+        turn.allow_loopback_peers = from.allow_loopback_peers;
+        turn.credential_ttl = from.credential_ttl;
+        turn.max_allocations_per_identity = from.max_allocations_per_identity;
+        turn.bandwidth_per_identity = from.bandwidth_per_identity;
+        turn.max_allocations = from.max_allocations;
+        turn.max_bandwidth = from.max_bandwidth;
+        turn.max_allocations_per_second = from.max_allocations_per_second;
+        turn.max_tcp_connections = from.max_tcp_connections;
+        turn.max_tcp_connections_per_ip = from.max_tcp_connections_per_ip;
+        turn.tcp_handshake_timeout = from.tcp_handshake_timeout;
+        turn.tcp_idle_timeout = from.tcp_idle_timeout;
+        let ended_allocations = match &self.turn {
+            Some(server) => server.reload(&applied.turn, allowlist).await,
+            None => 0,
+        };
+        if !report_base.changed.is_empty() {
+            warn_about_access(&applied);
+        }
+        *running = applied;
+        let report = ReloadReport {
+            ended_allocations,
+            ..report_base
+        };
+        info!(
+            changed = ?report.changed,
+            restart_needed = ?report.restart_needed,
+            ended_allocations,
+            "configuration reloaded"
+        );
+        if !report.restart_needed.is_empty() {
+            warn!(keys = ?report.restart_needed, "these settings change only after a restart");
+        }
+        Ok(report)
+    }
+
     /// Stops the node.
     pub fn shutdown(&self) {
         self.cancel.cancel();
+    }
+}
+
+/// Whether an address is reachable from other hosts (not loopback).
+fn reachable(ip: std::net::IpAddr) -> bool {
+    !ip.is_loopback()
+}
+
+/// Warns when the TURN service is open to anyone on an address others can reach, or
+/// closed to everyone.
+fn warn_about_access(config: &Config) {
+    if !config.turn.enabled {
+        return;
+    }
+    let public_listen = config.listen.iter().any(|addr| {
+        addr.iter().any(|p| match p {
+            Protocol::Ip4(ip) => reachable(ip.into()),
+            Protocol::Ip6(ip) => reachable(ip.into()),
+            Protocol::Dns(_) | Protocol::Dns4(_) | Protocol::Dns6(_) => true,
+            _ => false,
+        })
+    }) || reachable(config.turn.listen.ip());
+    if config.access.open && public_listen {
+        warn!(
+            "this relay issues TURN credentials to ANYONE who connects ([access] open = true): \
+             anyone can relay media through it at your bandwidth. For a site, close it: \
+             `conclave-relay --config FILE allow add <peer id>` (see docs/relay.md)"
+        );
+    }
+    if !config.access.open && config.access.allow.is_empty() {
+        warn!("[access] allow is empty and the relay is closed: nobody gets TURN credentials");
     }
 }
 

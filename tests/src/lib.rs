@@ -9,6 +9,7 @@
 pub mod lan_audio;
 pub mod nat;
 pub mod netns;
+pub mod turn_client;
 pub mod wan;
 
 use std::io::{BufRead, BufReader, Write};

@@ -2,8 +2,8 @@
 //! homes behind NAT routers of each kind, every node in its own network namespace.
 //!
 //! ```text
-//!  relay 100.64.0.1 ──┐
-//!                     ├── wan bridge ── router k (wan0 100.64.0.{10+k}, NAT) ── host k (192.168.{k}.2)
+//!  relay 198.51.100.1 ──┐
+//!                       ├── wan bridge ── router k (wan0 198.51.100.{10+k}, NAT) ── host k (192.168.{k}.2)
 //! ```
 //! The NAT kinds are built with nftables in the router (see `../shared/STACK.md`): plain
 //! `masquerade` is port-restricted cone (endpoint-independent mapping, port-dependent
@@ -120,12 +120,34 @@ pub struct Home {
     pub uplink: String,
 }
 
+/// A host on the public network, without NAT (e.g. a TURN client or a media peer).
+#[derive(Debug, Clone)]
+pub struct PublicHost {
+    /// Its namespace.
+    pub ns: String,
+    /// Its address on the public network.
+    pub addr: String,
+}
+
+/// A network behind the relay host (a site's internal networks): a namespace joined to the
+/// relay's namespace by a veth pair, not routed to the public network.
+#[derive(Debug, Clone)]
+pub struct Site {
+    /// The namespace of the internal hosts.
+    pub ns: String,
+    /// The internal hosts' addresses (all on the site namespace's `eth0`).
+    pub addrs: Vec<String>,
+    /// The relay host's own addresses on those networks.
+    pub relay_side: Vec<String>,
+}
+
 /// The public network, the relay's namespace and the homes; deleted on drop.
 #[derive(Debug)]
 pub struct Internet {
     prefix: String,
     names: Vec<String>,
     homes: usize,
+    public_hosts: usize,
     /// The bridge port of the relay's `eth0`.
     relay_uplink: String,
     /// Impaired uplinks, by bridge port.
@@ -133,7 +155,7 @@ pub struct Internet {
 }
 
 /// The relay's address on the public network.
-pub const RELAY_ADDR: &str = "100.64.0.1";
+pub const RELAY_ADDR: &str = "198.51.100.1";
 
 /// One emulated internet at a time: ICE timing suffers when several share two cores.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -201,6 +223,7 @@ impl Internet {
             prefix: prefix.clone(),
             names: Vec::new(),
             homes: 0,
+            public_hosts: 0,
             relay_uplink: String::new(),
             impairments: Vec::new(),
         };
@@ -210,6 +233,57 @@ impl Internet {
         let relay = net.namespace("relay")?;
         net.relay_uplink = net.plug(&relay, "eth0", &format!("{RELAY_ADDR}/24"))?;
         Ok(net)
+    }
+
+    /// The relay's namespace (the relay host).
+    pub fn relay_namespace(&self) -> String {
+        format!("{}relay", self.prefix)
+    }
+
+    /// Adds a host on the public network at `198.51.100.{100+n}`, no NAT in front.
+    pub fn add_public_host(&mut self) -> anyhow::Result<PublicHost> {
+        self.public_hosts += 1;
+        let n = self.public_hosts;
+        let ns = self.namespace(&format!("p{n}"))?;
+        let addr = format!("198.51.100.{}", 100 + n);
+        self.plug(&ns, "eth0", &format!("{addr}/24"))?;
+        Ok(PublicHost { ns, addr })
+    }
+
+    /// Adds internal networks behind the relay host: `10.99.0.0/24`, `192.168.77.0/24` and
+    /// link-local `169.254.0.0/16` (with the cloud metadata address `169.254.169.254`), the
+    /// relay host at `.254` / `169.254.0.1`, the internal hosts at `10.99.0.1`,
+    /// `192.168.77.1` and `169.254.169.254`. Only the relay host reaches them.
+    pub fn add_site(&mut self) -> anyhow::Result<Site> {
+        let site = self.namespace("site")?;
+        let relay = self.relay_namespace();
+        ip(&[
+            "-n", &relay, "link", "add", "site0", "type", "veth", "peer", "name", "eth0", "netns",
+            &site,
+        ])?;
+        let relay_side = ["10.99.0.254/24", "192.168.77.254/24", "169.254.0.1/16"];
+        let inside = ["10.99.0.1/24", "192.168.77.1/24", "169.254.169.254/16"];
+        for cidr in relay_side {
+            ip(&["-n", &relay, "addr", "add", cidr, "dev", "site0"])?;
+        }
+        for cidr in inside {
+            ip(&["-n", &site, "addr", "add", cidr, "dev", "eth0"])?;
+        }
+        ip(&["-n", &relay, "link", "set", "site0", "up"])?;
+        ip(&["-n", &site, "link", "set", "eth0", "up"])?;
+        // Internal hosts answer the relay host's public address through it.
+        ip(&["-n", &site, "route", "add", "default", "via", "10.99.0.254"])?;
+        let strip = |cidrs: &[&str]| -> Vec<String> {
+            cidrs
+                .iter()
+                .map(|c| c.split('/').next().unwrap_or(c).to_owned())
+                .collect()
+        };
+        Ok(Site {
+            ns: site,
+            addrs: strip(&inside),
+            relay_side: strip(&relay_side),
+        })
     }
 
     fn namespace(&mut self, name: &str) -> anyhow::Result<String> {
@@ -307,7 +381,7 @@ impl Internet {
         let k = self.homes;
         let router = self.namespace(&format!("r{k}"))?;
         let host = self.namespace(&format!("h{k}"))?;
-        let public_addr = format!("100.64.0.{}", 10 + k);
+        let public_addr = format!("198.51.100.{}", 10 + k);
         let uplink = self.plug(&router, "wan0", &format!("{public_addr}/24"))?;
         ip(&[
             "-n", &host, "link", "add", "eth0", "type", "veth", "peer", "name", "lan0", "netns",

@@ -21,5 +21,6 @@ mod nat;
 mod nat_matrix;
 mod presence;
 mod real_networks;
+mod relay_policy;
 mod relay_turn;
 mod wan;
