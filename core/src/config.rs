@@ -30,6 +30,10 @@ pub struct Config {
     pub reprovide_interval: Duration,
     /// Audio: `None` (the default) runs a meeting without media.
     pub media: Option<crate::media::driver::MediaConfig>,
+    /// Most events held for an application that does not read them (default 4096); past
+    /// this the oldest are dropped and the application is told how many it missed
+    /// ([`crate::client::Event::Lagged`]). The core never waits for the application.
+    pub event_backlog: usize,
 }
 
 impl Config {
@@ -53,7 +57,14 @@ impl Config {
             lookup_interval_member: Duration::from_secs(10),
             reprovide_interval: Duration::from_secs(30),
             media: None,
+            event_backlog: 4096,
         }
+    }
+
+    /// Sets how many unread events are held before the oldest are dropped.
+    pub fn with_event_backlog(mut self, events: usize) -> Self {
+        self.event_backlog = events;
+        self
     }
 
     /// Sets the display name.

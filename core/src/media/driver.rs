@@ -308,6 +308,8 @@ struct Media {
     internal_tx: mpsc::Sender<Internal>,
     signals: mpsc::Sender<(PeerId, Vec<u8>)>,
     events: mpsc::Sender<MediaEvent>,
+    /// Reports dropped because the control plane did not take them (telemetry only).
+    reports_dropped: u64,
 }
 
 /// Starts the media actor. Signalling payloads to send come out of `signals`; reports out
@@ -378,6 +380,7 @@ pub fn spawn(
         internal_tx,
         signals,
         events,
+        reports_dropped: 0,
     };
     tokio::spawn(media.run(input_rx, internal_rx, cancel));
     Ok(input_tx)
@@ -874,7 +877,6 @@ impl Media {
                     "closed" if member => self.reconnect(peer).await,
                     _ => {}
                 }
-                let events = self.events.clone();
                 let measured = match self.peers.get(&peer) {
                     Some(connection) if state == "connected" => {
                         connection.path(Instant::now()).await
@@ -891,15 +893,13 @@ impl Media {
                     }
                 }
                 let ice_restarts = self.restarts.get(&peer).copied().unwrap_or(0);
-                let _ = events
-                    .send(MediaEvent::Connection {
-                        peer_id: peer,
-                        state,
-                        path,
-                        rtt_ms,
-                        ice_restarts,
-                    })
-                    .await;
+                self.report(MediaEvent::Connection {
+                    peer_id: peer,
+                    state,
+                    path,
+                    rtt_ms,
+                    ice_restarts,
+                });
             }
             Internal::Peer(
                 from,
@@ -939,8 +939,7 @@ impl Media {
                     if receiver.jitter.stats().received == 1
                         && let Some(peer_id) = self.leaves.get(&opened.sender).copied()
                     {
-                        let events = self.events.clone();
-                        let _ = events.send(MediaEvent::AudioStarted { peer_id }).await;
+                        self.report(MediaEvent::AudioStarted { peer_id });
                     }
                 }
             }
@@ -1014,7 +1013,6 @@ impl Media {
             });
         }
         let now = Instant::now();
-        let events = self.events.clone();
         for mut report in reports {
             if let MediaEvent::Stats {
                 peer_id, rtt_ms, ..
@@ -1023,14 +1021,23 @@ impl Media {
             {
                 *rtt_ms = connection.path(now).await.map(|(_, rtt)| rtt);
             }
-            let _ = events.send(report).await;
+            self.report(report);
+        }
+    }
+
+    /// Reports to the control plane without ever waiting (the audio path runs on this
+    /// task): the driver drains these at once into its own outbox, so a full channel means
+    /// it is stuck; the report is then dropped and counted.
+    fn report(&mut self, event: MediaEvent) {
+        if let Err(err) = self.events.try_send(event) {
+            self.reports_dropped += 1;
+            debug!(dropped = self.reports_dropped, error = %err, "media report dropped");
         }
     }
 
     async fn warn(&mut self, message: String) {
         warn!(%message, "media");
-        let events = self.events.clone();
-        let _ = events.send(MediaEvent::Warning(message)).await;
+        self.report(MediaEvent::Warning(message));
     }
 }
 

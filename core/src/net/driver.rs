@@ -39,7 +39,7 @@ use crate::client::Event;
 use crate::group::{MlsIdentity, Provider};
 use crate::identity::{Identity, SafetyNumber};
 use crate::invite::{Invite, peer_of};
-use crate::media::{self, driver::MediaInput};
+use crate::media::{self, driver::MediaEvent, driver::MediaInput};
 use crate::meeting::{Machine, MeetingEvent, Output};
 use crate::store::Store;
 use crate::store::{ChatRecord, MeetingRecord};
@@ -53,9 +53,6 @@ const ADDR_BOOK_PEERS: usize = 1024;
 const LEAVE_GRACE: Duration = Duration::from_millis(1500);
 /// How long start-up waits for listeners to report their addresses.
 const LISTEN_WAIT: Duration = Duration::from_secs(5);
-/// Most events held for an application that does not read them; past this the oldest are
-/// dropped and the application is told how many it missed ([`Event::Lagged`]).
-const OUTBOX_MAX: usize = 4096;
 /// How often one control request is sent again after the connection it was on closed
 /// while the peer stayed reachable over another.
 const MAX_RESENDS: u8 = 3;
@@ -172,6 +169,11 @@ struct Driver {
     pending_leave: Option<PendingLeave>,
     /// The media actor's inbox, when media is on.
     media: Option<mpsc::Sender<MediaInput>>,
+    /// Inputs for the media actor not yet taken (its queue was full): epoch keys,
+    /// signalling and commands are state and are passed on in order, never dropped.
+    media_outbox: VecDeque<MediaInput>,
+    /// The media actor's reports, passed on to the application through [`Driver::outbox`].
+    media_events: Option<mpsc::Receiver<MediaEvent>>,
     /// Signalling payloads the media actor wants sent (inside the MLS group).
     signals: Option<mpsc::Receiver<(PeerId, Vec<u8>)>>,
     /// Relays we know (configured, and hinted by the invite we joined with).
@@ -230,6 +232,23 @@ fn sanitize_name(name: &str) -> String {
 }
 
 /// The next signalling payload from the media actor; pending forever when media is off.
+async fn recv_media_event(events: &mut Option<mpsc::Receiver<MediaEvent>>) -> Option<MediaEvent> {
+    match events {
+        Some(events) => events.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Room in the media actor's queue (never, without a media actor).
+async fn media_room(
+    media: &Option<mpsc::Sender<MediaInput>>,
+) -> Result<mpsc::Permit<'_, MediaInput>, mpsc::error::SendError<()>> {
+    match media {
+        Some(media) => media.reserve().await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn recv_signal(
     signals: &mut Option<mpsc::Receiver<(PeerId, Vec<u8>)>>,
 ) -> Option<(PeerId, Vec<u8>)> {
@@ -293,11 +312,10 @@ pub(crate) async fn start(
     }
     let listen_addrs = wait_for_listeners(&mut swarm, config.listen.len()).await?;
     let peer_id = identity.peer_id();
-    let (media, signals) = match config.media.clone() {
+    let (media, signals, media_events) = match config.media.clone() {
         Some(media_config) => {
             let (signals_tx, signals_rx) = mpsc::channel(media::driver::INBOX_CAPACITY);
-            let (media_events_tx, mut media_events_rx) =
-                mpsc::channel(media::driver::INBOX_CAPACITY);
+            let (media_events_tx, media_events_rx) = mpsc::channel(media::driver::INBOX_CAPACITY);
             let input = media::driver::spawn(
                 identity.peer_id(),
                 media_config,
@@ -306,21 +324,15 @@ pub(crate) async fn start(
                 cancel.clone(),
             )
             .map_err(|e| Error::Media(e.to_string()))?;
-            let client_events = events.clone();
-            tokio::spawn(async move {
-                while let Some(event) = media_events_rx.recv().await {
-                    if client_events.send(Event::Media(event)).await.is_err() {
-                        break;
-                    }
-                }
-            });
-            (Some(input), Some(signals_rx))
+            (Some(input), Some(signals_rx), Some(media_events_rx))
         }
-        None => (None, None),
+        None => (None, None, None),
     };
     let client_store = store.clone();
     let mut driver = Driver {
         media,
+        media_outbox: VecDeque::new(),
+        media_events,
         signals,
         swarm,
         store,
@@ -472,8 +484,9 @@ impl Driver {
         info!("control plane running");
         loop {
             let deadline = self.next_deadline();
-            // A handle of our own, so that waiting for room does not borrow `self`.
+            // Handles of our own, so that waiting for room does not borrow `self`.
             let events = self.events.clone();
+            let media = self.media.clone();
             tokio::select! {
                 biased;
                 () = self.cancel.cancelled() => break,
@@ -483,9 +496,29 @@ impl Driver {
                 },
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
                 signal = recv_signal(&mut self.signals) => self.on_signal(signal),
-                permit = events.reserve(), if !self.outbox.is_empty() => match permit {
+                event = recv_media_event(&mut self.media_events) => match event {
+                    Some(event) => self.emit(Event::Media(event)),
+                    None => self.media_events = None,
+                },
+                permit = media_room(&media), if !self.media_outbox.is_empty() => match permit {
                     Ok(permit) => {
-                        if let Some(event) = self.outbox.pop_front() {
+                        if let Some(input) = self.media_outbox.pop_front() {
+                            permit.send(input);
+                        }
+                    }
+                    Err(_) => {
+                        warn!("the media plane stopped");
+                        self.media_outbox.clear();
+                        self.media = None;
+                    }
+                },
+                permit = events.reserve(), if !self.outbox.is_empty() || self.lagged > 0 => match permit {
+                    Ok(permit) => {
+                        // The reader is told where the gap is: right after what it read.
+                        if self.lagged > 0 {
+                            let missed = std::mem::take(&mut self.lagged);
+                            permit.send(Event::Lagged { missed });
+                        } else if let Some(event) = self.outbox.pop_front() {
                             permit.send(event);
                         }
                     }
@@ -531,20 +564,16 @@ impl Driver {
     }
 
     /// Queues `event` for the application without ever waiting for it: when the reader
-    /// falls [`OUTBOX_MAX`] events behind, the oldest are dropped and counted, and the
-    /// reader is told with [`Event::Lagged`] (then re-reads the state it needs).
+    /// falls [`Config::event_backlog`] events behind, the oldest are dropped and counted,
+    /// and the reader is told with [`Event::Lagged`] as soon as it reads again (then
+    /// re-reads the state it needs).
     fn emit(&mut self, event: Event) {
-        if self.outbox.len() >= OUTBOX_MAX {
+        if self.outbox.len() >= self.config.event_backlog.max(1) {
             self.outbox.pop_front();
             self.lagged += 1;
             if self.lagged == 1 {
                 warn!("the application is not reading events; dropping the oldest");
             }
-            return self.outbox.push_back(event);
-        }
-        if self.lagged > 0 {
-            let missed = std::mem::take(&mut self.lagged);
-            self.outbox.push_back(Event::Lagged { missed });
         }
         self.outbox.push_back(event);
     }
@@ -608,6 +637,35 @@ impl Driver {
         {
             debug!(peer = %to, error = %err, "signalling message not sent");
         }
+    }
+
+    /// Passes `input` to the media actor, in order, without waiting: straight into its
+    /// queue when there is room, else into [`Driver::media_outbox`], which the loop drains as
+    /// room appears. Returns whether there is a media actor.
+    fn pass_to_media(&mut self, input: MediaInput) -> bool {
+        let Some(media) = &self.media else {
+            return false;
+        };
+        if self.media_outbox.is_empty() {
+            match media.try_send(input) {
+                Ok(()) => return true,
+                Err(mpsc::error::TrySendError::Full(input)) => self.media_outbox.push_back(input),
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    warn!("the media plane stopped");
+                    self.media = None;
+                    return false;
+                }
+            }
+        } else {
+            self.media_outbox.push_back(input);
+        }
+        if self.media_outbox.len().is_multiple_of(1024) {
+            warn!(
+                queued = self.media_outbox.len(),
+                "the media plane is falling behind"
+            );
+        }
+        true
     }
 
     fn in_meeting(&self) -> bool {
@@ -712,24 +770,23 @@ impl Driver {
                 {
                     session.machine.set_muted(muted);
                 }
-                let result = match &self.media {
-                    Some(media) => media
-                        .try_send(MediaInput::Mute(muted))
-                        .map_err(|_| Error::Usage("the media plane is busy")),
+                let result = if self.pass_to_media(MediaInput::Mute(muted)) {
+                    Ok(())
+                } else if in_meeting {
                     // Without audio there is nothing to stop, but the members are still told.
-                    None if in_meeting => Ok(()),
-                    None => Err(Error::Usage("not in a meeting")),
+                    Ok(())
+                } else {
+                    Err(Error::Usage("not in a meeting"))
                 };
                 let _ = reply.send(result);
             }
             Command::Media { input, reply } => {
-                let result = match &self.media {
-                    Some(media) => media
-                        .try_send(input)
-                        .map_err(|_| Error::Usage("the media plane is busy")),
-                    None => Err(Error::Usage(
+                let result = if self.pass_to_media(input) {
+                    Ok(())
+                } else {
+                    Err(Error::Usage(
                         "this client has no audio (start it with --audio-in or --audio-out)",
-                    )),
+                    ))
                 };
                 let _ = reply.send(result);
             }
@@ -1107,11 +1164,7 @@ impl Driver {
                 if num_established == 0 && self.relays.contains_key(&peer_id) {
                     // Our relayed media paths may have gone with it (a restarted TURN server
                     // keeps no allocations); the media plane repairs them once it is back.
-                    if let Some(media) = &self.media
-                        && media.try_send(MediaInput::RelayLost).is_err()
-                    {
-                        warn!("the media plane is busy; relay loss not passed on");
-                    }
+                    self.pass_to_media(MediaInput::RelayLost);
                     if self.relay_redial.is_none() {
                         info!(relay = %peer_id, "lost the relay; dialing it again");
                         self.relay_redial =
@@ -1368,7 +1421,7 @@ impl Driver {
                 let left = expires.saturating_sub(unix_ms() / 1000 + ICE_RENEW_MARGIN_SECS);
                 Instant::now() + Duration::from_secs(left.max(10))
             });
-        if let Some(media) = &self.media {
+        if self.media.is_some() {
             let servers = self
                 .ice_servers
                 .iter()
@@ -1378,9 +1431,7 @@ impl Driver {
                     credential: s.credential.clone(),
                 })
                 .collect();
-            if media.try_send(MediaInput::IceServers(servers)).is_err() {
-                warn!("the media plane is busy; TURN credentials not passed on");
-            }
+            self.pass_to_media(MediaInput::IceServers(servers));
         }
     }
 
@@ -1590,11 +1641,7 @@ impl Driver {
                     }
                 }
                 Output::Media(command) => {
-                    if let Some(media) = &self.media
-                        && let Err(err) = media.try_send(MediaInput::Command(command))
-                    {
-                        warn!(error = %err, "media plane busy; command dropped");
-                    }
+                    self.pass_to_media(MediaInput::Command(command));
                 }
                 Output::Persist(delta) => {
                     if let Err(err) = self.store.apply_mls_delta(&delta) {
