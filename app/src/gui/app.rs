@@ -414,6 +414,17 @@ impl App {
                 }
                 _ => self.home.history = Some((meeting_id, lines)),
             },
+            bridge::Event::Resynced {
+                meeting,
+                members,
+                chat,
+            } => {
+                if let Some(state) = self.meeting.as_mut()
+                    && state.meeting_id == Some(meeting)
+                {
+                    state.resync(members, chat);
+                }
+            }
             bridge::Event::Verified(verified) => {
                 self.verified = verified.into_iter().collect();
             }
@@ -490,6 +501,13 @@ impl App {
                     text: message,
                     error: false,
                 });
+            }
+            CoreEvent::Lagged { missed } => {
+                // The UI fell behind and the core dropped events: read the state again.
+                warn!(missed, "the window fell behind the meeting; catching up");
+                if let Some(meeting) = self.meeting.as_ref().and_then(|m| m.meeting_id) {
+                    self.request(Request::Resync(meeting));
+                }
             }
             other => tracing::debug!(?other, "core event not shown"),
         }

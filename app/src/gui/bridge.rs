@@ -58,6 +58,8 @@ pub(crate) enum Request {
     Recent,
     /// Load a meeting's chat history.
     History(MeetingId),
+    /// Read the roster and the chat history again (we lagged behind the core's events).
+    Resync(MeetingId),
     /// Write an encrypted identity backup to a file.
     Export { path: PathBuf, passphrase: String },
     /// Restore the identity from a backup file (the client restarts with it).
@@ -117,6 +119,12 @@ pub(crate) enum Event {
     Recent(Vec<Recent>),
     /// A meeting's stored chat history.
     History(MeetingId, Vec<ChatRecord>),
+    /// The roster and the whole stored chat of a meeting, read again after a lag.
+    Resynced {
+        meeting: MeetingId,
+        members: Vec<(PeerId, String)>,
+        chat: Vec<ChatRecord>,
+    },
     /// The verified contacts changed.
     Verified(Vec<PeerId>),
     /// A leave finished: the members acknowledged our goodbye (or the core stopped
@@ -283,6 +291,7 @@ fn describe(request: &Request) -> &'static str {
         Request::SetVerified(..) => "save the verification",
         Request::Recent => "load recent meetings",
         Request::History(_) => "load the chat history",
+        Request::Resync(_) => "catch up with the meeting",
         Request::Export { .. } => "export the identity",
         Request::Import { .. } => "restore",
     }
@@ -381,6 +390,16 @@ async fn perform(client: Client, request: Request, mut output: mpsc::Sender<Even
             .history(meeting)
             .await
             .map(|lines| Some(Event::History(meeting, lines))),
+        Request::Resync(meeting) => match client.members().await {
+            Ok(members) => client.history(meeting).await.map(|chat| {
+                Some(Event::Resynced {
+                    meeting,
+                    members,
+                    chat,
+                })
+            }),
+            Err(err) => Err(err),
+        },
         Request::Export { path, passphrase } => match client.export_identity(passphrase).await {
             Ok(bytes) => match write_private(&path, &bytes).await {
                 Ok(()) => Ok(Some(Event::Exported(path))),

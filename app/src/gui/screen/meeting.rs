@@ -232,6 +232,49 @@ impl State {
         }
     }
 
+    /// After a lag (events the core dropped because we fell behind): the roster and the
+    /// chat as the core has them now. Lines stored before we joined stay marked earlier;
+    /// the delivery marks of our own lines are kept where the line is still shown.
+    pub(crate) fn resync(&mut self, members: Vec<(PeerId, String)>, chat: Vec<ChatRecord>) {
+        let present: BTreeMap<PeerId, String> = members.into_iter().collect();
+        self.media.retain(|peer, _| present.contains_key(peer));
+        self.muted_members.retain(|peer| present.contains_key(peer));
+        self.members = present;
+        let earlier = self.chat.iter().filter(|l| l.earlier).count();
+        let own: Vec<(String, (u64, Delivery))> = self
+            .chat
+            .iter()
+            .filter_map(|l| l.own.map(|o| (l.text.clone(), o)))
+            .collect();
+        let me = self.me.to_base58();
+        self.chat = chat
+            .into_iter()
+            .enumerate()
+            .map(|(i, line)| {
+                let mine = line.from == me;
+                ChatLine {
+                    own: mine
+                        .then(|| own.iter().find(|(t, _)| *t == line.text).map(|(_, o)| *o))
+                        .flatten(),
+                    name: if mine && i >= earlier {
+                        format!("{} (you)", line.name)
+                    } else {
+                        line.name
+                    },
+                    text: line.text,
+                    earlier: i < earlier,
+                }
+            })
+            .collect();
+        if self.chat.len() > MAX_CHAT_LINES {
+            let excess = self.chat.len() - MAX_CHAT_LINES;
+            self.chat.drain(..excess);
+        }
+        self.notice(
+            "Caught up with the meeting (some updates arrived too fast to show).".to_owned(),
+        );
+    }
+
     /// Records how far our line `seq` got.
     fn set_delivery(&mut self, seq: u64, delivery: Delivery) {
         if let Some(line) = self
@@ -1001,6 +1044,31 @@ mod tests {
         assert!(!shows(&state, &verified, "Connection lost — reconnecting…"));
         assert!(state.members.contains_key(&bob));
         assert_eq!(state.phase, Phase::In);
+    }
+
+    #[test]
+    fn after_a_lag_the_roster_and_chat_are_read_again() {
+        let verified = BTreeSet::new();
+        let (mut state, bob) = in_meeting(false);
+        let carol = PeerId::random();
+        let record = |from: &PeerId, name: &str, text: &str| ChatRecord {
+            from: from.to_base58(),
+            name: name.into(),
+            text: text.into(),
+            unix_ms: 1,
+        };
+        // Bob left and Carol came while the window was not reading; two lines were missed.
+        state.resync(
+            vec![(carol, "Carol".into())],
+            vec![
+                record(&bob, "Bob", "bye all"),
+                record(&carol, "Carol", "hello"),
+            ],
+        );
+        assert!(!state.members.contains_key(&bob));
+        assert_eq!(state.members.get(&carol).map(String::as_str), Some("Carol"));
+        assert!(shows(&state, &verified, "Bob: bye all"));
+        assert!(shows(&state, &verified, "Carol: hello"));
     }
 
     #[test]
