@@ -10,8 +10,10 @@
 //!   protocol, and never asks again; its CPU time over the next 20 s is that of an idle
 //!   client (measured from `/proc/<pid>/stat` against the bootstrap peer itself).
 //!
-//! Without back-off the first case made ~1,400 reservation attempts per second per refused
-//! client and the second idled at ~50 % of a core.
+//! Measured without the back-off (the driver of the parent commit, same tests): the full
+//! relay received 159,042 reservation requests in the minute (44 with it), and the client
+//! with a plain bootstrap peer made 70,945 attempts and used 14.3 s of CPU in 20 s (the
+//! peer it asked 8.9 s); with it, one attempt and 0.05 s, as much as the idle peer.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
