@@ -6,12 +6,15 @@
 //! - [`codec`]: the request-response codec that frames [`wire`] messages on a stream.
 //! - [`turn`]: TURN credentials fetched from relays (`/conclave/turn/1.0.0`).
 //! - [`paths`]: which connections to a peer are proven, which went quiet (sans-IO).
+//! - [`backoff`]: exponential back-off with jitter, used by every retry of the driver
+//!   (sans-IO).
 //! - [`driver`]: the actor that owns the `Swarm` and the meeting machine; the only code that
 //!   touches the swarm.
 //!
 //! Layers on the wire: libp2p stream (Noise-encrypted, peer-authenticated) → length-prefixed
 //! frame ([`codec`]) → versioned CBOR control message ([`wire`]).
 
+pub mod backoff;
 pub mod behaviour;
 pub mod codec;
 pub mod driver;

@@ -27,6 +27,8 @@
 //! | `circuits` | gauge: libp2p relay circuits open now | |
 //! | `circuits_accepted_total` | counter: circuits accepted | |
 //! | `reservations` | gauge: libp2p relay reservations held now | |
+//! | `reservation_requests_total` | counter: reservation requests received (new, renewals, refused) | |
+//! | `reservations_refused_total` | counter: reservation requests refused (limits, rate limits) | |
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -88,6 +90,10 @@ pub struct Metrics {
     pub circuits_total: Counter,
     /// Reservations held now.
     pub reservations: Gauge,
+    /// Reservation requests received, accepted or not.
+    pub reservation_requests: Counter,
+    /// Reservation requests refused.
+    pub reservations_refused: Counter,
 }
 
 impl Default for Metrics {
@@ -124,6 +130,8 @@ impl Metrics {
             circuits: Gauge::default(),
             circuits_total: Counter::default(),
             reservations: Gauge::default(),
+            reservation_requests: Counter::default(),
+            reservations_refused: Counter::default(),
         };
         registry.register(
             "turn_allocations",
@@ -231,6 +239,16 @@ impl Metrics {
             "libp2p relay reservations held now",
             metrics.reservations.clone(),
         );
+        registry.register(
+            "reservation_requests",
+            "libp2p relay reservation requests received (new, renewals and refused)",
+            metrics.reservation_requests.clone(),
+        );
+        registry.register(
+            "reservations_refused",
+            "libp2p relay reservation requests refused (reservation limits, rate limits)",
+            metrics.reservations_refused.clone(),
+        );
         Self {
             registry: root,
             ..metrics
@@ -263,6 +281,8 @@ mod tests {
         metrics.relayed_bytes.get_or_create(&TO_PEER).inc_by(1200);
         metrics.refuse_credential("expired");
         metrics.circuits_total.inc();
+        metrics.reservation_requests.inc_by(3);
+        metrics.reservations_refused.inc_by(2);
         let text = metrics.encode();
         assert!(text.contains("conclave_relay_turn_allocations 1"), "{text}");
         assert!(
@@ -275,6 +295,14 @@ mod tests {
         );
         assert!(
             text.contains("conclave_relay_circuits_accepted_total 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("conclave_relay_reservation_requests_total 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("conclave_relay_reservations_refused_total 2"),
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"), "{text}");

@@ -531,8 +531,26 @@ impl Node {
             relay::Event::CircuitClosed { .. } => {
                 self.metrics.circuits.dec();
             }
-            relay::Event::ReservationReqAccepted { renewed: false, .. } => {
-                self.metrics.reservations.inc();
+            relay::Event::ReservationReqAccepted { renewed, .. } => {
+                self.metrics.reservation_requests.inc();
+                if !renewed {
+                    self.metrics.reservations.inc();
+                }
+            }
+            relay::Event::ReservationReqDenied { .. } => {
+                self.metrics.reservation_requests.inc();
+                self.metrics.reservations_refused.inc();
+            }
+            // libp2p still reports these (deprecated in favour of its own logs): requests all
+            // the same.
+            #[allow(deprecated)]
+            relay::Event::ReservationReqAcceptFailed { .. } => {
+                self.metrics.reservation_requests.inc();
+            }
+            #[allow(deprecated)]
+            relay::Event::ReservationReqDenyFailed { .. } => {
+                self.metrics.reservation_requests.inc();
+                self.metrics.reservations_refused.inc();
             }
             relay::Event::ReservationClosed { .. } | relay::Event::ReservationTimedOut { .. } => {
                 self.metrics.reservations.dec();

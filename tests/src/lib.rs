@@ -64,18 +64,22 @@ pub struct Proc {
 }
 
 impl Proc {
-    /// Spawns `program args...` with stdout piped, stderr to a log file in `log_dir`.
+    /// Spawns `program args...` with stdout piped, stderr to a log file in `log_dir`, and
+    /// `RUST_LOG` from `$CONCLAVE_TEST_LOG` (default `info`) unless `command` sets it.
     pub fn spawn(label: &str, mut command: Command, log_dir: &Path) -> anyhow::Result<Self> {
         let stderr_path = log_dir.join(format!("{label}.stderr.log"));
         let stderr = std::fs::File::create(&stderr_path).context("create stderr log")?;
         command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(stderr)
-            .env(
+            .stderr(stderr);
+        // A test may choose a process's log level itself.
+        if !command.get_envs().any(|(key, _)| key == "RUST_LOG") {
+            command.env(
                 "RUST_LOG",
                 std::env::var("CONCLAVE_TEST_LOG").unwrap_or_else(|_| "info".into()),
             );
+        }
         let mut child = command.spawn().with_context(|| format!("spawn {label}"))?;
         let stdout = child.stdout.take().context("stdout is piped")?;
         let stdin = child.stdin.take();

@@ -12,27 +12,40 @@
 //! outputs are drained. Local work (cancellation, commands) is served before remote input.
 //! This is the only module that reads clocks ([`Instant::now`], wall time for hello
 //! timestamps) and randomness from the OS.
+//!
+//! Every retry waits with exponential back-off and jitter ([`Backoff`]), per relay or per
+//! peer: circuit reservations ([`RESERVE_RETRY_MIN`]…), relay redials
+//! ([`RELAY_REDIAL_MIN`]…), the joiner's DHT look-ups ([`LOOKUP_JOINING_MAX`]), hole punching
+//! over fresh circuits ([`HOLE_PUNCH_RETRIES`]) and TURN credential rounds
+//! ([`TURN_RETRY_MIN`]…). A relay that answered that it offers no circuit relay (no hop
+//! protocol) is not asked for a reservation again this session, and one that does not
+//! speak the TURN protocol or runs no TURN service is not asked for credentials again.
 #![allow(clippy::disallowed_methods)]
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::io;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
 use libp2p::core::transport::ListenerId;
 use libp2p::multiaddr::Protocol;
+use libp2p::relay::outbound::hop::ReserveError;
 use libp2p::request_response::{self, OutboundRequestId};
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{ConnectionId, SwarmEvent};
-use libp2p::{Multiaddr, PeerId, Swarm, dcutr, identify, kad, mdns, noise, ping, tcp, yamux};
+use libp2p::{
+    Multiaddr, PeerId, Swarm, dcutr, identify, kad, mdns, noise, ping, relay, tcp, yamux,
+};
 use rand::SeedableRng;
 use rand::rngs::{OsRng, StdRng};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, instrument, warn};
 
+use super::backoff::Backoff;
 use super::behaviour::{Behaviour, BehaviourEvent, KAD_PROTOCOL};
 use super::paths::{CloseReason, Paths};
-use super::turn::{IceServer, TurnRefusal, TurnRequest, TurnResponse};
+use super::turn::{IceServer, TURN_PROTOCOL, TurnRefusal, TurnRequest, TurnResponse};
 use super::wire::{MAX_ADDRS, Request, Response};
 use crate::admission::MeetingKeys;
 use crate::client::Event;
@@ -126,6 +139,8 @@ struct Session {
     invite: Invite,
     host_hint: Option<PeerId>,
     next_lookup: Instant,
+    /// Spacing of the look-ups while joining (reset once a member).
+    lookup_backoff: Backoff,
     next_provide: Instant,
 }
 
@@ -180,10 +195,28 @@ struct Driver {
     relays: HashMap<PeerId, Multiaddr>,
     /// Our circuit relay reservations: reachable through that relay while they last.
     reservations: HashMap<ListenerId, PeerId>,
-    /// When to dial relays we lost again, and the back-off after that.
-    relay_redial: Option<(Instant, Duration)>,
+    /// Relays whose reservation was accepted and still holds.
+    reservations_held: HashSet<PeerId>,
+    /// Back-off of the reservation attempts per relay.
+    reserve_backoff: HashMap<PeerId, Backoff>,
+    /// Relays that answered that they offer no circuit relay (no hop protocol): never asked
+    /// for a reservation again this session, nor used for circuits.
+    no_hop: HashSet<PeerId>,
+    /// When to dial relays we lost again.
+    relay_redial: Option<Instant>,
+    /// Back-off of the relay redials.
+    relay_backoff: Backoff,
+    /// Retries waiting for their time.
+    retries: HashMap<Retry, Instant>,
+    /// Randomness for the back-off jitter.
+    rng: StdRng,
     /// TURN credentials being fetched, if any.
     turn_fetch: Option<TurnFetch>,
+    /// Back-off of the TURN credential rounds that brought nothing.
+    turn_backoff: Backoff,
+    /// Relays that do not serve TURN credentials (no TURN protocol, or no TURN service):
+    /// never asked again this session.
+    no_turn: HashSet<PeerId>,
     /// The last credentials received (renewed when close to expiry).
     ice_servers: Vec<IceServer>,
     /// When to renew them for the media plane.
@@ -195,10 +228,22 @@ struct Driver {
     reported_paths: HashMap<PeerId, bool>,
     /// Relays we dialed over QUIC as well, to learn our public UDP mapping from them.
     relays_over_quic: HashSet<PeerId>,
-    /// Peers we dialed a fresh circuit to after hole punching failed (once while connected).
-    punch_retried: HashSet<PeerId>,
+    /// Back-off of the fresh circuits dialed after hole punching failed, per peer (at most
+    /// [`HOLE_PUNCH_RETRIES`] while connected).
+    punch_retries: HashMap<PeerId, Backoff>,
     /// Which connections to each peer are proven, and their round-trip times.
     paths: Paths,
+}
+
+/// A retry the driver's timer carries out when its time comes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Retry {
+    /// Ask the relay for a circuit reservation again.
+    Reserve(PeerId),
+    /// Dial a fresh circuit to the peer for another hole punching round.
+    HolePunch(PeerId),
+    /// Ask the relays for TURN credentials again.
+    Turn,
 }
 
 /// A control request in flight.
@@ -210,13 +255,37 @@ struct SentRequest {
 }
 
 /// First wait before dialing a lost relay again (a restarted relay is usually back within
-/// this); doubled per failure up to [`RELAY_REDIAL_MAX`].
+/// this); doubled per failure up to [`RELAY_REDIAL_MAX`], every wait jittered
+/// ([`Backoff`]).
 pub const RELAY_REDIAL_MIN: Duration = Duration::from_millis(250);
 /// Longest wait between attempts to reach a lost relay.
 pub const RELAY_REDIAL_MAX: Duration = Duration::from_secs(30);
 /// Longest wait between attempts during a meeting: the members' calls through the relay
 /// recover only once we are back, so a relay that returns must be found within seconds.
 pub const RELAY_REDIAL_MAX_IN_MEETING: Duration = Duration::from_secs(2);
+/// First wait before asking a relay that refused a reservation (full, rate-limited, or the
+/// request failed) again; doubled per refusal up to [`RESERVE_RETRY_MAX`]. A reservation
+/// that held and was lost is asked for again within this, or at once on reconnection.
+pub const RESERVE_RETRY_MIN: Duration = Duration::from_secs(1);
+/// Longest wait between reservation attempts at one relay.
+pub const RESERVE_RETRY_MAX: Duration = Duration::from_secs(60);
+/// Longest wait between reservation attempts during a meeting (a member without a
+/// reservation cannot be reached through that relay).
+pub const RESERVE_RETRY_MAX_IN_MEETING: Duration = Duration::from_secs(10);
+/// Longest wait between two DHT look-ups while joining; the first waits
+/// [`Config::lookup_interval_joining`](crate::Config).
+pub const LOOKUP_JOINING_MAX: Duration = Duration::from_secs(4);
+/// First wait before dialing a fresh circuit for another hole punching round.
+pub const HOLE_PUNCH_RETRY_MIN: Duration = Duration::from_millis(500);
+/// Longest wait between hole punching rounds.
+pub const HOLE_PUNCH_RETRY_MAX: Duration = Duration::from_secs(8);
+/// Most hole punching rounds over fresh circuits per peer while connected.
+pub const HOLE_PUNCH_RETRIES: u32 = 3;
+/// First wait before asking the relays for TURN credentials again after a round that
+/// brought none (requests failed, or refused by the allowlist).
+pub const TURN_RETRY_MIN: Duration = Duration::from_secs(2);
+/// Longest wait between TURN credential rounds.
+pub const TURN_RETRY_MAX: Duration = Duration::from_secs(60);
 
 /// A display name others will accept: no control characters, at most
 /// [`MAX_NAME_LEN`](super::wire::MAX_NAME_LEN) bytes, cut on a character boundary.
@@ -351,14 +420,22 @@ pub(crate) async fn start(
         pending_leave: None,
         relays: HashMap::new(),
         reservations: HashMap::new(),
+        reservations_held: HashSet::new(),
+        reserve_backoff: HashMap::new(),
+        no_hop: HashSet::new(),
         relay_redial: None,
+        relay_backoff: Backoff::new(RELAY_REDIAL_MIN, RELAY_REDIAL_MAX),
+        retries: HashMap::new(),
+        rng: StdRng::from_rng(OsRng).map_err(|e| Error::Network(e.to_string()))?,
         turn_fetch: None,
+        turn_backoff: Backoff::new(TURN_RETRY_MIN, TURN_RETRY_MAX),
+        no_turn: HashSet::new(),
         ice_servers: Vec::new(),
         ice_renew_at: None,
         conns: HashMap::new(),
         reported_paths: HashMap::new(),
         relays_over_quic: HashSet::new(),
-        punch_retried: HashSet::new(),
+        punch_retries: HashMap::new(),
         paths: Paths::default(),
     };
     driver.bootstrap();
@@ -444,9 +521,13 @@ impl Driver {
         self.add_bootstrap(addr);
     }
 
-    /// Reserves a circuit at relay `peer` unless we hold one.
+    /// Reserves a circuit at relay `peer` unless we hold or are asking for one, a retry is
+    /// waiting for its time, or the relay said it offers no circuit relay.
     fn reserve(&mut self, peer: PeerId) {
-        if self.reservations.values().any(|p| *p == peer) {
+        if self.reservations.values().any(|p| *p == peer)
+            || self.retries.contains_key(&Retry::Reserve(peer))
+            || self.no_hop.contains(&peer)
+        {
             return;
         }
         let Some(addr) = self.relays.get(&peer).cloned() else {
@@ -462,6 +543,62 @@ impl Driver {
             }
             Err(err) => warn!(%addr, error = %err, "cannot reserve a relay circuit"),
         }
+    }
+
+    /// A reservation at `relay` ended: refused (`held` false) or lost after it held.
+    /// A relay without the hop protocol is never asked again; otherwise the next attempt
+    /// waits for the relay's back-off (reset if the reservation had held, and left to the
+    /// reconnection if the connection went with it).
+    fn on_reservation_ended(&mut self, relay: PeerId, held: bool, error: Option<&io::Error>) {
+        if error
+            .and_then(reserve_error)
+            .is_some_and(|e| matches!(e, ReserveError::Unsupported))
+        {
+            info!(%relay, "the relay offers no circuit relay; not asking it for a reservation again");
+            self.no_hop.insert(relay);
+            self.reserve_backoff.remove(&relay);
+            return;
+        }
+        let connected = self.swarm.is_connected(&relay);
+        let max = if self.in_meeting() {
+            RESERVE_RETRY_MAX_IN_MEETING
+        } else {
+            RESERVE_RETRY_MAX
+        };
+        let backoff = self
+            .reserve_backoff
+            .entry(relay)
+            .or_insert_with(|| Backoff::new(RESERVE_RETRY_MIN, max));
+        if held {
+            backoff.reset();
+            if !connected {
+                info!(%relay, error = ?error, "relay reservation ended with the connection; reserving again on reconnection");
+                return;
+            }
+        }
+        backoff.set_max(max);
+        let delay = backoff.next_delay(&mut self.rng);
+        let attempt = backoff.attempt();
+        if held {
+            info!(%relay, error = ?error, retry_in = ?delay, "relay reservation ended");
+        } else {
+            // Refusals repeat for as long as the relay is full: one line per attempt at
+            // most, and quiet after the first few.
+            let reason = error.map_or_else(
+                || "closed".to_owned(),
+                |e| match reserve_error(e) {
+                    Some(refusal) => refusal.to_string(),
+                    None => e.to_string(),
+                },
+            );
+            if attempt <= 3 {
+                info!(%relay, %reason, attempt, retry_in = ?delay, "relay reservation refused");
+            } else {
+                debug!(%relay, %reason, attempt, retry_in = ?delay, "relay reservation refused");
+            }
+        }
+        self.retries
+            .insert(Retry::Reserve(relay), Instant::now() + delay);
     }
 
     fn add_bootstrap(&mut self, addr: &Multiaddr) {
@@ -551,8 +688,11 @@ impl Driver {
         if let Some(leave) = &self.pending_leave {
             deadline = deadline.min(leave.deadline);
         }
-        if let Some((at, _)) = self.relay_redial {
+        if let Some(at) = self.relay_redial {
             deadline = deadline.min(at);
+        }
+        if let Some(at) = self.retries.values().min() {
+            deadline = deadline.min(*at);
         }
         if let Some(at) = self.ice_renew_at {
             deadline = deadline.min(at);
@@ -591,10 +731,10 @@ impl Driver {
         }
     }
 
-    /// Dials every relay we are not connected to; schedules the next attempt (with back-off)
-    /// while some stay unreachable.
+    /// Dials every relay we are not connected to; schedules the next attempt (with back-off
+    /// and jitter) while some stay unreachable.
     fn redial_relays(&mut self, now: Instant) {
-        let Some((at, backoff)) = self.relay_redial else {
+        let Some(at) = self.relay_redial else {
             return;
         };
         if now < at {
@@ -623,8 +763,32 @@ impl Driver {
         } else {
             RELAY_REDIAL_MAX
         };
-        let next = (backoff * 2).min(max);
-        self.relay_redial = Some((now + backoff, next));
+        self.relay_backoff.set_max(max);
+        self.relay_redial = Some(now + self.relay_backoff.next_delay(&mut self.rng));
+    }
+
+    /// Carries out the retries whose time has come.
+    fn run_retries(&mut self, now: Instant) {
+        let due: Vec<Retry> = self
+            .retries
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(retry, _)| *retry)
+            .collect();
+        for retry in due {
+            self.retries.remove(&retry);
+            match retry {
+                // When the connection went meanwhile, the reconnection reserves.
+                Retry::Reserve(relay) if self.swarm.is_connected(&relay) => self.reserve(relay),
+                Retry::Reserve(_) => {}
+                Retry::HolePunch(peer) => self.dial_punch_circuit(peer),
+                Retry::Turn => {
+                    if self.media.is_some() {
+                        self.fetch_ice_servers(None);
+                    }
+                }
+            }
+        }
     }
 
     fn on_signal(&mut self, signal: Option<(PeerId, Vec<u8>)>) {
@@ -854,6 +1018,7 @@ impl Driver {
             } else {
                 now
             },
+            lookup_backoff: Backoff::new(self.config.lookup_interval_joining, LOOKUP_JOINING_MAX),
             next_provide: now + self.config.reprovide_interval,
             invite,
         })
@@ -862,6 +1027,7 @@ impl Driver {
     fn on_timer(&mut self) {
         let now = Instant::now();
         self.redial_relays(now);
+        self.run_retries(now);
         self.close_dead_paths(now);
         if self.ice_renew_at.is_some_and(|at| now >= at) {
             self.ice_renew_at = None;
@@ -890,9 +1056,13 @@ impl Driver {
                 session.machine.phase(),
                 crate::meeting::Phase::Joining { .. }
             );
+            // While joining, look-ups are retries (until the group is found): they back off
+            // from the joining interval to LOOKUP_JOINING_MAX. A member's look-ups are a
+            // steady poll for newcomers and split groups.
             let interval = if joining {
-                self.config.lookup_interval_joining
+                session.lookup_backoff.next_delay(&mut self.rng)
             } else {
+                session.lookup_backoff.reset();
                 self.config.lookup_interval_member
             };
             session.next_lookup = now + interval;
@@ -962,7 +1132,7 @@ impl Driver {
     fn routes_to(&self, peer: &PeerId) -> Vec<Multiaddr> {
         let mut routes = self.addr_book.get(peer).cloned().unwrap_or_default();
         for (relay, addr) in &self.relays {
-            if relay == peer {
+            if relay == peer || self.no_hop.contains(relay) {
                 continue;
             }
             let circuit = addr.clone().with(Protocol::P2pCircuit);
@@ -1008,14 +1178,37 @@ impl Driver {
         self.emit(event);
     }
 
-    /// After a failed hole punch, dials `peer` once more through the relays (a new circuit
-    /// beside the one in use): DCUtR runs on every new relayed connection with the address
+    /// After a failed hole punch, schedules a dial to `peer` through the relays (a new
+    /// circuit beside the one in use), at most [`HOLE_PUNCH_RETRIES`] times while connected,
+    /// with back-off: DCUtR runs on every new relayed connection with the address
     /// candidates both ends know by then. The first circuit often comes up before identify
     /// on our QUIC connection to the relay has told us our public UDP address, so the first
     /// round only had TCP candidates (and TCP punching fails where the routers answer
     /// unsolicited SYNs with resets).
     fn retry_hole_punch(&mut self, peer: PeerId) {
-        if self.reported_paths.get(&peer) == Some(&true) || !self.punch_retried.insert(peer) {
+        if self.reported_paths.get(&peer) == Some(&true)
+            || self.retries.contains_key(&Retry::HolePunch(peer))
+        {
+            return;
+        }
+        let backoff = self
+            .punch_retries
+            .entry(peer)
+            .or_insert_with(|| Backoff::new(HOLE_PUNCH_RETRY_MIN, HOLE_PUNCH_RETRY_MAX));
+        if backoff.attempt() >= HOLE_PUNCH_RETRIES {
+            debug!(peer = %peer, "no more hole punching rounds while connected; staying relayed");
+            return;
+        }
+        let delay = backoff.next_delay(&mut self.rng);
+        debug!(peer = %peer, retry_in = ?delay, "another hole punching round scheduled");
+        self.retries
+            .insert(Retry::HolePunch(peer), Instant::now() + delay);
+    }
+
+    /// Dials a fresh circuit to `peer` for another hole punching round, unless a direct
+    /// path came up meanwhile or the peer is gone.
+    fn dial_punch_circuit(&mut self, peer: PeerId) {
+        if self.reported_paths.get(&peer) == Some(&true) || !self.swarm.is_connected(&peer) {
             return;
         }
         let circuits: Vec<Multiaddr> = self
@@ -1064,6 +1257,30 @@ impl Driver {
             .build();
         if let Err(err) = self.swarm.dial(dial) {
             debug!(%relay, error = %err, "QUIC dial to the relay not started");
+        }
+    }
+
+    /// What a relay's identify says it serves: without the hop protocol it is not asked for
+    /// reservations, without the TURN protocol not for credentials (until it lists them; an
+    /// empty list tells nothing).
+    fn learn_relay_services(&mut self, relay: PeerId, protocols: &[libp2p::StreamProtocol]) {
+        if protocols.is_empty() {
+            return;
+        }
+        if protocols.contains(&relay::HOP_PROTOCOL_NAME) {
+            if self.no_hop.remove(&relay) {
+                info!(%relay, "the relay offers circuit relay now");
+                if self.swarm.is_connected(&relay) {
+                    self.reserve(relay);
+                }
+            }
+        } else if self.no_hop.insert(relay) {
+            info!(%relay, "the relay lists no circuit relay protocol; not asking it for a reservation");
+        }
+        if protocols.contains(&TURN_PROTOCOL) {
+            self.no_turn.remove(&relay);
+        } else if self.no_turn.insert(relay) {
+            debug!(%relay, "the relay lists no TURN protocol; not asking it for credentials");
         }
     }
 
@@ -1132,7 +1349,10 @@ impl Driver {
                         self.offer_candidate(host);
                     }
                     // TURN credentials for the media plane (fresh ones after a relay restart).
-                    if self.media.is_some() && self.turn_fetch.is_none() {
+                    if self.media.is_some()
+                        && self.turn_fetch.is_none()
+                        && !self.no_turn.contains(&peer_id)
+                    {
                         self.ice_servers.clear();
                         self.fetch_ice_servers(None);
                     }
@@ -1158,7 +1378,8 @@ impl Driver {
                 }
                 if num_established == 0 {
                     self.relays_over_quic.remove(&peer_id);
-                    self.punch_retried.remove(&peer_id);
+                    self.punch_retries.remove(&peer_id);
+                    self.retries.remove(&Retry::HolePunch(peer_id));
                 }
                 self.update_path(peer_id);
                 if num_established == 0 && self.relays.contains_key(&peer_id) {
@@ -1167,8 +1388,9 @@ impl Driver {
                     self.pass_to_media(MediaInput::RelayLost);
                     if self.relay_redial.is_none() {
                         info!(relay = %peer_id, "lost the relay; dialing it again");
+                        self.relay_backoff.reset();
                         self.relay_redial =
-                            Some((Instant::now() + RELAY_REDIAL_MIN, RELAY_REDIAL_MIN));
+                            Some(Instant::now() + self.relay_backoff.next_delay(&mut self.rng));
                     }
                 }
             }
@@ -1182,10 +1404,8 @@ impl Driver {
                     self.listen_addrs.retain(|a| *a != address);
                 }
                 if let Some(relay) = self.reservations.remove(&listener_id) {
-                    info!(%relay, ?reason, "relay reservation ended");
-                    if self.swarm.is_connected(&relay) {
-                        self.reserve(relay);
-                    }
+                    let held = self.reservations_held.remove(&relay);
+                    self.on_reservation_ended(relay, held, reason.as_ref().err());
                 }
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
@@ -1201,9 +1421,23 @@ impl Driver {
             BehaviourEvent::Control(event) => self.on_control_event(event),
             BehaviourEvent::Turn(event) => self.on_turn_event(event),
             BehaviourEvent::Kad(event) => self.on_kad_event(event),
+            BehaviourEvent::RelayClient(relay::client::Event::ReservationReqAccepted {
+                relay_peer_id,
+                renewal,
+                ..
+            }) => {
+                if !renewal {
+                    debug!(relay = %relay_peer_id, "relay reservation accepted");
+                }
+                self.reservations_held.insert(relay_peer_id);
+                if let Some(backoff) = self.reserve_backoff.get_mut(&relay_peer_id) {
+                    backoff.reset();
+                }
+            }
             BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
                 if self.relays.contains_key(&peer_id) {
                     self.dial_relay_over_quic(peer_id, &info.listen_addrs);
+                    self.learn_relay_services(peer_id, &info.protocols);
                 }
                 let serves_kad = info.protocols.contains(&KAD_PROTOCOL);
                 for addr in info.listen_addrs.into_iter().filter(is_dialable) {
@@ -1325,7 +1559,12 @@ impl Driver {
             fetch.waiters.extend(reply);
             return;
         }
-        let mut relays: Vec<PeerId> = self.relays.keys().copied().collect();
+        let mut relays: Vec<PeerId> = self
+            .relays
+            .keys()
+            .filter(|relay| !self.no_turn.contains(relay))
+            .copied()
+            .collect();
         relays.sort();
         let mut fetch = TurnFetch {
             waiters: reply.into_iter().collect(),
@@ -1367,6 +1606,9 @@ impl Driver {
                     }
                     TurnResponse::Refused(reason) => {
                         warn!(relay = %peer, %reason, "relay refused TURN credentials");
+                        if reason == TurnRefusal::Unavailable {
+                            self.no_turn.insert(peer);
+                        }
                         fetch.refusal = Some((peer, reason));
                     }
                 }
@@ -1377,7 +1619,15 @@ impl Driver {
                 error,
                 ..
             } if fetch.outstanding.remove(&request_id).is_some() => {
-                warn!(relay = %peer, %error, "no TURN credentials from relay");
+                if matches!(
+                    error,
+                    request_response::OutboundFailure::UnsupportedProtocols
+                ) {
+                    info!(relay = %peer, "the relay does not serve TURN credentials; not asking it again");
+                    self.no_turn.insert(peer);
+                } else {
+                    warn!(relay = %peer, %error, "no TURN credentials from relay");
+                }
             }
             _ => {}
         }
@@ -1397,6 +1647,11 @@ impl Driver {
         let Some(fetch) = self.turn_fetch.take() else {
             return;
         };
+        if fetch.servers.is_empty() {
+            self.schedule_turn_retry();
+        } else {
+            self.turn_backoff.reset();
+        }
         if fetch.servers.is_empty()
             && let Some((relay, reason)) = fetch.refusal
         {
@@ -1433,6 +1688,18 @@ impl Driver {
                 .collect();
             self.pass_to_media(MediaInput::IceServers(servers));
         }
+    }
+
+    /// After a credential round that brought nothing: the media plane still needs them, so
+    /// the relays that may serve them are asked again after the TURN back-off.
+    fn schedule_turn_retry(&mut self) {
+        let askable = self.relays.keys().any(|r| !self.no_turn.contains(r));
+        if self.media.is_none() || !askable || self.retries.contains_key(&Retry::Turn) {
+            return;
+        }
+        let delay = self.turn_backoff.next_delay(&mut self.rng);
+        debug!(retry_in = ?delay, "no TURN credentials; asking the relays again later");
+        self.retries.insert(Retry::Turn, Instant::now() + delay);
     }
 
     fn on_control_event(&mut self, event: request_response::Event<Request, Response>) {
@@ -1667,6 +1934,24 @@ impl Driver {
     }
 }
 
+/// Why a relay refused a reservation, from the error that closed the circuit listener
+/// (the relay transport's error, wrapped in the swarm's transport layers).
+fn reserve_error(err: &io::Error) -> Option<&ReserveError> {
+    let mut cause = err
+        .get_ref()
+        .map(|inner| inner as &(dyn std::error::Error + 'static));
+    while let Some(error) = cause {
+        if let Some(refusal) = error.downcast_ref::<ReserveError>() {
+            return Some(refusal);
+        }
+        if let Some(relay::client::transport::Error::Reservation(refusal)) = error.downcast_ref() {
+            return Some(refusal);
+        }
+        cause = error.source();
+    }
+    None
+}
+
 fn is_relayed(addr: &Multiaddr) -> bool {
     addr.iter().any(|p| matches!(p, Protocol::P2pCircuit))
 }
@@ -1700,4 +1985,43 @@ fn without_p2p(mut addr: Multiaddr) -> Multiaddr {
         addr.pop();
     }
     addr
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_reservation_is_recognised_through_the_transport_layers() {
+        let unsupported = io::Error::other(relay::client::transport::Error::Reservation(
+            ReserveError::Unsupported,
+        ));
+        assert!(matches!(
+            reserve_error(&unsupported),
+            Some(ReserveError::Unsupported)
+        ));
+        // The relay transport's error inside the swarm's `Either` of transports, whose
+        // `source()` is its inner error's source (the inner error itself is skipped).
+        #[derive(Debug)]
+        struct EitherLike(relay::client::transport::Error);
+        impl std::fmt::Display for EitherLike {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+        impl std::error::Error for EitherLike {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                std::error::Error::source(&self.0)
+            }
+        }
+        let full = EitherLike(relay::client::transport::Error::Reservation(
+            ReserveError::ResourceLimitExceeded,
+        ));
+        assert!(matches!(
+            reserve_error(&io::Error::other(full)),
+            Some(ReserveError::ResourceLimitExceeded)
+        ));
+        assert!(reserve_error(&io::Error::other("something else")).is_none());
+        assert!(reserve_error(&io::ErrorKind::TimedOut.into()).is_none());
+    }
 }

@@ -12,7 +12,10 @@
 //!
 //! The client side lives in [`super::driver`]: [`Client::ice_servers`](crate::Client::ice_servers)
 //! asks every configured relay and returns the answers as [`IceServer`] entries for the
-//! WebRTC ICE configuration.
+//! WebRTC ICE configuration. A round that brings no credentials while the media plane needs
+//! them is repeated with back-off ([`super::backoff`], 2 s doubling to 60 s); a relay that
+//! does not speak this protocol (not in its identify list, or the stream is refused) or
+//! answers [`TurnRefusal::Unavailable`] is not asked again that session.
 
 use libp2p::StreamProtocol;
 use serde::{Deserialize, Serialize};

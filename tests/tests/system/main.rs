@@ -10,6 +10,7 @@
 mod admission;
 mod audio;
 mod audio_loss;
+mod backoff;
 mod backpressure;
 mod demo;
 mod discovery;
