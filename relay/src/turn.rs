@@ -1817,28 +1817,7 @@ mod tests {
         let server = TurnServer::start(&config, dir.path(), Allowlist::Open, Arc::clone(&metrics))
             .await
             .unwrap();
-        let secret = std::fs::read_to_string(dir.path().join(SECRET_FILE)).unwrap();
-        let creds = access::mint(
-            secret.trim().as_bytes(),
-            &PeerId::random(),
-            unix_now(),
-            Duration::from_secs(600),
-        );
-        let addr = server.udp_addr().to_string();
-        let client = turn::client::Client::new(turn::client::ClientConfig {
-            stun_serv_addr: addr.clone(),
-            turn_serv_addr: addr,
-            username: creds.username,
-            password: creds.password,
-            realm: "conclave".into(),
-            software: String::new(),
-            rto_in_ms: 0,
-            conn: Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap()),
-            vnet: None,
-        })
-        .await
-        .unwrap();
-        client.listen().await.unwrap();
+        let client = client_of(&server, dir.path()).await;
         let relayed = client.allocate().await.unwrap();
         let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let target = peer.local_addr().unwrap();

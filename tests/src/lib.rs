@@ -314,6 +314,32 @@ pub fn loopback_client_args(data_dir: &Path, name: &str) -> Vec<String> {
     ]
 }
 
+/// Spawns `conclave-relay --json` with `toml` as its config file (written into `dir`), its
+/// key in `dir/relay`, libp2p on a loopback TCP port and metrics on a loopback port, plus
+/// `extra` arguments; returns the process and its `listening` event.
+pub fn relay_with_config(dir: &Path, toml: &str, extra: &[&str]) -> anyhow::Result<(Proc, Value)> {
+    let data = dir.join("relay");
+    std::fs::create_dir_all(&data).context("relay data dir")?;
+    let config = dir.join("relay.toml");
+    std::fs::write(&config, toml).context("relay config")?;
+    let mut command = Command::new(bin("conclave-relay"));
+    command
+        .args(["--json", "--config"])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(&data)
+        .args([
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ])
+        .args(extra);
+    let mut proc = Proc::spawn("relay", command, dir)?;
+    let listening = proc.wait_event("listening", Duration::from_secs(30))?;
+    Ok((proc, listening))
+}
+
 /// Starts a relay and returns it with its TCP multiaddr (with `/p2p/`).
 pub fn start_relay(dir: &Path) -> anyhow::Result<(Proc, String)> {
     let mut relay = Proc::relay("relay", &dir.join("relay"))?;

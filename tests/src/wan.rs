@@ -191,19 +191,7 @@ impl Impairment {
         queue: u16,
         profile: &Profile,
     ) -> anyhow::Result<Self> {
-        // Bridged IPv4 packets through iptables in this namespace (per-namespace setting).
-        run(
-            "ip",
-            &[
-                "netns",
-                "exec",
-                namespace,
-                "sysctl",
-                "-qw",
-                "net.bridge.bridge-nf-call-iptables=1",
-            ],
-        )
-        .context("enable br_netfilter on the bridge")?;
+        bridge_through_iptables(namespace)?;
         let mut command = Command::new("ip");
         command
             .args(["netns", "exec", namespace])
@@ -279,10 +267,9 @@ impl Drop for Impairment {
     }
 }
 
-/// Drops (`blocked`) or stops dropping every packet that enters or leaves the bridge of
-/// `namespace` through `port`: a pulled cable. The rules go first in the chain, ahead of any
-/// impairment's queue rule.
-pub fn block_port(namespace: &str, port: &str, blocked: bool) -> anyhow::Result<()> {
+/// Sends the bridged IPv4 packets of `namespace` through its iptables (a per-namespace
+/// setting of br_netfilter).
+fn bridge_through_iptables(namespace: &str) -> anyhow::Result<()> {
     run(
         "ip",
         &[
@@ -294,7 +281,15 @@ pub fn block_port(namespace: &str, port: &str, blocked: bool) -> anyhow::Result<
             "net.bridge.bridge-nf-call-iptables=1",
         ],
     )
-    .context("enable br_netfilter on the bridge")?;
+    .map(drop)
+    .context("enable br_netfilter on the bridge")
+}
+
+/// Drops (`blocked`) or stops dropping every packet that enters or leaves the bridge of
+/// `namespace` through `port`: a pulled cable. The rules go first in the chain, ahead of any
+/// impairment's queue rule.
+pub fn block_port(namespace: &str, port: &str, blocked: bool) -> anyhow::Result<()> {
+    bridge_through_iptables(namespace)?;
     for direction in ["--physdev-in", "--physdev-out"] {
         let mut args = vec!["netns", "exec", namespace, "iptables", "-w"];
         if blocked {

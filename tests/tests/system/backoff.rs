@@ -21,7 +21,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use conclave_tests::{Proc, bin, loopback_client_args};
+use conclave_tests::{Proc, bin, loopback_client_args, relay_with_config};
 use serde_json::Value;
 
 const LIMIT: Duration = Duration::from_secs(15);
@@ -35,24 +35,7 @@ struct Relay {
 
 impl Relay {
     fn start(dir: &Path, toml: &str) -> Self {
-        let data = dir.join("relay");
-        std::fs::create_dir_all(&data).unwrap();
-        let config = dir.join("relay.toml");
-        std::fs::write(&config, toml).unwrap();
-        let mut command = Command::new(bin("conclave-relay"));
-        command
-            .args(["--json", "--config"])
-            .arg(&config)
-            .arg("--data-dir")
-            .arg(&data)
-            .args([
-                "--listen",
-                "/ip4/127.0.0.1/tcp/0",
-                "--metrics-listen",
-                "127.0.0.1:0",
-            ]);
-        let mut proc = Proc::spawn("relay", command, dir).unwrap();
-        let listening = proc.wait_event("listening", LIMIT).unwrap();
+        let (proc, listening) = relay_with_config(dir, toml, &[]).unwrap();
         Self {
             addr: listening["addrs"][0].as_str().unwrap().to_owned(),
             metrics: listening["metrics"].as_str().unwrap().to_owned(),

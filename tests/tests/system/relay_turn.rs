@@ -20,7 +20,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use conclave_core::Config as ClientConfig;
 use conclave_core::net::turn::IceServer;
-use conclave_tests::{Proc, bin};
+use conclave_tests::{Proc, bin, relay_with_config};
 
 const LIMIT: Duration = Duration::from_secs(15);
 
@@ -34,26 +34,16 @@ struct Relay {
 
 fn start(dir: &Path, toml: &str) -> Relay {
     let data = dir.join("relay");
-    std::fs::create_dir_all(&data).unwrap();
-    let config = dir.join("relay.toml");
-    std::fs::write(&config, toml).unwrap();
-    let mut command = Command::new(bin("conclave-relay"));
-    command
-        .args(["--json", "--config"])
-        .arg(&config)
-        .arg("--data-dir")
-        .arg(&data)
-        .args([
-            "--listen",
-            "/ip4/127.0.0.1/tcp/0",
+    let (proc, listening) = relay_with_config(
+        dir,
+        toml,
+        &[
             "--turn-listen",
             "127.0.0.1:0",
             "--turn-allow-loopback-peers",
-            "--metrics-listen",
-            "127.0.0.1:0",
-        ]);
-    let mut proc = Proc::spawn("relay", command, dir).unwrap();
-    let listening = proc.wait_event("listening", LIMIT).unwrap();
+        ],
+    )
+    .unwrap();
     let udp: std::net::SocketAddr = listening["turn_udp"].as_str().unwrap().parse().unwrap();
     assert_eq!(
         listening["turn_tcp"].as_str(),
