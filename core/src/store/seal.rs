@@ -4,7 +4,7 @@
 //! (16)`, with associated data `tree name ‖ 0x00 ‖ stored key`: a value moved to another key
 //! or tree fails to open. Keys that would say something about the user (peer ids, meeting
 //! ids) are stored blinded, as `HMAC-SHA256(store key, "conclave store blind v1" ‖ tree ‖
-//! 0x00 ‖ key)`, and the plain key travels inside the sealed value ([`pack`]).
+//! 0x00 ‖ key)`, and the plain key travels inside the sealed value (`pack`).
 //!
 //! Invariant: the store key never reaches a log line or a `Debug` rendering
 //! ([`StoreKey`]'s `Debug` is `StoreKey(..)`), and it is zeroized on drop.
