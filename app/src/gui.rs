@@ -41,3 +41,14 @@ pub(crate) fn run(options: Options) -> iced::Result {
     tracing::debug!(data_dir = %data_dir.display(), "window closed");
     result
 }
+
+/// A temporary directory with mode 0700: Conclave refuses a data directory other users can
+/// read (tests only).
+#[cfg(test)]
+pub(crate) fn private_tempdir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))
+        .expect("chmod 700");
+    dir
+}

@@ -5,6 +5,11 @@
 //! gui`, or `conclave` alone when `DISPLAY` / `WAYLAND_DISPLAY` is set; without a display and
 //! without a command it prints the usage). Exit codes: 0 normal leave, 2 bad usage or
 //! malformed invite, 3 join refused, 1 anything else.
+//!
+//! The data directory is sealed at rest (`conclave_core::store`): the process creates files
+//! 0600 and directories 0700 (umask 077), and the store key comes from `--passphrase-file`,
+//! or, only when the user opts in with `--insecure-key-file` / `CONCLAVE_INSECURE_KEY_FILE=1`
+//! (as `make demo`, CI and the system tests do), from a 0600 key file.
 
 mod cli;
 mod gui;
@@ -15,6 +20,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use conclave_core::invite::{Invite, parse_relay};
 use conclave_core::media::driver::MediaConfig;
+use conclave_core::store::{INSECURE_KEY_FILE_ENV, KeySource};
 use conclave_core::{Client, Config, Multiaddr};
 
 use cli::output::Output;
@@ -57,6 +63,15 @@ struct Args {
     /// UDP address for media (ICE host candidates), e.g. 127.0.0.1:0 (repeatable).
     #[arg(long = "media-bind", global = true)]
     media_bind: Vec<String>,
+    /// Wrap the store key under the passphrase on the first line of FILE (the data
+    /// directory is encrypted with that key).
+    #[arg(long, global = true, value_name = "FILE")]
+    passphrase_file: Option<PathBuf>,
+    /// Keep the store key unprotected in DATA_DIR/store.key (mode 0600), with a warning:
+    /// anyone who can read the data directory can read your identity and history. For
+    /// demos and tests; also set by CONCLAVE_INSECURE_KEY_FILE=1.
+    #[arg(long, global = true)]
+    insecure_key_file: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -103,6 +118,11 @@ enum Command {
         /// The meeting id (32 hex digits); omit to list meetings.
         meeting: Option<String>,
     },
+    /// Forget a meeting: delete its chat history and invite from the store for good.
+    Forget {
+        /// The meeting id (32 hex digits, as `conclave history` lists them).
+        meeting: String,
+    },
     /// Run a real meeting on this machine (relay + participants on loopback) and report.
     Demo {
         /// How many participants.
@@ -129,7 +149,24 @@ fn humantime_or_seconds(text: &str) -> Result<Duration, String> {
 const DEFAULT_LOG_FILTER: &str =
     "warn,rtc=error,rtc_ice=error,rtc_dtls=error,rtc_sctp=error,webrtc=error";
 
+/// Where the store key comes from, by the flags: a passphrase file, the opt-in key file, or
+/// the OS secret service (which refuses to start when there is none).
+fn key_source(args: &Args) -> Result<KeySource, String> {
+    let insecure = args.insecure_key_file
+        || std::env::var(INSECURE_KEY_FILE_ENV).is_ok_and(|value| value == "1");
+    match (&args.passphrase_file, insecure) {
+        (Some(_), true) => Err(
+            "--passphrase-file and --insecure-key-file exclude each other: choose one".to_owned(),
+        ),
+        (Some(path), false) => KeySource::passphrase_file(path).map_err(|err| err.to_string()),
+        (None, true) => Ok(KeySource::InsecureKeyFile),
+        (None, false) => Ok(KeySource::Auto),
+    }
+}
+
 fn main() {
+    // Everything this process writes (store, key files, settings) is private to the user.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
@@ -211,6 +248,13 @@ fn run_gui(args: &Args, started: std::time::Instant, out: Output) -> i32 {
         );
         return EXIT_USAGE;
     };
+    let store_key = match key_source(args) {
+        Ok(source) => source,
+        Err(message) => {
+            out.error("usage", &message);
+            return EXIT_USAGE;
+        }
+    };
     if !gui::display_available() {
         out.error(
             "no_display",
@@ -233,6 +277,7 @@ fn run_gui(args: &Args, started: std::time::Instant, out: Output) -> i32 {
         },
         relay_only: args.relay_only,
         started,
+        store_key,
     };
     match gui::run(options) {
         Ok(()) => EXIT_OK,
@@ -251,9 +296,16 @@ async fn run(args: Args, command: Command, out: Output) -> i32 {
         );
         return EXIT_USAGE;
     };
+    let store_key = match key_source(&args) {
+        Ok(source) => source,
+        Err(message) => {
+            out.error("usage", &message);
+            return EXIT_USAGE;
+        }
+    };
     match command {
         Command::Gui => EXIT_USAGE,
-        Command::Id => match cli::id::run(&data_dir, out) {
+        Command::Id => match cli::id::run(&data_dir, &store_key, out) {
             Ok(()) => EXIT_OK,
             Err(err) => {
                 out.error("store", &err.to_string());
@@ -266,9 +318,23 @@ async fn run(args: Args, command: Command, out: Output) -> i32 {
             duration,
         } => {
             let mode = cli::meeting::Mode::Create { lobby };
-            start_meeting(&args, data_dir, relays.clone(), duration, mode, out).await
+            start_meeting(
+                &args,
+                data_dir,
+                store_key,
+                relays.clone(),
+                duration,
+                mode,
+                out,
+            )
+            .await
         }
-        Command::History { ref meeting } => cli::history::run(&data_dir, meeting.as_deref(), out),
+        Command::History { ref meeting } => {
+            cli::history::run(&data_dir, &store_key, meeting.as_deref(), out)
+        }
+        Command::Forget { ref meeting } => {
+            cli::history::forget(&data_dir, &store_key, meeting, out)
+        }
         Command::Join {
             ref invite,
             ref relays,
@@ -282,7 +348,16 @@ async fn run(args: Args, command: Command, out: Output) -> i32 {
                 }
             };
             let mode = cli::meeting::Mode::Join(invite);
-            start_meeting(&args, data_dir, relays.clone(), duration, mode, out).await
+            start_meeting(
+                &args,
+                data_dir,
+                store_key,
+                relays.clone(),
+                duration,
+                mode,
+                out,
+            )
+            .await
         }
         Command::Demo {
             participants,
@@ -301,12 +376,14 @@ async fn run(args: Args, command: Command, out: Output) -> i32 {
 async fn start_meeting(
     args: &Args,
     data_dir: PathBuf,
+    store_key: KeySource,
     relays: Vec<Multiaddr>,
     duration: Option<Duration>,
     mode: cli::meeting::Mode,
     out: Output,
 ) -> i32 {
     let mut config = Config::new(data_dir)
+        .with_store_key(store_key)
         .with_relays(relays)
         .with_mdns(!args.no_mdns);
     if !args.listen.is_empty() {

@@ -6,6 +6,7 @@ use std::time::Duration;
 use libp2p::Multiaddr;
 
 use crate::meeting;
+use crate::store::KeySource;
 
 /// Everything a [`Client`](crate::Client) needs to start.
 #[derive(Debug, Clone)]
@@ -34,6 +35,9 @@ pub struct Config {
     /// this the oldest are dropped and the application is told how many it missed
     /// ([`crate::client::Event::Lagged`]). The core never waits for the application.
     pub event_backlog: usize,
+    /// Where the store key comes from (default [`KeySource::Auto`]: the OS secret service,
+    /// refusing to start without one). See [`crate::store::key_source`].
+    pub store_key: KeySource,
 }
 
 impl Config {
@@ -58,12 +62,19 @@ impl Config {
             reprovide_interval: Duration::from_secs(30),
             media: None,
             event_backlog: 4096,
+            store_key: KeySource::Auto,
         }
     }
 
     /// Sets how many unread events are held before the oldest are dropped.
     pub fn with_event_backlog(mut self, events: usize) -> Self {
         self.event_backlog = events;
+        self
+    }
+
+    /// Sets where the store key comes from.
+    pub fn with_store_key(mut self, source: KeySource) -> Self {
+        self.store_key = source;
         self
     }
 

@@ -3,7 +3,8 @@
 //! Crate map:
 //! - [`identity`]: the installation's ed25519 key (also the libp2p identity) and safety
 //!   numbers.
-//! - [`store`]: sled-backed durable state (identity, remembered peers).
+//! - [`store`]: sled-backed durable state (identity, remembered peers, history), sealed at
+//!   rest under a store key from a [`store::KeySource`].
 //! - [`invite`]: the `conclave:` invite URI.
 //! - [`admission`]: rendezvous key and the hello handshake that proves the meeting secret.
 //! - [`meeting`]: the sans-IO meeting state machine (admission, roster, presence).
@@ -14,7 +15,10 @@
 //! ```no_run
 //! # async fn demo() -> Result<(), conclave_core::Error> {
 //! use conclave_core::{Client, Config, Event};
-//! let (client, mut events) = Client::start(Config::new("/tmp/alice")).await?;
+//! use conclave_core::store::KeySource;
+//! let config = Config::new("/tmp/alice")
+//!     .with_store_key(KeySource::passphrase("correct horse battery staple"));
+//! let (client, mut events) = Client::start(config).await?;
 //! let invite = client.create_meeting(false).await?;
 //! println!("send this to your guests: {}", invite.to_uri());
 //! while let Some(Event::Meeting(event)) = events.next().await {
@@ -57,6 +61,9 @@ pub mod media;
 pub mod meeting;
 pub mod net;
 pub mod store;
+
+#[cfg(test)]
+mod debug_hygiene;
 
 pub use client::{Client, Event, Events};
 pub use config::Config;

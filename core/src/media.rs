@@ -18,8 +18,8 @@ pub mod transport;
 
 use libp2p::PeerId;
 
-/// One epoch's `sframe_epoch_secret`; never shown in `Debug`.
-#[derive(Clone, PartialEq, Eq)]
+/// One epoch's `sframe_epoch_secret`; never shown in `Debug`, zeroized on drop.
+#[derive(Clone, PartialEq, Eq, zeroize::Zeroize, zeroize::ZeroizeOnDrop)]
 pub struct EpochSecret(pub [u8; 32]);
 
 impl std::fmt::Debug for EpochSecret {

@@ -297,11 +297,13 @@ impl Drop for Proc {
     }
 }
 
-/// Global flags every loopback test client uses: JSON, its own data dir, loopback listeners,
-/// no mDNS (multicast would leave this host's namespace).
+/// Global flags every loopback test client uses: JSON, its own data dir (store key in a
+/// 0600 key file: tests have no secret service and no passphrase), loopback listeners, no
+/// mDNS (multicast would leave this host's namespace).
 pub fn loopback_client_args(data_dir: &Path, name: &str) -> Vec<String> {
     vec![
         "--json".into(),
+        "--insecure-key-file".into(),
         "--data-dir".into(),
         data_dir.display().to_string(),
         "--name".into(),

@@ -202,7 +202,14 @@ impl Home {
         command
             .args(["netns", "exec", &self.host])
             .arg(bin("conclave"))
-            .args(["--json", "--no-mdns", "--name", label, "--data-dir"])
+            .args([
+                "--json",
+                "--no-mdns",
+                "--insecure-key-file",
+                "--name",
+                label,
+            ])
+            .arg("--data-dir")
             .arg(dir.join(label))
             .args([
                 "--listen",

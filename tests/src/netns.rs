@@ -93,7 +93,14 @@ impl Lan {
         command
             .args(["netns", "exec", self.host(i)])
             .arg(bin("conclave"))
-            .args(["--json", "--no-mdns", "--name", label, "--data-dir"])
+            .args([
+                "--json",
+                "--no-mdns",
+                "--insecure-key-file",
+                "--name",
+                label,
+            ])
+            .arg("--data-dir")
             .arg(dir.join(label))
             .args([
                 "--listen",

@@ -239,7 +239,9 @@ pub(crate) async fn run(participants: usize, seconds: u64, out: Output) -> anyho
             noise_suppression: false,
             ..MediaConfig::default()
         };
+        // Demo participants live in a temporary directory: their store key file is fine.
         let config = Config::new(workdir.path().join(name.to_lowercase()))
+            .with_store_key(conclave_core::store::KeySource::InsecureKeyFile)
             .with_name(*name)
             .with_listen(loopback())
             .with_relays(tcp_relay.clone())

@@ -27,6 +27,8 @@ use tracing::{info, warn};
 
 use super::audio::{self, Devices, Meter};
 use super::bridge::{self, Handle, Me, Request};
+use conclave_core::store::KeySource;
+
 use super::prefs::Prefs;
 use super::screen::{home, meeting, settings};
 use super::widget::focus::button;
@@ -49,6 +51,8 @@ pub(crate) struct Options {
     pub(crate) relay_only: bool,
     /// When the process started (for the time-to-first-frame figure).
     pub(crate) started: Instant,
+    /// Where the store key comes from (`--passphrase-file`, `--insecure-key-file`).
+    pub(crate) store_key: KeySource,
 }
 
 /// Which screen is shown.
@@ -209,6 +213,7 @@ impl App {
             .filter_map(|r| parse_relay(r).ok())
             .collect();
         let mut config = Config::new(&self.options.data_dir)
+            .with_store_key(self.options.store_key.clone())
             .with_relays(relays)
             .with_mdns(self.options.mdns);
         if !self.options.listen.is_empty() {
@@ -883,6 +888,7 @@ mod tests {
             noise_suppression: None,
             relay_only: false,
             started: Instant::now(),
+            store_key: KeySource::InsecureKeyFile,
         }
     }
 
@@ -938,7 +944,7 @@ mod tests {
 
     #[test]
     fn config_follows_flags_and_saved_relays() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = crate::gui::private_tempdir();
         let relay = format!("/ip4/127.0.0.1/tcp/4001/p2p/{}", PeerId::random());
         let prefs = Prefs {
             relays: vec![relay.clone(), "garbage".into()],
@@ -969,7 +975,7 @@ mod tests {
 
     #[test]
     fn a_relay_only_meeting_restarts_the_client_with_the_relay_only_policy() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = crate::gui::private_tempdir();
         let mut app = App::with_prefs(options(dir.path()), Prefs::default());
         started(&mut app);
         let _ = app.update(Message::Home(home::Message::RelayOnlyToggled(true)));
@@ -981,7 +987,7 @@ mod tests {
 
     #[test]
     fn home_then_meeting_then_home() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = crate::gui::private_tempdir();
         let mut app = App::with_prefs(options(dir.path()), Prefs::default());
         let mut ui = simulator(app.view());
         assert!(ui.find("Starting Conclave…").is_ok());
@@ -1030,7 +1036,7 @@ mod tests {
 
     #[test]
     fn leaving_goes_home_even_without_the_confirmation() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = crate::gui::private_tempdir();
         let mut app = App::with_prefs(options(dir.path()), Prefs::default());
         started(&mut app);
         let _ = app.update(Message::Home(home::Message::NewMeeting));
@@ -1051,7 +1057,7 @@ mod tests {
 
     #[test]
     fn settings_open_and_close_with_the_keyboard() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = crate::gui::private_tempdir();
         let mut app = App::with_prefs(options(dir.path()), Prefs::default());
         let _ = app.update(Message::Shortcut(Shortcut::Settings));
         assert_eq!(app.screen, Screen::Settings);
@@ -1066,7 +1072,7 @@ mod tests {
 
     #[test]
     fn a_failed_start_is_a_banner() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = crate::gui::private_tempdir();
         let mut app = App::with_prefs(options(dir.path()), Prefs::default());
         let _ = app.update(Message::Bridge(bridge::Event::StartFailed(
             "Conclave could not start: the data directory is in use".into(),

@@ -356,7 +356,7 @@ async fn recent(client: &Client) -> Result<Vec<Recent>, conclave_core::Error> {
         .into_iter()
         .map(|(meeting_id, record)| Recent {
             meeting_id,
-            invite: Redacted(record.invite),
+            invite: Redacted(record.invite.clone()),
             last_seen_unix_ms: record.last_seen_unix_ms,
         })
         .collect())
@@ -459,14 +459,17 @@ mod tests {
     }
 
     fn config(dir: &std::path::Path) -> Config {
-        Config::new(dir).with_mdns(false).with_listen(vec![
-            "/ip4/127.0.0.1/tcp/0".parse().expect("valid multiaddr"),
-        ])
+        Config::new(dir)
+            .with_store_key(conclave_core::store::KeySource::InsecureKeyFile)
+            .with_mdns(false)
+            .with_listen(vec![
+                "/ip4/127.0.0.1/tcp/0".parse().expect("valid multiaddr"),
+            ])
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_bridge_starts_the_client_and_backs_the_identity_up_and_restores_it() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = crate::gui::private_tempdir();
         let mut stream = Box::pin(connect());
         let Event::Ready(mut handle) = next(&mut stream).await else {
             panic!("the bridge first hands out its handle");
@@ -514,7 +517,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn verification_marks_round_trip_through_the_bridge() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = crate::gui::private_tempdir();
         let mut stream = Box::pin(connect());
         let Event::Ready(mut handle) = next(&mut stream).await else {
             panic!("the bridge first hands out its handle");

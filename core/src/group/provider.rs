@@ -11,13 +11,32 @@ use std::collections::HashMap;
 use openmls_rust_crypto::{MemoryStorage, RustCrypto};
 use openmls_traits::OpenMlsProvider;
 
-/// The keys written and removed by one MLS operation.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+/// The keys written and removed by one MLS operation. The values are MLS secrets: `Debug`
+/// shows only how many there are, and they are zeroized on drop.
+#[derive(Default, Clone, PartialEq, Eq)]
 pub struct StorageDelta {
     /// Keys written, with their new values.
     pub puts: Vec<(Vec<u8>, Vec<u8>)>,
     /// Keys removed.
     pub deletes: Vec<Vec<u8>>,
+}
+
+impl std::fmt::Debug for StorageDelta {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StorageDelta")
+            .field("puts", &self.puts.len())
+            .field("deletes", &self.deletes.len())
+            .finish()
+    }
+}
+
+impl Drop for StorageDelta {
+    fn drop(&mut self) {
+        for (key, value) in &mut self.puts {
+            zeroize::Zeroize::zeroize(key);
+            zeroize::Zeroize::zeroize(value);
+        }
+    }
 }
 
 impl StorageDelta {

@@ -56,7 +56,10 @@ pub enum BackupError {
     Kdf(String),
 }
 
-fn derive_key(passphrase: &str, salt: &[u8; SALT_LEN]) -> Result<Zeroizing<[u8; 32]>, BackupError> {
+pub(crate) fn derive_key(
+    passphrase: &str,
+    salt: &[u8; SALT_LEN],
+) -> Result<Zeroizing<[u8; 32]>, BackupError> {
     let params = Params::new(ARGON2_MEMORY_KIB, ARGON2_ITERATIONS, 1, Some(32))
         .map_err(|e| BackupError::Kdf(e.to_string()))?;
     let mut key = Zeroizing::new([0u8; 32]);

@@ -551,6 +551,9 @@ impl Media {
                 self.receivers.clear();
                 self.leaves.clear();
                 self.keyed = false;
+                // No key of the old group outlives it: not for sealing, not for opening.
+                self.sealer.reset();
+                self.opener.reset();
             }
             MediaCommand::Stop => {}
         }

@@ -40,7 +40,7 @@ use rand::SeedableRng;
 use rand::rngs::{OsRng, StdRng};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info, instrument, warn};
+use tracing::{debug, info, instrument, warn};
 
 use super::backoff::Backoff;
 use super::behaviour::{Behaviour, BehaviourEvent, KAD_PROTOCOL};
@@ -340,7 +340,7 @@ pub(crate) async fn start(
     events: mpsc::Sender<Event>,
     cancel: CancellationToken,
 ) -> Result<Started, Error> {
-    let store = Store::open(&config.data_dir)?;
+    let store = Store::open(&config.data_dir, &config.store_key)?;
     let identity = store.load_or_create_identity()?;
     let name = match config.name.as_deref().map(sanitize_name) {
         Some(name) => {
@@ -986,7 +986,8 @@ impl Driver {
         now: Instant,
     ) -> Result<Session, Error> {
         let keys = MeetingKeys::derive(invite.meeting_id, &invite.secret);
-        let provider = Provider::with_entries(self.store.load_mls()?);
+        // MLS state lives in memory only: a restart always starts or joins afresh.
+        let provider = Provider::default();
         let me = MlsIdentity::new(&self.identity);
         let meeting = self.config.meeting.clone();
         let local = *self.swarm.local_peer_id();
@@ -1910,14 +1911,8 @@ impl Driver {
                 Output::Media(command) => {
                     self.pass_to_media(MediaInput::Command(command));
                 }
-                Output::Persist(delta) => {
-                    if let Err(err) = self.store.apply_mls_delta(&delta) {
-                        error!(error = %err, "cannot save the group state; a restart will need a fresh join");
-                        self.emit(Event::Warning {
-                            message: format!("cannot save the meeting's keys to disk: {err}"),
-                        });
-                    }
-                }
+                // Not written: a restart never loads a group (see `store`'s module docs).
+                Output::Persist(_) => {}
                 Output::Event(event) => {
                     self.record(&event);
                     self.emit(Event::Meeting(event));

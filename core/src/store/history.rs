@@ -1,22 +1,28 @@
-//! Chat history and remembered meetings.
+//! Chat history and remembered meetings, sealed (see [`super::seal`]).
 //!
-//! - tree `history`: meeting id (16) ‖ local sequence (u64 BE) → CBOR [`ChatRecord`], so a
-//!   meeting's lines iterate in arrival order.
-//! - tree `meetings`: meeting id → CBOR [`MeetingRecord`] (the invite, to rejoin later).
-//!   The invite holds the meeting secret: the data directory must be protected like a
-//!   key store (see `docs/threat-model.md`).
+//! - tree `history`: blinded meeting id (16) ‖ local sequence (u64 BE) → sealed CBOR
+//!   [`ChatRecord`], so a meeting's lines iterate in arrival order without naming it.
+//! - tree `meetings`: blinded meeting id → sealed (meeting id ‖ CBOR [`MeetingRecord`]), the
+//!   invite to rejoin later. The invite holds the meeting secret.
+//!
+//! [`Store::forget_meeting`] removes both and rewrites the database, so nothing of the
+//! meeting stays in sled's log.
+
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+use zeroize::{Zeroize, ZeroizeOnDrop};
 
-use super::schema::{TREE_HISTORY, TREE_MEETINGS};
+use super::key_source::KeySource;
+use super::schema::TREE_HISTORY;
 use super::{Store, StoreError};
 use crate::invite::MeetingId;
 
 /// Most lines kept per meeting; older ones are dropped first.
 pub const MAX_HISTORY_PER_MEETING: usize = 10_000;
 
-/// One chat line as stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One chat line as stored. `Debug` shows who and when, never the text.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChatRecord {
     /// Sender's peer id (base58).
     pub from: String,
@@ -28,8 +34,18 @@ pub struct ChatRecord {
     pub unix_ms: u64,
 }
 
-/// A meeting this installation was in.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+impl std::fmt::Debug for ChatRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChatRecord")
+            .field("from", &self.from)
+            .field("text", &format_args!("<{} bytes>", self.text.len()))
+            .field("unix_ms", &self.unix_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A meeting this installation was in. `Debug` never shows the invite (it holds the secret).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
 pub struct MeetingRecord {
     /// The invite URI (contains the secret).
     pub invite: String,
@@ -37,37 +53,79 @@ pub struct MeetingRecord {
     pub last_seen_unix_ms: u64,
 }
 
-fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    let mut out = Vec::new();
-    ciborium::into_writer(value, &mut out).expect("writing CBOR to a Vec cannot fail");
+impl std::fmt::Debug for MeetingRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MeetingRecord")
+            .field("invite", &"Invite(..)")
+            .field("last_seen_unix_ms", &self.last_seen_unix_ms)
+            .finish()
+    }
+}
+
+fn encode<T: Serialize>(value: &T) -> zeroize::Zeroizing<Vec<u8>> {
+    let mut out = zeroize::Zeroizing::new(Vec::new());
+    ciborium::into_writer(value, &mut *out).expect("writing CBOR to a Vec cannot fail");
     out
 }
 
 impl Store {
+    /// The (blinded) key prefix of a meeting's history lines.
+    fn history_prefix(&self, meeting: MeetingId) -> [u8; 16] {
+        let blinded = self.key.blind(TREE_HISTORY, &meeting.0);
+        let mut prefix = [0u8; 16];
+        prefix.copy_from_slice(&blinded[..16]);
+        prefix
+    }
+
+    /// Appends an already encoded line to a meeting's history (bounded, oldest dropped).
+    pub(super) fn append_sealed_line(
+        &self,
+        meeting: MeetingId,
+        encoded: &[u8],
+    ) -> Result<(), StoreError> {
+        let prefix = self.history_prefix(meeting);
+        // The next sequence number follows the meeting's last line (sled's id generator
+        // would restart after a rewrite into a fresh database).
+        let seq = match self.history.scan_prefix(prefix).next_back() {
+            Some(entry) => {
+                let (key, _) = entry?;
+                key.get(16..24)
+                    .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                    .map_or(0, |b| u64::from_be_bytes(b).saturating_add(1))
+            }
+            None => 0,
+        };
+        let mut key = prefix.to_vec();
+        key.extend_from_slice(&seq.to_be_bytes());
+        let sealed = self.key.seal(TREE_HISTORY, &key, encoded);
+        self.history.insert(key, sealed)?;
+        if self.history.scan_prefix(prefix).count() > MAX_HISTORY_PER_MEETING
+            && let Some(Ok((oldest, _))) = self.history.scan_prefix(prefix).next()
+        {
+            self.history.remove(oldest)?;
+        }
+        Ok(())
+    }
+
     /// Appends a chat line to a meeting's history.
     pub fn append_chat(&self, meeting: MeetingId, record: &ChatRecord) -> Result<(), StoreError> {
-        let tree = self.db.open_tree(TREE_HISTORY)?;
-        let seq = self.db.generate_id()?;
-        let mut key = meeting.0.to_vec();
-        key.extend_from_slice(&seq.to_be_bytes());
-        tree.insert(key, encode(record))?;
-        if tree.scan_prefix(meeting.0).count() > MAX_HISTORY_PER_MEETING
-            && let Some(Ok((oldest, _))) = tree.scan_prefix(meeting.0).next()
-        {
-            tree.remove(oldest)?;
-        }
+        self.append_sealed_line(meeting, &encode(record))?;
         self.flush()
     }
 
-    /// A meeting's history, oldest first. Undecodable lines are skipped.
+    /// A meeting's history, oldest first. Unreadable lines are skipped.
     pub fn chat_history(&self, meeting: MeetingId) -> Result<Vec<ChatRecord>, StoreError> {
-        let tree = self.db.open_tree(TREE_HISTORY)?;
         let mut lines = Vec::new();
-        for entry in tree.scan_prefix(meeting.0) {
-            let (_, value) = entry?;
-            match ciborium::from_reader(value.as_ref()) {
-                Ok(record) => lines.push(record),
-                Err(_) => tracing::warn!("skipping a corrupt history line"),
+        for entry in self.history.scan_prefix(self.history_prefix(meeting)) {
+            let (key, value) = entry?;
+            let record = self
+                .key
+                .open(TREE_HISTORY, &key, &value)
+                .ok()
+                .and_then(|plain| ciborium::from_reader(plain.as_slice()).ok());
+            match record {
+                Some(record) => lines.push(record),
+                None => tracing::warn!("skipping a corrupt history line"),
             }
         }
         Ok(lines)
@@ -79,36 +137,63 @@ impl Store {
         meeting: MeetingId,
         record: &MeetingRecord,
     ) -> Result<(), StoreError> {
-        self.db
-            .open_tree(TREE_MEETINGS)?
-            .insert(meeting.0, encode(record))?;
+        self.meetings.insert(&meeting.0, &encode(record))?;
         self.flush()
     }
 
     /// Remembered meetings, most recent first.
     pub fn meetings(&self) -> Result<Vec<(MeetingId, MeetingRecord)>, StoreError> {
         let mut meetings = Vec::new();
-        for entry in self.db.open_tree(TREE_MEETINGS)?.iter() {
-            let (key, value) = entry?;
-            let Ok(id) = <[u8; 16]>::try_from(key.as_ref()) else {
+        for (key, value) in self.meetings.entries()? {
+            let Ok(id) = <[u8; 16]>::try_from(key.as_slice()) else {
                 continue;
             };
-            if let Ok(record) = ciborium::from_reader::<MeetingRecord, _>(value.as_ref()) {
+            if let Ok(record) = ciborium::from_reader::<MeetingRecord, _>(value.as_slice()) {
                 meetings.push((MeetingId(id), record));
             }
         }
         meetings.sort_by_key(|(_, r)| std::cmp::Reverse(r.last_seen_unix_ms));
         Ok(meetings)
     }
+
+    /// Forgets a meeting: its history and its invite are removed and the database is
+    /// rewritten into fresh files, so nothing of it (not even sealed) stays on disk. Needs the
+    /// data directory to itself (no client running on it). Returns whether anything was
+    /// known about the meeting.
+    pub fn forget_meeting(
+        data_dir: &Path,
+        source: &KeySource,
+        meeting: MeetingId,
+    ) -> Result<bool, StoreError> {
+        let store = Self::open(data_dir, source)?;
+        let known = store.meetings.get(&meeting.0)?.is_some();
+        let mut lines = 0usize;
+        let prefix = store.history_prefix(meeting);
+        let keys: Vec<sled::IVec> = store
+            .history
+            .scan_prefix(prefix)
+            .keys()
+            .collect::<Result<_, _>>()?;
+        for key in keys {
+            store.history.remove(key)?;
+            lines += 1;
+        }
+        store.meetings.remove(&meeting.0)?;
+        store.flush()?;
+        store.rewrite()?;
+        tracing::info!(meeting = %meeting.short(), lines, "forgot a meeting");
+        Ok(known || lines > 0)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::KeySource;
 
     #[test]
     fn history_survives_reopening_and_stays_per_meeting() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = crate::store::private_tempdir();
         let line = |text: &str| ChatRecord {
             from: "p".into(),
             name: "Ada".into(),
@@ -116,14 +201,14 @@ mod tests {
             unix_ms: 1,
         };
         {
-            let store = Store::open(dir.path()).unwrap();
+            let store = Store::open(dir.path(), &KeySource::InsecureKeyFile).unwrap();
             store.append_chat(MeetingId([1; 16]), &line("one")).unwrap();
             store
                 .append_chat(MeetingId([2; 16]), &line("other"))
                 .unwrap();
             store.append_chat(MeetingId([1; 16]), &line("two")).unwrap();
         }
-        let store = Store::open(dir.path()).unwrap();
+        let store = Store::open(dir.path(), &KeySource::InsecureKeyFile).unwrap();
         let texts: Vec<String> = store
             .chat_history(MeetingId([1; 16]))
             .unwrap()
@@ -135,8 +220,8 @@ mod tests {
 
     #[test]
     fn meetings_are_remembered_most_recent_first() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let dir = crate::store::private_tempdir();
+        let store = Store::open(dir.path(), &KeySource::InsecureKeyFile).unwrap();
         store
             .remember_meeting(
                 MeetingId([1; 16]),

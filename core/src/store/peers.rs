@@ -1,5 +1,8 @@
 //! Remembered peers: the addresses of members seen in earlier meetings, used as extra
 //! bootstrap candidates for the DHT next time.
+//!
+//! Tree `peers`, sealed: blinded peer id → sealed (peer id ‖ CBOR addresses and last-seen
+//! time). Who was met, where and when is private.
 
 use libp2p::{Multiaddr, PeerId};
 use serde::{Deserialize, Serialize};
@@ -53,7 +56,7 @@ impl Store {
         };
         let mut value = Vec::new();
         ciborium::into_writer(&stored, &mut value).expect("writing CBOR to a Vec cannot fail");
-        self.peers.insert(key, value)?;
+        self.peers.insert(&key, &value)?;
         self.evict_oldest_peers()?;
         self.flush()
     }
@@ -61,8 +64,7 @@ impl Store {
     /// Every remembered peer, most recently seen first. Undecodable entries are skipped.
     pub fn known_peers(&self) -> Result<Vec<KnownPeer>, StoreError> {
         let mut peers = Vec::new();
-        for entry in self.peers.iter() {
-            let (key, value) = entry?;
+        for (key, value) in self.peers.entries()? {
             let Ok(peer_id) = PeerId::from_bytes(&key) else {
                 tracing::warn!("skipping a remembered peer with an invalid id");
                 continue;
@@ -82,7 +84,7 @@ impl Store {
         }
         let peers = self.known_peers()?;
         for stale in peers.iter().skip(MAX_KNOWN_PEERS) {
-            self.peers.remove(stale.peer_id.to_bytes())?;
+            self.peers.remove(&stale.peer_id.to_bytes())?;
         }
         Ok(())
     }
@@ -111,8 +113,8 @@ mod tests {
 
     #[test]
     fn peers_are_remembered_merged_and_bounded() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let dir = crate::store::private_tempdir();
+        let store = Store::open(dir.path(), &crate::store::KeySource::InsecureKeyFile).unwrap();
         let peer = Identity::generate().peer_id();
         let a: Multiaddr = "/ip4/127.0.0.1/tcp/4001".parse().unwrap();
         let b: Multiaddr = "/ip4/127.0.0.1/udp/4001/quic-v1".parse().unwrap();

@@ -40,6 +40,7 @@ fn an_app_that_never_reads_its_events_stalls_nothing() {
         .build()
         .unwrap();
     let config = ClientConfig::new(dir.path().join("X"))
+        .with_store_key(conclave_core::store::KeySource::InsecureKeyFile)
         .with_name("X")
         .with_listen(vec![
             "/ip4/127.0.0.1/tcp/0".parse().unwrap(),

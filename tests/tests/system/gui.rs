@@ -15,6 +15,7 @@
 //! Needs `Xvfb`, `xdotool` and `import` (Debian: xvfb, xdotool, imagemagick), which
 //! `make test` installs. Every wait is bounded.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -204,6 +205,8 @@ impl Gui {
     fn start(dir: &Path, display: &str, name: &str, prefs: Option<serde_json::Value>) -> Self {
         let gui_dir = dir.join(name);
         std::fs::create_dir_all(&gui_dir).unwrap();
+        // A data directory open to other users is refused: make it private, as Conclave does.
+        std::fs::set_permissions(&gui_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
         if let Some(prefs) = prefs {
             std::fs::write(gui_dir.join("gui.json"), prefs.to_string()).unwrap();
         }

@@ -7,7 +7,7 @@ use conclave_tests::{Proc, bin};
 
 fn id_json(dir: &std::path::Path) -> serde_json::Value {
     let output = Command::new(bin("conclave"))
-        .args(["--json", "--data-dir"])
+        .args(["--json", "--insecure-key-file", "--data-dir"])
         .arg(dir)
         .arg("id")
         .output()
@@ -43,7 +43,7 @@ fn a_second_process_on_the_same_data_dir_gets_a_clear_error() {
     let mut host = Proc::conclave("a", &data, &["new"]).unwrap();
     host.wait_event("invite", Duration::from_secs(10)).unwrap();
     let output = Command::new(bin("conclave"))
-        .args(["--json", "--data-dir"])
+        .args(["--json", "--insecure-key-file", "--data-dir"])
         .arg(&data)
         .arg("id")
         .output()

@@ -8,6 +8,7 @@
 //! side as separate binaries either. One area: `cargo test --workspace --test system nat_matrix`.
 
 mod admission;
+mod at_rest;
 mod audio;
 mod audio_loss;
 mod backoff;

@@ -13,7 +13,13 @@ fn in_namespace(ns: &str, data_dir: &std::path::Path, name: &str, args: &[&str])
     command
         .args(["netns", "exec", ns])
         .arg(bin("conclave"))
-        .args(["--json", "--name", name, "--data-dir"])
+        .args([
+            "--json",
+            "--insecure-key-file",
+            "--name",
+            name,
+            "--data-dir",
+        ])
         .arg(data_dir)
         .args(args);
     command

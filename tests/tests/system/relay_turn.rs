@@ -305,6 +305,7 @@ fn identity_of(dir: &Path) -> String {
 
 async fn fetch(data_dir: &Path, relay: &str) -> Result<Vec<IceServer>, conclave_core::Error> {
     let config = ClientConfig::new(data_dir)
+        .with_store_key(conclave_core::store::KeySource::InsecureKeyFile)
         .with_listen(vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()])
         .with_relays(vec![relay.parse().unwrap()])
         .with_mdns(false);

@@ -222,11 +222,11 @@ fn the_group_survives_a_restart_through_storage_deltas() {
     let (mut a, _b, _c) = three();
     let mut disk: std::collections::HashMap<Vec<u8>, Vec<u8>> = Default::default();
     let apply = |disk: &mut std::collections::HashMap<Vec<u8>, Vec<u8>>, delta: StorageDelta| {
-        for (k, v) in delta.puts {
-            disk.insert(k, v);
+        for (k, v) in &delta.puts {
+            disk.insert(k.clone(), v.clone());
         }
-        for k in delta.deletes {
-            disk.remove(&k);
+        for k in &delta.deletes {
+            disk.remove(k);
         }
     };
     apply(&mut disk, a.provider.take_delta());

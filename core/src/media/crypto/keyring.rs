@@ -1,5 +1,12 @@
 //! Opening media frames: KID → (sender, epoch) → key, with replay protection and the
 //! previous epoch's keys kept for a grace window. Sans-IO: time is an argument.
+//!
+//! Derived keys are cached by (KID, epoch), never by KID alone: the KID carries only the
+//! epoch's low [`EPOCH_BITS`], so after a rejoin whose epoch equals an old one modulo 16 a
+//! KID-only cache would open frames with a key whose grace window is long over. Installing
+//! an epoch drops every cached key of that epoch number (its secret may be new); an epoch
+//! lower than the current one is a new group (we rejoined) and clears everything, like
+//! [`Opener::reset`] (`MediaCommand::Reset`).
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -48,7 +55,8 @@ pub struct Opened {
 /// Opens frames from every sender of the meeting.
 pub struct Opener {
     epochs: MediaKeys,
-    keys: HashMap<u64, (u64, DecryptionKey)>,
+    /// (KID, epoch) → derived key.
+    keys: HashMap<(u64, u64), DecryptionKey>,
     replay: ReplayAttackProtectionStore,
     stats: OpenStats,
 }
@@ -78,12 +86,31 @@ impl Opener {
     /// Installs a new epoch's `sframe_epoch_secret`; the previous epoch stays usable for
     /// [`MediaKeys::GRACE`].
     pub fn install(&mut self, now: Instant, epoch: u64, epoch_secret: [u8; NH]) {
+        if self
+            .epochs
+            .current_epoch()
+            .is_some_and(|current| epoch < current)
+        {
+            // Epochs only grow within a group: a lower one is a new group after a rejoin.
+            self.reset();
+        }
         self.epochs.install(now, epoch, epoch_secret);
         let epochs = &self.epochs;
-        self.keys
-            .retain(|_, (key_epoch, _)| epochs.sender_base_key(now, *key_epoch, 0).is_some());
-        let live: Vec<u64> = self.keys.keys().copied().collect();
+        self.keys.retain(|(_, key_epoch), _| {
+            *key_epoch != epoch && epochs.sender_base_key(now, *key_epoch, 0).is_some()
+        });
+        let live: Vec<u64> = self.keys.keys().map(|(kid, _)| *kid).collect();
         self.replay.retain(|kid| live.contains(&kid));
+    }
+
+    /// Forgets every epoch secret, cached key and replay window (we left the group and are
+    /// joining again); the counters stay.
+    pub fn reset(&mut self) {
+        let stats = self.stats;
+        *self = Self {
+            stats,
+            ..Self::default()
+        };
     }
 
     /// What was opened and dropped so far.
@@ -147,7 +174,7 @@ impl Opener {
         let epoch = self
             .epoch_of(now, mls_kid.epoch_lsb(), sender)
             .ok_or(MediaError::UnknownKey { kid })?;
-        if !self.keys.contains_key(&kid) {
+        if !self.keys.contains_key(&(kid, epoch)) {
             if self.keys.len() >= MAX_CACHED_KEYS {
                 self.keys.clear();
             }
@@ -157,9 +184,12 @@ impl Opener {
                 .ok_or(MediaError::UnknownKey { kid })?;
             let key = DecryptionKey::derive_from(CIPHER_SUITE, kid, base.as_ref())
                 .map_err(|e| MediaError::Sframe(e.to_string()))?;
-            self.keys.insert(kid, (epoch, key));
+            self.keys.insert((kid, epoch), key);
         }
-        let (_, key) = self.keys.get(&kid).ok_or(MediaError::UnknownKey { kid })?;
+        let key = self
+            .keys
+            .get(&(kid, epoch))
+            .ok_or(MediaError::UnknownKey { kid })?;
         let opened = view
             .validated_decrypt(key, &mut self.replay)
             .map_err(|err| match err {

@@ -1,4 +1,9 @@
 //! Sealing media frames with SFrame under our MLS-derived sender key.
+//!
+//! Invariant: the sealer seals only under the key of the last epoch installed. A failed
+//! install (a leaf index beyond [`INDEX_BITS`], a derivation error) or a [`Sealer::reset`]
+//! leaves it without a key, so it stops sealing ([`MediaError::NoKey`]) instead of going on
+//! under the previous epoch's key.
 
 use ::sframe::CipherSuite;
 use ::sframe::frame::{MediaFrameView, MonotonicCounter};
@@ -63,12 +68,19 @@ impl Sealer {
         sender: u32,
         sender_base_key: &[u8; NH],
     ) -> Result<(), MediaError> {
+        // Whatever happens next, the previous epoch's key is no longer ours to use.
+        self.key = None;
         let kid = key_id(epoch, sender)?;
         let key = EncryptionKey::derive_from(CIPHER_SUITE, kid, sender_base_key)
             .map_err(|e| MediaError::Sframe(e.to_string()))?;
         self.sender = sender;
         self.key = Some((epoch, key));
         Ok(())
+    }
+
+    /// Drops the key: nothing is sealed until the next [`Sealer::install`].
+    pub fn reset(&mut self) {
+        self.key = None;
     }
 
     /// The epoch frames are sealed for.

@@ -206,3 +206,81 @@ fn a_connection_carries_only_its_own_members_frames() {
             .is_ok()
     );
 }
+
+#[test]
+fn a_failed_key_install_stops_sealing_instead_of_using_the_old_key() {
+    let mut sealer = sealer(1, 3, [1; NH]);
+    assert!(sealer.seal(b"ok").is_ok());
+    // Leaf 64 does not fit the KID's six index bits: the install fails...
+    assert!(
+        sealer
+            .install(2, 64, &sender_base_key(&[2; NH], 64))
+            .is_err()
+    );
+    // ...and nothing is sealed under epoch 1's key any more.
+    assert_eq!(sealer.epoch(), None);
+    assert!(matches!(sealer.seal(b"late"), Err(MediaError::NoKey)));
+    sealer.install(2, 3, &sender_base_key(&[2; NH], 3)).unwrap();
+    assert!(sealer.seal(b"again").is_ok());
+    sealer.reset();
+    assert!(matches!(
+        sealer.seal(b"after reset"),
+        Err(MediaError::NoKey)
+    ));
+}
+
+#[test]
+fn reset_forgets_every_key() {
+    let now = t0();
+    let mut opener = Opener::default();
+    opener.install(now, 4, [4; NH]);
+    let mut sealer = sealer(4, 1, [4; NH]);
+    opener.open(now, &sealer.seal(b"one").unwrap()).unwrap();
+    let second = sealer.seal(b"two").unwrap();
+    opener.reset();
+    assert!(matches!(
+        opener.open(now, &second),
+        Err(MediaError::UnknownKey { .. })
+    ));
+    assert_eq!(opener.stats().opened, 1, "counters survive a reset");
+}
+
+/// The cache is keyed by (KID, epoch): the same epoch number installed again with a new
+/// secret (a new group) never opens frames with the key cached for the old one.
+#[test]
+fn a_reinstalled_epoch_never_reuses_a_cached_key() {
+    let now = t0();
+    let mut opener = Opener::default();
+    opener.install(now, 3, [0xA; NH]);
+    let mut old = sealer(3, 0, [0xA; NH]);
+    opener.open(now, &old.seal(b"cached").unwrap()).unwrap();
+    opener.install(now, 3, [0xB; NH]);
+    assert!(opener.open(now, &old.seal(b"stale").unwrap()).is_err());
+    let mut new = sealer(3, 0, [0xB; NH]);
+    opener.open(now, &new.seal(b"fresh").unwrap()).unwrap();
+}
+
+/// After a rejoin whose epoch equals an old one modulo 16 (same KID), the old key is gone:
+/// an old frame does not open, long after its grace window.
+#[test]
+fn a_rejoin_with_the_same_kid_drops_the_old_groups_keys() {
+    let now = t0();
+    let mut opener = Opener::default();
+    opener.install(now, 17, [0x11; NH]);
+    let mut old = sealer(17, 2, [0x11; NH]);
+    opener.open(now, &old.seal(b"old group").unwrap()).unwrap();
+    let later = now + MediaKeys::GRACE * 10;
+    // The new group starts at epoch 1: 17 mod 16 == 1, the same KID for leaf 2.
+    assert_eq!(key_id(1, 2).unwrap(), key_id(17, 2).unwrap());
+    opener.install(later, 1, [0x01; NH]);
+    assert!(
+        opener
+            .open(later, &old.seal(b"replayed key").unwrap())
+            .is_err()
+    );
+    let mut new = sealer(1, 2, [0x01; NH]);
+    let opened = opener
+        .open(later, &new.seal(b"new group").unwrap())
+        .unwrap();
+    assert_eq!(opened.epoch, 1);
+}
