@@ -292,9 +292,10 @@ enum Inflight {
     State {
         attempt: u32,
     },
-    /// Our chat line number `wire` in the recipient's stream (the line stays in the chat
-    /// outbox).
+    /// Our chat line number `wire` in the recipient's stream `stream` (the line stays in
+    /// the chat outbox).
     Chat {
+        stream: u64,
         wire: u64,
     },
     Other,
@@ -902,14 +903,14 @@ impl<R: RngCore + CryptoRng> Machine<R> {
                 self.abort_outgoing(now, epoch);
                 self.rejoin(now, unix_ms);
             }
-            (Inflight::Chat { wire }, Response::Ack) => {
+            (Inflight::Chat { stream, wire }, Response::Ack) => {
                 self.heard_from(now, from);
-                self.chat_acked(from, wire);
+                self.chat_acked(from, stream, wire);
             }
-            (Inflight::Chat { wire }, Response::Nack { .. } | Response::NotMember) => {
+            (Inflight::Chat { stream, wire }, Response::Nack { .. } | Response::NotMember) => {
                 // Behind us by an epoch, or a joiner still on its way in: later.
                 self.heard_from(now, from);
-                self.chat_failed(now, from, wire);
+                self.chat_failed(now, from, stream, wire);
             }
             (
                 Inflight::Application { payload, attempt },
@@ -1044,7 +1045,7 @@ impl<R: RngCore + CryptoRng> Machine<R> {
                 self.mls
                     .schedule_state_retry(now + self.config.chat_retry, peer, attempt + 1);
             }
-            Inflight::Chat { wire } => self.chat_failed(now, peer, wire),
+            Inflight::Chat { stream, wire } => self.chat_failed(now, peer, stream, wire),
             Inflight::Other => {}
         }
         self.maybe_commit(now);
@@ -1214,14 +1215,8 @@ impl<R: RngCore + CryptoRng> Machine<R> {
     /// doubled per attempt up to 4 s, plus up to half again of random jitter (members that
     /// failed together do not retry together).
     fn retry_delay(&mut self, attempt: u32) -> Duration {
-        let doublings = attempt.saturating_sub(1).min(16);
-        let delay = self
-            .config
-            .chat_retry
-            .saturating_mul(1 << doublings)
-            .min(chat::RETRY_CAP);
-        let jitter = f64::from(self.rng.next_u32()) / f64::from(u32::MAX) / 2.0;
-        delay + delay.mul_f64(jitter)
+        let jitter = f64::from(self.rng.next_u32()) / f64::from(u32::MAX);
+        chat::retry_delay(self.config.chat_retry, attempt, jitter)
     }
 
     fn is_alive(&self, now: Instant, peer: &PeerId) -> bool {

@@ -35,6 +35,15 @@ pub(crate) const MAX_UNSENT: usize = 10_000;
 /// Failed lines remembered for a resend.
 const MAX_FAILED_KEPT: usize = 256;
 
+/// The pause before attempt `attempt + 1` after attempt `attempt` failed: `base` doubled
+/// per attempt up to [`RETRY_CAP`], plus `jitter` (in [0, 1)) of half of it, so that
+/// members that failed together do not retry together.
+pub(crate) fn retry_delay(base: Duration, attempt: u32, jitter: f64) -> Duration {
+    let doublings = attempt.saturating_sub(1).min(16);
+    let delay = base.saturating_mul(1 << doublings).min(RETRY_CAP);
+    delay + delay.mul_f64(jitter.clamp(0.0, 1.0) / 2.0)
+}
+
 /// What became of a line, for its sender.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Settled {
@@ -223,9 +232,10 @@ impl ChatOutbox {
             .collect()
     }
 
-    /// `peer` acknowledged the line it got as number `wire`.
-    pub(crate) fn acked(&mut self, peer: PeerId, wire: u64) -> Option<Settled> {
-        let queue = self.queues.get_mut(&peer)?;
+    /// `peer` acknowledged the line it got as number `wire` of `stream` (an answer from a
+    /// stream since restarted is ignored: its numbers now name other lines).
+    pub(crate) fn acked(&mut self, peer: PeerId, stream: u64, wire: u64) -> Option<Settled> {
+        let queue = self.queues.get_mut(&peer).filter(|q| q.stream == stream)?;
         let attempt = queue.in_flight.remove(&wire)?;
         self.resolve(peer, attempt.line)
     }
@@ -233,16 +243,18 @@ impl ChatOutbox {
     /// The line `wire` did not reach `peer` (a failure, or a `Nack`): retry after a backoff
     /// of `base` doubled per attempt (capped, plus `jitter` in [0, 1) of half of it), or
     /// give up once `give_up` has passed since the first attempt.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn failed(
         &mut self,
         now: Instant,
         peer: PeerId,
+        stream: u64,
         wire: u64,
         base: Duration,
         give_up: Duration,
         jitter: f64,
     ) -> Option<Settled> {
-        let queue = self.queues.get_mut(&peer)?;
+        let queue = self.queues.get_mut(&peer).filter(|q| q.stream == stream)?;
         let attempt = queue.in_flight.get_mut(&wire)?;
         if now >= attempt.first + give_up {
             let line = attempt.line;
@@ -250,9 +262,7 @@ impl ChatOutbox {
             self.lines.get_mut(&line)?.failed.insert(peer);
             return self.resolve(peer, line);
         }
-        let doublings = attempt.number.saturating_sub(1).min(16);
-        let delay = base.saturating_mul(1 << doublings).min(RETRY_CAP);
-        attempt.retry_at = Some(now + delay + delay.mul_f64(jitter.clamp(0.0, 1.0) / 2.0));
+        attempt.retry_at = Some(now + retry_delay(base, attempt.number, jitter));
         None
     }
 
@@ -395,8 +405,8 @@ mod tests {
         let sends = outbox.due(now);
         assert_eq!(sends.len(), 2 * WINDOW);
         assert!(outbox.due(now).is_empty(), "nothing more until an ack");
-        assert_eq!(outbox.acked(a, 1), None, "b still has to acknowledge it");
-        assert_eq!(outbox.acked(b, 1), Some(Settled::Delivered { seq: 1 }));
+        assert_eq!(outbox.acked(a, 7, 1), None, "b still has to acknowledge it");
+        assert_eq!(outbox.acked(b, 7, 1), Some(Settled::Delivered { seq: 1 }));
         let next = outbox.due(now);
         assert_eq!(next.len(), 2);
         assert!(next.iter().all(|s| s.line == WINDOW as u64 + 1));
@@ -415,10 +425,10 @@ mod tests {
         outbox.due(now);
         // Everything but the first is acknowledged: nothing past 1 + WINDOW goes out.
         for wire in 2..=WINDOW as u64 {
-            outbox.acked(a, wire);
+            outbox.acked(a, 7, wire);
         }
         assert!(outbox.due(now).is_empty());
-        outbox.acked(a, 1);
+        outbox.acked(a, 7, 1);
         let next: Vec<u64> = outbox.due(now).iter().map(|s| s.wire).collect();
         assert_eq!(
             next,
@@ -452,7 +462,7 @@ mod tests {
         let mut gaps = Vec::new();
         let mut settled = None;
         for _ in 0..100 {
-            settled = outbox.failed(now, a, 1, BASE, GIVE_UP, 0.0);
+            settled = outbox.failed(now, a, 7, 1, BASE, GIVE_UP, 0.0);
             if settled.is_some() {
                 break;
             }
@@ -476,7 +486,7 @@ mod tests {
         let sends = outbox.due(now);
         assert_eq!(sends.len(), 1);
         assert_eq!(sends[0].wire, 2);
-        assert_eq!(outbox.acked(a, 2), Some(Settled::Delivered { seq: 1 }));
+        assert_eq!(outbox.acked(a, 7, 2), Some(Settled::Delivered { seq: 1 }));
         assert!(!outbox.resend(1, &BTreeSet::from([a]), stream));
     }
 
@@ -491,7 +501,7 @@ mod tests {
         for _ in 0..3 {
             for send in outbox.due(now) {
                 if send.peer == a {
-                    outbox.acked(a, send.wire);
+                    outbox.acked(a, send.stream, send.wire);
                 }
             }
         }
@@ -510,6 +520,23 @@ mod tests {
     }
 
     #[test]
+    fn an_answer_from_before_a_stream_restart_is_ignored() {
+        let now = start();
+        let a = PeerId::random();
+        let mut outbox = ChatOutbox::default();
+        push(&mut outbox, 1, &[a]);
+        push(&mut outbox, 2, &[a]);
+        outbox.due(now);
+        outbox.acked(a, 7, 1);
+        // `a` rejoined: line 2 is its number 1 in stream 8 now.
+        outbox.restart_stream(a, 8);
+        assert_eq!(outbox.acked(a, 7, 1), None, "a stale answer settled a line");
+        let sends = outbox.due(now);
+        assert_eq!((sends[0].line, sends[0].stream, sends[0].wire), (2, 8, 1));
+        assert_eq!(outbox.acked(a, 8, 1), Some(Settled::Delivered { seq: 2 }));
+    }
+
+    #[test]
     fn jitter_spreads_retries_and_a_line_for_nobody_is_delivered_at_once() {
         let now = start();
         let a = PeerId::random();
@@ -520,7 +547,7 @@ mod tests {
         );
         push(&mut outbox, 1, &[a]);
         outbox.due(now);
-        outbox.failed(now, a, 1, BASE, GIVE_UP, 0.9);
+        outbox.failed(now, a, 7, 1, BASE, GIVE_UP, 0.9);
         let at = outbox.next_deadline().unwrap();
         assert!(at - now > BASE && at - now <= BASE * 3 / 2);
     }

@@ -1120,32 +1120,33 @@ impl<R: RngCore + CryptoRng> Machine<R> {
             let mut payload = Vec::new();
             ciborium::into_writer(&message, &mut payload)
                 .expect("writing CBOR to a Vec cannot fail");
-            let wire = send.wire;
+            let (stream, wire) = (send.stream, send.wire);
             match self.group_request(&payload) {
                 Ok(request) => {
                     debug!(peer = %peer, line = send.line, wire, attempt = send.attempt, "chat line sent");
-                    self.send(peer, request, Inflight::Chat { wire });
+                    self.send(peer, request, Inflight::Chat { stream, wire });
                 }
                 Err(err) => {
                     // Not in a group right now (joining again): try later.
                     debug!(error = %err, line = send.line, "cannot encrypt a chat line yet");
-                    self.chat_failed(now, peer, wire);
+                    self.chat_failed(now, peer, stream, wire);
                 }
             }
         }
     }
 
-    pub(super) fn chat_acked(&mut self, peer: PeerId, wire: u64) {
-        if let Some(settled) = self.chat_outbox.acked(peer, wire) {
+    pub(super) fn chat_acked(&mut self, peer: PeerId, stream: u64, wire: u64) {
+        if let Some(settled) = self.chat_outbox.acked(peer, stream, wire) {
             self.report_chat(settled);
         }
     }
 
-    pub(super) fn chat_failed(&mut self, now: Instant, peer: PeerId, wire: u64) {
+    pub(super) fn chat_failed(&mut self, now: Instant, peer: PeerId, stream: u64, wire: u64) {
         let jitter = f64::from(self.rng.next_u32()) / f64::from(u32::MAX);
         let settled = self.chat_outbox.failed(
             now,
             peer,
+            stream,
             wire,
             self.config.chat_retry,
             self.config.chat_give_up,
