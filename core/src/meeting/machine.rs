@@ -903,6 +903,11 @@ impl<R: RngCore + CryptoRng> Machine<R> {
                 self.abort_outgoing(now, epoch);
                 self.rejoin(now, unix_ms);
             }
+            (Inflight::Heartbeat, Response::Ack) => {
+                // A member still has us: if we were cut off, we are back.
+                self.heard_from(now, from);
+                self.end_reconnect(now);
+            }
             (Inflight::Chat { stream, wire }, Response::Ack) => {
                 self.heard_from(now, from);
                 self.chat_acked(from, stream, wire);

@@ -116,8 +116,10 @@ impl<R: RngCore + CryptoRng> Machine<R> {
                 }
             }
             Some(reconnect) => {
+                // Back only when a member acknowledges our heartbeat (it still has us) or
+                // we are in the group again (`install_group`): hearing from a member is not
+                // enough, it may have removed us.
                 if silence == Silence::NotAlone {
-                    self.end_reconnect(now);
                     return;
                 }
                 if !network_fresh {
