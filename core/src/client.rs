@@ -222,8 +222,8 @@ impl Client {
     /// every relay that answered refused, the error is [`Error::TurnRefused`]. An empty list
     /// means no relay offers TURN.
     ///
-    /// [`IceServer`]: crate::net::turn::IceServer
-    pub async fn ice_servers(&self) -> Result<Vec<crate::net::turn::IceServer>, Error> {
+    /// [`IceServer`]: crate::proto::turn::IceServer
+    pub async fn ice_servers(&self) -> Result<Vec<crate::proto::turn::IceServer>, Error> {
         self.request(|reply| Command::IceServers { reply }).await?
     }
 

@@ -3,7 +3,7 @@
 use crate::admission::AdmissionError;
 use crate::identity::IdentityError;
 use crate::invite::InviteError;
-use crate::net::wire::WireError;
+use crate::proto::WireError;
 use crate::store::StoreError;
 
 /// Any error of `conclave-core`.

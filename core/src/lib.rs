@@ -6,7 +6,9 @@
 //! - [`store`]: sled-backed durable state (identity, remembered peers, history), sealed at
 //!   rest under a store key from a [`store::KeySource`].
 //! - [`invite`]: the `conclave:` invite URI.
+//! - [`backoff`]: exponential back-off with jitter, the one formula of every retry (sans-IO).
 //! - [`admission`]: rendezvous key and the hello handshake that proves the meeting secret.
+//! - [`proto`]: every wire message and its bounded encoding.
 //! - [`meeting`]: the sans-IO meeting state machine (admission, roster, presence).
 //! - [`net`]: the libp2p control plane (DHT, mDNS, relay client, control protocol) and the
 //!   driver that connects it to the meeting machine.
@@ -51,6 +53,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod admission;
+pub mod backoff;
 pub mod client;
 pub mod config;
 pub mod error;
@@ -60,12 +63,22 @@ pub mod invite;
 pub mod media;
 pub mod meeting;
 pub mod net;
+pub mod proto;
 pub mod store;
 
 #[cfg(test)]
 mod debug_hygiene;
 
+// The public API: everything the `conclave` app needs is named here, at the crate root.
 pub use client::{Client, Event, Events};
 pub use config::Config;
 pub use error::Error;
+pub use group::SecurityCode;
+pub use identity::backup::MIN_PASSPHRASE_CHARS;
+pub use identity::{Identity, SafetyNumber, public_key_of};
+pub use invite::{Invite, MeetingId, parse_relay};
 pub use libp2p::{Multiaddr, PeerId};
+pub use media::driver::{MediaConfig, MediaEvent};
+pub use meeting::{LeaveReason, MeetingEvent};
+pub use proto::turn::IceServer;
+pub use store::{ChatRecord, INSECURE_KEY_FILE_ENV, KeySource, MeetingRecord, Store, StoreError};

@@ -11,7 +11,7 @@
 //! the TURN peer policy, quotas, caps and TCP limits change in place (an identity removed
 //! from the allowlist loses its allocations at once); keys that need a restart are reported.
 //!
-//! TURN credentials (`/conclave/turn/1.0.0`, see [`conclave_core::net::turn`]): a request
+//! TURN credentials (`/conclave/turn/1.0.0`, see [`conclave_core::proto::turn`]): a request
 //! arrives on an authenticated libp2p connection, so its peer id is the requester's
 //! identity; the [`Issuer`](crate::turn::Issuer) answers with credentials if the allowlist
 //! admits it and with a refusal otherwise. Both are counted.
@@ -27,7 +27,8 @@ use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use conclave_core::net::behaviour::{CONTROL_TIMEOUT, IDENTIFY_PROTOCOL, KAD_PROTOCOL, kad_config};
-use conclave_core::net::turn::{TURN_PROTOCOL, TurnCodec, TurnRefusal, TurnResponse};
+use conclave_core::net::codec::{TURN_PROTOCOL, TurnCodec};
+use conclave_core::proto::turn::{TurnRefusal, TurnResponse};
 use futures::StreamExt;
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response;

@@ -59,7 +59,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use conclave_core::net::turn::{IceServer, TurnRefusal, TurnResponse};
+use conclave_core::proto::turn::{IceServer, TurnRefusal, TurnResponse};
 use libp2p::PeerId;
 use rand::Rng;
 use stun::attributes::{ATTR_MESSAGE_INTEGRITY, ATTR_REALM, ATTR_USERNAME, ATTR_XOR_PEER_ADDRESS};

@@ -2,7 +2,8 @@
 //! fail with a typed error, never panic, and decoded messages must re-encode identically.
 #![no_main]
 
-use conclave_core::net::wire::{Request, Response};
+use conclave_core::proto::Message;
+use conclave_core::proto::control::{Request, Response};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

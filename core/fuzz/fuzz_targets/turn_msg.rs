@@ -3,7 +3,8 @@
 //! must re-encode identically.
 #![no_main]
 
-use conclave_core::net::turn::{TurnRequest, TurnResponse};
+use conclave_core::proto::Message;
+use conclave_core::proto::turn::{TurnRequest, TurnResponse};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

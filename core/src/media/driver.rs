@@ -839,9 +839,7 @@ impl Media {
                 if let Signal::Offer(sdp) | Signal::Restart(sdp) = &signal {
                     self.offers.insert(to, offer_digest(sdp));
                 }
-                let mut payload = Vec::new();
-                ciborium::into_writer(&signal, &mut payload)
-                    .expect("writing CBOR to a Vec cannot fail");
+                let payload = crate::proto::to_cbor(&signal);
                 let signals = self.signals.clone();
                 if signals.send((to, payload)).await.is_err() {
                     debug!("signalling channel closed");

@@ -4,7 +4,7 @@ use libp2p::PeerId;
 
 use crate::group::SecurityCode;
 use crate::invite::MeetingId;
-use crate::net::wire::RemovalReason;
+use crate::proto::control::RemovalReason;
 
 /// Why a member is no longer in the meeting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -45,7 +45,7 @@ use crate::admission::{AdmissionError, HelloLimiter, MeetingKeys, NONCE_LEN, Rep
 use crate::group::mls::validate_key_package;
 use crate::group::{GroupError, MediaKeys, MeetingGroup, MlsIdentity, Provider, StorageDelta};
 use crate::invite::MeetingId;
-use crate::net::wire::{
+use crate::proto::control::{
     Hello, MAX_ADDRS, MAX_MEMBERS, MemberInfo, Removal, RemovalReason, Request, Response,
 };
 

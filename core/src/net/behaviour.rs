@@ -9,7 +9,7 @@ use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::{StreamProtocol, dcutr, identify, identity, kad, mdns, ping, relay, request_response};
 
 use super::codec::{CONTROL_PROTOCOL, ControlCodec};
-use super::turn::{TURN_PROTOCOL, TurnCodec};
+use super::codec::{TURN_PROTOCOL, TurnCodec};
 
 /// Kademlia protocol name of Conclave's private DHT (clients and relays).
 pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/conclave/kad/1.0.0");

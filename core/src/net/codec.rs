@@ -1,49 +1,29 @@
-//! Frames [`wire`](super::wire) messages on a request-response stream: a u32 big-endian
-//! length, then the body. Lengths above [`MAX_FRAME_LEN`] are refused before any allocation.
+//! The request-response codec of Conclave's libp2p protocols: one [`Message`] per frame
+//! ([`crate::proto::framing`]) for each request and each response.
 
 use std::io;
 use std::marker::PhantomData;
 
-use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use futures::{AsyncRead, AsyncWrite};
 use libp2p::StreamProtocol;
 use libp2p::request_response;
 
-use super::wire::{MAX_FRAME_LEN, Request, Response, WireError};
+use crate::proto::Message;
+use crate::proto::control::{Request, Response};
+use crate::proto::framing::{read_message, write_message};
+use crate::proto::turn::{TurnRequest, TurnResponse};
 
 /// The control protocol's name.
 pub const CONTROL_PROTOCOL: StreamProtocol = StreamProtocol::new("/conclave/control/1");
+/// The TURN credential protocol's name.
+pub const TURN_PROTOCOL: StreamProtocol = StreamProtocol::new("/conclave/turn/1.0.0");
 
 /// The request-response codec of the control protocol.
 pub type ControlCodec = FramedCodec<Request, Response>;
+/// The request-response codec of [`TURN_PROTOCOL`].
+pub type TurnCodec = FramedCodec<TurnRequest, TurnResponse>;
 
-/// A message that travels as the body of one frame.
-pub trait Framed: Sized + Send + 'static {
-    /// The frame body.
-    fn to_frame(&self) -> Vec<u8>;
-    /// Parses a frame body.
-    fn from_frame(bytes: &[u8]) -> Result<Self, WireError>;
-}
-
-impl Framed for Request {
-    fn to_frame(&self) -> Vec<u8> {
-        self.encode()
-    }
-    fn from_frame(bytes: &[u8]) -> Result<Self, WireError> {
-        Self::decode(bytes)
-    }
-}
-
-impl Framed for Response {
-    fn to_frame(&self) -> Vec<u8> {
-        self.encode()
-    }
-    fn from_frame(bytes: &[u8]) -> Result<Self, WireError> {
-        Self::decode(bytes)
-    }
-}
-
-/// A request-response codec carrying one frame per request and one per response (the
-/// control protocol, and the TURN credential protocol).
+/// A request-response codec carrying one frame per request and one per response.
 pub struct FramedCodec<Req, Resp>(PhantomData<fn() -> (Req, Resp)>);
 
 impl<Req, Resp> Default for FramedCodec<Req, Resp> {
@@ -66,39 +46,7 @@ impl<Req, Resp> std::fmt::Debug for FramedCodec<Req, Resp> {
     }
 }
 
-async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T) -> io::Result<Vec<u8>> {
-    let mut len = [0u8; 4];
-    io.read_exact(&mut len).await?;
-    let len = u32::from_be_bytes(len) as usize;
-    if len > MAX_FRAME_LEN {
-        return Err(invalid(WireError::FrameTooLarge {
-            len,
-            max: MAX_FRAME_LEN,
-        }));
-    }
-    let mut body = vec![0u8; len];
-    io.read_exact(&mut body).await?;
-    Ok(body)
-}
-
-async fn write_frame<T: AsyncWrite + Unpin + Send>(io: &mut T, body: &[u8]) -> io::Result<()> {
-    if body.len() > MAX_FRAME_LEN {
-        return Err(invalid(WireError::FrameTooLarge {
-            len: body.len(),
-            max: MAX_FRAME_LEN,
-        }));
-    }
-    let len = u32::try_from(body.len()).expect("bounded by MAX_FRAME_LEN");
-    io.write_all(&len.to_be_bytes()).await?;
-    io.write_all(body).await?;
-    io.close().await
-}
-
-fn invalid(err: WireError) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, err)
-}
-
-impl<Req: Framed, Resp: Framed> request_response::Codec for FramedCodec<Req, Resp> {
+impl<Req: Message, Resp: Message> request_response::Codec for FramedCodec<Req, Resp> {
     type Protocol = StreamProtocol;
     type Request = Req;
     type Response = Resp;
@@ -107,21 +55,21 @@ impl<Req: Framed, Resp: Framed> request_response::Codec for FramedCodec<Req, Res
     where
         T: AsyncRead + Unpin + Send,
     {
-        Req::from_frame(&read_frame(io).await?).map_err(invalid)
+        read_message(io).await
     }
 
     async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Resp>
     where
         T: AsyncRead + Unpin + Send,
     {
-        Resp::from_frame(&read_frame(io).await?).map_err(invalid)
+        read_message(io).await
     }
 
     async fn write_request<T>(&mut self, _: &StreamProtocol, io: &mut T, req: Req) -> io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
     {
-        write_frame(io, &req.to_frame()).await
+        write_message(io, &req).await
     }
 
     async fn write_response<T>(
@@ -133,6 +81,6 @@ impl<Req: Framed, Resp: Framed> request_response::Codec for FramedCodec<Req, Res
     where
         T: AsyncWrite + Unpin + Send,
     {
-        write_frame(io, &res.to_frame()).await
+        write_message(io, &res).await
     }
 }

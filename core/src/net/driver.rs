@@ -42,18 +42,19 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, instrument, warn};
 
-use super::backoff::Backoff;
 use super::behaviour::{Behaviour, BehaviourEvent, KAD_PROTOCOL};
+use super::codec::TURN_PROTOCOL;
 use super::paths::{CloseReason, Paths};
-use super::turn::{IceServer, TURN_PROTOCOL, TurnRefusal, TurnRequest, TurnResponse};
-use super::wire::{MAX_ADDRS, Request, Response};
 use crate::admission::MeetingKeys;
+use crate::backoff::Backoff;
 use crate::client::Event;
 use crate::group::{MlsIdentity, Provider};
 use crate::identity::{Identity, SafetyNumber};
 use crate::invite::{Invite, peer_of};
 use crate::media::{self, driver::MediaEvent, driver::MediaInput};
 use crate::meeting::{Machine, MeetingEvent, Output};
+use crate::proto::control::{MAX_ADDRS, Request, Response};
+use crate::proto::turn::{IceServer, TurnRefusal, TurnRequest, TurnResponse};
 use crate::store::Store;
 use crate::store::{ChatRecord, MeetingRecord};
 use crate::{Config, Error};
@@ -288,11 +289,11 @@ pub const TURN_RETRY_MIN: Duration = Duration::from_secs(2);
 pub const TURN_RETRY_MAX: Duration = Duration::from_secs(60);
 
 /// A display name others will accept: no control characters, at most
-/// [`MAX_NAME_LEN`](super::wire::MAX_NAME_LEN) bytes, cut on a character boundary.
+/// [`MAX_NAME_LEN`](crate::proto::control::MAX_NAME_LEN) bytes, cut on a character boundary.
 fn sanitize_name(name: &str) -> String {
     let mut clean = String::new();
     for c in name.chars().filter(|c| !c.is_control()) {
-        if clean.len() + c.len_utf8() > super::wire::MAX_NAME_LEN {
+        if clean.len() + c.len_utf8() > crate::proto::control::MAX_NAME_LEN {
             break;
         }
         clean.push(c);

@@ -64,7 +64,7 @@ impl std::fmt::Debug for MeetingRecord {
 
 fn encode<T: Serialize>(value: &T) -> zeroize::Zeroizing<Vec<u8>> {
     let mut out = zeroize::Zeroizing::new(Vec::new());
-    ciborium::into_writer(value, &mut *out).expect("writing CBOR to a Vec cannot fail");
+    crate::proto::write_cbor(value, &mut out);
     out
 }
 

@@ -54,8 +54,7 @@ impl Store {
             addrs: merged.iter().map(|a| a.to_vec()).collect(),
             last_seen_unix: now_unix,
         };
-        let mut value = Vec::new();
-        ciborium::into_writer(&stored, &mut value).expect("writing CBOR to a Vec cannot fail");
+        let value = crate::proto::to_cbor(&stored);
         self.peers.insert(&key, &value)?;
         self.evict_oldest_peers()?;
         self.flush()

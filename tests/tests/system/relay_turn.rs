@@ -19,7 +19,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use conclave_core::Config as ClientConfig;
-use conclave_core::net::turn::IceServer;
+use conclave_core::proto::turn::IceServer;
 use conclave_tests::{Proc, bin, relay_with_config};
 
 const LIMIT: Duration = Duration::from_secs(15);

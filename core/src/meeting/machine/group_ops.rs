@@ -25,7 +25,8 @@ use crate::group::mls::{GroupChanges, JoinerPackage, Received};
 use crate::group::{GroupError, MediaKeys, MeetingGroup, MlsIdentity, Provider};
 use crate::media::{EpochSecret, MediaCommand};
 use crate::meeting::{LeaveReason, MeetingEvent};
-use crate::net::wire::{Removal, RemovalReason, Request, Response};
+use crate::proto::control::{Removal, RemovalReason, Request, Response};
+use crate::proto::to_cbor;
 
 /// Most key-package digests remembered (each package is committed at most once).
 const MAX_SEEN_PACKAGES: usize = 256;
@@ -313,15 +314,10 @@ impl<R: RngCore + CryptoRng> Machine<R> {
         if group.leaf_of(&to).is_none() {
             return Err(GroupError::Mls(format!("{to} is not a member")));
         }
-        let mut data = Vec::new();
-        ciborium::into_writer(
-            &AppMessage::Signal {
-                to: to.to_bytes(),
-                payload,
-            },
-            &mut data,
-        )
-        .expect("writing CBOR to a Vec cannot fail");
+        let data = to_cbor(&AppMessage::Signal {
+            to: to.to_bytes(),
+            payload,
+        });
         // Retried like chat: the first offer to a joiner often arrives before its Welcome.
         let request = self.group_request(&data)?;
         self.send(
@@ -962,8 +958,7 @@ impl<R: RngCore + CryptoRng> Machine<R> {
         if group.leaf_of(&peer).is_none() {
             return;
         }
-        let mut payload = Vec::new();
-        ciborium::into_writer(&message, &mut payload).expect("writing CBOR to a Vec cannot fail");
+        let payload = to_cbor(&message);
         match self.group_request(&payload) {
             Ok(request) => self.send(peer, request, Inflight::State { attempt }),
             Err(err) => warn!(error = %err, "cannot encrypt our state"),
@@ -1117,9 +1112,7 @@ impl<R: RngCore + CryptoRng> Machine<R> {
                 unix_ms: send.unix_ms,
                 text: send.text,
             };
-            let mut payload = Vec::new();
-            ciborium::into_writer(&message, &mut payload)
-                .expect("writing CBOR to a Vec cannot fail");
+            let payload = to_cbor(&message);
             let (stream, wire) = (send.stream, send.wire);
             match self.group_request(&payload) {
                 Ok(request) => {

@@ -1,10 +1,7 @@
-//! Control messages and their encoding.
+//! Control messages: admission, liveness, the two-phase commit, welcomes, chat carriers.
 //!
-//! Frame on a request-response stream (see [`super::codec`]):
-//!
-//! ```text
-//! u32 big-endian length N (N <= MAX_FRAME_LEN) | N bytes: version byte (= WIRE_VERSION) | CBOR body
-//! ```
+//! Each message travels as the body of one frame (see [`super`] for the frame and
+//! [`super::framing`] for how frames sit on a stream).
 //!
 //! Protocol flow (one request, one response, per stream):
 //! 1. joiner → member: [`Request::Hello`]; member → joiner: [`Response::Welcome`] (with
@@ -15,6 +12,10 @@
 //!    other); answer [`Response::Ack`], or [`Response::NotMember`] if the receiver does not
 //!    count the sender as a member (then the sender says hello again).
 //! 3. member → members on leaving: [`Request::Bye`]; answer [`Response::Ack`].
+//! 4. committer → members: [`Request::Commit`], then [`Request::Confirm`] or
+//!    [`Request::Abort`]; the joiner it added gets [`Request::Welcome`].
+//! 5. member → members: [`Request::Group`] (an MLS application message: chat).
+//! 6. any member → host or committer: [`Request::Approve`] (lobby), [`Request::Kick`].
 //!
 //! Decoding is strict and bounded: frame size, list lengths, name length and address counts
 //! are checked, and every failure is a [`WireError`], never a panic.
@@ -25,10 +26,8 @@ use serde::{Deserialize, Serialize};
 use crate::admission::{MAC_LEN, NONCE_LEN};
 use crate::invite::MeetingId;
 
-/// Version byte of the current encoding.
-pub const WIRE_VERSION: u8 = 1;
-/// Largest frame accepted or sent, in bytes.
-pub const MAX_FRAME_LEN: usize = 64 * 1024;
+use super::{Message, WireError};
+
 /// Most members listed in one message.
 pub const MAX_MEMBERS: usize = 64;
 /// Longest display name, in bytes of UTF-8.
@@ -37,50 +36,6 @@ pub const MAX_NAME_LEN: usize = 64;
 pub const MAX_ADDRS: usize = 8;
 /// Longest single multiaddr, in bytes.
 pub const MAX_ADDR_LEN: usize = 256;
-
-/// Why bytes were not a valid control message.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum WireError {
-    /// Empty frame.
-    #[error("empty frame")]
-    Empty,
-    /// Frame larger than allowed.
-    #[error("frame of {len} bytes exceeds the maximum of {max}")]
-    FrameTooLarge {
-        /// Length announced or found.
-        len: usize,
-        /// Largest allowed.
-        max: usize,
-    },
-    /// Unknown encoding version.
-    #[error("unsupported wire version {found} (expected {expected})")]
-    UnsupportedVersion {
-        /// Version byte found.
-        found: u8,
-        /// Version this build speaks.
-        expected: u8,
-    },
-    /// The CBOR body does not decode into a known message.
-    #[error("malformed message body")]
-    Malformed,
-    /// A list or string is longer than its bound.
-    #[error("{what} has {len} entries, at most {max} are allowed")]
-    TooMany {
-        /// What overflowed.
-        what: &'static str,
-        /// Found.
-        len: usize,
-        /// Allowed.
-        max: usize,
-    },
-    /// A field holds an invalid value (bad peer id, bad address, bad length).
-    #[error("invalid {field}")]
-    InvalidField {
-        /// Which field.
-        field: &'static str,
-    },
-}
 
 /// A member as described to other members.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -347,24 +302,7 @@ mod codec_addrs {
 /// Largest MLS payload (key package, commit, welcome, application message) in a frame.
 pub const MAX_MLS_PAYLOAD: usize = 60 * 1024;
 
-impl Request {
-    /// Encodes into a frame body (version byte + CBOR).
-    pub fn encode(&self) -> Vec<u8> {
-        encode_body(self)
-    }
-
-    /// Decodes and validates a frame body.
-    pub fn decode(bytes: &[u8]) -> Result<Self, WireError> {
-        let request: Request = decode_body(bytes)?;
-        request.validate()?;
-        Ok(request)
-    }
-
-    /// Length of [`Request::encode`]'s output.
-    pub fn encoded_len(&self) -> usize {
-        self.encode().len()
-    }
-
+impl Message for Request {
     fn validate(&self) -> Result<(), WireError> {
         match self {
             Request::Hello(hello) => {
@@ -389,44 +327,15 @@ impl Request {
     }
 }
 
-impl Response {
-    /// Encodes into a frame body (version byte + CBOR).
-    pub fn encode(&self) -> Vec<u8> {
-        encode_body(self)
-    }
-
-    /// Decodes and validates a frame body.
-    pub fn decode(bytes: &[u8]) -> Result<Self, WireError> {
-        let response: Response = decode_body(bytes)?;
-        if let Response::Welcome { members, .. } = &response {
-            check_members(members)?;
+impl Message for Response {
+    fn validate(&self) -> Result<(), WireError> {
+        match self {
+            Response::Welcome { members, .. } => check_members(members),
+            Response::Refused | Response::Ack | Response::NotMember | Response::Nack { .. } => {
+                Ok(())
+            }
         }
-        Ok(response)
     }
-}
-
-pub(super) fn encode_body<T: Serialize>(value: &T) -> Vec<u8> {
-    let mut out = vec![WIRE_VERSION];
-    ciborium::into_writer(value, &mut out).expect("writing CBOR to a Vec cannot fail");
-    out
-}
-
-pub(super) fn decode_body<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, WireError> {
-    let (&version, body) = bytes.split_first().ok_or(WireError::Empty)?;
-    if bytes.len() > MAX_FRAME_LEN {
-        return Err(WireError::FrameTooLarge {
-            len: bytes.len(),
-            max: MAX_FRAME_LEN,
-        });
-    }
-    if version != WIRE_VERSION {
-        return Err(WireError::UnsupportedVersion {
-            found: version,
-            expected: WIRE_VERSION,
-        });
-    }
-    // ciborium bounds recursion depth itself; the frame bound caps allocation.
-    ciborium::from_reader(body).map_err(|_| WireError::Malformed)
 }
 
 fn check_len(what: &'static str, len: usize, max: usize) -> Result<(), WireError> {
@@ -456,6 +365,7 @@ fn check_members(members: &[MemberInfo]) -> Result<(), WireError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::{MAX_FRAME_LEN, WIRE_VERSION, encode_body};
     use proptest::prelude::*;
 
     fn member(port: u16, name: &str) -> MemberInfo {
@@ -566,11 +476,20 @@ mod tests {
                 Request::Abort { meeting_id, epoch: unix_ms },
                 Request::Welcome { meeting_id, welcome: mac.to_vec() },
                 Request::Group { meeting_id, message: nonce.to_vec() },
+                Request::Approve { meeting_id, peer_id: members.first().map_or_else(PeerId::random, |m| m.peer_id) },
+                Request::Kick { meeting_id, peer_id: members.last().map_or_else(PeerId::random, |m| m.peer_id) },
             ];
+            // Every variant is listed above: adding one fails to compile here until it is.
+            for request in &requests {
+                match request {
+                    Request::Hello(_) | Request::Heartbeat { .. } | Request::Bye { .. } | Request::Commit { .. }
+                    | Request::Confirm { .. } | Request::Abort { .. } | Request::Welcome { .. } | Request::Group { .. }
+                    | Request::Approve { .. } | Request::Kick { .. } => {}
+                }
+            }
             for request in requests {
                 let bytes = request.encode();
-                prop_assert_eq!(bytes.len(), request.encoded_len());
-                prop_assert!(bytes.len() <= MAX_FRAME_LEN);
+                                prop_assert!(bytes.len() <= MAX_FRAME_LEN);
                 prop_assert_eq!(Request::decode(&bytes).unwrap(), request);
             }
             for response in [Response::Welcome { mac, members }, Response::Refused, Response::Ack, Response::NotMember, Response::Nack { epoch: unix_ms }] {

@@ -1,4 +1,4 @@
-//! Exponential back-off with jitter for every retry of the control plane (sans-IO).
+//! Exponential back-off with jitter for every retry: control plane and chat (sans-IO).
 //!
 //! One [`Backoff`] per thing retried (a relay's reservation, the redial of lost relays, a
 //! peer's hole punching, the TURN credential round, the joiner's DHT look-ups). The caller

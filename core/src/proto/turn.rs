@@ -7,24 +7,16 @@
 //!    URLs, short-lived "TURN REST API" username and password, expiry), or
 //!    [`TurnResponse::Refused`] with a reason (not on the relay's allowlist, TURN disabled).
 //!
-//! Frames are those of the control protocol (see [`super::codec`]): u32 big-endian length,
+//! Frames are those of the control protocol (see [`super`]): u32 big-endian length,
 //! version byte, CBOR body, every list and string bounded.
 //!
-//! The client side lives in [`super::driver`]: [`Client::ice_servers`](crate::Client::ice_servers)
-//! asks every configured relay and returns the answers as [`IceServer`] entries for the
-//! WebRTC ICE configuration. A round that brings no credentials while the media plane needs
-//! them is repeated with back-off ([`super::backoff`], 2 s doubling to 60 s); a relay that
-//! does not speak this protocol (not in its identify list, or the stream is refused) or
-//! answers [`TurnRefusal::Unavailable`] is not asked again that session.
+//! The client side (which relays are asked, when a round is repeated) is
+//! [`crate::proto::turn_fetch`]; the relay side is `conclave-relay`'s node.
 
-use libp2p::StreamProtocol;
 use serde::{Deserialize, Serialize};
 
-use super::codec::{Framed, FramedCodec};
-use super::wire::{WireError, decode_body, encode_body};
+use super::{Message, WireError};
 
-/// The protocol's name.
-pub const TURN_PROTOCOL: StreamProtocol = StreamProtocol::new("/conclave/turn/1.0.0");
 /// Most URLs in one [`IceServer`].
 pub const MAX_URLS: usize = 8;
 /// Longest URL, username or credential, in bytes.
@@ -87,31 +79,18 @@ pub enum TurnResponse {
     Refused(TurnRefusal),
 }
 
-impl TurnRequest {
-    /// Encodes into a frame body (version byte + CBOR).
-    pub fn encode(&self) -> Vec<u8> {
-        encode_body(self)
-    }
-
-    /// Decodes a frame body.
-    pub fn decode(bytes: &[u8]) -> Result<Self, WireError> {
-        decode_body(bytes)
+impl Message for TurnRequest {
+    fn validate(&self) -> Result<(), WireError> {
+        Ok(())
     }
 }
 
-impl TurnResponse {
-    /// Encodes into a frame body (version byte + CBOR).
-    pub fn encode(&self) -> Vec<u8> {
-        encode_body(self)
-    }
-
-    /// Decodes and validates a frame body.
-    pub fn decode(bytes: &[u8]) -> Result<Self, WireError> {
-        let response: TurnResponse = decode_body(bytes)?;
-        if let TurnResponse::Credentials(server) = &response {
-            server.validate()?;
+impl Message for TurnResponse {
+    fn validate(&self) -> Result<(), WireError> {
+        match self {
+            TurnResponse::Credentials(server) => server.validate(),
+            TurnResponse::Refused(_) => Ok(()),
         }
-        Ok(response)
     }
 }
 
@@ -133,27 +112,6 @@ impl IceServer {
             }
         }
         Ok(())
-    }
-}
-
-/// The request-response codec of [`TURN_PROTOCOL`].
-pub type TurnCodec = FramedCodec<TurnRequest, TurnResponse>;
-
-impl Framed for TurnRequest {
-    fn to_frame(&self) -> Vec<u8> {
-        self.encode()
-    }
-    fn from_frame(bytes: &[u8]) -> Result<Self, WireError> {
-        Self::decode(bytes)
-    }
-}
-
-impl Framed for TurnResponse {
-    fn to_frame(&self) -> Vec<u8> {
-        self.encode()
-    }
-    fn from_frame(bytes: &[u8]) -> Result<Self, WireError> {
-        Self::decode(bytes)
     }
 }
 
