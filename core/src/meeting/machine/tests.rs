@@ -11,6 +11,7 @@ use super::*;
 use crate::identity::Identity;
 use crate::invite::MeetingSecret;
 use crate::media::MediaCommand;
+use crate::proto::control::Hello;
 
 const LATENCY: Duration = Duration::from_millis(20);
 
