@@ -52,7 +52,7 @@ use std::time::{Duration, Instant};
 
 use libp2p::{Multiaddr, PeerId};
 use rand::{CryptoRng, RngCore};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::{LeaveReason, MeetingEvent};
 use crate::admission::{HelloLimiter, MeetingKeys, NONCE_LEN, ReplayGuard};
@@ -511,7 +511,7 @@ impl<R: RngCore + CryptoRng> Machine<R> {
         let Some((_, kind)) = self.inflight.remove(&tag) else {
             return;
         };
-        tracing::debug!(peer = %peer, ?kind, "request failed");
+        debug!(peer = %peer, ?kind, "request failed");
         match kind {
             // A hello that never arrived must not hold back the next attempt (typically the
             // first try had no address yet and the DHT is about to supply one).

@@ -176,10 +176,7 @@ impl<R: RngCore + CryptoRng> Machine<R> {
                 epoch: self.mls.group.as_ref().map_or(0, |g| g.epoch()),
             },
             Err(GroupError::WrongEpoch { current, .. }) => {
-                if self.mls.incoming.is_none() {
-                    // Nothing staged that would take us there: we missed a confirmation.
-                    self.rejoin(now, unix_ms);
-                }
+                self.missed_confirmation(now, unix_ms);
                 Response::Nack { epoch: current }
             }
             Err(GroupError::OutOfOrder) => {

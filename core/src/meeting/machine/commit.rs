@@ -380,10 +380,10 @@ impl<R: RngCore + CryptoRng> Machine<R> {
             return Response::NotMember;
         };
         self.heard_from(now, from);
-        if epoch > current && self.mls.incoming.is_none() {
-            // The group is already past our epoch: we missed a confirmation. Join again.
-            self.rejoin(now, unix_ms);
-            return Response::Nack { epoch: current };
+        // A commit of a later epoch: the group is already past ours, and unless we staged
+        // a commit we missed its confirmation (then we join again).
+        if epoch > current {
+            self.missed_confirmation(now, unix_ms);
         }
         if epoch != current {
             return Response::Nack { epoch: current };

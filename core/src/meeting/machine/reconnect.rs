@@ -26,8 +26,8 @@
 //!   a reconnect the same answer only means it forgot us, and we greet it again;
 //! - a member refuses our commit with `NotMember`, or `Nack` naming a later epoch;
 //! - a member's heartbeat or commit names a later epoch than ours, or its group message is
-//!   of a later epoch, and nothing we staged would take us there (we missed a
-//!   confirmation).
+//!   of another epoch, and nothing we staged would take us there (we missed a
+//!   confirmation: [`Machine::check_epoch_of`], [`Machine::missed_confirmation`]).
 //!
 //! We are back ([`MeetingEvent::Reconnected`]) only when a member acknowledges our
 //! heartbeat (it still has us) or we are in the group again: hearing from a member is not
@@ -199,6 +199,14 @@ impl<R: RngCore + CryptoRng> Machine<R> {
         theirs: Option<u64>,
     ) {
         if theirs.is_none_or(|theirs| theirs > epoch) {
+            self.rejoin(now, unix_ms);
+        }
+    }
+
+    /// A member's commit or group message is of another epoch than ours: unless a commit
+    /// we staged would take us there, we missed a confirmation and join again.
+    pub(super) fn missed_confirmation(&mut self, now: Instant, unix_ms: u64) {
+        if self.mls.incoming.is_none() {
             self.rejoin(now, unix_ms);
         }
     }
