@@ -202,7 +202,7 @@ enum Inflight {
     Other,
 }
 
-/// The meeting state machine. See the [module docs](self).
+/// The meeting state machine. See the [module docs](crate::meeting).
 #[derive(Debug)]
 pub struct Machine<R> {
     config: Config,

@@ -343,9 +343,9 @@ impl<R: RngCore + CryptoRng> Machine<R> {
     }
 
     /// Sends a chat line to every member: it is reported at once
-    /// ([`MeetingEvent::ChatSent`]), then retried to each member until acknowledged (see
-    /// [`super::chat`]). Returns its number. A line over [`MAX_CHAT_LEN`] bytes is refused
-    /// whole, never cut.
+    /// ([`MeetingEvent::ChatSent`]), then retried to each member until acknowledged
+    /// (`docs/protocol.md` §6 rule 8). Returns its number. A line over 4,096 bytes
+    /// (`MAX_CHAT_LEN`) is refused whole, never cut.
     pub fn send_chat(&mut self, now: Instant, unix_ms: u64, text: &str) -> Result<u64, GroupError> {
         if self.phase != Phase::Member || self.mls.group.is_none() {
             return Err(GroupError::NotMember);

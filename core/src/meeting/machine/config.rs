@@ -42,8 +42,8 @@ pub struct Config {
     /// Most members (including us).
     pub max_members: usize,
     /// Silence of the whole network (no ping answered by anyone) after which, with every
-    /// member silent too, we count ourselves as the one cut off (see
-    /// [`reconnect`](super::reconnect)).
+    /// member silent too, we count ourselves as the one cut off (`docs/protocol.md` §5
+    /// rule 12).
     pub network_silence: Duration,
     /// How long the network may be back without any member answering before we stop
     /// reconnecting and count them as gone.
