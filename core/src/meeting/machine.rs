@@ -32,6 +32,20 @@
 //! - Each member's muted state travels the same way ([`Machine::set_muted`]), re-sent to
 //!   everyone after every epoch change so that joiners learn it; only members' announcements
 //!   count, and only changes are reported ([`MeetingEvent::MemberMuted`]).
+//!
+//! Where each part lives (one `impl Machine` block per concern):
+//! - this file: the types, construction, accessors, and the dispatch of each input
+//!   (request, answer, failed send, timer) to the part that handles it;
+//! - [`config`]: timers and bounds, and how they scale with the round-trip time;
+//! - [`admission`]: greeting candidates and the hello pipeline (rate limit → proof of the
+//!   secret → lobby → admit), and the answers to our own hellos;
+//! - [`lobby`]: joiners waiting for the host's approval;
+//! - [`liveness`]: known peers, heartbeats, round-trip times, who counts as alive;
+//! - [`reconnect`]: telling "they are gone" from "we are cut off", and joining again;
+//! - [`commit`]: the two-phase commit, kicks, and applying a new epoch;
+//! - [`welcome`]: our key package, joiners' key packages, entering the group;
+//! - [`application`]: chat, media signals and the muted state over MLS application
+//!   messages, with [`chat`] (the sender's outbox) and [`group_state`] (the MLS-side state).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -41,139 +55,24 @@ use rand::{CryptoRng, RngCore};
 use tracing::{debug, info, warn};
 
 use super::{LeaveReason, MeetingEvent};
-use crate::admission::{AdmissionError, HelloLimiter, MeetingKeys, NONCE_LEN, ReplayGuard};
-use crate::group::mls::validate_key_package;
+use crate::admission::{HelloLimiter, MeetingKeys, NONCE_LEN, ReplayGuard};
+use crate::backoff::Backoff;
 use crate::group::{GroupError, MediaKeys, MeetingGroup, MlsIdentity, Provider, StorageDelta};
 use crate::invite::MeetingId;
-use crate::proto::control::{
-    Hello, MAX_ADDRS, MAX_MEMBERS, MemberInfo, Removal, RemovalReason, Request, Response,
-};
+use crate::proto::control::{MAX_ADDRS, Removal, RemovalReason, Request, Response};
 
+mod admission;
+mod application;
 mod chat;
-mod group_ops;
+mod commit;
+mod config;
+mod group_state;
+mod liveness;
+mod lobby;
 mod reconnect;
+mod welcome;
 
-/// Most peers whose round-trip time is remembered.
-const MAX_TRACKED_RTTS: usize = 1024;
-
-/// Timers and bounds of a meeting.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Config {
-    /// How often peers greet each other.
-    pub heartbeat_interval: Duration,
-    /// Silence after which a peer counts as gone. Must exceed the heartbeat interval.
-    pub liveness_timeout: Duration,
-    /// Least time between two hellos to the same candidate.
-    pub hello_retry: Duration,
-    /// How long a join may take before it is abandoned.
-    pub join_timeout: Duration,
-    /// How often a joiner greets every known peer again with a fresh key package while
-    /// it waits for the MLS welcome.
-    pub rehello_interval: Duration,
-    /// How long a committer waits for acknowledgements.
-    pub commit_timeout: Duration,
-    /// How long a member keeps a staged commit without confirmation.
-    pub staged_timeout: Duration,
-    /// Pause after an aborted commit before trying again.
-    pub commit_backoff: Duration,
-    /// Delay between attempts to deliver a chat message to one member.
-    pub chat_retry: Duration,
-    /// Attempts to deliver a media signal or a state announcement to one member.
-    pub chat_attempts: u32,
-    /// How long a chat line is retried to one member before it counts as failed for it
-    /// (and a receiver stops waiting for a line missing from a sender's sequence).
-    pub chat_give_up: Duration,
-    /// How long a joiner waits in a lobby for the host's approval.
-    pub lobby_timeout: Duration,
-    /// How long a joiner stays in a member's lobby without greeting it again (joiners
-    /// greet every [`Config::rehello_interval`]).
-    pub lobby_expiry: Duration,
-    /// Most joiners waiting in the lobby at once.
-    pub max_lobby: usize,
-    /// Most members (including us).
-    pub max_members: usize,
-    /// Silence of the whole network (no ping answered by anyone) after which, with every
-    /// member silent too, we count ourselves as the one cut off (see [`reconnect`]).
-    pub network_silence: Duration,
-    /// How long the network may be back without any member answering before we stop
-    /// reconnecting and count them as gone.
-    pub reconnect_grace: Duration,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            heartbeat_interval: Duration::from_secs(1),
-            liveness_timeout: Duration::from_secs(3),
-            hello_retry: Duration::from_secs(3),
-            join_timeout: Duration::from_secs(30),
-            rehello_interval: Duration::from_secs(5),
-            commit_timeout: Duration::from_secs(2),
-            staged_timeout: Duration::from_secs(4),
-            commit_backoff: Duration::from_millis(300),
-            chat_retry: Duration::from_millis(300),
-            chat_attempts: 8,
-            chat_give_up: Duration::from_secs(30),
-            lobby_timeout: Duration::from_secs(600),
-            lobby_expiry: Duration::from_secs(30),
-            max_lobby: 32,
-            max_members: MAX_MEMBERS,
-            network_silence: Duration::from_millis(1500),
-            reconnect_grace: Duration::from_secs(5),
-        }
-    }
-}
-
-impl Config {
-    /// Sets the heartbeat interval.
-    pub fn with_heartbeat_interval(mut self, interval: Duration) -> Self {
-        self.heartbeat_interval = interval;
-        self
-    }
-
-    /// Sets the liveness timeout.
-    pub fn with_liveness_timeout(mut self, timeout: Duration) -> Self {
-        self.liveness_timeout = timeout;
-        self
-    }
-
-    /// Sets the join timeout.
-    pub fn with_join_timeout(mut self, timeout: Duration) -> Self {
-        self.join_timeout = timeout;
-        self
-    }
-
-    /// Silence after which a peer `rtt` away counts as gone: the configured floor, or two
-    /// heartbeat intervals and three round trips (a heartbeat lost and retransmitted by the
-    /// transport, answered late) if that is longer.
-    pub fn liveness_for(&self, rtt: Duration) -> Duration {
-        self.liveness_timeout
-            .max(self.heartbeat_interval * 2 + rtt * 3)
-    }
-
-    /// Network silence after which we count ourselves cut off, when the slowest member is
-    /// `rtt` away: the configured floor and half a round trip. Pings go out every second,
-    /// so a working network is never silent for much more than a second; a dropped one has
-    /// been silent for most of the liveness window when this is asked.
-    pub fn network_silence_for(&self, rtt: Duration) -> Duration {
-        self.network_silence + rtt / 2
-    }
-
-    /// How long a committer waits for acknowledgements when the slowest member is `rtt`
-    /// away: the configured floor, or four round trips and half a second (a lost commit
-    /// retransmitted, the member's staging work).
-    pub fn commit_timeout_for(&self, rtt: Duration) -> Duration {
-        self.commit_timeout
-            .max(rtt * 4 + Duration::from_millis(500))
-    }
-
-    /// How long a member keeps a commit staged when its committer is `rtt` away: past the
-    /// committer's own wait, with two more round trips for the confirmation to arrive.
-    pub fn staged_timeout_for(&self, rtt: Duration) -> Duration {
-        self.staged_timeout
-            .max(self.commit_timeout_for(rtt) + rtt * 2)
-    }
-}
+pub use config::Config;
 
 /// Where we stand in the meeting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -287,6 +186,8 @@ enum Inflight {
     Application {
         payload: Vec<u8>,
         attempt: u32,
+        /// The pause before the next attempt, should this one not be taken.
+        backoff: Backoff,
     },
     /// Our state announcement (re-sent with the state current at the retry).
     State {
@@ -301,7 +202,7 @@ enum Inflight {
     Other,
 }
 
-/// The meeting state machine. See the [module docs](self).
+/// The meeting state machine. See the [module docs](crate::meeting).
 #[derive(Debug)]
 pub struct Machine<R> {
     config: Config,
@@ -340,9 +241,8 @@ pub struct Machine<R> {
     reconnect: Option<reconnect::Reconnect>,
     /// Our chat lines until every member acknowledged them.
     chat_outbox: chat::ChatOutbox,
-    mls: group_ops::GroupState,
+    mls: group_state::GroupState,
 }
-
 impl<R: RngCore + CryptoRng> Machine<R> {
     /// A new meeting created by us: we are its host and first member.
     pub fn host(
@@ -392,7 +292,7 @@ impl<R: RngCore + CryptoRng> Machine<R> {
             now,
             rng,
         );
-        machine.persist_now();
+        machine.persist();
         machine.host = host;
         machine
     }
@@ -412,7 +312,8 @@ impl<R: RngCore + CryptoRng> Machine<R> {
             next_heartbeat: now + config.heartbeat_interval,
             next_rehello: now + config.rehello_interval,
             local: me.peer_id(),
-            mls: group_ops::GroupState::new(me, provider),
+            mls: group_state::GroupState::new(me, provider),
+            chat_outbox: chat::ChatOutbox::new(config.chat_retry),
             config,
             name,
             keys,
@@ -435,7 +336,6 @@ impl<R: RngCore + CryptoRng> Machine<R> {
             rtts: HashMap::new(),
             network_heard: None,
             reconnect: None,
-            chat_outbox: chat::ChatOutbox::default(),
         }
     }
 
@@ -493,155 +393,9 @@ impl<R: RngCore + CryptoRng> Machine<R> {
         )
     }
 
-    /// Makes this a lobby meeting (from the invite, or the host's choice): joiners wait
-    /// for the host's approval and learn nothing about the group before it.
-    pub fn set_lobby(&mut self, now: Instant, lobby: bool) {
-        self.lobby = lobby;
-        if let Phase::Joining { deadline } = &mut self.phase
-            && lobby
-        {
-            *deadline = now + self.config.lobby_timeout;
-        }
-    }
-
-    /// The host lets `peer` in (lobby meetings).
-    pub fn approve(&mut self, now: Instant, peer: PeerId) -> Result<(), GroupError> {
-        if self.host != Some(self.local) {
-            return Err(GroupError::Mls("only the host admits joiners".into()));
-        }
-        if !self.knocking.contains_key(&peer) {
-            return Err(GroupError::Mls(format!(
-                "{peer} is not waiting in the lobby"
-            )));
-        }
-        self.approved.insert(peer);
-        let members: Vec<PeerId> = self.members().into_iter().map(|(p, _)| p).collect();
-        for member in members {
-            let request = Request::Approve {
-                meeting_id: self.keys.meeting_id(),
-                peer_id: peer,
-            };
-            self.send(member, request, Inflight::Other);
-        }
-        self.maybe_commit(now);
-        Ok(())
-    }
-
-    /// Whether a queued joiner may be added now.
-    fn may_add(&self, peer: &PeerId) -> bool {
-        let member = self
-            .mls
-            .group
-            .as_ref()
-            .is_some_and(|g| g.leaf_of(peer).is_some());
-        !self.lobby || member || self.approved.contains(peer)
-    }
-
     /// Our reachable addresses, shared with other members.
     pub fn set_local_addrs(&mut self, addrs: Vec<Multiaddr>) {
         self.local_addrs = addrs.into_iter().take(MAX_ADDRS).collect();
-    }
-
-    fn peer_name(&self, peer: &PeerId) -> String {
-        if *peer == self.local {
-            return self.name.clone();
-        }
-        self.peers
-            .get(peer)
-            .map(|p| p.name.clone())
-            .unwrap_or_default()
-    }
-
-    fn send(&mut self, to: PeerId, request: Request, kind: Inflight) {
-        let tag = self.next_tag;
-        self.next_tag += 1;
-        let addrs = self
-            .peers
-            .get(&to)
-            .map(|p| p.addrs.clone())
-            .unwrap_or_default();
-        self.inflight.insert(tag, (to, kind));
-        self.outputs.push_back(Output::Send {
-            to,
-            addrs,
-            request,
-            tag,
-        });
-    }
-
-    /// A peer that may be a member (DHT provider, invite hint, gossip): greet it.
-    pub fn handle_candidate(
-        &mut self,
-        now: Instant,
-        unix_ms: u64,
-        peer: PeerId,
-        addrs: Vec<Multiaddr>,
-    ) {
-        if self.is_finished() || peer == self.local {
-            return;
-        }
-        if let Some(known) = self.peers.get_mut(&peer) {
-            if known.addrs.is_empty() {
-                known.addrs = addrs;
-            }
-            return;
-        }
-        if self
-            .pending
-            .get(&peer)
-            .is_some_and(|p| now < p.sent_at + self.config.hello_retry)
-        {
-            return;
-        }
-        self.send_hello(now, unix_ms, peer, addrs);
-    }
-
-    /// Greets every known peer again with a fresh key package (the committer may have
-    /// changed, missed our package, or we lost our group).
-    fn greet_everyone_afresh(&mut self, now: Instant, unix_ms: u64) {
-        self.next_rehello = now + self.config.rehello_interval;
-        self.mls.key_package = None;
-        let known: Vec<(PeerId, Vec<Multiaddr>)> = self
-            .peers
-            .iter()
-            .map(|(p, i)| (*p, i.addrs.clone()))
-            .collect();
-        for (peer, addrs) in known {
-            self.send_hello(now, unix_ms, peer, addrs);
-        }
-    }
-
-    fn send_hello(&mut self, now: Instant, unix_ms: u64, peer: PeerId, addrs: Vec<Multiaddr>) {
-        let mut nonce = [0u8; NONCE_LEN];
-        self.rng.fill_bytes(&mut nonce);
-        let mac = self.keys.hello_mac(&self.local, &peer, &nonce, unix_ms);
-        self.pending.insert(
-            peer,
-            PendingHello {
-                nonce,
-                sent_at: now,
-            },
-        );
-        let key_package = self.joining_key_package();
-        debug!(peer = %peer, with_key_package = !key_package.is_empty(), "sending hello");
-        let hello = Request::Hello(Hello {
-            meeting_id: self.keys.meeting_id(),
-            nonce,
-            unix_ms,
-            mac,
-            name: self.name.clone(),
-            addrs: self.local_addrs.clone(),
-            key_package,
-        });
-        let tag = self.next_tag;
-        self.next_tag += 1;
-        self.inflight.insert(tag, (peer, Inflight::Hello));
-        self.outputs.push_back(Output::Send {
-            to: peer,
-            addrs,
-            request: hello,
-            tag,
-        });
     }
 
     /// A control request arrived from `from` (authenticated by the connection); returns
@@ -658,53 +412,18 @@ impl<R: RngCore + CryptoRng> Machine<R> {
         }
         let response = match request {
             Request::Hello(hello) => return self.on_hello(now, unix_ms, from, hello),
-            other if !self.is_for_us(&other) => {
-                self.stats.requests_from_strangers += 1;
-                return Response::NotMember;
-            }
+            other if !self.is_for_us(&other) => return self.stranger(),
             Request::Heartbeat { members, epoch, .. } => {
-                // A member we removed (it was cut off) learns it from the answer, and joins
-                // again.
-                if self.peers.get(&from).is_none_or(|p| p.said_bye) {
-                    self.stats.requests_from_strangers += 1;
-                    return Response::NotMember;
-                }
-                self.heard_from(now, from);
-                // Only members in the group send heartbeats: a key package still queued for
-                // this peer is stale (a late hello) and must not replace its leaf.
-                self.forget_queued_package(&from);
-                self.check_epoch_of(now, unix_ms, from, epoch);
-                for info in members {
-                    if info.peer_id == from {
-                        if let Some(peer) = self.peers.get_mut(&from) {
-                            peer.addrs = info.addrs;
-                            if peer.name.is_empty() {
-                                peer.name = info.name;
-                            }
-                        }
-                    } else {
-                        self.handle_candidate(now, unix_ms, info.peer_id, info.addrs);
-                    }
+                if !self.on_heartbeat(now, unix_ms, from, members, epoch) {
+                    return self.stranger();
                 }
                 Response::Ack
             }
             Request::Bye { .. } => {
-                let knocked = self.leave_lobby(from);
-                if knocked {
-                    info!(peer = %from, "lobby joiner said goodbye");
+                if !self.on_bye(from) {
+                    return self.stranger();
                 }
-                match self.peers.get_mut(&from) {
-                    Some(peer) => {
-                        info!(peer = %from, "peer said goodbye");
-                        peer.said_bye = true;
-                        Response::Ack
-                    }
-                    None if knocked => Response::Ack,
-                    None => {
-                        self.stats.requests_from_strangers += 1;
-                        return Response::NotMember;
-                    }
-                }
+                Response::Ack
             }
             Request::Commit {
                 epoch,
@@ -717,17 +436,16 @@ impl<R: RngCore + CryptoRng> Machine<R> {
             Request::Welcome { welcome, .. } => self.on_mls_welcome(now, from, &welcome),
             Request::Group { message, .. } => self.on_group_message(now, unix_ms, from, &message),
             Request::Kick { peer_id, .. } => self.on_kick_request(from, peer_id),
-            Request::Approve { peer_id, .. } => {
-                if self.host == Some(from) {
-                    self.approved.insert(peer_id);
-                    Response::Ack
-                } else {
-                    Response::Refused
-                }
-            }
+            Request::Approve { peer_id, .. } => self.on_approve(from, peer_id),
         };
         self.maybe_commit(now);
         response
+    }
+
+    /// A request from a peer that is not one of ours: counted, answered `NotMember`.
+    fn stranger(&mut self) -> Response {
+        self.stats.requests_from_strangers += 1;
+        Response::NotMember
     }
 
     fn is_for_us(&self, request: &Request) -> bool {
@@ -744,124 +462,6 @@ impl<R: RngCore + CryptoRng> Machine<R> {
             | Request::Approve { meeting_id, .. } => *meeting_id,
         };
         id == self.keys.meeting_id()
-    }
-
-    fn on_hello(&mut self, now: Instant, unix_ms: u64, from: PeerId, hello: Hello) -> Response {
-        // Checked before anything else, so that a flood costs one look-up per hello. The
-        // answer is not `Refused`: a refusal from the host ends a join, and a joiner held
-        // back by the limit must try again later instead.
-        let known = self.peers.contains_key(&from) || self.knocking.contains_key(&from);
-        if let Err(limit) = self.limiter.check(now, from, known) {
-            self.stats.hellos_rate_limited += 1;
-            debug!(peer = %from, %limit, "hello over the rate limit, not checked");
-            return Response::NotMember;
-        }
-        if hello.meeting_id != self.keys.meeting_id() {
-            self.stats.hellos_wrong_meeting += 1;
-            debug!(peer = %from, "hello for another meeting refused");
-            return Response::Refused;
-        }
-        let verdict = self
-            .keys
-            .verify_hello(
-                &from,
-                &self.local,
-                &hello.nonce,
-                hello.unix_ms,
-                &hello.mac,
-                unix_ms,
-            )
-            .and_then(|()| {
-                self.replay
-                    .check_and_record(from, hello.nonce, hello.unix_ms, unix_ms)
-            });
-        if let Err(err) = verdict {
-            match err {
-                AdmissionError::BadMac => self.stats.hellos_bad_mac += 1,
-                AdmissionError::Stale { .. } => self.stats.hellos_stale += 1,
-                AdmissionError::Replayed => self.stats.hellos_replayed += 1,
-            }
-            warn!(peer = %from, error = %err, "hello refused");
-            return Response::Refused;
-        }
-        if self.banned.contains(&from) {
-            warn!(peer = %from, "hello from a removed member refused");
-            return Response::Refused;
-        }
-        // Validate the key package first (an impostor is refused outright) but queue it
-        // only once the lobby and the size limit let the sender in.
-        let package = if !hello.key_package.is_empty() && self.mls.group.is_some() {
-            match validate_key_package(&self.mls.provider, &hello.key_package, from) {
-                Ok(package) => Some(package),
-                Err(GroupError::Impostor { .. }) => {
-                    self.stats.impostors += 1;
-                    warn!(peer = %from, "key package credential is not the sender's: impostor refused");
-                    return Response::Refused;
-                }
-                Err(err) => {
-                    warn!(peer = %from, error = %err, "invalid key package refused");
-                    return Response::Refused;
-                }
-            }
-        } else {
-            None
-        };
-        let is_member = self
-            .mls
-            .group
-            .as_ref()
-            .is_some_and(|g| g.leaf_of(&from).is_some());
-        if self.lobby && self.mls.group.is_some() && !is_member && !self.approved.contains(&from) {
-            // Lobby: the joiner proved the secret but learns nothing more until the host
-            // lets it in; only the host is told someone is waiting.
-            if let Some(knock) = self.knocking.get_mut(&from) {
-                knock.last_hello = now;
-            } else if self.knocking.len() >= self.config.max_lobby {
-                self.stats.lobby_full += 1;
-                warn!(peer = %from, "lobby full, joiner asked to try again later");
-                return Response::NotMember;
-            } else {
-                self.knocking.insert(
-                    from,
-                    Knock {
-                        name: hello.name.clone(),
-                        addrs: hello.addrs.clone(),
-                        last_hello: now,
-                    },
-                );
-                if self.host == Some(self.local) {
-                    self.emit(MeetingEvent::Knocking {
-                        peer_id: from,
-                        name: hello.name.clone(),
-                    });
-                }
-            }
-            if let Some(package) = package {
-                self.queue_add(from, &hello.key_package, package);
-            }
-            return Response::Welcome {
-                mac: self.keys.welcome_mac(&self.local, &from, &hello.nonce),
-                members: vec![MemberInfo {
-                    peer_id: self.local,
-                    name: self.name.clone(),
-                    addrs: self.local_addrs.clone(),
-                }],
-            };
-        }
-        if !self.peers.contains_key(&from) && self.peers.len() + 1 >= self.config.max_members {
-            warn!(peer = %from, "meeting full, hello refused");
-            return Response::Refused;
-        }
-        if let Some(package) = package {
-            self.queue_add(from, &hello.key_package, package);
-        }
-        self.add_peer(now, from, hello.name, hello.addrs);
-        let response = Response::Welcome {
-            mac: self.keys.welcome_mac(&self.local, &from, &hello.nonce),
-            members: self.peer_list(),
-        };
-        self.maybe_commit(now);
-        response
     }
 
     /// The answer to the request `tag`, sent to `from`, arrived.
@@ -884,138 +484,25 @@ impl<R: RngCore + CryptoRng> Machine<R> {
         }
         match (kind, response) {
             (Inflight::Hello, response) => self.on_hello_answer(now, unix_ms, from, response),
-            (Inflight::Commit { epoch }, Response::Ack) => {
-                self.heard_from(now, from);
-                self.commit_acked(now, from, epoch);
-            }
-            (Inflight::Commit { epoch }, Response::Nack { epoch: theirs }) => {
-                self.heard_from(now, from);
-                self.abort_outgoing(now, epoch);
-                if theirs > epoch {
-                    // The group moved on without us (we were cut off and removed, or lost
-                    // a race while partitioned): join it again.
-                    self.rejoin(now, unix_ms);
-                }
-            }
-            (Inflight::Commit { epoch }, Response::NotMember) => {
-                // The recipient's group no longer has us: we were removed while cut off.
-                self.heard_from(now, from);
-                self.abort_outgoing(now, epoch);
-                self.rejoin(now, unix_ms);
-            }
-            (Inflight::Heartbeat, Response::Ack) => {
-                // A member still has us: if we were cut off, we are back.
-                self.heard_from(now, from);
-                self.end_reconnect(now);
-            }
+            (
+                Inflight::Commit { epoch },
+                response @ (Response::Ack | Response::Nack { .. } | Response::NotMember),
+            ) => self.on_commit_answer(now, unix_ms, from, epoch, response),
+            (Inflight::Heartbeat, Response::Ack) => self.heartbeat_acked(now, from),
             (Inflight::Chat { stream, wire }, Response::Ack) => {
                 self.heard_from(now, from);
                 self.chat_acked(from, stream, wire);
             }
-            (Inflight::Chat { stream, wire }, Response::Nack { .. } | Response::NotMember) => {
-                // Behind us by an epoch, or a joiner still on its way in: later.
-                self.heard_from(now, from);
-                self.chat_failed(now, from, stream, wire);
-            }
             (
-                Inflight::Application { payload, attempt },
+                kind @ (Inflight::Chat { .. }
+                | Inflight::Application { .. }
+                | Inflight::State { .. }),
                 Response::Nack { .. } | Response::NotMember,
-            ) => {
-                // Behind us by an epoch, or a joiner still on its way in (it cannot read a
-                // message of the epoch that added it before its Welcome): try again soon.
-                self.heard_from(now, from);
-                let delay = self.retry_delay(attempt);
-                self.mls
-                    .schedule_application_retry(now + delay, from, payload, attempt + 1);
-            }
-            (Inflight::State { attempt }, Response::Nack { .. } | Response::NotMember) => {
-                // Behind us by an epoch, or a joiner still on its way in: try again soon.
-                self.heard_from(now, from);
-                self.mls
-                    .schedule_state_retry(now + self.config.chat_retry, from, attempt + 1);
-            }
-            (_, Response::NotMember) if self.reconnect.is_some() => {
-                // We were cut off and the group removed us meanwhile: join it again.
-                self.heard_from(now, from);
-                info!(peer = %from, "a member no longer has us: joining again");
-                self.rejoin(now, unix_ms);
-            }
-            (_, Response::NotMember) => {
-                // It forgot us (restart, or it timed us out): greet it again. It is alive.
-                self.heard_from(now, from);
-                let addrs = self
-                    .peers
-                    .get(&from)
-                    .map(|p| p.addrs.clone())
-                    .unwrap_or_default();
-                self.send_hello(now, unix_ms, from, addrs);
-            }
+            ) => self.application_not_taken(now, from, kind),
+            (_, Response::NotMember) => self.answered_not_member(now, unix_ms, from),
             _ => self.heard_from(now, from),
         }
         self.maybe_commit(now);
-    }
-
-    fn on_hello_answer(&mut self, now: Instant, unix_ms: u64, from: PeerId, response: Response) {
-        match response {
-            Response::Welcome { mac, members } => {
-                let Some(pending) = self.pending.remove(&from) else {
-                    self.stats.welcomes_rejected += 1;
-                    debug!(peer = %from, "unsolicited welcome ignored");
-                    return;
-                };
-                if self
-                    .keys
-                    .verify_welcome(&from, &self.local, &pending.nonce, &mac)
-                    .is_err()
-                {
-                    self.stats.welcomes_rejected += 1;
-                    warn!(peer = %from, "welcome without proof of the secret ignored");
-                    return;
-                }
-                if self.lobby
-                    && matches!(self.phase, Phase::Joining { .. })
-                    && self.peers.is_empty()
-                {
-                    self.emit(MeetingEvent::Waiting);
-                }
-                let own = members.iter().find(|m| m.peer_id == from);
-                let name = own.map(|m| m.name.clone()).unwrap_or_default();
-                let addrs = own.map(|m| m.addrs.clone()).unwrap_or_default();
-                self.add_peer(now, from, name, addrs);
-                if let Some((sender, welcome)) = self.mls.deferred_welcome.take() {
-                    if sender == from {
-                        self.on_mls_welcome(now, from, &welcome);
-                    } else {
-                        self.mls.deferred_welcome = Some((sender, welcome));
-                    }
-                }
-                for info in members {
-                    if info.peer_id != from {
-                        self.handle_candidate(now, unix_ms, info.peer_id, info.addrs);
-                    }
-                }
-            }
-            Response::Refused => {
-                self.pending.remove(&from);
-                // A refusal proves nothing (it carries no MAC): only the invite's host can end
-                // a join with it; anyone else's is counted and the join goes on.
-                let authoritative = self.host.is_none_or(|host| host == from);
-                if matches!(self.phase, Phase::Joining { .. })
-                    && self.peers.is_empty()
-                    && authoritative
-                {
-                    info!(peer = %from, "join refused: the invite's secret is not this meeting's");
-                    self.phase = Phase::Refused;
-                    self.outputs.push_back(Output::StopProviding);
-                    self.emit(MeetingEvent::JoinRefused);
-                } else {
-                    warn!(peer = %from, "a peer refused our hello");
-                }
-            }
-            _ => {
-                self.pending.remove(&from);
-            }
-        }
     }
 
     /// The request `tag` to `peer` could not be delivered (dial failure, timeout, stream
@@ -1034,24 +521,13 @@ impl<R: RngCore + CryptoRng> Machine<R> {
             // Silence decides liveness, not failed heartbeats: a network that drops for a
             // moment makes sends fail at once (no route, a closed connection) and must not
             // remove anyone (docs/protocol.md §5).
-            Inflight::Heartbeat => {}
-            Inflight::Commit { epoch } => {
-                if let Some(known) = self.peers.get_mut(&peer) {
-                    known.failures = known.failures.saturating_add(2);
-                }
-                self.commit_unreachable(now, peer, epoch);
+            Inflight::Heartbeat | Inflight::Other => {}
+            Inflight::Commit { epoch } => self.commit_send_failed(now, peer, epoch),
+            kind @ (Inflight::Application { .. }
+            | Inflight::State { .. }
+            | Inflight::Chat { .. }) => {
+                self.application_failed(now, peer, kind);
             }
-            Inflight::Application { payload, attempt } => {
-                let delay = self.retry_delay(attempt);
-                self.mls
-                    .schedule_application_retry(now + delay, peer, payload, attempt + 1);
-            }
-            Inflight::State { attempt } => {
-                self.mls
-                    .schedule_state_retry(now + self.config.chat_retry, peer, attempt + 1);
-            }
-            Inflight::Chat { stream, wire } => self.chat_failed(now, peer, stream, wire),
-            Inflight::Other => {}
         }
         self.maybe_commit(now);
     }
@@ -1073,85 +549,15 @@ impl<R: RngCore + CryptoRng> Machine<R> {
             Phase::Joining { .. } | Phase::Member => {}
             _ => return,
         }
-        // Only members greet: a joiner (possibly waiting in a lobby) keeps quiet.
-        let heartbeat_due = now >= self.next_heartbeat;
-        if heartbeat_due {
-            self.next_heartbeat = now + self.config.heartbeat_interval;
-        }
-        if heartbeat_due && self.phase == Phase::Member {
-            let list = self.peer_list();
-            let recipients: Vec<PeerId> = self
-                .peers
-                .iter()
-                .filter(|(_, p)| !p.said_bye)
-                .map(|(id, _)| *id)
-                .collect();
-            let epoch = self.mls.group.as_ref().map(MeetingGroup::epoch);
-            for peer in recipients {
-                let request = Request::Heartbeat {
-                    meeting_id: self.keys.meeting_id(),
-                    members: list.clone(),
-                    epoch,
-                };
-                self.send(peer, request, Inflight::Heartbeat);
-            }
-        }
+        self.send_heartbeats(now);
         self.forget_silent_strangers(now);
         self.expire_lobby(now);
         self.limiter.forget_idle(now);
-        let retry = self.config.hello_retry;
-        self.pending.retain(|_, p| now < p.sent_at + retry * 4);
-        self.group_timeouts(now);
+        self.forget_unanswered_hellos(now);
+        self.commit_timeouts(now);
+        self.application_timeouts(now);
         self.update_connectivity(now);
         self.maybe_commit(now);
-    }
-
-    /// Peers that never made it into the group and went silent are forgotten.
-    fn forget_silent_strangers(&mut self, now: Instant) {
-        let members: BTreeSet<PeerId> = self
-            .mls
-            .group
-            .as_ref()
-            .map(|g| g.members().into_iter().map(|(_, p)| p).collect())
-            .unwrap_or_default();
-        let timeout = self.config.liveness_timeout * 3;
-        self.peers.retain(|peer, info| {
-            members.contains(peer) || (!info.said_bye && now < info.last_heard + timeout)
-        });
-    }
-
-    /// Lobby joiners that stopped greeting us are gone: they leave the lobby, their key
-    /// package and any approval with them (coming back means knocking again).
-    fn expire_lobby(&mut self, now: Instant) {
-        let expiry = self.config.lobby_expiry;
-        let gone: Vec<PeerId> = self
-            .knocking
-            .iter()
-            .filter(|(_, knock)| now >= knock.last_hello + expiry)
-            .map(|(peer, _)| *peer)
-            .collect();
-        for peer in gone {
-            info!(peer = %peer, "lobby joiner went silent and left the lobby");
-            self.stats.lobby_expired += 1;
-            self.leave_lobby(peer);
-        }
-    }
-
-    /// `peer` is no longer waiting in the lobby (silent, or said goodbye): its entry, key
-    /// package and any approval go, and the host is told. Whether it was waiting.
-    fn leave_lobby(&mut self, peer: PeerId) -> bool {
-        let Some(knock) = self.knocking.remove(&peer) else {
-            return false;
-        };
-        self.mls.queued_adds.remove(&peer);
-        self.approved.remove(&peer);
-        if self.host == Some(self.local) {
-            self.emit(MeetingEvent::LobbyLeft {
-                peer_id: peer,
-                name: knock.name,
-            });
-        }
-        true
     }
 
     /// We leave: say goodbye to every peer.
@@ -1194,90 +600,31 @@ impl<R: RngCore + CryptoRng> Machine<R> {
         Some(next)
     }
 
-    /// The measured round-trip time to `peer`, as last reported by the driver (its
-    /// connections' pings); the timers that wait for that peer scale with it.
-    pub fn set_rtt(&mut self, peer: PeerId, rtt: Duration) {
-        if self.rtts.len() < MAX_TRACKED_RTTS || self.rtts.contains_key(&peer) {
-            self.rtts.insert(peer, rtt);
-        }
+    /// Sends `request` to `to` (at the addresses we know) and remembers what it was.
+    fn send(&mut self, to: PeerId, request: Request, kind: Inflight) {
+        let addrs = self
+            .peers
+            .get(&to)
+            .map(|p| p.addrs.clone())
+            .unwrap_or_default();
+        self.send_to(to, addrs, request, kind);
     }
 
-    /// The round-trip time to `peer` (zero until measured: the configured floors apply).
-    fn rtt_of(&self, peer: &PeerId) -> Duration {
-        self.rtts.get(peer).copied().unwrap_or_default()
-    }
-
-    /// The longest round-trip time to any member.
-    fn slowest_rtt(&self) -> Duration {
-        self.peers
-            .keys()
-            .map(|p| self.rtt_of(p))
-            .max()
-            .unwrap_or_default()
-    }
-
-    /// The pause before retry `attempt + 1` of a media signal: [`Config::chat_retry`]
-    /// doubled per attempt up to 4 s, plus up to half again of random jitter (members that
-    /// failed together do not retry together).
-    fn retry_delay(&mut self, attempt: u32) -> Duration {
-        let jitter = f64::from(self.rng.next_u32()) / f64::from(u32::MAX);
-        chat::retry_delay(self.config.chat_retry, attempt, jitter)
-    }
-
-    fn is_alive(&self, now: Instant, peer: &PeerId) -> bool {
-        let window = self.config.liveness_for(self.rtt_of(peer));
-        self.peers
-            .get(peer)
-            .is_some_and(|p| !p.said_bye && p.failures < 2 && now < p.last_heard + window)
-    }
-
-    fn heard_from(&mut self, now: Instant, peer: PeerId) {
-        if let Some(known) = self.peers.get_mut(&peer) {
-            known.last_heard = now;
-        }
-    }
-
-    fn add_peer(&mut self, now: Instant, peer: PeerId, name: String, addrs: Vec<Multiaddr>) {
-        self.pending.remove(&peer);
-        let entry = self.peers.entry(peer).or_insert_with(|| Peer {
-            name: String::new(),
-            addrs: Vec::new(),
-            last_heard: now,
-            failures: 0,
-            said_bye: false,
+    /// Sends `request` to `to`, dialing `addrs` if need be, and remembers what it was.
+    fn send_to(&mut self, to: PeerId, addrs: Vec<Multiaddr>, request: Request, kind: Inflight) {
+        let tag = self.next_tag;
+        self.next_tag += 1;
+        self.inflight.insert(tag, (to, kind));
+        self.outputs.push_back(Output::Send {
+            to,
+            addrs,
+            request,
+            tag,
         });
-        entry.last_heard = now;
-        entry.failures = 0;
-        entry.said_bye = false;
-        if !name.is_empty() {
-            entry.name = name;
-        }
-        if !addrs.is_empty() {
-            entry.addrs = addrs;
-        }
     }
 
-    fn peer_list(&self) -> Vec<MemberInfo> {
-        std::iter::once(MemberInfo {
-            peer_id: self.local,
-            name: self.name.clone(),
-            addrs: self.local_addrs.clone(),
-        })
-        .chain(
-            self.peers
-                .iter()
-                .filter(|(_, p)| !p.said_bye)
-                .map(|(peer, p)| MemberInfo {
-                    peer_id: *peer,
-                    name: p.name.clone(),
-                    addrs: p.addrs.clone(),
-                }),
-        )
-        .take(MAX_MEMBERS)
-        .collect()
-    }
-
-    fn persist_now(&mut self) {
+    /// The MLS storage writes of the last operations, for the durable store.
+    fn persist(&mut self) {
         let delta = self.mls.provider.take_delta();
         if !delta.is_empty() {
             self.outputs.push_back(Output::Persist(delta));

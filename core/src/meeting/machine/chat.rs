@@ -8,9 +8,10 @@
 //!   is acknowledged. The receiver's reorder buffer (64 lines) is larger than the window, so
 //!   nothing a well-behaved sender sends is ever dropped for lack of room there.
 //! - **Retries** after a failure or a `Nack` (the member is an epoch behind, or still on its
-//!   way in): exponential backoff from [`Config::chat_retry`](super::Config::chat_retry),
-//!   doubling to [`RETRY_CAP`], with jitter; each attempt is encrypted afresh in the epoch of
-//!   the moment.
+//!   way in): one [`Backoff`] per line and member, from
+//!   [`Config::chat_retry`](super::Config::chat_retry) doubling to [`RETRY_CAP`], with equal
+//!   jitter (the wait is drawn from the upper half of the nominal delay); each attempt is
+//!   encrypted afresh in the epoch of the moment.
 //! - **Give up** on a member only after [`Config::chat_give_up`](super::Config::chat_give_up)
 //!   without an acknowledgement: the line is then *failed* for that member, and the user can
 //!   send it again ([`ChatOutbox::resend`]). A member who leaves the group is not a failure:
@@ -25,6 +26,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
+use rand::Rng;
+
+use crate::backoff::Backoff;
 
 /// Lines in flight to one member at once.
 pub(crate) const WINDOW: usize = 16;
@@ -34,15 +38,6 @@ pub(crate) const RETRY_CAP: Duration = Duration::from_secs(4);
 pub(crate) const MAX_UNSENT: usize = 10_000;
 /// Failed lines remembered for a resend.
 const MAX_FAILED_KEPT: usize = 256;
-
-/// The pause before attempt `attempt + 1` after attempt `attempt` failed: `base` doubled
-/// per attempt up to [`RETRY_CAP`], plus `jitter` (in [0, 1)) of half of it, so that
-/// members that failed together do not retry together.
-pub(crate) fn retry_delay(base: Duration, attempt: u32, jitter: f64) -> Duration {
-    let doublings = attempt.saturating_sub(1).min(16);
-    let delay = base.saturating_mul(1 << doublings).min(RETRY_CAP);
-    delay + delay.mul_f64(jitter.clamp(0.0, 1.0) / 2.0)
-}
 
 /// What became of a line, for its sender.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,7 +77,7 @@ struct Line {
 }
 
 /// One line on its way to one member.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Attempt {
     line: u64,
     /// The attempt number (1 = first send).
@@ -91,6 +86,8 @@ struct Attempt {
     first: Instant,
     /// When to send again; `None` while an attempt is in flight.
     retry_at: Option<Instant>,
+    /// The pause before the next attempt.
+    backoff: Backoff,
 }
 
 /// The lines to one member: a stream of its own (random id, numbers from 1 without gaps),
@@ -137,8 +134,10 @@ impl Queue {
 }
 
 /// Every unacknowledged chat line of ours. See the [module docs](self).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct ChatOutbox {
+    /// The first retry's nominal delay.
+    retry: Duration,
     lines: BTreeMap<u64, Line>,
     queues: HashMap<PeerId, Queue>,
     /// Lines that failed for someone, oldest first (for a resend).
@@ -146,6 +145,16 @@ pub(crate) struct ChatOutbox {
 }
 
 impl ChatOutbox {
+    /// An empty outbox whose retries back off from `retry` doubling to [`RETRY_CAP`].
+    pub(crate) fn new(retry: Duration) -> Self {
+        Self {
+            retry,
+            lines: BTreeMap::new(),
+            queues: HashMap::new(),
+            failed: VecDeque::new(),
+        }
+    }
+
     /// Whether another line may be queued.
     pub(crate) fn has_room(&self) -> bool {
         self.lines.len() < MAX_UNSENT
@@ -189,6 +198,7 @@ impl ChatOutbox {
     /// [`ChatOutbox::failed`] with its peer and wire number.
     pub(crate) fn due(&mut self, now: Instant) -> Vec<Send> {
         let mut due = Vec::new();
+        let backoff = Backoff::new(self.retry, RETRY_CAP);
         for (peer, queue) in &mut self.queues {
             for (wire, attempt) in &mut queue.in_flight {
                 if attempt.retry_at.is_some_and(|at| at <= now) {
@@ -210,6 +220,7 @@ impl ChatOutbox {
                         number: 1,
                         first: now,
                         retry_at: None,
+                        backoff: backoff.clone(),
                     },
                 );
                 due.push((*peer, queue.stream, wire, line, 1));
@@ -240,19 +251,17 @@ impl ChatOutbox {
         self.resolve(peer, attempt.line)
     }
 
-    /// The line `wire` did not reach `peer` (a failure, or a `Nack`): retry after a backoff
-    /// of `base` doubled per attempt (capped, plus `jitter` in [0, 1) of half of it), or
-    /// give up once `give_up` has passed since the first attempt.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn failed(
+    /// The line `wire` did not reach `peer` (a failure, or a `Nack`): retry after the
+    /// next delay of its back-off (drawn with `rng`), or give up once `give_up` has passed
+    /// since the first attempt.
+    pub(crate) fn failed<R: Rng + ?Sized>(
         &mut self,
         now: Instant,
         peer: PeerId,
         stream: u64,
         wire: u64,
-        base: Duration,
         give_up: Duration,
-        jitter: f64,
+        rng: &mut R,
     ) -> Option<Settled> {
         let queue = self.queues.get_mut(&peer).filter(|q| q.stream == stream)?;
         let attempt = queue.in_flight.get_mut(&wire)?;
@@ -262,7 +271,7 @@ impl ChatOutbox {
             self.lines.get_mut(&line)?.failed.insert(peer);
             return self.resolve(peer, line);
         }
-        attempt.retry_at = Some(now + retry_delay(base, attempt.number, jitter));
+        attempt.retry_at = Some(now + attempt.backoff.next_delay(rng));
         None
     }
 
@@ -376,6 +385,9 @@ impl ChatOutbox {
 
 #[cfg(test)]
 mod tests {
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+
     use super::*;
 
     const BASE: Duration = Duration::from_millis(300);
@@ -398,7 +410,7 @@ mod tests {
     fn a_window_of_lines_goes_out_and_each_ack_lets_one_more_through() {
         let now = start();
         let (a, b) = (PeerId::random(), PeerId::random());
-        let mut outbox = ChatOutbox::default();
+        let mut outbox = ChatOutbox::new(BASE);
         for seq in 1..=40 {
             assert_eq!(push(&mut outbox, seq, &[a, b]), None);
         }
@@ -418,7 +430,7 @@ mod tests {
     fn a_stuck_line_holds_the_window_so_the_receiver_never_buffers_more_than_it() {
         let now = start();
         let a = PeerId::random();
-        let mut outbox = ChatOutbox::default();
+        let mut outbox = ChatOutbox::new(BASE);
         for seq in 1..=100 {
             push(&mut outbox, seq, &[a]);
         }
@@ -440,7 +452,7 @@ mod tests {
     fn each_member_gets_its_own_gapless_numbering() {
         let now = start();
         let (a, b) = (PeerId::random(), PeerId::random());
-        let mut outbox = ChatOutbox::default();
+        let mut outbox = ChatOutbox::new(BASE);
         push(&mut outbox, 1, &[a]);
         push(&mut outbox, 2, &[a, b]); // b joined in between
         let sends = outbox.due(now);
@@ -456,13 +468,14 @@ mod tests {
     fn failures_back_off_then_give_up_and_a_resend_goes_out_again() {
         let mut now = start();
         let a = PeerId::random();
-        let mut outbox = ChatOutbox::default();
+        let mut outbox = ChatOutbox::new(BASE);
         push(&mut outbox, 1, &[a]);
         assert_eq!(outbox.due(now).len(), 1);
+        let mut rng = StdRng::seed_from_u64(1);
         let mut gaps = Vec::new();
         let mut settled = None;
         for _ in 0..100 {
-            settled = outbox.failed(now, a, 7, 1, BASE, GIVE_UP, 0.0);
+            settled = outbox.failed(now, a, 7, 1, GIVE_UP, &mut rng);
             if settled.is_some() {
                 break;
             }
@@ -471,9 +484,15 @@ mod tests {
             now = at;
             assert_eq!(outbox.due(now).len(), 1);
         }
-        assert_eq!(gaps[0], BASE);
-        assert_eq!(gaps[1], BASE * 2);
-        assert!(gaps.iter().all(|g| *g <= RETRY_CAP));
+        // 300 ms doubling to 4 s, each wait in the upper half of its nominal delay.
+        for (i, gap) in gaps.iter().enumerate() {
+            let nominal = BASE.saturating_mul(1 << i.min(16)).min(RETRY_CAP);
+            assert!(
+                *gap >= nominal / 2 && *gap <= nominal,
+                "retry {i} after {gap:?}, nominal {nominal:?}"
+            );
+        }
+        assert!(gaps.len() >= 8, "30 s hold at least 8 retries: {gaps:?}");
         assert_eq!(
             settled,
             Some(Settled::Failed {
@@ -494,7 +513,7 @@ mod tests {
     fn a_member_who_leaves_is_no_longer_waited_for() {
         let now = start();
         let (a, b) = (PeerId::random(), PeerId::random());
-        let mut outbox = ChatOutbox::default();
+        let mut outbox = ChatOutbox::new(BASE);
         for seq in 1..=20 {
             push(&mut outbox, seq, &[a, b]);
         }
@@ -523,7 +542,7 @@ mod tests {
     fn an_answer_from_before_a_stream_restart_is_ignored() {
         let now = start();
         let a = PeerId::random();
-        let mut outbox = ChatOutbox::default();
+        let mut outbox = ChatOutbox::new(BASE);
         push(&mut outbox, 1, &[a]);
         push(&mut outbox, 2, &[a]);
         outbox.due(now);
@@ -539,16 +558,27 @@ mod tests {
     #[test]
     fn jitter_spreads_retries_and_a_line_for_nobody_is_delivered_at_once() {
         let now = start();
-        let a = PeerId::random();
-        let mut outbox = ChatOutbox::default();
+        let mut outbox = ChatOutbox::new(BASE);
         assert_eq!(
             push(&mut outbox, 7, &[]),
             Some(Settled::Delivered { seq: 7 })
         );
-        push(&mut outbox, 1, &[a]);
+        // Members that failed together do not retry together.
+        let peers: Vec<PeerId> = (0..8).map(|_| PeerId::random()).collect();
+        push(&mut outbox, 1, &peers);
         outbox.due(now);
-        outbox.failed(now, a, 7, 1, BASE, GIVE_UP, 0.9);
-        let at = outbox.next_deadline().unwrap();
-        assert!(at - now > BASE && at - now <= BASE * 3 / 2);
+        let mut rng = StdRng::seed_from_u64(3);
+        let mut waits = BTreeSet::new();
+        for peer in &peers {
+            outbox.failed(now, *peer, 7, 1, GIVE_UP, &mut rng);
+            let retry_at = outbox.queues[peer].in_flight[&1].retry_at;
+            let wait = retry_at.expect("a retry is scheduled") - now;
+            assert!(
+                wait >= BASE / 2 && wait <= BASE,
+                "first retry after {wait:?}"
+            );
+            waits.insert(wait);
+        }
+        assert!(waits.len() > 1, "every member retries at the same moment");
     }
 }

@@ -18,13 +18,29 @@
 //!
 //! A machine that never heard of the network (no driver evidence at all, as in a LAN-only
 //! setup without relays) keeps the ordinary rule: silence means the others are gone.
+//!
+//! **Joining again** ([`Machine::rejoin`]): the group went on without us, so we drop our
+//! copy of it and join afresh (same identity, fresh key package). The signs, wherever they
+//! arrive, all lead here:
+//! - a member answers `NotMember` while we are cut off (it removed us meanwhile) — outside
+//!   a reconnect the same answer only means it forgot us, and we greet it again;
+//! - a member refuses our commit with `NotMember`, or `Nack` naming a later epoch;
+//! - a member's heartbeat or commit names a later epoch than ours, or its group message is
+//!   of another epoch, and nothing we staged would take us there (we missed a
+//!   confirmation: [`Machine::check_epoch_of`], [`Machine::missed_confirmation`]).
+//!
+//! We are back ([`MeetingEvent::Reconnected`]) only when a member acknowledges our
+//! heartbeat (it still has us) or we are in the group again: hearing from a member is not
+//! enough, it may have removed us.
 
 use std::time::Instant;
 
+use libp2p::PeerId;
 use rand::{CryptoRng, RngCore};
-use tracing::info;
+use tracing::{info, warn};
 
-use super::{Machine, MeetingEvent, Phase};
+use super::{Machine, MeetingEvent, Output, Phase};
+use crate::media::MediaCommand;
 
 /// What it means that every other member is silent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,5 +160,100 @@ impl<R: RngCore + CryptoRng> Machine<R> {
             );
             self.emit(MeetingEvent::Reconnected);
         }
+    }
+
+    /// A member acknowledged our heartbeat: it still has us, so if we were cut off, we are
+    /// back.
+    pub(super) fn heartbeat_acked(&mut self, now: Instant, from: PeerId) {
+        self.heard_from(now, from);
+        self.end_reconnect(now);
+    }
+
+    /// A member answered `NotMember` to a request of ours (other than a commit or an
+    /// application message). It is alive. While we are cut off it means the group removed
+    /// us meanwhile: we join it again. Otherwise it forgot us (a restart, or it timed us
+    /// out): we greet it again.
+    pub(super) fn answered_not_member(&mut self, now: Instant, unix_ms: u64, from: PeerId) {
+        self.heard_from(now, from);
+        if self.reconnect.is_some() {
+            info!(peer = %from, "a member no longer has us: joining again");
+            self.rejoin(now, unix_ms);
+            return;
+        }
+        let addrs = self
+            .peers
+            .get(&from)
+            .map(|p| p.addrs.clone())
+            .unwrap_or_default();
+        self.send_hello(now, unix_ms, from, addrs);
+    }
+
+    /// A member refused our commit of `epoch` (already aborted): `NotMember` (its group no
+    /// longer has us: we were removed while cut off) or `Nack` naming a later epoch (the
+    /// group moved on without us, or we lost a race while partitioned) mean we join again.
+    pub(super) fn commit_refused(
+        &mut self,
+        now: Instant,
+        unix_ms: u64,
+        epoch: u64,
+        theirs: Option<u64>,
+    ) {
+        if theirs.is_none_or(|theirs| theirs > epoch) {
+            self.rejoin(now, unix_ms);
+        }
+    }
+
+    /// A member's commit or group message is of another epoch than ours: unless a commit
+    /// we staged would take us there, we missed a confirmation and join again.
+    pub(super) fn missed_confirmation(&mut self, now: Instant, unix_ms: u64) {
+        if self.mls.incoming.is_none() {
+            self.rejoin(now, unix_ms);
+        }
+    }
+
+    /// A member told us its epoch: if it is ahead of ours and nothing we staged would take
+    /// us there, we missed a confirmation and stay behind for good unless we join again.
+    pub(super) fn check_epoch_of(
+        &mut self,
+        now: Instant,
+        unix_ms: u64,
+        from: PeerId,
+        theirs: Option<u64>,
+    ) {
+        let Some(group) = &self.mls.group else { return };
+        let (Some(theirs), true) = (theirs, group.leaf_of(&from).is_some()) else {
+            return;
+        };
+        if theirs > group.epoch()
+            && self.mls.incoming.is_none()
+            && self.mls.outgoing.is_none()
+            && self.phase == Phase::Member
+        {
+            info!(ours = group.epoch(), theirs, peer = %from, "a member is at a later epoch");
+            self.rejoin(now, unix_ms);
+        }
+    }
+
+    /// The group went on without us: drop our copy and join again with a fresh key package.
+    pub(super) fn rejoin(&mut self, now: Instant, unix_ms: u64) {
+        if self.phase != Phase::Member {
+            return;
+        }
+        warn!("the group moved on without us; joining again");
+        self.outputs.push_back(Output::Media(MediaCommand::Reset));
+        if let Some(group) = self.mls.group.take() {
+            if let Err(err) = group.delete(&self.mls.provider) {
+                warn!(error = %err, "cannot delete the stale group state");
+            }
+            self.persist();
+        }
+        self.mls.outgoing = None;
+        self.mls.incoming = None;
+        let rng = &mut self.rng;
+        self.chat_outbox.restart_streams(|| rng.next_u64());
+        self.phase = Phase::Joining {
+            deadline: now + self.config.join_timeout,
+        };
+        self.greet_everyone_afresh(now, unix_ms);
     }
 }
