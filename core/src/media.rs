@@ -1,15 +1,16 @@
 //! The media plane: what turns meeting keys into sealed media frames, and carries them.
 //!
 //! ```text
-//!                 MediaInput                      Action                   webrtc-rs
-//!  net driver ─────────────▶ actor ◀──────────▶ engine (sans-IO)     ┌──▶ AudioPeer ×N
-//!      ▲  ▲                   │  ▲   handle_*/poll_action            │       │
-//!      │  └──(peer, signal)───┤  └── Internal (task results,         │       │ frames
-//!      └──────MediaEvent──────┘      connection states)              │       ▼
-//!                             │ClockCommand   ClockReport▲   OutboundFrame  InboundFrame
-//!                             ▼                          │           │       │
-//!                            clock (20 ms, never awaits) ┴───────────┘◀──────┘
-//!                        source → Opus → SFrame ▸ peers; jitter → Opus → mixer → sink
+//!  net driver ──MediaInput──▶ actor ◀─ handle_* / poll_action ─▶ engine (sans-IO)
+//!  net driver ◀─signals, MediaEvent── actor
+//!                                     │ spawns the awaiting work; results come back as
+//!                                     │ Internal messages (one helper, Actor::spawn_task)
+//!                                     ▼
+//!                        AudioPeer per member (webrtc-rs), its forwarder and sender tasks
+//!                           │ InboundFrame                    ▲ OutboundFrame
+//!                           ▼                                 │
+//!  actor ──ClockCommand──▶ clock (20 ms; never awaits but for its tick) ──ClockReport──▶ actor
+//!                          source → Opus → SFrame → peers; jitter → Opus → mixer → sink
 //! ```
 //!
 //! - [`engine`]: the sans-IO media engine: one struct per member (connection state, path,

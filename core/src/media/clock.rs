@@ -436,3 +436,161 @@ impl Clock {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::audio::sink::NullSink;
+    use crate::media::audio::source::Tone;
+
+    fn t0() -> Instant {
+        #[allow(clippy::disallowed_methods)] // one arbitrary origin for simulated time
+        Instant::now()
+    }
+
+    struct Harness {
+        clock: Clock,
+        queues: ClockQueues,
+        commands: mpsc::Sender<ClockCommand>,
+        inbound: mpsc::Sender<InboundFrame>,
+        reports: mpsc::Receiver<ClockReport>,
+    }
+
+    impl Harness {
+        fn new() -> Self {
+            let clock = Clock::new(Box::new(Tone::new(440.0, 0.3)), Box::new(NullSink), false)
+                .expect("an Opus encoder");
+            let (commands, commands_rx) = mpsc::channel(COMMAND_CAPACITY);
+            let (inbound, inbound_rx) = mpsc::channel(INBOUND_CAPACITY);
+            let (reports_tx, reports) = mpsc::channel(REPORT_CAPACITY);
+            let queues = ClockQueues {
+                commands: commands_rx,
+                inbound: inbound_rx,
+                reports: reports_tx,
+            };
+            Self {
+                clock,
+                queues,
+                commands,
+                inbound,
+                reports,
+            }
+        }
+
+        fn command(&self, command: ClockCommand) {
+            self.commands.try_send(command).expect("room");
+        }
+
+        fn tick(&mut self, now: Instant) {
+            assert!(self.clock.tick(now, &mut self.queues));
+        }
+
+        fn reports(&mut self) -> Vec<ClockReport> {
+            std::iter::from_fn(|| self.reports.try_recv().ok()).collect()
+        }
+    }
+
+    fn keys(own_leaf: u32, members: Vec<(u32, PeerId)>) -> ClockCommand {
+        ClockCommand::Keys {
+            epoch: 1,
+            secret: EpochSecret([9; 32]),
+            own_leaf,
+            members,
+        }
+    }
+
+    const TICK: Duration = Duration::from_millis(FRAME_MS as u64);
+
+    #[test]
+    fn frames_sealed_by_one_clock_play_in_another_and_a_full_send_queue_never_waits() {
+        let (a_id, b_id) = (PeerId::random(), PeerId::random());
+        let (mut a, mut b) = (Harness::new(), Harness::new());
+        let (frames_tx, mut frames_rx) = mpsc::channel(OUTBOUND_CAPACITY);
+        a.command(keys(0, vec![(1, b_id)]));
+        a.command(ClockCommand::Route {
+            peer: b_id,
+            frames: Some(frames_tx),
+        });
+        b.command(keys(1, vec![(0, a_id)]));
+        let now = t0();
+        // Nobody drains the send queue: the clock drops and counts, and goes on.
+        for i in 0..OUTBOUND_CAPACITY as u32 + 2 {
+            a.tick(now + TICK * i);
+        }
+        assert_eq!(a.clock.frames_not_sent, 2);
+        let mut seq = 0u16;
+        while let Ok(frame) = frames_rx.try_recv() {
+            let inbound = InboundFrame {
+                peer: a_id,
+                at: frame.at,
+                seq,
+                timestamp: u32::from(seq) * 960,
+                payload: frame.sealed,
+            };
+            b.inbound.try_send(inbound).expect("room");
+            seq += 1;
+        }
+        assert_eq!(usize::from(seq), OUTBOUND_CAPACITY);
+        // Frames from a peer that is not a member are not even opened.
+        let stranger = InboundFrame {
+            peer: PeerId::random(),
+            at: now,
+            seq: 0,
+            timestamp: 0,
+            payload: vec![0; 40],
+        };
+        b.inbound.try_send(stranger).expect("room");
+        for i in 0..STATS_TICKS as u32 {
+            b.tick(now + TICK * (i + 1));
+        }
+        let reports = b.reports();
+        assert!(
+            reports
+                .iter()
+                .any(|r| matches!(r, ClockReport::Heard { peer, .. } if *peer == a_id))
+        );
+        assert!(reports.iter().any(|r| matches!(
+            r,
+            ClockReport::Event(MediaEvent::AudioStarted { peer_id }) if *peer_id == a_id
+        )));
+        assert!(reports.iter().any(|r| matches!(
+            r,
+            ClockReport::Event(MediaEvent::Stats { peer_id, decrypt_failures: 0, rx_frames, .. })
+                if *peer_id == a_id && *rx_frames > 0
+        )));
+    }
+
+    #[test]
+    fn nothing_is_sent_unkeyed_muted_or_unrouted_and_reset_forgets_the_keys() {
+        let b_id = PeerId::random();
+        let mut a = Harness::new();
+        let (frames_tx, mut frames_rx) = mpsc::channel(OUTBOUND_CAPACITY);
+        a.command(ClockCommand::Route {
+            peer: b_id,
+            frames: Some(frames_tx),
+        });
+        let now = t0();
+        a.tick(now);
+        assert!(frames_rx.try_recv().is_err(), "no keys yet");
+        a.command(keys(0, vec![(1, b_id)]));
+        a.tick(now + TICK);
+        assert!(frames_rx.try_recv().is_ok());
+        a.command(ClockCommand::Mute(true));
+        a.tick(now + TICK * 2);
+        assert!(frames_rx.try_recv().is_err(), "muted");
+        a.command(ClockCommand::Mute(false));
+        a.command(ClockCommand::Reset);
+        a.tick(now + TICK * 3);
+        assert!(frames_rx.try_recv().is_err(), "keys forgotten");
+        a.command(keys(0, vec![(1, b_id)]));
+        a.command(ClockCommand::Route {
+            peer: b_id,
+            frames: None,
+        });
+        a.tick(now + TICK * 4);
+        assert!(frames_rx.try_recv().is_err(), "route dropped");
+        // The actor is gone: the clock stops.
+        drop(a.commands);
+        assert!(!a.clock.tick(now + TICK * 5, &mut a.queues));
+    }
+}
