@@ -13,13 +13,13 @@
 //!                          source → Opus → SFrame → peers; jitter → Opus → mixer → sink
 //! ```
 //!
-//! - [`engine`]: the sans-IO media engine: one struct per member (connection state, path,
+//! - `engine`: the sans-IO media engine: one struct per member (connection state, path,
 //!   signalling, ICE-restart timers, leaf), fed events and `now`, drained of actions.
 //!   Where "an ICE restart is decided" lives.
-//! - [`actor`]: the async edge that drives the engine: owns the webrtc-rs connections,
+//! - `actor`: the async edge that drives the engine: owns the webrtc-rs connections,
 //!   the TURN-over-TCP bridges and the channels; awaiting work runs in spawned tasks that
 //!   report back.
-//! - [`clock`]: the 20 ms audio clock on its own task; it owns the media keys and touches
+//! - `clock`: the 20 ms audio clock on its own task; it owns the media keys and touches
 //!   bounded queues only, with `try_send`/`try_recv`.
 //! - [`audio`]: sources, sinks, Opus, jitter buffer, mixer, devices (sans-IO but devices).
 //! - [`crypto`]: SFrame (RFC 9605) sealing and opening with per-sender, per-epoch keys
@@ -59,7 +59,10 @@ pub use actor::spawn;
 pub use engine::{ConnectionState, MediaPath};
 use transport::IceServer;
 
-/// Capacity of the media plane's inbox and of its signal and event channels.
+/// Capacity of the media plane's inbox and of its signal and event channels. The inbox
+/// ([`MediaInput`]) and the signals are lossless (their senders wait for room); the events
+/// ([`MediaEvent`]) are telemetry and lossy: the actor `try_send`s them and counts what a
+/// full channel drops.
 pub const INBOX_CAPACITY: usize = 256;
 /// How often per-peer statistics are reported (and paths measured and repaired).
 pub const STATS_INTERVAL: Duration = Duration::from_secs(1);

@@ -6,7 +6,7 @@
 //!
 //! A path that stops carrying traffic is noticed by ICE consent checks within
 //! [`ICE_DISCONNECTED_TIMEOUT`] and declared failed [`ICE_FAILED_TIMEOUT`] later; the
-//! [media engine](crate::media::engine) then restarts ICE on the same connection
+//! media engine (`media::engine`) then restarts ICE on the same connection
 //! ([`AudioPeer::create_restart_offer`]): new ICE credentials, new sockets and candidates
 //! (a fresh TURN allocation among them), same DTLS session, same RTP streams.
 
