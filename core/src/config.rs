@@ -30,7 +30,7 @@ pub struct Config {
     /// How often a member re-announces itself on the DHT. Default 30 s.
     pub reprovide_interval: Duration,
     /// Audio: `None` (the default) runs a meeting without media.
-    pub media: Option<crate::media::driver::MediaConfig>,
+    pub media: Option<crate::media::MediaConfig>,
     /// Most events held for an application that does not read them (default 4096); past
     /// this the oldest are dropped and the application is told how many it missed
     /// ([`crate::client::Event::Lagged`]). The core never waits for the application.
@@ -103,7 +103,7 @@ impl Config {
     }
 
     /// Turns audio on with these settings.
-    pub fn with_media(mut self, media: crate::media::driver::MediaConfig) -> Self {
+    pub fn with_media(mut self, media: crate::media::MediaConfig) -> Self {
         self.media = Some(media);
         self
     }

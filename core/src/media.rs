@@ -1,22 +1,71 @@
-//! The media plane: what turns meeting keys into sealed media frames.
+//! The media plane: what turns meeting keys into sealed media frames, and carries them.
 //!
+//! ```text
+//!  net driver ──MediaInput──▶ actor ◀─ handle_* / poll_action ─▶ engine (sans-IO)
+//!  net driver ◀─signals, MediaEvent── actor
+//!                                     │ spawns the awaiting work; results come back as
+//!                                     │ Internal messages (one helper, Actor::spawn_task)
+//!                                     ▼
+//!                        AudioPeer per member (webrtc-rs), its forwarder and sender tasks
+//!                           │ InboundFrame                    ▲ OutboundFrame
+//!                           ▼                                 │
+//!  actor ──ClockCommand──▶ clock (20 ms; never awaits but for its tick) ──ClockReport──▶ actor
+//!                          source → Opus → SFrame → peers; jitter → Opus → mixer → sink
+//! ```
+//!
+//! - `engine`: the sans-IO media engine: one struct per member (connection state, path,
+//!   signalling, ICE-restart timers, leaf), fed events and `now`, drained of actions.
+//!   Where "an ICE restart is decided" lives.
+//! - `actor`: the async edge that drives the engine: owns the webrtc-rs connections,
+//!   the TURN-over-TCP bridges and the channels; awaiting work runs in spawned tasks that
+//!   report back.
+//! - `clock`: the 20 ms audio clock on its own task; it owns the media keys and touches
+//!   bounded queues only, with `try_send`/`try_recv`.
+//! - [`audio`]: sources, sinks, Opus, jitter buffer, mixer, devices (sans-IO but devices).
 //! - [`crypto`]: SFrame (RFC 9605) sealing and opening with per-sender, per-epoch keys
 //!   exported from the meeting's MLS group (RFC 9605 §5.2), replay protection, and a grace
 //!   window for the previous epoch.
+//! - [`transport`]: the WebRTC peer connections (the only webrtc-rs code) and the
+//!   TURN-over-TCP bridge.
 //!
-//! - [`audio`]: sources, sinks, Opus, jitter buffer, mixer (sans-IO).
-//! - [`transport`]: the WebRTC peer connections (the only webrtc-rs code).
-//! - [`driver`]: the media actor: one peer connection per member, the 20 ms audio clock,
-//!   signalling through the meeting (MLS application messages), stats.
+//! Channels (each one's doc comment says the same):
 //!
-//! The meeting machine tells the media actor what it needs through [`MediaCommand`]s.
+//! | channel | from → to | kind |
+//! |---|---|---|
+//! | `MediaInput` ([`INBOX_CAPACITY`]) | net driver → actor | lossless (sender waits) |
+//! | signals ([`INBOX_CAPACITY`]) | actor → net driver | lossless (actor waits) |
+//! | [`MediaEvent`] ([`INBOX_CAPACITY`]) | actor → net driver | lossy: telemetry, dropped and counted when full |
+//! | `Internal` | actor's tasks → actor | lossless |
+//! | `ClockCommand` (keys, routes, mute) | actor → clock | lossless (actor waits ≤ one tick) |
+//! | `ClockReport` | clock → actor | lossy: dropped and counted when full |
+//! | `InboundFrame` | connections → clock | lossy: newest dropped when full, counted |
+//! | `OutboundFrame` (per connection) | clock → connection | lossy: newest dropped when full, counted |
+//!
+//! The meeting machine tells the media plane what it needs through [`MediaCommand`]s.
 
+pub(crate) mod actor;
 pub mod audio;
+pub(crate) mod clock;
 pub mod crypto;
-pub mod driver;
+pub(crate) mod engine;
 pub mod transport;
 
+use std::path::PathBuf;
+use std::time::Duration;
+
 use libp2p::PeerId;
+
+pub use actor::spawn;
+pub use engine::{ConnectionState, MediaPath};
+use transport::IceServer;
+
+/// Capacity of the media plane's inbox and of its signal and event channels. The inbox
+/// ([`MediaInput`]) and the signals are lossless (their senders wait for room); the events
+/// ([`MediaEvent`]) are telemetry and lossy: the actor `try_send`s them and counts what a
+/// full channel drops.
+pub const INBOX_CAPACITY: usize = 256;
+/// How often per-peer statistics are reported (and paths measured and repaired).
+pub const STATS_INTERVAL: Duration = Duration::from_secs(1);
 
 /// One epoch's `sframe_epoch_secret`; never shown in `Debug`, zeroized on drop.
 #[derive(Clone, PartialEq, Eq, zeroize::Zeroize, zeroize::ZeroizeOnDrop)]
@@ -57,4 +106,107 @@ pub enum MediaCommand {
     Reset,
     /// We are out of the meeting: close every connection and stop.
     Stop,
+}
+
+/// Media settings of a client.
+#[derive(Debug, Clone)]
+pub struct MediaConfig {
+    /// What to send: `device` (the default microphone), `device:NAME`, `silence`, `tone:HZ`
+    /// or a WAV file.
+    pub audio_in: String,
+    /// Where the received mix goes: `device` (the default speakers), `device:NAME` (speakers
+    /// by their cpal name), a WAV file, or nowhere.
+    pub audio_out: Option<PathBuf>,
+    /// UDP addresses for ICE host candidates.
+    pub udp_addrs: Vec<String>,
+    /// STUN/TURN servers known up front (more arrive as [`MediaInput::IceServers`]).
+    pub ice_servers: Vec<IceServer>,
+    /// Share only relayed ICE candidates: other members never learn our IP addresses.
+    pub relay_only: bool,
+    /// RNNoise on the outgoing audio (meant for microphones: it also removes steady
+    /// synthetic signals such as test tones).
+    pub noise_suppression: bool,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        Self {
+            audio_in: "silence".to_owned(),
+            audio_out: None,
+            udp_addrs: vec!["0.0.0.0:0".to_owned()],
+            noise_suppression: false,
+            ice_servers: Vec::new(),
+            relay_only: false,
+        }
+    }
+}
+
+/// What the media plane reports.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum MediaEvent {
+    /// A peer connection changed state.
+    Connection {
+        /// The member.
+        peer_id: PeerId,
+        /// `connected`, `disconnected`, `failed`, ... ([`ConnectionState::as_str`]).
+        state: String,
+        /// `direct`, or `relayed` through a TURN server (from the selected ICE pair;
+        /// [`MediaPath::as_str`]).
+        path: &'static str,
+        /// Latest STUN round-trip time on that path, once measured.
+        rtt_ms: Option<f64>,
+        /// ICE restarts on this connection so far (a broken path repaired in place).
+        ice_restarts: u32,
+    },
+    /// Periodic receive statistics for one member.
+    Stats {
+        /// The member.
+        peer_id: PeerId,
+        /// Frames decoded from their own packets.
+        rx_frames: u64,
+        /// Frames missing (recovered by FEC or concealed).
+        lost_frames: u64,
+        /// Missing frames recovered by FEC.
+        recovered_frames: u64,
+        /// Frames dropped by SFrame (forged, replayed, unknown key) across all senders.
+        decrypt_failures: u64,
+        /// Inter-arrival jitter.
+        jitter_ms: f64,
+        /// Current level of this speaker (dBFS).
+        level_dbfs: f32,
+        /// Latest round-trip time to this member (ICE), once measured.
+        rtt_ms: Option<f64>,
+    },
+    /// The first frame from a member opened and was queued for playout.
+    AudioStarted {
+        /// The member.
+        peer_id: PeerId,
+    },
+    /// Something went wrong that does not end the meeting.
+    Warning(String),
+}
+
+/// Inputs of the media plane.
+#[derive(Debug)]
+pub enum MediaInput {
+    /// From the meeting machine.
+    Command(MediaCommand),
+    /// Stop or resume sending.
+    Mute(bool),
+    /// Turn noise suppression of the outgoing audio on or off.
+    NoiseSuppression(bool),
+    /// The current TURN servers (fresh credentials) from the relays, replacing earlier ones.
+    IceServers(Vec<IceServer>),
+    /// The connection to a relay was lost: its TURN server may have restarted, taking the
+    /// allocations of our relayed paths with it. The next [`MediaInput::IceServers`] (sent
+    /// once the relay is back) repairs relayed paths that went silent meanwhile.
+    RelayLost,
+}
+
+/// The media plane's former paths (`media::driver::X`), kept while callers move to
+/// `media::X`.
+#[doc(hidden)]
+pub mod driver {
+    pub use super::{INBOX_CAPACITY, MediaConfig, MediaEvent, MediaInput, STATS_INTERVAL, spawn};
 }

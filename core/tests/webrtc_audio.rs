@@ -6,6 +6,7 @@
 use std::time::{Duration, Instant};
 
 use conclave_core::group::media_keys::sender_base_key;
+use conclave_core::media::ConnectionState;
 use conclave_core::media::audio::codec::{Decoder, Encoder};
 use conclave_core::media::audio::source::{AudioSource, Tone};
 use conclave_core::media::audio::{FRAME_SAMPLES, Frame};
@@ -16,7 +17,7 @@ use conclave_core::media::transport::peer::{AudioPeer, PeerConfig, PeerEvent};
 async fn wait_connected(events: &mut tokio::sync::mpsc::Receiver<PeerEvent>) {
     tokio::time::timeout(Duration::from_secs(10), async {
         while let Some(event) = events.recv().await {
-            if event == PeerEvent::State("connected".into()) {
+            if event == PeerEvent::State(ConnectionState::Connected) {
                 return;
             }
         }

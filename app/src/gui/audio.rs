@@ -11,7 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use cpal::traits::{DeviceTrait, HostTrait, StreamTrait};
+use conclave_core::media::audio::device::{Direction, device_names, find_device};
+use cpal::traits::{DeviceTrait, StreamTrait};
 
 /// Level reported when nothing is heard.
 pub(crate) const SILENCE_DBFS: f32 = -90.0;
@@ -25,46 +26,17 @@ pub(crate) struct Devices {
     pub(crate) outputs: Vec<String>,
 }
 
-fn name_of(device: &cpal::Device) -> Option<String> {
-    device.description().ok().map(|d| d.name().to_owned())
-}
-
 /// Lists input and output devices (blocking: call from a background task).
 pub(crate) fn list_devices() -> Result<Devices, String> {
-    let host = cpal::default_host();
-    let inputs = host
-        .input_devices()
-        .map_err(|e| format!("cannot list microphones: {e}"))?
-        .filter_map(|d| name_of(&d))
-        .collect();
-    let outputs = host
-        .output_devices()
-        .map_err(|e| format!("cannot list speakers: {e}"))?
-        .filter_map(|d| name_of(&d))
-        .collect();
-    Ok(Devices { inputs, outputs })
+    Ok(Devices {
+        inputs: device_names(Direction::Input).map_err(|e| e.to_string())?,
+        outputs: device_names(Direction::Output).map_err(|e| e.to_string())?,
+    })
 }
 
-fn find_device(input: bool, name: Option<&str>) -> Result<cpal::Device, String> {
-    let host = cpal::default_host();
-    let what = if input { "microphone" } else { "speakers" };
-    let Some(name) = name else {
-        let device = if input {
-            host.default_input_device()
-        } else {
-            host.default_output_device()
-        };
-        return device.ok_or_else(|| format!("no {what} found on this computer"));
-    };
-    let mut devices = if input {
-        host.input_devices()
-    } else {
-        host.output_devices()
-    }
-    .map_err(|e| format!("cannot list {what}: {e}"))?;
-    devices
-        .find(|d| name_of(d).as_deref() == Some(name))
-        .ok_or_else(|| format!("the {what} \"{name}\" is not connected"))
+/// The device by name, or the default one: core's lookup, with its error as text.
+fn find(direction: Direction, name: Option<&str>) -> Result<cpal::Device, String> {
+    find_device(direction, name).map_err(|e| e.to_string())
 }
 
 /// Level in dBFS of a block of samples.
@@ -97,7 +69,7 @@ impl Meter {
             .name("conclave-meter".to_owned())
             .spawn(move || {
                 let opened = (|| {
-                    let device = find_device(true, device.as_deref())?;
+                    let device = find(Direction::Input, device.as_deref())?;
                     let config = device
                         .default_input_config()
                         .map_err(|e| format!("the microphone cannot be used: {e}"))?
@@ -164,7 +136,7 @@ impl Drop for Meter {
 
 /// Plays a short 440 Hz tone on `device` (blocking: call from a background task).
 pub(crate) fn play_test_sound(device: Option<String>) -> Result<(), String> {
-    let device = find_device(false, device.as_deref())?;
+    let device = find(Direction::Output, device.as_deref())?;
     let config = device
         .default_output_config()
         .map_err(|e| format!("the speakers cannot be used: {e}"))?

@@ -7,6 +7,9 @@
 //! SFrame open → [`codec::Decoder`] (FEC recovery or PLC on loss) → [`mixer::Mixer`]
 //! (per-speaker level, sum) → [`sink::AudioSink`] (device, WAV file or null).
 //!
+//! [`spec`] opens what `--audio-in`/`--audio-out` name; [`device`] is the one place where
+//! cpal devices are looked up (the app's settings screen uses it too).
+//!
 //! Nothing here reads a clock or blocks: the caller paces frames (a real-time driver, or a
 //! simulated clock in tests).
 
@@ -17,6 +20,7 @@ pub mod jitter;
 pub mod mixer;
 pub mod sink;
 pub mod source;
+pub mod spec;
 
 /// Sample rate of the whole pipeline.
 pub const SAMPLE_RATE: u32 = 48_000;

@@ -51,7 +51,7 @@ use crate::client::Event;
 use crate::group::{MlsIdentity, Provider};
 use crate::identity::{Identity, SafetyNumber};
 use crate::invite::{Invite, peer_of};
-use crate::media::{self, driver::MediaEvent, driver::MediaInput};
+use crate::media::{self, MediaEvent, MediaInput};
 use crate::meeting::{Machine, MeetingEvent, Output};
 use crate::proto::control::{MAX_ADDRS, Request, Response};
 use crate::proto::turn::{IceServer, TurnRefusal, TurnRequest, TurnResponse};
@@ -384,9 +384,9 @@ pub(crate) async fn start(
     let peer_id = identity.peer_id();
     let (media, signals, media_events) = match config.media.clone() {
         Some(media_config) => {
-            let (signals_tx, signals_rx) = mpsc::channel(media::driver::INBOX_CAPACITY);
-            let (media_events_tx, media_events_rx) = mpsc::channel(media::driver::INBOX_CAPACITY);
-            let input = media::driver::spawn(
+            let (signals_tx, signals_rx) = mpsc::channel(media::INBOX_CAPACITY);
+            let (media_events_tx, media_events_rx) = mpsc::channel(media::INBOX_CAPACITY);
+            let input = media::spawn(
                 identity.peer_id(),
                 media_config,
                 signals_tx,

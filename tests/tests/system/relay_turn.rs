@@ -582,6 +582,7 @@ fn the_relay_forwards_a_call_it_cannot_read() {
     use conclave_core::media::crypto::sframe::Sealer;
     use conclave_core::media::transport::IceServer as PeerIceServer;
     use conclave_core::media::transport::peer::{AudioPeer, PeerConfig, PeerEvent};
+    use conclave_core::media::{ConnectionState, MediaPath};
 
     assert!(
         Command::new("tcpdump")
@@ -668,7 +669,7 @@ fn the_relay_forwards_a_call_it_cannot_read() {
         let connected = tokio::time::timeout(Duration::from_secs(30), async {
             let mut ok = [false, false];
             while !(ok[0] && ok[1]) {
-                let connected = PeerEvent::State("connected".into());
+                let connected = PeerEvent::State(ConnectionState::Connected);
                 tokio::select! {
                     Some(event) = a_events.recv() => ok[0] |= event == connected,
                     Some(event) = b_events.recv() => ok[1] |= event == connected,
@@ -719,7 +720,7 @@ fn the_relay_forwards_a_call_it_cannot_read() {
     drop(relay);
 
     // The call happened, through the relay, and its frames open with the call's keys.
-    assert_eq!(paths, (Some("relayed"), Some("relayed")));
+    assert_eq!(paths, (Some(MediaPath::Relayed), Some(MediaPath::Relayed)));
     for (side, frames) in received.iter().enumerate() {
         eprintln!(
             "side {side} received {} of {CALL_FRAMES} frames",

@@ -98,26 +98,64 @@ fn config_for(
     Ok(supported.config())
 }
 
-/// The device named `name` (as cpal describes it), or the default one.
-fn pick(input: bool, name: Option<&str>) -> Result<cpal::Device, AudioError> {
+/// Which way a sound device goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// A microphone.
+    Input,
+    /// Speakers.
+    Output,
+}
+
+impl Direction {
+    fn what(self) -> &'static str {
+        match self {
+            Self::Input => "microphone",
+            Self::Output => "speakers",
+        }
+    }
+
+    fn devices(
+        self,
+        host: &cpal::Host,
+    ) -> Result<impl Iterator<Item = cpal::Device> + use<>, AudioError> {
+        match self {
+            Self::Input => host.input_devices(),
+            Self::Output => host.output_devices(),
+        }
+        .map_err(|e| device_error(&format!("cannot list the {}", self.what()), e))
+    }
+}
+
+/// The name cpal gives a device (what `device:NAME` and the settings screen use).
+pub fn device_name(device: &cpal::Device) -> Option<String> {
+    device.description().ok().map(|d| d.name().to_owned())
+}
+
+/// The names of the devices that go `direction` (blocking: cpal asks the system).
+pub fn device_names(direction: Direction) -> Result<Vec<String>, AudioError> {
     let host = cpal::default_host();
-    let what = if input { "microphone" } else { "speakers" };
+    Ok(direction
+        .devices(&host)?
+        .filter_map(|d| device_name(&d))
+        .collect())
+}
+
+/// The device named `name` (as cpal describes it), or the default one. The one place
+/// where a device is looked up, for the media plane and the app's settings screen alike.
+pub fn find_device(direction: Direction, name: Option<&str>) -> Result<cpal::Device, AudioError> {
+    let host = cpal::default_host();
+    let what = direction.what();
     let Some(name) = name else {
-        let device = if input {
-            host.default_input_device()
-        } else {
-            host.default_output_device()
+        let device = match direction {
+            Direction::Input => host.default_input_device(),
+            Direction::Output => host.default_output_device(),
         };
         return device.ok_or_else(|| AudioError::Device(format!("no {what} found")));
     };
-    let mut devices = if input {
-        host.input_devices()
-    } else {
-        host.output_devices()
-    }
-    .map_err(|e| device_error(&format!("cannot list the {what}"), e))?;
-    devices
-        .find(|d| d.description().is_ok_and(|desc| desc.name() == name))
+    direction
+        .devices(&host)?
+        .find(|d| device_name(d).as_deref() == Some(name))
         .ok_or_else(|| AudioError::Device(format!("the {what} \"{name}\" is not connected")))
 }
 
@@ -143,7 +181,7 @@ impl DeviceSource {
     pub fn open_named(name: Option<String>) -> Result<Self, AudioError> {
         let (mut producer, consumer) = rtrb::RingBuffer::<i16>::new(RING);
         let device = spawn_device("conclave-mic", move || {
-            let device = pick(true, name.as_deref())?;
+            let device = find_device(Direction::Input, name.as_deref())?;
             let supported = device
                 .default_input_config()
                 .map_err(|e| device_error("the microphone cannot be used", e))?;
@@ -203,7 +241,7 @@ impl DeviceSink {
     pub fn open_named(name: Option<String>) -> Result<Self, AudioError> {
         let (producer, mut consumer) = rtrb::RingBuffer::<i16>::new(RING);
         let device = spawn_device("conclave-speaker", move || {
-            let device = pick(false, name.as_deref())?;
+            let device = find_device(Direction::Output, name.as_deref())?;
             let supported = device
                 .default_output_config()
                 .map_err(|e| device_error("the speakers cannot be used", e))?;

@@ -1,5 +1,5 @@
 //! Where received audio goes: a WAV file (48 kHz mono 16-bit) or nowhere. Device playback
-//! (cpal) implements the same trait in the audio milestone.
+//! (cpal) implements the same trait in [`super::device`].
 
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};

@@ -1,5 +1,6 @@
 //! Where outgoing audio comes from: synthetic sources for headless use and WAV files.
-//! Device capture (cpal) implements the same trait in the audio milestone.
+//! Device capture (cpal) implements the same trait in [`super::device`]; [`super::spec`]
+//! chooses between them.
 
 use std::path::Path;
 
@@ -140,64 +141,11 @@ fn resample(input: &[f32], from: u32, to: u32) -> Vec<f32> {
         .collect()
 }
 
-/// Builds a source from a `--audio-in` value: `device` (the default microphone),
-/// `device:NAME` (a microphone by its cpal name), `silence`, `tone:HZ` or a `.wav` path.
-pub fn from_spec(spec: &str) -> Result<Box<dyn AudioSource>, AudioError> {
-    if spec == "device" {
-        return Ok(Box::new(super::device::DeviceSource::open()?));
-    }
-    if let Some(name) = spec.strip_prefix("device:") {
-        return Ok(Box::new(super::device::DeviceSource::open_named(Some(
-            name.to_owned(),
-        ))?));
-    }
-    if spec == "silence" {
-        return Ok(Box::new(Silence));
-    }
-    if let Some(hz) = spec.strip_prefix("tone:") {
-        let hz: f64 = hz
-            .parse()
-            .map_err(|_| AudioError::BadSource(spec.to_owned()))?;
-        if !(20.0..=20_000.0).contains(&hz) {
-            return Err(AudioError::BadSource(spec.to_owned()));
-        }
-        return Ok(Box::new(Tone::new(hz, 0.3)));
-    }
-    if spec.to_ascii_lowercase().ends_with(".wav") {
-        return Ok(Box::new(WavSource::open(Path::new(spec))?));
-    }
-    Err(AudioError::BadSource(spec.to_owned()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_named_device_that_is_absent_is_a_device_error() {
-        match from_spec("device:no such microphone 1234") {
-            Err(AudioError::Device(message)) => assert!(!message.is_empty()),
-            Err(other) => panic!("expected a device error, got {other:?}"),
-            Ok(_) => panic!("a device that does not exist opened"),
-        }
-    }
     use crate::media::audio::sink::{AudioSink, WavSink};
-
-    #[test]
-    fn specs_parse_or_say_what_is_wrong() {
-        assert!(from_spec("silence").is_ok());
-        assert!(from_spec("tone:440").is_ok());
-        for bad in ["tone:", "tone:abc", "tone:5", "noise", "music.mp3"] {
-            assert!(
-                matches!(from_spec(bad), Err(AudioError::BadSource(_))),
-                "{bad}"
-            );
-        }
-        assert!(matches!(
-            from_spec("/nonexistent/file.wav"),
-            Err(AudioError::Wav { .. })
-        ));
-    }
 
     #[test]
     fn a_wav_file_round_trips_and_other_rates_are_resampled() {

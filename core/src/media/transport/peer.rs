@@ -6,7 +6,7 @@
 //!
 //! A path that stops carrying traffic is noticed by ICE consent checks within
 //! [`ICE_DISCONNECTED_TIMEOUT`] and declared failed [`ICE_FAILED_TIMEOUT`] later; the
-//! [media actor](crate::media::driver) then restarts ICE on the same connection
+//! media engine (`media::engine`) then restarts ICE on the same connection
 //! ([`AudioPeer::create_restart_offer`]): new ICE credentials, new sockets and candidates
 //! (a fresh TURN allocation among them), same DTLS session, same RTP streams.
 
@@ -36,6 +36,7 @@ use webrtc::peer_connection::{
 
 use super::IceServer;
 use crate::media::audio::FRAME_MS;
+use crate::media::{ConnectionState, MediaPath};
 
 /// Capacity of a peer's event channel; events beyond it are dropped (and the frame counted
 /// lost by the jitter buffer).
@@ -77,8 +78,8 @@ fn webrtc_err(err: impl std::fmt::Display) -> TransportError {
 /// What a peer connection reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PeerEvent {
-    /// The connection state changed (`connected`, `disconnected`, `failed`, `closed`, ...).
-    State(String),
+    /// The connection state changed.
+    State(ConnectionState),
     /// A media frame arrived: the RTP sequence number and timestamp, and the payload (an
     /// SFrame-sealed Opus frame).
     Frame {
@@ -167,7 +168,9 @@ impl PeerConnectionEventHandler for Handler {
     }
 
     async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
-        let _ = self.events.try_send(PeerEvent::State(state.to_string()));
+        let _ = self
+            .events
+            .try_send(PeerEvent::State(connection_state(state)));
     }
 
     async fn on_track(&self, track: Arc<dyn TrackRemote>) {
@@ -186,6 +189,18 @@ impl PeerConnectionEventHandler for Handler {
                 }
             }
         });
+    }
+}
+
+fn connection_state(state: RTCPeerConnectionState) -> ConnectionState {
+    match state {
+        RTCPeerConnectionState::New => ConnectionState::New,
+        RTCPeerConnectionState::Connecting => ConnectionState::Connecting,
+        RTCPeerConnectionState::Connected => ConnectionState::Connected,
+        RTCPeerConnectionState::Disconnected => ConnectionState::Disconnected,
+        RTCPeerConnectionState::Failed => ConnectionState::Failed,
+        RTCPeerConnectionState::Closed => ConnectionState::Closed,
+        _ => ConnectionState::Unspecified,
     }
 }
 
@@ -436,10 +451,9 @@ impl AudioPeer {
             .map_err(webrtc_err)
     }
 
-    /// The path of the selected ICE candidate pair (`direct`, or `relayed` through TURN at
-    /// either end) and
-    /// its latest STUN round-trip time, once a pair is nominated.
-    pub async fn path(&self, now: Instant) -> Option<(&'static str, f64)> {
+    /// The path of the selected ICE candidate pair (direct, or relayed through TURN at
+    /// either end) and its latest STUN round-trip time, once a pair is nominated.
+    pub async fn path(&self, now: Instant) -> Option<(MediaPath, f64)> {
         use rtc::statistics::report::RTCStatsReportEntry;
         let transport = self.sender.transport().await.ok().flatten()?;
         let pair = transport
@@ -469,7 +483,12 @@ impl AudioPeer {
                 _ => None,
             })
             .unwrap_or(0.0);
-        Some((if relayed { "relayed" } else { "direct" }, rtt_ms))
+        let path = if relayed {
+            MediaPath::Relayed
+        } else {
+            MediaPath::Direct
+        };
+        Some((path, rtt_ms))
     }
 
     /// Closes the connection.

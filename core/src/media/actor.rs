@@ -1,0 +1,614 @@
+//! The media actor: performs what the [engine](super::engine) decides and feeds it what
+//! happened. It owns the webrtc-rs connections ([`AudioPeer`]), the TURN-over-TCP bridges,
+//! the signalling and event channels, and the tasks that do the awaiting work.
+//!
+//! ```text
+//! net driver ──MediaInput (lossless)──▶ actor ──(peer, signal) (lossless)──▶ net driver
+//!                                        │  ▲       ──MediaEvent (lossy)──▶ net driver
+//!             Action: spawn the work ────┘  └── Internal (lossless): its result, a state
+//!             (create, offer, answer, path)      change (from the connection's forwarder)
+//! ```
+//!
+//! Everything that awaits webrtc-rs (creating a connection, offers and answers, path
+//! measurements, TURN-over-TCP bridges) runs in a task spawned by [`Actor::spawn_task`],
+//! which reports its result back into the actor's loop as an [`Internal`] message naming
+//! the connection it is about. Each connection has two more tasks: a forwarder (its frames
+//! into the [clock](super::clock)'s lossy receive queue, its state changes into the actor)
+//! and a sender (the clock's frames for it into webrtc-rs). Every task lives in the actor's
+//! `JoinSet`: none outlives it.
+// The async edge of the media plane: it stamps the engine's inputs with the time.
+#![allow(clippy::disallowed_methods)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use libp2p::PeerId;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::audio::AudioError;
+use super::audio::spec::{sink_from_spec, source_from_spec};
+use super::clock::{
+    COMMAND_CAPACITY, Clock, ClockCommand, ClockQueues, ClockReport, INBOUND_CAPACITY,
+    InboundFrame, OUTBOUND_CAPACITY, OutboundFrame, REPORT_CAPACITY,
+};
+use super::engine::{Action, ConnId, ConnectionState, Engine, MediaPath, Signal};
+use super::transport::IceServer;
+use super::transport::peer::{AudioPeer, PeerConfig, PeerEvent, TransportError};
+use super::transport::turn_tcp::TcpTurnBridge;
+use super::{INBOX_CAPACITY, MediaCommand, MediaConfig, MediaEvent, MediaInput, STATS_INTERVAL};
+
+/// Capacity of the actor's internal queue (task results and state changes). Lossless:
+/// tasks wait for room.
+const INTERNAL_CAPACITY: usize = INBOX_CAPACITY * 4;
+
+/// What the actor's tasks report back.
+enum Internal {
+    /// A connection was created (or not).
+    Created {
+        peer: PeerId,
+        conn: ConnId,
+        result: Result<(Arc<AudioPeer>, mpsc::Receiver<PeerEvent>), TransportError>,
+    },
+    /// A negotiation step finished: a signal to send (an offer, restart offer or answer),
+    /// nothing to send (an answer was taken), or an error.
+    Negotiated {
+        peer: PeerId,
+        conn: ConnId,
+        result: Result<Option<Signal>, TransportError>,
+    },
+    /// A connection changed state.
+    State {
+        peer: PeerId,
+        conn: ConnId,
+        state: ConnectionState,
+    },
+    /// A connection's path was measured.
+    Path {
+        peer: PeerId,
+        conn: ConnId,
+        measured: Option<(MediaPath, f64)>,
+    },
+    /// New ICE servers, with the TURN-over-TCP bridges started for them.
+    IceServers {
+        servers: Vec<IceServer>,
+        bridges: Vec<(SocketAddr, TcpTurnBridge)>,
+    },
+}
+
+/// One live connection, as the actor holds it.
+struct Link {
+    conn: ConnId,
+    peer: Arc<AudioPeer>,
+    /// The clock's frames for this connection (to its sender task).
+    frames: mpsc::Sender<OutboundFrame>,
+}
+
+struct Actor {
+    engine: Engine,
+    config: MediaConfig,
+    links: HashMap<PeerId, Link>,
+    /// ICE servers from the relays, TCP TURN already rewritten to go through a bridge.
+    relay_ice_servers: Vec<IceServer>,
+    /// TURN-over-TCP bridges by server address.
+    tcp_bridges: HashMap<SocketAddr, TcpTurnBridge>,
+    internal: mpsc::Sender<Internal>,
+    clock: mpsc::Sender<ClockCommand>,
+    /// Given to each connection's forwarder.
+    inbound: mpsc::Sender<InboundFrame>,
+    signals: mpsc::Sender<(PeerId, Vec<u8>)>,
+    events: mpsc::Sender<MediaEvent>,
+    /// Reports dropped because the control plane did not take them (telemetry only).
+    reports_dropped: u64,
+    tasks: JoinSet<()>,
+}
+
+/// Starts the media plane: the audio clock and the actor. Signalling payloads to send come
+/// out of `signals`; reports out of `events`. A missing or failing sound device is not
+/// fatal (listen-only, or no playback: a warning is reported).
+pub fn spawn(
+    local: PeerId,
+    config: MediaConfig,
+    signals: mpsc::Sender<(PeerId, Vec<u8>)>,
+    events: mpsc::Sender<MediaEvent>,
+    cancel: CancellationToken,
+) -> Result<mpsc::Sender<MediaInput>, AudioError> {
+    let (source, source_warning) = source_from_spec(&config.audio_in)?;
+    let (sink, sink_warning) = sink_from_spec(config.audio_out.as_deref())?;
+    for warning in source_warning.into_iter().chain(sink_warning) {
+        warn!(%warning, "audio device");
+        let _ = events.try_send(MediaEvent::Warning(warning));
+    }
+    let clock = Clock::new(source, sink, config.noise_suppression)?;
+    let (commands_tx, commands_rx) = mpsc::channel(COMMAND_CAPACITY);
+    let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_CAPACITY);
+    let (reports_tx, reports_rx) = mpsc::channel(REPORT_CAPACITY);
+    let clock_task = clock.spawn(
+        ClockQueues {
+            commands: commands_rx,
+            inbound: inbound_rx,
+            reports: reports_tx,
+        },
+        cancel.child_token(),
+    );
+    let (input_tx, input_rx) = mpsc::channel(INBOX_CAPACITY);
+    let (internal_tx, internal_rx) = mpsc::channel(INTERNAL_CAPACITY);
+    let actor = Actor {
+        engine: Engine::new(local),
+        config,
+        links: HashMap::new(),
+        relay_ice_servers: Vec::new(),
+        tcp_bridges: HashMap::new(),
+        internal: internal_tx,
+        clock: commands_tx,
+        inbound: inbound_tx,
+        signals,
+        events,
+        reports_dropped: 0,
+        tasks: JoinSet::new(),
+    };
+    tokio::spawn(actor.run(input_rx, internal_rx, reports_rx, clock_task, cancel));
+    Ok(input_tx)
+}
+
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+impl Actor {
+    async fn run(
+        mut self,
+        mut inputs: mpsc::Receiver<MediaInput>,
+        mut internal: mpsc::Receiver<Internal>,
+        mut reports: mpsc::Receiver<ClockReport>,
+        clock_task: tokio::task::JoinHandle<()>,
+        cancel: CancellationToken,
+    ) {
+        let mut timer = tokio::time::interval(STATS_INTERVAL);
+        loop {
+            tokio::select! {
+                biased;
+                () = cancel.cancelled() => break,
+                input = inputs.recv() => match input {
+                    Some(MediaInput::Command(MediaCommand::Stop)) | None => break,
+                    Some(input) => self.on_input(input).await,
+                },
+                Some(message) = internal.recv() => self.on_internal(message).await,
+                Some(report) = reports.recv() => self.on_report(report),
+                _ = timer.tick() => self.engine.handle_timeout(now()),
+                Some(_) = self.tasks.join_next(), if !self.tasks.is_empty() => {}
+            }
+            self.perform().await;
+        }
+        self.shutdown(clock_task).await;
+    }
+
+    async fn shutdown(mut self, clock_task: tokio::task::JoinHandle<()>) {
+        // The clock finishes its sink (a WAV file is completed) once its queue closes.
+        drop(self.clock);
+        if let Err(err) = clock_task.await {
+            warn!(error = %err, "the audio clock ended abnormally");
+        }
+        self.tasks.abort_all();
+        for (_, link) in self.links.drain() {
+            let _ = link.peer.close().await;
+        }
+        debug!(
+            reports_dropped = self.reports_dropped,
+            "media reports dropped"
+        );
+        info!("media stopped");
+    }
+
+    async fn on_input(&mut self, input: MediaInput) {
+        let now = now();
+        match input {
+            MediaInput::Command(MediaCommand::Epoch {
+                epoch,
+                secret,
+                own_leaf,
+                members,
+                replaced,
+            }) => self
+                .engine
+                .handle_epoch(now, epoch, secret, own_leaf, members, &replaced),
+            MediaInput::Command(MediaCommand::Signal { from, payload }) => {
+                self.engine.handle_signal(now, from, payload)
+            }
+            MediaInput::Command(MediaCommand::Reset) => self.engine.handle_reset(),
+            MediaInput::Command(MediaCommand::Stop) => {}
+            MediaInput::Mute(muted) => self.tell_clock(ClockCommand::Mute(muted)).await,
+            MediaInput::NoiseSuppression(on) => {
+                self.tell_clock(ClockCommand::NoiseSuppression(on)).await
+            }
+            MediaInput::IceServers(servers) => self.start_bridges(servers),
+            MediaInput::RelayLost => self.engine.handle_relay_lost(now),
+        }
+    }
+
+    async fn on_internal(&mut self, message: Internal) {
+        match message {
+            Internal::Created { peer, conn, result } => self.on_created(peer, conn, result),
+            Internal::Negotiated { peer, conn, result } => match result {
+                Ok(Some(signal)) => self.engine.handle_local_signal(peer, conn, signal),
+                Ok(None) => {}
+                Err(err) => self.engine.handle_failed(peer, conn, err.to_string()),
+            },
+            Internal::State { peer, conn, state } => {
+                self.engine.handle_state(now(), peer, conn, state)
+            }
+            Internal::Path {
+                peer,
+                conn,
+                measured,
+            } => self.engine.handle_path(peer, conn, measured),
+            Internal::IceServers { servers, bridges } => {
+                for (address, bridge) in bridges {
+                    self.tcp_bridges.entry(address).or_insert(bridge);
+                }
+                self.set_ice_servers(servers);
+                self.engine.handle_ice_servers(now());
+            }
+        }
+    }
+
+    fn on_report(&mut self, report: ClockReport) {
+        match report {
+            ClockReport::Heard { peer, at } => self.engine.handle_heard(peer, at),
+            ClockReport::Event(mut event) => {
+                if let MediaEvent::Stats {
+                    peer_id, rtt_ms, ..
+                } = &mut event
+                {
+                    *rtt_ms = self.engine.rtt_ms(peer_id);
+                }
+                self.report(event);
+            }
+        }
+    }
+
+    /// Performs the engine's actions until it has none left.
+    async fn perform(&mut self) {
+        while let Some(action) = self.engine.poll_action() {
+            self.act(action).await;
+        }
+    }
+
+    async fn act(&mut self, action: Action) {
+        match action {
+            Action::Connect { peer, conn } => self.connect(peer, conn),
+            Action::Close { peer, conn } => self.close(peer, conn).await,
+            Action::CreateOffer { peer, conn } => self.negotiate(peer, conn, |link| async move {
+                link.create_offer()
+                    .await
+                    .map(|sdp| Some(Signal::Offer(sdp)))
+            }),
+            Action::RestartIce { peer, conn } => {
+                let config = self.peer_config();
+                self.negotiate(peer, conn, |link| async move {
+                    let sdp = link.create_restart_offer(&config).await?;
+                    Ok(Some(Signal::Restart(sdp)))
+                })
+            }
+            Action::AcceptOffer {
+                peer,
+                conn,
+                sdp,
+                digest,
+                restart,
+            } => self.accept_offer(peer, conn, sdp, digest, restart),
+            Action::AcceptAnswer { peer, conn, sdp } => {
+                self.negotiate(peer, conn, |link| async move {
+                    link.accept_answer(sdp).await.map(|()| None)
+                })
+            }
+            Action::Signal { to, payload } => {
+                if self.signals.send((to, payload)).await.is_err() {
+                    debug!("signalling channel closed");
+                }
+            }
+            Action::MeasurePath { peer, conn } => self.measure_path(peer, conn),
+            Action::SendAudio { peer, conn, on } => {
+                let Some(link) = self.links.get(&peer).filter(|link| link.conn == conn) else {
+                    return;
+                };
+                let frames = on.then(|| link.frames.clone());
+                self.tell_clock(ClockCommand::Route { peer, frames }).await;
+            }
+            Action::Keys {
+                epoch,
+                secret,
+                own_leaf,
+                members,
+            } => {
+                let keys = ClockCommand::Keys {
+                    epoch,
+                    secret,
+                    own_leaf,
+                    members,
+                };
+                self.tell_clock(keys).await
+            }
+            Action::ForgetAudio { peer } => self.tell_clock(ClockCommand::Forget(peer)).await,
+            Action::ResetAudio => self.tell_clock(ClockCommand::Reset).await,
+            Action::Report(event) => self.report(event),
+        }
+    }
+
+    /// Tells the clock (lossless: waits at most one tick for room).
+    async fn tell_clock(&mut self, command: ClockCommand) {
+        if self.clock.send(command).await.is_err() {
+            debug!("the audio clock has stopped");
+        }
+    }
+
+    /// The one way awaiting work is done: spawned, its result reported back into the loop.
+    fn spawn_task<F>(&mut self, work: F)
+    where
+        F: Future<Output = Internal> + Send + 'static,
+    {
+        let internal = self.internal.clone();
+        self.tasks.spawn(async move {
+            let message = work.await;
+            let _ = internal.send(message).await;
+        });
+    }
+
+    /// A negotiation step on the live connection `conn`, its result reported back.
+    fn negotiate<F, Fut>(&mut self, peer: PeerId, conn: ConnId, step: F)
+    where
+        F: FnOnce(Arc<AudioPeer>) -> Fut,
+        Fut: Future<Output = Result<Option<Signal>, TransportError>> + Send + 'static,
+    {
+        let Some(link) = self.links.get(&peer).filter(|link| link.conn == conn) else {
+            debug!(peer = %peer, %conn, "negotiation on a connection that is gone skipped");
+            return;
+        };
+        let work = step(Arc::clone(&link.peer));
+        self.spawn_task(async move {
+            let result = work.await;
+            Internal::Negotiated { peer, conn, result }
+        });
+    }
+
+    /// Takes an offer (a first one, or an ICE restart on the existing connection, which
+    /// takes the current ICE servers first) and reports the answer.
+    fn accept_offer(
+        &mut self,
+        peer: PeerId,
+        conn: ConnId,
+        sdp: String,
+        digest: u64,
+        restart: bool,
+    ) {
+        let config = restart.then(|| self.peer_config());
+        self.negotiate(peer, conn, |link| async move {
+            if let Some(config) = config
+                && let Err(err) = link.update_ice_servers(&config).await
+            {
+                debug!(peer = %peer, error = %err, "ICE servers not updated");
+            }
+            let answer = link.accept_offer(sdp).await?;
+            Ok(Some(Signal::Answer {
+                sdp: answer,
+                offer: digest,
+            }))
+        });
+    }
+
+    fn measure_path(&mut self, peer: PeerId, conn: ConnId) {
+        let Some(link) = self.links.get(&peer).filter(|link| link.conn == conn) else {
+            return;
+        };
+        let link = Arc::clone(&link.peer);
+        self.spawn_task(async move {
+            let measured = link.path(now()).await;
+            Internal::Path {
+                peer,
+                conn,
+                measured,
+            }
+        });
+    }
+
+    /// How new connections and ICE restarts are configured now.
+    fn peer_config(&self) -> PeerConfig {
+        let mut ice_servers = self.config.ice_servers.clone();
+        ice_servers.extend(self.relay_ice_servers.iter().cloned());
+        PeerConfig {
+            udp_addrs: self.config.udp_addrs.clone(),
+            ice_servers,
+            relay_only: self.config.relay_only,
+        }
+    }
+
+    fn connect(&mut self, peer: PeerId, conn: ConnId) {
+        let config = self.peer_config();
+        self.spawn_task(async move {
+            let result = AudioPeer::new(now(), &config)
+                .await
+                .map(|(link, events)| (Arc::new(link), events));
+            Internal::Created { peer, conn, result }
+        });
+    }
+
+    /// A connection exists: kept (with its forwarder and sender tasks) if the engine still
+    /// wants it, closed otherwise.
+    fn on_created(
+        &mut self,
+        peer: PeerId,
+        conn: ConnId,
+        result: Result<(Arc<AudioPeer>, mpsc::Receiver<PeerEvent>), TransportError>,
+    ) {
+        let (link, events) = match result {
+            Ok(created) => created,
+            Err(err) => {
+                self.engine.handle_created(peer, conn, Err(err.to_string()));
+                return;
+            }
+        };
+        if !self.engine.handle_created(peer, conn, Ok(())) {
+            self.tasks.spawn(async move {
+                let _ = link.close().await;
+            });
+            return;
+        }
+        let (frames_tx, frames_rx) = mpsc::channel(OUTBOUND_CAPACITY);
+        self.tasks.spawn(forward(
+            peer,
+            conn,
+            events,
+            self.internal.clone(),
+            self.inbound.clone(),
+        ));
+        self.tasks.spawn(send_frames(Arc::clone(&link), frames_rx));
+        self.links.insert(
+            peer,
+            Link {
+                conn,
+                peer: link,
+                frames: frames_tx,
+            },
+        );
+    }
+
+    async fn close(&mut self, peer: PeerId, conn: ConnId) {
+        let Some(link) = self.links.get(&peer).filter(|link| link.conn == conn) else {
+            return;
+        };
+        let link = Arc::clone(&link.peer);
+        self.links.remove(&peer);
+        self.tell_clock(ClockCommand::Route { peer, frames: None })
+            .await;
+        self.tasks.spawn(async move {
+            let _ = link.close().await;
+        });
+    }
+
+    /// Takes fresh ICE servers from the relays. TURN over TCP goes through a local bridge
+    /// (webrtc-rs allocates over UDP only; see [`TcpTurnBridge`]): missing bridges are
+    /// started in a task, and the servers are taken once they run.
+    fn start_bridges(&mut self, servers: Vec<IceServer>) {
+        let missing: Vec<SocketAddr> = servers
+            .iter()
+            .flat_map(|server| server.urls.iter())
+            .filter_map(|url| tcp_turn_address(url))
+            .filter(|address| !self.tcp_bridges.contains_key(address))
+            .collect();
+        self.spawn_task(async move {
+            let mut bridges = Vec::new();
+            for address in missing {
+                if bridges.iter().any(|(a, _)| *a == address) {
+                    continue;
+                }
+                match TcpTurnBridge::start(address).await {
+                    Ok(bridge) => bridges.push((address, bridge)),
+                    Err(err) => {
+                        warn!(%address, error = %err, "cannot start the TURN-over-TCP bridge")
+                    }
+                }
+            }
+            Internal::IceServers { servers, bridges }
+        });
+    }
+
+    /// Keeps the usable servers, TCP TURN rewritten to its bridge.
+    fn set_ice_servers(&mut self, servers: Vec<IceServer>) {
+        let mut usable = Vec::new();
+        for server in servers {
+            let mut urls = Vec::new();
+            for url in &server.urls {
+                if !url.starts_with("turn:") || !url.ends_with("?transport=tcp") {
+                    urls.push(url.clone());
+                    continue;
+                }
+                let Some(address) = tcp_turn_address(url) else {
+                    warn!(%url, "TURN over TCP needs an IP address; skipped");
+                    continue;
+                };
+                match self.tcp_bridges.get(&address) {
+                    Some(bridge) => {
+                        urls.push(format!("turn:{}?transport=udp", bridge.local_addr()))
+                    }
+                    None => debug!(%url, "no TURN-over-TCP bridge; skipped"),
+                }
+            }
+            if !urls.is_empty() {
+                usable.push(IceServer { urls, ..server });
+            }
+        }
+        debug!(servers = usable.len(), "ICE servers updated");
+        self.relay_ice_servers = usable;
+    }
+
+    /// Reports to the control plane without ever waiting: the driver drains these at once
+    /// into its own outbox, so a full channel means it is stuck; the report is then dropped
+    /// and counted.
+    fn report(&mut self, event: MediaEvent) {
+        if let Err(err) = self.events.try_send(event) {
+            self.reports_dropped += 1;
+            debug!(dropped = self.reports_dropped, error = %err, "media report dropped");
+        }
+    }
+}
+
+/// The server address of a `turn:IP:PORT?transport=tcp` URL.
+fn tcp_turn_address(url: &str) -> Option<SocketAddr> {
+    url.strip_prefix("turn:")?
+        .strip_suffix("?transport=tcp")?
+        .parse()
+        .ok()
+}
+
+/// A connection's forwarder: frames (stamped with their arrival time) into the clock's
+/// lossy queue, state changes into the actor (lossless). Ends with the connection.
+async fn forward(
+    peer: PeerId,
+    conn: ConnId,
+    mut events: mpsc::Receiver<PeerEvent>,
+    internal: mpsc::Sender<Internal>,
+    inbound: mpsc::Sender<InboundFrame>,
+) {
+    let mut dropped = 0u64;
+    while let Some(event) = events.recv().await {
+        match event {
+            PeerEvent::State(state) => {
+                let message = Internal::State { peer, conn, state };
+                if internal.send(message).await.is_err() {
+                    break;
+                }
+            }
+            PeerEvent::Frame {
+                seq,
+                timestamp,
+                payload,
+            } => {
+                let frame = InboundFrame {
+                    peer,
+                    at: now(),
+                    seq,
+                    timestamp,
+                    payload,
+                };
+                if inbound.try_send(frame).is_err() {
+                    dropped += 1;
+                    debug!(peer = %peer, dropped, "receive queue full; frame dropped");
+                }
+            }
+        }
+    }
+}
+
+/// A connection's sender: the clock's frames for it into webrtc-rs. Ends when the clock
+/// drops the route and the actor drops the link.
+async fn send_frames(link: Arc<AudioPeer>, mut frames: mpsc::Receiver<OutboundFrame>) {
+    while let Some(frame) = frames.recv().await {
+        if let Err(err) = link.send(frame.at, frame.sealed).await {
+            debug!(error = %err, "frame not sent");
+        }
+    }
+}

@@ -1,0 +1,42 @@
+//! The signalling vocabulary between two members' media engines (CBOR inside MLS
+//! application messages): offers, answers that name the offer they answer, ICE restarts.
+
+use serde::{Deserialize, Serialize};
+
+/// One signalling message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Signal {
+    /// A new connection.
+    Offer(String),
+    /// The answer to the offer (or restart offer) whose [`offer_digest`] is `offer`: an
+    /// answer to an offer since replaced must not be applied to the new one.
+    Answer {
+        /// The answer SDP.
+        sdp: String,
+        /// The digest of the offer it answers.
+        offer: u64,
+    },
+    /// An ICE restart of the existing connection (new ICE credentials and candidates).
+    Restart(String),
+}
+
+impl Signal {
+    /// The wire form.
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        crate::proto::to_cbor(self)
+    }
+
+    /// Parses the wire form (`None` if malformed).
+    pub(crate) fn decode(payload: &[u8]) -> Option<Self> {
+        ciborium::from_reader(payload).ok()
+    }
+}
+
+/// Names an offer in its answer: the first 8 bytes of the SHA-256 of its SDP.
+pub(crate) fn offer_digest(sdp: &str) -> u64 {
+    use sha2::Digest;
+    let hash = sha2::Sha256::digest(sdp.as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&hash[..8]);
+    u64::from_be_bytes(first)
+}

@@ -1,0 +1,503 @@
+//! The media engine under simulated time: two engines talk through a fake driver that
+//! creates connections and produces SDP at once, and the test decides which signals arrive.
+
+use super::repair::{RESTART_RETRY, RESTART_RETRY_DIRECT, RESTART_UNANSWERED_RETRY};
+use super::*;
+
+fn t0() -> Instant {
+    #[allow(clippy::disallowed_methods)] // one arbitrary origin for simulated time
+    Instant::now()
+}
+
+/// Two peer ids, the lower first (it offers).
+fn pair() -> (PeerId, PeerId) {
+    let (a, b) = (PeerId::random(), PeerId::random());
+    if a.to_bytes() < b.to_bytes() {
+        (a, b)
+    } else {
+        (b, a)
+    }
+}
+
+/// One engine and a fake driver: connections are created and SDP produced at once;
+/// signals wait in `outbox` until delivered.
+struct Side {
+    id: PeerId,
+    engine: Engine,
+    log: Vec<Action>,
+    outbox: Vec<(PeerId, Vec<u8>)>,
+    restarts: u32,
+}
+
+impl Side {
+    fn new(id: PeerId) -> Self {
+        Self {
+            id,
+            engine: Engine::new(id),
+            log: Vec::new(),
+            outbox: Vec::new(),
+            restarts: 0,
+        }
+    }
+
+    /// Performs the engine's actions the way the actor would, at once.
+    fn run(&mut self) {
+        while let Some(action) = self.engine.poll_action() {
+            match &action {
+                Action::Connect { peer, conn } => {
+                    assert!(self.engine.handle_created(*peer, *conn, Ok(())));
+                }
+                Action::CreateOffer { peer, conn } => {
+                    let offer = Signal::Offer(format!("offer {} {conn}", self.id));
+                    self.engine.handle_local_signal(*peer, *conn, offer);
+                }
+                Action::RestartIce { peer, conn } => {
+                    self.restarts += 1;
+                    let offer = Signal::Restart(format!("restart {conn} {}", self.restarts));
+                    self.engine.handle_local_signal(*peer, *conn, offer);
+                }
+                Action::AcceptOffer {
+                    peer, conn, digest, ..
+                } => {
+                    let answer = Signal::Answer {
+                        sdp: format!("answer {conn}"),
+                        offer: *digest,
+                    };
+                    self.engine.handle_local_signal(*peer, *conn, answer);
+                }
+                Action::Signal { to, payload } => self.outbox.push((*to, payload.clone())),
+                _ => {}
+            }
+            self.log.push(action);
+        }
+    }
+
+    /// The actions performed since the last call.
+    fn take_log(&mut self) -> Vec<Action> {
+        std::mem::take(&mut self.log)
+    }
+
+    fn epoch(&mut self, now: Instant, epoch: u64, members: &[PeerId]) {
+        let members = members
+            .iter()
+            .enumerate()
+            .map(|(leaf, peer)| (leaf as u32, *peer))
+            .collect();
+        let own_leaf = 0;
+        let secret = EpochSecret([7; 32]);
+        self.engine
+            .handle_epoch(now, epoch, secret, own_leaf, members, &[]);
+        self.run();
+    }
+
+    fn conn(&self, peer: &PeerId) -> Option<&Connection> {
+        self.engine.members.get(peer)?.conn.as_ref()
+    }
+
+    fn conn_id(&self, peer: &PeerId) -> ConnId {
+        self.conn(peer).expect("a connection").id
+    }
+
+    fn state(&mut self, now: Instant, peer: PeerId, state: ConnectionState) {
+        let conn = self.conn_id(&peer);
+        self.engine.handle_state(now, peer, conn, state);
+        self.run();
+    }
+
+    /// Connected on a path of this kind (the path measurement answered at once).
+    fn connected(&mut self, now: Instant, peer: PeerId, path: MediaPath) {
+        self.state(now, peer, ConnectionState::Connected);
+        let conn = self.conn_id(&peer);
+        self.engine.handle_path(peer, conn, Some((path, 12.0)));
+        self.run();
+    }
+
+    fn timeout(&mut self, now: Instant) {
+        self.engine.handle_timeout(now);
+        self.run();
+    }
+
+    /// Takes the signals waiting to go out.
+    fn sent(&mut self) -> Vec<(PeerId, Vec<u8>)> {
+        std::mem::take(&mut self.outbox)
+    }
+}
+
+/// Delivers every signal `from` has waiting to `to`.
+fn deliver(now: Instant, from: &mut Side, to: &mut Side) -> usize {
+    let signals = from.sent();
+    let count = signals.len();
+    for (recipient, payload) in signals {
+        assert_eq!(recipient, to.id);
+        to.engine.handle_signal(now, from.id, payload);
+        to.run();
+    }
+    count
+}
+
+fn count(log: &[Action], what: fn(&Action) -> bool) -> usize {
+    log.iter().filter(|action| what(action)).count()
+}
+
+fn decoded(signals: &[(PeerId, Vec<u8>)]) -> Vec<Signal> {
+    signals
+        .iter()
+        .map(|(_, payload)| Signal::decode(payload).expect("a signal"))
+        .collect()
+}
+
+/// Both sides learn of each other in the same epoch; the lower one offers, the other
+/// answers, and each ends with one connection whose offer digests match.
+fn negotiated(now: Instant) -> (Side, Side) {
+    let (low, high) = pair();
+    let (mut a, mut b) = (Side::new(low), Side::new(high));
+    a.epoch(now, 1, &[low, high]);
+    b.epoch(now, 1, &[low, high]);
+    assert_eq!(deliver(now, &mut a, &mut b), 1, "the lower peer offers");
+    (a, b)
+}
+
+#[test]
+fn the_lower_peer_offers_and_the_answer_to_that_offer_is_taken() {
+    let now = t0();
+    let (low, high) = pair();
+    let (mut a, mut b) = (Side::new(low), Side::new(high));
+    a.epoch(now, 1, &[low, high]);
+    b.epoch(now, 1, &[low, high]);
+    assert!(b.outbox.is_empty(), "the higher peer waits for the offer");
+    assert_eq!(deliver(now, &mut a, &mut b), 1);
+    assert_eq!(deliver(now, &mut b, &mut a), 1, "answered");
+    let log = a.take_log();
+    assert_eq!(count(&log, |a| matches!(a, Action::AcceptAnswer { .. })), 1);
+    a.connected(now, high, MediaPath::Direct);
+    let log = a.take_log();
+    assert!(log.iter().any(|action| matches!(
+        action,
+        Action::Report(MediaEvent::Connection { state, path: "direct", rtt_ms: Some(_), .. })
+            if state == "connected"
+    )));
+    assert_eq!(
+        count(&log, |a| matches!(a, Action::SendAudio { on: true, .. })),
+        1
+    );
+}
+
+#[test]
+fn glare_our_offer_in_flight_stands_and_theirs_is_ignored() {
+    let now = t0();
+    let (low, high) = pair();
+    let (mut a, mut b) = (Side::new(low), Side::new(high));
+    a.epoch(now, 1, &[low, high]);
+    b.epoch(now, 1, &[low, high]);
+    let ours = a.conn_id(&high);
+    a.take_log();
+    // Both offer at once: the other side's offer crosses ours.
+    let theirs = Signal::Offer("offer from the higher peer".into()).encode();
+    a.engine.handle_signal(now, high, theirs);
+    a.run();
+    assert!(a.take_log().is_empty(), "our offer stands: {:?}", a.log);
+    assert_eq!(a.conn_id(&high), ours);
+    // The other side answers ours, which is taken.
+    deliver(now, &mut a, &mut b);
+    deliver(now, &mut b, &mut a);
+    assert_eq!(
+        count(&a.take_log(), |a| matches!(a, Action::AcceptAnswer { .. })),
+        1
+    );
+    // Once ICE runs, an offer from them is a new connection they want: answered.
+    a.state(now, high, ConnectionState::Connecting);
+    a.take_log();
+    let again = Signal::Offer("a later offer from the higher peer".into()).encode();
+    a.engine.handle_signal(now, high, again);
+    a.run();
+    let log = a.take_log();
+    assert_eq!(count(&log, |a| matches!(a, Action::Close { .. })), 1);
+    assert_eq!(
+        count(&log, |a| matches!(
+            a,
+            Action::AcceptOffer { restart: false, .. }
+        )),
+        1
+    );
+}
+
+#[test]
+fn a_lost_offer_is_made_again_on_a_new_connection() {
+    let now = t0();
+    let (low, high) = pair();
+    let (mut a, mut b) = (Side::new(low), Side::new(high));
+    a.epoch(now, 1, &[low, high]);
+    b.epoch(now, 1, &[low, high]);
+    let first = a.conn_id(&high);
+    assert_eq!(a.sent().len(), 1, "the offer is lost on the way");
+    a.take_log();
+    a.timeout(now + NEGOTIATION_TIMEOUT - Duration::from_secs(1));
+    assert!(a.outbox.is_empty(), "not yet");
+    a.timeout(now + NEGOTIATION_TIMEOUT);
+    let log = a.take_log();
+    assert!(
+        log.iter()
+            .any(|action| matches!(action, Action::Close { conn, .. } if *conn == first))
+    );
+    assert_eq!(count(&log, |a| matches!(a, Action::Connect { .. })), 1);
+    assert_ne!(a.conn_id(&high), first);
+    let later = now + NEGOTIATION_TIMEOUT;
+    assert_eq!(deliver(later, &mut a, &mut b), 1, "offered again");
+    deliver(later, &mut b, &mut a);
+    assert_eq!(
+        count(&a.take_log(), |a| matches!(a, Action::AcceptAnswer { .. })),
+        1
+    );
+}
+
+#[test]
+fn an_unanswered_offer_is_replaced_and_the_late_answer_to_it_ignored() {
+    let now = t0();
+    let (low, high) = pair();
+    let (mut a, mut b) = (Side::new(low), Side::new(high));
+    a.epoch(now, 1, &[low, high]);
+    b.epoch(now, 1, &[low, high]);
+    deliver(now, &mut a, &mut b);
+    let late_answer = b.sent();
+    assert_eq!(late_answer.len(), 1, "answered, but the answer is delayed");
+    let b_conn = b.conn_id(&low);
+    let later = now + NEGOTIATION_TIMEOUT;
+    a.timeout(later);
+    deliver(later, &mut a, &mut b);
+    assert_ne!(
+        b.conn_id(&low),
+        b_conn,
+        "the new offer replaces the connection"
+    );
+    // The answer to the replaced offer arrives now: ignored.
+    a.take_log();
+    for (_, payload) in late_answer {
+        a.engine.handle_signal(later, high, payload);
+    }
+    a.run();
+    assert!(a.take_log().is_empty(), "stale answer ignored");
+    deliver(later, &mut b, &mut a);
+    assert_eq!(
+        count(&a.take_log(), |a| matches!(a, Action::AcceptAnswer { .. })),
+        1
+    );
+}
+
+#[test]
+fn a_repeated_signal_is_taken_once() {
+    let now = t0();
+    let (low, high) = pair();
+    let (mut a, mut b) = (Side::new(low), Side::new(high));
+    a.epoch(now, 1, &[low, high]);
+    b.epoch(now, 1, &[low, high]);
+    let offer = a.sent();
+    for _ in 0..2 {
+        for (_, payload) in &offer {
+            b.engine.handle_signal(now, low, payload.clone());
+            b.run();
+        }
+    }
+    assert_eq!(
+        count(&b.take_log(), |a| matches!(a, Action::Connect { .. })),
+        1
+    );
+    assert_eq!(b.sent().len(), 1, "one answer");
+}
+
+#[test]
+fn a_broken_path_is_restarted_as_the_repair_policy_says_then_replaced() {
+    let now = t0();
+    let (mut a, mut b) = negotiated(now);
+    let high = b.id;
+    deliver(now, &mut b, &mut a);
+    a.connected(now, high, MediaPath::Relayed);
+    let conn = a.conn_id(&high);
+    a.take_log();
+    let broke = now + Duration::from_secs(10);
+    a.state(broke, high, ConnectionState::Disconnected);
+    let log = a.take_log();
+    assert_eq!(
+        count(&log, |a| matches!(a, Action::SendAudio { on: false, .. })),
+        1
+    );
+    a.timeout(broke + RESTART_AFTER / 2);
+    assert!(a.outbox.is_empty(), "it may come back by itself");
+    // First restart; its offer is lost and goes again soon.
+    let first = broke + RESTART_AFTER;
+    a.timeout(first);
+    assert!(matches!(decoded(&a.sent())[..], [Signal::Restart(_)]));
+    a.timeout(first + RESTART_UNANSWERED_RETRY / 2);
+    assert!(a.outbox.is_empty());
+    let second = first + RESTART_UNANSWERED_RETRY;
+    a.timeout(second);
+    assert_eq!(a.sent().len(), 1, "a lost restart offer is retried soon");
+    // Answered restarts get the relay's wait, each on the same connection.
+    let mut at = second;
+    for answered in 1..=MAX_ICE_RESTARTS {
+        let answer = Signal::Answer {
+            sdp: "answer".into(),
+            offer: a.conn(&high).and_then(|c| c.offered).expect("offered"),
+        };
+        a.engine.handle_signal(at, high, answer.encode());
+        a.run();
+        assert_eq!(
+            a.conn(&high).and_then(|c| c.broken).map(|b| b.answered),
+            Some(answered)
+        );
+        a.timeout(at + RESTART_RETRY - Duration::from_secs(1));
+        assert!(a.outbox.is_empty(), "an answered restart gets its time");
+        at += RESTART_RETRY;
+        a.timeout(at);
+        if answered < MAX_ICE_RESTARTS {
+            assert!(matches!(decoded(&a.sent())[..], [Signal::Restart(_)]));
+            assert_eq!(a.conn_id(&high), conn);
+        }
+    }
+    // Enough restarts: a new connection.
+    assert_ne!(a.conn_id(&high), conn);
+    assert!(matches!(decoded(&a.sent())[..], [Signal::Offer(_)]));
+    let log = a.take_log();
+    assert!(
+        log.iter()
+            .any(|action| matches!(action, Action::ForgetAudio { .. }))
+    );
+}
+
+#[test]
+fn a_direct_path_is_retried_sooner_once_and_a_failed_one_at_once() {
+    let now = t0();
+    let (mut a, mut b) = negotiated(now);
+    let high = b.id;
+    deliver(now, &mut b, &mut a);
+    a.connected(now, high, MediaPath::Direct);
+    // Failed: no point waiting for it to come back.
+    a.state(now, high, ConnectionState::Failed);
+    a.timeout(now);
+    assert_eq!(a.sent().len(), 1, "restarted at once");
+    let answer = Signal::Answer {
+        sdp: "answer".into(),
+        offer: a.conn(&high).and_then(|c| c.offered).expect("offered"),
+    };
+    a.engine.handle_signal(now, high, answer.encode());
+    a.run();
+    a.timeout(now + RESTART_RETRY_DIRECT - Duration::from_secs(1));
+    assert!(a.outbox.is_empty());
+    a.timeout(now + RESTART_RETRY_DIRECT);
+    assert_eq!(a.sent().len(), 1, "a direct path gets the short wait once");
+    // Connected again: repaired, nothing more.
+    a.connected(now + Duration::from_secs(5), high, MediaPath::Direct);
+    assert!(a.conn(&high).is_some_and(|c| c.broken.is_none()));
+    a.timeout(now + Duration::from_secs(60));
+    assert!(a.outbox.is_empty());
+    // The answering side never restarts.
+    b.state(now, a.id, ConnectionState::Failed);
+    b.timeout(now + Duration::from_secs(60));
+    assert!(b.outbox.is_empty());
+}
+
+#[test]
+fn a_silent_relayed_path_is_repaired_when_the_relay_is_back() {
+    let now = t0();
+    let (mut a, mut b) = negotiated(now);
+    let high = b.id;
+    deliver(now, &mut b, &mut a);
+    a.connected(now, high, MediaPath::Relayed);
+    a.engine.handle_heard(high, now);
+    let lost = now + Duration::from_secs(1);
+    a.engine.handle_relay_lost(lost);
+    a.engine.handle_ice_servers(lost + Duration::from_secs(3));
+    a.run();
+    assert!(matches!(decoded(&a.sent())[..], [Signal::Restart(_)]));
+
+    // A path whose frames kept coming is left alone.
+    let (mut c, mut d) = negotiated(now);
+    let high = d.id;
+    deliver(now, &mut d, &mut c);
+    c.connected(now, high, MediaPath::Relayed);
+    c.engine.handle_relay_lost(lost);
+    c.engine.handle_heard(high, lost + Duration::from_secs(1));
+    c.engine.handle_ice_servers(lost + Duration::from_secs(3));
+    c.run();
+    assert!(c.outbox.is_empty());
+}
+
+#[test]
+fn a_removed_peer_leaves_nothing_and_late_news_of_it_is_ignored() {
+    let now = t0();
+    let (mut a, mut b) = negotiated(now);
+    let high = b.id;
+    deliver(now, &mut b, &mut a);
+    a.connected(now, high, MediaPath::Direct);
+    let conn = a.conn_id(&high);
+    a.take_log();
+    a.epoch(now, 2, &[a.id]);
+    let log = a.take_log();
+    assert!(
+        log.iter()
+            .any(|action| matches!(action, Action::Close { conn: c, .. } if *c == conn))
+    );
+    assert!(a.engine.members.is_empty(), "nothing of the peer is left");
+    // Late news about it: ignored, nothing done.
+    a.engine
+        .handle_state(now, high, conn, ConnectionState::Closed);
+    a.engine
+        .handle_path(high, conn, Some((MediaPath::Relayed, 1.0)));
+    a.engine
+        .handle_local_signal(high, conn, Signal::Offer("late".into()));
+    a.engine.handle_failed(high, conn, "late".into());
+    a.engine.handle_heard(high, now);
+    assert!(
+        !a.engine.handle_created(high, conn, Ok(())),
+        "closed by the driver"
+    );
+    let answer = Signal::Answer {
+        sdp: "late".into(),
+        offer: 1,
+    };
+    a.engine.handle_signal(now, high, answer.encode());
+    a.timeout(now + Duration::from_secs(60));
+    assert!(a.take_log().is_empty());
+    assert!(a.engine.members.is_empty());
+}
+
+#[test]
+fn an_offer_before_its_epoch_is_answered_once_the_sender_is_a_member() {
+    let now = t0();
+    let (low, high) = pair();
+    let (mut a, mut b) = (Side::new(low), Side::new(high));
+    a.epoch(now, 1, &[low, high]);
+    // b has not yet seen the epoch that makes a a member.
+    deliver(now, &mut a, &mut b);
+    assert!(b.outbox.is_empty(), "kept, not answered");
+    b.epoch(now + Duration::from_secs(1), 1, &[low, high]);
+    assert_eq!(deliver(now, &mut b, &mut a), 1, "answered");
+    // Too old by the time the epoch comes: forgotten.
+    let (mut c, mut d) = (Side::new(low), Side::new(high));
+    c.epoch(now, 1, &[low, high]);
+    deliver(now, &mut c, &mut d);
+    d.epoch(now + NEGOTIATION_TIMEOUT, 1, &[low, high]);
+    assert!(d.outbox.is_empty());
+}
+
+#[test]
+fn a_closed_connection_is_replaced_and_reset_forgets_everything() {
+    let now = t0();
+    let (mut a, mut b) = negotiated(now);
+    let high = b.id;
+    deliver(now, &mut b, &mut a);
+    a.connected(now, high, MediaPath::Direct);
+    let conn = a.conn_id(&high);
+    a.state(now, high, ConnectionState::Closed);
+    assert_ne!(a.conn_id(&high), conn);
+    assert!(matches!(decoded(&a.sent())[..], [Signal::Offer(_)]));
+    a.take_log();
+    a.engine.handle_reset();
+    a.run();
+    let log = a.take_log();
+    assert!(
+        log.iter()
+            .any(|action| matches!(action, Action::ResetAudio))
+    );
+    assert_eq!(count(&log, |a| matches!(a, Action::Close { .. })), 1);
+    assert!(a.engine.members.is_empty());
+}
