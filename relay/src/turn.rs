@@ -70,7 +70,7 @@ use stun::message::{
     METHOD_CREATE_PERMISSION, Message, MessageType, Method, Setter,
 };
 use stun::textattrs::TextAttribute;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -85,6 +85,12 @@ use crate::access::{self, AllocationCounts, Allowlist, CredentialError, Credenti
 use crate::config::{PortRange, TurnConfig};
 use crate::metrics::{FROM_PEER, Label, Metrics, TO_PEER};
 use crate::policy::{Denied, PeerPolicy};
+
+mod codec;
+mod listener;
+
+pub use codec::{FrameError, ReadFrameError, decode_stun, read_tcp_frame, tcp_frame_len};
+use listener::{GatedUdp, Listener, TcpMux};
 
 /// File name of the generated shared secret inside the data directory.
 pub const SECRET_FILE: &str = "turn.secret";
@@ -129,30 +135,6 @@ pub enum TurnError {
     /// The TURN engine refused its configuration.
     #[error("TURN server: {0}")]
     Engine(String),
-}
-
-/// Why a TCP frame header was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum FrameError {
-    /// Neither a STUN message nor ChannelData.
-    #[error("not a STUN message or ChannelData frame")]
-    Unknown,
-    /// A STUN length that is not a multiple of four.
-    #[error("STUN length {0} is not a multiple of 4")]
-    Unaligned(usize),
-}
-
-/// Total length on a TCP stream of the frame whose first four bytes are `header`: a STUN
-/// message (20-byte header + length) or ChannelData (4-byte header + length padded to 4).
-pub fn tcp_frame_len(header: [u8; 4]) -> Result<usize, FrameError> {
-    let len = usize::from(u16::from_be_bytes([header[2], header[3]]));
-    match header[0] >> 6 {
-        0b00 if len % 4 == 0 => Ok(20 + len),
-        0b00 => Err(FrameError::Unaligned(len)),
-        0b01 => Ok(4 + len.div_ceil(4) * 4),
-        _ => Err(FrameError::Unknown),
-    }
 }
 
 /// What the gate does with one datagram or frame.
@@ -210,7 +192,8 @@ pub fn load_or_create_secret(path: &Path) -> Result<Secret, TurnError> {
             }
             let bytes: [u8; 32] = rand::thread_rng().r#gen();
             let text: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-            crate::node::write_private(path, format!("{text}\n").as_bytes()).map_err(io_err)?;
+            crate::private_file::write_private(path, format!("{text}\n").as_bytes())
+                .map_err(io_err)?;
             info!(path = %path.display(), "created TURN shared secret");
             Ok(Secret::new(&text))
         }
@@ -559,17 +542,6 @@ impl Gate {
     }
 }
 
-/// Decodes a STUN message, `None` if `buf` is not one.
-fn decode_stun(buf: &[u8]) -> Option<Message> {
-    if !stun::message::is_message(buf) {
-        return None;
-    }
-    let mut msg = Message::new();
-    msg.raw = buf.to_vec();
-    msg.decode().ok()?;
-    Some(msg)
-}
-
 /// Every XOR-PEER-ADDRESS of `msg` (RFC 8656 §14.3), `None` if one does not decode.
 fn xor_peer_addresses(msg: &Message) -> Option<Vec<SocketAddr>> {
     let cookie = stun::message::MAGIC_COOKIE.to_be_bytes();
@@ -631,153 +603,6 @@ fn error_answer(
     }
     answer.build(&setters).ok()?;
     Some(answer.raw)
-}
-
-fn conn_error(message: &str) -> webrtc_util::Error {
-    webrtc_util::Error::Other(message.to_owned())
-}
-
-/// The UDP listener, with the gate in front of the engine.
-struct GatedUdp {
-    socket: UdpSocket,
-    gate: Arc<Gate>,
-    pending: Pending,
-}
-
-#[async_trait]
-impl Conn for GatedUdp {
-    async fn connect(&self, _: SocketAddr) -> webrtc_util::Result<()> {
-        Err(conn_error("a listener does not connect"))
-    }
-
-    async fn recv(&self, _: &mut [u8]) -> webrtc_util::Result<usize> {
-        Err(conn_error("a listener needs recv_from"))
-    }
-
-    async fn recv_from(&self, buf: &mut [u8]) -> webrtc_util::Result<(usize, SocketAddr)> {
-        loop {
-            let (n, from) = self.socket.recv_from(buf).await?;
-            match self.gate.inspect(&buf[..n], UDP, &self.pending) {
-                Verdict::Pass => return Ok((n, from)),
-                Verdict::Drop => trace!(%from, "dropped datagram"),
-                Verdict::Reply(answer) => {
-                    let _ = self.socket.send_to(&answer, from).await;
-                }
-            }
-        }
-    }
-
-    async fn send(&self, _: &[u8]) -> webrtc_util::Result<usize> {
-        Err(conn_error("a listener needs send_to"))
-    }
-
-    async fn send_to(&self, buf: &[u8], target: SocketAddr) -> webrtc_util::Result<usize> {
-        Ok(self.socket.send_to(buf, target).await?)
-    }
-
-    fn local_addr(&self) -> webrtc_util::Result<SocketAddr> {
-        Ok(self.socket.local_addr()?)
-    }
-
-    fn remote_addr(&self) -> Option<SocketAddr> {
-        None
-    }
-
-    async fn close(&self) -> webrtc_util::Result<()> {
-        // The engine closes the listener whenever an allocation closes; it stays open.
-        Ok(())
-    }
-
-    fn as_any(&self) -> &(dyn std::any::Any + Send + Sync) {
-        self
-    }
-}
-
-/// Every TURN-over-TCP connection, multiplexed into one engine listener.
-struct TcpMux {
-    local: SocketAddr,
-    frames: tokio::sync::Mutex<mpsc::Receiver<(Vec<u8>, SocketAddr)>>,
-    writers: Writers,
-    gate: Arc<Gate>,
-    pending: Pending,
-}
-
-#[async_trait]
-impl Conn for TcpMux {
-    async fn connect(&self, _: SocketAddr) -> webrtc_util::Result<()> {
-        Err(conn_error("a listener does not connect"))
-    }
-
-    async fn recv(&self, _: &mut [u8]) -> webrtc_util::Result<usize> {
-        Err(conn_error("a listener needs recv_from"))
-    }
-
-    async fn recv_from(&self, buf: &mut [u8]) -> webrtc_util::Result<(usize, SocketAddr)> {
-        let mut frames = self.frames.lock().await;
-        loop {
-            let (frame, from) = frames
-                .recv()
-                .await
-                .ok_or_else(|| conn_error("TCP listener closed"))?;
-            if frame.len() > buf.len() {
-                self.gate.metrics.malformed.get_or_create(&TCP).inc();
-                continue;
-            }
-            match self.gate.inspect(&frame, TCP, &self.pending) {
-                Verdict::Pass => {
-                    buf[..frame.len()].copy_from_slice(&frame);
-                    return Ok((frame.len(), from));
-                }
-                Verdict::Drop => trace!(%from, "dropped TCP frame"),
-                Verdict::Reply(answer) => self.queue(answer, from),
-            }
-        }
-    }
-
-    async fn send(&self, _: &[u8]) -> webrtc_util::Result<usize> {
-        Err(conn_error("a listener needs send_to"))
-    }
-
-    async fn send_to(&self, buf: &[u8], target: SocketAddr) -> webrtc_util::Result<usize> {
-        self.queue(buf.to_vec(), target);
-        Ok(buf.len())
-    }
-
-    fn local_addr(&self) -> webrtc_util::Result<SocketAddr> {
-        Ok(self.local)
-    }
-
-    fn remote_addr(&self) -> Option<SocketAddr> {
-        None
-    }
-
-    async fn close(&self) -> webrtc_util::Result<()> {
-        Ok(())
-    }
-
-    fn as_any(&self) -> &(dyn std::any::Any + Send + Sync) {
-        self
-    }
-}
-
-impl TcpMux {
-    /// Queues bytes for the connection from `target`; dropped if it is gone or backed up
-    /// (like a datagram on a full UDP buffer).
-    fn queue(&self, bytes: Vec<u8>, target: SocketAddr) {
-        let writer = self
-            .writers
-            .lock()
-            .ok()
-            .and_then(|t| t.writers.get(&target).cloned());
-        match writer {
-            Some(writer) => {
-                if writer.try_send(bytes).is_err() {
-                    trace!(%target, "TCP connection backed up; frame dropped");
-                }
-            }
-            None => trace!(%target, "no TCP connection for answer"),
-        }
-    }
 }
 
 /// Open TURN-over-TCP connections: the engine's answer queues by client address, and how
@@ -870,20 +695,15 @@ async fn read_frame(
     from: SocketAddr,
     metrics: &Metrics,
 ) -> Option<Vec<u8>> {
-    let mut header = [0u8; 4];
-    read.read_exact(&mut header).await.ok()?;
-    let len = match tcp_frame_len(header) {
-        Ok(len) => len,
+    match read_tcp_frame(read).await {
+        Ok(frame) => Some(frame),
+        Err(ReadFrameError::Closed(_)) => None,
         Err(err) => {
             debug!(%from, error = %err, "malformed TURN-over-TCP stream; closing");
             metrics.malformed.get_or_create(&TCP).inc();
-            return None;
+            None
         }
-    };
-    let mut frame = vec![0u8; len];
-    frame[..4].copy_from_slice(&header);
-    read.read_exact(&mut frame[4..]).await.ok()?;
-    Some(frame)
+    }
 }
 
 async fn serve_tcp(
@@ -1017,7 +837,7 @@ impl Conn for Metered {
     }
 
     async fn send(&self, _: &[u8]) -> webrtc_util::Result<usize> {
-        Err(conn_error("a relayed socket needs send_to"))
+        Err(listener::conn_error("a relayed socket needs send_to"))
     }
 
     async fn send_to(&self, buf: &[u8], target: SocketAddr) -> webrtc_util::Result<usize> {
@@ -1323,11 +1143,11 @@ impl TurnServer {
         };
         let udp_pending = Pending::default();
         let mut conn_configs = vec![ConnConfig {
-            conn: Arc::new(GatedUdp {
+            conn: Arc::new(Listener(GatedUdp {
                 socket: udp_socket,
                 gate: Arc::clone(&gate),
                 pending: Arc::clone(&udp_pending),
-            }),
+            })),
             relay_addr_generator: Box::new(allocator(&udp_pending)),
         }];
         let mut tcp = None;
@@ -1336,13 +1156,13 @@ impl TurnServer {
             let writers = Writers::default();
             let tcp_pending = Pending::default();
             conn_configs.push(ConnConfig {
-                conn: Arc::new(TcpMux {
+                conn: Arc::new(Listener(TcpMux {
                     local: udp,
                     frames: tokio::sync::Mutex::new(frames_rx),
                     writers: Arc::clone(&writers),
                     gate: Arc::clone(&gate),
                     pending: Arc::clone(&tcp_pending),
-                }),
+                })),
                 relay_addr_generator: Box::new(allocator(&tcp_pending)),
             });
             tokio::spawn(accept_tcp(
@@ -1459,21 +1279,6 @@ pub mod fuzzing {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn tcp_frames_have_their_length() {
-        // STUN binding request header with 8 bytes of attributes.
-        assert_eq!(tcp_frame_len([0x00, 0x01, 0x00, 0x08]), Ok(28));
-        assert_eq!(
-            tcp_frame_len([0x00, 0x01, 0x00, 0x07]),
-            Err(FrameError::Unaligned(7))
-        );
-        // ChannelData 0x4000 with 5 bytes: padded to 8.
-        assert_eq!(tcp_frame_len([0x40, 0x00, 0x00, 0x05]), Ok(12));
-        assert_eq!(tcp_frame_len([0x7f, 0xff, 0x00, 0x00]), Ok(4));
-        assert_eq!(tcp_frame_len([0x80, 0, 0, 0]), Err(FrameError::Unknown));
-        assert_eq!(tcp_frame_len([0x00, 0x01, 0xff, 0xfc]), Ok(20 + 0xfffc));
-    }
 
     fn gate(max: usize) -> Gate {
         let own = HashSet::from(["198.51.100.1".parse().unwrap()]);

@@ -21,6 +21,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde_json::Value;
 
+/// How long a step with no behavioural deadline may take before the test gives up: long
+/// enough that a loaded two-core machine never fails a test on timing luck, short enough
+/// that a hung process does not hang the suite. Bounds that an issue named (10 s discovery
+/// and presence, 5 s committer takeover, the real-network figures) stay in their tests.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
 /// Where the workspace's binaries are: `$CONCLAVE_BIN_DIR`, or the target directory this
 /// test executable was built into.
 pub fn bin_dir() -> PathBuf {

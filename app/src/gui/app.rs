@@ -16,10 +16,10 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use conclave_core::invite::parse_relay;
-use conclave_core::media::driver::MediaConfig;
-use conclave_core::meeting::MeetingEvent;
-use conclave_core::{Config, Event as CoreEvent, Multiaddr, PeerId};
+use conclave_core::{
+    Config, Event as CoreEvent, KeySource, MediaConfig, MeetingEvent, Multiaddr, PeerId,
+    parse_relay,
+};
 use iced::keyboard::{self, Key, key::Named};
 use iced::widget::{column, container, operation, row, text};
 use iced::{Color, Element, Length, Size, Subscription, Task, Theme, window};
@@ -27,8 +27,6 @@ use tracing::{info, warn};
 
 use super::audio::{self, Devices, Meter};
 use super::bridge::{self, Handle, Me, Request};
-use conclave_core::store::KeySource;
-
 use super::prefs::Prefs;
 use super::screen::{home, meeting, settings};
 use super::widget::focus::button;
@@ -109,6 +107,8 @@ pub(crate) enum Message {
     /// The leave grace is over: go home even if the goodbye was not confirmed.
     LeaveGraceOver,
     FirstFrame,
+    /// A focus change was applied (logged: the GUI system test waits for it).
+    Focused(&'static str),
     MeterTick,
     Devices(Result<Devices, String>),
     TestSoundDone(Result<(), String>),
@@ -191,7 +191,7 @@ impl App {
     /// iced's boot: the state and the first tasks (focus the invite field, list devices).
     pub(crate) fn boot(options: Options) -> (Self, Task<Message>) {
         let app = Self::new(options);
-        (app, operation::focus(home::INVITE_INPUT))
+        (app, focus(operation::focus(home::INVITE_INPUT), "invite"))
     }
 
     /// The window title.
@@ -303,7 +303,7 @@ impl App {
                 Task::none()
             }
             Message::CloseRequested(id) => {
-                tracing::debug!(?id, "close requested");
+                info!(?id, in_meeting = self.meeting.is_some(), "close requested");
                 self.meter = None;
                 self.save_prefs();
                 let in_meeting = self.meeting.is_some();
@@ -335,6 +335,10 @@ impl App {
                     let ms = self.options.started.elapsed().as_secs_f64() * 1000.0;
                     info!(ms = format!("{ms:.0}"), "first frame");
                 }
+                Task::none()
+            }
+            Message::Focused(target) => {
+                info!(target, "focus moved");
                 Task::none()
             }
             Message::MeterTick => {
@@ -638,7 +642,7 @@ impl App {
             }
             meeting::Action::LoadHistory(meeting) => {
                 self.request(Request::History(meeting));
-                return operation::focus(meeting::CHAT_INPUT);
+                return focus(operation::focus(meeting::CHAT_INPUT), "chat");
             }
         }
         Task::none()
@@ -649,6 +653,7 @@ impl App {
             self.previous = self.screen;
         }
         self.screen = Screen::Settings;
+        info!("settings shown");
         list_devices()
     }
 
@@ -660,6 +665,7 @@ impl App {
             settings::Action::Back => {
                 self.meter = None;
                 self.screen = self.previous;
+                info!(screen = ?self.screen, "settings closed");
                 self.save_prefs();
             }
             settings::Action::ListDevices => return list_devices(),
@@ -725,8 +731,8 @@ impl App {
 
     fn on_shortcut(&mut self, shortcut: Shortcut) -> Task<Message> {
         match shortcut {
-            Shortcut::FocusNext => operation::focus_next(),
-            Shortcut::FocusPrevious => operation::focus_previous(),
+            Shortcut::FocusNext => focus(operation::focus_next(), "next"),
+            Shortcut::FocusPrevious => focus(operation::focus_previous(), "previous"),
             Shortcut::ToggleMute => {
                 if self.screen == Screen::Meeting {
                     return self.update(Message::Meeting(meeting::Message::ToggleMute));
@@ -753,19 +759,21 @@ impl App {
                 Task::none()
             }
             Shortcut::FocusInvite => match self.screen {
-                Screen::Home => operation::focus(home::INVITE_INPUT),
+                Screen::Home => focus(operation::focus(home::INVITE_INPUT), "invite"),
                 Screen::Meeting => {
                     if let Some(meeting) = self.meeting.as_mut() {
                         meeting.show_chat();
                     }
-                    operation::focus(meeting::CHAT_INPUT)
+                    focus(operation::focus(meeting::CHAT_INPUT), "chat")
                 }
                 Screen::Settings => Task::none(),
             },
             Shortcut::Back => match self.screen {
                 Screen::Settings => self.update(Message::Settings(settings::Message::Back)),
                 _ => {
-                    self.banner = None;
+                    if self.banner.take().is_some() {
+                        info!("banner dismissed");
+                    }
                     Task::none()
                 }
             },
@@ -836,6 +844,13 @@ impl App {
         }
         Subscription::batch(subscriptions)
     }
+}
+
+/// `operation` (a focus change), then [`Message::Focused`] with `target` once the runtime has
+/// applied it: tasks of a chain run in order, and the runtime applies a widget operation as
+/// soon as it receives it.
+fn focus(operation: Task<Message>, target: &'static str) -> Task<Message> {
+    operation.chain(Task::done(Message::Focused(target)))
 }
 
 fn list_devices() -> Task<Message> {
@@ -1011,9 +1026,9 @@ mod tests {
         ))));
         let _ = app.update(Message::Bridge(bridge::Event::Core(CoreEvent::Meeting(
             MeetingEvent::Joined {
-                meeting_id: conclave_core::invite::MeetingId([1; 16]),
+                meeting_id: conclave_core::MeetingId([1; 16]),
                 epoch: 1,
-                security_code: conclave_core::group::SecurityCode::from_authenticator(&[1; 32]),
+                security_code: conclave_core::SecurityCode::from_authenticator(&[1; 32]),
             },
         ))));
         assert_eq!(app.title(), "Conclave — meeting (1 people)");
@@ -1042,9 +1057,9 @@ mod tests {
         let _ = app.update(Message::Home(home::Message::NewMeeting));
         let _ = app.update(Message::Bridge(bridge::Event::Core(CoreEvent::Meeting(
             MeetingEvent::Joined {
-                meeting_id: conclave_core::invite::MeetingId([1; 16]),
+                meeting_id: conclave_core::MeetingId([1; 16]),
                 epoch: 1,
-                security_code: conclave_core::group::SecurityCode::from_authenticator(&[1; 32]),
+                security_code: conclave_core::SecurityCode::from_authenticator(&[1; 32]),
             },
         ))));
         let _ = app.update(Message::Shortcut(Shortcut::Leave));

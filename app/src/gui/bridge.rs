@@ -15,9 +15,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use conclave_core::invite::{Invite, MeetingId};
-use conclave_core::store::ChatRecord;
-use conclave_core::{Client, Config, PeerId};
+use conclave_core::{ChatRecord, Client, Config, Invite, MeetingId, PeerId};
 use iced::futures::channel::mpsc;
 use iced::futures::{SinkExt, Stream, StreamExt};
 use tracing::{debug, info, warn};
@@ -306,9 +304,9 @@ async fn start(config: Config) -> Result<(Client, conclave_core::Events), String
                 info!(peer_id = %started.0.peer_id(), "client started");
                 return Ok(started);
             }
-            Err(conclave_core::Error::Store(conclave_core::store::StoreError::Locked {
-                ..
-            })) if tokio::time::Instant::now() < deadline => {
+            Err(conclave_core::Error::Store(conclave_core::StoreError::Locked { .. }))
+                if tokio::time::Instant::now() < deadline =>
+            {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             Err(err) => return Err(format!("Conclave could not start: {err}")),
@@ -460,7 +458,7 @@ mod tests {
 
     fn config(dir: &std::path::Path) -> Config {
         Config::new(dir)
-            .with_store_key(conclave_core::store::KeySource::InsecureKeyFile)
+            .with_store_key(conclave_core::KeySource::InsecureKeyFile)
             .with_mdns(false)
             .with_listen(vec![
                 "/ip4/127.0.0.1/tcp/0".parse().expect("valid multiaddr"),
@@ -525,7 +523,7 @@ mod tests {
         assert!(handle.send(Request::Start(Box::new(config(dir.path())))));
         assert!(matches!(next(&mut stream).await, Event::Started { .. }));
         let peer = PeerId::from_public_key(
-            &conclave_core::identity::Identity::generate()
+            &conclave_core::Identity::generate()
                 .libp2p_keypair()
                 .public(),
         );

@@ -22,7 +22,7 @@ use conclave_core::Config as ClientConfig;
 use conclave_core::proto::turn::IceServer;
 use conclave_tests::{Proc, bin, relay_with_config};
 
-const LIMIT: Duration = Duration::from_secs(15);
+const LIMIT: Duration = Duration::from_secs(30);
 
 struct Relay {
     proc: Proc,

@@ -8,12 +8,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use conclave_core::PeerId;
-use conclave_core::identity::{SafetyNumber, public_key_of};
-use conclave_core::invite::MeetingId;
-use conclave_core::media::driver::MediaEvent;
-use conclave_core::meeting::{LeaveReason, MeetingEvent};
-use conclave_core::store::ChatRecord;
+use conclave_core::{
+    ChatRecord, LeaveReason, MediaEvent, MeetingEvent, MeetingId, PeerId, SafetyNumber,
+    public_key_of,
+};
 use iced::widget::{Column, Row, column, container, row, scrollable, text, text_input, tooltip};
 use iced::{Alignment, Color, Element, Length};
 
@@ -22,6 +20,7 @@ use crate::gui::screen::home::short_peer;
 use crate::gui::widget::badge::{self, colour};
 use crate::gui::widget::focus::button;
 use crate::gui::widget::tile::{self, TileInfo};
+use crate::media::{self, Connection, MediaSink, Stats};
 
 /// Id of the chat field.
 pub(crate) const CHAT_INPUT: &str = "chat";
@@ -77,7 +76,7 @@ pub(crate) enum Panel {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct Media {
     pub(crate) state: String,
-    pub(crate) path: Option<&'static str>,
+    pub(crate) path: Option<String>,
     pub(crate) rtt_ms: Option<f64>,
     pub(crate) level_dbfs: Option<f32>,
 }
@@ -475,49 +474,7 @@ impl State {
 
     /// Applies a media event.
     pub(crate) fn handle_media(&mut self, event: MediaEvent) {
-        match event {
-            MediaEvent::Connection {
-                peer_id,
-                state,
-                path,
-                rtt_ms,
-                ..
-            } => {
-                let lost = matches!(state.as_str(), "failed" | "disconnected");
-                let was = self.media.get(&peer_id).map(|m| m.state.clone());
-                if lost && was.as_deref() == Some("connected") {
-                    let name = self.name_of(&peer_id);
-                    self.notice(format!(
-                        "Lost the audio connection to {name}; trying to repair it."
-                    ));
-                }
-                let media = self.media.entry(peer_id).or_default();
-                media.state = state;
-                media.path = Some(path);
-                if rtt_ms.is_some() {
-                    media.rtt_ms = rtt_ms;
-                }
-            }
-            MediaEvent::Stats {
-                peer_id,
-                level_dbfs,
-                rtt_ms,
-                ..
-            } => {
-                let media = self.media.entry(peer_id).or_default();
-                media.level_dbfs = Some(level_dbfs);
-                if rtt_ms.is_some() {
-                    media.rtt_ms = rtt_ms;
-                }
-            }
-            MediaEvent::AudioStarted { peer_id } => {
-                let name = self.name_of(&peer_id);
-                self.media.entry(peer_id).or_default();
-                tracing::debug!(%name, "audio started");
-            }
-            MediaEvent::Warning(message) => self.notice(message),
-            other => tracing::debug!(?other, "media event not shown"),
-        }
+        media::dispatch(event, self);
     }
 
     /// Handles a user action.
@@ -598,7 +555,7 @@ impl State {
                     muted: Some(self.muted_members.contains(peer)),
                     verified: verified.contains(peer),
                     level_dbfs: media.and_then(|m| m.level_dbfs),
-                    connection: media.map(|m| (m.state.clone(), m.path, m.rtt_ms)),
+                    connection: media.map(|m| (m.state.clone(), m.path.clone(), m.rtt_ms)),
                 }
             })
             .collect();
@@ -628,9 +585,53 @@ impl State {
         }
     }
 
+    /// The meeting itself: header, lobby, code, notices, tiles and controls, with the side
+    /// panel.
     fn view_in<'a>(&'a self, verified: &BTreeSet<PeerId>) -> Element<'a, Message> {
         let code = self.security_code.clone().unwrap_or_default();
-        let header = row![
+        let mut body = Column::new().spacing(12).push(self.view_header(&code));
+        if self.reconnecting {
+            body = body.push(badge::badge(
+                "Connection lost — reconnecting…".to_owned(),
+                colour::CAUTION,
+            ));
+        }
+        // Joiners waiting in the lobby come first: right after the header in the Tab order.
+        if self.host && !self.knocking.is_empty() {
+            body = body.push(self.view_lobby());
+        }
+        if self.show_code {
+            body = body.push(view_code(&code));
+        }
+        if !self.notices.is_empty() {
+            body = body.push(self.view_notices());
+        }
+        body = body
+            .push(self.view_grid(verified))
+            .push(self.view_controls());
+
+        let main = body.width(Length::FillPortion(3));
+        let panel: Option<Element<'a, Message>> = match self.panel {
+            Panel::Chat => Some(self.view_chat()),
+            Panel::Participants => Some(self.view_participants(verified)),
+            Panel::Hidden => None,
+        };
+        let mut layout = row![main].spacing(16).padding(20);
+        if let Some(panel) = panel {
+            layout = layout.push(
+                container(panel)
+                    .padding(12)
+                    .width(Length::FillPortion(2))
+                    .height(Length::Fill)
+                    .style(container::bordered_box),
+            );
+        }
+        layout.into()
+    }
+
+    /// The meeting's name and the security code button (its explanation as a tooltip).
+    fn view_header<'a>(&'a self, code: &str) -> Element<'a, Message> {
+        row![
             text(format!(
                 "Meeting {}",
                 self.meeting_id.map(|m| m.short()).unwrap_or_default()
@@ -649,96 +650,84 @@ impl State {
             ),
         ]
         .spacing(12)
-        .align_y(Alignment::Center);
+        .align_y(Alignment::Center)
+        .into()
+    }
 
-        let mut body = Column::new().spacing(12).push(header);
-        if self.reconnecting {
-            body = body.push(badge::badge(
-                "Connection lost — reconnecting…".to_owned(),
-                colour::CAUTION,
-            ));
-        }
-        // Joiners waiting in the lobby come first: right after the header in the Tab order.
-        if self.host && !self.knocking.is_empty() {
-            let mut lobby = Column::new().spacing(6).push(badge::badge(
-                format!("{} waiting in the lobby", self.knocking.len()),
-                colour::CAUTION,
-            ));
-            for (peer, name) in &self.knocking {
-                let shown = display_name(peer, name);
-                lobby = lobby.push(
-                    row![
-                        text(format!(
-                            "{shown} wants to join (safety number {})",
-                            safety_number_of(peer)
-                        ))
-                        .size(14)
-                        .width(Length::Fill),
-                        button(text(format!("Let {shown} in")).size(14))
-                            .on_press(Message::Approve(*peer)),
-                    ]
-                    .spacing(8)
-                    .align_y(Alignment::Center),
-                );
-            }
-            body = body.push(lobby);
-        }
-        if self.show_code {
-            body = body.push(
-                container(
-                    column![
-                        text(format!("Security code: {code}")).size(20),
-                        text(CODE_EXPLANATION).size(14),
-                    ]
-                    .spacing(6),
-                )
-                .padding(12)
-                .style(container::bordered_box),
+    /// The host's lobby: each waiting joiner with its safety number and a button to let
+    /// it in.
+    fn view_lobby(&self) -> Element<'_, Message> {
+        let mut lobby = Column::new().spacing(6).push(badge::badge(
+            format!("{} waiting in the lobby", self.knocking.len()),
+            colour::CAUTION,
+        ));
+        for (peer, name) in &self.knocking {
+            let shown = display_name(peer, name);
+            lobby = lobby.push(
+                row![
+                    text(format!(
+                        "{shown} wants to join (safety number {})",
+                        safety_number_of(peer)
+                    ))
+                    .size(14)
+                    .width(Length::Fill),
+                    button(text(format!("Let {shown} in")).size(14))
+                        .on_press(Message::Approve(*peer)),
+                ]
+                .spacing(8)
+                .align_y(Alignment::Center),
             );
         }
-        if !self.notices.is_empty() {
-            let mut notices = Column::new().spacing(4);
-            for notice in self.notices.iter().rev() {
-                notices = notices.push(text(notice.clone()).size(14));
-            }
-            body = body.push(
-                container(
-                    row![
-                        notices.width(Length::Fill),
-                        button(text("Dismiss").size(13))
-                            .style(button::secondary)
-                            .on_press(Message::DismissNotices),
-                    ]
-                    .spacing(8)
-                    .align_y(Alignment::Center),
-                )
-                .padding(10)
-                .style(|_theme: &iced::Theme| container::Style {
-                    background: Some(colour::NEUTRAL.into()),
-                    text_color: Some(Color::WHITE),
-                    border: iced::Border {
-                        radius: 8.0.into(),
-                        ..iced::Border::default()
-                    },
-                    ..container::Style::default()
-                }),
-            );
-        }
+        lobby.into()
+    }
 
-        // Grid of tiles, wrapping to the width of the window.
+    /// Recent notices, newest first, with a button to dismiss them.
+    fn view_notices(&self) -> Element<'_, Message> {
+        let mut notices = Column::new().spacing(4);
+        for notice in self.notices.iter().rev() {
+            notices = notices.push(text(notice.clone()).size(14));
+        }
+        container(
+            row![
+                notices.width(Length::Fill),
+                button(text("Dismiss").size(13))
+                    .style(button::secondary)
+                    .on_press(Message::DismissNotices),
+            ]
+            .spacing(8)
+            .align_y(Alignment::Center),
+        )
+        .padding(10)
+        .style(|_theme: &iced::Theme| container::Style {
+            background: Some(colour::NEUTRAL.into()),
+            text_color: Some(Color::WHITE),
+            border: iced::Border {
+                radius: 8.0.into(),
+                ..iced::Border::default()
+            },
+            ..container::Style::default()
+        })
+        .into()
+    }
+
+    /// The grid of tiles, wrapping to the width of the window.
+    fn view_grid(&self, verified: &BTreeSet<PeerId>) -> Element<'_, Message> {
         let mut grid = Row::new().spacing(12);
         for info in self.tiles(verified) {
             grid = grid.push(tile::tile(&info));
         }
         let grid = grid.wrap().vertical_spacing(12);
-        body = body.push(scrollable(grid).height(Length::Fill));
+        scrollable(grid).height(Length::Fill).into()
+    }
 
+    /// Mute, the panels, copy invite, leave, and the keyboard shortcuts.
+    fn view_controls(&self) -> Element<'_, Message> {
         let chat_label = if self.unread > 0 {
             format!("Chat ({} new)", self.unread)
         } else {
             "Chat".to_owned()
         };
-        let controls = row![
+        row![
             button(if self.muted { "Unmute" } else { "Mute" })
                 .style(if self.muted {
                     button::danger
@@ -761,26 +750,8 @@ impl State {
             text("Ctrl+D: mute · Ctrl+I: copy invite · Ctrl+Shift+L: leave").size(13),
         ]
         .spacing(10)
-        .align_y(Alignment::Center);
-        body = body.push(controls);
-
-        let main = body.width(Length::FillPortion(3));
-        let panel: Option<Element<'a, Message>> = match self.panel {
-            Panel::Chat => Some(self.view_chat()),
-            Panel::Participants => Some(self.view_participants(verified)),
-            Panel::Hidden => None,
-        };
-        let mut layout = row![main].spacing(16).padding(20);
-        if let Some(panel) = panel {
-            layout = layout.push(
-                container(panel)
-                    .padding(12)
-                    .width(Length::FillPortion(2))
-                    .height(Length::Fill)
-                    .style(container::bordered_box),
-            );
-        }
-        layout.into()
+        .align_y(Alignment::Center)
+        .into()
     }
 
     fn view_chat(&self) -> Element<'_, Message> {
@@ -903,6 +874,59 @@ impl State {
     }
 }
 
+impl MediaSink for State {
+    fn connection(&mut self, connection: Connection) {
+        let was_connected = self
+            .media
+            .get(&connection.peer_id)
+            .is_some_and(|m| m.state == "connected");
+        if connection.is_lost() && was_connected {
+            let name = self.name_of(&connection.peer_id);
+            self.notice(format!(
+                "Lost the audio connection to {name}; trying to repair it."
+            ));
+        }
+        let media = self.media.entry(connection.peer_id).or_default();
+        media.state = connection.state;
+        media.path = Some(connection.path);
+        if connection.rtt_ms.is_some() {
+            media.rtt_ms = connection.rtt_ms;
+        }
+    }
+
+    fn stats(&mut self, stats: Stats) {
+        let media = self.media.entry(stats.peer_id).or_default();
+        media.level_dbfs = Some(stats.level_dbfs);
+        if stats.rtt_ms.is_some() {
+            media.rtt_ms = stats.rtt_ms;
+        }
+    }
+
+    fn audio_started(&mut self, peer_id: PeerId) {
+        let name = self.name_of(&peer_id);
+        self.media.entry(peer_id).or_default();
+        tracing::debug!(%name, "audio started");
+    }
+
+    fn warning(&mut self, message: String) {
+        self.notice(message);
+    }
+}
+
+/// The security code, large, with what it means.
+fn view_code<'a>(code: &str) -> Element<'a, Message> {
+    container(
+        column![
+            text(format!("Security code: {code}")).size(20),
+            text(CODE_EXPLANATION).size(14),
+        ]
+        .spacing(6),
+    )
+    .padding(12)
+    .style(container::bordered_box)
+    .into()
+}
+
 fn progress<'a>(headline: &'a str, stage: Option<Stage>) -> Element<'a, Message> {
     let mut steps = Column::new().spacing(6);
     if let Some(stage) = stage {
@@ -942,7 +966,7 @@ fn display_name(peer: &PeerId, name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use conclave_core::group::SecurityCode;
+    use conclave_core::SecurityCode;
     use iced_test::{selector, simulator};
 
     /// Whether the view of `state` shows `text`.
