@@ -688,6 +688,33 @@ async fn accept_tcp(
     }
 }
 
+/// Starts accepting TURN-over-TCP connections on `listener` (until `cancel`); returns the
+/// engine listener they are multiplexed into, which reports `local` as its address.
+fn serve_tcp_listener(
+    listener: TcpListener,
+    local: SocketAddr,
+    gate: &Arc<Gate>,
+    pending: &Pending,
+    cancel: &CancellationToken,
+) -> TcpMux {
+    let (frames_tx, frames_rx) = mpsc::channel(TCP_QUEUE);
+    let writers = Writers::default();
+    tokio::spawn(accept_tcp(
+        listener,
+        frames_tx,
+        Arc::clone(&writers),
+        Arc::clone(gate),
+        cancel.clone(),
+    ));
+    TcpMux {
+        local,
+        frames: tokio::sync::Mutex::new(frames_rx),
+        writers,
+        gate: Arc::clone(gate),
+        pending: Arc::clone(pending),
+    }
+}
+
 /// Reads one frame (STUN message or ChannelData) from a TURN-over-TCP stream; `None` when
 /// the stream ends or breaks, or its framing is wrong (counted).
 async fn read_frame(
@@ -1092,6 +1119,36 @@ fn bind_listener(addr: SocketAddr) -> std::io::Result<UdpSocket> {
 }
 
 /// Where the relay's outbound traffic leaves from (no packet is sent).
+/// The address announced to clients: `turn.public_ip`, else the listening address, else
+/// this host's outbound address (127.0.0.1, with a warning, when there is none).
+fn announced_ip(config: &TurnConfig, udp: SocketAddr) -> IpAddr {
+    match config.public_ip {
+        Some(ip) => ip,
+        None if !udp.ip().is_unspecified() => udp.ip(),
+        None => outbound_ip().unwrap_or_else(|| {
+            warn!("cannot find this host's address; announcing 127.0.0.1 (set turn.public_ip)");
+            IpAddr::from([127, 0, 0, 1])
+        }),
+    }
+}
+
+/// The STUN and TURN URLs clients are given (TURN over TCP too, when it listens).
+fn server_urls(config: &TurnConfig, public_ip: IpAddr, port: u16, tcp: bool) -> Vec<String> {
+    let host = match &config.public_host {
+        Some(host) => host.clone(),
+        None if public_ip.is_ipv6() => format!("[{public_ip}]"),
+        None => public_ip.to_string(),
+    };
+    let mut urls = vec![
+        format!("stun:{host}:{port}"),
+        format!("turn:{host}:{port}?transport=udp"),
+    ];
+    if tcp {
+        urls.push(format!("turn:{host}:{port}?transport=tcp"));
+    }
+    urls
+}
+
 fn outbound_ip() -> Option<IpAddr> {
     let socket = std::net::UdpSocket::bind(("0.0.0.0", 0)).ok()?;
     // TEST-NET-2: connect() only consults the routing table.
@@ -1118,14 +1175,7 @@ impl TurnServer {
             .await
             .map_err(listen_err(config.listen))?;
         let udp = udp_socket.local_addr().map_err(listen_err(config.listen))?;
-        let public_ip = match config.public_ip {
-            Some(ip) => ip,
-            None if !udp.ip().is_unspecified() => udp.ip(),
-            None => outbound_ip().unwrap_or_else(|| {
-                warn!("cannot find this host's address; announcing 127.0.0.1 (set turn.public_ip)");
-                IpAddr::from([127, 0, 0, 1])
-            }),
-        };
+        let public_ip = announced_ip(config, udp);
         let live = Live::new(config, allowlist, own_addresses(udp.ip(), public_ip));
         let gate = Arc::new(Gate::new(
             secret,
@@ -1152,26 +1202,12 @@ impl TurnServer {
         }];
         let mut tcp = None;
         if let Some(tcp_listener) = tcp_listener {
-            let (frames_tx, frames_rx) = mpsc::channel(TCP_QUEUE);
-            let writers = Writers::default();
             let tcp_pending = Pending::default();
+            let mux = serve_tcp_listener(tcp_listener, udp, &gate, &tcp_pending, &cancel);
             conn_configs.push(ConnConfig {
-                conn: Arc::new(Listener(TcpMux {
-                    local: udp,
-                    frames: tokio::sync::Mutex::new(frames_rx),
-                    writers: Arc::clone(&writers),
-                    gate: Arc::clone(&gate),
-                    pending: Arc::clone(&tcp_pending),
-                })),
+                conn: Arc::new(Listener(mux)),
                 relay_addr_generator: Box::new(allocator(&tcp_pending)),
             });
-            tokio::spawn(accept_tcp(
-                tcp_listener,
-                frames_tx,
-                writers,
-                Arc::clone(&gate),
-                cancel.clone(),
-            ));
             tcp = Some(udp);
         }
         let server = Server::new(ServerConfig {
@@ -1185,19 +1221,7 @@ impl TurnServer {
         })
         .await
         .map_err(|e| TurnError::Engine(e.to_string()))?;
-        let host = match &config.public_host {
-            Some(host) => host.clone(),
-            None if public_ip.is_ipv6() => format!("[{public_ip}]"),
-            None => public_ip.to_string(),
-        };
-        let port = udp.port();
-        let mut urls = vec![
-            format!("stun:{host}:{port}"),
-            format!("turn:{host}:{port}?transport=udp"),
-        ];
-        if tcp.is_some() {
-            urls.push(format!("turn:{host}:{port}?transport=tcp"));
-        }
+        let urls = server_urls(config, public_ip, udp.port(), tcp.is_some());
         info!(
             %udp,
             tcp = ?tcp,

@@ -302,25 +302,7 @@ impl App {
                 self.prefs.window_height = size.height;
                 Task::none()
             }
-            Message::CloseRequested(id) => {
-                info!(?id, in_meeting = self.meeting.is_some(), "close requested");
-                self.meter = None;
-                self.save_prefs();
-                let in_meeting = self.meeting.is_some();
-                if let Some(handle) = self.handle.as_mut()
-                    && in_meeting
-                {
-                    // Say goodbye, and exit once the members acknowledged it (the bridge
-                    // reports `LeaveDone`) or the grace is over: exiting at once could cut
-                    // the goodbye off, and the others would see us time out.
-                    let _ = handle.send(Request::Leave);
-                    self.closing = true;
-                    return Task::perform(async { tokio::time::sleep(CLOSE_GRACE).await }, |()| {
-                        Message::Exit
-                    });
-                }
-                iced::exit()
-            }
+            Message::CloseRequested(id) => self.close_requested(id),
             Message::Exit => iced::exit(),
             Message::LeaveGraceOver => {
                 if self.leaving && self.meeting.is_some() {
@@ -330,11 +312,7 @@ impl App {
                 Task::none()
             }
             Message::FirstFrame => {
-                if !self.first_frame_seen {
-                    self.first_frame_seen = true;
-                    let ms = self.options.started.elapsed().as_secs_f64() * 1000.0;
-                    info!(ms = format!("{ms:.0}"), "first frame");
-                }
+                self.first_frame();
                 Task::none()
             }
             Message::Focused(target) => {
@@ -342,14 +320,7 @@ impl App {
                 Task::none()
             }
             Message::MeterTick => {
-                if let Some(meter) = &self.meter {
-                    self.settings.level_dbfs = Some(meter.level_dbfs());
-                    if let Some(err) = meter.error() {
-                        self.settings.audio_status = Some(err);
-                        self.settings.metering = false;
-                        self.meter = None;
-                    }
-                }
+                self.meter_tick();
                 Task::none()
             }
             Message::Devices(devices) => {
@@ -366,6 +337,48 @@ impl App {
             Message::DismissBanner => {
                 self.banner = None;
                 Task::none()
+            }
+        }
+    }
+
+    /// The window's close button: save, say goodbye if in a meeting, then exit.
+    fn close_requested(&mut self, id: window::Id) -> Task<Message> {
+        info!(?id, in_meeting = self.meeting.is_some(), "close requested");
+        self.meter = None;
+        self.save_prefs();
+        let in_meeting = self.meeting.is_some();
+        if let Some(handle) = self.handle.as_mut()
+            && in_meeting
+        {
+            // Say goodbye, and exit once the members acknowledged it (the bridge reports
+            // `LeaveDone`) or the grace is over: exiting at once could cut the goodbye off,
+            // and the others would see us time out.
+            let _ = handle.send(Request::Leave);
+            self.closing = true;
+            return Task::perform(async { tokio::time::sleep(CLOSE_GRACE).await }, |()| {
+                Message::Exit
+            });
+        }
+        iced::exit()
+    }
+
+    /// Logs the time from process start to the first frame, once.
+    fn first_frame(&mut self) {
+        if !self.first_frame_seen {
+            self.first_frame_seen = true;
+            let ms = self.options.started.elapsed().as_secs_f64() * 1000.0;
+            info!(ms = format!("{ms:.0}"), "first frame");
+        }
+    }
+
+    /// Shows the meter's level, or why it stopped.
+    fn meter_tick(&mut self) {
+        if let Some(meter) = &self.meter {
+            self.settings.level_dbfs = Some(meter.level_dbfs());
+            if let Some(err) = meter.error() {
+                self.settings.audio_status = Some(err);
+                self.settings.metering = false;
+                self.meter = None;
             }
         }
     }
@@ -400,22 +413,7 @@ impl App {
                     meeting.created(invite);
                 }
             }
-            bridge::Event::Failed { what, message } => {
-                if let Some(meeting) = self.meeting.as_mut()
-                    && matches!(meeting.phase, meeting::Phase::Creating)
-                {
-                    meeting.phase = meeting::Phase::Ended(format!(
-                        "The meeting could not be created: {message}."
-                    ));
-                }
-                if matches!(what, "export the identity" | "restore") {
-                    self.settings.busy = false;
-                    self.settings.backup_status =
-                        Some(Err(format!("Could not {what}: {message}.")));
-                } else {
-                    self.show_error(format!("Could not {what}: {message}."));
-                }
-            }
+            bridge::Event::Failed { what, message } => self.request_failed(what, &message),
             bridge::Event::Recent(recent) => self.home.recent = recent,
             bridge::Event::History(meeting_id, lines) => match self.meeting.as_mut() {
                 Some(meeting) if meeting.meeting_id == Some(meeting_id) => {
@@ -443,20 +441,14 @@ impl App {
                     return iced::exit();
                 }
             }
-            bridge::Event::Exported(path) => {
-                self.settings.busy = false;
-                self.settings.backup_status = Some(Ok(format!(
-                    "Identity saved to {}. Keep the file and its passphrase apart.",
-                    path.display()
-                )));
-            }
-            bridge::Event::Imported(peer) => {
-                self.settings.busy = false;
-                self.settings.backup_status = Some(Ok(format!(
-                    "Identity restored: you are now {}.",
-                    home::short_peer(&peer)
-                )));
-            }
+            bridge::Event::Exported(path) => self.backup_done(format!(
+                "Identity saved to {}. Keep the file and its passphrase apart.",
+                path.display()
+            )),
+            bridge::Event::Imported(peer) => self.backup_done(format!(
+                "Identity restored: you are now {}.",
+                home::short_peer(&peer)
+            )),
             bridge::Event::Stopped => {
                 self.show_error(
                     "Conclave's network task stopped. Restart the app to reconnect.".to_owned(),
@@ -464,6 +456,29 @@ impl App {
             }
         }
         Task::none()
+    }
+
+    /// A request to the core failed: the meeting being created ends, a backup says why,
+    /// anything else is a banner.
+    fn request_failed(&mut self, what: &'static str, message: &str) {
+        if let Some(meeting) = self.meeting.as_mut()
+            && matches!(meeting.phase, meeting::Phase::Creating)
+        {
+            meeting.phase =
+                meeting::Phase::Ended(format!("The meeting could not be created: {message}."));
+        }
+        if matches!(what, "export the identity" | "restore") {
+            self.settings.busy = false;
+            self.settings.backup_status = Some(Err(format!("Could not {what}: {message}.")));
+        } else {
+            self.show_error(format!("Could not {what}: {message}."));
+        }
+    }
+
+    /// A backup operation finished: say so on the settings screen.
+    fn backup_done(&mut self, sentence: String) {
+        self.settings.busy = false;
+        self.settings.backup_status = Some(Ok(sentence));
     }
 
     fn on_core(&mut self, event: CoreEvent) -> Task<Message> {

@@ -317,6 +317,75 @@ impl State {
         self.chat.extend(live.into_iter().filter(|l| !l.earlier));
     }
 
+    /// We are in (or back in after our network dropped); loads the history the first time.
+    fn joined(&mut self, meeting_id: MeetingId, epoch: u64, code: String) -> Option<Action> {
+        // Back in after our network dropped (a new leaf, same meeting): the chat on screen
+        // is already complete.
+        let rejoined = self.phase == Phase::In && self.meeting_id == Some(meeting_id);
+        self.phase = Phase::In;
+        self.meeting_id = Some(meeting_id);
+        self.epoch = epoch;
+        self.joined_epoch = epoch;
+        self.security_code = Some(code);
+        (!rejoined).then_some(Action::LoadHistory(meeting_id))
+    }
+
+    /// Keys rotated: the roster follows the new epoch's members, and a change is announced.
+    fn new_epoch(&mut self, epoch: u64, code: String, members: Vec<PeerId>) {
+        let changed = self.epoch != 0 && epoch != self.epoch;
+        self.epoch = epoch;
+        let present: BTreeSet<PeerId> = members.into_iter().collect();
+        self.members.retain(|peer, _| present.contains(peer));
+        self.muted_members.retain(|peer| present.contains(peer));
+        for peer in present {
+            if peer != self.me {
+                self.members.entry(peer).or_default();
+            }
+        }
+        if changed {
+            self.notice(format!(
+                "Membership changed: new keys are in use (the security code is now {code})."
+            ));
+        }
+        self.security_code = Some(code);
+    }
+
+    /// A member is in; announced if it arrived after us.
+    fn member_joined(&mut self, peer_id: PeerId, name: String) {
+        if let Phase::Joining(_) = self.phase {
+            self.phase = Phase::Joining(Stage::Securing);
+        }
+        if peer_id == self.me {
+            return;
+        }
+        self.knocking.remove(&peer_id);
+        let shown = display_name(&peer_id, &name);
+        let known = self.members.insert(peer_id, name);
+        let arrived_after_us = self.epoch != self.joined_epoch;
+        if known.is_none_or(|n| n.is_empty()) && self.phase == Phase::In && arrived_after_us {
+            self.notice(format!("{shown} joined."));
+        }
+    }
+
+    /// A member is gone, with everything we showed of it; announced with the reason.
+    fn member_left(&mut self, peer_id: PeerId, name: &str, reason: LeaveReason) {
+        self.members.remove(&peer_id);
+        self.media.remove(&peer_id);
+        self.muted_members.remove(&peer_id);
+        let name = display_name(&peer_id, name);
+        let why = match reason {
+            LeaveReason::Kicked => "was removed",
+            LeaveReason::TimedOut => "lost connection",
+            _ => "left",
+        };
+        self.notice(format!("{name} {why}."));
+    }
+
+    /// The meeting is over for us, for `why`.
+    fn ended(&mut self, why: &str) {
+        self.phase = Phase::Ended(why.to_owned());
+    }
+
     /// Applies a meeting event; returns what the app must do next.
     pub(crate) fn handle_meeting(&mut self, event: MeetingEvent) -> Option<Action> {
         match event {
@@ -324,19 +393,7 @@ impl State {
                 meeting_id,
                 epoch,
                 security_code,
-            } => {
-                // Back in after our network dropped (a new leaf, same meeting): the chat
-                // on screen is already complete.
-                let rejoined = self.phase == Phase::In && self.meeting_id == Some(meeting_id);
-                self.phase = Phase::In;
-                self.meeting_id = Some(meeting_id);
-                self.epoch = epoch;
-                self.joined_epoch = epoch;
-                self.security_code = Some(security_code.to_string());
-                if !rejoined {
-                    return Some(Action::LoadHistory(meeting_id));
-                }
-            }
+            } => return self.joined(meeting_id, epoch, security_code.to_string()),
             MeetingEvent::Reconnecting => {
                 self.reconnecting = true;
                 self.notice("Your connection dropped: reconnecting…".to_owned());
@@ -350,57 +407,13 @@ impl State {
                 epoch,
                 security_code,
                 members,
-            } => {
-                let changed = self.epoch != 0 && epoch != self.epoch;
-                self.epoch = epoch;
-                self.security_code = Some(security_code.to_string());
-                let present: BTreeSet<PeerId> = members.into_iter().collect();
-                self.members.retain(|peer, _| present.contains(peer));
-                self.muted_members.retain(|peer| present.contains(peer));
-                for peer in present {
-                    if peer != self.me {
-                        self.members.entry(peer).or_default();
-                    }
-                }
-                if changed {
-                    self.notice(format!(
-                        "Membership changed: new keys are in use (the security code is now {security_code})."
-                    ));
-                }
-            }
-            MeetingEvent::MemberJoined { peer_id, name } => {
-                if let Phase::Joining(_) = self.phase {
-                    self.phase = Phase::Joining(Stage::Securing);
-                }
-                if peer_id != self.me {
-                    self.knocking.remove(&peer_id);
-                    let shown = display_name(&peer_id, &name);
-                    let known = self.members.insert(peer_id, name);
-                    let arrived_after_us = self.epoch != self.joined_epoch;
-                    if known.is_none_or(|n| n.is_empty())
-                        && self.phase == Phase::In
-                        && arrived_after_us
-                    {
-                        self.notice(format!("{shown} joined."));
-                    }
-                }
-            }
+            } => self.new_epoch(epoch, security_code.to_string(), members),
+            MeetingEvent::MemberJoined { peer_id, name } => self.member_joined(peer_id, name),
             MeetingEvent::MemberLeft {
                 peer_id,
                 name,
                 reason,
-            } => {
-                self.members.remove(&peer_id);
-                self.media.remove(&peer_id);
-                self.muted_members.remove(&peer_id);
-                let name = display_name(&peer_id, &name);
-                let why = match reason {
-                    LeaveReason::Kicked => "was removed",
-                    LeaveReason::TimedOut => "lost connection",
-                    _ => "left",
-                };
-                self.notice(format!("{name} {why}."));
-            }
+            } => self.member_left(peer_id, &name, reason),
             MeetingEvent::Chat {
                 from, name, text, ..
             } => {
@@ -448,24 +461,16 @@ impl State {
                 }
             }
             MeetingEvent::Waiting => self.phase = Phase::Joining(Stage::Waiting),
-            MeetingEvent::JoinRefused => {
-                self.phase = Phase::Ended(
-                    "The meeting refused this invite: its secret is wrong or it was altered."
-                        .to_owned(),
-                );
-            }
-            MeetingEvent::JoinTimedOut => {
-                self.phase = Phase::Ended(
-                    "Nobody in this meeting could be reached (or nobody let you in). Check the invite, your network or your relay, and try again."
-                        .to_owned(),
-                );
-            }
-            MeetingEvent::Removed { reason } => {
-                self.phase = Phase::Ended(match reason {
-                    LeaveReason::Kicked => "The host removed you from the meeting.".to_owned(),
-                    _ => "You are no longer in the meeting.".to_owned(),
-                });
-            }
+            MeetingEvent::JoinRefused => self.ended(
+                "The meeting refused this invite: its secret is wrong or it was altered.",
+            ),
+            MeetingEvent::JoinTimedOut => self.ended(
+                "Nobody in this meeting could be reached (or nobody let you in). Check the invite, your network or your relay, and try again.",
+            ),
+            MeetingEvent::Removed { reason } => self.ended(match reason {
+                LeaveReason::Kicked => "The host removed you from the meeting.",
+                _ => "You are no longer in the meeting.",
+            }),
             MeetingEvent::Left => return Some(Action::Home),
             other => tracing::debug!(?other, "meeting event not shown"),
         }

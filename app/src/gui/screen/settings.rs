@@ -107,6 +107,23 @@ impl State {
                 self.metering = false;
                 Some(Action::Back)
             }
+            Message::RefreshDevices
+            | Message::InputSelected(_)
+            | Message::OutputSelected(_)
+            | Message::ToggleMeter
+            | Message::TestSound
+            | Message::NoiseToggled(_) => self.update_sound(message, prefs),
+            Message::RelayOnlyToggled(_)
+            | Message::RelayChanged(_)
+            | Message::AddRelay
+            | Message::RemoveRelay(_) => self.update_relays(message, prefs),
+            _ => self.update_backup(message),
+        }
+    }
+
+    /// The sound section: devices, meter, test sound, noise suppression.
+    fn update_sound(&mut self, message: Message, prefs: &mut Prefs) -> Option<Action> {
+        match message {
             Message::RefreshDevices => Some(Action::ListDevices),
             Message::InputSelected(choice) => {
                 prefs.audio_input = device_choice(choice);
@@ -138,6 +155,13 @@ impl State {
                 prefs.noise_suppression = on;
                 Some(Action::NoiseSuppression(on))
             }
+            _ => None,
+        }
+    }
+
+    /// The relays section: the list and the relay-only default.
+    fn update_relays(&mut self, message: Message, prefs: &mut Prefs) -> Option<Action> {
+        match message {
             Message::RelayOnlyToggled(on) => {
                 prefs.relay_only = on && self.relay_only_supported;
                 Some(Action::RelayOnlyDefault(prefs.relay_only))
@@ -172,6 +196,13 @@ impl State {
                     None
                 }
             }
+            _ => None,
+        }
+    }
+
+    /// The identity backup section: export and restore.
+    fn update_backup(&mut self, message: Message) -> Option<Action> {
+        match message {
             Message::ExportPathChanged(path) => {
                 self.export_path = path;
                 None
@@ -219,6 +250,7 @@ impl State {
                     passphrase: std::mem::take(&mut self.import_passphrase),
                 })
             }
+            _ => None,
         }
     }
 
