@@ -4,7 +4,8 @@
 //! (`RUST_LOG`), and runs one of the [`cli`] commands or the desktop app ([`gui`]: `conclave
 //! gui`, or `conclave` alone when `DISPLAY` / `WAYLAND_DISPLAY` is set; without a display and
 //! without a command it prints the usage). Exit codes: 0 normal leave, 2 bad usage or
-//! malformed invite, 3 join refused, 1 anything else.
+//! malformed invite, 3 join refused, 1 anything else. Both front ends use only the crate root
+//! of `conclave_core` (its public API), and [`media`] unpacks media events for both.
 //!
 //! The data directory is sealed at rest (`conclave_core::store`): the process creates files
 //! 0600 and directories 0700 (umask 077), and the store key comes from `--passphrase-file`,

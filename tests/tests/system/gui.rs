@@ -504,6 +504,12 @@ fn gui_hosts_a_lobby_meeting_lets_a_cli_member_in_by_keyboard() {
             "close request {} was not received in 10 s; asking again",
             attempt + 1
         );
+        // iced logs what it could not hand to a subscription: the evidence for the cause.
+        for line in read_log(&app.log).lines() {
+            if line.contains("subscription") {
+                eprintln!("  {line}");
+            }
+        }
         request_close(&x.display, app.window);
         false
     }) || count_log(&app.log, "close requested") > 0;
