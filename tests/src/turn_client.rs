@@ -352,7 +352,36 @@ pub type Received = HashMap<SocketAddr, Vec<(SocketAddr, Vec<u8>)>>;
 #[derive(Debug)]
 pub struct UdpSink {
     stop: Arc<AtomicBool>,
+    tally: Tally,
     thread: Option<JoinHandle<anyhow::Result<anyhow::Result<Received>>>>,
+}
+
+/// What a [`UdpSink`] has received so far, readable while it runs (from any thread), so a
+/// test can wait for datagrams instead of sleeping.
+#[derive(Debug, Clone, Default)]
+pub struct Tally(Arc<Mutex<Received>>);
+
+impl Tally {
+    /// How many datagrams carrying `payload` reached `to` from `from` so far.
+    pub fn count(&self, to: SocketAddr, from: SocketAddr, payload: &[u8]) -> usize {
+        self.0.lock().map_or(0, |received| {
+            received.get(&to).map_or(0, |datagrams| {
+                datagrams
+                    .iter()
+                    .filter(|(src, p)| *src == from && p == payload)
+                    .count()
+            })
+        })
+    }
+
+    fn record(&self, to: SocketAddr, from: SocketAddr, payload: &[u8]) {
+        if let Ok(mut received) = self.0.lock() {
+            received
+                .entry(to)
+                .or_default()
+                .push((from, payload.to_vec()));
+        }
+    }
 }
 
 impl UdpSink {
@@ -363,6 +392,8 @@ impl UdpSink {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let addrs = addrs.to_vec();
         let flag = Arc::clone(&stop);
+        let tally = Tally::default();
+        let seen = tally.clone();
         let thread = spawn_in(ns, move || -> anyhow::Result<Received> {
             let bound: anyhow::Result<Vec<std::net::UdpSocket>> = addrs
                 .iter()
@@ -396,6 +427,7 @@ impl UdpSink {
                             .entry(*addr)
                             .or_default()
                             .push((from, buf[..n].to_vec()));
+                        seen.record(*addr, from, &buf[..n]);
                         if echo {
                             let _ = socket.send_to(&buf[..n], from);
                         }
@@ -410,11 +442,17 @@ impl UdpSink {
         match ready_rx.recv_timeout(Duration::from_secs(10)) {
             Ok(Ok(())) => Ok(Self {
                 stop,
+                tally,
                 thread: Some(thread),
             }),
             Ok(Err(err)) => Err(anyhow!("UDP sink in {ns}: {err}")),
             Err(_) => Err(anyhow!("UDP sink in {ns} did not start")),
         }
+    }
+
+    /// What it has received so far, as it goes on.
+    pub fn tally(&self) -> Tally {
+        self.tally.clone()
     }
 
     /// Stops listening; what each address received.

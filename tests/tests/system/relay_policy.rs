@@ -25,7 +25,7 @@ use conclave_tests::bin;
 use conclave_tests::nat::{Internet, RELAY_ADDR, serial};
 use conclave_tests::netns::available;
 use conclave_tests::turn_client::{
-    Login, Received, Tap, TcpConn, UdpSink, block_on_in, http_get, in_namespace, metric,
+    Login, Received, Tally, Tap, TcpConn, UdpSink, block_on_in, http_get, in_namespace, metric,
     raise_open_files, spawn_in,
 };
 use stun::attributes::{ATTR_NONCE, ATTR_REALM, ATTR_USERNAME};
@@ -83,6 +83,19 @@ fn wait_metric(ns: &str, series: &str, ok: impl Fn(f64) -> bool) -> f64 {
         }
         assert!(Instant::now() < deadline, "{series} = {value}:\n{text}");
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Waits (bounded) until `to` has received `count` datagrams carrying `payload` from each
+/// of `from`.
+async fn arrived(tally: &Tally, to: SocketAddr, from: &[SocketAddr], payload: &[u8], count: usize) {
+    let deadline = Instant::now() + LIMIT;
+    while from.iter().any(|f| tally.count(to, *f, payload) < count) {
+        assert!(
+            Instant::now() < deadline,
+            "{payload:?} did not reach {to} {count} times from each of {from:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -556,6 +569,7 @@ fn removing_an_identity_ends_its_allocations_and_spares_the_others() {
     ];
     let public_peer = SocketAddr::new(peer.addr.parse().unwrap(), 7000);
     let sink = UdpSink::start(&peer.ns, &[public_peer], false).unwrap();
+    let tally = sink.tally();
     let client_addr: IpAddr = client.addr.parse().unwrap();
     let config_path = config.clone();
     let (relayed_addrs, revoked_after) = block_on_in(&client.ns, move || async move {
@@ -575,7 +589,8 @@ fn removing_an_identity_ends_its_allocations_and_spares_the_others() {
                 relayed.send_to(b"before", public_peer).await.unwrap();
             }
         }
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Every "before" is relayed before the removal.
+        arrived(&tally, public_peer, &relayed_addrs, b"before", 10).await;
         let removed = Command::new(bin("conclave-relay"))
             .arg("--config")
             .arg(&config_path)
@@ -599,7 +614,8 @@ fn removing_an_identity_ends_its_allocations_and_spares_the_others() {
                 let _ = relayed.send_to(b"after", public_peer).await;
             }
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Bob's are all through; Alice's, sent at the same time, would have been too.
+        arrived(&tally, public_peer, &relayed_addrs[1..], b"after", 10).await;
         for (turn, relayed) in clients {
             let _ = relayed.close().await;
             let _ = turn.close().await;
