@@ -88,6 +88,18 @@ pub(crate) struct ChatLine {
     pub(crate) own: Option<(u64, Delivery)>,
 }
 
+impl ChatLine {
+    /// A line said in this session (not from the stored history).
+    fn said(name: String, text: String, own: Option<(u64, Delivery)>) -> Self {
+        Self {
+            name,
+            text,
+            earlier: false,
+            own,
+        }
+    }
+}
+
 /// How far one of our lines got.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Delivery {
@@ -378,6 +390,14 @@ impl State {
         self.notice(format!("{name} {why}."));
     }
 
+    /// A joiner waits in our lobby: the participants panel opens to show it.
+    fn knocked(&mut self, peer_id: PeerId, name: String) {
+        let shown = display_name(&peer_id, &name);
+        self.knocking.insert(peer_id, name);
+        self.panel = Panel::Participants;
+        self.notice(format!("{shown} is waiting in the lobby."));
+    }
+
     /// The meeting is over for us, for `why`.
     fn ended(&mut self, why: &str) {
         self.phase = Phase::Ended(why.to_owned());
@@ -419,20 +439,11 @@ impl State {
                 } else {
                     name
                 };
-                self.push_chat(ChatLine {
-                    name,
-                    text,
-                    earlier: false,
-                    own: None,
-                });
+                self.push_chat(ChatLine::said(name, text, None));
             }
             MeetingEvent::ChatSent { seq, text, .. } => {
-                self.push_chat(ChatLine {
-                    name: format!("{} (you)", self.my_name),
-                    text,
-                    earlier: false,
-                    own: Some((seq, Delivery::Pending)),
-                });
+                let name = format!("{} (you)", self.my_name);
+                self.push_chat(ChatLine::said(name, text, Some((seq, Delivery::Pending))));
             }
             MeetingEvent::ChatDelivered { seq } => self.set_delivery(seq, Delivery::Delivered),
             MeetingEvent::ChatFailed { seq, peers } => {
@@ -445,12 +456,7 @@ impl State {
                     self.muted_members.remove(&peer_id);
                 }
             }
-            MeetingEvent::Knocking { peer_id, name } => {
-                let shown = display_name(&peer_id, &name);
-                self.knocking.insert(peer_id, name);
-                self.panel = Panel::Participants;
-                self.notice(format!("{shown} is waiting in the lobby."));
-            }
+            MeetingEvent::Knocking { peer_id, name } => self.knocked(peer_id, name),
             MeetingEvent::LobbyLeft { peer_id, name } => {
                 if self.knocking.remove(&peer_id).is_some() {
                     let shown = display_name(&peer_id, &name);
