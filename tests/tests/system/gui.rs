@@ -486,11 +486,13 @@ fn gui_hosts_a_lobby_meeting_lets_a_cli_member_in_by_keyboard() {
     member.wait_chat("hi from the host", PATIENCE).unwrap();
     // Close the window: the app says goodbye before it exits. The app logs each close
     // request it receives. In two of four full `make test` runs (never alone) the first
-    // request had no effect: iced hands window events to each event subscription through a
-    // queue of 100 and drops what does not fit (`iced_futures` `Tracker::broadcast`,
-    // `try_send`), so under load a close request can be lost before the app sees it. A user
-    // clicks again: the test asks again, but only when the app did not receive the request,
-    // and then waits as long as it takes for the goodbye.
+    // request had no effect. Suspected, not confirmed: iced hands every window event to each
+    // event subscription through a queue of 100 and drops what does not fit
+    // (`iced_futures` `Tracker::broadcast`, `try_send`, logged as "Error sending event to
+    // subscription"), so on a starved executor a close request can be lost before the app
+    // sees it. A user clicks again: the test asks again, but only when the app did not
+    // receive the request (printing iced's warnings, the evidence), and then waits as long
+    // as the goodbye takes.
     request_close(&x.display, app.window);
     let received = (0..3).any(|attempt| {
         let deadline = Instant::now() + Duration::from_secs(10);
