@@ -7,29 +7,28 @@
 //! update ──▶ App state ──▶ view (home | meeting | settings) + banner
 //! ```
 //!
-//! Each screen owns its state and returns an `Action` from its own `update`; this module
-//! turns actions into bridge requests or iced tasks, so screens stay testable without a
-//! runtime. Nothing here blocks: core work goes through the bridge, device work through
-//! background tasks.
+//! Each screen owns its state and returns an `Action` from its own `update`;
+//! `app/actions.rs` turns actions (and keyboard shortcuts) into bridge requests or iced
+//! tasks, so screens stay testable without a runtime, and `app/events.rs` applies what the
+//! bridge and the core report. Nothing here blocks: core work goes through the bridge,
+//! device work through background tasks.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use conclave_core::{
-    Config, Event as CoreEvent, KeySource, MediaConfig, MeetingEvent, Multiaddr, PeerId,
-    parse_relay,
-};
+use conclave_core::{Config, KeySource, MediaConfig, Multiaddr, PeerId, parse_relay};
 use iced::keyboard::{self, Key, key::Named};
 use iced::widget::{column, container, operation, row, text};
 use iced::{Color, Element, Length, Size, Subscription, Task, Theme, window};
 use tracing::{info, warn};
 
-use super::audio::{self, Devices, Meter};
+use super::audio::{Devices, Meter};
 use super::bridge::{self, Handle, Me, Request};
 use super::prefs::Prefs;
 use super::screen::{home, meeting, settings};
 use super::widget::focus::button;
+use actions::focus;
 
 /// How the app was started (from the command line).
 #[derive(Debug, Clone)]
@@ -383,418 +382,6 @@ impl App {
         }
     }
 
-    fn on_bridge(&mut self, event: bridge::Event) -> Task<Message> {
-        match event {
-            bridge::Event::Ready(handle) => {
-                self.handle = Some(handle);
-                let config = self.config();
-                self.request(Request::Start(Box::new(config)));
-            }
-            bridge::Event::Started {
-                me,
-                verified,
-                recent,
-            } => {
-                info!(peer_id = %me.peer_id, "identity ready");
-                if self.home.name.is_empty() || self.me.is_some() {
-                    self.home.name = me.name.clone();
-                }
-                self.me = Some(me);
-                self.verified = verified.into_iter().collect();
-                self.home.recent = recent;
-                if self.banner.as_ref().is_some_and(|b| b.error) {
-                    self.banner = None;
-                }
-            }
-            bridge::Event::StartFailed(message) => self.show_error(message),
-            bridge::Event::Core(event) => return self.on_core(event),
-            bridge::Event::Created(invite) => {
-                if let Some(meeting) = self.meeting.as_mut() {
-                    meeting.created(invite);
-                }
-            }
-            bridge::Event::Failed { what, message } => self.request_failed(what, &message),
-            bridge::Event::Recent(recent) => self.home.recent = recent,
-            bridge::Event::History(meeting_id, lines) => match self.meeting.as_mut() {
-                Some(meeting) if meeting.meeting_id == Some(meeting_id) => {
-                    meeting.history(lines);
-                }
-                _ => self.home.history = Some((meeting_id, lines)),
-            },
-            bridge::Event::Resynced {
-                meeting,
-                members,
-                chat,
-            } => {
-                if let Some(state) = self.meeting.as_mut()
-                    && state.meeting_id == Some(meeting)
-                {
-                    state.resync(members, chat);
-                }
-            }
-            bridge::Event::Verified(verified) => {
-                self.verified = verified.into_iter().collect();
-            }
-            bridge::Event::LeaveDone => {
-                if self.closing {
-                    info!("goodbye delivered; closing");
-                    return iced::exit();
-                }
-            }
-            bridge::Event::Exported(path) => self.backup_done(format!(
-                "Identity saved to {}. Keep the file and its passphrase apart.",
-                path.display()
-            )),
-            bridge::Event::Imported(peer) => self.backup_done(format!(
-                "Identity restored: you are now {}.",
-                home::short_peer(&peer)
-            )),
-            bridge::Event::Stopped => {
-                self.show_error(
-                    "Conclave's network task stopped. Restart the app to reconnect.".to_owned(),
-                );
-            }
-        }
-        Task::none()
-    }
-
-    /// A request to the core failed: the meeting being created ends, a backup says why,
-    /// anything else is a banner.
-    fn request_failed(&mut self, what: &'static str, message: &str) {
-        if let Some(meeting) = self.meeting.as_mut()
-            && matches!(meeting.phase, meeting::Phase::Creating)
-        {
-            meeting.phase =
-                meeting::Phase::Ended(format!("The meeting could not be created: {message}."));
-        }
-        if matches!(what, "export the identity" | "restore") {
-            self.settings.busy = false;
-            self.settings.backup_status = Some(Err(format!("Could not {what}: {message}.")));
-        } else {
-            self.show_error(format!("Could not {what}: {message}."));
-        }
-    }
-
-    /// A backup operation finished: say so on the settings screen.
-    fn backup_done(&mut self, sentence: String) {
-        self.settings.busy = false;
-        self.settings.backup_status = Some(Ok(sentence));
-    }
-
-    fn on_core(&mut self, event: CoreEvent) -> Task<Message> {
-        match event {
-            CoreEvent::Meeting(event) => {
-                let is_left = matches!(event, MeetingEvent::Left);
-                if let MeetingEvent::Knocking { peer_id, .. } = &event {
-                    info!(peer = %peer_id, "waiting in the lobby");
-                }
-                if let MeetingEvent::LobbyLeft { peer_id, .. } = &event {
-                    info!(peer = %peer_id, "left the lobby");
-                }
-                let Some(meeting) = self.meeting.as_mut() else {
-                    return Task::none();
-                };
-                if let MeetingEvent::MemberMuted { peer_id, muted } = &event {
-                    info!(peer = %peer_id, muted, "member muted");
-                }
-                let before = meeting.members.len();
-                let action = meeting.handle_meeting(event);
-                if meeting.members.len() != before || action.is_some() {
-                    info!(
-                        tiles = meeting.members.len() + 1,
-                        phase = ?meeting.phase,
-                        "meeting view"
-                    );
-                }
-                if is_left {
-                    if !self.closing {
-                        self.leave_to_home();
-                    }
-                    // Closing: the window goes when the goodbye is delivered (`LeaveDone`).
-                    return Task::none();
-                }
-                return self.on_meeting(action);
-            }
-            CoreEvent::Media(event) => {
-                if let Some(meeting) = self.meeting.as_mut() {
-                    meeting.handle_media(event);
-                }
-            }
-            CoreEvent::Warning { message } => {
-                self.banner = Some(Banner {
-                    text: message,
-                    error: false,
-                });
-            }
-            CoreEvent::Lagged { missed } => {
-                // The UI fell behind and the core dropped events: read the state again.
-                warn!(missed, "the window fell behind the meeting; catching up");
-                if let Some(meeting) = self.meeting.as_ref().and_then(|m| m.meeting_id) {
-                    self.request(Request::Resync(meeting));
-                }
-            }
-            other => tracing::debug!(?other, "core event not shown"),
-        }
-        Task::none()
-    }
-
-    fn leave_to_home(&mut self) {
-        info!("back to home");
-        self.leaving = false;
-        self.meeting = None;
-        self.screen = Screen::Home;
-        self.request(Request::Recent);
-    }
-
-    fn on_home(&mut self, action: Option<home::Action>) -> Task<Message> {
-        let Some(action) = action else {
-            return Task::none();
-        };
-        match action {
-            home::Action::SaveName(name) => {
-                if let Some(me) = self.me.as_mut() {
-                    me.name = name;
-                }
-                let config = self.config();
-                self.request(Request::Start(Box::new(config)));
-            }
-            home::Action::Create { lobby, relay_only } => {
-                self.use_relay_only(relay_only);
-                let Some(me) = &self.me else {
-                    return Task::none();
-                };
-                self.meeting = Some(meeting::State::creating(me.peer_id, me.name.clone()));
-                self.screen = Screen::Meeting;
-                self.request(Request::Create { lobby });
-            }
-            home::Action::Join(invite) => {
-                self.use_relay_only(self.home.relay_only);
-                let Some(me) = &self.me else {
-                    return Task::none();
-                };
-                self.meeting = Some(meeting::State::joining(
-                    me.peer_id,
-                    me.name.clone(),
-                    invite.to_uri(),
-                ));
-                self.screen = Screen::Meeting;
-                self.home.invite.0.clear();
-                self.home.invite_check = None;
-                self.request(Request::Join(invite));
-            }
-            home::Action::LoadHistory(meeting) => self.request(Request::History(meeting)),
-            home::Action::SetLobbyDefault(lobby) => {
-                self.prefs.lobby = lobby;
-                self.save_prefs();
-            }
-            home::Action::Copy(text) => return iced::clipboard::write(text),
-            home::Action::OpenSettings => return self.open_settings(),
-        }
-        Task::none()
-    }
-
-    /// Restarts the client (before a meeting) when the relay-only choice changed: the
-    /// media policy is part of the client's configuration.
-    fn use_relay_only(&mut self, relay_only: bool) {
-        if relay_only != self.relay_only_active {
-            self.relay_only_active = relay_only;
-            info!(relay_only, "restarting the client for the media policy");
-            let config = self.config();
-            self.request(Request::Start(Box::new(config)));
-        }
-    }
-
-    fn on_meeting(&mut self, action: Option<meeting::Action>) -> Task<Message> {
-        let Some(action) = action else {
-            return Task::none();
-        };
-        match action {
-            meeting::Action::Mute(muted) => {
-                info!(muted, "microphone");
-                self.request(Request::Mute(muted));
-            }
-            meeting::Action::Leave => {
-                let joined = self
-                    .meeting
-                    .as_ref()
-                    .is_some_and(|m| m.phase == meeting::Phase::In);
-                self.request(Request::Leave);
-                if !joined {
-                    // Cancelling a join, or leaving after a failure: straight home.
-                    self.leave_to_home();
-                } else {
-                    self.leaving = true;
-                    // The sleep is built inside the task, on the runtime's executor.
-                    return Task::perform(async { tokio::time::sleep(LEAVE_GRACE).await }, |()| {
-                        Message::LeaveGraceOver
-                    });
-                }
-            }
-            meeting::Action::Chat(text) => self.request(Request::Chat(text)),
-            meeting::Action::ResendChat(seq) => self.request(Request::ResendChat(seq)),
-            meeting::Action::Kick(peer) => self.request(Request::Kick(peer)),
-            meeting::Action::Approve(peer) => self.request(Request::Approve(peer)),
-            meeting::Action::SetVerified(peer, verified) => {
-                self.request(Request::SetVerified(peer, verified));
-            }
-            meeting::Action::Copy(text) => {
-                info!("invite copied to the clipboard");
-                self.banner = Some(Banner {
-                    text: "Invite copied. Share it only with the people you invite: it is the key to the meeting.".to_owned(),
-                    error: false,
-                });
-                return iced::clipboard::write(text);
-            }
-            meeting::Action::Home => {
-                let in_meeting = self
-                    .meeting
-                    .as_ref()
-                    .is_some_and(|m| !matches!(m.phase, meeting::Phase::Ended(_)));
-                if in_meeting {
-                    self.request(Request::Leave);
-                }
-                self.leave_to_home();
-            }
-            meeting::Action::LoadHistory(meeting) => {
-                self.request(Request::History(meeting));
-                return focus(operation::focus(meeting::CHAT_INPUT), "chat");
-            }
-        }
-        Task::none()
-    }
-
-    fn open_settings(&mut self) -> Task<Message> {
-        if self.screen != Screen::Settings {
-            self.previous = self.screen;
-        }
-        self.screen = Screen::Settings;
-        info!("settings shown");
-        list_devices()
-    }
-
-    fn on_settings(&mut self, action: Option<settings::Action>) -> Task<Message> {
-        let Some(action) = action else {
-            return Task::none();
-        };
-        match action {
-            settings::Action::Back => {
-                self.meter = None;
-                self.screen = self.previous;
-                info!(screen = ?self.screen, "settings closed");
-                self.save_prefs();
-            }
-            settings::Action::ListDevices => return list_devices(),
-            settings::Action::Save => self.save_prefs(),
-            settings::Action::NoiseSuppression(on) => {
-                self.save_prefs();
-                if self.options.noise_suppression.is_none() {
-                    self.request(Request::NoiseSuppression(on));
-                }
-            }
-            settings::Action::RelayOnlyDefault(on) => {
-                self.home.relay_only = on;
-                self.save_prefs();
-            }
-            settings::Action::StartMeter(device) => {
-                self.save_prefs();
-                self.meter = None;
-                self.meter = Some(Meter::start(device));
-            }
-            settings::Action::StopMeter => self.meter = None,
-            settings::Action::TestSound(device) => {
-                return Task::perform(
-                    async move {
-                        tokio::task::spawn_blocking(move || audio::play_test_sound(device))
-                            .await
-                            .unwrap_or_else(|_| Err("the sound task stopped".to_owned()))
-                    },
-                    Message::TestSoundDone,
-                );
-            }
-            settings::Action::RelaysChanged => {
-                self.save_prefs();
-                if self.meeting.is_none() {
-                    let config = self.config();
-                    self.request(Request::Start(Box::new(config)));
-                } else {
-                    self.banner = Some(Banner {
-                        text: "The relays apply from your next meeting.".to_owned(),
-                        error: false,
-                    });
-                }
-            }
-            settings::Action::Export { path, passphrase } => self.request(Request::Export {
-                path: PathBuf::from(path),
-                passphrase,
-            }),
-            settings::Action::Import { path, passphrase } => {
-                if self.meeting.is_some() {
-                    self.settings.busy = false;
-                    self.settings.backup_status = Some(Err(
-                        "Leave the meeting before restoring an identity.".to_owned(),
-                    ));
-                } else {
-                    self.request(Request::Import {
-                        path: PathBuf::from(path),
-                        passphrase,
-                    });
-                }
-            }
-        }
-        Task::none()
-    }
-
-    fn on_shortcut(&mut self, shortcut: Shortcut) -> Task<Message> {
-        match shortcut {
-            Shortcut::FocusNext => focus(operation::focus_next(), "next"),
-            Shortcut::FocusPrevious => focus(operation::focus_previous(), "previous"),
-            Shortcut::ToggleMute => {
-                if self.screen == Screen::Meeting {
-                    return self.update(Message::Meeting(meeting::Message::ToggleMute));
-                }
-                Task::none()
-            }
-            Shortcut::Leave => {
-                if self.screen == Screen::Meeting {
-                    return self.update(Message::Meeting(meeting::Message::Leave));
-                }
-                Task::none()
-            }
-            Shortcut::Settings => self.open_settings(),
-            Shortcut::NewMeeting => {
-                if self.screen == Screen::Home && self.meeting.is_none() {
-                    return self.update(Message::Home(home::Message::NewMeeting));
-                }
-                Task::none()
-            }
-            Shortcut::CopyInvite => {
-                if self.screen == Screen::Meeting {
-                    return self.update(Message::Meeting(meeting::Message::CopyInvite));
-                }
-                Task::none()
-            }
-            Shortcut::FocusInvite => match self.screen {
-                Screen::Home => focus(operation::focus(home::INVITE_INPUT), "invite"),
-                Screen::Meeting => {
-                    if let Some(meeting) = self.meeting.as_mut() {
-                        meeting.show_chat();
-                    }
-                    focus(operation::focus(meeting::CHAT_INPUT), "chat")
-                }
-                Screen::Settings => Task::none(),
-            },
-            Shortcut::Back => match self.screen {
-                Screen::Settings => self.update(Message::Settings(settings::Message::Back)),
-                _ => {
-                    if self.banner.take().is_some() {
-                        info!("banner dismissed");
-                    }
-                    Task::none()
-                }
-            },
-        }
-    }
-
     /// Draws the window.
     pub(crate) fn view(&self) -> Element<'_, Message> {
         let screen: Element<'_, Message> = match (self.screen, &self.meeting) {
@@ -861,24 +448,6 @@ impl App {
     }
 }
 
-/// `operation` (a focus change), then [`Message::Focused`] with `target` once the runtime has
-/// applied it: tasks of a chain run in order, and the runtime applies a widget operation as
-/// soon as it receives it.
-fn focus(operation: Task<Message>, target: &'static str) -> Task<Message> {
-    operation.chain(Task::done(Message::Focused(target)))
-}
-
-fn list_devices() -> Task<Message> {
-    Task::perform(
-        async {
-            tokio::task::spawn_blocking(audio::list_devices)
-                .await
-                .unwrap_or_else(|_| Err("the device task stopped".to_owned()))
-        },
-        Message::Devices,
-    )
-}
-
 /// Maps a key press (not taken by a widget) to a shortcut.
 pub(crate) fn shortcut(event: keyboard::Event) -> Option<Shortcut> {
     let keyboard::Event::KeyPressed { key, modifiers, .. } = event else {
@@ -899,6 +468,9 @@ pub(crate) fn shortcut(event: keyboard::Event) -> Option<Shortcut> {
         _ => None,
     }
 }
+
+mod actions;
+mod events;
 
 #[cfg(test)]
 mod tests;

@@ -2,6 +2,7 @@
 //! closing, driven through `update` without a window.
 
 use super::*;
+use conclave_core::{Event as CoreEvent, MeetingEvent};
 use iced::keyboard::{Location, Modifiers, key};
 use iced_test::simulator;
 
