@@ -177,7 +177,7 @@ fn credentials() -> (String, String) {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
         + 3600;
-    let peer = conclave_core::identity::Identity::generate().peer_id();
+    let peer = conclave_core::Identity::generate().peer_id();
     let username = format!("{expiry}:{peer}");
     let password = conclave_relay::access::password_for(SECRET.as_bytes(), &username);
     (username, password)

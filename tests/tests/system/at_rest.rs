@@ -8,8 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use conclave_core::invite::Invite;
-use conclave_core::store::{KeySource, Store};
+use conclave_core::{Invite, KeySource, Store};
 use conclave_tests::{Proc, bin, start_host, start_relay};
 use serde_json::Value;
 

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use conclave_core::media::audio::mixer::tone_power;
+use conclave_core::tones::tone_power;
 
 use conclave_tests::{Proc, peer_id_of, start_relay, wav_frames};
 
