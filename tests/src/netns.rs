@@ -4,7 +4,7 @@
 //! [`Lan`] creates namespaces joined by veth pairs to a bridge namespace and deletes them
 //! all on drop, even when the test fails. Requires root and `ip` (iproute2). The tools
 //! every namespace topology shares live here too: running `ip` and starting `conclave` or
-//! `conclave-relay` inside a namespace ([`member_in`], [`relay_in`]).
+//! `conclave-relay` inside a namespace (`member_in`, `relay_in`).
 
 use std::path::Path;
 use std::process::Command;
@@ -108,7 +108,7 @@ pub(crate) fn relay_in(
     Ok((relay, addrs))
 }
 
-/// A private LAN of hosts, each in its own namespace, on 10.77.<n>.0/24.
+/// A private LAN of hosts, each in its own namespace, on `10.77.<n>.0/24`.
 #[derive(Debug)]
 pub struct Lan {
     names: Vec<String>,
