@@ -21,8 +21,8 @@
 //!   - a CreatePermission or ChannelBind naming any peer address the
 //!     [`PeerPolicy`](crate::policy::PeerPolicy) refuses is answered `403 Forbidden` here
 //!     (with MESSAGE-INTEGRITY) and counted (`turn_denied_peer_requests_total{method}`), so
-//!     the engine never installs the permission. The engine (turn 0.17) has no permission hook: this is where the policy
-//!     sits for signalling.
+//!     the engine never installs the permission. The engine (turn 0.17) has no permission
+//!     hook: this is where the policy sits for signalling.
 //! - **Allocator** (the engine's relay-address generator): applies the relay-wide caps
 //!   (allocations held at once, new allocations per second: refused with `508 Insufficient
 //!   Capacity` and counted, `turn_capped_allocations_total{reason}`), binds the relayed UDP
