@@ -4,7 +4,8 @@
 //! (`RUST_LOG`), and runs one of the [`cli`] commands or the desktop app ([`gui`]: `conclave
 //! gui`, or `conclave` alone when `DISPLAY` / `WAYLAND_DISPLAY` is set; without a display and
 //! without a command it prints the usage). Exit codes: 0 normal leave, 2 bad usage or
-//! malformed invite, 3 join refused, 1 anything else.
+//! malformed invite, 3 join refused, 1 anything else. Both front ends use only the crate root
+//! of `conclave_core` (its public API), and [`media`] unpacks media events for both.
 //!
 //! The data directory is sealed at rest (`conclave_core::store`): the process creates files
 //! 0600 and directories 0700 (umask 077), and the store key comes from `--passphrase-file`,
@@ -13,15 +14,15 @@
 
 mod cli;
 mod gui;
+mod media;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use conclave_core::invite::{Invite, parse_relay};
-use conclave_core::media::driver::MediaConfig;
-use conclave_core::store::{INSECURE_KEY_FILE_ENV, KeySource};
-use conclave_core::{Client, Config, Multiaddr};
+use conclave_core::{
+    Client, Config, INSECURE_KEY_FILE_ENV, Invite, KeySource, MediaConfig, Multiaddr, parse_relay,
+};
 
 use cli::output::Output;
 use cli::{EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
@@ -239,21 +240,30 @@ fn default_data_dir() -> Option<PathBuf> {
     directories::ProjectDirs::from("org", "Conclave", "conclave").map(|d| d.data_dir().to_owned())
 }
 
-/// Runs the desktop app; returns the exit code.
-fn run_gui(args: &Args, started: std::time::Instant, out: Output) -> i32 {
+/// The data directory and the store key source from the flags; on a usage error, prints
+/// it and returns the exit code.
+fn storage(args: &Args, out: Output) -> Result<(PathBuf, KeySource), i32> {
     let Some(data_dir) = args.data_dir.clone().or_else(default_data_dir) else {
         out.error(
             "usage",
             "no home directory to keep your identity in; pass --data-dir DIR",
         );
-        return EXIT_USAGE;
+        return Err(EXIT_USAGE);
     };
-    let store_key = match key_source(args) {
-        Ok(source) => source,
+    match key_source(args) {
+        Ok(source) => Ok((data_dir, source)),
         Err(message) => {
             out.error("usage", &message);
-            return EXIT_USAGE;
+            Err(EXIT_USAGE)
         }
+    }
+}
+
+/// Runs the desktop app; returns the exit code.
+fn run_gui(args: &Args, started: std::time::Instant, out: Output) -> i32 {
+    let (data_dir, store_key) = match storage(args, out) {
+        Ok(storage) => storage,
+        Err(code) => return code,
     };
     if !gui::display_available() {
         out.error(
@@ -289,87 +299,57 @@ fn run_gui(args: &Args, started: std::time::Instant, out: Output) -> i32 {
 }
 
 async fn run(args: Args, command: Command, out: Output) -> i32 {
-    let Some(data_dir) = args.data_dir.clone().or_else(default_data_dir) else {
-        out.error(
-            "usage",
-            "no home directory to keep your identity in; pass --data-dir DIR",
-        );
-        return EXIT_USAGE;
+    let (data_dir, store_key) = match storage(&args, out) {
+        Ok(storage) => storage,
+        Err(code) => return code,
     };
-    let store_key = match key_source(&args) {
-        Ok(source) => source,
-        Err(message) => {
-            out.error("usage", &message);
-            return EXIT_USAGE;
-        }
-    };
-    match command {
-        Command::Gui => EXIT_USAGE,
-        Command::Id => match cli::id::run(&data_dir, &store_key, out) {
-            Ok(()) => EXIT_OK,
-            Err(err) => {
-                out.error("store", &err.to_string());
-                EXIT_FAILURE
-            }
-        },
-        Command::New {
-            lobby,
-            ref relays,
-            duration,
-        } => {
-            let mode = cli::meeting::Mode::Create { lobby };
-            start_meeting(
-                &args,
-                data_dir,
-                store_key,
-                relays.clone(),
-                duration,
-                mode,
-                out,
-            )
-            .await
-        }
-        Command::History { ref meeting } => {
-            cli::history::run(&data_dir, &store_key, meeting.as_deref(), out)
-        }
-        Command::Forget { ref meeting } => {
-            cli::history::forget(&data_dir, &store_key, meeting, out)
-        }
-        Command::Join {
-            ref invite,
-            ref relays,
-            duration,
-        } => {
-            let invite = match invite.parse::<Invite>() {
-                Ok(invite) => invite,
+    let (mode, relays, duration) = match command {
+        Command::Gui => return EXIT_USAGE,
+        Command::Id => {
+            return match cli::id::run(&data_dir, &store_key, out) {
+                Ok(()) => EXIT_OK,
                 Err(err) => {
-                    out.error("bad_invite", &format!("this invite cannot be used: {err}"));
-                    return EXIT_USAGE;
+                    out.error("store", &err.to_string());
+                    EXIT_FAILURE
                 }
             };
-            let mode = cli::meeting::Mode::Join(invite);
-            start_meeting(
-                &args,
-                data_dir,
-                store_key,
-                relays.clone(),
-                duration,
-                mode,
-                out,
-            )
-            .await
+        }
+        Command::History { meeting } => {
+            return cli::history::run(&data_dir, &store_key, meeting.as_deref(), out);
+        }
+        Command::Forget { meeting } => {
+            return cli::history::forget(&data_dir, &store_key, &meeting, out);
         }
         Command::Demo {
             participants,
             seconds,
-        } => match cli::demo::run(participants, seconds, out).await {
-            Ok(()) => EXIT_OK,
+        } => {
+            return match cli::demo::run(participants, seconds, out).await {
+                Ok(()) => EXIT_OK,
+                Err(err) => {
+                    out.error("demo", &format!("{err:#}"));
+                    EXIT_FAILURE
+                }
+            };
+        }
+        Command::New {
+            lobby,
+            relays,
+            duration,
+        } => (cli::meeting::Mode::Create { lobby }, relays, duration),
+        Command::Join {
+            invite,
+            relays,
+            duration,
+        } => match invite.parse::<Invite>() {
+            Ok(invite) => (cli::meeting::Mode::Join(invite), relays, duration),
             Err(err) => {
-                out.error("demo", &format!("{err:#}"));
-                EXIT_FAILURE
+                out.error("bad_invite", &format!("this invite cannot be used: {err}"));
+                return EXIT_USAGE;
             }
         },
-    }
+    };
+    start_meeting(&args, data_dir, store_key, relays, duration, mode, out).await
 }
 
 /// Starts a client with the global flags of `args` and runs `mode` until the meeting ends.

@@ -16,4 +16,5 @@ mod safety_number;
 
 pub use keys::{Identity, IdentityError, SECRET_KEY_LEN, peer_id_of, public_key_of};
 pub use libp2p::PeerId;
+pub(crate) use safety_number::DigitGroups;
 pub use safety_number::{GROUPS, ITERATIONS, SAFETY_NUMBER_LABEL, SafetyNumber};

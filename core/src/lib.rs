@@ -82,3 +82,12 @@ pub use media::{MediaConfig, MediaEvent};
 pub use meeting::{LeaveReason, MeetingEvent};
 pub use proto::turn::IceServer;
 pub use store::{ChatRecord, INSECURE_KEY_FILE_ENV, KeySource, MeetingRecord, Store, StoreError};
+
+/// The tone tools of `conclave demo`: the synthetic voices it speaks and how it checks who
+/// was heard in a recording (a WAV reader, the frame size and sample rate, and the power of
+/// one tone in a run of samples).
+pub mod tones {
+    pub use crate::media::audio::mixer::tone_power;
+    pub use crate::media::audio::source::{AudioSource, WavSource};
+    pub use crate::media::audio::{FRAME_SAMPLES, SAMPLE_RATE};
+}

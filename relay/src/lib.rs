@@ -8,10 +8,13 @@
 //!
 //! - [`config`]: TOML configuration with documented defaults.
 //! - [`node`]: the libp2p node and its actor loop; starts everything else.
-//! - [`turn`]: the STUN/TURN server (UDP and TCP) with quotas and counters.
+//! - [`turn`]: the STUN/TURN server (UDP and TCP) with quotas and counters, and its TCP
+//!   framing codec (shared with the system tests' TURN client).
 //! - [`access`]: allowlist, REST-API credentials and quota rules (pure).
 //! - [`policy`]: which peer addresses TURN may relay to (pure): no internal ranges.
 //! - [`allowfile`]: `conclave-relay allow add|remove|list`, editing the config file.
+//! - `private_file`: secrets written to new owner-only files (the identity key, the TURN
+//!   secret).
 //! - [`metrics`]: Prometheus counters.
 //! - [`health`]: the HTTP endpoint for `/metrics` and `/healthz`.
 #![forbid(unsafe_code)]
@@ -25,6 +28,7 @@ pub mod health;
 pub mod metrics;
 pub mod node;
 pub mod policy;
+mod private_file;
 pub mod turn;
 
 pub use config::{Config, ConfigError};

@@ -133,126 +133,141 @@ impl Metrics {
             reservation_requests: Counter::default(),
             reservations_refused: Counter::default(),
         };
+        metrics.register_turn_traffic(registry);
+        metrics.register_turn_access(registry);
+        metrics.register_libp2p(registry);
+        Self {
+            registry: root,
+            ..metrics
+        }
+    }
+
+    /// Registers the TURN allocation and traffic series.
+    fn register_turn_traffic(&self, registry: &mut Registry) {
         registry.register(
             "turn_allocations",
             "TURN allocations open now",
-            metrics.allocations.clone(),
+            self.allocations.clone(),
         );
         // Counters get the `_total` suffix from the encoder.
         registry.register(
             "turn_allocations_created",
             "TURN allocations created",
-            metrics.allocations_total.clone(),
+            self.allocations_total.clone(),
         );
         registry.register(
             "turn_relayed_bytes",
             "Payload bytes relayed through TURN allocations",
-            metrics.relayed_bytes.clone(),
+            self.relayed_bytes.clone(),
         );
         registry.register(
             "turn_relayed_packets",
             "Datagrams relayed through TURN allocations",
-            metrics.relayed_packets.clone(),
+            self.relayed_packets.clone(),
         );
         registry.register(
             "turn_dropped_packets",
             "Datagrams dropped by the per-identity bandwidth quota",
-            metrics.dropped_packets.clone(),
+            self.dropped_packets.clone(),
         );
         registry.register(
             "turn_denied_peer_packets",
             "Datagrams to or from peers the address policy refuses, dropped",
-            metrics.denied_peer_packets.clone(),
+            self.denied_peer_packets.clone(),
         );
         registry.register(
             "turn_denied_peer_requests",
             "CreatePermission / ChannelBind requests answered 403 by the peer address policy",
-            metrics.denied_peer_requests.clone(),
+            self.denied_peer_requests.clone(),
         );
         registry.register(
             "turn_capped_allocations",
             "TURN allocations refused by a relay-wide cap (508)",
-            metrics.capped_allocations.clone(),
+            self.capped_allocations.clone(),
         );
         registry.register(
             "turn_capped_packets",
             "Datagrams dropped by the relay-wide bandwidth cap",
-            metrics.capped_packets.clone(),
+            self.capped_packets.clone(),
         );
         registry.register(
             "turn_revoked_allocations",
             "TURN allocations ended because a reload removed their identity",
-            metrics.revoked_allocations.clone(),
+            self.revoked_allocations.clone(),
         );
+    }
+
+    /// Registers the series of TURN access control, TCP limits and reloads.
+    fn register_turn_access(&self, registry: &mut Registry) {
         registry.register(
             "turn_tcp_limited",
             "TURN-over-TCP connections refused or closed by a limit",
-            metrics.tcp_limited.clone(),
+            self.tcp_limited.clone(),
         );
         registry.register(
             "config_reloads",
             "Configuration reloads",
-            metrics.config_reloads.clone(),
+            self.config_reloads.clone(),
         );
         registry.register(
             "turn_refused_credentials",
             "TURN requests whose credentials were refused",
-            metrics.refused_credentials.clone(),
+            self.refused_credentials.clone(),
         );
         registry.register(
             "turn_refused_allocations",
             "TURN allocations refused by the per-identity quota",
-            metrics.refused_allocations.clone(),
+            self.refused_allocations.clone(),
         );
         registry.register(
             "turn_malformed",
             "Datagrams or TCP frames that are neither STUN nor ChannelData",
-            metrics.malformed.clone(),
+            self.malformed.clone(),
         );
         registry.register(
             "turn_tcp_connections",
             "TURN-over-TCP connections open now",
-            metrics.tcp_connections.clone(),
+            self.tcp_connections.clone(),
         );
+    }
+
+    /// Registers the libp2p series: TURN credentials, relay circuits and reservations.
+    fn register_libp2p(&self, registry: &mut Registry) {
         registry.register(
             "credentials_issued",
             "TURN credentials issued over libp2p",
-            metrics.credentials_issued.clone(),
+            self.credentials_issued.clone(),
         );
         registry.register(
             "credentials_refused",
             "TURN credential requests refused over libp2p (allowlist)",
-            metrics.credentials_refused.clone(),
+            self.credentials_refused.clone(),
         );
         registry.register(
             "circuits",
             "libp2p relay circuits open now",
-            metrics.circuits.clone(),
+            self.circuits.clone(),
         );
         registry.register(
             "circuits_accepted",
             "libp2p relay circuits accepted",
-            metrics.circuits_total.clone(),
+            self.circuits_total.clone(),
         );
         registry.register(
             "reservations",
             "libp2p relay reservations held now",
-            metrics.reservations.clone(),
+            self.reservations.clone(),
         );
         registry.register(
             "reservation_requests",
             "libp2p relay reservation requests received (new, renewals and refused)",
-            metrics.reservation_requests.clone(),
+            self.reservation_requests.clone(),
         );
         registry.register(
             "reservations_refused",
             "libp2p relay reservation requests refused (reservation limits, rate limits)",
-            metrics.reservations_refused.clone(),
+            self.reservations_refused.clone(),
         );
-        Self {
-            registry: root,
-            ..metrics
-        }
     }
 
     /// The OpenMetrics text exposition of every counter.

@@ -40,6 +40,7 @@ use tracing::{debug, info, warn};
 use crate::config::Config;
 use crate::health::{self, Health};
 use crate::metrics::Metrics;
+use crate::private_file::write_private;
 use crate::turn::{Issuer, TurnError, TurnServer};
 
 /// File name of the relay's secret key inside the data directory.
@@ -394,17 +395,6 @@ fn load_or_create_key(data_dir: &Path) -> Result<Identity, RelayError> {
         }
         Err(err) => Err(io_err(err)),
     }
-}
-
-pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path)?;
-    file.write_all(bytes)?;
-    file.sync_all()
 }
 
 async fn wait_for_listeners(

@@ -21,6 +21,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde_json::Value;
 
+/// How long a step with no behavioural deadline may take before the test gives up: long
+/// enough that a loaded two-core machine never fails a test on timing luck, short enough
+/// that a hung process does not hang the suite. Bounds that an issue named (10 s discovery
+/// and presence, 5 s committer takeover, the real-network figures) stay in their tests.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
 /// Where the workspace's binaries are: `$CONCLAVE_BIN_DIR`, or the target directory this
 /// test executable was built into.
 pub fn bin_dir() -> PathBuf {
@@ -402,13 +408,12 @@ pub fn peer_id_of(proc: &mut Proc) -> anyhow::Result<String> {
 /// Whether a 20 ms frame of a recording carries the `hz` tone: a clear tone measures ≈ 20,
 /// concealment noise and silence stay below 1.
 pub fn tone_heard(frame: &[i16], hz: f64) -> bool {
-    conclave_core::media::audio::mixer::tone_power(frame, hz) > 1.0
+    conclave_core::tones::tone_power(frame, hz) > 1.0
 }
 
 /// The 20 ms frames of a recording made by `--audio-out FILE.wav`.
 pub fn wav_frames(path: &Path) -> anyhow::Result<Vec<Vec<i16>>> {
-    use conclave_core::media::audio::FRAME_SAMPLES;
-    use conclave_core::media::audio::source::{AudioSource, WavSource};
+    use conclave_core::tones::{AudioSource, FRAME_SAMPLES, WavSource};
     let mut source = WavSource::open(path)?;
     let mut frames = Vec::new();
     let mut frame = [0i16; FRAME_SAMPLES];

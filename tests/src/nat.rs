@@ -17,12 +17,12 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 
+use crate::Proc;
+use crate::netns::{ip, member_in, relay_in, run};
 use crate::wan::{Impairment, Profile};
-use crate::{Proc, bin};
 
 /// How a home router translates and filters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,26 +72,6 @@ impl NatKind {
             NatKind::UdpBlocked => "noudp",
         }
     }
-}
-
-/// Runs `program args`, returning its stdout, or fails with its stderr.
-pub(crate) fn run(program: &str, args: &[&str]) -> anyhow::Result<String> {
-    let output = Command::new(program)
-        .args(args)
-        .output()
-        .with_context(|| format!("run {program}"))?;
-    if !output.status.success() {
-        bail!(
-            "{program} {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-}
-
-fn ip(args: &[&str]) -> anyhow::Result<()> {
-    run("ip", args).map(drop)
 }
 
 /// Loads an nftables ruleset into namespace `ns`.
@@ -198,27 +178,7 @@ impl Home {
     /// Starts `conclave --json --no-mdns --name LABEL` in this home's host, control plane on
     /// TCP, then `args`.
     pub fn member(&self, dir: &Path, label: &str, args: &[&str]) -> anyhow::Result<Proc> {
-        let mut command = Command::new("ip");
-        command
-            .args(["netns", "exec", &self.host])
-            .arg(bin("conclave"))
-            .args([
-                "--json",
-                "--no-mdns",
-                "--insecure-key-file",
-                "--name",
-                label,
-            ])
-            .arg("--data-dir")
-            .arg(dir.join(label))
-            .args([
-                "--listen",
-                &format!("/ip4/{}/tcp/0", self.addr),
-                "--media-bind",
-                &format!("{}:0", self.addr),
-            ])
-            .args(args);
-        Proc::spawn(label, command, dir)
+        member_in(&self.host, &self.addr, dir, label, args)
     }
 }
 
@@ -357,28 +317,18 @@ impl Internet {
         config: Option<&Path>,
         listen: &[String],
     ) -> anyhow::Result<(Proc, String)> {
-        let mut command = Command::new("ip");
-        command
-            .args(["netns", "exec", &format!("{}relay", self.prefix)])
-            .arg(bin("conclave-relay"))
-            .args(["--json", "--data-dir"])
-            .arg(dir.join("relay"));
+        let mut args = Vec::new();
         for addr in listen {
-            command.args(["--listen", addr]);
+            args.extend(["--listen".to_owned(), addr.clone()]);
         }
         if let Some(config) = config {
-            command.arg("--config").arg(config);
+            args.extend(["--config".to_owned(), config.display().to_string()]);
         }
-        let mut relay = Proc::spawn("relay", command, dir)?;
-        let listening = relay.wait_event("listening", Duration::from_secs(20))?;
-        let addr = listening["addrs"]
-            .as_array()
+        let (relay, addrs) = relay_in(&self.relay_namespace(), dir, &args)?;
+        let addr = addrs
             .into_iter()
-            .flatten()
-            .filter_map(|a| a.as_str())
             .find(|a| a.contains("/tcp/"))
-            .context("the relay lists a TCP address")?
-            .to_owned();
+            .context("the relay lists a TCP address")?;
         Ok((relay, addr))
     }
 

@@ -1,7 +1,10 @@
-//! Network namespaces for tests that need their own LAN (mDNS) or, later, NAT routers.
+//! Network namespaces for tests that need their own LAN (mDNS) or NAT routers
+//! ([`crate::nat`]).
 //!
 //! [`Lan`] creates namespaces joined by veth pairs to a bridge namespace and deletes them
-//! all on drop, even when the test fails. Requires root and `ip` (iproute2).
+//! all on drop, even when the test fails. Requires root and `ip` (iproute2). The tools
+//! every namespace topology shares live here too: running `ip` and starting `conclave` or
+//! `conclave-relay` inside a namespace (`member_in`, `relay_in`).
 
 use std::path::Path;
 use std::process::Command;
@@ -25,19 +28,87 @@ pub fn available() -> bool {
             .unwrap_or(false)
 }
 
-fn ip(args: &[&str]) -> anyhow::Result<()> {
-    let output = Command::new("ip").args(args).output().context("run ip")?;
+/// Runs `program args`, returning its stdout, or fails with its stderr.
+pub(crate) fn run(program: &str, args: &[&str]) -> anyhow::Result<String> {
+    let output = Command::new(program)
+        .args(args)
+        .output()
+        .with_context(|| format!("run {program}"))?;
     if !output.status.success() {
         bail!(
-            "ip {} failed: {}",
+            "{program} {} failed: {}",
             args.join(" "),
             String::from_utf8_lossy(&output.stderr)
         );
     }
-    Ok(())
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
-/// A private LAN of hosts, each in its own namespace, on 10.77.<n>.0/24.
+/// Runs `ip args`.
+pub(crate) fn ip(args: &[&str]) -> anyhow::Result<()> {
+    run("ip", args).map(drop)
+}
+
+/// Starts `conclave --json --no-mdns --insecure-key-file --name LABEL` inside namespace
+/// `ns`, with its data dir in `dir`, control plane (TCP) and media bound to `addr`, then
+/// `args`.
+pub(crate) fn member_in(
+    ns: &str,
+    addr: &str,
+    dir: &Path,
+    label: &str,
+    args: &[&str],
+) -> anyhow::Result<Proc> {
+    let mut command = Command::new("ip");
+    command
+        .args(["netns", "exec", ns])
+        .arg(bin("conclave"))
+        .args([
+            "--json",
+            "--no-mdns",
+            "--insecure-key-file",
+            "--name",
+            label,
+        ])
+        .arg("--data-dir")
+        .arg(dir.join(label))
+        .args([
+            "--listen",
+            &format!("/ip4/{addr}/tcp/0"),
+            "--media-bind",
+            &format!("{addr}:0"),
+        ])
+        .args(args);
+    Proc::spawn(label, command, dir)
+}
+
+/// Starts `conclave-relay --json --data-dir DIR/relay ARGS` inside namespace `ns` and waits
+/// (bounded) for it to listen; returns it with the addresses it listens on.
+pub(crate) fn relay_in(
+    ns: &str,
+    dir: &Path,
+    args: &[String],
+) -> anyhow::Result<(Proc, Vec<String>)> {
+    let mut command = Command::new("ip");
+    command
+        .args(["netns", "exec", ns])
+        .arg(bin("conclave-relay"))
+        .args(["--json", "--data-dir"])
+        .arg(dir.join("relay"))
+        .args(args);
+    let mut relay = Proc::spawn("relay", command, dir)?;
+    let listening = relay.wait_event("listening", Duration::from_secs(20))?;
+    let addrs = listening["addrs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a.as_str())
+        .map(str::to_owned)
+        .collect();
+    Ok((relay, addrs))
+}
+
+/// A private LAN of hosts, each in its own namespace, on `10.77.<n>.0/24`.
 #[derive(Debug)]
 pub struct Lan {
     names: Vec<String>,
@@ -88,48 +159,26 @@ impl Lan {
     /// Starts `conclave --json --no-mdns --name LABEL` on host `i`, with its data dir, control
     /// plane (TCP) and media bound to the host's LAN address, then `args`.
     pub fn member(&self, i: usize, dir: &Path, label: &str, args: &[&str]) -> anyhow::Result<Proc> {
-        let addr = self.addr(i);
-        let mut command = Command::new("ip");
-        command
-            .args(["netns", "exec", self.host(i)])
-            .arg(bin("conclave"))
-            .args([
-                "--json",
-                "--no-mdns",
-                "--insecure-key-file",
-                "--name",
-                label,
-            ])
-            .arg("--data-dir")
-            .arg(dir.join(label))
-            .args([
-                "--listen",
-                &format!("/ip4/{addr}/tcp/0"),
-                "--media-bind",
-                &format!("{addr}:0"),
-            ])
-            .args(args);
-        Proc::spawn(label, command, dir)
+        member_in(self.host(i), &self.addr(i), dir, label, args)
     }
 
     /// Starts `conclave-relay` on host `i` and returns it with its first listen address.
     pub fn relay(&self, i: usize, dir: &Path) -> anyhow::Result<(Proc, String)> {
-        let mut command = Command::new("ip");
-        command
-            .args(["netns", "exec", self.host(i)])
-            .arg(bin("conclave-relay"))
-            .args(["--json", "--data-dir"])
-            .arg(dir.join("relay"))
-            .args(["--listen", &format!("/ip4/{}/tcp/0", self.addr(i))])
-            .args(["--turn-listen", &format!("{}:0", self.addr(i))])
-            .args(["--metrics-listen", &format!("{}:0", self.addr(i))]);
-        let mut relay = Proc::spawn("relay", command, dir)?;
-        let listening = relay.wait_event("listening", Duration::from_secs(20))?;
-        let addr = listening["addrs"][0]
-            .as_str()
-            .context("the relay lists an address")?
-            .to_owned();
-        Ok((relay, addr))
+        let addr = self.addr(i);
+        let args = [
+            "--listen".to_owned(),
+            format!("/ip4/{addr}/tcp/0"),
+            "--turn-listen".to_owned(),
+            format!("{addr}:0"),
+            "--metrics-listen".to_owned(),
+            format!("{addr}:0"),
+        ];
+        let (relay, addrs) = relay_in(self.host(i), dir, &args)?;
+        let first = addrs
+            .into_iter()
+            .next()
+            .context("the relay lists an address")?;
+        Ok((relay, first))
     }
 
     /// Runs `nft` with `args` inside host `i`'s namespace.

@@ -7,8 +7,9 @@
 //! - [`Tap`] is the UDP socket under a TURN client: it remembers the client's NONCE and can
 //!   send a hand-built request on the client's 5-tuple (e.g. a ChannelBind the client
 //!   would never send) and return its answer.
-//! - [`TcpConn`] frames STUN and ChannelData over one TCP connection (RFC 6062 framing)
-//!   for a TURN client over TCP.
+//! - [`TcpConn`] frames STUN and ChannelData over one TCP connection (RFC 6062 framing,
+//!   read with the relay's own codec, `conclave_relay::turn::read_tcp_frame`) for a TURN
+//!   client over TCP.
 //! - [`UdpSink`] counts datagrams per listening address, optionally echoing them.
 
 use std::collections::HashMap;
@@ -22,9 +23,10 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 use async_trait::async_trait;
+use conclave_relay::turn::{decode_stun, read_tcp_frame};
 use stun::attributes::ATTR_NONCE;
 use stun::message::Message;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
 use webrtc_util::Conn;
@@ -196,16 +198,6 @@ impl Tap {
     }
 }
 
-fn decode(buf: &[u8]) -> Option<Message> {
-    if !stun::message::is_message(buf) {
-        return None;
-    }
-    let mut msg = Message::new();
-    msg.raw = buf.to_vec();
-    msg.decode().ok()?;
-    Some(msg)
-}
-
 #[async_trait]
 impl Conn for Tap {
     async fn connect(&self, addr: SocketAddr) -> webrtc_util::Result<()> {
@@ -219,7 +211,7 @@ impl Conn for Tap {
     async fn recv_from(&self, buf: &mut [u8]) -> webrtc_util::Result<(usize, SocketAddr)> {
         loop {
             let (n, from) = self.socket.recv_from(buf).await?;
-            if let Some(msg) = decode(&buf[..n]) {
+            if let Some(msg) = decode_stun(&buf[..n]) {
                 let waiter = self
                     .waiting
                     .lock()
@@ -239,7 +231,7 @@ impl Conn for Tap {
     }
 
     async fn send_to(&self, buf: &[u8], target: SocketAddr) -> webrtc_util::Result<usize> {
-        if let Some(msg) = decode(buf)
+        if let Some(msg) = decode_stun(buf)
             && let Ok(nonce) = stun::textattrs::TextAttribute::get_from_as(&msg, ATTR_NONCE)
             && let Ok(mut slot) = self.nonce.lock()
         {
@@ -288,18 +280,9 @@ impl TcpConn {
         let (mut read, write) = stream.into_split();
         let (tx, rx) = mpsc::channel(256);
         tokio::spawn(async move {
-            loop {
-                let mut header = [0u8; 4];
-                if read.read_exact(&mut header).await.is_err() {
-                    return;
-                }
-                let Ok(len) = conclave_relay::turn::tcp_frame_len(header) else {
-                    return;
-                };
-                let mut frame = vec![0u8; len];
-                frame[..4].copy_from_slice(&header);
-                if read.read_exact(&mut frame[4..]).await.is_err() || tx.send(frame).await.is_err()
-                {
+            // Framed by the relay's own codec; ends with the stream or at a framing error.
+            while let Ok(frame) = read_tcp_frame(&mut read).await {
+                if tx.send(frame).await.is_err() {
                     return;
                 }
             }
@@ -369,7 +352,36 @@ pub type Received = HashMap<SocketAddr, Vec<(SocketAddr, Vec<u8>)>>;
 #[derive(Debug)]
 pub struct UdpSink {
     stop: Arc<AtomicBool>,
+    tally: Tally,
     thread: Option<JoinHandle<anyhow::Result<anyhow::Result<Received>>>>,
+}
+
+/// What a [`UdpSink`] has received so far, readable while it runs (from any thread), so a
+/// test can wait for datagrams instead of sleeping.
+#[derive(Debug, Clone, Default)]
+pub struct Tally(Arc<Mutex<Received>>);
+
+impl Tally {
+    /// How many datagrams carrying `payload` reached `to` from `from` so far.
+    pub fn count(&self, to: SocketAddr, from: SocketAddr, payload: &[u8]) -> usize {
+        self.0.lock().map_or(0, |received| {
+            received.get(&to).map_or(0, |datagrams| {
+                datagrams
+                    .iter()
+                    .filter(|(src, p)| *src == from && p == payload)
+                    .count()
+            })
+        })
+    }
+
+    fn record(&self, to: SocketAddr, from: SocketAddr, payload: &[u8]) {
+        if let Ok(mut received) = self.0.lock() {
+            received
+                .entry(to)
+                .or_default()
+                .push((from, payload.to_vec()));
+        }
+    }
 }
 
 impl UdpSink {
@@ -380,6 +392,8 @@ impl UdpSink {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let addrs = addrs.to_vec();
         let flag = Arc::clone(&stop);
+        let tally = Tally::default();
+        let seen = tally.clone();
         let thread = spawn_in(ns, move || -> anyhow::Result<Received> {
             let bound: anyhow::Result<Vec<std::net::UdpSocket>> = addrs
                 .iter()
@@ -413,6 +427,7 @@ impl UdpSink {
                             .entry(*addr)
                             .or_default()
                             .push((from, buf[..n].to_vec()));
+                        seen.record(*addr, from, &buf[..n]);
                         if echo {
                             let _ = socket.send_to(&buf[..n], from);
                         }
@@ -427,11 +442,17 @@ impl UdpSink {
         match ready_rx.recv_timeout(Duration::from_secs(10)) {
             Ok(Ok(())) => Ok(Self {
                 stop,
+                tally,
                 thread: Some(thread),
             }),
             Ok(Err(err)) => Err(anyhow!("UDP sink in {ns}: {err}")),
             Err(_) => Err(anyhow!("UDP sink in {ns} did not start")),
         }
+    }
+
+    /// What it has received so far, as it goes on.
+    pub fn tally(&self) -> Tally {
+        self.tally.clone()
     }
 
     /// Stops listening; what each address received.

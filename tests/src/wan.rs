@@ -38,7 +38,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 
 use crate::bin;
-use crate::nat::run;
+use crate::netns::run;
 
 /// The environment variable naming the profile a run uses in tests that opt in.
 pub const PROFILE_ENV: &str = "CONCLAVE_WAN_PROFILE";

@@ -13,15 +13,14 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use conclave_core::media::audio::mixer::tone_power;
-use conclave_core::media::audio::source::{AudioSource, WavSource};
-use conclave_core::media::audio::{FRAME_SAMPLES, SAMPLE_RATE};
-use conclave_core::media::driver::{MediaConfig, MediaEvent};
-use conclave_core::meeting::MeetingEvent;
-use conclave_core::{Client, Config, Event, Events, Multiaddr, PeerId};
+use conclave_core::{
+    Client, Config, Event, Events, Invite, KeySource, MediaConfig, MeetingEvent, Multiaddr, PeerId,
+    tones,
+};
 use serde_json::json;
 
 use super::output::Output;
+use crate::media::{self, Connection, MediaSink, Stats};
 
 const NAMES: [&str; 8] = [
     "Ada", "Grace", "Alan", "Barbara", "Edsger", "Frances", "Donald", "Radia",
@@ -71,26 +70,7 @@ impl Participant {
                 MeetingEvent::Removed { .. } => self.removed = true,
                 _ => {}
             },
-            Event::Media(MediaEvent::Connection { peer_id, state, .. }) => {
-                if state == "connected" {
-                    self.connected.insert(peer_id);
-                } else {
-                    self.connected.remove(&peer_id);
-                }
-            }
-            Event::Media(MediaEvent::Stats {
-                peer_id,
-                rx_frames,
-                lost_frames,
-                recovered_frames,
-                decrypt_failures,
-                ..
-            }) => {
-                self.stats.insert(
-                    peer_id,
-                    (rx_frames, lost_frames, recovered_frames, decrypt_failures),
-                );
-            }
+            Event::Media(event) => media::dispatch(event, self),
             _ => {}
         }
     }
@@ -113,6 +93,28 @@ impl Participant {
     /// Lets events flow for `duration` (media keeps running in the background).
     async fn listen(&mut self, duration: Duration) {
         let _ = self.until(duration, |_| false).await;
+    }
+}
+
+impl MediaSink for Participant {
+    fn connection(&mut self, connection: Connection) {
+        if connection.is_connected() {
+            self.connected.insert(connection.peer_id);
+        } else {
+            self.connected.remove(&connection.peer_id);
+        }
+    }
+
+    fn stats(&mut self, stats: Stats) {
+        self.stats.insert(
+            stats.peer_id,
+            (
+                stats.rx_frames,
+                stats.lost_frames,
+                stats.recovered_frames,
+                stats.decrypt_failures,
+            ),
+        );
     }
 }
 
@@ -170,19 +172,19 @@ async fn all_listen(people: &mut [Participant], duration: Duration) {
 
 /// Which of `speakers` (name, tone) can be heard in the recording at `path`, and its length.
 fn heard_in(path: &Path, speakers: &[(String, f64)]) -> anyhow::Result<(Vec<String>, f64)> {
-    let mut source = WavSource::open(path)?;
+    let mut source = tones::WavSource::open(path)?;
     let mut samples = Vec::with_capacity(source.len());
-    let mut frame = [0i16; FRAME_SAMPLES];
-    while source.next_frame(&mut frame) {
+    let mut frame = [0i16; tones::FRAME_SAMPLES];
+    while tones::AudioSource::next_frame(&mut source, &mut frame) {
         samples.extend_from_slice(&frame);
     }
-    let noise_floor = tone_power(&samples, 2_017.0).max(1e-9);
+    let noise_floor = tones::tone_power(&samples, 2_017.0).max(1e-9);
     let heard = speakers
         .iter()
-        .filter(|(_, hz)| tone_power(&samples, *hz) > 1000.0 * noise_floor)
+        .filter(|(_, hz)| tones::tone_power(&samples, *hz) > 1000.0 * noise_floor)
         .map(|(name, _)| name.clone())
         .collect();
-    Ok((heard, samples.len() as f64 / f64::from(SAMPLE_RATE)))
+    Ok((heard, samples.len() as f64 / f64::from(tones::SAMPLE_RATE)))
 }
 
 /// Runs the demo and prints its story.
@@ -200,6 +202,53 @@ pub(crate) async fn run(participants: usize, seconds: u64, out: Output) -> anyho
     std::fs::create_dir_all(&recordings)
         .with_context(|| format!("cannot create {}", recordings.display()))?;
 
+    // The relay runs until the demo ends.
+    let (_relay, relays) = start_relay(workdir.path(), out).await?;
+    let mut people = Vec::new();
+    for (name, tone) in NAMES.iter().zip(TONES).take(participants) {
+        people
+            .push(start_participant(name, tone, workdir.path(), &recordings, &relays, out).await?);
+    }
+    let speakers: Vec<(String, f64)> = people.iter().map(|p| (p.label.clone(), p.tone)).collect();
+    let names: BTreeMap<PeerId, String> = people
+        .iter()
+        .map(|p| (p.client.peer_id(), p.label.clone()))
+        .collect();
+
+    let invite = create_meeting(&mut people[0], out).await?;
+    // Everyone but the last participant joins now; the last one arrives late.
+    let late = if participants >= 3 {
+        people.pop()
+    } else {
+        None
+    };
+    let join_times = join_everyone(&mut people, &invite, out).await?;
+    let mut epoch = chat_across(&mut people, out).await?;
+    all_listen(&mut people, Duration::from_secs(seconds)).await;
+    if let Some(newcomer) = late {
+        epoch = join_late(&mut people, newcomer, &invite, epoch, out).await?;
+    }
+    let kick_ms = if people.len() >= 3 {
+        Some(kick_one(&mut people, epoch, out).await?)
+    } else {
+        None
+    };
+    leave_all(&mut people).await;
+    report_recordings(&people, &speakers, &names, out);
+
+    let mean_join =
+        join_times.iter().sum::<Duration>() / u32::try_from(join_times.len().max(1)).unwrap_or(1);
+    out.event("summary", json!({ "participants": participants, "mean_join_ms": mean_join.as_millis() as u64, "kick_to_new_epoch_ms": kick_ms, "recordings": recordings.display().to_string() }), || {
+        format!("demo complete: {participants} participants, mean join {} ms; recordings in {}", mean_join.as_millis(), recordings.display())
+    });
+    Ok(())
+}
+
+/// Starts the relay on loopback; returns it (it stops when dropped) and its TCP addresses.
+async fn start_relay(
+    workdir: &Path,
+    out: Output,
+) -> anyhow::Result<(conclave_relay::Relay, Vec<Multiaddr>)> {
     let mut relay_config = conclave_relay::Config {
         listen: loopback(),
         ..conclave_relay::Config::default()
@@ -208,7 +257,7 @@ pub(crate) async fn run(participants: usize, seconds: u64, out: Output) -> anyho
     relay_config.turn.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
     relay_config.turn.allow_loopback_peers = true;
     relay_config.metrics.enabled = false;
-    let relay = conclave_relay::Relay::start(&relay_config, &workdir.path().join("relay")).await?;
+    let relay = conclave_relay::Relay::start(&relay_config, &workdir.join("relay")).await?;
     let relay_addrs: Vec<String> = relay.addrs().iter().map(ToString::to_string).collect();
     out.event(
         "relay",
@@ -227,71 +276,79 @@ pub(crate) async fn run(participants: usize, seconds: u64, out: Output) -> anyho
         .filter(|a| a.to_string().contains("/tcp/"))
         .cloned()
         .collect();
+    Ok((relay, tcp_relay))
+}
 
-    let mut people = Vec::new();
-    for (name, tone) in NAMES.iter().zip(TONES).take(participants) {
-        let wav = recordings.join(format!("{}.wav", name.to_lowercase()));
-        let media = MediaConfig {
-            audio_in: format!("tone:{tone}"),
-            audio_out: Some(wav.clone()),
-            udp_addrs: vec!["127.0.0.1:0".to_owned()],
-            // Test tones are exactly the steady sound noise suppression removes.
-            noise_suppression: false,
-            ..MediaConfig::default()
-        };
-        // Demo participants live in a temporary directory: their store key file is fine.
-        let config = Config::new(workdir.path().join(name.to_lowercase()))
-            .with_store_key(conclave_core::store::KeySource::InsecureKeyFile)
-            .with_name(*name)
-            .with_listen(loopback())
-            .with_relays(tcp_relay.clone())
-            .with_mdns(false)
-            .with_media(media);
-        let (client, events) = Client::start(config)
-            .await
-            .with_context(|| format!("cannot start {name}"))?;
-        out.event("participant", json!({ "name": name, "peer_id": client.peer_id().to_string(), "safety_number": client.safety_number().to_string(), "tone_hz": tone }), || {
-            format!("{name:<8} speaks a {tone} Hz tone; peer {}  safety number {}", client.peer_id(), client.safety_number())
-        });
-        people.push(Participant {
-            client,
-            events,
-            label: (*name).to_owned(),
-            tone,
-            wav,
-            members: HashSet::new(),
-            connected: HashSet::new(),
-            epoch: None,
-            chats: Vec::new(),
-            removed: false,
-            stats: HashMap::new(),
-        });
-    }
-    let speakers: Vec<(String, f64)> = people.iter().map(|p| (p.label.clone(), p.tone)).collect();
-    let names: BTreeMap<PeerId, String> = people
-        .iter()
-        .map(|p| (p.client.peer_id(), p.label.clone()))
-        .collect();
+/// Starts one participant speaking `tone` and recording into `recordings`.
+async fn start_participant(
+    name: &str,
+    tone: f64,
+    workdir: &Path,
+    recordings: &Path,
+    relays: &[Multiaddr],
+    out: Output,
+) -> anyhow::Result<Participant> {
+    let wav = recordings.join(format!("{}.wav", name.to_lowercase()));
+    let media = MediaConfig {
+        audio_in: format!("tone:{tone}"),
+        audio_out: Some(wav.clone()),
+        udp_addrs: vec!["127.0.0.1:0".to_owned()],
+        // Test tones are exactly the steady sound noise suppression removes.
+        noise_suppression: false,
+        ..MediaConfig::default()
+    };
+    // Demo participants live in a temporary directory: their store key file is fine.
+    let config = Config::new(workdir.join(name.to_lowercase()))
+        .with_store_key(KeySource::InsecureKeyFile)
+        .with_name(name)
+        .with_listen(loopback())
+        .with_relays(relays.to_vec())
+        .with_mdns(false)
+        .with_media(media);
+    let (client, events) = Client::start(config)
+        .await
+        .with_context(|| format!("cannot start {name}"))?;
+    out.event("participant", json!({ "name": name, "peer_id": client.peer_id().to_string(), "safety_number": client.safety_number().to_string(), "tone_hz": tone }), || {
+        format!("{name:<8} speaks a {tone} Hz tone; peer {}  safety number {}", client.peer_id(), client.safety_number())
+    });
+    Ok(Participant {
+        client,
+        events,
+        label: name.to_owned(),
+        tone,
+        wav,
+        members: HashSet::new(),
+        connected: HashSet::new(),
+        epoch: None,
+        chats: Vec::new(),
+        removed: false,
+        stats: HashMap::new(),
+    })
+}
 
-    let invite = people[0].client.create_meeting(false).await?;
-    people[0].until(STEP_LIMIT, |p| p.epoch.is_some()).await?;
+/// `host` creates the meeting; returns its invite.
+async fn create_meeting(host: &mut Participant, out: Output) -> anyhow::Result<Invite> {
+    let invite = host.client.create_meeting(false).await?;
+    host.until(STEP_LIMIT, |p| p.epoch.is_some()).await?;
     out.event(
         "meeting",
-        json!({ "meeting_id": invite.meeting_id.to_string(), "host": people[0].label }),
+        json!({ "meeting_id": invite.meeting_id.to_string(), "host": host.label }),
         || {
             format!(
                 "{} created meeting {} (only holders of its 256-bit secret can find it on the DHT)",
-                people[0].label, invite.meeting_id
+                host.label, invite.meeting_id
             )
         },
     );
+    Ok(invite)
+}
 
-    // Everyone but the last participant joins now; the last one arrives late.
-    let mut late = if participants >= 3 {
-        people.pop()
-    } else {
-        None
-    };
+/// Everyone after the host joins, one by one; returns how long each join took.
+async fn join_everyone(
+    people: &mut [Participant],
+    invite: &Invite,
+    out: Output,
+) -> anyhow::Result<Vec<Duration>> {
     let mut join_times = Vec::new();
     for person in people.iter_mut().skip(1) {
         let started = Instant::now();
@@ -311,8 +368,14 @@ pub(crate) async fn run(participants: usize, seconds: u64, out: Output) -> anyho
             },
         );
     }
+    Ok(join_times)
+}
+
+/// Waits until everyone agrees and hears everyone, then the second participant says a
+/// line that all others must read; returns the epoch agreed on.
+async fn chat_across(people: &mut [Participant], out: Output) -> anyhow::Result<u64> {
     let started = Instant::now();
-    let (mut epoch, code) = agreement(&mut people, 0).await?;
+    let (epoch, code) = agreement(people, 0).await?;
     out.event("security_code", json!({ "epoch": epoch, "security_code": code, "members": people.len(), "media_ms": started.elapsed().as_millis() as u64 }), || {
         format!("all {} show security code {code} (epoch {epoch}) and hear each other over WebRTC: nobody sits in the middle", people.len())
     });
@@ -335,50 +398,68 @@ pub(crate) async fn run(participants: usize, seconds: u64, out: Output) -> anyho
             )
         },
     );
-    all_listen(&mut people, Duration::from_secs(seconds)).await;
+    Ok(epoch)
+}
 
-    if let Some(mut newcomer) = late.take() {
-        let started = Instant::now();
-        newcomer.client.join(invite.clone()).await?;
-        newcomer.until(STEP_LIMIT, |p| p.epoch.is_some()).await?;
-        let label = newcomer.label.clone();
-        people.push(newcomer);
-        let code;
-        (epoch, code) = agreement(&mut people, epoch + 1).await?;
-        out.event("late_joiner", json!({ "name": label, "ms": started.elapsed().as_millis() as u64, "epoch": epoch, "security_code": code }), || {
-            format!("{label} joined late; keys rotated (epoch {epoch}, code {code}) and everyone hears {label} within {} ms", started.elapsed().as_millis())
-        });
-        all_listen(&mut people, Duration::from_secs(2)).await;
-    }
+/// `newcomer` joins the running meeting: keys rotate; returns the new epoch.
+async fn join_late(
+    people: &mut Vec<Participant>,
+    mut newcomer: Participant,
+    invite: &Invite,
+    epoch: u64,
+    out: Output,
+) -> anyhow::Result<u64> {
+    let started = Instant::now();
+    newcomer.client.join(invite.clone()).await?;
+    newcomer.until(STEP_LIMIT, |p| p.epoch.is_some()).await?;
+    let label = newcomer.label.clone();
+    people.push(newcomer);
+    let (epoch, code) = agreement(people, epoch + 1).await?;
+    out.event("late_joiner", json!({ "name": label, "ms": started.elapsed().as_millis() as u64, "epoch": epoch, "security_code": code }), || {
+        format!("{label} joined late; keys rotated (epoch {epoch}, code {code}) and everyone hears {label} within {} ms", started.elapsed().as_millis())
+    });
+    all_listen(people, Duration::from_secs(2)).await;
+    Ok(epoch)
+}
 
-    let mut kick_ms = None;
-    if people.len() >= 3 {
-        let mut kicked = people.remove(2);
-        let started = Instant::now();
-        people[0].client.kick(kicked.client.peer_id()).await?;
-        kicked.until(STEP_LIMIT, |p| p.removed).await?;
-        let code;
-        (epoch, code) = agreement(&mut people, epoch + 1).await?;
-        let took = started.elapsed();
-        kick_ms = Some(took.as_millis() as u64);
-        out.event("kicked", json!({ "name": kicked.label, "ms": took.as_millis() as u64, "epoch": epoch, "security_code": code }), || {
-            format!("{} removed {}; new keys at everyone in {} ms (epoch {epoch}, code {code}); {} can no longer decrypt a frame", people[0].label, kicked.label, took.as_millis(), kicked.label)
-        });
-        let _ = kicked.client.leave().await;
-        kicked.client.shutdown();
-        all_listen(&mut people, Duration::from_secs(2)).await;
-    }
+/// The host removes the third participant: keys rotate without it; returns how long
+/// until everyone agreed on the new epoch, in ms.
+async fn kick_one(people: &mut Vec<Participant>, epoch: u64, out: Output) -> anyhow::Result<u64> {
+    let mut kicked = people.remove(2);
+    let started = Instant::now();
+    people[0].client.kick(kicked.client.peer_id()).await?;
+    kicked.until(STEP_LIMIT, |p| p.removed).await?;
+    let (epoch, code) = agreement(people, epoch + 1).await?;
+    let took = started.elapsed();
+    out.event("kicked", json!({ "name": kicked.label, "ms": took.as_millis() as u64, "epoch": epoch, "security_code": code }), || {
+        format!("{} removed {}; new keys at everyone in {} ms (epoch {epoch}, code {code}); {} can no longer decrypt a frame", people[0].label, kicked.label, took.as_millis(), kicked.label)
+    });
+    let _ = kicked.client.leave().await;
+    kicked.client.shutdown();
+    all_listen(people, Duration::from_secs(2)).await;
+    Ok(took.as_millis() as u64)
+}
 
-    for person in &people {
+/// Everyone leaves and stops; the recordings are finalised when this returns.
+async fn leave_all(people: &mut [Participant]) {
+    for person in people.iter() {
         let _ = person.client.leave().await;
     }
-    all_listen(&mut people, Duration::from_millis(300)).await;
-    for person in &people {
+    all_listen(people, Duration::from_millis(300)).await;
+    for person in people.iter() {
         person.client.shutdown();
     }
     tokio::time::sleep(Duration::from_millis(300)).await; // recordings are finalised
+}
 
-    for person in &people {
+/// Prints, for each participant, how long it recorded, whom it heard and its statistics.
+fn report_recordings(
+    people: &[Participant],
+    speakers: &[(String, f64)],
+    names: &BTreeMap<PeerId, String>,
+    out: Output,
+) {
+    for person in people {
         let stats: Vec<String> = person
             .stats
             .iter()
@@ -386,7 +467,7 @@ pub(crate) async fn run(participants: usize, seconds: u64, out: Output) -> anyho
                 format!("{}: {rx} frames, {lost} lost ({recovered} recovered), {failures} undecryptable", names.get(peer).map_or("?", String::as_str))
             })
             .collect();
-        let (heard, secs) = match heard_in(&person.wav, &speakers) {
+        let (heard, secs) = match heard_in(&person.wav, speakers) {
             Ok(result) => result,
             Err(err) => {
                 out.error(
@@ -405,10 +486,4 @@ pub(crate) async fn run(participants: usize, seconds: u64, out: Output) -> anyho
             format!("{} recorded {secs:.1} s to {wav}; heard {}; {}", person.label, heard.join(", "), stats.join("; "))
         });
     }
-    let mean_join =
-        join_times.iter().sum::<Duration>() / u32::try_from(join_times.len().max(1)).unwrap_or(1);
-    out.event("summary", json!({ "participants": participants, "mean_join_ms": mean_join.as_millis() as u64, "kick_to_new_epoch_ms": kick_ms, "recordings": recordings.display().to_string() }), || {
-        format!("demo complete: {participants} participants, mean join {} ms; recordings in {}", mean_join.as_millis(), recordings.display())
-    });
-    Ok(())
 }

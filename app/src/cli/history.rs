@@ -4,8 +4,7 @@
 
 use std::path::Path;
 
-use conclave_core::invite::MeetingId;
-use conclave_core::store::{KeySource, Store};
+use conclave_core::{KeySource, MeetingId, Store};
 use serde_json::json;
 
 use super::output::Output;

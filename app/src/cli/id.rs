@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use conclave_core::store::{KeySource, Store};
+use conclave_core::{KeySource, Store};
 use serde_json::json;
 
 use super::output::Output;

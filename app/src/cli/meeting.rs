@@ -6,18 +6,16 @@
 //! lobby in (host); `/members` lists the members; any other line is sent as chat,
 //! end-to-end encrypted in the meeting's MLS group.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use conclave_core::invite::Invite;
-use conclave_core::invite::MeetingId;
-use conclave_core::media::driver::MediaEvent;
-use conclave_core::meeting::MeetingEvent;
-use conclave_core::{Client, Event, Events, PeerId};
+use conclave_core::{Client, Event, Events, Invite, MeetingEvent, MeetingId, PeerId};
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use super::output::Output;
 use super::{EXIT_FAILURE, EXIT_OK, EXIT_REFUSED};
+use crate::media::{self, Connection, MediaSink, Stats};
 
 /// Whether we create the meeting or join one.
 #[derive(Debug)]
@@ -38,6 +36,52 @@ pub(crate) async fn run(
     duration: Option<Duration>,
     out: Output,
 ) -> i32 {
+    announce(&client, out);
+    if let Err(code) = enter(&client, mode, out).await {
+        return code;
+    }
+    let mut session = Session {
+        client,
+        out,
+        members: BTreeMap::new(),
+        history_shown: false,
+        leaving: false,
+    };
+    let mut stdin = BufReader::new(tokio::io::stdin()).lines();
+    let mut stdin_open = true;
+    let stop_at = duration.map(|d| tokio::time::Instant::now() + d);
+    loop {
+        let until_stop = async {
+            match stop_at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        let leaving = session.leaving;
+        tokio::select! {
+            event = events.next() => {
+                if let Some(code) = session.on_event(event).await {
+                    return code;
+                }
+            }
+            line = stdin.next_line(), if stdin_open && !leaving => match line {
+                Ok(Some(line)) => session.on_line(line.trim()).await,
+                Ok(None) | Err(_) => {
+                    stdin_open = false;
+                    // With a duration, the meeting outlives its input (scripts, tests).
+                    if duration.is_none() {
+                        session.leave().await;
+                    }
+                }
+            },
+            () = until_stop, if !leaving => session.leave().await,
+            _ = tokio::signal::ctrl_c(), if !leaving => session.leave().await,
+        }
+    }
+}
+
+/// Prints who we are and where we listen.
+fn announce(client: &Client, out: Output) {
     let peer_id = client.peer_id().to_string();
     let safety = client.safety_number().to_string();
     out.event(
@@ -58,7 +102,11 @@ pub(crate) async fn run(
     out.event("listening", json!({ "addrs": addrs }), || {
         format!("listening on {}", addrs.join(", "))
     });
+}
 
+/// Creates the meeting (printing its invite) or starts joining one; the exit code if that
+/// failed.
+async fn enter(client: &Client, mode: Mode, out: Output) -> Result<(), i32> {
     match mode {
         Mode::Create { lobby } => match client.create_meeting(lobby).await {
             Ok(invite) => {
@@ -66,150 +114,158 @@ pub(crate) async fn run(
                 out.event("invite", json!({ "invite": uri }), || {
                     format!("invite (share it only with the people you invite):\n{uri}")
                 });
+                Ok(())
             }
             Err(err) => {
                 out.error(
                     "create_failed",
                     &format!("could not create the meeting: {err}"),
                 );
-                return EXIT_FAILURE;
+                Err(EXIT_FAILURE)
             }
         },
         Mode::Join(invite) => {
             if let Err(err) = client.join(invite).await {
                 out.error("join_failed", &format!("could not start joining: {err}"));
-                return EXIT_FAILURE;
+                return Err(EXIT_FAILURE);
             }
             out.event("joining", json!({}), || "finding members…".to_owned());
+            Ok(())
+        }
+    }
+}
+
+/// The meeting as the CLI follows it: the roster for `/members`, and whether we are on
+/// our way out.
+struct Session {
+    client: Client,
+    out: Output,
+    members: BTreeMap<PeerId, String>,
+    /// History is shown once: a second `joined` (back in after our network dropped) is
+    /// the same conversation, already on screen.
+    history_shown: bool,
+    /// We asked to leave: stdin and the timers are no longer read.
+    leaving: bool,
+}
+
+impl Session {
+    /// Asks the core to leave (once); the meeting ends with its `left` event.
+    async fn leave(&mut self) {
+        if !std::mem::replace(&mut self.leaving, true) {
+            let _ = self.client.leave().await;
         }
     }
 
-    let mut stdin = BufReader::new(tokio::io::stdin()).lines();
-    let mut stdin_open = true;
-    let stop_at = duration.map(|d| tokio::time::Instant::now() + d);
-    let mut leaving = false;
-    let mut members: std::collections::BTreeMap<PeerId, String> = std::collections::BTreeMap::new();
-    // History is shown once: a second `joined` (back in after our network dropped) is the
-    // same conversation, already on screen.
-    let mut history_shown = false;
-    loop {
-        let until_stop = async {
-            match stop_at {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
+    /// Handles one event of the core; the exit code when the meeting is over for us.
+    async fn on_event(&mut self, event: Option<Event>) -> Option<i32> {
+        let out = self.out;
+        match event {
+            Some(Event::Meeting(event)) => {
+                match &event {
+                    MeetingEvent::Joined { meeting_id, .. }
+                        if !std::mem::replace(&mut self.history_shown, true) =>
+                    {
+                        show_history(&self.client, *meeting_id, out).await;
+                    }
+                    MeetingEvent::MemberJoined { peer_id, name } => {
+                        self.members.insert(*peer_id, name.clone());
+                    }
+                    MeetingEvent::MemberLeft { peer_id, .. } => {
+                        self.members.remove(peer_id);
+                    }
+                    _ => {}
+                }
+                return report(&event, out);
             }
-        };
-        tokio::select! {
-            event = events.next() => {
-                match event {
-                    Some(Event::Meeting(event)) => {
-                        if let MeetingEvent::Joined { meeting_id, .. } = &event
-                            && !std::mem::replace(&mut history_shown, true)
-                        {
-                            show_history(&client, *meeting_id, out).await;
-                        }
-                        if let MeetingEvent::MemberJoined { peer_id, name } = &event {
-                            members.insert(*peer_id, name.clone());
-                        }
-                        if let MeetingEvent::MemberLeft { peer_id, .. } = &event {
-                            members.remove(peer_id);
-                        }
-                        if let Some(code) = report(&event, out) {
-                            return code;
-                        }
-                    }
-                    Some(Event::Warning { message }) => out.error("warning", &message),
-                    Some(Event::Media(event)) => report_media(&event, out),
-                    Some(Event::ControlPath { peer_id, path, remote }) => out.event(
-                        "control_path",
-                        json!({ "peer_id": peer_id.to_string(), "path": path, "remote": remote.to_string() }),
-                        || format!("control plane with {peer_id}: {path} ({remote})"),
-                    ),
-                    Some(Event::Lagged { missed }) => {
-                        // We fell behind: the roster we kept may be stale; read it again.
-                        if let Ok(now) = client.members().await {
-                            members = now.into_iter().collect();
-                        }
-                        out.event("lagged", json!({ "missed": missed }), || format!("{missed} events were missed; roster re-read"));
-                    }
-                    Some(_) => {}
-                    None => {
-                        out.error("internal", "the client stopped unexpectedly");
-                        return EXIT_FAILURE;
-                    }
+            Some(Event::Warning { message }) => out.error("warning", &message),
+            Some(Event::Media(event)) => media::dispatch(event, &mut Printer(out)),
+            Some(Event::ControlPath {
+                peer_id,
+                path,
+                remote,
+            }) => out.event(
+                "control_path",
+                json!({ "peer_id": peer_id.to_string(), "path": path, "remote": remote.to_string() }),
+                || format!("control plane with {peer_id}: {path} ({remote})"),
+            ),
+            Some(Event::Lagged { missed }) => {
+                // We fell behind: the roster we kept may be stale; read it again.
+                if let Ok(now) = self.client.members().await {
+                    self.members = now.into_iter().collect();
+                }
+                out.event("lagged", json!({ "missed": missed }), || {
+                    format!("{missed} events were missed; roster re-read")
+                });
+            }
+            Some(_) => {}
+            None => {
+                out.error("internal", "the client stopped unexpectedly");
+                return Some(EXIT_FAILURE);
+            }
+        }
+        None
+    }
+
+    /// Handles one line typed on stdin: a command, or chat.
+    async fn on_line(&mut self, line: &str) {
+        let (client, out) = (&self.client, self.out);
+        match line {
+            "" => {}
+            "/leave" | "/quit" => self.leave().await,
+            "/mute" | "/unmute" => {
+                let muted = line == "/mute";
+                match client.set_muted(muted).await {
+                    Ok(()) => out.event("muted", json!({ "muted": muted }), || {
+                        if muted { "microphone off" } else { "microphone on" }.to_owned()
+                    }),
+                    Err(err) => out.error("mute", &err.to_string()),
                 }
             }
-            line = stdin.next_line(), if stdin_open && !leaving => match line {
-                Ok(Some(line)) => match line.trim() {
-                    "" => {}
-                    "/leave" | "/quit" => {
-                        leaving = true;
-                        let _ = client.leave().await;
-                    }
-                    "/mute" | "/unmute" => {
-                        let muted = line.trim() == "/mute";
-                        match client.set_muted(muted).await {
-                            Ok(()) => out.event("muted", json!({ "muted": muted }), || if muted { "microphone off".to_owned() } else { "microphone on".to_owned() }),
-                            Err(err) => out.error("mute", &err.to_string()),
-                        }
-                    }
-                    "/members" => {
-                        for (peer, name) in &members {
-                            out.event("member", json!({ "peer_id": peer.to_string(), "name": name }), || format!("  {name} ({peer})"));
-                        }
-                    }
-                    command if command.starts_with("/kick") => {
-                        match peer_argument(command, "/kick") {
-                            Some(peer) => {
-                                if let Err(err) = client.kick(peer).await {
-                                    out.error("kick", &format!("cannot remove {peer}: {err}"));
-                                }
-                            }
-                            None => out.error("usage", "usage: /kick PEER_ID (see /members)"),
-                        }
-                    }
-                    command if command.starts_with("/resend") => {
-                        match command.trim_start_matches("/resend").trim().parse::<u64>() {
-                            Ok(seq) => {
-                                if let Err(err) = client.resend_chat(seq).await {
-                                    out.error("chat", &format!("cannot send #{seq} again: {err}"));
-                                }
-                            }
-                            Err(_) => out.error("usage", "usage: /resend ID (the id of a chat_failed event)"),
-                        }
-                    }
-                    command if command.starts_with("/approve") => {
-                        match peer_argument(command, "/approve") {
-                            Some(peer) => {
-                                if let Err(err) = client.approve(peer).await {
-                                    out.error("approve", &format!("cannot let {peer} in: {err}"));
-                                }
-                            }
-                            None => out.error("usage", "usage: /approve PEER_ID (as shown in the lobby event)"),
-                        }
-                    }
-                    other if other.starts_with('/') => out.error("usage", &format!("unknown command {other:?}; available: /leave /members /mute /unmute /kick PEER /approve PEER /resend ID")),
-                    text => {
-                        if let Err(err) = client.send_chat(text).await {
-                            out.error("chat", &format!("not sent: {err}"));
-                        }
-                    }
-                },
-                Ok(None) | Err(_) => {
-                    stdin_open = false;
-                    if duration.is_none() {
-                        leaving = true;
-                        let _ = client.leave().await;
+            "/members" => {
+                for (peer, name) in &self.members {
+                    out.event(
+                        "member",
+                        json!({ "peer_id": peer.to_string(), "name": name }),
+                        || format!("  {name} ({peer})"),
+                    );
+                }
+            }
+            command if command.starts_with("/kick") => match peer_argument(command, "/kick") {
+                Some(peer) => {
+                    if let Err(err) = client.kick(peer).await {
+                        out.error("kick", &format!("cannot remove {peer}: {err}"));
                     }
                 }
+                None => out.error("usage", "usage: /kick PEER_ID (see /members)"),
             },
-            () = until_stop, if !leaving => {
-                leaving = true;
-                let _ = client.leave().await;
+            command if command.starts_with("/resend") => {
+                match command.trim_start_matches("/resend").trim().parse::<u64>() {
+                    Ok(seq) => {
+                        if let Err(err) = client.resend_chat(seq).await {
+                            out.error("chat", &format!("cannot send #{seq} again: {err}"));
+                        }
+                    }
+                    Err(_) => out.error("usage", "usage: /resend ID (the id of a chat_failed event)"),
+                }
             }
-            _ = tokio::signal::ctrl_c(), if !leaving => {
-                leaving = true;
-                let _ = client.leave().await;
+            command if command.starts_with("/approve") => {
+                match peer_argument(command, "/approve") {
+                    Some(peer) => {
+                        if let Err(err) = client.approve(peer).await {
+                            out.error("approve", &format!("cannot let {peer} in: {err}"));
+                        }
+                    }
+                    None => out.error(
+                        "usage",
+                        "usage: /approve PEER_ID (as shown in the lobby event)",
+                    ),
+                }
+            }
+            other if other.starts_with('/') => out.error("usage", &format!("unknown command {other:?}; available: /leave /members /mute /unmute /kick PEER /approve PEER /resend ID")),
+            text => {
+                if let Err(err) = client.send_chat(text).await {
+                    out.error("chat", &format!("not sent: {err}"));
+                }
             }
         }
     }
@@ -220,30 +276,34 @@ fn peer_argument(command: &str, name: &str) -> Option<PeerId> {
     command.trim_start_matches(name).trim().parse().ok()
 }
 
-/// Prints a media-plane event.
-fn report_media(event: &MediaEvent, out: Output) {
-    match event {
-        MediaEvent::Connection {
+/// Prints media-plane events.
+struct Printer(Output);
+
+impl MediaSink for Printer {
+    fn connection(&mut self, connection: Connection) {
+        let Connection {
             peer_id,
             state,
             path,
             rtt_ms,
             ice_restarts,
-        } => {
-            let rtt = rtt_ms.map_or(String::new(), |rtt| format!(", {rtt:.1} ms"));
-            out.event(
-                "connection",
-                json!({
-                    "peer_id": peer_id.to_string(),
-                    "state": state,
-                    "path": path,
-                    "rtt_ms": rtt_ms,
-                    "ice_restarts": ice_restarts,
-                }),
-                || format!("media with {peer_id}: {state} ({path}{rtt})"),
-            );
-        }
-        MediaEvent::Stats {
+        } = connection;
+        let rtt = rtt_ms.map_or(String::new(), |rtt| format!(", {rtt:.1} ms"));
+        self.0.event(
+            "connection",
+            json!({
+                "peer_id": peer_id.to_string(),
+                "state": state,
+                "path": path,
+                "rtt_ms": rtt_ms,
+                "ice_restarts": ice_restarts,
+            }),
+            || format!("media with {peer_id}: {state} ({path}{rtt})"),
+        );
+    }
+
+    fn stats(&mut self, stats: Stats) {
+        let Stats {
             peer_id,
             rx_frames,
             lost_frames,
@@ -252,22 +312,24 @@ fn report_media(event: &MediaEvent, out: Output) {
             jitter_ms,
             level_dbfs,
             rtt_ms,
-        } => {
-            out.event(
-                "media",
-                json!({ "peer_id": peer_id.to_string(), "rx_frames": rx_frames, "lost_frames": lost_frames, "recovered_frames": recovered_frames, "decrypt_failures": decrypt_failures, "jitter_ms": jitter_ms, "level_dbfs": level_dbfs, "rtt_ms": rtt_ms }),
-                || format!("audio from {peer_id}: {rx_frames} frames, {lost_frames} lost ({recovered_frames} recovered), jitter {jitter_ms:.1} ms"),
-            );
-        }
-        MediaEvent::AudioStarted { peer_id } => {
-            out.event(
-                "audio_started",
-                json!({ "peer_id": peer_id.to_string() }),
-                || format!("hearing {peer_id}"),
-            );
-        }
-        MediaEvent::Warning(message) => out.error("media", message),
-        other => tracing::debug!(?other, "unhandled media event"),
+        } = stats;
+        self.0.event(
+            "media",
+            json!({ "peer_id": peer_id.to_string(), "rx_frames": rx_frames, "lost_frames": lost_frames, "recovered_frames": recovered_frames, "decrypt_failures": decrypt_failures, "jitter_ms": jitter_ms, "level_dbfs": level_dbfs, "rtt_ms": rtt_ms }),
+            || format!("audio from {peer_id}: {rx_frames} frames, {lost_frames} lost ({recovered_frames} recovered), jitter {jitter_ms:.1} ms"),
+        );
+    }
+
+    fn audio_started(&mut self, peer_id: PeerId) {
+        self.0.event(
+            "audio_started",
+            json!({ "peer_id": peer_id.to_string() }),
+            || format!("hearing {peer_id}"),
+        );
+    }
+
+    fn warning(&mut self, message: String) {
+        self.0.error("media", &message);
     }
 }
 
@@ -289,6 +351,32 @@ async fn show_history(client: &Client, meeting: MeetingId, out: Output) {
 
 /// Prints one meeting event; returns the exit code when the meeting is over for us.
 fn report(event: &MeetingEvent, out: Output) -> Option<i32> {
+    match event {
+        MeetingEvent::Joined { .. }
+        | MeetingEvent::Epoch { .. }
+        | MeetingEvent::Waiting
+        | MeetingEvent::Reconnecting
+        | MeetingEvent::Reconnected => report_progress(event, out),
+        MeetingEvent::Chat { .. }
+        | MeetingEvent::ChatSent { .. }
+        | MeetingEvent::ChatDelivered { .. }
+        | MeetingEvent::ChatFailed { .. } => report_chat(event, out),
+        MeetingEvent::Knocking { .. }
+        | MeetingEvent::LobbyLeft { .. }
+        | MeetingEvent::MemberJoined { .. }
+        | MeetingEvent::MemberLeft { .. }
+        | MeetingEvent::MemberMuted { .. } => report_member(event, out),
+        MeetingEvent::Removed { .. }
+        | MeetingEvent::JoinRefused
+        | MeetingEvent::JoinTimedOut
+        | MeetingEvent::Left => return report_end(event, out),
+        other => tracing::debug!(?other, "unhandled meeting event"),
+    }
+    None
+}
+
+/// Prints where we stand in the meeting: in, keys rotated, waiting, reconnecting.
+fn report_progress(event: &MeetingEvent, out: Output) {
     match event {
         MeetingEvent::Joined {
             meeting_id,
@@ -318,6 +406,26 @@ fn report(event: &MeetingEvent, out: Output) -> Option<i32> {
                 },
             );
         }
+        MeetingEvent::Waiting => {
+            out.event("waiting", json!({}), || {
+                "waiting for the host to let you in…".to_owned()
+            });
+        }
+        MeetingEvent::Reconnecting => {
+            out.event("reconnecting", json!({}), || {
+                "connection lost: reconnecting…".to_owned()
+            });
+        }
+        MeetingEvent::Reconnected => {
+            out.event("reconnected", json!({}), || "reconnected".to_owned());
+        }
+        _ => {}
+    }
+}
+
+/// Prints chat lines and how far ours got.
+fn report_chat(event: &MeetingEvent, out: Output) {
+    match event {
         MeetingEvent::Chat {
             from,
             name,
@@ -330,6 +438,34 @@ fn report(event: &MeetingEvent, out: Output) -> Option<i32> {
                 || format!("{name}: {text}"),
             );
         }
+        MeetingEvent::ChatSent { seq, text, unix_ms } => {
+            out.event(
+                "chat_sent",
+                json!({ "id": seq, "text": text, "unix_ms": unix_ms }),
+                || format!("(you, #{seq}, sending): {text}"),
+            );
+        }
+        MeetingEvent::ChatDelivered { seq } => {
+            out.event("chat_delivered", json!({ "id": seq }), || {
+                format!("#{seq} delivered to everyone")
+            });
+        }
+        MeetingEvent::ChatFailed { seq, peers } => {
+            let peers: Vec<String> = peers.iter().map(ToString::to_string).collect();
+            out.event("chat_failed", json!({ "id": seq, "peers": peers }), || {
+                format!(
+                    "#{seq} did not reach {} member(s) — type /resend {seq} to try again",
+                    peers.len()
+                )
+            });
+        }
+        _ => {}
+    }
+}
+
+/// Prints who arrived, left, knocked or muted.
+fn report_member(event: &MeetingEvent, out: Output) {
+    match event {
         MeetingEvent::Knocking { peer_id, name } => {
             out.event("lobby", json!({ "peer_id": peer_id.to_string(), "name": name }), || {
                 format!("{name} ({peer_id}) is waiting in the lobby — type /approve {peer_id} to let them in")
@@ -341,17 +477,6 @@ fn report(event: &MeetingEvent, out: Output) -> Option<i32> {
                 json!({ "peer_id": peer_id.to_string(), "name": name }),
                 || format!("{name} ({peer_id}) is no longer waiting in the lobby"),
             );
-        }
-        MeetingEvent::Waiting => {
-            out.event("waiting", json!({}), || {
-                "waiting for the host to let you in…".to_owned()
-            });
-        }
-        MeetingEvent::Removed { reason } => {
-            out.event("left", json!({ "reason": reason.as_str() }), || {
-                format!("you were removed from the meeting ({})", reason.as_str())
-            });
-            return Some(EXIT_OK);
         }
         MeetingEvent::MemberJoined { peer_id, name } => {
             out.event(
@@ -381,34 +506,18 @@ fn report(event: &MeetingEvent, out: Output) -> Option<i32> {
                 },
             );
         }
-        MeetingEvent::ChatSent { seq, text, unix_ms } => {
-            out.event(
-                "chat_sent",
-                json!({ "id": seq, "text": text, "unix_ms": unix_ms }),
-                || format!("(you, #{seq}, sending): {text}"),
-            );
-        }
-        MeetingEvent::ChatDelivered { seq } => {
-            out.event("chat_delivered", json!({ "id": seq }), || {
-                format!("#{seq} delivered to everyone")
+        _ => {}
+    }
+}
+
+/// Prints why the meeting is over for us; the exit code.
+fn report_end(event: &MeetingEvent, out: Output) -> Option<i32> {
+    match event {
+        MeetingEvent::Removed { reason } => {
+            out.event("left", json!({ "reason": reason.as_str() }), || {
+                format!("you were removed from the meeting ({})", reason.as_str())
             });
-        }
-        MeetingEvent::ChatFailed { seq, peers } => {
-            let peers: Vec<String> = peers.iter().map(ToString::to_string).collect();
-            out.event("chat_failed", json!({ "id": seq, "peers": peers }), || {
-                format!(
-                    "#{seq} did not reach {} member(s) — type /resend {seq} to try again",
-                    peers.len()
-                )
-            });
-        }
-        MeetingEvent::Reconnecting => {
-            out.event("reconnecting", json!({}), || {
-                "connection lost: reconnecting…".to_owned()
-            });
-        }
-        MeetingEvent::Reconnected => {
-            out.event("reconnected", json!({}), || "reconnected".to_owned());
+            return Some(EXIT_OK);
         }
         MeetingEvent::JoinRefused => {
             out.error(
@@ -427,7 +536,7 @@ fn report(event: &MeetingEvent, out: Output) -> Option<i32> {
             });
             return Some(EXIT_OK);
         }
-        other => tracing::debug!(?other, "unhandled meeting event"),
+        _ => {}
     }
     None
 }

@@ -7,31 +7,28 @@
 //! update ──▶ App state ──▶ view (home | meeting | settings) + banner
 //! ```
 //!
-//! Each screen owns its state and returns an `Action` from its own `update`; this module
-//! turns actions into bridge requests or iced tasks, so screens stay testable without a
-//! runtime. Nothing here blocks: core work goes through the bridge, device work through
-//! background tasks.
+//! Each screen owns its state and returns an `Action` from its own `update`;
+//! `app/actions.rs` turns actions (and keyboard shortcuts) into bridge requests or iced
+//! tasks, so screens stay testable without a runtime, and `app/events.rs` applies what the
+//! bridge and the core report. Nothing here blocks: core work goes through the bridge,
+//! device work through background tasks.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use conclave_core::invite::parse_relay;
-use conclave_core::media::driver::MediaConfig;
-use conclave_core::meeting::MeetingEvent;
-use conclave_core::{Config, Event as CoreEvent, Multiaddr, PeerId};
+use conclave_core::{Config, KeySource, MediaConfig, Multiaddr, PeerId, parse_relay};
 use iced::keyboard::{self, Key, key::Named};
 use iced::widget::{column, container, operation, row, text};
 use iced::{Color, Element, Length, Size, Subscription, Task, Theme, window};
 use tracing::{info, warn};
 
-use super::audio::{self, Devices, Meter};
+use super::audio::{Devices, Meter};
 use super::bridge::{self, Handle, Me, Request};
-use conclave_core::store::KeySource;
-
 use super::prefs::Prefs;
 use super::screen::{home, meeting, settings};
 use super::widget::focus::button;
+use actions::focus;
 
 /// How the app was started (from the command line).
 #[derive(Debug, Clone)]
@@ -109,6 +106,8 @@ pub(crate) enum Message {
     /// The leave grace is over: go home even if the goodbye was not confirmed.
     LeaveGraceOver,
     FirstFrame,
+    /// A focus change was applied (logged: the GUI system test waits for it).
+    Focused(&'static str),
     MeterTick,
     Devices(Result<Devices, String>),
     TestSoundDone(Result<(), String>),
@@ -191,7 +190,7 @@ impl App {
     /// iced's boot: the state and the first tasks (focus the invite field, list devices).
     pub(crate) fn boot(options: Options) -> (Self, Task<Message>) {
         let app = Self::new(options);
-        (app, operation::focus(home::INVITE_INPUT))
+        (app, focus(operation::focus(home::INVITE_INPUT), "invite"))
     }
 
     /// The window title.
@@ -302,25 +301,7 @@ impl App {
                 self.prefs.window_height = size.height;
                 Task::none()
             }
-            Message::CloseRequested(id) => {
-                tracing::debug!(?id, "close requested");
-                self.meter = None;
-                self.save_prefs();
-                let in_meeting = self.meeting.is_some();
-                if let Some(handle) = self.handle.as_mut()
-                    && in_meeting
-                {
-                    // Say goodbye, and exit once the members acknowledged it (the bridge
-                    // reports `LeaveDone`) or the grace is over: exiting at once could cut
-                    // the goodbye off, and the others would see us time out.
-                    let _ = handle.send(Request::Leave);
-                    self.closing = true;
-                    return Task::perform(async { tokio::time::sleep(CLOSE_GRACE).await }, |()| {
-                        Message::Exit
-                    });
-                }
-                iced::exit()
-            }
+            Message::CloseRequested(id) => self.close_requested(id),
             Message::Exit => iced::exit(),
             Message::LeaveGraceOver => {
                 if self.leaving && self.meeting.is_some() {
@@ -330,22 +311,15 @@ impl App {
                 Task::none()
             }
             Message::FirstFrame => {
-                if !self.first_frame_seen {
-                    self.first_frame_seen = true;
-                    let ms = self.options.started.elapsed().as_secs_f64() * 1000.0;
-                    info!(ms = format!("{ms:.0}"), "first frame");
-                }
+                self.first_frame();
+                Task::none()
+            }
+            Message::Focused(target) => {
+                info!(target, "focus moved");
                 Task::none()
             }
             Message::MeterTick => {
-                if let Some(meter) = &self.meter {
-                    self.settings.level_dbfs = Some(meter.level_dbfs());
-                    if let Some(err) = meter.error() {
-                        self.settings.audio_status = Some(err);
-                        self.settings.metering = false;
-                        self.meter = None;
-                    }
-                }
+                self.meter_tick();
                 Task::none()
             }
             Message::Devices(devices) => {
@@ -366,409 +340,45 @@ impl App {
         }
     }
 
-    fn on_bridge(&mut self, event: bridge::Event) -> Task<Message> {
-        match event {
-            bridge::Event::Ready(handle) => {
-                self.handle = Some(handle);
-                let config = self.config();
-                self.request(Request::Start(Box::new(config)));
-            }
-            bridge::Event::Started {
-                me,
-                verified,
-                recent,
-            } => {
-                info!(peer_id = %me.peer_id, "identity ready");
-                if self.home.name.is_empty() || self.me.is_some() {
-                    self.home.name = me.name.clone();
-                }
-                self.me = Some(me);
-                self.verified = verified.into_iter().collect();
-                self.home.recent = recent;
-                if self.banner.as_ref().is_some_and(|b| b.error) {
-                    self.banner = None;
-                }
-            }
-            bridge::Event::StartFailed(message) => self.show_error(message),
-            bridge::Event::Core(event) => return self.on_core(event),
-            bridge::Event::Created(invite) => {
-                if let Some(meeting) = self.meeting.as_mut() {
-                    meeting.created(invite);
-                }
-            }
-            bridge::Event::Failed { what, message } => {
-                if let Some(meeting) = self.meeting.as_mut()
-                    && matches!(meeting.phase, meeting::Phase::Creating)
-                {
-                    meeting.phase = meeting::Phase::Ended(format!(
-                        "The meeting could not be created: {message}."
-                    ));
-                }
-                if matches!(what, "export the identity" | "restore") {
-                    self.settings.busy = false;
-                    self.settings.backup_status =
-                        Some(Err(format!("Could not {what}: {message}.")));
-                } else {
-                    self.show_error(format!("Could not {what}: {message}."));
-                }
-            }
-            bridge::Event::Recent(recent) => self.home.recent = recent,
-            bridge::Event::History(meeting_id, lines) => match self.meeting.as_mut() {
-                Some(meeting) if meeting.meeting_id == Some(meeting_id) => {
-                    meeting.history(lines);
-                }
-                _ => self.home.history = Some((meeting_id, lines)),
-            },
-            bridge::Event::Resynced {
-                meeting,
-                members,
-                chat,
-            } => {
-                if let Some(state) = self.meeting.as_mut()
-                    && state.meeting_id == Some(meeting)
-                {
-                    state.resync(members, chat);
-                }
-            }
-            bridge::Event::Verified(verified) => {
-                self.verified = verified.into_iter().collect();
-            }
-            bridge::Event::LeaveDone => {
-                if self.closing {
-                    info!("goodbye delivered; closing");
-                    return iced::exit();
-                }
-            }
-            bridge::Event::Exported(path) => {
-                self.settings.busy = false;
-                self.settings.backup_status = Some(Ok(format!(
-                    "Identity saved to {}. Keep the file and its passphrase apart.",
-                    path.display()
-                )));
-            }
-            bridge::Event::Imported(peer) => {
-                self.settings.busy = false;
-                self.settings.backup_status = Some(Ok(format!(
-                    "Identity restored: you are now {}.",
-                    home::short_peer(&peer)
-                )));
-            }
-            bridge::Event::Stopped => {
-                self.show_error(
-                    "Conclave's network task stopped. Restart the app to reconnect.".to_owned(),
-                );
-            }
+    /// The window's close button: save, say goodbye if in a meeting, then exit.
+    fn close_requested(&mut self, id: window::Id) -> Task<Message> {
+        info!(?id, in_meeting = self.meeting.is_some(), "close requested");
+        self.meter = None;
+        self.save_prefs();
+        let in_meeting = self.meeting.is_some();
+        if let Some(handle) = self.handle.as_mut()
+            && in_meeting
+        {
+            // Say goodbye, and exit once the members acknowledged it (the bridge reports
+            // `LeaveDone`) or the grace is over: exiting at once could cut the goodbye off,
+            // and the others would see us time out.
+            let _ = handle.send(Request::Leave);
+            self.closing = true;
+            return Task::perform(async { tokio::time::sleep(CLOSE_GRACE).await }, |()| {
+                Message::Exit
+            });
         }
-        Task::none()
+        iced::exit()
     }
 
-    fn on_core(&mut self, event: CoreEvent) -> Task<Message> {
-        match event {
-            CoreEvent::Meeting(event) => {
-                let is_left = matches!(event, MeetingEvent::Left);
-                if let MeetingEvent::Knocking { peer_id, .. } = &event {
-                    info!(peer = %peer_id, "waiting in the lobby");
-                }
-                if let MeetingEvent::LobbyLeft { peer_id, .. } = &event {
-                    info!(peer = %peer_id, "left the lobby");
-                }
-                let Some(meeting) = self.meeting.as_mut() else {
-                    return Task::none();
-                };
-                if let MeetingEvent::MemberMuted { peer_id, muted } = &event {
-                    info!(peer = %peer_id, muted, "member muted");
-                }
-                let before = meeting.members.len();
-                let action = meeting.handle_meeting(event);
-                if meeting.members.len() != before || action.is_some() {
-                    info!(
-                        tiles = meeting.members.len() + 1,
-                        phase = ?meeting.phase,
-                        "meeting view"
-                    );
-                }
-                if is_left {
-                    if !self.closing {
-                        self.leave_to_home();
-                    }
-                    // Closing: the window goes when the goodbye is delivered (`LeaveDone`).
-                    return Task::none();
-                }
-                return self.on_meeting(action);
-            }
-            CoreEvent::Media(event) => {
-                if let Some(meeting) = self.meeting.as_mut() {
-                    meeting.handle_media(event);
-                }
-            }
-            CoreEvent::Warning { message } => {
-                self.banner = Some(Banner {
-                    text: message,
-                    error: false,
-                });
-            }
-            CoreEvent::Lagged { missed } => {
-                // The UI fell behind and the core dropped events: read the state again.
-                warn!(missed, "the window fell behind the meeting; catching up");
-                if let Some(meeting) = self.meeting.as_ref().and_then(|m| m.meeting_id) {
-                    self.request(Request::Resync(meeting));
-                }
-            }
-            other => tracing::debug!(?other, "core event not shown"),
-        }
-        Task::none()
-    }
-
-    fn leave_to_home(&mut self) {
-        info!("back to home");
-        self.leaving = false;
-        self.meeting = None;
-        self.screen = Screen::Home;
-        self.request(Request::Recent);
-    }
-
-    fn on_home(&mut self, action: Option<home::Action>) -> Task<Message> {
-        let Some(action) = action else {
-            return Task::none();
-        };
-        match action {
-            home::Action::SaveName(name) => {
-                if let Some(me) = self.me.as_mut() {
-                    me.name = name;
-                }
-                let config = self.config();
-                self.request(Request::Start(Box::new(config)));
-            }
-            home::Action::Create { lobby, relay_only } => {
-                self.use_relay_only(relay_only);
-                let Some(me) = &self.me else {
-                    return Task::none();
-                };
-                self.meeting = Some(meeting::State::creating(me.peer_id, me.name.clone()));
-                self.screen = Screen::Meeting;
-                self.request(Request::Create { lobby });
-            }
-            home::Action::Join(invite) => {
-                self.use_relay_only(self.home.relay_only);
-                let Some(me) = &self.me else {
-                    return Task::none();
-                };
-                self.meeting = Some(meeting::State::joining(
-                    me.peer_id,
-                    me.name.clone(),
-                    invite.to_uri(),
-                ));
-                self.screen = Screen::Meeting;
-                self.home.invite.0.clear();
-                self.home.invite_check = None;
-                self.request(Request::Join(invite));
-            }
-            home::Action::LoadHistory(meeting) => self.request(Request::History(meeting)),
-            home::Action::SetLobbyDefault(lobby) => {
-                self.prefs.lobby = lobby;
-                self.save_prefs();
-            }
-            home::Action::Copy(text) => return iced::clipboard::write(text),
-            home::Action::OpenSettings => return self.open_settings(),
-        }
-        Task::none()
-    }
-
-    /// Restarts the client (before a meeting) when the relay-only choice changed: the
-    /// media policy is part of the client's configuration.
-    fn use_relay_only(&mut self, relay_only: bool) {
-        if relay_only != self.relay_only_active {
-            self.relay_only_active = relay_only;
-            info!(relay_only, "restarting the client for the media policy");
-            let config = self.config();
-            self.request(Request::Start(Box::new(config)));
+    /// Logs the time from process start to the first frame, once.
+    fn first_frame(&mut self) {
+        if !self.first_frame_seen {
+            self.first_frame_seen = true;
+            let ms = self.options.started.elapsed().as_secs_f64() * 1000.0;
+            info!(ms = format!("{ms:.0}"), "first frame");
         }
     }
 
-    fn on_meeting(&mut self, action: Option<meeting::Action>) -> Task<Message> {
-        let Some(action) = action else {
-            return Task::none();
-        };
-        match action {
-            meeting::Action::Mute(muted) => {
-                info!(muted, "microphone");
-                self.request(Request::Mute(muted));
-            }
-            meeting::Action::Leave => {
-                let joined = self
-                    .meeting
-                    .as_ref()
-                    .is_some_and(|m| m.phase == meeting::Phase::In);
-                self.request(Request::Leave);
-                if !joined {
-                    // Cancelling a join, or leaving after a failure: straight home.
-                    self.leave_to_home();
-                } else {
-                    self.leaving = true;
-                    // The sleep is built inside the task, on the runtime's executor.
-                    return Task::perform(async { tokio::time::sleep(LEAVE_GRACE).await }, |()| {
-                        Message::LeaveGraceOver
-                    });
-                }
-            }
-            meeting::Action::Chat(text) => self.request(Request::Chat(text)),
-            meeting::Action::ResendChat(seq) => self.request(Request::ResendChat(seq)),
-            meeting::Action::Kick(peer) => self.request(Request::Kick(peer)),
-            meeting::Action::Approve(peer) => self.request(Request::Approve(peer)),
-            meeting::Action::SetVerified(peer, verified) => {
-                self.request(Request::SetVerified(peer, verified));
-            }
-            meeting::Action::Copy(text) => {
-                info!("invite copied to the clipboard");
-                self.banner = Some(Banner {
-                    text: "Invite copied. Share it only with the people you invite: it is the key to the meeting.".to_owned(),
-                    error: false,
-                });
-                return iced::clipboard::write(text);
-            }
-            meeting::Action::Home => {
-                let in_meeting = self
-                    .meeting
-                    .as_ref()
-                    .is_some_and(|m| !matches!(m.phase, meeting::Phase::Ended(_)));
-                if in_meeting {
-                    self.request(Request::Leave);
-                }
-                self.leave_to_home();
-            }
-            meeting::Action::LoadHistory(meeting) => {
-                self.request(Request::History(meeting));
-                return operation::focus(meeting::CHAT_INPUT);
-            }
-        }
-        Task::none()
-    }
-
-    fn open_settings(&mut self) -> Task<Message> {
-        if self.screen != Screen::Settings {
-            self.previous = self.screen;
-        }
-        self.screen = Screen::Settings;
-        list_devices()
-    }
-
-    fn on_settings(&mut self, action: Option<settings::Action>) -> Task<Message> {
-        let Some(action) = action else {
-            return Task::none();
-        };
-        match action {
-            settings::Action::Back => {
+    /// Shows the meter's level, or why it stopped.
+    fn meter_tick(&mut self) {
+        if let Some(meter) = &self.meter {
+            self.settings.level_dbfs = Some(meter.level_dbfs());
+            if let Some(err) = meter.error() {
+                self.settings.audio_status = Some(err);
+                self.settings.metering = false;
                 self.meter = None;
-                self.screen = self.previous;
-                self.save_prefs();
             }
-            settings::Action::ListDevices => return list_devices(),
-            settings::Action::Save => self.save_prefs(),
-            settings::Action::NoiseSuppression(on) => {
-                self.save_prefs();
-                if self.options.noise_suppression.is_none() {
-                    self.request(Request::NoiseSuppression(on));
-                }
-            }
-            settings::Action::RelayOnlyDefault(on) => {
-                self.home.relay_only = on;
-                self.save_prefs();
-            }
-            settings::Action::StartMeter(device) => {
-                self.save_prefs();
-                self.meter = None;
-                self.meter = Some(Meter::start(device));
-            }
-            settings::Action::StopMeter => self.meter = None,
-            settings::Action::TestSound(device) => {
-                return Task::perform(
-                    async move {
-                        tokio::task::spawn_blocking(move || audio::play_test_sound(device))
-                            .await
-                            .unwrap_or_else(|_| Err("the sound task stopped".to_owned()))
-                    },
-                    Message::TestSoundDone,
-                );
-            }
-            settings::Action::RelaysChanged => {
-                self.save_prefs();
-                if self.meeting.is_none() {
-                    let config = self.config();
-                    self.request(Request::Start(Box::new(config)));
-                } else {
-                    self.banner = Some(Banner {
-                        text: "The relays apply from your next meeting.".to_owned(),
-                        error: false,
-                    });
-                }
-            }
-            settings::Action::Export { path, passphrase } => self.request(Request::Export {
-                path: PathBuf::from(path),
-                passphrase,
-            }),
-            settings::Action::Import { path, passphrase } => {
-                if self.meeting.is_some() {
-                    self.settings.busy = false;
-                    self.settings.backup_status = Some(Err(
-                        "Leave the meeting before restoring an identity.".to_owned(),
-                    ));
-                } else {
-                    self.request(Request::Import {
-                        path: PathBuf::from(path),
-                        passphrase,
-                    });
-                }
-            }
-        }
-        Task::none()
-    }
-
-    fn on_shortcut(&mut self, shortcut: Shortcut) -> Task<Message> {
-        match shortcut {
-            Shortcut::FocusNext => operation::focus_next(),
-            Shortcut::FocusPrevious => operation::focus_previous(),
-            Shortcut::ToggleMute => {
-                if self.screen == Screen::Meeting {
-                    return self.update(Message::Meeting(meeting::Message::ToggleMute));
-                }
-                Task::none()
-            }
-            Shortcut::Leave => {
-                if self.screen == Screen::Meeting {
-                    return self.update(Message::Meeting(meeting::Message::Leave));
-                }
-                Task::none()
-            }
-            Shortcut::Settings => self.open_settings(),
-            Shortcut::NewMeeting => {
-                if self.screen == Screen::Home && self.meeting.is_none() {
-                    return self.update(Message::Home(home::Message::NewMeeting));
-                }
-                Task::none()
-            }
-            Shortcut::CopyInvite => {
-                if self.screen == Screen::Meeting {
-                    return self.update(Message::Meeting(meeting::Message::CopyInvite));
-                }
-                Task::none()
-            }
-            Shortcut::FocusInvite => match self.screen {
-                Screen::Home => operation::focus(home::INVITE_INPUT),
-                Screen::Meeting => {
-                    if let Some(meeting) = self.meeting.as_mut() {
-                        meeting.show_chat();
-                    }
-                    operation::focus(meeting::CHAT_INPUT)
-                }
-                Screen::Settings => Task::none(),
-            },
-            Shortcut::Back => match self.screen {
-                Screen::Settings => self.update(Message::Settings(settings::Message::Back)),
-                _ => {
-                    self.banner = None;
-                    Task::none()
-                }
-            },
         }
     }
 
@@ -838,17 +448,6 @@ impl App {
     }
 }
 
-fn list_devices() -> Task<Message> {
-    Task::perform(
-        async {
-            tokio::task::spawn_blocking(audio::list_devices)
-                .await
-                .unwrap_or_else(|_| Err("the device task stopped".to_owned()))
-        },
-        Message::Devices,
-    )
-}
-
 /// Maps a key press (not taken by a widget) to a shortcut.
 pub(crate) fn shortcut(event: keyboard::Event) -> Option<Shortcut> {
     let keyboard::Event::KeyPressed { key, modifiers, .. } = event else {
@@ -870,217 +469,8 @@ pub(crate) fn shortcut(event: keyboard::Event) -> Option<Shortcut> {
     }
 }
 
+mod actions;
+mod events;
+
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use iced::keyboard::{Location, Modifiers, key};
-    use iced_test::simulator;
-
-    fn options(dir: &std::path::Path) -> Options {
-        Options {
-            data_dir: dir.to_owned(),
-            name: Some("Ada".into()),
-            listen: Vec::new(),
-            mdns: false,
-            audio_in: Some("silence".into()),
-            audio_out: Some("null".into()),
-            media_bind: Vec::new(),
-            noise_suppression: None,
-            relay_only: false,
-            started: Instant::now(),
-            store_key: KeySource::InsecureKeyFile,
-        }
-    }
-
-    fn started(app: &mut App) -> PeerId {
-        let peer_id = PeerId::random();
-        let _ = app.update(Message::Bridge(bridge::Event::Started {
-            me: Me {
-                peer_id,
-                safety_number: "11111 22222".into(),
-                name: "Ada".into(),
-            },
-            verified: Vec::new(),
-            recent: Vec::new(),
-        }));
-        peer_id
-    }
-
-    fn press(key: Key, modifiers: Modifiers) -> keyboard::Event {
-        keyboard::Event::KeyPressed {
-            key: key.clone(),
-            modified_key: key,
-            physical_key: key::Physical::Unidentified(key::NativeCode::Unidentified),
-            location: Location::Standard,
-            modifiers,
-            text: None,
-            repeat: false,
-        }
-    }
-
-    #[test]
-    fn shortcuts() {
-        assert_eq!(
-            shortcut(press(Key::Named(Named::Tab), Modifiers::empty())),
-            Some(Shortcut::FocusNext)
-        );
-        assert_eq!(
-            shortcut(press(Key::Named(Named::Tab), Modifiers::SHIFT)),
-            Some(Shortcut::FocusPrevious)
-        );
-        assert_eq!(
-            shortcut(press(Key::Character("d".into()), Modifiers::CTRL)),
-            Some(Shortcut::ToggleMute)
-        );
-        assert_eq!(
-            shortcut(press(Key::Character("d".into()), Modifiers::empty())),
-            None
-        );
-        assert_eq!(
-            shortcut(press(Key::Character(",".into()), Modifiers::CTRL)),
-            Some(Shortcut::Settings)
-        );
-    }
-
-    #[test]
-    fn config_follows_flags_and_saved_relays() {
-        let dir = crate::gui::private_tempdir();
-        let relay = format!("/ip4/127.0.0.1/tcp/4001/p2p/{}", PeerId::random());
-        let prefs = Prefs {
-            relays: vec![relay.clone(), "garbage".into()],
-            ..Prefs::default()
-        };
-        let app = App::with_prefs(options(dir.path()), prefs);
-        let config = app.config();
-        assert_eq!(config.relays.len(), 1);
-        assert_eq!(config.relays[0].to_string(), relay);
-        let media = config.media.unwrap();
-        assert_eq!(media.audio_in, "silence");
-        assert_eq!(media.audio_out, None);
-        assert_eq!(config.name.as_deref(), Some("Ada"));
-        assert!(media.noise_suppression, "the saved default is on");
-        assert!(!media.relay_only);
-        // Without flags, the devices chosen in Settings.
-        let prefs = Prefs {
-            audio_input: Some("USB mic".into()),
-            ..Prefs::default()
-        };
-        let mut options = options(dir.path());
-        options.audio_in = None;
-        options.audio_out = None;
-        let media = App::with_prefs(options, prefs).config().media.unwrap();
-        assert_eq!(media.audio_in, "device:USB mic");
-        assert_eq!(media.audio_out, Some(PathBuf::from("device")));
-    }
-
-    #[test]
-    fn a_relay_only_meeting_restarts_the_client_with_the_relay_only_policy() {
-        let dir = crate::gui::private_tempdir();
-        let mut app = App::with_prefs(options(dir.path()), Prefs::default());
-        started(&mut app);
-        let _ = app.update(Message::Home(home::Message::RelayOnlyToggled(true)));
-        let _ = app.update(Message::Home(home::Message::NewMeeting));
-        assert!(app.relay_only_active);
-        assert!(app.config().media.unwrap().relay_only);
-        assert_eq!(app.screen, Screen::Meeting);
-    }
-
-    #[test]
-    fn home_then_meeting_then_home() {
-        let dir = crate::gui::private_tempdir();
-        let mut app = App::with_prefs(options(dir.path()), Prefs::default());
-        let mut ui = simulator(app.view());
-        assert!(ui.find("Starting Conclave…").is_ok());
-        drop(ui);
-        let me = started(&mut app);
-        let mut ui = simulator(app.view());
-        assert!(ui.find("Safety number: 11111 22222").is_ok());
-        let messages: Vec<Message> = {
-            ui.click("New meeting").unwrap();
-            ui.into_messages().collect()
-        };
-        for message in messages {
-            let _ = app.update(message);
-        }
-        assert_eq!(app.screen, Screen::Meeting);
-        let mut ui = simulator(app.view());
-        assert!(ui.find("Creating the meeting…").is_ok());
-        drop(ui);
-        let _ = app.update(Message::Bridge(bridge::Event::Created(bridge::Redacted(
-            "conclave:v1".into(),
-        ))));
-        let _ = app.update(Message::Bridge(bridge::Event::Core(CoreEvent::Meeting(
-            MeetingEvent::Joined {
-                meeting_id: conclave_core::invite::MeetingId([1; 16]),
-                epoch: 1,
-                security_code: conclave_core::group::SecurityCode::from_authenticator(&[1; 32]),
-            },
-        ))));
-        assert_eq!(app.title(), "Conclave — meeting (1 people)");
-        let meeting = app.meeting.as_ref().unwrap();
-        assert_eq!(meeting.me, me);
-        assert_eq!(meeting.phase, meeting::Phase::In);
-        // A missing microphone is a banner, not a crash.
-        let _ = app.update(Message::Bridge(bridge::Event::Core(CoreEvent::Warning {
-            message: "no microphone found; you are listen-only".into(),
-        })));
-        let mut ui = simulator(app.view());
-        assert!(ui.find("no microphone found; you are listen-only").is_ok());
-        drop(ui);
-        let _ = app.update(Message::Bridge(bridge::Event::Core(CoreEvent::Meeting(
-            MeetingEvent::Left,
-        ))));
-        assert_eq!(app.screen, Screen::Home);
-        assert!(app.meeting.is_none());
-    }
-
-    #[test]
-    fn leaving_goes_home_even_without_the_confirmation() {
-        let dir = crate::gui::private_tempdir();
-        let mut app = App::with_prefs(options(dir.path()), Prefs::default());
-        started(&mut app);
-        let _ = app.update(Message::Home(home::Message::NewMeeting));
-        let _ = app.update(Message::Bridge(bridge::Event::Core(CoreEvent::Meeting(
-            MeetingEvent::Joined {
-                meeting_id: conclave_core::invite::MeetingId([1; 16]),
-                epoch: 1,
-                security_code: conclave_core::group::SecurityCode::from_authenticator(&[1; 32]),
-            },
-        ))));
-        let _ = app.update(Message::Shortcut(Shortcut::Leave));
-        assert!(app.leaving);
-        assert_eq!(app.screen, Screen::Meeting, "waits for the goodbye first");
-        let _ = app.update(Message::LeaveGraceOver);
-        assert_eq!(app.screen, Screen::Home);
-        assert!(!app.leaving);
-    }
-
-    #[test]
-    fn settings_open_and_close_with_the_keyboard() {
-        let dir = crate::gui::private_tempdir();
-        let mut app = App::with_prefs(options(dir.path()), Prefs::default());
-        let _ = app.update(Message::Shortcut(Shortcut::Settings));
-        assert_eq!(app.screen, Screen::Settings);
-        let mut ui = simulator(app.view());
-        assert!(ui.find("Identity backup").is_ok());
-        drop(ui);
-        let _ = app.update(Message::Shortcut(Shortcut::Back));
-        assert_eq!(app.screen, Screen::Home);
-        // Leaving settings saved the settings file.
-        assert!(dir.path().join(crate::gui::prefs::FILE_NAME).exists());
-    }
-
-    #[test]
-    fn a_failed_start_is_a_banner() {
-        let dir = crate::gui::private_tempdir();
-        let mut app = App::with_prefs(options(dir.path()), Prefs::default());
-        let _ = app.update(Message::Bridge(bridge::Event::StartFailed(
-            "Conclave could not start: the data directory is in use".into(),
-        )));
-        let mut ui = simulator(app.view());
-        assert!(
-            ui.find("Conclave could not start: the data directory is in use")
-                .is_ok()
-        );
-    }
-}
+mod tests;

@@ -15,9 +15,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use conclave_core::invite::{Invite, MeetingId};
-use conclave_core::store::ChatRecord;
-use conclave_core::{Client, Config, PeerId};
+use conclave_core::{ChatRecord, Client, Config, Invite, MeetingId, PeerId};
 use iced::futures::channel::mpsc;
 use iced::futures::{SinkExt, Stream, StreamExt};
 use tracing::{debug, info, warn};
@@ -163,13 +161,11 @@ pub(crate) fn connect() -> impl Stream<Item = Event> {
         if output.send(Event::Ready(Handle(tx))).await.is_err() {
             return;
         }
-        let mut client: Option<Client> = None;
-        let mut events: Option<conclave_core::Events> = None;
-        let mut last_config: Option<Config> = None;
+        let mut core = Core::default();
         loop {
             let step = {
                 let next_event = async {
-                    match events.as_mut() {
+                    match core.events.as_mut() {
                         Some(events) => events.next().await,
                         None => std::future::pending().await,
                     }
@@ -181,51 +177,21 @@ pub(crate) fn connect() -> impl Stream<Item = Event> {
             };
             match step {
                 Step::Request(None) => break,
-                Step::Request(Some(request)) => match request {
-                    Request::Start(config) => {
-                        if let Some(old) = client.take() {
-                            old.shutdown();
-                        }
-                        // The old client's events end before the new client starts.
-                        drop(events.take());
-                        last_config = Some((*config).clone());
-                        (client, events) = start_and_report(*config, &mut output).await;
+                Step::Request(Some(Request::Start(config))) => {
+                    core.stop();
+                    core.last_config = Some((*config).clone());
+                    core.start(*config, &mut output).await;
+                }
+                Step::Request(Some(Request::Import { path, passphrase })) => {
+                    core.restore(&path, passphrase, &mut output).await;
+                }
+                Step::Request(Some(other)) => match core.client.clone() {
+                    Some(running) => {
+                        tokio::spawn(perform(running, other, output.clone()));
                     }
-                    Request::Import { path, passphrase } => {
-                        let Some(running) = client.clone() else {
-                            let _ = output.send(not_running("restore")).await;
-                            continue;
-                        };
-                        match import(&running, &path, passphrase).await {
-                            Ok(peer) => {
-                                let _ = output.send(Event::Imported(peer)).await;
-                                // Restart on the restored key.
-                                running.shutdown();
-                                drop(running);
-                                client = None;
-                                events = None;
-                                if let Some(config) = last_config.clone() {
-                                    (client, events) = start_and_report(config, &mut output).await;
-                                }
-                            }
-                            Err(message) => {
-                                let _ = output
-                                    .send(Event::Failed {
-                                        what: "restore",
-                                        message,
-                                    })
-                                    .await;
-                            }
-                        }
+                    None => {
+                        let _ = output.send(not_running(describe(&other))).await;
                     }
-                    other => match client.clone() {
-                        Some(running) => {
-                            tokio::spawn(perform(running, other, output.clone()));
-                        }
-                        None => {
-                            let _ = output.send(not_running(describe(&other))).await;
-                        }
-                    },
                 },
                 Step::Core(Some(event)) => {
                     if output.send(Event::Core(event)).await.is_err() {
@@ -233,17 +199,70 @@ pub(crate) fn connect() -> impl Stream<Item = Event> {
                     }
                 }
                 Step::Core(None) => {
-                    events = None;
-                    client = None;
+                    core.events = None;
+                    core.client = None;
                     let _ = output.send(Event::Stopped).await;
                 }
             }
         }
-        if let Some(client) = client {
-            client.shutdown();
-        }
+        core.stop();
         debug!("bridge stopped");
     })
+}
+
+/// The client the bridge runs, its events, and the configuration it was started with.
+#[derive(Default)]
+struct Core {
+    client: Option<Client>,
+    events: Option<conclave_core::Events>,
+    last_config: Option<Config>,
+}
+
+impl Core {
+    /// Stops the client, if one runs; its events end with it.
+    fn stop(&mut self) {
+        if let Some(old) = self.client.take() {
+            old.shutdown();
+        }
+        drop(self.events.take());
+    }
+
+    /// Starts a client on `config` and tells the UI how that went.
+    async fn start(&mut self, config: Config, output: &mut mpsc::Sender<Event>) {
+        (self.client, self.events) = start_and_report(config, output).await;
+    }
+
+    /// Restores the identity from the backup at `path` and restarts the client on it.
+    async fn restore(
+        &mut self,
+        path: &std::path::Path,
+        passphrase: String,
+        output: &mut mpsc::Sender<Event>,
+    ) {
+        let Some(running) = self.client.clone() else {
+            let _ = output.send(not_running("restore")).await;
+            return;
+        };
+        match import(&running, path, passphrase).await {
+            Ok(peer) => {
+                let _ = output.send(Event::Imported(peer)).await;
+                // Restart on the restored key.
+                drop(running);
+                self.stop();
+                if let Some(config) = self.last_config.clone() {
+                    self.start(config, output).await;
+                }
+            }
+            Err(message) => {
+                let _ = output
+                    .send(Event::Failed {
+                        what: "restore",
+                        message,
+                    })
+                    .await;
+            }
+        }
+    }
 }
 
 /// One turn of the bridge loop.
@@ -306,9 +325,9 @@ async fn start(config: Config) -> Result<(Client, conclave_core::Events), String
                 info!(peer_id = %started.0.peer_id(), "client started");
                 return Ok(started);
             }
-            Err(conclave_core::Error::Store(conclave_core::store::StoreError::Locked {
-                ..
-            })) if tokio::time::Instant::now() < deadline => {
+            Err(conclave_core::Error::Store(conclave_core::StoreError::Locked { .. }))
+                if tokio::time::Instant::now() < deadline =>
+            {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             Err(err) => return Err(format!("Conclave could not start: {err}")),
@@ -460,7 +479,7 @@ mod tests {
 
     fn config(dir: &std::path::Path) -> Config {
         Config::new(dir)
-            .with_store_key(conclave_core::store::KeySource::InsecureKeyFile)
+            .with_store_key(conclave_core::KeySource::InsecureKeyFile)
             .with_mdns(false)
             .with_listen(vec![
                 "/ip4/127.0.0.1/tcp/0".parse().expect("valid multiaddr"),
@@ -525,7 +544,7 @@ mod tests {
         assert!(handle.send(Request::Start(Box::new(config(dir.path())))));
         assert!(matches!(next(&mut stream).await, Event::Started { .. }));
         let peer = PeerId::from_public_key(
-            &conclave_core::identity::Identity::generate()
+            &conclave_core::Identity::generate()
                 .libp2p_keypair()
                 .public(),
         );

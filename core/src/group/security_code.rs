@@ -6,28 +6,22 @@
 //! printed as five digits; groups joined by spaces (`01234 56789 01234 56789`, ~66 bits).
 //! It changes with every epoch, so with every membership change.
 
-/// Four groups of five digits.
+use crate::identity::DigitGroups;
+
+/// Four groups of five digits, rendered like a safety number.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct SecurityCode([u32; 4]);
+pub struct SecurityCode(DigitGroups<4>);
 
 impl SecurityCode {
     /// Derives the code from an epoch authenticator (at least 20 bytes).
     pub fn from_authenticator(authenticator: &[u8]) -> Self {
-        let mut groups = [0u32; 4];
-        for (group, chunk) in groups.iter_mut().zip(authenticator.chunks_exact(5)) {
-            let value = chunk
-                .iter()
-                .fold(0u64, |acc, byte| (acc << 8) | u64::from(*byte));
-            *group = u32::try_from(value % 100_000).expect("a value below 100000 fits in u32");
-        }
-        Self(groups)
+        Self(DigitGroups::from_bytes(authenticator))
     }
 }
 
 impl std::fmt::Display for SecurityCode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let [a, b, c, d] = self.0;
-        write!(f, "{a:05} {b:05} {c:05} {d:05}")
+        self.0.fmt(f)
     }
 }
 

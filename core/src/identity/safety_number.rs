@@ -19,7 +19,42 @@ pub const GROUPS: usize = 6;
 
 /// Thirty decimal digits that identify one public key.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct SafetyNumber([u32; GROUPS]);
+pub struct SafetyNumber(DigitGroups<GROUPS>);
+
+/// `N` groups of five decimal digits cut from bytes: the human-comparable rendering shared
+/// by safety numbers and meeting security codes
+/// ([`SecurityCode`](crate::group::SecurityCode)). The first `5 × N` bytes are cut into
+/// 5-byte big-endian integers, each reduced modulo 100 000; shown as five-digit groups
+/// joined by spaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct DigitGroups<const N: usize>([u32; N]);
+
+impl<const N: usize> DigitGroups<N> {
+    /// The groups of the first `5 × N` bytes of `bytes` (a group without its five bytes
+    /// stays zero).
+    pub(crate) fn from_bytes(bytes: &[u8]) -> Self {
+        let mut groups = [0u32; N];
+        for (group, chunk) in groups.iter_mut().zip(bytes.chunks_exact(5)) {
+            let value = chunk
+                .iter()
+                .fold(0u64, |acc, byte| (acc << 8) | u64::from(*byte));
+            *group = u32::try_from(value % 100_000).expect("a value below 100000 fits in u32");
+        }
+        Self(groups)
+    }
+}
+
+impl<const N: usize> std::fmt::Display for DigitGroups<N> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (index, group) in self.0.iter().enumerate() {
+            if index > 0 {
+                f.write_str(" ")?;
+            }
+            write!(f, "{group:05}")?;
+        }
+        Ok(())
+    }
+}
 
 impl SafetyNumber {
     /// Computes the safety number of a public key.
@@ -35,26 +70,13 @@ impl SafetyNumber {
                 .chain_update(public)
                 .finalize();
         }
-        let mut groups = [0u32; GROUPS];
-        for (group, chunk) in groups.iter_mut().zip(digest.chunks_exact(5)) {
-            let value = chunk
-                .iter()
-                .fold(0u64, |acc, byte| (acc << 8) | u64::from(*byte));
-            *group = u32::try_from(value % 100_000).expect("a value below 100000 fits in u32");
-        }
-        Self(groups)
+        Self(DigitGroups::from_bytes(&digest))
     }
 }
 
 impl std::fmt::Display for SafetyNumber {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        for (index, group) in self.0.iter().enumerate() {
-            if index > 0 {
-                f.write_str(" ")?;
-            }
-            write!(f, "{group:05}")?;
-        }
-        Ok(())
+        self.0.fmt(f)
     }
 }
 
@@ -67,6 +89,18 @@ impl std::fmt::Debug for SafetyNumber {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn digit_groups_are_five_digits_each() {
+        // 0x00_0000_0007 = 7; 0xff_ffff_ffff mod 100000 = 27775; no bytes left: zero.
+        let mut bytes = [0u8; 10];
+        bytes[4] = 7;
+        bytes[5..].copy_from_slice(&[0xff; 5]);
+        assert_eq!(
+            DigitGroups::<3>::from_bytes(&bytes).to_string(),
+            "00007 27775 00000"
+        );
+    }
     use ed25519_dalek::SigningKey;
 
     #[test]

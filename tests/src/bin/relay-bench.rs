@@ -177,7 +177,7 @@ fn credentials() -> (String, String) {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
         + 3600;
-    let peer = conclave_core::identity::Identity::generate().peer_id();
+    let peer = conclave_core::Identity::generate().peer_id();
     let username = format!("{expiry}:{peer}");
     let password = conclave_relay::access::password_for(SECRET.as_bytes(), &username);
     (username, password)
@@ -281,24 +281,9 @@ async fn step(
         let conn: Arc<dyn Conn + Send + Sync> = match server {
             None => socket,
             Some(server) => {
-                let (username, password) = credentials();
-                let addr = format!("127.0.0.1:{}", server.port);
-                let client = Client::new(ClientConfig {
-                    stun_serv_addr: addr.clone(),
-                    turn_serv_addr: addr,
-                    username,
-                    password,
-                    realm: REALM.into(),
-                    software: String::new(),
-                    rto_in_ms: 0,
-                    conn: socket,
-                    vnet: None,
-                })
-                .await?;
-                client.listen().await?;
-                let relayed = client.allocate().await.context("allocation failed")?;
+                let (client, relayed) = allocate(server, socket).await?;
                 clients.push(client);
-                Arc::new(relayed)
+                relayed
             }
         };
         conns.push((conn, peer));
@@ -365,6 +350,31 @@ async fn step(
         p99_us: percentile(&rtts, 0.99),
         cpu_percent,
     })
+}
+
+/// A TURN client of `server` on `socket` with one allocation; the client and its relayed
+/// connection.
+async fn allocate(
+    server: &Server,
+    socket: Arc<UdpSocket>,
+) -> anyhow::Result<(Client, Arc<dyn Conn + Send + Sync>)> {
+    let (username, password) = credentials();
+    let addr = format!("127.0.0.1:{}", server.port);
+    let client = Client::new(ClientConfig {
+        stun_serv_addr: addr.clone(),
+        turn_serv_addr: addr,
+        username,
+        password,
+        realm: REALM.into(),
+        software: String::new(),
+        rto_in_ms: 0,
+        conn: socket,
+        vnet: None,
+    })
+    .await?;
+    client.listen().await?;
+    let relayed = client.allocate().await.context("allocation failed")?;
+    Ok((client, Arc::new(relayed)))
 }
 
 async fn futures_join<F: std::future::Future<Output = Tally> + Send + 'static>(

@@ -317,9 +317,10 @@ impl Waiter {
     }
 }
 
-fn run(config: &Config) -> anyhow::Result<()> {
+/// Opens and binds the netfilter queue of `config` (non-blocking, fail-open, whole GSO
+/// packets).
+fn open_queue(config: &Config) -> anyhow::Result<Queue> {
     let mut queue = Queue::open().context("open a netfilter queue socket (needs CAP_NET_ADMIN)")?;
-    let mut waiter = Waiter::new(config.poll);
     queue
         .bind(config.queue)
         .with_context(|| format!("bind queue {}", config.queue))?;
@@ -337,7 +338,11 @@ fn run(config: &Config) -> anyhow::Result<()> {
         .set_recv_gso(config.queue, true)
         .context("accept GSO packets")?;
     queue.set_nonblocking(true);
+    Ok(queue)
+}
 
+/// A flag raised when stdin ends, if `config` asks for it (the parent's way to stop us).
+fn stop_on_stdin_eof(config: &Config) -> Arc<AtomicBool> {
     let stop = Arc::new(AtomicBool::new(false));
     if config.exit_on_stdin_eof {
         let stop = Arc::clone(&stop);
@@ -351,6 +356,13 @@ fn run(config: &Config) -> anyhow::Result<()> {
             stop.store(true, Ordering::Relaxed);
         });
     }
+    stop
+}
+
+fn run(config: &Config) -> anyhow::Result<()> {
+    let mut queue = open_queue(config)?;
+    let mut waiter = Waiter::new(config.poll);
+    let stop = stop_on_stdin_eof(config);
 
     let mut stdout = std::io::stdout();
     writeln!(stdout, "ready").context("write to stdout")?;

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use conclave_tests::{Proc, peer_id_of, start_host, start_relay};
+use conclave_tests::{PATIENCE, Proc, peer_id_of, start_host, start_relay};
 
 /// Replaces the invite's secret with another well-formed one.
 fn tamper_secret(invite: &str) -> String {
@@ -29,7 +29,7 @@ fn a_tampered_secret_exits_3_and_the_host_never_lists_it() {
 
     let mut intruder = Proc::conclave("X", &dir.path().join("X"), &["join", &forged]).unwrap();
     let intruder_id = peer_id_of(&mut intruder).unwrap();
-    let status = intruder.wait_exit(Duration::from_secs(20)).unwrap();
+    let status = intruder.wait_exit(PATIENCE).unwrap();
     assert_eq!(status.code(), Some(3), "join refused exits 3");
     let errors: Vec<_> = intruder
         .seen
@@ -54,11 +54,8 @@ fn a_tampered_secret_exits_3_and_the_host_never_lists_it() {
 
     // A real member still gets in, and the host never listed the intruder.
     let mut friend = Proc::conclave("B", &dir.path().join("B"), &["join", &invite]).unwrap();
-    friend
-        .wait_event("joined", Duration::from_secs(10))
-        .unwrap();
-    host.wait_event("member_joined", Duration::from_secs(10))
-        .unwrap();
+    friend.wait_event("joined", PATIENCE).unwrap();
+    host.wait_event("member_joined", PATIENCE).unwrap();
     host.drain_for(Duration::from_millis(500));
     assert!(
         !host.members().contains(&intruder_id),
@@ -83,7 +80,7 @@ fn a_malformed_invite_exits_2_immediately_with_the_defect_named() {
     for (invite, defect) in cases {
         let started = Instant::now();
         let mut joiner = Proc::conclave("bad", &dir.path().join("bad"), &["join", invite]).unwrap();
-        let status = joiner.wait_exit(Duration::from_secs(10)).unwrap();
+        let status = joiner.wait_exit(PATIENCE).unwrap();
         assert_eq!(status.code(), Some(2), "{invite}");
         assert!(started.elapsed() < Duration::from_secs(5), "immediately");
         let error = joiner

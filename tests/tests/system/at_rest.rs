@@ -8,12 +8,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use conclave_core::invite::Invite;
-use conclave_core::store::{KeySource, Store};
+use conclave_core::{Invite, KeySource, Store};
 use conclave_tests::{Proc, bin, start_host, start_relay};
 use serde_json::Value;
 
-const LIMIT: Duration = Duration::from_secs(20);
+const LIMIT: Duration = Duration::from_secs(30);
 
 /// Every file under `dir` (bounded depth), with its bytes.
 fn files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {

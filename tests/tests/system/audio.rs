@@ -4,11 +4,11 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use conclave_core::media::audio::mixer::tone_power;
+use conclave_core::tones::tone_power;
 
 use conclave_tests::{Proc, peer_id_of, start_relay, wav_frames};
 
-const LIMIT: Duration = Duration::from_secs(20);
+const LIMIT: Duration = Duration::from_secs(30);
 
 fn media_args(dir: &Path, label: &str, audio_in: &str, extra: &[&str]) -> Vec<String> {
     let mut args: Vec<String> = ["--media-bind", "127.0.0.1:0", "--audio-in", audio_in]

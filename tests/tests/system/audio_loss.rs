@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use conclave_core::media::audio::mixer::tone_power;
+use conclave_core::tones::tone_power;
 
 use conclave_tests::lan_audio::{recording_listener, tone_host};
 use conclave_tests::netns::{Lan, available};

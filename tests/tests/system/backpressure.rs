@@ -9,9 +9,7 @@
 use std::time::{Duration, Instant};
 
 use conclave_core::Config as ClientConfig;
-use conclave_core::client::Event;
-use conclave_core::media::driver::MediaConfig;
-use conclave_core::meeting::MeetingEvent;
+use conclave_core::{Event, KeySource, MediaConfig, MeetingEvent};
 use conclave_tests::{Proc, peer_id_of, start_host, start_relay};
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -40,7 +38,7 @@ fn an_app_that_never_reads_its_events_stalls_nothing() {
         .build()
         .unwrap();
     let config = ClientConfig::new(dir.path().join("X"))
-        .with_store_key(conclave_core::store::KeySource::InsecureKeyFile)
+        .with_store_key(KeySource::InsecureKeyFile)
         .with_name("X")
         .with_listen(vec![
             "/ip4/127.0.0.1/tcp/0".parse().unwrap(),

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use conclave_tests::{Proc, peer_id_of, start_host, start_relay};
+use conclave_tests::{PATIENCE, Proc, peer_id_of, start_host, start_relay};
 
 #[test]
 fn host_and_four_joiners_see_each_other_within_ten_seconds() {
@@ -70,11 +70,11 @@ fn an_invite_without_the_host_hint_is_found_through_the_dht_alone() {
         .wait_event("joined", Duration::from_secs(10))
         .unwrap();
     joiner
-        .wait_for(Duration::from_secs(5), "the host", |v| {
+        .wait_for(PATIENCE, "the host", |v| {
             v["event"] == "member_joined" && v["peer_id"] == host_id.as_str()
         })
         .unwrap();
-    host.wait_for(Duration::from_secs(5), "the joiner", |v| {
+    host.wait_for(PATIENCE, "the joiner", |v| {
         v["event"] == "member_joined" && v["peer_id"] == joiner_id.as_str()
     })
     .unwrap();
@@ -87,17 +87,12 @@ fn a_graceful_leave_is_reported_with_its_reason_and_exit_code_zero() {
     let (mut host, invite, _) = start_host(dir.path(), "A", &["--relay", &relay_addr]).unwrap();
     let mut joiner = Proc::conclave("B", &dir.path().join("B"), &["join", &invite]).unwrap();
     let joiner_id = peer_id_of(&mut joiner).unwrap();
-    joiner
-        .wait_event("member_joined", Duration::from_secs(10))
-        .unwrap();
+    joiner.wait_event("member_joined", PATIENCE).unwrap();
     joiner.send_line("/leave").unwrap();
-    joiner.wait_event("left", Duration::from_secs(5)).unwrap();
-    assert_eq!(
-        joiner.wait_exit(Duration::from_secs(5)).unwrap().code(),
-        Some(0)
-    );
+    joiner.wait_event("left", PATIENCE).unwrap();
+    assert_eq!(joiner.wait_exit(PATIENCE).unwrap().code(), Some(0));
     let left = host
-        .wait_for(Duration::from_secs(5), "member_left", |v| {
+        .wait_for(PATIENCE, "member_left", |v| {
             v["event"] == "member_left" && v["peer_id"] == joiner_id.as_str()
         })
         .unwrap();
@@ -109,9 +104,6 @@ fn duration_ends_the_meeting_by_itself() {
     let dir = tempfile::tempdir().unwrap();
     let mut host =
         Proc::conclave("A", &dir.path().join("A"), &["new", "--duration", "1s"]).unwrap();
-    host.wait_event("left", Duration::from_secs(10)).unwrap();
-    assert_eq!(
-        host.wait_exit(Duration::from_secs(5)).unwrap().code(),
-        Some(0)
-    );
+    host.wait_event("left", PATIENCE).unwrap();
+    assert_eq!(host.wait_exit(PATIENCE).unwrap().code(), Some(0));
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use conclave_tests::{Proc, peer_id_of, start_host, start_relay};
 use serde_json::Value;
 
-const LIMIT: Duration = Duration::from_secs(15);
+const LIMIT: Duration = Duration::from_secs(30);
 
 /// The last `epoch`/`joined` event's (epoch, security code) a process reported.
 fn last_epoch(proc: &Proc) -> Option<(u64, String)> {

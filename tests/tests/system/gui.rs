@@ -13,14 +13,17 @@
 //! first frame, and the GUI's resident memory in a 4-person meeting.
 //!
 //! Needs `Xvfb`, `xdotool` and `import` (Debian: xvfb, xdotool, imagemagick), which
-//! `make test` installs. Every wait is bounded.
+//! `make test` installs. Every wait is bounded, and none is a fixed sleep: the test waits
+//! for the window to have the X input focus, for the app's log to say that a key took
+//! effect (`focus moved`, `settings shown`, `banner dismissed`, `close requested`, …), and
+//! for the screen to stop changing before a screenshot.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use conclave_tests::{Proc, bin, loopback_client_args, start_host, start_relay};
+use conclave_tests::{PATIENCE, Proc, bin, loopback_client_args, start_host, start_relay};
 
 /// The virtual display, killed on drop.
 struct Xvfb {
@@ -104,13 +107,28 @@ fn strip_ansi(text: &str) -> String {
     out
 }
 
-/// Waits until `needle` appears in the log file at `path`; returns the line.
-fn wait_log(path: &Path, needle: &str, limit: Duration) -> String {
+/// The log file at `path`, without colour codes.
+fn read_log(path: &Path) -> String {
+    strip_ansi(&std::fs::read_to_string(path).unwrap_or_default())
+}
+
+/// How many lines of the log at `path` contain `needle`.
+fn count_log(path: &Path, needle: &str) -> usize {
+    read_log(path)
+        .lines()
+        .filter(|l| l.contains(needle))
+        .count()
+}
+
+/// Waits until more than `before` lines of the log at `path` contain `needle`; returns the
+/// newest such line.
+fn wait_log_after(path: &Path, needle: &str, before: usize, limit: Duration) -> String {
     let deadline = Instant::now() + limit;
     loop {
-        let text = strip_ansi(&std::fs::read_to_string(path).unwrap_or_default());
-        if let Some(line) = text.lines().find(|l| l.contains(needle)) {
-            return line.to_owned();
+        let text = read_log(path);
+        let lines: Vec<&str> = text.lines().filter(|l| l.contains(needle)).collect();
+        if lines.len() > before {
+            return lines[lines.len() - 1].to_owned();
         }
         assert!(
             Instant::now() < deadline,
@@ -120,9 +138,48 @@ fn wait_log(path: &Path, needle: &str, limit: Duration) -> String {
     }
 }
 
+/// Waits until `needle` appears in the log file at `path`; returns the line.
+fn wait_log(path: &Path, needle: &str, limit: Duration) -> String {
+    wait_log_after(path, needle, 0, limit)
+}
+
+/// Waits (at most 3 s) until the screen shows the same picture twice in a row, 150 ms
+/// apart: the last change has been drawn. A screen that keeps moving (a speaking ring) is
+/// taken as it is after 3 s.
+fn wait_rendered(display: &str) {
+    use x11rb::connection::Connection;
+    use x11rb::protocol::xproto::{ConnectionExt, ImageFormat};
+    let (conn, screen) = x11rb::connect(Some(display)).expect("connects to the virtual display");
+    let root = &conn.setup().roots[screen];
+    let grab = || {
+        conn.get_image(
+            ImageFormat::Z_PIXMAP,
+            root.root,
+            0,
+            0,
+            root.width_in_pixels,
+            root.height_in_pixels,
+            !0,
+        )
+        .expect("get_image sent")
+        .reply()
+        .expect("get_image answered")
+        .data
+    };
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut last = grab();
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(150));
+        let now = grab();
+        if now == last {
+            return;
+        }
+        last = now;
+    }
+}
+
 fn screenshot(display: &str, dir: &Path, name: &str) {
-    // Let the last change render.
-    std::thread::sleep(Duration::from_millis(700));
+    wait_rendered(display);
     let path = dir.join(format!("{name}.png"));
     let status = Command::new("timeout")
         .arg("20")
@@ -149,10 +206,33 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Presses `keys` that move the focus, then gives the app a moment to apply it.
-fn focus_then(display: &str, keys: &str) {
+/// Presses `keys` and waits until the app at `log` says the key took effect: `effect`
+/// logged once more than before.
+fn press_until(display: &str, log: &Path, keys: &str, effect: &str) {
+    let before = count_log(log, effect);
     xdotool(display, &["key", keys]);
-    std::thread::sleep(Duration::from_millis(300));
+    wait_log_after(log, effect, before, Duration::from_secs(10));
+}
+
+/// Presses `keys` that move the focus and waits until the app has moved it.
+fn focus_then(display: &str, log: &Path, keys: &str) {
+    press_until(display, log, keys, "focus moved");
+}
+
+/// Gives `window` the X input focus (there is no window manager) and waits until it has it.
+fn focus_window(display: &str, window: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        xdotool(display, &["windowfocus", window]);
+        if xdotool(display, &["getwindowfocus"]) == window {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "window {window} did not get the input focus"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -229,8 +309,8 @@ impl Gui {
         let label = format!("gui-{name}");
         let proc = Proc::spawn(&label, command, dir).unwrap();
         let log = dir.join(format!("{label}.stderr.log"));
-        let first_frame = wait_log(&log, "first frame", Duration::from_secs(20));
-        let identity = wait_log(&log, "identity ready", Duration::from_secs(20));
+        let first_frame = wait_log(&log, "first frame", PATIENCE);
+        let identity = wait_log(&log, "identity ready", PATIENCE);
         let peer = identity
             .split("peer_id=")
             .nth(1)
@@ -239,7 +319,7 @@ impl Gui {
             .to_owned();
         let window = xdotool(display, &["search", "--sync", "--name", "^Conclave"]);
         let window = window.lines().next().expect("a Conclave window").to_owned();
-        xdotool(display, &["windowfocus", "--sync", &window]);
+        focus_window(display, &window);
         Self {
             proc,
             log,
@@ -294,30 +374,30 @@ fn gui_joins_chats_mutes_and_leaves_a_meeting() {
 
     // Settings and back, by keyboard (Escape first: it leaves the focused invite field).
     xdotool(&x.display, &["key", "Escape"]);
-    xdotool(&x.display, &["key", "ctrl+comma"]);
+    press_until(&x.display, log, "ctrl+comma", "settings shown");
     screenshot(&x.display, &shots, "settings");
-    xdotool(&x.display, &["key", "Escape"]);
+    press_until(&x.display, log, "Escape", "settings closed");
 
     // Join: paste the invite into the invite field and press Enter.
-    focus_then(&x.display, "ctrl+j");
+    focus_then(&x.display, log, "ctrl+j");
     xdotool(&x.display, &["type", "--delay", "2", &invite]);
     xdotool(&x.display, &["key", "Return"]);
-    host.wait_for(Duration::from_secs(30), "the GUI joined", |v| {
+    host.wait_for(PATIENCE, "the GUI joined", |v| {
         v["event"] == "member_joined" && v["peer_id"] == gui_peer.as_str()
     })
     .unwrap();
-    wait_log(log, "tiles=4", Duration::from_secs(30));
+    wait_log(log, "tiles=4", PATIENCE);
 
     // Chat both ways.
     host.send_line("welcome, Grace").unwrap();
-    wait_log(log, "phase=In", Duration::from_secs(10));
-    focus_then(&x.display, "ctrl+j");
+    wait_log(log, "phase=In", PATIENCE);
+    focus_then(&x.display, log, "ctrl+j");
     xdotool(
         &x.display,
         &["type", "--delay", "2", "hello from the desktop app"],
     );
     xdotool(&x.display, &["key", "Return"]);
-    host.wait_chat("hello from the desktop app", Duration::from_secs(15))
+    host.wait_chat("hello from the desktop app", PATIENCE)
         .unwrap();
 
     // The host mutes: the GUI learns it (its tile shows "muted").
@@ -325,26 +405,25 @@ fn gui_joins_chats_mutes_and_leaves_a_meeting() {
     wait_log(
         log,
         &format!("member muted peer={host_peer} muted=true"),
-        Duration::from_secs(10),
+        PATIENCE,
     );
     // Mute with the keyboard shortcut: the others learn it.
     xdotool(&x.display, &["key", "ctrl+d"]);
-    wait_log(log, "microphone muted=true", Duration::from_secs(10));
-    host.wait_for(Duration::from_secs(10), "the GUI's mute", |v| {
+    wait_log(log, "microphone muted=true", PATIENCE);
+    host.wait_for(PATIENCE, "the GUI's mute", |v| {
         v["event"] == "member_muted" && v["peer_id"] == gui_peer.as_str() && v["muted"] == true
     })
     .unwrap();
-    std::thread::sleep(Duration::from_secs(1));
     screenshot(&x.display, &shots, "meeting");
     let rss = rss_kib(gui.pid());
 
     // Leave: the others see the GUI go.
     xdotool(&x.display, &["key", "ctrl+shift+l"]);
-    host.wait_for(Duration::from_secs(15), "the GUI left", |v| {
+    host.wait_for(PATIENCE, "the GUI left", |v| {
         v["event"] == "member_left" && v["peer_id"] == gui_peer.as_str()
     })
     .unwrap();
-    wait_log(log, "back to home", Duration::from_secs(10));
+    wait_log(log, "back to home", PATIENCE);
 
     println!("figure: {first_frame}");
     println!(
@@ -371,9 +450,9 @@ fn gui_hosts_a_lobby_meeting_lets_a_cli_member_in_by_keyboard() {
     // Ctrl+N creates the meeting; Ctrl+I copies its invite to the clipboard.
     xdotool(&x.display, &["key", "Escape"]);
     xdotool(&x.display, &["key", "ctrl+n"]);
-    wait_log(&app.log, "phase=In", Duration::from_secs(20));
+    wait_log(&app.log, "phase=In", PATIENCE);
     xdotool(&x.display, &["key", "ctrl+i"]);
-    wait_log(&app.log, "invite copied", Duration::from_secs(10));
+    wait_log(&app.log, "invite copied", PATIENCE);
     let output = Command::new("timeout")
         .args(["10", "xclip", "-o", "-selection", "clipboard"])
         .env("DISPLAY", &x.display)
@@ -388,49 +467,62 @@ fn gui_hosts_a_lobby_meeting_lets_a_cli_member_in_by_keyboard() {
     let mut member = Proc::conclave("Ida", &dir.path().join("Ida"), &["join", &invite]).unwrap();
     // Lobby: the joiner waits; the host dismisses the "invite copied" banner (Escape) and
     // reaches "Let Ida in" with Tab (the security code button, then the lobby's button).
-    member
-        .wait_event("waiting", Duration::from_secs(30))
-        .unwrap();
-    wait_log(&app.log, "waiting in the lobby", Duration::from_secs(10));
-    focus_then(&x.display, "Escape");
-    // Focus moves through a task after each key: give each Tab its moment.
-    focus_then(&x.display, "Tab");
-    focus_then(&x.display, "Tab");
+    member.wait_event("waiting", PATIENCE).unwrap();
+    wait_log(&app.log, "waiting in the lobby", PATIENCE);
+    press_until(&x.display, &app.log, "Escape", "banner dismissed");
+    // Focus moves through a task after each key: each Tab waits until the app moved it.
+    focus_then(&x.display, &app.log, "Tab");
+    focus_then(&x.display, &app.log, "Tab");
     xdotool(&x.display, &["key", "Return"]);
     member
-        .wait_for(Duration::from_secs(30), "the GUI host", |v| {
+        .wait_for(PATIENCE, "the GUI host", |v| {
             v["event"] == "member_joined" && v["peer_id"] == app.peer.as_str()
         })
         .unwrap();
-    wait_log(&app.log, "tiles=2", Duration::from_secs(20));
-    focus_then(&x.display, "ctrl+j");
+    wait_log(&app.log, "tiles=2", PATIENCE);
+    focus_then(&x.display, &app.log, "ctrl+j");
     xdotool(&x.display, &["type", "--delay", "2", "hi from the host"]);
     xdotool(&x.display, &["key", "Return"]);
-    member
-        .wait_chat("hi from the host", Duration::from_secs(15))
-        .unwrap();
-    // Close the window: the app says goodbye before it exits. In two of four full `make test`
-    // runs (never alone) the app did not act on the first close request for 15 s: a user
-    // clicks again, so the test asks a second time after 5 s (an open defect, see the notes
-    // of issue 11; the app must still leave with reason "left" and exit 0).
+    member.wait_chat("hi from the host", PATIENCE).unwrap();
+    // Close the window: the app says goodbye before it exits. The app logs each close
+    // request it receives. In two of four full `make test` runs (never alone) the first
+    // request had no effect. Suspected, not confirmed: iced hands every window event to each
+    // event subscription through a queue of 100 and drops what does not fit
+    // (`iced_futures` `Tracker::broadcast`, `try_send`, logged as "Error sending event to
+    // subscription"), so on a starved executor a close request can be lost before the app
+    // sees it. A user clicks again: the test asks again, but only when the app did not
+    // receive the request (printing iced's warnings, the evidence), and then waits as long
+    // as the goodbye takes.
     request_close(&x.display, app.window);
-    let mut left = member.wait_for(Duration::from_secs(5), "the host left", |v| {
+    let received = (0..3).any(|attempt| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if count_log(&app.log, "close requested") > 0 {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        eprintln!(
+            "close request {} was not received in 10 s; asking again",
+            attempt + 1
+        );
+        // iced logs what it could not hand to a subscription: the evidence for the cause.
+        for line in read_log(&app.log).lines() {
+            if line.contains("subscription") {
+                eprintln!("  {line}");
+            }
+        }
+        request_close(&x.display, app.window);
+        false
+    }) || count_log(&app.log, "close requested") > 0;
+    assert!(received, "the app never received a close request");
+    let left = member.wait_for(PATIENCE, "the host left", |v| {
         v["event"] == "member_left" && v["peer_id"] == app.peer.as_str()
     });
-    if left.is_err() {
-        eprintln!("the first close request had no effect in 5 s; asking again");
-        request_close(&x.display, app.window);
-        left = member.wait_for(Duration::from_secs(15), "the host left", |v| {
-            v["event"] == "member_left" && v["peer_id"] == app.peer.as_str()
-        });
-    }
     let left = left.unwrap();
     assert_eq!(left["reason"], "left", "{left}");
     let mut gui = app.proc;
-    assert_eq!(
-        gui.wait_exit(Duration::from_secs(10)).unwrap().code(),
-        Some(0)
-    );
+    assert_eq!(gui.wait_exit(PATIENCE).unwrap().code(), Some(0));
     wait_log(
         &app.log,
         "goodbye delivered; closing",

@@ -1,9 +1,8 @@
 //! `conclave id`: a stable identity per data dir, and one process per data dir.
 
 use std::process::Command;
-use std::time::Duration;
 
-use conclave_tests::{Proc, bin};
+use conclave_tests::{PATIENCE, Proc, bin};
 
 fn id_json(dir: &std::path::Path) -> serde_json::Value {
     let output = Command::new(bin("conclave"))
@@ -41,7 +40,7 @@ fn a_second_process_on_the_same_data_dir_gets_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("a");
     let mut host = Proc::conclave("a", &data, &["new"]).unwrap();
-    host.wait_event("invite", Duration::from_secs(10)).unwrap();
+    host.wait_event("invite", PATIENCE).unwrap();
     let output = Command::new(bin("conclave"))
         .args(["--json", "--insecure-key-file", "--data-dir"])
         .arg(&data)
@@ -61,5 +60,5 @@ fn a_second_process_on_the_same_data_dir_gets_a_clear_error() {
     );
     // The running process is unaffected.
     host.close_stdin();
-    assert!(host.wait_exit(Duration::from_secs(10)).unwrap().success());
+    assert!(host.wait_exit(PATIENCE).unwrap().success());
 }

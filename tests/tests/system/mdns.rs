@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use conclave_tests::netns::{Lan, available};
-use conclave_tests::{Proc, bin, peer_id_of};
+use conclave_tests::{PATIENCE, Proc, bin, peer_id_of};
 
 fn in_namespace(ns: &str, data_dir: &std::path::Path, name: &str, args: &[&str]) -> Command {
     let mut command = Command::new("ip");
@@ -40,7 +40,7 @@ fn two_hosts_on_a_lan_meet_by_mdns_alone() {
     )
     .unwrap();
     let host_id = peer_id_of(&mut host).unwrap();
-    let invite = host.wait_event("invite", Duration::from_secs(10)).unwrap()["invite"]
+    let invite = host.wait_event("invite", PATIENCE).unwrap()["invite"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -57,7 +57,7 @@ fn two_hosts_on_a_lan_meet_by_mdns_alone() {
             v["event"] == "member_joined" && v["peer_id"] == host_id.as_str()
         })
         .unwrap();
-    host.wait_for(Duration::from_secs(5), "the joiner", |v| {
+    host.wait_for(PATIENCE, "the joiner", |v| {
         v["event"] == "member_joined" && v["peer_id"] == joiner_id.as_str()
     })
     .unwrap();

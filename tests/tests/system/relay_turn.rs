@@ -19,10 +19,10 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use conclave_core::Config as ClientConfig;
-use conclave_core::proto::turn::IceServer;
+use conclave_core::IceServer;
 use conclave_tests::{Proc, bin, relay_with_config};
 
-const LIMIT: Duration = Duration::from_secs(15);
+const LIMIT: Duration = Duration::from_secs(30);
 
 struct Relay {
     proc: Proc,
@@ -124,9 +124,7 @@ fn describe(output: &Output) -> String {
 
 fn peer_id() -> String {
     // Any well-formed identity: the relay is open in these tests.
-    conclave_core::identity::Identity::generate()
-        .peer_id()
-        .to_string()
+    conclave_core::Identity::generate().peer_id().to_string()
 }
 
 fn have_uclient() -> bool {
@@ -305,7 +303,7 @@ fn identity_of(dir: &Path) -> String {
 
 async fn fetch(data_dir: &Path, relay: &str) -> Result<Vec<IceServer>, conclave_core::Error> {
     let config = ClientConfig::new(data_dir)
-        .with_store_key(conclave_core::store::KeySource::InsecureKeyFile)
+        .with_store_key(conclave_core::KeySource::InsecureKeyFile)
         .with_listen(vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()])
         .with_relays(vec![relay.parse().unwrap()])
         .with_mdns(false);

@@ -1,9 +1,7 @@
 //! Home: who you are (editable name, peer id, safety number), start a meeting, join one by
 //! pasting an invite (validated as you type), and the meetings you were in before.
 
-use conclave_core::PeerId;
-use conclave_core::invite::{Invite, MeetingId};
-use conclave_core::store::ChatRecord;
+use conclave_core::{ChatRecord, Invite, MeetingId, PeerId};
 use iced::widget::{Column, column, container, row, scrollable, text, text_input, tooltip};
 use iced::{Element, Length};
 
@@ -141,45 +139,81 @@ impl State {
 
     /// Draws the screen.
     pub(crate) fn view<'a>(&'a self, me: Option<&'a Me>) -> Element<'a, Message> {
+        let ready = me.is_some();
         let identity: Element<'a, Message> = match me {
-            Some(me) => column![
-                text("You").size(22),
-                row![
-                    text_input("Your name", &self.name)
-                        .id(NAME_INPUT)
-                        .on_input(Message::NameChanged)
-                        .on_submit(Message::SaveName)
-                        .width(Length::Fixed(260.0)),
-                    button("Save name").on_press_maybe(
-                        (!self.name.trim().is_empty() && self.name.trim() != me.name)
-                            .then_some(Message::SaveName)
-                    ),
-                ]
-                .spacing(8),
-                row![
-                    text(format!("Peer id: {}", short_peer(&me.peer_id))).size(14),
-                    button(text("Copy peer id").size(13))
-                        .style(button::secondary)
-                        .on_press(Message::CopyPeerId),
-                ]
-                .spacing(8)
-                .align_y(iced::Alignment::Center),
-                text(format!("Safety number: {}", me.safety_number)).size(14),
-                text("Others compare this number with the one they see for you to be sure they talk to you.")
-                    .size(13),
-            ]
-            .spacing(8)
-            .into(),
+            Some(me) => self.view_identity(me),
             None => text("Starting Conclave…").into(),
         };
+        let left = column![identity, self.view_create(ready), self.view_join(ready)]
+            .spacing(28)
+            .width(Length::FillPortion(3));
+        let mut right =
+            column![text("Recent meetings").size(22), self.view_recent(ready)].spacing(10);
+        if let Some((meeting, lines)) = &self.history {
+            right = right.push(view_history(*meeting, lines));
+        }
+        let header = row![
+            text("Conclave").size(30).width(Length::Fill),
+            button("Settings")
+                .style(button::secondary)
+                .on_press(Message::OpenSettings),
+        ]
+        .align_y(iced::Alignment::Center);
+        scrollable(
+            column![
+                header,
+                text("End-to-end encrypted meetings, peer to peer. No server can listen in.")
+                    .size(14)
+                    .color(iced::Color::from_rgb(0.78, 0.80, 0.84)),
+                row![left, right.width(Length::FillPortion(2))].spacing(32),
+            ]
+            .spacing(16)
+            .padding(24),
+        )
+        .into()
+    }
 
+    /// Who we are: the name field, the peer id and the safety number.
+    fn view_identity<'a>(&'a self, me: &'a Me) -> Element<'a, Message> {
+        column![
+            text("You").size(22),
+            row![
+                text_input("Your name", &self.name)
+                    .id(NAME_INPUT)
+                    .on_input(Message::NameChanged)
+                    .on_submit(Message::SaveName)
+                    .width(Length::Fixed(260.0)),
+                button("Save name").on_press_maybe(
+                    (!self.name.trim().is_empty() && self.name.trim() != me.name)
+                        .then_some(Message::SaveName)
+                ),
+            ]
+            .spacing(8),
+            row![
+                text(format!("Peer id: {}", short_peer(&me.peer_id))).size(14),
+                button(text("Copy peer id").size(13))
+                    .style(button::secondary)
+                    .on_press(Message::CopyPeerId),
+            ]
+            .spacing(8)
+            .align_y(iced::Alignment::Center),
+            text(format!("Safety number: {}", me.safety_number)).size(14),
+            text("Others compare this number with the one they see for you to be sure they talk to you.")
+                .size(13),
+        ]
+        .spacing(8)
+        .into()
+    }
+
+    /// "Start a meeting": the lobby and relay-only options and the button.
+    fn view_create(&self, ready: bool) -> Element<'_, Message> {
         let relay_only = checkbox(
             self.relay_only,
             "Relay only (hide my network address)",
             self.relay_only_supported
                 .then_some(Message::RelayOnlyToggled as fn(bool) -> Message),
         );
-        let relay_only: Element<'a, Message> = tooltip(
+        let relay_only = tooltip(
             relay_only,
             container(
                 text(if self.relay_only_supported {
@@ -193,10 +227,8 @@ impl State {
             .max_width(360)
             .style(container::rounded_box),
             tooltip::Position::Bottom,
-        )
-        .into();
-        let ready = me.is_some();
-        let create = column![
+        );
+        column![
             text("Start a meeting").size(22),
             checkbox(
                 self.lobby,
@@ -206,10 +238,14 @@ impl State {
             relay_only,
             button("New meeting").on_press_maybe(ready.then_some(Message::NewMeeting)),
         ]
-        .spacing(10);
+        .spacing(10)
+        .into()
+    }
 
+    /// "Join a meeting": the invite field, checked as it is typed.
+    fn view_join(&self, ready: bool) -> Element<'_, Message> {
         let can_join = ready && matches!(self.invite_check, Some(Ok(_)));
-        let status: Element<'a, Message> = match &self.invite_check {
+        let status: Element<'_, Message> = match &self.invite_check {
             None => text("Paste the invite you were sent (it starts with conclave:).")
                 .size(13)
                 .into(),
@@ -226,7 +262,7 @@ impl State {
                 .color(iced::Color::from_rgb(1.0, 0.55, 0.55))
                 .into(),
         };
-        let join = column![
+        column![
             text("Join a meeting").size(22),
             row![
                 text_input("conclave:…", &self.invite.0)
@@ -238,8 +274,12 @@ impl State {
             .spacing(8),
             status,
         ]
-        .spacing(10);
+        .spacing(10)
+        .into()
+    }
 
+    /// The meetings we were in, each with Rejoin and Chat history.
+    fn view_recent(&self, ready: bool) -> Element<'_, Message> {
         let mut recent = Column::new().spacing(6);
         if self.recent.is_empty() {
             recent = recent.push(text("No meetings yet.").size(14));
@@ -263,58 +303,36 @@ impl State {
                 .align_y(iced::Alignment::Center),
             );
         }
-        let mut right = column![text("Recent meetings").size(22), recent].spacing(10);
-        if let Some((meeting, lines)) = &self.history {
-            let mut list = Column::new().spacing(4);
-            if lines.is_empty() {
-                list = list.push(text("Nothing was said in this meeting.").size(14));
-            }
-            for line in lines.iter().rev().take(200).rev() {
-                list = list.push(text(format!("{}: {}", line.name, line.text)).size(14));
-            }
-            right = right.push(
-                container(
-                    column![
-                        row![
-                            text(format!("Chat of meeting {}", meeting.short()))
-                                .size(16)
-                                .width(Length::Fill),
-                            button(text("Close").size(13))
-                                .style(button::secondary)
-                                .on_press(Message::CloseHistory),
-                        ],
-                        scrollable(list).height(Length::Fixed(220.0)),
-                    ]
-                    .spacing(6),
-                )
-                .padding(10)
-                .style(container::bordered_box),
-            );
-        }
-
-        let left = column![identity, create, join]
-            .spacing(28)
-            .width(Length::FillPortion(3));
-        let header = row![
-            text("Conclave").size(30).width(Length::Fill),
-            button("Settings")
-                .style(button::secondary)
-                .on_press(Message::OpenSettings),
-        ]
-        .align_y(iced::Alignment::Center);
-        scrollable(
-            column![
-                header,
-                text("End-to-end encrypted meetings, peer to peer. No server can listen in.")
-                    .size(14)
-                    .color(iced::Color::from_rgb(0.78, 0.80, 0.84)),
-                row![left, right.width(Length::FillPortion(2))].spacing(32),
-            ]
-            .spacing(16)
-            .padding(24),
-        )
-        .into()
+        recent.into()
     }
+}
+
+/// The stored chat of `meeting` (its last 200 lines), with a Close button.
+fn view_history<'a>(meeting: MeetingId, lines: &'a [ChatRecord]) -> Element<'a, Message> {
+    let mut list = Column::new().spacing(4);
+    if lines.is_empty() {
+        list = list.push(text("Nothing was said in this meeting.").size(14));
+    }
+    for line in lines.iter().rev().take(200).rev() {
+        list = list.push(text(format!("{}: {}", line.name, line.text)).size(14));
+    }
+    container(
+        column![
+            row![
+                text(format!("Chat of meeting {}", meeting.short()))
+                    .size(16)
+                    .width(Length::Fill),
+                button(text("Close").size(13))
+                    .style(button::secondary)
+                    .on_press(Message::CloseHistory),
+            ],
+            scrollable(list).height(Length::Fixed(220.0)),
+        ]
+        .spacing(6),
+    )
+    .padding(10)
+    .style(container::bordered_box)
+    .into()
 }
 
 /// A peer id shortened for display (first and last characters).

@@ -1,8 +1,7 @@
 //! Settings: sound devices (with a live input meter and a test sound), noise suppression,
 //! relays, the relay-only default, and the identity backup (export / restore).
 
-use conclave_core::identity::backup::MIN_PASSPHRASE_CHARS;
-use conclave_core::invite::parse_relay;
+use conclave_core::{MIN_PASSPHRASE_CHARS, parse_relay};
 use iced::widget::{
     Column, column, container, progress_bar, row, scrollable, text, text_input, tooltip,
 };
@@ -108,6 +107,23 @@ impl State {
                 self.metering = false;
                 Some(Action::Back)
             }
+            Message::RefreshDevices
+            | Message::InputSelected(_)
+            | Message::OutputSelected(_)
+            | Message::ToggleMeter
+            | Message::TestSound
+            | Message::NoiseToggled(_) => self.update_sound(message, prefs),
+            Message::RelayOnlyToggled(_)
+            | Message::RelayChanged(_)
+            | Message::AddRelay
+            | Message::RemoveRelay(_) => self.update_relays(message, prefs),
+            _ => self.update_backup(message),
+        }
+    }
+
+    /// The sound section: devices, meter, test sound, noise suppression.
+    fn update_sound(&mut self, message: Message, prefs: &mut Prefs) -> Option<Action> {
+        match message {
             Message::RefreshDevices => Some(Action::ListDevices),
             Message::InputSelected(choice) => {
                 prefs.audio_input = device_choice(choice);
@@ -139,6 +155,13 @@ impl State {
                 prefs.noise_suppression = on;
                 Some(Action::NoiseSuppression(on))
             }
+            _ => None,
+        }
+    }
+
+    /// The relays section: the list and the relay-only default.
+    fn update_relays(&mut self, message: Message, prefs: &mut Prefs) -> Option<Action> {
+        match message {
             Message::RelayOnlyToggled(on) => {
                 prefs.relay_only = on && self.relay_only_supported;
                 Some(Action::RelayOnlyDefault(prefs.relay_only))
@@ -173,6 +196,13 @@ impl State {
                     None
                 }
             }
+            _ => None,
+        }
+    }
+
+    /// The identity backup section: export and restore.
+    fn update_backup(&mut self, message: Message) -> Option<Action> {
+        match message {
             Message::ExportPathChanged(path) => {
                 self.export_path = path;
                 None
@@ -220,6 +250,7 @@ impl State {
                     passphrase: std::mem::take(&mut self.import_passphrase),
                 })
             }
+            _ => None,
         }
     }
 
@@ -246,46 +277,28 @@ impl State {
             button("Back").on_press(Message::Back),
         ]
         .align_y(Alignment::Center);
+        scrollable(
+            column![
+                header,
+                self.view_sound(prefs),
+                self.view_relays(prefs),
+                self.view_backup()
+            ]
+            .spacing(28)
+            .padding(24)
+            .max_width(900),
+        )
+        .into()
+    }
 
-        // Sound.
-        let mut sound = Column::new().spacing(10).push(text("Sound").size(22));
-        match &self.devices {
-            None => sound = sound.push(text("Looking for sound devices…").size(14)),
-            Some(Err(err)) => sound = sound.push(text(err.clone()).size(14)),
-            Some(Ok(devices)) => {
-                let mut inputs = vec![SYSTEM_DEFAULT.to_owned()];
-                inputs.extend(devices.inputs.iter().cloned());
-                let mut outputs = vec![SYSTEM_DEFAULT.to_owned()];
-                outputs.extend(devices.outputs.iter().cloned());
-                if devices.inputs.is_empty() && devices.outputs.is_empty() {
-                    sound = sound.push(
-                        text("No sound devices were found. Meetings still work: you can listen and chat.")
-                            .size(14),
-                    );
-                }
-                sound = sound
-                    .push(device_row(
-                        "Microphone",
-                        inputs,
-                        prefs.audio_input.as_deref(),
-                        Message::InputSelected,
-                        MICROPHONE_LIST,
-                    ))
-                    .push(device_row(
-                        "Speakers",
-                        outputs,
-                        prefs.audio_output.as_deref(),
-                        Message::OutputSelected,
-                        SPEAKER_LIST,
-                    ))
-                    .push(
-                        text("Keyboard: Tab to a list, then Up / Down (or Enter) to change the device.")
-                            .size(13),
-                    );
-            }
-        }
+    /// Sound: the devices, the microphone test and test sound, noise suppression.
+    fn view_sound<'a>(&'a self, prefs: &'a Prefs) -> Element<'a, Message> {
+        let sound = Column::new()
+            .spacing(10)
+            .push(text("Sound").size(22))
+            .push(self.view_devices(prefs));
         let level = self.level_dbfs.unwrap_or(SILENCE_DBFS);
-        sound = sound.push(
+        let mut sound = sound.push(
             row![
                 button(if self.metering {
                     "Stop microphone test"
@@ -322,23 +335,60 @@ impl State {
             self.noise_supported
                 .then_some(Message::NoiseToggled as fn(bool) -> Message),
         );
-        sound = sound.push(if self.noise_supported {
-            noise
-        } else {
-            tooltip(
-                noise,
-                container(
-                    text("Remembered; applied once this build's audio pipeline supports it.")
-                        .size(13),
+        sound
+            .push(if self.noise_supported {
+                noise
+            } else {
+                with_tooltip(
+                    noise,
+                    "Remembered; applied once this build's audio pipeline supports it.",
                 )
-                .padding(8)
-                .style(container::rounded_box),
-                tooltip::Position::Bottom,
+            })
+            .into()
+    }
+
+    /// The microphone and speaker lists (or why there are none yet).
+    fn view_devices<'a>(&'a self, prefs: &'a Prefs) -> Element<'a, Message> {
+        let devices = match &self.devices {
+            None => return text("Looking for sound devices…").size(14).into(),
+            Some(Err(err)) => return text(err.clone()).size(14).into(),
+            Some(Ok(devices)) => devices,
+        };
+        let mut inputs = vec![SYSTEM_DEFAULT.to_owned()];
+        inputs.extend(devices.inputs.iter().cloned());
+        let mut outputs = vec![SYSTEM_DEFAULT.to_owned()];
+        outputs.extend(devices.outputs.iter().cloned());
+        let mut lists = Column::new().spacing(10);
+        if devices.inputs.is_empty() && devices.outputs.is_empty() {
+            lists = lists.push(
+                text("No sound devices were found. Meetings still work: you can listen and chat.")
+                    .size(14),
+            );
+        }
+        lists
+            .push(device_row(
+                "Microphone",
+                inputs,
+                prefs.audio_input.as_deref(),
+                Message::InputSelected,
+                MICROPHONE_LIST,
+            ))
+            .push(device_row(
+                "Speakers",
+                outputs,
+                prefs.audio_output.as_deref(),
+                Message::OutputSelected,
+                SPEAKER_LIST,
+            ))
+            .push(
+                text("Keyboard: Tab to a list, then Up / Down (or Enter) to change the device.")
+                    .size(13),
             )
             .into()
-        });
+    }
 
-        // Network.
+    /// Relays: the list, the field to add one, and the relay-only default.
+    fn view_relays<'a>(&'a self, prefs: &'a Prefs) -> Element<'a, Message> {
         let mut relays = Column::new().spacing(6);
         if prefs.relays.is_empty() {
             relays = relays.push(
@@ -380,26 +430,19 @@ impl State {
         ]
         .spacing(10);
         if let Some(err) = &self.relay_error {
-            network = network.push(
-                text(err.clone())
-                    .size(13)
-                    .color(Color::from_rgb(1.0, 0.55, 0.55)),
-            );
+            network = network.push(text(err.clone()).size(13).color(ERROR_RED));
         }
-        network = network.push(if self.relay_only_supported {
-            relay_only
-        } else {
-            tooltip(
-                relay_only,
-                container(text("Relay-only needs a newer core; coming soon.").size(13))
-                    .padding(8)
-                    .style(container::rounded_box),
-                tooltip::Position::Bottom,
-            )
+        network
+            .push(if self.relay_only_supported {
+                relay_only
+            } else {
+                with_tooltip(relay_only, "Relay-only needs a newer core; coming soon.")
+            })
             .into()
-        });
+    }
 
-        // Identity backup.
+    /// Identity backup: export under a passphrase, restore from a file.
+    fn view_backup(&self) -> Element<'_, Message> {
         let mut backup = column![
             text("Identity backup").size(22),
             text("Your identity is a key on this computer. Save it, encrypted with a passphrase, to move it to another computer or restore it later.")
@@ -433,24 +476,26 @@ impl State {
         .spacing(10);
         match &self.backup_status {
             Some(Ok(ok)) => backup = backup.push(text(ok.clone()).size(14)),
-            Some(Err(err)) => {
-                backup = backup.push(
-                    text(err.clone())
-                        .size(14)
-                        .color(Color::from_rgb(1.0, 0.55, 0.55)),
-                )
-            }
+            Some(Err(err)) => backup = backup.push(text(err.clone()).size(14).color(ERROR_RED)),
             None => {}
         }
-
-        scrollable(
-            column![header, sound, network, backup]
-                .spacing(28)
-                .padding(24)
-                .max_width(900),
-        )
-        .into()
+        backup.into()
     }
+}
+
+/// Colour of error sentences.
+const ERROR_RED: Color = Color::from_rgb(1.0, 0.55, 0.55);
+
+/// `control` with `tip` shown below it on hover (why it is disabled).
+fn with_tooltip<'a>(control: Element<'a, Message>, tip: &'a str) -> Element<'a, Message> {
+    tooltip(
+        control,
+        container(text(tip).size(13))
+            .padding(8)
+            .style(container::rounded_box),
+        tooltip::Position::Bottom,
+    )
+    .into()
 }
 
 /// A labelled device list: `options`, with `chosen` (or the system default) selected.

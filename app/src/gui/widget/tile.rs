@@ -25,7 +25,7 @@ pub(crate) struct TileInfo {
     /// Current speaking level (dBFS), when audio flows.
     pub(crate) level_dbfs: Option<f32>,
     /// Media connection: (state, path, rtt).
-    pub(crate) connection: Option<(String, Option<&'static str>, Option<f64>)>,
+    pub(crate) connection: Option<(String, Option<String>, Option<f64>)>,
 }
 
 impl TileInfo {
@@ -106,7 +106,7 @@ pub(crate) fn tile<'a, Message: 'a>(info: &TileInfo) -> Element<'a, Message> {
         badges = badges.push(badge::badge("verified".to_owned(), colour::GOOD));
     }
     if let Some((state, path, rtt)) = &info.connection {
-        badges = badges.push(badge::connection(*path, state, *rtt));
+        badges = badges.push(badge::connection(path.as_deref(), state, *rtt));
     }
     container(
         column![

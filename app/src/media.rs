@@ -1,0 +1,183 @@
+//! Media events, unpacked once for every front end.
+//!
+//! The core reports the media plane as [`MediaEvent`]s. The CLI prints them
+//! ([`cli::meeting`](crate::cli::meeting)), the GUI shows them on the tiles
+//! ([`gui::screen::meeting`](crate::gui::screen::meeting)) and `conclave demo` counts them
+//! ([`cli::demo`](crate::cli::demo)). Each implements [`MediaSink`] and hands the event to
+//! [`dispatch`], so the shape of the event is matched in one place only.
+
+use conclave_core::{MediaEvent, PeerId};
+
+/// A peer connection changed state.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Connection {
+    /// The member.
+    pub(crate) peer_id: PeerId,
+    /// `new`, `connecting`, `connected`, `disconnected`, `failed`, …
+    pub(crate) state: String,
+    /// `direct`, or `relayed` through a TURN server.
+    pub(crate) path: String,
+    /// Latest round-trip time on that path, once measured.
+    pub(crate) rtt_ms: Option<f64>,
+    /// ICE restarts on this connection so far.
+    pub(crate) ice_restarts: u32,
+}
+
+impl Connection {
+    /// Media flows.
+    pub(crate) fn is_connected(&self) -> bool {
+        self.state == "connected"
+    }
+
+    /// The connection broke (it may be repaired).
+    pub(crate) fn is_lost(&self) -> bool {
+        matches!(self.state.as_str(), "failed" | "disconnected")
+    }
+}
+
+/// Periodic receive statistics for one member.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Stats {
+    /// The member.
+    pub(crate) peer_id: PeerId,
+    /// Frames decoded from their own packets.
+    pub(crate) rx_frames: u64,
+    /// Frames missing (recovered by FEC or concealed).
+    pub(crate) lost_frames: u64,
+    /// Missing frames recovered by FEC.
+    pub(crate) recovered_frames: u64,
+    /// Frames SFrame refused (forged, replayed, unknown key), across all senders.
+    pub(crate) decrypt_failures: u64,
+    /// Inter-arrival jitter.
+    pub(crate) jitter_ms: f64,
+    /// Current level of this speaker (dBFS).
+    pub(crate) level_dbfs: f32,
+    /// Latest round-trip time to this member, once measured.
+    pub(crate) rtt_ms: Option<f64>,
+}
+
+/// Something that shows or counts media events. Only [`MediaSink::connection`] and
+/// [`MediaSink::stats`] must be written; the rest default to ignoring the event.
+pub(crate) trait MediaSink {
+    /// A peer connection changed state.
+    fn connection(&mut self, connection: Connection);
+
+    /// Receive statistics for one member.
+    fn stats(&mut self, stats: Stats);
+
+    /// The first frame from a member was heard.
+    fn audio_started(&mut self, peer_id: PeerId) {
+        tracing::debug!(%peer_id, "audio started");
+    }
+
+    /// Something went wrong that does not end the meeting.
+    fn warning(&mut self, message: String) {
+        tracing::debug!(%message, "media warning not shown");
+    }
+}
+
+/// Unpacks `event` into the matching method of `sink`.
+pub(crate) fn dispatch(event: MediaEvent, sink: &mut impl MediaSink) {
+    match event {
+        MediaEvent::Connection {
+            peer_id,
+            state,
+            path,
+            rtt_ms,
+            ice_restarts,
+        } => sink.connection(Connection {
+            peer_id,
+            state: state.to_string(),
+            path: path.to_string(),
+            rtt_ms,
+            ice_restarts,
+        }),
+        MediaEvent::Stats {
+            peer_id,
+            rx_frames,
+            lost_frames,
+            recovered_frames,
+            decrypt_failures,
+            jitter_ms,
+            level_dbfs,
+            rtt_ms,
+        } => sink.stats(Stats {
+            peer_id,
+            rx_frames,
+            lost_frames,
+            recovered_frames,
+            decrypt_failures,
+            jitter_ms,
+            level_dbfs,
+            rtt_ms,
+        }),
+        MediaEvent::AudioStarted { peer_id } => sink.audio_started(peer_id),
+        MediaEvent::Warning(message) => sink.warning(message),
+        other => tracing::debug!(?other, "media event not shown"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Records what it was given.
+    #[derive(Default)]
+    struct Recorder {
+        seen: Vec<String>,
+    }
+
+    impl MediaSink for Recorder {
+        fn connection(&mut self, connection: Connection) {
+            self.seen.push(format!(
+                "{} {} {}",
+                connection.state,
+                connection.path,
+                connection.is_connected()
+            ));
+        }
+
+        fn stats(&mut self, stats: Stats) {
+            self.seen.push(format!("{} frames", stats.rx_frames));
+        }
+
+        fn warning(&mut self, message: String) {
+            self.seen.push(message);
+        }
+    }
+
+    #[test]
+    fn every_field_reaches_the_sink() {
+        let peer_id = PeerId::random();
+        let mut sink = Recorder::default();
+        dispatch(
+            MediaEvent::Connection {
+                peer_id,
+                state: "connected".into(),
+                path: "relayed",
+                rtt_ms: Some(3.0),
+                ice_restarts: 1,
+            },
+            &mut sink,
+        );
+        dispatch(
+            MediaEvent::Stats {
+                peer_id,
+                rx_frames: 7,
+                lost_frames: 0,
+                recovered_frames: 0,
+                decrypt_failures: 0,
+                jitter_ms: 1.0,
+                level_dbfs: -30.0,
+                rtt_ms: None,
+            },
+            &mut sink,
+        );
+        dispatch(MediaEvent::AudioStarted { peer_id }, &mut sink);
+        dispatch(MediaEvent::Warning("no microphone".into()), &mut sink);
+        assert_eq!(
+            sink.seen,
+            ["connected relayed true", "7 frames", "no microphone"]
+        );
+    }
+}

@@ -1,0 +1,424 @@
+//! Unit tests of the TURN server: the codec-independent parts of the gate (credentials,
+//! quotas, the peer policy's 403), XOR-PEER-ADDRESS decoding and the issuer.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use conclave_core::proto::turn::{TurnRefusal, TurnResponse};
+use libp2p::PeerId;
+use stun::attributes::{ATTR_MESSAGE_INTEGRITY, ATTR_REALM, ATTR_USERNAME};
+use stun::error_code::{CODE_ALLOC_QUOTA_REACHED, ErrorCodeAttribute};
+use stun::integrity::MessageIntegrity;
+use stun::message::{
+    CLASS_REQUEST, METHOD_ALLOCATE, METHOD_CHANNEL_BIND, METHOD_CREATE_PERMISSION, Message,
+    MessageType, Method, Setter,
+};
+use stun::textattrs::TextAttribute;
+use tokio::net::UdpSocket;
+use webrtc_util::Conn;
+
+use crate::access::{self, Allowlist};
+use crate::config::TurnConfig;
+use crate::metrics::Metrics;
+
+use super::gate::{Gate, Live, Pending, Relayed, xor_peer_addresses};
+use super::*;
+
+fn gate(max: usize) -> Gate {
+    let own = HashSet::from(["198.51.100.1".parse().unwrap()]);
+    let live = Live::new(&TurnConfig::default(), Allowlist::Open, own);
+    Gate::new(Secret::new("s3cret"), live, max, Arc::new(Metrics::new()))
+}
+
+/// A `method` request naming `peers`, signed with `username` / `password`.
+fn request_to(method: Method, peers: &[SocketAddr], username: &str, password: &str) -> Vec<u8> {
+    let mut msg = Message::new();
+    let mut setters: Vec<Box<dyn Setter>> = vec![
+        Box::new(MessageType::new(method, CLASS_REQUEST)),
+        Box::new(stun::agent::TransactionId::new()),
+    ];
+    for peer in peers {
+        setters.push(Box::new(turn::proto::peeraddr::PeerAddress {
+            ip: peer.ip(),
+            port: peer.port(),
+        }));
+    }
+    setters.push(Box::new(TextAttribute::new(ATTR_USERNAME, username.into())));
+    setters.push(Box::new(TextAttribute::new(ATTR_REALM, "conclave".into())));
+    setters.push(Box::new(MessageIntegrity::new_long_term_integrity(
+        username.into(),
+        "conclave".into(),
+        password.into(),
+    )));
+    msg.build(&setters).unwrap();
+    msg.raw
+}
+
+fn error_code(answer: &[u8]) -> (u16, bool) {
+    let mut msg = Message::new();
+    msg.raw = answer.to_vec();
+    msg.decode().unwrap();
+    let mut code = ErrorCodeAttribute::default();
+    stun::message::Getter::get_from(&mut code, &msg).unwrap();
+    (code.code.0, msg.contains(ATTR_MESSAGE_INTEGRITY))
+}
+
+#[test]
+fn xor_peer_addresses_decode_every_attribute() {
+    let peers: Vec<SocketAddr> = ["203.0.113.5:4000", "[2001:db8::7]:5", "[::ffff:10.0.0.1]:9"]
+        .iter()
+        .map(|a| a.parse().unwrap())
+        .collect();
+    let raw = request_to(METHOD_CREATE_PERMISSION, &peers, "u", "p");
+    let msg = decode_stun(&raw).unwrap();
+    assert_eq!(xor_peer_addresses(&msg).unwrap(), peers);
+}
+
+#[test]
+fn permissions_to_denied_peers_are_answered_403_and_counted() {
+    let gate = gate(4);
+    let pending = Pending::default();
+    let creds = access::mint(
+        b"s3cret",
+        &PeerId::random(),
+        unix_now(),
+        Duration::from_secs(60),
+    );
+    let (user, pass) = (creds.username.as_str(), creds.password.as_str());
+    let public: SocketAddr = "203.0.113.5:4000".parse().unwrap();
+    for method in [METHOD_CREATE_PERMISSION, METHOD_CHANNEL_BIND] {
+        assert_eq!(
+            gate.inspect(&request_to(method, &[public], user, pass), UDP, &pending),
+            Verdict::Pass
+        );
+        for denied in [
+            "10.99.0.1:9",
+            "192.168.77.1:9",
+            "169.254.169.254:80",
+            "127.0.0.1:9464",
+            "198.51.100.1:3478",
+            "[::ffff:10.99.0.1]:9",
+            "[::ffff:198.51.100.1]:4001",
+            "[fd00::1]:9",
+        ] {
+            let denied: SocketAddr = denied.parse().unwrap();
+            // Also when an allowed address comes first in the same request.
+            let raw = request_to(method, &[public, denied], user, pass);
+            let Verdict::Reply(answer) = gate.inspect(&raw, UDP, &pending) else {
+                panic!("{denied} let through");
+            };
+            assert_eq!(error_code(&answer), (403, true), "{denied}");
+        }
+    }
+    // Wrong credentials: the engine refuses them (no 403 that would reveal the policy).
+    let raw = request_to(
+        METHOD_CREATE_PERMISSION,
+        &["10.0.0.1:1".parse().unwrap()],
+        user,
+        "x",
+    );
+    assert_eq!(gate.inspect(&raw, UDP, &pending), Verdict::Pass);
+    let text = gate.metrics.encode();
+    assert!(
+        text.contains("turn_denied_peer_requests_total{method=\"create_permission\"} 8"),
+        "{text}"
+    );
+    assert!(
+        text.contains("turn_denied_peer_requests_total{method=\"channel_bind\"} 8"),
+        "{text}"
+    );
+    // Another allocation's relayed address on this relay is a permitted peer.
+    gate.relayed.lock().unwrap().insert(
+        50000,
+        Relayed {
+            peer: PeerId::random(),
+            username: "x".into(),
+        },
+    );
+    let hairpin = request_to(
+        METHOD_CREATE_PERMISSION,
+        &["198.51.100.1:50000".parse().unwrap()],
+        user,
+        pass,
+    );
+    assert_eq!(gate.inspect(&hairpin, UDP, &pending), Verdict::Pass);
+}
+
+fn allocate(username: &str, password: &str) -> Vec<u8> {
+    let mut msg = Message::new();
+    let setters: Vec<Box<dyn Setter>> = vec![
+        Box::new(MessageType::new(METHOD_ALLOCATE, CLASS_REQUEST)),
+        Box::new(stun::agent::TransactionId::new()),
+        Box::new(TextAttribute::new(ATTR_USERNAME, username.into())),
+        Box::new(TextAttribute::new(ATTR_REALM, "conclave".into())),
+        Box::new(MessageIntegrity::new_long_term_integrity(
+            username.into(),
+            "conclave".into(),
+            password.into(),
+        )),
+    ];
+    msg.build(&setters).unwrap();
+    msg.raw
+}
+
+#[test]
+fn gate_checks_credentials_and_quota() {
+    let gate = gate(1);
+    let pending = Pending::default();
+    assert_eq!(
+        gate.inspect(b"\xffhello world, not stun", UDP, &pending),
+        Verdict::Drop
+    );
+    assert_eq!(gate.inspect(&[], UDP, &pending), Verdict::Drop);
+    assert_eq!(gate.inspect(&[0x40, 0, 0, 0], UDP, &pending), Verdict::Pass);
+    let peer = PeerId::random();
+    let creds = access::mint(b"s3cret", &peer, unix_now(), Duration::from_secs(60));
+    // Wrong password: counted, still handed on (the engine answers with its error).
+    assert_eq!(
+        gate.inspect(&allocate(&creds.username, "nope"), UDP, &pending),
+        Verdict::Pass
+    );
+    assert!(pending.lock().unwrap().is_none());
+    let expired = access::mint(b"s3cret", &peer, 1000, Duration::from_secs(60));
+    gate.inspect(
+        &allocate(&expired.username, &expired.password),
+        UDP,
+        &pending,
+    );
+    assert!(pending.lock().unwrap().is_none());
+    // Good credentials: the identity is remembered for the allocator.
+    let good = allocate(&creds.username, &creds.password);
+    assert_eq!(gate.inspect(&good, UDP, &pending), Verdict::Pass);
+    assert_eq!(pending.lock().unwrap().as_ref().map(|r| r.peer), Some(peer));
+    gate.counts.lock().unwrap().acquire(&peer).unwrap();
+    // Over quota: answered 486 here.
+    let Verdict::Reply(answer) = gate.inspect(&good, UDP, &pending) else {
+        panic!("expected a 486 answer");
+    };
+    let mut msg = Message::new();
+    msg.raw = answer;
+    msg.decode().unwrap();
+    let mut code = ErrorCodeAttribute::default();
+    stun::message::Getter::get_from(&mut code, &msg).unwrap();
+    assert!(code.code == CODE_ALLOC_QUOTA_REACHED);
+    let text = gate.metrics.encode();
+    assert!(text.contains("reason=\"wrong_password\"} 1"), "{text}");
+    assert!(text.contains("reason=\"expired\"} 1"), "{text}");
+    assert!(text.contains("turn_refused_allocations_total 1"), "{text}");
+    assert!(text.contains("transport=\"udp\"} 2"), "{text}");
+}
+
+#[test]
+fn issuer_refuses_identities_off_the_allowlist() {
+    let allowed = PeerId::random();
+    let config = TurnConfig {
+        credential_ttl: Duration::from_secs(600),
+        ..TurnConfig::default()
+    };
+    let allowlist = Allowlist::parse(&[allowed.to_string()]).unwrap();
+    let live = Live::new(&config, allowlist, HashSet::new());
+    let gate = Arc::new(Gate::new(
+        Secret::new("x"),
+        live,
+        1,
+        Arc::new(Metrics::new()),
+    ));
+    let issuer = Issuer {
+        gate: Arc::clone(&gate),
+        urls: vec!["turn:127.0.0.1:3478?transport=udp".into()],
+    };
+    let TurnResponse::Credentials(server) = issuer.issue(&allowed, 100) else {
+        panic!("allowed identity refused");
+    };
+    assert_eq!(server.expires_unix, 700);
+    assert_eq!(
+        server.credential,
+        access::password_for(b"x", &server.username)
+    );
+    assert_eq!(
+        issuer.issue(&PeerId::random(), 100),
+        TurnResponse::Refused(TurnRefusal::NotAllowed)
+    );
+    // A reload that removes the identity stops the issuing at once.
+    let live = Live::new(&config, Allowlist::Only(HashSet::new()), HashSet::new());
+    assert!(gate.replace(live, 1).is_empty());
+    assert_eq!(
+        issuer.issue(&allowed, 100),
+        TurnResponse::Refused(TurnRefusal::NotAllowed)
+    );
+}
+
+/// A `turn` crate client of `server` with fresh credentials for a new identity.
+async fn client_of(server: &TurnServer, dir: &Path) -> turn::client::Client {
+    let secret = std::fs::read_to_string(dir.join(SECRET_FILE)).unwrap();
+    let creds = access::mint(
+        secret.trim().as_bytes(),
+        &PeerId::random(),
+        unix_now(),
+        Duration::from_secs(600),
+    );
+    let addr = server.udp_addr().to_string();
+    let client = turn::client::Client::new(turn::client::ClientConfig {
+        stun_serv_addr: addr.clone(),
+        turn_serv_addr: addr,
+        username: creds.username,
+        password: creds.password,
+        realm: "conclave".into(),
+        software: String::new(),
+        rto_in_ms: 0,
+        conn: Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap()),
+        vnet: None,
+    })
+    .await
+    .unwrap();
+    client.listen().await.unwrap();
+    client
+}
+
+/// The relay-wide caps fire and are counted: allocations held at once, new allocations
+/// per second (both answered 508), and the total bandwidth; a reload moves them.
+#[tokio::test]
+async fn relay_wide_caps_refuse_and_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = TurnConfig {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        allow_loopback_peers: true,
+        max_allocations: 1,
+        bandwidth_per_identity: 0,
+        max_bandwidth: 20_000,
+        ..TurnConfig::default()
+    };
+    let metrics = Arc::new(Metrics::new());
+    let server = TurnServer::start(&config, dir.path(), Allowlist::Open, Arc::clone(&metrics))
+        .await
+        .unwrap();
+    let first = client_of(&server, dir.path()).await;
+    let relayed = first.allocate().await.unwrap();
+    let second = client_of(&server, dir.path()).await;
+    let err = second.allocate().await.err().expect("over max_allocations");
+    assert!(err.to_string().contains("508"), "{err}");
+    // Relay-wide bandwidth: 200 kB at once against 20 kB/s, for an identity without a
+    // quota of its own.
+    let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    for _ in 0..200 {
+        relayed
+            .send_to(&[7u8; 1000], peer.local_addr().unwrap())
+            .await
+            .unwrap();
+    }
+    let mut received = 0;
+    let mut buf = [0u8; 2048];
+    while let Ok(Ok(_)) =
+        tokio::time::timeout(Duration::from_millis(300), peer.recv_from(&mut buf)).await
+    {
+        received += 1;
+    }
+    assert!(
+        (1..50).contains(&received),
+        "{received} datagrams got through"
+    );
+    // A reload lifts the total and sets one new allocation per second.
+    config.max_allocations = 10;
+    config.max_allocations_per_second = 1;
+    assert_eq!(server.reload(&config, Allowlist::Open).await, 0);
+    let third = client_of(&server, dir.path()).await;
+    let fourth = client_of(&server, dir.path()).await;
+    let results = [
+        third.allocate().await.is_ok(),
+        fourth.allocate().await.is_ok(),
+    ];
+    assert_eq!(
+        results,
+        [true, false],
+        "the second within a second is refused"
+    );
+    let text = metrics.encode();
+    assert!(
+        text.contains("conclave_relay_turn_capped_allocations_total{reason=\"total\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("conclave_relay_turn_capped_allocations_total{reason=\"rate\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("conclave_relay_turn_capped_packets_total{direction=\"to_peer\"}"),
+        "{text}"
+    );
+    for client in [first, second, third, fourth] {
+        client.close().await.unwrap();
+    }
+}
+
+/// A standard TURN client (the `turn` crate's) through a real server on loopback: the
+/// identity's bandwidth quota drops what exceeds it, counted, and the allocation's
+/// quota slot comes back when the client deletes it.
+#[tokio::test]
+async fn bandwidth_quota_drops_the_excess() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = TurnConfig {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        bandwidth_per_identity: 20_000,
+        allow_loopback_peers: true,
+        ..TurnConfig::default()
+    };
+    let metrics = Arc::new(Metrics::new());
+    let server = TurnServer::start(&config, dir.path(), Allowlist::Open, Arc::clone(&metrics))
+        .await
+        .unwrap();
+    let client = client_of(&server, dir.path()).await;
+    let relayed = client.allocate().await.unwrap();
+    let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let target = peer.local_addr().unwrap();
+    // 200 kB at once against 20 kB/s with a 5 kB burst.
+    for _ in 0..200 {
+        relayed.send_to(&[7u8; 1000], target).await.unwrap();
+    }
+    let mut received = 0;
+    let mut buf = [0u8; 2048];
+    while let Ok(Ok(_)) =
+        tokio::time::timeout(Duration::from_millis(500), peer.recv_from(&mut buf)).await
+    {
+        received += 1;
+    }
+    assert!(
+        (1..50).contains(&received),
+        "{received} datagrams got through"
+    );
+    let text = metrics.encode();
+    assert!(
+        text.contains("conclave_relay_turn_dropped_packets_total{direction=\"to_peer\"} 1"),
+        "{text}"
+    );
+    assert!(text.contains("conclave_relay_turn_allocations 1"), "{text}");
+    relayed.close().await.unwrap();
+    client.close().await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !metrics
+        .encode()
+        .contains("conclave_relay_turn_allocations 0")
+    {
+        assert!(tokio::time::Instant::now() < deadline, "slot not released");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[test]
+fn secret_file_is_created_once_and_private() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sub").join(SECRET_FILE);
+    let first = load_or_create_secret(&path).unwrap();
+    let again = load_or_create_secret(&path).unwrap();
+    assert_eq!(first.bytes(), again.bytes());
+    assert_eq!(first.bytes().len(), 64);
+    assert_eq!(format!("{first:?}"), "Secret(..)");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+}
