@@ -14,4 +14,6 @@
 pub mod behaviour;
 pub mod codec;
 pub mod driver;
-pub mod paths;
+pub mod routing;
+pub mod swarm;
+pub mod turn_fetch;

@@ -44,7 +44,7 @@ use tracing::{debug, info, instrument, warn};
 
 use super::behaviour::{Behaviour, BehaviourEvent, KAD_PROTOCOL};
 use super::codec::TURN_PROTOCOL;
-use super::paths::{CloseReason, Paths};
+use super::routing::paths::{CloseReason, Paths};
 use crate::admission::MeetingKeys;
 use crate::backoff::Backoff;
 use crate::client::Event;
@@ -1328,7 +1328,7 @@ impl Driver {
                 let remote = remote_of(&endpoint);
                 if !self.relays.contains_key(&peer_id) {
                     self.paths
-                        .opened(Instant::now(), peer_id, connection_id, is_relayed(&remote));
+                        .opened(Instant::now(), peer_id, connection_id, remote.clone(), true);
                 }
                 self.conns
                     .entry(peer_id)
