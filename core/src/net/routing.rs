@@ -136,6 +136,19 @@ struct Reservation {
     held: bool,
 }
 
+/// How a reservation ended.
+#[derive(Debug, Clone, Copy)]
+struct Ended<'a> {
+    /// Whether the relay had accepted it.
+    held: bool,
+    /// Why the listener closed, if it failed.
+    error: Option<&'a io::Error>,
+    /// Whether the connection to the relay is still up.
+    connected: bool,
+    /// Whether we are in a meeting (shorter waits).
+    in_meeting: bool,
+}
+
 /// The control plane's routing state. See the [module docs](self).
 #[derive(Debug)]
 pub struct Routing {
@@ -316,26 +329,38 @@ impl Routing {
         }
     }
 
+    /// The relay whose reservation listens through `listener`, if any.
+    pub fn reservation_relay(&self, listener: ListenerId) -> Option<PeerId> {
+        self.reservations
+            .iter()
+            .find(|(_, r)| r.listener == Some(listener))
+            .map(|(relay, _)| *relay)
+    }
+
     /// A listener closed: its addresses are no longer ours, and if it was a reservation it
     /// ended (refused, or lost after it held) and is asked for again after the back-off.
+    /// `relay_connected` is the swarm's word on whether the relay is still connected (the
+    /// listener may close before its connection's closing is reported).
     pub fn handle_listener_closed(
         &mut self,
         now: Instant,
         listener: ListenerId,
         addresses: &[Multiaddr],
         error: Option<&io::Error>,
+        relay_connected: bool,
         in_meeting: bool,
     ) {
         self.listen_addrs.retain(|a| !addresses.contains(a));
-        let relay = self
-            .reservations
-            .iter()
-            .find(|(_, r)| r.listener == Some(listener))
-            .map(|(relay, _)| *relay);
-        if let Some(relay) = relay
+        if let Some(relay) = self.reservation_relay(listener)
             && let Some(reservation) = self.reservations.remove(&relay)
         {
-            self.on_reservation_ended(now, relay, reservation.held, error, in_meeting);
+            let ended = Ended {
+                held: reservation.held,
+                error,
+                connected: relay_connected,
+                in_meeting,
+            };
+            self.on_reservation_ended(now, relay, &ended);
         }
     }
 
@@ -386,14 +411,13 @@ impl Routing {
     /// A relay without the hop protocol is never asked again; otherwise the next attempt
     /// waits for the relay's back-off (reset if the reservation had held, and left to the
     /// reconnection if the connection went with it).
-    fn on_reservation_ended(
-        &mut self,
-        now: Instant,
-        relay: PeerId,
-        held: bool,
-        error: Option<&io::Error>,
-        in_meeting: bool,
-    ) {
+    fn on_reservation_ended(&mut self, now: Instant, relay: PeerId, ended: &Ended<'_>) {
+        let Ended {
+            held,
+            error,
+            connected,
+            in_meeting,
+        } = *ended;
         if error
             .and_then(reserve_error)
             .is_some_and(|e| matches!(e, ReserveError::Unsupported))
@@ -403,7 +427,6 @@ impl Routing {
             self.reserve_backoff.remove(&relay);
             return;
         }
-        let connected = self.is_connected(&relay);
         let max = if in_meeting {
             RESERVE_RETRY_MAX_IN_MEETING
         } else {

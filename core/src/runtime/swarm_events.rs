@@ -122,8 +122,18 @@ impl Driver {
             self.swarm.remove_external_address(address);
         }
         let in_meeting = self.in_meeting();
-        self.routing
-            .handle_listener_closed(clock::now(), listener, addresses, error, in_meeting);
+        let relay_connected = self
+            .routing
+            .reservation_relay(listener)
+            .is_some_and(|relay| self.swarm.is_connected(&relay));
+        self.routing.handle_listener_closed(
+            clock::now(),
+            listener,
+            addresses,
+            error,
+            relay_connected,
+            in_meeting,
+        );
     }
 
     fn on_behaviour_event(&mut self, event: BehaviourEvent) {

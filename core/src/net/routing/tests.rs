@@ -164,7 +164,7 @@ fn refused_reservations_wait_longer_each_time_until_the_cap() {
     for _ in 0..9 {
         let full = refused(ReserveError::ResourceLimitExceeded);
         sim.routing
-            .handle_listener_closed(sim.at(now), listener, &[], Some(&full), false);
+            .handle_listener_closed(sim.at(now), listener, &[], Some(&full), true, false);
         assert!(
             sim.actions().is_empty(),
             "nothing until the back-off is over"
@@ -190,7 +190,7 @@ fn refused_reservations_are_capped_shorter_in_a_meeting() {
     for _ in 0..8 {
         let full = refused(ReserveError::ResourceLimitExceeded);
         sim.routing
-            .handle_listener_closed(sim.at(now), listener, &[], Some(&full), true);
+            .handle_listener_closed(sim.at(now), listener, &[], Some(&full), true, true);
         let (at, _) = sim.step(true);
         waits.push(at - now);
         listener = ListenerId::next();
@@ -212,7 +212,7 @@ fn a_reservation_that_held_is_asked_again_within_the_first_wait() {
     for _ in 0..4 {
         let full = refused(ReserveError::ResourceLimitExceeded);
         sim.routing
-            .handle_listener_closed(sim.at(now), listener, &[], Some(&full), false);
+            .handle_listener_closed(sim.at(now), listener, &[], Some(&full), true, false);
         let (at, _) = sim.step(false);
         listener = ListenerId::next();
         sim.routing.handle_reserving(relay, listener);
@@ -223,7 +223,7 @@ fn a_reservation_that_held_is_asked_again_within_the_first_wait() {
     sim.routing.handle_reservation_accepted(relay);
     now += 60_000;
     sim.routing
-        .handle_listener_closed(sim.at(now), listener, &[], None, false);
+        .handle_listener_closed(sim.at(now), listener, &[], None, true, false);
     let (at, actions) = sim.step(false);
     assert_jittered(at - now, RESERVE_RETRY_MIN);
     assert!(matches!(actions.as_slice(), [Action::Reserve { .. }]));
@@ -239,7 +239,7 @@ fn a_held_reservation_lost_with_its_connection_waits_for_the_reconnection() {
         .handle_connection_closed(sim.at(5000), relay, connection, 0);
     assert!(matches!(sim.actions().as_slice(), [Action::RelayLost(r)] if *r == relay));
     sim.routing
-        .handle_listener_closed(sim.at(5000), listener, &[], None, false);
+        .handle_listener_closed(sim.at(5000), listener, &[], None, false, false);
     assert!(sim.actions().is_empty());
     // Back: reserved at once.
     sim.connect_relay(5300, relay);
@@ -258,7 +258,7 @@ fn a_relay_without_circuit_relay_is_never_asked_again() {
     let (connection, listener) = sim.connect_relay(0, relay);
     let unsupported = refused(ReserveError::Unsupported);
     sim.routing
-        .handle_listener_closed(sim.at(10), listener, &[], Some(&unsupported), false);
+        .handle_listener_closed(sim.at(10), listener, &[], Some(&unsupported), true, false);
     assert_eq!(sim.routing.poll_timeout(), None, "no retry scheduled");
     assert!(
         sim.routing.routes_to(&member).is_empty(),
@@ -578,4 +578,23 @@ fn a_dead_path_beside_a_working_one_is_closed() {
             if close.connection == direct && close.reason == CloseReason::Unproven),
         "{actions:?}"
     );
+}
+
+#[test]
+fn a_held_reservation_whose_listener_closes_first_still_waits_for_the_reconnection() {
+    let mut sim = Sim::new();
+    let (relay, _) = sim.relay("192.0.2.1");
+    let (connection, listener) = sim.connect_relay(0, relay);
+    sim.routing.handle_reservation_accepted(relay);
+    // The swarm already knows the connection is gone; its closing is reported next.
+    sim.routing
+        .handle_listener_closed(sim.at(5000), listener, &[], None, false, false);
+    sim.routing
+        .handle_connection_closed(sim.at(5000), relay, connection, 0);
+    sim.actions();
+    assert!(
+        !sim.routing.retries.contains_key(&Retry::Reserve(relay)),
+        "no retry to wait for"
+    );
+    sim.connect_relay(5300, relay);
 }
