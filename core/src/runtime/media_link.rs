@@ -23,13 +23,16 @@ use super::Driver;
 /// The driver's side of the media actor (all `None` when media is off or stopped).
 #[derive(Debug, Default)]
 pub(super) struct MediaLink {
-    /// The actor's inbox (bounded, `INBOX_CAPACITY`).
+    /// The actor's inbox (bounded, `INBOX_CAPACITY`; lossless: what does not fit waits in
+    /// the outbox).
     pub(super) input: Option<mpsc::Sender<MediaInput>>,
     /// Inputs not yet taken (its queue was full): passed on in order, never dropped.
     pub(super) outbox: VecDeque<MediaInput>,
-    /// The actor's reports, passed on to the application.
+    /// The actor's reports, passed on to the application (bounded, `INBOX_CAPACITY`; lossy:
+    /// the actor never waits for room).
     pub(super) events: Option<mpsc::Receiver<MediaEvent>>,
-    /// Signalling payloads the actor wants sent (inside the MLS group).
+    /// Signalling payloads the actor wants sent inside the MLS group (bounded,
+    /// `INBOX_CAPACITY`; lossless: the actor waits for room).
     pub(super) signals: Option<mpsc::Receiver<(PeerId, Vec<u8>)>>,
 }
 
@@ -175,5 +178,55 @@ impl Driver {
             Some(event) => self.outbox.push(super::Event::Media(event)),
             None => self.media.events = None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn room_in(
+        tx: &mpsc::Sender<MediaInput>,
+    ) -> Result<mpsc::Permit<'_, MediaInput>, mpsc::error::SendError<()>> {
+        tx.try_reserve().map_err(|_| mpsc::error::SendError(()))
+    }
+
+    #[test]
+    fn inputs_that_do_not_fit_wait_in_order_and_none_is_lost() {
+        let (tx, mut rx) = mpsc::channel(1);
+        let mut link = MediaLink {
+            input: Some(tx.clone()),
+            ..MediaLink::default()
+        };
+        assert!(link.pass(MediaInput::Mute(true)));
+        assert!(link.pass(MediaInput::Mute(false)));
+        assert!(link.pass(MediaInput::NoiseSuppression(true)));
+        assert_eq!(link.outbox.len(), 2, "the queue holds one");
+        assert!(matches!(rx.try_recv(), Ok(MediaInput::Mute(true))));
+        link.send_next(room_in(&tx));
+        assert!(matches!(rx.try_recv(), Ok(MediaInput::Mute(false))));
+        // While some wait, a new one queues behind them even if there is room.
+        assert!(link.pass(MediaInput::Mute(true)));
+        link.send_next(room_in(&tx));
+        assert!(matches!(
+            rx.try_recv(),
+            Ok(MediaInput::NoiseSuppression(true))
+        ));
+        link.send_next(room_in(&tx));
+        assert!(matches!(rx.try_recv(), Ok(MediaInput::Mute(true))));
+        assert!(link.outbox.is_empty());
+    }
+
+    #[test]
+    fn a_stopped_media_plane_is_forgotten() {
+        let (tx, rx) = mpsc::channel(1);
+        let mut link = MediaLink {
+            input: Some(tx),
+            ..MediaLink::default()
+        };
+        drop(rx);
+        assert!(!link.pass(MediaInput::Mute(true)));
+        assert!(!link.is_on());
+        assert!(!MediaLink::default().pass(MediaInput::RelayLost));
     }
 }

@@ -71,3 +71,50 @@ impl Outbox {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meeting::MeetingEvent;
+
+    fn chat(n: u64) -> Event {
+        Event::Meeting(MeetingEvent::ChatSent {
+            seq: n,
+            text: format!("line {n}"),
+            unix_ms: n,
+        })
+    }
+
+    /// Hands on what the stream has room for.
+    fn flush(outbox: &mut Outbox, events: &mpsc::Sender<Event>) {
+        while outbox.has_pending() {
+            let Ok(permit) = events.try_reserve() else {
+                return;
+            };
+            outbox.send_next(permit);
+        }
+    }
+
+    #[test]
+    fn a_reader_that_falls_behind_loses_the_oldest_and_is_told_where() {
+        let (events, mut reader) = mpsc::channel(2);
+        let mut outbox = Outbox::new(events.clone(), 3);
+        for n in 0..2 {
+            outbox.push(chat(n));
+        }
+        flush(&mut outbox, &events);
+        // The stream is full: six more wait, of which the outbox keeps the newest three.
+        for n in 2..8 {
+            outbox.push(chat(n));
+        }
+        assert_eq!(reader.try_recv().ok(), Some(chat(0)));
+        assert_eq!(reader.try_recv().ok(), Some(chat(1)));
+        flush(&mut outbox, &events);
+        assert_eq!(reader.try_recv().ok(), Some(Event::Lagged { missed: 3 }));
+        assert_eq!(reader.try_recv().ok(), Some(chat(5)));
+        flush(&mut outbox, &events);
+        assert_eq!(reader.try_recv().ok(), Some(chat(6)));
+        assert_eq!(reader.try_recv().ok(), Some(chat(7)));
+        assert!(!outbox.has_pending());
+    }
+}
