@@ -1,6 +1,6 @@
 //! The public async handle to a running client, used alike by the CLI and the GUI.
 //!
-//! [`Client::start`] starts the [runtime](crate::runtime) (store, identity, listeners,
+//! [`Client::start`] starts the [runtime] (store, identity, listeners,
 //! media actor, driver task); the returned [`Events`] stream carries everything that
 //! happens. The tasks stop when [`Client::shutdown`] is called or the last `Client` clone
 //! is dropped. The commands and [`Event`] are the runtime's vocabulary; this
@@ -105,7 +105,7 @@ impl Client {
     }
 
     /// Stops (or resumes) sending our audio, and tells the other members (an MLS
-    /// application message; they see [`MeetingEvent::MemberMuted`]). Without audio, the
+    /// application message; they see [`MeetingEvent::MemberMuted`](crate::MeetingEvent::MemberMuted)). Without audio, the
     /// members are still told.
     pub async fn set_muted(&self, muted: bool) -> Result<(), Error> {
         self.request(|reply| Command::Mute { muted, reply }).await?
@@ -128,8 +128,8 @@ impl Client {
     }
 
     /// Starts joining the meeting of `invite`. The outcome arrives as an event:
-    /// [`MeetingEvent::Joined`], [`MeetingEvent::JoinRefused`] or
-    /// [`MeetingEvent::JoinTimedOut`].
+    /// [`MeetingEvent::Joined`](crate::MeetingEvent::Joined), [`MeetingEvent::JoinRefused`](crate::MeetingEvent::JoinRefused) or
+    /// [`MeetingEvent::JoinTimedOut`](crate::MeetingEvent::JoinTimedOut).
     pub async fn join(&self, invite: Invite) -> Result<(), Error> {
         self.request(|reply| Command::Join { invite, reply })
             .await?
