@@ -213,12 +213,12 @@ impl Routing {
         self.actions.pop_front()
     }
 
-    /// When [`Routing::handle_timeout`] has work next.
-    pub fn poll_timeout(&self) -> Option<Instant> {
+    /// When, from `now` on, [`Routing::handle_timeout`] has work next.
+    pub fn poll_timeout(&self, now: Instant) -> Option<Instant> {
         [
             self.relay_redial,
             self.retries.values().min().copied(),
-            self.paths.next_deadline(),
+            self.paths.next_deadline(now),
         ]
         .into_iter()
         .flatten()

@@ -68,7 +68,7 @@ impl Driver {
         if let Some(leave) = &self.pending_leave {
             deadline = deadline.min(leave.deadline);
         }
-        if let Some(at) = self.routing.poll_timeout() {
+        if let Some(at) = self.routing.poll_timeout(now) {
             deadline = deadline.min(at);
         }
         if let Some(at) = self.turn.poll_timeout() {

@@ -303,8 +303,12 @@ impl Paths {
         closes
     }
 
-    /// When [`Paths::poll_close`] may next have something to report.
-    pub fn next_deadline(&self) -> Option<Instant> {
+    /// When, from `now` on, [`Paths::poll_close`] may next have something to report: the
+    /// earliest probation or staleness deadline at which another path to the same peer is
+    /// still alive. A deadline where nothing could be closed is left out (a peer's only
+    /// path, or every path quiet): only a new answer, an input, can change that, and a
+    /// deadline in the past would wake the caller over and over.
+    pub fn next_deadline(&self, now: Instant) -> Option<Instant> {
         self.peers
             .values()
             .flat_map(|paths| {
@@ -313,11 +317,18 @@ impl Paths {
                 let stale = self.timers.stale(rtt);
                 paths
                     .conns
-                    .values()
-                    .filter(|c| !c.closing && c.judged)
-                    .map(move |c| match c.last_ok {
-                        None => c.opened + probation,
-                        Some(ok) => ok + stale,
+                    .iter()
+                    .filter(|(_, c)| !c.closing && c.judged)
+                    .filter_map(move |(id, c)| {
+                        let other = paths.latest_other_ok(*id)?;
+                        let due = match c.last_ok {
+                            None => c.opened + probation,
+                            // Stale only once another path answered more recently.
+                            Some(ok) if other > ok => ok + stale,
+                            Some(_) => return None,
+                        };
+                        let at = due.max(now);
+                        (at.saturating_duration_since(other) < stale).then_some(at)
                     })
             })
             .min()
@@ -533,12 +544,44 @@ mod tests {
     #[test]
     fn next_deadline_covers_probation_and_staleness() {
         let mut sim = Sim::new();
-        assert_eq!(sim.paths.next_deadline(), None);
+        assert_eq!(sim.paths.next_deadline(sim.at(0)), None);
         let a = sim.open(1, true);
-        // Unmeasured: probation with the default RTT (1.5 s + 1.2 s).
-        assert_eq!(sim.paths.next_deadline(), Some(sim.at(2700)));
+        // A peer's only connection is never closed: nothing to wake up for.
+        assert_eq!(sim.paths.next_deadline(sim.at(0)), None);
         sim.paths.ping_ok(sim.at(100), sim.peer, a, ms(100));
-        assert_eq!(sim.paths.next_deadline(), Some(sim.at(3100)));
+        let b = sim.open(2, false);
+        // `b` unproven beside a live `a`: probation at 100 ms, 1.5 s + 4 × 100 ms.
+        assert_eq!(sim.paths.next_deadline(sim.at(100)), Some(sim.at(1900)));
+        // A timer that fires late still finds it due while `a` is alive.
+        sim.paths.ping_ok(sim.at(2000), sim.peer, a, ms(100));
+        assert_eq!(sim.paths.next_deadline(sim.at(2500)), Some(sim.at(2500)));
+        // Both proven, `b` answered last: `a` goes stale 3 s after its last answer.
+        sim.paths.ping_ok(sim.at(2600), sim.peer, b, ms(100));
+        assert_eq!(sim.paths.next_deadline(sim.at(2600)), Some(sim.at(5000)));
+    }
+
+    #[test]
+    fn quiet_paths_set_no_deadline_that_could_close_nothing() {
+        let mut sim = Sim::new();
+        let a = sim.open(1, true);
+        let b = sim.open(2, false);
+        sim.paths.ping_ok(sim.at(100), sim.peer, a, ms(100));
+        sim.paths.ping_ok(sim.at(100), sim.peer, b, ms(100));
+        // Both quiet since 100 ms (the peer, or our network, is gone): nothing closes until
+        // one answers again, so the caller is not woken over and over.
+        assert!(sim.paths.poll_close(sim.at(10_000)).is_empty());
+        assert_eq!(sim.paths.next_deadline(sim.at(10_000)), None);
+        // One path answers again: the other is judged from then on.
+        sim.paths.ping_ok(sim.at(10_100), sim.peer, a, ms(100));
+        assert_eq!(
+            sim.paths.next_deadline(sim.at(10_100)),
+            Some(sim.at(10_100))
+        );
+        let closed = sim.paths.poll_close(sim.at(10_100));
+        assert!(
+            matches!(closed.as_slice(), [c] if c.connection == b && c.reason == CloseReason::Stale)
+        );
+        assert_eq!(sim.paths.next_deadline(sim.at(10_100)), None);
     }
 
     #[test]
@@ -559,7 +602,7 @@ mod tests {
         sim.paths.ping_ok(sim.at(100), relay, b, ms(50));
         assert!(!sim.paths.is_proven(&relay, b));
         assert_eq!(sim.paths.rtt(&relay), DEFAULT_RTT);
-        assert_eq!(sim.paths.next_deadline(), None);
+        assert_eq!(sim.paths.next_deadline(sim.at(0)), None);
         assert!(sim.paths.poll_close(sim.at(60_000)).is_empty());
         assert!(sim.paths.is_connected(&relay));
         let mut remotes: Vec<_> = sim.paths.remotes(&relay).cloned().collect();

@@ -22,18 +22,22 @@ fn refused(why: ReserveError) -> io::Error {
 struct Sim {
     routing: Routing,
     t0: Instant,
+    /// When the timer last ran.
+    last: Instant,
     next_conn: usize,
 }
 
 impl Sim {
     #[allow(clippy::disallowed_methods)] // the simulation's epoch; time is simulated from here
     fn new() -> Self {
+        let t0 = Instant::now();
         Self {
             routing: Routing::new(
                 StdRng::seed_from_u64(7),
                 vec![addr("/ip4/10.0.0.2/udp/4001/quic-v1")],
             ),
-            t0: Instant::now(),
+            t0,
+            last: t0,
             next_conn: 0,
         }
     }
@@ -106,7 +110,11 @@ impl Sim {
 
     /// Runs the timer at its deadline; returns when that was and what it decided.
     fn step(&mut self, in_meeting: bool) -> (u64, Vec<Action>) {
-        let at = self.routing.poll_timeout().expect("something to wait for");
+        let at = self
+            .routing
+            .poll_timeout(self.last)
+            .expect("something to wait for");
+        self.last = at;
         self.routing.handle_timeout(at, in_meeting);
         (self.ms_of(at), self.actions())
     }
@@ -259,7 +267,11 @@ fn a_relay_without_circuit_relay_is_never_asked_again() {
     let unsupported = refused(ReserveError::Unsupported);
     sim.routing
         .handle_listener_closed(sim.at(10), listener, &[], Some(&unsupported), true, false);
-    assert_eq!(sim.routing.poll_timeout(), None, "no retry scheduled");
+    assert_eq!(
+        sim.routing.poll_timeout(sim.at(10)),
+        None,
+        "no retry scheduled"
+    );
     assert!(
         sim.routing.routes_to(&member).is_empty(),
         "no circuits through it"
@@ -337,7 +349,7 @@ fn a_lost_relay_is_redialed_with_growing_waits() {
     sim.actions();
     let (_, actions) = sim.step(false);
     assert!(actions.is_empty());
-    assert_eq!(sim.routing.poll_timeout(), None);
+    assert_eq!(sim.routing.poll_timeout(sim.last), None);
 }
 
 #[test]
@@ -462,7 +474,7 @@ fn hole_punching_stops_once_the_path_is_direct() {
         sim.actions().as_slice(),
         [Action::PathChanged { direct: true, .. }]
     ));
-    let at = sim.routing.poll_timeout().expect("the round");
+    let at = sim.routing.poll_timeout(sim.at(300)).expect("the round");
     sim.routing.handle_timeout(at, false);
     assert!(
         sim.actions()
