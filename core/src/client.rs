@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::identity::SafetyNumber;
 use crate::identity::backup;
 use crate::invite::{Invite, MeetingId};
-use crate::media::driver::MediaInput;
+use crate::media::MediaInput;
 use crate::runtime::{self, Command};
 use crate::store::{MeetingRecord, Store};
 use crate::{Config, Error};

@@ -13,8 +13,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::media::driver::{INBOX_CAPACITY, spawn};
-pub(super) use crate::media::driver::{MediaConfig, MediaEvent, MediaInput};
+use crate::media::{INBOX_CAPACITY, spawn};
+pub(super) use crate::media::{MediaConfig, MediaEvent, MediaInput};
 use crate::proto::turn::IceServer;
 use crate::{Error, media};
 
