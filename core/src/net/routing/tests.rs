@@ -95,14 +95,6 @@ impl Sim {
         listener
     }
 
-    /// The connection answers pings throughout the test: its last answer is dated far
-    /// ahead, so that its liveness deadline stays out of the way of the retries under test.
-    fn keep_alive(&mut self, peer: PeerId, connection: ConnectionId) {
-        let later = self.at(1_000_000);
-        self.routing
-            .handle_ping_ok(later, peer, connection, ms(100));
-    }
-
     /// Whether a hole punching round is scheduled for `peer`.
     fn punch_scheduled(&self, peer: PeerId) -> bool {
         self.routing.retries.contains_key(&Retry::HolePunch(peer))
@@ -436,8 +428,7 @@ fn hole_punching_is_retried_over_fresh_circuits_at_most_three_times() {
     let (relay, relay_addr) = sim.relay("192.0.2.1");
     sim.connect_relay(0, relay);
     let peer = PeerId::random();
-    let circuit = sim.connect(100, peer, &format!("{relay_addr}/p2p-circuit/p2p/{peer}"));
-    sim.keep_alive(peer, circuit);
+    sim.connect(100, peer, &format!("{relay_addr}/p2p-circuit/p2p/{peer}"));
     sim.actions();
     let mut now = 200;
     let mut nominal = HOLE_PUNCH_RETRY_MIN;
@@ -493,7 +484,6 @@ fn a_peer_gone_takes_its_hole_punching_rounds_along() {
     sim.connect_relay(0, relay);
     let peer = PeerId::random();
     let circuit = sim.connect(100, peer, &format!("{relay_addr}/p2p-circuit/p2p/{peer}"));
-    sim.keep_alive(peer, circuit);
     for _ in 0..HOLE_PUNCH_RETRIES {
         sim.routing.handle_hole_punch_failed(sim.at(200), peer);
         sim.step(false);
