@@ -1,9 +1,10 @@
 //! The public async handle to a running client, used alike by the CLI and the GUI.
 //!
-//! [`Client::start`] opens the store, loads the identity, binds the listeners and spawns
-//! the [driver](crate::net::driver); the returned [`Events`] stream carries everything that
-//! happens. The task stops when [`Client::shutdown`] is called or the last `Client` clone is
-//! dropped.
+//! [`Client::start`] starts the [runtime] (store, identity, listeners,
+//! media actor, driver task); the returned [`Events`] stream carries everything that
+//! happens. The tasks stop when [`Client::shutdown`] is called or the last `Client` clone
+//! is dropped. The commands and [`Event`] are the runtime's vocabulary; this
+//! module only wraps them in async methods.
 
 use std::sync::Arc;
 
@@ -14,49 +15,12 @@ use tokio_util::sync::CancellationToken;
 use crate::identity::SafetyNumber;
 use crate::identity::backup;
 use crate::invite::{Invite, MeetingId};
-use crate::media::driver::MediaInput;
-use crate::meeting::MeetingEvent;
-use crate::net::driver::{self, Command};
+use crate::media::MediaInput;
+use crate::runtime::{self, Command};
 use crate::store::{MeetingRecord, Store};
 use crate::{Config, Error};
 
-/// Capacity of the event stream: past it, the driver waits for the reader.
-pub const EVENT_CAPACITY: usize = 256;
-/// Capacity of the command inbox.
-pub const COMMAND_CAPACITY: usize = 32;
-
-/// Something the application should know about.
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub enum Event {
-    /// A meeting changed.
-    Meeting(MeetingEvent),
-    /// The media plane (connections, stats).
-    Media(crate::media::driver::MediaEvent),
-    /// Something degraded that the user should know about (the meeting goes on).
-    Warning {
-        /// One clear sentence.
-        message: String,
-    },
-    /// The control-plane path to a peer changed: its first connection, a relayed
-    /// connection upgraded to a direct one by hole punching (DCUtR), or the direct
-    /// connection lost while a relayed one remains.
-    ControlPath {
-        /// The peer (a member or would-be member; relays are not reported).
-        peer_id: PeerId,
-        /// `direct`, or `relayed` through a relay's circuit.
-        path: &'static str,
-        /// The remote address of the connection that path uses.
-        remote: Multiaddr,
-    },
-    /// The application fell behind reading events and `missed` of them were dropped (the
-    /// core never waits for a slow reader). Re-read the state that matters: the roster
-    /// ([`Client::members`]) and the chat history.
-    Lagged {
-        /// How many events were dropped.
-        missed: u64,
-    },
-}
+pub use crate::runtime::{COMMAND_CAPACITY, EVENT_CAPACITY, Event};
 
 /// The stream of [`Event`]s of one client.
 #[derive(Debug)]
@@ -93,23 +57,22 @@ pub struct Client {
 }
 
 impl Client {
-    /// Starts a client: store, identity, listeners, driver task.
+    /// Starts a client: store, identity, listeners, media actor, driver task.
     pub async fn start(config: Config) -> Result<(Client, Events), Error> {
-        let cancel = CancellationToken::new();
-        let (inbox_tx, inbox_rx) = mpsc::channel(COMMAND_CAPACITY);
-        let (events_tx, events_rx) = mpsc::channel(EVENT_CAPACITY);
-        let started = driver::start(config, inbox_rx, events_tx, cancel.clone()).await?;
+        let started = runtime::start(config).await?;
         Ok((
             Client {
-                inbox: inbox_tx,
+                inbox: started.commands,
                 peer_id: started.peer_id,
                 safety_number: started.safety_number,
                 name: started.name,
                 listen_addrs: started.listen_addrs,
                 store: started.store,
-                guard: Arc::new(TaskGuard { cancel }),
+                guard: Arc::new(TaskGuard {
+                    cancel: started.cancel,
+                }),
             },
-            Events(events_rx),
+            Events(started.events),
         ))
     }
 
@@ -142,7 +105,7 @@ impl Client {
     }
 
     /// Stops (or resumes) sending our audio, and tells the other members (an MLS
-    /// application message; they see [`MeetingEvent::MemberMuted`]). Without audio, the
+    /// application message; they see [`MeetingEvent::MemberMuted`](crate::MeetingEvent::MemberMuted)). Without audio, the
     /// members are still told.
     pub async fn set_muted(&self, muted: bool) -> Result<(), Error> {
         self.request(|reply| Command::Mute { muted, reply }).await?
@@ -165,8 +128,8 @@ impl Client {
     }
 
     /// Starts joining the meeting of `invite`. The outcome arrives as an event:
-    /// [`MeetingEvent::Joined`], [`MeetingEvent::JoinRefused`] or
-    /// [`MeetingEvent::JoinTimedOut`].
+    /// [`MeetingEvent::Joined`](crate::MeetingEvent::Joined), [`MeetingEvent::JoinRefused`](crate::MeetingEvent::JoinRefused) or
+    /// [`MeetingEvent::JoinTimedOut`](crate::MeetingEvent::JoinTimedOut).
     pub async fn join(&self, invite: Invite) -> Result<(), Error> {
         self.request(|reply| Command::Join { invite, reply })
             .await?

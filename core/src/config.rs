@@ -33,7 +33,7 @@ pub struct Config {
     pub media: Option<crate::media::MediaConfig>,
     /// Most events held for an application that does not read them (default 4096); past
     /// this the oldest are dropped and the application is told how many it missed
-    /// ([`crate::client::Event::Lagged`]). The core never waits for the application.
+    /// ([`crate::Event::Lagged`]). The core never waits for the application.
     pub event_backlog: usize,
     /// Where the store key comes from (default [`KeySource::Auto`]: the OS secret service,
     /// refusing to start without one). See [`crate::store::key_source`].

@@ -10,9 +10,14 @@
 //! - [`admission`]: rendezvous key and the hello handshake that proves the meeting secret.
 //! - [`proto`]: every wire message and its bounded encoding.
 //! - [`meeting`]: the sans-IO meeting state machine (admission, roster, presence).
-//! - [`net`]: the libp2p control plane (DHT, mDNS, relay client, control protocol) and the
-//!   driver that connects it to the meeting machine.
+//! - [`net`]: the libp2p control plane (behaviour, the one swarm builder, sans-IO routing
+//!   and TURN credential fetching).
+//! - [`runtime`]: the async wiring: start-up, the driver task that feeds the meeting machine,
+//!   the swarm and the media actor, persistence of history; the one place where tasks are
+//!   spawned and channels are sized.
 //! - [`client`]: the async handle the CLI and GUI use.
+//!
+//! Dependencies point one way: `client → runtime → {net, meeting, media, store, proto}`.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), conclave_core::Error> {
@@ -64,6 +69,7 @@ pub mod media;
 pub mod meeting;
 pub mod net;
 pub mod proto;
+pub mod runtime;
 pub mod store;
 
 #[cfg(test)]

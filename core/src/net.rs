@@ -1,17 +1,28 @@
-//! The control plane: one libp2p swarm per client.
+//! The control plane: libp2p only (no store, no meeting, no media, no tasks).
 //!
 //! - [`behaviour`]: the composed `NetworkBehaviour` (Kademlia under Conclave's own protocol
-//!   name, identify, mDNS, relay client, ping, and the control request-response protocol).
-//! - [`codec`]: the protocol names and the request-response codec that frames
+//!   name, identify, mDNS, relay client, DCUtR, ping, and the control and TURN
+//!   request-response protocols).
+//! - [`codec`]: the protocol names and the request-response codecs that frame
 //!   [`crate::proto`] messages on a stream.
-//! - [`paths`]: which connections to a peer are proven, which went quiet (sans-IO).
-//! - [`driver`]: the actor that owns the `Swarm` and the meeting machine; the only code that
-//!   touches the swarm.
+//! - [`swarm`]: the one swarm builder (TCP + Noise + yamux, QUIC, optional relay client,
+//!   idle timeout) of the client and the relay, and the wait for listeners.
+//! - [`routing`]: how peers and relays are reached (sans-IO): the address book, relays
+//!   and circuit reservations with their back-off, relay redials, hole-punching retries,
+//!   and every connection with its proven path ([`routing::paths`]). A relay is redialed
+//!   here.
+//! - [`turn_fetch`]: TURN credential rounds (sans-IO): which relays to ask, retries,
+//!   renewal before expiry. TURN credentials are fetched here.
+//!
+//! The [runtime](crate::runtime) owns the `Swarm`, feeds [`routing::Routing`] and
+//! [`turn_fetch::TurnFetch`] what it reports (with the time) and carries out their
+//! decisions.
 //!
 //! Layers on the wire: libp2p stream (Noise-encrypted, peer-authenticated) → length-prefixed
 //! frame ([`crate::proto::framing`]) → versioned CBOR message ([`crate::proto`]).
 
 pub mod behaviour;
 pub mod codec;
-pub mod driver;
-pub mod paths;
+pub mod routing;
+pub mod swarm;
+pub mod turn_fetch;

@@ -16,7 +16,6 @@
 //! identity; the [`Issuer`](crate::turn::Issuer) answers with credentials if the allowlist
 //! admits it and with a refusal otherwise. Both are counted.
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -28,12 +27,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use conclave_core::net::behaviour::{CONTROL_TIMEOUT, IDENTIFY_PROTOCOL, KAD_PROTOCOL, kad_config};
 use conclave_core::net::codec::{TURN_PROTOCOL, TurnCodec};
+use conclave_core::net::swarm::{self, SwarmConfig, SwarmError};
 use conclave_core::proto::turn::{TurnRefusal, TurnResponse};
 use futures::StreamExt;
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::{Multiaddr, PeerId, Swarm, identify, kad, noise, ping, relay, tcp, yamux};
+use libp2p::{Multiaddr, PeerId, Swarm, identify, kad, ping, relay};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -42,6 +42,11 @@ use crate::health::{self, Health};
 use crate::metrics::Metrics;
 use crate::private_file::write_private;
 use crate::turn::{Issuer, TurnError, TurnServer};
+
+/// How long connections without open streams stay open.
+const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long start-up waits for the listeners to report their addresses.
+const LISTEN_WAIT: Duration = Duration::from_secs(5);
 
 /// File name of the relay's secret key inside the data directory.
 pub const KEY_FILE: &str = "relay.key";
@@ -176,49 +181,36 @@ impl Relay {
             max_circuit_bytes: circuit.max_circuit_bytes,
             ..relay::Config::default()
         };
-        let mut swarm = libp2p::SwarmBuilder::with_existing_identity(identity.libp2p_keypair())
-            .with_tokio()
-            .with_tcp(
-                tcp::Config::default().nodelay(true),
-                noise::Config::new,
-                yamux::Config::default,
-            )
-            .map_err(|e| RelayError::Network(e.to_string()))?
-            .with_quic()
-            .with_behaviour(|key| {
-                let mut kad = kad::Behaviour::with_config(
-                    peer_id,
-                    kad::store::MemoryStore::new(peer_id),
-                    kad_config(),
-                );
-                kad.set_mode(Some(kad::Mode::Server));
-                RelayBehaviour {
-                    kad,
-                    identify: identify::Behaviour::new(identify::Config::new(
-                        IDENTIFY_PROTOCOL.to_owned(),
-                        key.public(),
-                    )),
-                    relay: relay::Behaviour::new(peer_id, relay_config),
-                    ping: ping::Behaviour::new(ping::Config::new()),
-                    turn: request_response::Behaviour::with_codec(
-                        TurnCodec::default(),
-                        [(TURN_PROTOCOL, request_response::ProtocolSupport::Inbound)],
-                        request_response::Config::default().with_request_timeout(CONTROL_TIMEOUT),
-                    ),
-                }
+        let swarm_config = SwarmConfig::new(IDLE_CONNECTION_TIMEOUT);
+        let mut swarm = swarm::build(identity.libp2p_keypair(), swarm_config, |key, _| {
+            let mut kad = kad::Behaviour::with_config(
+                peer_id,
+                kad::store::MemoryStore::new(peer_id),
+                kad_config(),
+            );
+            kad.set_mode(Some(kad::Mode::Server));
+            Ok(RelayBehaviour {
+                kad,
+                identify: identify::Behaviour::new(identify::Config::new(
+                    IDENTIFY_PROTOCOL.to_owned(),
+                    key.public(),
+                )),
+                relay: relay::Behaviour::new(peer_id, relay_config),
+                ping: ping::Behaviour::new(ping::Config::new()),
+                turn: request_response::Behaviour::with_codec(
+                    TurnCodec::default(),
+                    [(TURN_PROTOCOL, request_response::ProtocolSupport::Inbound)],
+                    request_response::Config::default().with_request_timeout(CONTROL_TIMEOUT),
+                ),
             })
-            .map_err(|e| RelayError::Network(e.to_string()))?
-            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(300)))
-            .build();
-        for addr in &config.listen {
-            swarm
-                .listen_on(addr.clone())
-                .map_err(|e| RelayError::Listen {
-                    addr: addr.clone(),
-                    reason: e.to_string(),
-                })?;
-        }
-        let addrs = wait_for_listeners(&mut swarm, config.listen.len()).await?;
+        })
+        .map_err(|e| RelayError::Network(e.to_string()))?;
+        let addrs = swarm::listen(&mut swarm, &config.listen, LISTEN_WAIT)
+            .await
+            .map_err(|e| match e {
+                SwarmError::Listen { addr, reason } => RelayError::Listen { addr, reason },
+                other => RelayError::Network(other.to_string()),
+            })?;
         let node = Node {
             swarm,
             issuer: turn.as_ref().map(TurnServer::issuer),
@@ -395,30 +387,6 @@ fn load_or_create_key(data_dir: &Path) -> Result<Identity, RelayError> {
         }
         Err(err) => Err(io_err(err)),
     }
-}
-
-async fn wait_for_listeners(
-    swarm: &mut Swarm<RelayBehaviour>,
-    listeners: usize,
-) -> Result<Vec<Multiaddr>, RelayError> {
-    let mut addrs = Vec::new();
-    let mut reported = HashSet::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while reported.len() < listeners {
-        let event = tokio::time::timeout_at(deadline, swarm.select_next_some())
-            .await
-            .map_err(|_| RelayError::Network("listeners did not come up in time".into()))?;
-        if let SwarmEvent::NewListenAddr {
-            listener_id,
-            address,
-        } = event
-        {
-            reported.insert(listener_id);
-            swarm.add_external_address(address.clone());
-            addrs.push(address);
-        }
-    }
-    Ok(addrs)
 }
 
 /// The node task's state.

@@ -91,7 +91,7 @@ pub enum MeetingEvent {
     /// Our own chat line `seq` was accepted and is on its way (pending until
     /// [`MeetingEvent::ChatDelivered`] or [`MeetingEvent::ChatFailed`]).
     ChatSent {
-        /// Its number in this session (for [`crate::client::Client::resend_chat`]).
+        /// Its number in this session (for [`crate::Client::resend_chat`]).
         seq: u64,
         /// The text.
         text: String,

@@ -34,7 +34,7 @@ pub struct Behaviour {
     /// exchange their observed addresses and dial each other at once (hole punching).
     /// Off in relay-only mode, where other members must not learn our address.
     pub dcutr: Toggle<dcutr::Behaviour>,
-    /// Proves every connection and measures its RTT, every second ([`super::paths`]).
+    /// Proves every connection and measures its RTT, every second ([`super::routing::paths`]).
     pub ping: ping::Behaviour,
     /// Conclave control messages.
     pub control: request_response::Behaviour<ControlCodec>,
@@ -86,8 +86,8 @@ impl Behaviour {
             dcutr: Toggle::from(hole_punching.then(|| dcutr::Behaviour::new(peer_id))),
             ping: ping::Behaviour::new(
                 ping::Config::new()
-                    .with_interval(super::paths::PING_INTERVAL)
-                    .with_timeout(super::paths::PING_TIMEOUT),
+                    .with_interval(super::routing::paths::PING_INTERVAL)
+                    .with_timeout(super::routing::paths::PING_TIMEOUT),
             ),
             control: request_response::Behaviour::with_codec(
                 ControlCodec::default(),

@@ -11,7 +11,7 @@
 //! version byte, CBOR body, every list and string bounded.
 //!
 //! The client side (which relays are asked, when a round is repeated) is
-//! [`crate::proto::turn_fetch`]; the relay side is `conclave-relay`'s node.
+//! [`crate::net::turn_fetch`]; the relay side is `conclave-relay`'s node.
 
 use serde::{Deserialize, Serialize};
 

@@ -258,7 +258,7 @@ fn a_bootstrap_peer_without_circuit_relay_costs_no_cpu_after_the_first_refusal()
     let mut user = client(
         dir.path(),
         "user",
-        "info,conclave_core::net::driver=debug",
+        "info,conclave_core::runtime=debug,conclave_core::net=debug",
         &["--relay", &bootstrap],
     );
     user.wait_event("invite", LIMIT).unwrap();

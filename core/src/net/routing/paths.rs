@@ -1,5 +1,7 @@
-//! Per-connection liveness of the control plane (sans-IO): which connections to a peer are
-//! proven to carry traffic, which have gone quiet, and the round-trip time to each peer.
+//! Every open connection of the control plane and its liveness (sans-IO): the remote
+//! address of each connection to a peer, which are proven to carry traffic, which have gone
+//! quiet, and the round-trip time to each peer. [`super::Routing`] keeps its connections
+//! here and nowhere else.
 //!
 //! libp2p's request-response spreads requests over *every* connection to a peer (by request
 //! id) and has one global timeout, so a connection that is open but carries nothing — a
@@ -19,19 +21,22 @@
 //!   ([`PathTimers::stale`]) while another connection to the peer answered more recently
 //!   is closed too (a path that died while another works).
 //! - The requests in flight on a closed connection fail with "connection closed"; the
-//!   driver sends them again on the peer's remaining connection (see `net::driver`), so
+//!   runtime sends them again on the peer's remaining connection (see `crate::runtime`), so
 //!   nothing is lost and nobody's liveness suffers for a path that broke.
 //! - The windows scale with the peer's measured round-trip time, so the same rules hold
 //!   from a LAN to a 600 ms satellite path.
 //!
-//! Relays are not tracked: our circuit reservation lives on one particular connection to
-//! a relay, and closing it would take every circuit through it along.
+//! Connections to relays are kept (with their address) but not judged: our circuit
+//! reservation lives on one particular connection to a relay, and closing it would take
+//! every circuit through it along.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use libp2p::PeerId;
 use libp2p::swarm::ConnectionId;
+use libp2p::{Multiaddr, PeerId};
+
+use super::is_relayed;
 
 /// How often libp2p ping probes every connection.
 pub const PING_INTERVAL: Duration = Duration::from_secs(1);
@@ -83,7 +88,11 @@ impl PathTimers {
 
 #[derive(Debug, Clone)]
 struct Conn {
+    /// The remote address (a circuit address when relayed).
+    remote: Multiaddr,
     relayed: bool,
+    /// Whether liveness is tracked (not for connections to relays).
+    judged: bool,
     opened: Instant,
     /// When a ping on it was last answered.
     last_ok: Option<Instant>,
@@ -165,12 +174,22 @@ impl Paths {
         }
     }
 
-    /// A connection to `peer` was established.
-    pub fn opened(&mut self, now: Instant, peer: PeerId, connection: ConnectionId, relayed: bool) {
+    /// A connection to `peer` was established with remote address `remote`; its liveness is
+    /// tracked if `judged` (never for a relay).
+    pub fn opened(
+        &mut self,
+        now: Instant,
+        peer: PeerId,
+        connection: ConnectionId,
+        remote: Multiaddr,
+        judged: bool,
+    ) {
         self.peers.entry(peer).or_default().conns.insert(
             connection,
             Conn {
-                relayed,
+                relayed: is_relayed(&remote),
+                remote,
+                judged,
                 opened: now,
                 last_ok: None,
                 srtt: None,
@@ -195,6 +214,7 @@ impl Paths {
             .peers
             .get_mut(&peer)
             .and_then(|p| p.conns.get_mut(&connection))
+            .filter(|c| c.judged)
         else {
             return;
         };
@@ -203,6 +223,30 @@ impl Paths {
             None => rtt,
             Some(srtt) => (srtt * 7 + rtt) / 8,
         });
+    }
+
+    /// Whether any connection to `peer` is open.
+    pub fn is_connected(&self, peer: &PeerId) -> bool {
+        self.peers.contains_key(peer)
+    }
+
+    /// The remote addresses of the open connections to `peer`.
+    pub fn remotes(&self, peer: &PeerId) -> impl Iterator<Item = &Multiaddr> {
+        self.peers
+            .get(peer)
+            .into_iter()
+            .flat_map(|p| p.conns.values().map(|c| &c.remote))
+    }
+
+    /// The connection the control path to `peer` uses: a direct one if any is open, else a
+    /// relayed one; `None` without connections.
+    pub fn control_remote(&self, peer: &PeerId) -> Option<Multiaddr> {
+        let conns = &self.peers.get(peer)?.conns;
+        conns
+            .values()
+            .find(|c| !c.relayed)
+            .or_else(|| conns.values().next())
+            .map(|c| c.remote.clone())
     }
 
     /// Whether `connection` to `peer` has carried an answered ping.
@@ -239,7 +283,7 @@ impl Paths {
                 let Some(conn) = paths.conns.get_mut(&id) else {
                     continue;
                 };
-                if conn.closing {
+                if conn.closing || !conn.judged {
                     continue;
                 }
                 let reason = match conn.last_ok {
@@ -259,8 +303,12 @@ impl Paths {
         closes
     }
 
-    /// When [`Paths::poll_close`] may next have something to report.
-    pub fn next_deadline(&self) -> Option<Instant> {
+    /// When, from `now` on, [`Paths::poll_close`] may next have something to report: the
+    /// earliest probation or staleness deadline at which another path to the same peer is
+    /// still alive. A deadline where nothing could be closed is left out (a peer's only
+    /// path, or every path quiet): only a new answer, an input, can change that, and a
+    /// deadline in the past would wake the caller over and over.
+    pub fn next_deadline(&self, now: Instant) -> Option<Instant> {
         self.peers
             .values()
             .flat_map(|paths| {
@@ -269,11 +317,18 @@ impl Paths {
                 let stale = self.timers.stale(rtt);
                 paths
                     .conns
-                    .values()
-                    .filter(|c| !c.closing)
-                    .map(move |c| match c.last_ok {
-                        None => c.opened + probation,
-                        Some(ok) => ok + stale,
+                    .iter()
+                    .filter(|(_, c)| !c.closing && c.judged)
+                    .filter_map(move |(id, c)| {
+                        let other = paths.latest_other_ok(*id)?;
+                        let due = match c.last_ok {
+                            None => c.opened + probation,
+                            // Stale only once another path answered more recently.
+                            Some(ok) if other > ok => ok + stale,
+                            Some(_) => return None,
+                        };
+                        let at = due.max(now);
+                        (at.saturating_duration_since(other) < stale).then_some(at)
                     })
             })
             .min()
@@ -318,8 +373,15 @@ mod tests {
         }
         fn open(&mut self, id: usize, relayed: bool) -> ConnectionId {
             let conn = ConnectionId::new_unchecked(id);
+            let remote: Multiaddr = if relayed {
+                "/ip4/192.0.2.1/tcp/4001/p2p-circuit"
+            } else {
+                "/ip4/198.51.100.7/udp/4001/quic-v1"
+            }
+            .parse()
+            .expect("a valid address");
             self.paths
-                .opened(self.at(self.now), self.peer, conn, relayed);
+                .opened(self.at(self.now), self.peer, conn, remote, true);
             conn
         }
         /// Pings on `conn` answered every second from `from` to `to` (inclusive).
@@ -482,11 +544,90 @@ mod tests {
     #[test]
     fn next_deadline_covers_probation_and_staleness() {
         let mut sim = Sim::new();
-        assert_eq!(sim.paths.next_deadline(), None);
+        assert_eq!(sim.paths.next_deadline(sim.at(0)), None);
         let a = sim.open(1, true);
-        // Unmeasured: probation with the default RTT (1.5 s + 1.2 s).
-        assert_eq!(sim.paths.next_deadline(), Some(sim.at(2700)));
+        // A peer's only connection is never closed: nothing to wake up for.
+        assert_eq!(sim.paths.next_deadline(sim.at(0)), None);
         sim.paths.ping_ok(sim.at(100), sim.peer, a, ms(100));
-        assert_eq!(sim.paths.next_deadline(), Some(sim.at(3100)));
+        let b = sim.open(2, false);
+        // `b` unproven beside a live `a`: probation at 100 ms, 1.5 s + 4 × 100 ms.
+        assert_eq!(sim.paths.next_deadline(sim.at(100)), Some(sim.at(1900)));
+        // A timer that fires late still finds it due while `a` is alive.
+        sim.paths.ping_ok(sim.at(2000), sim.peer, a, ms(100));
+        assert_eq!(sim.paths.next_deadline(sim.at(2500)), Some(sim.at(2500)));
+        // Both proven, `b` answered last: `a` goes stale 3 s after its last answer.
+        sim.paths.ping_ok(sim.at(2600), sim.peer, b, ms(100));
+        assert_eq!(sim.paths.next_deadline(sim.at(2600)), Some(sim.at(5000)));
+    }
+
+    #[test]
+    fn quiet_paths_set_no_deadline_that_could_close_nothing() {
+        let mut sim = Sim::new();
+        let a = sim.open(1, true);
+        let b = sim.open(2, false);
+        sim.paths.ping_ok(sim.at(100), sim.peer, a, ms(100));
+        sim.paths.ping_ok(sim.at(100), sim.peer, b, ms(100));
+        // Both quiet since 100 ms (the peer, or our network, is gone): nothing closes until
+        // one answers again, so the caller is not woken over and over.
+        assert!(sim.paths.poll_close(sim.at(10_000)).is_empty());
+        assert_eq!(sim.paths.next_deadline(sim.at(10_000)), None);
+        // One path answers again: the other is judged from then on.
+        sim.paths.ping_ok(sim.at(10_100), sim.peer, a, ms(100));
+        assert_eq!(
+            sim.paths.next_deadline(sim.at(10_100)),
+            Some(sim.at(10_100))
+        );
+        let closed = sim.paths.poll_close(sim.at(10_100));
+        assert!(
+            matches!(closed.as_slice(), [c] if c.connection == b && c.reason == CloseReason::Stale)
+        );
+        assert_eq!(sim.paths.next_deadline(sim.at(10_100)), None);
+    }
+
+    #[test]
+    fn a_relays_connections_are_kept_but_never_judged() {
+        let mut sim = Sim::new();
+        let relay = PeerId::random();
+        let quiet: Multiaddr = "/ip4/192.0.2.9/tcp/4001".parse().expect("a valid address");
+        let other: Multiaddr = "/ip4/192.0.2.9/udp/4001/quic-v1"
+            .parse()
+            .expect("a valid address");
+        let (a, b) = (
+            ConnectionId::new_unchecked(1),
+            ConnectionId::new_unchecked(2),
+        );
+        sim.paths.opened(sim.at(0), relay, a, quiet.clone(), false);
+        sim.paths.opened(sim.at(0), relay, b, other.clone(), false);
+        // Pings are answered on one only: neither is proven, measured or closed.
+        sim.paths.ping_ok(sim.at(100), relay, b, ms(50));
+        assert!(!sim.paths.is_proven(&relay, b));
+        assert_eq!(sim.paths.rtt(&relay), DEFAULT_RTT);
+        assert_eq!(sim.paths.next_deadline(sim.at(0)), None);
+        assert!(sim.paths.poll_close(sim.at(60_000)).is_empty());
+        assert!(sim.paths.is_connected(&relay));
+        let mut remotes: Vec<_> = sim.paths.remotes(&relay).cloned().collect();
+        remotes.sort();
+        let mut expected = vec![quiet, other];
+        expected.sort();
+        assert_eq!(remotes, expected);
+        sim.paths.closed(relay, a);
+        sim.paths.closed(relay, b);
+        assert!(!sim.paths.is_connected(&relay));
+    }
+
+    #[test]
+    fn the_control_path_prefers_a_direct_connection() {
+        let mut sim = Sim::new();
+        assert_eq!(sim.paths.control_remote(&sim.peer), None);
+        let circuit = sim.open(1, true);
+        let relayed = sim.paths.control_remote(&sim.peer).expect("a connection");
+        assert!(is_relayed(&relayed));
+        let direct = sim.open(2, false);
+        let remote = sim.paths.control_remote(&sim.peer).expect("a connection");
+        assert!(!is_relayed(&remote));
+        sim.paths.closed(sim.peer, direct);
+        assert_eq!(sim.paths.control_remote(&sim.peer), Some(relayed));
+        sim.paths.closed(sim.peer, circuit);
+        assert_eq!(sim.paths.control_remote(&sim.peer), None);
     }
 }

@@ -1,0 +1,159 @@
+//! The one swarm builder of Conclave, used by the client runtime and by the relay.
+//!
+//! Transports: TCP (Noise, yamux, `TCP_NODELAY`) and QUIC v1, plus the circuit relay v2
+//! client transport when [`SwarmConfig::with_relay_client`] is set (clients, which reach
+//! and are reached through relays; a relay itself is no relay client). Connections without
+//! open streams close after [`SwarmConfig::idle_timeout`].
+//!
+//! [`listen`] binds the listen addresses and waits until each has reported its address
+//! (each is also recorded as an external address), so that a caller starts with the
+//! addresses it can hand out.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use futures::StreamExt;
+use libp2p::identity::Keypair;
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{Multiaddr, Swarm, noise, relay, tcp, yamux};
+
+/// Why a swarm could not be built or bound.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SwarmError {
+    /// A transport (TCP, QUIC or the relay client) could not be set up.
+    #[error("{0}")]
+    Transport(String),
+    /// The behaviour could not be built.
+    #[error("{0}")]
+    Behaviour(String),
+    /// A listen address was refused.
+    #[error("cannot listen on {addr}: {reason}")]
+    Listen {
+        /// The address.
+        addr: Multiaddr,
+        /// Why.
+        reason: String,
+    },
+    /// A listener failed before reporting its address.
+    #[error("listener failed: {0}")]
+    Listener(String),
+    /// Not every listener reported its address within the wait.
+    #[error("listeners did not come up in time")]
+    ListenTimeout,
+}
+
+/// Connection settings of a swarm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SwarmConfig {
+    /// How long a connection without open streams stays open.
+    pub idle_timeout: Duration,
+    /// Whether the circuit relay v2 client transport is included.
+    pub relay_client: bool,
+}
+
+impl SwarmConfig {
+    /// Connections idle out after `idle_timeout`; no relay client.
+    pub fn new(idle_timeout: Duration) -> Self {
+        Self {
+            idle_timeout,
+            relay_client: false,
+        }
+    }
+
+    /// Includes the circuit relay v2 client transport (or not).
+    pub fn with_relay_client(mut self, relay_client: bool) -> Self {
+        self.relay_client = relay_client;
+        self
+    }
+}
+
+/// A behaviour constructor's error.
+pub type BehaviourError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Builds a swarm for `keypair` with the transports of the [module docs](self) and the
+/// behaviour `behaviour` makes from the key and, if [`SwarmConfig::relay_client`] is set,
+/// the relay client behaviour (else `None`).
+pub fn build<B, F>(
+    keypair: Keypair,
+    config: SwarmConfig,
+    behaviour: F,
+) -> Result<Swarm<B>, SwarmError>
+where
+    B: NetworkBehaviour,
+    F: FnOnce(&Keypair, Option<relay::client::Behaviour>) -> Result<B, BehaviourError>,
+{
+    let transports = libp2p::SwarmBuilder::with_existing_identity(keypair)
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .map_err(|e| SwarmError::Transport(e.to_string()))?
+        .with_quic();
+    let idle = config.idle_timeout;
+    let swarm = if config.relay_client {
+        transports
+            .with_relay_client(noise::Config::new, yamux::Config::default)
+            .map_err(|e| SwarmError::Transport(e.to_string()))?
+            .with_behaviour(|key, relay| behaviour(key, Some(relay)))
+            .map_err(|e| SwarmError::Behaviour(e.to_string()))?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
+            .build()
+    } else {
+        transports
+            .with_behaviour(|key| behaviour(key, None))
+            .map_err(|e| SwarmError::Behaviour(e.to_string()))?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
+            .build()
+    };
+    Ok(swarm)
+}
+
+/// Listens on every address of `addrs` and waits (at most `wait`) until each listener has
+/// reported its address; returns those addresses, each also added as an external address.
+pub async fn listen<B: NetworkBehaviour>(
+    swarm: &mut Swarm<B>,
+    addrs: &[Multiaddr],
+    wait: Duration,
+) -> Result<Vec<Multiaddr>, SwarmError> {
+    for addr in addrs {
+        swarm
+            .listen_on(addr.clone())
+            .map_err(|e| SwarmError::Listen {
+                addr: addr.clone(),
+                reason: e.to_string(),
+            })?;
+    }
+    tokio::time::timeout(wait, listen_addrs(swarm, addrs.len()))
+        .await
+        .map_err(|_| SwarmError::ListenTimeout)?
+}
+
+/// The first address each of `listeners` listeners reports.
+async fn listen_addrs<B: NetworkBehaviour>(
+    swarm: &mut Swarm<B>,
+    listeners: usize,
+) -> Result<Vec<Multiaddr>, SwarmError> {
+    let mut addrs = Vec::new();
+    let mut reported = HashSet::new();
+    while reported.len() < listeners {
+        match swarm.select_next_some().await {
+            SwarmEvent::NewListenAddr {
+                listener_id,
+                address,
+            } => {
+                reported.insert(listener_id);
+                swarm.add_external_address(address.clone());
+                addrs.push(address);
+            }
+            SwarmEvent::ListenerError { error, .. }
+            | SwarmEvent::ListenerClosed {
+                reason: Err(error), ..
+            } => return Err(SwarmError::Listener(error.to_string())),
+            _ => {}
+        }
+    }
+    Ok(addrs)
+}

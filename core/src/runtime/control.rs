@@ -1,0 +1,178 @@
+//! The control protocol on the wire side of the driver: requests from peers go to the
+//! meeting machine and its answer goes back; our requests go out along every route we know
+//! and their answers (or failures) go back to the machine.
+//!
+//! A request whose connection closed while the peer stayed reachable over another is sent
+//! again there (at most [`MAX_RESENDS`] times), except a hello: a second copy of one that
+//! arrived would be a replay, so the machine greets afresh instead.
+
+use libp2p::PeerId;
+use libp2p::request_response::{self, OutboundRequestId};
+use tracing::{debug, warn};
+
+use super::{Driver, clock};
+use crate::net::routing::is_dialable;
+use crate::proto::control::{Request, Response};
+
+/// How often one control request is sent again after the connection it was on closed
+/// while the peer stayed reachable over another.
+pub(super) const MAX_RESENDS: u8 = 3;
+
+/// A control request in flight.
+pub(super) struct SentRequest {
+    /// The machine's tag for it.
+    tag: u64,
+    request: Request,
+    /// How often it was sent again after losing its connection.
+    resends: u8,
+}
+
+impl Driver {
+    pub(super) fn on_control_event(&mut self, event: request_response::Event<Request, Response>) {
+        match event {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request {
+                    request, channel, ..
+                } => self.on_request(peer, request, channel),
+                request_response::Message::Response {
+                    request_id,
+                    response,
+                } => self.on_response(peer, request_id, response),
+            },
+            request_response::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => self.on_request_failed(peer, request_id, &error),
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                warn!(peer = %peer, error = %error, "malformed or failed control request");
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+
+    /// A peer's request: the machine answers it (a hello's addresses are remembered).
+    fn on_request(
+        &mut self,
+        peer: PeerId,
+        request: Request,
+        channel: request_response::ResponseChannel<Response>,
+    ) {
+        if let Request::Hello(hello) = &request {
+            for addr in hello.addrs.iter().filter(|a| is_dialable(a)) {
+                self.routing.remember_addr(peer, addr.clone());
+            }
+        }
+        let response = match self.session.as_mut() {
+            Some(session) => {
+                session
+                    .machine
+                    .handle_request(clock::now(), clock::unix_ms(), peer, request)
+            }
+            None => Response::NotMember,
+        };
+        if self
+            .swarm
+            .behaviour_mut()
+            .control
+            .send_response(channel, response)
+            .is_err()
+        {
+            debug!(peer = %peer, "response channel closed before answering");
+        }
+    }
+
+    /// The answer to one of our requests.
+    fn on_response(&mut self, peer: PeerId, request_id: OutboundRequestId, response: Response) {
+        self.request_done(request_id);
+        let sent = self.requests.remove(&request_id);
+        if let (Some(session), Some(sent)) = (self.session.as_mut(), sent) {
+            session.machine.handle_response(
+                clock::now(),
+                clock::unix_ms(),
+                peer,
+                sent.tag,
+                response,
+            );
+        }
+    }
+
+    /// One of our requests failed: sent again on another connection, or reported to the
+    /// machine.
+    fn on_request_failed(
+        &mut self,
+        peer: PeerId,
+        request_id: OutboundRequestId,
+        error: &request_response::OutboundFailure,
+    ) {
+        let Some(sent) = self.requests.remove(&request_id) else {
+            self.request_done(request_id);
+            return;
+        };
+        // The connection it went out on closed (we closed a dead path, or the
+        // transport gave up on it) but another one to the peer remains: send it
+        // again there. Hellos are not repeated as they are (a second copy of one that
+        // arrived is a replay): the machine greets afresh instead.
+        let path_lost = matches!(error, request_response::OutboundFailure::ConnectionClosed)
+            && self.swarm.is_connected(&peer);
+        let is_hello = matches!(sent.request, Request::Hello(_));
+        if path_lost && !is_hello && sent.resends < MAX_RESENDS {
+            debug!(peer = %peer, "connection closed under a control request; sending it again on another");
+            let new_id = self.send_control(peer, sent.request, sent.tag, sent.resends + 1);
+            if let Some(leave) = self.pending_leave.as_mut()
+                && leave.outstanding.remove(&request_id)
+            {
+                leave.outstanding.insert(new_id);
+            }
+            return;
+        }
+        debug!(peer = %peer, error = %error, "control request failed");
+        self.request_done(request_id);
+        if let Some(session) = self.session.as_mut() {
+            session
+                .machine
+                .handle_send_failed(clock::now(), peer, sent.tag);
+        }
+        if path_lost && is_hello {
+            self.offer_candidate(peer);
+        }
+    }
+
+    /// A request is settled: a leave waiting for it may be done.
+    fn request_done(&mut self, request_id: OutboundRequestId) {
+        let done = self.pending_leave.as_mut().is_some_and(|leave| {
+            leave.outstanding.remove(&request_id);
+            leave.outstanding.is_empty()
+        });
+        if done {
+            self.finish_leave();
+        }
+    }
+
+    /// Sends a control request to `peer` (dialing its known routes if need be) and
+    /// remembers it until answered.
+    pub(super) fn send_control(
+        &mut self,
+        peer: PeerId,
+        request: Request,
+        tag: u64,
+        resends: u8,
+    ) -> OutboundRequestId {
+        let known = self.routing.routes_to(&peer);
+        let id = self
+            .swarm
+            .behaviour_mut()
+            .control
+            .send_request_with_addresses(&peer, request.clone(), known);
+        self.requests.insert(
+            id,
+            SentRequest {
+                tag,
+                request,
+                resends,
+            },
+        );
+        id
+    }
+}
