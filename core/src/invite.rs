@@ -272,7 +272,36 @@ impl FromStr for Invite {
 }
 
 fn parse(text: &str) -> Result<Invite, InviteError> {
-    let text = text.trim();
+    let rest = strip_scheme(text.trim())?;
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let (version, id_text) = path.split_once('/').unwrap_or((path, ""));
+    if version != VERSION {
+        return Err(InviteError::UnsupportedVersion {
+            found: version.chars().take(16).collect(),
+        });
+    }
+    let meeting_id: MeetingId = id_text.parse()?;
+    let mut params = Params::default();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let Some((name, value)) = pair.split_once('=') else {
+            return Err(InviteError::MalformedParameter {
+                text: pair.chars().take(40).collect(),
+            });
+        };
+        params.take(name, value, query)?;
+    }
+    Ok(Invite {
+        meeting_id,
+        secret: params.secret.ok_or(InviteError::MissingSecret)?,
+        host: params.host,
+        relays: params.relays,
+        lobby: params.lobby,
+    })
+}
+
+/// Checks the text as a whole (not empty, bounded, only URI characters, our scheme) and
+/// returns what follows the scheme.
+fn strip_scheme(text: &str) -> Result<&str, InviteError> {
     if text.is_empty() {
         return Err(InviteError::Empty);
     }
@@ -289,55 +318,41 @@ fn parse(text: &str) -> Result<Invite, InviteError> {
     if text.len() < scheme_len || !text[..scheme_len].eq_ignore_ascii_case(SCHEME) {
         return Err(InviteError::WrongScheme);
     }
-    let rest = &text[scheme_len..];
-    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
-    let (version, id_text) = path.split_once('/').unwrap_or((path, ""));
-    if version != VERSION {
-        return Err(InviteError::UnsupportedVersion {
-            found: version.chars().take(16).collect(),
-        });
-    }
-    let meeting_id: MeetingId = id_text.parse()?;
+    Ok(&text[scheme_len..])
+}
 
-    let mut secret = None;
-    let mut host = None;
-    let mut relays = Vec::new();
-    let mut lobby = false;
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let Some((name, value)) = pair.split_once('=') else {
-            return Err(InviteError::MalformedParameter {
-                text: pair.chars().take(40).collect(),
-            });
-        };
+/// The query parameters of an invite, as they are read.
+#[derive(Default)]
+struct Params {
+    secret: Option<MeetingSecret>,
+    host: Option<PeerId>,
+    relays: Vec<Multiaddr>,
+    lobby: bool,
+}
+
+impl Params {
+    /// Takes one `name=value` pair of `query`: each parameter at most once (relays up to
+    /// [`MAX_RELAYS`]), unknown ones refused.
+    fn take(&mut self, name: &str, value: &str, query: &str) -> Result<(), InviteError> {
         match name {
-            "secret" => {
-                if secret.is_some() {
-                    return Err(duplicate(name));
-                }
-                secret = Some(parse_secret(value)?);
-            }
+            "secret" if self.secret.is_some() => return Err(duplicate(name)),
+            "secret" => self.secret = Some(parse_secret(value)?),
+            "host" if self.host.is_some() => return Err(duplicate(name)),
             "host" => {
-                if host.is_some() {
-                    return Err(duplicate(name));
-                }
-                host = Some(value.parse::<PeerId>().map_err(|_| InviteError::BadHost {
+                self.host = Some(value.parse::<PeerId>().map_err(|_| InviteError::BadHost {
                     found: value.chars().take(80).collect(),
                 })?);
             }
-            "lobby" => {
-                if lobby {
-                    return Err(duplicate(name));
-                }
-                if value != "1" {
-                    return Err(InviteError::BadLobby {
-                        found: value.chars().take(8).collect(),
-                    });
-                }
-                lobby = true;
+            "lobby" if self.lobby => return Err(duplicate(name)),
+            "lobby" if value != "1" => {
+                return Err(InviteError::BadLobby {
+                    found: value.chars().take(8).collect(),
+                });
             }
+            "lobby" => self.lobby = true,
             "relay" => {
-                relays.push(parse_relay(value)?);
-                if relays.len() > MAX_RELAYS {
+                self.relays.push(parse_relay(value)?);
+                if self.relays.len() > MAX_RELAYS {
                     return Err(InviteError::TooManyRelays {
                         count: query.matches("relay=").count(),
                         max: MAX_RELAYS,
@@ -350,14 +365,8 @@ fn parse(text: &str) -> Result<Invite, InviteError> {
                 });
             }
         }
+        Ok(())
     }
-    Ok(Invite {
-        meeting_id,
-        secret: secret.ok_or(InviteError::MissingSecret)?,
-        host,
-        relays,
-        lobby,
-    })
 }
 
 fn duplicate(name: &str) -> InviteError {

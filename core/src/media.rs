@@ -1,8 +1,8 @@
 //! The media plane: what turns meeting keys into sealed media frames, and carries them.
 //!
 //! ```text
-//!  net driver ──MediaInput──▶ actor ◀─ handle_* / poll_action ─▶ engine (sans-IO)
-//!  net driver ◀─signals, MediaEvent── actor
+//!     runtime ──MediaInput──▶ actor ◀─ handle_* / poll_action ─▶ engine (sans-IO)
+//!     runtime ◀─signals, MediaEvent── actor
 //!                                     │ spawns the awaiting work; results come back as
 //!                                     │ Internal messages (one helper, Actor::spawn_task)
 //!                                     ▼
@@ -32,9 +32,9 @@
 //!
 //! | channel | from → to | kind |
 //! |---|---|---|
-//! | `MediaInput` ([`INBOX_CAPACITY`]) | net driver → actor | lossless (sender waits) |
-//! | signals ([`INBOX_CAPACITY`]) | actor → net driver | lossless (actor waits) |
-//! | [`MediaEvent`] ([`INBOX_CAPACITY`]) | actor → net driver | lossy: telemetry, dropped and counted when full |
+//! | `MediaInput` ([`INBOX_CAPACITY`]) | runtime → actor | lossless (sender waits) |
+//! | signals ([`INBOX_CAPACITY`]) | actor → runtime | lossless (actor waits) |
+//! | [`MediaEvent`] ([`INBOX_CAPACITY`]) | actor → runtime | lossy: telemetry, dropped and counted when full |
 //! | `Internal` | actor's tasks → actor | lossless |
 //! | `ClockCommand` (keys, routes, mute) | actor → clock | lossless (actor waits ≤ one tick) |
 //! | `ClockReport` | clock → actor | lossy: dropped and counted when full |
@@ -202,11 +202,4 @@ pub enum MediaInput {
     /// allocations of our relayed paths with it. The next [`MediaInput::IceServers`] (sent
     /// once the relay is back) repairs relayed paths that went silent meanwhile.
     RelayLost,
-}
-
-/// The media plane's former paths (`media::driver::X`), kept while callers move to
-/// `media::X`.
-#[doc(hidden)]
-pub mod driver {
-    pub use super::{INBOX_CAPACITY, MediaConfig, MediaEvent, MediaInput, STATS_INTERVAL, spawn};
 }

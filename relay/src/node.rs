@@ -37,7 +37,7 @@ use libp2p::{Multiaddr, PeerId, Swarm, identify, kad, ping, relay};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::config::Config;
+use crate::config::{CircuitConfig, Config};
 use crate::health::{self, Health};
 use crate::metrics::Metrics;
 use crate::private_file::write_private;
@@ -157,54 +157,21 @@ impl Relay {
         health.turn.store(true, Ordering::Relaxed);
         let metrics_addr = if config.metrics.enabled {
             let addr = config.metrics.listen;
+            let served = health::serve(
+                addr,
+                Arc::clone(&metrics),
+                Arc::clone(&health),
+                cancel.clone(),
+            );
             Some(
-                health::serve(
-                    addr,
-                    Arc::clone(&metrics),
-                    Arc::clone(&health),
-                    cancel.clone(),
-                )
-                .await
-                .map_err(|source| RelayError::Metrics { addr, source })?,
+                served
+                    .await
+                    .map_err(|source| RelayError::Metrics { addr, source })?,
             )
         } else {
             None
         };
-        let circuit = &config.circuit;
-        let relay_config = relay::Config {
-            max_reservations: circuit.max_reservations,
-            max_reservations_per_peer: circuit.max_reservations_per_peer,
-            reservation_duration: circuit.reservation_duration,
-            max_circuits: circuit.max_circuits,
-            max_circuits_per_peer: circuit.max_circuits_per_peer,
-            max_circuit_duration: circuit.max_circuit_duration,
-            max_circuit_bytes: circuit.max_circuit_bytes,
-            ..relay::Config::default()
-        };
-        let swarm_config = SwarmConfig::new(IDLE_CONNECTION_TIMEOUT);
-        let mut swarm = swarm::build(identity.libp2p_keypair(), swarm_config, |key, _| {
-            let mut kad = kad::Behaviour::with_config(
-                peer_id,
-                kad::store::MemoryStore::new(peer_id),
-                kad_config(),
-            );
-            kad.set_mode(Some(kad::Mode::Server));
-            Ok(RelayBehaviour {
-                kad,
-                identify: identify::Behaviour::new(identify::Config::new(
-                    IDENTIFY_PROTOCOL.to_owned(),
-                    key.public(),
-                )),
-                relay: relay::Behaviour::new(peer_id, relay_config),
-                ping: ping::Behaviour::new(ping::Config::new()),
-                turn: request_response::Behaviour::with_codec(
-                    TurnCodec::default(),
-                    [(TURN_PROTOCOL, request_response::ProtocolSupport::Inbound)],
-                    request_response::Config::default().with_request_timeout(CONTROL_TIMEOUT),
-                ),
-            })
-        })
-        .map_err(|e| RelayError::Network(e.to_string()))?;
+        let mut swarm = build_swarm(&identity, &config.circuit)?;
         let addrs = swarm::listen(&mut swarm, &config.listen, LISTEN_WAIT)
             .await
             .map_err(|e| match e {
@@ -387,6 +354,49 @@ fn load_or_create_key(data_dir: &Path) -> Result<Identity, RelayError> {
         }
         Err(err) => Err(io_err(err)),
     }
+}
+
+/// The relay's swarm: the shared transport stack ([`swarm::build`]) under a Kademlia server,
+/// identify, the circuit relay with `circuit`'s limits, ping and the TURN credential protocol.
+fn build_swarm(
+    identity: &Identity,
+    circuit: &CircuitConfig,
+) -> Result<Swarm<RelayBehaviour>, RelayError> {
+    let peer_id = identity.peer_id();
+    let relay_config = relay::Config {
+        max_reservations: circuit.max_reservations,
+        max_reservations_per_peer: circuit.max_reservations_per_peer,
+        reservation_duration: circuit.reservation_duration,
+        max_circuits: circuit.max_circuits,
+        max_circuits_per_peer: circuit.max_circuits_per_peer,
+        max_circuit_duration: circuit.max_circuit_duration,
+        max_circuit_bytes: circuit.max_circuit_bytes,
+        ..relay::Config::default()
+    };
+    let swarm_config = SwarmConfig::new(IDLE_CONNECTION_TIMEOUT);
+    swarm::build(identity.libp2p_keypair(), swarm_config, |key, _| {
+        let mut kad = kad::Behaviour::with_config(
+            peer_id,
+            kad::store::MemoryStore::new(peer_id),
+            kad_config(),
+        );
+        kad.set_mode(Some(kad::Mode::Server));
+        Ok(RelayBehaviour {
+            kad,
+            identify: identify::Behaviour::new(identify::Config::new(
+                IDENTIFY_PROTOCOL.to_owned(),
+                key.public(),
+            )),
+            relay: relay::Behaviour::new(peer_id, relay_config),
+            ping: ping::Behaviour::new(ping::Config::new()),
+            turn: request_response::Behaviour::with_codec(
+                TurnCodec::default(),
+                [(TURN_PROTOCOL, request_response::ProtocolSupport::Inbound)],
+                request_response::Config::default().with_request_timeout(CONTROL_TIMEOUT),
+            ),
+        })
+    })
+    .map_err(|e| RelayError::Network(e.to_string()))
 }
 
 /// The node task's state.

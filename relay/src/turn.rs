@@ -378,6 +378,51 @@ fn outbound_ip() -> Option<IpAddr> {
     Some(socket.local_addr().ok()?.ip())
 }
 
+/// The TURN engine's listeners: the UDP socket, and the TCP listener's connections
+/// multiplexed into one packet stream when TCP is on (then also its address). Each hands
+/// allocations to an [`Allocator`] behind the gate.
+fn engine_listeners(
+    config: &TurnConfig,
+    (udp_socket, tcp_listener): (tokio::net::UdpSocket, Option<tokio::net::TcpListener>),
+    public_ip: IpAddr,
+    gate: &Arc<Gate>,
+    cancel: &CancellationToken,
+) -> Result<(Vec<ConnConfig>, Option<SocketAddr>), TurnError> {
+    let udp = udp_socket
+        .local_addr()
+        .map_err(|source| TurnError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+    let allocator = |pending: &Pending| Allocator {
+        bind_ip: udp.ip(),
+        public_ip,
+        ports: config.relay_ports,
+        gate: Arc::clone(gate),
+        pending: Arc::clone(pending),
+    };
+    let udp_pending = Pending::default();
+    let mut conn_configs = vec![ConnConfig {
+        conn: Arc::new(Listener(GatedUdp {
+            socket: udp_socket,
+            gate: Arc::clone(gate),
+            pending: Arc::clone(&udp_pending),
+        })),
+        relay_addr_generator: Box::new(allocator(&udp_pending)),
+    }];
+    let mut tcp = None;
+    if let Some(tcp_listener) = tcp_listener {
+        let tcp_pending = Pending::default();
+        let mux = serve_tcp_listener(tcp_listener, udp, gate, &tcp_pending, cancel);
+        conn_configs.push(ConnConfig {
+            conn: Arc::new(Listener(mux)),
+            relay_addr_generator: Box::new(allocator(&tcp_pending)),
+        });
+        tcp = Some(udp);
+    }
+    Ok((conn_configs, tcp))
+}
+
 impl TurnServer {
     /// Binds the listeners and starts the engine. The secret comes from
     /// `config.secret_file` or `<data_dir>/turn.secret`.
@@ -406,32 +451,13 @@ impl TurnServer {
             Arc::clone(&metrics),
         ));
         let cancel = CancellationToken::new();
-        let allocator = |pending: &Pending| Allocator {
-            bind_ip: udp.ip(),
+        let (conn_configs, tcp) = engine_listeners(
+            config,
+            (udp_socket, tcp_listener),
             public_ip,
-            ports: config.relay_ports,
-            gate: Arc::clone(&gate),
-            pending: Arc::clone(pending),
-        };
-        let udp_pending = Pending::default();
-        let mut conn_configs = vec![ConnConfig {
-            conn: Arc::new(Listener(GatedUdp {
-                socket: udp_socket,
-                gate: Arc::clone(&gate),
-                pending: Arc::clone(&udp_pending),
-            })),
-            relay_addr_generator: Box::new(allocator(&udp_pending)),
-        }];
-        let mut tcp = None;
-        if let Some(tcp_listener) = tcp_listener {
-            let tcp_pending = Pending::default();
-            let mux = serve_tcp_listener(tcp_listener, udp, &gate, &tcp_pending, &cancel);
-            conn_configs.push(ConnConfig {
-                conn: Arc::new(Listener(mux)),
-                relay_addr_generator: Box::new(allocator(&tcp_pending)),
-            });
-            tcp = Some(udp);
-        }
+            &gate,
+            &cancel,
+        )?;
         let server = Server::new(ServerConfig {
             conn_configs,
             realm: config.realm.clone(),

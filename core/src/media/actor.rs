@@ -3,8 +3,8 @@
 //! the signalling and event channels, and the tasks that do the awaiting work.
 //!
 //! ```text
-//! net driver ──MediaInput (lossless)──▶ actor ──(peer, signal) (lossless)──▶ net driver
-//!                                        │  ▲       ──MediaEvent (lossy)──▶ net driver
+//!    runtime ──MediaInput (lossless)──▶ actor ──(peer, signal) (lossless)──▶ runtime
+//!                                        │  ▲       ──MediaEvent (lossy)──▶ runtime
 //!             Action: spawn the work ────┘  └── Internal (lossless): its result, a state
 //!             (create, offer, answer, path)      change (from the connection's forwarder)
 //! ```
