@@ -1,6 +1,6 @@
 //! The meeting: admission, presence, and the MLS group that decides who is in it.
 //!
-//! [`Machine`] is sans-IO (see `STYLE.md` B3): the runtime's driver feeds it
+//! [`Machine`] is sans-IO (a state machine fed events and time): the runtime feeds it
 //! discovered candidates, control requests and responses, and time, then drains
 //! [`Output`]s (messages to send, DHT actions, storage writes, [`MeetingEvent`]s) until
 //! none is left. It never reads a clock, never touches a socket and never spawns.

@@ -5,7 +5,7 @@
 //!  relay 198.51.100.1 ──┐
 //!                       ├── wan bridge ── router k (wan0 198.51.100.{10+k}, NAT) ── host k (192.168.{k}.2)
 //! ```
-//! The NAT kinds are built with nftables in the router (see `../shared/STACK.md`): plain
+//! The NAT kinds are built with nftables in the router: plain
 //! `masquerade` is port-restricted cone (endpoint-independent mapping, port-dependent
 //! filtering); `masquerade fully-random` is symmetric; full cone and address-restricted add
 //! a dynamic map of outbound (protocol, port) → inside address that inbound packets are
