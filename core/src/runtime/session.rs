@@ -9,7 +9,7 @@
 //! roster are the machine's business ([`crate::meeting`]); this file only feeds it.
 
 use std::collections::HashSet;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use libp2p::request_response::OutboundRequestId;
 use libp2p::{PeerId, kad};
@@ -35,10 +35,19 @@ pub(super) struct Session {
     /// The invite's host, greeted directly while joining.
     pub(super) host_hint: Option<PeerId>,
     next_lookup: Instant,
-    /// Spacing of the look-ups while joining (reset once a member).
+    /// Spacing of the look-ups while searching (reset once a member again).
     lookup_backoff: Backoff,
+    /// Whether the look-ups are retries: while joining, and while cut off from the members
+    /// (reconnecting), when the DHT is how we find them again.
+    searching: bool,
+    /// When the network last answered a ping (any peer): a first answer after a silence
+    /// while reconnecting looks the meeting up at once.
+    network_heard: Option<Instant>,
     next_provide: Instant,
 }
+
+/// A silence of the network this long, then an answer, is "our network is back".
+const NETWORK_BACK_AFTER: Duration = Duration::from_secs(1);
 
 /// A leave waiting for its goodbyes to be acknowledged (at most [`LEAVE_GRACE`]).
 pub(super) struct PendingLeave {
@@ -106,6 +115,8 @@ impl Driver {
                 now
             },
             lookup_backoff: Backoff::new(self.config.lookup_interval_joining, LOOKUP_JOINING_MAX),
+            searching: !host,
+            network_heard: None,
             next_provide: now + self.config.reprovide_interval,
             invite,
         })
@@ -140,6 +151,15 @@ impl Driver {
         if session.machine.poll_timeout().is_some_and(|t| t <= now) {
             session.machine.handle_timeout(now, clock::unix_ms());
         }
+        let searching = matches!(session.machine.phase(), Phase::Joining { .. })
+            || session.machine.is_reconnecting();
+        if searching && !session.searching {
+            // Cut off: the members are found again the way a joiner finds them, at once and
+            // then backing off, not at the member's leisurely poll.
+            session.lookup_backoff.reset();
+            session.next_lookup = now;
+        }
+        session.searching = searching;
         if now >= session.next_lookup {
             self.look_up(now);
         }
@@ -155,10 +175,10 @@ impl Driver {
         let Some(session) = self.session.as_mut() else {
             return;
         };
-        // While joining, look-ups are retries (until the group is found): they back off
-        // from the joining interval to LOOKUP_JOINING_MAX. A member's look-ups are a
-        // steady poll for newcomers and split groups.
-        let interval = if joining {
+        // While joining or cut off, look-ups are retries (until the group is found): they
+        // back off from the joining interval to LOOKUP_JOINING_MAX. A member's look-ups
+        // are a steady poll for newcomers and split groups.
+        let interval = if session.searching {
             session.lookup_backoff.next_delay(&mut self.rng)
         } else {
             session.lookup_backoff.reset();
@@ -280,6 +300,25 @@ impl Driver {
     pub(super) fn finish_leave(&mut self) {
         if let Some(leave) = self.pending_leave.take() {
             let _ = leave.reply.send(());
+        }
+    }
+
+    /// Something on the network answered a ping at `now`: the machine tells "they are
+    /// gone" from "we are cut off" by it. A first answer after a silence while we are cut
+    /// off means our network is back: look the members up at once rather than at the next
+    /// retry.
+    pub(super) fn on_network_heard(&mut self, now: Instant) {
+        let Some(session) = self.session.as_mut() else {
+            return;
+        };
+        session.machine.network_heard(now);
+        let was_silent = session
+            .network_heard
+            .is_none_or(|at| now.saturating_duration_since(at) >= NETWORK_BACK_AFTER);
+        session.network_heard = Some(now);
+        if was_silent && session.machine.is_reconnecting() {
+            session.lookup_backoff.reset();
+            session.next_lookup = now;
         }
     }
 }

@@ -200,11 +200,10 @@ impl Driver {
                 let now = clock::now();
                 self.routing.handle_ping_ok(now, peer, connection, rtt);
                 let rtt = self.routing.rtt(&peer);
+                // Any answer (a relay's, a DHT node's, a member's) proves our own network
+                // works.
+                self.on_network_heard(now);
                 if let Some(session) = self.session.as_mut() {
-                    // Any answer (a relay's, a DHT node's, a member's) proves our own
-                    // network works: the machine tells "they are gone" from "we are
-                    // cut off" by it.
-                    session.machine.network_heard(now);
                     session.machine.set_rtt(peer, rtt);
                 }
             }
