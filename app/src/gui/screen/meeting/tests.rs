@@ -95,7 +95,7 @@ fn a_fork_alert_shows_a_red_banner_naming_the_member() {
     assert!(shows(
         &state,
         &verified,
-        &format!(
+        format!(
             "Warning: the meeting is split — {name} holds different keys at epoch 4. Someone sent different changes to different members; compare security codes."
         )
     ));
