@@ -26,7 +26,7 @@ use openmls_traits::types::SignatureScheme;
 use super::epoch_proof::{self, AUTHENTICATOR_HASH_LEN, SIGNATURE_LEN};
 use super::media_keys::{NH, SFRAME_EXPORTER_LABEL};
 use super::{GroupError, Provider, SecurityCode};
-use crate::identity::{Identity, peer_id_of};
+use crate::identity::{Identity, peer_id_of, public_key_of};
 use crate::invite::MeetingId;
 
 /// The ciphersuite of every Conclave group.
@@ -375,19 +375,18 @@ impl MeetingGroup {
         hash: &[u8; AUTHENTICATOR_HASH_LEN],
         signature: &[u8; SIGNATURE_LEN],
     ) -> bool {
-        let Some(member) = self
-            .group
-            .members()
-            .find(|m| peer_of_credential(&m.credential, &m.signature_key).as_ref() == Some(peer))
-        else {
+        // The leaf key is the identity key of the peer id (identity binding): derive it from
+        // the peer id and check that it is the signature key of `peer`'s leaf in our tree.
+        let Some(key) = public_key_of(peer) else {
             return false;
         };
-        let Ok(key) = <[u8; 32]>::try_from(member.signature_key.as_slice())
-            .map_err(|_| ())
-            .and_then(|bytes| ed25519_dalek::VerifyingKey::from_bytes(&bytes).map_err(|_| ()))
-        else {
+        let in_tree = self.group.members().any(|m| {
+            m.signature_key.as_slice() == key.as_bytes()
+                && peer_of_credential(&m.credential, &m.signature_key).as_ref() == Some(peer)
+        });
+        if !in_tree {
             return false;
-        };
+        }
         epoch_proof::verify(&key, meeting_id, epoch, hash, signature)
     }
 
