@@ -10,7 +10,7 @@ use conclave_core::invite::Invite;
 use conclave_core::media::audio::denoise::NoiseSuppressor;
 use conclave_core::media::audio::{FRAME_SAMPLES, Frame};
 use conclave_core::proto::Message;
-use conclave_core::proto::control::{MemberInfo, Request};
+use conclave_core::proto::control::{EpochProof, MemberInfo, Request};
 use criterion::{Criterion, criterion_group, criterion_main};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -68,6 +68,10 @@ fn benches(c: &mut Criterion) {
         meeting_id: invite.meeting_id,
         members,
         epoch: Some(3),
+        proof: Some(EpochProof {
+            authenticator_hash: [7; 32],
+            signature: [9; 64],
+        }),
     };
     let bytes = heartbeat.encode();
     c.bench_function("wire/encode_heartbeat_8_members", |b| {

@@ -12,11 +12,14 @@
 //! - [`media_keys`]: per-epoch, per-sender media base keys (RFC 9605 §5.2) with a grace
 //!   window for the previous epoch.
 //! - [`committer`]: who commits (lowest online leaf) — the ordering rules, sans-IO.
+//! - [`epoch_proof`]: the signed "epoch E, authenticator hash H" statement heartbeats
+//!   carry (fork detection, evidence for joining again), signed with the leaf key.
 //!
 //! Ciphersuite: `MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519`; ratchet tree in the
 //! welcome; handshake and application messages as ciphertext.
 
 pub mod committer;
+pub mod epoch_proof;
 pub mod media_keys;
 pub mod mls;
 pub mod provider;

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use conclave_core::{Client, Event, Events, Invite, MeetingEvent, MeetingId, PeerId};
+use conclave_core::{AlertKind, Client, Event, Events, Invite, MeetingEvent, MeetingId, PeerId};
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -366,6 +366,7 @@ fn report(event: &MeetingEvent, out: Output) -> Option<i32> {
         | MeetingEvent::MemberJoined { .. }
         | MeetingEvent::MemberLeft { .. }
         | MeetingEvent::MemberMuted { .. } => report_member(event, out),
+        MeetingEvent::Alert { .. } => report_alert(event, out),
         MeetingEvent::Removed { .. }
         | MeetingEvent::JoinRefused
         | MeetingEvent::JoinTimedOut
@@ -373,6 +374,27 @@ fn report(event: &MeetingEvent, out: Output) -> Option<i32> {
         other => tracing::debug!(?other, "unhandled meeting event"),
     }
     None
+}
+
+/// Prints an alert: a member did something honest members never do (e.g. a fork).
+fn report_alert(event: &MeetingEvent, out: Output) {
+    if let MeetingEvent::Alert {
+        kind,
+        peer_id,
+        epoch,
+    } = event
+    {
+        out.event(
+            "alert",
+            json!({ "kind": kind.as_str(), "peer_id": peer_id.to_string(), "epoch": epoch }),
+            || match kind {
+                AlertKind::Fork => format!(
+                    "ALERT: {peer_id} holds another group at epoch {epoch} — the meeting is split (someone sent different commits to different members); compare security codes"
+                ),
+                _ => format!("ALERT ({}): {peer_id} at epoch {epoch}", kind.as_str()),
+            },
+        );
+    }
 }
 
 /// Prints where we stand in the meeting: in, keys rotated, waiting, reconnecting.

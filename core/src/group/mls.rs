@@ -23,9 +23,10 @@ use openmls_basic_credential::SignatureKeyPair;
 use openmls_traits::OpenMlsProvider;
 use openmls_traits::types::SignatureScheme;
 
+use super::epoch_proof::{self, AUTHENTICATOR_HASH_LEN, SIGNATURE_LEN};
 use super::media_keys::{NH, SFRAME_EXPORTER_LABEL};
 use super::{GroupError, Provider, SecurityCode};
-use crate::identity::{Identity, peer_id_of};
+use crate::identity::{Identity, peer_id_of, public_key_of};
 use crate::invite::MeetingId;
 
 /// The ciphersuite of every Conclave group.
@@ -38,6 +39,8 @@ pub const MAX_MLS_MESSAGE: usize = 60 * 1024;
 /// Our MLS signer and credential, both from the installation identity.
 pub struct MlsIdentity {
     signer: SignatureKeyPair,
+    /// The same key as `signer`, for signing outside MLS ([`super::epoch_proof`]).
+    signing: ed25519_dalek::SigningKey,
     credential: CredentialWithKey,
     peer_id: PeerId,
 }
@@ -70,6 +73,7 @@ impl MlsIdentity {
         );
         Self {
             signer,
+            signing: ed25519_dalek::SigningKey::from_bytes(&identity.secret_bytes()),
             credential: CredentialWithKey {
                 credential: BasicCredential::new(public.clone()).into(),
                 signature_key: public.into(),
@@ -335,6 +339,55 @@ impl MeetingGroup {
     /// The security code of the current epoch.
     pub fn security_code(&self) -> SecurityCode {
         SecurityCode::from_authenticator(self.group.epoch_authenticator().as_slice())
+    }
+
+    /// Our signed epoch proof for the current epoch: the authenticator hash and our leaf
+    /// key's signature of it ([`super::epoch_proof`]).
+    pub fn epoch_proof(
+        &self,
+        me: &MlsIdentity,
+        meeting_id: MeetingId,
+    ) -> ([u8; AUTHENTICATOR_HASH_LEN], [u8; SIGNATURE_LEN]) {
+        let epoch = self.epoch();
+        let hash = self.authenticator_hash(meeting_id);
+        (
+            hash,
+            epoch_proof::sign(&me.signing, meeting_id, epoch, &hash),
+        )
+    }
+
+    /// The hash of the current epoch's authenticator, as epoch proofs carry it.
+    pub fn authenticator_hash(&self, meeting_id: MeetingId) -> [u8; AUTHENTICATOR_HASH_LEN] {
+        epoch_proof::authenticator_hash(
+            meeting_id,
+            self.epoch(),
+            self.group.epoch_authenticator().as_slice(),
+        )
+    }
+
+    /// Whether `signature` is `peer`'s epoch proof of (`epoch`, `hash`), verified with the
+    /// signature key of `peer`'s leaf in *our* tree (so `peer` must be a member here).
+    pub fn verify_epoch_proof(
+        &self,
+        peer: &PeerId,
+        meeting_id: MeetingId,
+        epoch: u64,
+        hash: &[u8; AUTHENTICATOR_HASH_LEN],
+        signature: &[u8; SIGNATURE_LEN],
+    ) -> bool {
+        // The leaf key is the identity key of the peer id (identity binding): derive it from
+        // the peer id and check that it is the signature key of `peer`'s leaf in our tree.
+        let Some(key) = public_key_of(peer) else {
+            return false;
+        };
+        let in_tree = self.group.members().any(|m| {
+            m.signature_key.as_slice() == key.as_bytes()
+                && peer_of_credential(&m.credential, &m.signature_key).as_ref() == Some(peer)
+        });
+        if !in_tree {
+            return false;
+        }
+        epoch_proof::verify(&key, meeting_id, epoch, hash, signature)
     }
 
     /// The RFC 9605 §5.2 `sframe_epoch_secret` of the current epoch.

@@ -39,6 +39,26 @@ impl From<RemovalReason> for LeaveReason {
     }
 }
 
+/// What an [`MeetingEvent::Alert`] is about: a member did something honest members never
+/// do. More kinds will follow (e.g. a commit the rules do not allow).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AlertKind {
+    /// A member proved (signed with its leaf key) another group than ours at our epoch
+    /// number: the meeting is split in two, someone sent different commits to different
+    /// members.
+    Fork,
+}
+
+impl AlertKind {
+    /// The lowercase word used in CLI events.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            AlertKind::Fork => "fork",
+        }
+    }
+}
+
 /// A change in the meeting, for the application to show.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -151,6 +171,16 @@ pub enum MeetingEvent {
     /// We reach the members again (joined again with a new leaf if they removed us
     /// meanwhile), or the network came back without them and they count as gone.
     Reconnected,
+    /// A member did something honest members never do; the application shows it
+    /// prominently (red banner). Raised at most once per (kind, peer, epoch).
+    Alert {
+        /// What happened.
+        kind: AlertKind,
+        /// The member concerned.
+        peer_id: PeerId,
+        /// The epoch it happened at.
+        epoch: u64,
+    },
     /// We left.
     Left,
 }

@@ -42,6 +42,8 @@
 //! - [`lobby`]: joiners waiting for the host's approval;
 //! - [`liveness`]: known peers, heartbeats, round-trip times, who counts as alive;
 //! - [`reconnect`]: telling "they are gone" from "we are cut off", and joining again;
+//! - [`epoch_evidence`]: epoch proofs in heartbeats: fork alerts, and the evidence needed
+//!   before joining again;
 //! - [`commit`]: the two-phase commit, kicks, and applying a new epoch;
 //! - [`welcome`]: our key package, joiners' key packages, entering the group;
 //! - [`application`]: chat, media signals and the muted state over MLS application
@@ -66,6 +68,7 @@ mod application;
 mod chat;
 mod commit;
 mod config;
+mod epoch_evidence;
 mod group_state;
 mod liveness;
 mod lobby;
@@ -121,6 +124,18 @@ pub struct Stats {
     pub group_messages_rejected: u64,
     /// Commits aborted because a competing commit won.
     pub commits_aborted: u64,
+    /// Members' heartbeats without an epoch proof (older peers): ignored for fork checks
+    /// and as evidence of a later epoch.
+    pub epoch_proofs_missing: u64,
+    /// Members' heartbeats whose epoch proof does not verify under the sender's leaf key.
+    pub epoch_proofs_invalid: u64,
+    /// Forks detected (a verified proof of another group at our epoch).
+    pub forks_detected: u64,
+    /// Signs of a later epoch (a commit, a group message, a `Nack`, a heartbeat) that the
+    /// verified epoch proofs did not back: we kept our group.
+    pub epoch_claims_unproven: u64,
+    /// Rejoins put off by the rate limit ([`Config::rejoin_interval`]).
+    pub rejoins_deferred: u64,
 }
 
 /// What the driver must do.
@@ -157,6 +172,8 @@ struct Peer {
     last_heard: Instant,
     failures: u8,
     said_bye: bool,
+    /// Its latest verified epoch proof ([`epoch_evidence`]).
+    claim: Option<epoch_evidence::Claim>,
 }
 
 /// A joiner waiting in the lobby.
@@ -242,6 +259,10 @@ pub struct Machine<R> {
     /// Our chat lines until every member acknowledged them.
     chat_outbox: chat::ChatOutbox,
     mls: group_state::GroupState,
+    /// (peer, epoch) pairs already reported as a fork.
+    alerted: BTreeSet<(PeerId, u64)>,
+    /// When we last dropped our group to join again (rate limit).
+    last_rejoin: Option<Instant>,
 }
 impl<R: RngCore + CryptoRng> Machine<R> {
     /// A new meeting created by us: we are its host and first member.
@@ -336,6 +357,8 @@ impl<R: RngCore + CryptoRng> Machine<R> {
             rtts: HashMap::new(),
             network_heard: None,
             reconnect: None,
+            alerted: BTreeSet::new(),
+            last_rejoin: None,
         }
     }
 
@@ -413,8 +436,13 @@ impl<R: RngCore + CryptoRng> Machine<R> {
         let response = match request {
             Request::Hello(hello) => return self.on_hello(now, unix_ms, from, hello),
             other if !self.is_for_us(&other) => return self.stranger(),
-            Request::Heartbeat { members, epoch, .. } => {
-                if !self.on_heartbeat(now, unix_ms, from, members, epoch) {
+            Request::Heartbeat {
+                members,
+                epoch,
+                proof,
+                ..
+            } => {
+                if !self.on_heartbeat(now, unix_ms, from, members, epoch, proof) {
                     return self.stranger();
                 }
                 Response::Ack

@@ -24,6 +24,7 @@ use libp2p::{Multiaddr, PeerId};
 use serde::{Deserialize, Serialize};
 
 use crate::admission::{MAC_LEN, NONCE_LEN};
+use crate::group::epoch_proof::{AUTHENTICATOR_HASH_LEN, SIGNATURE_LEN};
 use crate::invite::MeetingId;
 
 use super::{Message, WireError};
@@ -111,10 +112,16 @@ pub enum Request {
         meeting_id: MeetingId,
         /// The sender's peer list (including itself).
         members: Vec<MemberInfo>,
-        /// The sender's MLS epoch, if it is in the group: a member that sees a higher one
-        /// (and has nothing staged) missed a confirmation and joins again.
+        /// The sender's MLS epoch, if it is in the group. On its own only informative:
+        /// what counts is `proof`.
         #[serde(default)]
         epoch: Option<u64>,
+        /// The sender's signed proof of `epoch` (absent from older peers, and from a
+        /// sender not in the group): a member at the same epoch compares the hash with its
+        /// own (fork detection); a later epoch counts towards joining again only with a
+        /// valid proof (`docs/protocol.md` §5, "Epoch proofs").
+        #[serde(default)]
+        proof: Option<EpochProof>,
     },
     /// The sender leaves the meeting.
     Bye {
@@ -187,6 +194,18 @@ pub enum Request {
         #[serde(with = "codec_peer")]
         peer_id: PeerId,
     },
+}
+
+/// A member's signed statement of its epoch's authenticator hash
+/// ([`crate::group::epoch_proof`]). Fixed-size fields: bounded by construction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EpochProof {
+    /// Hash of the sender's MLS epoch authenticator at the heartbeat's epoch.
+    #[serde(with = "codec_array")]
+    pub authenticator_hash: [u8; AUTHENTICATOR_HASH_LEN],
+    /// The sender's leaf-key signature over meeting, epoch and hash.
+    #[serde(with = "codec_array")]
+    pub signature: [u8; SIGNATURE_LEN],
 }
 
 /// A response on the control protocol.
@@ -417,6 +436,68 @@ mod tests {
         );
     }
 
+    /// A heartbeat from an older peer (no `proof`) still decodes; a proof of the wrong size
+    /// is refused.
+    #[test]
+    fn heartbeat_proofs_are_optional_and_fixed_size() {
+        let heartbeat = |proof: Option<(Vec<u8>, Vec<u8>)>| {
+            let mut fields = vec![
+                (
+                    ciborium::Value::Text("meeting_id".into()),
+                    ciborium::Value::Bytes(vec![1; 16]),
+                ),
+                (
+                    ciborium::Value::Text("members".into()),
+                    ciborium::Value::Array(vec![]),
+                ),
+                (
+                    ciborium::Value::Text("epoch".into()),
+                    ciborium::Value::Integer(3.into()),
+                ),
+            ];
+            if let Some((hash, signature)) = proof {
+                fields.push((
+                    ciborium::Value::Text("proof".into()),
+                    ciborium::Value::Map(vec![
+                        (
+                            ciborium::Value::Text("authenticator_hash".into()),
+                            ciborium::Value::Bytes(hash),
+                        ),
+                        (
+                            ciborium::Value::Text("signature".into()),
+                            ciborium::Value::Bytes(signature),
+                        ),
+                    ]),
+                ));
+            }
+            encode_body(&ciborium::Value::Map(vec![(
+                ciborium::Value::Text("Heartbeat".into()),
+                ciborium::Value::Map(fields),
+            )]))
+        };
+        assert_eq!(
+            Request::decode(&heartbeat(None)),
+            Ok(Request::Heartbeat {
+                meeting_id: MeetingId([1; 16]),
+                members: vec![],
+                epoch: Some(3),
+                proof: None,
+            })
+        );
+        assert!(matches!(
+            Request::decode(&heartbeat(Some((vec![2; 32], vec![3; 64])))),
+            Ok(Request::Heartbeat { proof: Some(_), .. })
+        ));
+        assert_eq!(
+            Request::decode(&heartbeat(Some((vec![2; 33], vec![3; 64])))),
+            Err(WireError::Malformed)
+        );
+        assert_eq!(
+            Request::decode(&heartbeat(Some((vec![2; 32], vec![3; 65])))),
+            Err(WireError::Malformed)
+        );
+    }
+
     #[test]
     fn oversized_lists_are_refused() {
         let members: Vec<MemberInfo> = (0..=MAX_MEMBERS as u16)
@@ -426,6 +507,7 @@ mod tests {
             meeting_id: MeetingId([1; 16]),
             members,
             epoch: None,
+            proof: None,
         }
         .encode();
         assert!(matches!(
@@ -469,7 +551,8 @@ mod tests {
             let meeting_id = MeetingId(id);
             let requests = [
                 Request::Hello(Hello { meeting_id, nonce, unix_ms, mac, name, addrs: members.first().map(|m| m.addrs.clone()).unwrap_or_default(), key_package: mac.to_vec() }),
-                Request::Heartbeat { meeting_id, members: members.clone(), epoch: Some(unix_ms) },
+                Request::Heartbeat { meeting_id, members: members.clone(), epoch: Some(unix_ms), proof: None },
+                Request::Heartbeat { meeting_id, members: members.clone(), epoch: Some(unix_ms), proof: Some(EpochProof { authenticator_hash: mac, signature: [nonce, nonce, nonce, nonce].concat().try_into().unwrap() }) },
                 Request::Bye { meeting_id },
                 Request::Commit { meeting_id, epoch: unix_ms, commit: nonce.to_vec(), removals: members.iter().map(|m| Removal { peer_id: m.peer_id, reason: RemovalReason::Kicked }).collect() },
                 Request::Confirm { meeting_id, epoch: unix_ms },

@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use conclave_core::{
-    ChatRecord, LeaveReason, MediaEvent, MeetingEvent, MeetingId, PeerId, SafetyNumber,
+    AlertKind, ChatRecord, LeaveReason, MediaEvent, MeetingEvent, MeetingId, PeerId, SafetyNumber,
     public_key_of,
 };
 
@@ -142,6 +142,9 @@ pub(crate) struct State {
     pub(crate) notices: Vec<String>,
     /// Our network dropped: the core is reaching the members again.
     pub(crate) reconnecting: bool,
+    /// The latest alert about a member (a fork), shown as a red banner for the rest of the
+    /// meeting.
+    pub(crate) alert: Option<String>,
 }
 
 /// What the user did in the meeting.
@@ -220,6 +223,7 @@ impl State {
             show_code: false,
             notices: Vec::new(),
             reconnecting: false,
+            alert: None,
         }
     }
 
@@ -414,6 +418,19 @@ impl State {
             MeetingEvent::Reconnecting => {
                 self.reconnecting = true;
                 self.notice("Your connection dropped: reconnecting…".to_owned());
+            }
+            MeetingEvent::Alert {
+                kind,
+                peer_id,
+                epoch,
+            } => {
+                let who = self.name_of(&peer_id);
+                self.alert = Some(match kind {
+                    AlertKind::Fork => format!(
+                        "Warning: the meeting is split — {who} holds different keys at epoch {epoch}. Someone sent different changes to different members; compare security codes."
+                    ),
+                    _ => format!("Warning: {who} misbehaved at epoch {epoch}."),
+                });
             }
             MeetingEvent::Reconnected => {
                 if std::mem::take(&mut self.reconnecting) {

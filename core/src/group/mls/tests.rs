@@ -122,6 +122,27 @@ fn members_agree_on_epoch_security_code_and_media_secret() {
     assert_eq!(b.group().leaf_of(&c.peer()), Some(2));
 }
 
+/// Epoch proofs: members of one epoch share the authenticator hash, and a member's proof
+/// verifies at the others under its leaf key — not under anyone else's, and not from a
+/// peer outside the tree.
+#[test]
+fn epoch_proofs_verify_under_the_senders_leaf_key_in_our_tree() {
+    let (mut a, mut b, c) = three();
+    let outsider = member();
+    let (epoch, id) = (a.group().epoch(), meeting_id());
+    let (hash, signature) = a.group.as_ref().unwrap().epoch_proof(&a.me, id);
+    assert_eq!(hash, b.group().authenticator_hash(id));
+    let bg = b.group();
+    assert!(bg.verify_epoch_proof(&a.peer(), id, epoch, &hash, &signature));
+    assert!(!bg.verify_epoch_proof(&c.peer(), id, epoch, &hash, &signature));
+    assert!(!bg.verify_epoch_proof(&a.peer(), id, epoch + 1, &hash, &signature));
+    let (o_hash, o_signature) = a.group.as_ref().unwrap().epoch_proof(&outsider.me, id);
+    assert!(
+        !b.group()
+            .verify_epoch_proof(&outsider.peer(), id, epoch, &o_hash, &o_signature)
+    );
+}
+
 #[test]
 fn application_messages_round_trip_and_the_sender_must_be_the_connection_peer() {
     let (mut a, mut b, mut c) = three();

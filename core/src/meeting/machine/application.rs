@@ -176,7 +176,7 @@ impl<R: RngCore + CryptoRng> Machine<R> {
                 epoch: self.mls.group.as_ref().map_or(0, |g| g.epoch()),
             },
             Err(GroupError::WrongEpoch { current, .. }) => {
-                self.missed_confirmation(now, unix_ms);
+                self.consider_catching_up(now, unix_ms);
                 Response::Nack { epoch: current }
             }
             Err(GroupError::OutOfOrder) => {

@@ -380,10 +380,10 @@ impl<R: RngCore + CryptoRng> Machine<R> {
             return Response::NotMember;
         };
         self.heard_from(now, from);
-        // A commit of a later epoch: the group is already past ours, and unless we staged
-        // a commit we missed its confirmation (then we join again).
+        // A commit of a later epoch: the group may be past ours (we missed a confirmation),
+        // or the number is made up. Only verified epoch proofs decide.
         if epoch > current {
-            self.missed_confirmation(now, unix_ms);
+            self.consider_catching_up(now, unix_ms);
         }
         if epoch != current {
             return Response::Nack { epoch: current };
@@ -480,6 +480,9 @@ impl<R: RngCore + CryptoRng> Machine<R> {
             self.outputs.push_back(Output::Media(MediaCommand::Stop));
             self.emit(MeetingEvent::Removed { reason });
             return;
+        }
+        if let Some(epoch) = self.mls.group.as_ref().map(|g| g.epoch()) {
+            self.forget_alerts_before(epoch);
         }
         if let Some(group) = &self.mls.group {
             let (epoch, security_code) = (group.epoch(), group.security_code());

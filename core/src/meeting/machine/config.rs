@@ -48,6 +48,10 @@ pub struct Config {
     /// How long the network may be back without any member answering before we stop
     /// reconnecting and count them as gone.
     pub reconnect_grace: Duration,
+    /// Least time between two times we drop our group and join again (`docs/protocol.md`
+    /// §5, "Epoch proofs"): even on valid evidence, a member cannot be knocked out of the
+    /// group more often than this.
+    pub rejoin_interval: Duration,
 }
 
 impl Default for Config {
@@ -70,6 +74,7 @@ impl Default for Config {
             max_members: MAX_MEMBERS,
             network_silence: Duration::from_millis(1500),
             reconnect_grace: Duration::from_secs(5),
+            rejoin_interval: Duration::from_secs(10),
         }
     }
 }

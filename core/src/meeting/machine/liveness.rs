@@ -1,7 +1,8 @@
 //! Liveness (`docs/protocol.md` §5): the peers we know, heartbeats, round-trip times, and
 //! who counts as alive.
 //!
-//! - Members send every other known peer a `Heartbeat` (our peer list and epoch) every
+//! - Members send every other known peer a `Heartbeat` (our peer list, epoch and epoch
+//!   proof, see [`super::epoch_evidence`]) every
 //!   [`Config::heartbeat_interval`](super::Config::heartbeat_interval); a joiner keeps quiet.
 //! - A peer is alive while it has not said `Bye`, fewer than two sends to it failed in a
 //!   row, and it was heard from within the liveness window, which scales with its
@@ -23,7 +24,7 @@ use tracing::info;
 
 use super::{Inflight, Machine, Peer, Phase};
 use crate::group::MeetingGroup;
-use crate::proto::control::{MAX_MEMBERS, MemberInfo, Request};
+use crate::proto::control::{EpochProof, MAX_MEMBERS, MemberInfo, Request};
 
 /// Most peers whose round-trip time is remembered.
 const MAX_TRACKED_RTTS: usize = 1024;
@@ -68,18 +69,20 @@ impl<R: RngCore + CryptoRng> Machine<R> {
             .map(|(id, _)| *id)
             .collect();
         let epoch = self.mls.group.as_ref().map(MeetingGroup::epoch);
+        let proof = self.own_epoch_proof();
         for peer in recipients {
             let request = Request::Heartbeat {
                 meeting_id: self.keys.meeting_id(),
                 members: list.clone(),
                 epoch,
+                proof: proof.clone(),
             };
             self.send(peer, request, Inflight::Heartbeat);
         }
     }
 
-    /// A heartbeat from `from`, carrying its peer list and epoch. Whether it comes from a
-    /// peer we know (otherwise it is a stranger: a member we removed while it was cut off
+    /// A heartbeat from `from`, carrying its peer list and its epoch with a proof
+    /// ([`super::epoch_evidence`]). Whether it comes from a peer we know (otherwise it is a stranger: a member we removed while it was cut off
     /// learns it from the `NotMember` answer, and joins again).
     pub(super) fn on_heartbeat(
         &mut self,
@@ -88,6 +91,7 @@ impl<R: RngCore + CryptoRng> Machine<R> {
         from: PeerId,
         members: Vec<MemberInfo>,
         epoch: Option<u64>,
+        proof: Option<EpochProof>,
     ) -> bool {
         if self.peers.get(&from).is_none_or(|p| p.said_bye) {
             return false;
@@ -96,7 +100,7 @@ impl<R: RngCore + CryptoRng> Machine<R> {
         // Only members in the group send heartbeats: a key package still queued for this
         // peer is stale (a late hello) and must not replace its leaf.
         self.forget_queued_package(&from);
-        self.check_epoch_of(now, unix_ms, from, epoch);
+        self.on_epoch_proof(now, unix_ms, from, epoch, proof);
         for info in members {
             if info.peer_id == from {
                 if let Some(peer) = self.peers.get_mut(&from) {
@@ -195,6 +199,7 @@ impl<R: RngCore + CryptoRng> Machine<R> {
             last_heard: now,
             failures: 0,
             said_bye: false,
+            claim: None,
         });
         entry.last_heard = now;
         entry.failures = 0;

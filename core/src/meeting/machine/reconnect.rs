@@ -20,14 +20,15 @@
 //! setup without relays) keeps the ordinary rule: silence means the others are gone.
 //!
 //! **Joining again** ([`Machine::rejoin`]): the group went on without us, so we drop our
-//! copy of it and join afresh (same identity, fresh key package). The signs, wherever they
-//! arrive, all lead here:
+//! copy of it and join afresh (same identity, fresh key package). At most once per
+//! [`Config::rejoin_interval`](super::Config::rejoin_interval), and only on these signs:
 //! - a member answers `NotMember` while we are cut off (it removed us meanwhile) — outside
 //!   a reconnect the same answer only means it forgot us, and we greet it again;
-//! - a member refuses our commit with `NotMember`, or `Nack` naming a later epoch;
-//! - a member's heartbeat or commit names a later epoch than ours, or its group message is
-//!   of another epoch, and nothing we staged would take us there (we missed a
-//!   confirmation: [`Machine::check_epoch_of`], [`Machine::missed_confirmation`]).
+//! - a member refuses our commit with `NotMember` (its group no longer has us);
+//! - verified epoch proofs of a later epoch from most live members
+//!   ([`super::epoch_evidence`]). A later epoch number alone — in a heartbeat, a commit, a
+//!   group message or a `Nack` — only makes us weigh those proofs: it is unauthenticated,
+//!   and one dishonest member must not knock the others out of the group.
 //!
 //! We are back ([`MeetingEvent::Reconnected`]) only when a member acknowledges our
 //! heartbeat (it still has us) or we are in the group again: hearing from a member is not
@@ -37,7 +38,7 @@ use std::time::Instant;
 
 use libp2p::PeerId;
 use rand::{CryptoRng, RngCore};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::{Machine, MeetingEvent, Output, Phase};
 use crate::media::MediaCommand;
@@ -188,9 +189,10 @@ impl<R: RngCore + CryptoRng> Machine<R> {
         self.send_hello(now, unix_ms, from, addrs);
     }
 
-    /// A member refused our commit of `epoch` (already aborted): `NotMember` (its group no
-    /// longer has us: we were removed while cut off) or `Nack` naming a later epoch (the
-    /// group moved on without us, or we lost a race while partitioned) mean we join again.
+    /// A member refused our commit of `epoch` (already aborted). `NotMember`: its group no
+    /// longer has us (we were removed while cut off), so we join again. `Nack` naming a
+    /// later epoch: the group may have moved on without us, or the member says so falsely;
+    /// only verified epoch proofs decide ([`Machine::consider_catching_up`]).
     pub(super) fn commit_refused(
         &mut self,
         now: Instant,
@@ -198,47 +200,27 @@ impl<R: RngCore + CryptoRng> Machine<R> {
         epoch: u64,
         theirs: Option<u64>,
     ) {
-        if theirs.is_none_or(|theirs| theirs > epoch) {
-            self.rejoin(now, unix_ms);
+        match theirs {
+            None => self.rejoin(now, unix_ms),
+            Some(theirs) if theirs > epoch => self.consider_catching_up(now, unix_ms),
+            Some(_) => {}
         }
     }
 
-    /// A member's commit or group message is of another epoch than ours: unless a commit
-    /// we staged would take us there, we missed a confirmation and join again.
-    pub(super) fn missed_confirmation(&mut self, now: Instant, unix_ms: u64) {
-        if self.mls.incoming.is_none() {
-            self.rejoin(now, unix_ms);
-        }
-    }
-
-    /// A member told us its epoch: if it is ahead of ours and nothing we staged would take
-    /// us there, we missed a confirmation and stay behind for good unless we join again.
-    pub(super) fn check_epoch_of(
-        &mut self,
-        now: Instant,
-        unix_ms: u64,
-        from: PeerId,
-        theirs: Option<u64>,
-    ) {
-        let Some(group) = &self.mls.group else { return };
-        let (Some(theirs), true) = (theirs, group.leaf_of(&from).is_some()) else {
-            return;
-        };
-        if theirs > group.epoch()
-            && self.mls.incoming.is_none()
-            && self.mls.outgoing.is_none()
-            && self.phase == Phase::Member
-        {
-            info!(ours = group.epoch(), theirs, peer = %from, "a member is at a later epoch");
-            self.rejoin(now, unix_ms);
-        }
-    }
-
-    /// The group went on without us: drop our copy and join again with a fresh key package.
+    /// The group went on without us: drop our copy and join again with a fresh key package
+    /// — at most once per [`Config::rejoin_interval`](super::Config::rejoin_interval).
     pub(super) fn rejoin(&mut self, now: Instant, unix_ms: u64) {
         if self.phase != Phase::Member {
             return;
         }
+        if let Some(last) = self.last_rejoin
+            && now < last + self.config.rejoin_interval
+        {
+            self.stats.rejoins_deferred += 1;
+            debug!("joining again was asked for too soon after the last time; not yet");
+            return;
+        }
+        self.last_rejoin = Some(now);
         warn!("the group moved on without us; joining again");
         self.outputs.push_back(Output::Media(MediaCommand::Reset));
         if let Some(group) = self.mls.group.take() {

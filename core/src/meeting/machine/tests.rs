@@ -15,11 +15,13 @@ use super::*;
 use crate::identity::Identity;
 use crate::invite::MeetingSecret;
 use crate::media::MediaCommand;
+use crate::meeting::AlertKind;
 use crate::proto::control::Hello;
 
 mod admission;
 mod application;
 mod commit;
+mod insider;
 mod liveness;
 mod lobby;
 

@@ -83,6 +83,25 @@ fn joining_shows_progress_and_can_be_cancelled() {
 }
 
 #[test]
+fn a_fork_alert_shows_a_red_banner_naming_the_member() {
+    let verified = BTreeSet::new();
+    let (mut state, bob) = in_meeting(false);
+    state.handle_meeting(MeetingEvent::Alert {
+        kind: AlertKind::Fork,
+        peer_id: bob,
+        epoch: 4,
+    });
+    let name = state.members[&bob].clone();
+    assert!(shows(
+        &state,
+        &verified,
+        format!(
+            "Warning: the meeting is split — {name} holds different keys at epoch 4. Someone sent different changes to different members; compare security codes."
+        )
+    ));
+}
+
+#[test]
 fn a_dropped_network_shows_reconnecting_until_back_in() {
     let verified = BTreeSet::new();
     let (mut state, bob) = in_meeting(false);

@@ -42,6 +42,9 @@ impl State {
     fn view_in<'a>(&'a self, verified: &BTreeSet<PeerId>) -> Element<'a, Message> {
         let code = self.security_code.clone().unwrap_or_default();
         let mut body = Column::new().spacing(12).push(self.view_header(&code));
+        if let Some(alert) = &self.alert {
+            body = body.push(badge::badge(alert.clone(), colour::BAD));
+        }
         if self.reconnecting {
             body = body.push(badge::badge(
                 "Connection lost — reconnecting…".to_owned(),

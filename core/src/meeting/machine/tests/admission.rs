@@ -95,6 +95,7 @@ fn strangers_get_not_member_for_group_requests() {
             meeting_id,
             members: vec![],
             epoch: None,
+            proof: None,
         },
         Request::Bye { meeting_id },
         Request::Commit {
