@@ -309,6 +309,11 @@ impl Routing {
         self.relays.keys().copied()
     }
 
+    /// Our relays with their addresses.
+    pub fn relay_addrs(&self) -> impl Iterator<Item = (PeerId, &Multiaddr)> + '_ {
+        self.relays.iter().map(|(peer, addr)| (*peer, addr))
+    }
+
     /// The runtime listens on `relay`'s circuit through `listener`.
     pub fn handle_reserving(&mut self, relay: PeerId, listener: ListenerId) {
         self.reservations.entry(relay).or_default().listener = Some(listener);

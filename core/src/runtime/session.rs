@@ -12,10 +12,11 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use libp2p::request_response::OutboundRequestId;
-use libp2p::{PeerId, kad};
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::{Multiaddr, PeerId, kad};
 use rand::rngs::StdRng;
 use tokio::sync::oneshot;
-use tracing::warn;
+use tracing::{debug, warn};
 
 use super::media_link::MediaInput;
 use super::{Driver, Event, LEAVE_GRACE, LOOKUP_JOINING_MAX, clock};
@@ -45,6 +46,9 @@ pub(super) struct Session {
     network_heard: Option<Instant>,
     next_provide: Instant,
 }
+
+/// Longest wait between look-ups (and fresh dials) while cut off from the members.
+const RECONNECT_LOOKUP_MAX: Duration = Duration::from_secs(2);
 
 /// A silence of the network this long, then an answer, is "our network is back".
 const NETWORK_BACK_AFTER: Duration = Duration::from_secs(1);
@@ -179,6 +183,14 @@ impl Driver {
         // back off from the joining interval to LOOKUP_JOINING_MAX. A member's look-ups
         // are a steady poll for newcomers and split groups.
         let interval = if session.searching {
+            // Cut off, each look-up also dials afresh (below): a network that returns is
+            // noticed within RECONNECT_LOOKUP_MAX.
+            let max = if session.machine.is_reconnecting() {
+                RECONNECT_LOOKUP_MAX
+            } else {
+                LOOKUP_JOINING_MAX
+            };
+            session.lookup_backoff.set_max(max);
             session.lookup_backoff.next_delay(&mut self.rng)
         } else {
             session.lookup_backoff.reset();
@@ -191,6 +203,56 @@ impl Driver {
         if let Some(host) = hint {
             self.offer_candidate(host);
             self.swarm.behaviour_mut().kad.get_closest_peers(host);
+        }
+        if self
+            .session
+            .as_ref()
+            .is_some_and(|s| s.machine.is_reconnecting())
+        {
+            self.dial_afresh();
+        }
+    }
+
+    /// Cut off, we dial the members and the relays again on fresh connections with every
+    /// look-up: the connections we still hold may be dead without libp2p knowing yet (a
+    /// circuit over a relay connection that died, a QUIC path whose NAT mapping expired),
+    /// and requests sent on them vanish. The first fresh connection that works carries our
+    /// heartbeat (answered `NotMember` if the others removed us) and its ping tells the
+    /// machine our network is back; the dead ones are closed once a working one answers
+    /// (`net::routing::paths`).
+    fn dial_afresh(&mut self) {
+        let members: Vec<PeerId> = self
+            .session
+            .as_ref()
+            .map(|s| {
+                s.machine
+                    .members()
+                    .into_iter()
+                    .map(|(peer, _)| peer)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let relays: Vec<(PeerId, Multiaddr)> = self
+            .routing
+            .relay_addrs()
+            .map(|(peer, addr)| (peer, addr.clone()))
+            .collect();
+        let dials = members
+            .into_iter()
+            .map(|peer| (peer, self.routing.routes_to(&peer)))
+            .chain(relays.into_iter().map(|(peer, addr)| (peer, vec![addr])));
+        for (peer, addrs) in dials.collect::<Vec<_>>() {
+            if addrs.is_empty() {
+                continue;
+            }
+            debug!(%peer, "cut off: dialing afresh");
+            let dial = DialOpts::peer_id(peer)
+                .addresses(addrs)
+                .condition(PeerCondition::Always)
+                .build();
+            if let Err(err) = self.swarm.dial(dial) {
+                debug!(%peer, error = %err, "fresh dial not started");
+            }
         }
     }
 
