@@ -309,9 +309,32 @@ impl Routing {
         self.relays.keys().copied()
     }
 
-    /// Our relays with their addresses.
-    pub fn relay_addrs(&self) -> impl Iterator<Item = (PeerId, &Multiaddr)> + '_ {
-        self.relays.iter().map(|(peer, addr)| (*peer, addr))
+    /// Cut off from the meeting: dial `members` (every route to each) and every relay
+    /// again on fresh connections. The connections still held may be dead without the swarm
+    /// knowing (a circuit over a relay connection that died), and requests sent on them
+    /// vanish; the first fresh connection that works carries them, and the dead ones are
+    /// closed once it answers ([`paths`]).
+    pub fn dial_afresh(&mut self, members: impl IntoIterator<Item = PeerId>) {
+        let members: Vec<(PeerId, Vec<Multiaddr>)> = members
+            .into_iter()
+            .map(|peer| (peer, self.routes_to(&peer)))
+            .collect();
+        let relays = self
+            .relays
+            .iter()
+            .map(|(peer, addr)| (*peer, vec![addr.clone()]));
+        let dials: Vec<(PeerId, Vec<Multiaddr>)> = members.into_iter().chain(relays).collect();
+        for (peer, addrs) in dials {
+            if addrs.is_empty() {
+                continue;
+            }
+            self.actions.push_back(Action::Dial {
+                peer,
+                addrs,
+                condition: PeerCondition::Always,
+                what: "cut off: a fresh connection",
+            });
+        }
     }
 
     /// The runtime listens on `relay`'s circuit through `listener`.

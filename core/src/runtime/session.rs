@@ -12,11 +12,10 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use libp2p::request_response::OutboundRequestId;
-use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
-use libp2p::{Multiaddr, PeerId, kad};
+use libp2p::{PeerId, kad};
 use rand::rngs::StdRng;
 use tokio::sync::oneshot;
-use tracing::{debug, warn};
+use tracing::warn;
 
 use super::media_link::MediaInput;
 use super::{Driver, Event, LEAVE_GRACE, LOOKUP_JOINING_MAX, clock};
@@ -204,55 +203,13 @@ impl Driver {
             self.offer_candidate(host);
             self.swarm.behaviour_mut().kad.get_closest_peers(host);
         }
-        if self
-            .session
-            .as_ref()
-            .is_some_and(|s| s.machine.is_reconnecting())
+        // Cut off, each look-up also dials the members and relays afresh: the connections
+        // still held may be dead without libp2p knowing.
+        if let Some(session) = self.session.as_ref()
+            && session.machine.is_reconnecting()
         {
-            self.dial_afresh();
-        }
-    }
-
-    /// Cut off, we dial the members and the relays again on fresh connections with every
-    /// look-up: the connections we still hold may be dead without libp2p knowing yet (a
-    /// circuit over a relay connection that died, a QUIC path whose NAT mapping expired),
-    /// and requests sent on them vanish. The first fresh connection that works carries our
-    /// heartbeat (answered `NotMember` if the others removed us) and its ping tells the
-    /// machine our network is back; the dead ones are closed once a working one answers
-    /// (`net::routing::paths`).
-    fn dial_afresh(&mut self) {
-        let members: Vec<PeerId> = self
-            .session
-            .as_ref()
-            .map(|s| {
-                s.machine
-                    .members()
-                    .into_iter()
-                    .map(|(peer, _)| peer)
-                    .collect()
-            })
-            .unwrap_or_default();
-        let relays: Vec<(PeerId, Multiaddr)> = self
-            .routing
-            .relay_addrs()
-            .map(|(peer, addr)| (peer, addr.clone()))
-            .collect();
-        let dials = members
-            .into_iter()
-            .map(|peer| (peer, self.routing.routes_to(&peer)))
-            .chain(relays.into_iter().map(|(peer, addr)| (peer, vec![addr])));
-        for (peer, addrs) in dials.collect::<Vec<_>>() {
-            if addrs.is_empty() {
-                continue;
-            }
-            debug!(%peer, "cut off: dialing afresh");
-            let dial = DialOpts::peer_id(peer)
-                .addresses(addrs)
-                .condition(PeerCondition::Always)
-                .build();
-            if let Err(err) = self.swarm.dial(dial) {
-                debug!(%peer, error = %err, "fresh dial not started");
-            }
+            let members = session.machine.members().into_iter().map(|(peer, _)| peer);
+            self.routing.dial_afresh(members);
         }
     }
 

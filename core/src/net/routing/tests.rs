@@ -423,6 +423,44 @@ fn routes_are_the_known_addresses_then_a_circuit_per_relay() {
 }
 
 #[test]
+fn cut_off_every_member_and_relay_is_dialed_on_a_fresh_connection() {
+    let mut sim = Sim::new();
+    let (relay, relay_addr) = sim.relay("192.0.2.1");
+    sim.connect_relay(0, relay);
+    let member = PeerId::random();
+    sim.routing
+        .remember_addr(member, addr("/ip4/192.0.2.5/udp/1/quic-v1"));
+    sim.connect(
+        100,
+        member,
+        &format!("{relay_addr}/p2p-circuit/p2p/{member}"),
+    );
+    sim.actions();
+    sim.routing.dial_afresh([member]);
+    let dials: Vec<(PeerId, Vec<Multiaddr>)> = sim
+        .actions()
+        .into_iter()
+        .filter_map(|action| match action {
+            Action::Dial {
+                peer,
+                addrs,
+                condition: PeerCondition::Always,
+                ..
+            } => Some((peer, addrs)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        dials,
+        vec![
+            (member, sim.routing.routes_to(&member)),
+            (relay, vec![relay_addr]),
+        ],
+        "though connected to both, each is dialed again on every route, unconditionally"
+    );
+}
+
+#[test]
 fn hole_punching_is_retried_over_fresh_circuits_at_most_three_times() {
     let mut sim = Sim::new();
     let (relay, relay_addr) = sim.relay("192.0.2.1");
