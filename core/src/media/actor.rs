@@ -67,6 +67,8 @@ enum Internal {
         conn: ConnId,
         state: ConnectionState,
     },
+    /// ICE found a working path for a connection.
+    IceConnected { peer: PeerId, conn: ConnId },
     /// A connection's path was measured.
     Path {
         peer: PeerId,
@@ -240,6 +242,9 @@ impl Actor {
             },
             Internal::State { peer, conn, state } => {
                 self.engine.handle_state(now(), peer, conn, state)
+            }
+            Internal::IceConnected { peer, conn } => {
+                self.engine.handle_ice_connected(now(), peer, conn)
             }
             Internal::Path {
                 peer,
@@ -578,6 +583,12 @@ async fn forward(
         match event {
             PeerEvent::State(state) => {
                 let message = Internal::State { peer, conn, state };
+                if internal.send(message).await.is_err() {
+                    break;
+                }
+            }
+            PeerEvent::IceConnected => {
+                let message = Internal::IceConnected { peer, conn };
                 if internal.send(message).await.is_err() {
                     break;
                 }

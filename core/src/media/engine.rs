@@ -40,6 +40,14 @@ pub(crate) use signal::{Signal, offer_digest};
 /// connection (each side gathers for at most ~5.5 s). A signal can be lost: one that
 /// reaches a joiner still entering the group is in an epoch it cannot read yet.
 pub(crate) const NEGOTIATION_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long the DTLS handshake of a new connection may run over a working ICE path before
+/// the offering side replaces the connection. At 250 ms round-trip time it takes under a
+/// second, and each lost flight adds the one-second retransmission interval; but webrtc-rs
+/// (rtc-dtls 0.21) stops retransmitting a flight for good once a repeat of the other
+/// side's previous flight arrives, so a handshake that lost a flight that way never
+/// completes (both sides stay `connecting` and ICE restarts cannot help: they keep the
+/// DTLS session).
+pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(4);
 /// Frames that arrive this soon after a relay was lost were already on their way: they are
 /// no sign that a relayed path survived.
 const IN_FLIGHT_AFTER_RELAY_LOSS: Duration = Duration::from_millis(100);
@@ -466,6 +474,18 @@ impl Engine {
         self.report(MediaEvent::Warning(message));
     }
 
+    /// ICE found a working path for connection `conn`: if the connection was never
+    /// `connected`, its DTLS handshake starts now.
+    pub(crate) fn handle_ice_connected(&mut self, now: Instant, peer: PeerId, conn: ConnId) {
+        let Some(current) = self.current(&peer, conn) else {
+            return;
+        };
+        if !current.secured && current.handshake_since.is_none() {
+            debug!(peer = %peer, "ICE path found; DTLS handshake under way");
+            current.handshake_since = Some(now);
+        }
+    }
+
     /// Connection `conn` changed state.
     pub(crate) fn handle_state(
         &mut self,
@@ -485,6 +505,8 @@ impl Engine {
         current.state = state;
         match state {
             ConnectionState::Connected => {
+                current.secured = true;
+                current.handshake_since = None;
                 if current.broken.take().is_some() {
                     info!(peer = %peer, "media path repaired");
                 }
@@ -635,10 +657,12 @@ impl Engine {
     }
 
     /// Repairs what we are responsible for (the offering side): unanswered offers after
-    /// [`NEGOTIATION_TIMEOUT`]; broken paths by ICE restarts as [`BrokenPath::restart_due`]
-    /// says, and after [`MAX_ICE_RESTARTS`] answered ones by a new connection.
+    /// [`NEGOTIATION_TIMEOUT`] and handshakes stalled for [`HANDSHAKE_TIMEOUT`] by a new
+    /// connection; broken paths by ICE restarts as [`BrokenPath::restart_due`] says, and
+    /// after [`MAX_ICE_RESTARTS`] answered ones by a new connection.
     fn repair_paths(&mut self, now: Instant) {
         let mut unanswered = Vec::new();
+        let mut stalled = Vec::new();
         let mut due = Vec::new();
         for (peer, member) in &self.members {
             let Some(conn) = member.conn.as_ref() else {
@@ -652,12 +676,18 @@ impl Engine {
                 .is_some_and(|since| now.saturating_duration_since(since) >= NEGOTIATION_TIMEOUT)
             {
                 unanswered.push(*peer);
+            } else if conn.handshake_stalled(now, HANDSHAKE_TIMEOUT) {
+                stalled.push(*peer);
             } else if conn.broken.is_some_and(|broken| broken.restart_due(now)) {
                 due.push(*peer);
             }
         }
         for peer in unanswered {
             info!(peer = %peer, timeout = ?NEGOTIATION_TIMEOUT, "our offer was not answered; offering again");
+            self.reconnect(now, peer);
+        }
+        for peer in stalled {
+            info!(peer = %peer, timeout = ?HANDSHAKE_TIMEOUT, "DTLS handshake stalled on a working path; new connection");
             self.reconnect(now, peer);
         }
         for peer in due {

@@ -83,9 +83,26 @@ fn audio_goes_on_through_five_percent_loss() {
         frames
             .iter()
             .position(|f| tone_heard(f, hz))
-            .unwrap_or_else(|| panic!("the {hz} Hz speaker was never heard"))
+            .unwrap_or_else(|| {
+                let events: Vec<_> = listener
+                    .seen
+                    .iter()
+                    .filter(|v| v["event"] != "media")
+                    .collect();
+                panic!(
+                    "the {hz} Hz speaker was never heard in {} frames; \
+                     the listener saw {events:?}{}",
+                    frames.len(),
+                    listener.stderr_tail()
+                )
+            })
     };
-    let first = heard(440.0).max(heard(660.0)) + 50;
+    let (from440, from660) = (heard(440.0), heard(660.0));
+    eprintln!(
+        "440 Hz heard from frame {from440}, 660 Hz from frame {from660}, of {}",
+        frames.len()
+    );
+    let first = from440.max(from660) + 50;
     assert!(
         first < frames.len() - 25 - 250,
         "both speakers heard for at least 5 s (from frame {first} of {})",

@@ -1,4 +1,5 @@
-//! A media path that breaks mid-call is repaired by an ICE restart, without anyone leaving.
+//! A media path that breaks mid-call is repaired by an ICE restart, without anyone leaving;
+//! a connection whose DTLS handshake stalls is replaced by a new one.
 //!
 //! Two members on a private LAN (network namespaces); the control plane runs over TCP, so
 //! dropping every UDP packet of the listener's host cuts only the media path. The block
@@ -16,6 +17,9 @@ use conclave_tests::{tone_heard, wav_frames};
 const LIMIT: Duration = Duration::from_secs(20);
 /// Longer than ICE_DISCONNECTED_TIMEOUT + ICE_FAILED_TIMEOUT (3 s + 4 s).
 const BLOCK: Duration = Duration::from_secs(10);
+/// Long enough to lose a DTLS flight and its first retransmission (1 s apart), over before
+/// the engine's HANDSHAKE_TIMEOUT (4 s) replaces the connection.
+const HANDSHAKE_BLOCK: Duration = Duration::from_millis(2500);
 
 #[test]
 fn a_broken_media_path_is_repaired_by_ice_restart() {
@@ -116,6 +120,92 @@ fn a_broken_media_path_is_repaired_by_ice_restart() {
     assert!(
         tail.len() > 100 && tail.iter().filter(|f| heard(f)).count() > tail.len() * 9 / 10,
         "audio keeps flowing after the repair"
+    );
+    drop(speaker);
+    drop(relay);
+}
+
+/// The DTLS server's second flight (ServerHello, Certificate, ..., in one or more datagrams)
+/// is lost, and lost again when sent again: webrtc-rs then stops sending it for good once
+/// the client's repeat of its own flight arrives, so the handshake would never complete
+/// (rtc-dtls 0.21). The offering side must notice the stalled handshake and start over
+/// with a new connection, and the listener must hear the speaker a few seconds later.
+#[test]
+fn a_stalled_dtls_handshake_is_replaced_by_a_new_connection() {
+    assert!(
+        available(),
+        "this test needs root and iproute2 (ip netns); CI runs as root"
+    );
+    let lan = Lan::new("hs", 3).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (relay, relay_addr) = lan.relay(0, dir.path()).unwrap();
+    let (speaker, invite) = tone_host(&lan, 1, dir.path(), "speaker", 440, &relay_addr).unwrap();
+
+    // Drop every datagram that starts a DTLS ServerHello (record type 22 = handshake, and
+    // handshake type 2 right after the 13-byte record header), in and out of the
+    // listener's host: whichever side is the DTLS server, its second flight is lost.
+    lan.nft(2, "add table inet hello").unwrap();
+    for hook in ["input", "output"] {
+        lan.nft(
+            2,
+            &format!("add chain inet hello {hook} {{ type filter hook {hook} priority 0 ; }}"),
+        )
+        .unwrap();
+        lan.nft(
+            2,
+            &format!(
+                "add rule inet hello {hook} meta l4proto udp @th,64,8 0x16 @th,168,8 0x02 \
+                 counter drop"
+            ),
+        )
+        .unwrap();
+    }
+    #[allow(clippy::disallowed_methods)]
+    let started = Instant::now();
+    let (mut listener, wav) = recording_listener(&lan, 2, dir.path(), &invite, 16).unwrap();
+    listener.drain_for(HANDSHAKE_BLOCK);
+    let ruleset = lan.nft(2, "list table inet hello").unwrap();
+    lan.nft(2, "delete table inet hello").unwrap();
+    let dropped: u64 = ruleset
+        .split_whitespace()
+        .zip(ruleset.split_whitespace().skip(1))
+        .filter(|(word, _)| *word == "packets")
+        .filter_map(|(_, n)| n.parse::<u64>().ok())
+        .sum();
+    assert!(
+        dropped >= 2,
+        "the server's flight and its retransmission were lost: {ruleset}"
+    );
+
+    assert_eq!(
+        listener.wait_exit(Duration::from_secs(40)).unwrap().code(),
+        Some(0),
+        "{}",
+        listener.stderr_tail()
+    );
+    let frames = wav_frames(&wav).unwrap();
+    let first = frames
+        .iter()
+        .position(|f| tone_heard(f, 440.0))
+        .unwrap_or_else(|| {
+            panic!(
+                "the speaker was never heard in {} frames (started {:?} ago){}",
+                frames.len(),
+                started.elapsed(),
+                listener.stderr_tail()
+            )
+        });
+    let heard_after = Duration::from_millis(20 * first as u64);
+    eprintln!("heard {heard_after:?} after the listener started");
+    // HANDSHAKE_TIMEOUT after ICE found its path, plus a new negotiation.
+    assert!(
+        heard_after < Duration::from_secs(9),
+        "the speaker was heard only {heard_after:?} after the listener started"
+    );
+    let tail = &frames[first..];
+    assert!(
+        tail.iter().filter(|f| tone_heard(f, 440.0)).count() > tail.len() * 9 / 10,
+        "audio keeps flowing once the new connection is up"
     );
     drop(speaker);
     drop(relay);

@@ -654,7 +654,7 @@ fn the_relay_forwards_a_call_it_cannot_read() {
                     tokio::select! {
                         event = events.recv() => match event {
                             Some(PeerEvent::Frame { payload, .. }) => frames.push(payload),
-                            Some(PeerEvent::State(_)) => {}
+                            Some(PeerEvent::State(_) | PeerEvent::IceConnected) => {}
                             None => break,
                         },
                         _ = done.changed() => break,

@@ -112,6 +112,11 @@ pub(crate) struct Connection {
     pub(crate) ice_restarts: u32,
     /// When the latest frame from the member arrived on it.
     pub(crate) last_heard: Option<Instant>,
+    /// Since when ICE has had a working path while the connection was never `connected`:
+    /// the DTLS handshake runs (see [`HANDSHAKE_TIMEOUT`](super::HANDSHAKE_TIMEOUT)).
+    pub(crate) handshake_since: Option<Instant>,
+    /// Whether it has ever been `connected` (its DTLS handshake completed).
+    pub(crate) secured: bool,
 }
 
 impl Connection {
@@ -129,11 +134,22 @@ impl Connection {
             broken: None,
             ice_restarts: 0,
             last_heard: None,
+            handshake_since: None,
+            secured: false,
         }
     }
 
     pub(crate) fn connected(&self) -> bool {
         self.state == ConnectionState::Connected
+    }
+
+    /// Whether its DTLS handshake has run over a working ICE path for `timeout` at `now`
+    /// without completing.
+    pub(crate) fn handshake_stalled(&self, now: Instant, timeout: std::time::Duration) -> bool {
+        !self.secured
+            && self
+                .handshake_since
+                .is_some_and(|since| now.saturating_duration_since(since) >= timeout)
     }
 }
 

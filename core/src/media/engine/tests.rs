@@ -501,3 +501,75 @@ fn a_closed_connection_is_replaced_and_reset_forgets_everything() {
     assert_eq!(count(&log, |a| matches!(a, Action::Close { .. })), 1);
     assert!(a.engine.members.is_empty());
 }
+
+#[test]
+fn a_handshake_stalled_on_a_working_path_is_replaced_by_the_offering_side() {
+    let now = t0();
+    let (mut a, mut b) = negotiated(now);
+    deliver(now, &mut b, &mut a);
+    let (low, high) = (a.id, b.id);
+    let (first_a, first_b) = (a.conn_id(&high), b.conn_id(&low));
+    for (side, peer, conn) in [(&mut a, high, first_a), (&mut b, low, first_b)] {
+        side.state(now, peer, ConnectionState::Connecting);
+        side.engine.handle_ice_connected(now, peer, conn);
+        side.run();
+    }
+    a.take_log();
+    b.take_log();
+
+    // Within the timeout the handshake may still complete: nothing happens.
+    let almost = now + HANDSHAKE_TIMEOUT - Duration::from_millis(1);
+    a.timeout(almost);
+    b.timeout(almost);
+    assert!(a.take_log().is_empty() && b.take_log().is_empty());
+
+    let late = now + HANDSHAKE_TIMEOUT;
+    b.timeout(late);
+    assert!(
+        b.outbox.is_empty(),
+        "the answering side waits for a new offer"
+    );
+    assert_eq!(b.conn_id(&low), first_b);
+    a.timeout(late);
+    let log = a.take_log();
+    assert!(
+        log.iter()
+            .any(|action| matches!(action, Action::Close { conn, .. } if *conn == first_a)),
+        "the stalled connection is closed: {log:?}"
+    );
+    assert_ne!(a.conn_id(&high), first_a);
+    assert_eq!(deliver(late, &mut a, &mut b), 1, "a new offer goes out");
+    assert_ne!(
+        b.conn_id(&low),
+        first_b,
+        "the answering side takes it afresh"
+    );
+    deliver(late, &mut b, &mut a);
+    assert_eq!(
+        count(&a.take_log(), |a| matches!(a, Action::AcceptAnswer { .. })),
+        1
+    );
+}
+
+#[test]
+fn a_connection_once_secured_is_never_replaced_for_its_handshake() {
+    let now = t0();
+    let (mut a, mut b) = negotiated(now);
+    deliver(now, &mut b, &mut a);
+    let high = b.id;
+    let conn = a.conn_id(&high);
+    a.engine.handle_ice_connected(now, high, conn);
+    a.connected(now, high, MediaPath::Direct);
+    // Later the path breaks and ICE finds it again (a restart): DTLS is long done, and
+    // the connection waits for nothing.
+    let later = now + Duration::from_secs(30);
+    a.state(later, high, ConnectionState::Connecting);
+    a.engine.handle_ice_connected(later, high, conn);
+    a.take_log();
+    a.timeout(later + HANDSHAKE_TIMEOUT * 2);
+    assert_eq!(a.conn_id(&high), conn);
+    assert_eq!(
+        count(&a.take_log(), |a| matches!(a, Action::Close { .. })),
+        0
+    );
+}

@@ -29,9 +29,9 @@ use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
-    RTCConfiguration, RTCConfigurationBuilder, RTCIceCandidateType, RTCIceGatheringState,
-    RTCIceServer, RTCIceTransportPolicy, RTCPeerConnectionIceEvent, RTCPeerConnectionState,
-    RTCSessionDescription, SettingEngineBuilder,
+    RTCConfiguration, RTCConfigurationBuilder, RTCIceCandidateType, RTCIceConnectionState,
+    RTCIceGatheringState, RTCIceServer, RTCIceTransportPolicy, RTCPeerConnectionIceEvent,
+    RTCPeerConnectionState, RTCSessionDescription, SettingEngineBuilder,
 };
 
 use super::IceServer;
@@ -80,6 +80,8 @@ fn webrtc_err(err: impl std::fmt::Display) -> TransportError {
 pub enum PeerEvent {
     /// The connection state changed.
     State(ConnectionState),
+    /// ICE found a working path (again): the DTLS handshake runs on it, if it has not yet.
+    IceConnected,
     /// A media frame arrived: the RTP sequence number and timestamp, and the payload (an
     /// SFrame-sealed Opus frame).
     Frame {
@@ -164,6 +166,12 @@ impl PeerConnectionEventHandler for Handler {
     async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
         if state == RTCIceGatheringState::Complete {
             let _ = self.gathering.try_send(Gathering::Complete);
+        }
+    }
+
+    async fn on_ice_connection_state_change(&self, state: RTCIceConnectionState) {
+        if state == RTCIceConnectionState::Connected {
+            let _ = self.events.try_send(PeerEvent::IceConnected);
         }
     }
 
