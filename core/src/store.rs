@@ -14,6 +14,7 @@
 //! - tree `peers`: peer id → CBOR [`KnownPeer`] (addresses and last-seen time), bounded to
 //!   [`peers::MAX_KNOWN_PEERS`] entries, oldest evicted first;
 //! - tree `history`: chat lines per meeting; tree `meetings`: remembered invites;
+//! - tree `outbox`: our chat lines not yet acknowledged by every member ([`outbox`]);
 //! - tree `verified`: contacts whose safety number the user confirmed.
 //!
 //! MLS state is not stored: a restart never uses it (a host creates a new group, a joiner
@@ -33,6 +34,7 @@ mod contacts;
 mod db;
 mod history;
 pub mod key_source;
+mod outbox;
 mod peers;
 pub mod permissions;
 pub mod schema;
@@ -41,6 +43,7 @@ pub mod seal;
 pub use db::Store;
 pub use history::{ChatRecord, MAX_HISTORY_PER_MEETING, MeetingRecord};
 pub use key_source::{INSECURE_KEY_FILE_ENV, KeySource, SecretVault};
+pub use outbox::{MAX_PENDING_PER_MEETING, PendingChat};
 pub use peers::{KnownPeer, MAX_ADDRS_PER_PEER, MAX_KNOWN_PEERS};
 pub use schema::SCHEMA_VERSION;
 pub use seal::StoreKey;

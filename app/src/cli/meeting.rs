@@ -460,11 +460,24 @@ fn report_chat(event: &MeetingEvent, out: Output) {
                 || format!("{name}: {text}"),
             );
         }
-        MeetingEvent::ChatSent { seq, text, unix_ms } => {
+        MeetingEvent::ChatSent {
+            seq,
+            text,
+            unix_ms,
+            resumed,
+            ..
+        } => {
             out.event(
                 "chat_sent",
-                json!({ "id": seq, "text": text, "unix_ms": unix_ms }),
-                || format!("(you, #{seq}, sending): {text}"),
+                json!({ "id": seq, "text": text, "unix_ms": unix_ms, "resumed": resumed }),
+                || {
+                    let again = if *resumed {
+                        ", unsent before the restart"
+                    } else {
+                        ""
+                    };
+                    format!("(you, #{seq}, sending{again}): {text}")
+                },
             );
         }
         MeetingEvent::ChatDelivered { seq } => {

@@ -113,10 +113,15 @@ pub enum MeetingEvent {
     ChatSent {
         /// Its number in this session (for [`crate::Client::resend_chat`]).
         seq: u64,
+        /// Its identity, kept across restarts (receivers take a line once).
+        id: u64,
         /// The text.
         text: String,
         /// When it was written (ms since the Unix epoch).
         unix_ms: u64,
+        /// Written before this client restarted, and not acknowledged by every member then:
+        /// sent again now (it is in the history already).
+        resumed: bool,
     },
     /// Every member our line `seq` was written to has it (or left).
     ChatDelivered {

@@ -258,6 +258,8 @@ pub struct Machine<R> {
     reconnect: Option<reconnect::Reconnect>,
     /// Our chat lines until every member acknowledged them.
     chat_outbox: chat::ChatOutbox,
+    /// The chat lines taken from each member lately (by identity).
+    seen_lines: chat::SeenLines,
     mls: group_state::GroupState,
     /// (peer, epoch) pairs already reported as a fork.
     alerted: BTreeSet<(PeerId, u64)>,
@@ -335,6 +337,7 @@ impl<R: RngCore + CryptoRng> Machine<R> {
             local: me.peer_id(),
             mls: group_state::GroupState::new(me, provider),
             chat_outbox: chat::ChatOutbox::new(config.chat_retry),
+            seen_lines: chat::SeenLines::default(),
             config,
             name,
             keys,

@@ -1,11 +1,13 @@
 //! What survives a restart, written as the meeting machine reports it: members as bootstrap
-//! peers, the meeting for rejoining, chat lines. Failures are logged; the meeting goes on.
+//! peers, the meeting for rejoining, chat lines, and our lines not yet acknowledged by every
+//! member (sent again once we are back in the meeting after a restart). Failures are
+//! logged; the meeting goes on.
 
-use tracing::warn;
+use tracing::{info, warn};
 
 use super::{Driver, clock};
 use crate::meeting::MeetingEvent;
-use crate::store::{ChatRecord, MeetingRecord};
+use crate::store::{ChatRecord, MeetingRecord, PendingChat, StoreError};
 
 impl Driver {
     /// Keeps what must survive a restart of `event`.
@@ -25,13 +27,25 @@ impl Driver {
                     last_seen_unix_ms: clock::unix_ms(),
                 },
             ),
-            MeetingEvent::ChatSent { text, unix_ms, .. } => self.store.append_chat(
+            MeetingEvent::ChatSent {
+                seq,
+                id,
+                text,
+                unix_ms,
+                resumed: false,
+            } => self.store.append_own_chat(
                 meeting,
                 &ChatRecord {
                     from: self.swarm.local_peer_id().to_base58(),
                     name: self.name.clone(),
                     text: text.clone(),
                     unix_ms: *unix_ms,
+                },
+                &PendingChat {
+                    id: *id,
+                    unix_ms: *unix_ms,
+                    order: *seq,
+                    text: text.clone(),
                 },
             ),
             MeetingEvent::Chat {
@@ -52,6 +66,65 @@ impl Driver {
         };
         if let Err(err) = result {
             warn!(error = %err, "cannot save meeting data");
+        }
+        if let Err(err) = self.settle_pending_chat(event) {
+            warn!(error = %err, "cannot forget a delivered chat line");
+        }
+    }
+
+    /// Our chat lines stay in the store (written with the history line on `ChatSent`) until
+    /// every member has them, or they failed for someone, who was told: a restart sends
+    /// them again.
+    fn settle_pending_chat(&mut self, event: &MeetingEvent) -> Result<(), StoreError> {
+        let Some(session) = self.session.as_mut() else {
+            return Ok(());
+        };
+        let meeting = session.invite.meeting_id;
+        match event {
+            MeetingEvent::ChatSent { seq, id, .. } => {
+                session.pending_chat.insert(*seq, *id);
+            }
+            MeetingEvent::ChatDelivered { seq } | MeetingEvent::ChatFailed { seq, .. } => {
+                if let Some(id) = session.pending_chat.remove(seq) {
+                    self.store.remove_pending_chat(meeting, id)?;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Once we are (back) in a meeting for the first time in this run: our lines that a
+    /// previous run wrote and not every member acknowledged go out again.
+    pub(super) fn resume_pending_chat(&mut self) {
+        let Some(session) = self.session.as_mut() else {
+            return;
+        };
+        if std::mem::replace(&mut session.chat_resumed, true) {
+            return;
+        }
+        let lines = match self.store.pending_chats(session.invite.meeting_id) {
+            Ok(lines) => lines,
+            Err(err) => {
+                warn!(error = %err, "cannot read the unsent chat lines");
+                return;
+            }
+        };
+        if lines.is_empty() {
+            return;
+        }
+        info!(
+            lines = lines.len(),
+            "sending again the chat lines not delivered before the restart"
+        );
+        let now = clock::now();
+        for line in lines {
+            if let Err(err) = session
+                .machine
+                .resume_chat(now, line.id, line.unix_ms, &line.text)
+            {
+                warn!(error = %err, "cannot send an unsent chat line again");
+            }
         }
     }
 }

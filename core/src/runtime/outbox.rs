@@ -80,8 +80,10 @@ mod tests {
     fn chat(n: u64) -> Event {
         Event::Meeting(MeetingEvent::ChatSent {
             seq: n,
+            id: n,
             text: format!("line {n}"),
             unix_ms: n,
+            resumed: false,
         })
     }
 

@@ -8,7 +8,7 @@
 //! every `Config::reprovide_interval` ([`crate::Config`]). A joiner's KeyPackage, the hello handshake and the
 //! roster are the machine's business ([`crate::meeting`]); this file only feeds it.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use libp2p::request_response::OutboundRequestId;
@@ -24,7 +24,7 @@ use crate::admission::MeetingKeys;
 use crate::backoff::Backoff;
 use crate::group::{MlsIdentity, Provider};
 use crate::invite::Invite;
-use crate::meeting::{Machine, Output, Phase};
+use crate::meeting::{Machine, MeetingEvent, Output, Phase};
 use crate::net::routing::is_dialable;
 use crate::proto::control::Request;
 
@@ -44,6 +44,11 @@ pub(super) struct Session {
     /// while reconnecting looks the meeting up at once.
     network_heard: Option<Instant>,
     next_provide: Instant,
+    /// Our chat lines on their way (number in this session → identity), kept in the store
+    /// until settled.
+    pub(super) pending_chat: HashMap<u64, u64>,
+    /// Whether the lines a previous run left unsent went out again.
+    pub(super) chat_resumed: bool,
 }
 
 /// Longest wait between look-ups (and fresh dials) while cut off from the members.
@@ -121,6 +126,8 @@ impl Driver {
             searching: !host,
             network_heard: None,
             next_provide: now + self.config.reprovide_interval,
+            pending_chat: HashMap::new(),
+            chat_resumed: false,
             invite,
         })
     }
@@ -283,7 +290,11 @@ impl Driver {
                 Output::Persist(_) => {}
                 Output::Event(event) => {
                     self.record(&event);
+                    let joined = matches!(event, MeetingEvent::Joined { .. });
                     self.outbox.push(Event::Meeting(event));
+                    if joined {
+                        self.resume_pending_chat();
+                    }
                 }
             }
         }

@@ -12,7 +12,7 @@ use super::permissions::{prepare_data_dir, tighten};
 use super::schema::{
     DB_DIR, DB_NEW_DIR, KEY_CHECK_PLAIN, KEY_DISPLAY_NAME, KEY_KEY_CHECK, KEY_SCHEMA_VERSION,
     KEY_SECRET_KEY, SCHEMA_PLAINTEXT, SCHEMA_VERSION, TREE_HISTORY, TREE_IDENTITY, TREE_MEETINGS,
-    TREE_META, TREE_MLS, TREE_PEERS, TREE_VERIFIED,
+    TREE_META, TREE_MLS, TREE_OUTBOX, TREE_PEERS, TREE_VERIFIED,
 };
 use super::seal::{SealedTree, StoreKey};
 use crate::identity::Identity;
@@ -27,6 +27,7 @@ pub struct Store {
     pub(super) peers: SealedTree,
     pub(super) meetings: SealedTree,
     pub(super) verified: SealedTree,
+    pub(super) outbox: SealedTree,
     pub(super) history: sled::Tree,
 }
 
@@ -110,6 +111,7 @@ impl Store {
             peers: SealedTree::open(&db, TREE_PEERS, key.clone())?,
             meetings: SealedTree::open(&db, TREE_MEETINGS, key.clone())?,
             verified: SealedTree::open(&db, TREE_VERIFIED, key.clone())?,
+            outbox: SealedTree::open(&db, TREE_OUTBOX, key.clone())?,
             history: db.open_tree(TREE_HISTORY)?,
             key,
             db,

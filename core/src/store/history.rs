@@ -113,6 +113,19 @@ impl Store {
         self.flush()
     }
 
+    /// Appends a line of ours to a meeting's history and keeps it as unacknowledged
+    /// ([`Store::save_pending_chat`]), with one flush.
+    pub fn append_own_chat(
+        &self,
+        meeting: MeetingId,
+        record: &ChatRecord,
+        pending: &crate::store::PendingChat,
+    ) -> Result<(), StoreError> {
+        self.append_sealed_line(meeting, &encode(record))?;
+        self.insert_pending_chat(meeting, pending)?;
+        self.flush()
+    }
+
     /// A meeting's history, oldest first. Unreadable lines are skipped.
     pub fn chat_history(&self, meeting: MeetingId) -> Result<Vec<ChatRecord>, StoreError> {
         let mut lines = Vec::new();
@@ -156,7 +169,7 @@ impl Store {
         Ok(meetings)
     }
 
-    /// Forgets a meeting: its history and its invite are removed and the database is
+    /// Forgets a meeting: its history, its unsent lines and its invite are removed and the database is
     /// rewritten into fresh files, so nothing of it (not even sealed) stays on disk. Needs the
     /// data directory to itself (no client running on it). Returns whether anything was
     /// known about the meeting.
@@ -179,6 +192,7 @@ impl Store {
             lines += 1;
         }
         store.meetings.remove(&meeting.0)?;
+        lines += store.clear_pending_chats(meeting)?;
         store.flush()?;
         store.rewrite()?;
         tracing::info!(meeting = %meeting.short(), lines, "forgot a meeting");

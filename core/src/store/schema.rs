@@ -26,6 +26,8 @@ pub const TREE_MLS: &str = "mls";
 pub const TREE_HISTORY: &str = "history";
 /// Tree with remembered meetings.
 pub const TREE_MEETINGS: &str = "meetings";
+/// Tree with our chat lines not yet acknowledged by every member.
+pub const TREE_OUTBOX: &str = "outbox";
 
 /// Tree with verified contacts (peer id → verified safety number).
 pub const TREE_VERIFIED: &str = "verified";

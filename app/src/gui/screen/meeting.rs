@@ -327,7 +327,39 @@ impl State {
             .collect();
         let live = std::mem::take(&mut self.chat);
         self.chat = earlier;
+        // Our lines from before a restart that are on their way again keep their state.
+        let (resumed, live): (Vec<ChatLine>, Vec<ChatLine>) =
+            live.into_iter().partition(|l| l.earlier && l.own.is_some());
+        for line in resumed {
+            if let Some((seq, delivery)) = line.own {
+                self.resumed_state(seq, delivery, line.text);
+            }
+        }
         self.chat.extend(live.into_iter().filter(|l| !l.earlier));
+    }
+
+    /// One of our lines from before a restart is on its way again: it is in the history
+    /// (or will be once the history loads), so it gets a delivery state, not a second line.
+    fn resumed_line(&mut self, seq: u64, text: String) {
+        self.resumed_state(seq, Delivery::Pending, text);
+    }
+
+    fn resumed_state(&mut self, seq: u64, delivery: Delivery, text: String) {
+        let name = self.my_name.clone();
+        let stored = self
+            .chat
+            .iter_mut()
+            .rev()
+            .find(|l| l.earlier && l.own.is_none() && l.name == name && l.text == text);
+        match stored {
+            Some(line) => line.own = Some((seq, delivery)),
+            None => self.chat.push(ChatLine {
+                name,
+                text,
+                earlier: true,
+                own: Some((seq, delivery)),
+            }),
+        }
     }
 
     /// We are in (or back in after our network dropped); loads the history the first time.
@@ -458,6 +490,12 @@ impl State {
                 };
                 self.push_chat(ChatLine::said(name, text, None));
             }
+            MeetingEvent::ChatSent {
+                seq,
+                text,
+                resumed: true,
+                ..
+            } => self.resumed_line(seq, text),
             MeetingEvent::ChatSent { seq, text, .. } => {
                 let name = format!("{} (you)", self.my_name);
                 self.push_chat(ChatLine::said(name, text, Some((seq, Delivery::Pending))));

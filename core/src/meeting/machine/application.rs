@@ -56,6 +56,10 @@ enum AppMessage {
         seq: u64,
         unix_ms: u64,
         text: String,
+        /// The line's identity, the same when its sender sends it again after a restart
+        /// (0 from a sender that names none).
+        #[serde(default)]
+        id: u64,
     },
     /// The sender's state: `seq` counts from 1 within `session`; newer replaces older.
     State { session: u64, seq: u64, muted: bool },
@@ -65,9 +69,17 @@ enum AppMessage {
 #[derive(Debug, Default)]
 pub(super) struct Inbox {
     delivered: u64,
-    buffer: BTreeMap<u64, (u64, String)>,
+    buffer: BTreeMap<u64, InboundLine>,
     /// When to stop waiting for the missing line and skip the gap.
     pub(super) gap_since: Option<Instant>,
+}
+
+/// A chat line taken from the group, waiting for its turn in its sender's stream.
+#[derive(Debug)]
+struct InboundLine {
+    unix_ms: u64,
+    id: u64,
+    text: String,
 }
 
 /// A media signal to send again.
@@ -153,8 +165,10 @@ impl<R: RngCore + CryptoRng> Machine<R> {
                         seq,
                         unix_ms,
                         text,
+                        id,
                     }) if text.len() <= MAX_CHAT_LEN => {
-                        self.receive_chat(now, from, session, seq, unix_ms, text);
+                        let line = InboundLine { unix_ms, id, text };
+                        self.receive_chat(now, from, session, seq, line);
                     }
                     Ok(AppMessage::State {
                         session,
@@ -288,8 +302,7 @@ impl<R: RngCore + CryptoRng> Machine<R> {
         from: PeerId,
         session: u64,
         seq: u64,
-        unix_ms: u64,
-        text: String,
+        line: InboundLine,
     ) {
         if seq == u64::MAX {
             return;
@@ -305,7 +318,7 @@ impl<R: RngCore + CryptoRng> Machine<R> {
         if inbox.buffer.len() >= MAX_REORDER && seq != inbox.delivered + 1 {
             return;
         }
-        inbox.buffer.insert(seq, (unix_ms, text));
+        inbox.buffer.insert(seq, line);
         self.deliver_chat(now, from, session, false);
     }
 
@@ -317,9 +330,9 @@ impl<R: RngCore + CryptoRng> Machine<R> {
         let mut ready = Vec::new();
         loop {
             let next = inbox.delivered + 1;
-            if let Some((unix_ms, text)) = inbox.buffer.remove(&next) {
+            if let Some(line) = inbox.buffer.remove(&next) {
                 inbox.delivered = next;
-                ready.push((unix_ms, text));
+                ready.push(line);
             } else if skip_gap && !inbox.buffer.is_empty() {
                 let (&first, _) = inbox.buffer.iter().next().expect("not empty");
                 inbox.delivered = first.saturating_sub(1);
@@ -332,12 +345,16 @@ impl<R: RngCore + CryptoRng> Machine<R> {
         } else {
             Some(inbox.gap_since.unwrap_or(now + self.config.chat_give_up))
         };
-        for (unix_ms, text) in ready {
+        for line in ready {
+            if !self.seen_lines.first_time(from, line.id) {
+                debug!(peer = %from, "a chat line already taken, sent again after a restart");
+                continue;
+            }
             self.emit(MeetingEvent::Chat {
                 from,
                 name: name.clone(),
-                text,
-                unix_ms,
+                text: line.text,
+                unix_ms: line.unix_ms,
             });
         }
     }
@@ -359,23 +376,66 @@ impl<R: RngCore + CryptoRng> Machine<R> {
         if !self.chat_outbox.has_room() {
             return Err(GroupError::ChatBacklog(self.chat_outbox.pending()));
         }
+        let id = self.rng.next_u64().max(1);
+        Ok(self.queue_chat(now, id, unix_ms, text, false))
+    }
+
+    /// Sends again a line we wrote before a restart (`id`, `unix_ms` and `text` as then,
+    /// kept by the runtime in the store) that not every member acknowledged: it is
+    /// reported as a resumed [`MeetingEvent::ChatSent`], and receivers that already have it
+    /// do not take it twice. Returns its number in this session.
+    pub fn resume_chat(
+        &mut self,
+        now: Instant,
+        id: u64,
+        unix_ms: u64,
+        text: &str,
+    ) -> Result<u64, GroupError> {
+        if self.phase != Phase::Member || self.mls.group.is_none() {
+            return Err(GroupError::NotMember);
+        }
+        if text.len() > MAX_CHAT_LEN {
+            return Err(GroupError::ChatTooLong {
+                len: text.len(),
+                max: MAX_CHAT_LEN,
+            });
+        }
+        if !self.chat_outbox.has_room() {
+            return Err(GroupError::ChatBacklog(self.chat_outbox.pending()));
+        }
+        Ok(self.queue_chat(now, id, unix_ms, text, true))
+    }
+
+    /// Numbers a line, reports it and puts it in the outbox for every member.
+    fn queue_chat(
+        &mut self,
+        now: Instant,
+        id: u64,
+        unix_ms: u64,
+        text: &str,
+        resumed: bool,
+    ) -> u64 {
         self.mls.chat_seq += 1;
         let seq = self.mls.chat_seq;
         let recipients: Vec<PeerId> = self.members().into_iter().map(|(p, _)| p).collect();
         self.emit(MeetingEvent::ChatSent {
             seq,
+            id,
             text: text.to_owned(),
             unix_ms,
+            resumed,
         });
         let rng = &mut self.rng;
         let settled = self
             .chat_outbox
-            .push(seq, text.to_owned(), unix_ms, recipients, || rng.next_u64());
+            .push(seq, id, text.to_owned(), unix_ms, recipients, || {
+                rng.next_u64()
+            });
         if let Some(settled) = settled {
             self.report_chat(settled);
         }
         self.flush_chat(now);
-        Ok(seq)
+        seq
     }
 
     /// Sends our failed line `seq` again to the members it failed for.
@@ -416,6 +476,7 @@ impl<R: RngCore + CryptoRng> Machine<R> {
                 seq: send.wire,
                 unix_ms: send.unix_ms,
                 text: send.text,
+                id: send.id,
             };
             let payload = to_cbor(&message);
             let (stream, wire) = (send.stream, send.wire);

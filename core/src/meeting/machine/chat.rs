@@ -21,8 +21,13 @@
 //!
 //! At most [`MAX_UNSENT`] lines wait at once; beyond that `send_chat` refuses with a clear
 //! error rather than growing without bound.
+//!
+//! Every line has a random identity. The runtime keeps the lines still waiting in the store,
+//! and after a restart sends them again (`Machine::resume_chat`) under the same identity;
+//! receivers take each identity once ([`SeenLines`]), so a line that arrived before its
+//! sender crashed, unacknowledged, is not shown twice.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
@@ -60,6 +65,8 @@ pub(crate) struct Send {
     pub(crate) wire: u64,
     /// Attempt number (1 = first).
     pub(crate) attempt: u32,
+    /// The line's identity across our restarts (receivers take a line once).
+    pub(crate) id: u64,
     /// The text and when it was written.
     pub(crate) text: String,
     pub(crate) unix_ms: u64,
@@ -68,6 +75,7 @@ pub(crate) struct Send {
 /// One line and whom it still has to reach.
 #[derive(Debug)]
 struct Line {
+    id: u64,
     text: String,
     unix_ms: u64,
     /// Members that have not acknowledged it yet.
@@ -160,11 +168,13 @@ impl ChatOutbox {
         self.lines.len() < MAX_UNSENT
     }
 
-    /// Queues line `seq` for `recipients` (a member seen for the first time gets a stream
-    /// id from `new_stream`); a line for nobody is delivered at once.
+    /// Queues line `seq` (whose identity is `id`) for `recipients` (a member seen for the
+    /// first time gets a stream id from `new_stream`); a line for nobody is delivered at
+    /// once.
     pub(crate) fn push(
         &mut self,
         seq: u64,
+        id: u64,
         text: String,
         unix_ms: u64,
         recipients: impl IntoIterator<Item = PeerId>,
@@ -183,6 +193,7 @@ impl ChatOutbox {
         self.lines.insert(
             seq,
             Line {
+                id,
                 text,
                 unix_ms,
                 waiting,
@@ -236,6 +247,7 @@ impl ChatOutbox {
                     stream,
                     wire,
                     attempt,
+                    id: text.id,
                     text: text.text.clone(),
                     unix_ms: text.unix_ms,
                 })
@@ -383,6 +395,44 @@ impl ChatOutbox {
     }
 }
 
+/// Identities of the lines taken from each sender lately: a line its sender wrote before
+/// it restarted (and sends again, not knowing it arrived) is taken once.
+#[derive(Debug, Default)]
+pub(crate) struct SeenLines {
+    by_sender: HashMap<PeerId, SeenFrom>,
+}
+
+/// The latest [`SEEN_PER_SENDER`] line identities of one sender, oldest first.
+#[derive(Debug, Default)]
+struct SeenFrom {
+    order: VecDeque<u64>,
+    ids: HashSet<u64>,
+}
+
+/// Line identities remembered per sender (more than a sender keeps unsent).
+const SEEN_PER_SENDER: usize = MAX_UNSENT;
+
+impl SeenLines {
+    /// Whether line `id` from `sender` is new (and remembers it). Identity 0 is a line of a
+    /// sender that names none: always new.
+    pub(crate) fn first_time(&mut self, sender: PeerId, id: u64) -> bool {
+        if id == 0 {
+            return true;
+        }
+        let seen = self.by_sender.entry(sender).or_default();
+        if !seen.ids.insert(id) {
+            return false;
+        }
+        seen.order.push_back(id);
+        if seen.order.len() > SEEN_PER_SENDER
+            && let Some(old) = seen.order.pop_front()
+        {
+            seen.ids.remove(&old);
+        }
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use rand::SeedableRng;
@@ -403,7 +453,14 @@ mod tests {
     }
 
     fn push(outbox: &mut ChatOutbox, seq: u64, to: &[PeerId]) -> Option<Settled> {
-        outbox.push(seq, format!("line {seq}"), seq, to.iter().copied(), stream)
+        outbox.push(
+            seq,
+            seq,
+            format!("line {seq}"),
+            seq,
+            to.iter().copied(),
+            stream,
+        )
     }
 
     #[test]

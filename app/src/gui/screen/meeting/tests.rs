@@ -292,6 +292,8 @@ fn chat_sends_and_counts_unread() {
         seq: 1,
         text: "hello all".into(),
         unix_ms: 1,
+        id: 7,
+        resumed: false,
     });
     assert!(shows(&state, &verified, "Ada (you): hello all"));
     assert!(shows(&state, &verified, "sending…"));
@@ -301,6 +303,8 @@ fn chat_sends_and_counts_unread() {
         seq: 2,
         text: "are you there".into(),
         unix_ms: 2,
+        id: 7,
+        resumed: false,
     });
     state.handle_meeting(MeetingEvent::ChatFailed {
         seq: 2,
@@ -415,4 +419,47 @@ fn membership_changes_and_key_rotation_are_announced() {
     );
     let actions = click(&mut state, &verified, "Leave");
     assert_eq!(actions, vec![Action::Leave]);
+}
+
+#[test]
+fn a_line_resumed_after_a_restart_is_shown_once_with_its_delivery() {
+    let (mut state, _bob) = in_meeting(false);
+    let verified = BTreeSet::new();
+    // The core sends our unacknowledged line again before the history has loaded...
+    state.handle_meeting(MeetingEvent::ChatSent {
+        seq: 1,
+        id: 99,
+        text: "the plan".into(),
+        unix_ms: 5,
+        resumed: true,
+    });
+    // ...and the history, which has it already, arrives afterwards.
+    let record = |text: &str| conclave_core::ChatRecord {
+        from: "me".into(),
+        name: "Ada".into(),
+        text: text.into(),
+        unix_ms: 5,
+    };
+    state.history(vec![record("earlier words"), record("the plan")]);
+    let plans = state.chat.iter().filter(|l| l.text == "the plan").count();
+    assert_eq!(plans, 1, "shown once: {:?}", state.chat);
+    assert!(shows(&state, &verified, "sending…"));
+    state.handle_meeting(MeetingEvent::ChatDelivered { seq: 1 });
+    assert!(shows(&state, &verified, "delivered ✓"));
+
+    // A resumed line whose history is already on screen gets the state, not a copy.
+    state.handle_meeting(MeetingEvent::ChatSent {
+        seq: 2,
+        id: 100,
+        text: "earlier words".into(),
+        unix_ms: 4,
+        resumed: true,
+    });
+    let words = state
+        .chat
+        .iter()
+        .filter(|l| l.text == "earlier words")
+        .count();
+    assert_eq!(words, 1);
+    assert_eq!(state.chat.len(), 2);
 }

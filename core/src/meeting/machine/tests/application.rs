@@ -244,3 +244,63 @@ fn mute_announcements_from_non_members_or_forged_ones_are_ignored() {
     let response = sim.request(b, PeerId::random(), group_message(vec![0; 64]));
     assert_eq!(response, Response::NotMember);
 }
+
+#[test]
+fn a_line_sent_again_after_its_sender_restarted_is_taken_once() {
+    let mut sim = Sim::new();
+    let host = sim.host();
+    let identity = Identity::generate();
+    let a = sim.joiner_with(&identity, 1, host, Some(host));
+    let b = sim.joiner(1, host);
+    sim.run_until(Duration::from_secs(5), |s| s.agree(&[host, a, b]))
+        .expect("group formed");
+    let (now, unix_ms) = (sim.now, sim.unix_ms());
+    sim.node(a).machine.send_chat(now, unix_ms, "one").unwrap();
+    sim.drain(a);
+    sim.run_for(Duration::from_secs(1));
+    assert_eq!(sim.chats(host), ["one"]);
+    let id = sim.nodes[&a]
+        .events
+        .iter()
+        .find_map(|e| match e {
+            MeetingEvent::ChatSent {
+                id, resumed: false, ..
+            } => Some(*id),
+            _ => None,
+        })
+        .expect("the line was reported sent");
+    assert_ne!(id, 0, "every line has an identity");
+
+    // `a` crashes before it learns the line arrived, restarts (same identity, fresh
+    // state) and sends the line again under the same identity, then a new one.
+    sim.forget(a);
+    sim.joiner_with(&identity, 1, host, Some(host));
+    sim.run_until(Duration::from_secs(10), |s| s.agree(&[host, a, b]))
+        .expect("rejoined");
+    let (now, unix_ms) = (sim.now, sim.unix_ms());
+    let machine = &mut sim.node(a).machine;
+    machine.resume_chat(now, id, unix_ms, "one").unwrap();
+    machine.send_chat(now, unix_ms, "two").unwrap();
+    sim.drain(a);
+    sim.run_for(Duration::from_secs(2));
+    for peer in [host, b] {
+        assert_eq!(
+            sim.chats(peer),
+            ["one", "two"],
+            "{peer}: taken once, in order"
+        );
+    }
+    let events = &sim.nodes[&a].events;
+    assert!(events.iter().any(|e| matches!(
+        e,
+        MeetingEvent::ChatSent { id: again, resumed: true, .. } if *again == id
+    )));
+    let delivered = events
+        .iter()
+        .filter(|e| matches!(e, MeetingEvent::ChatDelivered { .. }))
+        .count();
+    assert_eq!(
+        delivered, 2,
+        "the resumed line and the new one both reach everyone"
+    );
+}
