@@ -13,7 +13,6 @@ mod audio;
 mod audio_loss;
 mod backoff;
 mod backpressure;
-mod chat_outbox;
 mod demo;
 mod discovery;
 mod group;
