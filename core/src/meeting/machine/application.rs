@@ -364,18 +364,7 @@ impl<R: RngCore + CryptoRng> Machine<R> {
     /// (`docs/protocol.md` §6 rule 8). Returns its number. A line over 4,096 bytes
     /// (`MAX_CHAT_LEN`) is refused whole, never cut.
     pub fn send_chat(&mut self, now: Instant, unix_ms: u64, text: &str) -> Result<u64, GroupError> {
-        if self.phase != Phase::Member || self.mls.group.is_none() {
-            return Err(GroupError::NotMember);
-        }
-        if text.len() > MAX_CHAT_LEN {
-            return Err(GroupError::ChatTooLong {
-                len: text.len(),
-                max: MAX_CHAT_LEN,
-            });
-        }
-        if !self.chat_outbox.has_room() {
-            return Err(GroupError::ChatBacklog(self.chat_outbox.pending()));
-        }
+        self.check_chat(text)?;
         let id = self.rng.next_u64().max(1);
         Ok(self.queue_chat(now, id, unix_ms, text, false))
     }
@@ -391,6 +380,13 @@ impl<R: RngCore + CryptoRng> Machine<R> {
         unix_ms: u64,
         text: &str,
     ) -> Result<u64, GroupError> {
+        self.check_chat(text)?;
+        Ok(self.queue_chat(now, id, unix_ms, text, true))
+    }
+
+    /// Whether a line of `text` can be sent now: we are a member, it is at most 4,096 bytes
+    /// (refused whole, never cut), and the outbox has room.
+    fn check_chat(&self, text: &str) -> Result<(), GroupError> {
         if self.phase != Phase::Member || self.mls.group.is_none() {
             return Err(GroupError::NotMember);
         }
@@ -403,7 +399,7 @@ impl<R: RngCore + CryptoRng> Machine<R> {
         if !self.chat_outbox.has_room() {
             return Err(GroupError::ChatBacklog(self.chat_outbox.pending()));
         }
-        Ok(self.queue_chat(now, id, unix_ms, text, true))
+        Ok(())
     }
 
     /// Numbers a line, reports it and puts it in the outbox for every member.

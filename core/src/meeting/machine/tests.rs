@@ -207,6 +207,18 @@ impl Sim {
         (host, joiners)
     }
 
+    /// A host, a joiner `a` whose identity is returned (so that it can restart as the same
+    /// person) and a joiner `b`, that formed the group.
+    fn form_with_restartable(&mut self) -> (PeerId, PeerId, Identity, PeerId) {
+        let host = self.host();
+        let identity = Identity::generate();
+        let a = self.joiner_with(&identity, 1, host, Some(host));
+        let b = self.joiner(1, host);
+        self.run_until(Duration::from_secs(5), |s| s.agree(&[host, a, b]))
+            .expect("group formed");
+        (host, a, identity, b)
+    }
+
     /// `to` handles `request` from `from` now (its outputs are not drained).
     fn request(&mut self, to: PeerId, from: PeerId, request: Request) -> Response {
         let (now, unix_ms) = (self.now, self.unix_ms());

@@ -248,12 +248,7 @@ fn mute_announcements_from_non_members_or_forged_ones_are_ignored() {
 #[test]
 fn a_line_sent_again_after_its_sender_restarted_is_taken_once() {
     let mut sim = Sim::new();
-    let host = sim.host();
-    let identity = Identity::generate();
-    let a = sim.joiner_with(&identity, 1, host, Some(host));
-    let b = sim.joiner(1, host);
-    sim.run_until(Duration::from_secs(5), |s| s.agree(&[host, a, b]))
-        .expect("group formed");
+    let (host, a, identity, b) = sim.form_with_restartable();
     let (now, unix_ms) = (sim.now, sim.unix_ms());
     sim.node(a).machine.send_chat(now, unix_ms, "one").unwrap();
     sim.drain(a);

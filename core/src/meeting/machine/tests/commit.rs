@@ -178,12 +178,7 @@ fn a_goodbye_removes_the_member_with_reason_left() {
 #[test]
 fn a_restarted_member_rejoins_with_a_new_leaf() {
     let mut sim = Sim::new();
-    let host = sim.host();
-    let identity = Identity::generate();
-    let a = sim.joiner_with(&identity, 1, host, Some(host));
-    let b = sim.joiner(1, host);
-    sim.run_until(Duration::from_secs(5), |s| s.agree(&[host, a, b]))
-        .expect("group formed");
+    let (host, a, identity, b) = sim.form_with_restartable();
     // A line before the restart: the host's stream to `a` is under way.
     let (now, unix_ms) = (sim.now, sim.unix_ms());
     sim.node(host)
