@@ -5,6 +5,7 @@ pub(crate) mod history;
 pub(crate) mod id;
 pub(crate) mod meeting;
 pub(crate) mod output;
+pub(crate) mod passphrase;
 
 /// Exit code: normal end.
 pub(crate) const EXIT_OK: i32 = 0;

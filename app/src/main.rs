@@ -250,7 +250,12 @@ fn storage(args: &Args, out: Output) -> Result<(PathBuf, KeySource), i32> {
         );
         return Err(EXIT_USAGE);
     };
-    match key_source(args) {
+    let source = key_source(args).and_then(|source| match source {
+        // No flag: a passphrase typed at the terminal, if there is one.
+        KeySource::Auto => Ok(cli::passphrase::from_terminal(&data_dir)?.unwrap_or(source)),
+        source => Ok(source),
+    });
+    match source {
         Ok(source) => Ok((data_dir, source)),
         Err(message) => {
             out.error("usage", &message);

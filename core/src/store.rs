@@ -97,7 +97,7 @@ pub enum StoreError {
     },
     /// No way to protect the store key was chosen and no secret service is available.
     #[error(
-        "no secret service to keep the store key in: pass --passphrase-file FILE, or --insecure-key-file (env CONCLAVE_INSECURE_KEY_FILE=1) to keep it unprotected in a 0600 file"
+        "no secret service to keep the store key in: run from a terminal to type a passphrase, pass --passphrase-file FILE, or --insecure-key-file (env CONCLAVE_INSECURE_KEY_FILE=1) to keep it unprotected in a 0600 file"
     )]
     NoKeySource,
     /// The data directory's key is kept another way than the one asked for.

@@ -183,8 +183,9 @@ fn a_data_directory_open_to_others_is_refused_in_one_sentence() {
 #[test]
 fn without_a_key_source_the_client_says_which_flag_to_pass() {
     let dir = tempfile::tempdir().unwrap();
+    // In a session of its own: no terminal to type a passphrase at.
     let output = Command::new("timeout")
-        .arg("20")
+        .args(["20", "setsid", "--wait"])
         .arg(bin("conclave"))
         .args(["--json", "--data-dir"])
         .arg(dir.path().join("x"))
@@ -225,4 +226,93 @@ fn without_a_key_source_the_client_says_which_flag_to_pass() {
         String::from_utf8_lossy(&refused.stdout).contains("wrong passphrase"),
         "{refused:?}"
     );
+}
+
+/// Runs `conclave --json --data-dir DIR id` on a terminal of its own (`script` gives it a
+/// pseudo-terminal, which our stdin feeds) and types `typed` there; returns the exit code
+/// and everything the terminal showed.
+fn id_at_a_terminal(data_dir: &Path, typed: &str) -> (Option<i32>, String) {
+    let command = format!(
+        "{} --json --data-dir {} id",
+        bin("conclave").display(),
+        data_dir.display()
+    );
+    let mut child = Command::new("timeout")
+        .args([
+            "30",
+            "script",
+            "--quiet",
+            "--return",
+            "--command",
+            &command,
+            "/dev/null",
+        ])
+        .env_remove("CONCLAVE_INSECURE_KEY_FILE")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    std::io::Write::write_all(&mut stdin, typed.as_bytes()).unwrap();
+    // Stdin stays open until the end: its end would reach the program as the terminal's.
+    let output = child.wait_with_output().unwrap();
+    drop(stdin);
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn a_passphrase_typed_at_the_terminal_seals_the_store_and_opens_it_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("t");
+    let phrase = "correct horse battery staple";
+
+    // Two different passphrases for a new store: nothing is created.
+    let (code, shown) = id_at_a_terminal(&data, &format!("{phrase}\nsomething else\n"));
+    assert_eq!(code, Some(2), "{shown}");
+    assert!(shown.contains("differ"), "{shown}");
+    assert!(!data.join("store.key.sealed").exists());
+
+    // Asked twice, the same: the store key is wrapped under it.
+    let (code, shown) = id_at_a_terminal(&data, &format!("{phrase}\n{phrase}\n"));
+    assert_eq!(code, Some(0), "{shown}");
+    assert!(shown.contains("New passphrase"), "{shown}");
+    assert!(data.join("store.key.sealed").exists());
+    assert!(!data.join("store.key").exists());
+    let peer_id = |shown: &str| {
+        shown
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line.trim()).ok())
+            .find(|v| v["event"] == "identity")
+            .map(|v| v["peer_id"].clone())
+    };
+    let first = peer_id(&shown).unwrap_or_else(|| panic!("no identity in {shown}"));
+
+    // Asked once for an existing store: the same person; a passphrase file opens it too.
+    let (code, shown) = id_at_a_terminal(&data, &format!("{phrase}\n"));
+    assert_eq!(code, Some(0), "{shown}");
+    assert_eq!(peer_id(&shown), Some(first.clone()));
+    let pass = dir.path().join("pass");
+    std::fs::write(&pass, format!("{phrase}\n")).unwrap();
+    let from_file = Command::new("timeout")
+        .arg("30")
+        .arg(bin("conclave"))
+        .args(["--json", "--data-dir"])
+        .arg(&data)
+        .arg("--passphrase-file")
+        .arg(&pass)
+        .arg("id")
+        .output()
+        .unwrap();
+    assert_eq!(
+        peer_id(&String::from_utf8_lossy(&from_file.stdout)),
+        Some(first)
+    );
+
+    // The wrong one is refused.
+    let (code, shown) = id_at_a_terminal(&data, "not the passphrase\n");
+    assert_eq!(code, Some(1), "{shown}");
+    assert!(shown.contains("wrong passphrase"), "{shown}");
 }
