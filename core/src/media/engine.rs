@@ -659,7 +659,9 @@ impl Engine {
     /// Repairs what we are responsible for (the offering side): unanswered offers after
     /// [`NEGOTIATION_TIMEOUT`] and handshakes stalled for [`HANDSHAKE_TIMEOUT`] by a new
     /// connection; broken paths by ICE restarts as [`BrokenPath::restart_due`] says, and
-    /// after [`MAX_ICE_RESTARTS`] answered ones by a new connection.
+    /// after [`MAX_ICE_RESTARTS`] answered ones by a new connection — except while the
+    /// first DTLS handshake runs on a path ICE found (restarting it then would throw away a
+    /// connection about to come up).
     fn repair_paths(&mut self, now: Instant) {
         let mut unanswered = Vec::new();
         let mut stalled = Vec::new();
@@ -678,6 +680,8 @@ impl Engine {
                 unanswered.push(*peer);
             } else if conn.handshake_stalled(now, HANDSHAKE_TIMEOUT) {
                 stalled.push(*peer);
+            } else if conn.handshake_since.is_some() && !conn.secured {
+                // ICE found a path and DTLS runs on it: the handshake timeout decides.
             } else if conn.broken.is_some_and(|broken| broken.restart_due(now)) {
                 due.push(*peer);
             }

@@ -573,3 +573,35 @@ fn a_connection_once_secured_is_never_replaced_for_its_handshake() {
         0
     );
 }
+
+#[test]
+fn a_new_connection_whose_path_ice_just_found_is_not_restarted_while_dtls_runs() {
+    let now = t0();
+    let (mut a, mut b) = negotiated(now);
+    let high = b.id;
+    deliver(now, &mut b, &mut a);
+    let conn = a.conn_id(&high);
+    // The first checks fail (a long, slow path): restarted at once, and answered.
+    a.state(now, high, ConnectionState::Failed);
+    a.timeout(now);
+    assert_eq!(a.sent().len(), 1, "restarted at once");
+    let answer = Signal::Answer {
+        sdp: "answer".into(),
+        offer: a.conn(&high).and_then(|c| c.offered).expect("offered"),
+    };
+    a.engine.handle_signal(now, high, answer.encode());
+    a.run();
+    // ICE finds a path just before the next restart would be due; DTLS starts on it.
+    let found = now + RESTART_RETRY_DIRECT - Duration::from_millis(500);
+    a.state(found, high, ConnectionState::Connecting);
+    a.engine.handle_ice_connected(found, high, conn);
+    a.take_log();
+    a.timeout(now + RESTART_RETRY_DIRECT);
+    assert!(a.outbox.is_empty(), "no restart over a handshake under way");
+    assert!(a.take_log().is_empty());
+    // The handshake completes: connected, repaired.
+    a.connected(found + Duration::from_secs(2), high, MediaPath::Direct);
+    assert_eq!(a.conn_id(&high), conn);
+    assert!(a.conn(&high).is_some_and(|c| c.broken.is_none()));
+    // Had it stalled, the handshake timeout would have replaced it (tested above).
+}
