@@ -6,6 +6,8 @@
 //! ([`cli::demo`](crate::cli::demo)). Each implements [`MediaSink`] and hands the event to
 //! [`dispatch`], so the shape of the event is matched in one place only.
 
+/// Periodic receive statistics for one member, as the core reports them.
+pub(crate) use conclave_core::ReceiveStats as Stats;
 use conclave_core::{MediaEvent, PeerId};
 
 /// A peer connection changed state.
@@ -33,27 +35,6 @@ impl Connection {
     pub(crate) fn is_lost(&self) -> bool {
         matches!(self.state.as_str(), "failed" | "disconnected")
     }
-}
-
-/// Periodic receive statistics for one member.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Stats {
-    /// The member.
-    pub(crate) peer_id: PeerId,
-    /// Frames decoded from their own packets.
-    pub(crate) rx_frames: u64,
-    /// Frames missing (recovered by FEC or concealed).
-    pub(crate) lost_frames: u64,
-    /// Missing frames recovered by FEC.
-    pub(crate) recovered_frames: u64,
-    /// Frames SFrame refused (forged, replayed, unknown key), across all senders.
-    pub(crate) decrypt_failures: u64,
-    /// Inter-arrival jitter.
-    pub(crate) jitter_ms: f64,
-    /// Current level of this speaker (dBFS).
-    pub(crate) level_dbfs: f32,
-    /// Latest round-trip time to this member, once measured.
-    pub(crate) rtt_ms: Option<f64>,
 }
 
 /// Something that shows or counts media events. Only [`MediaSink::connection`] and
@@ -92,25 +73,7 @@ pub(crate) fn dispatch(event: MediaEvent, sink: &mut impl MediaSink) {
             rtt_ms,
             ice_restarts,
         }),
-        MediaEvent::Stats {
-            peer_id,
-            rx_frames,
-            lost_frames,
-            recovered_frames,
-            decrypt_failures,
-            jitter_ms,
-            level_dbfs,
-            rtt_ms,
-        } => sink.stats(Stats {
-            peer_id,
-            rx_frames,
-            lost_frames,
-            recovered_frames,
-            decrypt_failures,
-            jitter_ms,
-            level_dbfs,
-            rtt_ms,
-        }),
+        MediaEvent::Stats(stats) => sink.stats(stats),
         MediaEvent::AudioStarted { peer_id } => sink.audio_started(peer_id),
         MediaEvent::Warning(message) => sink.warning(message),
         other => tracing::debug!(?other, "media event not shown"),
@@ -161,7 +124,7 @@ mod tests {
             &mut sink,
         );
         dispatch(
-            MediaEvent::Stats {
+            MediaEvent::Stats(Stats {
                 peer_id,
                 rx_frames: 7,
                 lost_frames: 0,
@@ -170,7 +133,7 @@ mod tests {
                 jitter_ms: 1.0,
                 level_dbfs: -30.0,
                 rtt_ms: None,
-            },
+            }),
             &mut sink,
         );
         dispatch(MediaEvent::AudioStarted { peer_id }, &mut sink);

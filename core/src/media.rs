@@ -160,24 +160,7 @@ pub enum MediaEvent {
         ice_restarts: u32,
     },
     /// Periodic receive statistics for one member.
-    Stats {
-        /// The member.
-        peer_id: PeerId,
-        /// Frames decoded from their own packets.
-        rx_frames: u64,
-        /// Frames missing (recovered by FEC or concealed).
-        lost_frames: u64,
-        /// Missing frames recovered by FEC.
-        recovered_frames: u64,
-        /// Frames dropped by SFrame (forged, replayed, unknown key) across all senders.
-        decrypt_failures: u64,
-        /// Inter-arrival jitter.
-        jitter_ms: f64,
-        /// Current level of this speaker (dBFS).
-        level_dbfs: f32,
-        /// Latest round-trip time to this member (ICE), once measured.
-        rtt_ms: Option<f64>,
-    },
+    Stats(ReceiveStats),
     /// The first frame from a member opened and was queued for playout.
     AudioStarted {
         /// The member.
@@ -185,6 +168,27 @@ pub enum MediaEvent {
     },
     /// Something went wrong that does not end the meeting.
     Warning(String),
+}
+
+/// Periodic receive statistics for one member ([`MediaEvent::Stats`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReceiveStats {
+    /// The member.
+    pub peer_id: PeerId,
+    /// Frames decoded from their own packets.
+    pub rx_frames: u64,
+    /// Frames missing (recovered by FEC or concealed).
+    pub lost_frames: u64,
+    /// Missing frames recovered by FEC.
+    pub recovered_frames: u64,
+    /// Frames dropped by SFrame (forged, replayed, unknown key) across all senders.
+    pub decrypt_failures: u64,
+    /// Inter-arrival jitter.
+    pub jitter_ms: f64,
+    /// Current level of this speaker (dBFS).
+    pub level_dbfs: f32,
+    /// Latest round-trip time to this member (ICE), once measured.
+    pub rtt_ms: Option<f64>,
 }
 
 /// Inputs of the media plane.

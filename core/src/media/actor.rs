@@ -265,11 +265,8 @@ impl Actor {
         match report {
             ClockReport::Heard { peer, at } => self.engine.handle_heard(peer, at),
             ClockReport::Event(mut event) => {
-                if let MediaEvent::Stats {
-                    peer_id, rtt_ms, ..
-                } = &mut event
-                {
-                    *rtt_ms = self.engine.rtt_ms(peer_id);
+                if let MediaEvent::Stats(stats) = &mut event {
+                    stats.rtt_ms = self.engine.rtt_ms(&stats.peer_id);
                 }
                 self.report(event);
             }

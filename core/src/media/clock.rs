@@ -32,7 +32,7 @@ use super::audio::source::AudioSource;
 use super::audio::{AudioError, FRAME_MS, FRAME_SAMPLES, Frame};
 use super::crypto::keyring::Opener;
 use super::crypto::sframe::Sealer;
-use super::{EpochSecret, MediaEvent, STATS_INTERVAL};
+use super::{EpochSecret, MediaEvent, ReceiveStats, STATS_INTERVAL};
 use crate::group::media_keys::sender_base_key;
 
 /// Capacity of the command queue (actor → clock). Lossless: the actor waits for room
@@ -400,7 +400,7 @@ impl Clock {
                 continue;
             };
             let stats = receiver.jitter.stats();
-            events.push(MediaEvent::Stats {
+            events.push(MediaEvent::Stats(ReceiveStats {
                 peer_id: *peer_id,
                 rx_frames: stats.played.saturating_sub(stats.lost + stats.underruns),
                 lost_frames: stats.lost,
@@ -409,7 +409,7 @@ impl Clock {
                 jitter_ms: receiver.jitter.jitter().as_secs_f64() * 1000.0,
                 level_dbfs: receiver.level,
                 rtt_ms: None,
-            });
+            }));
         }
         for event in events {
             self.report(reports, ClockReport::Event(event));
@@ -555,8 +555,8 @@ mod tests {
         )));
         assert!(reports.iter().any(|r| matches!(
             r,
-            ClockReport::Event(MediaEvent::Stats { peer_id, decrypt_failures: 0, rx_frames, .. })
-                if *peer_id == a_id && *rx_frames > 0
+            ClockReport::Event(MediaEvent::Stats(stats))
+                if stats.peer_id == a_id && stats.decrypt_failures == 0 && stats.rx_frames > 0
         )));
     }
 

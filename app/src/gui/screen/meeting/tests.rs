@@ -170,7 +170,7 @@ fn tiles_badges_and_security_code() {
         rtt_ms: Some(42.0),
         ice_restarts: 0,
     });
-    state.handle_media(MediaEvent::Stats {
+    state.handle_media(MediaEvent::Stats(conclave_core::ReceiveStats {
         peer_id: bob,
         rx_frames: 10,
         lost_frames: 0,
@@ -179,7 +179,7 @@ fn tiles_badges_and_security_code() {
         jitter_ms: 1.0,
         level_dbfs: -20.0,
         rtt_ms: None,
-    });
+    }));
     let verified: BTreeSet<PeerId> = [bob].into();
     let mut ui = simulator(state.view(&verified));
     assert!(state.notices.is_empty());
@@ -225,7 +225,7 @@ fn mute_toggles_and_shows() {
 fn another_members_mute_shows_on_their_tile() {
     let (mut state, bob) = in_meeting(false);
     let verified = BTreeSet::new();
-    state.handle_media(MediaEvent::Stats {
+    state.handle_media(MediaEvent::Stats(conclave_core::ReceiveStats {
         peer_id: bob,
         rx_frames: 10,
         lost_frames: 0,
@@ -234,7 +234,7 @@ fn another_members_mute_shows_on_their_tile() {
         jitter_ms: 1.0,
         level_dbfs: -20.0,
         rtt_ms: None,
-    });
+    }));
     let mut ui = simulator(state.view(&verified));
     assert!(ui.find("muted").is_err(), "nobody is muted yet");
     assert!(ui.find("speaking").is_ok());
