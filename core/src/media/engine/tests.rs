@@ -139,6 +139,26 @@ fn count(log: &[Action], what: fn(&Action) -> bool) -> usize {
     log.iter().filter(|action| what(action)).count()
 }
 
+/// Checks that what `a` did since its log was last taken replaced its connection `first`
+/// to `b` (closed it, created one other), and that the new offer, delivered at `at`, is
+/// answered and the answer taken.
+fn assert_replaced_and_renegotiated(a: &mut Side, b: &mut Side, at: Instant, first: ConnId) {
+    let log = a.take_log();
+    assert!(
+        log.iter()
+            .any(|action| matches!(action, Action::Close { conn, .. } if *conn == first)),
+        "the old connection is closed: {log:?}"
+    );
+    assert_eq!(count(&log, |a| matches!(a, Action::Connect { .. })), 1);
+    assert_ne!(a.conn_id(&b.id), first);
+    assert_eq!(deliver(at, a, b), 1, "a new offer goes out");
+    deliver(at, b, a);
+    assert_eq!(
+        count(&a.take_log(), |a| matches!(a, Action::AcceptAnswer { .. })),
+        1
+    );
+}
+
 fn decoded(signals: &[(PeerId, Vec<u8>)]) -> Vec<Signal> {
     signals
         .iter()
@@ -234,20 +254,7 @@ fn a_lost_offer_is_made_again_on_a_new_connection() {
     a.timeout(now + NEGOTIATION_TIMEOUT - Duration::from_secs(1));
     assert!(a.outbox.is_empty(), "not yet");
     a.timeout(now + NEGOTIATION_TIMEOUT);
-    let log = a.take_log();
-    assert!(
-        log.iter()
-            .any(|action| matches!(action, Action::Close { conn, .. } if *conn == first))
-    );
-    assert_eq!(count(&log, |a| matches!(a, Action::Connect { .. })), 1);
-    assert_ne!(a.conn_id(&high), first);
-    let later = now + NEGOTIATION_TIMEOUT;
-    assert_eq!(deliver(later, &mut a, &mut b), 1, "offered again");
-    deliver(later, &mut b, &mut a);
-    assert_eq!(
-        count(&a.take_log(), |a| matches!(a, Action::AcceptAnswer { .. })),
-        1
-    );
+    assert_replaced_and_renegotiated(&mut a, &mut b, now + NEGOTIATION_TIMEOUT, first);
 }
 
 #[test]
@@ -531,23 +538,11 @@ fn a_handshake_stalled_on_a_working_path_is_replaced_by_the_offering_side() {
     );
     assert_eq!(b.conn_id(&low), first_b);
     a.timeout(late);
-    let log = a.take_log();
-    assert!(
-        log.iter()
-            .any(|action| matches!(action, Action::Close { conn, .. } if *conn == first_a)),
-        "the stalled connection is closed: {log:?}"
-    );
-    assert_ne!(a.conn_id(&high), first_a);
-    assert_eq!(deliver(late, &mut a, &mut b), 1, "a new offer goes out");
+    assert_replaced_and_renegotiated(&mut a, &mut b, late, first_a);
     assert_ne!(
         b.conn_id(&low),
         first_b,
         "the answering side takes it afresh"
-    );
-    deliver(late, &mut b, &mut a);
-    assert_eq!(
-        count(&a.take_log(), |a| matches!(a, Action::AcceptAnswer { .. })),
-        1
     );
 }
 
