@@ -39,7 +39,7 @@ async fn sealed_opus_crosses_a_real_webrtc_connection() {
     let (answerer, mut answerer_events) = AudioPeer::new(now, &config).await.unwrap();
     let offer = offerer.create_offer().await.unwrap();
     let answer = answerer.accept_offer(offer).await.unwrap();
-    offerer.accept_answer(answer).await.unwrap();
+    offerer.accept_answer(answer, Duration::ZERO).await.unwrap();
     wait_connected(&mut offerer_events).await;
     wait_connected(&mut answerer_events).await;
 

@@ -236,7 +236,7 @@ impl Actor {
         match message {
             Internal::Created { peer, conn, result } => self.on_created(peer, conn, result),
             Internal::Negotiated { peer, conn, result } => match result {
-                Ok(Some(signal)) => self.engine.handle_local_signal(peer, conn, signal),
+                Ok(Some(signal)) => self.engine.handle_local_signal(now(), peer, conn, signal),
                 Ok(None) => {}
                 Err(err) => self.engine.handle_failed(peer, conn, err.to_string()),
             },
@@ -303,10 +303,20 @@ impl Actor {
                 digest,
                 restart,
             } => self.accept_offer(peer, conn, sdp, digest, restart),
-            Action::AcceptAnswer { peer, conn, sdp } => {
-                self.negotiate(peer, conn, |link| async move {
-                    link.accept_answer(sdp).await.map(|()| None)
-                })
+            Action::AcceptAnswer {
+                peer,
+                conn,
+                sdp,
+                hold_back,
+            } => self.negotiate(peer, conn, |link| async move {
+                link.accept_answer(sdp, hold_back).await.map(|()| None)
+            }),
+            Action::ReleaseCandidates { peer, conn } => {
+                let Some(link) = self.links.get(&peer).filter(|link| link.conn == conn) else {
+                    return;
+                };
+                let link = Arc::clone(&link.peer);
+                tokio::spawn(async move { link.release_held().await });
             }
             Action::Signal { to, payload } => {
                 if self.signals.send((to, payload)).await.is_err() {
@@ -398,6 +408,7 @@ impl Actor {
             Ok(Some(Signal::Answer {
                 sdp: answer,
                 offer: digest,
+                took_ms: 0,
             }))
         });
     }

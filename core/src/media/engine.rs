@@ -48,6 +48,9 @@ pub(crate) const NEGOTIATION_TIMEOUT: Duration = Duration::from_secs(15);
 /// completes (both sides stay `connecting` and ICE restarts cannot help: they keep the
 /// DTLS session).
 pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(4);
+/// Longest time an answer's reflexive candidates are held back: half of a signalling round
+/// trip longer than this (measured wrong, or a signal retried) is not worth waiting for.
+const MAX_HOLD_BACK: Duration = Duration::from_secs(2);
 /// Frames that arrive this soon after a relay was lost were already on their way: they are
 /// no sign that a relayed path survived.
 const IN_FLIGHT_AFTER_RELAY_LOSS: Duration = Duration::from_millis(100);
@@ -73,12 +76,17 @@ pub(crate) enum Action {
         digest: u64,
         restart: bool,
     },
-    /// Take the other side's answer to our latest offer.
+    /// Take the other side's answer to our latest offer, holding its reflexive candidates
+    /// back for `hold_back` (half the signalling round trip: see `transport::sdp`).
     AcceptAnswer {
         peer: PeerId,
         conn: ConnId,
         sdp: String,
+        hold_back: Duration,
     },
+    /// The offerer starts checking our reflexive-candidate paths now: start checking the
+    /// offer's reflexive candidates held back on `conn`.
+    ReleaseCandidates { peer: PeerId, conn: ConnId },
     /// Send a signalling payload to a member (inside the MLS group).
     Signal { to: PeerId, payload: Vec<u8> },
     /// Measure the path and round-trip time of `conn`; report with [`Engine::handle_path`].
@@ -234,7 +242,7 @@ impl Engine {
             if let Some(member) = self.members.get_mut(&peer) {
                 member.last_signal = Some(offer.payload);
             }
-            self.answer(peer, offer.sdp);
+            self.answer(now, peer, offer.sdp);
         }
     }
 
@@ -322,16 +330,21 @@ impl Engine {
                     },
                 );
             }
-            Signal::Offer(sdp) => self.answer(from, sdp),
-            Signal::Restart(sdp) => self.answer_restart(from, sdp),
-            Signal::Answer { sdp, offer } => self.take_answer(from, sdp, offer),
+            Signal::Offer(sdp) => self.answer(now, from, sdp),
+            Signal::Restart(sdp) => self.answer_restart(now, from, sdp),
+            Signal::Answer {
+                sdp,
+                offer,
+                took_ms,
+            } => self.take_answer(now, from, sdp, offer, took_ms),
+            Signal::Punch { offer } => self.release_candidates(from, offer),
         }
     }
 
     /// A first offer from a member: it replaces whatever connection we had with it, except
     /// in glare (we offer to this member and our offer is still unanswered: ours stands,
     /// and the other side answers it).
-    fn answer(&mut self, from: PeerId, sdp: String) {
+    fn answer(&mut self, now: Instant, from: PeerId, sdp: String) {
         let offers_to = self.offers_to(&from);
         let Some(member) = self.members.get(&from) else {
             warn!(peer = %from, "offer from a non-member ignored");
@@ -350,7 +363,9 @@ impl Engine {
         let id = self.new_conn_id();
         let digest = offer_digest(&sdp);
         if let Some(member) = self.members.get_mut(&from) {
-            member.conn = Some(Connection::new(id, Pending::Answer { sdp, digest }));
+            let mut conn = Connection::new(id, Pending::Answer { sdp, digest });
+            conn.answering = Some((digest, now));
+            member.conn = Some(conn);
         }
         self.push(Action::Connect {
             peer: from,
@@ -360,20 +375,21 @@ impl Engine {
 
     /// The other side restarted ICE: answer on the existing connection (or, if we have none
     /// any more, as a new one).
-    fn answer_restart(&mut self, from: PeerId, sdp: String) {
+    fn answer_restart(&mut self, now: Instant, from: PeerId, sdp: String) {
         let Some(conn) = self
             .members
             .get_mut(&from)
             .and_then(|member| member.conn.as_mut())
             .filter(|conn| conn.created)
         else {
-            self.answer(from, sdp);
+            self.answer(now, from, sdp);
             return;
         };
         conn.ice_restarts += 1;
         let id = conn.id;
         info!(peer = %from, "answering an ICE restart");
         let digest = offer_digest(&sdp);
+        conn.answering = Some((digest, now));
         self.push(Action::AcceptOffer {
             peer: from,
             conn: id,
@@ -383,8 +399,12 @@ impl Engine {
         });
     }
 
-    /// An answer: taken only if it answers our latest offer on the current connection.
-    fn take_answer(&mut self, from: PeerId, sdp: String, offer: u64) {
+    /// An answer: taken only if it answers our latest offer on the current connection. The
+    /// answerer is told to start checking our reflexive candidates (`Punch`) as we take
+    /// the answer, and we start checking its own once that word has had time to arrive:
+    /// half the signalling round trip, which is the time between our offer and this answer
+    /// less the time the answerer took.
+    fn take_answer(&mut self, now: Instant, from: PeerId, sdp: String, offer: u64, took_ms: u32) {
         let Some(conn) = self
             .members
             .get_mut(&from)
@@ -398,13 +418,42 @@ impl Engine {
             broken.answered();
         }
         let id = conn.id;
-        if conn.created {
-            self.push(Action::AcceptAnswer {
-                peer: from,
-                conn: id,
-                sdp,
-            });
+        if !conn.created {
+            return;
         }
+        let round_trip = conn
+            .offer_sent
+            .map(|sent| now.saturating_duration_since(sent))
+            .unwrap_or_default()
+            .saturating_sub(Duration::from_millis(u64::from(took_ms)));
+        let hold_back = (round_trip / 2).min(MAX_HOLD_BACK);
+        debug!(peer = %from, ?round_trip, ?hold_back, "answer taken; punching");
+        self.push(Action::Signal {
+            to: from,
+            payload: Signal::Punch { offer }.encode(),
+        });
+        self.push(Action::AcceptAnswer {
+            peer: from,
+            conn: id,
+            sdp,
+            hold_back,
+        });
+    }
+
+    /// The offerer took our answer to its offer `offer`: if that is the offer our current
+    /// connection answered, its held-back candidates are checked from now on.
+    fn release_candidates(&mut self, from: PeerId, offer: u64) {
+        let Some(conn) = self
+            .members
+            .get(&from)
+            .and_then(|member| member.conn.as_ref())
+            .filter(|conn| conn.answering.is_some_and(|(digest, _)| digest == offer))
+        else {
+            debug!(peer = %from, "punch for an offer since replaced ignored");
+            return;
+        };
+        let conn = conn.id;
+        self.push(Action::ReleaseCandidates { peer: from, conn });
     }
 
     /// The driver created connection `conn` (or failed to). Returns whether the driver
@@ -446,13 +495,29 @@ impl Engine {
 
     /// Connection `conn` produced a signal for its member (an offer, restart offer or
     /// answer): it goes out unless that connection has been replaced meanwhile.
-    pub(crate) fn handle_local_signal(&mut self, peer: PeerId, conn: ConnId, signal: Signal) {
+    pub(crate) fn handle_local_signal(
+        &mut self,
+        now: Instant,
+        peer: PeerId,
+        conn: ConnId,
+        mut signal: Signal,
+    ) {
         let Some(current) = self.current(&peer, conn) else {
             debug!(peer = %peer, %conn, "signal of a replaced connection dropped");
             return;
         };
-        if let Signal::Offer(sdp) | Signal::Restart(sdp) = &signal {
-            current.offered = Some(offer_digest(sdp));
+        match &mut signal {
+            Signal::Offer(sdp) | Signal::Restart(sdp) => {
+                current.offered = Some(offer_digest(sdp));
+                current.offer_sent = Some(now);
+            }
+            Signal::Answer { offer, took_ms, .. } => {
+                if let Some((_, since)) = current.answering.filter(|(digest, _)| digest == offer) {
+                    let took = now.saturating_duration_since(since).as_millis();
+                    *took_ms = u32::try_from(took).unwrap_or(u32::MAX);
+                }
+            }
+            Signal::Punch { .. } => {}
         }
         self.push(Action::Signal {
             to: peer,

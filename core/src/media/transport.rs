@@ -3,18 +3,19 @@
 //! - [`peer`]: the only code that touches webrtc-rs. An [`peer::AudioPeer`] carries one
 //!   Opus audio track whose RTP payloads are SFrame-sealed frames, so media stays sealed
 //!   end to end even across a TURN relay; DTLS-SRTP protects each hop as usual.
-//!
-//! Signalling (SDP offer/answer) travels inside the meeting's MLS group in the audio
-//! milestone, so DTLS fingerprints are authenticated by the group; the peer with the lower
-//! peer id offers.
-
+//! - [`sdp`]: the answering side holds back the offer's reflexive candidates for half a
+//!   round trip, so that both ends' first packets cross on the way to port-restricted NATs.
 //! - [`turn_tcp`]: TURN over TCP (for networks that drop UDP) in front of webrtc-rs' UDP-only
 //!   TURN client.
+//!
+//! Signalling (SDP offer/answer) travels inside the meeting's MLS group, so DTLS
+//! fingerprints are authenticated by the group; the peer with the lower peer id offers.
 //!
 //! ICE servers ([`IceServer`]) come from the relays: STUN for reflexive candidates, TURN
 //! (with short-lived credentials) for relayed ones.
 
 pub mod peer;
+pub mod sdp;
 pub mod turn_tcp;
 
 /// A STUN or TURN server for ICE, as in WebRTC's `RTCIceServer`.

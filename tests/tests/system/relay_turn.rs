@@ -643,7 +643,7 @@ fn the_relay_forwards_a_call_it_cannot_read() {
         let (b, mut b_events) = AudioPeer::new(start, &config(&peer_id())).await.unwrap();
         let offer = a.create_offer().await.unwrap();
         let answer = b.accept_offer(offer).await.unwrap();
-        a.accept_answer(answer).await.unwrap();
+        a.accept_answer(answer, Duration::ZERO).await.unwrap();
         // Each side's received payloads, collected while the call runs.
         let (done_tx, done_rx) = tokio::sync::watch::channel(false);
         let collect = |mut events: tokio::sync::mpsc::Receiver<PeerEvent>| {

@@ -106,6 +106,12 @@ pub(crate) struct Connection {
     pub(crate) offered: Option<u64>,
     /// Since when our offer has gone unanswered (cleared by any state change: ICE runs).
     pub(crate) unanswered_since: Option<Instant>,
+    /// When we sent our latest offer (or restart offer): its answer tells the signalling
+    /// round trip.
+    pub(crate) offer_sent: Option<Instant>,
+    /// The offer (its digest) we answer or answered on it, and since when (its arrival): the
+    /// offerer's `Punch` names it, and the answer tells how long we took.
+    pub(crate) answering: Option<(u64, Instant)>,
     /// The path broke, until it is connected again.
     pub(crate) broken: Option<BrokenPath>,
     /// ICE restarts so far (ours and theirs).
@@ -131,6 +137,8 @@ impl Connection {
             report_connected: false,
             offered: None,
             unanswered_since: None,
+            offer_sent: None,
+            answering: None,
             broken: None,
             ice_restarts: 0,
             last_heard: None,

@@ -1,5 +1,6 @@
 //! The signalling vocabulary between two members' media engines (CBOR inside MLS
-//! application messages): offers, answers that name the offer they answer, ICE restarts.
+//! application messages): offers, answers that name the offer they answer, ICE restarts,
+//! and the offerer's word to start checking the reflexive candidates (`transport::sdp`).
 
 use serde::{Deserialize, Serialize};
 
@@ -15,9 +16,21 @@ pub(crate) enum Signal {
         sdp: String,
         /// The digest of the offer it answers.
         offer: u64,
+        /// How long the answering side took from the offer's arrival to its answer
+        /// (gathering, mostly), in milliseconds: the offerer subtracts it from the time
+        /// between its offer and this answer to learn the signalling round trip.
+        #[serde(default)]
+        took_ms: u32,
     },
     /// An ICE restart of the existing connection (new ICE credentials and candidates).
     Restart(String),
+    /// The offerer took the answer to the offer whose digest is `offer` and starts checking
+    /// the answerer's reflexive candidates half a signalling round trip from now, when
+    /// this arrives: the answerer starts checking the offerer's on receipt.
+    Punch {
+        /// The digest of the offer.
+        offer: u64,
+    },
 }
 
 impl Signal {

@@ -20,13 +20,17 @@ fn pair() -> (PeerId, PeerId) {
 }
 
 /// One engine and a fake driver: connections are created and SDP produced at once;
-/// signals wait in `outbox` until delivered.
+/// signals wait in `outbox` until delivered, except the offerer's word to start checking
+/// (`Punch`), which waits in `punches` (only the simultaneous-open test delivers it).
 struct Side {
     id: PeerId,
     engine: Engine,
     log: Vec<Action>,
     outbox: Vec<(PeerId, Vec<u8>)>,
+    punches: Vec<(PeerId, Vec<u8>)>,
     restarts: u32,
+    /// The time the fake driver reports its results at.
+    now: Instant,
 }
 
 impl Side {
@@ -36,7 +40,9 @@ impl Side {
             engine: Engine::new(id),
             log: Vec::new(),
             outbox: Vec::new(),
+            punches: Vec::new(),
             restarts: 0,
+            now: t0(),
         }
     }
 
@@ -49,12 +55,14 @@ impl Side {
                 }
                 Action::CreateOffer { peer, conn } => {
                     let offer = Signal::Offer(format!("offer {} {conn}", self.id));
-                    self.engine.handle_local_signal(*peer, *conn, offer);
+                    self.engine
+                        .handle_local_signal(self.now, *peer, *conn, offer);
                 }
                 Action::RestartIce { peer, conn } => {
                     self.restarts += 1;
                     let offer = Signal::Restart(format!("restart {conn} {}", self.restarts));
-                    self.engine.handle_local_signal(*peer, *conn, offer);
+                    self.engine
+                        .handle_local_signal(self.now, *peer, *conn, offer);
                 }
                 Action::AcceptOffer {
                     peer, conn, digest, ..
@@ -62,10 +70,20 @@ impl Side {
                     let answer = Signal::Answer {
                         sdp: format!("answer {conn}"),
                         offer: *digest,
+                        took_ms: 0,
                     };
-                    self.engine.handle_local_signal(*peer, *conn, answer);
+                    self.engine
+                        .handle_local_signal(self.now, *peer, *conn, answer);
                 }
-                Action::Signal { to, payload } => self.outbox.push((*to, payload.clone())),
+                Action::Signal { to, payload } => {
+                    let punch = matches!(Signal::decode(payload), Some(Signal::Punch { .. }));
+                    let queue = if punch {
+                        &mut self.punches
+                    } else {
+                        &mut self.outbox
+                    };
+                    queue.push((*to, payload.clone()));
+                }
                 _ => {}
             }
             self.log.push(action);
@@ -344,6 +362,7 @@ fn a_broken_path_is_restarted_as_the_repair_policy_says_then_replaced() {
         let answer = Signal::Answer {
             sdp: "answer".into(),
             offer: a.conn(&high).and_then(|c| c.offered).expect("offered"),
+            took_ms: 0,
         };
         a.engine.handle_signal(at, high, answer.encode());
         a.run();
@@ -384,6 +403,7 @@ fn a_direct_path_is_retried_sooner_once_and_a_failed_one_at_once() {
     let answer = Signal::Answer {
         sdp: "answer".into(),
         offer: a.conn(&high).and_then(|c| c.offered).expect("offered"),
+        took_ms: 0,
     };
     a.engine.handle_signal(now, high, answer.encode());
     a.run();
@@ -450,7 +470,7 @@ fn a_removed_peer_leaves_nothing_and_late_news_of_it_is_ignored() {
     a.engine
         .handle_path(high, conn, Some((MediaPath::Relayed, 1.0)));
     a.engine
-        .handle_local_signal(high, conn, Signal::Offer("late".into()));
+        .handle_local_signal(now, high, conn, Signal::Offer("late".into()));
     a.engine.handle_failed(high, conn, "late".into());
     a.engine.handle_heard(high, now);
     assert!(
@@ -460,6 +480,7 @@ fn a_removed_peer_leaves_nothing_and_late_news_of_it_is_ignored() {
     let answer = Signal::Answer {
         sdp: "late".into(),
         offer: 1,
+        took_ms: 0,
     };
     a.engine.handle_signal(now, high, answer.encode());
     a.timeout(now + Duration::from_secs(60));
@@ -583,6 +604,7 @@ fn a_new_connection_whose_path_ice_just_found_is_not_restarted_while_dtls_runs()
     let answer = Signal::Answer {
         sdp: "answer".into(),
         offer: a.conn(&high).and_then(|c| c.offered).expect("offered"),
+        took_ms: 0,
     };
     a.engine.handle_signal(now, high, answer.encode());
     a.run();
@@ -599,4 +621,82 @@ fn a_new_connection_whose_path_ice_just_found_is_not_restarted_while_dtls_runs()
     assert_eq!(a.conn_id(&high), conn);
     assert!(a.conn(&high).is_some_and(|c| c.broken.is_none()));
     // Had it stalled, the handshake timeout would have replaced it (tested above).
+}
+
+/// Simultaneous open (`transport::sdp`): the answer says how long the answerer took; the
+/// offerer, as it takes the answer, tells the answerer to start checking the reflexive
+/// candidates (`Punch`) and holds the answer's own back for half the signalling round trip
+/// (offer to answer, less the answerer's time), so both start together; the answerer starts
+/// on that word, and only for the offer it answered.
+#[test]
+fn the_offerer_punches_as_it_takes_the_answer_and_waits_half_the_signalling_round_trip() {
+    let now = t0();
+    let ms = Duration::from_millis;
+    let (low, high) = pair();
+    let (mut a, mut b) = (Side::new(low), Side::new(high));
+    a.now = now;
+    a.epoch(now, 1, &[low, high]);
+    b.epoch(now, 1, &[low, high]);
+    // The offer takes 100 ms to arrive; the answerer needs 300 ms (gathering).
+    b.now = now + ms(400);
+    assert_eq!(deliver(now + ms(100), &mut a, &mut b), 1);
+    let answer = decoded(&b.outbox);
+    let offer = a.conn(&high).and_then(|c| c.offered).expect("offered");
+    assert!(
+        matches!(answer[..], [Signal::Answer { offer: o, took_ms: 300, .. }] if o == offer),
+        "{answer:?}"
+    );
+    assert!(
+        !b.take_log()
+            .iter()
+            .any(|action| matches!(action, Action::ReleaseCandidates { .. }))
+    );
+    // The answer arrives 100 ms later: 200 ms of signalling round trip.
+    deliver(now + ms(500), &mut b, &mut a);
+    let log = a.take_log();
+    assert!(
+        log.iter().any(|action| matches!(
+            action,
+            Action::AcceptAnswer { hold_back, .. } if *hold_back == ms(100)
+        )),
+        "{log:?}"
+    );
+    assert!(a.outbox.is_empty());
+    assert_eq!(decoded(&a.punches), vec![Signal::Punch { offer }]);
+    // A word about another offer starts nothing; the word about ours starts the checks.
+    let stray = Signal::Punch { offer: offer ^ 1 }.encode();
+    b.engine.handle_signal(now + ms(550), low, stray);
+    b.run();
+    assert!(b.take_log().is_empty());
+    for (_, punch) in std::mem::take(&mut a.punches) {
+        b.engine.handle_signal(now + ms(600), low, punch);
+    }
+    b.run();
+    let conn = b.conn_id(&low);
+    let log = b.take_log();
+    assert!(
+        log.iter().any(|action| matches!(
+            action,
+            Action::ReleaseCandidates { peer, conn: c } if *peer == low && *c == conn
+        )),
+        "{log:?}"
+    );
+}
+
+/// An answer that took far longer than its round trip could (a retried signal, a stalled
+/// process) does not hold the checks back for long.
+#[test]
+fn the_hold_back_is_capped() {
+    let now = t0();
+    let (low, high) = pair();
+    let (mut a, mut b) = (Side::new(low), Side::new(high));
+    a.now = now;
+    a.epoch(now, 1, &[low, high]);
+    b.epoch(now, 1, &[low, high]);
+    deliver(now, &mut a, &mut b);
+    deliver(now + Duration::from_secs(30), &mut b, &mut a);
+    assert!(a.take_log().iter().any(|action| matches!(
+        action,
+        Action::AcceptAnswer { hold_back, .. } if *hold_back == MAX_HOLD_BACK
+    )));
 }

@@ -29,12 +29,13 @@ use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
-    RTCConfiguration, RTCConfigurationBuilder, RTCIceCandidateType, RTCIceConnectionState,
-    RTCIceGatheringState, RTCIceServer, RTCIceTransportPolicy, RTCPeerConnectionIceEvent,
-    RTCPeerConnectionState, RTCSessionDescription, SettingEngineBuilder,
+    RTCConfiguration, RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceCandidateType,
+    RTCIceConnectionState, RTCIceGatheringState, RTCIceServer, RTCIceTransportPolicy,
+    RTCPeerConnectionIceEvent, RTCPeerConnectionState, RTCSessionDescription, SettingEngineBuilder,
 };
 
 use super::IceServer;
+use super::sdp::{HeldCandidate, hold_back_reflexive};
 use crate::media::audio::FRAME_MS;
 use crate::media::{ConnectionState, MediaPath};
 
@@ -59,6 +60,14 @@ pub const ICE_FAILED_TIMEOUT: Duration = Duration::from_secs(4);
 /// direct pairs through restrictive NATs need a few check rounds to open both NATs, and a
 /// relayed pair that succeeds first would otherwise win for the whole call.
 pub const RELAY_ACCEPTANCE_MIN_WAIT: Duration = Duration::from_secs(5);
+/// How long connectivity checks run before a pair through a NAT (server- or peer-reflexive)
+/// may be chosen (webrtc-rs: 0.5 s and 1 s): long enough for a host pair on the same LAN,
+/// which succeeds within milliseconds, to win; every further wait delays the first audio.
+pub const REFLEXIVE_ACCEPTANCE_MIN_WAIT: Duration = Duration::from_millis(200);
+/// Longest time the offer's reflexive candidates wait for the offerer's word to check them
+/// (its `Punch`, half a signalling round trip after our answer arrives): an offerer that
+/// never sends it still gets its direct paths checked.
+pub const HOLD_BACK_LIMIT: Duration = Duration::from_secs(3);
 /// Interval of ICE keepalives (consent checks) on an idle path.
 pub const ICE_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -200,6 +209,30 @@ impl PeerConnectionEventHandler for Handler {
     }
 }
 
+/// Adds remote candidates (held back from a description) to `connection`.
+async fn add_candidates(connection: &dyn PeerConnection, candidates: Vec<HeldCandidate>) {
+    for candidate in candidates {
+        let init = RTCIceCandidateInit {
+            candidate: candidate.candidate,
+            sdp_mid: candidate.mid,
+            sdp_mline_index: Some(candidate.mline_index),
+            ..Default::default()
+        };
+        if let Err(err) = connection.add_ice_candidate(init).await {
+            debug!(error = %err, "held-back candidate refused");
+        }
+    }
+    // webrtc-rs 0.21 does not wake its driver for a remote candidate (only for a TCP one),
+    // so the new pairs' first checks would wait for the next check tick, up to 200 ms:
+    // longer than the one-way delay the crossing must fit in. Applying the configuration
+    // again, unchanged, wakes the driver (it only stages the configuration for the next
+    // gathering, which would use the same one) and the agent checks the new pairs at once.
+    let configuration = connection.get_configuration().await;
+    if let Err(err) = connection.set_configuration(configuration).await {
+        debug!(error = %err, "ICE driver not woken for the held-back candidates");
+    }
+}
+
 fn connection_state(state: RTCPeerConnectionState) -> ConnectionState {
     match state {
         RTCPeerConnectionState::New => ConnectionState::New,
@@ -212,6 +245,15 @@ fn connection_state(state: RTCPeerConnectionState) -> ConnectionState {
     }
 }
 
+/// The other side's candidates held back from its latest description.
+#[derive(Debug, Default)]
+struct Held {
+    /// Counts the descriptions whose candidates were held: a timer set for one adds only
+    /// that one's.
+    generation: u64,
+    candidates: Vec<HeldCandidate>,
+}
+
 /// One peer connection with one outgoing and one incoming audio track.
 pub struct AudioPeer {
     connection: Arc<dyn PeerConnection>,
@@ -219,6 +261,9 @@ pub struct AudioPeer {
     sender: Arc<dyn webrtc::rtp_transceiver::RtpSender>,
     gathering: tokio::sync::Mutex<mpsc::Receiver<Gathering>>,
     payload_type: tokio::sync::OnceCell<PayloadType>,
+    /// Reflexive candidates of the other side held back from its latest description (see
+    /// [`super::sdp`]); emptied when they are added, or when a new offer comes.
+    held: Arc<tokio::sync::Mutex<Held>>,
 }
 
 impl std::fmt::Debug for AudioPeer {
@@ -243,6 +288,8 @@ impl AudioPeer {
                 Some(ICE_FAILED_TIMEOUT),
                 Some(ICE_KEEPALIVE_INTERVAL),
             )
+            .with_srflx_acceptance_min_wait(Some(REFLEXIVE_ACCEPTANCE_MIN_WAIT))
+            .with_prflx_acceptance_min_wait(Some(REFLEXIVE_ACCEPTANCE_MIN_WAIT))
             .with_relay_acceptance_min_wait(Some(RELAY_ACCEPTANCE_MIN_WAIT))
             // An ICE restart starts from new sockets, so it gathers anew: a fresh TURN
             // allocation instead of re-announcing the old one (gone if the relay restarted,
@@ -301,6 +348,7 @@ impl AudioPeer {
                 sender,
                 gathering: tokio::sync::Mutex::new(gathering_rx),
                 payload_type: tokio::sync::OnceCell::new(),
+                held: Arc::new(tokio::sync::Mutex::new(Held::default())),
             },
             events_rx,
         ))
@@ -399,10 +447,14 @@ impl AudioPeer {
     }
 
     /// Takes the other side's offer (a first offer, or an ICE restart) and returns our
-    /// answer.
+    /// answer. The offer's reflexive candidates are held back until
+    /// [`AudioPeer::release_held`] (the offerer's word that it starts checking ours), or
+    /// [`HOLD_BACK_LIMIT`] after the answer if that word never comes: see [`super::sdp`].
     pub async fn accept_offer(&self, offer: String) -> Result<String, TransportError> {
+        let (offer, held) = hold_back_reflexive(&offer);
         let offer = RTCSessionDescription::offer(offer).map_err(webrtc_err)?;
         self.forget_gathered().await;
+        self.held.lock().await.candidates.clear();
         self.connection
             .set_remote_description(offer)
             .await
@@ -416,16 +468,69 @@ impl AudioPeer {
             .set_local_description(answer)
             .await
             .map_err(webrtc_err)?;
-        Ok(self.wait_gathered().await?.sdp)
+        let answer = self.wait_gathered().await?.sdp;
+        self.hold(held, HOLD_BACK_LIMIT).await;
+        Ok(answer)
     }
 
-    /// Takes the other side's answer to our offer.
-    pub async fn accept_answer(&self, answer: String) -> Result<(), TransportError> {
+    /// Takes the other side's answer to our offer; its reflexive candidates are held back
+    /// for `hold_back` (see [`super::sdp`]).
+    pub async fn accept_answer(
+        &self,
+        answer: String,
+        hold_back: Duration,
+    ) -> Result<(), TransportError> {
+        let (answer, held) = if hold_back.is_zero() {
+            (answer, Vec::new())
+        } else {
+            hold_back_reflexive(&answer)
+        };
         let answer = RTCSessionDescription::answer(answer).map_err(webrtc_err)?;
         self.connection
             .set_remote_description(answer)
             .await
-            .map_err(webrtc_err)
+            .map_err(webrtc_err)?;
+        self.hold(held, hold_back).await;
+        Ok(())
+    }
+
+    /// Keeps `held` until [`AudioPeer::release_held`], or until `limit` has passed.
+    async fn hold(&self, held: Vec<HeldCandidate>, limit: Duration) {
+        if held.is_empty() {
+            return;
+        }
+        let generation = {
+            let mut current = self.held.lock().await;
+            current.generation += 1;
+            current.candidates = held;
+            current.generation
+        };
+        let connection = Arc::clone(&self.connection);
+        let held = Arc::clone(&self.held);
+        tokio::spawn(async move {
+            tokio::time::sleep(limit).await;
+            let candidates = {
+                let mut current = held.lock().await;
+                if current.generation != generation {
+                    return;
+                }
+                std::mem::take(&mut current.candidates)
+            };
+            if !candidates.is_empty() {
+                debug!(after = ?limit, "held-back reflexive candidates added");
+                add_candidates(connection.as_ref(), candidates).await;
+            }
+        });
+    }
+
+    /// Adds the reflexive candidates held back from the latest offer, if they are still
+    /// held: their checks start now.
+    pub async fn release_held(&self) {
+        let candidates = std::mem::take(&mut self.held.lock().await.candidates);
+        if !candidates.is_empty() {
+            debug!("held-back reflexive candidates released");
+            add_candidates(self.connection.as_ref(), candidates).await;
+        }
     }
 
     /// Sends one sealed 20 ms frame, stamped `now`.
