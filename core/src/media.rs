@@ -2,7 +2,7 @@
 //!
 //! ```text
 //!     runtime ──MediaInput──▶ actor ◀─ handle_* / poll_action ─▶ engine (sans-IO)
-//!     runtime ◀─signals, MediaEvent── actor
+//!     runtime ◀─signals, MediaReport── actor
 //!                                     │ spawns the awaiting work; results come back as
 //!                                     │ Internal messages (one helper, Actor::spawn_task)
 //!                                     ▼
@@ -34,7 +34,7 @@
 //! |---|---|---|
 //! | `MediaInput` ([`INBOX_CAPACITY`]) | runtime → actor | lossless (sender waits) |
 //! | signals ([`INBOX_CAPACITY`]) | actor → runtime | lossless (actor waits) |
-//! | [`MediaEvent`] ([`INBOX_CAPACITY`]) | actor → runtime | lossy: telemetry, dropped and counted when full |
+//! | [`MediaReport`] ([`INBOX_CAPACITY`]) | actor → runtime | lossy: telemetry and liveness evidence, dropped and counted when full |
 //! | `Internal` | actor's tasks → actor | lossless |
 //! | `ClockCommand` (keys, routes, mute) | actor → clock | lossless (actor waits ≤ one tick) |
 //! | `ClockReport` | clock → actor | lossy: dropped and counted when full |
@@ -59,10 +59,10 @@ pub use actor::spawn;
 pub use engine::{ConnectionState, MediaPath};
 use transport::IceServer;
 
-/// Capacity of the media plane's inbox and of its signal and event channels. The inbox
-/// ([`MediaInput`]) and the signals are lossless (their senders wait for room); the events
-/// ([`MediaEvent`]) are telemetry and lossy: the actor `try_send`s them and counts what a
-/// full channel drops.
+/// Capacity of the media plane's inbox and of its signal and report channels. The inbox
+/// ([`MediaInput`]) and the signals are lossless (their senders wait for room); the reports
+/// ([`MediaReport`]) are lossy: the actor `try_send`s them and counts what a full channel
+/// drops (a lost [`MediaReport::Heard`] is followed by the next one within half a second).
 pub const INBOX_CAPACITY: usize = 256;
 /// How often per-peer statistics are reported (and paths measured and repaired).
 pub const STATS_INTERVAL: Duration = Duration::from_secs(1);
@@ -169,6 +169,21 @@ pub enum MediaEvent {
     /// Something went wrong that does not end the meeting.
     Warning(String),
 }
+
+/// What the media actor reports to its driver.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MediaReport {
+    /// For the application.
+    Event(MediaEvent),
+    /// Frames from this member arrive: opened with its key and delivered by its own
+    /// connection (whose DTLS fingerprint came signed by it inside the group), so it is
+    /// reachable over the media path. Sent at most every [`HEARD_REPORT_INTERVAL`] per
+    /// member; liveness counts it like a heartbeat (`docs/protocol.md` §5).
+    Heard(PeerId),
+}
+
+/// Least time between two [`MediaReport::Heard`] about the same member.
+pub const HEARD_REPORT_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Periodic receive statistics for one member ([`MediaEvent::Stats`]).
 #[derive(Debug, Clone, PartialEq)]

@@ -4,7 +4,7 @@
 //!
 //! ```text
 //!    runtime ──MediaInput (lossless)──▶ actor ──(peer, signal) (lossless)──▶ runtime
-//!                                        │  ▲       ──MediaEvent (lossy)──▶ runtime
+//!                                        │  ▲       ──MediaReport (lossy)──▶ runtime
 //!             Action: spawn the work ────┘  └── Internal (lossless): its result, a state
 //!             (create, offer, answer, path)      change (from the connection's forwarder)
 //! ```
@@ -40,7 +40,10 @@ use super::engine::{Action, ConnId, ConnectionState, Engine, MediaPath, Signal};
 use super::transport::IceServer;
 use super::transport::peer::{AudioPeer, PeerConfig, PeerEvent, TransportError};
 use super::transport::turn_tcp::TcpTurnBridge;
-use super::{INBOX_CAPACITY, MediaCommand, MediaConfig, MediaEvent, MediaInput, STATS_INTERVAL};
+use super::{
+    HEARD_REPORT_INTERVAL, INBOX_CAPACITY, MediaCommand, MediaConfig, MediaEvent, MediaInput,
+    MediaReport, STATS_INTERVAL,
+};
 
 /// Capacity of the actor's internal queue (task results and state changes). Lossless:
 /// tasks wait for room.
@@ -103,7 +106,9 @@ struct Actor {
     /// Given to each connection's forwarder.
     inbound: mpsc::Sender<InboundFrame>,
     signals: mpsc::Sender<(PeerId, Vec<u8>)>,
-    events: mpsc::Sender<MediaEvent>,
+    events: mpsc::Sender<MediaReport>,
+    /// When each member was last reported heard ([`MediaReport::Heard`]).
+    heard_reported: HashMap<PeerId, Instant>,
     /// Reports dropped because the control plane did not take them (telemetry only).
     reports_dropped: u64,
     tasks: JoinSet<()>,
@@ -116,14 +121,14 @@ pub fn spawn(
     local: PeerId,
     config: MediaConfig,
     signals: mpsc::Sender<(PeerId, Vec<u8>)>,
-    events: mpsc::Sender<MediaEvent>,
+    events: mpsc::Sender<MediaReport>,
     cancel: CancellationToken,
 ) -> Result<mpsc::Sender<MediaInput>, AudioError> {
     let (source, source_warning) = source_from_spec(&config.audio_in)?;
     let (sink, sink_warning) = sink_from_spec(config.audio_out.as_deref())?;
     for warning in source_warning.into_iter().chain(sink_warning) {
         warn!(%warning, "audio device");
-        let _ = events.try_send(MediaEvent::Warning(warning));
+        let _ = events.try_send(MediaReport::Event(MediaEvent::Warning(warning)));
     }
     let clock = Clock::new(source, sink, config.noise_suppression)?;
     let (commands_tx, commands_rx) = mpsc::channel(COMMAND_CAPACITY);
@@ -150,6 +155,7 @@ pub fn spawn(
         inbound: inbound_tx,
         signals,
         events,
+        heard_reported: HashMap::new(),
         reports_dropped: 0,
         tasks: JoinSet::new(),
     };
@@ -263,7 +269,16 @@ impl Actor {
 
     fn on_report(&mut self, report: ClockReport) {
         match report {
-            ClockReport::Heard { peer, at } => self.engine.handle_heard(peer, at),
+            ClockReport::Heard { peer, at } => {
+                self.engine.handle_heard(peer, at);
+                let due = self.heard_reported.get(&peer).is_none_or(|last| {
+                    at.saturating_duration_since(*last) >= HEARD_REPORT_INTERVAL
+                });
+                if due {
+                    self.heard_reported.insert(peer, at);
+                    self.send_report(MediaReport::Heard(peer));
+                }
+            }
             ClockReport::Event(mut event) => {
                 if let MediaEvent::Stats(stats) = &mut event {
                     stats.rtt_ms = self.engine.rtt_ms(&stats.peer_id);
@@ -562,7 +577,11 @@ impl Actor {
     /// into its own outbox, so a full channel means it is stuck; the report is then dropped
     /// and counted.
     fn report(&mut self, event: MediaEvent) {
-        if let Err(err) = self.events.try_send(event) {
+        self.send_report(MediaReport::Event(event));
+    }
+
+    fn send_report(&mut self, report: MediaReport) {
+        if let Err(err) = self.events.try_send(report) {
             self.reports_dropped += 1;
             debug!(dropped = self.reports_dropped, error = %err, "media report dropped");
         }

@@ -14,11 +14,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::media::{INBOX_CAPACITY, spawn};
-pub(super) use crate::media::{MediaConfig, MediaEvent, MediaInput};
+pub(super) use crate::media::{MediaConfig, MediaEvent, MediaInput, MediaReport};
 use crate::proto::turn::IceServer;
 use crate::{Error, media};
 
-use super::Driver;
+use super::{Driver, clock};
 
 /// The driver's side of the media actor (all `None` when media is off or stopped).
 #[derive(Debug, Default)]
@@ -30,7 +30,7 @@ pub(super) struct MediaLink {
     pub(super) outbox: VecDeque<MediaInput>,
     /// The actor's reports, passed on to the application (bounded, `INBOX_CAPACITY`; lossy:
     /// the actor never waits for room).
-    pub(super) events: Option<mpsc::Receiver<MediaEvent>>,
+    pub(super) events: Option<mpsc::Receiver<MediaReport>>,
     /// Signalling payloads the actor wants sent inside the MLS group (bounded,
     /// `INBOX_CAPACITY`; lossless: the actor waits for room).
     pub(super) signals: Option<mpsc::Receiver<(PeerId, Vec<u8>)>>,
@@ -130,8 +130,8 @@ impl MediaLink {
 
 /// The next report of the media actor; pending forever when media is off.
 pub(super) async fn recv_event(
-    events: &mut Option<mpsc::Receiver<MediaEvent>>,
-) -> Option<MediaEvent> {
+    events: &mut Option<mpsc::Receiver<MediaReport>>,
+) -> Option<MediaReport> {
     match events {
         Some(events) => events.recv().await,
         None => std::future::pending().await,
@@ -172,10 +172,16 @@ impl Driver {
         }
     }
 
-    /// Passes on a report of the media actor to the application.
-    pub(super) fn on_media_event(&mut self, event: Option<MediaEvent>) {
-        match event {
-            Some(event) => self.outbox.push(super::Event::Media(event)),
+    /// Takes a report of the media actor: events go to the application; a member heard
+    /// over its media connection is alive for the meeting machine.
+    pub(super) fn on_media_event(&mut self, report: Option<MediaReport>) {
+        match report {
+            Some(MediaReport::Event(event)) => self.outbox.push(super::Event::Media(event)),
+            Some(MediaReport::Heard(peer)) => {
+                if let Some(session) = self.session.as_mut() {
+                    session.machine.heard_over_media(clock::now(), peer);
+                }
+            }
             None => self.media.events = None,
         }
     }

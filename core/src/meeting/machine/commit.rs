@@ -474,6 +474,15 @@ impl<R: RngCore + CryptoRng> Machine<R> {
         self.persist();
         if changes.self_removed {
             let reason = reason_of(removals, &self.local);
+            if reason == LeaveReason::TimedOut {
+                // Timed out while nobody could hear us (a network drop): we did not leave
+                // and nobody kicked us, so we join again, as when a member answers
+                // `NotMember` to a cut-off member.
+                info!("the group timed us out: joining again");
+                self.drop_group_to_join_again(now);
+                self.next_rehello = now;
+                return;
+            }
             info!(reason = reason.as_str(), "removed from the meeting");
             self.phase = Phase::Removed;
             self.outputs.push_back(Output::StopProviding);

@@ -5,7 +5,8 @@
 //!   proof, see [`super::epoch_evidence`]) every
 //!   [`Config::heartbeat_interval`](super::Config::heartbeat_interval); a joiner keeps quiet.
 //! - A peer is alive while it has not said `Bye`, fewer than two sends to it failed in a
-//!   row, and it was heard from within the liveness window, which scales with its
+//!   row, and it was heard from (a heartbeat, any request, or its media frames:
+//!   [`Machine::heard_over_media`]) within the liveness window, which scales with its
 //!   measured round-trip time ([`Config::liveness_for`](super::Config::liveness_for)).
 //!   Silence decides, not failed heartbeats: a network that drops for a moment must not
 //!   remove anyone.
@@ -114,6 +115,21 @@ impl<R: RngCore + CryptoRng> Machine<R> {
             }
         }
         true
+    }
+
+    /// Frames from `peer` arrived over its media connection (opened with its key, on the
+    /// connection whose DTLS fingerprint it signed): it is reachable, as after a heartbeat,
+    /// and so is the network. A control path that stalls (a transport backing off after a
+    /// blackout, a relay circuit going down) then removes nobody whose media still flows.
+    /// Only a member of our group counts; one that said goodbye stays gone.
+    pub fn heard_over_media(&mut self, now: Instant, peer: PeerId) {
+        if !self.is_group_member(&peer) {
+            return;
+        }
+        if self.peers.get(&peer).is_some_and(|p| !p.said_bye) {
+            self.heard_from(now, peer);
+            self.network_heard(now);
+        }
     }
 
     /// `from` said goodbye (a member, or a joiner waiting in the lobby). Whether it was

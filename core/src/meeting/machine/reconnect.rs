@@ -220,8 +220,15 @@ impl<R: RngCore + CryptoRng> Machine<R> {
             debug!("joining again was asked for too soon after the last time; not yet");
             return;
         }
-        self.last_rejoin = Some(now);
         warn!("the group moved on without us; joining again");
+        self.drop_group_to_join_again(now);
+        self.greet_everyone_afresh(now, unix_ms);
+    }
+
+    /// Drops our copy of the group (keys, staged commits, media) and starts joining again;
+    /// the greetings go out with the caller's next step.
+    pub(super) fn drop_group_to_join_again(&mut self, now: Instant) {
+        self.last_rejoin = Some(now);
         self.outputs.push_back(Output::Media(MediaCommand::Reset));
         if let Some(group) = self.mls.group.take() {
             if let Err(err) = group.delete(&self.mls.provider) {
@@ -236,6 +243,5 @@ impl<R: RngCore + CryptoRng> Machine<R> {
         self.phase = Phase::Joining {
             deadline: now + self.config.join_timeout,
         };
-        self.greet_everyone_afresh(now, unix_ms);
     }
 }

@@ -59,6 +59,9 @@ struct Sim {
     providers: Vec<PeerId>,
     /// Pairs that cannot reach each other (both directions).
     cut: BTreeSet<(PeerId, PeerId)>,
+    /// (from, to): what `from` sends `to`, requests and answers, is lost (one direction:
+    /// `to` still reaches `from`).
+    silenced: BTreeSet<(PeerId, PeerId)>,
     /// Nodes whose network dropped: they reach nobody, and nothing on the network answers
     /// them (every other node hears the network: a relay's pings, as the driver reports).
     offline: BTreeSet<PeerId>,
@@ -91,6 +94,7 @@ impl Sim {
             queue: Vec::new(),
             providers: Vec::new(),
             cut: BTreeSet::new(),
+            silenced: BTreeSet::new(),
             offline: BTreeSet::new(),
             seed: 0,
             next_lookup: now,
@@ -325,7 +329,7 @@ impl Sim {
                     request,
                     tag,
                 } => {
-                    if self.reachable(from, to) {
+                    if self.reachable(from, to) && !self.silenced.contains(&(from, to)) {
                         let response = self
                             .node(to)
                             .machine
@@ -352,7 +356,7 @@ impl Sim {
                     tag,
                 } => {
                     if self.nodes.get(&to).is_some_and(|n| n.alive) {
-                        if self.reachable(to, from) {
+                        if self.reachable(to, from) && !self.silenced.contains(&(from, to)) {
                             self.node(to)
                                 .machine
                                 .handle_response(now, unix_ms, from, tag, response);

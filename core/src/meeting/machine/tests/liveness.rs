@@ -119,3 +119,59 @@ fn round_trip_times_are_forgotten_when_a_member_leaves_or_is_removed() {
         "a member's is kept"
     );
 }
+
+/// A member whose control path stalls longer than the liveness window while its media keeps
+/// arriving (a transport backing off after a blackout, a circuit down) is reachable over
+/// another path: nobody is removed, nobody counts itself cut off. Once its frames stop too,
+/// it is removed as usual.
+#[test]
+fn a_member_whose_control_path_stalls_but_whose_media_flows_is_not_removed() {
+    let mut sim = Sim::new();
+    let (host, [a, b]) = sim.form();
+    let before = sim.epoch(host).unwrap();
+    sim.cut.insert((b, host));
+    sim.cut.insert((b, a));
+    for _ in 0..16 {
+        sim.run_for(Duration::from_millis(500));
+        let now = sim.now;
+        for (at, of) in [(host, b), (a, b), (b, host), (b, a)] {
+            sim.node(at).machine.heard_over_media(now, of);
+        }
+    }
+    for peer in [host, a, b] {
+        assert_eq!(sim.epoch(peer), Some(before), "epoch changed at {peer}");
+        assert!(!reported(&sim, peer, &MeetingEvent::Reconnecting));
+    }
+    // Its media stops as well: the others remove it.
+    sim.run_until(Duration::from_secs(15), |s| s.agree(&[host, a]))
+        .expect("the member heard over no path was removed");
+}
+
+/// A member the group timed out (nobody heard it) learns of it from the commit that removed
+/// it: it did not leave and nobody kicked it, so it joins again instead of stopping, and is
+/// back once it can be heard.
+#[test]
+fn a_member_the_group_timed_out_joins_again_when_the_commit_reaches_it() {
+    let mut sim = Sim::new();
+    let (host, [a, b]) = sim.form();
+    sim.silenced.insert((b, host));
+    sim.silenced.insert((b, a));
+    sim.run_until(Duration::from_secs(15), |s| {
+        s.agree(&[host, a]) && !matches!(s.nodes[&b].machine.phase(), Phase::Member)
+    })
+    .expect("the others timed the silent member out, and it heard of it");
+    assert!(
+        !sim.nodes[&b]
+            .events
+            .iter()
+            .any(|e| matches!(e, MeetingEvent::Removed { .. })),
+        "it stopped as if kicked"
+    );
+    assert!(matches!(
+        sim.nodes[&b].machine.phase(),
+        Phase::Joining { .. }
+    ));
+    sim.silenced.clear();
+    sim.run_until(Duration::from_secs(10), |s| s.agree(&[host, a, b]))
+        .expect("back in once it can be heard");
+}
