@@ -12,7 +12,7 @@ pub(crate) const RESTART_AFTER: Duration = Duration::from_secs(2);
 /// [`RELAY_ACCEPTANCE_MIN_WAIT`] after the checks start, and a restart before that would
 /// start the wait over (so a path that must be relayed would never come back).
 pub(crate) const RESTART_RETRY: Duration =
-    Duration::from_secs(RELAY_ACCEPTANCE_MIN_WAIT.as_secs() + 2);
+    RELAY_ACCEPTANCE_MIN_WAIT.saturating_add(Duration::from_secs(2));
 /// Time the first answered ICE restart of a path that was direct gets before the next one.
 pub(crate) const RESTART_RETRY_DIRECT: Duration = Duration::from_secs(4);
 /// Time after which a restart offer that got no answer is sent again (the signalling path
