@@ -297,7 +297,10 @@ fn a_member_whose_network_drops_rejoins_by_itself() {
     // A blip: 2.5 s without network, most of the 3 s liveness window. After it, the
     // control connections' transports are still backing off (QUIC's probe timer doubles
     // through a blackout), so the next heartbeat may arrive past the window; the member's
-    // audio frames, which arrive at once, keep it alive (docs/protocol.md §5 rule 8).
+    // frames, which arrive at once, keep it alive (docs/protocol.md §5 rule 8) — even
+    // muted, as here: a muted member sends frames of silence.
+    meeting.members[2].send_line("/mute").unwrap();
+    meeting.members[2].wait_event("muted", LIMIT).unwrap();
     let before: Vec<usize> = meeting.members.iter().map(|m| m.seen.len()).collect();
     meeting.internet.unplug(&home).unwrap();
     std::thread::sleep(Duration::from_millis(2500));
