@@ -331,7 +331,7 @@ impl Actor {
                     return;
                 };
                 let link = Arc::clone(&link.peer);
-                tokio::spawn(async move { link.release_held().await });
+                self.tasks.spawn(async move { link.release_held().await });
             }
             Action::Signal { to, payload } => {
                 if self.signals.send((to, payload)).await.is_err() {

@@ -13,8 +13,11 @@
 //! connection since replaced, or about a peer since removed, are ignored.
 //!
 //! Negotiation: the member with the lower peer id offers; SDP travels inside the MLS group
-//! ([`Signal`]). An offer that goes unanswered for [`NEGOTIATION_TIMEOUT`] is replaced by a
-//! new connection. A path that breaks is repaired in place by ICE restarts
+//! ([`Signal`]). The answer says how long the answerer took; the offerer, taking it, sends
+//! `Punch` and has the answer's reflexive candidates held back for half the signalling
+//! round trip, while the answerer releases the offer's on that word, so both sides check
+//! the paths through their NATs together (`transport::sdp`). An offer that goes
+//! unanswered for [`NEGOTIATION_TIMEOUT`] is replaced by a new connection. A path that breaks is repaired in place by ICE restarts
 //! ([`repair`]), and after [`MAX_ICE_RESTARTS`] answered ones by a new connection.
 
 mod peer;

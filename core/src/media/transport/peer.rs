@@ -509,6 +509,7 @@ impl AudioPeer {
         };
         let connection = Arc::clone(&self.connection);
         let held = Arc::clone(&self.held);
+        // Ends after `limit` (at most `HOLD_BACK_LIMIT`), whatever became of the connection.
         tokio::spawn(async move {
             tokio::time::sleep(limit).await;
             let candidates = {
