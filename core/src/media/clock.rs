@@ -488,6 +488,16 @@ mod tests {
             self.commands.try_send(command).expect("room");
         }
 
+        /// Routes our frames for `peer` into a new send queue, returned.
+        fn route(&self, peer: PeerId) -> mpsc::Receiver<OutboundFrame> {
+            let (frames_tx, frames_rx) = mpsc::channel(OUTBOUND_CAPACITY);
+            self.command(ClockCommand::Route {
+                peer,
+                frames: Some(frames_tx),
+            });
+            frames_rx
+        }
+
         fn tick(&mut self, now: Instant) {
             assert!(self.clock.tick(now, &mut self.queues));
         }
@@ -512,12 +522,8 @@ mod tests {
     fn frames_sealed_by_one_clock_play_in_another_and_a_full_send_queue_never_waits() {
         let (a_id, b_id) = (PeerId::random(), PeerId::random());
         let (mut a, mut b) = (Harness::new(), Harness::new());
-        let (frames_tx, mut frames_rx) = mpsc::channel(OUTBOUND_CAPACITY);
         a.command(keys(0, vec![(1, b_id)]));
-        a.command(ClockCommand::Route {
-            peer: b_id,
-            frames: Some(frames_tx),
-        });
+        let mut frames_rx = a.route(b_id);
         b.command(keys(1, vec![(0, a_id)]));
         let now = t0();
         // Nobody drains the send queue: the clock drops and counts, and goes on.
@@ -573,11 +579,7 @@ mod tests {
     fn muted_the_clock_sends_tiny_frames_of_silence() {
         let b_id = PeerId::random();
         let mut a = Harness::new();
-        let (frames_tx, mut frames_rx) = mpsc::channel(OUTBOUND_CAPACITY);
-        a.command(ClockCommand::Route {
-            peer: b_id,
-            frames: Some(frames_tx),
-        });
+        let mut frames_rx = a.route(b_id);
         a.command(keys(0, vec![(1, b_id)]));
         let now = t0();
         a.tick(now);
@@ -605,11 +607,7 @@ mod tests {
     fn nothing_is_sent_unkeyed_or_unrouted_and_reset_forgets_the_keys() {
         let b_id = PeerId::random();
         let mut a = Harness::new();
-        let (frames_tx, mut frames_rx) = mpsc::channel(OUTBOUND_CAPACITY);
-        a.command(ClockCommand::Route {
-            peer: b_id,
-            frames: Some(frames_tx),
-        });
+        let mut frames_rx = a.route(b_id);
         let now = t0();
         a.tick(now);
         assert!(frames_rx.try_recv().is_err(), "no keys yet");
