@@ -135,6 +135,17 @@ impl Side {
         self.run();
     }
 
+    /// `peer` answers our latest offer (or restart offer) to it, at `now`.
+    fn answered_by(&mut self, now: Instant, peer: PeerId) {
+        let answer = Signal::Answer {
+            sdp: "answer".into(),
+            offer: self.conn(&peer).and_then(|c| c.offered).expect("offered"),
+            took_ms: 0,
+        };
+        self.engine.handle_signal(now, peer, answer.encode());
+        self.run();
+    }
+
     /// Takes the signals waiting to go out.
     fn sent(&mut self) -> Vec<(PeerId, Vec<u8>)> {
         std::mem::take(&mut self.outbox)
@@ -359,13 +370,7 @@ fn a_broken_path_is_restarted_as_the_repair_policy_says_then_replaced() {
     // Answered restarts get the relay's wait, each on the same connection.
     let mut at = second;
     for answered in 1..=MAX_ICE_RESTARTS {
-        let answer = Signal::Answer {
-            sdp: "answer".into(),
-            offer: a.conn(&high).and_then(|c| c.offered).expect("offered"),
-            took_ms: 0,
-        };
-        a.engine.handle_signal(at, high, answer.encode());
-        a.run();
+        a.answered_by(at, high);
         assert_eq!(
             a.conn(&high).and_then(|c| c.broken).map(|b| b.answered),
             Some(answered)
@@ -400,13 +405,7 @@ fn a_direct_path_is_retried_sooner_once_and_a_failed_one_at_once() {
     a.state(now, high, ConnectionState::Failed);
     a.timeout(now);
     assert_eq!(a.sent().len(), 1, "restarted at once");
-    let answer = Signal::Answer {
-        sdp: "answer".into(),
-        offer: a.conn(&high).and_then(|c| c.offered).expect("offered"),
-        took_ms: 0,
-    };
-    a.engine.handle_signal(now, high, answer.encode());
-    a.run();
+    a.answered_by(now, high);
     a.timeout(now + RESTART_RETRY_DIRECT - Duration::from_secs(1));
     assert!(a.outbox.is_empty());
     a.timeout(now + RESTART_RETRY_DIRECT);
@@ -601,13 +600,7 @@ fn a_new_connection_whose_path_ice_just_found_is_not_restarted_while_dtls_runs()
     a.state(now, high, ConnectionState::Failed);
     a.timeout(now);
     assert_eq!(a.sent().len(), 1, "restarted at once");
-    let answer = Signal::Answer {
-        sdp: "answer".into(),
-        offer: a.conn(&high).and_then(|c| c.offered).expect("offered"),
-        took_ms: 0,
-    };
-    a.engine.handle_signal(now, high, answer.encode());
-    a.run();
+    a.answered_by(now, high);
     // ICE finds a path just before the next restart would be due; DTLS starts on it.
     let found = now + RESTART_RETRY_DIRECT - Duration::from_millis(500);
     a.state(found, high, ConnectionState::Connecting);
