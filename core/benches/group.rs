@@ -34,7 +34,7 @@ fn group_of(size: usize) -> Host {
         })
         .collect();
     group
-        .commit(&provider, &me, packages, vec![])
+        .commit(&provider, &me, packages, vec![], Vec::new())
         .expect("commit");
     group.merge_pending(&provider).expect("merge");
     Host {
@@ -57,12 +57,18 @@ fn benches(c: &mut Criterion) {
 
         let add = host
             .group
-            .commit(&host.provider, &host.me, vec![package.clone()], vec![])
+            .commit(
+                &host.provider,
+                &host.me,
+                vec![package.clone()],
+                vec![],
+                Vec::new(),
+            )
             .expect("add");
         host.group.clear_pending(&host.provider).expect("clear");
         let remove = host
             .group
-            .commit(&host.provider, &host.me, vec![], vec![1])
+            .commit(&host.provider, &host.me, vec![], vec![1], Vec::new())
             .expect("remove");
         host.group.clear_pending(&host.provider).expect("clear");
         println!(
@@ -76,7 +82,13 @@ fn benches(c: &mut Criterion) {
             b.iter(|| {
                 let out = host
                     .group
-                    .commit(&host.provider, &host.me, vec![package.clone()], vec![])
+                    .commit(
+                        &host.provider,
+                        &host.me,
+                        vec![package.clone()],
+                        vec![],
+                        Vec::new(),
+                    )
                     .expect("add");
                 host.group.clear_pending(&host.provider).expect("clear");
                 black_box(out)
@@ -86,7 +98,7 @@ fn benches(c: &mut Criterion) {
             b.iter(|| {
                 let out = host
                     .group
-                    .commit(&host.provider, &host.me, vec![], vec![1])
+                    .commit(&host.provider, &host.me, vec![], vec![1], Vec::new())
                     .expect("remove");
                 host.group.clear_pending(&host.provider).expect("clear");
                 black_box(out)

@@ -14,6 +14,8 @@
 //! - [`committer`]: who commits (lowest online leaf) — the ordering rules, sans-IO.
 //! - [`epoch_proof`]: the signed "epoch E, authenticator hash H" statement heartbeats
 //!   carry (fork detection, evidence for joining again), signed with the leaf key.
+//! - [`statements`]: signed "I leave", "remove this member" and "let this joiner in"
+//!   statements, bound to one leaf, that justify a commit to every receiver.
 //!
 //! Ciphersuite: `MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519`; ratchet tree in the
 //! welcome; handshake and application messages as ciphertext.
@@ -24,9 +26,12 @@ pub mod media_keys;
 pub mod mls;
 pub mod provider;
 pub mod security_code;
+pub mod statements;
 
 pub use media_keys::MediaKeys;
-pub use mls::{CommitOut, GroupChanges, MeetingGroup, MlsIdentity, Received};
+pub use mls::{
+    CommitContents, CommitOut, GroupChanges, MeetingGroup, MlsIdentity, Received, RemovedLeaf,
+};
 pub use provider::{Provider, StorageDelta};
 pub use security_code::SecurityCode;
 

@@ -85,7 +85,7 @@ pub use identity::{Identity, SafetyNumber, public_key_of};
 pub use invite::{Invite, MeetingId, parse_relay};
 pub use libp2p::{Multiaddr, PeerId};
 pub use media::{MediaConfig, MediaEvent, ReceiveStats};
-pub use meeting::{AlertKind, LeaveReason, MeetingEvent};
+pub use meeting::{AlertKind, CommitViolation, LeaveReason, MeetingEvent};
 pub use proto::turn::IceServer;
 pub use store::{ChatRecord, INSECURE_KEY_FILE_ENV, KeySource, MeetingRecord, Store, StoreError};
 

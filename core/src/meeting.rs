@@ -11,5 +11,5 @@
 mod event;
 mod machine;
 
-pub use event::{AlertKind, LeaveReason, MeetingEvent};
+pub use event::{AlertKind, CommitViolation, LeaveReason, MeetingEvent};
 pub use machine::{Config, Machine, Output, Phase, Stats};

@@ -384,12 +384,21 @@ fn report_alert(event: &MeetingEvent, out: Output) {
         epoch,
     } = event
     {
+        let mut fields =
+            json!({ "kind": kind.as_str(), "peer_id": peer_id.to_string(), "epoch": epoch });
+        if let AlertKind::Commit(violation) = kind {
+            fields["rule"] = json!(violation.as_str());
+        }
         out.event(
             "alert",
-            json!({ "kind": kind.as_str(), "peer_id": peer_id.to_string(), "epoch": epoch }),
+            fields,
             || match kind {
                 AlertKind::Fork => format!(
                     "ALERT: {peer_id} holds another group at epoch {epoch} — the meeting is split (someone sent different commits to different members); compare security codes"
+                ),
+                AlertKind::Commit(violation) => format!(
+                    "ALERT: {peer_id} {} at epoch {epoch}; its change was refused. To remove it: /kick {peer_id}",
+                    violation.describe()
                 ),
                 _ => format!("ALERT ({}): {peer_id} at epoch {epoch}", kind.as_str()),
             },

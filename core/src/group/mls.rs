@@ -25,6 +25,7 @@ use openmls_traits::types::SignatureScheme;
 
 use super::epoch_proof::{self, AUTHENTICATOR_HASH_LEN, SIGNATURE_LEN};
 use super::media_keys::{NH, SFRAME_EXPORTER_LABEL};
+use super::statements::{self, LeafBinding, Statement};
 use super::{GroupError, Provider, SecurityCode};
 use crate::identity::{Identity, peer_id_of, public_key_of};
 use crate::invite::MeetingId;
@@ -95,6 +96,17 @@ impl MlsIdentity {
         self.peer_id
     }
 
+    /// Signs `statement` about `subject` and its leaf ([`statements`]).
+    pub fn sign_statement(
+        &self,
+        statement: Statement,
+        meeting_id: MeetingId,
+        subject: &PeerId,
+        binding: &LeafBinding,
+    ) -> [u8; SIGNATURE_LEN] {
+        statements::sign(&self.signing, statement, meeting_id, subject, binding)
+    }
+
     #[cfg(test)]
     pub(crate) fn with_credential_of(identity: &Identity, claimed: &Identity) -> Self {
         let mut me = Self::new(identity);
@@ -114,13 +126,40 @@ pub enum Received {
         /// The plaintext.
         data: Vec<u8>,
     },
-    /// A commit, validated and staged; apply with [`MeetingGroup::merge_staged`].
+    /// A commit, validated as MLS and staged; apply with [`MeetingGroup::merge_staged`].
+    /// Whether the meeting's rules allow it is the caller's question
+    /// ([`MeetingGroup::contents`]).
     Commit {
         /// Leaf of the committer.
         sender: u32,
         /// The staged commit.
         staged: Box<StagedCommit>,
+        /// The commit's authenticated data (signed by the committer with the commit).
+        aad: Vec<u8>,
     },
+}
+
+/// What a received commit changes, read from its proposals against our current tree.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CommitContents {
+    /// The peer of each added leaf; `None` for a credential that is not a well-formed
+    /// Conclave credential (a member nobody could see in the roster).
+    pub added: Vec<Option<PeerId>>,
+    /// The leaves removed.
+    pub removed: Vec<RemovedLeaf>,
+    /// How many proposals are neither adds nor removals (Conclave commits have none).
+    pub other_proposals: usize,
+}
+
+/// A leaf a commit removes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemovedLeaf {
+    /// Its index.
+    pub leaf: u32,
+    /// Its member (`None` for a leaf that is not in our tree or not well formed).
+    pub peer: Option<PeerId>,
+    /// What signed statements about this leaf are bound to.
+    pub binding: Option<LeafBinding>,
 }
 
 /// A commit we created, to be sent before [`MeetingGroup::merge_pending`].
@@ -207,6 +246,21 @@ pub fn validate_key_package(
     match peer_of_credential(leaf.credential(), leaf.signature_key().as_slice()) {
         Some(peer) if peer == from => Ok(JoinerPackage { peer, key_package }),
         _ => Err(GroupError::Impostor { peer: from }),
+    }
+}
+
+impl JoinerPackage {
+    /// A key package taken as it is, without the credential check (tests of a malicious
+    /// committer, which adds whatever it likes).
+    #[cfg(test)]
+    pub(crate) fn unchecked(provider: &Provider, bytes: &[u8], peer: PeerId) -> Self {
+        let MlsMessageBodyIn::KeyPackage(key_package) = deserialize(bytes).unwrap().extract()
+        else {
+            panic!("not a key package");
+        };
+        let key_package =
+            KeyPackageIn::validate(key_package, provider.crypto(), ProtocolVersion::Mls10).unwrap();
+        Self { peer, key_package }
     }
 }
 
@@ -336,6 +390,45 @@ impl MeetingGroup {
             .and_then(|m| peer_of_credential(&m.credential, &m.signature_key))
     }
 
+    /// What statements about `peer`'s current leaf are bound to ([`statements`]).
+    pub fn leaf_binding(&self, peer: &PeerId) -> Option<LeafBinding> {
+        self.group
+            .members()
+            .find(|m| peer_of_credential(&m.credential, &m.signature_key).as_ref() == Some(peer))
+            .map(|m| statements::leaf_binding(&m.encryption_key))
+    }
+
+    /// What `staged` (a commit received in our current epoch) adds and removes.
+    pub fn contents(&self, staged: &StagedCommit) -> CommitContents {
+        let added = staged
+            .add_proposals()
+            .map(|add| {
+                let leaf = add.add_proposal().key_package().leaf_node();
+                peer_of_credential(leaf.credential(), leaf.signature_key().as_slice())
+            })
+            .collect();
+        let removed = staged
+            .remove_proposals()
+            .map(|remove| {
+                let leaf = remove.remove_proposal().removed();
+                let member = self.group.member_at(leaf);
+                RemovedLeaf {
+                    leaf: leaf.u32(),
+                    peer: member
+                        .as_ref()
+                        .and_then(|m| peer_of_credential(&m.credential, &m.signature_key)),
+                    binding: member.map(|m| statements::leaf_binding(&m.encryption_key)),
+                }
+            })
+            .collect();
+        let counted = staged.add_proposals().count() + staged.remove_proposals().count();
+        CommitContents {
+            added,
+            removed,
+            other_proposals: staged.queued_proposals().count().saturating_sub(counted),
+        }
+    }
+
     /// The security code of the current epoch.
     pub fn security_code(&self) -> SecurityCode {
         SecurityCode::from_authenticator(self.group.epoch_authenticator().as_slice())
@@ -401,19 +494,38 @@ impl MeetingGroup {
             .map_err(|_| GroupError::Mls("exporter returned a wrong length".into()))
     }
 
-    /// Commits adding `adds` and removing `removes` in one commit. The commit is pending
-    /// until [`Self::merge_pending`] (after the members acknowledged) or
-    /// [`Self::clear_pending`].
+    /// Commits adding `adds` and removing `removes` in one commit, with `aad` as its
+    /// authenticated data. The commit is pending until [`Self::merge_pending`] (after the
+    /// members acknowledged) or [`Self::clear_pending`].
     pub fn commit(
         &mut self,
         provider: &Provider,
         me: &MlsIdentity,
         adds: Vec<JoinerPackage>,
         removes: Vec<u32>,
+        aad: Vec<u8>,
     ) -> Result<CommitOut, GroupError> {
         let from_epoch = self.epoch();
-        let bundle = self
-            .group
+        self.group.set_aad(aad);
+        let bundle = self.build_commit(provider, me, adds, removes);
+        // openmls clears the AAD only on success: never let it reach a later message.
+        self.group.set_aad(Vec::new());
+        let (commit, welcome, _) = bundle?.into_messages();
+        Ok(CommitOut {
+            commit: serialize(&commit)?,
+            welcome: welcome.as_ref().map(serialize).transpose()?,
+            from_epoch,
+        })
+    }
+
+    fn build_commit(
+        &mut self,
+        provider: &Provider,
+        me: &MlsIdentity,
+        adds: Vec<JoinerPackage>,
+        removes: Vec<u32>,
+    ) -> Result<openmls::prelude::CommitMessageBundle, GroupError> {
+        self.group
             .commit_builder()
             .propose_adds(adds.into_iter().map(|a| a.key_package))
             .propose_removals(removes.into_iter().map(LeafNodeIndex::new))
@@ -422,13 +534,7 @@ impl MeetingGroup {
             .build(provider.rand(), provider.crypto(), &me.signer, |_| true)
             .map_err(GroupError::mls)?
             .stage_commit(provider)
-            .map_err(GroupError::mls)?;
-        let (commit, welcome, _) = bundle.into_messages();
-        Ok(CommitOut {
-            commit: serialize(&commit)?,
-            welcome: welcome.as_ref().map(serialize).transpose()?,
-            from_epoch,
-        })
+            .map_err(GroupError::mls)
     }
 
     /// Applies our pending commit.
@@ -560,14 +666,17 @@ impl MeetingGroup {
         if sender_peer != Some(from) {
             return Err(GroupError::Impostor { peer: from });
         }
+        let aad = processed.aad().to_vec();
         match processed.into_content() {
             ProcessedMessageContent::ApplicationMessage(app) => Ok(Received::Application {
                 sender,
                 data: app.into_bytes(),
             }),
-            ProcessedMessageContent::StagedCommitMessage(staged) => {
-                Ok(Received::Commit { sender, staged })
-            }
+            ProcessedMessageContent::StagedCommitMessage(staged) => Ok(Received::Commit {
+                sender,
+                staged,
+                aad,
+            }),
             _ => Err(GroupError::Malformed(
                 "proposals by reference are not used".into(),
             )),

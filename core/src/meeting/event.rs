@@ -34,20 +34,23 @@ impl From<RemovalReason> for LeaveReason {
         match reason {
             RemovalReason::Left | RemovalReason::Replaced => LeaveReason::Left,
             RemovalReason::Kicked => LeaveReason::Kicked,
-            RemovalReason::TimedOut => LeaveReason::TimedOut,
+            RemovalReason::TimedOut | RemovalReason::Withheld => LeaveReason::TimedOut,
         }
     }
 }
 
 /// What an [`MeetingEvent::Alert`] is about: a member did something honest members never
-/// do. More kinds will follow (e.g. a commit the rules do not allow).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 #[non_exhaustive]
 pub enum AlertKind {
     /// A member proved (signed with its leaf key) another group than ours at our epoch
     /// number: the meeting is split in two, someone sent different commits to different
     /// members.
     Fork,
+    /// A member sent a commit that the meeting's rules do not allow (`docs/protocol.md`
+    /// §6, "Commit rules"): refused, and the meeting goes on without it.
+    Commit(CommitViolation),
 }
 
 impl AlertKind {
@@ -55,6 +58,56 @@ impl AlertKind {
     pub fn as_str(&self) -> &'static str {
         match self {
             AlertKind::Fork => "fork",
+            AlertKind::Commit(_) => "commit",
+        }
+    }
+}
+
+/// Which commit rule a refused commit broke.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum CommitViolation {
+    /// Its sender is not the committer: a member with a lower leaf stays in the group.
+    NotCommitter,
+    /// It removes a member without a reason the receiver can check (no signed leave, no
+    /// signed kick by the host, a member the receiver heard from just now, ...).
+    UnjustifiedRemoval,
+    /// Its stated reasons do not name exactly the members it removes.
+    ReasonsMismatch,
+    /// It adds a leaf whose credential is not a well-formed Conclave credential: a member
+    /// that would never show in anyone's roster.
+    MalformedCredential,
+    /// It adds a banned member, a member twice, or (in a lobby meeting) a joiner the host
+    /// did not approve.
+    UnjustifiedAdd,
+    /// It carries proposals Conclave never makes (updates, pre-shared keys, extensions).
+    UnexpectedProposal,
+}
+
+impl CommitViolation {
+    /// The snake-case word used in CLI events.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            CommitViolation::NotCommitter => "not_committer",
+            CommitViolation::UnjustifiedRemoval => "unjustified_removal",
+            CommitViolation::ReasonsMismatch => "reasons_mismatch",
+            CommitViolation::MalformedCredential => "malformed_credential",
+            CommitViolation::UnjustifiedAdd => "unjustified_add",
+            CommitViolation::UnexpectedProposal => "unexpected_proposal",
+        }
+    }
+
+    /// What it means, for people.
+    pub fn describe(&self) -> &'static str {
+        match self {
+            CommitViolation::NotCommitter => "committed although it is not its turn",
+            CommitViolation::UnjustifiedRemoval => {
+                "tried to remove a member without the member leaving or the host asking"
+            }
+            CommitViolation::ReasonsMismatch => "gave reasons that do not match its changes",
+            CommitViolation::MalformedCredential => "tried to add a hidden member",
+            CommitViolation::UnjustifiedAdd => "tried to add someone nobody admitted",
+            CommitViolation::UnexpectedProposal => "sent a change Conclave never makes",
         }
     }
 }

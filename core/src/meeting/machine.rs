@@ -45,6 +45,8 @@
 //! - [`epoch_evidence`]: epoch proofs in heartbeats: fork alerts, and the evidence needed
 //!   before joining again;
 //! - [`commit`]: the two-phase commit, kicks, and applying a new epoch;
+//! - [`commit_rules`]: what a member's commit must satisfy before we stage it (who may
+//!   commit, why each member is removed, who may be added);
 //! - [`welcome`]: our key package, joiners' key packages, entering the group;
 //! - [`application`]: chat, media signals and the muted state over MLS application
 //!   messages, with [`chat`] (the sender's outbox) and [`group_state`] (the MLS-side state).
@@ -56,17 +58,21 @@ use libp2p::{Multiaddr, PeerId};
 use rand::{CryptoRng, RngCore};
 use tracing::{debug, info, warn};
 
-use super::{LeaveReason, MeetingEvent};
+use super::{AlertKind, LeaveReason, MeetingEvent};
 use crate::admission::{HelloLimiter, MeetingKeys, NONCE_LEN, ReplayGuard};
 use crate::backoff::Backoff;
+use crate::group::statements::Statement;
 use crate::group::{GroupError, MediaKeys, MeetingGroup, MlsIdentity, Provider, StorageDelta};
 use crate::invite::MeetingId;
-use crate::proto::control::{MAX_ADDRS, Removal, RemovalReason, Request, Response};
+use crate::proto::control::{
+    Evidence, MAX_ADDRS, Removal, RemovalReason, Request, Response, StatementSignature,
+};
 
 mod admission;
 mod application;
 mod chat;
 mod commit;
+mod commit_rules;
 mod config;
 mod epoch_evidence;
 mod group_state;
@@ -136,6 +142,11 @@ pub struct Stats {
     pub epoch_claims_unproven: u64,
     /// Rejoins put off by the rate limit ([`Config::rejoin_interval`]).
     pub rejoins_deferred: u64,
+    /// Members' commits refused by the commit rules ([`commit_rules`]).
+    pub commits_rejected: u64,
+    /// Kick or approval requests whose signed statement is missing, invalid, or not the
+    /// requester's to make.
+    pub statements_refused: u64,
 }
 
 /// What the driver must do.
@@ -172,6 +183,12 @@ struct Peer {
     last_heard: Instant,
     failures: u8,
     said_bye: bool,
+    /// Its signed "I leave", from its goodbye: the evidence the commit removing it carries.
+    leave: Option<StatementSignature>,
+    /// When its goodbye arrived (from then on its removal is due).
+    bye_at: Option<Instant>,
+    /// When it last answered a request of ours (so it heard us then).
+    answered_us: Option<Instant>,
     /// Its latest verified epoch proof ([`epoch_evidence`]).
     claim: Option<epoch_evidence::Claim>,
 }
@@ -243,8 +260,9 @@ pub struct Machine<R> {
     host: Option<PeerId>,
     /// Lobby meeting: the host lets each joiner in.
     lobby: bool,
-    /// Joiners the host let in.
-    approved: BTreeSet<PeerId>,
+    /// Joiners the host let in, with the host's signed approval (which the commit adding
+    /// them carries).
+    approved: BTreeMap<PeerId, StatementSignature>,
     /// Joiners waiting in the lobby.
     knocking: BTreeMap<PeerId, Knock>,
     /// Members removed by the host: their hellos are refused for the rest of the meeting.
@@ -261,8 +279,8 @@ pub struct Machine<R> {
     /// The chat lines taken from each member lately (by identity).
     seen_lines: chat::SeenLines,
     mls: group_state::GroupState,
-    /// (peer, epoch) pairs already reported as a fork.
-    alerted: BTreeSet<(PeerId, u64)>,
+    /// (kind, peer, epoch) already reported as an alert.
+    alerted: BTreeSet<(AlertKind, PeerId, u64)>,
     /// When we last dropped our group to join again (rate limit).
     last_rejoin: Option<Instant>,
 }
@@ -354,7 +372,7 @@ impl<R: RngCore + CryptoRng> Machine<R> {
             inflight: HashMap::new(),
             host: None,
             lobby: false,
-            approved: BTreeSet::new(),
+            approved: BTreeMap::new(),
             knocking: BTreeMap::new(),
             banned: BTreeSet::new(),
             rtts: HashMap::new(),
@@ -450,24 +468,25 @@ impl<R: RngCore + CryptoRng> Machine<R> {
                 }
                 Response::Ack
             }
-            Request::Bye { .. } => {
-                if !self.on_bye(from) {
+            Request::Bye { leave, .. } => {
+                if !self.on_bye(now, from, leave) {
                     return self.stranger();
                 }
                 Response::Ack
             }
-            Request::Commit {
-                epoch,
-                commit,
-                removals,
-                ..
-            } => self.on_commit(now, unix_ms, from, epoch, &commit, removals),
+            Request::Commit { epoch, commit, .. } => {
+                self.on_commit(now, unix_ms, from, epoch, &commit)
+            }
             Request::Confirm { epoch, .. } => self.on_confirm(now, from, epoch),
             Request::Abort { epoch, .. } => self.on_abort(from, epoch),
             Request::Welcome { welcome, .. } => self.on_mls_welcome(now, from, &welcome),
             Request::Group { message, .. } => self.on_group_message(now, unix_ms, from, &message),
-            Request::Kick { peer_id, .. } => self.on_kick_request(from, peer_id),
-            Request::Approve { peer_id, .. } => self.on_approve(from, peer_id),
+            Request::Kick {
+                peer_id, signature, ..
+            } => self.on_kick_request(now, from, peer_id, signature),
+            Request::Approve {
+                peer_id, signature, ..
+            } => self.on_approve(from, peer_id, signature),
         };
         self.maybe_commit(now);
         response
@@ -483,7 +502,7 @@ impl<R: RngCore + CryptoRng> Machine<R> {
         let id = match request {
             Request::Hello(hello) => hello.meeting_id,
             Request::Heartbeat { meeting_id, .. }
-            | Request::Bye { meeting_id }
+            | Request::Bye { meeting_id, .. }
             | Request::Commit { meeting_id, .. }
             | Request::Confirm { meeting_id, .. }
             | Request::Abort { meeting_id, .. }
@@ -512,6 +531,7 @@ impl<R: RngCore + CryptoRng> Machine<R> {
         }
         if let Some(peer) = self.peers.get_mut(&from) {
             peer.failures = 0;
+            peer.answered_us = Some(now);
         }
         match (kind, response) {
             (Inflight::Hello, response) => self.on_hello_answer(now, unix_ms, from, response),
@@ -597,10 +617,19 @@ impl<R: RngCore + CryptoRng> Machine<R> {
             return;
         }
         let peers: Vec<PeerId> = self.peers.keys().copied().collect();
+        // Our signed "I leave", bound to our leaf: the commit that removes us carries it,
+        // so every member can check that we left.
+        let meeting_id = self.keys.meeting_id();
+        let leave = self.mls.group.as_ref().and_then(|group| {
+            let binding = group.leaf_binding(&self.local)?;
+            let signature =
+                self.mls
+                    .me
+                    .sign_statement(Statement::Leave, meeting_id, &self.local, &binding);
+            Some(StatementSignature(signature))
+        });
         for peer in peers {
-            let request = Request::Bye {
-                meeting_id: self.keys.meeting_id(),
-            };
+            let request = Request::Bye { meeting_id, leave };
             self.send(peer, request, Inflight::Other);
         }
         self.phase = Phase::Left;
@@ -675,11 +704,12 @@ fn reason_of(removals: &[Removal], peer: &PeerId) -> LeaveReason {
         .map_or(LeaveReason::TimedOut, |r| r.reason.into())
 }
 
-/// The removal reason the committer states.
-fn removal(peer: PeerId, reason: RemovalReason) -> Removal {
+/// A removal as the committer states it, with the signed statement behind it, if any.
+fn removal(peer: PeerId, reason: RemovalReason, evidence: Option<Evidence>) -> Removal {
     Removal {
         peer_id: peer,
         reason,
+        evidence,
     }
 }
 

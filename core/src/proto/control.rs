@@ -12,10 +12,14 @@
 //!    other); answer [`Response::Ack`], or [`Response::NotMember`] if the receiver does not
 //!    count the sender as a member (then the sender says hello again).
 //! 3. member → members on leaving: [`Request::Bye`]; answer [`Response::Ack`].
-//! 4. committer → members: [`Request::Commit`], then [`Request::Confirm`] or
-//!    [`Request::Abort`]; the joiner it added gets [`Request::Welcome`].
+//! 4. committer → members: [`Request::Commit`] (why it removes and adds whom travels
+//!    inside the MLS commit, as its authenticated data: [`CommitReasons`]), then
+//!    [`Request::Confirm`] or [`Request::Abort`]; the joiner it added gets
+//!    [`Request::Welcome`].
 //! 5. member → members: [`Request::Group`] (an MLS application message: chat).
-//! 6. any member → host or committer: [`Request::Approve`] (lobby), [`Request::Kick`].
+//! 6. host → committer: [`Request::Approve`] (lobby); host (or, once the host is gone, any
+//!    member) → every member: [`Request::Kick`]. Both carry the signer's signed statement
+//!    ([`crate::group::statements`]), which the commit carries on to every receiver.
 //!
 //! Decoding is strict and bounded: frame size, list lengths, name length and address counts
 //! are checked, and every failure is a [`WireError`], never a panic.
@@ -26,6 +30,7 @@ use serde::{Deserialize, Serialize};
 use crate::admission::{MAC_LEN, NONCE_LEN};
 use crate::group::epoch_proof::{AUTHENTICATOR_HASH_LEN, SIGNATURE_LEN};
 use crate::invite::MeetingId;
+use crate::proto::to_cbor;
 
 use super::{Message, WireError};
 
@@ -87,9 +92,26 @@ pub enum RemovalReason {
     TimedOut,
     /// It joined again with a new key package (restart); its old leaf is replaced.
     Replaced,
+    /// It was the committer and left changes that were due uncommitted for too long (the
+    /// takeover rule, `docs/protocol.md` §6).
+    Withheld,
 }
 
-/// A removal announced with a commit.
+/// A signed statement ([`crate::group::statements`]): an ed25519 signature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatementSignature(#[serde(with = "codec_array")] pub [u8; SIGNATURE_LEN]);
+
+/// Who signed the statement that justifies a removal, and the signature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Evidence {
+    /// The signer: the member itself (a leave), or the host (a kick).
+    #[serde(with = "codec_peer")]
+    pub signer: PeerId,
+    /// Its signature of the statement about the removed leaf.
+    pub signature: StatementSignature,
+}
+
+/// A removal, as a commit states it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Removal {
     /// Who.
@@ -97,6 +119,47 @@ pub struct Removal {
     pub peer_id: PeerId,
     /// Why.
     pub reason: RemovalReason,
+    /// The signed statement behind a leave or a kick.
+    #[serde(default)]
+    pub evidence: Option<Evidence>,
+}
+
+/// The host's signed approval of a joiner of a lobby meeting, carried by the commit that
+/// adds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Approval {
+    /// The joiner.
+    #[serde(with = "codec_peer")]
+    pub joiner: PeerId,
+    /// The host's signature of "let this joiner in".
+    pub signature: StatementSignature,
+}
+
+/// Why a commit removes and adds whom: the commit's MLS authenticated data, so every
+/// receiver reads the same reasons under the committer's signature, and checks them
+/// (`docs/protocol.md` §6, "Commit rules").
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitReasons {
+    /// One entry per removed member.
+    pub removals: Vec<Removal>,
+    /// The host's approvals of the joiners added (lobby meetings).
+    #[serde(default)]
+    pub approvals: Vec<Approval>,
+}
+
+impl CommitReasons {
+    /// The bytes a commit carries as its authenticated data.
+    pub fn to_aad(&self) -> Vec<u8> {
+        to_cbor(self)
+    }
+
+    /// Reads a commit's authenticated data: strict CBOR, bounded lists.
+    pub fn from_aad(aad: &[u8]) -> Result<Self, WireError> {
+        let reasons: Self = ciborium::from_reader(aad).map_err(|_| WireError::Malformed)?;
+        check_len("removals", reasons.removals.len(), MAX_MEMBERS)?;
+        check_len("approvals", reasons.approvals.len(), MAX_MEMBERS)?;
+        Ok(reasons)
+    }
 }
 
 /// A request on the control protocol.
@@ -128,6 +191,10 @@ pub enum Request {
         /// Which meeting.
         #[serde(with = "codec_meeting")]
         meeting_id: MeetingId,
+        /// A member's signed "I leave" for its leaf (absent from a joiner in the lobby),
+        /// which the commit that removes it carries.
+        #[serde(default)]
+        leave: Option<StatementSignature>,
     },
     /// Phase 1 of a commit: the committer's MLS commit leaving `epoch`; stage it and answer.
     Commit {
@@ -136,11 +203,9 @@ pub enum Request {
         meeting_id: MeetingId,
         /// The epoch the commit leaves.
         epoch: u64,
-        /// The MLS commit message.
+        /// The MLS commit message (its authenticated data: [`CommitReasons`]).
         #[serde(with = "codec_bytes")]
         commit: Vec<u8>,
-        /// Why each removed member is removed.
-        removals: Vec<Removal>,
     },
     /// Phase 2: every member acknowledged the commit leaving `epoch`; apply it.
     Confirm {
@@ -184,8 +249,12 @@ pub enum Request {
         /// Whom.
         #[serde(with = "codec_peer")]
         peer_id: PeerId,
+        /// The host's signed "let this joiner in".
+        #[serde(default)]
+        signature: Option<StatementSignature>,
     },
-    /// Ask the committer to remove a member.
+    /// A member is to be removed: the requester's signed statement, sent to every member
+    /// (whoever commits next carries it).
     Kick {
         /// Which meeting.
         #[serde(with = "codec_meeting")]
@@ -193,6 +262,9 @@ pub enum Request {
         /// Whom.
         #[serde(with = "codec_peer")]
         peer_id: PeerId,
+        /// The requester's signed "remove this member", bound to the member's leaf.
+        #[serde(default)]
+        signature: Option<StatementSignature>,
     },
 }
 
@@ -329,12 +401,7 @@ impl Message for Request {
                 check_payload("key package", &hello.key_package)
             }
             Request::Heartbeat { members, .. } => check_members(members),
-            Request::Commit {
-                commit, removals, ..
-            } => {
-                check_payload("commit", commit)?;
-                check_len("removals", removals.len(), MAX_MEMBERS)
-            }
+            Request::Commit { commit, .. } => check_payload("commit", commit),
             Request::Welcome { welcome, .. } => check_payload("welcome", welcome),
             Request::Group { message, .. } => check_payload("group message", message),
             Request::Bye { .. }
@@ -431,7 +498,8 @@ mod tests {
         assert_eq!(
             Request::decode(&encode_body(&map(vec![1; 16]))),
             Ok(Request::Bye {
-                meeting_id: MeetingId([1; 16])
+                meeting_id: MeetingId([1; 16]),
+                leave: None,
             })
         );
     }
@@ -519,6 +587,7 @@ mod tests {
         ));
         let long_name = Request::Bye {
             meeting_id: MeetingId([1; 16]),
+            leave: None,
         };
         assert!(Request::decode(&long_name.encode()).is_ok());
         let hello = Request::Hello(Hello {
@@ -553,14 +622,15 @@ mod tests {
                 Request::Hello(Hello { meeting_id, nonce, unix_ms, mac, name, addrs: members.first().map(|m| m.addrs.clone()).unwrap_or_default(), key_package: mac.to_vec() }),
                 Request::Heartbeat { meeting_id, members: members.clone(), epoch: Some(unix_ms), proof: None },
                 Request::Heartbeat { meeting_id, members: members.clone(), epoch: Some(unix_ms), proof: Some(EpochProof { authenticator_hash: mac, signature: [nonce, nonce, nonce, nonce].concat().try_into().unwrap() }) },
-                Request::Bye { meeting_id },
-                Request::Commit { meeting_id, epoch: unix_ms, commit: nonce.to_vec(), removals: members.iter().map(|m| Removal { peer_id: m.peer_id, reason: RemovalReason::Kicked }).collect() },
+                Request::Bye { meeting_id, leave: None },
+                Request::Bye { meeting_id, leave: Some(StatementSignature([nonce, nonce, nonce, nonce].concat().try_into().unwrap())) },
+                Request::Commit { meeting_id, epoch: unix_ms, commit: nonce.to_vec() },
                 Request::Confirm { meeting_id, epoch: unix_ms },
                 Request::Abort { meeting_id, epoch: unix_ms },
                 Request::Welcome { meeting_id, welcome: mac.to_vec() },
                 Request::Group { meeting_id, message: nonce.to_vec() },
-                Request::Approve { meeting_id, peer_id: members.first().map_or_else(PeerId::random, |m| m.peer_id) },
-                Request::Kick { meeting_id, peer_id: members.last().map_or_else(PeerId::random, |m| m.peer_id) },
+                Request::Approve { meeting_id, peer_id: members.first().map_or_else(PeerId::random, |m| m.peer_id), signature: None },
+                Request::Kick { meeting_id, peer_id: members.last().map_or_else(PeerId::random, |m| m.peer_id), signature: Some(StatementSignature([mac, mac].concat().try_into().unwrap())) },
             ];
             // Every variant is listed above: adding one fails to compile here until it is.
             for request in &requests {
@@ -581,9 +651,20 @@ mod tests {
         }
 
         #[test]
+        fn commit_reasons_round_trip(members in proptest::collection::vec(arb_member(), 0..8), sig in any::<[u8; 32]>()) {
+            let signature = StatementSignature([sig, sig].concat().try_into().unwrap());
+            let reasons = CommitReasons {
+                removals: members.iter().map(|m| Removal { peer_id: m.peer_id, reason: RemovalReason::Kicked, evidence: Some(Evidence { signer: m.peer_id, signature }) }).collect(),
+                approvals: members.iter().map(|m| Approval { joiner: m.peer_id, signature }).collect(),
+            };
+            prop_assert_eq!(CommitReasons::from_aad(&reasons.to_aad()).unwrap(), reasons);
+        }
+
+        #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
             let _ = Request::decode(&bytes);
             let _ = Response::decode(&bytes);
+            let _ = CommitReasons::from_aad(&bytes);
         }
     }
 }

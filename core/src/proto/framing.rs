@@ -56,6 +56,7 @@ mod tests {
         futures::executor::block_on(async {
             let request = Request::Bye {
                 meeting_id: MeetingId([3; 16]),
+                leave: None,
             };
             let mut buf = futures::io::Cursor::new(Vec::new());
             write_message(&mut buf, &request).await.unwrap();

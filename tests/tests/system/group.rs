@@ -207,6 +207,11 @@ fn killing_the_committer_leaves_an_agreeing_group_within_five_seconds() {
     for index in [0, 2] {
         rest[index].wait_chat("after the takeover", LIMIT).unwrap();
     }
+    // The takeover commit (the host timed out) passed every member's commit rules.
+    for m in &rest {
+        let alerts: Vec<&Value> = m.seen.iter().filter(|v| v["event"] == "alert").collect();
+        assert!(alerts.is_empty(), "{}: {alerts:?}", m.label);
+    }
 }
 
 #[test]
@@ -218,8 +223,16 @@ fn a_kicked_member_is_out_and_hears_nothing_more() {
     let mut c = join(dir.path(), "C", &invite);
     let c_id = peer_id_of(&mut c).unwrap();
     wait_agreement(&mut [&mut host, &mut b, &mut c], 3, LIMIT);
-    // A non-host cannot kick while the host is present.
+    // A non-host cannot kick while the host is present: refused at once, in one sentence.
     b.send_line(&format!("/kick {c_id}")).unwrap();
+    let refused = b.wait_event("error", LIMIT).unwrap();
+    assert_eq!(refused["kind"], "kick");
+    assert!(
+        refused["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("only the host may remove members")),
+        "{refused}"
+    );
     b.drain_for(Duration::from_secs(1));
     assert_eq!(host.members().len(), 2, "a non-host's kick is not honoured");
     let kicked_at = Instant::now();

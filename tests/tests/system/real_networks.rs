@@ -143,6 +143,20 @@ fn meeting(profile: Profile, size: usize, dir: &Path) -> Meeting {
 impl Meeting {
     /// Lets the meeting run for `hold`, then checks that nobody was removed and no epoch
     /// changed since everybody was in, and that every member kept hearing the host.
+    /// No member raised an alert: every honest commit (joins, goodbyes, kicks, time-outs)
+    /// passed every receiver's commit rules at this latency, although their views differ.
+    fn no_alerts(&self) {
+        for m in &self.members {
+            let alerts: Vec<&Value> = m.seen.iter().filter(|v| v["event"] == "alert").collect();
+            assert!(
+                alerts.is_empty(),
+                "{}: an honest meeting raised alerts: {alerts:?}\n{}",
+                m.label,
+                m.stderr_tail()
+            );
+        }
+    }
+
     fn holds_for(&mut self, hold: Duration) {
         let end = now() + hold;
         while now() < end {
@@ -243,6 +257,7 @@ fn two_members_far_apart_join_fast_and_hold_the_call() {
         );
     }
     meeting.holds_for(hold());
+    meeting.no_alerts();
 }
 
 /// Three members in three homes: the third joins a meeting already spanning two cities,
@@ -278,6 +293,8 @@ fn three_members_far_apart_hold_the_call_and_a_kick_is_quick() {
         took <= bound + Duration::from_millis(400),
         "kick took {took:?}"
     );
+    meeting.members[0].drain_for(Duration::from_secs(1));
+    meeting.no_alerts();
 }
 
 /// A member's network drops for longer than the liveness window: the others remove it as
@@ -369,6 +386,7 @@ fn a_member_whose_network_drops_rejoins_by_itself() {
             v["event"] == "audio_started" && v["peer_id"] == host.as_str()
         })
         .unwrap();
+    meeting.no_alerts();
 }
 
 /// The host's process is killed (SIGKILL: no goodbye) in a meeting spanning three homes
@@ -407,6 +425,7 @@ fn a_killed_host_is_reported_gone_within_ten_seconds_far_apart() {
         epochs.push((epoch["epoch"].clone(), epoch["security_code"].clone()));
     }
     assert_eq!(epochs[0], epochs[1], "the two survivors disagree");
+    meeting.no_alerts();
 }
 
 /// The live (not history) chat lines `proc` showed from `name`, in order.
@@ -558,4 +577,5 @@ fn five_members_intercontinental_soak() {
             assert_eq!(copies, 1, "{}: {text:?} arrived {copies} times", m.label);
         }
     }
+    meeting.no_alerts();
 }

@@ -142,9 +142,12 @@ pub(crate) struct State {
     pub(crate) notices: Vec<String>,
     /// Our network dropped: the core is reaching the members again.
     pub(crate) reconnecting: bool,
-    /// The latest alert about a member (a fork), shown as a red banner for the rest of the
-    /// meeting.
+    /// The latest alert about a member (a fork, a refused commit), shown as a red banner
+    /// for the rest of the meeting.
     pub(crate) alert: Option<String>,
+    /// The member whose refused commit the banner is about: the host gets a one-click
+    /// "Remove" next to it.
+    pub(crate) alert_member: Option<PeerId>,
 }
 
 /// What the user did in the meeting.
@@ -224,6 +227,7 @@ impl State {
             notices: Vec::new(),
             reconnecting: false,
             alert: None,
+            alert_member: None,
         }
     }
 
@@ -457,9 +461,16 @@ impl State {
                 epoch,
             } => {
                 let who = self.name_of(&peer_id);
+                self.alert_member = matches!(kind, AlertKind::Commit(_))
+                    .then_some(peer_id)
+                    .filter(|p| self.members.contains_key(p));
                 self.alert = Some(match kind {
                     AlertKind::Fork => format!(
                         "Warning: the meeting is split — {who} holds different keys at epoch {epoch}. Someone sent different changes to different members; compare security codes."
+                    ),
+                    AlertKind::Commit(violation) => format!(
+                        "Warning: {who} {} (epoch {epoch}). Its change was refused.",
+                        violation.describe()
                     ),
                     _ => format!("Warning: {who} misbehaved at epoch {epoch}."),
                 });

@@ -37,7 +37,7 @@ impl Member {
         removes: Vec<u32>,
     ) -> Result<CommitOut, GroupError> {
         let group = self.group.as_mut().expect("in the group");
-        group.commit(&self.provider, &self.me, adds, removes)
+        group.commit(&self.provider, &self.me, adds, removes, Vec::new())
     }
     fn merge_pending(&mut self) -> Result<GroupChanges, GroupError> {
         let group = self.group.as_mut().expect("in the group");

@@ -12,8 +12,13 @@
 //!   and the committer backs off for [`Config::commit_backoff`](super::Config::commit_backoff)
 //!   plus up to 300 ms; a commit from a lower leaf beats our own pending one. A member drops
 //!   a staged commit not confirmed within the staged timeout.
-//! - Kicks: the host's are honoured; once the host has left, any member's. A member kicked
-//!   is banned for the rest of the meeting.
+//! - Kicks: the host's are honoured; once the host has left, any member's. The requester
+//!   signs "remove this member" for the member's leaf and sends it to every member; whoever
+//!   commits next carries it (a kicked member is never the committer, so kicking the
+//!   committer works too). A member kicked is banned for the rest of the meeting.
+//! - Every commit carries its reasons (who is removed why, the host's approvals of the
+//!   joiners) as its authenticated data; a member stages it only if it follows the commit
+//!   rules ([`super::commit_rules`]).
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -22,13 +27,18 @@ use libp2p::PeerId;
 use rand::{CryptoRng, RngCore};
 use tracing::{debug, info, warn};
 
+use super::group_state::PendingKick;
 use super::reconnect::Silence;
 use super::{Inflight, LeaveReason, Machine, MeetingEvent, Output, Phase, reason_of, removal};
 use crate::group::GroupError;
-use crate::group::committer::committer;
 use crate::group::mls::{GroupChanges, JoinerPackage, Received};
+use crate::group::statements::{self, Statement};
 use crate::media::MediaCommand;
-use crate::proto::control::{Removal, RemovalReason, Request, Response};
+use crate::meeting::CommitViolation;
+use crate::proto::control::{
+    Approval, CommitReasons, Evidence, Removal, RemovalReason, Request, Response,
+    StatementSignature,
+};
 
 /// A member's commit we staged, waiting for its confirmation.
 pub(super) struct Incoming {
@@ -76,7 +86,7 @@ impl<R: RngCore + CryptoRng> Machine<R> {
         }
         let Some(group) = &self.mls.group else { return };
         let members = group.members();
-        if committer(&members, self.local, |p| self.is_online_member(now, p)) != Some(self.local) {
+        if self.current_committer(now) != Some(self.local) {
             return;
         }
         let proposal = self.proposal(now, &members);
@@ -104,25 +114,34 @@ impl<R: RngCore + CryptoRng> Machine<R> {
         !matches!(self.silence(now), Silence::Undecided | Silence::CutOff)
     }
 
-    /// What is to be committed now: members to remove (kicked, gone, timed out, or asking
-    /// to join again with a new leaf) and joiners that may be added.
+    /// What is to be committed now: members to remove (kicked, gone, timed out, a
+    /// withholding committer, or asking to join again with a new leaf), each with the
+    /// signed statement behind it, and joiners that may be added.
     fn proposal(&self, now: Instant, members: &[(u32, PeerId)]) -> Proposal {
         let mut proposal = Proposal::default();
+        let withholding = self.withholding(now);
         for (leaf, peer) in members.iter().filter(|(_, p)| *p != self.local) {
-            let reason = if self.mls.kicks.contains(peer) {
-                Some(RemovalReason::Kicked)
-            } else if self.peers.get(peer).is_some_and(|p| p.said_bye) {
-                Some(RemovalReason::Left)
+            let goodbye = self.peers.get(peer).filter(|p| p.said_bye);
+            let removal = if let Some(kick) = self.mls.kicks.get(peer) {
+                Some(removal(*peer, RemovalReason::Kicked, Some(kick.evidence)))
+            } else if let Some(known) = goodbye {
+                let evidence = known.leave.map(|signature| Evidence {
+                    signer: *peer,
+                    signature,
+                });
+                Some(removal(*peer, RemovalReason::Left, evidence))
             } else if !self.is_alive(now, peer) {
-                Some(RemovalReason::TimedOut)
+                Some(removal(*peer, RemovalReason::TimedOut, None))
+            } else if withholding == Some(*peer) {
+                Some(removal(*peer, RemovalReason::Withheld, None))
             } else if self.mls.queued_adds.contains_key(peer) && self.may_add(peer) {
-                Some(RemovalReason::Replaced)
+                Some(removal(*peer, RemovalReason::Replaced, None))
             } else {
                 None
             };
-            if let Some(reason) = reason {
+            if let Some(removal) = removal {
                 proposal.leaves.push(*leaf);
-                proposal.removals.push(removal(*peer, reason));
+                proposal.removals.push(removal);
             }
         }
         proposal.adds = self
@@ -144,10 +163,24 @@ impl<R: RngCore + CryptoRng> Machine<R> {
             removals,
         } = proposal;
         let joiners: Vec<PeerId> = adds.iter().map(|a| a.peer).collect();
+        // The reasons every receiver checks, signed with the commit.
+        let reasons = CommitReasons {
+            removals: removals.clone(),
+            approvals: joiners
+                .iter()
+                .filter_map(|joiner| {
+                    self.approved.get(joiner).map(|signature| Approval {
+                        joiner: *joiner,
+                        signature: *signature,
+                    })
+                })
+                .collect(),
+        };
         let Some(group) = self.mls.group.as_mut() else {
             return;
         };
-        let out = match group.commit(&self.mls.provider, &self.mls.me, adds, leaves) {
+        let aad = reasons.to_aad();
+        let out = match group.commit(&self.mls.provider, &self.mls.me, adds, leaves, aad) {
             Ok(out) => out,
             Err(err) => {
                 warn!(error = %err, "commit failed; dropping the queued key packages");
@@ -181,7 +214,6 @@ impl<R: RngCore + CryptoRng> Machine<R> {
                 meeting_id: self.keys.meeting_id(),
                 epoch,
                 commit: out.commit.clone(),
-                removals: removals.clone(),
             };
             let kind = if awaiting.contains(peer) {
                 Inflight::Commit { epoch }
@@ -217,6 +249,10 @@ impl<R: RngCore + CryptoRng> Machine<R> {
             Response::Nack { epoch: theirs } => {
                 self.abort_outgoing(now, epoch);
                 self.commit_refused(now, unix_ms, epoch, Some(theirs));
+            }
+            // A member that said goodbye has left the group on its side: nothing to learn.
+            Response::NotMember if self.peers.get(&from).is_some_and(|p| p.said_bye) => {
+                self.abort_outgoing(now, epoch);
             }
             Response::NotMember => {
                 self.abort_outgoing(now, epoch);
@@ -309,7 +345,7 @@ impl<R: RngCore + CryptoRng> Machine<R> {
 
     /// Whether `peer` takes part in the group right now: alive, and not asking to join
     /// again (a member that sends us a key package has dropped its leaf).
-    fn is_online_member(&self, now: Instant, peer: &PeerId) -> bool {
+    pub(super) fn is_online_member(&self, now: Instant, peer: &PeerId) -> bool {
         self.is_alive(now, peer) && !self.mls.queued_adds.contains_key(peer)
     }
 
@@ -358,8 +394,9 @@ impl<R: RngCore + CryptoRng> Machine<R> {
         }
     }
 
-    /// Phase 1 at a member: stage `from`'s commit of `epoch` if it is the committer of our
-    /// epoch and nothing else is staged (a lower leaf's commit beats our own pending one).
+    /// Phase 1 at a member: stage `from`'s commit of `epoch` if it follows the commit
+    /// rules ([`super::commit_rules`]) and nothing else is staged (a lower leaf's commit
+    /// beats our own pending one).
     pub(super) fn on_commit(
         &mut self,
         now: Instant,
@@ -367,7 +404,6 @@ impl<R: RngCore + CryptoRng> Machine<R> {
         from: PeerId,
         epoch: u64,
         commit: &[u8],
-        removals: Vec<Removal>,
     ) -> Response {
         let Some(group) = &self.mls.group else {
             // We have no group (restarted, or joining again): we cannot take part, but that
@@ -391,23 +427,37 @@ impl<R: RngCore + CryptoRng> Machine<R> {
         if self.mls.incoming.as_ref().is_some_and(|i| i.from != from) {
             return Response::Nack { epoch: current };
         }
-        if self.mls.outgoing.is_some() {
-            if their_leaf < own_leaf {
-                self.abort_outgoing(now, epoch);
-            } else {
-                return Response::Nack { epoch: current };
-            }
+        if self.mls.outgoing.is_some() && their_leaf > own_leaf {
+            return Response::Nack { epoch: current };
         }
         let Some(group) = self.mls.group.as_mut() else {
             return Response::NotMember;
         };
         match group.receive(&self.mls.provider, commit, from) {
-            Ok(Received::Commit { staged, .. }) => {
+            Ok(Received::Commit { staged, aad, .. }) => {
+                let contents = group.contents(&staged);
+                let verdict = CommitReasons::from_aad(&aad)
+                    .map_err(|_| CommitViolation::ReasonsMismatch)
+                    .and_then(|reasons| {
+                        self.check_commit(now, from, &contents, &reasons)
+                            .map(|()| reasons)
+                    });
+                let reasons = match verdict {
+                    Ok(reasons) => reasons,
+                    Err(violation) => {
+                        self.commit_broke_rules(from, epoch, violation);
+                        return Response::Nack { epoch: current };
+                    }
+                };
+                // A valid commit from a lower leaf beats our own pending one.
+                if self.mls.outgoing.is_some() {
+                    self.abort_outgoing(now, epoch);
+                }
                 self.mls.incoming = Some(Incoming {
                     from,
                     epoch,
                     staged,
-                    removals,
+                    removals: reasons.removals,
                     expires: now + self.config.staged_timeout_for(self.rtt_of(&from)),
                 });
                 self.persist();
@@ -558,47 +608,73 @@ impl<R: RngCore + CryptoRng> Machine<R> {
         });
     }
 
-    /// Asks for `peer` to be removed: committed at once if we are the committer and
-    /// the host (or the host is gone), otherwise sent to the committer.
+    /// Asks for `peer` to be removed (the host, or any member once the host is gone): our
+    /// signed statement goes to every member, and whoever commits next — us, if we are
+    /// the committer — removes it. Kicking the committer works too: a kicked member is
+    /// not the committer.
     pub fn kick(&mut self, now: Instant, peer: PeerId) -> Result<(), GroupError> {
         let Some(group) = &self.mls.group else {
             return Err(GroupError::NotMember);
         };
-        if group.leaf_of(&peer).is_none() {
+        if peer == self.local {
+            return Err(GroupError::Mls("leave the meeting instead".into()));
+        }
+        let Some(binding) = group.leaf_binding(&peer) else {
             return Err(GroupError::Mls(format!("{peer} is not a member")));
-        }
+        };
         let members = group.members();
-        match committer(&members, self.local, |p| self.is_online_member(now, p)) {
-            Some(c) if c == self.local => {
-                if self.may_kick(&members, self.local) {
-                    self.mls.kicks.insert(peer);
-                    self.maybe_commit(now);
-                } else {
-                    return Err(GroupError::Mls("only the host may remove members".into()));
-                }
-            }
-            Some(c) => {
-                let request = Request::Kick {
-                    meeting_id: self.keys.meeting_id(),
-                    peer_id: peer,
-                };
-                self.send(c, request, Inflight::Other);
-            }
-            None => return Err(GroupError::NotMember),
+        if !self.may_kick(&members, self.local) {
+            return Err(GroupError::Mls("only the host may remove members".into()));
         }
+        let meeting_id = self.keys.meeting_id();
+        let signature = StatementSignature(self.mls.me.sign_statement(
+            Statement::Kick,
+            meeting_id,
+            &peer,
+            &binding,
+        ));
+        let evidence = Evidence {
+            signer: self.local,
+            signature,
+        };
+        self.mls.kicks.insert(
+            peer,
+            PendingKick {
+                evidence,
+                since: now,
+            },
+        );
+        for (_, member) in members {
+            if member != self.local && member != peer {
+                let request = Request::Kick {
+                    meeting_id,
+                    peer_id: peer,
+                    signature: Some(signature),
+                };
+                self.send(member, request, Inflight::Other);
+            }
+        }
+        self.maybe_commit(now);
         Ok(())
     }
 
     /// Kick policy: the host's kicks are honoured; once the host has left, any member's.
-    fn may_kick(&self, members: &[(u32, PeerId)], requester: PeerId) -> bool {
+    pub(super) fn may_kick(&self, members: &[(u32, PeerId)], requester: PeerId) -> bool {
         match self.host {
             Some(host) if members.iter().any(|(_, p)| *p == host) => requester == host,
             _ => true,
         }
     }
 
-    /// A member asks us, the committer, to remove `peer`.
-    pub(super) fn on_kick_request(&mut self, from: PeerId, peer: PeerId) -> Response {
+    /// A member's signed request to remove `peer`: kept (whoever commits next carries
+    /// it) if the requester may kick and the statement verifies for `peer`'s leaf.
+    pub(super) fn on_kick_request(
+        &mut self,
+        now: Instant,
+        from: PeerId,
+        peer: PeerId,
+        signature: Option<StatementSignature>,
+    ) -> Response {
         let Some(group) = &self.mls.group else {
             return Response::NotMember;
         };
@@ -606,11 +682,31 @@ impl<R: RngCore + CryptoRng> Machine<R> {
         if !members.iter().any(|(_, p)| *p == from) {
             return Response::NotMember;
         }
-        if !self.may_kick(&members, from) || !members.iter().any(|(_, p)| *p == peer) {
-            info!(requester = %from, "kick refused by policy");
+        let valid = signature.is_some_and(|signature| {
+            self.may_kick(&members, from)
+                && group.leaf_binding(&peer).is_some_and(|binding| {
+                    statements::verify(
+                        &from,
+                        Statement::Kick,
+                        self.keys.meeting_id(),
+                        &peer,
+                        &binding,
+                        &signature.0,
+                    )
+                })
+        });
+        let Some(signature) = signature.filter(|_| valid) else {
+            self.stats.statements_refused += 1;
+            info!(requester = %from, "kick refused: not the requester's to make, or not signed for this member");
             return Response::Refused;
-        }
-        self.mls.kicks.insert(peer);
+        };
+        self.mls.kicks.entry(peer).or_insert(PendingKick {
+            evidence: Evidence {
+                signer: from,
+                signature,
+            },
+            since: now,
+        });
         Response::Ack
     }
 }

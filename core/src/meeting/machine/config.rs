@@ -52,6 +52,10 @@ pub struct Config {
     /// §5, "Epoch proofs"): even on valid evidence, a member cannot be knocked out of the
     /// group more often than this.
     pub rejoin_interval: Duration,
+    /// How long a change may stay due (a kick, a goodbye, a member gone) without the
+    /// committer committing it before the next member takes over (`docs/protocol.md` §6,
+    /// "Commit rules"). Scaled by [`Config::takeover_after_for`].
+    pub takeover_after: Duration,
 }
 
 impl Default for Config {
@@ -75,6 +79,7 @@ impl Default for Config {
             network_silence: Duration::from_millis(1500),
             reconnect_grace: Duration::from_secs(5),
             rejoin_interval: Duration::from_secs(10),
+            takeover_after: Duration::from_secs(10),
         }
     }
 }
@@ -120,6 +125,14 @@ impl Config {
     pub fn commit_timeout_for(&self, rtt: Duration) -> Duration {
         self.commit_timeout
             .max(rtt * 4 + Duration::from_millis(500))
+    }
+
+    /// How long a due change may wait for the committer when the slowest member is `rtt`
+    /// away: the configured floor, or three commit attempts (each with its timeout and
+    /// back-off) after the member's silence was noticed, if that is longer.
+    pub fn takeover_after_for(&self, rtt: Duration) -> Duration {
+        self.takeover_after
+            .max((self.commit_timeout_for(rtt) + self.commit_backoff) * 3 + self.liveness_for(rtt))
     }
 
     /// How long a member keeps a commit staged when its committer is `rtt` away: past the

@@ -95,25 +95,33 @@ impl<R: RngCore + CryptoRng> Machine<R> {
 
     /// `from` proved a different group at our epoch number: alert, once per (peer, epoch).
     fn fork_detected(&mut self, from: PeerId, epoch: u64) {
-        if self.alerted.contains(&(from, epoch)) {
-            return;
+        if self.raise_alert(AlertKind::Fork, from, epoch) {
+            self.stats.forks_detected += 1;
+            warn!(peer = %from, epoch, "fork: a member holds another group at our epoch");
+        }
+    }
+
+    /// Tells the application that `peer` misbehaved at `epoch`, once per (kind, peer,
+    /// epoch). Whether this one was new.
+    pub(super) fn raise_alert(&mut self, kind: AlertKind, peer: PeerId, epoch: u64) -> bool {
+        if self.alerted.contains(&(kind, peer, epoch)) {
+            return false;
         }
         if self.alerted.len() >= MAX_ALERTS_REMEMBERED {
             self.alerted.clear();
         }
-        self.alerted.insert((from, epoch));
-        self.stats.forks_detected += 1;
-        warn!(peer = %from, epoch, "fork: a member holds another group at our epoch");
+        self.alerted.insert((kind, peer, epoch));
         self.emit(MeetingEvent::Alert {
-            kind: AlertKind::Fork,
-            peer_id: from,
+            kind,
+            peer_id: peer,
             epoch,
         });
+        true
     }
 
     /// Alerts of epochs before `epoch` can no longer repeat: forget them.
     pub(super) fn forget_alerts_before(&mut self, epoch: u64) {
-        self.alerted.retain(|(_, e)| *e >= epoch);
+        self.alerted.retain(|(_, _, e)| *e >= epoch);
     }
 
     /// Whether verified heartbeats of a later epoch than ours come from a strict majority

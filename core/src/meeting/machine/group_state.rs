@@ -5,7 +5,7 @@
 //! Plain data with bounded queues; the rules that use it live in [`super::commit`],
 //! [`super::welcome`] and [`super::application`].
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Instant;
 
 use libp2p::PeerId;
@@ -14,9 +14,17 @@ use super::application::{AppRetry, Inbox};
 use super::commit::{Incoming, Outgoing};
 use crate::group::mls::JoinerPackage;
 use crate::group::{MediaKeys, MeetingGroup, MlsIdentity, Provider};
+use crate::proto::control::Evidence;
 
 /// Most application messages (media signals) and state announcements waiting for a retry.
 const MAX_APP_RETRIES_QUEUED: usize = 1024;
+
+/// A removal the host asked for, waiting for a commit.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct PendingKick {
+    pub(super) evidence: Evidence,
+    pub(super) since: Instant,
+}
 
 /// MLS-related state of the machine.
 #[derive(Debug)]
@@ -33,8 +41,9 @@ pub(super) struct GroupState {
     pub(super) seen_packages: VecDeque<[u8; 32]>,
     /// An MLS welcome that arrived before its sender was admitted.
     pub(super) deferred_welcome: Option<(PeerId, Vec<u8>)>,
-    /// Members to remove at the host's request.
-    pub(super) kicks: BTreeSet<PeerId>,
+    /// Members to remove at the host's request: its signed statement, and since when we
+    /// know it (a kick left uncommitted too long is overdue: [`super::commit_rules`]).
+    pub(super) kicks: BTreeMap<PeerId, PendingKick>,
     /// Our commit, waiting for acknowledgements.
     pub(super) outgoing: Option<Outgoing>,
     /// A member's commit we staged, waiting for its confirmation.
@@ -67,7 +76,7 @@ impl GroupState {
             queued_adds: BTreeMap::new(),
             seen_packages: VecDeque::new(),
             deferred_welcome: None,
-            kicks: BTreeSet::new(),
+            kicks: BTreeMap::new(),
             outgoing: None,
             incoming: None,
             backoff_until: None,

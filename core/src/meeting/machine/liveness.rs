@@ -25,7 +25,8 @@ use tracing::info;
 
 use super::{Inflight, Machine, Peer, Phase};
 use crate::group::MeetingGroup;
-use crate::proto::control::{EpochProof, MAX_MEMBERS, MemberInfo, Request};
+use crate::group::statements::{self, Statement};
+use crate::proto::control::{EpochProof, MAX_MEMBERS, MemberInfo, Request, StatementSignature};
 
 /// Most peers whose round-trip time is remembered.
 const MAX_TRACKED_RTTS: usize = 1024;
@@ -132,17 +133,42 @@ impl<R: RngCore + CryptoRng> Machine<R> {
         }
     }
 
-    /// `from` said goodbye (a member, or a joiner waiting in the lobby). Whether it was
-    /// one we know.
-    pub(super) fn on_bye(&mut self, from: PeerId) -> bool {
+    /// `from` said goodbye (a member, or a joiner waiting in the lobby), with its signed
+    /// "I leave" if it is a member. Whether it was one we know.
+    pub(super) fn on_bye(
+        &mut self,
+        now: Instant,
+        from: PeerId,
+        leave: Option<StatementSignature>,
+    ) -> bool {
         let knocked = self.leave_lobby(from);
         if knocked {
             info!(peer = %from, "lobby joiner said goodbye");
         }
+        // Kept only if it verifies for its current leaf: the commit removing it carries it.
+        let meeting_id = self.keys.meeting_id();
+        let leave = leave.filter(|signature| {
+            self.mls
+                .group
+                .as_ref()
+                .and_then(|g| g.leaf_binding(&from))
+                .is_some_and(|binding| {
+                    statements::verify(
+                        &from,
+                        Statement::Leave,
+                        meeting_id,
+                        &from,
+                        &binding,
+                        &signature.0,
+                    )
+                })
+        });
         match self.peers.get_mut(&from) {
             Some(peer) => {
-                info!(peer = %from, "peer said goodbye");
+                info!(peer = %from, signed = leave.is_some(), "peer said goodbye");
                 peer.said_bye = true;
+                peer.leave = leave;
+                peer.bye_at.get_or_insert(now);
                 true
             }
             None => knocked,
@@ -215,11 +241,16 @@ impl<R: RngCore + CryptoRng> Machine<R> {
             last_heard: now,
             failures: 0,
             said_bye: false,
+            leave: None,
+            bye_at: None,
+            answered_us: None,
             claim: None,
         });
         entry.last_heard = now;
         entry.failures = 0;
         entry.said_bye = false;
+        entry.leave = None;
+        entry.bye_at = None;
         if !name.is_empty() {
             entry.name = name;
         }

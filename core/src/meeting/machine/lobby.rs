@@ -19,7 +19,11 @@ use tracing::{info, warn};
 use super::{Inflight, Knock, Machine, MeetingEvent};
 use crate::group::GroupError;
 use crate::group::mls::JoinerPackage;
-use crate::proto::control::{Hello, Request, Response};
+use crate::group::statements::{self, LeafBinding, Statement};
+use crate::proto::control::{Hello, Request, Response, StatementSignature};
+
+/// An approval names a joiner, not a leaf (it has none yet).
+pub(super) const NO_LEAF: LeafBinding = [0; 32];
 
 impl<R: RngCore + CryptoRng> Machine<R> {
     /// Makes this a lobby meeting (from the invite, or the host's choice): joiners wait
@@ -43,12 +47,21 @@ impl<R: RngCore + CryptoRng> Machine<R> {
                 "{peer} is not waiting in the lobby"
             )));
         }
-        self.approved.insert(peer);
+        // Signed, so that every member can check the commit that adds it.
+        let meeting_id = self.keys.meeting_id();
+        let signature = StatementSignature(self.mls.me.sign_statement(
+            Statement::Approve,
+            meeting_id,
+            &peer,
+            &NO_LEAF,
+        ));
+        self.approved.insert(peer, signature);
         let members: Vec<PeerId> = self.members().into_iter().map(|(p, _)| p).collect();
         for member in members {
             let request = Request::Approve {
-                meeting_id: self.keys.meeting_id(),
+                meeting_id,
                 peer_id: peer,
+                signature: Some(signature),
             };
             self.send(member, request, Inflight::Other);
         }
@@ -56,19 +69,45 @@ impl<R: RngCore + CryptoRng> Machine<R> {
         Ok(())
     }
 
-    /// The host's `Approve` for `peer`; anyone else's is refused.
-    pub(super) fn on_approve(&mut self, from: PeerId, peer: PeerId) -> Response {
-        if self.host == Some(from) {
-            self.approved.insert(peer);
-            Response::Ack
-        } else {
-            Response::Refused
+    /// The host's signed `Approve` for `peer`; anyone else's, or one without a valid
+    /// signature, is refused.
+    pub(super) fn on_approve(
+        &mut self,
+        from: PeerId,
+        peer: PeerId,
+        signature: Option<StatementSignature>,
+    ) -> Response {
+        match signature {
+            Some(signature)
+                if self.host == Some(from) && self.is_host_approval(&peer, &signature) =>
+            {
+                self.approved.insert(peer, signature);
+                Response::Ack
+            }
+            _ => {
+                self.stats.statements_refused += 1;
+                Response::Refused
+            }
         }
+    }
+
+    /// Whether `signature` is the host's signed approval of `joiner`.
+    pub(super) fn is_host_approval(&self, joiner: &PeerId, signature: &StatementSignature) -> bool {
+        self.host.is_some_and(|host| {
+            statements::verify(
+                &host,
+                Statement::Approve,
+                self.keys.meeting_id(),
+                joiner,
+                &NO_LEAF,
+                &signature.0,
+            )
+        })
     }
 
     /// Whether a queued joiner may be added now.
     pub(super) fn may_add(&self, peer: &PeerId) -> bool {
-        !self.lobby || self.is_group_member(peer) || self.approved.contains(peer)
+        !self.lobby || self.is_group_member(peer) || self.approved.contains_key(peer)
     }
 
     /// Hello pipeline, step 3: whether the sender of a valid hello must wait in the lobby.
@@ -76,7 +115,7 @@ impl<R: RngCore + CryptoRng> Machine<R> {
         self.lobby
             && self.mls.group.is_some()
             && !self.is_group_member(from)
-            && !self.approved.contains(from)
+            && !self.approved.contains_key(from)
     }
 
     /// The sender of a valid hello waits in the lobby (the host is told the first time);

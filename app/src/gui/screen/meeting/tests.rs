@@ -2,7 +2,7 @@
 //! simulator).
 
 use super::*;
-use conclave_core::SecurityCode;
+use conclave_core::{CommitViolation, SecurityCode};
 use iced_test::{selector, simulator};
 
 /// Whether the view of `state` shows `text`.
@@ -98,6 +98,44 @@ fn a_fork_alert_shows_a_red_banner_naming_the_member() {
         format!(
             "Warning: the meeting is split — {name} holds different keys at epoch 4. Someone sent different changes to different members; compare security codes."
         )
+    ));
+}
+
+#[test]
+fn a_refused_commit_shows_a_red_banner_and_the_host_removes_its_sender_in_one_click() {
+    let verified = BTreeSet::new();
+    let (mut state, bob) = in_meeting(true);
+    state.handle_meeting(MeetingEvent::Alert {
+        kind: AlertKind::Commit(CommitViolation::UnjustifiedRemoval),
+        peer_id: bob,
+        epoch: 4,
+    });
+    let name = state.members[&bob].clone();
+    assert!(shows(
+        &state,
+        &verified,
+        format!(
+            "Warning: {name} tried to remove a member without the member leaving or the host asking (epoch 4). Its change was refused."
+        )
+    ));
+    let actions = click(
+        &mut state,
+        &verified,
+        format!("Remove {name} from the meeting"),
+    );
+    assert_eq!(actions, vec![Action::Kick(bob)]);
+    // A member who is not the host sees the banner, without the button.
+    let (mut member, carol) = in_meeting(false);
+    member.handle_meeting(MeetingEvent::Alert {
+        kind: AlertKind::Commit(CommitViolation::NotCommitter),
+        peer_id: carol,
+        epoch: 2,
+    });
+    let name = member.members[&carol].clone();
+    assert!(!shows(
+        &member,
+        &verified,
+        format!("Remove {name} from the meeting")
     ));
 }
 

@@ -44,6 +44,15 @@ impl State {
         let mut body = Column::new().spacing(12).push(self.view_header(&code));
         if let Some(alert) = &self.alert {
             body = body.push(badge::badge(alert.clone(), colour::BAD));
+            // The host removes the offender in one click, even when it is the committer.
+            if let Some(peer) = self.alert_member.filter(|_| self.host) {
+                let who = self.name_of(&peer);
+                body = body.push(
+                    button(text(format!("Remove {who} from the meeting")).size(13))
+                        .style(button::danger)
+                        .on_press(Message::Kick(peer)),
+                );
+            }
         }
         if self.reconnecting {
             body = body.push(badge::badge(

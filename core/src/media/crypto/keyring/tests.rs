@@ -136,7 +136,7 @@ fn keys_come_from_the_mls_group_and_a_removed_member_is_locked_out() {
         })
         .collect();
     let out = host
-        .commit(&providers[0], &mes[0], packages, vec![])
+        .commit(&providers[0], &mes[0], packages, vec![], Vec::new())
         .unwrap();
     host.merge_pending(&providers[0]).unwrap();
     let welcome = out.welcome.unwrap();
@@ -156,7 +156,13 @@ fn keys_come_from_the_mls_group_and_a_removed_member_is_locked_out() {
 
     // The host removes C; what B seals in the new epoch does not open with C's keys.
     let out = host
-        .commit(&providers[0], &mes[0], vec![], vec![c.own_leaf()])
+        .commit(
+            &providers[0],
+            &mes[0],
+            vec![],
+            vec![c.own_leaf()],
+            Vec::new(),
+        )
         .unwrap();
     host.merge_pending(&providers[0]).unwrap();
     let mut b = b;

@@ -97,12 +97,14 @@ fn strangers_get_not_member_for_group_requests() {
             epoch: None,
             proof: None,
         },
-        Request::Bye { meeting_id },
+        Request::Bye {
+            meeting_id,
+            leave: None,
+        },
         Request::Commit {
             meeting_id,
             epoch: 0,
             commit: vec![1, 2, 3],
-            removals: vec![],
         },
         group_message(vec![0; 10]),
     ] {
@@ -131,7 +133,13 @@ fn an_mls_welcome_from_a_peer_that_never_proved_the_secret_is_refused() {
         crate::group::mls::validate_key_package(&stranger_provider, &hello.unwrap(), joiner)
             .unwrap();
     let out = group
-        .commit(&stranger_provider, &stranger_me, vec![package], vec![])
+        .commit(
+            &stranger_provider,
+            &stranger_me,
+            vec![package],
+            vec![],
+            Vec::new(),
+        )
         .unwrap();
     let welcome = Request::Welcome {
         meeting_id: keys(1).meeting_id(),

@@ -1,11 +1,19 @@
 //! A malicious member (issue 14): a test node that holds a real leaf and signs whatever it
 //! likes. It forks the group by sending different commits to two halves, and claims later
 //! epochs it is not at — in heartbeats (validly signed or not), commits and `Nack`s.
-//! Honest members raise a fork alert, and nobody drops its group on its word.
+//! Honest members raise a fork alert, and nobody drops its group on its word. It commits
+//! what the commit rules forbid (removing the host, hidden or unadmitted members, out of
+//! turn) and is refused everywhere with an alert; as committer it withholds a change and is
+//! taken over; kicked as committer, it is removed by the next one.
 
 use super::*;
 use crate::group::epoch_proof;
-use crate::proto::control::EpochProof;
+use crate::group::mls::{JoinerPackage, validate_key_package};
+use crate::group::statements::{self, Statement};
+use crate::meeting::CommitViolation;
+use crate::proto::control::{
+    CommitReasons, EpochProof, Evidence, Removal, RemovalReason, StatementSignature,
+};
 
 /// A host and `N` joiners whose identities the test keeps (to sign as them).
 fn form_known<const N: usize>(sim: &mut Sim) -> (PeerId, [(PeerId, Identity); N]) {
@@ -55,18 +63,330 @@ fn fork_alerts(sim: &Sim, peer: PeerId) -> Vec<(PeerId, u64)> {
 
 /// `mal` makes two different commits of its current epoch (its own group stays put).
 fn two_commits(sim: &mut Sim, mal: PeerId) -> (u64, Vec<u8>, Vec<u8>) {
+    let (epoch, first) = forge_commit(sim, mal, vec![], vec![], &CommitReasons::default());
+    let (again, second) = forge_commit(sim, mal, vec![], vec![], &CommitReasons::default());
+    assert_eq!(epoch, again);
+    (epoch, first, second)
+}
+
+/// `mal` makes a commit of its current epoch that adds `adds`, removes the leaves of
+/// `removes` and states `reasons` (its own group stays put).
+fn forge_commit(
+    sim: &mut Sim,
+    mal: PeerId,
+    adds: Vec<JoinerPackage>,
+    removes: Vec<PeerId>,
+    reasons: &CommitReasons,
+) -> (u64, Vec<u8>) {
     let mls = &mut sim.node(mal).machine.mls;
     let group = mls.group.as_mut().expect("in the group");
-    let first = group
-        .commit(&mls.provider, &mls.me, vec![], vec![])
+    let leaves = removes.iter().map(|p| group.leaf_of(p).unwrap()).collect();
+    let out = group
+        .commit(&mls.provider, &mls.me, adds, leaves, reasons.to_aad())
         .expect("commit");
     group.clear_pending(&mls.provider).expect("clear");
-    let second = group
-        .commit(&mls.provider, &mls.me, vec![], vec![])
-        .expect("commit");
-    group.clear_pending(&mls.provider).expect("clear");
-    assert_eq!(first.from_epoch, second.from_epoch);
-    (first.from_epoch, first.commit, second.commit)
+    (out.from_epoch, out.commit)
+}
+
+/// The commit alerts `peer` raised: (rule, member, epoch).
+fn commit_alerts(sim: &Sim, peer: PeerId) -> Vec<(CommitViolation, PeerId, u64)> {
+    sim.nodes[&peer]
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            MeetingEvent::Alert {
+                kind: AlertKind::Commit(rule),
+                peer_id,
+                epoch,
+            } => Some((*rule, *peer_id, *epoch)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// `mal` sends `commit` of `epoch` to each of `honest`: every one refuses it, alerts about
+/// `mal` for breaking `rule`, and stays a member.
+fn refused_everywhere(
+    sim: &mut Sim,
+    mal: PeerId,
+    honest: &[PeerId],
+    epoch: u64,
+    commit: &[u8],
+    rule: CommitViolation,
+) {
+    let meeting_id = keys(1).meeting_id();
+    for peer in honest {
+        let before = sim.nodes[peer].machine.stats().commits_rejected;
+        let request = Request::Commit {
+            meeting_id,
+            epoch,
+            commit: commit.to_vec(),
+        };
+        assert_eq!(
+            sim.request(*peer, mal, request),
+            Response::Nack { epoch },
+            "{peer} refuses it"
+        );
+        sim.drain(*peer);
+        // Its confirmation changes nothing: nothing was staged.
+        let confirm = Request::Confirm { meeting_id, epoch };
+        sim.request(*peer, mal, confirm);
+        sim.drain(*peer);
+        assert!(
+            commit_alerts(sim, *peer).contains(&(rule, mal, epoch)),
+            "{peer} alerts: {:?}",
+            commit_alerts(sim, *peer)
+        );
+        let machine = &sim.nodes[peer].machine;
+        assert_eq!(machine.stats().commits_rejected, before + 1);
+        assert_eq!(machine.phase(), Phase::Member);
+        assert_eq!(
+            machine.epoch().map(|e| e.0),
+            Some(epoch),
+            "{peer} kept its epoch"
+        );
+    }
+}
+
+/// A fresh person's valid key package (nobody admitted it).
+fn stranger_package() -> (PeerId, JoinerPackage) {
+    let identity = Identity::generate();
+    let provider = Provider::default();
+    let bytes = MlsIdentity::new(&identity).key_package(&provider).unwrap();
+    let peer = identity.peer_id();
+    (peer, validate_key_package(&provider, &bytes, peer).unwrap())
+}
+
+#[test]
+fn a_member_that_removes_the_host_is_refused_everywhere_and_the_host_stays() {
+    let mut sim = Sim::new();
+    // `mal` has leaf 1: removing the host (leaf 0) would make it the committer.
+    let (host, [(mal, mal_id), (a, _), (b, _)]) = form_known(&mut sim);
+    let honest = [host, a, b];
+    let (epoch, code) = sim.epoch(host).unwrap();
+    let key = ed25519_dalek::SigningKey::from_bytes(&mal_id.secret_bytes());
+    let binding = sim.nodes[&host]
+        .machine
+        .mls
+        .group
+        .as_ref()
+        .unwrap()
+        .leaf_binding(&host)
+        .unwrap();
+    let meeting_id = keys(1).meeting_id();
+    let own_kick = statements::sign(&key, Statement::Kick, meeting_id, &host, &binding);
+    let forged_leave = statements::sign(&key, Statement::Leave, meeting_id, &host, &binding);
+    let attempts = [
+        // "The host kicked itself", signed by `mal`.
+        (RemovalReason::Kicked, Some((mal, own_kick))),
+        // "The host kicked itself", with no statement.
+        (RemovalReason::Kicked, None),
+        // "The host left", signed by `mal` instead of the host.
+        (RemovalReason::Left, Some((host, forged_leave))),
+        // "The host timed out", although everyone heard it just now.
+        (RemovalReason::TimedOut, None),
+        // "The host withheld a change", although nothing is due.
+        (RemovalReason::Withheld, None),
+    ];
+    for (reason, evidence) in attempts {
+        let reasons = CommitReasons {
+            removals: vec![Removal {
+                peer_id: host,
+                reason,
+                evidence: evidence.map(|(signer, signature)| Evidence {
+                    signer,
+                    signature: StatementSignature(signature),
+                }),
+            }],
+            approvals: vec![],
+        };
+        let (at, commit) = forge_commit(&mut sim, mal, vec![], vec![host], &reasons);
+        assert_eq!(at, epoch);
+        refused_everywhere(
+            &mut sim,
+            mal,
+            &honest,
+            epoch,
+            &commit,
+            CommitViolation::UnjustifiedRemoval,
+        );
+        sim.run_for(Duration::from_millis(300));
+    }
+    // Reasons that do not match the commit: it removes the host but says it removes `a`.
+    let reasons = CommitReasons {
+        removals: vec![Removal {
+            peer_id: a,
+            reason: RemovalReason::Kicked,
+            evidence: None,
+        }],
+        approvals: vec![],
+    };
+    let (_, commit) = forge_commit(&mut sim, mal, vec![], vec![host], &reasons);
+    refused_everywhere(
+        &mut sim,
+        mal,
+        &honest,
+        epoch,
+        &commit,
+        CommitViolation::ReasonsMismatch,
+    );
+    // The meeting goes on: the host is still in, and a newcomer still gets in.
+    sim.run_for(Duration::from_secs(2));
+    assert!(sim.agree(&[host, mal, a, b]));
+    assert_eq!(sim.epoch(host), Some((epoch, code)));
+    let c = sim.joiner(1, host);
+    sim.run_until(Duration::from_secs(5), |s| s.agree(&[host, mal, a, b, c]))
+        .expect("the honest committer still commits");
+}
+
+#[test]
+fn a_member_that_adds_a_hidden_or_unadmitted_leaf_is_refused_and_nobody_gains_a_member() {
+    let mut sim = Sim::new();
+    let host = sim.lobby_host();
+    let identities: Vec<Identity> = (0..3).map(|_| Identity::generate()).collect();
+    let mut peers = Vec::new();
+    for identity in &identities {
+        let peer = sim.joiner_with(identity, 1, host, Some(host));
+        sim.set_lobby(peer);
+        sim.run_until(Duration::from_secs(3), |s| {
+            s.nodes[&host]
+                .events
+                .iter()
+                .any(|e| matches!(e, MeetingEvent::Knocking { peer_id, .. } if *peer_id == peer))
+        })
+        .expect("knocking");
+        sim.approve(host, peer);
+        peers.push(peer);
+    }
+    let everyone: Vec<PeerId> = std::iter::once(host).chain(peers.iter().copied()).collect();
+    sim.run_until(Duration::from_secs(10), |s| s.agree(&everyone))
+        .expect("group formed");
+    let (mal, honest) = (peers[0], [host, peers[1], peers[2]]);
+    let (epoch, code) = sim.epoch(host).unwrap();
+
+    // A leaf whose credential names someone else's key: nobody could see it in a roster.
+    let (owner, claimed) = (Identity::generate(), Identity::generate());
+    let provider = Provider::default();
+    let bytes = MlsIdentity::with_credential_of(&owner, &claimed)
+        .key_package(&provider)
+        .unwrap();
+    let hidden = JoinerPackage::unchecked(&provider, &bytes, owner.peer_id());
+    let (_, commit) = forge_commit(
+        &mut sim,
+        mal,
+        vec![hidden],
+        vec![],
+        &CommitReasons::default(),
+    );
+    refused_everywhere(
+        &mut sim,
+        mal,
+        &honest,
+        epoch,
+        &commit,
+        CommitViolation::MalformedCredential,
+    );
+    // A real person whom the host never approved.
+    let (stranger, package) = stranger_package();
+    let (_, commit) = forge_commit(
+        &mut sim,
+        mal,
+        vec![package],
+        vec![],
+        &CommitReasons::default(),
+    );
+    refused_everywhere(
+        &mut sim,
+        mal,
+        &honest,
+        epoch,
+        &commit,
+        CommitViolation::UnjustifiedAdd,
+    );
+    sim.run_for(Duration::from_secs(2));
+    assert!(sim.agree(&everyone), "no member was added");
+    assert_eq!(sim.epoch(host), Some((epoch, code)));
+    assert!(!sim.members(host).contains(&stranger));
+}
+
+#[test]
+fn a_commit_out_of_turn_is_refused() {
+    let mut sim = Sim::new();
+    let (host, [(a, _), (mal, _)]) = form_known(&mut sim);
+    let (epoch, _) = sim.epoch(host).unwrap();
+    // An empty commit (a key rotation) is harmless, but only the committer may make it.
+    let (_, commit) = forge_commit(&mut sim, mal, vec![], vec![], &CommitReasons::default());
+    refused_everywhere(
+        &mut sim,
+        mal,
+        &[host, a],
+        epoch,
+        &commit,
+        CommitViolation::NotCommitter,
+    );
+}
+
+#[test]
+fn a_committer_that_withholds_a_change_is_taken_over() {
+    let mut sim = Sim::new();
+    // The host (leaf 0) is the committer, and it stops committing.
+    let (mal, [(a, _), (b, _), (c, _)]) = form_known(&mut sim);
+    let far = sim.now + Duration::from_secs(3600);
+    sim.node(mal).machine.mls.backoff_until = Some(far);
+    let (epoch, _) = sim.epoch(a).unwrap();
+    // `c` leaves: its removal is due, and the committer sits on it.
+    sim.node(c).machine.leave();
+    sim.drain(c);
+    let took = sim
+        .run_until(Duration::from_secs(30), |s| {
+            [a, b].iter().all(|p| {
+                let members = s.members(*p);
+                !members.contains(&c) && s.epoch(*p).is_some_and(|e| e.0 > epoch)
+            })
+        })
+        .expect("the next member took over");
+    let window = Config::default().takeover_after_for(Duration::ZERO);
+    assert!(
+        took >= window / 2,
+        "not before the change was overdue: {took:?}"
+    );
+    assert!(took <= window + Duration::from_secs(3), "took {took:?}");
+    for peer in [a, b] {
+        let removed = |who: PeerId, why: LeaveReason| {
+            sim.nodes[&peer].events.iter().any(|e| {
+                matches!(e, MeetingEvent::MemberLeft { peer_id, reason, .. } if *peer_id == who && *reason == why)
+            })
+        };
+        assert!(removed(c, LeaveReason::Left));
+        assert!(
+            removed(mal, LeaveReason::TimedOut),
+            "the withholding committer is out"
+        );
+        assert_eq!(sim.nodes[&peer].machine.stats().commits_rejected, 0);
+    }
+}
+
+#[test]
+fn a_kicked_committer_is_removed_by_the_next_member() {
+    let mut sim = Sim::new();
+    let (host, [a, b, c]) = sim.form();
+    // The host leaves: `a` (leaf 1) commits from now on, and any member may kick.
+    sim.node(host).machine.leave();
+    sim.drain(host);
+    sim.run_until(Duration::from_secs(5), |s| s.agree(&[a, b, c]))
+        .expect("the host's goodbye committed");
+    // The committer misbehaves and ignores every kick: it never commits again.
+    let far = sim.now + Duration::from_secs(3600);
+    sim.node(a).machine.mls.backoff_until = Some(far);
+    sim.kick(b, a);
+    sim.run_until(Duration::from_secs(5), |s| {
+        s.agree(&[b, c]) && !s.members(c).contains(&a)
+    })
+    .expect("the next member committed the kick");
+    for peer in [b, c] {
+        assert!(sim.nodes[&peer].events.iter().any(|e| matches!(e, MeetingEvent::MemberLeft { peer_id, reason: LeaveReason::Kicked, .. } if *peer_id == a)));
+        assert_eq!(sim.nodes[&peer].machine.stats().commits_rejected, 0);
+    }
 }
 
 /// `mal` delivers `commit` of `epoch` to `to` and confirms it.
@@ -76,7 +396,6 @@ fn commit_and_confirm(sim: &mut Sim, mal: PeerId, to: PeerId, epoch: u64, commit
         meeting_id,
         epoch,
         commit: commit.to_vec(),
-        removals: vec![],
     };
     assert_eq!(sim.request(to, mal, staged), Response::Ack);
     let confirm = Request::Confirm { meeting_id, epoch };
@@ -87,9 +406,9 @@ fn commit_and_confirm(sim: &mut Sim, mal: PeerId, to: PeerId, epoch: u64, commit
 #[test]
 fn different_commits_to_two_halves_raise_a_fork_alert_on_both_sides_within_one_heartbeat() {
     let mut sim = Sim::new();
-    let (host, joiners) = form_known::<4>(&mut sim);
-    let mal = joiners[0].0;
-    let left = [host, joiners[1].0];
+    // The committer (the host, leaf 0) is the malicious one: only its commits are staged.
+    let (mal, joiners) = form_known::<4>(&mut sim);
+    let left = [joiners[0].0, joiners[1].0];
     let right = [joiners[2].0, joiners[3].0];
     let (epoch, first, second) = two_commits(&mut sim, mal);
     // The malicious member splits the meeting and goes quiet.
@@ -205,7 +524,6 @@ fn a_forged_later_epoch_in_a_commit_or_a_nack_makes_nobody_drop_its_group() {
             meeting_id,
             epoch: epoch + 7,
             commit: vec![1, 2, 3],
-            removals: vec![],
         };
         assert_eq!(
             sim.request(peer, mal, forged),
