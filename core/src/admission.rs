@@ -6,6 +6,9 @@
 //!   provide it on the DHT; only invitees can compute it, so the DHT learns nothing about
 //!   which meeting a record belongs to.
 //! - join MAC key = HKDF(secret, [`JOIN_MAC_LABEL`] ‖ meeting id), 32 bytes.
+//! - DHT key = the SHA-256 multihash of the rendezvous key (`0x12 0x20 ‖ SHA-256(rendezvous
+//!   key)`), as the libp2p Kademlia specification wants record keys to be, so that a DHT
+//!   node of any implementation can serve as a bootstrap ([`MeetingKeys::dht_key`]).
 //!
 //! Handshake (one request/response on an authenticated libp2p connection; see
 //! `docs/protocol.md`):
@@ -117,9 +120,17 @@ impl MeetingKeys {
         self.meeting_id
     }
 
-    /// The DHT key members provide and joiners look up.
+    /// The rendezvous key (what the DHT key is the hash of).
     pub fn rendezvous_key(&self) -> [u8; 32] {
         self.rendezvous
+    }
+
+    /// The DHT key members provide and joiners look up: the SHA-256 multihash of the
+    /// rendezvous key (multihash code 0x12, length 0x20).
+    pub fn dht_key(&self) -> Vec<u8> {
+        use sha2::Digest as _;
+        let digest = Sha256::digest(self.rendezvous);
+        [&[0x12, 0x20][..], digest.as_slice()].concat()
     }
 
     /// MAC a joiner puts in its hello to `member`.
@@ -391,6 +402,16 @@ mod tests {
     }
 
     #[test]
+    fn the_dht_key_is_the_sha256_multihash_of_the_rendezvous_key() {
+        let key = keys(1).dht_key();
+        assert_eq!(key.len(), 34);
+        assert_eq!(&key[..2], &[0x12, 0x20], "multihash sha2-256, 32 bytes");
+        // Independent computation: `printf '%s' <rendezvous hex> | xxd -r -p | sha256sum`.
+        assert_eq!(hex::encode(&key[2..]), PINNED_DHT_DIGEST);
+        assert_ne!(key, keys(2).dht_key());
+    }
+
+    #[test]
     fn rendezvous_key_matches_rfc5869_hkdf_known_answer() {
         // Independent computation (Python's hmac module, RFC 5869 HKDF with an empty salt):
         // PRK = HMAC-SHA256(key = 32 zero bytes, msg = 32 bytes of 0x01);
@@ -597,4 +618,6 @@ mod tests {
 
     const PINNED_RENDEZVOUS: &str =
         "d53870dc57a3f3b80e9cf2c3e4f666dcf5848457830a7ab6235c58cf3448d3a9";
+    const PINNED_DHT_DIGEST: &str =
+        "2a67c216821e58a069e6eee2dfff52159c33d399d927a47fe3b3cc1d9839ba38";
 }

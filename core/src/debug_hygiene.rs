@@ -80,10 +80,7 @@ fn no_public_type_prints_its_secret_in_debug() {
     let keys = MeetingKeys::derive(MeetingId([5; 16]), &meeting_secret);
     assert_hidden("MeetingKeys", &keys, &encodings(&secret(23)));
 
-    let record = MeetingRecord {
-        invite: uri.clone(),
-        last_seen_unix_ms: 1,
-    };
+    let record = MeetingRecord::new(uri.clone(), 1);
     assert_hidden("MeetingRecord", &record, std::slice::from_ref(&uri));
 
     let text = "the chat line only members may read";

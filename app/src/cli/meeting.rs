@@ -367,6 +367,14 @@ fn report(event: &MeetingEvent, out: Output) -> Option<i32> {
         | MeetingEvent::MemberLeft { .. }
         | MeetingEvent::MemberMuted { .. } => report_member(event, out),
         MeetingEvent::Alert { .. } => report_alert(event, out),
+        MeetingEvent::InviteChanged { invite } => {
+            let uri = invite.to_uri();
+            out.event("invite", json!({ "invite": uri, "rotated": true }), || {
+                format!(
+                    "a member was removed, so the meeting's invite changed: every invite sent before no longer works. The new invite (share it only with the people you invite):\n{uri}"
+                )
+            });
+        }
         MeetingEvent::Removed { .. }
         | MeetingEvent::JoinRefused
         | MeetingEvent::JoinTimedOut

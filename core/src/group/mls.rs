@@ -34,6 +34,8 @@ use crate::invite::MeetingId;
 pub const CIPHERSUITE: Ciphersuite = Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519;
 /// How many past epochs can still decrypt late application messages.
 pub const MAX_PAST_EPOCHS: usize = 3;
+/// MLS exporter label of the meeting secret that a kick rotates in.
+pub const MEETING_SECRET_EXPORTER_LABEL: &str = "conclave meeting secret v1";
 /// Largest MLS message accepted from the network.
 pub const MAX_MLS_MESSAGE: usize = 60 * 1024;
 
@@ -481,6 +483,31 @@ impl MeetingGroup {
             return false;
         }
         epoch_proof::verify(&key, meeting_id, epoch, hash, signature)
+    }
+
+    /// The meeting secret that replaces the invite's after a kick: exported from the epoch
+    /// the kick started, so every member that merged it derives the same one and the kicked
+    /// member cannot (`docs/protocol.md` §6, "A kick locks the door").
+    pub fn rotated_meeting_secret(
+        &self,
+        provider: &Provider,
+        meeting_id: MeetingId,
+    ) -> Result<crate::invite::MeetingSecret, GroupError> {
+        let secret = zeroize::Zeroizing::new(
+            self.group
+                .export_secret(
+                    provider.crypto(),
+                    MEETING_SECRET_EXPORTER_LABEL,
+                    &meeting_id.0,
+                    32,
+                )
+                .map_err(GroupError::mls)?,
+        );
+        let bytes: [u8; 32] = secret
+            .as_slice()
+            .try_into()
+            .map_err(|_| GroupError::Mls("exporter returned a wrong length".into()))?;
+        Ok(crate::invite::MeetingSecret::from_bytes(bytes))
     }
 
     /// The RFC 9605 §5.2 `sframe_epoch_secret` of the current epoch.

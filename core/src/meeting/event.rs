@@ -239,6 +239,13 @@ pub enum MeetingEvent {
         /// The epoch it happened at.
         epoch: u64,
     },
+    /// A kick rotated the meeting secret: this is the meeting's invite from now on. Every
+    /// invite handed out before (the kicked member's included) no longer finds the meeting
+    /// nor proves the secret.
+    InviteChanged {
+        /// The new invite.
+        invite: crate::invite::Invite,
+    },
     /// We left.
     Left,
 }

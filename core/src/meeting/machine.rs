@@ -168,6 +168,16 @@ pub enum Output {
     StartProviding,
     /// Withdraw the provider announcement.
     StopProviding,
+    /// A kick rotated the meeting secret (and with it the rendezvous key): withdraw the
+    /// announcement under `previous_dht_key`, announce under the new key, and give the
+    /// application (and the store) the invite with `secret`. Every invite out there with
+    /// the previous secret stops working.
+    Rekeyed {
+        /// The new meeting secret (learnt through MLS by every remaining member).
+        secret: crate::invite::MeetingSecret,
+        /// The DHT key we provided until now.
+        previous_dht_key: Vec<u8>,
+    },
     /// Apply these MLS storage writes to the durable store, atomically.
     Persist(StorageDelta),
     /// Tell the media plane.
@@ -388,9 +398,22 @@ impl<R: RngCore + CryptoRng> Machine<R> {
         self.keys.meeting_id()
     }
 
-    /// The DHT rendezvous key.
-    pub fn rendezvous_key(&self) -> [u8; 32] {
-        self.keys.rendezvous_key()
+    /// The DHT key members provide and joiners look up (changes when a kick rotates the
+    /// meeting secret).
+    pub fn dht_key(&self) -> Vec<u8> {
+        self.keys.dht_key()
+    }
+
+    /// Refuses `peers` for the rest of the meeting, as if we had seen their kick (the ban
+    /// list the store kept across a restart).
+    pub fn ban(&mut self, peers: impl IntoIterator<Item = PeerId>) {
+        self.banned.extend(peers);
+    }
+
+    /// The members refused for the rest of the meeting (kicked, or named as kicked in the
+    /// welcome that let us in).
+    pub fn banned(&self) -> impl Iterator<Item = &PeerId> {
+        self.banned.iter()
     }
 
     /// Current phase.
@@ -479,7 +502,9 @@ impl<R: RngCore + CryptoRng> Machine<R> {
             }
             Request::Confirm { epoch, .. } => self.on_confirm(now, from, epoch),
             Request::Abort { epoch, .. } => self.on_abort(from, epoch),
-            Request::Welcome { welcome, .. } => self.on_mls_welcome(now, from, &welcome),
+            Request::Welcome {
+                welcome, banned, ..
+            } => self.on_mls_welcome(now, from, &welcome, banned),
             Request::Group { message, .. } => self.on_group_message(now, unix_ms, from, &message),
             Request::Kick {
                 peer_id, signature, ..

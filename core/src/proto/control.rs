@@ -231,6 +231,9 @@ pub enum Request {
         /// The MLS welcome message.
         #[serde(with = "codec_bytes")]
         welcome: Vec<u8>,
+        /// The members kicked from the meeting so far: the joiner refuses them too.
+        #[serde(default, with = "codec_peers")]
+        banned: Vec<PeerId>,
     },
     /// An MLS application message (chat, ...).
     Group {
@@ -336,6 +339,35 @@ bytes_codec!(codec_meeting, MeetingId, |m| m.0.to_vec(), |b| b
     .try_into()
     .ok()
     .map(MeetingId));
+
+mod codec_peers {
+    use libp2p::PeerId;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::MAX_MEMBERS;
+
+    pub(super) fn serialize<S: Serializer>(peers: &[PeerId], s: S) -> Result<S::Ok, S::Error> {
+        let raw: Vec<ciborium::Value> = peers
+            .iter()
+            .map(|p| ciborium::Value::Bytes(p.to_bytes()))
+            .collect();
+        raw.serialize(s)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<PeerId>, D::Error> {
+        let raw: Vec<ciborium::Value> = Vec::deserialize(d)?;
+        if raw.len() > MAX_MEMBERS {
+            return Err(serde::de::Error::custom("too many peers"));
+        }
+        raw.into_iter()
+            .map(|value| match value {
+                ciborium::Value::Bytes(bytes) => PeerId::from_bytes(&bytes)
+                    .map_err(|_| serde::de::Error::custom("invalid peer id")),
+                _ => Err(serde::de::Error::custom("invalid peer id")),
+            })
+            .collect()
+    }
+}
 
 mod codec_array {
     use serde::{Deserialize, Deserializer, Serializer};
@@ -627,7 +659,7 @@ mod tests {
                 Request::Commit { meeting_id, epoch: unix_ms, commit: nonce.to_vec() },
                 Request::Confirm { meeting_id, epoch: unix_ms },
                 Request::Abort { meeting_id, epoch: unix_ms },
-                Request::Welcome { meeting_id, welcome: mac.to_vec() },
+                Request::Welcome { meeting_id, welcome: mac.to_vec(), banned: members.iter().map(|m| m.peer_id).collect() },
                 Request::Group { meeting_id, message: nonce.to_vec() },
                 Request::Approve { meeting_id, peer_id: members.first().map_or_else(PeerId::random, |m| m.peer_id), signature: None },
                 Request::Kick { meeting_id, peer_id: members.last().map_or_else(PeerId::random, |m| m.peer_id), signature: Some(StatementSignature([mac, mac].concat().try_into().unwrap())) },

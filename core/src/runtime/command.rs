@@ -7,7 +7,7 @@ use libp2p::PeerId;
 use rand::SeedableRng;
 use rand::rngs::{OsRng, StdRng};
 use tokio::sync::oneshot;
-use tracing::info;
+use tracing::{info, warn};
 
 use super::media_link::MediaInput;
 use super::{Driver, clock};
@@ -171,9 +171,41 @@ impl Driver {
             self.add_relay(&relay);
         }
         let rng = StdRng::from_rng(OsRng).expect("the OS random source is available");
+        let (invite, banned) = self.current_invite(invite);
         info!(meeting = %invite.meeting_id.short(), "joining");
-        self.session = Some(self.start_session(invite, false, rng, now)?);
+        let mut session = self.start_session(invite, false, rng, now)?;
+        session.machine.ban(banned);
+        self.session = Some(session);
         Ok(())
+    }
+
+    /// What the store knows of `invite`'s meeting: the invite to use (ours, if a kick
+    /// rotated the meeting away from `invite`'s secret while we were in it) and the members
+    /// kicked from it.
+    fn current_invite(&self, invite: Invite) -> (Invite, Vec<PeerId>) {
+        let record = match self.store.meeting(invite.meeting_id) {
+            Ok(Some(record)) => record,
+            Ok(None) => return (invite, Vec::new()),
+            Err(err) => {
+                warn!(error = %err, "cannot read the stored meeting");
+                return (invite, Vec::new());
+            }
+        };
+        let banned = record
+            .banned
+            .iter()
+            .filter_map(|p| p.parse().ok())
+            .collect();
+        if record.supersedes(&invite.secret) {
+            match record.invite.parse::<Invite>() {
+                Ok(current) if current.meeting_id == invite.meeting_id => {
+                    info!("a kick changed this meeting's invite: using the current one");
+                    return (current, banned);
+                }
+                _ => warn!("the stored invite of this meeting is unreadable"),
+            }
+        }
+        (invite, banned)
     }
 
     /// Mutes or unmutes: the members are told (in a meeting), the media plane stops sending.

@@ -6,10 +6,29 @@
 use tracing::{info, warn};
 
 use super::{Driver, clock};
-use crate::meeting::MeetingEvent;
+use crate::meeting::{LeaveReason, MeetingEvent};
 use crate::store::{ChatRecord, MeetingRecord, PendingChat, StoreError};
 
 impl Driver {
+    /// Changes the stored record of the current meeting (starting from its invite if none is
+    /// stored yet) and writes it back; failures are logged.
+    pub(super) fn update_meeting_record(&mut self, change: impl FnOnce(&mut MeetingRecord)) {
+        let Some(session) = &self.session else { return };
+        let meeting = session.invite.meeting_id;
+        let mut record = match self.store.meeting(meeting) {
+            Ok(Some(record)) => record,
+            Ok(None) => MeetingRecord::new(session.invite.to_uri(), clock::unix_ms()),
+            Err(err) => {
+                warn!(error = %err, "cannot read the stored meeting");
+                return;
+            }
+        };
+        change(&mut record);
+        if let Err(err) = self.store.remember_meeting(meeting, &record) {
+            warn!(error = %err, "cannot save the meeting");
+        }
+    }
+
     /// Keeps what must survive a restart of `event`.
     pub(super) fn record(&mut self, event: &MeetingEvent) {
         let Some(session) = &self.session else { return };
@@ -20,13 +39,34 @@ impl Driver {
                 self.store
                     .remember_peer(peer_id, addrs, clock::unix_ms() / 1000)
             }
-            MeetingEvent::Joined { .. } => self.store.remember_meeting(
-                meeting,
-                &MeetingRecord {
-                    invite: session.invite.to_uri(),
-                    last_seen_unix_ms: clock::unix_ms(),
-                },
-            ),
+            MeetingEvent::Joined { .. } => {
+                let invite = session.invite.to_uri();
+                // The bans our welcome named are kept too.
+                let banned: Vec<String> = session.machine.banned().map(|p| p.to_base58()).collect();
+                self.update_meeting_record(|record| {
+                    record.invite = invite;
+                    record.last_seen_unix_ms = clock::unix_ms();
+                    for peer in banned {
+                        if !record.banned.contains(&peer) {
+                            record.banned.push(peer);
+                        }
+                    }
+                });
+                Ok(())
+            }
+            MeetingEvent::MemberLeft {
+                peer_id,
+                reason: LeaveReason::Kicked,
+                ..
+            } => {
+                let banned = peer_id.to_base58();
+                self.update_meeting_record(|record| {
+                    if !record.banned.contains(&banned) {
+                        record.banned.push(banned);
+                    }
+                });
+                Ok(())
+            }
             MeetingEvent::ChatSent {
                 seq,
                 id,

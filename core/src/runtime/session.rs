@@ -23,10 +23,11 @@ use crate::Error;
 use crate::admission::MeetingKeys;
 use crate::backoff::Backoff;
 use crate::group::{MlsIdentity, Provider};
-use crate::invite::Invite;
+use crate::invite::{Invite, MeetingSecret};
 use crate::meeting::{Machine, MeetingEvent, Output, Phase};
 use crate::net::routing::is_dialable;
 use crate::proto::control::Request;
+use crate::store::MeetingRecord;
 
 /// The meeting we are in (or were in last: a finished machine stays until the next one).
 pub(super) struct Session {
@@ -203,7 +204,7 @@ impl Driver {
             self.config.lookup_interval_member
         };
         session.next_lookup = now + interval;
-        let key = kad::RecordKey::new(&session.machine.rendezvous_key());
+        let key = kad::RecordKey::new(&session.machine.dht_key());
         let hint = if joining { session.host_hint } else { None };
         self.swarm.behaviour_mut().kad.get_providers(key);
         if let Some(host) = hint {
@@ -229,7 +230,7 @@ impl Driver {
             return;
         }
         session.next_provide = clock::now() + self.config.reprovide_interval;
-        let key = kad::RecordKey::new(&session.machine.rendezvous_key());
+        let key = kad::RecordKey::new(&session.machine.dht_key());
         if let Err(err) = self.swarm.behaviour_mut().kad.start_providing(key) {
             warn!(error = %err, "cannot announce the meeting on the DHT");
         }
@@ -279,10 +280,14 @@ impl Driver {
                 Output::StartProviding => self.provide(),
                 Output::StopProviding => {
                     if let Some(session) = &self.session {
-                        let key = kad::RecordKey::new(&session.machine.rendezvous_key());
+                        let key = kad::RecordKey::new(&session.machine.dht_key());
                         self.swarm.behaviour_mut().kad.stop_providing(&key);
                     }
                 }
+                Output::Rekeyed {
+                    secret,
+                    previous_dht_key,
+                } => self.rekeyed(secret, &previous_dht_key),
                 Output::Media(command) => {
                     self.media.pass(MediaInput::Command(command));
                 }
@@ -299,6 +304,30 @@ impl Driver {
             }
         }
         any
+    }
+
+    /// A kick rotated the meeting secret: announce under the new DHT key only, remember the
+    /// new invite (and that the old one is superseded), and tell the application.
+    fn rekeyed(&mut self, secret: MeetingSecret, previous_dht_key: &[u8]) {
+        let Some(session) = self.session.as_mut() else {
+            return;
+        };
+        self.swarm
+            .behaviour_mut()
+            .kad
+            .stop_providing(&kad::RecordKey::new(&previous_dht_key));
+        let previous = std::mem::replace(&mut session.invite.secret, secret);
+        let invite = session.invite.clone();
+        self.update_meeting_record(|record| {
+            record.invite = invite.to_uri();
+            let digest = MeetingRecord::secret_digest(&previous);
+            if !record.superseded.contains(&digest) {
+                record.superseded.push(digest);
+            }
+        });
+        self.provide();
+        self.outbox
+            .push(Event::Meeting(MeetingEvent::InviteChanged { invite }));
     }
 
     /// Leaves the meeting: goodbyes go out, the reply waits for their answers (at most

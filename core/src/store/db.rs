@@ -472,14 +472,7 @@ mod tests {
                 history.insert(key, record(text)).unwrap();
             }
             let mut meeting = Vec::new();
-            ciborium::into_writer(
-                &MeetingRecord {
-                    invite: invite.into(),
-                    last_seen_unix_ms: 5,
-                },
-                &mut meeting,
-            )
-            .unwrap();
+            ciborium::into_writer(&MeetingRecord::new(invite.into(), 5), &mut meeting).unwrap();
             db.open_tree(TREE_MEETINGS)
                 .unwrap()
                 .insert([7; 16], meeting)

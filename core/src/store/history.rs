@@ -45,12 +45,46 @@ impl std::fmt::Debug for ChatRecord {
 }
 
 /// A meeting this installation was in. `Debug` never shows the invite (it holds the secret).
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
 pub struct MeetingRecord {
-    /// The invite URI (contains the secret).
+    /// The invite URI (contains the secret): the current one, after any rotation.
     pub invite: String,
     /// Last time we were in it, ms since the Unix epoch.
     pub last_seen_unix_ms: u64,
+    /// Members kicked from the meeting (base58 peer ids): refused after a restart too.
+    #[serde(default)]
+    pub banned: Vec<String>,
+    /// SHA-256 of each meeting secret a kick rotated away from: joining with an invite that
+    /// holds one of them uses `invite` instead ([`MeetingRecord::supersedes`]).
+    #[serde(default)]
+    pub superseded: Vec<[u8; 32]>,
+}
+
+impl MeetingRecord {
+    /// The record of a meeting entered with `invite` (no bans, nothing superseded yet).
+    pub fn new(invite: String, last_seen_unix_ms: u64) -> Self {
+        Self {
+            invite,
+            last_seen_unix_ms,
+            banned: Vec::new(),
+            superseded: Vec::new(),
+        }
+    }
+
+    /// What `superseded` keeps of a secret.
+    pub fn secret_digest(secret: &crate::invite::MeetingSecret) -> [u8; 32] {
+        use sha2::Digest as _;
+        sha2::Sha256::new()
+            .chain_update(b"conclave superseded secret v1")
+            .chain_update(secret.expose())
+            .finalize()
+            .into()
+    }
+
+    /// Whether a kick rotated this meeting away from `secret` (so our `invite` is newer).
+    pub fn supersedes(&self, secret: &crate::invite::MeetingSecret) -> bool {
+        self.superseded.contains(&Self::secret_digest(secret))
+    }
 }
 
 impl std::fmt::Debug for MeetingRecord {
@@ -58,6 +92,8 @@ impl std::fmt::Debug for MeetingRecord {
         f.debug_struct("MeetingRecord")
             .field("invite", &"Invite(..)")
             .field("last_seen_unix_ms", &self.last_seen_unix_ms)
+            .field("banned", &self.banned.len())
+            .field("superseded", &self.superseded.len())
             .finish()
     }
 }
@@ -154,6 +190,14 @@ impl Store {
         self.flush()
     }
 
+    /// The remembered meeting `meeting`, if any.
+    pub fn meeting(&self, meeting: MeetingId) -> Result<Option<MeetingRecord>, StoreError> {
+        Ok(self
+            .meetings
+            .get(&meeting.0)?
+            .and_then(|value| ciborium::from_reader::<MeetingRecord, _>(value.as_slice()).ok()))
+    }
+
     /// Remembered meetings, most recent first.
     pub fn meetings(&self) -> Result<Vec<(MeetingId, MeetingRecord)>, StoreError> {
         let mut meetings = Vec::new();
@@ -237,22 +281,10 @@ mod tests {
         let dir = crate::store::private_tempdir();
         let store = Store::open(dir.path(), &KeySource::InsecureKeyFile).unwrap();
         store
-            .remember_meeting(
-                MeetingId([1; 16]),
-                &MeetingRecord {
-                    invite: "a".into(),
-                    last_seen_unix_ms: 1,
-                },
-            )
+            .remember_meeting(MeetingId([1; 16]), &MeetingRecord::new("a".into(), 1))
             .unwrap();
         store
-            .remember_meeting(
-                MeetingId([2; 16]),
-                &MeetingRecord {
-                    invite: "b".into(),
-                    last_seen_unix_ms: 2,
-                },
-            )
+            .remember_meeting(MeetingId([2; 16]), &MeetingRecord::new("b".into(), 2))
             .unwrap();
         let ids: Vec<MeetingId> = store
             .meetings()

@@ -256,6 +256,70 @@ fn a_kicked_member_is_out_and_hears_nothing_more() {
     assert!(c.seen.iter().all(|v| v["text"] != "after the kick"));
 }
 
+/// `proc` is killed and joins again with `invite` (same identity and data directory).
+fn restart(proc: &mut Proc, dir: &std::path::Path, invite: &str) {
+    proc.kill9();
+    *proc = join(dir, &proc.label.clone(), invite);
+}
+
+/// A kick locks the door: the kicked member's invite (and every invite sent before) is
+/// refused, the others get a new invite that works, and the ban survives a restart of every
+/// remaining member — a remaining member may restart with the old invite (its store knows
+/// the meeting moved on), the kicked one may not even with the new one.
+#[test]
+fn after_a_kick_the_old_invite_is_refused_the_new_one_works_and_the_ban_survives_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_relay, relay_addr) = start_relay(dir.path()).unwrap();
+    let (mut host, invite, _) = start_host(dir.path(), "A", &["--relay", &relay_addr]).unwrap();
+    let mut b = join(dir.path(), "B", &invite);
+    let mut c = join(dir.path(), "C", &invite);
+    let c_id = peer_id_of(&mut c).unwrap();
+    wait_agreement(&mut [&mut host, &mut b, &mut c], 3, LIMIT);
+    host.send_line(&format!("/kick {c_id}")).unwrap();
+    assert_eq!(c.wait_event("left", LIMIT).unwrap()["reason"], "kicked");
+    assert_eq!(c.wait_exit(LIMIT).unwrap().code(), Some(0));
+    // The host and the bystander are given the new invite.
+    let rotated = |v: &Value| v["event"] == "invite" && v["rotated"] == true;
+    let new_invite = host.wait_for(LIMIT, "the new invite", rotated).unwrap()["invite"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(new_invite, invite);
+    b.wait_for(LIMIT, "the new invite at the bystander", rotated)
+        .unwrap();
+    wait_agreement(&mut [&mut host, &mut b], 2, LIMIT);
+
+    // The kicked member's invite no longer gets anyone in: not it, not a newcomer.
+    for label in ["C", "D"] {
+        let mut refused = join(dir.path(), label, &invite);
+        assert_eq!(
+            refused.wait_exit(LIMIT).unwrap().code(),
+            Some(3),
+            "{label} with the old invite"
+        );
+    }
+    // The new one does.
+    let mut e = join(dir.path(), "E", &new_invite);
+    wait_agreement(&mut [&mut host, &mut b, &mut e], 3, LIMIT);
+
+    // Every remaining member restarts in turn (the two who saw the kick with the old
+    // invite); the meeting stays together.
+    restart(&mut b, dir.path(), &invite);
+    wait_agreement(&mut [&mut host, &mut b, &mut e], 3, LIMIT);
+    restart(&mut e, dir.path(), &new_invite);
+    wait_agreement(&mut [&mut host, &mut b, &mut e], 3, LIMIT);
+    restart(&mut host, dir.path(), &invite);
+    wait_agreement(&mut [&mut host, &mut b, &mut e], 3, LIMIT);
+    // The kicked member, even holding the new invite, is refused by every one of them.
+    let mut banned = join(dir.path(), "C", &new_invite);
+    assert_eq!(
+        banned.wait_exit(LIMIT).unwrap().code(),
+        Some(3),
+        "the kicked member with the new invite"
+    );
+    assert_eq!(host.members().len(), 2, "nobody let the kicked member in");
+}
+
 #[test]
 fn a_restarted_member_rejoins_and_sees_the_chat_history() {
     let dir = tempfile::tempdir().unwrap();

@@ -541,6 +541,13 @@ impl State {
                 _ => "You are no longer in the meeting.",
             }),
             MeetingEvent::Left => return Some(Action::Home),
+            MeetingEvent::InviteChanged { invite } => {
+                self.invite = Some(Redacted(invite.to_uri()));
+                self.notice(
+                    "A member was removed, so the invite changed: invites sent before no longer work. Copy invite gives the new one."
+                        .to_owned(),
+                );
+            }
             other => tracing::debug!(?other, "meeting event not shown"),
         }
         None

@@ -290,11 +290,11 @@ impl<R: RngCore + CryptoRng> Machine<R> {
         let name = own.map(|m| m.name.clone()).unwrap_or_default();
         let addrs = own.map(|m| m.addrs.clone()).unwrap_or_default();
         self.add_peer(now, from, name, addrs);
-        if let Some((sender, welcome)) = self.mls.deferred_welcome.take() {
+        if let Some((sender, welcome, banned)) = self.mls.deferred_welcome.take() {
             if sender == from {
-                self.on_mls_welcome(now, from, &welcome);
+                self.on_mls_welcome(now, from, &welcome, banned);
             } else {
-                self.mls.deferred_welcome = Some((sender, welcome));
+                self.mls.deferred_welcome = Some((sender, welcome, banned));
             }
         }
         for info in members {

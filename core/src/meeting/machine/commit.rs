@@ -30,13 +30,14 @@ use tracing::{debug, info, warn};
 use super::group_state::PendingKick;
 use super::reconnect::Silence;
 use super::{Inflight, LeaveReason, Machine, MeetingEvent, Output, Phase, reason_of, removal};
+use crate::admission::MeetingKeys;
 use crate::group::GroupError;
 use crate::group::mls::{GroupChanges, JoinerPackage, Received};
 use crate::group::statements::{self, Statement};
 use crate::media::MediaCommand;
 use crate::meeting::CommitViolation;
 use crate::proto::control::{
-    Approval, CommitReasons, Evidence, Removal, RemovalReason, Request, Response,
+    Approval, CommitReasons, Evidence, MAX_MEMBERS, Removal, RemovalReason, Request, Response,
     StatementSignature,
 };
 
@@ -336,6 +337,7 @@ impl<R: RngCore + CryptoRng> Machine<R> {
                 let request = Request::Welcome {
                     meeting_id: self.keys.meeting_id(),
                     welcome: welcome.clone(),
+                    banned: self.banned.iter().take(MAX_MEMBERS).copied().collect(),
                 };
                 self.send(*joiner, request, Inflight::Other);
             }
@@ -522,6 +524,12 @@ impl<R: RngCore + CryptoRng> Machine<R> {
             .collect();
         self.refresh_media_keys(now, replaced);
         self.persist();
+        let kicked = removals
+            .iter()
+            .any(|r| r.reason == RemovalReason::Kicked && r.peer_id != self.local);
+        if kicked && !changes.self_removed {
+            self.lock_the_door();
+        }
         if changes.self_removed {
             let reason = reason_of(removals, &self.local);
             if reason == LeaveReason::TimedOut {
@@ -555,6 +563,31 @@ impl<R: RngCore + CryptoRng> Machine<R> {
             // Joiners (and members who rejoined with a new leaf) learn our state.
             self.announce_state();
         }
+    }
+
+    /// A member was kicked: the meeting secret and the rendezvous key rotate to a secret
+    /// exported from the new epoch, which the kicked member does not have. Its invite (and
+    /// every invite sent before) no longer finds the meeting nor proves the secret.
+    fn lock_the_door(&mut self) {
+        let Some(group) = &self.mls.group else { return };
+        let meeting_id = self.keys.meeting_id();
+        let secret = match group.rotated_meeting_secret(&self.mls.provider, meeting_id) {
+            Ok(secret) => secret,
+            Err(err) => {
+                warn!(error = %err, "cannot rotate the meeting secret after a kick");
+                return;
+            }
+        };
+        let previous_dht_key = self.keys.dht_key();
+        self.keys = MeetingKeys::derive(meeting_id, &secret);
+        info!(
+            epoch = group.epoch(),
+            "a kick rotated the meeting secret: earlier invites no longer work"
+        );
+        self.outputs.push_back(Output::Rekeyed {
+            secret,
+            previous_dht_key,
+        });
     }
 
     /// `peer` is in the group now (a joiner from the lobby brings its name and addresses).

@@ -40,7 +40,7 @@ pub(super) struct GroupState {
     /// Digests of the key packages queued so far (each is committed at most once).
     pub(super) seen_packages: VecDeque<[u8; 32]>,
     /// An MLS welcome that arrived before its sender was admitted.
-    pub(super) deferred_welcome: Option<(PeerId, Vec<u8>)>,
+    pub(super) deferred_welcome: Option<(PeerId, Vec<u8>, Vec<PeerId>)>,
     /// Members to remove at the host's request: its signed statement, and since when we
     /// know it (a kick left uncommitted too long is overdue: [`super::commit_rules`]).
     pub(super) kicks: BTreeMap<PeerId, PendingKick>,

@@ -49,6 +49,8 @@ struct Node {
     sent: Vec<Request>,
     /// Media signalling payloads delivered to this node's media plane, by sender.
     signals: Vec<(PeerId, Vec<u8>)>,
+    /// The meeting secrets a kick rotated in, in order.
+    rekeyed: Vec<MeetingSecret>,
 }
 
 struct Sim {
@@ -119,6 +121,7 @@ impl Sim {
                 alive: true,
                 sent: Vec::new(),
                 signals: Vec::new(),
+                rekeyed: Vec::new(),
             },
         );
         self.drain(peer);
@@ -285,6 +288,7 @@ impl Sim {
                 Output::Media(MediaCommand::Signal { from, payload }) => {
                     node.signals.push((from, payload));
                 }
+                Output::Rekeyed { secret, .. } => node.rekeyed.push(secret),
                 Output::Persist(_) | Output::Media(_) => {}
                 Output::Event(event) => node.events.push(event),
             }

@@ -123,6 +123,7 @@ impl<R: RngCore + CryptoRng> Machine<R> {
         now: Instant,
         from: PeerId,
         welcome: &[u8],
+        banned: Vec<PeerId>,
     ) -> Response {
         if self.mls.group.is_some() || !matches!(self.phase, Phase::Joining { .. }) {
             return Response::Ack;
@@ -133,7 +134,7 @@ impl<R: RngCore + CryptoRng> Machine<R> {
             if self.pending.contains_key(&from) {
                 // It may overtake the answer to our hello: keep it until that answer proves
                 // the sender knows the secret.
-                self.mls.deferred_welcome = Some((from, welcome.to_vec()));
+                self.mls.deferred_welcome = Some((from, welcome.to_vec(), banned));
                 return Response::Ack;
             }
             self.stats.welcomes_rejected += 1;
@@ -149,6 +150,8 @@ impl<R: RngCore + CryptoRng> Machine<R> {
             {
                 self.phase = Phase::Member;
                 self.next_heartbeat = now;
+                // The members kicked before we came: refused by us too.
+                self.banned.extend(banned);
                 self.outputs.push_back(Output::StartProviding);
                 self.install_group(now, group);
                 Response::Ack

@@ -140,6 +140,29 @@ fn a_refused_commit_shows_a_red_banner_and_the_host_removes_its_sender_in_one_cl
 }
 
 #[test]
+fn after_a_kick_copy_invite_gives_the_new_invite_and_says_the_old_ones_stopped_working() {
+    let verified = BTreeSet::new();
+    let (mut state, _bob) = in_meeting(false);
+    let invite = conclave_core::Invite {
+        meeting_id: MeetingId([7; 16]),
+        secret: conclave_core::invite::MeetingSecret::from_bytes([9; 32]),
+        host: None,
+        relays: vec![],
+        lobby: false,
+    };
+    state.handle_meeting(MeetingEvent::InviteChanged {
+        invite: invite.clone(),
+    });
+    assert!(shows(
+        &state,
+        &verified,
+        "A member was removed, so the invite changed: invites sent before no longer work. Copy invite gives the new one."
+    ));
+    let actions = click(&mut state, &verified, "Copy invite");
+    assert_eq!(actions, vec![Action::Copy(invite.to_uri())]);
+}
+
+#[test]
 fn a_dropped_network_shows_reconnecting_until_back_in() {
     let verified = BTreeSet::new();
     let (mut state, bob) = in_meeting(false);

@@ -144,6 +144,7 @@ fn an_mls_welcome_from_a_peer_that_never_proved_the_secret_is_refused() {
     let welcome = Request::Welcome {
         meeting_id: keys(1).meeting_id(),
         welcome: out.welcome.unwrap(),
+        banned: vec![],
     };
     let response = sim.request(joiner, stranger.peer_id(), welcome);
     assert_eq!(response, Response::Refused);

@@ -7,6 +7,7 @@
 //! taken over; kicked as committer, it is removed by the next one.
 
 use super::*;
+use crate::admission::MeetingKeys;
 use crate::group::epoch_proof;
 use crate::group::mls::{JoinerPackage, validate_key_package};
 use crate::group::statements::{self, Statement};
@@ -600,4 +601,54 @@ fn alone_with_one_member_a_proven_later_epoch_rejoins_at_most_once_per_interval(
     sim.drain(host);
     assert_eq!(sim.nodes[&host].machine.phase(), Phase::Member);
     assert_eq!(sim.nodes[&host].machine.stats().rejoins_deferred, 1);
+}
+
+#[test]
+fn a_kick_locks_the_door_the_old_secret_stops_working_and_the_new_one_lets_a_newcomer_in() {
+    let mut sim = Sim::new();
+    let (host, [a, b]) = sim.form();
+    let old_dht_key = keys(1).dht_key();
+    sim.kick(host, b);
+    sim.run_until(Duration::from_secs(5), |s| {
+        s.agree(&[host, a]) && !s.members(a).contains(&b)
+    })
+    .expect("kicked");
+    // Every remaining member rotated to the same secret, learnt through MLS; the kicked
+    // member has none of it.
+    let secret = sim.nodes[&host].rekeyed.clone();
+    assert_eq!(secret.len(), 1, "one rotation per kick");
+    assert_eq!(sim.nodes[&a].rekeyed, secret);
+    assert!(sim.nodes[&b].rekeyed.is_empty());
+    assert_ne!(secret[0], MeetingSecret::from_bytes([1; 32]));
+    let new_keys = MeetingKeys::derive(keys(1).meeting_id(), &secret[0]);
+    for peer in [host, a] {
+        assert_eq!(sim.nodes[&peer].machine.dht_key(), new_keys.dht_key());
+        assert_ne!(sim.nodes[&peer].machine.dht_key(), old_dht_key);
+    }
+    // The old invite no longer proves the secret: a newcomer holding it is refused.
+    let stranger = PeerId::random();
+    let unix_ms = sim.unix_ms();
+    let hello = forged_hello(1, stranger, host, 1, unix_ms);
+    assert_eq!(sim.request(host, stranger, hello), Response::Refused);
+    // The kicked member is banned, whatever it holds.
+    assert!(sim.nodes[&host].machine.banned.contains(&b));
+    // The new invite lets a newcomer in, and it learns the ban with its welcome.
+    let identity = Identity::generate();
+    let newcomer = identity.peer_id();
+    let rng = sim.rng();
+    let machine = Machine::joiner(
+        Config::default(),
+        MlsIdentity::new(&identity),
+        Provider::default(),
+        "newcomer".into(),
+        new_keys,
+        Some(host),
+        sim.now,
+        rng,
+    );
+    sim.add(machine, newcomer);
+    sim.greet(newcomer, host);
+    sim.run_until(Duration::from_secs(5), |s| s.agree(&[host, a, newcomer]))
+        .expect("the new invite works");
+    assert!(sim.nodes[&newcomer].machine.banned.contains(&b));
 }
