@@ -217,12 +217,14 @@ fn killing_the_committer_leaves_an_agreeing_group_within_five_seconds() {
 #[test]
 fn a_kicked_member_is_out_and_hears_nothing_more() {
     let dir = tempfile::tempdir().unwrap();
-    let (_relay, relay_addr) = start_relay(dir.path()).unwrap();
-    let (mut host, invite, _) = start_host(dir.path(), "A", &["--relay", &relay_addr]).unwrap();
-    let mut b = join(dir.path(), "B", &invite);
-    let mut c = join(dir.path(), "C", &invite);
-    let c_id = peer_id_of(&mut c).unwrap();
-    wait_agreement(&mut [&mut host, &mut b, &mut c], 3, LIMIT);
+    let Trio {
+        _relay,
+        invite: _,
+        mut host,
+        mut b,
+        mut c,
+        c_id,
+    } = trio(dir.path());
     // A non-host cannot kick while the host is present: refused at once, in one sentence.
     b.send_line(&format!("/kick {c_id}")).unwrap();
     let refused = b.wait_event("error", LIMIT).unwrap();
@@ -256,6 +258,33 @@ fn a_kicked_member_is_out_and_hears_nothing_more() {
     assert!(c.seen.iter().all(|v| v["text"] != "after the kick"));
 }
 
+/// A relay, a host (A) and members B and C that agree on the group.
+struct Trio {
+    _relay: Proc,
+    invite: String,
+    host: Proc,
+    b: Proc,
+    c: Proc,
+    c_id: String,
+}
+
+fn trio(dir: &std::path::Path) -> Trio {
+    let (relay, relay_addr) = start_relay(dir).unwrap();
+    let (mut host, invite, _) = start_host(dir, "A", &["--relay", &relay_addr]).unwrap();
+    let mut b = join(dir, "B", &invite);
+    let mut c = join(dir, "C", &invite);
+    let c_id = peer_id_of(&mut c).unwrap();
+    wait_agreement(&mut [&mut host, &mut b, &mut c], 3, LIMIT);
+    Trio {
+        _relay: relay,
+        invite,
+        host,
+        b,
+        c,
+        c_id,
+    }
+}
+
 /// `proc` is killed and joins again with `invite` (same identity and data directory).
 fn restart(proc: &mut Proc, dir: &std::path::Path, invite: &str) {
     proc.kill9();
@@ -269,12 +298,14 @@ fn restart(proc: &mut Proc, dir: &std::path::Path, invite: &str) {
 #[test]
 fn after_a_kick_the_old_invite_is_refused_the_new_one_works_and_the_ban_survives_restarts() {
     let dir = tempfile::tempdir().unwrap();
-    let (_relay, relay_addr) = start_relay(dir.path()).unwrap();
-    let (mut host, invite, _) = start_host(dir.path(), "A", &["--relay", &relay_addr]).unwrap();
-    let mut b = join(dir.path(), "B", &invite);
-    let mut c = join(dir.path(), "C", &invite);
-    let c_id = peer_id_of(&mut c).unwrap();
-    wait_agreement(&mut [&mut host, &mut b, &mut c], 3, LIMIT);
+    let Trio {
+        _relay,
+        invite,
+        mut host,
+        mut b,
+        mut c,
+        c_id,
+    } = trio(dir.path());
     host.send_line(&format!("/kick {c_id}")).unwrap();
     assert_eq!(c.wait_event("left", LIMIT).unwrap()["reason"], "kicked");
     assert_eq!(c.wait_exit(LIMIT).unwrap().code(), Some(0));

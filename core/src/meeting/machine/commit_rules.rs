@@ -236,29 +236,25 @@ impl<R: RngCore + CryptoRng> Machine<R> {
         if now < since + self.config.takeover_after_for(self.slowest_rtt()) {
             return None;
         }
-        let members: Vec<(u32, PeerId)> = self
-            .mls
-            .group
-            .as_ref()?
-            .members()
-            .into_iter()
-            .filter(|(_, p)| !self.mls.kicks.contains_key(p))
-            .collect();
-        committer(&members, self.local, |p| self.is_online_member(now, p))
+        self.committer_passing_over(now, None)
             .filter(|c| *c != self.local)
     }
 
     /// The committer as we see it now: the lowest online leaf among members not being
     /// kicked, a withholding committer aside.
     pub(super) fn current_committer(&self, now: Instant) -> Option<PeerId> {
-        let withholding = self.withholding(now);
+        self.committer_passing_over(now, self.withholding(now))
+    }
+
+    /// The lowest online leaf among the members not being kicked, `passed_over` aside.
+    fn committer_passing_over(&self, now: Instant, passed_over: Option<PeerId>) -> Option<PeerId> {
         let members: Vec<(u32, PeerId)> = self
             .mls
             .group
             .as_ref()?
             .members()
             .into_iter()
-            .filter(|(_, p)| !self.mls.kicks.contains_key(p) && Some(*p) != withholding)
+            .filter(|(_, p)| !self.mls.kicks.contains_key(p) && Some(*p) != passed_over)
             .collect();
         committer(&members, self.local, |p| self.is_online_member(now, p))
     }

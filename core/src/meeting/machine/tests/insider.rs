@@ -149,6 +149,21 @@ fn refused_everywhere(
     }
 }
 
+/// `mal` forges a commit of `epoch` with `(adds, removes, reasons)` and sends it to each of
+/// `honest`, who refuse it for breaking `rule`.
+fn forged_and_refused(
+    sim: &mut Sim,
+    mal: PeerId,
+    honest: &[PeerId],
+    epoch: u64,
+    (adds, removes, reasons): (Vec<JoinerPackage>, Vec<PeerId>, &CommitReasons),
+    rule: CommitViolation,
+) {
+    let (at, commit) = forge_commit(sim, mal, adds, removes, reasons);
+    assert_eq!(at, epoch);
+    refused_everywhere(sim, mal, honest, epoch, &commit, rule);
+}
+
 /// A fresh person's valid key package (nobody admitted it).
 fn stranger_package() -> (PeerId, JoinerPackage) {
     let identity = Identity::generate();
@@ -201,14 +216,12 @@ fn a_member_that_removes_the_host_is_refused_everywhere_and_the_host_stays() {
             }],
             approvals: vec![],
         };
-        let (at, commit) = forge_commit(&mut sim, mal, vec![], vec![host], &reasons);
-        assert_eq!(at, epoch);
-        refused_everywhere(
+        forged_and_refused(
             &mut sim,
             mal,
             &honest,
             epoch,
-            &commit,
+            (vec![], vec![host], &reasons),
             CommitViolation::UnjustifiedRemoval,
         );
         sim.run_for(Duration::from_millis(300));
@@ -222,13 +235,12 @@ fn a_member_that_removes_the_host_is_refused_everywhere_and_the_host_stays() {
         }],
         approvals: vec![],
     };
-    let (_, commit) = forge_commit(&mut sim, mal, vec![], vec![host], &reasons);
-    refused_everywhere(
+    forged_and_refused(
         &mut sim,
         mal,
         &honest,
         epoch,
-        &commit,
+        (vec![], vec![host], &reasons),
         CommitViolation::ReasonsMismatch,
     );
     // The meeting goes on: the host is still in, and a newcomer still gets in.
@@ -272,36 +284,22 @@ fn a_member_that_adds_a_hidden_or_unadmitted_leaf_is_refused_and_nobody_gains_a_
         .key_package(&provider)
         .unwrap();
     let hidden = JoinerPackage::unchecked(&provider, &bytes, owner.peer_id());
-    let (_, commit) = forge_commit(
-        &mut sim,
-        mal,
-        vec![hidden],
-        vec![],
-        &CommitReasons::default(),
-    );
-    refused_everywhere(
+    forged_and_refused(
         &mut sim,
         mal,
         &honest,
         epoch,
-        &commit,
+        (vec![hidden], vec![], &CommitReasons::default()),
         CommitViolation::MalformedCredential,
     );
     // A real person whom the host never approved.
     let (stranger, package) = stranger_package();
-    let (_, commit) = forge_commit(
-        &mut sim,
-        mal,
-        vec![package],
-        vec![],
-        &CommitReasons::default(),
-    );
-    refused_everywhere(
+    forged_and_refused(
         &mut sim,
         mal,
         &honest,
         epoch,
-        &commit,
+        (vec![package], vec![], &CommitReasons::default()),
         CommitViolation::UnjustifiedAdd,
     );
     sim.run_for(Duration::from_secs(2));
@@ -316,13 +314,12 @@ fn a_commit_out_of_turn_is_refused() {
     let (host, [(a, _), (mal, _)]) = form_known(&mut sim);
     let (epoch, _) = sim.epoch(host).unwrap();
     // An empty commit (a key rotation) is harmless, but only the committer may make it.
-    let (_, commit) = forge_commit(&mut sim, mal, vec![], vec![], &CommitReasons::default());
-    refused_everywhere(
+    forged_and_refused(
         &mut sim,
         mal,
         &[host, a],
         epoch,
-        &commit,
+        (vec![], vec![], &CommitReasons::default()),
         CommitViolation::NotCommitter,
     );
 }
