@@ -57,8 +57,9 @@ struct Args {
     /// for synthetic and file sources).
     #[arg(long, global = true, value_enum, default_value_t = Toggle::Auto)]
     noise_suppression: Toggle,
-    /// Share only relayed media candidates (TURN): other members never learn your IP
-    /// addresses, at the cost of a relay hop.
+    /// Reach the other members through the relay only, for the control plane (relay
+    /// circuits) and media (TURN): they never learn your IP addresses, at the cost of a
+    /// relay hop. Needs a relay.
     #[arg(long, global = true)]
     relay_only: bool,
     /// UDP address for media (ICE host candidates), e.g. 127.0.0.1:0 (repeatable).
@@ -370,7 +371,8 @@ async fn start_meeting(
     let mut config = Config::new(data_dir)
         .with_store_key(store_key)
         .with_relays(relays)
-        .with_mdns(!args.no_mdns);
+        .with_mdns(!args.no_mdns)
+        .with_relay_only(args.relay_only);
     if !args.listen.is_empty() {
         config = config.with_listen(args.listen.clone());
     }

@@ -31,6 +31,10 @@ pub struct Config {
     pub reprovide_interval: Duration,
     /// Audio: `None` (the default) runs a meeting without media.
     pub media: Option<crate::media::MediaConfig>,
+    /// Relay-only: other members never learn our addresses. The control plane listens on
+    /// no direct address and reaches everyone but the relays through relay circuits (no
+    /// mDNS, no hole punching); media, if any, uses relayed candidates only. Needs a relay.
+    pub relay_only: bool,
     /// Most events held for an application that does not read them (default 4096); past
     /// this the oldest are dropped and the application is told how many it missed
     /// ([`crate::Event::Lagged`]). The core never waits for the application.
@@ -61,9 +65,21 @@ impl Config {
             lookup_interval_member: Duration::from_secs(10),
             reprovide_interval: Duration::from_secs(30),
             media: None,
+            relay_only: false,
             event_backlog: 4096,
             store_key: KeySource::Auto,
         }
+    }
+
+    /// Relay-only mode (see [`Config::relay_only`]); the media plane follows.
+    pub fn with_relay_only(mut self, relay_only: bool) -> Self {
+        self.relay_only = relay_only;
+        self
+    }
+
+    /// Whether relay-only mode is on (asked for, or by the media settings).
+    pub fn is_relay_only(&self) -> bool {
+        self.relay_only || self.media.as_ref().is_some_and(|m| m.relay_only)
     }
 
     /// Sets how many unread events are held before the oldest are dropped.

@@ -104,6 +104,9 @@ pub(crate) struct Driver {
     media: media_link::MediaLink,
     /// Randomness for the look-ups' back-off jitter.
     rng: StdRng,
+    /// Relay-only: the peers TCP and QUIC may dial (the relays; see
+    /// [`crate::net::relay_only`]).
+    direct_dials: Option<std::sync::Arc<crate::net::relay_only::DirectDials>>,
 }
 
 impl std::fmt::Debug for Driver {

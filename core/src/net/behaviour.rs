@@ -52,7 +52,8 @@ pub fn kad_config() -> kad::Config {
 
 impl Behaviour {
     /// Builds the behaviour for `key`, with mDNS if `mdns` is set and DCUtR hole punching
-    /// if `hole_punching` is.
+    /// if `hole_punching` is. Without hole punching (relay-only) identify does not tell
+    /// peers our listen addresses either.
     pub fn new(
         key: &identity::Keypair,
         relay_client: relay::client::Behaviour,
@@ -77,10 +78,10 @@ impl Behaviour {
         };
         Ok(Self {
             kad,
-            identify: identify::Behaviour::new(identify::Config::new(
-                IDENTIFY_PROTOCOL.to_owned(),
-                key.public(),
-            )),
+            identify: identify::Behaviour::new(
+                identify::Config::new(IDENTIFY_PROTOCOL.to_owned(), key.public())
+                    .with_hide_listen_addrs(!hole_punching),
+            ),
             mdns: Toggle::from(mdns),
             relay_client,
             dcutr: Toggle::from(hole_punching.then(|| dcutr::Behaviour::new(peer_id))),

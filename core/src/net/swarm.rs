@@ -3,19 +3,25 @@
 //! Transports: TCP (Noise, yamux, `TCP_NODELAY`) and QUIC v1, plus the circuit relay v2
 //! client transport when [`SwarmConfig::with_relay_client`] is set (clients, which reach
 //! and are reached through relays; a relay itself is no relay client). Connections without
-//! open streams close after [`SwarmConfig::idle_timeout`].
+//! open streams close after [`SwarmConfig::idle_timeout`]. In relay-only mode
+//! ([`SwarmConfig::with_relay_only`]) TCP and QUIC dial nobody but the relays
+//! ([`super::relay_only`]).
 //!
 //! [`listen`] binds the listen addresses and waits until each has reported its address
 //! (each is also recorded as an external address), so that a caller starts with the
 //! addresses it can hand out.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use libp2p::core::muxing::StreamMuxerBox;
 use libp2p::identity::Keypair;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::{Multiaddr, Swarm, noise, relay, tcp, yamux};
+use libp2p::{Multiaddr, Swarm, Transport as _, noise, quic, relay, tcp, yamux};
+
+use super::relay_only::{DirectDials, GuardedTransport};
 
 /// Why a swarm could not be built or bound.
 #[derive(Debug, thiserror::Error)]
@@ -44,12 +50,14 @@ pub enum SwarmError {
 }
 
 /// Connection settings of a swarm.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct SwarmConfig {
     /// How long a connection without open streams stays open.
     pub idle_timeout: Duration,
     /// Whether the circuit relay v2 client transport is included.
     pub relay_client: bool,
+    /// Relay-only: TCP and QUIC dial only the peers this list allows (the relays).
+    pub direct_dials: Option<Arc<DirectDials>>,
 }
 
 impl SwarmConfig {
@@ -58,12 +66,20 @@ impl SwarmConfig {
         Self {
             idle_timeout,
             relay_client: false,
+            direct_dials: None,
         }
     }
 
     /// Includes the circuit relay v2 client transport (or not).
     pub fn with_relay_client(mut self, relay_client: bool) -> Self {
         self.relay_client = relay_client;
+        self
+    }
+
+    /// Relay-only: the relay client, and direct dials only to what `allowed` allows.
+    pub fn with_relay_only(mut self, allowed: Arc<DirectDials>) -> Self {
+        self.relay_client = true;
+        self.direct_dials = Some(allowed);
         self
     }
 }
@@ -83,6 +99,18 @@ where
     B: NetworkBehaviour,
     F: FnOnce(&Keypair, Option<relay::client::Behaviour>) -> Result<B, BehaviourError>,
 {
+    let idle = config.idle_timeout;
+    if let Some(allowed) = config.direct_dials {
+        return libp2p::SwarmBuilder::with_existing_identity(keypair)
+            .with_tokio()
+            .with_other_transport(|key| guarded_transports(key, allowed))
+            .map_err(|e| SwarmError::Transport(e.to_string()))?
+            .with_relay_client(noise::Config::new, yamux::Config::default)
+            .map_err(|e| SwarmError::Transport(e.to_string()))?
+            .with_behaviour(|key, relay| behaviour(key, Some(relay)))
+            .map_err(|e| SwarmError::Behaviour(e.to_string()))
+            .map(|b| b.with_swarm_config(|c| swarm_config(c, idle)).build());
+    }
     let transports = libp2p::SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
         .with_tcp(
@@ -92,7 +120,6 @@ where
         )
         .map_err(|e| SwarmError::Transport(e.to_string()))?
         .with_quic();
-    let idle = config.idle_timeout;
     let swarm = if config.relay_client {
         transports
             .with_relay_client(noise::Config::new, yamux::Config::default)
@@ -119,6 +146,25 @@ where
 /// pitfall of lazy negotiation (nested negotiations a listener may misread) does not arise;
 /// a peer that does not speak the protocol still refuses it, only as an I/O error after
 /// the request instead of a negotiation error before it.
+/// TCP (Noise, yamux) and QUIC v1, as in the normal build, behind the relay-only guard.
+fn guarded_transports(
+    key: &Keypair,
+    allowed: Arc<DirectDials>,
+) -> Result<GuardedTransport, BehaviourError> {
+    let tcp = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
+        .upgrade(libp2p::core::upgrade::Version::V1Lazy)
+        .authenticate(noise::Config::new(key)?)
+        .multiplex(yamux::Config::default())
+        .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)));
+    let quic = quic::tokio::Transport::new(quic::Config::new(key))
+        .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)));
+    let both = quic
+        .or_transport(tcp)
+        .map(|either, _| either.into_inner())
+        .boxed();
+    Ok(GuardedTransport::new(both, allowed))
+}
+
 fn swarm_config(config: libp2p::swarm::Config, idle: Duration) -> libp2p::swarm::Config {
     config
         .with_idle_connection_timeout(idle)

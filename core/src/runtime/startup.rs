@@ -6,6 +6,7 @@
 //! queue, the event stream and the cancellation token that stops every task spawned here.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId, Swarm};
@@ -21,7 +22,9 @@ use super::{
     COMMAND_CAPACITY, Command, Driver, EVENT_CAPACITY, Event, IDLE_CONNECTION_TIMEOUT, LISTEN_WAIT,
 };
 use crate::identity::{Identity, SafetyNumber};
+use crate::invite::peer_of;
 use crate::net::behaviour::Behaviour;
+use crate::net::relay_only::DirectDials;
 use crate::net::routing::Routing;
 use crate::net::swarm::{self, SwarmConfig, SwarmError};
 use crate::net::turn_fetch::TurnFetch;
@@ -54,13 +57,32 @@ pub(crate) async fn start(config: Config) -> Result<Started, Error> {
     let store = Store::open(&config.data_dir, &config.store_key)?;
     let identity = store.load_or_create_identity()?;
     let name = display_name(&store, config.name.as_deref())?;
-    let mut swarm = build_swarm(&identity, &config)?;
-    let listen_addrs = swarm::listen(&mut swarm, &config.listen, LISTEN_WAIT)
+    // Relay-only: no direct listener (no address to hand out), direct dials to relays only.
+    let relay_only = config.is_relay_only();
+    let direct_dials = relay_only.then(DirectDials::new);
+    if let Some(allowed) = &direct_dials {
+        config
+            .relays
+            .iter()
+            .filter_map(peer_of)
+            .for_each(|relay| allowed.allow(relay));
+    }
+    let mut swarm = build_swarm(&identity, &config, direct_dials.clone())?;
+    let listen = if relay_only {
+        Vec::new()
+    } else {
+        config.listen.clone()
+    };
+    let listen_addrs = swarm::listen(&mut swarm, &listen, LISTEN_WAIT)
         .await
         .map_err(swarm_error)?;
     let peer_id = identity.peer_id();
     let cancel = CancellationToken::new();
-    let media = MediaLink::spawn(peer_id, config.media.clone(), &cancel)?;
+    let mut media_config = config.media.clone();
+    if let Some(media) = media_config.as_mut() {
+        media.relay_only |= relay_only;
+    }
+    let media = MediaLink::spawn(peer_id, media_config, &cancel)?;
     let (commands, inbox) = mpsc::channel(COMMAND_CAPACITY);
     let (events_tx, events) = mpsc::channel(EVENT_CAPACITY);
     let rng = || StdRng::from_rng(OsRng).map_err(|e| Error::Network(e.to_string()));
@@ -94,6 +116,7 @@ pub(crate) async fn start(config: Config) -> Result<Started, Error> {
         turn_waiters: Vec::new(),
         media,
         rng: rng()?,
+        direct_dials,
     };
     driver.bootstrap();
     driver.drain();
@@ -127,12 +150,21 @@ fn display_name(store: &Store, configured: Option<&str>) -> Result<String, Error
     }
 }
 
-/// The client's swarm: relay client on, mDNS as configured, and hole punching unless the
-/// media plane is relay-only (such members hide their address from the others).
-fn build_swarm(identity: &Identity, config: &Config) -> Result<Swarm<Behaviour>, Error> {
-    let mdns = config.mdns;
-    let hole_punching = !config.media.as_ref().is_some_and(|media| media.relay_only);
-    let swarm_config = SwarmConfig::new(IDLE_CONNECTION_TIMEOUT).with_relay_client(true);
+/// The client's swarm: relay client on, mDNS as configured, and hole punching — unless
+/// relay-only, where no mDNS, no hole punching and direct dials to `direct_dials` only
+/// hide our address from the others.
+fn build_swarm(
+    identity: &Identity,
+    config: &Config,
+    direct_dials: Option<Arc<DirectDials>>,
+) -> Result<Swarm<Behaviour>, Error> {
+    let relay_only = direct_dials.is_some();
+    let mdns = config.mdns && !relay_only;
+    let hole_punching = !relay_only;
+    let swarm_config = match direct_dials {
+        Some(allowed) => SwarmConfig::new(IDLE_CONNECTION_TIMEOUT).with_relay_only(allowed),
+        None => SwarmConfig::new(IDLE_CONNECTION_TIMEOUT).with_relay_client(true),
+    };
     swarm::build(identity.libp2p_keypair(), swarm_config, |key, relay| {
         let relay = relay.ok_or("the relay client transport is missing")?;
         Ok(Behaviour::new(key, relay, mdns, hole_punching)?)

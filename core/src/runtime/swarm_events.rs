@@ -325,6 +325,9 @@ impl Driver {
     /// A relay: a DHT bootstrap node we also reserve a circuit with once connected, so that
     /// peers who cannot reach us directly (NAT) reach us through it.
     pub(super) fn add_relay(&mut self, addr: &Multiaddr) {
+        if let (Some(allowed), Some(relay)) = (&self.direct_dials, peer_of(addr)) {
+            allowed.allow(relay);
+        }
         self.routing.add_relay(addr);
         self.add_bootstrap(addr);
     }

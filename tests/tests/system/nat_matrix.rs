@@ -279,6 +279,107 @@ fn relay_only_shows_only_the_relay_address_to_the_other_member() {
     );
 }
 
+/// Relay-only for the whole client (issue 15 item 3): two members in homes whose NATs allow
+/// a direct path, both `--relay-only`, first with audio and then with chat only. Not one
+/// packet travels between the two homes (counted at each host, both directions, every
+/// protocol), every path is relayed, and chat and audio still arrive.
+#[test]
+fn relay_only_members_never_exchange_a_packet_between_their_homes() {
+    assert!(available(), "this test needs root and iproute2 (ip netns)");
+    let _serial = serial();
+    let mut internet = Internet::new("rx").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = relay_config(dir.path()).unwrap();
+    let (_relay, relay) = internet.relay(dir.path(), Some(&config)).unwrap();
+    let (home_a, home_b) = (
+        internet.add_home(NatKind::FullCone).unwrap(),
+        internet.add_home(NatKind::FullCone).unwrap(),
+    );
+    // At each host: every packet from, and every packet to, the other home.
+    for (home, other) in [(&home_a, &home_b), (&home_b, &home_a)] {
+        let other = &other.public_addr;
+        home.nft(&format!(
+            "table inet watch {{\n  chain input {{\n    type filter hook input priority 0;\n    \
+             ip saddr {other} counter\n  }}\n  chain output {{\n    type filter hook output priority 0;\n    \
+             ip daddr {other} counter\n  }}\n}}\n"
+        ))
+        .unwrap();
+    }
+    for (round, audio) in [(1, true), (2, false)] {
+        let media: &[&str] = if audio {
+            &["--audio-in", "tone:440", "--audio-out", "null"]
+        } else {
+            &[]
+        };
+        let with = |rest: &[&str]| -> Vec<String> {
+            ["--relay-only"]
+                .iter()
+                .chain(media)
+                .chain(rest)
+                .map(|s| (*s).to_owned())
+                .collect()
+        };
+        let args = with(&["new", "--relay", &relay]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut host = home_a
+            .member(dir.path(), &format!("host{round}"), &args)
+            .unwrap();
+        let host_id = peer_id_of(&mut host).unwrap();
+        let invite = host.wait_event("invite", LIMIT).unwrap()["invite"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let args = with(&["join", &invite]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut guest = home_b
+            .member(dir.path(), &format!("guest{round}"), &args)
+            .unwrap();
+        guest.wait_event("joined", LIMIT).unwrap();
+        host.send_line("over the relay only").unwrap();
+        guest.wait_chat("over the relay only", LIMIT).unwrap();
+        if audio {
+            assert_eq!(connected_to(&mut guest, &host_id, LIMIT)["path"], "relayed");
+            guest
+                .wait_for(LIMIT, "audio from the host", |v| {
+                    v["event"] == "audio_started" && v["peer_id"] == host_id.as_str()
+                })
+                .unwrap();
+        }
+        guest.drain_for(Duration::from_secs(2));
+        for m in [&host, &guest] {
+            let paths: Vec<&Value> = m
+                .seen
+                .iter()
+                .filter(|v| v["event"] == "control_path")
+                .collect();
+            assert!(
+                paths.iter().all(|v| v["path"] == "relayed"),
+                "{}: {paths:?}",
+                m.label
+            );
+        }
+        for mut m in [host, guest] {
+            m.close_stdin();
+            m.wait_exit(LIMIT).unwrap();
+        }
+    }
+    for (home, name) in [(&home_a, "a"), (&home_b, "b")] {
+        let counters = home.nft_list("watch").unwrap();
+        let packets: Vec<u64> = counters
+            .split_whitespace()
+            .zip(counters.split_whitespace().skip(1))
+            .filter(|(word, _)| *word == "packets")
+            .map(|(_, n)| n.parse().unwrap_or(0))
+            .collect();
+        assert_eq!(packets.len(), 2, "{counters}");
+        assert_eq!(
+            packets,
+            [0, 0],
+            "home {name} exchanged packets with the other home: {counters}"
+        );
+    }
+}
+
 /// Frames received from `peer` per media report (one a second), as reported by `member` in
 /// the events from index `from` on: the growth of `rx_frames` between consecutive reports
 /// (a new connection or a rejoin starts counting from zero again).

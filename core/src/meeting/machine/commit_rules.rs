@@ -17,9 +17,10 @@
 //!    - `Kicked`: a signed "remove this member" for that leaf, by the host (or by any
 //!      member once the host is gone);
 //!    - `Replaced`: the same commit adds the same person with a new leaf;
-//!    - `TimedOut`: we have not heard from the member within its liveness window less one
-//!      heartbeat interval (an honest committer waited the whole window; views differ by
-//!      up to a heartbeat and the latency between them);
+//!    - `TimedOut`: we have not heard from the member within the last heartbeat interval
+//!      and round trip (a live member is heard at least that often; an honest committer
+//!      waited its whole liveness window, ≥ 3 s, and views differ by up to a heartbeat
+//!      interval and the latency between members);
 //!    - `Withheld`: we too see a change overdue for at least half the takeover window (see
 //!      below).
 //!
@@ -156,16 +157,18 @@ impl<R: RngCore + CryptoRng> Machine<R> {
             }
             RemovalReason::Replaced => added.contains(&peer),
             RemovalReason::TimedOut => {
-                let window = self
-                    .config
-                    .liveness_for(self.rtt_of(&peer))
-                    .saturating_sub(self.config.heartbeat_interval);
+                // A member that is alive is heard at least every heartbeat interval (more
+                // often with media), give or take a round trip; an honest committer waited
+                // the whole liveness window (≥ 3 s), and may have heard the member up to a
+                // heartbeat interval before we last did (heartbeats only, where we had media).
                 if peer == self.local {
                     // We cannot tell whether we are the one cut off; but a committer that
                     // answered us just now has heard us.
+                    let window = self.config.heartbeat_interval + self.rtt_of(&committer);
                     let answered = self.peers.get(&committer).and_then(|p| p.answered_us);
                     answered.is_none_or(|at| now >= at + window)
                 } else {
+                    let window = self.config.heartbeat_interval + self.rtt_of(&peer);
                     !self.heard_within(now, &peer, window)
                 }
             }
