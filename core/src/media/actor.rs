@@ -327,7 +327,7 @@ impl Actor {
                 link.accept_answer(sdp, hold_back).await.map(|()| None)
             }),
             Action::ReleaseCandidates { peer, conn } => {
-                let Some(link) = self.links.get(&peer).filter(|link| link.conn == conn) else {
+                let Some(link) = self.live_link(&peer, conn) else {
                     return;
                 };
                 let link = Arc::clone(&link.peer);
@@ -340,7 +340,7 @@ impl Actor {
             }
             Action::MeasurePath { peer, conn } => self.measure_path(peer, conn),
             Action::SendAudio { peer, conn, on } => {
-                let Some(link) = self.links.get(&peer).filter(|link| link.conn == conn) else {
+                let Some(link) = self.live_link(&peer, conn) else {
                     return;
                 };
                 let frames = on.then(|| link.frames.clone());
@@ -385,13 +385,19 @@ impl Actor {
         });
     }
 
+    /// The link of `peer` if it is still connection `conn` (a step for a replaced or closed
+    /// connection is dropped).
+    fn live_link(&self, peer: &PeerId, conn: ConnId) -> Option<&Link> {
+        self.links.get(peer).filter(|link| link.conn == conn)
+    }
+
     /// A negotiation step on the live connection `conn`, its result reported back.
     fn negotiate<F, Fut>(&mut self, peer: PeerId, conn: ConnId, step: F)
     where
         F: FnOnce(Arc<AudioPeer>) -> Fut,
         Fut: Future<Output = Result<Option<Signal>, TransportError>> + Send + 'static,
     {
-        let Some(link) = self.links.get(&peer).filter(|link| link.conn == conn) else {
+        let Some(link) = self.live_link(&peer, conn) else {
             debug!(peer = %peer, %conn, "negotiation on a connection that is gone skipped");
             return;
         };
@@ -429,7 +435,7 @@ impl Actor {
     }
 
     fn measure_path(&mut self, peer: PeerId, conn: ConnId) {
-        let Some(link) = self.links.get(&peer).filter(|link| link.conn == conn) else {
+        let Some(link) = self.live_link(&peer, conn) else {
             return;
         };
         let link = Arc::clone(&link.peer);
@@ -505,11 +511,12 @@ impl Actor {
     }
 
     async fn close(&mut self, peer: PeerId, conn: ConnId) {
-        let Some(link) = self.links.get(&peer).filter(|link| link.conn == conn) else {
+        let Some(link) = self.live_link(&peer, conn) else {
             return;
         };
         let link = Arc::clone(&link.peer);
         self.links.remove(&peer);
+        self.heard_reported.remove(&peer);
         self.tell_clock(ClockCommand::Route { peer, frames: None })
             .await;
         self.tasks.spawn(async move {

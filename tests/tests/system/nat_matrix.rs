@@ -83,9 +83,12 @@ fn meet(internet: &mut Internet, relay: &str, dir: &Path, a: NatKind, b: NatKind
         internet.add_home_with(b, Some(&profile)).unwrap(),
     );
     let label = format!("{}-{}", a.label(), b.label());
-    let (_host, host_id, invite) = host_meeting(&home_a, dir, &format!("{label}-host"), relay);
+    let (host, host_id, invite) = host_meeting(&home_a, dir, &format!("{label}-host"), relay);
     let mut guest = join_silently(&home_b, dir, &format!("{label}-guest"), &invite);
-    guest.wait_event("joined", LIMIT).unwrap();
+    // The host's side too, should the join fail (seen once: a guest that never joined).
+    guest
+        .wait_event("joined", LIMIT)
+        .unwrap_or_else(|e| panic!("{e}\n--- host ---\n{}", host.stderr_tail()));
     #[allow(clippy::disallowed_methods)]
     let joined = Instant::now();
     let connection = connected_to(&mut guest, &host_id, LIMIT);
