@@ -34,10 +34,16 @@ fn wait_agreement(procs: &mut [&mut Proc], members: usize, limit: Duration) -> (
         if sizes_ok && epochs[0].is_some() && epochs.iter().all(|e| *e == epochs[0]) {
             return epochs[0].clone().expect("checked");
         }
-        assert!(
-            Instant::now() < deadline,
-            "no agreement within {limit:?}: {epochs:?}"
-        );
+        if Instant::now() >= deadline {
+            let logs: Vec<String> = procs
+                .iter()
+                .map(|p| format!("--- {} ---\n{}", p.label, p.stderr_tail()))
+                .collect();
+            panic!(
+                "no agreement within {limit:?}: {epochs:?}\n{}",
+                logs.join("\n")
+            );
+        }
     }
 }
 
@@ -285,9 +291,11 @@ fn trio(dir: &std::path::Path) -> Trio {
     }
 }
 
-/// `proc` is killed and joins again with `invite` (same identity and data directory).
+/// `proc` quits (it leaves, as a user closing the app) and starts again, joining with
+/// `invite` (same identity and data directory).
 fn restart(proc: &mut Proc, dir: &std::path::Path, invite: &str) {
-    proc.kill9();
+    proc.close_stdin();
+    assert_eq!(proc.wait_exit(LIMIT).unwrap().code(), Some(0));
     *proc = join(dir, &proc.label.clone(), invite);
 }
 
@@ -333,8 +341,8 @@ fn after_a_kick_the_old_invite_is_refused_the_new_one_works_and_the_ban_survives
     let mut e = join(dir.path(), "E", &new_invite);
     wait_agreement(&mut [&mut host, &mut b, &mut e], 3, LIMIT);
 
-    // Every remaining member restarts in turn (the two who saw the kick with the old
-    // invite); the meeting stays together.
+    // Every remaining member quits and starts again in turn (the two who saw the kick with
+    // the old invite); the meeting stays together.
     restart(&mut b, dir.path(), &invite);
     wait_agreement(&mut [&mut host, &mut b, &mut e], 3, LIMIT);
     restart(&mut e, dir.path(), &new_invite);

@@ -219,20 +219,60 @@ fn a_home_without_udp_meets_through_turn_over_tcp() {
     );
 }
 
+/// An emulated internet with a relay (TURN on) and two full-cone homes (a direct path
+/// between them would work).
+struct TwoHomes {
+    _internet: Internet,
+    dir: tempfile::TempDir,
+    _relay: Proc,
+    relay: String,
+    home_a: Home,
+    home_b: Home,
+}
+
+fn two_full_cone_homes(tag: &str) -> TwoHomes {
+    let mut internet = Internet::new(tag).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = relay_config(dir.path()).unwrap();
+    let (relay_proc, relay) = internet.relay(dir.path(), Some(&config)).unwrap();
+    let home_a = internet.add_home(NatKind::FullCone).unwrap();
+    let home_b = internet.add_home(NatKind::FullCone).unwrap();
+    TwoHomes {
+        _internet: internet,
+        dir,
+        _relay: relay_proc,
+        relay,
+        home_a,
+        home_b,
+    }
+}
+
+/// The packet counts of `home`'s `watch` table, in rule order, and the listing itself.
+fn packet_counters(home: &Home) -> (Vec<u64>, String) {
+    let counters = home.nft_list("watch").unwrap();
+    let packets = counters
+        .split_whitespace()
+        .zip(counters.split_whitespace().skip(1))
+        .filter(|(word, _)| *word == "packets")
+        .map(|(_, n)| n.parse().unwrap_or(0))
+        .collect();
+    (packets, counters)
+}
+
 /// With `--relay-only`, the other member never sees our address: every UDP packet that
 /// reaches its host comes from the relay, although a direct path would have worked.
 #[test]
 fn relay_only_shows_only_the_relay_address_to_the_other_member() {
     assert!(available(), "this test needs root and iproute2 (ip netns)");
     let _serial = serial();
-    let mut internet = Internet::new("ro").unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let config = relay_config(dir.path()).unwrap();
-    let (_relay, relay) = internet.relay(dir.path(), Some(&config)).unwrap();
-    let (home_a, home_b) = (
-        internet.add_home(NatKind::FullCone).unwrap(),
-        internet.add_home(NatKind::FullCone).unwrap(),
-    );
+    let TwoHomes {
+        _internet,
+        dir,
+        _relay,
+        relay,
+        home_a,
+        home_b,
+    } = two_full_cone_homes("ro");
     // Count the UDP packets reaching the host's machine, by source.
     home_a
         .nft(&format!(
@@ -267,13 +307,7 @@ fn relay_only_shows_only_the_relay_address_to_the_other_member() {
     })
     .unwrap();
     host.drain_for(Duration::from_secs(2));
-    let counters = home_a.nft_list("watch").unwrap();
-    let packets: Vec<u64> = counters
-        .split_whitespace()
-        .zip(counters.split_whitespace().skip(1))
-        .filter(|(word, _)| *word == "packets")
-        .map(|(_, n)| n.parse().unwrap_or(0))
-        .collect();
+    let (packets, counters) = packet_counters(&home_a);
     assert_eq!(packets.len(), 2, "{counters}");
     assert!(packets[0] > 50, "media came through the relay: {counters}");
     assert_eq!(
@@ -290,14 +324,14 @@ fn relay_only_shows_only_the_relay_address_to_the_other_member() {
 fn relay_only_members_never_exchange_a_packet_between_their_homes() {
     assert!(available(), "this test needs root and iproute2 (ip netns)");
     let _serial = serial();
-    let mut internet = Internet::new("rx").unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let config = relay_config(dir.path()).unwrap();
-    let (_relay, relay) = internet.relay(dir.path(), Some(&config)).unwrap();
-    let (home_a, home_b) = (
-        internet.add_home(NatKind::FullCone).unwrap(),
-        internet.add_home(NatKind::FullCone).unwrap(),
-    );
+    let TwoHomes {
+        _internet,
+        dir,
+        _relay,
+        relay,
+        home_a,
+        home_b,
+    } = two_full_cone_homes("rx");
     // At each host: every packet from, and every packet to, the other home.
     for (home, other) in [(&home_a, &home_b), (&home_b, &home_a)] {
         let other = &other.public_addr;
@@ -367,13 +401,7 @@ fn relay_only_members_never_exchange_a_packet_between_their_homes() {
         }
     }
     for (home, name) in [(&home_a, "a"), (&home_b, "b")] {
-        let counters = home.nft_list("watch").unwrap();
-        let packets: Vec<u64> = counters
-            .split_whitespace()
-            .zip(counters.split_whitespace().skip(1))
-            .filter(|(word, _)| *word == "packets")
-            .map(|(_, n)| n.parse().unwrap_or(0))
-            .collect();
+        let (packets, counters) = packet_counters(home);
         assert_eq!(packets.len(), 2, "{counters}");
         assert_eq!(
             packets,

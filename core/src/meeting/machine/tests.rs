@@ -128,12 +128,15 @@ impl Sim {
     }
 
     fn host(&mut self) -> PeerId {
-        let identity = Identity::generate();
+        self.host_with(&Identity::generate())
+    }
+
+    fn host_with(&mut self, identity: &Identity) -> PeerId {
         let peer = identity.peer_id();
         let rng = self.rng();
         let machine = Machine::host(
             Config::default(),
-            MlsIdentity::new(&identity),
+            MlsIdentity::new(identity),
             Provider::default(),
             "host".into(),
             keys(1),
