@@ -254,6 +254,9 @@ struct Held {
     /// that one's.
     generation: u64,
     candidates: Vec<HeldCandidate>,
+    /// The timer that adds them when the hold runs out: replaced by a newer hold, stopped
+    /// when the connection closes.
+    timer: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// One peer connection with one outgoing and one incoming audio track.
@@ -501,16 +504,15 @@ impl AudioPeer {
         if held.is_empty() {
             return;
         }
-        let generation = {
-            let mut current = self.held.lock().await;
-            current.generation += 1;
-            current.candidates = held;
-            current.generation
-        };
+        let mut current = self.held.lock().await;
+        current.generation += 1;
+        current.candidates = held;
+        let generation = current.generation;
         let connection = Arc::clone(&self.connection);
         let held = Arc::clone(&self.held);
-        // Ends after `limit` (at most `HOLD_BACK_LIMIT`), whatever became of the connection.
-        tokio::spawn(async move {
+        // Ends after `limit` (at most `HOLD_BACK_LIMIT`), unless a newer hold or the
+        // connection's close stops it first.
+        let timer = tokio::spawn(async move {
             tokio::time::sleep(limit).await;
             let candidates = {
                 let mut current = held.lock().await;
@@ -524,6 +526,9 @@ impl AudioPeer {
                 add_candidates(connection.as_ref(), candidates).await;
             }
         });
+        if let Some(previous) = current.timer.replace(timer) {
+            previous.abort();
+        }
     }
 
     /// Adds the reflexive candidates held back from the latest offer, if they are still
@@ -607,8 +612,11 @@ impl AudioPeer {
         Some((path, rtt_ms))
     }
 
-    /// Closes the connection.
+    /// Closes the connection (and stops a hold-back timer still running).
     pub async fn close(&self) -> Result<(), TransportError> {
+        if let Some(timer) = self.held.lock().await.timer.take() {
+            timer.abort();
+        }
         self.connection.close().await.map_err(webrtc_err)
     }
 }
