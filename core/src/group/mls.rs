@@ -160,8 +160,6 @@ pub struct RemovedLeaf {
     pub leaf: u32,
     /// Its member (`None` for a leaf that is not in our tree or not well formed).
     pub peer: Option<PeerId>,
-    /// What signed statements about this leaf are bound to.
-    pub binding: Option<LeafBinding>,
 }
 
 /// A commit we created, to be sent before [`MeetingGroup::merge_pending`].
@@ -412,14 +410,10 @@ impl MeetingGroup {
         let removed = staged
             .remove_proposals()
             .map(|remove| {
-                let leaf = remove.remove_proposal().removed();
-                let member = self.group.member_at(leaf);
+                let leaf = remove.remove_proposal().removed().u32();
                 RemovedLeaf {
-                    leaf: leaf.u32(),
-                    peer: member
-                        .as_ref()
-                        .and_then(|m| peer_of_credential(&m.credential, &m.signature_key)),
-                    binding: member.map(|m| statements::leaf_binding(&m.encryption_key)),
+                    leaf,
+                    peer: self.peer_at(leaf),
                 }
             })
             .collect();

@@ -33,7 +33,7 @@ use super::{Inflight, LeaveReason, Machine, MeetingEvent, Output, Phase, reason_
 use crate::admission::MeetingKeys;
 use crate::group::GroupError;
 use crate::group::mls::{GroupChanges, JoinerPackage, Received};
-use crate::group::statements::{self, Statement};
+use crate::group::statements::Statement;
 use crate::media::MediaCommand;
 use crate::meeting::CommitViolation;
 use crate::proto::control::{
@@ -717,16 +717,7 @@ impl<R: RngCore + CryptoRng> Machine<R> {
         }
         let valid = signature.is_some_and(|signature| {
             self.may_kick(&members, from)
-                && group.leaf_binding(&peer).is_some_and(|binding| {
-                    statements::verify(
-                        &from,
-                        Statement::Kick,
-                        self.keys.meeting_id(),
-                        &peer,
-                        &binding,
-                        &signature.0,
-                    )
-                })
+                && self.leaf_statement_holds(&from, Statement::Kick, &peer, &signature)
         });
         let Some(signature) = signature.filter(|_| valid) else {
             self.stats.statements_refused += 1;

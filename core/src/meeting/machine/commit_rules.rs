@@ -46,11 +46,11 @@ use rand::{CryptoRng, RngCore};
 use tracing::warn;
 
 use super::Machine;
+use crate::group::CommitContents;
 use crate::group::committer::committer;
-use crate::group::statements::{self, LeafBinding, Statement};
-use crate::group::{CommitContents, RemovedLeaf};
+use crate::group::statements::{self, Statement};
 use crate::meeting::{AlertKind, CommitViolation};
-use crate::proto::control::{CommitReasons, Removal, RemovalReason};
+use crate::proto::control::{CommitReasons, Removal, RemovalReason, StatementSignature};
 
 impl<R: RngCore + CryptoRng> Machine<R> {
     /// Whether `from`'s commit, which changes `contents` for `reasons`, follows the rules
@@ -78,23 +78,13 @@ impl<R: RngCore + CryptoRng> Machine<R> {
             }
         }
         // The reasons name exactly the members removed, each once.
-        let removed: Vec<(PeerId, Option<LeafBinding>)> = contents
-            .removed
-            .iter()
-            .filter_map(|RemovedLeaf { peer, binding, .. }| peer.map(|p| (p, *binding)))
-            .collect();
+        let removed: BTreeSet<PeerId> = contents.removed.iter().filter_map(|r| r.peer).collect();
         let named: BTreeSet<PeerId> = reasons.removals.iter().map(|r| r.peer_id).collect();
-        if named.len() != reasons.removals.len()
-            || named != removed.iter().map(|(p, _)| *p).collect()
-        {
+        if named.len() != reasons.removals.len() || named != removed {
             return Err(CommitViolation::ReasonsMismatch);
         }
         for removal in &reasons.removals {
-            let binding = removed
-                .iter()
-                .find(|(p, _)| *p == removal.peer_id)
-                .and_then(|(_, b)| *b);
-            if !self.removal_justified(now, from, removal, binding, &added) {
+            if !self.removal_justified(now, from, removal, &added) {
                 return Err(CommitViolation::UnjustifiedRemoval);
             }
         }
@@ -115,30 +105,50 @@ impl<R: RngCore + CryptoRng> Machine<R> {
         Ok(())
     }
 
-    /// Whether we can justify `removal` of the leaf whose statements bind to `binding`, in
+    /// Whether `signature` is `signer`'s `statement` about `subject`'s current leaf in our
+    /// group ([`statements`]).
+    pub(super) fn leaf_statement_holds(
+        &self,
+        signer: &PeerId,
+        statement: Statement,
+        subject: &PeerId,
+        signature: &StatementSignature,
+    ) -> bool {
+        self.mls
+            .group
+            .as_ref()
+            .and_then(|group| group.leaf_binding(subject))
+            .is_some_and(|binding| {
+                statements::verify(
+                    signer,
+                    statement,
+                    self.keys.meeting_id(),
+                    subject,
+                    &binding,
+                    &signature.0,
+                )
+            })
+    }
+
+    /// Whether we can justify `removal` (of a leaf in our group, before the commit) in
     /// `committer`'s commit that adds `added`.
     fn removal_justified(
         &self,
         now: Instant,
         committer: PeerId,
         removal: &Removal,
-        binding: Option<LeafBinding>,
         added: &BTreeSet<PeerId>,
     ) -> bool {
         let peer = removal.peer_id;
         let signed = |statement: Statement, may_sign: &dyn Fn(&PeerId) -> bool| {
             removal.evidence.is_some_and(|evidence| {
                 may_sign(&evidence.signer)
-                    && binding.is_some_and(|binding| {
-                        statements::verify(
-                            &evidence.signer,
-                            statement,
-                            self.keys.meeting_id(),
-                            &peer,
-                            &binding,
-                            &evidence.signature.0,
-                        )
-                    })
+                    && self.leaf_statement_holds(
+                        &evidence.signer,
+                        statement,
+                        &peer,
+                        &evidence.signature,
+                    )
             })
         };
         match removal.reason {

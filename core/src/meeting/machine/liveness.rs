@@ -25,7 +25,7 @@ use tracing::info;
 
 use super::{Inflight, Machine, Peer, Phase};
 use crate::group::MeetingGroup;
-use crate::group::statements::{self, Statement};
+use crate::group::statements::Statement;
 use crate::proto::control::{EpochProof, MAX_MEMBERS, MemberInfo, Request, StatementSignature};
 
 /// Most peers whose round-trip time is remembered.
@@ -146,22 +146,8 @@ impl<R: RngCore + CryptoRng> Machine<R> {
             info!(peer = %from, "lobby joiner said goodbye");
         }
         // Kept only if it verifies for its current leaf: the commit removing it carries it.
-        let meeting_id = self.keys.meeting_id();
         let leave = leave.filter(|signature| {
-            self.mls
-                .group
-                .as_ref()
-                .and_then(|g| g.leaf_binding(&from))
-                .is_some_and(|binding| {
-                    statements::verify(
-                        &from,
-                        Statement::Leave,
-                        meeting_id,
-                        &from,
-                        &binding,
-                        &signature.0,
-                    )
-                })
+            self.leaf_statement_holds(&from, Statement::Leave, &from, signature)
         });
         match self.peers.get_mut(&from) {
             Some(peer) => {
