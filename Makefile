@@ -8,9 +8,9 @@ ifdef CI
 export CARGO_INCREMENTAL := 0
 endif
 # System packages the build and the tests need (Debian names).
-APT_PACKAGES := build-essential pkg-config cmake libasound2-dev iproute2 nftables iptables iputils-ping espeak-ng ca-certificates coturn tcpdump xvfb imagemagick xdotool xclip bsdutils util-linux
+APT_PACKAGES := build-essential pkg-config cmake libasound2-dev libdbus-1-dev dbus-daemon gnome-keyring libsecret-tools iproute2 nftables iptables iputils-ping espeak-ng ca-certificates coturn tcpdump xvfb imagemagick xdotool xclip bsdutils util-linux
 
-.PHONY: deps demo test lint unit bench build soak
+.PHONY: deps demo test lint deny audit fuzz cargo-deny unit bench build soak
 
 deps:
 	@missing=""; \
@@ -40,7 +40,49 @@ lint: deps
 unit: build
 	$(CARGO) test --workspace -- --test-threads=1
 
-test: lint unit
+test: lint deny unit
+
+# Supply chain (deny.toml): licenses, banned crates and sources, with a pinned cargo-deny
+# built from crates.io the first time (about two minutes).
+CARGO_DENY_VERSION := 0.20.2
+cargo-deny: deps
+	@$(CARGO) deny --version 2>/dev/null | grep -qx "cargo-deny $(CARGO_DENY_VERSION)" || \
+	  $(CARGO) install --locked cargo-deny --version $(CARGO_DENY_VERSION)
+
+deny: cargo-deny
+	$(CARGO) deny check --hide-inclusion-graph licenses bans sources
+
+# Known vulnerabilities (RustSec). The advisory database comes from GitHub: where it cannot
+# be fetched, this says so and fails rather than pass unchecked.
+audit: cargo-deny
+	@if ! $(CARGO) deny fetch db; then \
+	  echo "make audit: the RustSec advisory database (github.com/rustsec/advisory-db) cannot be fetched from this network: advisories were NOT checked"; \
+	  exit 2; \
+	fi
+	$(CARGO) deny check advisories
+
+# Fuzzing (libFuzzer through cargo-fuzz, which needs a nightly toolchain: rustup installs
+# one): each target runs FUZZ_SECONDS, its corpus first seeded with valid examples of every
+# message, then minimised; the new inputs stay in core/fuzz/corpus and relay/fuzz/corpus
+# (commit them), which `make test` replays. A crash leaves its input in */fuzz/artifacts.
+# Both fuzz crates build into target/fuzz (the first build takes about ten minutes).
+FUZZ_SECONDS ?= 60
+CORE_FUZZ_TARGETS := control_msg app_msg sdp sframe invite turn_msg
+CARGO_FUZZ_VERSION := 0.13.2
+FUZZ := $(CARGO) +nightly fuzz
+FUZZ_DIR := --target-dir $(CURDIR)/target/fuzz
+fuzz: deps
+	@rustup run nightly rustc --version >/dev/null 2>&1 || rustup toolchain install nightly --profile minimal
+	@$(CARGO) fuzz --version 2>/dev/null | grep -q "$(CARGO_FUZZ_VERSION)" || \
+	  $(CARGO) install --locked cargo-fuzz --version $(CARGO_FUZZ_VERSION)
+	$(CARGO) test -p conclave-core --test fuzz_corpora -- --ignored write_the_seeds
+	$(CARGO) test -p conclave-relay --test fuzz_corpora -- --ignored write_the_seeds
+	cd core/fuzz && for t in $(CORE_FUZZ_TARGETS); do \
+	  $(FUZZ) run $(FUZZ_DIR) $$t corpus/$$t -- -max_total_time=$(FUZZ_SECONDS) -max_len=8192 && \
+	  $(FUZZ) cmin $(FUZZ_DIR) $$t corpus/$$t || exit 1; \
+	done
+	cd relay/fuzz && $(FUZZ) run $(FUZZ_DIR) turn_input corpus/turn_input -- -max_total_time=$(FUZZ_SECONDS) -max_len=4096 && \
+	  $(FUZZ) cmin $(FUZZ_DIR) turn_input corpus/turn_input
 
 # Long runs over emulated real networks (docs/performance.md): the meeting tests under
 # `intercontinental` with a two-minute hold, the five-person soak, and the join / first-audio

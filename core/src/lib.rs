@@ -62,6 +62,8 @@ pub mod backoff;
 pub mod client;
 pub mod config;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod group;
 pub mod identity;
 pub mod invite;

@@ -12,4 +12,5 @@ mod event;
 mod machine;
 
 pub use event::{AlertKind, CommitViolation, LeaveReason, MeetingEvent};
+pub(crate) use machine::AppMessage;
 pub use machine::{Config, Machine, Output, Phase, Stats};

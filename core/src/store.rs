@@ -34,6 +34,7 @@ mod contacts;
 mod db;
 mod history;
 pub mod key_source;
+pub mod os_vault;
 mod outbox;
 mod peers;
 pub mod permissions;
@@ -120,6 +121,14 @@ pub enum StoreError {
     /// The store key does not open this database (the key file was replaced or lost).
     #[error("the store key does not open the data directory {path}")]
     WrongKey {
+        /// The data directory.
+        path: PathBuf,
+    },
+    /// The data directory's key is in the OS secret service, which does not answer.
+    #[error(
+        "the store key of {path} is kept in the OS secret service, which does not answer: unlock your keyring (log in to your desktop session) and start again"
+    )]
+    VaultUnreachable {
         /// The data directory.
         path: PathBuf,
     },

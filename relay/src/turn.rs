@@ -535,25 +535,8 @@ impl TurnServer {
     }
 }
 
-/// Internals reached by the fuzz targets (`relay/fuzz`), never public API.
-#[cfg(fuzzing)]
-pub mod fuzzing {
-    use std::collections::HashSet;
-    use std::sync::Arc;
-
-    use super::gate::{Gate, Live, Pending};
-    use super::{Secret, UDP, Verdict};
-    use crate::access::Allowlist;
-    use crate::config::TurnConfig;
-    use crate::metrics::Metrics;
-
-    /// Runs the gate on `bytes` as a UDP datagram (open allowlist, quota of one).
-    pub fn inspect(bytes: &[u8]) -> Verdict {
-        let live = Live::new(&TurnConfig::default(), Allowlist::Open, HashSet::new());
-        let gate = Gate::new(Secret::new("fuzz"), live, 1, Arc::new(Metrics::new()));
-        gate.inspect(bytes, UDP, &Pending::default())
-    }
-}
+#[doc(hidden)]
+pub mod fuzzing;
 
 #[cfg(test)]
 mod tests;

@@ -62,6 +62,9 @@ pub(crate) enum Request {
     Export { path: PathBuf, passphrase: String },
     /// Restore the identity from a backup file (the client restarts with it).
     Import { path: PathBuf, passphrase: String },
+    /// Delete a meeting's chat history and invite for good (the client stops while the
+    /// store is rewritten without them, then starts again).
+    Forget(MeetingId),
 }
 
 /// A value that must never reach a log line (an invite holds the meeting secret): its
@@ -132,6 +135,8 @@ pub(crate) enum Event {
     Exported(PathBuf),
     /// The identity was restored; the client restarts with it.
     Imported(PeerId),
+    /// A meeting's history and invite were deleted; the client restarts.
+    Forgotten(MeetingId),
     /// The core's event stream ended (the client stopped).
     Stopped,
 }
@@ -184,6 +189,9 @@ pub(crate) fn connect() -> impl Stream<Item = Event> {
                 }
                 Step::Request(Some(Request::Import { path, passphrase })) => {
                     core.restore(&path, passphrase, &mut output).await;
+                }
+                Step::Request(Some(Request::Forget(meeting))) => {
+                    core.forget(meeting, &mut output).await;
                 }
                 Step::Request(Some(other)) => match core.client.clone() {
                     Some(running) => {
@@ -265,6 +273,50 @@ impl Core {
     }
 }
 
+impl Core {
+    /// Deletes `meeting`'s history and invite: stops the client (the rewrite needs the
+    /// store to itself), rewrites the store without them, and starts the client again.
+    async fn forget(&mut self, meeting: MeetingId, output: &mut mpsc::Sender<Event>) {
+        let Some(config) = self.last_config.clone() else {
+            let _ = output.send(not_running("delete the history")).await;
+            return;
+        };
+        self.stop();
+        let event = match forget_when_released(&config, meeting).await {
+            Ok(()) => Event::Forgotten(meeting),
+            Err(message) => Event::Failed {
+                what: "delete the history",
+                message,
+            },
+        };
+        let _ = output.send(event).await;
+        self.start(config, output).await;
+    }
+}
+
+/// Runs [`Store::forget_meeting`](conclave_core::Store::forget_meeting) once the stopped
+/// client has let go of the store.
+async fn forget_when_released(config: &Config, meeting: MeetingId) -> Result<(), String> {
+    let deadline = tokio::time::Instant::now() + RESTART_PATIENCE;
+    loop {
+        let (data_dir, source) = (config.data_dir.clone(), config.store_key.clone());
+        let result = tokio::task::spawn_blocking(move || {
+            conclave_core::Store::forget_meeting(&data_dir, &source, meeting)
+        })
+        .await
+        .map_err(|_| "the store task stopped".to_owned())?;
+        match result {
+            Ok(_) => return Ok(()),
+            Err(conclave_core::StoreError::Locked { .. })
+                if tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(err) => return Err(err.to_string()),
+        }
+    }
+}
+
 /// One turn of the bridge loop.
 enum Step {
     Request(Option<Request>),
@@ -313,6 +365,7 @@ fn describe(request: &Request) -> &'static str {
         Request::Resync(_) => "catch up with the meeting",
         Request::Export { .. } => "export the identity",
         Request::Import { .. } => "restore",
+        Request::Forget(_) => "delete the history",
     }
 }
 
@@ -429,7 +482,7 @@ async fn perform(client: Client, request: Request, mut output: mpsc::Sender<Even
             },
             Err(err) => Err(err),
         },
-        Request::Start(_) | Request::Import { .. } => Ok(None),
+        Request::Start(_) | Request::Import { .. } | Request::Forget(_) => Ok(None),
     };
     let event = match outcome {
         Ok(Some(event)) => event,
@@ -532,6 +585,56 @@ mod tests {
             panic!("the client restarts on the restored identity");
         };
         assert_eq!(restored.peer_id, me.peer_id);
+    }
+
+    /// The next event that is not one of the core's.
+    async fn next_own(stream: &mut (impl Stream<Item = Event> + Unpin)) -> Event {
+        loop {
+            match next(stream).await {
+                Event::Core(_) => continue,
+                other => return other,
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn deleting_a_meetings_history_restarts_the_client_without_it() {
+        let dir = crate::gui::private_tempdir();
+        let mut stream = Box::pin(connect());
+        let Event::Ready(mut handle) = next(&mut stream).await else {
+            panic!("the bridge first hands out its handle");
+        };
+        assert!(handle.send(Request::Start(Box::new(config(dir.path())))));
+        let Event::Started { me, .. } = next_own(&mut stream).await else {
+            panic!("the client starts");
+        };
+        assert!(handle.send(Request::Create { lobby: false }));
+        let Event::Created(invite) = next_own(&mut stream).await else {
+            panic!("the meeting is created");
+        };
+        let meeting = invite
+            .0
+            .parse::<Invite>()
+            .expect("a valid invite")
+            .meeting_id;
+        assert!(handle.send(Request::Leave));
+        assert!(matches!(next_own(&mut stream).await, Event::LeaveDone));
+        assert!(handle.send(Request::Recent));
+        let Event::Recent(recent) = next_own(&mut stream).await else {
+            panic!("the recent meetings");
+        };
+        assert!(recent.iter().any(|r| r.meeting_id == meeting), "{recent:?}");
+
+        assert!(handle.send(Request::Forget(meeting)));
+        assert!(matches!(next_own(&mut stream).await, Event::Forgotten(m) if m == meeting));
+        let Event::Started {
+            me: again, recent, ..
+        } = next_own(&mut stream).await
+        else {
+            panic!("the client starts again");
+        };
+        assert_eq!(again.peer_id, me.peer_id, "the same identity");
+        assert!(recent.iter().all(|r| r.meeting_id != meeting), "{recent:?}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

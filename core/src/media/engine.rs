@@ -22,7 +22,7 @@
 
 mod peer;
 mod repair;
-mod signal;
+pub(crate) mod signal;
 #[cfg(test)]
 mod tests;
 

@@ -81,6 +81,8 @@ mod lobby;
 mod reconnect;
 mod welcome;
 
+pub(crate) use application::AppMessage;
+
 pub use config::Config;
 
 /// Where we stand in the meeting.

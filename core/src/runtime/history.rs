@@ -3,6 +3,7 @@
 //! member (sent again once we are back in the meeting after a restart). Failures are
 //! logged; the meeting goes on.
 
+use libp2p::PeerId;
 use tracing::{info, warn};
 
 use super::{Driver, clock};
@@ -27,6 +28,19 @@ impl Driver {
         if let Err(err) = self.store.remember_meeting(meeting, &record) {
             warn!(error = %err, "cannot save the meeting");
         }
+    }
+
+    /// Remembers the addresses the routing table holds for `peers` (merged with what the
+    /// store knew).
+    fn remember_where(&self, peers: &[PeerId]) -> Result<(), StoreError> {
+        let now = clock::unix_ms() / 1000;
+        for peer in peers {
+            let addrs = self.routing.addrs_of(peer);
+            if !addrs.is_empty() {
+                self.store.remember_peer(peer, addrs, now)?;
+            }
+        }
+        Ok(())
     }
 
     /// Keeps what must survive a restart of `event`.
@@ -66,6 +80,20 @@ impl Driver {
                     }
                 });
                 Ok(())
+            }
+            // Where members were reachable when they or we left: what the meeting taught us
+            // since they joined (their hellos, heartbeats and identify), for the next time.
+            MeetingEvent::MemberLeft { peer_id, .. } => self.remember_where(&[*peer_id]),
+            MeetingEvent::Left => {
+                let local = *self.swarm.local_peer_id();
+                let members: Vec<PeerId> = session
+                    .machine
+                    .members()
+                    .into_iter()
+                    .map(|(peer, _)| peer)
+                    .filter(|peer| *peer != local)
+                    .collect();
+                self.remember_where(&members)
             }
             MeetingEvent::ChatSent {
                 seq,

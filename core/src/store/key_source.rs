@@ -1,11 +1,11 @@
-//! Where the store key comes from: the OS secret service, a passphrase, or (opt-in) a file.
+//! Where the store key comes from (`docs/threat-model.md`, "Stolen laptop").
 //!
 //! Order of preference, chosen by the application through [`KeySource`]:
-//! 1. [`KeySource::Auto`]: an OS secret service ([`SecretVault`]). This build links none (the
-//!    `keyring` crate needs D-Bus and a running secret service, absent on the headless hosts
-//!    Conclave is built and tested on), so `Auto` finds no vault and refuses to start with
-//!    [`StoreError::NoKeySource`], naming the two other choices. A vault plugs in through
-//!    [`KeySource::Vault`].
+//! 1. [`KeySource::Auto`]: the OS secret service ([`OsVault`]: GNOME Keyring or KWallet over
+//!    D-Bus, the macOS Keychain, the Windows Credential Manager), when one answers; the data
+//!    directory then holds only the marker [`VAULT_MARKER`]. Without one, `Auto` refuses to
+//!    start with [`StoreError::NoKeySource`], naming the two other choices. Any other vault
+//!    plugs in through [`KeySource::Vault`].
 //! 2. [`KeySource::Passphrase`]: the key is wrapped in `store.key.sealed` in the data
 //!    directory: `magic "CONCLAVE-STOREKEY\x01" (18) ‖ salt (16) ‖ nonce (24) ‖
 //!    XChaCha20-Poly1305(key (32)) + tag (16)`, the wrapping key being Argon2id(passphrase,
@@ -29,6 +29,7 @@ use tracing::{info, warn};
 use zeroize::Zeroizing;
 
 use super::StoreError;
+use super::os_vault::{OsVault, VAULT_MARKER};
 use super::permissions::{FILE_MODE, set_mode};
 use super::seal::{STORE_KEY_LEN, StoreKey};
 use crate::identity::backup::{MIN_PASSPHRASE_CHARS, derive_key};
@@ -99,17 +100,29 @@ impl KeySource {
         Ok(Self::passphrase(line))
     }
 
-    /// The store key of `data_dir`, created when `fresh` (no database yet, or one to migrate).
+    /// The store key of `data_dir`, created if the directory has none yet.
     pub(crate) fn resolve(&self, data_dir: &Path) -> Result<StoreKey, StoreError> {
         let key_file = data_dir.join(KEY_FILE);
         let sealed_file = data_dir.join(SEALED_KEY_FILE);
         let has_key_file = key_file.exists();
         let has_sealed = sealed_file.exists();
-        match self {
-            Self::InsecureKeyFile if has_sealed => Err(StoreError::WrongKeySource {
+        let in_vault = data_dir.join(VAULT_MARKER).exists();
+        let wrong = |hint| {
+            Err(StoreError::WrongKeySource {
                 path: data_dir.to_owned(),
-                hint: "its key is wrapped under a passphrase: pass --passphrase-file FILE",
-            }),
+                hint,
+            })
+        };
+        match self {
+            _ if in_vault && !matches!(self, Self::Auto | Self::Vault(_)) => {
+                wrong("its key is in the OS secret service: start without a key flag")
+            }
+            Self::InsecureKeyFile | Self::Auto if has_sealed => {
+                wrong("its key is wrapped under a passphrase: pass --passphrase-file FILE")
+            }
+            Self::Passphrase(_) | Self::Auto if has_key_file => {
+                wrong("its key is in a plain key file: pass --insecure-key-file")
+            }
             Self::InsecureKeyFile => {
                 warn!(
                     file = %key_file.display(),
@@ -124,10 +137,6 @@ impl KeySource {
                     Ok(key)
                 }
             }
-            Self::Passphrase(_) if has_key_file => Err(StoreError::WrongKeySource {
-                path: data_dir.to_owned(),
-                hint: "its key is in a plain key file: pass --insecure-key-file",
-            }),
             Self::Passphrase(passphrase) => {
                 if has_sealed {
                     let bytes = std::fs::read(&sealed_file).map_err(|source| StoreError::Open {
@@ -147,31 +156,57 @@ impl KeySource {
                     Ok(key)
                 }
             }
-            Self::Vault(vault) => {
-                let account = data_dir.display().to_string();
-                let vault_err = |reason: String| StoreError::Vault { reason };
-                match vault.load(&account).map_err(vault_err)? {
-                    Some(bytes) => StoreKey::from_slice(&bytes).ok_or(StoreError::Corrupt {
-                        what: "store key in the secret service",
-                    }),
-                    None => {
-                        let key = StoreKey::generate();
-                        vault.save(&account, key.expose()).map_err(vault_err)?;
-                        Ok(key)
-                    }
-                }
-            }
-            Self::Auto if has_sealed => Err(StoreError::WrongKeySource {
-                path: data_dir.to_owned(),
-                hint: "its key is wrapped under a passphrase: pass --passphrase-file FILE",
-            }),
-            Self::Auto if has_key_file => Err(StoreError::WrongKeySource {
-                path: data_dir.to_owned(),
-                hint: "its key is in a plain key file: pass --insecure-key-file",
-            }),
-            Self::Auto => Err(StoreError::NoKeySource),
+            Self::Vault(vault) => key_in_vault(vault.as_ref(), data_dir, in_vault),
+            Self::Auto => match OsVault::reachable() {
+                Some(vault) => key_in_vault(&vault, data_dir, in_vault),
+                None if in_vault => Err(StoreError::VaultUnreachable {
+                    path: data_dir.to_owned(),
+                }),
+                None => Err(StoreError::NoKeySource),
+            },
         }
     }
+}
+
+/// The store key of `data_dir` kept in `vault` (created there, and the directory marked,
+/// if the directory is new). A marked directory whose key the vault lacks is refused: a new
+/// key would not open its database.
+fn key_in_vault(
+    vault: &dyn SecretVault,
+    data_dir: &Path,
+    marked: bool,
+) -> Result<StoreKey, StoreError> {
+    let account = data_dir.display().to_string();
+    let vault_err = |reason: String| StoreError::Vault { reason };
+    match vault.load(&account).map_err(vault_err)? {
+        Some(bytes) => {
+            let key = StoreKey::from_slice(&bytes).ok_or(StoreError::Corrupt {
+                what: "store key in the secret service",
+            })?;
+            if !marked {
+                mark_vault(data_dir)?;
+            }
+            Ok(key)
+        }
+        None if marked => Err(StoreError::Vault {
+            reason: format!("it holds no store key for {account} any more"),
+        }),
+        None => {
+            let key = StoreKey::generate();
+            vault.save(&account, key.expose()).map_err(vault_err)?;
+            mark_vault(data_dir)?;
+            info!("created a store key in the OS secret service");
+            Ok(key)
+        }
+    }
+}
+
+/// Marks `data_dir` as keyed by the secret service (the marker holds nothing secret).
+fn mark_vault(data_dir: &Path) -> Result<(), StoreError> {
+    write_private(
+        &data_dir.join(VAULT_MARKER),
+        b"The store key of this directory is kept in the OS secret service.\n",
+    )
 }
 
 fn read_key_file(path: &Path) -> Result<StoreKey, StoreError> {

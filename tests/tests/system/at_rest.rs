@@ -1,7 +1,8 @@
 //! Data at rest (the stolen-laptop case): after a meeting with chat, and after `conclave
 //! forget`, the raw files of a member's data directory hold no identity key bytes, no invite
 //! secret and no chat text; the directory is 0700 and its files 0600; a directory opened to
-//! other users (0755) is refused with one clear sentence.
+//! other users (0755) is refused with one clear sentence; the OS secret service keeps the
+//! store key when there is one.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -191,6 +192,8 @@ fn without_a_key_source_the_client_says_which_flag_to_pass() {
         .arg(dir.path().join("x"))
         .arg("id")
         .env_remove("CONCLAVE_INSECURE_KEY_FILE")
+        // And no secret service.
+        .env_remove("DBUS_SESSION_BUS_ADDRESS")
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(1));
@@ -315,4 +318,112 @@ fn a_passphrase_typed_at_the_terminal_seals_the_store_and_opens_it_again() {
     let (code, shown) = id_at_a_terminal(&data, "not the passphrase\n");
     assert_eq!(code, Some(1), "{shown}");
     assert!(shown.contains("wrong passphrase"), "{shown}");
+}
+
+/// Runs `script` under `sh` in a D-Bus session of its own (`dbus-run-session`), with `HOME`
+/// and the environment variables `vars`; returns the exit code and what it printed.
+fn in_dbus_session(home: &Path, script: &str, vars: &[(&str, &Path)]) -> (Option<i32>, String) {
+    let mut command = Command::new("timeout");
+    command
+        .args(["60", "dbus-run-session", "--", "sh", "-c", script])
+        .env("HOME", home)
+        .env("CONCLAVE", bin("conclave"))
+        .env_remove("CONCLAVE_INSECURE_KEY_FILE")
+        .env_remove("DISPLAY")
+        .env_remove("WAYLAND_DISPLAY")
+        .env_remove("XDG_RUNTIME_DIR");
+    for (name, value) in vars {
+        command.env(name, value);
+    }
+    let output = command
+        .output()
+        .expect("dbus-run-session (make deps installs it)");
+    let mut shown = String::from_utf8_lossy(&output.stdout).into_owned();
+    shown.push_str(&String::from_utf8_lossy(&output.stderr));
+    (output.status.code(), shown)
+}
+
+/// The login keyring's password the test types to unlock GNOME Keyring.
+const LOGIN_PASSWORD: &str = "login password of the test user";
+
+/// Starts GNOME Keyring (secrets only) in the session, its login keyring unlocked with the
+/// password in `$LOGIN_FILE` (created with it the first time).
+const UNLOCK_KEYRING: &str =
+    "gnome-keyring-daemon --unlock --components=secrets <\"$LOGIN_FILE\" >/dev/null || exit 90\n";
+
+#[test]
+fn the_os_secret_service_keeps_the_store_key_when_there_is_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let data = dir.path().join("member");
+    let login = dir.path().join("login");
+    std::fs::write(&login, LOGIN_PASSWORD).unwrap();
+    let vars = [("DATA", data.as_path()), ("LOGIN_FILE", login.as_path())];
+    let unlock = UNLOCK_KEYRING;
+    let peer_id = |shown: &str| {
+        shown
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line.trim()).ok())
+            .find(|v| v["event"] == "identity")
+            .map(|v| v["peer_id"].clone())
+    };
+
+    // A login session with an unlocked keyring and no key flag: the key goes there.
+    let (code, shown) = in_dbus_session(
+        &home,
+        &format!(
+            "{unlock}\"$CONCLAVE\" --json --data-dir \"$DATA\" id || exit 91\n\
+             secret-tool search --all service 'Conclave store key' 2>&1 || exit 92\n"
+        ),
+        &vars,
+    );
+    assert_eq!(code, Some(0), "{shown}");
+    let first = peer_id(&shown).unwrap_or_else(|| panic!("no identity in {shown}"));
+    assert!(
+        shown.contains(&format!("attribute.username = {}", data.display())),
+        "the keyring holds the key of this data directory: {shown}"
+    );
+    assert!(!data.join("store.key").exists(), "no key file");
+    assert!(!data.join("store.key.sealed").exists(), "no wrapped key");
+    assert!(data.join("store.key.in-secret-service").exists());
+    assert_eq!(mode(&data.join("store.key.in-secret-service")), 0o600);
+
+    // The next login (a new session, the keyring daemon started again): the same person.
+    let (code, shown) = in_dbus_session(
+        &home,
+        &format!("{unlock}\"$CONCLAVE\" --json --data-dir \"$DATA\" id || exit 91\n"),
+        &vars,
+    );
+    assert_eq!(code, Some(0), "{shown}");
+    assert_eq!(peer_id(&shown), Some(first), "{shown}");
+
+    // No secret service (no D-Bus session at all): refused, saying where the key is.
+    let output = Command::new("timeout")
+        .args(["30", "setsid", "--wait"])
+        .arg(bin("conclave"))
+        .args(["--json", "--data-dir"])
+        .arg(&data)
+        .arg("id")
+        .env("HOME", &home)
+        .env_remove("DBUS_SESSION_BUS_ADDRESS")
+        .env_remove("CONCLAVE_INSECURE_KEY_FILE")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("kept in the OS secret service, which does not answer"),
+        "{stdout}"
+    );
+    // Nor does a key flag re-key it behind the keyring's back.
+    let (code, events) = conclave(&data, &["id"]);
+    assert_eq!(code, Some(1), "{events:?}");
+    assert!(
+        events.iter().any(|e| e
+            .to_string()
+            .contains("its key is in the OS secret service")),
+        "{events:?}"
+    );
 }

@@ -12,10 +12,11 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use conclave_core::{KeySource, Store};
 use conclave_tests::nat::{Home, Internet, NatKind, RELAY_ADDR, relay_config, serial};
 use conclave_tests::netns::available;
 use conclave_tests::wan::Profile;
-use conclave_tests::{Proc, peer_id_of};
+use conclave_tests::{Proc, peer_id_of, peer_id_of_seen};
 use serde_json::Value;
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -395,9 +396,41 @@ fn relay_only_members_never_exchange_a_packet_between_their_homes() {
                 m.label
             );
         }
+        let guest_id = peer_id_of_seen(&guest).unwrap();
         for mut m in [host, guest] {
             m.close_stdin();
             m.wait_exit(LIMIT).unwrap();
+        }
+        // What the control messages told each member about the other (hello, heartbeats,
+        // identify: the addresses its routing table kept, which the store remembers): relay
+        // circuits only, neither home's address.
+        for (label, other) in [
+            (format!("host{round}"), &guest_id),
+            (format!("guest{round}"), &host_id),
+        ] {
+            let store = Store::open(&dir.path().join(&label), &KeySource::InsecureKeyFile).unwrap();
+            let known = store.known_peers().unwrap();
+            let addrs = &known
+                .iter()
+                .find(|p| p.peer_id.to_string() == *other)
+                .unwrap_or_else(|| panic!("{label} remembers the other member: {known:?}"))
+                .addrs;
+            assert!(!addrs.is_empty(), "{label}");
+            for addr in addrs {
+                let text = addr.to_string();
+                assert!(
+                    text.contains("/p2p-circuit"),
+                    "{label} learned a direct address: {text}"
+                );
+                for home in [&home_a, &home_b] {
+                    for ip in [&home.addr, &home.public_addr] {
+                        assert!(
+                            !text.contains(&format!("/{ip}/")),
+                            "{label} learned a home address: {text}"
+                        );
+                    }
+                }
+            }
         }
     }
     for (home, name) in [(&home_a, "a"), (&home_b, "b")] {

@@ -61,6 +61,7 @@ impl App {
                 self.request(Request::Join(invite));
             }
             home::Action::LoadHistory(meeting) => self.request(Request::History(meeting)),
+            home::Action::Forget(meeting) => self.request(Request::Forget(meeting)),
             home::Action::SetLobbyDefault(lobby) => {
                 self.prefs.lobby = lobby;
                 self.save_prefs();

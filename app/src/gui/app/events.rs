@@ -78,6 +78,26 @@ impl App {
                 "Identity restored: you are now {}.",
                 home::short_peer(&peer)
             )),
+            bridge::Event::Forgotten(meeting) => {
+                self.home
+                    .recent
+                    .retain(|recent| recent.meeting_id != meeting);
+                if self
+                    .home
+                    .history
+                    .as_ref()
+                    .is_some_and(|(shown, _)| *shown == meeting)
+                {
+                    self.home.history = None;
+                }
+                self.banner = Some(Banner {
+                    text: format!(
+                        "The chat history and invite of meeting {} were deleted.",
+                        meeting.short()
+                    ),
+                    error: false,
+                });
+            }
             bridge::Event::Stopped => {
                 self.show_error(
                     "Conclave's network task stopped. Restart the app to reconnect.".to_owned(),

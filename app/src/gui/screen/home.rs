@@ -35,6 +35,8 @@ pub(crate) struct State {
     pub(crate) recent: Vec<Recent>,
     /// The chat history being shown, if any.
     pub(crate) history: Option<(MeetingId, Vec<ChatRecord>)>,
+    /// The meeting whose deletion waits for the user's confirmation.
+    pub(crate) confirm_forget: Option<MeetingId>,
 }
 
 /// What the user did on the home screen.
@@ -50,6 +52,9 @@ pub(crate) enum Message {
     Rejoin(usize),
     ShowHistory(usize),
     CloseHistory,
+    Forget(usize),
+    ConfirmForget,
+    CancelForget,
     CopyPeerId,
     OpenSettings,
 }
@@ -61,6 +66,7 @@ pub(crate) enum Action {
     Create { lobby: bool, relay_only: bool },
     Join(Box<Invite>),
     LoadHistory(MeetingId),
+    Forget(MeetingId),
     SetLobbyDefault(bool),
     Copy(String),
     OpenSettings,
@@ -130,6 +136,15 @@ impl State {
             }
             Message::CloseHistory => {
                 self.history = None;
+                None
+            }
+            Message::Forget(index) => {
+                self.confirm_forget = Some(self.recent.get(index)?.meeting_id);
+                None
+            }
+            Message::ConfirmForget => self.confirm_forget.take().map(Action::Forget),
+            Message::CancelForget => {
+                self.confirm_forget = None;
                 None
             }
             Message::CopyPeerId => me.map(|me| Action::Copy(me.peer_id.to_string())),
@@ -278,30 +293,46 @@ impl State {
         .into()
     }
 
-    /// The meetings we were in, each with Rejoin and Chat history.
+    /// The meetings we were in, each with Rejoin, Chat history and Delete (which asks
+    /// first).
     fn view_recent(&self, ready: bool) -> Element<'_, Message> {
         let mut recent = Column::new().spacing(6);
         if self.recent.is_empty() {
             recent = recent.push(text("No meetings yet.").size(14));
         }
         for (index, meeting) in self.recent.iter().enumerate().take(20) {
-            recent = recent.push(
+            let label = text(format!(
+                "Meeting {} · {}",
+                meeting.meeting_id.short(),
+                when(meeting.last_seen_unix_ms)
+            ))
+            .width(Length::Fill);
+            let line = if self.confirm_forget == Some(meeting.meeting_id) {
                 row![
-                    text(format!(
-                        "Meeting {} · {}",
-                        meeting.meeting_id.short(),
-                        when(meeting.last_seen_unix_ms)
-                    ))
-                    .width(Length::Fill),
+                    text("Delete its chat history and invite from this computer for good?")
+                        .size(14)
+                        .width(Length::Fill),
+                    button(text("Delete for good").size(14))
+                        .style(button::danger)
+                        .on_press_maybe(ready.then_some(Message::ConfirmForget)),
+                    button(text("Cancel").size(14))
+                        .style(button::secondary)
+                        .on_press(Message::CancelForget),
+                ]
+            } else {
+                row![
+                    label,
                     button(text("Rejoin").size(14))
                         .on_press_maybe(ready.then_some(Message::Rejoin(index))),
                     button(text("Chat history").size(14))
                         .style(button::secondary)
                         .on_press(Message::ShowHistory(index)),
+                    button(text("Delete").size(14))
+                        .style(button::secondary)
+                        .on_press_maybe(ready.then_some(Message::Forget(index))),
                 ]
-                .spacing(8)
-                .align_y(iced::Alignment::Center),
-            );
+            };
+            recent = recent.push(line.spacing(8).align_y(iced::Alignment::Center));
         }
         recent.into()
     }
@@ -541,6 +572,26 @@ mod tests {
         ));
         let mut ui = simulator(state.view(Some(&me)));
         assert!(ui.find("Bob: hello").is_ok());
+    }
+
+    #[test]
+    fn deleting_a_meetings_history_asks_first() {
+        let me = me();
+        let invite = invite();
+        let mut state = State {
+            recent: vec![Recent {
+                meeting_id: invite.meeting_id,
+                invite: Redacted(invite.to_uri()),
+                last_seen_unix_ms: 1_764_428_640_000,
+            }],
+            ..State::default()
+        };
+        assert!(click(&mut state, &me, "Delete").is_empty(), "nothing yet");
+        assert!(click(&mut state, &me, "Cancel").is_empty());
+        assert_eq!(state.confirm_forget, None);
+        assert!(click(&mut state, &me, "Delete").is_empty());
+        let actions = click(&mut state, &me, "Delete for good");
+        assert_eq!(actions, vec![Action::Forget(invite.meeting_id)]);
     }
 
     #[test]

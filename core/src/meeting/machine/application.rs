@@ -45,8 +45,8 @@ const MAX_REORDER: usize = 64;
 pub(crate) const MAX_CHAT_LEN: usize = 4096;
 
 /// Application payloads inside MLS application messages.
-#[derive(Debug, Serialize, Deserialize)]
-enum AppMessage {
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum AppMessage {
     /// Media signalling (SDP) for one member: `to` is its peer id (bytes).
     Signal { to: Vec<u8>, payload: Vec<u8> },
     /// A chat line: `session` is the sender's random stream id for this recipient, `seq`
@@ -63,6 +63,23 @@ enum AppMessage {
     },
     /// The sender's state: `seq` counts from 1 within `session`; newer replaces older.
     State { session: u64, seq: u64, muted: bool },
+}
+
+impl AppMessage {
+    /// The wire form (CBOR).
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        to_cbor(self)
+    }
+
+    /// Parses and checks the wire form: `None` if malformed or if a chat line is longer
+    /// than [`MAX_CHAT_LEN`].
+    pub(crate) fn decode(data: &[u8]) -> Option<Self> {
+        let message = ciborium::from_reader::<Self, _>(data).ok()?;
+        match &message {
+            AppMessage::Chat { text, .. } if text.len() > MAX_CHAT_LEN => None,
+            _ => Some(message),
+        }
+    }
 }
 
 /// Chat received from one sender in one session.
@@ -107,10 +124,11 @@ impl<R: RngCore + CryptoRng> Machine<R> {
         if group.leaf_of(&to).is_none() {
             return Err(GroupError::Mls(format!("{to} is not a member")));
         }
-        let data = to_cbor(&AppMessage::Signal {
+        let data = AppMessage::Signal {
             to: to.to_bytes(),
             payload,
-        });
+        }
+        .encode();
         // Retried like chat: the first offer to a joiner often arrives before its Welcome.
         let request = self.group_request(&data)?;
         let backoff = self.retry_backoff();
@@ -159,23 +177,23 @@ impl<R: RngCore + CryptoRng> Machine<R> {
         match received {
             Ok(Received::Application { data, .. }) => {
                 self.heard_from(now, from);
-                match ciborium::from_reader::<AppMessage, _>(data.as_slice()) {
-                    Ok(AppMessage::Chat {
+                match AppMessage::decode(&data) {
+                    Some(AppMessage::Chat {
                         session,
                         seq,
                         unix_ms,
                         text,
                         id,
-                    }) if text.len() <= MAX_CHAT_LEN => {
+                    }) => {
                         let line = InboundLine { unix_ms, id, text };
                         self.receive_chat(now, from, session, seq, line);
                     }
-                    Ok(AppMessage::State {
+                    Some(AppMessage::State {
                         session,
                         seq,
                         muted,
                     }) => self.receive_state(from, session, seq, muted),
-                    Ok(AppMessage::Signal { to, payload }) if to == self.local.to_bytes() => {
+                    Some(AppMessage::Signal { to, payload }) if to == self.local.to_bytes() => {
                         self.outputs
                             .push_back(Output::Media(MediaCommand::Signal { from, payload }));
                     }
@@ -277,7 +295,7 @@ impl<R: RngCore + CryptoRng> Machine<R> {
         if group.leaf_of(&peer).is_none() {
             return;
         }
-        let payload = to_cbor(&message);
+        let payload = message.encode();
         match self.group_request(&payload) {
             Ok(request) => self.send(peer, request, Inflight::State { attempt }),
             Err(err) => warn!(error = %err, "cannot encrypt our state"),
@@ -474,7 +492,7 @@ impl<R: RngCore + CryptoRng> Machine<R> {
                 text: send.text,
                 id: send.id,
             };
-            let payload = to_cbor(&message);
+            let payload = message.encode();
             let (stream, wire) = (send.stream, send.wire);
             match self.group_request(&payload) {
                 Ok(request) => {
