@@ -27,6 +27,8 @@
 //!   window for the previous epoch.
 //! - [`transport`]: the WebRTC peer connections (the only webrtc-rs code) and the
 //!   TURN-over-TCP bridge.
+//! - [`video`]: video sources (testsrc, Y4M) and the VP8 codec; the video path over the
+//!   mesh is not wired yet.
 //!
 //! Channels (each one's doc comment says the same):
 //!
@@ -49,6 +51,7 @@ pub(crate) mod clock;
 pub mod crypto;
 pub(crate) mod engine;
 pub mod transport;
+pub mod video;
 
 use std::path::PathBuf;
 use std::time::Duration;

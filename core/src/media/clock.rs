@@ -31,7 +31,7 @@ use super::audio::sink::AudioSink;
 use super::audio::source::AudioSource;
 use super::audio::{AudioError, FRAME_MS, FRAME_SAMPLES, Frame};
 use super::crypto::keyring::Opener;
-use super::crypto::sframe::Sealer;
+use super::crypto::sframe::{Sealer, Stream};
 use super::{EpochSecret, MediaEvent, ReceiveStats, STATS_INTERVAL};
 use crate::group::media_keys::sender_base_key;
 
@@ -295,7 +295,8 @@ impl Clock {
         let Ok(opened) = self.opener.open_from(frame.at, &frame.payload, expected) else {
             return;
         };
-        if !self.leaves.contains_key(&opened.sender) {
+        // Only audio is played here; a frame of another stream on the audio path is dropped.
+        if opened.stream != Stream::Audio || !self.leaves.contains_key(&opened.sender) {
             return;
         }
         let due = self

@@ -17,7 +17,7 @@ use ::sframe::key::DecryptionKey;
 use ::sframe::mls::MlsKeyId;
 
 use super::MediaError;
-use super::sframe::{CIPHER_SUITE, EPOCH_BITS, bit_range};
+use super::sframe::{CIPHER_SUITE, EPOCH_BITS, Stream, bit_range};
 use crate::group::MediaKeys;
 use crate::group::media_keys::NH;
 
@@ -46,6 +46,8 @@ pub struct OpenStats {
 pub struct Opened {
     /// Sender's leaf index.
     pub sender: u32,
+    /// Which of its streams.
+    pub stream: Stream,
     /// Epoch it was sealed in.
     pub epoch: u64,
     /// The encoded media.
@@ -163,9 +165,8 @@ impl Opener {
         let kid = view.header().key_id();
         let counter = view.header().counter();
         let mls_kid = MlsKeyId::from_key_id(kid, bit_range());
-        if mls_kid.context_id() != 0 {
-            return Err(MediaError::UnknownKey { kid });
-        }
+        let stream =
+            Stream::from_context(mls_kid.context_id()).ok_or(MediaError::UnknownKey { kid })?;
         let sender =
             u32::try_from(mls_kid.member_index()).map_err(|_| MediaError::UnknownKey { kid })?;
         if expected.is_some_and(|expected| expected != sender) {
@@ -200,6 +201,7 @@ impl Opener {
             })?;
         Ok(Opened {
             sender,
+            stream,
             epoch,
             payload: opened.payload().to_vec(),
         })

@@ -1,5 +1,9 @@
 //! Sealing media frames with SFrame under our MLS-derived sender key.
 //!
+//! Each member seals each of its media streams under a key of its own: the KID's context
+//! bits (RFC 9605 §5.2) name the [`Stream`], so audio and video never share a key, and
+//! each key's counter is its stream's own — no (key, counter) pair is ever used twice.
+//!
 //! Invariant: the sealer seals only under the key of the last epoch installed. A failed
 //! install (a leaf index beyond [`INDEX_BITS`], a derivation error) or a [`Sealer::reset`]
 //! leaves it without a key, so it stops sealing ([`MediaError::NoKey`]) instead of going on
@@ -19,17 +23,60 @@ pub const CIPHER_SUITE: CipherSuite = CipherSuite::AesGcm128Sha256;
 pub const EPOCH_BITS: u8 = 4;
 /// Bits of the sender's leaf index in the KID (up to 64 members).
 pub const INDEX_BITS: u8 = 6;
-/// Largest media payload sealed, in bytes.
+/// Largest audio payload sealed, in bytes.
 pub const MAX_PAYLOAD: usize = 4096;
+/// Largest video payload sealed (one encoded picture), in bytes.
+pub const MAX_VIDEO_PAYLOAD: usize = 1 << 20;
+
+/// A member's media stream, named by the KID's context bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stream {
+    /// Opus audio (context 0, the layout before video existed).
+    Audio,
+    /// VP8 video (context 1).
+    Video,
+}
+
+impl Stream {
+    /// The KID context value.
+    pub fn context(self) -> u64 {
+        match self {
+            Stream::Audio => 0,
+            Stream::Video => 1,
+        }
+    }
+
+    /// The stream a KID context names, if any.
+    pub fn from_context(context: u64) -> Option<Self> {
+        match context {
+            0 => Some(Stream::Audio),
+            1 => Some(Stream::Video),
+            _ => None,
+        }
+    }
+
+    /// Largest payload sealed on this stream.
+    pub fn max_payload(self) -> usize {
+        match self {
+            Stream::Audio => MAX_PAYLOAD,
+            Stream::Video => MAX_VIDEO_PAYLOAD,
+        }
+    }
+}
 
 /// The KID layout.
 pub fn bit_range() -> MlsKeyIdBitRange {
     MlsKeyIdBitRange::new(EPOCH_BITS, INDEX_BITS)
 }
 
-/// The KID of `sender` (leaf index) in `epoch`.
+/// The audio KID of `sender` (leaf index) in `epoch`.
 pub fn key_id(epoch: u64, sender: u32) -> Result<u64, MediaError> {
-    MlsKeyId::try_new(0u64, epoch, u64::from(sender), bit_range())
+    stream_key_id(Stream::Audio, epoch, sender)
+}
+
+/// The KID of `sender`'s `stream` in `epoch`.
+pub fn stream_key_id(stream: Stream, epoch: u64, sender: u32) -> Result<u64, MediaError> {
+    MlsKeyId::try_new(stream.context(), epoch, u64::from(sender), bit_range())
         .map(u64::from)
         .map_err(|e| MediaError::Sframe(e.to_string()))
 }
@@ -38,6 +85,7 @@ pub fn key_id(epoch: u64, sender: u32) -> Result<u64, MediaError> {
 /// even if an epoch's key were derived twice.
 pub struct Sealer {
     sender: u32,
+    stream: Stream,
     counter: MonotonicCounter,
     key: Option<(u64, EncryptionKey)>,
 }
@@ -46,16 +94,23 @@ impl std::fmt::Debug for Sealer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Sealer")
             .field("sender", &self.sender)
+            .field("stream", &self.stream)
             .field("epoch", &self.key.as_ref().map(|(epoch, _)| *epoch))
             .finish_non_exhaustive()
     }
 }
 
 impl Sealer {
-    /// A sealer for the member at leaf `sender`.
+    /// An audio sealer for the member at leaf `sender`.
     pub fn new(sender: u32) -> Self {
+        Self::for_stream(sender, Stream::Audio)
+    }
+
+    /// A sealer of `stream` for the member at leaf `sender`.
+    pub fn for_stream(sender: u32, stream: Stream) -> Self {
         Self {
             sender,
+            stream,
             counter: MonotonicCounter::default(),
             key: None,
         }
@@ -70,7 +125,7 @@ impl Sealer {
     ) -> Result<(), MediaError> {
         // Whatever happens next, the previous epoch's key is no longer ours to use.
         self.key = None;
-        let kid = key_id(epoch, sender)?;
+        let kid = stream_key_id(self.stream, epoch, sender)?;
         let key = EncryptionKey::derive_from(CIPHER_SUITE, kid, sender_base_key)
             .map_err(|e| MediaError::Sframe(e.to_string()))?;
         self.sender = sender;
@@ -90,9 +145,10 @@ impl Sealer {
 
     /// Seals one encoded media frame.
     pub fn seal(&mut self, payload: &[u8]) -> Result<Vec<u8>, MediaError> {
-        if payload.len() > MAX_PAYLOAD {
+        let max = self.stream.max_payload();
+        if payload.len() > max {
             return Err(MediaError::Sframe(format!(
-                "payload of {} bytes exceeds {MAX_PAYLOAD}",
+                "payload of {} bytes exceeds {max}",
                 payload.len()
             )));
         }

@@ -8,7 +8,7 @@ use crate::group::media_keys::sender_base_key;
 use crate::group::{MeetingGroup, MlsIdentity, Provider};
 use crate::identity::Identity;
 use crate::invite::MeetingId;
-use crate::media::crypto::sframe::{Sealer, key_id};
+use crate::media::crypto::sframe::{Sealer, Stream, key_id, stream_key_id};
 
 fn t0() -> Instant {
     #[allow(clippy::disallowed_methods)] // one arbitrary origin for simulated time
@@ -51,6 +51,7 @@ fn frames_round_trip_and_bad_ones_are_dropped_and_counted() {
         opened,
         Opened {
             sender: 2,
+            stream: Stream::Audio,
             epoch: 5,
             payload: payload.clone()
         }
@@ -289,4 +290,41 @@ fn a_rejoin_with_the_same_kid_drops_the_old_groups_keys() {
         .open(later, &new.seal(b"new group").unwrap())
         .unwrap();
     assert_eq!(opened.epoch, 1);
+}
+
+#[test]
+fn audio_and_video_of_one_member_never_share_a_key_or_a_counter() {
+    let now = t0();
+    let secret = [9; NH];
+    let base = sender_base_key(&secret, 3);
+    let mut audio = Sealer::new(3);
+    let mut video = Sealer::for_stream(3, Stream::Video);
+    audio.install(4, 3, &base).unwrap();
+    video.install(4, 3, &base).unwrap();
+    assert_ne!(
+        stream_key_id(Stream::Audio, 4, 3).unwrap(),
+        stream_key_id(Stream::Video, 4, 3).unwrap()
+    );
+    // Both counters start at 0: the same payload under the same counter must still give
+    // different ciphertexts, because the keys differ.
+    let payload = [0x5a; 64];
+    let a = audio.seal(&payload).unwrap();
+    let v = video.seal(&payload).unwrap();
+    let header = |frame: &[u8]| *EncryptedFrameView::try_new(&frame).unwrap().header();
+    assert_eq!(header(&a).counter(), header(&v).counter());
+    assert_ne!(header(&a).key_id(), header(&v).key_id());
+    assert_ne!(a[a.len() - 64..], v[v.len() - 64..], "different keys");
+    let mut opener = Opener::default();
+    opener.install(now, 4, secret);
+    assert_eq!(opener.open_from(now, &a, 3).unwrap().stream, Stream::Audio);
+    assert_eq!(opener.open_from(now, &v, 3).unwrap().stream, Stream::Video);
+    // Each stream has its own replay window: the video frame with counter 0 after the
+    // audio one with counter 0 was not a replay, but either again is.
+    assert!(matches!(
+        opener.open(now, &v),
+        Err(MediaError::Replayed { .. })
+    ));
+    // Video frames may be larger than audio ones, within their own bound.
+    assert!(video.seal(&vec![1; 50_000]).is_ok());
+    assert!(audio.seal(&vec![1; 50_000]).is_err());
 }

@@ -1,0 +1,37 @@
+//! Video sources and the pieces of the video pipeline that need no network: the `testsrc`
+//! pattern (which carries its frame number and capture time, so a receiver can measure
+//! latency, freezes and quality against the exact reference), Y4M files, and the VP8 codec
+//! (`conclave-vpx`, the only crate with `unsafe`).
+//!
+//! Pictures are 8-bit I420 ([`I420Frame`]).
+
+pub mod testsrc;
+pub mod y4m;
+
+pub use conclave_vpx::{Decoder, EncodedFrame, Encoder, EncoderConfig, I420Frame, VpxError};
+
+/// Why a video source cannot deliver.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum VideoSourceError {
+    /// The source file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not a Y4M stream this build reads.
+    #[error("{path} is not a usable Y4M file: {reason}")]
+    BadY4m {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong, in one sentence.
+        reason: String,
+    },
+    /// A size the pipeline cannot take.
+    #[error("{0}")]
+    Frame(#[from] conclave_vpx::FrameError),
+}
