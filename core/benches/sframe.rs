@@ -1,7 +1,8 @@
 //! SFrame seal+open throughput against raw AES-128-GCM on the same payloads, same run.
 //!
 //! `cargo bench -p conclave-core --bench sframe` — payloads: a 20 ms Opus frame at
-//! 32 kbit/s (80 bytes) and 1 KiB. "raw" is one AES-128-GCM seal and open with ring and a
+//! 32 kbit/s (80 bytes) and 1 KiB on the audio stream; 10 KB and 50 KB (a VP8 delta and
+//! keyframe at 360p) on the video stream. "raw" is one AES-128-GCM seal and open with ring and a
 //! fresh nonce per frame; "sframe" is Conclave's [`Sealer`] + [`Opener`] (header, KID lookup,
 //! replay window, per-KID key). Figures go to `docs/performance.md`.
 
@@ -10,7 +11,7 @@ use std::time::Instant;
 
 use conclave_core::group::media_keys::sender_base_key;
 use conclave_core::media::crypto::keyring::Opener;
-use conclave_core::media::crypto::sframe::Sealer;
+use conclave_core::media::crypto::sframe::{Sealer, Stream};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use ring::aead::{AES_128_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 
@@ -18,7 +19,12 @@ fn benches(c: &mut Criterion) {
     #[allow(clippy::disallowed_methods)] // keys are installed once, at this instant
     let now = Instant::now();
     let mut group = c.benchmark_group("seal_open");
-    for size in [80usize, 1024] {
+    for (size, stream) in [
+        (80usize, Stream::Audio),
+        (1024, Stream::Audio),
+        (10_000, Stream::Video),
+        (50_000, Stream::Video),
+    ] {
         let payload = vec![0x5a; size];
         group.throughput(Throughput::Bytes(size as u64));
 
@@ -51,7 +57,7 @@ fn benches(c: &mut Criterion) {
             },
         );
 
-        let mut sealer = Sealer::new(1);
+        let mut sealer = Sealer::for_stream(1, stream);
         sealer
             .install(3, 1, &sender_base_key(&[9; 32], 1))
             .expect("install");

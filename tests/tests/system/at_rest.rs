@@ -38,6 +38,15 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The peer id of the `identity` event in what a terminal or a process showed.
+fn peer_id(shown: &str) -> Option<Value> {
+    shown
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line.trim()).ok())
+        .find(|v| v["event"] == "identity")
+        .map(|v| v["peer_id"].clone())
+}
+
 fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
@@ -284,13 +293,6 @@ fn a_passphrase_typed_at_the_terminal_seals_the_store_and_opens_it_again() {
     assert!(shown.contains("New passphrase"), "{shown}");
     assert!(data.join("store.key.sealed").exists());
     assert!(!data.join("store.key").exists());
-    let peer_id = |shown: &str| {
-        shown
-            .lines()
-            .filter_map(|line| serde_json::from_str::<Value>(line.trim()).ok())
-            .find(|v| v["event"] == "identity")
-            .map(|v| v["peer_id"].clone())
-    };
     let first = peer_id(&shown).unwrap_or_else(|| panic!("no identity in {shown}"));
 
     // Asked once for an existing store: the same person; a passphrase file opens it too.
@@ -362,13 +364,6 @@ fn the_os_secret_service_keeps_the_store_key_when_there_is_one() {
     std::fs::write(&login, LOGIN_PASSWORD).unwrap();
     let vars = [("DATA", data.as_path()), ("LOGIN_FILE", login.as_path())];
     let unlock = UNLOCK_KEYRING;
-    let peer_id = |shown: &str| {
-        shown
-            .lines()
-            .filter_map(|line| serde_json::from_str::<Value>(line.trim()).ok())
-            .find(|v| v["event"] == "identity")
-            .map(|v| v["peer_id"].clone())
-    };
 
     // A login session with an unlocked keyring and no key flag: the key goes there.
     let (code, shown) = in_dbus_session(

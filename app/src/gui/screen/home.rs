@@ -536,18 +536,23 @@ mod tests {
         );
     }
 
-    #[test]
-    fn recent_meetings_rejoin_and_show_history() {
-        let me = me();
-        let invite = invite();
-        let mut state = State {
+    /// A home screen that remembers the meeting of `invite` (seen 2025-11-29 15:04 UTC).
+    fn with_recent(invite: &Invite) -> State {
+        State {
             recent: vec![Recent {
                 meeting_id: invite.meeting_id,
                 invite: Redacted(invite.to_uri()),
                 last_seen_unix_ms: 1_764_428_640_000,
             }],
             ..State::default()
-        };
+        }
+    }
+
+    #[test]
+    fn recent_meetings_rejoin_and_show_history() {
+        let me = me();
+        let invite = invite();
+        let mut state = with_recent(&invite);
         let mut ui = simulator(state.view(Some(&me)));
         assert!(
             ui.find(format!(
@@ -578,14 +583,7 @@ mod tests {
     fn deleting_a_meetings_history_asks_first() {
         let me = me();
         let invite = invite();
-        let mut state = State {
-            recent: vec![Recent {
-                meeting_id: invite.meeting_id,
-                invite: Redacted(invite.to_uri()),
-                last_seen_unix_ms: 1_764_428_640_000,
-            }],
-            ..State::default()
-        };
+        let mut state = with_recent(&invite);
         assert!(click(&mut state, &me, "Delete").is_empty(), "nothing yet");
         assert!(click(&mut state, &me, "Cancel").is_empty());
         assert_eq!(state.confirm_forget, None);
