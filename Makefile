@@ -67,7 +67,7 @@ audit: cargo-deny
 # (commit them), which `make test` replays. A crash leaves its input in */fuzz/artifacts.
 # Both fuzz crates build into target/fuzz (the first build takes about ten minutes).
 FUZZ_SECONDS ?= 60
-CORE_FUZZ_TARGETS := control_msg app_msg sdp sframe invite turn_msg
+CORE_FUZZ_TARGETS := control_msg app_msg sdp sframe invite turn_msg video_rtp
 CARGO_FUZZ_VERSION := 0.13.2
 FUZZ := $(CARGO) +nightly fuzz
 FUZZ_DIR := --target-dir $(CURDIR)/target/fuzz

@@ -5,7 +5,7 @@
 //! a message, opened, parsed). No input may panic, and what is accepted must keep the
 //! target's invariants — a decoded message encodes back to the same message, an opened media
 //! frame is refused the second time, a description stripped of its reflexive candidates has
-//! none left — checked with `assert!`, so that the fuzzer reports a violation as a crash.
+//! none left, a reassembled video frame is bounded — checked with `assert!`, so that the fuzzer reports a violation as a crash.
 //!
 //! The targets run three ways:
 //! - `make fuzz`: cargo-fuzz (libFuzzer) on each target for a fixed time (`core/fuzz`,
@@ -36,6 +36,7 @@ use crate::media::crypto::keyring::Opener;
 use crate::media::crypto::sframe::{MAX_PAYLOAD, Sealer};
 use crate::media::engine::signal::Signal;
 use crate::media::transport::sdp::hold_back_reflexive;
+use crate::media::video::rtp::{Assembler, MAX_FRAME_BYTES};
 use crate::meeting::AppMessage;
 use crate::proto::control::{
     Approval, CommitReasons, EpochProof, Evidence, Hello, MemberInfo, Removal, RemovalReason,
@@ -63,6 +64,9 @@ pub enum Target {
     Invite,
     /// The relay's answer on the TURN credential protocol.
     TurnMessage,
+    /// A run of VP8 RTP packets from another member, reassembled into frames: each packet
+    /// is `seq (2) ‖ timestamp (4) ‖ marker (1) ‖ length (1) ‖ payload`.
+    VideoRtp,
 }
 
 /// What a corpus replay saw.
@@ -76,13 +80,14 @@ pub struct Replay {
 
 impl Target {
     /// Every target.
-    pub const ALL: [Target; 6] = [
+    pub const ALL: [Target; 7] = [
         Target::ControlMessage,
         Target::ApplicationMessage,
         Target::SessionDescription,
         Target::SframeFrame,
         Target::Invite,
         Target::TurnMessage,
+        Target::VideoRtp,
     ];
 
     /// The target's name: its cargo-fuzz binary and corpus directory.
@@ -94,6 +99,7 @@ impl Target {
             Target::SframeFrame => "sframe",
             Target::Invite => "invite",
             Target::TurnMessage => "turn_msg",
+            Target::VideoRtp => "video_rtp",
         }
     }
 
@@ -106,6 +112,7 @@ impl Target {
             Target::SframeFrame => sframe_frame(data),
             Target::Invite => invite(data),
             Target::TurnMessage => turn_message(data),
+            Target::VideoRtp => video_rtp(data),
         }
     }
 
@@ -118,6 +125,7 @@ impl Target {
             Target::SframeFrame => sframe_seeds(),
             Target::Invite => invite_seeds(),
             Target::TurnMessage => turn_seeds(),
+            Target::VideoRtp => video_rtp_seeds(),
         }
     }
 }
@@ -139,17 +147,24 @@ pub fn replay_dir(dir: &Path, run: impl Fn(&[u8]) -> bool) -> std::io::Result<Re
     Ok(replay)
 }
 
-/// Writes `seeds` into `dir`, each named by its content's SHA-256 (as libFuzzer names
-/// corpus files by content); returns how many were new.
+/// Writes into `dir` each of `seeds` that no file there holds already (named by its
+/// content's SHA-256, as libFuzzer names corpus files by content); returns how many were
+/// new.
 pub fn write_seeds(dir: &Path, seeds: &[Vec<u8>]) -> std::io::Result<usize> {
     use sha2::Digest;
     std::fs::create_dir_all(dir)?;
+    let mut present = std::collections::HashSet::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_file() {
+            present.insert(std::fs::read(path)?);
+        }
+    }
     let mut written = 0;
     for seed in seeds {
-        let name = hex(&sha2::Sha256::digest(seed)[..20]);
-        let path = dir.join(format!("seed-{name}"));
-        if !path.exists() {
-            std::fs::write(path, seed)?;
+        if present.insert(seed.clone()) {
+            let name = hex(&sha2::Sha256::digest(seed)[..20]);
+            std::fs::write(dir.join(format!("seed-{name}")), seed)?;
             written += 1;
         }
     }
@@ -304,6 +319,29 @@ fn turn_message(data: &[u8]) -> bool {
         accepted = true;
     }
     TurnRequest::decode(data).is_ok() || accepted
+}
+
+fn video_rtp(data: &[u8]) -> bool {
+    let mut assembler = Assembler::default();
+    let mut rest = data;
+    let mut frames = 0u64;
+    while let Some((head, tail)) = rest.split_first_chunk::<8>() {
+        let seq = u16::from_be_bytes([head[0], head[1]]);
+        let timestamp = u32::from_be_bytes([head[2], head[3], head[4], head[5]]);
+        let marker = head[6] & 1 == 1;
+        let (payload, next) = tail.split_at(usize::from(head[7]).min(tail.len()));
+        if let Some(frame) = assembler.push(seq, timestamp, marker, payload) {
+            assert!(frame.data.len() <= MAX_FRAME_BYTES);
+            assert_eq!(
+                frame.timestamp, timestamp,
+                "the packet that completes a frame is its own"
+            );
+            frames += 1;
+        }
+        rest = next;
+    }
+    assert_eq!(assembler.stats().frames, frames);
+    frames > 0
 }
 
 // ---- seeds ----------------------------------------------------------------------------
@@ -554,6 +592,44 @@ fn invite_seeds() -> Vec<Vec<u8>> {
     ];
     seeds.push(plain.to_uri().into_bytes());
     seeds
+}
+
+/// Frames split by the WebRTC stack's VP8 payloader (MTU 200, so each packet fits the
+/// target's one-byte length), in order, reordered, and with a packet lost.
+fn video_rtp_seeds() -> Vec<Vec<u8>> {
+    use rtc::rtp::codec::vp8::Vp8Payloader;
+    use rtc::rtp::packetizer::Payloader;
+    let mut payloader = Vp8Payloader::default();
+    payloader.enable_picture_id = true;
+    let mut packets: Vec<(u16, u32, bool, Vec<u8>)> = Vec::new();
+    let mut seq = 65_530u16;
+    for (n, len) in [10usize, 600, 1].into_iter().enumerate() {
+        let frame: Vec<u8> = (0..len).map(|i| (i * 7 + n) as u8).collect();
+        let parts = payloader
+            .payload(200, &bytes::Bytes::from(frame))
+            .unwrap_or_default();
+        let count = parts.len();
+        for (i, part) in parts.into_iter().enumerate() {
+            packets.push((seq, 3000 * n as u32, i + 1 == count, part.to_vec()));
+            seq = seq.wrapping_add(1);
+        }
+    }
+    let encode = |packets: &[(u16, u32, bool, Vec<u8>)]| {
+        let mut out = Vec::new();
+        for (seq, timestamp, marker, payload) in packets {
+            out.extend_from_slice(&seq.to_be_bytes());
+            out.extend_from_slice(&timestamp.to_be_bytes());
+            out.push(u8::from(*marker));
+            out.push(u8::try_from(payload.len()).unwrap_or(u8::MAX));
+            out.extend_from_slice(payload);
+        }
+        out
+    };
+    let mut reordered = packets.clone();
+    reordered.swap(1, 3);
+    let mut lossy = packets.clone();
+    lossy.remove(2);
+    vec![encode(&packets), encode(&reordered), encode(&lossy)]
 }
 
 fn turn_seeds() -> Vec<Vec<u8>> {
