@@ -191,8 +191,10 @@ impl Opener {
             .keys
             .get(&(kid, epoch))
             .ok_or(MediaError::UnknownKey { kid })?;
-        let opened = view
-            .validated_decrypt(key, &mut self.replay)
+        // Opened straight into the buffer that leaves: without metadata, the crate leaves
+        // exactly the payload in it.
+        let mut payload = Vec::with_capacity(frame.len());
+        view.validated_decrypt_into(key, &mut payload, &mut self.replay)
             .map_err(|err| match err {
                 ::sframe::error::SframeError::FrameValidationFailed(_) => {
                     MediaError::Replayed { kid, counter }
@@ -203,7 +205,7 @@ impl Opener {
             sender,
             stream,
             epoch,
-            payload: opened.payload().to_vec(),
+            payload,
         })
     }
 

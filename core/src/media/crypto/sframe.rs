@@ -25,6 +25,9 @@ pub const EPOCH_BITS: u8 = 4;
 pub const INDEX_BITS: u8 = 6;
 /// Largest audio payload sealed, in bytes.
 pub const MAX_PAYLOAD: usize = 4096;
+/// Bytes a sealed frame adds to its payload, at most: the header (config byte, KID and
+/// counter of up to 8 bytes each) and the 16-byte tag.
+const SEAL_OVERHEAD: usize = 1 + 8 + 8 + 16;
 /// Largest video payload sealed (one encoded picture), in bytes.
 pub const MAX_VIDEO_PAYLOAD: usize = 1 << 20;
 
@@ -155,9 +158,12 @@ impl Sealer {
         let (_, key) = self.key.as_ref().ok_or(MediaError::NoKey)?;
         let frame = MediaFrameView::try_new(&mut self.counter, &payload)
             .map_err(|e| MediaError::Sframe(e.to_string()))?;
-        let sealed = frame
-            .encrypt(key)
+        // Sealed straight into the buffer that leaves (no metadata: the buffer is the whole
+        // frame, header first), instead of into one the crate allocates and copying it out.
+        let mut sealed = Vec::with_capacity(payload.len() + SEAL_OVERHEAD);
+        frame
+            .encrypt_into(key, &mut sealed)
             .map_err(|e| MediaError::Sframe(e.to_string()))?;
-        Ok(sealed.sframe_cipher_text().to_vec())
+        Ok(sealed)
     }
 }
