@@ -1,10 +1,12 @@
 //! Video sources and the pieces of the video pipeline that need no network: the `testsrc`
 //! pattern (which carries its frame number and capture time, so a receiver can measure
 //! latency, freezes and quality against the exact reference), Y4M files, the VP8 codec
-//! (`conclave-vpx`, the only crate with `unsafe`), and VP8 RTP reassembly ([`rtp`]).
+//! (`conclave-vpx`, the only crate with `unsafe`), VP8 RTP reassembly ([`rtp`]), and what
+//! a receiver measures of each sender's video ([`monitor`]).
 //!
 //! Pictures are 8-bit I420 ([`I420Frame`]).
 
+pub mod monitor;
 pub mod rtp;
 pub mod testsrc;
 pub mod y4m;

@@ -62,6 +62,11 @@ impl TestSource {
         Ok(Self { blank })
     }
 
+    /// The size of the pictures drawn.
+    pub fn size(&self) -> (u32, u32) {
+        (self.blank.width(), self.blank.height())
+    }
+
     /// Draws frame `stamp.frame` with `stamp` in its corner. The same stamp always gives
     /// the same picture.
     pub fn draw(&self, stamp: Stamp) -> I420Frame {

@@ -1,0 +1,237 @@
+//! What a receiver measures of one sender's video (sans-IO: pictures and times in, reports
+//! out): frame rate, size, freezes, lost frames, and — when the sender runs `testsrc` —
+//! end-to-end latency and quality against the exact reference.
+//!
+//! A *freeze* is a gap longer than [`FREEZE`] between two pictures shown. Lost frames are
+//! the frame numbers a testsrc stamp skips; quality is the luma PSNR of each picture against
+//! the testsrc picture its stamp names, redrawn here.
+
+use std::time::{Duration, Instant};
+
+use super::I420Frame;
+use super::testsrc::{Stamp, TestSource, read_stamp};
+
+/// A gap between two pictures longer than this is a freeze.
+pub const FREEZE: Duration = Duration::from_millis(500);
+
+/// One reporting period of one sender's video.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VideoReport {
+    /// Pictures shown in the period.
+    pub frames: u32,
+    /// Pictures per second over the period.
+    pub fps: f64,
+    /// Size of the last picture.
+    pub width: u32,
+    /// Size of the last picture.
+    pub height: u32,
+    /// Gaps longer than [`FREEZE`] in the period.
+    pub freezes: u32,
+    /// The longest gap between two pictures in the period.
+    pub longest_gap: Duration,
+    /// Frame numbers the stamps skipped (testsrc senders only).
+    pub lost: u32,
+    /// Median and 95th percentile of capture → shown, in ms (testsrc senders only).
+    pub latency_ms: Option<(u32, u32)>,
+    /// Lowest and mean luma PSNR against the reference, in dB (testsrc senders only).
+    pub psnr_db: Option<(f64, f64)>,
+}
+
+/// Measures one sender's video.
+#[derive(Debug)]
+pub struct Monitor {
+    period_start: Instant,
+    last_shown: Option<Instant>,
+    last_stamp: Option<Stamp>,
+    frames: u32,
+    size: (u32, u32),
+    freezes: u32,
+    longest_gap: Duration,
+    lost: u32,
+    latencies: Vec<u32>,
+    psnrs: Vec<f64>,
+    /// The reference generator for the size last seen.
+    reference: Option<TestSource>,
+}
+
+impl Monitor {
+    /// A monitor whose first period starts at `now`.
+    pub fn new(now: Instant) -> Self {
+        Self {
+            period_start: now,
+            last_shown: None,
+            last_stamp: None,
+            frames: 0,
+            size: (0, 0),
+            freezes: 0,
+            longest_gap: Duration::ZERO,
+            lost: 0,
+            latencies: Vec::new(),
+            psnrs: Vec::new(),
+            reference: None,
+        }
+    }
+
+    /// A picture was shown at `now` (`unix_ms` by the wall clock, for the stamp's latency).
+    pub fn shown(&mut self, now: Instant, unix_ms: u64, picture: &I420Frame) {
+        if let Some(last) = self.last_shown {
+            let gap = now.saturating_duration_since(last);
+            self.longest_gap = self.longest_gap.max(gap);
+            if gap > FREEZE {
+                self.freezes += 1;
+            }
+        }
+        self.last_shown = Some(now);
+        self.frames += 1;
+        self.size = (picture.width(), picture.height());
+        let Some(stamp) = read_stamp(picture) else {
+            return;
+        };
+        if let Some(previous) = self.last_stamp
+            && stamp.frame > previous.frame
+        {
+            self.lost += stamp.frame - previous.frame - 1;
+        }
+        self.last_stamp = Some(stamp);
+        self.latencies.push(stamp.age_ms(unix_ms));
+        let reference = match &self.reference {
+            Some(source) if source.size() == self.size => source,
+            _ => match TestSource::new(picture.width(), picture.height()) {
+                Ok(source) => self.reference.insert(source),
+                Err(_) => return,
+            },
+        };
+        if let Some(psnr) = picture.psnr_y(&reference.draw(stamp)) {
+            self.psnrs.push(psnr);
+        }
+    }
+
+    /// The report of the period that ends at `now`; the next one starts.
+    pub fn report(&mut self, now: Instant) -> VideoReport {
+        let elapsed = now
+            .saturating_duration_since(self.period_start)
+            .as_secs_f64();
+        // A freeze still going on counts too.
+        let ongoing = self
+            .last_shown
+            .map_or(Duration::ZERO, |last| now.saturating_duration_since(last));
+        let longest_gap = self.longest_gap.max(ongoing);
+        let freezes = self.freezes + u32::from(ongoing > FREEZE && self.frames > 0);
+        self.latencies.sort_unstable();
+        let latency_ms = percentile(&self.latencies, 50).zip(percentile(&self.latencies, 95));
+        let psnr_db = (!self.psnrs.is_empty()).then(|| {
+            let low = self.psnrs.iter().copied().fold(f64::INFINITY, f64::min);
+            let finite: Vec<f64> = self
+                .psnrs
+                .iter()
+                .copied()
+                .filter(|p| p.is_finite())
+                .collect();
+            let mean = if finite.is_empty() {
+                f64::INFINITY
+            } else {
+                finite.iter().sum::<f64>() / finite.len() as f64
+            };
+            (low, mean)
+        });
+        let report = VideoReport {
+            frames: self.frames,
+            fps: if elapsed > 0.0 {
+                f64::from(self.frames) / elapsed
+            } else {
+                0.0
+            },
+            width: self.size.0,
+            height: self.size.1,
+            freezes,
+            longest_gap,
+            lost: self.lost,
+            latency_ms,
+            psnr_db,
+        };
+        self.period_start = now;
+        self.frames = 0;
+        self.freezes = 0;
+        self.longest_gap = Duration::ZERO;
+        self.lost = 0;
+        self.latencies.clear();
+        self.psnrs.clear();
+        report
+    }
+}
+
+/// The `p`th percentile of sorted `values`.
+fn percentile(values: &[u32], p: usize) -> Option<u32> {
+    let last = values.len().checked_sub(1)?;
+    values.get(last * p / 100).copied()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t0() -> Instant {
+        #[allow(clippy::disallowed_methods)] // one arbitrary origin for simulated time
+        Instant::now()
+    }
+
+    #[test]
+    fn a_steady_stream_reports_its_rate_latency_and_quality() {
+        let start = t0();
+        let source = TestSource::new(320, 180).expect("valid size");
+        let mut monitor = Monitor::new(start);
+        for frame in 0..30u32 {
+            let at = start + Duration::from_millis(u64::from(frame) * 33);
+            let captured = 1_000_000 + u64::from(frame) * 33;
+            let picture = source.draw(Stamp {
+                frame,
+                captured_ms: captured as u32,
+            });
+            monitor.shown(at, captured + 40 + u64::from(frame % 3), &picture);
+        }
+        let report = monitor.report(start + Duration::from_millis(990));
+        assert_eq!(report.frames, 30);
+        assert!((report.fps - 30.3).abs() < 0.5, "{}", report.fps);
+        assert_eq!((report.width, report.height), (320, 180));
+        assert_eq!((report.freezes, report.lost), (0, 0));
+        assert_eq!(report.latency_ms, Some((41, 42)));
+        assert_eq!(
+            report.psnr_db,
+            Some((f64::INFINITY, f64::INFINITY)),
+            "exact pictures"
+        );
+        // The next period starts empty.
+        let next = monitor.report(start + Duration::from_millis(1100));
+        assert_eq!((next.frames, next.latency_ms), (0, None));
+    }
+
+    #[test]
+    fn gaps_and_skipped_frames_are_freezes_and_losses() {
+        let start = t0();
+        let source = TestSource::new(320, 180).expect("valid size");
+        let mut monitor = Monitor::new(start);
+        for (frame, at_ms) in [(0u32, 0u64), (1, 33), (5, 700), (6, 733)] {
+            let picture = source.draw(Stamp {
+                frame,
+                captured_ms: at_ms as u32,
+            });
+            monitor.shown(start + Duration::from_millis(at_ms), at_ms, &picture);
+        }
+        let report = monitor.report(start + Duration::from_millis(2000));
+        assert_eq!(report.lost, 3);
+        // The 667 ms gap, and the one still going on at the report.
+        assert_eq!(report.freezes, 2);
+        assert_eq!(report.longest_gap, Duration::from_millis(1267));
+    }
+
+    #[test]
+    fn pictures_without_a_stamp_count_but_measure_nothing_else() {
+        let start = t0();
+        let mut monitor = Monitor::new(start);
+        let plain = I420Frame::black(64, 32).expect("valid size");
+        monitor.shown(start, 0, &plain);
+        let report = monitor.report(start + Duration::from_millis(100));
+        assert_eq!(report.frames, 1);
+        assert_eq!((report.latency_ms, report.psnr_db), (None, None));
+    }
+}
