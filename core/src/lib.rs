@@ -73,6 +73,8 @@ pub mod net;
 pub mod proto;
 pub mod runtime;
 pub mod store;
+#[cfg(test)]
+pub(crate) mod test_clock;
 
 #[cfg(test)]
 mod debug_hygiene;

@@ -451,10 +451,7 @@ mod tests {
     use crate::media::audio::sink::NullSink;
     use crate::media::audio::source::Tone;
 
-    fn t0() -> Instant {
-        #[allow(clippy::disallowed_methods)] // one arbitrary origin for simulated time
-        Instant::now()
-    }
+    use crate::test_clock::t0;
 
     struct Harness {
         clock: Clock,

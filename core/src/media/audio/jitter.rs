@@ -245,10 +245,7 @@ mod tests {
 
     const FRAME: Duration = Duration::from_millis(20);
 
-    fn t0() -> Instant {
-        #[allow(clippy::disallowed_methods)] // one arbitrary origin for simulated time
-        Instant::now()
-    }
+    use crate::test_clock::t0;
 
     /// Sends `n` packets every 20 ms through `deliver` (which decides arrival or loss) and
     /// plays out every 20 ms; returns the playout decisions.

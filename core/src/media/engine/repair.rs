@@ -99,10 +99,7 @@ impl BrokenPath {
 mod tests {
     use super::*;
 
-    fn t0() -> Instant {
-        #[allow(clippy::disallowed_methods)] // one arbitrary origin for simulated time
-        Instant::now()
-    }
+    use crate::test_clock::t0;
 
     #[test]
     fn restarts_wait_for_the_path_then_retry_lost_offers_soon_and_answered_ones_late() {

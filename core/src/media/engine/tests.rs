@@ -4,10 +4,7 @@
 use super::repair::{RESTART_RETRY, RESTART_RETRY_DIRECT, RESTART_UNANSWERED_RETRY};
 use super::*;
 
-fn t0() -> Instant {
-    #[allow(clippy::disallowed_methods)] // one arbitrary origin for simulated time
-    Instant::now()
-}
+use crate::test_clock::t0;
 
 /// Two peer ids, the lower first (it offers).
 fn pair() -> (PeerId, PeerId) {

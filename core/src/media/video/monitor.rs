@@ -170,10 +170,7 @@ fn percentile(values: &[u32], p: usize) -> Option<u32> {
 mod tests {
     use super::*;
 
-    fn t0() -> Instant {
-        #[allow(clippy::disallowed_methods)] // one arbitrary origin for simulated time
-        Instant::now()
-    }
+    use crate::test_clock::t0;
 
     #[test]
     fn a_steady_stream_reports_its_rate_latency_and_quality() {

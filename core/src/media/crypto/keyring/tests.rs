@@ -10,10 +10,7 @@ use crate::identity::Identity;
 use crate::invite::MeetingId;
 use crate::media::crypto::sframe::{Sealer, Stream, key_id, stream_key_id};
 
-fn t0() -> Instant {
-    #[allow(clippy::disallowed_methods)] // one arbitrary origin for simulated time
-    Instant::now()
-}
+use crate::test_clock::t0;
 
 fn sealer(epoch: u64, sender: u32, secret: [u8; NH]) -> Sealer {
     let mut sealer = Sealer::new(sender);
