@@ -26,6 +26,7 @@ use conclave_core::{
 
 use cli::output::Output;
 use cli::{EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
+use conclave_core::media::video::source::VideoSpec;
 
 /// Peer-to-peer, end-to-end encrypted meetings. No server holds a key, a roster or a message.
 #[derive(Debug, Parser)]
@@ -53,6 +54,14 @@ struct Args {
     /// Where the received audio goes: a WAV file, or null (turns audio on).
     #[arg(long, global = true)]
     audio_out: Option<String>,
+    /// Video to send: testsrc (a stamped 640x360 test pattern; testsrc:WxH for another
+    /// size), a .y4m file (played in a loop), or camera[:N] (turns media on).
+    #[arg(long, global = true, value_name = "SOURCE", value_parser = video_spec_arg)]
+    video_in: Option<VideoSpec>,
+    /// Write each member's received video to DIR/<peer id>/: frames.tsv (one line per
+    /// picture) and a PNG snapshot every second (turns media on).
+    #[arg(long, global = true, value_name = "DIR")]
+    video_out: Option<PathBuf>,
     /// Noise suppression of the outgoing audio: on, off, or auto (on for a microphone, off
     /// for synthetic and file sources).
     #[arg(long, global = true, value_enum, default_value_t = Toggle::Auto)]
@@ -208,9 +217,14 @@ fn main() {
     std::process::exit(code);
 }
 
-/// Audio settings from the flags: audio is on when `--audio-in` or `--audio-out` is given.
+/// Media settings from the flags: media is on when `--audio-in`, `--audio-out`,
+/// `--video-in` or `--video-out` is given.
 fn media_config(args: &Args) -> Option<MediaConfig> {
-    if args.audio_in.is_none() && args.audio_out.is_none() {
+    if args.audio_in.is_none()
+        && args.audio_out.is_none()
+        && args.video_in.is_none()
+        && args.video_out.is_none()
+    {
         return None;
     }
     let mut media = MediaConfig {
@@ -229,12 +243,18 @@ fn media_config(args: &Args) -> Option<MediaConfig> {
         media.udp_addrs = args.media_bind.clone();
     }
     media.relay_only = args.relay_only;
+    media.video_in = args.video_in.clone();
+    media.video_out = args.video_out.clone();
     media.noise_suppression = match args.noise_suppression {
         Toggle::On => true,
         Toggle::Off => false,
         Toggle::Auto => media.audio_in.starts_with("device"),
     };
     Some(media)
+}
+
+fn video_spec_arg(spec: &str) -> Result<VideoSpec, String> {
+    spec.parse()
 }
 
 fn default_data_dir() -> Option<PathBuf> {

@@ -8,7 +8,7 @@
 
 /// Periodic receive statistics for one member, as the core reports them.
 pub(crate) use conclave_core::ReceiveStats as Stats;
-use conclave_core::{MediaEvent, PeerId};
+use conclave_core::{MediaEvent, PeerId, VideoStats};
 
 /// A peer connection changed state.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,6 +51,16 @@ pub(crate) trait MediaSink {
         tracing::debug!(%peer_id, "audio started");
     }
 
+    /// The first picture from a member was decoded.
+    fn video_started(&mut self, peer_id: PeerId, width: u32, height: u32) {
+        tracing::debug!(%peer_id, width, height, "video started");
+    }
+
+    /// Video statistics for one member.
+    fn video(&mut self, stats: VideoStats) {
+        tracing::debug!(?stats, "video statistics not shown");
+    }
+
     /// Something went wrong that does not end the meeting.
     fn warning(&mut self, message: String) {
         tracing::debug!(%message, "media warning not shown");
@@ -75,6 +85,12 @@ pub(crate) fn dispatch(event: MediaEvent, sink: &mut impl MediaSink) {
         }),
         MediaEvent::Stats(stats) => sink.stats(stats),
         MediaEvent::AudioStarted { peer_id } => sink.audio_started(peer_id),
+        MediaEvent::VideoStarted {
+            peer_id,
+            width,
+            height,
+        } => sink.video_started(peer_id, width, height),
+        MediaEvent::Video(stats) => sink.video(stats),
         MediaEvent::Warning(message) => sink.warning(message),
         other => tracing::debug!(?other, "media event not shown"),
     }

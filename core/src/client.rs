@@ -116,6 +116,12 @@ impl Client {
         self.media(MediaInput::NoiseSuppression(on)).await
     }
 
+    /// Turns our camera (the `--video-in` source) off or back on. Without video, nothing
+    /// happens.
+    pub async fn set_camera(&self, on: bool) -> Result<(), Error> {
+        self.media(MediaInput::Camera(on)).await
+    }
+
     async fn media(&self, input: MediaInput) -> Result<(), Error> {
         self.request(|reply| Command::Media { input, reply })
             .await?

@@ -6,7 +6,7 @@
 //!                                     │ spawns the awaiting work; results come back as
 //!                                     │ Internal messages (one helper, Actor::spawn_task)
 //!                                     ▼
-//!                        AudioPeer per member (webrtc-rs), its forwarder and sender tasks
+//!                        MediaPeer per member (webrtc-rs), its forwarder and sender tasks
 //!                           │ InboundFrame                    ▲ OutboundFrame
 //!                           ▼                                 │
 //!  actor ──ClockCommand──▶ clock (20 ms; never awaits but for its tick) ──ClockReport──▶ actor
@@ -52,6 +52,7 @@ pub mod crypto;
 pub(crate) mod engine;
 pub mod transport;
 pub mod video;
+pub(crate) mod video_loop;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -129,6 +130,10 @@ pub struct MediaConfig {
     /// RNNoise on the outgoing audio (meant for microphones: it also removes steady
     /// synthetic signals such as test tones).
     pub noise_suppression: bool,
+    /// What video to send (`--video-in`), if any.
+    pub video_in: Option<video::source::VideoSpec>,
+    /// Where to write the video received from each member (`--video-out`), if anywhere.
+    pub video_out: Option<PathBuf>,
 }
 
 impl Default for MediaConfig {
@@ -140,6 +145,8 @@ impl Default for MediaConfig {
             noise_suppression: false,
             ice_servers: Vec::new(),
             relay_only: false,
+            video_in: None,
+            video_out: None,
         }
     }
 }
@@ -169,8 +176,31 @@ pub enum MediaEvent {
         /// The member.
         peer_id: PeerId,
     },
+    /// The first picture from a member was decoded.
+    VideoStarted {
+        /// The member.
+        peer_id: PeerId,
+        /// Its size.
+        width: u32,
+        /// Its size.
+        height: u32,
+    },
+    /// Periodic statistics of one member's video as we receive it.
+    Video(VideoStats),
     /// Something went wrong that does not end the meeting.
     Warning(String),
+}
+
+/// One member's video as we received it ([`MediaEvent::Video`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct VideoStats {
+    /// The member.
+    pub peer_id: PeerId,
+    /// The last reporting period: frame rate, size, freezes, and against testsrc
+    /// references, lost frames, latency and quality.
+    pub report: video::monitor::VideoReport,
+    /// Totals since the start: frames assembled, lost, concealed, undecryptable, ...
+    pub counts: video::receiver::ReceiveCounts,
 }
 
 /// What the media actor reports to its driver.
@@ -218,6 +248,8 @@ pub enum MediaInput {
     Mute(bool),
     /// Turn noise suppression of the outgoing audio on or off.
     NoiseSuppression(bool),
+    /// Turn our camera (video source) on or off.
+    Camera(bool),
     /// The current TURN servers (fresh credentials) from the relays, replacing earlier ones.
     IceServers(Vec<IceServer>),
     /// The connection to a relay was lost: its TURN server may have restarted, taking the

@@ -12,7 +12,7 @@ use conclave_core::media::audio::source::{AudioSource, Tone};
 use conclave_core::media::audio::{FRAME_SAMPLES, Frame};
 use conclave_core::media::crypto::keyring::Opener;
 use conclave_core::media::crypto::sframe::Sealer;
-use conclave_core::media::transport::peer::{AudioPeer, PeerConfig, PeerEvent};
+use conclave_core::media::transport::peer::{MediaPeer, PeerConfig, PeerEvent};
 
 async fn wait_connected(events: &mut tokio::sync::mpsc::Receiver<PeerEvent>) {
     tokio::time::timeout(Duration::from_secs(10), async {
@@ -35,8 +35,8 @@ async fn sealed_opus_crosses_a_real_webrtc_connection() {
         udp_addrs: vec!["127.0.0.1:0".to_owned()],
         ..PeerConfig::default()
     };
-    let (offerer, mut offerer_events) = AudioPeer::new(now, &config).await.unwrap();
-    let (answerer, mut answerer_events) = AudioPeer::new(now, &config).await.unwrap();
+    let (offerer, mut offerer_events) = MediaPeer::new(now, &config).await.unwrap();
+    let (answerer, mut answerer_events) = MediaPeer::new(now, &config).await.unwrap();
     let offer = offerer.create_offer().await.unwrap();
     let answer = answerer.accept_offer(offer).await.unwrap();
     offerer.accept_answer(answer, Duration::ZERO).await.unwrap();

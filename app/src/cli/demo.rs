@@ -1,21 +1,25 @@
-//! `conclave demo`: a real end-to-end encrypted audio meeting on this machine, no devices.
+//! `conclave demo`: a real end-to-end encrypted audio and video meeting on this machine, no
+//! devices.
 //!
 //! Starts a relay and N participants on loopback (real libp2p nodes with their own data
 //! directories, DHT discovery through the relay, one MLS group, a WebRTC connection between
-//! every pair). Each participant speaks its own tone, sealed with SFrame under keys exported
-//! from the MLS group, and records what it hears to a WAV file. The story: everybody shows
-//! the same security code, a chat line crosses the group, a late joiner arrives, the host
-//! removes someone (keys rotate, audio goes on), and at the end each recording is analysed
-//! to show who was heard by whom.
+//! every pair). Each participant speaks its own tone and sends the `testsrc` video pattern,
+//! both sealed with SFrame under keys exported from the MLS group; it records what it hears
+//! to a WAV file and writes what it sees to a directory (`--video-out`). The story: everybody
+//! shows the same security code, a chat line crosses the group, a late joiner arrives, the
+//! host removes someone (keys rotate, audio and video go on), and at the end each recording
+//! is analysed to show who was heard by whom, and each video stream's frame rate, latency
+//! and quality (PSNR against the exact testsrc picture) are printed per pair.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use conclave_core::media::video::source::VideoSpec;
 use conclave_core::{
     Client, Config, Event, Events, Invite, KeySource, MediaConfig, MeetingEvent, Multiaddr, PeerId,
-    tones,
+    VideoStats, tones,
 };
 use serde_json::json;
 
@@ -28,7 +32,24 @@ const NAMES: [&str; 8] = [
 /// Each participant's tone (Hz): distinct, none a harmonic of another.
 const TONES: [f64; 8] = [440.0, 523.0, 659.0, 784.0, 932.0, 1109.0, 1319.0, 1568.0];
 const STEP_LIMIT: Duration = Duration::from_secs(20);
+/// Size of each participant's testsrc video.
+const VIDEO_SIZE: (u32, u32) = (640, 360);
 
+/// What one participant saw of one sender's video, over the whole call.
+#[derive(Debug, Default)]
+struct Seen {
+    /// Frame rate of each full reporting period after the first picture.
+    fps: Vec<f64>,
+    /// Median capture → shown latency of each period, ms.
+    latency_p50: Vec<u32>,
+    /// Worst 95th percentile latency of a period, ms.
+    latency_p95: u32,
+    /// Mean and lowest PSNR per period, dB.
+    psnr_mean: Vec<f64>,
+    psnr_min: f64,
+    freezes: u32,
+    undecryptable: u64,
+}
 struct Participant {
     client: Client,
     events: Events,
@@ -41,6 +62,9 @@ struct Participant {
     chats: Vec<String>,
     removed: bool,
     stats: HashMap<PeerId, (u64, u64, u64, u64)>,
+    /// Where its received video goes.
+    video_dir: PathBuf,
+    seen: HashMap<PeerId, Seen>,
 }
 
 impl Participant {
@@ -115,6 +139,35 @@ impl MediaSink for Participant {
                 stats.decrypt_failures,
             ),
         );
+    }
+
+    fn video(&mut self, stats: VideoStats) {
+        let VideoStats {
+            peer_id,
+            report,
+            counts,
+        } = stats;
+        let seen = self.seen.entry(peer_id).or_insert_with(|| Seen {
+            psnr_min: f64::INFINITY,
+            ..Seen::default()
+        });
+        seen.undecryptable = counts.undecryptable;
+        // The first period with pictures is partly before the first one: not counted.
+        if report.frames == 0 || counts.decoded == u64::from(report.frames) {
+            return;
+        }
+        seen.fps.push(report.fps);
+        seen.freezes += report.freezes;
+        if let Some((p50, p95)) = report.latency_ms {
+            seen.latency_p50.push(p50);
+            seen.latency_p95 = seen.latency_p95.max(p95);
+        }
+        if let Some((min, mean)) = report.psnr_db {
+            seen.psnr_min = seen.psnr_min.min(min);
+            if mean.is_finite() {
+                seen.psnr_mean.push(mean);
+            }
+        }
     }
 }
 
@@ -235,11 +288,12 @@ pub(crate) async fn run(participants: usize, seconds: u64, out: Output) -> anyho
     };
     leave_all(&mut people).await;
     report_recordings(&people, &speakers, &names, out);
+    report_video(&people, &names, out);
 
     let mean_join =
         join_times.iter().sum::<Duration>() / u32::try_from(join_times.len().max(1)).unwrap_or(1);
     out.event("summary", json!({ "participants": participants, "mean_join_ms": mean_join.as_millis() as u64, "kick_to_new_epoch_ms": kick_ms, "recordings": recordings.display().to_string() }), || {
-        format!("demo complete: {participants} participants, mean join {} ms; recordings in {}", mean_join.as_millis(), recordings.display())
+        format!("demo complete: {participants} participants, mean join {} ms; recordings and received video in {}", mean_join.as_millis(), recordings.display())
     });
     Ok(())
 }
@@ -289,9 +343,15 @@ async fn start_participant(
     out: Output,
 ) -> anyhow::Result<Participant> {
     let wav = recordings.join(format!("{}.wav", name.to_lowercase()));
+    let video_dir = recordings.join(format!("{}-video", name.to_lowercase()));
     let media = MediaConfig {
         audio_in: format!("tone:{tone}"),
         audio_out: Some(wav.clone()),
+        video_in: Some(VideoSpec::TestSource {
+            width: VIDEO_SIZE.0,
+            height: VIDEO_SIZE.1,
+        }),
+        video_out: Some(video_dir.clone()),
         udp_addrs: vec!["127.0.0.1:0".to_owned()],
         // Test tones are exactly the steady sound noise suppression removes.
         noise_suppression: false,
@@ -323,6 +383,8 @@ async fn start_participant(
         chats: Vec::new(),
         removed: false,
         stats: HashMap::new(),
+        video_dir,
+        seen: HashMap::new(),
     })
 }
 
@@ -486,4 +548,49 @@ fn report_recordings(
             format!("{} recorded {secs:.1} s to {wav}; heard {}; {}", person.label, heard.join(", "), stats.join("; "))
         });
     }
+}
+
+/// Prints, for each pair, what the receiver saw of the sender's video over the call.
+fn report_video(people: &[Participant], names: &BTreeMap<PeerId, String>, out: Output) {
+    for person in people {
+        let mut senders: Vec<(&PeerId, &Seen)> = person.seen.iter().collect();
+        senders.sort_by_key(|(peer, _)| names.get(peer));
+        for (peer, seen) in senders {
+            let from = names.get(peer).map_or("?", String::as_str);
+            let fps = mean(seen.fps.iter().copied());
+            let latency = median(&seen.latency_p50);
+            let psnr = mean(seen.psnr_mean.iter().copied());
+            let dir = person
+                .video_dir
+                .join(peer.to_string())
+                .display()
+                .to_string();
+            out.event(
+                "video",
+                json!({ "receiver": person.label, "sender": from, "fps": fps, "latency_p50_ms": latency, "latency_p95_ms": seen.latency_p95, "psnr_mean_db": psnr, "psnr_min_db": seen.psnr_min.is_finite().then_some(seen.psnr_min), "freezes": seen.freezes, "undecryptable": seen.undecryptable, "dir": dir }),
+                || {
+                    format!(
+                        "{} saw {from}: {} fps, latency {} ms (p95 {} ms), PSNR {} dB, {} freezes; pictures in {dir}",
+                        person.label,
+                        fps.map_or("-".into(), |v| format!("{v:.1}")),
+                        latency.map_or("-".into(), |v| v.to_string()),
+                        seen.latency_p95,
+                        psnr.map_or("-".into(), |v| format!("{v:.1}")),
+                        seen.freezes,
+                    )
+                },
+            );
+        }
+    }
+}
+
+fn mean(values: impl Iterator<Item = f64>) -> Option<f64> {
+    let (sum, count) = values.fold((0.0, 0u32), |(sum, count), v| (sum + v, count + 1));
+    (count > 0).then(|| sum / f64::from(count))
+}
+
+fn median(values: &[u32]) -> Option<u32> {
+    let mut sorted = values.to_vec();
+    sorted.sort_unstable();
+    sorted.get(sorted.len() / 2).copied()
 }

@@ -9,7 +9,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use conclave_core::{AlertKind, Client, Event, Events, Invite, MeetingEvent, MeetingId, PeerId};
+use conclave_core::{
+    AlertKind, Client, Event, Events, Invite, MeetingEvent, MeetingId, PeerId, VideoStats,
+};
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -221,6 +223,15 @@ impl Session {
                     Err(err) => out.error("mute", &err.to_string()),
                 }
             }
+            "/camera on" | "/camera off" => {
+                let on = line == "/camera on";
+                match client.set_camera(on).await {
+                    Ok(()) => out.event("camera", json!({ "on": on }), || {
+                        if on { "camera on" } else { "camera off" }.to_owned()
+                    }),
+                    Err(err) => out.error("camera", &err.to_string()),
+                }
+            }
             "/members" => {
                 for (peer, name) in &self.members {
                     out.event(
@@ -261,7 +272,7 @@ impl Session {
                     ),
                 }
             }
-            other if other.starts_with('/') => out.error("usage", &format!("unknown command {other:?}; available: /leave /members /mute /unmute /kick PEER /approve PEER /resend ID")),
+            other if other.starts_with('/') => out.error("usage", &format!("unknown command {other:?}; available: /leave /members /mute /unmute /camera on|off /kick PEER /approve PEER /resend ID")),
             text => {
                 if let Err(err) = client.send_chat(text).await {
                     out.error("chat", &format!("not sent: {err}"));
@@ -328,9 +339,73 @@ impl MediaSink for Printer {
         );
     }
 
+    fn video_started(&mut self, peer_id: PeerId, width: u32, height: u32) {
+        self.0.event(
+            "video_started",
+            json!({ "peer_id": peer_id.to_string(), "width": width, "height": height }),
+            || format!("seeing {peer_id} ({width}x{height})"),
+        );
+    }
+
+    fn video(&mut self, stats: VideoStats) {
+        let VideoStats {
+            peer_id,
+            report,
+            counts,
+        } = stats;
+        let latency = report
+            .latency_ms
+            .map(|(p50, p95)| json!({ "p50": p50, "p95": p95 }));
+        let psnr = report
+            .psnr_db
+            .map(|(min, mean)| json!({ "min": finite(min), "mean": finite(mean) }));
+        self.0.event(
+            "video",
+            json!({
+                "peer_id": peer_id.to_string(),
+                "fps": report.fps,
+                "width": report.width,
+                "height": report.height,
+                "frames": report.frames,
+                "kbps": report.kbps,
+                "freezes": report.freezes,
+                "longest_gap_ms": report.longest_gap.as_millis() as u64,
+                "lost": report.lost,
+                "latency_ms": latency,
+                "psnr_db": psnr,
+                "decoded": counts.decoded,
+                "incomplete": counts.incomplete,
+                "concealed": counts.concealed,
+                "undecryptable": counts.undecryptable,
+                "undecodable": counts.undecodable,
+                "malformed_packets": counts.malformed_packets,
+                "keyframe_requests": counts.keyframe_requests,
+            }),
+            || {
+                let latency = report
+                    .latency_ms
+                    .map(|(p50, p95)| format!(", latency {p50}/{p95} ms"))
+                    .unwrap_or_default();
+                let psnr = report
+                    .psnr_db
+                    .map(|(_, mean)| format!(", PSNR {mean:.1} dB"))
+                    .unwrap_or_default();
+                format!(
+                    "video from {peer_id}: {:.1} fps {}x{}, {} kbit/s, {} freezes{latency}{psnr}",
+                    report.fps, report.width, report.height, report.kbps, report.freezes
+                )
+            },
+        );
+    }
+
     fn warning(&mut self, message: String) {
         self.0.error("media", &message);
     }
+}
+
+/// A PSNR for JSON: identical pictures give infinity, which JSON cannot carry (`null`).
+fn finite(db: f64) -> Option<f64> {
+    db.is_finite().then_some(db)
 }
 
 /// Prints what was said in this meeting before (this installation's stored history).

@@ -1,5 +1,5 @@
 //! The media actor: performs what the [engine](super::engine) decides and feeds it what
-//! happened. It owns the webrtc-rs connections ([`AudioPeer`]), the TURN-over-TCP bridges,
+//! happened. It owns the webrtc-rs connections ([`MediaPeer`]), the TURN-over-TCP bridges,
 //! the signalling and event channels, and the tasks that do the awaiting work.
 //!
 //! ```text
@@ -38,8 +38,13 @@ use super::clock::{
 };
 use super::engine::{Action, ConnId, ConnectionState, Engine, MediaPath, Signal};
 use super::transport::IceServer;
-use super::transport::peer::{AudioPeer, PeerConfig, PeerEvent, TransportError};
+use super::transport::peer::{MediaPeer, PeerConfig, PeerEvent, TransportError};
 use super::transport::turn_tcp::TcpTurnBridge;
+use super::video::sender::VideoSender;
+use super::video_loop::{
+    OutboundVideo, VIDEO_COMMAND_CAPACITY, VIDEO_INBOUND_CAPACITY, VIDEO_OUTBOUND_CAPACITY,
+    VideoCommand, VideoInbound, VideoLoop, VideoQueues,
+};
 use super::{
     HEARD_REPORT_INTERVAL, INBOX_CAPACITY, MediaCommand, MediaConfig, MediaEvent, MediaInput,
     MediaReport, STATS_INTERVAL,
@@ -55,7 +60,7 @@ enum Internal {
     Created {
         peer: PeerId,
         conn: ConnId,
-        result: Result<(Arc<AudioPeer>, mpsc::Receiver<PeerEvent>), TransportError>,
+        result: Result<(Arc<MediaPeer>, mpsc::Receiver<PeerEvent>), TransportError>,
     },
     /// A negotiation step finished: a signal to send (an offer, restart offer or answer),
     /// nothing to send (an answer was taken), or an error.
@@ -88,9 +93,20 @@ enum Internal {
 /// One live connection, as the actor holds it.
 struct Link {
     conn: ConnId,
-    peer: Arc<AudioPeer>,
+    peer: Arc<MediaPeer>,
     /// The clock's frames for this connection (to its sender task).
     frames: mpsc::Sender<OutboundFrame>,
+    /// The video loop's frames for this connection (to its video sender task).
+    video: mpsc::Sender<OutboundVideo>,
+}
+
+/// The video loop's queues, as the actor holds them.
+struct VideoLink {
+    commands: mpsc::Sender<VideoCommand>,
+    /// Given to each connection's forwarder (packets, keyframe requests); the actor wakes
+    /// the loop through it after each command.
+    inbound: std::sync::mpsc::SyncSender<VideoInbound>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 struct Actor {
@@ -105,6 +121,7 @@ struct Actor {
     clock: mpsc::Sender<ClockCommand>,
     /// Given to each connection's forwarder.
     inbound: mpsc::Sender<InboundFrame>,
+    video: VideoLink,
     signals: mpsc::Sender<(PeerId, Vec<u8>)>,
     events: mpsc::Sender<MediaReport>,
     /// When each member was last reported heard ([`MediaReport::Heard`]).
@@ -134,6 +151,7 @@ pub fn spawn(
     let (commands_tx, commands_rx) = mpsc::channel(COMMAND_CAPACITY);
     let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_CAPACITY);
     let (reports_tx, reports_rx) = mpsc::channel(REPORT_CAPACITY);
+    let video = spawn_video(&config, &events, reports_tx.clone(), cancel.child_token())?;
     let clock_task = clock.spawn(
         ClockQueues {
             commands: commands_rx,
@@ -153,6 +171,7 @@ pub fn spawn(
         internal: internal_tx,
         clock: commands_tx,
         inbound: inbound_tx,
+        video,
         signals,
         events,
         heard_reported: HashMap::new(),
@@ -161,6 +180,48 @@ pub fn spawn(
     };
     tokio::spawn(actor.run(input_rx, internal_rx, reports_rx, clock_task, cancel));
     Ok(input_tx)
+}
+
+/// Starts the video loop: our video from `--video-in` (a source that cannot start is
+/// reported as a warning, and the meeting goes on without our video), everyone's video
+/// received and measured.
+fn spawn_video(
+    config: &MediaConfig,
+    events: &mpsc::Sender<MediaReport>,
+    reports: mpsc::Sender<ClockReport>,
+    cancel: CancellationToken,
+) -> Result<VideoLink, AudioError> {
+    let sender = config.video_in.as_ref().and_then(|spec| {
+        match super::video::source::open(spec)
+            .map_err(|err| err.to_string())
+            .and_then(|source| VideoSender::new(source).map_err(|err| err.to_string()))
+        {
+            Ok(sender) => Some(sender),
+            Err(warning) => {
+                warn!(%warning, "video source");
+                let warning = format!("no video sent: {warning}");
+                let _ = events.try_send(MediaReport::Event(MediaEvent::Warning(warning)));
+                None
+            }
+        }
+    });
+    let (commands_tx, commands_rx) = mpsc::channel(VIDEO_COMMAND_CAPACITY);
+    let (inbound_tx, inbound_rx) = std::sync::mpsc::sync_channel(VIDEO_INBOUND_CAPACITY);
+    let thread = VideoLoop::new(sender, config.video_out.clone())
+        .spawn(
+            VideoQueues {
+                commands: commands_rx,
+                inbound: inbound_rx,
+                reports,
+            },
+            cancel,
+        )
+        .map_err(|err| AudioError::Device(format!("cannot start the video thread: {err}")))?;
+    Ok(VideoLink {
+        commands: commands_tx,
+        inbound: inbound_tx,
+        thread: Some(thread),
+    })
 }
 
 fn now() -> Instant {
@@ -196,10 +257,25 @@ impl Actor {
     }
 
     async fn shutdown(mut self, clock_task: tokio::task::JoinHandle<()>) {
-        // The clock finishes its sink (a WAV file is completed) once its queue closes.
+        // The clock finishes its sink (a WAV file is completed) once its queue closes; so
+        // does the video loop (its `--video-out` files).
         drop(self.clock);
         if let Err(err) = clock_task.await {
             warn!(error = %err, "the audio clock ended abnormally");
+        }
+        let VideoLink {
+            commands,
+            inbound,
+            thread,
+            ..
+        } = self.video;
+        drop(commands);
+        let _ = inbound.try_send(VideoInbound::Wake);
+        if let Some(thread) = thread {
+            match tokio::task::spawn_blocking(move || thread.join()).await {
+                Ok(Ok(())) => {}
+                _ => warn!("the video loop ended abnormally"),
+            }
         }
         self.tasks.abort_all();
         for (_, link) in self.links.drain() {
@@ -233,6 +309,7 @@ impl Actor {
             MediaInput::NoiseSuppression(on) => {
                 self.tell_clock(ClockCommand::NoiseSuppression(on)).await
             }
+            MediaInput::Camera(on) => self.tell_video(VideoCommand::Camera(on)).await,
             MediaInput::IceServers(servers) => self.start_bridges(servers),
             MediaInput::RelayLost => self.engine.handle_relay_lost(now),
         }
@@ -278,6 +355,19 @@ impl Actor {
                     self.heard_reported.insert(peer, at);
                     self.send_report(MediaReport::Heard(peer));
                 }
+            }
+            ClockReport::KeyframeWanted { peer } => {
+                let Some(link) = self.links.get(&peer) else {
+                    debug!(peer = %peer, "no connection to ask for a keyframe on");
+                    return;
+                };
+                debug!(peer = %peer, "asking for a keyframe");
+                let link = Arc::clone(&link.peer);
+                self.tasks.spawn(async move {
+                    if let Err(err) = link.request_keyframe().await {
+                        debug!(error = %err, "keyframe request not sent");
+                    }
+                });
             }
             ClockReport::Event(mut event) => {
                 if let MediaEvent::Stats(stats) = &mut event {
@@ -344,7 +434,13 @@ impl Actor {
                     return;
                 };
                 let frames = on.then(|| link.frames.clone());
+                let video = on.then(|| link.video.clone());
                 self.tell_clock(ClockCommand::Route { peer, frames }).await;
+                self.tell_video(VideoCommand::Route {
+                    peer,
+                    frames: video,
+                })
+                .await;
             }
             Action::Keys {
                 epoch,
@@ -352,16 +448,29 @@ impl Actor {
                 own_leaf,
                 members,
             } => {
+                let video_keys = VideoCommand::Keys {
+                    epoch,
+                    secret: secret.clone(),
+                    own_leaf,
+                    members: members.clone(),
+                };
                 let keys = ClockCommand::Keys {
                     epoch,
                     secret,
                     own_leaf,
                     members,
                 };
-                self.tell_clock(keys).await
+                self.tell_clock(keys).await;
+                self.tell_video(video_keys).await;
             }
-            Action::ForgetAudio { peer } => self.tell_clock(ClockCommand::Forget(peer)).await,
-            Action::ResetAudio => self.tell_clock(ClockCommand::Reset).await,
+            Action::ForgetAudio { peer } => {
+                self.tell_clock(ClockCommand::Forget(peer)).await;
+                self.tell_video(VideoCommand::Forget(peer)).await;
+            }
+            Action::ResetAudio => {
+                self.tell_clock(ClockCommand::Reset).await;
+                self.tell_video(VideoCommand::Reset).await;
+            }
             Action::Report(event) => self.report(event),
         }
     }
@@ -371,6 +480,16 @@ impl Actor {
         if self.clock.send(command).await.is_err() {
             debug!("the audio clock has stopped");
         }
+    }
+
+    /// Tells the video loop (lossless: waits for room), and wakes it.
+    async fn tell_video(&mut self, command: VideoCommand) {
+        if self.video.commands.send(command).await.is_err() {
+            debug!("the video loop has stopped");
+            return;
+        }
+        // A full inbox wakes the loop anyway.
+        let _ = self.video.inbound.try_send(VideoInbound::Wake);
     }
 
     /// The one way awaiting work is done: spawned, its result reported back into the loop.
@@ -394,7 +513,7 @@ impl Actor {
     /// A negotiation step on the live connection `conn`, its result reported back.
     fn negotiate<F, Fut>(&mut self, peer: PeerId, conn: ConnId, step: F)
     where
-        F: FnOnce(Arc<AudioPeer>) -> Fut,
+        F: FnOnce(Arc<MediaPeer>) -> Fut,
         Fut: Future<Output = Result<Option<Signal>, TransportError>> + Send + 'static,
     {
         let Some(link) = self.live_link(&peer, conn) else {
@@ -463,7 +582,7 @@ impl Actor {
     fn connect(&mut self, peer: PeerId, conn: ConnId) {
         let config = self.peer_config();
         self.spawn_task(async move {
-            let result = AudioPeer::new(now(), &config)
+            let result = MediaPeer::new(now(), &config)
                 .await
                 .map(|(link, events)| (Arc::new(link), events));
             Internal::Created { peer, conn, result }
@@ -476,7 +595,7 @@ impl Actor {
         &mut self,
         peer: PeerId,
         conn: ConnId,
-        result: Result<(Arc<AudioPeer>, mpsc::Receiver<PeerEvent>), TransportError>,
+        result: Result<(Arc<MediaPeer>, mpsc::Receiver<PeerEvent>), TransportError>,
     ) {
         let (link, events) = match result {
             Ok(created) => created,
@@ -492,20 +611,27 @@ impl Actor {
             return;
         }
         let (frames_tx, frames_rx) = mpsc::channel(OUTBOUND_CAPACITY);
+        let (video_tx, video_rx) = mpsc::channel(VIDEO_OUTBOUND_CAPACITY);
         self.tasks.spawn(forward(
             peer,
             conn,
             events,
             self.internal.clone(),
-            self.inbound.clone(),
+            Inbound {
+                audio: self.inbound.clone(),
+                video: self.video.inbound.clone(),
+            },
         ));
         self.tasks.spawn(send_frames(Arc::clone(&link), frames_rx));
+        self.tasks
+            .spawn(send_video_frames(Arc::clone(&link), video_rx));
         self.links.insert(
             peer,
             Link {
                 conn,
                 peer: link,
                 frames: frames_tx,
+                video: video_tx,
             },
         );
     }
@@ -518,6 +644,8 @@ impl Actor {
         self.links.remove(&peer);
         self.heard_reported.remove(&peer);
         self.tell_clock(ClockCommand::Route { peer, frames: None })
+            .await;
+        self.tell_video(VideoCommand::Route { peer, frames: None })
             .await;
         self.tasks.spawn(async move {
             let _ = link.close().await;
@@ -603,16 +731,26 @@ fn tcp_turn_address(url: &str) -> Option<SocketAddr> {
         .ok()
 }
 
-/// A connection's forwarder: frames (stamped with their arrival time) into the clock's
-/// lossy queue, state changes into the actor (lossless). Ends with the connection.
+/// Where a connection's forwarder puts what arrives.
+struct Inbound {
+    /// The audio clock's queue.
+    audio: mpsc::Sender<InboundFrame>,
+    /// The video loop's inbox.
+    video: std::sync::mpsc::SyncSender<VideoInbound>,
+}
+
+/// A connection's forwarder: audio frames and video packets (stamped with their arrival
+/// time) into the clock's and the video loop's lossy queues, state changes into the actor
+/// (lossless). Ends with the connection.
 async fn forward(
     peer: PeerId,
     conn: ConnId,
     mut events: mpsc::Receiver<PeerEvent>,
     internal: mpsc::Sender<Internal>,
-    inbound: mpsc::Sender<InboundFrame>,
+    inbound: Inbound,
 ) {
     let mut dropped = 0u64;
+    let mut video_dropped = 0u64;
     while let Some(event) = events.recv().await {
         match event {
             PeerEvent::State(state) => {
@@ -639,10 +777,34 @@ async fn forward(
                     timestamp,
                     payload,
                 };
-                if inbound.try_send(frame).is_err() {
+                if inbound.audio.try_send(frame).is_err() {
                     dropped += 1;
                     debug!(peer = %peer, dropped, "receive queue full; frame dropped");
                 }
+            }
+            PeerEvent::VideoPacket {
+                seq,
+                timestamp,
+                marker,
+                payload,
+            } => {
+                let packet = VideoInbound::Packet {
+                    peer,
+                    at: now(),
+                    seq,
+                    timestamp,
+                    marker,
+                    payload,
+                };
+                if inbound.video.try_send(packet).is_err() {
+                    video_dropped += 1;
+                    debug!(peer = %peer, video_dropped, "video inbox full; packet dropped");
+                }
+            }
+            PeerEvent::KeyframeRequested => {
+                let _ = inbound
+                    .video
+                    .try_send(VideoInbound::KeyframeRequested(peer));
             }
         }
     }
@@ -650,10 +812,23 @@ async fn forward(
 
 /// A connection's sender: the clock's frames for it into webrtc-rs. Ends when the clock
 /// drops the route and the actor drops the link.
-async fn send_frames(link: Arc<AudioPeer>, mut frames: mpsc::Receiver<OutboundFrame>) {
+async fn send_frames(link: Arc<MediaPeer>, mut frames: mpsc::Receiver<OutboundFrame>) {
     while let Some(frame) = frames.recv().await {
         if let Err(err) = link.send(frame.at, frame.sealed).await {
             debug!(error = %err, "frame not sent");
+        }
+    }
+}
+
+/// A connection's video sender: the video loop's frames for it into webrtc-rs. Ends when
+/// the loop drops the route and the actor drops the link.
+async fn send_video_frames(link: Arc<MediaPeer>, mut frames: mpsc::Receiver<OutboundVideo>) {
+    while let Some(frame) = frames.recv().await {
+        if let Err(err) = link
+            .send_video(frame.at, frame.sealed, frame.duration)
+            .await
+        {
+            debug!(error = %err, "video frame not sent");
         }
     }
 }

@@ -8,7 +8,7 @@
 //! like everything the actor tells it.
 //!
 //! ```text
-//!  actor ──ClockCommand (lossless)──▶ clock ──OutboundFrame (lossy, per connection)──▶ sender task ─▶ AudioPeer
+//!  actor ──ClockCommand (lossless)──▶ clock ──OutboundFrame (lossy, per connection)──▶ sender task ─▶ MediaPeer
 //!  peer forwarders ──InboundFrame (lossy)──▶ clock ──ClockReport (lossy)──▶ actor
 //! ```
 // The real-time edge: each tick reads the time it runs at.
@@ -97,11 +97,13 @@ pub(crate) enum ClockCommand {
     NoiseSuppression(bool),
 }
 
-/// What the clock tells the actor.
+/// What the clock (and the video loop) tell the actor.
 #[derive(Debug)]
 pub(crate) enum ClockReport {
     /// Frames from `peer` arrive (the latest at `at`).
     Heard { peer: PeerId, at: Instant },
+    /// `peer`'s video needs a keyframe (a frame was lost): ask it.
+    KeyframeWanted { peer: PeerId },
     /// An event for the application (statistics carry no round-trip time yet).
     Event(MediaEvent),
 }

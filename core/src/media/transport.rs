@@ -1,6 +1,6 @@
 //! The media transport: one WebRTC peer connection per pair of members (full mesh).
 //!
-//! - [`peer`]: the only code that touches webrtc-rs. An [`peer::AudioPeer`] carries one
+//! - [`peer`]: the only code that touches webrtc-rs. An [`peer::MediaPeer`] carries one
 //!   Opus audio track whose RTP payloads are SFrame-sealed frames, so media stays sealed
 //!   end to end even across a TURN relay; DTLS-SRTP protects each hop as usual.
 //! - [`sdp`]: the answering side holds back the offer's reflexive candidates for half a

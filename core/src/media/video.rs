@@ -6,10 +6,18 @@
 //!
 //! Pictures are 8-bit I420 ([`I420Frame`]).
 
+pub mod camera;
 pub mod monitor;
+pub mod receiver;
 pub mod rtp;
+pub mod sender;
+pub mod sink;
+pub mod source;
 pub mod testsrc;
 pub mod y4m;
+
+/// RTP clock rate of video (RFC 7741).
+pub const VIDEO_CLOCK_RATE: u32 = 90_000;
 
 pub use conclave_vpx::{Decoder, EncodedFrame, Encoder, EncoderConfig, I420Frame, VpxError};
 
@@ -33,6 +41,14 @@ pub enum VideoSourceError {
         path: std::path::PathBuf,
         /// What is wrong, in one sentence.
         reason: String,
+    },
+    /// The camera cannot be used.
+    #[error("{device}: {reason}")]
+    Camera {
+        /// The device.
+        device: String,
+        /// Why, in one sentence.
+        reason: &'static str,
     },
     /// A size the pipeline cannot take.
     #[error("{0}")]

@@ -26,4 +26,5 @@ mod presence;
 mod real_networks;
 mod relay_policy;
 mod relay_turn;
+mod video;
 mod wan;

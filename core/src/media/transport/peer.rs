@@ -1,22 +1,38 @@
-//! One WebRTC peer connection carrying SFrame-sealed Opus audio in both directions.
+//! One WebRTC peer connection carrying SFrame-sealed Opus audio and SFrame-sealed VP8 video
+//! in both directions.
 //!
 //! The webrtc-rs callbacks only `try_send` a [`PeerEvent`] into a bounded channel; nothing
 //! else sees the `PeerConnection`. Offer/answer are complete (non-trickle) SDP blobs,
 //! produced once ICE gathering finished.
 //!
+//! Video: each sealed frame is handed whole to webrtc-rs' VP8 payloader, which splits it
+//! into RTP packets behind a VP8 payload descriptor (outside the seal) and marks the last.
+//! The interceptor chain answers NACKs from its send history (retransmitting sealed
+//! packets, RTX where negotiated), asks for lost packets, and sends RTCP reports. Keyframe
+//! requests go out as RTCP PLI ([`MediaPeer::request_keyframe`]); an incoming PLI or FIR
+//! is let through to us by [`KeyframeRequestTap`] and reported as
+//! [`PeerEvent::KeyframeRequested`]. webrtc-rs hands a compound RTCP packet to whichever
+//! track its first packet is about, so a request is looked for on every track.
+//!
 //! A path that stops carrying traffic is noticed by ICE consent checks within
 //! [`ICE_DISCONNECTED_TIMEOUT`] and declared failed [`ICE_FAILED_TIMEOUT`] later; the
 //! media engine (`media::engine`) then restarts ICE on the same connection
-//! ([`AudioPeer::create_restart_offer`]): new ICE credentials, new sockets and candidates
+//! ([`MediaPeer::create_restart_offer`]): new ICE credentials, new sockets and candidates
 //! (a fresh TURN allocation among them), same DTLS session, same RTP streams.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rtc::interceptor::{Attribute, Interceptor, Packet, Registry, Slot, StreamInfo, TaggedPacket};
 use rtc::media::Sample;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::RTCOfferOptions;
-use rtc::peer_connection::configuration::media_engine::MIME_TYPE_OPUS;
+use rtc::peer_connection::configuration::interceptor_registry::{
+    configure_nack, configure_rtcp_reports,
+};
+use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp_transceiver::PayloadType;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
@@ -24,8 +40,8 @@ use rtc::rtp_transceiver::rtp_sender::{
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 use webrtc::media_stream::Track;
-use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
+use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
@@ -37,6 +53,7 @@ use webrtc::peer_connection::{
 use super::IceServer;
 use super::sdp::{HeldCandidate, hold_back_reflexive};
 use crate::media::audio::FRAME_MS;
+use crate::media::video::VIDEO_CLOCK_RATE;
 use crate::media::{ConnectionState, MediaPath};
 
 /// Capacity of a peer's event channel; events beyond it are dropped (and the frame counted
@@ -93,7 +110,7 @@ pub enum PeerEvent {
     State(ConnectionState),
     /// ICE found a working path (again): the DTLS handshake runs on it, if it has not yet.
     IceConnected,
-    /// A media frame arrived: the RTP sequence number and timestamp, and the payload (an
+    /// An audio frame arrived: the RTP sequence number and timestamp, and the payload (an
     /// SFrame-sealed Opus frame).
     Frame {
         /// RTP sequence number.
@@ -103,6 +120,20 @@ pub enum PeerEvent {
         /// The RTP payload.
         payload: Vec<u8>,
     },
+    /// A video packet arrived: a piece of an SFrame-sealed VP8 frame behind its VP8 payload
+    /// descriptor (`media::video::rtp` puts the frame back together).
+    VideoPacket {
+        /// RTP sequence number.
+        seq: u16,
+        /// RTP timestamp (90 kHz): the same for every packet of a frame.
+        timestamp: u32,
+        /// The RTP marker bit: the frame's last packet.
+        marker: bool,
+        /// The RTP payload.
+        payload: Vec<u8>,
+    },
+    /// The other side asked for a keyframe of our video (RTCP PLI or FIR).
+    KeyframeRequested,
 }
 
 /// Where to bind and how to reach the other side.
@@ -149,7 +180,7 @@ impl PeerConfig {
     }
 }
 
-/// Progress of an ICE gathering, as far as [`AudioPeer::wait_gathered`] cares.
+/// Progress of an ICE gathering, as far as [`MediaPeer::wait_gathered`] cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Gathering {
     /// A relayed (TURN) candidate was gathered.
@@ -164,6 +195,8 @@ const GATHERING_CAPACITY: usize = 16;
 struct Handler {
     events: mpsc::Sender<PeerEvent>,
     gathering: mpsc::Sender<Gathering>,
+    /// The other side's video track, once it arrived: keyframe requests are sent on it.
+    remote_video: Arc<std::sync::Mutex<Option<Arc<dyn TrackRemote>>>>,
 }
 
 #[async_trait::async_trait]
@@ -194,20 +227,120 @@ impl PeerConnectionEventHandler for Handler {
 
     async fn on_track(&self, track: Arc<dyn TrackRemote>) {
         let events = self.events.clone();
+        let video = track.kind().await == RtpCodecKind::Video;
+        if video && let Ok(mut remote_video) = self.remote_video.lock() {
+            *remote_video = Some(Arc::clone(&track));
+        }
         tokio::spawn(async move {
             while let Some(event) = track.poll().await {
+                if let TrackRemoteEvent::OnRtcpPacket(packets) = &event
+                    && packets
+                        .iter()
+                        .any(|packet| is_keyframe_request(packet.as_ref()))
+                    && events.try_send(PeerEvent::KeyframeRequested).is_err()
+                    && events.is_closed()
+                {
+                    break;
+                }
                 if let TrackRemoteEvent::OnRtpPacket(packet) = event {
-                    let frame = PeerEvent::Frame {
-                        seq: packet.header.sequence_number,
-                        timestamp: packet.header.timestamp,
-                        payload: packet.payload.to_vec(),
+                    let event = if video {
+                        PeerEvent::VideoPacket {
+                            seq: packet.header.sequence_number,
+                            timestamp: packet.header.timestamp,
+                            marker: packet.header.marker,
+                            payload: packet.payload.to_vec(),
+                        }
+                    } else {
+                        PeerEvent::Frame {
+                            seq: packet.header.sequence_number,
+                            timestamp: packet.header.timestamp,
+                            payload: packet.payload.to_vec(),
+                        }
                     };
-                    if events.try_send(frame).is_err() && events.is_closed() {
+                    if events.try_send(event).is_err() && events.is_closed() {
                         break;
                     }
                 }
             }
         });
+    }
+}
+
+/// Lets the keyframe requests (RTCP PLI and FIR) the other side sends through the
+/// interceptor chain to the application; the chain keeps every other RTCP packet to itself.
+#[derive(Default)]
+struct KeyframeRequestTap {
+    read: std::collections::VecDeque<TaggedPacket>,
+    write: std::collections::VecDeque<TaggedPacket>,
+}
+
+/// Where [`KeyframeRequestTap`] sits: after the built-in interceptors, before the end of
+/// the chain.
+const KEYFRAME_REQUEST_TAP_SLOT: usize = 14_000;
+
+fn is_keyframe_request(packet: &dyn rtc::rtcp::Packet) -> bool {
+    let any = packet.as_any();
+    any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
+}
+
+impl rtc::sansio::Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestTap {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = rtc::shared::error::Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+        if let Packet::Rtcp(packets) = &msg.message.packet
+            && packets
+                .iter()
+                .any(|packet| is_keyframe_request(packet.as_ref()))
+        {
+            msg.message.add(Attribute::DeliverToApplication);
+        }
+        self.read.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_read(&mut self) -> Option<TaggedPacket> {
+        self.read.pop_front()
+    }
+
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        self.write.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_write(&mut self) -> Option<TaggedPacket> {
+        self.write.pop_front()
+    }
+}
+
+impl Interceptor for KeyframeRequestTap {
+    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+}
+
+/// Reports the keyframe requests that reach one of our tracks until it is unbound.
+async fn watch_keyframe_requests(
+    track: Arc<TrackLocalStaticSample>,
+    events: mpsc::Sender<PeerEvent>,
+) {
+    while let Some(event) = track.poll().await {
+        let TrackLocalEvent::OnRtcpPacket(packets) = event else {
+            continue;
+        };
+        debug!(?packets, "RTCP for our video");
+        if packets
+            .iter()
+            .any(|packet| is_keyframe_request(packet.as_ref()))
+            && events.try_send(PeerEvent::KeyframeRequested).is_err()
+            && events.is_closed()
+        {
+            break;
+        }
     }
 }
 
@@ -259,26 +392,129 @@ struct Held {
     timer: Option<tokio::task::JoinHandle<()>>,
 }
 
-/// One peer connection with one outgoing and one incoming audio track.
-pub struct AudioPeer {
-    connection: Arc<dyn PeerConnection>,
+/// One of our outgoing tracks and the sender that carries it.
+struct Outgoing {
     track: Arc<TrackLocalStaticSample>,
     sender: Arc<dyn webrtc::rtp_transceiver::RtpSender>,
-    gathering: tokio::sync::Mutex<mpsc::Receiver<Gathering>>,
     payload_type: tokio::sync::OnceCell<PayloadType>,
+}
+
+impl Outgoing {
+    /// Adds a track of `kind` in `codec` to `connection`, under a random SSRC.
+    async fn add(
+        connection: &dyn PeerConnection,
+        now: Instant,
+        kind: RtpCodecKind,
+        codec: RTCRtpCodec,
+    ) -> Result<Self, TransportError> {
+        let label = match kind {
+            RtpCodecKind::Video => "video",
+            _ => "audio",
+        };
+        let track = Arc::new(
+            TrackLocalStaticSample::new(
+                now,
+                MediaStreamTrack::new(
+                    "conclave".to_owned(),
+                    label.to_owned(),
+                    label.to_owned(),
+                    kind,
+                    vec![RTCRtpEncodingParameters {
+                        rtp_coding_parameters: RTCRtpCodingParameters {
+                            ssrc: Some(rand::random()),
+                            ..Default::default()
+                        },
+                        codec,
+                        ..Default::default()
+                    }],
+                ),
+            )
+            .map_err(webrtc_err)?,
+        );
+        let sender = connection
+            .add_track(Arc::clone(&track) as Arc<dyn TrackLocal>)
+            .await
+            .map_err(webrtc_err)?;
+        Ok(Self {
+            track,
+            sender,
+            payload_type: tokio::sync::OnceCell::new(),
+        })
+    }
+
+    /// Sends one sample (a sealed frame) lasting `duration`, captured at `at`.
+    async fn send(
+        &self,
+        at: Instant,
+        sealed: Vec<u8>,
+        duration: Duration,
+    ) -> Result<(), TransportError> {
+        let payload_type = *self
+            .payload_type
+            .get_or_try_init(|| async {
+                let parameters = self.sender.get_parameters().await.map_err(webrtc_err)?;
+                parameters
+                    .rtp_parameters
+                    .codecs
+                    .first()
+                    .map(|c| c.payload_type)
+                    .ok_or_else(|| TransportError::Webrtc("no negotiated codec".into()))
+            })
+            .await?;
+        let ssrc = *self
+            .track
+            .ssrcs()
+            .await
+            .first()
+            .ok_or_else(|| TransportError::Webrtc("no SSRC".into()))?;
+        self.track
+            .sample_writer(ssrc, payload_type)
+            .write_sample(&Sample {
+                data: bytes::Bytes::from(sealed),
+                duration,
+                ..Sample::new(at)
+            })
+            .await
+            .map_err(webrtc_err)
+    }
+}
+
+/// One peer connection with an outgoing and an incoming audio track, and an outgoing and an
+/// incoming video track.
+pub struct MediaPeer {
+    connection: Arc<dyn PeerConnection>,
+    audio: Outgoing,
+    video: Outgoing,
+    /// The other side's video track, once it arrived.
+    remote_video: Arc<std::sync::Mutex<Option<Arc<dyn TrackRemote>>>>,
+    /// Report keyframe requests for our video (one per outgoing track); stopped when the
+    /// connection closes.
+    keyframe_watch: [tokio::task::JoinHandle<()>; 2],
+    gathering: tokio::sync::Mutex<mpsc::Receiver<Gathering>>,
     /// Reflexive candidates of the other side held back from its latest description (see
     /// [`super::sdp`]); emptied when they are added, or when a new offer comes.
     held: Arc<tokio::sync::Mutex<Held>>,
 }
 
-impl std::fmt::Debug for AudioPeer {
+impl std::fmt::Debug for MediaPeer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AudioPeer").finish_non_exhaustive()
+        f.debug_struct("MediaPeer").finish_non_exhaustive()
     }
 }
 
-impl AudioPeer {
-    /// Creates the peer connection and its outgoing track. `now` stamps the track's clock.
+/// The interceptor chain of every connection: NACK (asking for lost video packets and
+/// answering the other side's asks from the send history), RTCP sender and receiver
+/// reports, and [`KeyframeRequestTap`]. NACK is negotiated for video only.
+fn interceptors(media: &mut MediaEngine) -> Registry {
+    let registry = configure_rtcp_reports(configure_nack(Registry::new(), media));
+    registry.with(
+        Slot::Custom(KEYFRAME_REQUEST_TAP_SLOT),
+        KeyframeRequestTap::default(),
+    )
+}
+
+impl MediaPeer {
+    /// Creates the peer connection and its outgoing tracks. `now` stamps the tracks' clocks.
     pub async fn new(
         now: Instant,
         config: &PeerConfig,
@@ -287,6 +523,7 @@ impl AudioPeer {
         let (gathering_tx, gathering_rx) = mpsc::channel(GATHERING_CAPACITY);
         let mut media = MediaEngine::default();
         media.register_default_codecs().map_err(webrtc_err)?;
+        let registry = interceptors(&mut media);
         let settings = SettingEngineBuilder::new()
             .with_ice_timeouts(
                 Some(ICE_DISCONNECTED_TIMEOUT),
@@ -302,57 +539,66 @@ impl AudioPeer {
             // NAT mappings instead of ones that may have died with the path.
             .with_discard_local_candidates_during_ice_restart(true)
             .build();
+        let remote_video = Arc::new(std::sync::Mutex::new(None));
         let connection = PeerConnectionBuilder::new()
             .with_configuration(config.rtc_configuration())
             .with_media_engine(media)
             .with_setting_engine(settings)
+            .with_interceptor_registry(registry)
             .with_handler(Arc::new(Handler {
-                events: events_tx,
+                events: events_tx.clone(),
                 gathering: gathering_tx,
+                remote_video: Arc::clone(&remote_video),
             }))
             .with_udp_addrs(config.udp_addrs.clone())
             .build()
             .await
             .map_err(webrtc_err)?;
         let connection: Arc<dyn PeerConnection> = Arc::new(connection);
-        let ssrc: u32 = rand::random();
-        let track = Arc::new(
-            TrackLocalStaticSample::new(
-                now,
-                MediaStreamTrack::new(
-                    "conclave".to_owned(),
-                    "audio".to_owned(),
-                    "audio".to_owned(),
-                    RtpCodecKind::Audio,
-                    vec![RTCRtpEncodingParameters {
-                        rtp_coding_parameters: RTCRtpCodingParameters {
-                            ssrc: Some(ssrc),
-                            ..Default::default()
-                        },
-                        codec: RTCRtpCodec {
-                            mime_type: MIME_TYPE_OPUS.to_owned(),
-                            clock_rate: 48_000,
-                            channels: 2,
-                            sdp_fmtp_line: String::new(),
-                            rtcp_feedback: vec![],
-                        },
-                        ..Default::default()
-                    }],
-                ),
-            )
-            .map_err(webrtc_err)?,
-        );
-        let sender = connection
-            .add_track(Arc::clone(&track) as Arc<dyn TrackLocal>)
-            .await
-            .map_err(webrtc_err)?;
+        let audio = Outgoing::add(
+            connection.as_ref(),
+            now,
+            RtpCodecKind::Audio,
+            RTCRtpCodec {
+                mime_type: MIME_TYPE_OPUS.to_owned(),
+                clock_rate: 48_000,
+                channels: 2,
+                sdp_fmtp_line: String::new(),
+                rtcp_feedback: vec![],
+            },
+        )
+        .await?;
+        let video = Outgoing::add(
+            connection.as_ref(),
+            now,
+            RtpCodecKind::Video,
+            RTCRtpCodec {
+                mime_type: MIME_TYPE_VP8.to_owned(),
+                clock_rate: VIDEO_CLOCK_RATE,
+                channels: 0,
+                sdp_fmtp_line: String::new(),
+                rtcp_feedback: vec![],
+            },
+        )
+        .await?;
+        // webrtc-rs hands a compound RTCP packet to the track its first packet names: a
+        // keyframe request behind a report about our audio reaches the audio track, one
+        // behind the other side's sender report reaches its track (see `on_track`).
+        let keyframe_watch = [
+            tokio::spawn(watch_keyframe_requests(
+                Arc::clone(&video.track),
+                events_tx.clone(),
+            )),
+            tokio::spawn(watch_keyframe_requests(Arc::clone(&audio.track), events_tx)),
+        ];
         Ok((
             Self {
                 connection,
-                track,
-                sender,
+                audio,
+                video,
+                remote_video,
+                keyframe_watch,
                 gathering: tokio::sync::Mutex::new(gathering_rx),
-                payload_type: tokio::sync::OnceCell::new(),
                 held: Arc::new(tokio::sync::Mutex::new(Held::default())),
             },
             events_rx,
@@ -453,7 +699,7 @@ impl AudioPeer {
 
     /// Takes the other side's offer (a first offer, or an ICE restart) and returns our
     /// answer. The offer's reflexive candidates are held back until
-    /// [`AudioPeer::release_held`] (the offerer's word that it starts checking ours), or
+    /// [`MediaPeer::release_held`] (the offerer's word that it starts checking ours), or
     /// [`HOLD_BACK_LIMIT`] after the answer if that word never comes: see [`super::sdp`].
     pub async fn accept_offer(&self, offer: String) -> Result<String, TransportError> {
         let (offer, held) = hold_back_reflexive(&offer);
@@ -499,7 +745,7 @@ impl AudioPeer {
         Ok(())
     }
 
-    /// Keeps `held` until [`AudioPeer::release_held`], or until `limit` has passed.
+    /// Keeps `held` until [`MediaPeer::release_held`], or until `limit` has passed.
     async fn hold(&self, held: Vec<HeldCandidate>, limit: Duration) {
         if held.is_empty() {
             return;
@@ -541,33 +787,45 @@ impl AudioPeer {
         }
     }
 
-    /// Sends one sealed 20 ms frame, stamped `now`.
+    /// Sends one sealed 20 ms audio frame, stamped `now`.
     pub async fn send(&self, now: Instant, sealed: Vec<u8>) -> Result<(), TransportError> {
-        let payload_type = *self
-            .payload_type
-            .get_or_try_init(|| async {
-                let parameters = self.sender.get_parameters().await.map_err(webrtc_err)?;
-                parameters
-                    .rtp_parameters
-                    .codecs
-                    .first()
-                    .map(|c| c.payload_type)
-                    .ok_or_else(|| TransportError::Webrtc("no negotiated codec".into()))
-            })
-            .await?;
-        let ssrc = *self
-            .track
-            .ssrcs()
+        self.audio
+            .send(now, sealed, Duration::from_millis(u64::from(FRAME_MS)))
             .await
-            .first()
-            .ok_or_else(|| TransportError::Webrtc("no SSRC".into()))?;
-        self.track
-            .sample_writer(ssrc, payload_type)
-            .write_sample(&Sample {
-                data: bytes::Bytes::from(sealed),
-                duration: Duration::from_millis(u64::from(FRAME_MS)),
-                ..Sample::new(now)
-            })
+    }
+
+    /// Sends one sealed video frame captured at `at`, lasting `duration` (until the next
+    /// one): the payloader splits it into RTP packets.
+    pub async fn send_video(
+        &self,
+        at: Instant,
+        sealed: Vec<u8>,
+        duration: Duration,
+    ) -> Result<(), TransportError> {
+        self.video.send(at, sealed, duration).await
+    }
+
+    /// Asks the other side for a keyframe of its video (RTCP PLI), once its video arrived.
+    pub async fn request_keyframe(&self) -> Result<(), TransportError> {
+        let track = self
+            .remote_video
+            .lock()
+            .map_err(|_| TransportError::Webrtc("video track lock poisoned".into()))?
+            .clone();
+        let Some(track) = track else {
+            debug!("no video from the other side yet: no keyframe to ask for");
+            return Ok(());
+        };
+        let ssrcs = track.ssrcs().await;
+        debug!(?ssrcs, "asking for a keyframe");
+        let Some(media_ssrc) = ssrcs.first().copied() else {
+            return Ok(());
+        };
+        track
+            .write_rtcp(vec![Box::new(PictureLossIndication {
+                sender_ssrc: 0,
+                media_ssrc,
+            })])
             .await
             .map_err(webrtc_err)
     }
@@ -576,7 +834,7 @@ impl AudioPeer {
     /// either end) and its latest STUN round-trip time, once a pair is nominated.
     pub async fn path(&self, now: Instant) -> Option<(MediaPath, f64)> {
         use rtc::statistics::report::RTCStatsReportEntry;
-        let transport = self.sender.transport().await.ok().flatten()?;
+        let transport = self.audio.sender.transport().await.ok().flatten()?;
         let pair = transport
             .ice_transport()
             .get_selected_candidate_pair()
@@ -614,6 +872,9 @@ impl AudioPeer {
 
     /// Closes the connection (and stops a hold-back timer still running).
     pub async fn close(&self) -> Result<(), TransportError> {
+        for watch in &self.keyframe_watch {
+            watch.abort();
+        }
         if let Some(timer) = self.held.lock().await.timer.take() {
             timer.abort();
         }

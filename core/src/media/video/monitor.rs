@@ -35,6 +35,17 @@ pub struct VideoReport {
     pub latency_ms: Option<(u32, u32)>,
     /// Lowest and mean luma PSNR against the reference, in dB (testsrc senders only).
     pub psnr_db: Option<(f64, f64)>,
+    /// Sealed video received in the period, kbit/s.
+    pub kbps: u32,
+}
+
+/// What a shown picture carried.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Shown {
+    /// Its testsrc stamp, if it has one.
+    pub stamp: Option<Stamp>,
+    /// Its luma PSNR against the testsrc reference, if it has a stamp.
+    pub psnr_db: Option<f64>,
 }
 
 /// Measures one sender's video.
@@ -50,6 +61,7 @@ pub struct Monitor {
     lost: u32,
     latencies: Vec<u32>,
     psnrs: Vec<f64>,
+    bytes: u64,
     /// The reference generator for the size last seen.
     reference: Option<TestSource>,
 }
@@ -68,12 +80,19 @@ impl Monitor {
             lost: 0,
             latencies: Vec::new(),
             psnrs: Vec::new(),
+            bytes: 0,
             reference: None,
         }
     }
 
-    /// A picture was shown at `now` (`unix_ms` by the wall clock, for the stamp's latency).
-    pub fn shown(&mut self, now: Instant, unix_ms: u64, picture: &I420Frame) {
+    /// `bytes` of sealed video arrived.
+    pub fn received(&mut self, bytes: usize) {
+        self.bytes += bytes as u64;
+    }
+
+    /// A picture was shown at `now` (`unix_ms` by the wall clock, for the stamp's latency);
+    /// returns its stamp and quality.
+    pub fn shown(&mut self, now: Instant, unix_ms: u64, picture: &I420Frame) -> Shown {
         if let Some(last) = self.last_shown {
             let gap = now.saturating_duration_since(last);
             self.longest_gap = self.longest_gap.max(gap);
@@ -85,7 +104,7 @@ impl Monitor {
         self.frames += 1;
         self.size = (picture.width(), picture.height());
         let Some(stamp) = read_stamp(picture) else {
-            return;
+            return Shown::default();
         };
         if let Some(previous) = self.last_stamp
             && stamp.frame > previous.frame
@@ -98,11 +117,21 @@ impl Monitor {
             Some(source) if source.size() == self.size => source,
             _ => match TestSource::new(picture.width(), picture.height()) {
                 Ok(source) => self.reference.insert(source),
-                Err(_) => return,
+                Err(_) => {
+                    return Shown {
+                        stamp: Some(stamp),
+                        psnr_db: None,
+                    };
+                }
             },
         };
-        if let Some(psnr) = picture.psnr_y(&reference.draw(stamp)) {
+        let psnr_db = picture.psnr_y(&reference.draw(stamp));
+        if let Some(psnr) = psnr_db {
             self.psnrs.push(psnr);
+        }
+        Shown {
+            stamp: Some(stamp),
+            psnr_db,
         }
     }
 
@@ -148,7 +177,13 @@ impl Monitor {
             lost: self.lost,
             latency_ms,
             psnr_db,
+            kbps: if elapsed > 0.0 {
+                (self.bytes as f64 * 8.0 / 1000.0 / elapsed).round() as u32
+            } else {
+                0
+            },
         };
+        self.bytes = 0;
         self.period_start = now;
         self.frames = 0;
         self.freezes = 0;

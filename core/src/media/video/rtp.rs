@@ -10,7 +10,8 @@
 //! without a gap from the one marked "start of frame" (`S`, partition 0) to the one with the
 //! marker bit, in any arrival order. A frame still incomplete when a newer frame's packet
 //! arrives is given up and counted; the next frame out is then flagged `after_loss`, so the
-//! receiver knows a delta frame may not decode and asks for a keyframe.
+//! receiver knows a delta frame may not decode and asks for a keyframe. So is a frame whose
+//! first packet does not follow the last packet delivered (a whole frame went missing).
 
 use std::collections::BTreeMap;
 
@@ -212,6 +213,10 @@ impl Assembler {
             return None;
         }
         let timestamp = self.timestamp?;
+        // A gap before this frame's first packet: a whole frame (or a tail) was lost.
+        if self.done_through.is_some_and(|done| first != done + 1) {
+            self.lost = true;
+        }
         let mut data = Vec::with_capacity(self.bytes);
         for fragment in self.fragments.values() {
             data.extend_from_slice(&fragment.data);

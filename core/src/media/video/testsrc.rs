@@ -73,25 +73,35 @@ impl TestSource {
         let mut picture = self.blank.clone();
         let (width, height) = (picture.width() as usize, picture.height() as usize);
         let t = stamp.frame as usize;
-        // Diagonal bands that slide with time, and a bright square crossing the picture.
+        // Diagonal bands that slide with time: the luma of pixel (row, col) depends on
+        // row + col only, so each row is a window of one line of bands (rows are copied,
+        // which keeps drawing cheap even in unoptimised builds).
+        let bands: Vec<u8> = (0..width + height)
+            .map(|diagonal| 50 + 35 * (((diagonal + t * 3) / 24) % 4) as u8)
+            .collect();
+        // And a bright square crossing the picture.
         let square = 48.min(height / 3);
         let square_x = (t * 6) % (width + square);
         let square_y = height / 2;
-        for (i, y) in picture.y_mut().iter_mut().enumerate() {
-            let (row, col) = (i / width, i % width);
-            let band = ((row + col + t * 3) / 24) % 4;
-            let inside = col + square >= square_x
-                && col < square_x
-                && row >= square_y
-                && row < square_y + square;
-            *y = if inside { 220 } else { 50 + 35 * band as u8 };
+        let square_cols = square_x.saturating_sub(square)..square_x.min(width);
+        for (row, line) in picture.y_mut().chunks_exact_mut(width).enumerate() {
+            line.copy_from_slice(&bands[row..row + width]);
+            if (square_y..square_y + square).contains(&row) {
+                line[square_cols.clone()].fill(220);
+            }
         }
         let chroma_width = width / 2;
+        let u_line: Vec<u8> = (0..chroma_width)
+            .map(|col| 64 + ((col * 128 / chroma_width.max(1)) as u8))
+            .collect();
         let (u, v) = picture.uv_mut();
-        for (i, (u, v)) in u.iter_mut().zip(v.iter_mut()).enumerate() {
-            let (row, col) = (i / chroma_width, i % chroma_width);
-            *u = 64 + ((col * 128 / chroma_width.max(1)) as u8);
-            *v = 64 + (((row + t) * 2 % 128) as u8);
+        for (row, (u, v)) in u
+            .chunks_exact_mut(chroma_width)
+            .zip(v.chunks_exact_mut(chroma_width))
+            .enumerate()
+        {
+            u.copy_from_slice(&u_line);
+            v.fill(64 + (((row + t) * 2 % 128) as u8));
         }
         write_stamp(&mut picture, stamp);
         picture

@@ -1,0 +1,371 @@
+//! One sender's video as we receive it (sans-IO but for the codec): RTP packets →
+//! reassembled sealed frame ([`Assembler`]) → SFrame open (the caller's [`Opener`], which
+//! checks the key, the sender and replays) → VP8 decode → measured ([`Monitor`]).
+//!
+//! A VP8 delta frame decoded without its reference gives a wrong picture rather than an
+//! error, so after a loss (a frame given up, one that would not open or decode) nothing is
+//! decoded until a keyframe comes, and one is asked for — at most once per
+//! [`KEYFRAME_REQUEST_INTERVAL`] while waiting.
+
+use std::time::{Duration, Instant};
+
+use super::monitor::{Monitor, Shown, VideoReport};
+use super::rtp::{AssembledFrame, Assembler};
+use super::{Decoder, I420Frame, VpxError};
+use crate::media::crypto::keyring::Opener;
+use crate::media::crypto::sframe::Stream;
+
+/// Least time between two keyframe requests while waiting for one.
+pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(300);
+
+/// What one packet led to.
+#[derive(Debug, Default)]
+pub struct Received {
+    /// A picture to show, and what the monitor read of it.
+    pub picture: Option<(I420Frame, Shown)>,
+    /// Ask the sender for a keyframe now.
+    pub want_keyframe: bool,
+    /// The frame opened: the sender is heard.
+    pub opened: bool,
+}
+
+/// Counts of what went wrong, since the start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReceiveCounts {
+    /// Frames put together from their packets.
+    pub assembled: u64,
+    /// Frames that never completed (a packet lost for good).
+    pub incomplete: u64,
+    /// Packets refused as malformed.
+    pub malformed_packets: u64,
+    /// Frames that would not open (forged, replayed, unknown key, another sender's, not video).
+    pub undecryptable: u64,
+    /// Frames the decoder refused.
+    pub undecodable: u64,
+    /// Delta frames skipped while waiting for a keyframe (the picture stays: concealed).
+    pub concealed: u64,
+    /// Pictures decoded.
+    pub decoded: u64,
+    /// Keyframes asked for.
+    pub keyframe_requests: u64,
+    /// Sealed bytes received in complete frames.
+    pub bytes: u64,
+}
+
+/// One sender's incoming video.
+pub struct VideoReceiver {
+    assembler: Assembler,
+    decoder: Decoder,
+    monitor: Monitor,
+    waiting_for_keyframe: bool,
+    last_request: Option<Instant>,
+    counts: ReceiveCounts,
+}
+
+impl std::fmt::Debug for VideoReceiver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VideoReceiver")
+            .field("waiting_for_keyframe", &self.waiting_for_keyframe)
+            .field("counts", &self.counts)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether a VP8 frame is a keyframe (RFC 6386 §9.1: bit 0 of the frame tag is 0).
+fn is_vp8_keyframe(frame: &[u8]) -> bool {
+    frame.first().is_some_and(|tag| tag & 1 == 0)
+}
+
+impl VideoReceiver {
+    /// A receiver whose first reporting period starts at `now`.
+    pub fn new(now: Instant) -> Result<Self, VpxError> {
+        Ok(Self {
+            assembler: Assembler::default(),
+            decoder: Decoder::new()?,
+            monitor: Monitor::new(now),
+            waiting_for_keyframe: true,
+            last_request: None,
+            counts: ReceiveCounts::default(),
+        })
+    }
+
+    /// What went wrong so far.
+    pub fn counts(&self) -> ReceiveCounts {
+        let assembly = self.assembler.stats();
+        ReceiveCounts {
+            assembled: assembly.frames,
+            incomplete: assembly.incomplete + assembly.oversized,
+            malformed_packets: assembly.malformed,
+            ..self.counts
+        }
+    }
+
+    /// Ends a reporting period at `now`.
+    pub fn report(&mut self, now: Instant) -> VideoReport {
+        self.monitor.report(now)
+    }
+
+    /// Takes one RTP packet from the connection of the member at leaf `sender`, at `now`
+    /// (`unix_ms` by the wall clock).
+    #[allow(clippy::too_many_arguments)]
+    pub fn push(
+        &mut self,
+        now: Instant,
+        unix_ms: u64,
+        opener: &mut Opener,
+        sender: u32,
+        packet: (u16, u32, bool, &[u8]),
+    ) -> Received {
+        let (seq, timestamp, marker, payload) = packet;
+        let mut received = Received::default();
+        let Some(AssembledFrame {
+            data, after_loss, ..
+        }) = self.assembler.push(seq, timestamp, marker, payload)
+        else {
+            return received;
+        };
+        if after_loss {
+            self.waiting_for_keyframe = true;
+        }
+        match opener.open_from(now, &data, sender) {
+            Ok(opened) if opened.stream == Stream::Video => {
+                received.opened = true;
+                self.counts.bytes += data.len() as u64;
+                self.monitor.received(data.len());
+                self.decode(now, unix_ms, &opened.payload, &mut received);
+            }
+            _ => {
+                self.counts.undecryptable += 1;
+                self.waiting_for_keyframe = true;
+            }
+        }
+        if self.waiting_for_keyframe {
+            let due = self.last_request.is_none_or(|last| {
+                now.saturating_duration_since(last) >= KEYFRAME_REQUEST_INTERVAL
+            });
+            if due {
+                self.last_request = Some(now);
+                self.counts.keyframe_requests += 1;
+                received.want_keyframe = true;
+            }
+        }
+        received
+    }
+
+    fn decode(&mut self, now: Instant, unix_ms: u64, frame: &[u8], received: &mut Received) {
+        let keyframe = is_vp8_keyframe(frame);
+        if self.waiting_for_keyframe && !keyframe {
+            self.counts.concealed += 1;
+            return;
+        }
+        match self.decoder.decode(frame) {
+            Ok(Some(picture)) => {
+                self.waiting_for_keyframe = false;
+                self.counts.decoded += 1;
+                let shown = self.monitor.shown(now, unix_ms, &picture);
+                received.picture = Some((picture, shown));
+            }
+            Ok(None) => {}
+            Err(err) => {
+                tracing::debug!(error = %err, "video frame not decoded");
+                self.counts.undecodable += 1;
+                self.waiting_for_keyframe = true;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use rtc::rtp::codec::vp8::Vp8Payloader;
+    use rtc::rtp::packetizer::Payloader;
+
+    use super::*;
+    use crate::group::media_keys::sender_base_key;
+    use crate::media::video::sender::VideoSender;
+    use crate::media::video::source::StampedTestSource;
+    use crate::media::video::testsrc::read_stamp;
+    use crate::test_clock::t0;
+
+    const SECRET: [u8; 32] = [3; 32];
+
+    /// A sender at leaf 1 and an opener that knows its epoch.
+    fn pair() -> (VideoSender, Opener) {
+        let now = t0();
+        let mut sender =
+            VideoSender::new(Box::new(StampedTestSource::new(320, 180).unwrap())).unwrap();
+        sender.install(5, 1, &sender_base_key(&SECRET, 1)).unwrap();
+        let mut opener = Opener::default();
+        opener.install(now, 5, SECRET);
+        (sender, opener)
+    }
+
+    /// The RTP payloads of one sealed frame.
+    fn packets(sealed: &[u8]) -> Vec<Vec<u8>> {
+        Vp8Payloader::default()
+            .payload(1200, &Bytes::copy_from_slice(sealed))
+            .unwrap()
+            .into_iter()
+            .map(|p| p.to_vec())
+            .collect()
+    }
+
+    struct Wire {
+        seq: u16,
+        timestamp: u32,
+    }
+
+    impl Wire {
+        /// Sends one frame's packets (all, or those `keep` lets through) into `receiver`.
+        fn send(
+            &mut self,
+            receiver: &mut VideoReceiver,
+            opener: &mut Opener,
+            sealed: &[u8],
+            keep: impl Fn(usize) -> bool,
+        ) -> Received {
+            let payloads = packets(sealed);
+            let last = payloads.len() - 1;
+            let mut out = Received::default();
+            for (i, payload) in payloads.iter().enumerate() {
+                let seq = self.seq;
+                self.seq = self.seq.wrapping_add(1);
+                if !keep(i) {
+                    continue;
+                }
+                let r = receiver.push(
+                    t0(),
+                    0,
+                    opener,
+                    1,
+                    (seq, self.timestamp, i == last, payload),
+                );
+                out.picture = out.picture.or(r.picture);
+                out.want_keyframe |= r.want_keyframe;
+                out.opened |= r.opened;
+            }
+            self.timestamp = self.timestamp.wrapping_add(3000);
+            out
+        }
+    }
+
+    #[test]
+    fn frames_decode_in_order_and_carry_their_stamps() {
+        let (mut sender, mut opener) = pair();
+        let mut receiver = VideoReceiver::new(t0()).unwrap();
+        let mut wire = Wire {
+            seq: 65_530,
+            timestamp: 0,
+        };
+        for n in 0..10u32 {
+            let frame = sender.capture(t0(), u64::from(n) * 33).unwrap().unwrap();
+            let got = wire.send(&mut receiver, &mut opener, &frame.sealed, |_| true);
+            let (picture, shown) = got.picture.expect("decoded");
+            assert_eq!(read_stamp(&picture).unwrap().frame, n);
+            assert_eq!(shown.stamp.unwrap().frame, n);
+            assert!(shown.psnr_db.unwrap() > 30.0, "{shown:?}");
+            assert!(!got.want_keyframe);
+        }
+        assert_eq!(receiver.counts().decoded, 10);
+    }
+
+    #[test]
+    fn after_a_loss_nothing_is_shown_until_a_keyframe_which_is_asked_for() {
+        let (mut sender, mut opener) = pair();
+        let mut receiver = VideoReceiver::new(t0()).unwrap();
+        let mut wire = Wire {
+            seq: 0,
+            timestamp: 0,
+        };
+        let first = sender.capture(t0(), 0).unwrap().unwrap();
+        assert!(
+            wire.send(&mut receiver, &mut opener, &first.sealed, |_| true)
+                .picture
+                .is_some()
+        );
+        // The second frame loses its first packet (at this size, often its only one): the
+        // third frame comes after a gap.
+        let second = sender.capture(t0(), 33).unwrap().unwrap();
+        assert!(
+            wire.send(&mut receiver, &mut opener, &second.sealed, |i| i != 0)
+                .picture
+                .is_none()
+        );
+        let third = sender.capture(t0(), 66).unwrap().unwrap();
+        let got = wire.send(&mut receiver, &mut opener, &third.sealed, |_| true);
+        assert!(
+            got.picture.is_none(),
+            "a delta frame after a loss is not shown"
+        );
+        assert!(got.want_keyframe);
+        sender.request_keyframe(t0() + Duration::from_secs(1));
+        let key = sender.capture(t0(), 99).unwrap().unwrap();
+        assert!(key.keyframe);
+        let got = wire.send(&mut receiver, &mut opener, &key.sealed, |_| true);
+        assert_eq!(
+            read_stamp(&got.picture.expect("the keyframe shows").0)
+                .unwrap()
+                .frame,
+            3
+        );
+        let counts = receiver.counts();
+        assert_eq!((counts.concealed, counts.keyframe_requests), (1, 1));
+    }
+
+    #[test]
+    fn forged_replayed_and_foreign_frames_are_counted_not_shown() {
+        let (mut sender, mut opener) = pair();
+        let mut receiver = VideoReceiver::new(t0()).unwrap();
+        let mut wire = Wire {
+            seq: 0,
+            timestamp: 0,
+        };
+        let frame = sender.capture(t0(), 0).unwrap().unwrap();
+        assert!(
+            wire.send(&mut receiver, &mut opener, &frame.sealed, |_| true)
+                .picture
+                .is_some()
+        );
+        // The same frame again (a replay), then a forged one.
+        assert!(
+            wire.send(&mut receiver, &mut opener, &frame.sealed, |_| true)
+                .picture
+                .is_none()
+        );
+        let mut forged = sender.capture(t0(), 33).unwrap().unwrap().sealed;
+        let last = forged.len() - 1;
+        forged[last] ^= 1;
+        assert!(
+            wire.send(&mut receiver, &mut opener, &forged, |_| true)
+                .picture
+                .is_none()
+        );
+        // Another sender's frame on this sender's connection.
+        let mut stranger =
+            VideoSender::new(Box::new(StampedTestSource::new(320, 180).unwrap())).unwrap();
+        stranger
+            .install(5, 2, &sender_base_key(&SECRET, 2))
+            .unwrap();
+        let foreign = stranger.capture(t0(), 0).unwrap().unwrap();
+        assert!(
+            wire.send(&mut receiver, &mut opener, &foreign.sealed, |_| true)
+                .picture
+                .is_none()
+        );
+        // Audio sealed under our key is not video.
+        let mut audio = crate::media::crypto::sframe::Sealer::new(1);
+        audio.install(5, 1, &sender_base_key(&SECRET, 1)).unwrap();
+        let audio_frame = audio.seal(&[0xfc; 40]).unwrap();
+        assert!(
+            wire.send(&mut receiver, &mut opener, &audio_frame, |_| true)
+                .picture
+                .is_none()
+        );
+        assert_eq!(receiver.counts().undecryptable, 4);
+        // Truncated packets are refused by the assembler.
+        let r = receiver.push(t0(), 0, &mut opener, 1, (999, 1, true, &[0x90]));
+        assert!(r.picture.is_none());
+        assert_eq!(receiver.counts().malformed_packets, 1);
+    }
+}

@@ -1,0 +1,254 @@
+//! Our outgoing video (sans-IO but for the codec): source → VP8 → SFrame, once per frame
+//! whatever the number of receivers; the video loop hands the sealed frame to every
+//! connection.
+//!
+//! Keyframes go out at the start, after the camera is turned back on, after a key change
+//! (a new member has no earlier picture), and when a receiver asks ([`VideoSender::request_keyframe`]);
+//! asks that come in a burst (every receiver of one lost packet) give one keyframe.
+
+use std::time::{Duration, Instant};
+
+use tracing::debug;
+
+use super::source::VideoSource;
+use super::{Encoder, EncoderConfig, VideoSourceError, VpxError};
+use crate::media::crypto::MediaError;
+use crate::media::crypto::sframe::{Sealer, Stream};
+
+/// Keyframe requests closer together than this give one keyframe.
+pub const KEYFRAME_MIN_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Why a frame did not go out.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum VideoSendError {
+    /// The source failed.
+    #[error("video source: {0}")]
+    Source(#[from] VideoSourceError),
+    /// The encoder failed.
+    #[error("video encoder: {0}")]
+    Codec(#[from] VpxError),
+    /// The frame could not be sealed.
+    #[error("video frame not sealed: {0}")]
+    Seal(#[from] MediaError),
+}
+
+/// One sealed frame to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedVideoFrame {
+    /// The SFrame-sealed VP8 frame.
+    pub sealed: Vec<u8>,
+    /// Whether it is a keyframe.
+    pub keyframe: bool,
+}
+
+/// What was sent so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SendStats {
+    /// Frames sealed.
+    pub frames: u64,
+    /// Keyframes among them.
+    pub keyframes: u64,
+    /// Sealed bytes.
+    pub bytes: u64,
+}
+
+/// Our video: the source, its one encoder, and the video sealer.
+pub struct VideoSender {
+    source: Box<dyn VideoSource>,
+    encoder: Encoder,
+    sealer: Sealer,
+    keyed: bool,
+    on: bool,
+    keyframe_due: bool,
+    last_keyframe: Option<Instant>,
+    stats: SendStats,
+}
+
+impl std::fmt::Debug for VideoSender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VideoSender")
+            .field("size", &self.source.size())
+            .field("on", &self.on)
+            .field("keyed", &self.keyed)
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl VideoSender {
+    /// Our video from `source`, encoded in realtime for its size; on.
+    pub fn new(source: Box<dyn VideoSource>) -> Result<Self, VideoSendError> {
+        let (width, height) = source.size();
+        let mut config = EncoderConfig::realtime(width, height);
+        config.fps = source.fps().round().clamp(1.0, 60.0) as u32;
+        Ok(Self {
+            source,
+            encoder: Encoder::new(config)?,
+            sealer: Sealer::for_stream(0, Stream::Video),
+            keyed: false,
+            on: true,
+            keyframe_due: true,
+            last_keyframe: None,
+            stats: SendStats::default(),
+        })
+    }
+
+    /// Time between two pictures.
+    pub fn frame_interval(&self) -> Duration {
+        Duration::from_secs_f64(1.0 / self.source.fps().clamp(1.0, 60.0))
+    }
+
+    /// What was sent so far.
+    pub fn stats(&self) -> SendStats {
+        self.stats
+    }
+
+    /// Whether the camera is on.
+    pub fn is_on(&self) -> bool {
+        self.on
+    }
+
+    /// Turns the camera off (nothing is captured or sent) or back on (a keyframe first).
+    pub fn set_on(&mut self, on: bool) {
+        if on && !self.on {
+            self.keyframe_due = true;
+        }
+        self.on = on;
+    }
+
+    /// Takes an epoch's sending key (leaf `own_leaf`); the next frame is a keyframe, so a
+    /// member who just joined sees a picture at once.
+    pub fn install(
+        &mut self,
+        epoch: u64,
+        own_leaf: u32,
+        base_key: &[u8; 32],
+    ) -> Result<(), MediaError> {
+        self.sealer.install(epoch, own_leaf, base_key)?;
+        self.keyed = true;
+        self.keyframe_due = true;
+        Ok(())
+    }
+
+    /// Forgets the key: nothing is sent until the next [`VideoSender::install`].
+    pub fn reset(&mut self) {
+        self.sealer.reset();
+        self.keyed = false;
+    }
+
+    /// A receiver asked for a keyframe at `now`.
+    pub fn request_keyframe(&mut self, now: Instant) {
+        let recent = self
+            .last_keyframe
+            .is_some_and(|last| now.saturating_duration_since(last) < KEYFRAME_MIN_INTERVAL);
+        if recent {
+            debug!("keyframe request within the minimum interval; the last keyframe answers it");
+        } else {
+            self.keyframe_due = true;
+        }
+    }
+
+    /// Captures, encodes and seals the next picture (at `now`, `unix_ms` by the wall
+    /// clock). `None` when the camera is off, no key is installed yet, or the encoder
+    /// dropped the picture to hold its bitrate.
+    pub fn capture(
+        &mut self,
+        now: Instant,
+        unix_ms: u64,
+    ) -> Result<Option<SealedVideoFrame>, VideoSendError> {
+        if !self.on {
+            return Ok(None);
+        }
+        let picture = self.source.next_frame(unix_ms)?;
+        if !self.keyed {
+            return Ok(None);
+        }
+        let keyframe = std::mem::take(&mut self.keyframe_due);
+        let mut sealed_frame = None;
+        for encoded in self.encoder.encode(&picture, keyframe)? {
+            let sealed = self.sealer.seal(&encoded.data)?;
+            self.stats.frames += 1;
+            self.stats.bytes += sealed.len() as u64;
+            if encoded.keyframe {
+                self.stats.keyframes += 1;
+                self.last_keyframe = Some(now);
+            }
+            sealed_frame = Some(SealedVideoFrame {
+                sealed,
+                keyframe: encoded.keyframe,
+            });
+        }
+        Ok(sealed_frame)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::group::media_keys::sender_base_key;
+    use crate::media::crypto::keyring::Opener;
+    use crate::media::video::source::StampedTestSource;
+    use crate::test_clock::t0;
+
+    fn sender() -> VideoSender {
+        VideoSender::new(Box::new(StampedTestSource::new(320, 180).unwrap())).unwrap()
+    }
+
+    #[test]
+    fn nothing_goes_out_before_a_key_or_while_the_camera_is_off() {
+        let now = t0();
+        let mut video = sender();
+        assert_eq!(video.frame_interval(), Duration::from_secs_f64(1.0 / 30.0));
+        assert!(video.capture(now, 0).unwrap().is_none(), "no key yet");
+        video.install(1, 0, &sender_base_key(&[7; 32], 0)).unwrap();
+        let first = video.capture(now, 33).unwrap().expect("a frame");
+        assert!(first.keyframe, "the first frame after a key is a keyframe");
+        let second = video.capture(now, 66).unwrap().expect("a frame");
+        assert!(!second.keyframe);
+        video.set_on(false);
+        assert!(video.capture(now, 99).unwrap().is_none(), "camera off");
+        video.set_on(true);
+        assert!(
+            video.capture(now, 132).unwrap().unwrap().keyframe,
+            "camera back on"
+        );
+        video.reset();
+        assert!(video.capture(now, 165).unwrap().is_none(), "key forgotten");
+    }
+
+    #[test]
+    fn a_burst_of_keyframe_requests_gives_one_keyframe() {
+        let now = t0();
+        let mut video = sender();
+        video.install(1, 0, &sender_base_key(&[7; 32], 0)).unwrap();
+        let first = video.capture(now, 0).unwrap().unwrap();
+        assert!(first.keyframe);
+        // Asked again right after the keyframe: it already answers the request.
+        video.request_keyframe(now + Duration::from_millis(40));
+        let later = now + Duration::from_millis(300);
+        assert!(!video.capture(later, 300).unwrap().unwrap().keyframe);
+        video.request_keyframe(later);
+        video.request_keyframe(later);
+        assert!(video.capture(later, 333).unwrap().unwrap().keyframe);
+        assert!(!video.capture(later, 366).unwrap().unwrap().keyframe);
+        assert_eq!(video.stats().keyframes, 2);
+    }
+
+    #[test]
+    fn frames_are_sealed_under_the_video_key_of_our_leaf() {
+        let now = t0();
+        let secret = [9; 32];
+        let mut video = sender();
+        video.install(4, 2, &sender_base_key(&secret, 2)).unwrap();
+        let frame = video.capture(now, 0).unwrap().unwrap();
+        let mut opener = Opener::default();
+        opener.install(now, 4, secret);
+        let opened = opener.open_from(now, &frame.sealed, 2).unwrap();
+        assert_eq!(opened.stream, Stream::Video);
+        assert_eq!((opened.sender, opened.epoch), (2, 4));
+        // The VP8 keyframe start code is in the plaintext, never in the sealed frame.
+        assert_eq!(&opened.payload[3..6], &[0x9d, 0x01, 0x2a]);
+        assert!(!frame.sealed.windows(3).any(|w| w == [0x9d, 0x01, 0x2a]));
+    }
+}

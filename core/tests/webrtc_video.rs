@@ -1,0 +1,114 @@
+//! Video over a real WebRTC connection on loopback (webrtc-rs: ICE, DTLS-SRTP, its VP8
+//! payloader and interceptors): SFrame-sealed VP8 frames of testsrc cross packetized, are
+//! put back together, open and decode to the picture sent; no RTP payload carries VP8 in
+//! the clear; and a keyframe request (RTCP PLI) from the receiver reaches the sender.
+
+use std::time::{Duration, Instant};
+
+use conclave_core::group::media_keys::sender_base_key;
+use conclave_core::media::ConnectionState;
+use conclave_core::media::crypto::keyring::Opener;
+use conclave_core::media::transport::peer::{MediaPeer, PeerConfig, PeerEvent};
+use conclave_core::media::video::receiver::VideoReceiver;
+use conclave_core::media::video::sender::VideoSender;
+use conclave_core::media::video::source::StampedTestSource;
+use conclave_core::media::video::testsrc::read_stamp;
+use tokio::sync::mpsc::Receiver;
+
+async fn wait_connected(events: &mut Receiver<PeerEvent>) {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(event) = events.recv().await {
+            if event == PeerEvent::State(ConnectionState::Connected) {
+                return;
+            }
+        }
+        panic!("event stream ended before connecting");
+    })
+    .await
+    .expect("connected within 10 s");
+}
+
+#[allow(clippy::disallowed_methods)]
+fn now() -> Instant {
+    Instant::now()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sealed_vp8_crosses_a_real_webrtc_connection_and_keyframes_can_be_asked_for() {
+    let start = now();
+    let config = PeerConfig {
+        udp_addrs: vec!["127.0.0.1:0".to_owned()],
+        ..PeerConfig::default()
+    };
+    let (offerer, mut offerer_events) = MediaPeer::new(start, &config).await.unwrap();
+    let (answerer, mut answerer_events) = MediaPeer::new(start, &config).await.unwrap();
+    let offer = offerer.create_offer().await.unwrap();
+    let answer = answerer.accept_offer(offer).await.unwrap();
+    offerer.accept_answer(answer, Duration::ZERO).await.unwrap();
+    wait_connected(&mut offerer_events).await;
+    wait_connected(&mut answerer_events).await;
+
+    let secret = [5u8; 32];
+    let mut video = VideoSender::new(Box::new(StampedTestSource::new(640, 360).unwrap())).unwrap();
+    video.install(3, 1, &sender_base_key(&secret, 1)).unwrap();
+    let mut opener = Opener::default();
+    opener.install(start, 3, secret);
+    let mut receiver = VideoReceiver::new(start).unwrap();
+
+    let interval = video.frame_interval();
+    let mut ticker = tokio::time::interval(interval);
+    let mut shown = Vec::new();
+    let mut keyframes_sent = 0;
+    let mut requests_heard = 0;
+    let mut packets = 0;
+    for n in 0..60u64 {
+        ticker.tick().await;
+        let frame = video.capture(now(), n * 33).unwrap().expect("a frame");
+        keyframes_sent += u32::from(frame.keyframe);
+        offerer
+            .send_video(now(), frame.sealed, interval)
+            .await
+            .unwrap();
+        // What arrived so far.
+        while let Ok(event) = answerer_events.try_recv() {
+            if let PeerEvent::VideoPacket {
+                seq,
+                timestamp,
+                marker,
+                payload,
+            } = event
+            {
+                packets += 1;
+                assert!(
+                    !payload.windows(3).any(|w| w == [0x9d, 0x01, 0x2a]),
+                    "VP8 keyframe start code in the clear"
+                );
+                let got =
+                    receiver.push(now(), 0, &mut opener, 1, (seq, timestamp, marker, &payload));
+                if let Some((picture, _)) = got.picture {
+                    shown.push(read_stamp(&picture).expect("stamped").frame);
+                }
+            }
+        }
+        while let Ok(event) = offerer_events.try_recv() {
+            if event == PeerEvent::KeyframeRequested {
+                requests_heard += 1;
+                video.request_keyframe(now());
+            }
+        }
+        if n == 30 {
+            answerer.request_keyframe().await.unwrap();
+        }
+    }
+    assert!(packets > 60, "only {packets} packets: frames span several");
+    assert!(
+        shown.len() >= 50,
+        "only {} of 60 pictures shown: {shown:?}",
+        shown.len()
+    );
+    assert!(shown.windows(2).all(|w| w[0] < w[1]), "in order: {shown:?}");
+    assert!(requests_heard >= 1, "the PLI reached the sender");
+    assert!(keyframes_sent >= 2, "and it answered with a keyframe");
+    offerer.close().await.unwrap();
+    answerer.close().await.unwrap();
+}
