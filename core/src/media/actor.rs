@@ -248,7 +248,10 @@ impl Actor {
                 },
                 Some(message) = internal.recv() => self.on_internal(message).await,
                 Some(report) = reports.recv() => self.on_report(report),
-                _ = timer.tick() => self.engine.handle_timeout(now()),
+                _ = timer.tick() => {
+                    self.engine.handle_timeout(now());
+                    self.tell_video_rtts().await;
+                }
                 Some(_) = self.tasks.join_next(), if !self.tasks.is_empty() => {}
             }
             self.perform().await;
@@ -479,6 +482,22 @@ impl Actor {
     async fn tell_clock(&mut self, command: ClockCommand) {
         if self.clock.send(command).await.is_err() {
             debug!("the audio clock has stopped");
+        }
+    }
+
+    /// Tells the video loop the round-trip time to each connected member (how long its
+    /// frames may wait for a retransmission).
+    async fn tell_video_rtts(&mut self) {
+        let rtts: Vec<(PeerId, f64)> = self
+            .links
+            .keys()
+            .filter_map(|peer| Some((*peer, self.engine.rtt_ms(peer)?)))
+            .collect();
+        for (peer, rtt_ms) in rtts {
+            if rtt_ms.is_finite() && rtt_ms > 0.0 {
+                let rtt = std::time::Duration::from_secs_f64(rtt_ms / 1000.0);
+                self.tell_video(VideoCommand::PathRtt { peer, rtt }).await;
+            }
         }
     }
 

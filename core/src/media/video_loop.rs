@@ -29,7 +29,7 @@ use tracing::{debug, info, warn};
 
 use super::clock::ClockReport;
 use super::crypto::keyring::Opener;
-use super::video::receiver::VideoReceiver;
+use super::video::receiver::{Received, VideoReceiver};
 use super::video::sender::VideoSender;
 use super::video::sink::VideoFileSink;
 use super::{EpochSecret, MediaEvent, STATS_INTERVAL, VideoStats};
@@ -101,6 +101,23 @@ pub(crate) enum VideoCommand {
     },
     /// Turn our camera on or off.
     Camera(bool),
+    /// The latest round-trip time to this member: how long its video may wait for a
+    /// retransmission.
+    PathRtt { peer: PeerId, rtt: Duration },
+}
+
+/// The NACK interval of the transport's interceptor (webrtc-rs: 100 ms).
+const NACK_INTERVAL: Duration = Duration::from_millis(100);
+/// Least and most time a received frame waits for a retransmission before it: the upper
+/// bound keeps a repaired loss under the 500 ms that counts as a freeze.
+const REPAIR_WAIT_RANGE: (Duration, Duration) =
+    (Duration::from_millis(150), Duration::from_millis(450));
+
+/// How long a frame from a member `rtt` away waits for a missing packet: a round trip and
+/// the NACK interval, and a little for jitter.
+fn repair_wait(rtt: Duration) -> Duration {
+    (rtt + NACK_INTERVAL + Duration::from_millis(50))
+        .clamp(REPAIR_WAIT_RANGE.0, REPAIR_WAIT_RANGE.1)
 }
 
 /// One sender's video as we receive it, and where it goes.
@@ -122,6 +139,8 @@ pub(crate) struct VideoLoop {
     /// `--video-out`: where received video is written.
     out_dir: Option<PathBuf>,
     heard: HashMap<PeerId, Instant>,
+    /// The latest round-trip time to each member.
+    rtts: HashMap<PeerId, Duration>,
     frames_not_sent: u64,
     reports_dropped: u64,
 }
@@ -162,6 +181,7 @@ impl VideoLoop {
             routes: HashMap::new(),
             out_dir,
             heard: HashMap::new(),
+            rtts: HashMap::new(),
             frames_not_sent: 0,
             reports_dropped: 0,
         }
@@ -218,6 +238,7 @@ impl VideoLoop {
                 Err(std_mpsc::RecvTimeoutError::Timeout) => {}
                 Err(std_mpsc::RecvTimeoutError::Disconnected) => break,
             }
+            self.poll_receivers(&queues.reports);
         }
         self.finish();
     }
@@ -266,6 +287,12 @@ impl VideoLoop {
                     self.routes.remove(&peer);
                 }
             },
+            VideoCommand::PathRtt { peer, rtt } => {
+                self.rtts.insert(peer, rtt);
+                for incoming in self.receivers.values_mut().filter(|i| i.peer == peer) {
+                    incoming.receiver.set_repair_wait(repair_wait(rtt));
+                }
+            }
             VideoCommand::Camera(on) => {
                 if let Some(sender) = self.sender.as_mut() {
                     info!(on, "camera");
@@ -354,12 +381,17 @@ impl VideoLoop {
         let incoming = match self.receivers.entry(leaf) {
             std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
             std::collections::hash_map::Entry::Vacant(entry) => match VideoReceiver::new(at) {
-                Ok(receiver) => entry.insert(Incoming {
-                    peer,
-                    receiver,
-                    sink: None,
-                    started: false,
-                }),
+                Ok(mut receiver) => {
+                    if let Some(rtt) = self.rtts.get(&peer) {
+                        receiver.set_repair_wait(repair_wait(*rtt));
+                    }
+                    entry.insert(Incoming {
+                        peer,
+                        receiver,
+                        sink: None,
+                        started: false,
+                    })
+                }
                 Err(err) => {
                     warn!(error = %err, "no video decoder");
                     return;
@@ -370,11 +402,46 @@ impl VideoLoop {
         let received = incoming
             .receiver
             .push(at, shown_ms, &mut self.opener, leaf, packet);
+        self.take(leaf, at, shown_ms, received, reports);
+    }
+
+    /// Lets out the frames whose wait for a repair ran out.
+    fn poll_receivers(&mut self, reports: &mpsc::Sender<ClockReport>) {
+        let now = Instant::now();
+        let shown_ms = unix_ms();
+        let leaves: Vec<u32> = self.receivers.keys().copied().collect();
+        for leaf in leaves {
+            let Some(incoming) = self.receivers.get_mut(&leaf) else {
+                continue;
+            };
+            let received = incoming
+                .receiver
+                .poll(now, shown_ms, &mut self.opener, leaf);
+            if received.pictures.is_empty() && !received.want_keyframe && !received.opened {
+                continue;
+            }
+            self.take(leaf, now, shown_ms, received, reports);
+        }
+    }
+
+    /// Shows (and writes) what the receiver of `leaf` decoded, and reports what it needs.
+    fn take(
+        &mut self,
+        leaf: u32,
+        at: Instant,
+        shown_ms: u64,
+        received: Received,
+        reports: &mpsc::Sender<ClockReport>,
+    ) {
+        let Some(incoming) = self.receivers.get_mut(&leaf) else {
+            return;
+        };
+        let peer = incoming.peer;
         let mut out = Vec::new();
         if received.want_keyframe {
             out.push(ClockReport::KeyframeWanted { peer });
         }
-        if let Some((picture, shown)) = received.picture {
+        for (picture, shown) in received.pictures {
             if !incoming.started {
                 incoming.started = true;
                 out.push(ClockReport::Event(MediaEvent::VideoStarted {

@@ -21,8 +21,9 @@ pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(300);
 /// What one packet led to.
 #[derive(Debug, Default)]
 pub struct Received {
-    /// A picture to show, and what the monitor read of it.
-    pub picture: Option<(I420Frame, Shown)>,
+    /// Pictures to show, oldest first, and what the monitor read of each (usually none or
+    /// one; several after a repair).
+    pub pictures: Vec<(I420Frame, Shown)>,
     /// Ask the sender for a keyframe now.
     pub want_keyframe: bool,
     /// The frame opened: the sender is heard.
@@ -117,29 +118,59 @@ impl VideoReceiver {
         packet: (u16, u32, bool, &[u8]),
     ) -> Received {
         let (seq, timestamp, marker, payload) = packet;
+        let frames = self.assembler.push(now, seq, timestamp, marker, payload);
+        self.take(now, unix_ms, opener, sender, frames)
+    }
+
+    /// Frames whose wait for a repair ran out by `now` (the video loop calls this between
+    /// packets, so a stream that stops after a loss still shows what came).
+    pub fn poll(
+        &mut self,
+        now: Instant,
+        unix_ms: u64,
+        opener: &mut Opener,
+        sender: u32,
+    ) -> Received {
+        let frames = self.assembler.poll(now);
+        self.take(now, unix_ms, opener, sender, frames)
+    }
+
+    /// How long a complete frame may wait for a missing packet (a retransmission) before it.
+    pub fn set_repair_wait(&mut self, wait: Duration) {
+        self.assembler.set_repair_wait(wait);
+    }
+
+    /// Opens and decodes `frames`, in order.
+    fn take(
+        &mut self,
+        now: Instant,
+        unix_ms: u64,
+        opener: &mut Opener,
+        sender: u32,
+        frames: Vec<AssembledFrame>,
+    ) -> Received {
         let mut received = Received::default();
-        let Some(AssembledFrame {
+        for AssembledFrame {
             data, after_loss, ..
-        }) = self.assembler.push(seq, timestamp, marker, payload)
-        else {
-            return received;
-        };
-        if after_loss {
-            self.waiting_for_keyframe = true;
-        }
-        match opener.open_from(now, &data, sender) {
-            Ok(opened) if opened.stream == Stream::Video => {
-                received.opened = true;
-                self.counts.bytes += data.len() as u64;
-                self.monitor.received(data.len());
-                self.decode(now, unix_ms, &opened.payload, &mut received);
-            }
-            _ => {
-                self.counts.undecryptable += 1;
+        } in frames
+        {
+            if after_loss {
                 self.waiting_for_keyframe = true;
             }
+            match opener.open_from(now, &data, sender) {
+                Ok(opened) if opened.stream == Stream::Video => {
+                    received.opened = true;
+                    self.counts.bytes += data.len() as u64;
+                    self.monitor.received(data.len());
+                    self.decode(now, unix_ms, &opened.payload, &mut received);
+                }
+                _ => {
+                    self.counts.undecryptable += 1;
+                    self.waiting_for_keyframe = true;
+                }
+            }
         }
-        if self.waiting_for_keyframe {
+        if self.waiting_for_keyframe && received.opened {
             let due = self.last_request.is_none_or(|last| {
                 now.saturating_duration_since(last) >= KEYFRAME_REQUEST_INTERVAL
             });
@@ -163,7 +194,7 @@ impl VideoReceiver {
                 self.waiting_for_keyframe = false;
                 self.counts.decoded += 1;
                 let shown = self.monitor.shown(now, unix_ms, &picture);
-                received.picture = Some((picture, shown));
+                received.pictures.push((picture, shown));
             }
             Ok(None) => {}
             Err(err) => {
@@ -211,9 +242,11 @@ mod tests {
             .collect()
     }
 
+    /// Packets on their way: one frame every 33 ms.
     struct Wire {
         seq: u16,
         timestamp: u32,
+        frames: u64,
     }
 
     impl Wire {
@@ -234,18 +267,14 @@ mod tests {
                 if !keep(i) {
                     continue;
                 }
-                let r = receiver.push(
-                    t0(),
-                    0,
-                    opener,
-                    1,
-                    (seq, self.timestamp, i == last, payload),
-                );
-                out.picture = out.picture.or(r.picture);
+                let at = t0() + Duration::from_millis(33 * self.frames);
+                let r = receiver.push(at, 0, opener, 1, (seq, self.timestamp, i == last, payload));
+                out.pictures.extend(r.pictures);
                 out.want_keyframe |= r.want_keyframe;
                 out.opened |= r.opened;
             }
             self.timestamp = self.timestamp.wrapping_add(3000);
+            self.frames += 1;
             out
         }
     }
@@ -257,11 +286,12 @@ mod tests {
         let mut wire = Wire {
             seq: 65_530,
             timestamp: 0,
+            frames: 0,
         };
         for n in 0..10u32 {
             let frame = sender.capture(t0(), u64::from(n) * 33).unwrap().unwrap();
             let got = wire.send(&mut receiver, &mut opener, &frame.sealed, |_| true);
-            let (picture, shown) = got.picture.expect("decoded");
+            let (picture, shown) = got.pictures.into_iter().next().expect("decoded");
             assert_eq!(read_stamp(&picture).unwrap().frame, n);
             assert_eq!(shown.stamp.unwrap().frame, n);
             assert!(shown.psnr_db.unwrap() > 30.0, "{shown:?}");
@@ -274,28 +304,32 @@ mod tests {
     fn after_a_loss_nothing_is_shown_until_a_keyframe_which_is_asked_for() {
         let (mut sender, mut opener) = pair();
         let mut receiver = VideoReceiver::new(t0()).unwrap();
+        // No retransmission comes here: the loss is given up at once.
+        receiver.set_repair_wait(Duration::ZERO);
         let mut wire = Wire {
             seq: 0,
             timestamp: 0,
+            frames: 0,
         };
         let first = sender.capture(t0(), 0).unwrap().unwrap();
         assert!(
             wire.send(&mut receiver, &mut opener, &first.sealed, |_| true)
-                .picture
-                .is_some()
+                .pictures
+                .len()
+                == 1
         );
         // The second frame loses its first packet (at this size, often its only one): the
         // third frame comes after a gap.
         let second = sender.capture(t0(), 33).unwrap().unwrap();
         assert!(
             wire.send(&mut receiver, &mut opener, &second.sealed, |i| i != 0)
-                .picture
-                .is_none()
+                .pictures
+                .is_empty()
         );
         let third = sender.capture(t0(), 66).unwrap().unwrap();
         let got = wire.send(&mut receiver, &mut opener, &third.sealed, |_| true);
         assert!(
-            got.picture.is_none(),
+            got.pictures.is_empty(),
             "a delta frame after a loss is not shown"
         );
         assert!(got.want_keyframe);
@@ -304,13 +338,45 @@ mod tests {
         assert!(key.keyframe);
         let got = wire.send(&mut receiver, &mut opener, &key.sealed, |_| true);
         assert_eq!(
-            read_stamp(&got.picture.expect("the keyframe shows").0)
-                .unwrap()
-                .frame,
+            read_stamp(
+                &got.pictures
+                    .into_iter()
+                    .next()
+                    .expect("the keyframe shows")
+                    .0
+            )
+            .unwrap()
+            .frame,
             3
         );
         let counts = receiver.counts();
         assert_eq!((counts.concealed, counts.keyframe_requests), (1, 1));
+    }
+
+    #[test]
+    fn frames_of_an_epoch_we_hold_no_key_for_never_open() {
+        // A member removed in epoch 6 keeps the keys of epoch 5 only.
+        let (mut sender, mut opener) = pair();
+        let mut receiver = VideoReceiver::new(t0()).unwrap();
+        let mut wire = Wire {
+            seq: 0,
+            timestamp: 0,
+            frames: 0,
+        };
+        let before = sender.capture(t0(), 0).unwrap().unwrap();
+        assert!(
+            wire.send(&mut receiver, &mut opener, &before.sealed, |_| true)
+                .pictures
+                .len()
+                == 1
+        );
+        sender.install(6, 1, &sender_base_key(&[4; 32], 1)).unwrap();
+        for n in 1..5 {
+            let after = sender.capture(t0(), n * 33).unwrap().unwrap();
+            let got = wire.send(&mut receiver, &mut opener, &after.sealed, |_| true);
+            assert!(got.pictures.is_empty() && !got.opened);
+        }
+        assert_eq!(receiver.counts().undecryptable, 4);
     }
 
     #[test]
@@ -320,26 +386,28 @@ mod tests {
         let mut wire = Wire {
             seq: 0,
             timestamp: 0,
+            frames: 0,
         };
         let frame = sender.capture(t0(), 0).unwrap().unwrap();
         assert!(
             wire.send(&mut receiver, &mut opener, &frame.sealed, |_| true)
-                .picture
-                .is_some()
+                .pictures
+                .len()
+                == 1
         );
         // The same frame again (a replay), then a forged one.
         assert!(
             wire.send(&mut receiver, &mut opener, &frame.sealed, |_| true)
-                .picture
-                .is_none()
+                .pictures
+                .is_empty()
         );
         let mut forged = sender.capture(t0(), 33).unwrap().unwrap().sealed;
         let last = forged.len() - 1;
         forged[last] ^= 1;
         assert!(
             wire.send(&mut receiver, &mut opener, &forged, |_| true)
-                .picture
-                .is_none()
+                .pictures
+                .is_empty()
         );
         // Another sender's frame on this sender's connection.
         let mut stranger =
@@ -350,8 +418,8 @@ mod tests {
         let foreign = stranger.capture(t0(), 0).unwrap().unwrap();
         assert!(
             wire.send(&mut receiver, &mut opener, &foreign.sealed, |_| true)
-                .picture
-                .is_none()
+                .pictures
+                .is_empty()
         );
         // Audio sealed under our key is not video.
         let mut audio = crate::media::crypto::sframe::Sealer::new(1);
@@ -359,13 +427,13 @@ mod tests {
         let audio_frame = audio.seal(&[0xfc; 40]).unwrap();
         assert!(
             wire.send(&mut receiver, &mut opener, &audio_frame, |_| true)
-                .picture
-                .is_none()
+                .pictures
+                .is_empty()
         );
         assert_eq!(receiver.counts().undecryptable, 4);
         // Truncated packets are refused by the assembler.
         let r = receiver.push(t0(), 0, &mut opener, 1, (999, 1, true, &[0x90]));
-        assert!(r.picture.is_none());
+        assert!(r.pictures.is_empty());
         assert_eq!(receiver.counts().malformed_packets, 1);
     }
 }

@@ -1,24 +1,35 @@
-//! VP8 over RTP (RFC 7741), sans-IO: the payload descriptor, and reassembly of a frame's
-//! packets into the sealed frame they carry.
+//! VP8 over RTP (RFC 7741), sans-IO: the payload descriptor, and reassembly of a stream's
+//! packets into the sealed frames they carry, in order, waiting a while for repairs.
 //!
 //! The sender seals each encoded frame whole (SFrame) and the WebRTC stack's VP8 payloader
 //! splits it into packets, each with a payload descriptor in front; the descriptor stays
 //! outside the seal, so packetization, loss detection and (later) a forwarding unit work
 //! without keys. The last packet of a frame carries the RTP marker bit.
 //!
-//! [`Assembler`] collects one stream's packets: a frame is complete when its packets run
-//! without a gap from the one marked "start of frame" (`S`, partition 0) to the one with the
-//! marker bit, in any arrival order. A frame still incomplete when a newer frame's packet
-//! arrives is given up and counted; the next frame out is then flagged `after_loss`, so the
-//! receiver knows a delta frame may not decode and asks for a keyframe. So is a frame whose
-//! first packet does not follow the last packet delivered (a whole frame went missing).
+//! [`Assembler`] collects one stream's packets, several frames at a time (by RTP
+//! timestamp). A frame is complete when its packets run without a gap from the one marked
+//! "start of frame" (`S`, partition 0) to the one with the marker bit, in any arrival
+//! order. Frames come out in order: a complete frame waits while anything before it is
+//! missing — a lost packet the transport's NACK may still bring back — for at most the
+//! *repair wait* ([`Assembler::set_repair_wait`]: about a round trip plus the NACK
+//! interval). When the wait runs out, what is missing is given up and counted, and the
+//! next frame out is flagged `after_loss`, so the receiver knows a delta frame may not
+//! decode and asks for a keyframe.
 
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 /// Most packets one frame may span (a 1 MiB keyframe at 1,100 bytes per packet is ~950).
 pub const MAX_PACKETS_PER_FRAME: usize = 1024;
 /// Largest frame reassembled, in bytes.
 pub const MAX_FRAME_BYTES: usize = crate::media::crypto::sframe::MAX_VIDEO_PAYLOAD + 1024;
+/// Most frames held while waiting for a repair (two seconds at 30 fps); beyond it the
+/// oldest is given up.
+pub const MAX_PENDING_FRAMES: usize = 60;
+/// Most bytes held while waiting for a repair.
+pub const MAX_PENDING_BYTES: usize = 4 * MAX_FRAME_BYTES;
+/// How long a complete frame waits for a missing one before it, until told otherwise.
+pub const DEFAULT_REPAIR_WAIT: Duration = Duration::from_millis(300);
 
 /// Why a packet was not taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -113,7 +124,7 @@ pub struct AssembledFrame {
 pub struct AssemblyStats {
     /// Frames put together.
     pub frames: u64,
-    /// Frames given up (a packet never came).
+    /// Frames given up (a packet never came, even after the repair wait).
     pub incomplete: u64,
     /// Packets refused (bad descriptor).
     pub malformed: u64,
@@ -121,9 +132,11 @@ pub struct AssemblyStats {
     pub late: u64,
     /// Frames dropped for exceeding [`MAX_PACKETS_PER_FRAME`] or [`MAX_FRAME_BYTES`].
     pub oversized: u64,
+    /// Frames that came out only after waiting for a repair (a retransmitted packet).
+    pub repaired: u64,
 }
 
-/// One data fragment of the frame being assembled.
+/// One data fragment of a frame being assembled.
 #[derive(Debug)]
 struct Fragment {
     starts_frame: bool,
@@ -131,20 +144,60 @@ struct Fragment {
     data: Vec<u8>,
 }
 
-/// Reassembles one VP8 stream's frames.
-#[derive(Debug, Default)]
-pub struct Assembler {
-    /// The frame being assembled: its timestamp and fragments by extended sequence number.
-    timestamp: Option<u32>,
+/// A frame being assembled: its fragments by extended sequence number.
+#[derive(Debug)]
+struct Pending {
+    timestamp: u32,
     fragments: BTreeMap<u64, Fragment>,
     bytes: usize,
-    /// Extended sequence number of the last packet seen (for unwrapping).
-    highest: Option<u64>,
-    /// Everything up to here was either delivered or given up.
-    done_through: Option<u64>,
-    /// A frame was given up since the last one delivered.
+}
+
+impl Pending {
+    /// The first and last sequence numbers, if the fragments run without a gap from a
+    /// start to a marker.
+    fn complete(&self) -> Option<(u64, u64)> {
+        let (&first, head) = self.fragments.first_key_value()?;
+        let (&last, tail) = self.fragments.last_key_value()?;
+        (head.starts_frame && tail.marker && last - first + 1 == self.fragments.len() as u64)
+            .then_some((first, last))
+    }
+}
+
+/// Reassembles one VP8 stream's frames.
+#[derive(Debug)]
+pub struct Assembler {
+    /// Frames being assembled, by extended RTP timestamp.
+    pending: BTreeMap<u64, Pending>,
+    pending_bytes: usize,
+    /// Extended sequence number and timestamp of the newest packet seen (for unwrapping).
+    highest_seq: Option<u64>,
+    highest_timestamp: Option<u64>,
+    /// Everything up to here (sequence number, timestamp) was delivered or given up.
+    done_seq: Option<u64>,
+    done_timestamp: Option<u64>,
+    /// Since when a complete frame waits behind a missing one.
+    blocked_since: Option<Instant>,
+    /// Something was given up since the last frame delivered.
     lost: bool,
+    repair_wait: Duration,
     stats: AssemblyStats,
+}
+
+impl Default for Assembler {
+    fn default() -> Self {
+        Self {
+            pending: BTreeMap::new(),
+            pending_bytes: 0,
+            highest_seq: None,
+            highest_timestamp: None,
+            done_seq: None,
+            done_timestamp: None,
+            blocked_since: None,
+            lost: false,
+            repair_wait: DEFAULT_REPAIR_WAIT,
+            stats: AssemblyStats::default(),
+        }
+    }
 }
 
 impl Assembler {
@@ -153,42 +206,48 @@ impl Assembler {
         self.stats
     }
 
-    /// Takes one packet (its RTP sequence number, timestamp, marker bit and payload); returns
-    /// the frame it completes, if any.
+    /// How long a complete frame may wait for a missing one before it (about a round trip
+    /// to the sender plus the NACK interval: the time a retransmission takes).
+    pub fn set_repair_wait(&mut self, wait: Duration) {
+        self.repair_wait = wait;
+    }
+
+    /// Takes one packet (its RTP sequence number, timestamp, marker bit and payload) at
+    /// `now`; returns the frames that are now due, in order (usually none or one; a burst
+    /// after a repair).
     pub fn push(
         &mut self,
+        now: Instant,
         seq: u16,
         timestamp: u32,
         marker: bool,
         payload: &[u8],
-    ) -> Option<AssembledFrame> {
+    ) -> Vec<AssembledFrame> {
         let Ok(descriptor) = parse_descriptor(payload) else {
             self.stats.malformed += 1;
-            return None;
+            return Vec::new();
         };
-        let seq = self.extend(seq);
-        if self.done_through.is_some_and(|done| seq <= done) {
+        let seq = unwrap(&mut self.highest_seq, u64::from(seq), 16);
+        let extended = unwrap(&mut self.highest_timestamp, u64::from(timestamp), 32);
+        let too_old = self.done_seq.is_some_and(|done| seq <= done)
+            || self.done_timestamp.is_some_and(|done| extended <= done);
+        if too_old {
             self.stats.late += 1;
-            return None;
+            return Vec::new();
         }
-        if self.timestamp != Some(timestamp) {
-            if self
-                .timestamp
-                .is_some_and(|current| is_older(timestamp, current))
-            {
-                self.stats.late += 1;
-                return None;
-            }
-            self.give_up();
-            self.timestamp = Some(timestamp);
-        }
-        if self.fragments.contains_key(&seq) {
+        let frame = self.pending.entry(extended).or_insert_with(|| Pending {
+            timestamp,
+            fragments: BTreeMap::new(),
+            bytes: 0,
+        });
+        if frame.fragments.contains_key(&seq) {
             self.stats.late += 1;
-            return None;
+            return Vec::new();
         }
         let data = &payload[descriptor.len..];
-        self.bytes += data.len();
-        self.fragments.insert(
+        frame.bytes += data.len();
+        self.pending_bytes += data.len();
+        frame.fragments.insert(
             seq,
             Fragment {
                 starts_frame: descriptor.starts_frame(),
@@ -196,80 +255,121 @@ impl Assembler {
                 data: data.to_vec(),
             },
         );
-        if self.fragments.len() > MAX_PACKETS_PER_FRAME || self.bytes > MAX_FRAME_BYTES {
+        if frame.fragments.len() > MAX_PACKETS_PER_FRAME || frame.bytes > MAX_FRAME_BYTES {
             self.stats.oversized += 1;
-            self.drop_frame();
-            self.lost = true;
-            return None;
+            self.give_up_through(extended);
         }
-        self.complete()
+        while self.pending.len() > MAX_PENDING_FRAMES || self.pending_bytes > MAX_PENDING_BYTES {
+            let Some(&oldest) = self.pending.keys().next() else {
+                break;
+            };
+            self.give_up_through(oldest);
+        }
+        self.poll(now)
     }
 
-    /// The frame, if its fragments run from a start to a marker without a gap.
-    fn complete(&mut self) -> Option<AssembledFrame> {
-        let (&first, head) = self.fragments.first_key_value()?;
-        let (&last, tail) = self.fragments.last_key_value()?;
-        if !head.starts_frame || !tail.marker || last - first + 1 != self.fragments.len() as u64 {
-            return None;
-        }
-        let timestamp = self.timestamp?;
-        // A gap before this frame's first packet: a whole frame (or a tail) was lost.
-        if self.done_through.is_some_and(|done| first != done + 1) {
+    /// The frames due at `now`: complete ones with nothing missing before them, and those
+    /// whose wait for a repair ran out (what is missing before them is given up).
+    pub fn poll(&mut self, now: Instant) -> Vec<AssembledFrame> {
+        let mut out = Vec::new();
+        loop {
+            let Some((&key, frame)) = self.pending.first_key_value() else {
+                self.blocked_since = None;
+                break;
+            };
+            if let Some((first, _)) = frame.complete()
+                && self.done_seq.is_none_or(|done| first == done + 1)
+                && let Some(frame) = self.pending.remove(&key)
+            {
+                out.push(self.deliver(key, frame));
+                continue;
+            }
+            // Something before the oldest complete frame is missing.
+            let Some(next_complete) = self
+                .pending
+                .iter()
+                .find_map(|(&key, frame)| frame.complete().map(|(first, _)| (key, first)))
+            else {
+                break;
+            };
+            let since = *self.blocked_since.get_or_insert(now);
+            if now.saturating_duration_since(since) < self.repair_wait {
+                break;
+            }
+            // The wait ran out: give up what is missing before that frame.
+            let (complete_key, first) = next_complete;
+            let earlier: Vec<u64> = self
+                .pending
+                .range(..complete_key)
+                .map(|(&k, _)| k)
+                .collect();
+            for key in earlier {
+                self.give_up_through(key);
+            }
             self.lost = true;
+            self.done_seq = Some(first - 1);
+            self.blocked_since = None;
         }
-        let mut data = Vec::with_capacity(self.bytes);
-        for fragment in self.fragments.values() {
+        out
+    }
+
+    /// Delivers `frame`, complete, taken from `key`.
+    fn deliver(&mut self, key: u64, frame: Pending) -> AssembledFrame {
+        self.pending_bytes -= frame.bytes;
+        let last = frame.fragments.keys().next_back().copied();
+        let mut data = Vec::with_capacity(frame.bytes);
+        for fragment in frame.fragments.values() {
             data.extend_from_slice(&fragment.data);
         }
-        self.drop_frame();
-        self.done_through = Some(last);
+        if self.blocked_since.take().is_some() {
+            self.stats.repaired += 1;
+        }
+        self.done_seq = last.or(self.done_seq);
+        self.done_timestamp = Some(key);
         self.stats.frames += 1;
-        Some(AssembledFrame {
-            timestamp,
+        AssembledFrame {
+            timestamp: frame.timestamp,
             data,
             after_loss: std::mem::take(&mut self.lost),
-        })
-    }
-
-    /// Gives up the frame being assembled, if any.
-    fn give_up(&mut self) {
-        if let Some((&last, _)) = self.fragments.last_key_value() {
-            self.stats.incomplete += 1;
-            self.lost = true;
-            self.done_through = Some(self.done_through.map_or(last, |done| done.max(last)));
         }
-        self.drop_frame();
     }
 
-    fn drop_frame(&mut self) {
-        self.fragments.clear();
-        self.bytes = 0;
-        self.timestamp = None;
-    }
-
-    /// The 64-bit sequence number closest to the highest seen.
-    fn extend(&mut self, seq: u16) -> u64 {
-        let extended = match self.highest {
-            None => u64::from(seq) + (1 << 16),
-            Some(highest) => {
-                let base = highest & !0xffff;
-                [base.wrapping_sub(1 << 16), base, base + (1 << 16)]
-                    .into_iter()
-                    .map(|cycle| cycle + u64::from(seq))
-                    .min_by_key(|candidate| candidate.abs_diff(highest))
-                    .unwrap_or(highest)
+    /// Gives up the frame at `key` and everything pending before it.
+    fn give_up_through(&mut self, key: u64) {
+        let given_up: Vec<u64> = self.pending.range(..=key).map(|(&k, _)| k).collect();
+        for key in given_up {
+            if let Some(frame) = self.pending.remove(&key) {
+                self.pending_bytes -= frame.bytes;
+                self.stats.incomplete += 1;
+                if let Some(&last) = frame.fragments.keys().next_back() {
+                    self.done_seq = Some(self.done_seq.map_or(last, |done| done.max(last)));
+                }
             }
-        };
-        if self.highest.is_none_or(|highest| extended > highest) {
-            self.highest = Some(extended);
+            self.done_timestamp = Some(self.done_timestamp.map_or(key, |done| done.max(key)));
         }
-        extended
+        self.lost = true;
     }
 }
 
-/// Whether RTP timestamp `a` comes before `b` (modulo 2^32).
-fn is_older(a: u32, b: u32) -> bool {
-    a != b && b.wrapping_sub(a) < 1 << 31
+/// The extended (64-bit) value of a `bits`-bit counter closest to the highest seen, which
+/// it updates.
+fn unwrap(highest: &mut Option<u64>, value: u64, bits: u32) -> u64 {
+    let cycle = 1u64 << bits;
+    let extended = match *highest {
+        None => value + cycle,
+        Some(top) => {
+            let base = top & !(cycle - 1);
+            [base.wrapping_sub(cycle), base, base + cycle]
+                .into_iter()
+                .map(|start| start.wrapping_add(value))
+                .min_by_key(|candidate| candidate.abs_diff(top))
+                .unwrap_or(top)
+        }
+    };
+    if highest.is_none_or(|top| extended > top) {
+        *highest = Some(extended);
+    }
+    extended
 }
 
 #[cfg(test)]
@@ -279,6 +379,7 @@ mod tests {
     use rtc::rtp::packetizer::Payloader;
 
     use super::*;
+    use crate::test_clock::t0;
 
     /// Splits `frame` into the payloads the WebRTC stack's VP8 payloader makes (MTU 1,200).
     fn packets(frame: &[u8], picture_id: bool) -> Vec<Vec<u8>> {
@@ -298,13 +399,15 @@ mod tests {
             .collect()
     }
 
-    /// Feeds `frames` in order from sequence number `seq`, 3000 ticks apart; returns what
-    /// came out.
+    /// Feeds `frames` in order from sequence number `seq`, 3000 ticks apart, one frame
+    /// every 33 ms from `*at`; `order` says which packets of each frame arrive, in what
+    /// order. Returns what came out.
     fn feed(
         assembler: &mut Assembler,
         seq: &mut u16,
         frames: &[Vec<u8>],
         ts: &mut u32,
+        at: &mut Instant,
         mut order: impl FnMut(usize) -> Vec<usize>,
     ) -> Vec<AssembledFrame> {
         let mut out = Vec::new();
@@ -314,10 +417,11 @@ mod tests {
             for i in order(count) {
                 let marker = i == count - 1;
                 let packet_seq = seq.wrapping_add(i as u16);
-                out.extend(assembler.push(packet_seq, *ts, marker, &parts[i]));
+                out.extend(assembler.push(*at, packet_seq, *ts, marker, &parts[i]));
             }
             *seq = seq.wrapping_add(count as u16);
             *ts = ts.wrapping_add(3000);
+            *at += Duration::from_millis(33);
         }
         out
     }
@@ -330,8 +434,8 @@ mod tests {
             .enumerate()
             .map(|(i, &len)| frame(len, i as u8))
             .collect();
-        let (mut seq, mut ts) = (65_500u16, u32::MAX - 7000);
-        let out = feed(&mut assembler, &mut seq, &frames, &mut ts, |n| {
+        let (mut seq, mut ts, mut at) = (65_500u16, u32::MAX - 7000, t0());
+        let out = feed(&mut assembler, &mut seq, &frames, &mut ts, &mut at, |n| {
             (0..n).collect()
         });
         let data: Vec<Vec<u8>> = out.iter().map(|f| f.data.clone()).collect();
@@ -344,8 +448,8 @@ mod tests {
     fn packets_of_a_frame_may_arrive_in_any_order_and_twice() {
         let mut assembler = Assembler::default();
         let frames = vec![frame(6000, 1), frame(3000, 2)];
-        let (mut seq, mut ts) = (10u16, 0u32);
-        let out = feed(&mut assembler, &mut seq, &frames, &mut ts, |n| {
+        let (mut seq, mut ts, mut at) = (10u16, 0u32, t0());
+        let out = feed(&mut assembler, &mut seq, &frames, &mut ts, &mut at, |n| {
             let mut order: Vec<usize> = (0..n).rev().collect();
             order.push(0);
             order
@@ -356,14 +460,12 @@ mod tests {
         assert_eq!(assembler.stats().late, 2, "the duplicates");
     }
 
-    #[test]
-    fn a_lost_packet_drops_its_frame_and_flags_the_next() {
-        let mut assembler = Assembler::default();
-        let frames = vec![frame(4000, 1), frame(4000, 2), frame(500, 3)];
-        let (mut seq, mut ts) = (0u16, 0u32);
+    /// Four frames; the first loses its second packet.
+    fn with_a_lost_packet(assembler: &mut Assembler) -> (Vec<Vec<u8>>, Vec<AssembledFrame>) {
+        let frames = vec![frame(4000, 1), frame(4000, 2), frame(500, 3), frame(500, 4)];
+        let (mut seq, mut ts, mut at) = (0u16, 0u32, t0());
         let mut first = true;
-        let out = feed(&mut assembler, &mut seq, &frames, &mut ts, |n| {
-            // The first frame loses its second packet.
+        let out = feed(assembler, &mut seq, &frames, &mut ts, &mut at, |n| {
             let order = if first {
                 vec![0, 2, 3]
             } else {
@@ -372,18 +474,100 @@ mod tests {
             first = false;
             order
         });
-        assert_eq!(out.len(), 2);
+        (frames, out)
+    }
+
+    #[test]
+    fn a_retransmitted_packet_within_the_repair_wait_lets_everything_out_in_order() {
+        let mut assembler = Assembler::default();
+        let (frames, out) = with_a_lost_packet(&mut assembler);
+        assert!(out.is_empty(), "later frames wait for the missing packet");
+        // The retransmission comes 80 ms after the last frame.
+        let repaired = assembler.push(
+            t0() + Duration::from_millis(180),
+            1,
+            0,
+            false,
+            &packets(&frames[0], true)[1],
+        );
+        let data: Vec<&Vec<u8>> = repaired.iter().map(|f| &f.data).collect();
+        assert_eq!(data, frames.iter().collect::<Vec<_>>());
+        assert!(repaired.iter().all(|f| !f.after_loss));
+        let stats = assembler.stats();
+        assert_eq!((stats.frames, stats.incomplete, stats.repaired), (4, 0, 1));
+    }
+
+    #[test]
+    fn a_packet_lost_for_good_gives_its_frame_up_after_the_repair_wait() {
+        let mut assembler = Assembler::default();
+        assembler.set_repair_wait(Duration::from_millis(200));
+        let (frames, out) = with_a_lost_packet(&mut assembler);
+        assert!(out.is_empty());
+        // The second frame was complete at 33 ms: it waits until 233 ms.
+        assert!(assembler.poll(t0() + Duration::from_millis(230)).is_empty());
+        let out = assembler.poll(t0() + Duration::from_millis(240));
+        assert_eq!(out.len(), 3);
         assert_eq!(out[0].data, frames[1]);
         assert!(out[0].after_loss, "the frame after a loss is flagged");
-        assert!(!out[1].after_loss);
+        assert!(!out[1].after_loss && !out[2].after_loss);
         assert_eq!(assembler.stats().incomplete, 1);
         // The lost packet arriving now is too late.
+        let at = t0() + Duration::from_millis(300);
         assert!(
             assembler
-                .push(1, 0, false, &packets(&frames[0], true)[1])
-                .is_none()
+                .push(at, 1, 0, false, &packets(&frames[0], true)[1])
+                .is_empty()
         );
         assert_eq!(assembler.stats().late, 1);
+    }
+
+    #[test]
+    fn a_whole_frame_lost_is_noticed_by_the_gap_it_leaves() {
+        let mut assembler = Assembler::default();
+        let frames = vec![frame(500, 1), frame(500, 2), frame(500, 3)];
+        let (mut seq, mut ts, mut at) = (0u16, 0u32, t0());
+        let mut n = 0;
+        let out = feed(
+            &mut assembler,
+            &mut seq,
+            &frames,
+            &mut ts,
+            &mut at,
+            |count| {
+                n += 1;
+                if n == 2 {
+                    Vec::new()
+                } else {
+                    (0..count).collect()
+                }
+            },
+        );
+        assert_eq!(
+            out.len(),
+            1,
+            "the third frame waits: what came between is missing"
+        );
+        let out = assembler.poll(t0() + Duration::from_secs(1));
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].data, frames[2]);
+        assert!(out[0].after_loss);
+    }
+
+    #[test]
+    fn what_waits_is_bounded() {
+        let mut assembler = Assembler::default();
+        assembler.set_repair_wait(Duration::from_secs(3600));
+        let frames: Vec<Vec<u8>> = (0..100).map(|i| frame(3000, i as u8)).collect();
+        let (mut seq, mut ts, mut at) = (0u16, 0u32, t0());
+        let mut first = true;
+        // The first frame never completes; the others wait behind it, at most 60 frames.
+        let out = feed(&mut assembler, &mut seq, &frames, &mut ts, &mut at, |n| {
+            let order = if first { vec![0, 2] } else { (0..n).collect() };
+            first = false;
+            order
+        });
+        assert!(out.len() >= 99 - MAX_PENDING_FRAMES, "{}", out.len());
+        assert!(out[0].after_loss);
     }
 
     #[test]
@@ -395,13 +579,14 @@ mod tests {
             &[0x90, 0x80][..],
             &[0x90, 0x80, 0x81][..],
         ] {
-            assert!(assembler.push(1, 0, true, bad).is_none());
+            assert!(assembler.push(t0(), 1, 0, true, bad).is_empty());
         }
         assert_eq!(assembler.stats().malformed, 4);
         let whole = packets(&frame(10, 0), false);
+        let out = assembler.push(t0(), 2, 0, true, &whole[0]);
         assert_eq!(
-            assembler.push(2, 0, true, &whole[0]).map(|f| f.data),
-            Some(frame(10, 0))
+            out.into_iter().map(|f| f.data).collect::<Vec<_>>(),
+            vec![frame(10, 0)]
         );
     }
 
@@ -409,8 +594,8 @@ mod tests {
     fn a_frame_without_its_start_never_comes_out() {
         let mut assembler = Assembler::default();
         let parts = packets(&frame(3000, 0), false);
-        assert!(assembler.push(2, 0, false, &parts[1]).is_none());
-        assert!(assembler.push(3, 0, true, &parts[2]).is_none());
+        assert!(assembler.push(t0(), 2, 0, false, &parts[1]).is_empty());
+        assert!(assembler.push(t0(), 3, 0, true, &parts[2]).is_empty());
         assert_eq!(assembler.stats().frames, 0);
     }
 

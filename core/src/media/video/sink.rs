@@ -1,9 +1,10 @@
 //! `--video-out DIR`: what we received of each sender's video, on disk.
 //!
 //! For each sender, a directory named by its peer id holds:
-//! - `frames.tsv`: one line per decoded picture: local Unix ms, the testsrc frame number
-//!   (`-` for other sources), width, height, luma PSNR against the testsrc reference (`-`
-//!   when not testsrc). Scripts and tests read it.
+//! - `frames.tsv`: one line per decoded picture: local Unix ms when shown, the testsrc
+//!   frame number and capture time (Unix ms, low 32 bits) (`-` for other sources), width,
+//!   height, luma PSNR against the testsrc reference (`-` when not testsrc). Scripts and
+//!   tests read it.
 //! - `snapshot-NNNN.png`: one picture per [`SNAPSHOT_EVERY`], for people.
 //!
 //! Raw video (Y4M) would be 10 MB/s per sender at 360p; snapshots and a log are what a
@@ -38,7 +39,7 @@ impl VideoFileSink {
         let dir = root.join(name);
         std::fs::create_dir_all(&dir)?;
         let mut log = BufWriter::new(File::create(dir.join("frames.tsv"))?);
-        writeln!(log, "unix_ms\tframe\twidth\theight\tpsnr_db")?;
+        writeln!(log, "unix_ms\tframe\tcaptured_ms\twidth\theight\tpsnr_db")?;
         Ok(Self {
             dir,
             log: Some(log),
@@ -60,8 +61,9 @@ impl VideoFileSink {
         }
         let Shown { stamp, psnr_db } = shown;
         let line = format!(
-            "{unix_ms}\t{}\t{}\t{}\t{}\n",
+            "{unix_ms}\t{}\t{}\t{}\t{}\t{}\n",
             stamp.map_or("-".to_owned(), |s| s.frame.to_string()),
+            stamp.map_or("-".to_owned(), |s| s.captured_ms.to_string()),
             picture.width(),
             picture.height(),
             psnr_db.map_or("-".to_owned(), |p| format!("{p:.2}")),
@@ -160,7 +162,7 @@ mod tests {
         let log = std::fs::read_to_string(dir.path().join("peer/frames.tsv")).unwrap();
         let lines: Vec<&str> = log.lines().collect();
         assert_eq!(lines.len(), 41, "a header and one line per picture");
-        assert_eq!(lines[1], "1000\t0\t320\t180\tinf");
+        assert_eq!(lines[1], "1000\t0\t0\t320\t180\tinf");
         let pngs = std::fs::read_dir(dir.path().join("peer"))
             .unwrap()
             .filter(|e| {
