@@ -85,8 +85,9 @@ fuzz: deps
 	  $(FUZZ) cmin $(FUZZ_DIR) turn_input corpus/turn_input
 
 # Long runs over emulated real networks (docs/performance.md): the meeting tests under
-# `intercontinental` with a two-minute hold, the five-person soak, and the join / first-audio
-# medians under every profile. Not part of `make test` (about 15 minutes).
+# `intercontinental` with a two-minute hold, the five-person soak, the join / first-audio
+# medians under every profile, and video between three homes under `intercontinental`
+# (250 ms RTT, 1 % loss per uplink). Not part of `make test` (about 15 minutes).
 SOAK := $(CARGO) test --workspace --test system -- --test-threads=1 --nocapture
 soak: build
 	CONCLAVE_WAN_PROFILE=intercontinental CONCLAVE_HOLD_SECS=120 $(SOAK) real_networks::
@@ -94,6 +95,7 @@ soak: build
 	for p in metro continental intercontinental satellite; do \
 	  CONCLAVE_WAN_PROFILE=$$p $(SOAK) --ignored real_networks::join_and_first_audio_medians || exit 1; \
 	done
+	CONCLAVE_WAN_PROFILE=intercontinental $(SOAK) video::three_members_far_apart
 
 bench: deps
 	$(CARGO) bench -p conclave-core

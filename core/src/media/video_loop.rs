@@ -215,9 +215,11 @@ impl VideoLoop {
             if now >= next_capture {
                 let interval = self.capture(now);
                 next_capture += interval;
-                if next_capture < now {
-                    // Behind by more than a frame (a slow encoder): skip, do not burst.
-                    next_capture = now + interval;
+                if next_capture + interval < now {
+                    // Behind by more than a whole frame (a slow encoder): start again from
+                    // now rather than burst. Less than that (a snapshot written, several
+                    // frames decoded at once) is caught up with the next capture.
+                    next_capture = now;
                 }
             }
             if now >= next_report {
@@ -513,6 +515,61 @@ impl VideoLoop {
             frames_not_sent = self.frames_not_sent,
             reports_dropped = self.reports_dropped,
             "video loop stopped"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::video::source::StampedTestSource;
+    use crate::test_clock::t0;
+
+    /// Five connected members: each frame is encoded and sealed once, and the same sealed
+    /// frame goes to all five.
+    #[test]
+    fn each_frame_is_encoded_once_whatever_the_number_of_receivers() {
+        let sender = VideoSender::new(Box::new(StampedTestSource::new(320, 180).unwrap())).unwrap();
+        let mut video = VideoLoop::new(Some(sender), None);
+        let members: Vec<(u32, PeerId)> = (1..=5).map(|leaf| (leaf, PeerId::random())).collect();
+        video.on_command(
+            t0(),
+            VideoCommand::Keys {
+                epoch: 1,
+                secret: EpochSecret([8; 32]),
+                own_leaf: 0,
+                members: members.clone(),
+            },
+        );
+        let mut queues = Vec::new();
+        for (_, peer) in &members {
+            let (tx, rx) = mpsc::channel(VIDEO_OUTBOUND_CAPACITY);
+            video.on_command(
+                t0(),
+                VideoCommand::Route {
+                    peer: *peer,
+                    frames: Some(tx),
+                },
+            );
+            queues.push(rx);
+        }
+        for n in 0..3u64 {
+            video.capture(t0() + Duration::from_millis(33 * n));
+        }
+        let sent = video.sender.as_ref().unwrap().stats();
+        assert_eq!(sent.frames, 3, "three pictures, three encodings");
+        let mut received: Vec<Vec<Vec<u8>>> = Vec::new();
+        for rx in &mut queues {
+            let mut frames = Vec::new();
+            while let Ok(frame) = rx.try_recv() {
+                frames.push(frame.sealed);
+            }
+            received.push(frames);
+        }
+        assert!(received.iter().all(|frames| frames.len() == 3));
+        assert!(
+            received.windows(2).all(|w| w[0] == w[1]),
+            "the same sealed frames to all"
         );
     }
 }

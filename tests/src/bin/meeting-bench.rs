@@ -12,6 +12,9 @@
 //! - `audio`: with audio on (a tone from every member, WebRTC mesh on loopback), time from
 //!   starting `conclave join` to its first decrypted audio frame (`audio_started`) with 1, 4
 //!   and 8 members present; and CPU per participant in a 4- and a 6-person mesh.
+//! - `video`: a 4-person mesh with audio and 360p testsrc video from everyone (and
+//!   `--video-out`): CPU and RSS per participant, bytes per second per stream, frame rate,
+//!   and glass-to-glass latency (testsrc capture → decoded picture at the receiver).
 //!
 //! Figures go to `docs/performance.md`.
 
@@ -38,6 +41,9 @@ fn main() -> anyhow::Result<()> {
     }
     if what == "latency" || what == "all" {
         pipeline_latency()?;
+    }
+    if what == "video" || what == "all" {
+        video_cost(4)?;
     }
     if what == "audio" || what == "all" {
         for present in [1usize, 4, 8] {
@@ -289,6 +295,153 @@ fn audio_cpu(size: usize) -> anyhow::Result<()> {
         per.iter().cloned().fold(0.0, f64::max),
         rss / 1024
     );
+    Ok(())
+}
+
+/// A `size`-person mesh, each member sending a tone and 360p testsrc video: CPU and RSS
+/// per participant, and what the receivers measured over a 10 s window.
+fn video_cost(size: usize) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (_relay, relay_addr) = start_relay(dir.path())?;
+    let member = |label: &str, command: &[&str]| {
+        let out = dir
+            .path()
+            .join(format!("{label}-video"))
+            .display()
+            .to_string();
+        let mut args = vec![
+            "--media-bind",
+            "127.0.0.1:0",
+            "--audio-in",
+            "tone:440",
+            "--video-in",
+            "testsrc",
+            "--video-out",
+            out.as_str(),
+        ];
+        args.extend_from_slice(command);
+        Proc::conclave(label, &dir.path().join(label), &args)
+    };
+    let mut host = member("v0", &["new", "--relay", &relay_addr])?;
+    let invite = host.wait_event("invite", Duration::from_secs(20))?["invite"]
+        .as_str()
+        .context("invite")?
+        .to_owned();
+    let mut members = vec![host];
+    for i in 1..size {
+        members.push(member(&format!("v{i}"), &["join", &invite])?);
+    }
+    for m in &mut members {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while m
+            .seen
+            .iter()
+            .filter(|v| v["event"] == "video_started")
+            .count()
+            < size - 1
+        {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "{}: video did not start",
+                m.label
+            );
+            m.drain_for(Duration::from_millis(100));
+        }
+    }
+    // Let the first partial periods pass.
+    for m in &mut members {
+        m.drain_for(Duration::from_millis(1200 / size as u64));
+        m.seen.clear();
+    }
+    let window = Duration::from_secs(10);
+    let before: Vec<u64> = members
+        .iter()
+        .map(|m| cpu_ticks(m.pid()))
+        .collect::<anyhow::Result<_>>()?;
+    let end = Instant::now() + window;
+    while Instant::now() < end {
+        for m in &mut members {
+            m.drain_for(Duration::from_millis(100));
+        }
+    }
+    let after: Vec<u64> = members
+        .iter()
+        .map(|m| cpu_ticks(m.pid()))
+        .collect::<anyhow::Result<_>>()?;
+    let cpu: Vec<f64> = before
+        .iter()
+        .zip(&after)
+        .map(|(b, a)| (a - b) as f64 / 100.0 / window.as_secs_f64() * 100.0)
+        .collect();
+    let rss: Vec<u64> = members
+        .iter()
+        .map(|m| rss_kib(m.pid()).unwrap_or(0) / 1024)
+        .collect();
+    let periods: Vec<&serde_json::Value> = members
+        .iter()
+        .flat_map(|m| m.seen.iter().filter(|v| v["event"] == "video"))
+        .filter(|v| v["frames"].as_u64().unwrap_or(0) > 0)
+        .collect();
+    let mut p50: Vec<u64> = periods
+        .iter()
+        .filter_map(|v| v["latency_ms"]["p50"].as_u64())
+        .collect();
+    let mut p95: Vec<u64> = periods
+        .iter()
+        .filter_map(|v| v["latency_ms"]["p95"].as_u64())
+        .collect();
+    p50.sort_unstable();
+    p95.sort_unstable();
+    let mean = |values: Vec<f64>| values.iter().sum::<f64>() / values.len().max(1) as f64;
+    let fps = mean(periods.iter().filter_map(|v| v["fps"].as_f64()).collect());
+    let kbps = mean(periods.iter().filter_map(|v| v["kbps"].as_f64()).collect());
+    let psnr = mean(
+        periods
+            .iter()
+            .filter_map(|v| v["psnr_db"]["mean"].as_f64())
+            .collect(),
+    );
+    let skipped: u64 = periods.iter().filter_map(|v| v["lost"].as_u64()).sum();
+    let freezes: u64 = periods.iter().filter_map(|v| v["freezes"].as_u64()).sum();
+    println!(
+        "{size}-person mesh, audio + 360p testsrc video from everyone, {}s window: CPU per participant mean {:.1} % (min {:.1}, max {:.1}) of one core, RSS {:?} MiB; per stream {fps:.1} fps, {kbps:.0} kbit/s ({:.0} KB/s), PSNR {psnr:.1} dB; glass-to-glass latency (capture → decoded) p50 {} ms (median of {} periods), p95 {} ms (median), worst period p95 {} ms",
+        window.as_secs(),
+        mean(cpu.clone()),
+        cpu.iter().cloned().fold(f64::MAX, f64::min),
+        cpu.iter().cloned().fold(0.0, f64::max),
+        rss,
+        kbps / 8.0,
+        p50.get(p50.len() / 2).copied().unwrap_or(0),
+        p50.len(),
+        p95.get(p95.len() / 2).copied().unwrap_or(0),
+        p95.last().copied().unwrap_or(0),
+    );
+    // Totals since the start, from each receiver's last report of each sender.
+    let mut totals = [0u64; 5];
+    for m in &members {
+        let mut last: std::collections::HashMap<&str, &serde_json::Value> = Default::default();
+        for v in m.seen.iter().filter(|v| v["event"] == "video") {
+            last.insert(v["peer_id"].as_str().unwrap_or_default(), v);
+        }
+        for v in last.values() {
+            for (total, key) in totals.iter_mut().zip([
+                "decoded",
+                "incomplete",
+                "concealed",
+                "keyframe_requests",
+                "undecryptable",
+            ]) {
+                *total += v[key].as_u64().unwrap_or(0);
+            }
+        }
+    }
+    println!(
+        "  all streams since the start: {} pictures decoded, {} frames given up, {} concealed, {} keyframe requests, {} undecryptable; in the window: {skipped} testsrc frames never shown, {freezes} freezes",
+        totals[0], totals[1], totals[2], totals[3], totals[4]
+    );
+    for m in &mut members {
+        let _ = m.send_line("/leave");
+    }
     Ok(())
 }
 

@@ -1,12 +1,13 @@
 //! `conclave demo` (the README's main job) runs to completion and tells the whole story,
-//! and the recordings prove that everybody heard everybody else.
+//! the recordings prove that everybody heard everybody else, and every remaining pair saw
+//! each other's video.
 
 use std::process::Command;
 
 use conclave_tests::bin;
 
 #[test]
-fn the_demo_runs_a_whole_encrypted_audio_meeting() {
+fn the_demo_runs_a_whole_encrypted_audio_and_video_meeting() {
     let output = Command::new(bin("conclave"))
         .args(["--json", "demo", "--seconds", "1"])
         .output()
@@ -72,6 +73,27 @@ fn the_demo_runs_a_whole_encrypted_audio_meeting() {
             );
         }
         assert!(std::path::Path::new(recording["wav"].as_str().unwrap()).exists());
+    }
+    // Video: each of the three remaining saw the two others (and the kicked one before the
+    // kick), sharp, with pictures on disk.
+    let video: Vec<&serde_json::Value> = events.iter().filter(|e| e["event"] == "video").collect();
+    for receiver in ["Ada", "Grace", "Barbara"] {
+        for sender in ["Ada", "Grace", "Barbara"]
+            .into_iter()
+            .filter(|s| *s != receiver)
+        {
+            let seen = video
+                .iter()
+                .find(|v| v["receiver"] == receiver && v["sender"] == sender)
+                .unwrap_or_else(|| panic!("{receiver} did not see {sender}: {video:?}"));
+            assert!(seen["fps"].as_f64().unwrap() > 10.0, "{seen}");
+            assert!(seen["psnr_mean_db"].as_f64().unwrap() >= 32.0, "{seen}");
+            // A frame sealed under the next epoch's key may arrive just before the receiver
+            // has that epoch (one per key change: the late join, the kick).
+            assert!(seen["undecryptable"].as_u64().unwrap() <= 2, "{seen}");
+            let dir = std::path::Path::new(seen["dir"].as_str().unwrap());
+            assert!(dir.join("frames.tsv").exists() && dir.join("snapshot-0001.png").exists());
+        }
     }
     let summary = events.iter().find(|e| e["event"] == "summary").unwrap();
     let _ = std::fs::remove_dir_all(summary["recordings"].as_str().unwrap());

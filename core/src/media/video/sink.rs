@@ -129,6 +129,8 @@ fn write_png(path: &Path, picture: &I420Frame) -> std::io::Result<()> {
     let mut encoder = png::Encoder::new(file, picture.width(), picture.height());
     encoder.set_color(png::ColorType::Rgb);
     encoder.set_depth(png::BitDepth::Eight);
+    // Written on the video thread once a second per sender: speed over size.
+    encoder.set_compression(png::Compression::Fast);
     let mut writer = encoder.write_header().map_err(std::io::Error::other)?;
     writer
         .write_image_data(&rgb)
