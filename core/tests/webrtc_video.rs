@@ -1,7 +1,9 @@
 //! Video over a real WebRTC connection on loopback (webrtc-rs: ICE, DTLS-SRTP, its VP8
 //! payloader and interceptors): SFrame-sealed VP8 frames of testsrc cross packetized, are
 //! put back together, open and decode to the picture sent; no RTP payload carries VP8 in
-//! the clear; and a keyframe request (RTCP PLI) from the receiver reaches the sender.
+//! the clear; every packet carries the frame information a forwarding unit needs
+//! (keyframe, number) outside the seal; and a keyframe request (RTCP PLI) from the receiver
+//! reaches the sender.
 
 use std::time::{Duration, Instant};
 
@@ -61,12 +63,18 @@ async fn sealed_vp8_crosses_a_real_webrtc_connection_and_keyframes_can_be_asked_
     let mut keyframes_sent = 0;
     let mut requests_heard = 0;
     let mut packets = 0;
+    let mut sent_keyframes = std::collections::BTreeSet::new();
+    let mut seen_keyframes = std::collections::BTreeSet::new();
     for n in 0..60u64 {
         ticker.tick().await;
         let frame = video.capture(now(), n * 33).unwrap().expect("a frame");
         keyframes_sent += u32::from(frame.keyframe);
+        assert_eq!(frame.info.number, n as u16);
+        if frame.keyframe {
+            sent_keyframes.insert(frame.info.number);
+        }
         offerer
-            .send_video(now(), frame.sealed, interval)
+            .send_video(now(), frame.sealed, interval, frame.info)
             .await
             .unwrap();
         // What arrived so far.
@@ -76,9 +84,14 @@ async fn sealed_vp8_crosses_a_real_webrtc_connection_and_keyframes_can_be_asked_
                 timestamp,
                 marker,
                 payload,
+                info,
             } = event
             {
                 packets += 1;
+                let info = info.expect("every video packet carries the frame information");
+                if info.keyframe {
+                    seen_keyframes.insert(info.number);
+                }
                 assert!(
                     !payload.windows(3).any(|w| w == [0x9d, 0x01, 0x2a]),
                     "VP8 keyframe start code in the clear"
@@ -109,6 +122,9 @@ async fn sealed_vp8_crosses_a_real_webrtc_connection_and_keyframes_can_be_asked_
     assert!(shown.windows(2).all(|w| w[0] < w[1]), "in order: {shown:?}");
     assert!(requests_heard >= 1, "the PLI reached the sender");
     assert!(keyframes_sent >= 2, "and it answered with a keyframe");
+    // The keyframes a forwarding unit sees without keys are the ones sent (those that
+    // arrived before the end).
+    assert!(seen_keyframes.len() >= 2 && seen_keyframes.is_subset(&sent_keyframes));
     offerer.close().await.unwrap();
     answerer.close().await.unwrap();
 }

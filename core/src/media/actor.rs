@@ -806,6 +806,7 @@ async fn forward(
                 timestamp,
                 marker,
                 payload,
+                ..
             } => {
                 let packet = VideoInbound::Packet {
                     peer,
@@ -844,7 +845,7 @@ async fn send_frames(link: Arc<MediaPeer>, mut frames: mpsc::Receiver<OutboundFr
 async fn send_video_frames(link: Arc<MediaPeer>, mut frames: mpsc::Receiver<OutboundVideo>) {
     while let Some(frame) = frames.recv().await {
         if let Err(err) = link
-            .send_video(frame.at, frame.sealed, frame.duration)
+            .send_video(frame.at, frame.sealed, frame.duration, frame.info)
             .await
         {
             debug!(error = %err, "video frame not sent");

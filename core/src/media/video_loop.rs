@@ -30,6 +30,7 @@ use tracing::{debug, info, warn};
 use super::clock::ClockReport;
 use super::crypto::keyring::Opener;
 use super::video::receiver::{Received, VideoReceiver};
+use super::video::rtp::FrameInfo;
 use super::video::sender::VideoSender;
 use super::video::sink::VideoFileSink;
 use super::{EpochSecret, MediaEvent, STATS_INTERVAL, VideoStats};
@@ -78,6 +79,8 @@ pub(crate) struct OutboundVideo {
     pub(crate) sealed: Vec<u8>,
     /// Until the next frame (the RTP timestamp advances by it).
     pub(crate) duration: Duration,
+    /// Sent outside the seal, in every packet of the frame.
+    pub(crate) info: FrameInfo,
 }
 
 /// What the actor tells the video loop.
@@ -332,6 +335,7 @@ impl VideoLoop {
                 at: now,
                 sealed: frame.sealed.clone(),
                 duration: interval,
+                info: frame.info,
             };
             match frames.try_send(outbound) {
                 Ok(()) => {}

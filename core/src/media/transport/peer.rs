@@ -21,6 +21,7 @@
 //! (a fresh TURN allocation among them), same DTLS session, same RTP streams.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use rtc::interceptor::{Attribute, Interceptor, Packet, Registry, Slot, StreamInfo, TaggedPacket};
@@ -33,10 +34,13 @@ use rtc::peer_connection::configuration::interceptor_registry::{
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp::extension::HeaderExtension;
 use rtc::rtp_transceiver::PayloadType;
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability,
+    RtpCodecKind,
 };
+use rtc::shared::marshal::{Marshal, MarshalSize};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 use webrtc::media_stream::Track;
@@ -54,6 +58,7 @@ use super::IceServer;
 use super::sdp::{HeldCandidate, hold_back_reflexive};
 use crate::media::audio::FRAME_MS;
 use crate::media::video::VIDEO_CLOCK_RATE;
+use crate::media::video::rtp::{FRAME_INFO_URI, FrameInfo};
 use crate::media::{ConnectionState, MediaPath};
 
 /// Capacity of a peer's event channel; events beyond it are dropped (and the frame counted
@@ -131,6 +136,8 @@ pub enum PeerEvent {
         marker: bool,
         /// The RTP payload.
         payload: Vec<u8>,
+        /// The frame information outside the seal, if the packet carries it.
+        info: Option<FrameInfo>,
     },
     /// The other side asked for a keyframe of our video (RTCP PLI or FIR).
     KeyframeRequested,
@@ -197,6 +204,8 @@ struct Handler {
     gathering: mpsc::Sender<Gathering>,
     /// The other side's video track, once it arrived: keyframe requests are sent on it.
     remote_video: Arc<std::sync::Mutex<Option<Arc<dyn TrackRemote>>>>,
+    /// The negotiated id of the frame-information header extension (0: not yet known).
+    frame_info_id: Arc<AtomicU8>,
 }
 
 #[async_trait::async_trait]
@@ -228,6 +237,7 @@ impl PeerConnectionEventHandler for Handler {
     async fn on_track(&self, track: Arc<dyn TrackRemote>) {
         let events = self.events.clone();
         let video = track.kind().await == RtpCodecKind::Video;
+        let frame_info_id = Arc::clone(&self.frame_info_id);
         if video && let Ok(mut remote_video) = self.remote_video.lock() {
             *remote_video = Some(Arc::clone(&track));
         }
@@ -244,11 +254,17 @@ impl PeerConnectionEventHandler for Handler {
                 }
                 if let TrackRemoteEvent::OnRtpPacket(packet) = event {
                     let event = if video {
+                        let id = frame_info_id.load(Ordering::Relaxed);
+                        let info = (id != 0)
+                            .then(|| packet.header.get_extension(id))
+                            .flatten()
+                            .and_then(|bytes| FrameInfo::decode(&bytes));
                         PeerEvent::VideoPacket {
                             seq: packet.header.sequence_number,
                             timestamp: packet.header.timestamp,
                             marker: packet.header.marker,
                             payload: packet.payload.to_vec(),
+                            info,
                         }
                     } else {
                         PeerEvent::Frame {
@@ -341,6 +357,26 @@ async fn watch_keyframe_requests(
         {
             break;
         }
+    }
+}
+
+/// [`FrameInfo`] as webrtc-rs writes header extensions.
+struct FrameInfoExtension(FrameInfo);
+
+impl MarshalSize for FrameInfoExtension {
+    fn marshal_size(&self) -> usize {
+        FrameInfo::LEN
+    }
+}
+
+impl Marshal for FrameInfoExtension {
+    fn marshal_to(&self, buf: &mut [u8]) -> rtc::shared::error::Result<usize> {
+        let bytes = self.0.encode();
+        let out = buf
+            .get_mut(..bytes.len())
+            .ok_or(rtc::shared::error::Error::ErrBufferShort)?;
+        out.copy_from_slice(&bytes);
+        Ok(bytes.len())
     }
 }
 
@@ -442,12 +478,14 @@ impl Outgoing {
         })
     }
 
-    /// Sends one sample (a sealed frame) lasting `duration`, captured at `at`.
+    /// Sends one sample (a sealed frame) lasting `duration`, captured at `at`, with
+    /// `extension` in every packet (if the other side negotiated it).
     async fn send(
         &self,
         at: Instant,
         sealed: Vec<u8>,
         duration: Duration,
+        extension: Option<HeaderExtension>,
     ) -> Result<(), TransportError> {
         let payload_type = *self
             .payload_type
@@ -467,8 +505,11 @@ impl Outgoing {
             .await
             .first()
             .ok_or_else(|| TransportError::Webrtc("no SSRC".into()))?;
-        self.track
-            .sample_writer(ssrc, payload_type)
+        let mut writer = self.track.sample_writer(ssrc, payload_type);
+        if let Some(extension) = extension {
+            writer = writer.with_extension(extension);
+        }
+        writer
             .write_sample(&Sample {
                 data: bytes::Bytes::from(sealed),
                 duration,
@@ -487,6 +528,8 @@ pub struct MediaPeer {
     video: Outgoing,
     /// The other side's video track, once it arrived.
     remote_video: Arc<std::sync::Mutex<Option<Arc<dyn TrackRemote>>>>,
+    /// The negotiated id of the frame-information header extension (0: not yet known).
+    frame_info_id: Arc<AtomicU8>,
     /// Report keyframe requests for our video (one per outgoing track); stopped when the
     /// connection closes.
     keyframe_watch: [tokio::task::JoinHandle<()>; 2],
@@ -523,6 +566,15 @@ impl MediaPeer {
         let (gathering_tx, gathering_rx) = mpsc::channel(GATHERING_CAPACITY);
         let mut media = MediaEngine::default();
         media.register_default_codecs().map_err(webrtc_err)?;
+        media
+            .register_header_extension(
+                RTCRtpHeaderExtensionCapability {
+                    uri: FRAME_INFO_URI.to_owned(),
+                },
+                RtpCodecKind::Video,
+                None,
+            )
+            .map_err(webrtc_err)?;
         let registry = interceptors(&mut media);
         let settings = SettingEngineBuilder::new()
             .with_ice_timeouts(
@@ -540,6 +592,7 @@ impl MediaPeer {
             .with_discard_local_candidates_during_ice_restart(true)
             .build();
         let remote_video = Arc::new(std::sync::Mutex::new(None));
+        let frame_info_id = Arc::new(AtomicU8::new(0));
         let connection = PeerConnectionBuilder::new()
             .with_configuration(config.rtc_configuration())
             .with_media_engine(media)
@@ -549,6 +602,7 @@ impl MediaPeer {
                 events: events_tx.clone(),
                 gathering: gathering_tx,
                 remote_video: Arc::clone(&remote_video),
+                frame_info_id: Arc::clone(&frame_info_id),
             }))
             .with_udp_addrs(config.udp_addrs.clone())
             .build()
@@ -597,6 +651,7 @@ impl MediaPeer {
                 audio,
                 video,
                 remote_video,
+                frame_info_id,
                 keyframe_watch,
                 gathering: tokio::sync::Mutex::new(gathering_rx),
                 held: Arc::new(tokio::sync::Mutex::new(Held::default())),
@@ -720,6 +775,7 @@ impl MediaPeer {
             .await
             .map_err(webrtc_err)?;
         let answer = self.wait_gathered().await?.sdp;
+        self.learn_frame_info_id().await;
         self.hold(held, HOLD_BACK_LIMIT).await;
         Ok(answer)
     }
@@ -741,6 +797,7 @@ impl MediaPeer {
             .set_remote_description(answer)
             .await
             .map_err(webrtc_err)?;
+        self.learn_frame_info_id().await;
         self.hold(held, hold_back).await;
         Ok(())
     }
@@ -790,19 +847,51 @@ impl MediaPeer {
     /// Sends one sealed 20 ms audio frame, stamped `now`.
     pub async fn send(&self, now: Instant, sealed: Vec<u8>) -> Result<(), TransportError> {
         self.audio
-            .send(now, sealed, Duration::from_millis(u64::from(FRAME_MS)))
+            .send(
+                now,
+                sealed,
+                Duration::from_millis(u64::from(FRAME_MS)),
+                None,
+            )
             .await
     }
 
     /// Sends one sealed video frame captured at `at`, lasting `duration` (until the next
-    /// one): the payloader splits it into RTP packets.
+    /// one): the payloader splits it into RTP packets, each carrying `info` in the
+    /// frame-information header extension.
     pub async fn send_video(
         &self,
         at: Instant,
         sealed: Vec<u8>,
         duration: Duration,
+        info: FrameInfo,
     ) -> Result<(), TransportError> {
-        self.video.send(at, sealed, duration).await
+        self.learn_frame_info_id().await;
+        let extension = HeaderExtension::Custom {
+            uri: FRAME_INFO_URI.into(),
+            extension: Box::new(FrameInfoExtension(info)),
+        };
+        self.video.send(at, sealed, duration, Some(extension)).await
+    }
+
+    /// Learns the negotiated id of the frame-information extension (the same both ways on
+    /// this media section), once negotiation has given one.
+    async fn learn_frame_info_id(&self) {
+        if self.frame_info_id.load(Ordering::Relaxed) != 0 {
+            return;
+        }
+        let Ok(parameters) = self.video.sender.get_parameters().await else {
+            return;
+        };
+        if let Some(id) = parameters
+            .rtp_parameters
+            .header_extensions
+            .iter()
+            .find(|extension| extension.uri == FRAME_INFO_URI)
+            .and_then(|extension| u8::try_from(extension.id).ok())
+        {
+            self.frame_info_id.store(id, Ordering::Relaxed);
+        }
     }
 
     /// Asks the other side for a keyframe of its video (RTCP PLI), once its video arrived.

@@ -31,6 +31,56 @@ pub const MAX_PENDING_BYTES: usize = 4 * MAX_FRAME_BYTES;
 /// How long a complete frame waits for a missing one before it, until told otherwise.
 pub const DEFAULT_REPAIR_WAIT: Duration = Duration::from_millis(300);
 
+/// URI of Conclave's frame-information RTP header extension (negotiated in SDP like any
+/// other).
+pub const FRAME_INFO_URI: &str = "urn:conclave:rtp-hdrext:video-frame-info:1";
+
+/// What a forwarding unit needs to know of a video frame without its keys, carried in
+/// every packet of the frame as an RTP header extension, outside the seal (in the spirit of
+/// the AV1 Dependency Descriptor): whether the frame is decodable alone, its layers, and
+/// its number, so that a unit can drop layers, notice a missing frame, and switch a
+/// receiver on a keyframe. Three bytes: `K S S S T T T 0` (keyframe bit, spatial id,
+/// temporal id), then the frame number (big endian, wrapping).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FrameInfo {
+    /// The frame needs no earlier one (a keyframe).
+    pub keyframe: bool,
+    /// Spatial layer (0: the only one today).
+    pub spatial: u8,
+    /// Temporal layer (0: the only one today).
+    pub temporal: u8,
+    /// The sender's frame counter.
+    pub number: u16,
+}
+
+impl FrameInfo {
+    /// Encoded size.
+    pub const LEN: usize = 3;
+
+    /// The three bytes on the wire.
+    pub fn encode(&self) -> [u8; Self::LEN] {
+        let [high, low] = self.number.to_be_bytes();
+        [
+            u8::from(self.keyframe) << 7 | (self.spatial & 0x7) << 4 | (self.temporal & 0x7) << 1,
+            high,
+            low,
+        ]
+    }
+
+    /// Reads the three bytes back; `None` if the length is wrong.
+    pub fn decode(bytes: &[u8]) -> Option<Self> {
+        let &[flags, high, low] = bytes else {
+            return None;
+        };
+        Some(Self {
+            keyframe: flags & 0x80 != 0,
+            spatial: flags >> 4 & 0x7,
+            temporal: flags >> 1 & 0x7,
+            number: u16::from_be_bytes([high, low]),
+        })
+    }
+}
+
 /// Why a packet was not taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -597,6 +647,20 @@ mod tests {
         assert!(assembler.push(t0(), 2, 0, false, &parts[1]).is_empty());
         assert!(assembler.push(t0(), 3, 0, true, &parts[2]).is_empty());
         assert_eq!(assembler.stats().frames, 0);
+    }
+
+    #[test]
+    fn frame_info_round_trips_and_refuses_a_wrong_length() {
+        let info = FrameInfo {
+            keyframe: true,
+            spatial: 2,
+            temporal: 5,
+            number: 0xbeef,
+        };
+        assert_eq!(info.encode(), [0xa0 | 0x0a, 0xbe, 0xef]);
+        assert_eq!(FrameInfo::decode(&info.encode()), Some(info));
+        assert_eq!(FrameInfo::decode(&[0x80, 0]), None);
+        assert_eq!(FrameInfo::decode(&[0x80, 0, 0, 0]), None);
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use tracing::debug;
 
+use super::rtp::FrameInfo;
 use super::source::VideoSource;
 use super::{Encoder, EncoderConfig, VideoSourceError, VpxError};
 use crate::media::crypto::MediaError;
@@ -40,6 +41,8 @@ pub struct SealedVideoFrame {
     pub sealed: Vec<u8>,
     /// Whether it is a keyframe.
     pub keyframe: bool,
+    /// What a forwarding unit may know of it (sent outside the seal).
+    pub info: FrameInfo,
 }
 
 /// What was sent so far.
@@ -62,6 +65,8 @@ pub struct VideoSender {
     on: bool,
     keyframe_due: bool,
     last_keyframe: Option<Instant>,
+    /// Number of the next frame out (wrapping).
+    number: u16,
     stats: SendStats,
 }
 
@@ -90,6 +95,7 @@ impl VideoSender {
             on: true,
             keyframe_due: true,
             last_keyframe: None,
+            number: 0,
             stats: SendStats::default(),
         })
     }
@@ -174,9 +180,16 @@ impl VideoSender {
                 self.stats.keyframes += 1;
                 self.last_keyframe = Some(now);
             }
+            let info = FrameInfo {
+                keyframe: encoded.keyframe,
+                number: self.number,
+                ..FrameInfo::default()
+            };
+            self.number = self.number.wrapping_add(1);
             sealed_frame = Some(SealedVideoFrame {
                 sealed,
                 keyframe: encoded.keyframe,
+                info,
             });
         }
         Ok(sealed_frame)
@@ -206,6 +219,8 @@ mod tests {
         assert!(first.keyframe, "the first frame after a key is a keyframe");
         let second = video.capture(now, 66).unwrap().expect("a frame");
         assert!(!second.keyframe);
+        assert_eq!((first.info.number, second.info.number), (0, 1));
+        assert!(first.info.keyframe && !second.info.keyframe);
         video.set_on(false);
         assert!(video.capture(now, 99).unwrap().is_none(), "camera off");
         video.set_on(true);
