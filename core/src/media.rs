@@ -11,6 +11,8 @@
 //!                           ▼                                 │
 //!  actor ──ClockCommand──▶ clock (20 ms; never awaits but for its tick) ──ClockReport──▶ actor
 //!                          source → Opus → SFrame → peers; jitter → Opus → mixer → sink
+//!  actor ──VideoCommand──▶ video loop (its own thread) ──ClockReport──▶ actor
+//!                          source → VP8 → SFrame → peers; packets → frame → open → VP8 → monitor, --video-out
 //! ```
 //!
 //! - `engine`: the sans-IO media engine: one struct per member (connection state, path,
@@ -21,14 +23,17 @@
 //!   report back.
 //! - `clock`: the 20 ms audio clock on its own task; it owns the media keys and touches
 //!   bounded queues only, with `try_send`/`try_recv`.
+//! - `video_loop`: the video pipeline on its own OS thread (codec work must not delay the
+//!   audio clock or the network tasks); it owns its own copy of the media keys.
 //! - [`audio`]: sources, sinks, Opus, jitter buffer, mixer, devices (sans-IO but devices).
 //! - [`crypto`]: SFrame (RFC 9605) sealing and opening with per-sender, per-epoch keys
 //!   exported from the meeting's MLS group (RFC 9605 §5.2), replay protection, and a grace
 //!   window for the previous epoch.
 //! - [`transport`]: the WebRTC peer connections (the only webrtc-rs code) and the
 //!   TURN-over-TCP bridge.
-//! - [`video`]: video sources (testsrc, Y4M) and the VP8 codec; the video path over the
-//!   mesh is not wired yet.
+//! - [`video`]: video sources (testsrc, Y4M, V4L2 camera), the VP8 codec, the sender and
+//!   the receiver (RTP reassembly that waits for repairs, keyframe after a loss), the
+//!   monitor and `--video-out`.
 //!
 //! Channels (each one's doc comment says the same):
 //!
@@ -42,6 +47,9 @@
 //! | `ClockReport` | clock → actor | lossy: dropped and counted when full |
 //! | `InboundFrame` | connections → clock | lossy: newest dropped when full, counted |
 //! | `OutboundFrame` (per connection) | clock → connection | lossy: newest dropped when full, counted |
+//! | `VideoCommand` (keys, routes, camera, RTT) | actor → video loop | lossless (actor waits) |
+//! | `VideoInbound` (packets, keyframe requests) | connections → video loop | lossy: newest dropped when full, counted |
+//! | `OutboundVideo` (per connection) | video loop → connection | lossy: newest dropped when full, counted |
 //!
 //! The meeting machine tells the media plane what it needs through [`MediaCommand`]s.
 

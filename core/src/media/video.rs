@@ -1,8 +1,10 @@
-//! Video sources and the pieces of the video pipeline that need no network: the `testsrc`
-//! pattern (which carries its frame number and capture time, so a receiver can measure
-//! latency, freezes and quality against the exact reference), Y4M files, the VP8 codec
-//! (`conclave-vpx`, the only crate with `unsafe`), VP8 RTP reassembly ([`rtp`]), and what
-//! a receiver measures of each sender's video ([`monitor`]).
+//! The video pipeline but for its transport and its thread (`media::video_loop`): sources
+//! ([`source`]: the `testsrc` pattern, which carries its frame number and capture time so
+//! a receiver can measure latency, freezes and quality against the exact reference; Y4M
+//! files; V4L2 cameras), the VP8 codec (`conclave-vpx`, the only crate with `unsafe`), the
+//! sender ([`sender`]: one encoder, SFrame), VP8 RTP reassembly that waits for repairs
+//! ([`rtp`]), the receiver ([`receiver`]: open, decode, keyframe after a loss), what a
+//! receiver measures of each sender's video ([`monitor`]), and `--video-out` ([`sink`]).
 //!
 //! Pictures are 8-bit I420 ([`I420Frame`]).
 

@@ -10,7 +10,7 @@
 //! The interceptor chain answers NACKs from its send history (retransmitting sealed
 //! packets, RTX where negotiated), asks for lost packets, and sends RTCP reports. Keyframe
 //! requests go out as RTCP PLI ([`MediaPeer::request_keyframe`]); an incoming PLI or FIR
-//! is let through to us by [`KeyframeRequestTap`] and reported as
+//! is let through to us by `KeyframeRequestTap` and reported as
 //! [`PeerEvent::KeyframeRequested`]. webrtc-rs hands a compound RTCP packet to whichever
 //! track its first packet is about, so a request is looked for on every track.
 //!
