@@ -52,6 +52,18 @@ fn spawn_with(dir: &Path, label: &str, video_in: &str, command: &[&str]) -> Proc
     Proc::conclave(label, &dir.join(label), &args).unwrap()
 }
 
+/// A relay on loopback, and a host (sending testsrc) that created a meeting; returns them
+/// and the invite.
+fn relay_and_host(dir: &Path) -> (Proc, Proc, String) {
+    let (relay, relay_addr) = start_relay(dir).unwrap();
+    let mut host = spawn(dir, "host", &["new", "--relay", &relay_addr]);
+    let invite = host.wait_event("invite", LIMIT).unwrap()["invite"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    (relay, host, invite)
+}
+
 fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -178,12 +190,7 @@ fn check_smooth(receiver: &str, seen: &[Value], senders: &[String]) {
 #[test]
 fn three_members_see_each_other_smoothly_and_sharply() {
     let dir = tempfile::tempdir().unwrap();
-    let (_relay, relay_addr) = start_relay(dir.path()).unwrap();
-    let mut host = spawn(dir.path(), "host", &["new", "--relay", &relay_addr]);
-    let invite = host.wait_event("invite", LIMIT).unwrap()["invite"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (_relay, host, invite) = relay_and_host(dir.path());
     let second = spawn(dir.path(), "second", &["join", &invite]);
     let third = spawn(dir.path(), "third", &["join", &invite]);
     let mut members = vec![host, second, third];
@@ -265,12 +272,7 @@ fn three_members_far_apart_see_each_other_smoothly() {
 #[test]
 fn a_kicked_member_sees_no_new_picture() {
     let dir = tempfile::tempdir().unwrap();
-    let (_relay, relay_addr) = start_relay(dir.path()).unwrap();
-    let mut host = spawn(dir.path(), "host", &["new", "--relay", &relay_addr]);
-    let invite = host.wait_event("invite", LIMIT).unwrap()["invite"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (_relay, mut host, invite) = relay_and_host(dir.path());
     let mut second = spawn(dir.path(), "second", &["join", &invite]);
     let mut kicked = spawn(dir.path(), "kicked", &["join", &invite]);
     let host_id = peer_id_of(&mut host).unwrap();
@@ -332,12 +334,7 @@ fn a_broken_video_file_is_refused_and_the_meeting_goes_on() {
     let dir = tempfile::tempdir().unwrap();
     let broken = dir.path().join("broken.y4m");
     std::fs::write(&broken, b"YUV4MPEG2 W640 HXYZ F30:1\nFRAME\n").unwrap();
-    let (_relay, relay_addr) = start_relay(dir.path()).unwrap();
-    let mut host = spawn(dir.path(), "host", &["new", "--relay", &relay_addr]);
-    let invite = host.wait_event("invite", LIMIT).unwrap()["invite"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (_relay, mut host, invite) = relay_and_host(dir.path());
     let mut guest = spawn_with(
         dir.path(),
         "guest",

@@ -250,6 +250,25 @@ mod tests {
     }
 
     impl Wire {
+        /// A wire whose first packet has sequence number `seq`.
+        fn starting_at(seq: u16) -> Self {
+            Self {
+                seq,
+                timestamp: 0,
+                frames: 0,
+            }
+        }
+
+        /// Sends a whole frame; returns how many pictures it showed.
+        fn shows(
+            &mut self,
+            receiver: &mut VideoReceiver,
+            opener: &mut Opener,
+            sealed: &[u8],
+        ) -> usize {
+            self.send(receiver, opener, sealed, |_| true).pictures.len()
+        }
+
         /// Sends one frame's packets (all, or those `keep` lets through) into `receiver`.
         fn send(
             &mut self,
@@ -283,11 +302,7 @@ mod tests {
     fn frames_decode_in_order_and_carry_their_stamps() {
         let (mut sender, mut opener) = pair();
         let mut receiver = VideoReceiver::new(t0()).unwrap();
-        let mut wire = Wire {
-            seq: 65_530,
-            timestamp: 0,
-            frames: 0,
-        };
+        let mut wire = Wire::starting_at(65_530);
         for n in 0..10u32 {
             let frame = sender.capture(t0(), u64::from(n) * 33).unwrap().unwrap();
             let got = wire.send(&mut receiver, &mut opener, &frame.sealed, |_| true);
@@ -306,18 +321,9 @@ mod tests {
         let mut receiver = VideoReceiver::new(t0()).unwrap();
         // No retransmission comes here: the loss is given up at once.
         receiver.set_repair_wait(Duration::ZERO);
-        let mut wire = Wire {
-            seq: 0,
-            timestamp: 0,
-            frames: 0,
-        };
+        let mut wire = Wire::starting_at(0);
         let first = sender.capture(t0(), 0).unwrap().unwrap();
-        assert!(
-            wire.send(&mut receiver, &mut opener, &first.sealed, |_| true)
-                .pictures
-                .len()
-                == 1
-        );
+        assert_eq!(wire.shows(&mut receiver, &mut opener, &first.sealed), 1);
         // The second frame loses its first packet (at this size, often its only one): the
         // third frame comes after a gap.
         let second = sender.capture(t0(), 33).unwrap().unwrap();
@@ -358,18 +364,9 @@ mod tests {
         // A member removed in epoch 6 keeps the keys of epoch 5 only.
         let (mut sender, mut opener) = pair();
         let mut receiver = VideoReceiver::new(t0()).unwrap();
-        let mut wire = Wire {
-            seq: 0,
-            timestamp: 0,
-            frames: 0,
-        };
+        let mut wire = Wire::starting_at(0);
         let before = sender.capture(t0(), 0).unwrap().unwrap();
-        assert!(
-            wire.send(&mut receiver, &mut opener, &before.sealed, |_| true)
-                .pictures
-                .len()
-                == 1
-        );
+        assert_eq!(wire.shows(&mut receiver, &mut opener, &before.sealed), 1);
         sender.install(6, 1, &sender_base_key(&[4; 32], 1)).unwrap();
         for n in 1..5 {
             let after = sender.capture(t0(), n * 33).unwrap().unwrap();
@@ -383,18 +380,9 @@ mod tests {
     fn forged_replayed_and_foreign_frames_are_counted_not_shown() {
         let (mut sender, mut opener) = pair();
         let mut receiver = VideoReceiver::new(t0()).unwrap();
-        let mut wire = Wire {
-            seq: 0,
-            timestamp: 0,
-            frames: 0,
-        };
+        let mut wire = Wire::starting_at(0);
         let frame = sender.capture(t0(), 0).unwrap().unwrap();
-        assert!(
-            wire.send(&mut receiver, &mut opener, &frame.sealed, |_| true)
-                .pictures
-                .len()
-                == 1
-        );
+        assert_eq!(wire.shows(&mut receiver, &mut opener, &frame.sealed), 1);
         // The same frame again (a replay), then a forged one.
         assert!(
             wire.send(&mut receiver, &mut opener, &frame.sealed, |_| true)
