@@ -88,8 +88,10 @@ fn the_demo_runs_a_whole_encrypted_audio_and_video_meeting() {
                 .unwrap_or_else(|| panic!("{receiver} did not see {sender}: {video:?}"));
             assert!(seen["fps"].as_f64().unwrap() > 10.0, "{seen}");
             assert!(seen["psnr_mean_db"].as_f64().unwrap() >= 32.0, "{seen}");
-            // A frame sealed under the next epoch's key may arrive just before the receiver
-            // has that epoch (one per key change: the late join, the kick).
+            // A frame sealed under the next epoch's key that arrives before the receiver has
+            // that epoch is kept until it does (normally 0 here); one kept longer than 500 ms
+            // on this loaded machine is given up (at most one per key change: the late join,
+            // the kick).
             assert!(seen["undecryptable"].as_u64().unwrap() <= 2, "{seen}");
             let dir = std::path::Path::new(seen["dir"].as_str().unwrap());
             assert!(dir.join("frames.tsv").exists() && dir.join("snapshot-0001.png").exists());

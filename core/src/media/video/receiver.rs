@@ -6,17 +6,27 @@
 //! error, so after a loss (a frame given up, one that would not open or decode) nothing is
 //! decoded until a keyframe comes, and one is asked for — at most once per
 //! [`KEYFRAME_REQUEST_INTERVAL`] while waiting.
+//!
+//! At a key change the sender may seal under the new epoch before that epoch reaches us
+//! (its first frame there is a keyframe). A frame under a key we do not hold yet is kept,
+//! in order, for up to [`HOLD_FOR_KEY`] and opened again as soon as the key is installed,
+//! instead of being lost and asked for again a round trip later.
 
 use std::time::{Duration, Instant};
 
 use super::monitor::{Monitor, Shown, VideoReport};
 use super::rtp::{AssembledFrame, Assembler};
 use super::{Decoder, I420Frame, VpxError};
+use crate::media::crypto::MediaError;
 use crate::media::crypto::keyring::Opener;
 use crate::media::crypto::sframe::Stream;
 
 /// Least time between two keyframe requests while waiting for one.
 pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(300);
+/// Longest a frame under a key we do not hold yet is kept for the key to arrive.
+pub const HOLD_FOR_KEY: Duration = Duration::from_millis(500);
+/// Most frames kept for a key (half a second at 30 fps).
+pub const MAX_HELD_FOR_KEY: usize = 16;
 
 /// What one packet led to.
 #[derive(Debug, Default)]
@@ -60,6 +70,8 @@ pub struct VideoReceiver {
     monitor: Monitor,
     waiting_for_keyframe: bool,
     last_request: Option<Instant>,
+    /// Frames under a key we do not hold yet (since when, the sealed frame), oldest first.
+    held_for_key: std::collections::VecDeque<(Instant, Vec<u8>)>,
     counts: ReceiveCounts,
 }
 
@@ -86,6 +98,7 @@ impl VideoReceiver {
             monitor: Monitor::new(now),
             waiting_for_keyframe: true,
             last_request: None,
+            held_for_key: std::collections::VecDeque::new(),
             counts: ReceiveCounts::default(),
         })
     }
@@ -122,8 +135,9 @@ impl VideoReceiver {
         self.take(now, unix_ms, opener, sender, frames)
     }
 
-    /// Frames whose wait for a repair ran out by `now` (the video loop calls this between
-    /// packets, so a stream that stops after a loss still shows what came).
+    /// Frames whose wait for a repair ran out by `now`, and frames kept for a key that has
+    /// arrived since (the video loop calls this between packets, so a stream that stops
+    /// after a loss still shows what came).
     pub fn poll(
         &mut self,
         now: Instant,
@@ -140,7 +154,7 @@ impl VideoReceiver {
         self.assembler.set_repair_wait(wait);
     }
 
-    /// Opens and decodes `frames`, in order.
+    /// Opens and decodes the frames kept for a key, then `frames`, in order.
     fn take(
         &mut self,
         now: Instant,
@@ -150,19 +164,35 @@ impl VideoReceiver {
         frames: Vec<AssembledFrame>,
     ) -> Received {
         let mut received = Received::default();
-        for AssembledFrame {
-            data, after_loss, ..
-        } in frames
-        {
+        let held = std::mem::take(&mut self.held_for_key);
+        let frames = held
+            .into_iter()
+            .map(|(since, data)| (Some(since), data, false))
+            .chain(
+                frames
+                    .into_iter()
+                    .map(|frame| (None, frame.data, frame.after_loss)),
+            );
+        for (held_since, data, after_loss) in frames {
             if after_loss {
                 self.waiting_for_keyframe = true;
             }
             match opener.open_from(now, &data, sender) {
                 Ok(opened) if opened.stream == Stream::Video => {
+                    self.drop_held_for_key();
                     received.opened = true;
                     self.counts.bytes += data.len() as u64;
                     self.monitor.received(data.len());
                     self.decode(now, unix_ms, &opened.payload, &mut received);
+                }
+                Err(MediaError::UnknownKey { .. })
+                    if self.held_for_key.len() < MAX_HELD_FOR_KEY
+                        && held_since.is_none_or(|since| {
+                            now.saturating_duration_since(since) < HOLD_FOR_KEY
+                        }) =>
+                {
+                    self.held_for_key
+                        .push_back((held_since.unwrap_or(now), data));
                 }
                 _ => {
                     self.counts.undecryptable += 1;
@@ -181,6 +211,15 @@ impl VideoReceiver {
             }
         }
         received
+    }
+
+    /// A frame opened: whatever was kept for a key before it will never be shown.
+    fn drop_held_for_key(&mut self) {
+        if !self.held_for_key.is_empty() {
+            self.counts.undecryptable += self.held_for_key.len() as u64;
+            self.held_for_key.clear();
+            self.waiting_for_keyframe = true;
+        }
     }
 
     fn decode(&mut self, now: Instant, unix_ms: u64, frame: &[u8], received: &mut Received) {
@@ -373,7 +412,59 @@ mod tests {
             let got = wire.send(&mut receiver, &mut opener, &after.sealed, |_| true);
             assert!(got.pictures.is_empty() && !got.opened);
         }
+        // Kept a while in case the key comes; it never does.
+        let got = receiver.poll(t0() + Duration::from_secs(2), 0, &mut opener, 1);
+        assert!(got.pictures.is_empty() && !got.opened);
         assert_eq!(receiver.counts().undecryptable, 4);
+    }
+
+    #[test]
+    fn frames_sealed_under_a_key_that_arrives_a_little_later_are_shown_once_it_does() {
+        let (mut sender, mut opener) = pair();
+        let mut receiver = VideoReceiver::new(t0()).unwrap();
+        let mut wire = Wire::starting_at(0);
+        let first = sender.capture(t0(), 0).unwrap().unwrap();
+        assert_eq!(wire.shows(&mut receiver, &mut opener, &first.sealed), 1);
+        // The sender moves to epoch 6 (a keyframe first) before we have it.
+        let next = [6; 32];
+        sender.install(6, 1, &sender_base_key(&next, 1)).unwrap();
+        let mut sent = Vec::new();
+        for n in 1..4 {
+            let frame = sender.capture(t0(), n * 33).unwrap().unwrap();
+            assert_eq!(
+                wire.shows(&mut receiver, &mut opener, &frame.sealed),
+                0,
+                "kept"
+            );
+            sent.push(frame);
+        }
+        assert!(sent[0].keyframe);
+        // The epoch arrives 100 ms later: the three frames are shown, in order, no
+        // keyframe asked for.
+        let later = t0() + Duration::from_millis(200);
+        opener.install(later, 6, next);
+        let got = receiver.poll(later, 0, &mut opener, 1);
+        let frames: Vec<u32> = got
+            .pictures
+            .iter()
+            .map(|(picture, _)| read_stamp(picture).unwrap().frame)
+            .collect();
+        assert_eq!(frames, [1, 2, 3]);
+        assert!(!got.want_keyframe);
+        assert_eq!(receiver.counts().undecryptable, 0);
+    }
+
+    #[test]
+    fn frames_kept_for_a_key_that_never_comes_are_given_up() {
+        let (mut sender, mut opener) = pair();
+        let mut receiver = VideoReceiver::new(t0()).unwrap();
+        let mut wire = Wire::starting_at(0);
+        sender.install(6, 1, &sender_base_key(&[6; 32], 1)).unwrap();
+        let frame = sender.capture(t0(), 0).unwrap().unwrap();
+        assert_eq!(wire.shows(&mut receiver, &mut opener, &frame.sealed), 0);
+        let got = receiver.poll(t0() + HOLD_FOR_KEY, 0, &mut opener, 1);
+        assert!(got.pictures.is_empty());
+        assert_eq!(receiver.counts().undecryptable, 1);
     }
 
     #[test]
