@@ -261,7 +261,8 @@ fn packet_counters(home: &Home) -> (Vec<u64>, String) {
 }
 
 /// With `--relay-only`, the other member never sees our address: every UDP packet that
-/// reaches its host comes from the relay, although a direct path would have worked.
+/// reaches its host comes from the relay, although a direct path would have worked. Audio
+/// and video both get through (TURN only).
 #[test]
 fn relay_only_shows_only_the_relay_address_to_the_other_member() {
     assert!(available(), "this test needs root and iproute2 (ip netns)");
@@ -293,6 +294,8 @@ fn relay_only_shows_only_the_relay_address_to_the_other_member() {
                 "tone:660",
                 "--audio-out",
                 "null",
+                "--video-in",
+                "testsrc",
                 "join",
                 &invite,
             ],
@@ -307,7 +310,22 @@ fn relay_only_shows_only_the_relay_address_to_the_other_member() {
         v["event"] == "audio_started" && v["peer_id"] == hidden_id.as_str()
     })
     .unwrap();
+    // Its video too, through TURN only.
+    host.wait_for(LIMIT, "video from the hidden member", |v| {
+        v["event"] == "video_started" && v["peer_id"] == hidden_id.as_str()
+    })
+    .unwrap();
     host.drain_for(Duration::from_secs(2));
+    let video: Vec<f64> = host
+        .seen
+        .iter()
+        .filter(|v| v["event"] == "video" && v["peer_id"] == hidden_id.as_str())
+        .filter_map(|v| v["fps"].as_f64())
+        .collect();
+    assert!(
+        video.last().is_some_and(|fps| *fps >= 25.0),
+        "video through the relay: {video:?}"
+    );
     let (packets, counters) = packet_counters(&home_a);
     assert_eq!(packets.len(), 2, "{counters}");
     assert!(packets[0] > 50, "media came through the relay: {counters}");
