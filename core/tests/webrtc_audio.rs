@@ -3,45 +3,24 @@
 //! payloads never contain the Opus bytes in the clear (the SFrame layer is really applied,
 //! not only DTLS).
 
+mod support;
+
 use std::time::{Duration, Instant};
 
 use conclave_core::group::media_keys::sender_base_key;
-use conclave_core::media::ConnectionState;
 use conclave_core::media::audio::codec::{Decoder, Encoder};
 use conclave_core::media::audio::source::{AudioSource, Tone};
 use conclave_core::media::audio::{FRAME_SAMPLES, Frame};
 use conclave_core::media::crypto::keyring::Opener;
 use conclave_core::media::crypto::sframe::Sealer;
-use conclave_core::media::transport::peer::{MediaPeer, PeerConfig, PeerEvent};
-
-async fn wait_connected(events: &mut tokio::sync::mpsc::Receiver<PeerEvent>) {
-    tokio::time::timeout(Duration::from_secs(10), async {
-        while let Some(event) = events.recv().await {
-            if event == PeerEvent::State(ConnectionState::Connected) {
-                return;
-            }
-        }
-        panic!("event stream ended before connecting");
-    })
-    .await
-    .expect("connected within 10 s");
-}
+use conclave_core::media::transport::peer::PeerEvent;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sealed_opus_crosses_a_real_webrtc_connection() {
     #[allow(clippy::disallowed_methods)]
     let now = Instant::now();
-    let config = PeerConfig {
-        udp_addrs: vec!["127.0.0.1:0".to_owned()],
-        ..PeerConfig::default()
-    };
-    let (offerer, mut offerer_events) = MediaPeer::new(now, &config).await.unwrap();
-    let (answerer, mut answerer_events) = MediaPeer::new(now, &config).await.unwrap();
-    let offer = offerer.create_offer().await.unwrap();
-    let answer = answerer.accept_offer(offer).await.unwrap();
-    offerer.accept_answer(answer, Duration::ZERO).await.unwrap();
-    wait_connected(&mut offerer_events).await;
-    wait_connected(&mut answerer_events).await;
+    let ((offerer, _offerer_events), (answerer, mut answerer_events)) =
+        support::connected_pair(now).await;
 
     let secret = [3u8; 32];
     let mut sealer = Sealer::new(4);

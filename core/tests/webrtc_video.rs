@@ -5,30 +5,17 @@
 //! (keyframe, number) outside the seal; and a keyframe request (RTCP PLI) from the receiver
 //! reaches the sender.
 
-use std::time::{Duration, Instant};
+mod support;
+
+use std::time::Instant;
 
 use conclave_core::group::media_keys::sender_base_key;
-use conclave_core::media::ConnectionState;
 use conclave_core::media::crypto::keyring::Opener;
-use conclave_core::media::transport::peer::{MediaPeer, PeerConfig, PeerEvent};
+use conclave_core::media::transport::peer::PeerEvent;
 use conclave_core::media::video::receiver::VideoReceiver;
 use conclave_core::media::video::sender::VideoSender;
 use conclave_core::media::video::source::StampedTestSource;
 use conclave_core::media::video::testsrc::read_stamp;
-use tokio::sync::mpsc::Receiver;
-
-async fn wait_connected(events: &mut Receiver<PeerEvent>) {
-    tokio::time::timeout(Duration::from_secs(10), async {
-        while let Some(event) = events.recv().await {
-            if event == PeerEvent::State(ConnectionState::Connected) {
-                return;
-            }
-        }
-        panic!("event stream ended before connecting");
-    })
-    .await
-    .expect("connected within 10 s");
-}
 
 #[allow(clippy::disallowed_methods)]
 fn now() -> Instant {
@@ -38,17 +25,8 @@ fn now() -> Instant {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sealed_vp8_crosses_a_real_webrtc_connection_and_keyframes_can_be_asked_for() {
     let start = now();
-    let config = PeerConfig {
-        udp_addrs: vec!["127.0.0.1:0".to_owned()],
-        ..PeerConfig::default()
-    };
-    let (offerer, mut offerer_events) = MediaPeer::new(start, &config).await.unwrap();
-    let (answerer, mut answerer_events) = MediaPeer::new(start, &config).await.unwrap();
-    let offer = offerer.create_offer().await.unwrap();
-    let answer = answerer.accept_offer(offer).await.unwrap();
-    offerer.accept_answer(answer, Duration::ZERO).await.unwrap();
-    wait_connected(&mut offerer_events).await;
-    wait_connected(&mut answerer_events).await;
+    let ((offerer, mut offerer_events), (answerer, mut answerer_events)) =
+        support::connected_pair(start).await;
 
     let secret = [5u8; 32];
     let mut video = VideoSender::new(Box::new(StampedTestSource::new(640, 360).unwrap())).unwrap();
