@@ -268,20 +268,9 @@ fn audio_cpu(size: usize) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let (_relay, members, _) = audio_meeting(dir.path(), size)?;
     let window = Duration::from_secs(10);
-    let before: Vec<u64> = members
-        .iter()
-        .map(|m| cpu_ticks(m.pid()))
-        .collect::<anyhow::Result<_>>()?;
+    let before = cpu_ticks_of(&members)?;
     std::thread::sleep(window);
-    let after: Vec<u64> = members
-        .iter()
-        .map(|m| cpu_ticks(m.pid()))
-        .collect::<anyhow::Result<_>>()?;
-    let per: Vec<f64> = before
-        .iter()
-        .zip(&after)
-        .map(|(b, a)| (a - b) as f64 / 100.0 / window.as_secs_f64() * 100.0)
-        .collect();
+    let per = percent_of_a_core(&before, &cpu_ticks_of(&members)?, window);
     let mean = per.iter().sum::<f64>() / per.len() as f64;
     let rss: u64 = members
         .iter()
@@ -354,25 +343,14 @@ fn video_cost(size: usize) -> anyhow::Result<()> {
         m.seen.clear();
     }
     let window = Duration::from_secs(10);
-    let before: Vec<u64> = members
-        .iter()
-        .map(|m| cpu_ticks(m.pid()))
-        .collect::<anyhow::Result<_>>()?;
+    let before = cpu_ticks_of(&members)?;
     let end = Instant::now() + window;
     while Instant::now() < end {
         for m in &mut members {
             m.drain_for(Duration::from_millis(100));
         }
     }
-    let after: Vec<u64> = members
-        .iter()
-        .map(|m| cpu_ticks(m.pid()))
-        .collect::<anyhow::Result<_>>()?;
-    let cpu: Vec<f64> = before
-        .iter()
-        .zip(&after)
-        .map(|(b, a)| (a - b) as f64 / 100.0 / window.as_secs_f64() * 100.0)
-        .collect();
+    let cpu = percent_of_a_core(&before, &cpu_ticks_of(&members)?, window);
     let rss: Vec<u64> = members
         .iter()
         .map(|m| rss_kib(m.pid()).unwrap_or(0) / 1024)
@@ -456,6 +434,20 @@ fn rss_kib(pid: u32) -> anyhow::Result<u64> {
         .nth(1)
         .context("VmRSS value")?
         .parse()?)
+}
+
+/// The CPU ticks each of `members` has used so far.
+fn cpu_ticks_of(members: &[Proc]) -> anyhow::Result<Vec<u64>> {
+    members.iter().map(|m| cpu_ticks(m.pid())).collect()
+}
+
+/// Per process, the share of one core used between two readings `window` apart, in %.
+fn percent_of_a_core(before: &[u64], after: &[u64], window: Duration) -> Vec<f64> {
+    before
+        .iter()
+        .zip(after)
+        .map(|(b, a)| (a - b) as f64 / 100.0 / window.as_secs_f64() * 100.0)
+        .collect()
 }
 
 fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
