@@ -8,7 +8,7 @@
 
 /// Periodic receive statistics for one member, as the core reports them.
 pub(crate) use conclave_core::ReceiveStats as Stats;
-use conclave_core::{MediaEvent, PeerId, VideoStats};
+use conclave_core::{MediaEvent, PeerId, VideoSendReport, VideoStats};
 
 /// A peer connection changed state.
 #[derive(Debug, Clone, PartialEq)]
@@ -61,6 +61,11 @@ pub(crate) trait MediaSink {
         tracing::debug!(?stats, "video statistics not shown");
     }
 
+    /// Statistics of our own video as sent.
+    fn video_sent(&mut self, report: VideoSendReport) {
+        tracing::debug!(?report, "sent video statistics not shown");
+    }
+
     /// Something went wrong that does not end the meeting.
     fn warning(&mut self, message: String) {
         tracing::debug!(%message, "media warning not shown");
@@ -91,6 +96,7 @@ pub(crate) fn dispatch(event: MediaEvent, sink: &mut impl MediaSink) {
             height,
         } => sink.video_started(peer_id, width, height),
         MediaEvent::Video(stats) => sink.video(stats),
+        MediaEvent::VideoSent(report) => sink.video_sent(report),
         MediaEvent::Warning(message) => sink.warning(message),
         other => tracing::debug!(?other, "media event not shown"),
     }

@@ -88,6 +88,7 @@ pub use identity::backup::MIN_PASSPHRASE_CHARS;
 pub use identity::{Identity, SafetyNumber, public_key_of};
 pub use invite::{Invite, MeetingId, parse_relay};
 pub use libp2p::{Multiaddr, PeerId};
+pub use media::video::monitor::VideoSendReport;
 pub use media::{MediaConfig, MediaEvent, ReceiveStats, VideoStats};
 pub use meeting::{AlertKind, CommitViolation, LeaveReason, MeetingEvent};
 pub use proto::turn::IceServer;

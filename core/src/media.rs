@@ -195,6 +195,8 @@ pub enum MediaEvent {
     },
     /// Periodic statistics of one member's video as we receive it.
     Video(VideoStats),
+    /// Periodic statistics of our own video as we send it (while the camera is on).
+    VideoSent(video::monitor::VideoSendReport),
     /// Something went wrong that does not end the meeting.
     Warning(String),
 }

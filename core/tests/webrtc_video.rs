@@ -76,8 +76,8 @@ async fn sealed_vp8_crosses_a_real_webrtc_connection_and_keyframes_can_be_asked_
                 );
                 let got =
                     receiver.push(now(), 0, &mut opener, 1, (seq, timestamp, marker, &payload));
-                for (picture, _) in got.pictures {
-                    shown.push(read_stamp(&picture).expect("stamped").frame);
+                for picture in got.pictures {
+                    shown.push(read_stamp(&picture.image).expect("stamped").frame);
                 }
             }
         }

@@ -10,7 +10,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use conclave_core::{
-    AlertKind, Client, Event, Events, Invite, MeetingEvent, MeetingId, PeerId, VideoStats,
+    AlertKind, Client, Event, Events, Invite, MeetingEvent, MeetingId, PeerId, VideoSendReport,
+    VideoStats,
 };
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -359,6 +360,9 @@ impl MediaSink for Printer {
         let psnr = report
             .psnr_db
             .map(|(min, mean)| json!({ "min": finite(min), "mean": finite(mean) }));
+        let stages = report.stages.map(|s| {
+            json!({ "assembly": s.assembly_ms, "waiting": s.waiting_ms, "decode": s.decode_ms })
+        });
         self.0.event(
             "video",
             json!({
@@ -373,6 +377,7 @@ impl MediaSink for Printer {
                 "lost": report.lost,
                 "latency_ms": latency,
                 "psnr_db": psnr,
+                "stages_ms": stages,
                 "decoded": counts.decoded,
                 "incomplete": counts.incomplete,
                 "concealed": counts.concealed,
@@ -393,6 +398,35 @@ impl MediaSink for Printer {
                 format!(
                     "video from {peer_id}: {:.1} fps {}x{}, {} kbit/s, {} freezes{latency}{psnr}",
                     report.fps, report.width, report.height, report.kbps, report.freezes
+                )
+            },
+        );
+    }
+
+    fn video_sent(&mut self, report: VideoSendReport) {
+        let encode = report
+            .encode_ms
+            .map(|(p50, p95)| json!({ "p50": p50, "p95": p95 }));
+        self.0.event(
+            "video_sent",
+            json!({
+                "fps": report.fps,
+                "width": report.width,
+                "height": report.height,
+                "frames": report.frames,
+                "keyframes": report.keyframes,
+                "kbps": report.kbps,
+                "encode_ms": encode,
+                "not_sent": report.not_sent,
+            }),
+            || {
+                let encode = report
+                    .encode_ms
+                    .map(|(p50, _)| format!(", capture to sealed {p50:.1} ms"))
+                    .unwrap_or_default();
+                format!(
+                    "sending video: {:.1} fps {}x{}, {} kbit/s{encode}",
+                    report.fps, report.width, report.height, report.kbps
                 )
             },
         );

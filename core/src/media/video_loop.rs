@@ -29,6 +29,7 @@ use tracing::{debug, info, warn};
 
 use super::clock::ClockReport;
 use super::crypto::keyring::Opener;
+use super::video::monitor::{ReceiveStages, SendMonitor};
 use super::video::receiver::{Received, VideoReceiver};
 use super::video::rtp::FrameInfo;
 use super::video::sender::VideoSender;
@@ -144,7 +145,8 @@ pub(crate) struct VideoLoop {
     heard: HashMap<PeerId, Instant>,
     /// The latest round-trip time to each member.
     rtts: HashMap<PeerId, Duration>,
-    frames_not_sent: u64,
+    /// What our video sends.
+    sent: SendMonitor,
     reports_dropped: u64,
 }
 
@@ -185,7 +187,7 @@ impl VideoLoop {
             out_dir,
             heard: HashMap::new(),
             rtts: HashMap::new(),
-            frames_not_sent: 0,
+            sent: SendMonitor::new(Instant::now()),
             reports_dropped: 0,
         }
     }
@@ -329,6 +331,12 @@ impl VideoLoop {
                 return interval;
             }
         };
+        self.sent.sent(
+            sender.size(),
+            frame.sealed.len(),
+            frame.keyframe,
+            now.elapsed(),
+        );
         let mut closed = Vec::new();
         for (peer, frames) in &self.routes {
             let outbound = OutboundVideo {
@@ -340,8 +348,8 @@ impl VideoLoop {
             match frames.try_send(outbound) {
                 Ok(()) => {}
                 Err(TrySendError::Full(_)) => {
-                    self.frames_not_sent += 1;
-                    debug!(peer = %peer, dropped = self.frames_not_sent, "video send queue full; frame dropped");
+                    self.sent.not_sent();
+                    debug!(peer = %peer, "video send queue full; frame dropped");
                 }
                 Err(TrySendError::Closed(_)) => closed.push(*peer),
             }
@@ -405,10 +413,11 @@ impl VideoLoop {
             },
         };
         let shown_ms = unix_ms();
+        let decoding = Instant::now();
         let received = incoming
             .receiver
             .push(at, shown_ms, &mut self.opener, leaf, packet);
-        self.take(leaf, at, shown_ms, received, reports);
+        self.take(leaf, at, shown_ms, (decoding, received), reports);
     }
 
     /// Lets out the frames whose wait for a repair ran out.
@@ -420,23 +429,25 @@ impl VideoLoop {
             let Some(incoming) = self.receivers.get_mut(&leaf) else {
                 continue;
             };
+            let decoding = Instant::now();
             let received = incoming
                 .receiver
                 .poll(now, shown_ms, &mut self.opener, leaf);
             if received.pictures.is_empty() && !received.want_keyframe && !received.opened {
                 continue;
             }
-            self.take(leaf, now, shown_ms, received, reports);
+            self.take(leaf, now, shown_ms, (decoding, received), reports);
         }
     }
 
-    /// Shows (and writes) what the receiver of `leaf` decoded, and reports what it needs.
+    /// Shows (and writes) what the receiver of `leaf` decoded since `decoding` (when the
+    /// packet or poll that let it out was handed over), and reports what it needs.
     fn take(
         &mut self,
         leaf: u32,
         at: Instant,
         shown_ms: u64,
-        received: Received,
+        (decoding, received): (Instant, Received),
         reports: &mpsc::Sender<ClockReport>,
     ) {
         let Some(incoming) = self.receivers.get_mut(&leaf) else {
@@ -447,7 +458,18 @@ impl VideoLoop {
         if received.want_keyframe {
             out.push(ClockReport::KeyframeWanted { peer });
         }
-        for (picture, shown) in received.pictures {
+        // Opening and decoding took from `decoding` to now, shared by the pictures out.
+        let decode = decoding.elapsed() / received.pictures.len().max(1) as u32;
+        for picture in received.pictures {
+            incoming.receiver.staged(ReceiveStages {
+                assembly: picture
+                    .arrival
+                    .last
+                    .saturating_duration_since(picture.arrival.first),
+                waiting: decoding.saturating_duration_since(picture.arrival.last),
+                decode,
+            });
+            let (picture, shown) = (picture.image, picture.shown);
             if !incoming.started {
                 incoming.started = true;
                 out.push(ClockReport::Event(MediaEvent::VideoStarted {
@@ -496,7 +518,11 @@ impl VideoLoop {
             }));
         }
         if let Some(sender) = &self.sender {
-            debug!(sent = ?sender.stats(), frames_not_sent = self.frames_not_sent, "video sent");
+            let period = self.sent.report(now);
+            debug!(sent = ?sender.stats(), "video sent");
+            if sender.is_on() {
+                events.push(MediaEvent::VideoSent(period));
+            }
         }
         for event in events {
             self.report(reports, ClockReport::Event(event));
@@ -516,7 +542,7 @@ impl VideoLoop {
         }
         debug!(
             sent = ?self.sender.as_ref().map(VideoSender::stats),
-            frames_not_sent = self.frames_not_sent,
+            period = ?self.sent,
             reports_dropped = self.reports_dropped,
             "video loop stopped"
         );

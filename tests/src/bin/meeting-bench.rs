@@ -394,6 +394,34 @@ fn video_cost(size: usize) -> anyhow::Result<()> {
         p95.get(p95.len() / 2).copied().unwrap_or(0),
         p95.last().copied().unwrap_or(0),
     );
+    // Where the time goes: the sender's capture → sealed, the receiver's stages, and the
+    // rest (send queue, RTP, SRTP, UDP, the forwarder) as what the total leaves over.
+    let median_of = |values: Vec<f64>| {
+        let mut values = values;
+        values.sort_by(f64::total_cmp);
+        values.get(values.len() / 2).copied().unwrap_or(0.0)
+    };
+    let encode = median_of(
+        members
+            .iter()
+            .flat_map(|m| m.seen.iter().filter(|v| v["event"] == "video_sent"))
+            .filter_map(|v| v["encode_ms"]["p50"].as_f64())
+            .collect(),
+    );
+    let stage = |name: &str| {
+        median_of(
+            periods
+                .iter()
+                .filter_map(|v| v["stages_ms"][name].as_f64())
+                .collect(),
+        )
+    };
+    let (assembly, waiting, decode) = (stage("assembly"), stage("waiting"), stage("decode"));
+    let total = p50.get(p50.len() / 2).copied().unwrap_or(0) as f64;
+    println!(
+        "  glass-to-glass by stage (medians): capture → sealed {encode:.2} ms; first → last packet {assembly:.2} ms; last packet → decoding {waiting:.2} ms; open + decode {decode:.2} ms; the rest of the {total:.0} ms (send queue, RTP, SRTP, UDP, forwarder; the stamp has 1 ms steps) {:.2} ms",
+        (total - encode - assembly - waiting - decode).max(0.0)
+    );
     // Totals since the start, from each receiver's last report of each sender.
     let mut totals = [0u64; 5];
     for m in &members {

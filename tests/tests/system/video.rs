@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use conclave_tests::nat::{Home, Internet, NatKind, relay_config, serial};
 use conclave_tests::netns::available;
@@ -181,6 +181,11 @@ fn check_smooth(receiver: &str, seen: &[Value], senders: &[String]) {
                 "{receiver}: PSNR {psnr} from {sender}: {period}"
             );
             assert!(period["latency_ms"]["p50"].as_u64().is_some(), "{period}");
+            let decode = period["stages_ms"]["decode"].as_f64();
+            assert!(
+                decode.is_some_and(|ms| ms > 0.0),
+                "{receiver}: no decode time measured: {period}"
+            );
         }
         let last = periods.last().unwrap();
         assert_eq!(last["undecryptable"], 0, "{receiver}: {last}");
@@ -203,6 +208,21 @@ fn three_members_see_each_other_smoothly_and_sharply() {
     for (index, m) in members.iter().enumerate() {
         let others = others(&ids, index);
         check_smooth(&m.label, &seen[index], &others);
+        // Its own video as sent: 30 fps at 360p, each frame timed from capture to sealed.
+        let sent: Vec<&Value> = seen[index]
+            .iter()
+            .filter(|v| v["event"] == "video_sent" && v["frames"].as_u64() > Some(0))
+            .collect();
+        assert!(sent.len() >= 6, "{}: {sent:?}", m.label);
+        for period in sent.iter().skip(1) {
+            assert_eq!(
+                (&period["width"], &period["height"]),
+                (&json!(640), &json!(360))
+            );
+            assert!(period["fps"].as_f64() >= Some(MIN_FPS), "{period}");
+            let encode = period["encode_ms"]["p50"].as_f64().unwrap_or(0.0);
+            assert!(encode > 0.0 && encode < 33.0, "{}: {period}", m.label);
+        }
         // What it saw is on disk: a line per picture, snapshots, frame numbers rising.
         for sender in &others {
             let frames = frames_written(dir.path(), &m.label, sender);

@@ -5,6 +5,9 @@
 //! A *freeze* is a gap longer than [`FREEZE`] between two pictures shown. Lost frames are
 //! the frame numbers a testsrc stamp skips; quality is the luma PSNR of each picture against
 //! the testsrc picture its stamp names, redrawn here.
+//!
+//! [`SendMonitor`] measures our own video as it goes out: rate, size, bitrate and the time
+//! from capture to the sealed frame.
 
 use std::time::{Duration, Instant};
 
@@ -37,6 +40,50 @@ pub struct VideoReport {
     pub psnr_db: Option<(f64, f64)>,
     /// Sealed video received in the period, kbit/s.
     pub kbps: u32,
+    /// Where the time from a frame's first packet to its picture went (medians).
+    pub stages: Option<StageMedians>,
+}
+
+/// Where one picture's time went at the receiver, from its frame's first packet to the
+/// picture. Measured by the video loop, which reads the clock.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReceiveStages {
+    /// The frame's first packet → its last one.
+    pub assembly: Duration,
+    /// The last packet → decoding begins: the loop's inbox, a wait for a repair before it,
+    /// a wait for a key.
+    pub waiting: Duration,
+    /// Opening (SFrame) and decoding (VP8).
+    pub decode: Duration,
+}
+
+/// Medians of [`ReceiveStages`] over a period, in ms.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StageMedians {
+    /// First packet → last packet.
+    pub assembly_ms: f64,
+    /// Last packet → decoding begins.
+    pub waiting_ms: f64,
+    /// Opening and decoding.
+    pub decode_ms: f64,
+}
+
+impl StageMedians {
+    /// The medians of each stage over `stages` (none if empty).
+    fn of(stages: &[ReceiveStages]) -> Option<Self> {
+        let median = |stage: fn(&ReceiveStages) -> Duration| {
+            let mut values: Vec<Duration> = stages.iter().map(stage).collect();
+            values.sort_unstable();
+            values
+                .get(values.len() / 2)
+                .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+        };
+        (!stages.is_empty()).then(|| Self {
+            assembly_ms: median(|s| s.assembly),
+            waiting_ms: median(|s| s.waiting),
+            decode_ms: median(|s| s.decode),
+        })
+    }
 }
 
 /// What a shown picture carried.
@@ -62,6 +109,7 @@ pub struct Monitor {
     latencies: Vec<u32>,
     psnrs: Vec<f64>,
     bytes: u64,
+    stages: Vec<ReceiveStages>,
     /// The reference generator for the size last seen.
     reference: Option<TestSource>,
 }
@@ -81,6 +129,7 @@ impl Monitor {
             latencies: Vec::new(),
             psnrs: Vec::new(),
             bytes: 0,
+            stages: Vec::new(),
             reference: None,
         }
     }
@@ -88,6 +137,11 @@ impl Monitor {
     /// `bytes` of sealed video arrived.
     pub fn received(&mut self, bytes: usize) {
         self.bytes += bytes as u64;
+    }
+
+    /// Where a shown picture's time went.
+    pub fn staged(&mut self, stages: ReceiveStages) {
+        self.stages.push(stages);
     }
 
     /// A picture was shown at `now` (`unix_ms` by the wall clock, for the stamp's latency);
@@ -182,7 +236,9 @@ impl Monitor {
             } else {
                 0
             },
+            stages: StageMedians::of(&self.stages),
         };
+        self.stages.clear();
         self.bytes = 0;
         self.period_start = now;
         self.frames = 0;
@@ -193,6 +249,105 @@ impl Monitor {
         self.psnrs.clear();
         report
     }
+}
+
+/// One reporting period of our own video as sent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VideoSendReport {
+    /// Frames sealed and handed to the connections in the period.
+    pub frames: u32,
+    /// Frames per second over the period.
+    pub fps: f64,
+    /// Keyframes among them.
+    pub keyframes: u32,
+    /// Size of the last picture sent.
+    pub width: u32,
+    /// Size of the last picture sent.
+    pub height: u32,
+    /// Sealed video sent per connection, kbit/s.
+    pub kbps: u32,
+    /// Median and 95th percentile of capture → sealed (drawing or reading the picture,
+    /// encoding, sealing), in ms.
+    pub encode_ms: Option<(f64, f64)>,
+    /// Frames dropped because a connection's send queue was full, since the start.
+    pub not_sent: u64,
+}
+
+/// Measures our own video as sent (sans-IO: the caller times each frame).
+#[derive(Debug)]
+pub struct SendMonitor {
+    period_start: Instant,
+    frames: u32,
+    keyframes: u32,
+    size: (u32, u32),
+    bytes: u64,
+    encode_times: Vec<Duration>,
+    not_sent: u64,
+}
+
+impl SendMonitor {
+    /// A monitor whose first period starts at `now`.
+    pub fn new(now: Instant) -> Self {
+        Self {
+            period_start: now,
+            frames: 0,
+            keyframes: 0,
+            size: (0, 0),
+            bytes: 0,
+            encode_times: Vec::new(),
+            not_sent: 0,
+        }
+    }
+
+    /// A frame of `size` went out: `sealed_bytes` long, a keyframe or not, `took` from
+    /// capture to sealed.
+    pub fn sent(&mut self, size: (u32, u32), sealed_bytes: usize, keyframe: bool, took: Duration) {
+        self.frames += 1;
+        self.keyframes += u32::from(keyframe);
+        self.size = size;
+        self.bytes += sealed_bytes as u64;
+        self.encode_times.push(took);
+    }
+
+    /// A frame found a connection's send queue full.
+    pub fn not_sent(&mut self) {
+        self.not_sent += 1;
+    }
+
+    /// The report of the period that ends at `now`; the next one starts.
+    pub fn report(&mut self, now: Instant) -> VideoSendReport {
+        let elapsed = now
+            .saturating_duration_since(self.period_start)
+            .as_secs_f64();
+        self.encode_times.sort_unstable();
+        let at = |p: usize| {
+            let last = self.encode_times.len().checked_sub(1)?;
+            self.encode_times
+                .get(last * p / 100)
+                .map(|d| d.as_secs_f64() * 1000.0)
+        };
+        let report = VideoSendReport {
+            frames: self.frames,
+            fps: per_second(f64::from(self.frames), elapsed),
+            keyframes: self.keyframes,
+            width: self.size.0,
+            height: self.size.1,
+            kbps: per_second(self.bytes as f64 * 8.0 / 1000.0, elapsed).round() as u32,
+            encode_ms: at(50).zip(at(95)),
+            not_sent: self.not_sent,
+        };
+        self.period_start = now;
+        self.frames = 0;
+        self.keyframes = 0;
+        self.bytes = 0;
+        self.encode_times.clear();
+        report
+    }
+}
+
+/// `amount` per second over `elapsed` seconds (0 over no time).
+fn per_second(amount: f64, elapsed: f64) -> f64 {
+    if elapsed > 0.0 { amount / elapsed } else { 0.0 }
 }
 
 /// The `p`th percentile of sorted `values`.
@@ -232,9 +387,49 @@ mod tests {
             Some((f64::INFINITY, f64::INFINITY)),
             "exact pictures"
         );
+        assert_eq!(report.stages, None, "no stage was measured");
         // The next period starts empty.
         let next = monitor.report(start + Duration::from_millis(1100));
         assert_eq!((next.frames, next.latency_ms), (0, None));
+    }
+
+    #[test]
+    fn stage_times_are_reported_as_medians_per_period() {
+        let start = t0();
+        let mut monitor = Monitor::new(start);
+        for (assembly, waiting, decode) in [(1, 10, 400), (3, 30, 500), (2, 20, 9_000)] {
+            monitor.staged(ReceiveStages {
+                assembly: Duration::from_millis(assembly),
+                waiting: Duration::from_micros(waiting),
+                decode: Duration::from_micros(decode),
+            });
+        }
+        let stages = monitor
+            .report(start + Duration::from_secs(1))
+            .stages
+            .expect("three pictures staged");
+        assert_eq!(stages.assembly_ms, 2.0);
+        assert!((stages.waiting_ms - 0.02).abs() < 1e-9);
+        assert!((stages.decode_ms - 0.5).abs() < 1e-9);
+        assert_eq!(monitor.report(start + Duration::from_secs(2)).stages, None);
+    }
+
+    #[test]
+    fn what_we_send_is_reported_per_period() {
+        let start = t0();
+        let mut monitor = SendMonitor::new(start);
+        for i in 0..30u64 {
+            monitor.sent((640, 360), 4_000, i == 0, Duration::from_millis(2 + i % 3));
+        }
+        monitor.not_sent();
+        let report = monitor.report(start + Duration::from_secs(1));
+        assert_eq!((report.frames, report.keyframes), (30, 1));
+        assert_eq!((report.width, report.height), (640, 360));
+        assert_eq!(report.kbps, 960, "30 × 4,000 bytes in a second");
+        assert_eq!(report.encode_ms, Some((3.0, 4.0)));
+        assert_eq!(report.not_sent, 1);
+        let next = monitor.report(start + Duration::from_secs(2));
+        assert_eq!((next.frames, next.encode_ms, next.not_sent), (0, None, 1));
     }
 
     #[test]

@@ -14,8 +14,8 @@
 
 use std::time::{Duration, Instant};
 
-use super::monitor::{Monitor, Shown, VideoReport};
-use super::rtp::{AssembledFrame, Assembler};
+use super::monitor::{Monitor, ReceiveStages, Shown, VideoReport};
+use super::rtp::{Arrival, AssembledFrame, Assembler};
 use super::{Decoder, I420Frame, VpxError};
 use crate::media::crypto::MediaError;
 use crate::media::crypto::keyring::Opener;
@@ -31,13 +31,23 @@ pub const MAX_HELD_FOR_KEY: usize = 16;
 /// What one packet led to.
 #[derive(Debug, Default)]
 pub struct Received {
-    /// Pictures to show, oldest first, and what the monitor read of each (usually none or
-    /// one; several after a repair).
-    pub pictures: Vec<(I420Frame, Shown)>,
+    /// Pictures to show, oldest first (usually none or one; several after a repair).
+    pub pictures: Vec<Picture>,
     /// Ask the sender for a keyframe now.
     pub want_keyframe: bool,
     /// The frame opened: the sender is heard.
     pub opened: bool,
+}
+
+/// A decoded picture.
+#[derive(Debug)]
+pub struct Picture {
+    /// The picture.
+    pub image: I420Frame,
+    /// What the monitor read of it.
+    pub shown: Shown,
+    /// When its frame's packets arrived.
+    pub arrival: Arrival,
 }
 
 /// Counts of what went wrong, since the start.
@@ -70,8 +80,9 @@ pub struct VideoReceiver {
     monitor: Monitor,
     waiting_for_keyframe: bool,
     last_request: Option<Instant>,
-    /// Frames under a key we do not hold yet (since when, the sealed frame), oldest first.
-    held_for_key: std::collections::VecDeque<(Instant, Vec<u8>)>,
+    /// Frames under a key we do not hold yet (since when, the sealed frame, when it
+    /// arrived), oldest first.
+    held_for_key: std::collections::VecDeque<(Instant, Vec<u8>, Arrival)>,
     counts: ReceiveCounts,
 }
 
@@ -112,6 +123,11 @@ impl VideoReceiver {
             malformed_packets: assembly.malformed,
             ..self.counts
         }
+    }
+
+    /// Where a shown picture's time went (measured by the caller, which reads the clock).
+    pub fn staged(&mut self, stages: ReceiveStages) {
+        self.monitor.staged(stages);
     }
 
     /// Ends a reporting period at `now`.
@@ -167,13 +183,13 @@ impl VideoReceiver {
         let held = std::mem::take(&mut self.held_for_key);
         let frames = held
             .into_iter()
-            .map(|(since, data)| (Some(since), data, false))
+            .map(|(since, data, arrival)| (Some(since), data, false, arrival))
             .chain(
                 frames
                     .into_iter()
-                    .map(|frame| (None, frame.data, frame.after_loss)),
+                    .map(|frame| (None, frame.data, frame.after_loss, frame.arrival)),
             );
-        for (held_since, data, after_loss) in frames {
+        for (held_since, data, after_loss, arrival) in frames {
             if after_loss {
                 self.waiting_for_keyframe = true;
             }
@@ -183,7 +199,7 @@ impl VideoReceiver {
                     received.opened = true;
                     self.counts.bytes += data.len() as u64;
                     self.monitor.received(data.len());
-                    self.decode(now, unix_ms, &opened.payload, &mut received);
+                    self.decode(now, unix_ms, &opened.payload, arrival, &mut received);
                 }
                 Err(MediaError::UnknownKey { .. })
                     if self.held_for_key.len() < MAX_HELD_FOR_KEY
@@ -192,7 +208,7 @@ impl VideoReceiver {
                         }) =>
                 {
                     self.held_for_key
-                        .push_back((held_since.unwrap_or(now), data));
+                        .push_back((held_since.unwrap_or(now), data, arrival));
                 }
                 _ => {
                     self.counts.undecryptable += 1;
@@ -222,7 +238,14 @@ impl VideoReceiver {
         }
     }
 
-    fn decode(&mut self, now: Instant, unix_ms: u64, frame: &[u8], received: &mut Received) {
+    fn decode(
+        &mut self,
+        now: Instant,
+        unix_ms: u64,
+        frame: &[u8],
+        arrival: Arrival,
+        received: &mut Received,
+    ) {
         let keyframe = is_vp8_keyframe(frame);
         if self.waiting_for_keyframe && !keyframe {
             self.counts.concealed += 1;
@@ -233,7 +256,11 @@ impl VideoReceiver {
                 self.waiting_for_keyframe = false;
                 self.counts.decoded += 1;
                 let shown = self.monitor.shown(now, unix_ms, &picture);
-                received.pictures.push((picture, shown));
+                received.pictures.push(Picture {
+                    image: picture,
+                    shown,
+                    arrival,
+                });
             }
             Ok(None) => {}
             Err(err) => {
@@ -345,8 +372,8 @@ mod tests {
         for n in 0..10u32 {
             let frame = sender.capture(t0(), u64::from(n) * 33).unwrap().unwrap();
             let got = wire.send(&mut receiver, &mut opener, &frame.sealed, |_| true);
-            let (picture, shown) = got.pictures.into_iter().next().expect("decoded");
-            assert_eq!(read_stamp(&picture).unwrap().frame, n);
+            let Picture { image, shown, .. } = got.pictures.into_iter().next().expect("decoded");
+            assert_eq!(read_stamp(&image).unwrap().frame, n);
             assert_eq!(shown.stamp.unwrap().frame, n);
             assert!(shown.psnr_db.unwrap() > 30.0, "{shown:?}");
             assert!(!got.want_keyframe);
@@ -388,7 +415,7 @@ mod tests {
                     .into_iter()
                     .next()
                     .expect("the keyframe shows")
-                    .0
+                    .image
             )
             .unwrap()
             .frame,
@@ -447,7 +474,7 @@ mod tests {
         let frames: Vec<u32> = got
             .pictures
             .iter()
-            .map(|(picture, _)| read_stamp(picture).unwrap().frame)
+            .map(|picture| read_stamp(&picture.image).unwrap().frame)
             .collect();
         assert_eq!(frames, [1, 2, 3]);
         assert!(!got.want_keyframe);

@@ -167,6 +167,18 @@ pub struct AssembledFrame {
     pub data: Vec<u8>,
     /// Packets were lost since the previous frame out: the decoder may lack a reference.
     pub after_loss: bool,
+    /// When its first and its last packet arrived.
+    pub arrival: Arrival,
+}
+
+/// When a frame's packets arrived: the first and the last to come (not necessarily the
+/// first and last by sequence number, after a retransmission).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Arrival {
+    /// When the first packet to come arrived.
+    pub first: Instant,
+    /// When the last packet to come arrived.
+    pub last: Instant,
 }
 
 /// What the assembler saw.
@@ -200,6 +212,7 @@ struct Pending {
     timestamp: u32,
     fragments: BTreeMap<u64, Fragment>,
     bytes: usize,
+    arrival: Arrival,
 }
 
 impl Pending {
@@ -289,11 +302,16 @@ impl Assembler {
             timestamp,
             fragments: BTreeMap::new(),
             bytes: 0,
+            arrival: Arrival {
+                first: now,
+                last: now,
+            },
         });
         if frame.fragments.contains_key(&seq) {
             self.stats.late += 1;
             return Vec::new();
         }
+        frame.arrival.last = frame.arrival.last.max(now);
         let data = &payload[descriptor.len..];
         frame.bytes += data.len();
         self.pending_bytes += data.len();
@@ -381,6 +399,7 @@ impl Assembler {
             timestamp: frame.timestamp,
             data,
             after_loss: std::mem::take(&mut self.lost),
+            arrival: frame.arrival,
         }
     }
 
@@ -510,10 +529,13 @@ mod tests {
         assert_eq!(assembler.stats().late, 2, "the duplicates");
     }
 
-    /// Four frames; the first loses its second packet.
-    fn with_a_lost_packet(assembler: &mut Assembler) -> (Vec<Vec<u8>>, Vec<AssembledFrame>) {
+    /// Four frames from `start`, 33 ms apart; the first loses its second packet.
+    fn with_a_lost_packet(
+        assembler: &mut Assembler,
+        start: Instant,
+    ) -> (Vec<Vec<u8>>, Vec<AssembledFrame>) {
         let frames = vec![frame(4000, 1), frame(4000, 2), frame(500, 3), frame(500, 4)];
-        let (mut seq, mut ts, mut at) = (0u16, 0u32, t0());
+        let (mut seq, mut ts, mut at) = (0u16, 0u32, start);
         let mut first = true;
         let out = feed(assembler, &mut seq, &frames, &mut ts, &mut at, |n| {
             let order = if first {
@@ -530,11 +552,12 @@ mod tests {
     #[test]
     fn a_retransmitted_packet_within_the_repair_wait_lets_everything_out_in_order() {
         let mut assembler = Assembler::default();
-        let (frames, out) = with_a_lost_packet(&mut assembler);
+        let start = t0();
+        let (frames, out) = with_a_lost_packet(&mut assembler, start);
         assert!(out.is_empty(), "later frames wait for the missing packet");
         // The retransmission comes 80 ms after the last frame.
         let repaired = assembler.push(
-            t0() + Duration::from_millis(180),
+            start + Duration::from_millis(180),
             1,
             0,
             false,
@@ -543,6 +566,14 @@ mod tests {
         let data: Vec<&Vec<u8>> = repaired.iter().map(|f| &f.data).collect();
         assert_eq!(data, frames.iter().collect::<Vec<_>>());
         assert!(repaired.iter().all(|f| !f.after_loss));
+        // The repaired frame's packets span from its first to the retransmission; the
+        // others arrived within their own instant.
+        let arrival = repaired[0].arrival;
+        assert_eq!(
+            (arrival.first, arrival.last),
+            (start, start + Duration::from_millis(180))
+        );
+        assert_eq!(repaired[1].arrival.first, repaired[1].arrival.last);
         let stats = assembler.stats();
         assert_eq!((stats.frames, stats.incomplete, stats.repaired), (4, 0, 1));
     }
@@ -551,7 +582,7 @@ mod tests {
     fn a_packet_lost_for_good_gives_its_frame_up_after_the_repair_wait() {
         let mut assembler = Assembler::default();
         assembler.set_repair_wait(Duration::from_millis(200));
-        let (frames, out) = with_a_lost_packet(&mut assembler);
+        let (frames, out) = with_a_lost_packet(&mut assembler, t0());
         assert!(out.is_empty());
         // The second frame was complete at 33 ms: it waits until 233 ms.
         assert!(assembler.poll(t0() + Duration::from_millis(230)).is_empty());

@@ -105,6 +105,11 @@ impl VideoSender {
         Duration::from_secs_f64(1.0 / self.source.fps().clamp(1.0, 60.0))
     }
 
+    /// Size of the pictures sent.
+    pub fn size(&self) -> (u32, u32) {
+        self.source.size()
+    }
+
     /// What was sent so far.
     pub fn stats(&self) -> SendStats {
         self.stats
