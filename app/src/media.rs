@@ -155,6 +155,8 @@ mod tests {
                 jitter_ms: 1.0,
                 level_dbfs: -30.0,
                 rtt_ms: None,
+                send_estimate_kbps: None,
+                send_loss: None,
             }),
             &mut sink,
         );

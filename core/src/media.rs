@@ -247,6 +247,11 @@ pub struct ReceiveStats {
     pub level_dbfs: f32,
     /// Latest round-trip time to this member (ICE), once measured.
     pub rtt_ms: Option<f64>,
+    /// How fast we may send to this member (kbit/s), once its feedback has said
+    /// (`transport::estimate`).
+    pub send_estimate_kbps: Option<u32>,
+    /// The fraction of our packets this member reported lost (smoothed), with the estimate.
+    pub send_loss: Option<f64>,
 }
 
 /// Inputs of the media plane.

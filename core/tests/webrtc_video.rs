@@ -2,8 +2,8 @@
 //! payloader and interceptors): SFrame-sealed VP8 frames of testsrc cross packetized, are
 //! put back together, open and decode to the picture sent; no RTP payload carries VP8 in
 //! the clear; every packet carries the frame information a forwarding unit needs
-//! (keyframe, number) outside the seal; and a keyframe request (RTCP PLI) from the receiver
-//! reaches the sender.
+//! (keyframe, number) outside the seal; a keyframe request (RTCP PLI) from the receiver
+//! reaches the sender; and transport-wide feedback gives the sender a bandwidth estimate.
 
 mod support;
 
@@ -103,6 +103,13 @@ async fn sealed_vp8_crosses_a_real_webrtc_connection_and_keyframes_can_be_asked_
     // The keyframes a forwarding unit sees without keys are the ones sent (those that
     // arrived before the end).
     assert!(seen_keyframes.len() >= 2 && seen_keyframes.is_subset(&sent_keyframes));
+    // Two seconds of video brought transport-wide feedback back: the sender has an
+    // estimate of the path (loopback: at least what 360p needs).
+    let estimate = offerer
+        .send_estimate()
+        .expect("TWCC feedback reached the sender's estimator");
+    assert!(estimate.bps >= 800_000.0, "{estimate:?}");
+    assert!(estimate.loss < 0.01, "{estimate:?}");
     offerer.close().await.unwrap();
     answerer.close().await.unwrap();
 }

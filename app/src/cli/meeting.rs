@@ -324,10 +324,12 @@ impl MediaSink for Printer {
             jitter_ms,
             level_dbfs,
             rtt_ms,
+            send_estimate_kbps,
+            send_loss,
         } = stats;
         self.0.event(
             "media",
-            json!({ "peer_id": peer_id.to_string(), "rx_frames": rx_frames, "lost_frames": lost_frames, "recovered_frames": recovered_frames, "decrypt_failures": decrypt_failures, "jitter_ms": jitter_ms, "level_dbfs": level_dbfs, "rtt_ms": rtt_ms }),
+            json!({ "peer_id": peer_id.to_string(), "rx_frames": rx_frames, "lost_frames": lost_frames, "recovered_frames": recovered_frames, "decrypt_failures": decrypt_failures, "jitter_ms": jitter_ms, "level_dbfs": level_dbfs, "rtt_ms": rtt_ms, "send_estimate_kbps": send_estimate_kbps, "send_loss": send_loss }),
             || format!("audio from {peer_id}: {rx_frames} frames, {lost_frames} lost ({recovered_frames} recovered), jitter {jitter_ms:.1} ms"),
         );
     }
@@ -418,6 +420,7 @@ impl MediaSink for Printer {
                 "kbps": report.kbps,
                 "encode_ms": encode,
                 "not_sent": report.not_sent,
+                "target_kbps": report.target_kbps,
             }),
             || {
                 let encode = report

@@ -50,6 +50,10 @@ use super::{
     MediaReport, STATS_INTERVAL,
 };
 
+/// How often the video loop hears each path's round trip and send estimate (its encoder
+/// follows the estimate: a quarter second keeps that within a feedback round or two).
+const VIDEO_PATH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// Capacity of the actor's internal queue (task results and state changes). Lossless:
 /// tasks wait for room.
 const INTERNAL_CAPACITY: usize = INBOX_CAPACITY * 4;
@@ -238,6 +242,8 @@ impl Actor {
         cancel: CancellationToken,
     ) {
         let mut timer = tokio::time::interval(STATS_INTERVAL);
+        let mut paths = tokio::time::interval(VIDEO_PATH_INTERVAL);
+        paths.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 biased;
@@ -248,10 +254,8 @@ impl Actor {
                 },
                 Some(message) = internal.recv() => self.on_internal(message).await,
                 Some(report) = reports.recv() => self.on_report(report),
-                _ = timer.tick() => {
-                    self.engine.handle_timeout(now());
-                    self.tell_video_rtts().await;
-                }
+                _ = timer.tick() => self.engine.handle_timeout(now()),
+                _ = paths.tick() => self.tell_video_paths().await,
                 Some(_) = self.tasks.join_next(), if !self.tasks.is_empty() => {}
             }
             self.perform().await;
@@ -375,6 +379,12 @@ impl Actor {
             ClockReport::Event(mut event) => {
                 if let MediaEvent::Stats(stats) = &mut event {
                     stats.rtt_ms = self.engine.rtt_ms(&stats.peer_id);
+                    let estimate = self
+                        .links
+                        .get(&stats.peer_id)
+                        .and_then(|link| link.peer.send_estimate());
+                    stats.send_estimate_kbps = estimate.map(|e| (e.bps / 1000.0).round() as u32);
+                    stats.send_loss = estimate.map(|e| e.loss);
                 }
                 self.report(event);
             }
@@ -486,17 +496,29 @@ impl Actor {
     }
 
     /// Tells the video loop the round-trip time to each connected member (how long its
-    /// frames may wait for a retransmission).
-    async fn tell_video_rtts(&mut self) {
-        let rtts: Vec<(PeerId, f64)> = self
+    /// frames may wait for a retransmission) and how fast we may send to it (what our
+    /// encoder aims at).
+    async fn tell_video_paths(&mut self) {
+        let paths: Vec<(PeerId, Option<f64>, Option<f64>)> = self
             .links
-            .keys()
-            .filter_map(|peer| Some((*peer, self.engine.rtt_ms(peer)?)))
+            .iter()
+            .map(|(peer, link)| {
+                let rtt_ms = self
+                    .engine
+                    .rtt_ms(peer)
+                    .filter(|ms| ms.is_finite() && *ms > 0.0);
+                (*peer, rtt_ms, link.peer.send_estimate().map(|e| e.bps))
+            })
             .collect();
-        for (peer, rtt_ms) in rtts {
-            if rtt_ms.is_finite() && rtt_ms > 0.0 {
-                let rtt = std::time::Duration::from_secs_f64(rtt_ms / 1000.0);
-                self.tell_video(VideoCommand::PathRtt { peer, rtt }).await;
+        for (peer, rtt_ms, send_bps) in paths {
+            let rtt = rtt_ms.map(|ms| std::time::Duration::from_secs_f64(ms / 1000.0));
+            if rtt.is_some() || send_bps.is_some() {
+                self.tell_video(VideoCommand::Path {
+                    peer,
+                    rtt,
+                    send_bps,
+                })
+                .await;
             }
         }
     }

@@ -419,6 +419,8 @@ impl Clock {
                 jitter_ms: receiver.jitter.jitter().as_secs_f64() * 1000.0,
                 level_dbfs: receiver.level,
                 rtt_ms: None,
+                send_estimate_kbps: None,
+                send_loss: None,
             }));
         }
         for event in events {

@@ -1,8 +1,10 @@
 //! The media transport: one WebRTC peer connection per pair of members (full mesh).
 //!
 //! - [`peer`]: the only code that touches webrtc-rs. An [`peer::MediaPeer`] carries one
-//!   Opus audio track whose RTP payloads are SFrame-sealed frames, so media stays sealed
-//!   end to end even across a TURN relay; DTLS-SRTP protects each hop as usual.
+//!   Opus audio track and one VP8 video track each way, whose RTP payloads are
+//!   SFrame-sealed frames, so media stays sealed end to end even across a TURN relay;
+//!   DTLS-SRTP protects each hop as usual.
+//! - [`estimate`]: how fast we may send to each peer (TWCC feedback into a GCC estimator).
 //! - [`sdp`]: the answering side holds back the offer's reflexive candidates for half a
 //!   round trip, so that both ends' first packets cross on the way to port-restricted NATs.
 //! - [`turn_tcp`]: TURN over TCP (for networks that drop UDP) in front of webrtc-rs' UDP-only
@@ -14,6 +16,7 @@
 //! ICE servers ([`IceServer`]) come from the relays: STUN for reflexive candidates, TURN
 //! (with short-lived credentials) for relayed ones.
 
+pub mod estimate;
 pub mod peer;
 pub mod sdp;
 pub mod turn_tcp;

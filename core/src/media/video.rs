@@ -2,7 +2,8 @@
 //! ([`source`]: the `testsrc` pattern, which carries its frame number and capture time so
 //! a receiver can measure latency, freezes and quality against the exact reference; Y4M
 //! files; V4L2 cameras), the VP8 codec (`conclave-vpx`, the only crate with `unsafe`), the
-//! sender ([`sender`]: one encoder, SFrame), VP8 RTP reassembly that waits for repairs
+//! sender ([`sender`]: one encoder, SFrame) and the rate it aims at ([`rate`]: the
+//! weakest path's send estimate), VP8 RTP reassembly that waits for repairs
 //! ([`rtp`]), the receiver ([`receiver`]: open, decode, keyframe after a loss), what a
 //! receiver measures of each sender's video ([`monitor`]), and `--video-out` ([`sink`]).
 //!
@@ -10,8 +11,10 @@
 
 pub mod camera;
 pub mod monitor;
+pub mod rate;
 pub mod receiver;
 pub mod rtp;
+pub mod scale;
 pub mod sender;
 pub mod sink;
 pub mod source;

@@ -30,6 +30,7 @@ use tracing::{debug, info, warn};
 use super::clock::ClockReport;
 use super::crypto::keyring::Opener;
 use super::video::monitor::{ReceiveStages, SendMonitor};
+use super::video::rate::RateControl;
 use super::video::receiver::{Received, VideoReceiver};
 use super::video::rtp::FrameInfo;
 use super::video::sender::VideoSender;
@@ -105,9 +106,14 @@ pub(crate) enum VideoCommand {
     },
     /// Turn our camera on or off.
     Camera(bool),
-    /// The latest round-trip time to this member: how long its video may wait for a
-    /// retransmission.
-    PathRtt { peer: PeerId, rtt: Duration },
+    /// The latest round-trip time to this member (how long its video may wait for a
+    /// retransmission) and how fast we may send to it (what our encoder aims at), where
+    /// known.
+    Path {
+        peer: PeerId,
+        rtt: Option<Duration>,
+        send_bps: Option<f64>,
+    },
 }
 
 /// The NACK interval of the transport's interceptor (webrtc-rs: 100 ms).
@@ -147,6 +153,8 @@ pub(crate) struct VideoLoop {
     rtts: HashMap<PeerId, Duration>,
     /// What our video sends.
     sent: SendMonitor,
+    /// What our encoder aims at.
+    rate: RateControl,
     reports_dropped: u64,
 }
 
@@ -178,6 +186,7 @@ impl VideoLoop {
     /// A loop that sends `sender`'s video (if any) and writes what it receives to
     /// `out_dir` (if any).
     pub(crate) fn new(sender: Option<VideoSender>, out_dir: Option<PathBuf>) -> Self {
+        let rate = RateControl::new(sender.as_ref().map_or(0, VideoSender::full_rate_kbps));
         Self {
             sender,
             opener: Opener::default(),
@@ -188,6 +197,7 @@ impl VideoLoop {
             heard: HashMap::new(),
             rtts: HashMap::new(),
             sent: SendMonitor::new(Instant::now()),
+            rate,
             reports_dropped: 0,
         }
     }
@@ -270,6 +280,7 @@ impl VideoLoop {
                 self.receivers.retain(|leaf, _| leaves.contains_key(leaf));
             }
             VideoCommand::Forget(peer) => {
+                self.rate.forget(&peer);
                 self.receivers.retain(|_, incoming| incoming.peer != peer);
                 self.heard.remove(&peer);
             }
@@ -292,12 +303,24 @@ impl VideoLoop {
                 }
                 None => {
                     self.routes.remove(&peer);
+                    self.rate.forget(&peer);
                 }
             },
-            VideoCommand::PathRtt { peer, rtt } => {
-                self.rtts.insert(peer, rtt);
-                for incoming in self.receivers.values_mut().filter(|i| i.peer == peer) {
-                    incoming.receiver.set_repair_wait(repair_wait(rtt));
+            VideoCommand::Path {
+                peer,
+                rtt,
+                send_bps,
+            } => {
+                if let Some(rtt) = rtt {
+                    self.rtts.insert(peer, rtt);
+                    for incoming in self.receivers.values_mut().filter(|i| i.peer == peer) {
+                        incoming.receiver.set_repair_wait(repair_wait(rtt));
+                    }
+                }
+                if let Some(bps) = send_bps
+                    && self.routes.contains_key(&peer)
+                {
+                    self.rate.estimate(peer, bps);
                 }
             }
             VideoCommand::Camera(on) => {
@@ -323,6 +346,11 @@ impl VideoLoop {
             return IDLE_INTERVAL;
         };
         let interval = sender.frame_interval();
+        if let Some(kbps) = self.rate.update(now)
+            && let Err(err) = sender.set_bitrate_kbps(kbps)
+        {
+            warn!(error = %err, kbps, "video bitrate not changed");
+        }
         let frame = match sender.capture(now, unix_ms()) {
             Ok(Some(frame)) => frame,
             Ok(None) => return interval,
@@ -356,6 +384,7 @@ impl VideoLoop {
         }
         for peer in closed {
             self.routes.remove(&peer);
+            self.rate.forget(&peer);
         }
         interval
     }
@@ -518,7 +547,7 @@ impl VideoLoop {
             }));
         }
         if let Some(sender) = &self.sender {
-            let period = self.sent.report(now);
+            let period = self.sent.report(now, sender.bitrate_kbps());
             debug!(sent = ?sender.stats(), "video sent");
             if sender.is_on() {
                 events.push(MediaEvent::VideoSent(period));

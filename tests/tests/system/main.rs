@@ -27,4 +27,5 @@ mod real_networks;
 mod relay_policy;
 mod relay_turn;
 mod video;
+mod video_rate;
 mod wan;

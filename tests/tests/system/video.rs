@@ -71,7 +71,7 @@ fn unix_ms() -> u64 {
 }
 
 /// Waits until `proc` decoded a first picture from each of `count` members.
-fn wait_video_started(proc: &mut Proc, count: usize) {
+pub(crate) fn wait_video_started(proc: &mut Proc, count: usize) {
     for _ in 0..count {
         proc.wait_for(LIMIT, "video started", |v| v["event"] == "video_started")
             .unwrap();

@@ -24,21 +24,22 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
-use rtc::interceptor::{Attribute, Interceptor, Packet, Registry, Slot, StreamInfo, TaggedPacket};
+use rtc::interceptor::{
+    Attribute, Interceptor, NackGeneratorBuilder, NackResponderBuilder, Packet, Registry, Slot,
+    StreamInfo, TaggedPacket,
+};
 use rtc::media::Sample;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::RTCOfferOptions;
-use rtc::peer_connection::configuration::interceptor_registry::{
-    configure_nack, configure_rtcp_reports,
-};
+use rtc::peer_connection::configuration::interceptor_registry::configure_rtcp_reports;
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp::extension::HeaderExtension;
 use rtc::rtp_transceiver::PayloadType;
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability,
-    RtpCodecKind,
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters,
+    RTCRtpHeaderExtensionCapability, RtpCodecKind, TYPE_RTCP_FB_NACK,
 };
 use rtc::shared::marshal::{Marshal, MarshalSize};
 use tokio::sync::mpsc;
@@ -55,6 +56,7 @@ use webrtc::peer_connection::{
 };
 
 use super::IceServer;
+use super::estimate::{EstimateCell, SendEstimate, congestion_control};
 use super::sdp::{HeldCandidate, hold_back_reflexive};
 use crate::media::audio::FRAME_MS;
 use crate::media::video::VIDEO_CLOCK_RATE;
@@ -92,6 +94,9 @@ pub const REFLEXIVE_ACCEPTANCE_MIN_WAIT: Duration = Duration::from_millis(200);
 /// (its `Punch`, half a signalling round trip after our answer arrives): an offerer that
 /// never sends it still gets its direct paths checked.
 pub const HOLD_BACK_LIMIT: Duration = Duration::from_secs(3);
+/// How many times a missing video packet is asked for (100 ms apart): twice covers a lost
+/// retransmission without flooding a congested path with copies (see `nack`).
+pub const MAX_NACKS_PER_PACKET: u16 = 2;
 /// Interval of ICE keepalives (consent checks) on an idle path.
 pub const ICE_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -537,6 +542,8 @@ pub struct MediaPeer {
     /// Reflexive candidates of the other side held back from its latest description (see
     /// [`super::sdp`]); emptied when they are added, or when a new offer comes.
     held: Arc<tokio::sync::Mutex<Held>>,
+    /// How fast we may send to the other side (see [`super::estimate`]).
+    estimate: Arc<EstimateCell>,
 }
 
 impl std::fmt::Debug for MediaPeer {
@@ -545,15 +552,43 @@ impl std::fmt::Debug for MediaPeer {
     }
 }
 
+/// NACK for video (`nack` and `nack pli` feedback): the responder answers from its send
+/// history, and the generator asks for each missing packet at most [`MAX_NACKS_PER_PACKET`]
+/// times. webrtc-rs' own setup asks every 100 ms until the packet comes, and on a path whose
+/// queue holds half a second that is five retransmissions of every lost packet, each making
+/// the queue, and the loss, worse.
+fn nack(registry: Registry, media: &mut MediaEngine) -> Registry {
+    for parameter in ["", "pli"] {
+        media.register_feedback(
+            RTCPFeedback {
+                typ: TYPE_RTCP_FB_NACK.to_owned(),
+                parameter: parameter.to_owned(),
+            },
+            RtpCodecKind::Video,
+        );
+    }
+    registry
+        .with(Slot::NackResponder, NackResponderBuilder::new().build())
+        .with(
+            Slot::NackGenerator,
+            NackGeneratorBuilder::new()
+                .with_max_nacks_per_packet(MAX_NACKS_PER_PACKET)
+                .build(),
+        )
+}
+
 /// The interceptor chain of every connection: NACK (asking for lost video packets and
 /// answering the other side's asks from the send history), RTCP sender and receiver
-/// reports, and [`KeyframeRequestTap`]. NACK is negotiated for video only.
-fn interceptors(media: &mut MediaEngine) -> Registry {
-    let registry = configure_rtcp_reports(configure_nack(Registry::new(), media));
-    registry.with(
+/// reports, send-side congestion control ([`super::estimate`]) and [`KeyframeRequestTap`].
+/// NACK is negotiated for video only. Returns where the connection's estimate appears.
+fn interceptors(media: &mut MediaEngine) -> Result<(Registry, Arc<EstimateCell>), TransportError> {
+    let registry = configure_rtcp_reports(nack(Registry::new(), media));
+    let (registry, estimate) = congestion_control(registry, media).map_err(webrtc_err)?;
+    let registry = registry.with(
         Slot::Custom(KEYFRAME_REQUEST_TAP_SLOT),
         KeyframeRequestTap::default(),
-    )
+    );
+    Ok((registry, estimate))
 }
 
 impl MediaPeer {
@@ -575,7 +610,7 @@ impl MediaPeer {
                 None,
             )
             .map_err(webrtc_err)?;
-        let registry = interceptors(&mut media);
+        let (registry, estimate) = interceptors(&mut media)?;
         let settings = SettingEngineBuilder::new()
             .with_ice_timeouts(
                 Some(ICE_DISCONNECTED_TIMEOUT),
@@ -655,9 +690,15 @@ impl MediaPeer {
                 keyframe_watch,
                 gathering: tokio::sync::Mutex::new(gathering_rx),
                 held: Arc::new(tokio::sync::Mutex::new(Held::default())),
+                estimate,
             },
             events_rx,
         ))
+    }
+
+    /// How fast we may send to the other side, once its feedback has said.
+    pub fn send_estimate(&self) -> Option<SendEstimate> {
+        self.estimate.get()
     }
 
     /// Takes the ICE servers of `config` (fresh TURN credentials) for the next gathering.

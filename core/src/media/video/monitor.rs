@@ -271,6 +271,8 @@ pub struct VideoSendReport {
     pub encode_ms: Option<(f64, f64)>,
     /// Frames dropped because a connection's send queue was full, since the start.
     pub not_sent: u64,
+    /// What the encoder aims at now (the weakest path's estimate allows), kbit/s.
+    pub target_kbps: u32,
 }
 
 /// Measures our own video as sent (sans-IO: the caller times each frame).
@@ -314,8 +316,9 @@ impl SendMonitor {
         self.not_sent += 1;
     }
 
-    /// The report of the period that ends at `now`; the next one starts.
-    pub fn report(&mut self, now: Instant) -> VideoSendReport {
+    /// The report of the period that ends at `now`, when the encoder aims at
+    /// `target_kbps`; the next one starts.
+    pub fn report(&mut self, now: Instant, target_kbps: u32) -> VideoSendReport {
         let elapsed = now
             .saturating_duration_since(self.period_start)
             .as_secs_f64();
@@ -335,6 +338,7 @@ impl SendMonitor {
             kbps: per_second(self.bytes as f64 * 8.0 / 1000.0, elapsed).round() as u32,
             encode_ms: at(50).zip(at(95)),
             not_sent: self.not_sent,
+            target_kbps,
         };
         self.period_start = now;
         self.frames = 0;
@@ -422,13 +426,13 @@ mod tests {
             monitor.sent((640, 360), 4_000, i == 0, Duration::from_millis(2 + i % 3));
         }
         monitor.not_sent();
-        let report = monitor.report(start + Duration::from_secs(1));
+        let report = monitor.report(start + Duration::from_secs(1), 800);
         assert_eq!((report.frames, report.keyframes), (30, 1));
         assert_eq!((report.width, report.height), (640, 360));
         assert_eq!(report.kbps, 960, "30 × 4,000 bytes in a second");
         assert_eq!(report.encode_ms, Some((3.0, 4.0)));
         assert_eq!(report.not_sent, 1);
-        let next = monitor.report(start + Duration::from_secs(2));
+        let next = monitor.report(start + Duration::from_secs(2), 800);
         assert_eq!((next.frames, next.encode_ms, next.not_sent), (0, None, 1));
     }
 

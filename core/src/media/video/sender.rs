@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use tracing::debug;
 
 use super::rtp::FrameInfo;
+use super::scale::scaled_size;
 use super::source::VideoSource;
 use super::{Encoder, EncoderConfig, VideoSourceError, VpxError};
 use crate::media::crypto::MediaError;
@@ -18,6 +19,12 @@ use crate::media::crypto::sframe::{Sealer, Stream};
 
 /// Keyframe requests closer together than this give one keyframe.
 pub const KEYFRAME_MIN_INTERVAL: Duration = Duration::from_millis(250);
+/// Share of the bitrate that keyframes sent on request may take: after a keyframe, the
+/// next one asked for waits until the rate has paid for this share of it (on a path
+/// squeezed by losses, every receiver's requests would otherwise fill it with keyframes).
+pub const KEYFRAME_SHARE: f64 = 0.5;
+/// Longest wait between keyframes asked for, however low the rate.
+pub const KEYFRAME_MAX_SPACING: Duration = Duration::from_secs(2);
 
 /// Why a frame did not go out.
 #[derive(Debug, thiserror::Error)]
@@ -56,15 +63,36 @@ pub struct SendStats {
     pub bytes: u64,
 }
 
-/// Our video: the source, its one encoder, and the video sealer.
+/// Lower layers are the source's size halved, and halved again, while at least this wide.
+pub const MIN_LAYER_WIDTH: u32 = 320;
+/// A layer is kept while the rate is at least this share of its full-quality rate
+/// ([`EncoderConfig::realtime`]), and a larger one taken when the rate reaches
+/// [`LAYER_UP_SHARE`] of its own: the gap keeps the layer from flapping.
+pub const LAYER_KEEP_SHARE: f64 = 0.35;
+/// See [`LAYER_KEEP_SHARE`].
+pub const LAYER_UP_SHARE: f64 = 0.45;
+/// A lower layer may use up to this multiple of its full-quality rate: sharper pictures
+/// while the rate is between layers, and the traffic that shows the path can carry the
+/// next layer up (an estimate never runs far ahead of what was sent:
+/// `transport::estimate::PROBE_FACTOR`). The source's own size stops at its full rate.
+pub const LOWER_LAYER_STRETCH: f64 = 1.5;
+
+/// Our video: the source, its one encoder (for the layer the rate allows), and the video
+/// sealer.
 pub struct VideoSender {
     source: Box<dyn VideoSource>,
     encoder: Encoder,
+    /// The layer sent: the source's size divided by this.
+    factor: u32,
+    /// Pictures per second the encoder is configured for.
+    fps: u32,
     sealer: Sealer,
     keyed: bool,
     on: bool,
     keyframe_due: bool,
     last_keyframe: Option<Instant>,
+    /// Size of the last keyframe, bits.
+    last_keyframe_bits: u64,
     /// Number of the next frame out (wrapping).
     number: u16,
     stats: SendStats,
@@ -89,12 +117,15 @@ impl VideoSender {
         config.fps = source.fps().round().clamp(1.0, 60.0) as u32;
         Ok(Self {
             source,
+            fps: config.fps,
             encoder: Encoder::new(config)?,
+            factor: 1,
             sealer: Sealer::for_stream(0, Stream::Video),
             keyed: false,
             on: true,
             keyframe_due: true,
             last_keyframe: None,
+            last_keyframe_bits: 0,
             number: 0,
             stats: SendStats::default(),
         })
@@ -105,9 +136,75 @@ impl VideoSender {
         Duration::from_secs_f64(1.0 / self.source.fps().clamp(1.0, 60.0))
     }
 
-    /// Size of the pictures sent.
+    /// Size of the pictures sent (the layer's).
     pub fn size(&self) -> (u32, u32) {
-        self.source.size()
+        let (width, height) = self.source.size();
+        scaled_size(width, height, self.factor)
+    }
+
+    /// The encoder's target bitrate, kbit/s.
+    pub fn bitrate_kbps(&self) -> u32 {
+        self.encoder.config().bitrate_kbps
+    }
+
+    /// The rate of the source's own size at full quality, kbit/s: more is never used.
+    pub fn full_rate_kbps(&self) -> u32 {
+        let (width, height) = self.source.size();
+        EncoderConfig::realtime(width, height).bitrate_kbps
+    }
+
+    /// Sends what `kbps` allows from the next frame on: the largest layer the rate affords
+    /// ([`LAYER_KEEP_SHARE`]), at that rate or its full-quality rate if lower. A new layer
+    /// starts with a keyframe.
+    pub fn set_bitrate_kbps(&mut self, kbps: u32) -> Result<(), VideoSendError> {
+        let factor = self.layer_for(kbps);
+        let (width, height) = self.source.size();
+        let (layer_width, layer_height) = scaled_size(width, height, factor);
+        let full = EncoderConfig::realtime(layer_width, layer_height);
+        let most = if factor == 1 {
+            full.bitrate_kbps
+        } else {
+            (f64::from(full.bitrate_kbps) * LOWER_LAYER_STRETCH) as u32
+        };
+        let kbps = kbps.clamp(1, most);
+        if factor == self.factor {
+            self.encoder.set_bitrate(kbps)?;
+        } else {
+            self.encoder = Encoder::new(EncoderConfig {
+                bitrate_kbps: kbps,
+                fps: self.fps,
+                ..full
+            })?;
+            self.factor = factor;
+            self.keyframe_due = true;
+        }
+        debug!(
+            kbps,
+            width = layer_width,
+            height = layer_height,
+            "video rate"
+        );
+        Ok(())
+    }
+
+    /// The layer (size divisor) to send at `kbps`.
+    fn layer_for(&self, kbps: u32) -> u32 {
+        let (width, height) = self.source.size();
+        let mut factor = 1;
+        loop {
+            let (layer_width, layer_height) = scaled_size(width, height, factor);
+            let need = f64::from(EncoderConfig::realtime(layer_width, layer_height).bitrate_kbps);
+            let share = if factor < self.factor {
+                LAYER_UP_SHARE
+            } else {
+                LAYER_KEEP_SHARE
+            };
+            let smaller = scaled_size(width, height, factor * 2);
+            if f64::from(kbps) >= share * need || smaller.0 < MIN_LAYER_WIDTH || smaller.1 < 2 {
+                return factor;
+            }
+            factor *= 2;
+        }
     }
 
     /// What was sent so far.
@@ -148,11 +245,20 @@ impl VideoSender {
         self.keyed = false;
     }
 
+    /// Least time between the last keyframe and one asked for: [`KEYFRAME_MIN_INTERVAL`],
+    /// or longer when the last keyframe was large for the rate ([`KEYFRAME_SHARE`]).
+    pub fn keyframe_spacing(&self) -> Duration {
+        let bps = f64::from(self.bitrate_kbps()) * 1000.0;
+        let paid = Duration::from_secs_f64(self.last_keyframe_bits as f64 / (KEYFRAME_SHARE * bps));
+        paid.clamp(KEYFRAME_MIN_INTERVAL, KEYFRAME_MAX_SPACING)
+    }
+
     /// A receiver asked for a keyframe at `now`.
     pub fn request_keyframe(&mut self, now: Instant) {
+        let spacing = self.keyframe_spacing();
         let recent = self
             .last_keyframe
-            .is_some_and(|last| now.saturating_duration_since(last) < KEYFRAME_MIN_INTERVAL);
+            .is_some_and(|last| now.saturating_duration_since(last) < spacing);
         if recent {
             debug!("keyframe request within the minimum interval; the last keyframe answers it");
         } else {
@@ -171,7 +277,7 @@ impl VideoSender {
         if !self.on {
             return Ok(None);
         }
-        let picture = self.source.next_frame(unix_ms)?;
+        let picture = self.source.next_frame_scaled(unix_ms, self.factor)?;
         if !self.keyed {
             return Ok(None);
         }
@@ -184,6 +290,7 @@ impl VideoSender {
             if encoded.keyframe {
                 self.stats.keyframes += 1;
                 self.last_keyframe = Some(now);
+                self.last_keyframe_bits = sealed.len() as u64 * 8;
             }
             let info = FrameInfo {
                 keyframe: encoded.keyframe,
@@ -246,13 +353,69 @@ mod tests {
         assert!(first.keyframe);
         // Asked again right after the keyframe: it already answers the request.
         video.request_keyframe(now + Duration::from_millis(40));
-        let later = now + Duration::from_millis(300);
+        let spacing = video.keyframe_spacing();
+        assert!(spacing >= KEYFRAME_MIN_INTERVAL && spacing <= KEYFRAME_MAX_SPACING);
+        let later = now + spacing;
         assert!(!video.capture(later, 300).unwrap().unwrap().keyframe);
         video.request_keyframe(later);
         video.request_keyframe(later);
         assert!(video.capture(later, 333).unwrap().unwrap().keyframe);
         assert!(!video.capture(later, 366).unwrap().unwrap().keyframe);
         assert_eq!(video.stats().keyframes, 2);
+    }
+
+    #[test]
+    fn a_keyframe_large_for_the_rate_spaces_the_next_ones_out() {
+        let now = t0();
+        let mut video = sender();
+        video.install(1, 0, &sender_base_key(&[7; 32], 0)).unwrap();
+        let key = video.capture(now, 0).unwrap().unwrap();
+        let bits = key.sealed.len() as f64 * 8.0;
+        let at_full = video.keyframe_spacing();
+        video.set_bitrate_kbps(100).unwrap();
+        let squeezed = video.keyframe_spacing();
+        assert!(
+            squeezed > at_full,
+            "{at_full:?} at 200 kbit/s, {squeezed:?} at 100"
+        );
+        let expected = Duration::from_secs_f64(bits / (KEYFRAME_SHARE * 100_000.0))
+            .clamp(KEYFRAME_MIN_INTERVAL, KEYFRAME_MAX_SPACING);
+        assert_eq!(squeezed, expected);
+        // A request before then gets none; one after, one.
+        video.request_keyframe(now + squeezed - Duration::from_millis(10));
+        assert!(!video.capture(now, 33).unwrap().unwrap().keyframe);
+        video.request_keyframe(now + squeezed);
+        assert!(video.capture(now, 66).unwrap().unwrap().keyframe);
+    }
+
+    #[test]
+    fn the_rate_picks_the_layer_and_a_new_layer_starts_with_a_keyframe() {
+        let now = t0();
+        let mut video =
+            VideoSender::new(Box::new(StampedTestSource::new(640, 360).unwrap())).unwrap();
+        video.install(1, 0, &sender_base_key(&[7; 32], 0)).unwrap();
+        assert_eq!((video.full_rate_kbps(), video.bitrate_kbps()), (800, 800));
+        video.capture(now, 0).unwrap().unwrap();
+        video.capture(now, 33).unwrap().unwrap();
+        // 300 kbit/s keeps 360p (at least 35 % of its 800).
+        video.set_bitrate_kbps(300).unwrap();
+        assert_eq!((video.size(), video.bitrate_kbps()), ((640, 360), 300));
+        assert!(!video.capture(now, 66).unwrap().unwrap().keyframe);
+        // 250 does not: 180p, from a keyframe.
+        video.set_bitrate_kbps(250).unwrap();
+        assert_eq!((video.size(), video.bitrate_kbps()), ((320, 180), 250));
+        let first = video.capture(now, 99).unwrap().unwrap();
+        assert!(first.keyframe);
+        // 350 is not enough to go back up (45 % of 800 is 360): 180p stays, at up to 1.5
+        // times its full-quality 200.
+        video.set_bitrate_kbps(350).unwrap();
+        assert_eq!((video.size(), video.bitrate_kbps()), ((320, 180), 300));
+        // Even a collapse stays at the smallest layer, 320 wide.
+        video.set_bitrate_kbps(30).unwrap();
+        assert_eq!((video.size(), video.bitrate_kbps()), ((320, 180), 30));
+        video.set_bitrate_kbps(360).unwrap();
+        assert_eq!((video.size(), video.bitrate_kbps()), ((640, 360), 360));
+        assert!(video.capture(now, 132).unwrap().unwrap().keyframe);
     }
 
     #[test]

@@ -7,6 +7,7 @@
 
 use std::path::PathBuf;
 
+use super::scale::{downscale, scaled_size};
 use super::testsrc::{Stamp, TestSource};
 use super::y4m::Y4mSource;
 use super::{I420Frame, VideoSourceError};
@@ -76,12 +77,29 @@ pub trait VideoSource: Send {
     fn fps(&self) -> f64;
     /// The next picture, captured now (`unix_ms` by the wall clock).
     fn next_frame(&mut self, unix_ms: u64) -> Result<I420Frame, VideoSourceError>;
+
+    /// The next picture at the source's size divided by `factor` (a lower layer): scaled
+    /// down, unless the source can make it at that size itself.
+    fn next_frame_scaled(
+        &mut self,
+        unix_ms: u64,
+        factor: u32,
+    ) -> Result<I420Frame, VideoSourceError> {
+        let picture = self.next_frame(unix_ms)?;
+        if factor <= 1 {
+            return Ok(picture);
+        }
+        Ok(downscale(&picture, factor)?)
+    }
 }
 
-/// `testsrc`: frame `n` carries its number and capture time.
+/// `testsrc`: frame `n` carries its number and capture time. Lower layers are drawn at
+/// their own size, so their stamps stay readable and their reference exact.
 #[derive(Debug)]
 pub struct StampedTestSource {
     pattern: TestSource,
+    /// The pattern at the last lower layer's size.
+    scaled: Option<TestSource>,
     next: u32,
 }
 
@@ -90,8 +108,18 @@ impl StampedTestSource {
     pub fn new(width: u32, height: u32) -> Result<Self, VideoSourceError> {
         Ok(Self {
             pattern: TestSource::new(width, height)?,
+            scaled: None,
             next: 0,
         })
+    }
+
+    fn stamp(&mut self, unix_ms: u64) -> Stamp {
+        let stamp = Stamp {
+            frame: self.next,
+            captured_ms: unix_ms as u32,
+        };
+        self.next = self.next.wrapping_add(1);
+        stamp
     }
 }
 
@@ -105,12 +133,26 @@ impl VideoSource for StampedTestSource {
     }
 
     fn next_frame(&mut self, unix_ms: u64) -> Result<I420Frame, VideoSourceError> {
-        let stamp = Stamp {
-            frame: self.next,
-            captured_ms: unix_ms as u32,
-        };
-        self.next = self.next.wrapping_add(1);
+        let stamp = self.stamp(unix_ms);
         Ok(self.pattern.draw(stamp))
+    }
+
+    fn next_frame_scaled(
+        &mut self,
+        unix_ms: u64,
+        factor: u32,
+    ) -> Result<I420Frame, VideoSourceError> {
+        if factor <= 1 {
+            return self.next_frame(unix_ms);
+        }
+        let (width, height) = self.pattern.size();
+        let size = scaled_size(width, height, factor);
+        if self.scaled.as_ref().is_none_or(|p| p.size() != size) {
+            self.scaled = Some(TestSource::new(size.0, size.1)?);
+        }
+        let stamp = self.stamp(unix_ms);
+        let pattern = self.scaled.as_ref().unwrap_or(&self.pattern);
+        Ok(pattern.draw(stamp))
     }
 }
 
@@ -185,5 +227,9 @@ mod tests {
             StampedTestSource::new(64, 64).is_err(),
             "too small for the stamp"
         );
+        // A lower layer is drawn at its size, numbered on from the full-size frames.
+        let half = source.next_frame_scaled(1_066, 2).unwrap();
+        assert_eq!((half.width(), half.height()), (320, 180));
+        assert_eq!(read_stamp(&half).unwrap().frame, 2);
     }
 }

@@ -240,6 +240,8 @@ fn tiles_badges_and_security_code() {
         jitter_ms: 1.0,
         level_dbfs: -20.0,
         rtt_ms: None,
+        send_estimate_kbps: None,
+        send_loss: None,
     }));
     let verified: BTreeSet<PeerId> = [bob].into();
     let mut ui = simulator(state.view(&verified));
@@ -295,6 +297,8 @@ fn another_members_mute_shows_on_their_tile() {
         jitter_ms: 1.0,
         level_dbfs: -20.0,
         rtt_ms: None,
+        send_estimate_kbps: None,
+        send_loss: None,
     }));
     let mut ui = simulator(state.view(&verified));
     assert!(ui.find("muted").is_err(), "nobody is muted yet");

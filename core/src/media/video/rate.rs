@@ -1,0 +1,175 @@
+//! What our encoder aims at (sans-IO): the send estimate of every connection our video goes
+//! to, less what audio and the packets' own overhead need, within what the picture size
+//! needs and a floor.
+//!
+//! One encoder serves every receiver (a mesh encodes each layer once), so the weakest path
+//! decides the rate for all of them; giving each receiver its own layer is the next step
+//! (see docs/architecture.md, "Video rate").
+//!
+//! The rate goes down at once when an estimate falls, and up only once it has held higher for
+//! [`RAISE_AFTER`]: an estimate that climbs and falls back (GCC probing) would otherwise
+//! make the encoder overshoot the path right after each climb.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use libp2p::PeerId;
+
+/// Kept for audio (Opus at up to 64 kbit/s with its RTP, SRTP and SFrame overhead).
+pub const AUDIO_RESERVE_KBPS: u32 = 80;
+/// Share of the rest the encoder may aim at: the remainder covers RTP and SRTP headers,
+/// retransmissions and keyframes that come out larger than the rate allows.
+pub const VIDEO_SHARE: f64 = 0.85;
+/// The encoder never aims lower: below this VP8 pictures are more blur than picture.
+pub const MIN_VIDEO_KBPS: u32 = 80;
+/// How long a higher rate must hold before the encoder follows it up.
+pub const RAISE_AFTER: Duration = Duration::from_millis(500);
+/// Changes smaller than this share of the current rate are not made.
+const DEADBAND: f64 = 0.05;
+
+/// Decides the encoder's target from the connections' send estimates.
+#[derive(Debug)]
+pub struct RateControl {
+    /// What the picture size needs at full quality (the encoder's own default).
+    ceiling_kbps: u32,
+    current_kbps: u32,
+    /// The latest estimate of each connection our video goes to, bits per second.
+    estimates: HashMap<PeerId, f64>,
+    /// Since when a higher target than the current one has been wanted.
+    higher_since: Option<Instant>,
+}
+
+impl RateControl {
+    /// Rate control for an encoder whose full-quality rate is `ceiling_kbps`; it starts
+    /// there.
+    pub fn new(ceiling_kbps: u32) -> Self {
+        Self {
+            ceiling_kbps,
+            current_kbps: ceiling_kbps,
+            estimates: HashMap::new(),
+            higher_since: None,
+        }
+    }
+
+    /// The encoder's target now, kbit/s.
+    pub fn target_kbps(&self) -> u32 {
+        self.current_kbps
+    }
+
+    /// The latest estimate of the path to `peer`.
+    pub fn estimate(&mut self, peer: PeerId, bps: f64) {
+        if bps.is_finite() && bps > 0.0 {
+            self.estimates.insert(peer, bps);
+        }
+    }
+
+    /// Our video no longer goes to `peer`.
+    pub fn forget(&mut self, peer: &PeerId) {
+        self.estimates.remove(peer);
+    }
+
+    /// What the encoder should aim at, at `now`: `Some` when that changed.
+    pub fn update(&mut self, now: Instant) -> Option<u32> {
+        let wanted = self.wanted_kbps();
+        let current = self.current_kbps;
+        let change = f64::from(wanted.abs_diff(current)) / f64::from(current.max(1));
+        if wanted < current {
+            self.higher_since = None;
+            if change < DEADBAND {
+                return None;
+            }
+            self.current_kbps = wanted;
+            return Some(wanted);
+        }
+        if wanted == current || change < DEADBAND {
+            self.higher_since = None;
+            return None;
+        }
+        let since = *self.higher_since.get_or_insert(now);
+        if now.saturating_duration_since(since) < RAISE_AFTER {
+            return None;
+        }
+        self.higher_since = None;
+        self.current_kbps = wanted;
+        Some(wanted)
+    }
+
+    /// The rate the weakest path allows, within the floor and the ceiling.
+    fn wanted_kbps(&self) -> u32 {
+        let weakest = self
+            .estimates
+            .values()
+            .copied()
+            .fold(f64::INFINITY, f64::min);
+        if !weakest.is_finite() {
+            return self.ceiling_kbps;
+        }
+        let usable = (weakest / 1000.0 - f64::from(AUDIO_RESERVE_KBPS)) * VIDEO_SHARE;
+        (usable.max(0.0).round() as u32)
+            .clamp(MIN_VIDEO_KBPS, self.ceiling_kbps.max(MIN_VIDEO_KBPS))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_clock::t0;
+
+    fn peers() -> (PeerId, PeerId) {
+        (PeerId::random(), PeerId::random())
+    }
+
+    #[test]
+    fn without_estimates_the_encoder_aims_at_full_quality() {
+        let mut rate = RateControl::new(800);
+        assert_eq!(rate.target_kbps(), 800);
+        assert_eq!(rate.update(t0()), None);
+    }
+
+    #[test]
+    fn the_weakest_path_decides_at_once_going_down() {
+        let (a, b) = peers();
+        let mut rate = RateControl::new(800);
+        rate.estimate(a, 3_000_000.0);
+        rate.estimate(b, 600_000.0);
+        // (600 − 80) × 0.85 = 442.
+        assert_eq!(rate.update(t0()), Some(442));
+        assert_eq!(rate.target_kbps(), 442);
+        // A path that collapses gives the floor, not less.
+        rate.estimate(b, 50_000.0);
+        assert_eq!(rate.update(t0()), Some(MIN_VIDEO_KBPS));
+        // Once that receiver is gone, the others decide (after the hold, going up).
+        rate.forget(&b);
+        let start = t0();
+        assert_eq!(rate.update(start), None);
+        assert_eq!(rate.update(start + RAISE_AFTER), Some(800));
+    }
+
+    #[test]
+    fn going_up_waits_until_the_higher_estimate_has_held() {
+        let (a, _) = peers();
+        let mut rate = RateControl::new(800);
+        rate.estimate(a, 400_000.0);
+        let start = t0();
+        assert_eq!(rate.update(start), Some(272));
+        rate.estimate(a, 700_000.0);
+        assert_eq!(rate.update(start + Duration::from_millis(250)), None);
+        // It fell back in between: the wait starts again.
+        rate.estimate(a, 400_000.0);
+        assert_eq!(rate.update(start + Duration::from_millis(375)), None);
+        rate.estimate(a, 700_000.0);
+        assert_eq!(rate.update(start + Duration::from_millis(500)), None);
+        assert_eq!(rate.update(start + Duration::from_millis(750)), None);
+        assert_eq!(rate.update(start + Duration::from_secs(1)), Some(527));
+    }
+
+    #[test]
+    fn small_changes_are_not_made() {
+        let (a, _) = peers();
+        let mut rate = RateControl::new(800);
+        rate.estimate(a, 500_000.0);
+        assert_eq!(rate.update(t0()), Some(357));
+        rate.estimate(a, 490_000.0);
+        assert_eq!(rate.update(t0()), None, "349 is within 5 % of 357");
+    }
+}

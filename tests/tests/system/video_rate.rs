@@ -1,0 +1,245 @@
+//! Video that adapts to the path: three members in homes between cities (`continental`);
+//! one home's uplink is capped at 800 kbit/s mid-call, then freed. That member's encoder
+//! follows its send estimate (TWCC feedback into GCC, `core::media::transport::estimate`)
+//! under the cap within 5 s, its audio keeps arriving, its video goes on at a lower layer;
+//! once the cap is lifted it is back at its top layer within 15 s.
+//!
+//! Bounded in time; the namespaces go even when the test fails.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use conclave_tests::nat::{Home, Internet, NatKind, relay_config, serial};
+use conclave_tests::netns::available;
+use conclave_tests::wan::Profile;
+use conclave_tests::{Proc, peer_id_of};
+
+const LIMIT: Duration = Duration::from_secs(30);
+/// The capped uplink's rate.
+const CAP_KBPS: u32 = 800;
+/// How long the sender may take to fit under the cap, and to climb back once it is gone.
+const ADAPT_DOWN: Duration = Duration::from_secs(5);
+const ADAPT_UP: Duration = Duration::from_secs(15);
+/// What the capped member's audio needs, per receiver, with its packets' overhead.
+const AUDIO_KBPS: u32 = 60;
+
+/// An event and when (since the test's start) the test read it.
+struct Timed {
+    at: Duration,
+    event: Value,
+}
+
+/// Reads every member's events for `span`, stamping each with when it was read.
+fn watch(members: &mut [Proc], logs: &mut [Vec<Timed>], start: Instant, span: Duration) {
+    #[allow(clippy::disallowed_methods)]
+    let end = Instant::now() + span;
+    #[allow(clippy::disallowed_methods)]
+    while Instant::now() < end {
+        for (m, log) in members.iter_mut().zip(logs.iter_mut()) {
+            let before = m.seen.len();
+            m.drain_for(Duration::from_millis(100));
+            let at = start.elapsed();
+            log.extend(m.seen[before..].iter().map(|event| Timed {
+                at,
+                event: event.clone(),
+            }));
+        }
+    }
+}
+
+/// The capped member's own video reports (`video_sent`) from `from` on.
+fn sent_from(log: &[Timed], from: Duration) -> Vec<&Timed> {
+    log.iter()
+        .filter(|t| t.at >= from && t.event["event"] == "video_sent")
+        .collect()
+}
+
+#[test]
+fn a_capped_uplink_brings_the_video_rate_under_the_cap_and_back() {
+    assert!(available(), "this test needs root and iproute2 (ip netns)");
+    let _serial = serial();
+    let profile = Profile::CONTINENTAL;
+    let dir = tempfile::tempdir().unwrap();
+    let mut internet = Internet::new("vrt").unwrap();
+    let config = relay_config(dir.path()).unwrap();
+    let (_relay, relay_addr) = internet.relay_full(dir.path(), Some(&config)).unwrap();
+    let homes: Vec<Home> = (0..3)
+        .map(|_| {
+            internet
+                .add_home_with(NatKind::PortRestricted, Some(&profile))
+                .unwrap()
+        })
+        .collect();
+    let member = |home: &Home, label: &str, audio: &str, command: &[&str]| {
+        let out = dir
+            .path()
+            .join(format!("{label}-video"))
+            .display()
+            .to_string();
+        let mut args = vec![
+            "--audio-in",
+            audio,
+            "--video-in",
+            "testsrc",
+            "--video-out",
+            out.as_str(),
+        ];
+        args.extend_from_slice(command);
+        home.member(dir.path(), label, &args).unwrap()
+    };
+    let mut host = member(&homes[0], "r0", "silence", &["new", "--relay", &relay_addr]);
+    let invite = host.wait_event("invite", LIMIT).unwrap()["invite"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let second = member(&homes[1], "r1", "silence", &["join", &invite]);
+    // The member whose uplink gets capped speaks (a tone), so its audio can be counted.
+    let capped = member(&homes[2], "r2", "tone:440", &["join", &invite]);
+    let mut members = vec![host, second, capped];
+    let ids: Vec<String> = members.iter_mut().map(|p| peer_id_of(p).unwrap()).collect();
+    for m in &mut members {
+        super::video::wait_video_started(m, 2);
+    }
+    let capped_id = ids[2].clone();
+    #[allow(clippy::disallowed_methods)]
+    let start = Instant::now();
+    let mut logs: Vec<Vec<Timed>> = (0..3).map(|_| Vec::new()).collect();
+
+    // A free path: the encoder aims at full 360p quality.
+    watch(&mut members, &mut logs, start, Duration::from_secs(4));
+    let before_cap = sent_from(&logs[2], Duration::ZERO)
+        .last()
+        .expect("video_sent before the cap")
+        .event
+        .clone();
+    let full = before_cap["target_kbps"].as_u64().unwrap();
+    assert!(full >= 700, "full quality at first: {full} kbit/s");
+
+    // The cap: two receivers' video and audio must fit in 800 kbit/s.
+    let capped_at = start.elapsed();
+    internet
+        .impair(&homes[2], Some(&profile.with_rate_kbps(CAP_KBPS)))
+        .unwrap();
+    watch(&mut members, &mut logs, start, Duration::from_secs(15));
+    let fits = u64::from((CAP_KBPS - 2 * AUDIO_KBPS) / 2);
+    let report: Vec<String> = sent_from(&logs[2], capped_at)
+        .iter()
+        .map(|t| {
+            format!(
+                "{:.1}s target {} sent {}",
+                (t.at - capped_at).as_secs_f64(),
+                t.event["target_kbps"],
+                t.event["kbps"]
+            )
+        })
+        .collect();
+    eprintln!("under the cap:\n{}", report.join("\n"));
+    let estimates: Vec<String> = logs[2]
+        .iter()
+        .filter(|t| t.at >= capped_at && t.event["event"] == "media")
+        .map(|t| {
+            format!(
+                "{:.1}s estimate {} loss {} rtt {}",
+                (t.at - capped_at).as_secs_f64(),
+                t.event["send_estimate_kbps"],
+                t.event["send_loss"],
+                t.event["rtt_ms"]
+            )
+        })
+        .collect();
+    eprintln!("its estimates:\n{}", estimates.join("\n"));
+    let fitted = sent_from(&logs[2], capped_at)
+        .into_iter()
+        .find(|t| t.event["target_kbps"].as_u64().is_some_and(|k| k <= fits))
+        .unwrap_or_else(|| panic!("never under {fits} kbit/s:\n{}", report.join("\n")))
+        .at
+        - capped_at;
+    assert!(
+        fitted <= ADAPT_DOWN,
+        "under {fits} kbit/s only after {fitted:?}"
+    );
+    // Once adapted, it stays under, its video keeps coming, and its audio is whole.
+    let settled = capped_at + ADAPT_DOWN + Duration::from_secs(2);
+    for t in sent_from(&logs[2], settled) {
+        let sent = t.event["kbps"].as_u64().unwrap_or(0);
+        assert!(
+            sent <= fits + fits / 5,
+            "sending {sent} kbit/s under the cap: {}",
+            t.event
+        );
+    }
+    let capped_end = start.elapsed();
+    for (receiver, log) in logs.iter().enumerate().take(2) {
+        let of_capped = |name: &str| -> Vec<&Value> {
+            log.iter()
+                .filter(|t| t.at >= settled && t.at <= capped_end)
+                .map(|t| &t.event)
+                .filter(|v| v["event"] == name && v["peer_id"] == capped_id.as_str())
+                .collect()
+        };
+        let video = of_capped("video");
+        assert!(video.len() >= 4, "r{receiver}: {video:?}");
+        for period in &video {
+            assert!(
+                period["fps"].as_f64() >= Some(15.0),
+                "r{receiver}: video from the capped member: {period}"
+            );
+        }
+        let audio = of_capped("media");
+        let (first, last) = (audio.first().unwrap(), audio.last().unwrap());
+        let count = |v: &Value, key: &str| v[key].as_u64().unwrap_or(0);
+        let lost = count(last, "lost_frames") - count(first, "lost_frames");
+        let heard = count(last, "rx_frames") - count(first, "rx_frames");
+        assert!(
+            heard > 200 && lost * 100 <= heard * 2,
+            "r{receiver}: audio from the capped member: {lost} lost, {heard} heard"
+        );
+    }
+
+    // The cap goes: the rate climbs back.
+    let freed_at = start.elapsed();
+    internet.impair(&homes[2], Some(&profile)).unwrap();
+    watch(
+        &mut members,
+        &mut logs,
+        start,
+        ADAPT_UP + Duration::from_secs(2),
+    );
+    let report: Vec<String> = sent_from(&logs[2], freed_at)
+        .iter()
+        .map(|t| {
+            format!(
+                "{:.1}s target {} sent {}",
+                (t.at - freed_at).as_secs_f64(),
+                t.event["target_kbps"],
+                t.event["kbps"]
+            )
+        })
+        .collect();
+    eprintln!("after the cap:\n{}", report.join("\n"));
+    // Back to the top layer (the source's own size) within 15 s.
+    let top = before_cap["width"].clone();
+    let back = sent_from(&logs[2], freed_at)
+        .into_iter()
+        .find(|t| t.event["width"] == top)
+        .unwrap_or_else(|| panic!("never back to {top} wide:\n{}", report.join("\n")));
+    assert!(
+        back.at - freed_at <= ADAPT_UP,
+        "back only after {:?}",
+        back.at - freed_at
+    );
+    let full_again = sent_from(&logs[2], freed_at)
+        .into_iter()
+        .find(|t| t.event["target_kbps"].as_u64() >= Some(full * 9 / 10))
+        .map(|t| format!("{:.1} s", (t.at - freed_at).as_secs_f64()));
+    eprintln!(
+        "adaptation: under {fits} kbit/s {:.1} s after the cap; top layer {:.1} s after it went, 90 % of full rate after {}",
+        fitted.as_secs_f64(),
+        (back.at - freed_at).as_secs_f64(),
+        full_again.as_deref().unwrap_or("more than the wait")
+    );
+    for m in &mut members {
+        let _ = m.send_line("/leave");
+    }
+}
