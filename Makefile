@@ -96,6 +96,7 @@ soak: build
 	  CONCLAVE_WAN_PROFILE=$$p $(SOAK) --ignored real_networks::join_and_first_audio_medians || exit 1; \
 	done
 	CONCLAVE_WAN_PROFILE=intercontinental $(SOAK) video::three_members_far_apart
+	CONCLAVE_WAN_PROFILE=intercontinental $(SOAK) video_rate::video_from_a_lossy_uplink
 
 bench: deps
 	$(CARGO) bench -p conclave-core
