@@ -124,11 +124,11 @@ const REPAIR_WAIT_RANGE: (Duration, Duration) =
     (Duration::from_millis(150), Duration::from_millis(450));
 
 /// How long a frame from a member `rtt` away waits for a missing packet: a round trip after
-/// the second NACK (a packet is asked for twice, 100 ms apart:
-/// `transport::peer::MAX_NACKS_PER_PACKET`, so one lost retransmission is still repaired),
-/// and a little for jitter.
+/// the last NACK (a packet is asked for three times, 100 ms apart:
+/// `transport::peer::MAX_NACKS_PER_PACKET`, so lost retransmissions are still repaired),
+/// and a little for jitter; at most 450 ms.
 fn repair_wait(rtt: Duration) -> Duration {
-    (rtt + 2 * NACK_INTERVAL + Duration::from_millis(50))
+    (rtt + 3 * NACK_INTERVAL + Duration::from_millis(50))
         .clamp(REPAIR_WAIT_RANGE.0, REPAIR_WAIT_RANGE.1)
 }
 

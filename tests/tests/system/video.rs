@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
-use conclave_tests::nat::{Home, Internet, NatKind, relay_config, serial};
+use conclave_tests::nat::{Internet, serial};
 use conclave_tests::netns::available;
 use conclave_tests::wan::Profile;
 use conclave_tests::{Proc, peer_id_of, start_relay};
@@ -252,33 +252,12 @@ fn three_members_far_apart_see_each_other_smoothly() {
     let profile = Profile::from_env_or(Profile::CONTINENTAL);
     let dir = tempfile::tempdir().unwrap();
     let mut internet = Internet::new("vid").unwrap();
-    let config = relay_config(dir.path()).unwrap();
-    let (_relay, relay_addr) = internet.relay_full(dir.path(), Some(&config)).unwrap();
-    let homes: Vec<Home> = (0..3)
-        .map(|_| {
-            internet
-                .add_home_with(NatKind::PortRestricted, Some(&profile))
-                .unwrap()
-        })
-        .collect();
-    let member = |home: &Home, label: &str, command: &[&str]| {
-        let args = video_args(dir.path(), label, "testsrc", command);
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        home.member(dir.path(), label, &args).unwrap()
-    };
-    let mut host = member(&homes[0], "m0", &["new", "--relay", &relay_addr]);
-    let invite = host.wait_event("invite", LIMIT).unwrap()["invite"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let mut members = vec![host];
-    for (i, home) in homes.iter().enumerate().skip(1) {
-        members.push(member(home, &format!("m{i}"), &["join", &invite]));
-    }
-    let ids: Vec<String> = members.iter_mut().map(|p| peer_id_of(p).unwrap()).collect();
-    for m in &mut members {
-        wait_video_started(m, 2);
-    }
+    let (_relay, _homes, mut members, ids) = super::video_rate::meeting_of_three(
+        &mut internet,
+        dir.path(),
+        [(&profile, "silence"); 3],
+        "m",
+    );
     let seen = hold_and_leave(&mut members, Duration::from_secs(10));
     eprintln!("{}: video held", profile.name);
     for (index, m) in members.iter().enumerate() {

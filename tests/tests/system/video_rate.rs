@@ -67,6 +67,55 @@ fn member(dir: &Path, home: &Home, label: &str, audio: &str, command: &[&str]) -
     home.member(dir, label, &args).unwrap()
 }
 
+/// Three members sending testsrc, each in its own home (behind a port-restricted NAT, on
+/// its profile, sending its audio), labelled `<prefix>0..2`, the first hosting; returns
+/// the relay, the homes, the members once each sees both others, and their peer ids.
+pub(crate) fn meeting_of_three(
+    internet: &mut Internet,
+    dir: &Path,
+    homes: [(&Profile, &str); 3],
+    prefix: &str,
+) -> (Proc, Vec<Home>, Vec<Proc>, Vec<String>) {
+    let config = relay_config(dir).unwrap();
+    let (relay, relay_addr) = internet.relay_full(dir, Some(&config)).unwrap();
+    let audios: Vec<&str> = homes.iter().map(|(_, audio)| *audio).collect();
+    let homes: Vec<Home> = homes
+        .iter()
+        .map(|(profile, _)| {
+            internet
+                .add_home_with(NatKind::PortRestricted, Some(profile))
+                .unwrap()
+        })
+        .collect();
+    let mut host = member(
+        dir,
+        &homes[0],
+        &format!("{prefix}0"),
+        audios[0],
+        &["new", "--relay", &relay_addr],
+    );
+    let invite = host.wait_event("invite", LIMIT).unwrap()["invite"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut members = vec![host];
+    for i in 1..3 {
+        let label = format!("{prefix}{i}");
+        members.push(member(
+            dir,
+            &homes[i],
+            &label,
+            audios[i],
+            &["join", &invite],
+        ));
+    }
+    let ids: Vec<String> = members.iter_mut().map(|p| peer_id_of(p).unwrap()).collect();
+    for m in &mut members {
+        super::video::wait_video_started(m, 2);
+    }
+    (relay, homes, members, ids)
+}
+
 /// The capped member's own video reports (`video_sent`) from `from` on.
 fn sent_from(log: &[Timed], from: Duration) -> Vec<&Timed> {
     log.iter()
@@ -81,34 +130,17 @@ fn a_capped_uplink_brings_the_video_rate_under_the_cap_and_back() {
     let profile = Profile::CONTINENTAL;
     let dir = tempfile::tempdir().unwrap();
     let mut internet = Internet::new("vrt").unwrap();
-    let config = relay_config(dir.path()).unwrap();
-    let (_relay, relay_addr) = internet.relay_full(dir.path(), Some(&config)).unwrap();
-    let homes: Vec<Home> = (0..3)
-        .map(|_| {
-            internet
-                .add_home_with(NatKind::PortRestricted, Some(&profile))
-                .unwrap()
-        })
-        .collect();
-    let mut host = member(
-        dir.path(),
-        &homes[0],
-        "r0",
-        "silence",
-        &["new", "--relay", &relay_addr],
-    );
-    let invite = host.wait_event("invite", LIMIT).unwrap()["invite"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let second = member(dir.path(), &homes[1], "r1", "silence", &["join", &invite]);
     // The member whose uplink gets capped speaks (a tone), so its audio can be counted.
-    let capped = member(dir.path(), &homes[2], "r2", "tone:440", &["join", &invite]);
-    let mut members = vec![host, second, capped];
-    let ids: Vec<String> = members.iter_mut().map(|p| peer_id_of(p).unwrap()).collect();
-    for m in &mut members {
-        super::video::wait_video_started(m, 2);
-    }
+    let (_relay, homes, mut members, ids) = meeting_of_three(
+        &mut internet,
+        dir.path(),
+        [
+            (&profile, "silence"),
+            (&profile, "silence"),
+            (&profile, "tone:440"),
+        ],
+        "r",
+    );
     let capped_id = ids[2].clone();
     #[allow(clippy::disallowed_methods)]
     let start = Instant::now();
@@ -276,34 +308,16 @@ fn video_from_a_lossy_uplink_goes_on_without_freezing() {
     };
     let dir = tempfile::tempdir().unwrap();
     let mut internet = Internet::new("vls").unwrap();
-    let config = relay_config(dir.path()).unwrap();
-    let (_relay, relay_addr) = internet.relay_full(dir.path(), Some(&config)).unwrap();
-    let homes: Vec<Home> = [&profile, &profile, &lossy]
-        .into_iter()
-        .map(|p| {
-            internet
-                .add_home_with(NatKind::PortRestricted, Some(p))
-                .unwrap()
-        })
-        .collect();
-    let mut host = member(
+    let (_relay, _homes, mut members, ids) = meeting_of_three(
+        &mut internet,
         dir.path(),
-        &homes[0],
-        "l0",
-        "silence",
-        &["new", "--relay", &relay_addr],
+        [
+            (&profile, "silence"),
+            (&profile, "silence"),
+            (&lossy, "silence"),
+        ],
+        "l",
     );
-    let invite = host.wait_event("invite", LIMIT).unwrap()["invite"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let second = member(dir.path(), &homes[1], "l1", "silence", &["join", &invite]);
-    let third = member(dir.path(), &homes[2], "l2", "silence", &["join", &invite]);
-    let mut members = vec![host, second, third];
-    let ids: Vec<String> = members.iter_mut().map(|p| peer_id_of(p).unwrap()).collect();
-    for m in &mut members {
-        super::video::wait_video_started(m, 2);
-    }
     #[allow(clippy::disallowed_methods)]
     let start = Instant::now();
     let mut logs: Vec<Vec<Timed>> = (0..3).map(|_| Vec::new()).collect();

@@ -94,9 +94,11 @@ pub const REFLEXIVE_ACCEPTANCE_MIN_WAIT: Duration = Duration::from_millis(200);
 /// (its `Punch`, half a signalling round trip after our answer arrives): an offerer that
 /// never sends it still gets its direct paths checked.
 pub const HOLD_BACK_LIMIT: Duration = Duration::from_secs(3);
-/// How many times a missing video packet is asked for (100 ms apart): twice covers a lost
-/// retransmission without flooding a congested path with copies (see `nack`).
-pub const MAX_NACKS_PER_PACKET: u16 = 2;
+/// How many times a missing video packet is asked for (100 ms apart): three times covers
+/// two lost retransmissions (a frame is then given up one time in 8,000 lost packets at 5 %
+/// loss, against one in 400 when asked for twice) without flooding a congested path with
+/// copies (see `nack`).
+pub const MAX_NACKS_PER_PACKET: u16 = 3;
 /// Interval of ICE keepalives (consent checks) on an idle path.
 pub const ICE_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
 
