@@ -123,6 +123,21 @@ fn sent_from(log: &[Timed], from: Duration) -> Vec<&Timed> {
         .collect()
 }
 
+/// One line per `video_sent` from `from` on: when, the rate aimed at, the rate sent.
+fn rate_report(log: &[Timed], from: Duration) -> Vec<String> {
+    sent_from(log, from)
+        .iter()
+        .map(|t| {
+            format!(
+                "{:.1}s target {} sent {}",
+                (t.at - from).as_secs_f64(),
+                t.event["target_kbps"],
+                t.event["kbps"]
+            )
+        })
+        .collect()
+}
+
 #[test]
 fn a_capped_uplink_brings_the_video_rate_under_the_cap_and_back() {
     assert!(available(), "this test needs root and iproute2 (ip netns)");
@@ -163,17 +178,7 @@ fn a_capped_uplink_brings_the_video_rate_under_the_cap_and_back() {
         .unwrap();
     watch(&mut members, &mut logs, start, Duration::from_secs(15));
     let fits = u64::from((CAP_KBPS - 2 * AUDIO_KBPS) / 2);
-    let report: Vec<String> = sent_from(&logs[2], capped_at)
-        .iter()
-        .map(|t| {
-            format!(
-                "{:.1}s target {} sent {}",
-                (t.at - capped_at).as_secs_f64(),
-                t.event["target_kbps"],
-                t.event["kbps"]
-            )
-        })
-        .collect();
+    let report = rate_report(&logs[2], capped_at);
     eprintln!("under the cap:\n{}", report.join("\n"));
     let estimates: Vec<String> = logs[2]
         .iter()
@@ -246,17 +251,7 @@ fn a_capped_uplink_brings_the_video_rate_under_the_cap_and_back() {
         start,
         ADAPT_UP + Duration::from_secs(2),
     );
-    let report: Vec<String> = sent_from(&logs[2], freed_at)
-        .iter()
-        .map(|t| {
-            format!(
-                "{:.1}s target {} sent {}",
-                (t.at - freed_at).as_secs_f64(),
-                t.event["target_kbps"],
-                t.event["kbps"]
-            )
-        })
-        .collect();
+    let report = rate_report(&logs[2], freed_at);
     eprintln!("after the cap:\n{}", report.join("\n"));
     // Back to the top layer (the source's own size) within 15 s.
     let top = before_cap["width"].clone();
