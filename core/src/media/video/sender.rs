@@ -84,8 +84,6 @@ pub struct VideoSender {
     encoder: Encoder,
     /// The layer sent: the source's size divided by this.
     factor: u32,
-    /// Pictures per second the encoder is configured for.
-    fps: u32,
     sealer: Sealer,
     keyed: bool,
     on: bool,
@@ -117,7 +115,6 @@ impl VideoSender {
         config.fps = source.fps().round().clamp(1.0, 60.0) as u32;
         Ok(Self {
             source,
-            fps: config.fps,
             encoder: Encoder::new(config)?,
             factor: 1,
             sealer: Sealer::for_stream(0, Stream::Video),
@@ -172,7 +169,7 @@ impl VideoSender {
         } else {
             self.encoder = Encoder::new(EncoderConfig {
                 bitrate_kbps: kbps,
-                fps: self.fps,
+                fps: self.encoder.config().fps,
                 ..full
             })?;
             self.factor = factor;
