@@ -8,7 +8,7 @@ ifdef CI
 export CARGO_INCREMENTAL := 0
 endif
 # System packages the build and the tests need (Debian names).
-APT_PACKAGES := build-essential pkg-config cmake libasound2-dev libvpx-dev libclang-dev libdbus-1-dev dbus-daemon gnome-keyring libsecret-tools iproute2 nftables iptables iputils-ping espeak-ng ca-certificates coturn tcpdump xvfb imagemagick xdotool xclip bsdutils util-linux
+APT_PACKAGES := build-essential pkg-config cmake libasound2-dev libvpx-dev libclang-dev libdbus-1-dev dbus-daemon gnome-keyring libsecret-tools iproute2 nftables iptables iputils-ping espeak-ng ca-certificates coturn tcpdump xvfb imagemagick fonts-dejavu-core xdotool xclip bsdutils util-linux
 
 .PHONY: deps demo test lint deny audit fuzz cargo-deny unit bench build soak
 

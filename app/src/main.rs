@@ -26,6 +26,7 @@ use conclave_core::{
 
 use cli::output::Output;
 use cli::{EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
+use conclave_core::ScreenSpec;
 use conclave_core::media::video::source::VideoSpec;
 
 /// Peer-to-peer, end-to-end encrypted meetings. No server holds a key, a roster or a message.
@@ -58,8 +59,14 @@ struct Args {
     /// size), a .y4m file (played in a loop), or camera[:N] (turns media on).
     #[arg(long, global = true, value_name = "SOURCE", value_parser = video_spec_arg)]
     video_in: Option<VideoSpec>,
-    /// Write each member's received video to DIR/<peer id>/: frames.tsv (one line per
-    /// picture) and a PNG snapshot every second (turns media on).
+    /// Share a screen from the start: monitor N of the X display (0, the primary, when N
+    /// is left out); `/share on|off` turns it on and off during the meeting (turns media on).
+    #[arg(long, global = true, value_name = "N", num_args = 0..=1, require_equals = true,
+          default_missing_value = "0", value_parser = screen_spec_arg)]
+    share_screen: Option<ScreenSpec>,
+    /// Write each member's received video to DIR/<peer id>/ (a shared screen to
+    /// DIR/<peer id>-screen/): frames.tsv (one line per picture) and a PNG snapshot every
+    /// second (turns media on).
     #[arg(long, global = true, value_name = "DIR")]
     video_out: Option<PathBuf>,
     /// Noise suppression of the outgoing audio: on, off, or auto (on for a microphone, off
@@ -218,12 +225,13 @@ fn main() {
 }
 
 /// Media settings from the flags: media is on when `--audio-in`, `--audio-out`,
-/// `--video-in` or `--video-out` is given.
+/// `--video-in`, `--video-out` or `--share-screen` is given.
 fn media_config(args: &Args) -> Option<MediaConfig> {
     if args.audio_in.is_none()
         && args.audio_out.is_none()
         && args.video_in.is_none()
         && args.video_out.is_none()
+        && args.share_screen.is_none()
     {
         return None;
     }
@@ -245,6 +253,7 @@ fn media_config(args: &Args) -> Option<MediaConfig> {
     media.relay_only = args.relay_only;
     media.video_in = args.video_in.clone();
     media.video_out = args.video_out.clone();
+    media.share_screen = args.share_screen;
     media.noise_suppression = match args.noise_suppression {
         Toggle::On => true,
         Toggle::Off => false,
@@ -254,6 +263,10 @@ fn media_config(args: &Args) -> Option<MediaConfig> {
 }
 
 fn video_spec_arg(spec: &str) -> Result<VideoSpec, String> {
+    spec.parse()
+}
+
+fn screen_spec_arg(spec: &str) -> Result<ScreenSpec, String> {
     spec.parse()
 }
 

@@ -8,7 +8,7 @@
 
 /// Periodic receive statistics for one member, as the core reports them.
 pub(crate) use conclave_core::ReceiveStats as Stats;
-use conclave_core::{MediaEvent, PeerId, VideoSendReport, VideoStats};
+use conclave_core::{MediaEvent, PeerId, VideoKind, VideoSendReport, VideoStats};
 
 /// A peer connection changed state.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,9 +51,24 @@ pub(crate) trait MediaSink {
         tracing::debug!(%peer_id, "audio started");
     }
 
-    /// The first picture from a member was decoded.
-    fn video_started(&mut self, peer_id: PeerId, width: u32, height: u32) {
-        tracing::debug!(%peer_id, width, height, "video started");
+    /// The first picture of a member's camera or shared screen was decoded.
+    fn video_started(&mut self, peer_id: PeerId, kind: VideoKind, width: u32, height: u32) {
+        tracing::debug!(%peer_id, ?kind, width, height, "video started");
+    }
+
+    /// A member's shared screen stopped coming: it no longer shares it.
+    fn video_stopped(&mut self, peer_id: PeerId, kind: VideoKind) {
+        tracing::debug!(%peer_id, ?kind, "video stopped");
+    }
+
+    /// We share a screen (monitor `monitor`, sent at `width × height`).
+    fn screen_shared(&mut self, monitor: u32, width: u32, height: u32) {
+        tracing::debug!(monitor, width, height, "sharing our screen");
+    }
+
+    /// We stopped sharing our screen; `error` says why if it failed.
+    fn screen_share_stopped(&mut self, error: Option<String>) {
+        tracing::debug!(?error, "screen sharing stopped");
     }
 
     /// Video statistics for one member.
@@ -92,9 +107,17 @@ pub(crate) fn dispatch(event: MediaEvent, sink: &mut impl MediaSink) {
         MediaEvent::AudioStarted { peer_id } => sink.audio_started(peer_id),
         MediaEvent::VideoStarted {
             peer_id,
+            kind,
             width,
             height,
-        } => sink.video_started(peer_id, width, height),
+        } => sink.video_started(peer_id, kind, width, height),
+        MediaEvent::VideoStopped { peer_id, kind } => sink.video_stopped(peer_id, kind),
+        MediaEvent::ScreenShared {
+            monitor,
+            width,
+            height,
+        } => sink.screen_shared(monitor, width, height),
+        MediaEvent::ScreenShareStopped { error } => sink.screen_share_stopped(error),
         MediaEvent::Video(stats) => sink.video(stats),
         MediaEvent::VideoSent(report) => sink.video_sent(report),
         MediaEvent::Warning(message) => sink.warning(message),

@@ -122,6 +122,19 @@ impl Client {
         self.media(MediaInput::Camera(on)).await
     }
 
+    /// Shares a screen (monitor `spec`; one shared before is replaced) or, with `None`,
+    /// stops sharing. The outcome comes as [`MediaEvent::ScreenShared`] or
+    /// [`MediaEvent::ScreenShareStopped`] (with the reason when the screen cannot be read).
+    ///
+    /// [`MediaEvent::ScreenShared`]: crate::media::MediaEvent::ScreenShared
+    /// [`MediaEvent::ScreenShareStopped`]: crate::media::MediaEvent::ScreenShareStopped
+    pub async fn share_screen(
+        &self,
+        spec: Option<crate::media::video::screen::ScreenSpec>,
+    ) -> Result<(), Error> {
+        self.media(MediaInput::Share(spec)).await
+    }
+
     async fn media(&self, input: MediaInput) -> Result<(), Error> {
         self.request(|reply| Command::Media { input, reply })
             .await?

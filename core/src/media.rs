@@ -142,6 +142,8 @@ pub struct MediaConfig {
     pub video_in: Option<video::source::VideoSpec>,
     /// Where to write the video received from each member (`--video-out`), if anywhere.
     pub video_out: Option<PathBuf>,
+    /// `--share-screen[=N]`: share this screen from the start.
+    pub share_screen: Option<video::screen::ScreenSpec>,
 }
 
 impl Default for MediaConfig {
@@ -155,6 +157,7 @@ impl Default for MediaConfig {
             relay_only: false,
             video_in: None,
             video_out: None,
+            share_screen: None,
         }
     }
 }
@@ -188,10 +191,34 @@ pub enum MediaEvent {
     VideoStarted {
         /// The member.
         peer_id: PeerId,
+        /// Its camera or the screen it shares.
+        kind: video::VideoKind,
         /// Its size.
         width: u32,
         /// Its size.
         height: u32,
+    },
+    /// A member's shared screen stopped coming (for [`video::SCREEN_GONE_AFTER`]): it no
+    /// longer shares it.
+    VideoStopped {
+        /// The member.
+        peer_id: PeerId,
+        /// What stopped.
+        kind: video::VideoKind,
+    },
+    /// We share a screen: monitor `monitor`, sent at `width × height`.
+    ScreenShared {
+        /// The monitor's number.
+        monitor: u32,
+        /// Size of the pictures sent (before any lower layer).
+        width: u32,
+        /// Size of the pictures sent.
+        height: u32,
+    },
+    /// We stopped sharing our screen: asked to, or (`error`) because it failed.
+    ScreenShareStopped {
+        /// Why sharing failed or could not start, in one sentence.
+        error: Option<String>,
     },
     /// Periodic statistics of one member's video as we receive it.
     Video(VideoStats),
@@ -206,6 +233,8 @@ pub enum MediaEvent {
 pub struct VideoStats {
     /// The member.
     pub peer_id: PeerId,
+    /// Its camera or the screen it shares.
+    pub kind: video::VideoKind,
     /// The last reporting period: frame rate, size, freezes, and against testsrc
     /// references, lost frames, latency and quality.
     pub report: video::monitor::VideoReport,
@@ -265,6 +294,8 @@ pub enum MediaInput {
     NoiseSuppression(bool),
     /// Turn our camera (video source) on or off.
     Camera(bool),
+    /// Share this screen, or (`None`) stop sharing.
+    Share(Option<video::screen::ScreenSpec>),
     /// The current TURN servers (fresh credentials) from the relays, replacing earlier ones.
     IceServers(Vec<IceServer>),
     /// The connection to a relay was lost: its TURN server may have restarted, taking the

@@ -21,7 +21,7 @@ mod encoder;
 mod frame;
 
 pub use decoder::Decoder;
-pub use encoder::{EncodedFrame, Encoder, EncoderConfig};
+pub use encoder::{Content, EncodedFrame, Encoder, EncoderConfig, SCREEN_FPS};
 pub use frame::{FrameError, I420Frame, MAX_DIMENSION};
 
 /// Why libvpx refused.
@@ -130,6 +130,40 @@ mod tests {
         }
         assert!(worst >= 30.0, "luma PSNR {worst:.1} dB");
         assert_eq!(decoder.decoded(), 30);
+    }
+
+    /// Text-like detail: one-pixel strokes in 8×12 glyph cells, dark on light.
+    fn page(width: u32, height: u32) -> I420Frame {
+        let mut frame = I420Frame::black(width, height).expect("valid size");
+        let w = width as usize;
+        for (i, y) in frame.y_mut().iter_mut().enumerate() {
+            let (row, col) = (i / w, i % w);
+            let glyph = (row / 12 * 131 + col / 8 * 71) % 17;
+            let stroke = (row % 12 < 9) && ((col % 8 == glyph % 5) || (row % 12 == glyph % 9));
+            *y = if stroke && glyph > 3 { 30 } else { 230 };
+        }
+        let (u, v) = frame.uv_mut();
+        u.fill(128);
+        v.fill(128);
+        frame
+    }
+
+    #[test]
+    fn a_still_screen_of_text_comes_out_sharp_at_its_screen_rate() {
+        let (width, height) = (1280, 720);
+        let config = EncoderConfig::screen(width, height);
+        assert_eq!((config.fps, config.content), (SCREEN_FPS, Content::Screen));
+        let mut encoder = Encoder::new(config).expect("encoder");
+        let mut decoder = Decoder::new().expect("decoder");
+        let sent = page(width, height);
+        let mut last = None;
+        for _ in 0..2 * SCREEN_FPS {
+            for frame in encoder.encode(&sent, false).expect("encodes") {
+                last = decoder.decode(&frame.data).expect("decodes");
+            }
+        }
+        let psnr = last.expect("a picture").psnr_y(&sent).expect("same size");
+        assert!(psnr >= 35.0, "luma PSNR {psnr:.1} dB after two seconds");
     }
 
     #[test]

@@ -146,6 +146,7 @@ impl MediaSink for Participant {
             peer_id,
             report,
             counts,
+            ..
         } = stats;
         let seen = self.seen.entry(peer_id).or_insert_with(|| Seen {
             psnr_min: f64::INFINITY,

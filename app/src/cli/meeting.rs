@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use conclave_core::{
-    AlertKind, Client, Event, Events, Invite, MeetingEvent, MeetingId, PeerId, VideoSendReport,
-    VideoStats,
+    AlertKind, Client, Event, Events, Invite, MeetingEvent, MeetingId, PeerId, ScreenSpec,
+    VideoKind, VideoSendReport, VideoStats,
 };
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -233,6 +233,27 @@ impl Session {
                     Err(err) => out.error("camera", &err.to_string()),
                 }
             }
+            "/share off" => {
+                if let Err(err) = client.share_screen(None).await {
+                    out.error("share", &err.to_string());
+                }
+            }
+            share if share == "/share on" || share.starts_with("/share on ") => {
+                let monitor = share.trim_start_matches("/share on").trim();
+                let spec = if monitor.is_empty() {
+                    Ok(ScreenSpec::default())
+                } else {
+                    monitor.parse::<ScreenSpec>()
+                };
+                // The outcome comes as a `screen_share` event, or an error saying why.
+                let result = match spec {
+                    Ok(spec) => client.share_screen(Some(spec)).await.map_err(|e| e.to_string()),
+                    Err(err) => Err(err),
+                };
+                if let Err(err) = result {
+                    out.error("share", &err);
+                }
+            }
             "/members" => {
                 for (peer, name) in &self.members {
                     out.event(
@@ -273,7 +294,7 @@ impl Session {
                     ),
                 }
             }
-            other if other.starts_with('/') => out.error("usage", &format!("unknown command {other:?}; available: /leave /members /mute /unmute /camera on|off /kick PEER /approve PEER /resend ID")),
+            other if other.starts_with('/') => out.error("usage", &format!("unknown command {other:?}; available: /leave /members /mute /unmute /camera on|off /share on [N]|off /kick PEER /approve PEER /resend ID")),
             text => {
                 if let Err(err) = client.send_chat(text).await {
                     out.error("chat", &format!("not sent: {err}"));
@@ -342,17 +363,48 @@ impl MediaSink for Printer {
         );
     }
 
-    fn video_started(&mut self, peer_id: PeerId, width: u32, height: u32) {
+    fn video_started(&mut self, peer_id: PeerId, kind: VideoKind, width: u32, height: u32) {
         self.0.event(
             "video_started",
-            json!({ "peer_id": peer_id.to_string(), "width": width, "height": height }),
-            || format!("seeing {peer_id} ({width}x{height})"),
+            json!({ "peer_id": peer_id.to_string(), "kind": kind.as_str(), "width": width, "height": height }),
+            || match kind {
+                VideoKind::Camera => format!("seeing {peer_id} ({width}x{height})"),
+                VideoKind::Screen => {
+                    format!("seeing the screen {peer_id} shares ({width}x{height})")
+                }
+            },
         );
+    }
+
+    fn video_stopped(&mut self, peer_id: PeerId, kind: VideoKind) {
+        self.0.event(
+            "video_stopped",
+            json!({ "peer_id": peer_id.to_string(), "kind": kind.as_str() }),
+            || format!("{peer_id} stopped sharing its screen"),
+        );
+    }
+
+    fn screen_shared(&mut self, monitor: u32, width: u32, height: u32) {
+        self.0.event(
+            "screen_share",
+            json!({ "on": true, "monitor": monitor, "width": width, "height": height }),
+            || format!("you are sharing your screen (monitor {monitor}, {width}x{height}); /share off stops"),
+        );
+    }
+
+    fn screen_share_stopped(&mut self, error: Option<String>) {
+        match error {
+            Some(error) => self.0.error("share", &error),
+            None => self.0.event("screen_share", json!({ "on": false }), || {
+                "you stopped sharing your screen".to_owned()
+            }),
+        }
     }
 
     fn video(&mut self, stats: VideoStats) {
         let VideoStats {
             peer_id,
+            kind,
             report,
             counts,
         } = stats;
@@ -369,6 +421,7 @@ impl MediaSink for Printer {
             "video",
             json!({
                 "peer_id": peer_id.to_string(),
+                "kind": kind.as_str(),
                 "fps": report.fps,
                 "width": report.width,
                 "height": report.height,
@@ -398,8 +451,16 @@ impl MediaSink for Printer {
                     .map(|(_, mean)| format!(", PSNR {mean:.1} dB"))
                     .unwrap_or_default();
                 format!(
-                    "video from {peer_id}: {:.1} fps {}x{}, {} kbit/s, {} freezes{latency}{psnr}",
-                    report.fps, report.width, report.height, report.kbps, report.freezes
+                    "{} from {peer_id}: {:.1} fps {}x{}, {} kbit/s, {} freezes{latency}{psnr}",
+                    match kind {
+                        VideoKind::Camera => "video",
+                        VideoKind::Screen => "shared screen",
+                    },
+                    report.fps,
+                    report.width,
+                    report.height,
+                    report.kbps,
+                    report.freezes
                 )
             },
         );
@@ -412,6 +473,7 @@ impl MediaSink for Printer {
         self.0.event(
             "video_sent",
             json!({
+                "kind": report.kind.as_str(),
                 "fps": report.fps,
                 "width": report.width,
                 "height": report.height,
@@ -428,8 +490,15 @@ impl MediaSink for Printer {
                     .map(|(p50, _)| format!(", capture to sealed {p50:.1} ms"))
                     .unwrap_or_default();
                 format!(
-                    "sending video: {:.1} fps {}x{}, {} kbit/s{encode}",
-                    report.fps, report.width, report.height, report.kbps
+                    "sending {}: {:.1} fps {}x{}, {} kbit/s{encode}",
+                    match report.kind {
+                        VideoKind::Camera => "video",
+                        VideoKind::Screen => "our screen",
+                    },
+                    report.fps,
+                    report.width,
+                    report.height,
+                    report.kbps
                 )
             },
         );

@@ -38,6 +38,7 @@ use super::clock::{
 };
 use super::engine::{Action, ConnId, ConnectionState, Engine, MediaPath, Signal};
 use super::transport::IceServer;
+use super::transport::estimate::SendEstimate;
 use super::transport::peer::{MediaPeer, PeerConfig, PeerEvent, TransportError};
 use super::transport::turn_tcp::TcpTurnBridge;
 use super::video::sender::VideoSender;
@@ -221,6 +222,10 @@ fn spawn_video(
             cancel,
         )
         .map_err(|err| AudioError::Device(format!("cannot start the video thread: {err}")))?;
+    if let Some(spec) = config.share_screen {
+        // The queue is new and empty: this cannot find it full.
+        let _ = commands_tx.try_send(VideoCommand::Share(Some(spec)));
+    }
     Ok(VideoLink {
         commands: commands_tx,
         inbound: inbound_tx,
@@ -317,6 +322,7 @@ impl Actor {
                 self.tell_clock(ClockCommand::NoiseSuppression(on)).await
             }
             MediaInput::Camera(on) => self.tell_video(VideoCommand::Camera(on)).await,
+            MediaInput::Share(spec) => self.tell_video(VideoCommand::Share(spec)).await,
             MediaInput::IceServers(servers) => self.start_bridges(servers),
             MediaInput::RelayLost => self.engine.handle_relay_lost(now),
         }
@@ -363,7 +369,7 @@ impl Actor {
                     self.send_report(MediaReport::Heard(peer));
                 }
             }
-            ClockReport::KeyframeWanted { peer } => {
+            ClockReport::KeyframeWanted { peer, kind } => {
                 let Some(link) = self.links.get(&peer) else {
                     debug!(peer = %peer, "no connection to ask for a keyframe on");
                     return;
@@ -371,7 +377,7 @@ impl Actor {
                 debug!(peer = %peer, "asking for a keyframe");
                 let link = Arc::clone(&link.peer);
                 self.tasks.spawn(async move {
-                    if let Err(err) = link.request_keyframe().await {
+                    if let Err(err) = link.request_keyframe(kind).await {
                         debug!(error = %err, "keyframe request not sent");
                     }
                 });
@@ -499,7 +505,8 @@ impl Actor {
     /// frames may wait for a retransmission) and how fast we may send to it (what our
     /// encoder aims at).
     async fn tell_video_paths(&mut self) {
-        let paths: Vec<(PeerId, Option<f64>, Option<f64>)> = self
+        type Path = (PeerId, Option<f64>, Option<SendEstimate>);
+        let paths: Vec<Path> = self
             .links
             .iter()
             .map(|(peer, link)| {
@@ -507,18 +514,14 @@ impl Actor {
                     .engine
                     .rtt_ms(peer)
                     .filter(|ms| ms.is_finite() && *ms > 0.0);
-                (*peer, rtt_ms, link.peer.send_estimate().map(|e| e.bps))
+                (*peer, rtt_ms, link.peer.send_estimate())
             })
             .collect();
-        for (peer, rtt_ms, send_bps) in paths {
+        for (peer, rtt_ms, send) in paths {
             let rtt = rtt_ms.map(|ms| std::time::Duration::from_secs_f64(ms / 1000.0));
-            if rtt.is_some() || send_bps.is_some() {
-                self.tell_video(VideoCommand::Path {
-                    peer,
-                    rtt,
-                    send_bps,
-                })
-                .await;
+            if rtt.is_some() || send.is_some() {
+                self.tell_video(VideoCommand::Path { peer, rtt, send })
+                    .await;
             }
         }
     }
@@ -828,10 +831,12 @@ async fn forward(
                 timestamp,
                 marker,
                 payload,
+                kind,
                 ..
             } => {
                 let packet = VideoInbound::Packet {
                     peer,
+                    kind,
                     at: now(),
                     seq,
                     timestamp,
@@ -843,10 +848,10 @@ async fn forward(
                     debug!(peer = %peer, video_dropped, "video inbox full; packet dropped");
                 }
             }
-            PeerEvent::KeyframeRequested => {
+            PeerEvent::KeyframeRequested(kind) => {
                 let _ = inbound
                     .video
-                    .try_send(VideoInbound::KeyframeRequested(peer));
+                    .try_send(VideoInbound::KeyframeRequested(peer, kind));
             }
         }
     }
@@ -867,7 +872,13 @@ async fn send_frames(link: Arc<MediaPeer>, mut frames: mpsc::Receiver<OutboundFr
 async fn send_video_frames(link: Arc<MediaPeer>, mut frames: mpsc::Receiver<OutboundVideo>) {
     while let Some(frame) = frames.recv().await {
         if let Err(err) = link
-            .send_video(frame.at, frame.sealed, frame.duration, frame.info)
+            .send_video(
+                frame.kind,
+                frame.at,
+                frame.sealed,
+                frame.duration,
+                frame.info,
+            )
             .await
         {
             debug!(error = %err, "video frame not sent");

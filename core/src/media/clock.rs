@@ -102,8 +102,11 @@ pub(crate) enum ClockCommand {
 pub(crate) enum ClockReport {
     /// Frames from `peer` arrive (the latest at `at`).
     Heard { peer: PeerId, at: Instant },
-    /// `peer`'s video needs a keyframe (a frame was lost): ask it.
-    KeyframeWanted { peer: PeerId },
+    /// `peer`'s `kind` of video needs a keyframe (a frame was lost): ask it.
+    KeyframeWanted {
+        peer: PeerId,
+        kind: crate::media::video::VideoKind,
+    },
     /// An event for the application (statistics carry no round-trip time yet).
     Event(MediaEvent),
 }

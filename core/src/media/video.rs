@@ -15,6 +15,7 @@ pub mod rate;
 pub mod receiver;
 pub mod rtp;
 pub mod scale;
+pub mod screen;
 pub mod sender;
 pub mod sink;
 pub mod source;
@@ -24,7 +25,47 @@ pub mod y4m;
 /// RTP clock rate of video (RFC 7741).
 pub const VIDEO_CLOCK_RATE: u32 = 90_000;
 
-pub use conclave_vpx::{Decoder, EncodedFrame, Encoder, EncoderConfig, I420Frame, VpxError};
+pub use conclave_vpx::{
+    Content, Decoder, EncodedFrame, Encoder, EncoderConfig, I420Frame, VpxError,
+};
+
+/// Which of a member's two videos: its camera, or the screen it shares. Each has its own
+/// track on every connection (its own RTP sequence, repair and keyframe requests) and its
+/// own SFrame stream (KID context), so a frame of one can never be taken for the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum VideoKind {
+    /// The camera (or test source, or file) `--video-in` names.
+    Camera,
+    /// A shared screen (`--share-screen`).
+    Screen,
+}
+
+impl VideoKind {
+    /// Both kinds.
+    pub const ALL: [VideoKind; 2] = [VideoKind::Camera, VideoKind::Screen];
+
+    /// The SFrame stream its frames are sealed for.
+    pub fn stream(self) -> crate::media::crypto::sframe::Stream {
+        match self {
+            VideoKind::Camera => crate::media::crypto::sframe::Stream::Video,
+            VideoKind::Screen => crate::media::crypto::sframe::Stream::Screen,
+        }
+    }
+
+    /// `camera` or `screen` (events, file names).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VideoKind::Camera => "camera",
+            VideoKind::Screen => "screen",
+        }
+    }
+}
+
+/// A member's shared screen from which no frame came for this long is taken as no longer
+/// shared: its receiver is dropped (`video_stopped`), and the next share starts afresh. A
+/// shared screen goes on sending while still (the encoder drops pictures to hold its rate,
+/// but sends several a second of an unchanged screen).
+pub const SCREEN_GONE_AFTER: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Why a video source cannot deliver.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +95,12 @@ pub enum VideoSourceError {
         device: String,
         /// Why, in one sentence.
         reason: &'static str,
+    },
+    /// The screen cannot be shared.
+    #[error("screen sharing: {reason}")]
+    Screen {
+        /// Why, in one sentence.
+        reason: String,
     },
     /// A size the pipeline cannot take.
     #[error("{0}")]

@@ -1,5 +1,7 @@
-//! The video loop: once per frame interval, source → VP8 → SFrame → every connected peer;
-//! and for every sender, packets → frame → open → decode → measure (and `--video-out`).
+//! The video loop: once per frame interval, source → VP8 → SFrame → every connected peer,
+//! for our camera and, while we share it, our screen (each at its own frame rate, sharing
+//! the weakest path's rate: [`rate::split`]); and for every member's camera and screen,
+//! packets → frame → open → decode → measure (and `--video-out`).
 //!
 //! It runs on its own OS thread, not on the async runtime: encoding and decoding take
 //! milliseconds of CPU per frame (more at higher resolutions), which must delay neither the
@@ -29,12 +31,15 @@ use tracing::{debug, info, warn};
 
 use super::clock::ClockReport;
 use super::crypto::keyring::Opener;
+use super::transport::estimate::SendEstimate;
 use super::video::monitor::{ReceiveStages, SendMonitor};
-use super::video::rate::RateControl;
+use super::video::rate::{self, RateControl};
 use super::video::receiver::{Received, VideoReceiver};
 use super::video::rtp::FrameInfo;
+use super::video::screen::{self, ScreenSpec};
 use super::video::sender::VideoSender;
 use super::video::sink::VideoFileSink;
+use super::video::{SCREEN_GONE_AFTER, VideoKind};
 use super::{EpochSecret, MediaEvent, STATS_INTERVAL, VideoStats};
 use crate::group::media_keys::sender_base_key;
 
@@ -51,8 +56,6 @@ pub(crate) const VIDEO_COMMAND_CAPACITY: usize = 64;
 const LONGEST_WAIT: Duration = Duration::from_millis(50);
 /// How often at most the loop tells the actor that a member's video arrives.
 const HEARD_EVERY: Duration = Duration::from_millis(100);
-/// Frame interval when we send no video.
-const IDLE_INTERVAL: Duration = Duration::from_millis(33);
 
 /// What the connections hand the video loop.
 #[derive(Debug)]
@@ -60,14 +63,15 @@ pub(crate) enum VideoInbound {
     /// A video packet from `peer`'s connection, stamped with its arrival.
     Packet {
         peer: PeerId,
+        kind: VideoKind,
         at: Instant,
         seq: u16,
         timestamp: u32,
         marker: bool,
         payload: Vec<u8>,
     },
-    /// `peer` asked for a keyframe of our video.
-    KeyframeRequested(PeerId),
+    /// `peer` asked for a keyframe of this video of ours.
+    KeyframeRequested(PeerId, VideoKind),
     /// A command is waiting (sent by the actor after each command, so the loop does not
     /// sleep on it).
     Wake,
@@ -76,6 +80,8 @@ pub(crate) enum VideoInbound {
 /// A sealed video frame to send on one connection.
 #[derive(Debug)]
 pub(crate) struct OutboundVideo {
+    /// Which of our videos it belongs to (the track it goes on).
+    pub(crate) kind: VideoKind,
     /// When it was captured.
     pub(crate) at: Instant,
     pub(crate) sealed: Vec<u8>,
@@ -106,13 +112,15 @@ pub(crate) enum VideoCommand {
     },
     /// Turn our camera on or off.
     Camera(bool),
+    /// Share this screen (replacing one shared before), or (`None`) stop sharing.
+    Share(Option<ScreenSpec>),
     /// The latest round-trip time to this member (how long its video may wait for a
     /// retransmission) and how fast we may send to it (what our encoder aims at), where
     /// known.
     Path {
         peer: PeerId,
         rtt: Option<Duration>,
-        send_bps: Option<f64>,
+        send: Option<SendEstimate>,
     },
 }
 
@@ -132,38 +140,70 @@ fn repair_wait(rtt: Duration) -> Duration {
         .clamp(REPAIR_WAIT_RANGE.0, REPAIR_WAIT_RANGE.1)
 }
 
-/// One sender's video as we receive it, and where it goes.
+/// One member's video (camera or screen) as we receive it, and where it goes.
 #[derive(Debug)]
 struct Incoming {
     peer: PeerId,
     receiver: VideoReceiver,
     sink: Option<VideoFileSink>,
     started: bool,
+    /// When the last frame of it opened.
+    last_opened: Instant,
+}
+
+/// One of our videos: its sender, what it sent, and when its next picture is due.
+#[derive(Debug)]
+struct Own {
+    sender: VideoSender,
+    sent: SendMonitor,
+    next_capture: Instant,
+}
+
+impl Own {
+    fn new(sender: VideoSender, now: Instant) -> Self {
+        Self {
+            sender,
+            sent: SendMonitor::new(now),
+            next_capture: now,
+        }
+    }
+}
+
+/// The sending key of the current epoch, kept to key a screen share started mid-epoch.
+struct SendingKey {
+    epoch: u64,
+    own_leaf: u32,
+    base: zeroize::Zeroizing<[u8; 32]>,
 }
 
 /// Our video and everyone else's.
 pub(crate) struct VideoLoop {
-    sender: Option<VideoSender>,
+    camera: Option<Own>,
+    screen: Option<Own>,
+    key: Option<SendingKey>,
     opener: Opener,
     leaves: BTreeMap<u32, PeerId>,
-    receivers: HashMap<u32, Incoming>,
+    receivers: HashMap<(u32, VideoKind), Incoming>,
     routes: HashMap<PeerId, mpsc::Sender<OutboundVideo>>,
     /// `--video-out`: where received video is written.
     out_dir: Option<PathBuf>,
     heard: HashMap<PeerId, Instant>,
     /// The latest round-trip time to each member.
     rtts: HashMap<PeerId, Duration>,
-    /// What our video sends.
-    sent: SendMonitor,
-    /// What our encoder aims at.
+    /// What our encoders aim at, together.
     rate: RateControl,
+    /// The rate is to be shared out again (a video started or stopped).
+    resplit: bool,
+    /// Events for the actor that came up where no report queue was at hand.
+    pending: Vec<MediaEvent>,
     reports_dropped: u64,
 }
 
 impl std::fmt::Debug for VideoLoop {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("VideoLoop")
-            .field("sender", &self.sender)
+            .field("camera", &self.camera)
+            .field("screen", &self.screen)
             .field("receivers", &self.receivers.len())
             .field("routes", &self.routes.len())
             .finish_non_exhaustive()
@@ -185,12 +225,15 @@ fn unix_ms() -> u64 {
 }
 
 impl VideoLoop {
-    /// A loop that sends `sender`'s video (if any) and writes what it receives to
-    /// `out_dir` (if any).
+    /// A loop that sends `sender`'s video (if any) as our camera and writes what it
+    /// receives to `out_dir` (if any).
     pub(crate) fn new(sender: Option<VideoSender>, out_dir: Option<PathBuf>) -> Self {
         let rate = RateControl::new(sender.as_ref().map_or(0, VideoSender::full_rate_kbps));
+        let now = Instant::now();
         Self {
-            sender,
+            camera: sender.map(|sender| Own::new(sender, now)),
+            screen: None,
+            key: None,
             opener: Opener::default(),
             leaves: BTreeMap::new(),
             receivers: HashMap::new(),
@@ -198,9 +241,24 @@ impl VideoLoop {
             out_dir,
             heard: HashMap::new(),
             rtts: HashMap::new(),
-            sent: SendMonitor::new(Instant::now()),
             rate,
+            resplit: false,
+            pending: Vec::new(),
             reports_dropped: 0,
+        }
+    }
+
+    fn own(&self, kind: VideoKind) -> Option<&Own> {
+        match kind {
+            VideoKind::Camera => self.camera.as_ref(),
+            VideoKind::Screen => self.screen.as_ref(),
+        }
+    }
+
+    fn own_mut(&mut self, kind: VideoKind) -> Option<&mut Own> {
+        match kind {
+            VideoKind::Camera => self.camera.as_mut(),
+            VideoKind::Screen => self.screen.as_mut(),
         }
     }
 
@@ -218,7 +276,6 @@ impl VideoLoop {
 
     fn run(mut self, mut queues: VideoQueues, cancel: CancellationToken) {
         let start = Instant::now();
-        let mut next_capture = start;
         let mut next_report = start + STATS_INTERVAL;
         while !cancel.is_cancelled() {
             loop {
@@ -229,20 +286,36 @@ impl VideoLoop {
                 }
             }
             let now = Instant::now();
-            if now >= next_capture {
-                let interval = self.capture(now);
-                next_capture += interval;
-                if next_capture + interval < now {
-                    // Behind by more than a whole frame (a slow encoder): start again from
-                    // now rather than burst. Less than that (a snapshot written, several
-                    // frames decoded at once) is caught up with the next capture.
-                    next_capture = now;
+            for kind in VideoKind::ALL {
+                let Some(due) = self.own(kind).map(|own| own.next_capture) else {
+                    continue;
+                };
+                if now < due {
+                    continue;
+                }
+                let interval = self.capture(kind, now);
+                if let Some(own) = self.own_mut(kind) {
+                    own.next_capture = due + interval;
+                    if own.next_capture + interval < now {
+                        // Behind by more than a whole frame (a slow encoder): start again
+                        // from now rather than burst. Less than that (a snapshot written,
+                        // several frames decoded at once) is caught up with the next one.
+                        own.next_capture = now;
+                    }
                 }
             }
             if now >= next_report {
                 self.report_stats(now, &queues.reports);
                 next_report = now + STATS_INTERVAL;
             }
+            for event in std::mem::take(&mut self.pending) {
+                self.report(&queues.reports, ClockReport::Event(event));
+            }
+            let next_capture = VideoKind::ALL
+                .iter()
+                .filter_map(|kind| self.own(*kind).map(|own| own.next_capture))
+                .min()
+                .unwrap_or(next_report);
             let wait = next_capture
                 .min(next_report)
                 .saturating_duration_since(Instant::now())
@@ -270,16 +343,25 @@ impl VideoLoop {
                 own_leaf,
                 members,
             } => {
-                if let Some(sender) = self.sender.as_mut()
-                    && let Err(err) =
-                        sender.install(epoch, own_leaf, &sender_base_key(&secret.0, own_leaf))
+                let key = SendingKey {
+                    epoch,
+                    own_leaf,
+                    base: sender_base_key(&secret.0, own_leaf),
+                };
+                for own in [self.camera.as_mut(), self.screen.as_mut()]
+                    .into_iter()
+                    .flatten()
                 {
-                    warn!(error = %err, "cannot install the video sending key");
+                    if let Err(err) = own.sender.install(epoch, own_leaf, &key.base) {
+                        warn!(error = %err, "cannot install the video sending key");
+                    }
                 }
+                self.key = Some(key);
                 self.opener.install(now, epoch, secret.0);
                 self.leaves = members.into_iter().collect();
                 let leaves = &self.leaves;
-                self.receivers.retain(|leaf, _| leaves.contains_key(leaf));
+                self.receivers
+                    .retain(|(leaf, _), _| leaves.contains_key(leaf));
             }
             VideoCommand::Forget(peer) => {
                 self.rate.forget(&peer);
@@ -290,8 +372,12 @@ impl VideoLoop {
                 self.receivers.clear();
                 self.leaves.clear();
                 self.heard.clear();
-                if let Some(sender) = self.sender.as_mut() {
-                    sender.reset();
+                self.key = None;
+                for own in [self.camera.as_mut(), self.screen.as_mut()]
+                    .into_iter()
+                    .flatten()
+                {
+                    own.sender.reset();
                 }
                 self.opener.reset();
             }
@@ -299,8 +385,11 @@ impl VideoLoop {
                 Some(frames) => {
                     self.routes.insert(peer, frames);
                     // A new connection has no earlier picture.
-                    if let Some(sender) = self.sender.as_mut() {
-                        sender.request_keyframe(now);
+                    for own in [self.camera.as_mut(), self.screen.as_mut()]
+                        .into_iter()
+                        .flatten()
+                    {
+                        own.sender.request_keyframe(now);
                     }
                 }
                 None => {
@@ -308,28 +397,108 @@ impl VideoLoop {
                     self.rate.forget(&peer);
                 }
             },
-            VideoCommand::Path {
-                peer,
-                rtt,
-                send_bps,
-            } => {
+            VideoCommand::Path { peer, rtt, send } => {
                 if let Some(rtt) = rtt {
                     self.rtts.insert(peer, rtt);
                     for incoming in self.receivers.values_mut().filter(|i| i.peer == peer) {
                         incoming.receiver.set_repair_wait(repair_wait(rtt));
                     }
                 }
-                if let Some(bps) = send_bps
+                if let Some(send) = send
                     && self.routes.contains_key(&peer)
                 {
-                    self.rate.estimate(peer, bps);
+                    self.rate.estimate(peer, send.bps, send.limited_by_use);
                 }
             }
             VideoCommand::Camera(on) => {
-                if let Some(sender) = self.sender.as_mut() {
+                if let Some(camera) = self.camera.as_mut() {
                     info!(on, "camera");
-                    sender.set_on(on);
+                    camera.sender.set_on(on);
+                    self.resplit = true;
                 }
+            }
+            VideoCommand::Share(Some(spec)) => self.start_sharing(now, spec),
+            VideoCommand::Share(None) => self.stop_sharing(None),
+        }
+    }
+
+    /// Opens monitor `spec` and sends it from the next picture on (a keyframe first);
+    /// a screen that cannot be opened is reported in one sentence.
+    fn start_sharing(&mut self, now: Instant, spec: ScreenSpec) {
+        let sender = screen::open(spec)
+            .map_err(|err| err.to_string())
+            .and_then(|source| {
+                VideoSender::of_kind(VideoKind::Screen, source).map_err(|err| err.to_string())
+            });
+        let mut sender = match sender {
+            Ok(sender) => sender,
+            Err(reason) => {
+                warn!(%reason, "screen not shared");
+                self.pending.push(MediaEvent::ScreenShareStopped {
+                    error: Some(reason),
+                });
+                return;
+            }
+        };
+        if let Some(key) = &self.key
+            && let Err(err) = sender.install(key.epoch, key.own_leaf, &key.base)
+        {
+            warn!(error = %err, "cannot install the screen's sending key");
+        }
+        let (width, height) = sender.size();
+        info!(monitor = spec.monitor, width, height, "sharing our screen");
+        self.pending.push(MediaEvent::ScreenShared {
+            monitor: spec.monitor,
+            width,
+            height,
+        });
+        self.screen = Some(Own::new(sender, now));
+        self.rate.set_ceiling(self.full_rate_kbps());
+        self.resplit = true;
+    }
+
+    /// Stops sharing our screen (`error`: because it failed).
+    fn stop_sharing(&mut self, error: Option<String>) {
+        if self.screen.take().is_none() {
+            return;
+        }
+        info!(?error, "screen sharing stopped");
+        self.pending.push(MediaEvent::ScreenShareStopped { error });
+        self.rate.set_ceiling(self.full_rate_kbps());
+        self.resplit = true;
+    }
+
+    /// The most our videos use together, at full quality.
+    fn full_rate_kbps(&self) -> u32 {
+        [self.camera.as_ref(), self.screen.as_ref()]
+            .into_iter()
+            .flatten()
+            .map(|own| own.sender.full_rate_kbps())
+            .sum()
+    }
+
+    /// Shares what the paths allow out between our videos, when it changed.
+    fn apply_rate(&mut self, now: Instant) {
+        let changed = self.rate.update(now).is_some();
+        if !changed && !std::mem::take(&mut self.resplit) {
+            return;
+        }
+        let camera_full = self
+            .camera
+            .as_ref()
+            .filter(|own| own.sender.is_on())
+            .map(|own| own.sender.full_rate_kbps());
+        let screen_full = self.screen.as_ref().map(|own| own.sender.full_rate_kbps());
+        let (camera_kbps, screen_kbps) =
+            rate::split(self.rate.target_kbps(), camera_full, screen_full);
+        for (own, kbps) in [
+            (self.camera.as_mut(), camera_kbps),
+            (self.screen.as_mut(), screen_kbps),
+        ] {
+            if let (Some(own), Some(kbps)) = (own, kbps)
+                && let Err(err) = own.sender.set_bitrate_kbps(kbps)
+            {
+                warn!(error = %err, kbps, "video bitrate not changed");
             }
         }
     }
@@ -341,35 +510,37 @@ impl VideoLoop {
             .map(|(leaf, _)| *leaf)
     }
 
-    /// Captures, encodes and seals one frame and queues it for every routed connection;
-    /// returns the time until the next one.
-    fn capture(&mut self, now: Instant) -> Duration {
-        let Some(sender) = self.sender.as_mut() else {
-            return IDLE_INTERVAL;
+    /// Captures, encodes and seals one frame of our `kind` of video and queues it for
+    /// every routed connection; returns the time until the next one.
+    fn capture(&mut self, kind: VideoKind, now: Instant) -> Duration {
+        self.apply_rate(now);
+        let Some(own) = self.own_mut(kind) else {
+            return STATS_INTERVAL;
         };
-        let interval = sender.frame_interval();
-        if let Some(kbps) = self.rate.update(now)
-            && let Err(err) = sender.set_bitrate_kbps(kbps)
-        {
-            warn!(error = %err, kbps, "video bitrate not changed");
-        }
-        let frame = match sender.capture(now, unix_ms()) {
+        let interval = own.sender.frame_interval();
+        let frame = match own.sender.capture(now, unix_ms()) {
             Ok(Some(frame)) => frame,
             Ok(None) => return interval,
+            Err(err) if kind == VideoKind::Screen => {
+                self.stop_sharing(Some(err.to_string()));
+                return interval;
+            }
             Err(err) => {
                 warn!(error = %err, "video frame not sent");
                 return interval;
             }
         };
-        self.sent.sent(
-            sender.size(),
+        own.sent.sent(
+            own.sender.size(),
             frame.sealed.len(),
             frame.keyframe,
             now.elapsed(),
         );
         let mut closed = Vec::new();
+        let mut not_sent = 0;
         for (peer, frames) in &self.routes {
             let outbound = OutboundVideo {
+                kind,
                 at: now,
                 sealed: frame.sealed.clone(),
                 duration: interval,
@@ -378,10 +549,15 @@ impl VideoLoop {
             match frames.try_send(outbound) {
                 Ok(()) => {}
                 Err(TrySendError::Full(_)) => {
-                    self.sent.not_sent();
-                    debug!(peer = %peer, "video send queue full; frame dropped");
+                    not_sent += 1;
+                    debug!(peer = %peer, ?kind, "video send queue full; frame dropped");
                 }
                 Err(TrySendError::Closed(_)) => closed.push(*peer),
+            }
+        }
+        if let Some(own) = self.own_mut(kind) {
+            for _ in 0..not_sent {
+                own.sent.not_sent();
             }
         }
         for peer in closed {
@@ -395,16 +571,22 @@ impl VideoLoop {
         match inbound {
             VideoInbound::Packet {
                 peer,
+                kind,
                 at,
                 seq,
                 timestamp,
                 marker,
                 payload,
-            } => self.on_packet(peer, at, (seq, timestamp, marker, &payload), reports),
-            VideoInbound::KeyframeRequested(peer) => {
-                if let Some(sender) = self.sender.as_mut() {
-                    debug!(peer = %peer, "keyframe requested");
-                    sender.request_keyframe(Instant::now());
+            } => self.on_packet(
+                (peer, kind),
+                at,
+                (seq, timestamp, marker, &payload),
+                reports,
+            ),
+            VideoInbound::KeyframeRequested(peer, kind) => {
+                if let Some(own) = self.own_mut(kind) {
+                    debug!(peer = %peer, ?kind, "keyframe requested");
+                    own.sender.request_keyframe(Instant::now());
                 }
             }
             VideoInbound::Wake => {}
@@ -415,7 +597,7 @@ impl VideoLoop {
     /// peer the connection belongs to (the opener checks it).
     fn on_packet(
         &mut self,
-        peer: PeerId,
+        (peer, kind): (PeerId, VideoKind),
         at: Instant,
         packet: (u16, u32, bool, &[u8]),
         reports: &mpsc::Sender<ClockReport>,
@@ -423,51 +605,69 @@ impl VideoLoop {
         let Some(leaf) = self.leaf_of(&peer) else {
             return;
         };
-        let incoming = match self.receivers.entry(leaf) {
+        let incoming = match self.receivers.entry((leaf, kind)) {
             std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
-            std::collections::hash_map::Entry::Vacant(entry) => match VideoReceiver::new(at) {
-                Ok(mut receiver) => {
-                    if let Some(rtt) = self.rtts.get(&peer) {
-                        receiver.set_repair_wait(repair_wait(*rtt));
+            std::collections::hash_map::Entry::Vacant(entry) => {
+                match VideoReceiver::for_kind(at, kind) {
+                    Ok(mut receiver) => {
+                        if let Some(rtt) = self.rtts.get(&peer) {
+                            receiver.set_repair_wait(repair_wait(*rtt));
+                        }
+                        entry.insert(Incoming {
+                            peer,
+                            receiver,
+                            sink: None,
+                            started: false,
+                            last_opened: at,
+                        })
                     }
-                    entry.insert(Incoming {
-                        peer,
-                        receiver,
-                        sink: None,
-                        started: false,
-                    })
+                    Err(err) => {
+                        warn!(error = %err, "no video decoder");
+                        return;
+                    }
                 }
-                Err(err) => {
-                    warn!(error = %err, "no video decoder");
-                    return;
-                }
-            },
+            }
         };
         let shown_ms = unix_ms();
         let decoding = Instant::now();
         let received = incoming
             .receiver
             .push(at, shown_ms, &mut self.opener, leaf, packet);
-        self.take(leaf, at, shown_ms, (decoding, received), reports);
+        self.take((leaf, kind), at, shown_ms, (decoding, received), reports);
     }
 
     /// Lets out the frames whose wait for a repair ran out.
     fn poll_receivers(&mut self, reports: &mpsc::Sender<ClockReport>) {
         let now = Instant::now();
         let shown_ms = unix_ms();
-        let leaves: Vec<u32> = self.receivers.keys().copied().collect();
-        for leaf in leaves {
-            let Some(incoming) = self.receivers.get_mut(&leaf) else {
+        let keys: Vec<(u32, VideoKind)> = self.receivers.keys().copied().collect();
+        for key in keys {
+            let Some(incoming) = self.receivers.get_mut(&key) else {
                 continue;
             };
+            if key.1 == VideoKind::Screen
+                && now.saturating_duration_since(incoming.last_opened) >= SCREEN_GONE_AFTER
+            {
+                let peer = incoming.peer;
+                self.receivers.remove(&key);
+                debug!(peer = %peer, "shared screen gone quiet: no longer shared");
+                self.report(
+                    reports,
+                    ClockReport::Event(MediaEvent::VideoStopped {
+                        peer_id: peer,
+                        kind: key.1,
+                    }),
+                );
+                continue;
+            }
             let decoding = Instant::now();
             let received = incoming
                 .receiver
-                .poll(now, shown_ms, &mut self.opener, leaf);
+                .poll(now, shown_ms, &mut self.opener, key.0);
             if received.pictures.is_empty() && !received.want_keyframe && !received.opened {
                 continue;
             }
-            self.take(leaf, now, shown_ms, (decoding, received), reports);
+            self.take(key, now, shown_ms, (decoding, received), reports);
         }
     }
 
@@ -475,19 +675,22 @@ impl VideoLoop {
     /// packet or poll that let it out was handed over), and reports what it needs.
     fn take(
         &mut self,
-        leaf: u32,
+        (leaf, kind): (u32, VideoKind),
         at: Instant,
         shown_ms: u64,
         (decoding, received): (Instant, Received),
         reports: &mpsc::Sender<ClockReport>,
     ) {
-        let Some(incoming) = self.receivers.get_mut(&leaf) else {
+        let Some(incoming) = self.receivers.get_mut(&(leaf, kind)) else {
             return;
         };
         let peer = incoming.peer;
+        if received.opened {
+            incoming.last_opened = at;
+        }
         let mut out = Vec::new();
         if received.want_keyframe {
-            out.push(ClockReport::KeyframeWanted { peer });
+            out.push(ClockReport::KeyframeWanted { peer, kind });
         }
         // Opening and decoding took from `decoding` to now, shared by the pictures out.
         let decode = decoding.elapsed() / received.pictures.len().max(1) as u32;
@@ -505,11 +708,16 @@ impl VideoLoop {
                 incoming.started = true;
                 out.push(ClockReport::Event(MediaEvent::VideoStarted {
                     peer_id: peer,
+                    kind,
                     width: picture.width(),
                     height: picture.height(),
                 }));
                 if let Some(dir) = &self.out_dir {
-                    match VideoFileSink::create(dir, &peer.to_string()) {
+                    let name = match kind {
+                        VideoKind::Camera => peer.to_string(),
+                        VideoKind::Screen => format!("{peer}-screen"),
+                    };
+                    match VideoFileSink::create(dir, &name) {
                         Ok(sink) => incoming.sink = Some(sink),
                         Err(err) => {
                             warn!(dir = %dir.display(), error = %err, "cannot write received video")
@@ -538,20 +746,26 @@ impl VideoLoop {
 
     fn report_stats(&mut self, now: Instant, reports: &mpsc::Sender<ClockReport>) {
         let mut events = Vec::new();
-        for incoming in self.receivers.values_mut() {
+        for ((_, kind), incoming) in &mut self.receivers {
             let period = incoming.receiver.report(now);
             let counts = incoming.receiver.counts();
             incoming.sink.as_mut().map(VideoFileSink::flush);
             events.push(MediaEvent::Video(VideoStats {
                 peer_id: incoming.peer,
+                kind: *kind,
                 report: period,
                 counts,
             }));
         }
-        if let Some(sender) = &self.sender {
-            let period = self.sent.report(now, sender.bitrate_kbps());
-            debug!(sent = ?sender.stats(), "video sent");
-            if sender.is_on() {
+        for (kind, own) in [
+            (VideoKind::Camera, self.camera.as_mut()),
+            (VideoKind::Screen, self.screen.as_mut()),
+        ] {
+            let Some(own) = own else { continue };
+            let mut period = own.sent.report(now, own.sender.bitrate_kbps());
+            period.kind = kind;
+            debug!(sent = ?own.sender.stats(), ?kind, "video sent");
+            if own.sender.is_on() {
                 events.push(MediaEvent::VideoSent(period));
             }
         }
@@ -572,8 +786,8 @@ impl VideoLoop {
             incoming.sink.as_mut().map(VideoFileSink::flush);
         }
         debug!(
-            sent = ?self.sender.as_ref().map(VideoSender::stats),
-            period = ?self.sent,
+            camera = ?self.camera.as_ref().map(|own| own.sender.stats()),
+            screen = ?self.screen.as_ref().map(|own| own.sender.stats()),
             reports_dropped = self.reports_dropped,
             "video loop stopped"
         );
@@ -615,9 +829,9 @@ mod tests {
             queues.push(rx);
         }
         for n in 0..3u64 {
-            video.capture(t0() + Duration::from_millis(33 * n));
+            video.capture(VideoKind::Camera, t0() + Duration::from_millis(33 * n));
         }
-        let sent = video.sender.as_ref().unwrap().stats();
+        let sent = video.camera.as_ref().unwrap().sender.stats();
         assert_eq!(sent.frames, 3, "three pictures, three encodings");
         let mut received: Vec<Vec<Vec<u8>>> = Vec::new();
         for rx in &mut queues {

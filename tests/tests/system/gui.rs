@@ -26,9 +26,9 @@ use std::time::{Duration, Instant};
 use conclave_tests::{PATIENCE, Proc, bin, loopback_client_args, start_host, start_relay};
 
 /// The virtual display, killed on drop.
-struct Xvfb {
+pub(crate) struct Xvfb {
     child: Child,
-    display: String,
+    pub(crate) display: String,
 }
 
 impl Drop for Xvfb {
@@ -38,7 +38,7 @@ impl Drop for Xvfb {
     }
 }
 
-fn require(tool: &str, package: &str) {
+pub(crate) fn require(tool: &str, package: &str) {
     let found = Command::new("sh")
         .args(["-c", &format!("command -v {tool}")])
         .stdout(Stdio::null())
@@ -51,6 +51,11 @@ fn require(tool: &str, package: &str) {
 }
 
 fn start_xvfb() -> Xvfb {
+    start_xvfb_sized("1280x800x24")
+}
+
+/// A virtual display of one screen of `size` (`WIDTHxHEIGHTxDEPTH`).
+pub(crate) fn start_xvfb_sized(size: &str) -> Xvfb {
     // A display number unlikely to be in use, checked against the X sockets.
     let base = 40 + (std::process::id() % 200);
     let number = (base..base + 50)
@@ -58,7 +63,7 @@ fn start_xvfb() -> Xvfb {
         .expect("a free X display number");
     let display = format!(":{number}");
     let child = Command::new("Xvfb")
-        .args([&display, "-screen", "0", "1280x800x24", "-nolisten", "tcp"])
+        .args([&display, "-screen", "0", size, "-nolisten", "tcp"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

@@ -26,6 +26,7 @@ mod presence;
 mod real_networks;
 mod relay_policy;
 mod relay_turn;
+mod screen_share;
 mod video;
 mod video_rate;
 mod wan;

@@ -36,8 +36,10 @@ pub const MAX_VIDEO_PAYLOAD: usize = 1 << 20;
 pub enum Stream {
     /// Opus audio (context 0, the layout before video existed).
     Audio,
-    /// VP8 video (context 1).
+    /// VP8 video of the camera (context 1).
     Video,
+    /// VP8 video of a shared screen (context 2).
+    Screen,
 }
 
 impl Stream {
@@ -46,6 +48,7 @@ impl Stream {
         match self {
             Stream::Audio => 0,
             Stream::Video => 1,
+            Stream::Screen => 2,
         }
     }
 
@@ -54,6 +57,7 @@ impl Stream {
         match context {
             0 => Some(Stream::Audio),
             1 => Some(Stream::Video),
+            2 => Some(Stream::Screen),
             _ => None,
         }
     }
@@ -62,7 +66,7 @@ impl Stream {
     pub fn max_payload(self) -> usize {
         match self {
             Stream::Audio => MAX_PAYLOAD,
-            Stream::Video => MAX_VIDEO_PAYLOAD,
+            Stream::Video | Stream::Screen => MAX_VIDEO_PAYLOAD,
         }
     }
 }

@@ -46,6 +46,11 @@ pub struct SendEstimate {
     pub bps: f64,
     /// Smoothed fraction of our packets the peer reported lost (0–1).
     pub loss: f64,
+    /// The estimate is only what we used lately ([`PROBE_FACTOR`]): the path showed no
+    /// sign of its limit (no loss or delay growth made GCC go lower, no standing queue).
+    /// A sender that sent little — a still shared screen — must not read it as the
+    /// path's limit.
+    pub limited_by_use: bool,
 }
 
 /// The estimate of one connection as the chain last published it.
@@ -55,10 +60,13 @@ pub struct EstimateCell {
     bps: AtomicU64,
     /// The loss fraction in millionths.
     loss_ppm: AtomicU32,
+    /// See [`SendEstimate::limited_by_use`].
+    limited_by_use: std::sync::atomic::AtomicBool,
 }
 
 impl EstimateCell {
-    fn publish(&self, bps: f64, loss: Option<f64>) {
+    fn publish(&self, (bps, limited_by_use): (f64, bool), loss: Option<f64>) {
+        self.limited_by_use.store(limited_by_use, Ordering::Relaxed);
         self.bps.store(bps.to_bits(), Ordering::Relaxed);
         let ppm = (loss.unwrap_or(0.0).clamp(0.0, 1.0) * 1e6).round() as u32;
         self.loss_ppm.store(ppm, Ordering::Relaxed);
@@ -70,6 +78,7 @@ impl EstimateCell {
         (bps > 0.0).then(|| SendEstimate {
             bps,
             loss: f64::from(self.loss_ppm.load(Ordering::Relaxed)) / 1e6,
+            limited_by_use: self.limited_by_use.load(Ordering::Relaxed),
         })
     }
 }
@@ -212,17 +221,19 @@ impl PublishingEstimator {
     }
 
     /// GCC's target, within what the peer has been seen to receive, and under it while a
-    /// queue drains.
-    fn tested_target(&self) -> f64 {
+    /// queue drains; and whether it is only what we used lately (the cap bound, not the
+    /// path).
+    fn tested_target(&self) -> (f64, bool) {
         let target = self.gcc.target_bitrate();
         let Some(acked) = self.acked.bps() else {
-            return target;
+            return (target, false);
         };
-        let ceiling = match self.backoff {
-            Some((ceiling, _)) => ceiling,
-            None => acked * PROBE_FACTOR + PROBE_HEADROOM_BPS,
+        let (ceiling, by_use) = match self.backoff {
+            Some((ceiling, _)) => (ceiling, false),
+            None => (acked * PROBE_FACTOR + PROBE_HEADROOM_BPS, true),
         };
-        target.min(ceiling).max(MIN_ESTIMATE_BPS)
+        let limited_by_use = by_use && ceiling < target;
+        (target.min(ceiling).max(MIN_ESTIMATE_BPS), limited_by_use)
     }
 }
 

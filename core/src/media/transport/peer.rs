@@ -20,6 +20,7 @@
 //! ([`MediaPeer::create_restart_offer`]): new ICE credentials, new sockets and candidates
 //! (a fresh TURN allocation among them), same DTLS session, same RTP streams.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
@@ -59,8 +60,8 @@ use super::IceServer;
 use super::estimate::{EstimateCell, SendEstimate, congestion_control};
 use super::sdp::{HeldCandidate, hold_back_reflexive};
 use crate::media::audio::FRAME_MS;
-use crate::media::video::VIDEO_CLOCK_RATE;
 use crate::media::video::rtp::{FRAME_INFO_URI, FrameInfo};
+use crate::media::video::{VIDEO_CLOCK_RATE, VideoKind};
 use crate::media::{ConnectionState, MediaPath};
 
 /// Capacity of a peer's event channel; events beyond it are dropped (and the frame counted
@@ -145,9 +146,11 @@ pub enum PeerEvent {
         payload: Vec<u8>,
         /// The frame information outside the seal, if the packet carries it.
         info: Option<FrameInfo>,
+        /// Which of the other side's videos it belongs to (by its track).
+        kind: VideoKind,
     },
-    /// The other side asked for a keyframe of our video (RTCP PLI or FIR).
-    KeyframeRequested,
+    /// The other side asked for a keyframe of this video of ours (RTCP PLI or FIR).
+    KeyframeRequested(VideoKind),
 }
 
 /// Where to bind and how to reach the other side.
@@ -209,10 +212,41 @@ const GATHERING_CAPACITY: usize = 16;
 struct Handler {
     events: mpsc::Sender<PeerEvent>,
     gathering: mpsc::Sender<Gathering>,
-    /// The other side's video track, once it arrived: keyframe requests are sent on it.
-    remote_video: Arc<std::sync::Mutex<Option<Arc<dyn TrackRemote>>>>,
+    /// The other side's video tracks, once they arrived: keyframe requests are sent on them.
+    remote_videos: RemoteVideos,
     /// The negotiated id of the frame-information header extension (0: not yet known).
     frame_info_id: Arc<AtomicU8>,
+    /// The SSRC of our screen track: a keyframe request naming it is for our screen.
+    screen_ssrc: u32,
+}
+
+/// The other side's camera and screen tracks, by [`VideoKind`], once they arrived.
+type RemoteVideos = Arc<std::sync::Mutex<HashMap<VideoKind, Arc<dyn TrackRemote>>>>;
+
+/// The label of our track carrying `kind` (its MSID track id, which the other side reads).
+fn video_label(kind: VideoKind) -> &'static str {
+    match kind {
+        VideoKind::Camera => "video",
+        VideoKind::Screen => "screen",
+    }
+}
+
+/// Three different random SSRCs: audio, camera, screen.
+fn distinct_ssrcs() -> [u32; 3] {
+    let audio: u32 = rand::random();
+    let video = audio.wrapping_add(1 + rand::random::<u32>() % 0x4000_0000);
+    let screen = video.wrapping_add(1 + rand::random::<u32>() % 0x4000_0000);
+    [audio, video, screen]
+}
+
+/// Which of our videos a keyframe request names: the screen if its media SSRC is our
+/// screen track's, otherwise the camera.
+fn requested_kind(media_ssrc: u32, screen_ssrc: u32) -> VideoKind {
+    if media_ssrc == screen_ssrc {
+        VideoKind::Screen
+    } else {
+        VideoKind::Camera
+    }
 }
 
 #[async_trait::async_trait]
@@ -244,17 +278,28 @@ impl PeerConnectionEventHandler for Handler {
     async fn on_track(&self, track: Arc<dyn TrackRemote>) {
         let events = self.events.clone();
         let video = track.kind().await == RtpCodecKind::Video;
+        let kind = if track.track_id().await == video_label(VideoKind::Screen) {
+            VideoKind::Screen
+        } else {
+            VideoKind::Camera
+        };
         let frame_info_id = Arc::clone(&self.frame_info_id);
-        if video && let Ok(mut remote_video) = self.remote_video.lock() {
-            *remote_video = Some(Arc::clone(&track));
+        let screen_ssrc = self.screen_ssrc;
+        if video && let Ok(mut remote_videos) = self.remote_videos.lock() {
+            remote_videos.insert(kind, Arc::clone(&track));
         }
         tokio::spawn(async move {
             while let Some(event) = track.poll().await {
                 if let TrackRemoteEvent::OnRtcpPacket(packets) = &event
-                    && packets
+                    && let Some(ssrc) = packets
                         .iter()
-                        .any(|packet| is_keyframe_request(packet.as_ref()))
-                    && events.try_send(PeerEvent::KeyframeRequested).is_err()
+                        .find_map(|packet| keyframe_request(packet.as_ref()))
+                    && events
+                        .try_send(PeerEvent::KeyframeRequested(requested_kind(
+                            ssrc,
+                            screen_ssrc,
+                        )))
+                        .is_err()
                     && events.is_closed()
                 {
                     break;
@@ -272,6 +317,7 @@ impl PeerConnectionEventHandler for Handler {
                             marker: packet.header.marker,
                             payload: packet.payload.to_vec(),
                             info,
+                            kind,
                         }
                     } else {
                         PeerEvent::Frame {
@@ -302,8 +348,17 @@ struct KeyframeRequestTap {
 const KEYFRAME_REQUEST_TAP_SLOT: usize = 14_000;
 
 fn is_keyframe_request(packet: &dyn rtc::rtcp::Packet) -> bool {
+    keyframe_request(packet).is_some()
+}
+
+/// The media SSRC a keyframe request (RTCP PLI or FIR) names, if `packet` is one.
+fn keyframe_request(packet: &dyn rtc::rtcp::Packet) -> Option<u32> {
     let any = packet.as_any();
-    any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
+    if let Some(pli) = any.downcast_ref::<PictureLossIndication>() {
+        return Some(pli.media_ssrc);
+    }
+    let fir = any.downcast_ref::<FullIntraRequest>()?;
+    Some(fir.fir.first().map_or(fir.media_ssrc, |entry| entry.ssrc))
 }
 
 impl rtc::sansio::Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestTap {
@@ -350,16 +405,22 @@ impl Interceptor for KeyframeRequestTap {
 async fn watch_keyframe_requests(
     track: Arc<TrackLocalStaticSample>,
     events: mpsc::Sender<PeerEvent>,
+    screen_ssrc: u32,
 ) {
     while let Some(event) = track.poll().await {
         let TrackLocalEvent::OnRtcpPacket(packets) = event else {
             continue;
         };
         debug!(?packets, "RTCP for our video");
-        if packets
+        if let Some(ssrc) = packets
             .iter()
-            .any(|packet| is_keyframe_request(packet.as_ref()))
-            && events.try_send(PeerEvent::KeyframeRequested).is_err()
+            .find_map(|packet| keyframe_request(packet.as_ref()))
+            && events
+                .try_send(PeerEvent::KeyframeRequested(requested_kind(
+                    ssrc,
+                    screen_ssrc,
+                )))
+                .is_err()
             && events.is_closed()
         {
             break;
@@ -443,17 +504,14 @@ struct Outgoing {
 }
 
 impl Outgoing {
-    /// Adds a track of `kind` in `codec` to `connection`, under a random SSRC.
+    /// Adds a track of `kind` in `codec`, labelled `label`, to `connection` under `ssrc`.
     async fn add(
         connection: &dyn PeerConnection,
         now: Instant,
-        kind: RtpCodecKind,
+        (kind, label): (RtpCodecKind, &str),
         codec: RTCRtpCodec,
+        ssrc: u32,
     ) -> Result<Self, TransportError> {
-        let label = match kind {
-            RtpCodecKind::Video => "video",
-            _ => "audio",
-        };
         let track = Arc::new(
             TrackLocalStaticSample::new(
                 now,
@@ -464,7 +522,7 @@ impl Outgoing {
                     kind,
                     vec![RTCRtpEncodingParameters {
                         rtp_coding_parameters: RTCRtpCodingParameters {
-                            ssrc: Some(rand::random()),
+                            ssrc: Some(ssrc),
                             ..Default::default()
                         },
                         codec,
@@ -527,19 +585,21 @@ impl Outgoing {
     }
 }
 
-/// One peer connection with an outgoing and an incoming audio track, and an outgoing and an
-/// incoming video track.
+/// One peer connection with an outgoing and an incoming audio track, and two outgoing and
+/// two incoming video tracks (camera and screen; a track with nothing to send sends no
+/// packets).
 pub struct MediaPeer {
     connection: Arc<dyn PeerConnection>,
     audio: Outgoing,
     video: Outgoing,
-    /// The other side's video track, once it arrived.
-    remote_video: Arc<std::sync::Mutex<Option<Arc<dyn TrackRemote>>>>,
+    screen: Outgoing,
+    /// The other side's video tracks, once they arrived.
+    remote_videos: RemoteVideos,
     /// The negotiated id of the frame-information header extension (0: not yet known).
     frame_info_id: Arc<AtomicU8>,
     /// Report keyframe requests for our video (one per outgoing track); stopped when the
     /// connection closes.
-    keyframe_watch: [tokio::task::JoinHandle<()>; 2],
+    keyframe_watch: [tokio::task::JoinHandle<()>; 3],
     gathering: tokio::sync::Mutex<mpsc::Receiver<Gathering>>,
     /// Reflexive candidates of the other side held back from its latest description (see
     /// [`super::sdp`]); emptied when they are added, or when a new offer comes.
@@ -628,7 +688,8 @@ impl MediaPeer {
             // NAT mappings instead of ones that may have died with the path.
             .with_discard_local_candidates_during_ice_restart(true)
             .build();
-        let remote_video = Arc::new(std::sync::Mutex::new(None));
+        let remote_videos: RemoteVideos = Arc::default();
+        let [audio_ssrc, video_ssrc, screen_ssrc] = distinct_ssrcs();
         let frame_info_id = Arc::new(AtomicU8::new(0));
         let connection = PeerConnectionBuilder::new()
             .with_configuration(config.rtc_configuration())
@@ -638,8 +699,9 @@ impl MediaPeer {
             .with_handler(Arc::new(Handler {
                 events: events_tx.clone(),
                 gathering: gathering_tx,
-                remote_video: Arc::clone(&remote_video),
+                remote_videos: Arc::clone(&remote_videos),
                 frame_info_id: Arc::clone(&frame_info_id),
+                screen_ssrc,
             }))
             .with_udp_addrs(config.udp_addrs.clone())
             .build()
@@ -649,7 +711,7 @@ impl MediaPeer {
         let audio = Outgoing::add(
             connection.as_ref(),
             now,
-            RtpCodecKind::Audio,
+            (RtpCodecKind::Audio, "audio"),
             RTCRtpCodec {
                 mime_type: MIME_TYPE_OPUS.to_owned(),
                 clock_rate: 48_000,
@@ -657,19 +719,30 @@ impl MediaPeer {
                 sdp_fmtp_line: String::new(),
                 rtcp_feedback: vec![],
             },
+            audio_ssrc,
         )
         .await?;
+        let vp8 = RTCRtpCodec {
+            mime_type: MIME_TYPE_VP8.to_owned(),
+            clock_rate: VIDEO_CLOCK_RATE,
+            channels: 0,
+            sdp_fmtp_line: String::new(),
+            rtcp_feedback: vec![],
+        };
         let video = Outgoing::add(
             connection.as_ref(),
             now,
-            RtpCodecKind::Video,
-            RTCRtpCodec {
-                mime_type: MIME_TYPE_VP8.to_owned(),
-                clock_rate: VIDEO_CLOCK_RATE,
-                channels: 0,
-                sdp_fmtp_line: String::new(),
-                rtcp_feedback: vec![],
-            },
+            (RtpCodecKind::Video, video_label(VideoKind::Camera)),
+            vp8.clone(),
+            video_ssrc,
+        )
+        .await?;
+        let screen = Outgoing::add(
+            connection.as_ref(),
+            now,
+            (RtpCodecKind::Video, video_label(VideoKind::Screen)),
+            vp8,
+            screen_ssrc,
         )
         .await?;
         // webrtc-rs hands a compound RTCP packet to the track its first packet names: a
@@ -679,15 +752,26 @@ impl MediaPeer {
             tokio::spawn(watch_keyframe_requests(
                 Arc::clone(&video.track),
                 events_tx.clone(),
+                screen_ssrc,
             )),
-            tokio::spawn(watch_keyframe_requests(Arc::clone(&audio.track), events_tx)),
+            tokio::spawn(watch_keyframe_requests(
+                Arc::clone(&screen.track),
+                events_tx.clone(),
+                screen_ssrc,
+            )),
+            tokio::spawn(watch_keyframe_requests(
+                Arc::clone(&audio.track),
+                events_tx,
+                screen_ssrc,
+            )),
         ];
         Ok((
             Self {
                 connection,
                 audio,
                 video,
-                remote_video,
+                screen,
+                remote_videos,
                 frame_info_id,
                 keyframe_watch,
                 gathering: tokio::sync::Mutex::new(gathering_rx),
@@ -899,11 +983,12 @@ impl MediaPeer {
             .await
     }
 
-    /// Sends one sealed video frame captured at `at`, lasting `duration` (until the next
-    /// one): the payloader splits it into RTP packets, each carrying `info` in the
-    /// frame-information header extension.
+    /// Sends one sealed frame of our `kind` of video, captured at `at`, lasting `duration`
+    /// (until the next one): the payloader splits it into RTP packets, each carrying `info`
+    /// in the frame-information header extension.
     pub async fn send_video(
         &self,
+        kind: VideoKind,
         at: Instant,
         sealed: Vec<u8>,
         duration: Duration,
@@ -914,7 +999,11 @@ impl MediaPeer {
             uri: FRAME_INFO_URI.into(),
             extension: Box::new(FrameInfoExtension(info)),
         };
-        self.video.send(at, sealed, duration, Some(extension)).await
+        let track = match kind {
+            VideoKind::Camera => &self.video,
+            VideoKind::Screen => &self.screen,
+        };
+        track.send(at, sealed, duration, Some(extension)).await
     }
 
     /// Learns the negotiated id of the frame-information extension (the same both ways on
@@ -937,13 +1026,15 @@ impl MediaPeer {
         }
     }
 
-    /// Asks the other side for a keyframe of its video (RTCP PLI), once its video arrived.
-    pub async fn request_keyframe(&self) -> Result<(), TransportError> {
+    /// Asks the other side for a keyframe of its `kind` of video (RTCP PLI), once that
+    /// video arrived.
+    pub async fn request_keyframe(&self, kind: VideoKind) -> Result<(), TransportError> {
         let track = self
-            .remote_video
+            .remote_videos
             .lock()
             .map_err(|_| TransportError::Webrtc("video track lock poisoned".into()))?
-            .clone();
+            .get(&kind)
+            .cloned();
         let Some(track) = track else {
             debug!("no video from the other side yet: no keyframe to ask for");
             return Ok(());

@@ -254,6 +254,8 @@ impl Monitor {
 /// One reporting period of our own video as sent.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VideoSendReport {
+    /// Which of our videos (the camera unless said otherwise by the video loop).
+    pub kind: super::VideoKind,
     /// Frames sealed and handed to the connections in the period.
     pub frames: u32,
     /// Frames per second over the period.
@@ -330,6 +332,7 @@ impl SendMonitor {
                 .map(|d| d.as_secs_f64() * 1000.0)
         };
         let report = VideoSendReport {
+            kind: super::VideoKind::Camera,
             frames: self.frames,
             fps: per_second(f64::from(self.frames), elapsed),
             keyframes: self.keyframes,

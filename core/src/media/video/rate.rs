@@ -34,7 +34,8 @@ pub struct RateControl {
     ceiling_kbps: u32,
     current_kbps: u32,
     /// The latest estimate of each connection our video goes to, bits per second.
-    estimates: HashMap<PeerId, f64>,
+    /// The latest estimate of each path, and whether it is only what we used lately.
+    estimates: HashMap<PeerId, (f64, bool)>,
     /// Since when a higher target than the current one has been wanted.
     higher_since: Option<Instant>,
 }
@@ -57,9 +58,9 @@ impl RateControl {
     }
 
     /// The latest estimate of the path to `peer`.
-    pub fn estimate(&mut self, peer: PeerId, bps: f64) {
+    pub fn estimate(&mut self, peer: PeerId, bps: f64, limited_by_use: bool) {
         if bps.is_finite() && bps > 0.0 {
-            self.estimates.insert(peer, bps);
+            self.estimates.insert(peer, (bps, limited_by_use));
         }
     }
 
@@ -95,11 +96,28 @@ impl RateControl {
     }
 
     /// The rate the weakest path allows, within the floor and the ceiling.
+    /// Changes the most ever aimed at (our videos started or stopped). Without estimates
+    /// yet, the new most is aimed at at once; otherwise a higher one is reached as
+    /// [`RateControl::update`] raises, and a lower one holds from now.
+    pub fn set_ceiling(&mut self, ceiling_kbps: u32) {
+        self.ceiling_kbps = ceiling_kbps;
+        if self.estimates.is_empty() {
+            self.current_kbps = ceiling_kbps;
+        } else {
+            self.current_kbps = self.current_kbps.min(ceiling_kbps.max(MIN_VIDEO_KBPS));
+        }
+        self.higher_since = None;
+    }
+
     fn wanted_kbps(&self) -> u32 {
+        // An estimate that is only what we used (a still screen sends little) says nothing
+        // of the path's limit: it holds the rate where it is rather than lower it.
+        let holding =
+            (f64::from(self.current_kbps) / VIDEO_SHARE + f64::from(AUDIO_RESERVE_KBPS)) * 1000.0;
         let weakest = self
             .estimates
             .values()
-            .copied()
+            .map(|&(bps, by_use)| if by_use { bps.max(holding) } else { bps })
             .fold(f64::INFINITY, f64::min);
         if !weakest.is_finite() {
             return self.ceiling_kbps;
@@ -107,6 +125,39 @@ impl RateControl {
         let usable = (weakest / 1000.0 - f64::from(AUDIO_RESERVE_KBPS)) * VIDEO_SHARE;
         (usable.max(0.0).round() as u32)
             .clamp(MIN_VIDEO_KBPS, self.ceiling_kbps.max(MIN_VIDEO_KBPS))
+    }
+}
+
+/// Share of the rate a shared screen gets when the camera is on too: what the meeting looks
+/// at comes first.
+pub const SCREEN_SHARE: f64 = 0.75;
+
+/// Shares `total_kbps` between our camera and our screen, each given by its full-quality
+/// rate when it is sent (`None`: not sent). The screen gets [`SCREEN_SHARE`] of the rate, or
+/// more where the camera needs less, up to its full rate; the camera the rest, at least
+/// half of [`MIN_VIDEO_KBPS`] (and the screen at least [`MIN_VIDEO_KBPS`]).
+pub fn split(
+    total_kbps: u32,
+    camera_full: Option<u32>,
+    screen_full: Option<u32>,
+) -> (Option<u32>, Option<u32>) {
+    match (camera_full, screen_full) {
+        (None, None) => (None, None),
+        (Some(_), None) => (Some(total_kbps), None),
+        (None, Some(_)) => (None, Some(total_kbps)),
+        (Some(camera), Some(screen)) => {
+            let screen_kbps = ((f64::from(total_kbps) * SCREEN_SHARE) as u32)
+                .max(total_kbps.saturating_sub(camera))
+                .min(screen);
+            let camera_kbps = total_kbps
+                .saturating_sub(screen_kbps)
+                .max(MIN_VIDEO_KBPS / 2);
+            let screen_kbps = total_kbps
+                .saturating_sub(camera_kbps)
+                .max(MIN_VIDEO_KBPS)
+                .min(screen);
+            (Some(camera_kbps), Some(screen_kbps))
+        }
     }
 }
 
@@ -130,13 +181,13 @@ mod tests {
     fn the_weakest_path_decides_at_once_going_down() {
         let (a, b) = peers();
         let mut rate = RateControl::new(800);
-        rate.estimate(a, 3_000_000.0);
-        rate.estimate(b, 600_000.0);
+        rate.estimate(a, 3_000_000.0, false);
+        rate.estimate(b, 600_000.0, false);
         // (600 − 80) × 0.85 = 442.
         assert_eq!(rate.update(t0()), Some(442));
         assert_eq!(rate.target_kbps(), 442);
         // A path that collapses gives the floor, not less.
-        rate.estimate(b, 50_000.0);
+        rate.estimate(b, 50_000.0, false);
         assert_eq!(rate.update(t0()), Some(MIN_VIDEO_KBPS));
         // Once that receiver is gone, the others decide (after the hold, going up).
         rate.forget(&b);
@@ -149,15 +200,15 @@ mod tests {
     fn going_up_waits_until_the_higher_estimate_has_held() {
         let (a, _) = peers();
         let mut rate = RateControl::new(800);
-        rate.estimate(a, 400_000.0);
+        rate.estimate(a, 400_000.0, false);
         let start = t0();
         assert_eq!(rate.update(start), Some(272));
-        rate.estimate(a, 700_000.0);
+        rate.estimate(a, 700_000.0, false);
         assert_eq!(rate.update(start + Duration::from_millis(250)), None);
         // It fell back in between: the wait starts again.
-        rate.estimate(a, 400_000.0);
+        rate.estimate(a, 400_000.0, false);
         assert_eq!(rate.update(start + Duration::from_millis(375)), None);
-        rate.estimate(a, 700_000.0);
+        rate.estimate(a, 700_000.0, false);
         assert_eq!(rate.update(start + Duration::from_millis(500)), None);
         assert_eq!(rate.update(start + Duration::from_millis(750)), None);
         assert_eq!(rate.update(start + Duration::from_secs(1)), Some(527));
@@ -167,9 +218,55 @@ mod tests {
     fn small_changes_are_not_made() {
         let (a, _) = peers();
         let mut rate = RateControl::new(800);
-        rate.estimate(a, 500_000.0);
+        rate.estimate(a, 500_000.0, false);
         assert_eq!(rate.update(t0()), Some(357));
-        rate.estimate(a, 490_000.0);
+        rate.estimate(a, 490_000.0, false);
         assert_eq!(rate.update(t0()), None, "349 is within 5 % of 357");
+    }
+
+    #[test]
+    fn a_shared_screen_takes_most_of_the_rate_and_the_camera_the_rest() {
+        assert_eq!(split(800, Some(800), None), (Some(800), None));
+        assert_eq!(split(1200, None, Some(1200)), (None, Some(1200)));
+        assert_eq!(split(500, None, None), (None, None));
+        // A short path: three quarters to the screen.
+        assert_eq!(split(612, Some(800), Some(1200)), (Some(153), Some(459)));
+        // A wide one: the screen at its full rate, the camera what is left.
+        assert_eq!(split(1800, Some(800), Some(1200)), (Some(600), Some(1200)));
+        // A camera that needs little leaves the screen more than its share.
+        assert_eq!(split(1000, Some(100), Some(1200)), (Some(100), Some(900)));
+        // Both keep a floor when almost nothing is left.
+        assert_eq!(split(90, Some(800), Some(1200)), (Some(40), Some(80)));
+    }
+
+    #[test]
+    fn a_new_ceiling_is_aimed_at_at_once_until_a_path_has_spoken() {
+        let (a, _) = peers();
+        let mut rate = RateControl::new(800);
+        rate.set_ceiling(2000);
+        assert_eq!(rate.target_kbps(), 2000, "no estimate yet");
+        rate.estimate(a, 1_000_000.0, false);
+        assert_eq!(rate.update(t0()), Some(782));
+        rate.set_ceiling(800);
+        assert_eq!(rate.target_kbps(), 782, "under the new ceiling already");
+        rate.set_ceiling(500);
+        assert_eq!(rate.target_kbps(), 500);
+    }
+
+    #[test]
+    fn what_we_used_is_not_read_as_the_paths_limit() {
+        let (a, b) = peers();
+        let mut rate = RateControl::new(1200);
+        // A still screen sent 30 kbit/s: the estimate is only 1.5 times that.
+        rate.estimate(a, 55_000.0, true);
+        assert_eq!(rate.update(t0()), None, "held at 1200");
+        assert_eq!(rate.target_kbps(), 1200);
+        // A real limit on another path still brings it down.
+        rate.estimate(b, 600_000.0, false);
+        assert_eq!(rate.update(t0()), Some(442));
+        // And a path whose estimate shows its limit (GCC went lower) does too.
+        rate.forget(&b);
+        rate.estimate(a, 300_000.0, false);
+        assert_eq!(rate.update(t0()), Some(187));
     }
 }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use super::monitor::{Monitor, ReceiveStages, Shown, VideoReport};
 use super::rtp::{Arrival, AssembledFrame, Assembler};
-use super::{Decoder, I420Frame, VpxError};
+use super::{Decoder, I420Frame, VideoKind, VpxError};
 use crate::media::crypto::MediaError;
 use crate::media::crypto::keyring::Opener;
 use crate::media::crypto::sframe::Stream;
@@ -75,6 +75,8 @@ pub struct ReceiveCounts {
 
 /// One sender's incoming video.
 pub struct VideoReceiver {
+    /// The SFrame stream its frames must be sealed for (a member's camera or its screen).
+    stream: Stream,
     assembler: Assembler,
     decoder: Decoder,
     monitor: Monitor,
@@ -103,7 +105,14 @@ fn is_vp8_keyframe(frame: &[u8]) -> bool {
 impl VideoReceiver {
     /// A receiver whose first reporting period starts at `now`.
     pub fn new(now: Instant) -> Result<Self, VpxError> {
+        Self::for_kind(now, VideoKind::Camera)
+    }
+
+    /// A receiver of a member's `kind` of video: a frame sealed for its other video is
+    /// refused (counted undecryptable) even under the right key.
+    pub fn for_kind(now: Instant, kind: VideoKind) -> Result<Self, VpxError> {
         Ok(Self {
+            stream: kind.stream(),
             assembler: Assembler::default(),
             decoder: Decoder::new()?,
             monitor: Monitor::new(now),
@@ -194,7 +203,7 @@ impl VideoReceiver {
                 self.waiting_for_keyframe = true;
             }
             match opener.open_from(now, &data, sender) {
-                Ok(opened) if opened.stream == Stream::Video => {
+                Ok(opened) if opened.stream == self.stream => {
                     self.drop_held_for_key();
                     received.opened = true;
                     self.counts.bytes += data.len() as u64;

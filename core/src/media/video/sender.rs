@@ -13,9 +13,9 @@ use tracing::debug;
 use super::rtp::FrameInfo;
 use super::scale::scaled_size;
 use super::source::VideoSource;
-use super::{Encoder, EncoderConfig, VideoSourceError, VpxError};
+use super::{Encoder, EncoderConfig, VideoKind, VideoSourceError, VpxError};
 use crate::media::crypto::MediaError;
-use crate::media::crypto::sframe::{Sealer, Stream};
+use crate::media::crypto::sframe::Sealer;
 
 /// Keyframe requests closer together than this give one keyframe.
 pub const KEYFRAME_MIN_INTERVAL: Duration = Duration::from_millis(250);
@@ -71,6 +71,9 @@ pub const MIN_LAYER_WIDTH: u32 = 320;
 pub const LAYER_KEEP_SHARE: f64 = 0.35;
 /// See [`LAYER_KEEP_SHARE`].
 pub const LAYER_UP_SHARE: f64 = 0.45;
+/// [`LAYER_KEEP_SHARE`] and [`LAYER_UP_SHARE`] of a shared screen: detail over motion, so
+/// its size holds to a far lower rate (the encoder drops pictures instead).
+pub const SCREEN_LAYER_SHARES: (f64, f64) = (0.12, 0.2);
 /// A lower layer may use up to this multiple of its full-quality rate: sharper pictures
 /// while the rate is between layers, and the traffic that shows the path can carry the
 /// next layer up (an estimate never runs far ahead of what was sent:
@@ -80,6 +83,7 @@ pub const LOWER_LAYER_STRETCH: f64 = 1.5;
 /// Our video: the source, its one encoder (for the layer the rate allows), and the video
 /// sealer.
 pub struct VideoSender {
+    kind: VideoKind,
     source: Box<dyn VideoSource>,
     encoder: Encoder,
     /// The layer sent: the source's size divided by this.
@@ -99,6 +103,7 @@ pub struct VideoSender {
 impl std::fmt::Debug for VideoSender {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("VideoSender")
+            .field("kind", &self.kind)
             .field("size", &self.source.size())
             .field("on", &self.on)
             .field("keyed", &self.keyed)
@@ -108,16 +113,22 @@ impl std::fmt::Debug for VideoSender {
 }
 
 impl VideoSender {
-    /// Our video from `source`, encoded in realtime for its size; on.
+    /// Our camera's video from `source`, encoded in realtime for its size; on.
     pub fn new(source: Box<dyn VideoSource>) -> Result<Self, VideoSendError> {
+        Self::of_kind(VideoKind::Camera, source)
+    }
+
+    /// Our `kind` of video from `source`, encoded for its size and content; on.
+    pub fn of_kind(kind: VideoKind, source: Box<dyn VideoSource>) -> Result<Self, VideoSendError> {
         let (width, height) = source.size();
-        let mut config = EncoderConfig::realtime(width, height);
+        let mut config = base_config(kind, width, height);
         config.fps = source.fps().round().clamp(1.0, 60.0) as u32;
         Ok(Self {
+            kind,
             source,
             encoder: Encoder::new(config)?,
             factor: 1,
-            sealer: Sealer::for_stream(0, Stream::Video),
+            sealer: Sealer::for_stream(0, kind.stream()),
             keyed: false,
             on: true,
             keyframe_due: true,
@@ -126,6 +137,11 @@ impl VideoSender {
             number: 0,
             stats: SendStats::default(),
         })
+    }
+
+    /// Which of our videos this is.
+    pub fn kind(&self) -> VideoKind {
+        self.kind
     }
 
     /// Time between two pictures.
@@ -147,7 +163,7 @@ impl VideoSender {
     /// The rate of the source's own size at full quality, kbit/s: more is never used.
     pub fn full_rate_kbps(&self) -> u32 {
         let (width, height) = self.source.size();
-        EncoderConfig::realtime(width, height).bitrate_kbps
+        base_config(self.kind, width, height).bitrate_kbps
     }
 
     /// Sends what `kbps` allows from the next frame on: the largest layer the rate affords
@@ -157,7 +173,7 @@ impl VideoSender {
         let factor = self.layer_for(kbps);
         let (width, height) = self.source.size();
         let (layer_width, layer_height) = scaled_size(width, height, factor);
-        let full = EncoderConfig::realtime(layer_width, layer_height);
+        let full = base_config(self.kind, layer_width, layer_height);
         let most = if factor == 1 {
             full.bitrate_kbps
         } else {
@@ -187,15 +203,15 @@ impl VideoSender {
     /// The layer (size divisor) to send at `kbps`.
     fn layer_for(&self, kbps: u32) -> u32 {
         let (width, height) = self.source.size();
+        let (keep, up) = match self.kind {
+            VideoKind::Camera => (LAYER_KEEP_SHARE, LAYER_UP_SHARE),
+            VideoKind::Screen => SCREEN_LAYER_SHARES,
+        };
         let mut factor = 1;
         loop {
             let (layer_width, layer_height) = scaled_size(width, height, factor);
-            let need = f64::from(EncoderConfig::realtime(layer_width, layer_height).bitrate_kbps);
-            let share = if factor < self.factor {
-                LAYER_UP_SHARE
-            } else {
-                LAYER_KEEP_SHARE
-            };
+            let need = f64::from(base_config(self.kind, layer_width, layer_height).bitrate_kbps);
+            let share = if factor < self.factor { up } else { keep };
             let smaller = scaled_size(width, height, factor * 2);
             if f64::from(kbps) >= share * need || smaller.0 < MIN_LAYER_WIDTH || smaller.1 < 2 {
                 return factor;
@@ -305,11 +321,20 @@ impl VideoSender {
     }
 }
 
+/// The full-quality configuration of `kind` at `width × height`.
+fn base_config(kind: VideoKind, width: u32, height: u32) -> EncoderConfig {
+    match kind {
+        VideoKind::Camera => EncoderConfig::realtime(width, height),
+        VideoKind::Screen => EncoderConfig::screen(width, height),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::group::media_keys::sender_base_key;
     use crate::media::crypto::keyring::Opener;
+    use crate::media::crypto::sframe::Stream;
     use crate::media::video::source::StampedTestSource;
     use crate::test_clock::t0;
 
