@@ -76,6 +76,8 @@ pub(crate) enum Shortcut {
     FocusPrevious,
     /// Ctrl+D: mute / unmute.
     ToggleMute,
+    /// Ctrl+E: share the screen / stop sharing.
+    ToggleShare,
     /// Ctrl+, : settings.
     Settings,
     /// Escape: back / close.
@@ -458,6 +460,7 @@ pub(crate) fn shortcut(event: keyboard::Event) -> Option<Shortcut> {
         Key::Named(Named::Tab) => Some(Shortcut::FocusNext),
         Key::Named(Named::Escape) => Some(Shortcut::Back),
         Key::Character("d") if modifiers.command() => Some(Shortcut::ToggleMute),
+        Key::Character("e") if modifiers.command() => Some(Shortcut::ToggleShare),
         Key::Character(",") if modifiers.command() => Some(Shortcut::Settings),
         Key::Character("j") if modifiers.command() => Some(Shortcut::FocusInvite),
         Key::Character("n") if modifiers.command() => Some(Shortcut::NewMeeting),

@@ -44,6 +44,8 @@ pub(crate) enum Request {
     ResendChat(u64),
     /// Mute or unmute our audio.
     Mute(bool),
+    /// Share our screen (the primary monitor), or stop sharing it.
+    Share(bool),
     /// Noise suppression of our microphone on or off.
     NoiseSuppression(bool),
     /// Remove a member (host).
@@ -356,6 +358,7 @@ fn describe(request: &Request) -> &'static str {
         Request::Chat(_) => "send the message",
         Request::ResendChat(_) => "send the message again",
         Request::Mute(_) => "mute",
+        Request::Share(_) => "share the screen",
         Request::NoiseSuppression(_) => "change noise suppression",
         Request::Kick(_) => "remove the member",
         Request::Approve(_) => "let the member in",
@@ -447,6 +450,10 @@ async fn perform(client: Client, request: Request, mut output: mpsc::Sender<Even
         Request::Chat(text) => client.send_chat(text).await.map(|_| None),
         Request::ResendChat(seq) => client.resend_chat(seq).await.map(|()| None),
         Request::Mute(muted) => client.set_muted(muted).await.map(|()| None),
+        Request::Share(share) => client
+            .share_screen(share.then(conclave_core::ScreenSpec::default))
+            .await
+            .map(|()| None),
         Request::NoiseSuppression(on) => client.set_noise_suppression(on).await.map(|()| None),
         Request::Kick(peer) => client.kick(peer).await.map(|()| None),
         Request::Approve(peer) => client.approve(peer).await.map(|()| None),

@@ -1,6 +1,6 @@
 //! The desktop app end to end, under a virtual X display (Xvfb), driven by real keystrokes
 //! (xdotool): a GUI joins a meeting hosted by CLI members, shows their tiles (and the
-//! host's mute), chats, mutes and leaves; and a GUI hosts a lobby meeting, hands its invite
+//! host's mute), chats, mutes, shares its screen (Ctrl+E: the host receives it) and leaves; and a GUI hosts a lobby meeting, hands its invite
 //! over the X clipboard (xclip), lets the CLI joiner in with Tab and Enter, chats, and has
 //! its window closed (a WM_DELETE_WINDOW message, as a window manager sends it): the member
 //! sees it leave, not time out. Screenshots of the home, settings and meeting screens are taken with
@@ -421,6 +421,29 @@ fn gui_joins_chats_mutes_and_leaves_a_meeting() {
     .unwrap();
     screenshot(&x.display, &shots, "meeting");
     let rss = rss_kib(gui.pid());
+
+    // Share the screen with its shortcut: the host receives the GUI's screen (this very
+    // display) as a screen share; the strip says so and stops it; the host sees it end.
+    xdotool(&x.display, &["key", "ctrl+e"]);
+    wait_log(log, "screen sharing share=true", PATIENCE);
+    let shared = host
+        .wait_for(PATIENCE, "the GUI's screen", |v| {
+            v["event"] == "video_started"
+                && v["kind"] == "screen"
+                && v["peer_id"] == gui_peer.as_str()
+        })
+        .unwrap();
+    assert_eq!(
+        (&shared["width"], &shared["height"]),
+        (&1280.into(), &800.into())
+    );
+    screenshot(&x.display, &shots, "meeting-sharing");
+    xdotool(&x.display, &["key", "ctrl+e"]);
+    wait_log(log, "screen sharing share=false", PATIENCE);
+    host.wait_for(PATIENCE, "the GUI's share ended", |v| {
+        v["event"] == "video_stopped" && v["kind"] == "screen" && v["peer_id"] == gui_peer.as_str()
+    })
+    .unwrap();
 
     // Leave: the others see the GUI go.
     xdotool(&x.display, &["key", "ctrl+shift+l"]);

@@ -93,6 +93,10 @@ impl App {
                 info!(muted, "microphone");
                 self.request(Request::Mute(muted));
             }
+            meeting::Action::Share(share) => {
+                info!(share, "screen sharing");
+                self.request(Request::Share(share));
+            }
             meeting::Action::Leave => {
                 let joined = self
                     .meeting
@@ -234,6 +238,12 @@ impl App {
             Shortcut::ToggleMute => {
                 if self.screen == Screen::Meeting {
                     return self.update(Message::Meeting(meeting::Message::ToggleMute));
+                }
+                Task::none()
+            }
+            Shortcut::ToggleShare => {
+                if self.screen == Screen::Meeting {
+                    return self.update(Message::Meeting(meeting::Message::ToggleShare));
                 }
                 Task::none()
             }

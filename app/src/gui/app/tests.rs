@@ -63,6 +63,10 @@ fn shortcuts() {
         Some(Shortcut::ToggleMute)
     );
     assert_eq!(
+        shortcut(press(Key::Character("e".into()), Modifiers::CTRL)),
+        Some(Shortcut::ToggleShare)
+    );
+    assert_eq!(
         shortcut(press(Key::Character("d".into()), Modifiers::empty())),
         None
     );

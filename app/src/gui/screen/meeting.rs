@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use conclave_core::{
     AlertKind, ChatRecord, LeaveReason, MediaEvent, MeetingEvent, MeetingId, PeerId, SafetyNumber,
-    public_key_of,
+    VideoKind, public_key_of,
 };
 
 use crate::gui::bridge::Redacted;
@@ -135,6 +135,10 @@ pub(crate) struct State {
     pub(crate) unread: usize,
     pub(crate) panel: Panel,
     pub(crate) muted: bool,
+    /// Our screen share: asked for (`Some`), and its size once it is sent.
+    pub(crate) sharing: Option<Option<(u32, u32)>>,
+    /// Members whose shared screen we receive.
+    pub(crate) sharing_members: BTreeSet<PeerId>,
     /// Members who announced that they muted themselves.
     pub(crate) muted_members: BTreeSet<PeerId>,
     pub(crate) show_code: bool,
@@ -154,6 +158,8 @@ pub(crate) struct State {
 #[derive(Debug, Clone)]
 pub(crate) enum Message {
     ToggleMute,
+    /// Share our screen, or stop sharing it.
+    ToggleShare,
     Leave,
     CopyInvite,
     ShowPanel(Panel),
@@ -172,6 +178,8 @@ pub(crate) enum Message {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Action {
     Mute(bool),
+    /// Share our screen (the primary monitor), or stop.
+    Share(bool),
     Leave,
     Chat(String),
     ResendChat(u64),
@@ -222,6 +230,8 @@ impl State {
             unread: 0,
             panel: Panel::Chat,
             muted: false,
+            sharing: None,
+            sharing_members: BTreeSet::new(),
             muted_members: BTreeSet::new(),
             show_code: false,
             notices: Vec::new(),
@@ -255,6 +265,8 @@ impl State {
         let present: BTreeMap<PeerId, String> = members.into_iter().collect();
         self.media.retain(|peer, _| present.contains_key(peer));
         self.muted_members.retain(|peer| present.contains_key(peer));
+        self.sharing_members
+            .retain(|peer| present.contains_key(peer));
         self.members = present;
         let earlier = self.chat.iter().filter(|l| l.earlier).count();
         let own: Vec<(String, (u64, Delivery))> = self
@@ -421,6 +433,7 @@ impl State {
         self.members.remove(&peer_id);
         self.media.remove(&peer_id);
         self.muted_members.remove(&peer_id);
+        self.sharing_members.remove(&peer_id);
         let name = display_name(&peer_id, name);
         let why = match reason {
             LeaveReason::Kicked => "was removed",
@@ -565,6 +578,11 @@ impl State {
                 self.muted = !self.muted;
                 Some(Action::Mute(self.muted))
             }
+            Message::ToggleShare => {
+                let share = self.sharing.is_none();
+                self.sharing = share.then_some(None);
+                Some(Action::Share(share))
+            }
             Message::Leave => Some(Action::Leave),
             Message::CopyInvite => self.invite.clone().map(|invite| Action::Copy(invite.0)),
             Message::ShowPanel(panel) => {
@@ -678,6 +696,31 @@ impl MediaSink for State {
         let name = self.name_of(&peer_id);
         self.media.entry(peer_id).or_default();
         tracing::debug!(%name, "audio started");
+    }
+
+    fn video_started(&mut self, peer_id: PeerId, kind: VideoKind, _width: u32, _height: u32) {
+        if kind == VideoKind::Screen && self.sharing_members.insert(peer_id) {
+            let name = self.name_of(&peer_id);
+            self.notice(format!("{name} is sharing their screen."));
+        }
+    }
+
+    fn video_stopped(&mut self, peer_id: PeerId, kind: VideoKind) {
+        if kind == VideoKind::Screen && self.sharing_members.remove(&peer_id) {
+            let name = self.name_of(&peer_id);
+            self.notice(format!("{name} stopped sharing their screen."));
+        }
+    }
+
+    fn screen_shared(&mut self, _monitor: u32, width: u32, height: u32) {
+        self.sharing = Some(Some((width, height)));
+    }
+
+    fn screen_share_stopped(&mut self, error: Option<String>) {
+        self.sharing = None;
+        if let Some(error) = error {
+            self.notice(format!("Your screen is not shared: {error}"));
+        }
     }
 
     fn warning(&mut self, message: String) {

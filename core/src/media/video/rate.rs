@@ -96,16 +96,14 @@ impl RateControl {
     }
 
     /// The rate the weakest path allows, within the floor and the ceiling.
-    /// Changes the most ever aimed at (our videos started or stopped). Without estimates
-    /// yet, the new most is aimed at at once; otherwise a higher one is reached as
-    /// [`RateControl::update`] raises, and a lower one holds from now.
+    /// Changes the most ever aimed at (our videos started or stopped), and starts from what
+    /// the paths allow of it: an estimate that is only what we used so far (audio alone, a
+    /// still screen) says nothing of a path's limit, so a video that starts is not held to
+    /// it (were it, nothing would ever show the path can carry more); an estimate that
+    /// shows a limit is kept to.
     pub fn set_ceiling(&mut self, ceiling_kbps: u32) {
         self.ceiling_kbps = ceiling_kbps;
-        if self.estimates.is_empty() {
-            self.current_kbps = ceiling_kbps;
-        } else {
-            self.current_kbps = self.current_kbps.min(ceiling_kbps.max(MIN_VIDEO_KBPS));
-        }
+        self.current_kbps = self.usable_kbps(f64::INFINITY);
         self.higher_since = None;
     }
 
@@ -114,10 +112,22 @@ impl RateControl {
         // of the path's limit: it holds the rate where it is rather than lower it.
         let holding =
             (f64::from(self.current_kbps) / VIDEO_SHARE + f64::from(AUDIO_RESERVE_KBPS)) * 1000.0;
+        self.usable_kbps(holding)
+    }
+
+    /// The rate the weakest path allows, reading an estimate that is only what we used as
+    /// at least `by_use_floor_bps`.
+    fn usable_kbps(&self, by_use_floor_bps: f64) -> u32 {
         let weakest = self
             .estimates
             .values()
-            .map(|&(bps, by_use)| if by_use { bps.max(holding) } else { bps })
+            .map(|&(bps, by_use)| {
+                if by_use {
+                    bps.max(by_use_floor_bps)
+                } else {
+                    bps
+                }
+            })
             .fold(f64::INFINITY, f64::min);
         if !weakest.is_finite() {
             return self.ceiling_kbps;
@@ -240,15 +250,21 @@ mod tests {
     }
 
     #[test]
-    fn a_new_ceiling_is_aimed_at_at_once_until_a_path_has_spoken() {
-        let (a, _) = peers();
-        let mut rate = RateControl::new(800);
+    fn a_new_video_starts_at_what_the_paths_have_shown_they_carry() {
+        let (a, b) = peers();
+        let mut rate = RateControl::new(0);
         rate.set_ceiling(2000);
         assert_eq!(rate.target_kbps(), 2000, "no estimate yet");
-        rate.estimate(a, 1_000_000.0, false);
-        assert_eq!(rate.update(t0()), Some(782));
-        rate.set_ceiling(800);
-        assert_eq!(rate.target_kbps(), 782, "under the new ceiling already");
+        // Audio alone sent 40 kbit/s on each path: that is no limit for a new video.
+        rate.estimate(a, 70_000.0, true);
+        rate.estimate(b, 70_000.0, true);
+        rate.set_ceiling(1300);
+        assert_eq!(rate.target_kbps(), 1300);
+        assert_eq!(rate.update(t0()), None, "and it holds");
+        // A path that showed its limit is kept to.
+        rate.estimate(b, 1_000_000.0, false);
+        rate.set_ceiling(2000);
+        assert_eq!(rate.target_kbps(), 782);
         rate.set_ceiling(500);
         assert_eq!(rate.target_kbps(), 500);
     }

@@ -285,6 +285,75 @@ fn mute_toggles_and_shows() {
 }
 
 #[test]
+fn sharing_the_screen_shows_who_sees_it_and_stops_in_one_click() {
+    let (mut state, _) = in_meeting(false);
+    let verified = BTreeSet::new();
+    assert_eq!(
+        click(&mut state, &verified, "Share screen"),
+        vec![Action::Share(true)]
+    );
+    assert!(shows(&state, &verified, "Starting to share your screen…"));
+    state.handle_media(MediaEvent::ScreenShared {
+        monitor: 0,
+        width: 1280,
+        height: 800,
+    });
+    assert!(shows(
+        &state,
+        &verified,
+        "You are sharing your screen (1280×800): everyone in the meeting sees it."
+    ));
+    // Either stop button ends it: the strip's, or the controls'.
+    assert_eq!(
+        click(&mut state, &verified, "Stop sharing"),
+        vec![Action::Share(false)]
+    );
+    state.handle_media(MediaEvent::ScreenShareStopped { error: None });
+    assert!(!shows(&state, &verified, "Stop sharing"));
+    assert!(shows(&state, &verified, "Share screen"));
+}
+
+#[test]
+fn a_screen_that_cannot_be_shared_says_why() {
+    let (mut state, _) = in_meeting(false);
+    let verified = BTreeSet::new();
+    click(&mut state, &verified, "Share screen");
+    state.handle_media(MediaEvent::ScreenShareStopped {
+        error: Some("screen sharing: no display to share (DISPLAY is not set)".into()),
+    });
+    assert!(state.sharing.is_none());
+    assert!(shows(
+        &state,
+        &verified,
+        "Your screen is not shared: screen sharing: no display to share (DISPLAY is not set)"
+    ));
+}
+
+#[test]
+fn a_member_sharing_their_screen_is_announced_until_it_ends() {
+    let (mut state, bob) = in_meeting(false);
+    let verified = BTreeSet::new();
+    state.handle_media(MediaEvent::VideoStarted {
+        peer_id: bob,
+        kind: conclave_core::VideoKind::Screen,
+        width: 1280,
+        height: 720,
+    });
+    assert!(state.sharing_members.contains(&bob));
+    assert!(shows(&state, &verified, "Bob is sharing their screen."));
+    state.handle_media(MediaEvent::VideoStopped {
+        peer_id: bob,
+        kind: conclave_core::VideoKind::Screen,
+    });
+    assert!(state.sharing_members.is_empty());
+    assert!(shows(
+        &state,
+        &verified,
+        "Bob stopped sharing their screen."
+    ));
+}
+
+#[test]
 fn another_members_mute_shows_on_their_tile() {
     let (mut state, bob) = in_meeting(false);
     let verified = BTreeSet::new();

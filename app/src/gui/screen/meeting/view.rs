@@ -54,6 +54,9 @@ impl State {
                 );
             }
         }
+        if let Some(sharing) = self.sharing {
+            body = body.push(self.view_sharing(sharing));
+        }
         if self.reconnecting {
             body = body.push(badge::badge(
                 "Connection lost — reconnecting…".to_owned(),
@@ -184,14 +187,45 @@ impl State {
         scrollable(grid).height(Length::Fill).into()
     }
 
-    /// Mute, the panels, copy invite, leave, and the keyboard shortcuts.
+    /// The "you are sharing your screen" strip, with its stop button.
+    fn view_sharing(&self, size: Option<(u32, u32)>) -> Element<'_, Message> {
+        let what = match size {
+            Some((width, height)) => format!(
+                "You are sharing your screen ({width}×{height}): everyone in the meeting sees it."
+            ),
+            None => "Starting to share your screen…".to_owned(),
+        };
+        container(
+            row![
+                text(what).size(15).width(Length::Fill),
+                button(text("Stop sharing").size(14))
+                    .style(button::danger)
+                    .on_press(Message::ToggleShare),
+            ]
+            .spacing(8)
+            .align_y(Alignment::Center),
+        )
+        .padding(10)
+        .style(|_theme: &iced::Theme| container::Style {
+            background: Some(colour::CAUTION.into()),
+            text_color: Some(Color::WHITE),
+            border: iced::Border {
+                radius: 8.0.into(),
+                ..iced::Border::default()
+            },
+            ..container::Style::default()
+        })
+        .into()
+    }
+
+    /// Mute, share, the panels, copy invite, leave, and the keyboard shortcuts.
     fn view_controls(&self) -> Element<'_, Message> {
         let chat_label = if self.unread > 0 {
             format!("Chat ({} new)", self.unread)
         } else {
             "Chat".to_owned()
         };
-        row![
+        let buttons = row![
             button(if self.muted { "Unmute" } else { "Mute" })
                 .style(if self.muted {
                     button::danger
@@ -199,6 +233,17 @@ impl State {
                     button::primary
                 })
                 .on_press(Message::ToggleMute),
+            button(if self.sharing.is_some() {
+                "Stop sharing"
+            } else {
+                "Share screen"
+            })
+            .style(if self.sharing.is_some() {
+                button::danger
+            } else {
+                button::secondary
+            })
+            .on_press(Message::ToggleShare),
             button(text(chat_label))
                 .style(button::secondary)
                 .on_press(Message::ShowPanel(Panel::Chat)),
@@ -211,10 +256,15 @@ impl State {
             button("Leave")
                 .style(button::danger)
                 .on_press(Message::Leave),
-            text("Ctrl+D: mute · Ctrl+I: copy invite · Ctrl+Shift+L: leave").size(13),
         ]
         .spacing(10)
-        .align_y(Alignment::Center)
+        .align_y(Alignment::Center);
+        column![
+            buttons,
+            text("Ctrl+D: mute · Ctrl+E: share screen · Ctrl+I: copy invite · Ctrl+Shift+L: leave")
+                .size(13),
+        ]
+        .spacing(6)
         .into()
     }
 
