@@ -180,6 +180,18 @@ impl Home {
     pub fn member(&self, dir: &Path, label: &str, args: &[&str]) -> anyhow::Result<Proc> {
         member_in(&self.host, &self.addr, dir, label, args)
     }
+
+    /// As [`Home::member`], with `env` (name, value) set for the process (e.g. the X
+    /// display whose screen it shares).
+    pub fn member_with_env(
+        &self,
+        dir: &Path,
+        label: &str,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> anyhow::Result<Proc> {
+        crate::netns::member_in_with(&self.host, &self.addr, dir, (label, env), args)
+    }
 }
 
 impl Internet {

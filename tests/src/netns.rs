@@ -59,7 +59,19 @@ pub(crate) fn member_in(
     label: &str,
     args: &[&str],
 ) -> anyhow::Result<Proc> {
+    member_in_with(ns, addr, dir, (label, &[]), args)
+}
+
+/// As [`member_in`], with `env` (name, value) set for the process.
+pub(crate) fn member_in_with(
+    ns: &str,
+    addr: &str,
+    dir: &Path,
+    (label, env): (&str, &[(&str, &str)]),
+    args: &[&str],
+) -> anyhow::Result<Proc> {
     let mut command = Command::new("ip");
+    command.envs(env.iter().copied());
     command
         .args(["netns", "exec", ns])
         .arg(bin("conclave"))

@@ -390,6 +390,44 @@ mod tests {
         assert_eq!(receiver.counts().decoded, 10);
     }
 
+    /// A member's camera frames on its screen track (or the other way round) are refused,
+    /// though sealed under its own key: each video opens only as itself.
+    #[test]
+    fn a_camera_frame_is_never_taken_for_a_screen_or_back() {
+        let (mut camera, mut opener) = pair();
+        let mut screen_receiver = VideoReceiver::for_kind(t0(), VideoKind::Screen).unwrap();
+        let mut screen_wire = Wire::starting_at(0);
+        let frame = camera.capture(t0(), 0).unwrap().unwrap();
+        assert_eq!(
+            screen_wire.shows(&mut screen_receiver, &mut opener, &frame.sealed),
+            0
+        );
+        assert_eq!(screen_receiver.counts().undecryptable, 1);
+        let mut screen = VideoSender::of_kind(
+            VideoKind::Screen,
+            Box::new(StampedTestSource::new(320, 180).unwrap()),
+        )
+        .unwrap();
+        screen.install(5, 1, &sender_base_key(&SECRET, 1)).unwrap();
+        let shared = screen.capture(t0(), 0).unwrap().unwrap();
+        let mut camera_receiver = VideoReceiver::new(t0()).unwrap();
+        let mut wire = Wire::starting_at(0);
+        assert_eq!(
+            wire.shows(&mut camera_receiver, &mut opener, &shared.sealed),
+            0
+        );
+        assert_eq!(camera_receiver.counts().undecryptable, 1);
+        // On its own track the screen opens and shows (a fresh keyframe: the opener saw
+        // the first one already, and a replay is refused).
+        screen.request_keyframe(t0() + Duration::from_secs(1));
+        let next = screen.capture(t0(), 33).unwrap().unwrap();
+        assert!(next.keyframe);
+        assert_eq!(
+            screen_wire.shows(&mut screen_receiver, &mut opener, &next.sealed),
+            1
+        );
+    }
+
     #[test]
     fn after_a_loss_nothing_is_shown_until_a_keyframe_which_is_asked_for() {
         let (mut sender, mut opener) = pair();
