@@ -11,6 +11,7 @@ pub mod nat;
 pub mod netns;
 pub mod turn_client;
 pub mod wan;
+pub mod xvfb;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -111,10 +112,22 @@ impl Proc {
 
     /// Spawns `conclave --json --data-dir DIR <args>` listening on loopback only, mDNS off.
     pub fn conclave(label: &str, data_dir: &Path, args: &[&str]) -> anyhow::Result<Self> {
+        Self::conclave_with_env(label, data_dir, &[], args)
+    }
+
+    /// As [`Proc::conclave`], with `env` (name, value) set for the process (e.g. the X
+    /// display whose screen it shares).
+    pub fn conclave_with_env(
+        label: &str,
+        data_dir: &Path,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> anyhow::Result<Self> {
         let mut command = Command::new(bin("conclave"));
         command
             .args(loopback_client_args(data_dir, label))
-            .args(args);
+            .args(args)
+            .envs(env.iter().copied());
         Self::spawn(label, command, data_dir.parent().unwrap_or(data_dir))
     }
 

@@ -15,6 +15,10 @@
 //! - `video`: a 4-person mesh with audio and 360p testsrc video from everyone (and
 //!   `--video-out`): CPU and RSS per participant, bytes per second per stream, frame rate,
 //!   and glass-to-glass latency (testsrc capture → decoded picture at the receiver).
+//! - `share`: the same mesh (without `--video-out`), then one member shares a 1280×720
+//!   Xvfb screen of text: CPU and RSS per participant before and during the share, what
+//!   the sharer sends of the screen, and what the others receive (needs Xvfb and
+//!   ImageMagick, as `make test` installs).
 //!
 //! Figures go to `docs/performance.md`.
 
@@ -44,6 +48,9 @@ fn main() -> anyhow::Result<()> {
     }
     if what == "video" || what == "all" {
         video_cost(4)?;
+    }
+    if what == "share" || what == "all" {
+        share_cost(4)?;
     }
     if what == "audio" || what == "all" {
         for present in [1usize, 4, 8] {
@@ -449,6 +456,137 @@ fn video_cost(size: usize) -> anyhow::Result<()> {
         let _ = m.send_line("/leave");
     }
     Ok(())
+}
+
+/// A `size`-person mesh with audio and 360p testsrc video from everyone, then the host
+/// shares a 1280×720 Xvfb screen of text: CPU and RSS per participant in a 10 s window
+/// before the share and one during it (the same run), what the sharer sends of its screen,
+/// and what the others receive of it.
+fn share_cost(size: usize) -> anyhow::Result<()> {
+    use conclave_tests::xvfb::{Picture, Xvfb};
+    let dir = tempfile::tempdir()?;
+    let xvfb = Xvfb::start("1280x720x24")?;
+    let page = Picture::text_page(&dir.path().join("page.png"), 1280, 720)?;
+    let _shown = xvfb.show(&page)?;
+    let (_relay, relay_addr) = start_relay(dir.path())?;
+    let member = |label: &str, command: &[&str]| {
+        let mut args = vec![
+            "--media-bind",
+            "127.0.0.1:0",
+            "--audio-in",
+            "tone:440",
+            "--video-in",
+            "testsrc",
+        ];
+        args.extend_from_slice(command);
+        Proc::conclave_with_env(
+            label,
+            &dir.path().join(label),
+            &[("DISPLAY", &xvfb.display)],
+            &args,
+        )
+    };
+    let mut host = member("s0", &["new", "--relay", &relay_addr])?;
+    let invite = host.wait_event("invite", Duration::from_secs(20))?["invite"]
+        .as_str()
+        .context("invite")?
+        .to_owned();
+    let mut members = vec![host];
+    for i in 1..size {
+        members.push(member(&format!("s{i}"), &["join", &invite])?);
+    }
+    wait_started(&mut members, "camera", size - 1)?;
+    let window = Duration::from_secs(10);
+    let (cpu_before, rss_before) = cost_over(&mut members, window)?;
+    members[0].send_line("/share on")?;
+    wait_started(&mut members[1..], "screen", 1)?;
+    for m in &mut members {
+        m.drain_for(Duration::from_millis(1200 / size as u64));
+        m.seen.clear();
+    }
+    let (cpu_during, rss_during) = cost_over(&mut members, window)?;
+    let mean = |values: &[f64]| values.iter().sum::<f64>() / values.len().max(1) as f64;
+    let of_kind = |m: &Proc, event: &str, kind: &str| -> Vec<serde_json::Value> {
+        m.seen
+            .iter()
+            .filter(|v| v["event"] == event && v["kind"] == kind)
+            .cloned()
+            .collect()
+    };
+    let sent = of_kind(&members[0], "video_sent", "screen");
+    let field = |values: &[serde_json::Value], path: &[&str]| -> Vec<f64> {
+        values
+            .iter()
+            .filter_map(|v| path.iter().fold(v, |v, key| &v[key]).as_f64())
+            .collect()
+    };
+    let received: Vec<serde_json::Value> = members[1..]
+        .iter()
+        .flat_map(|m| of_kind(m, "video", "screen"))
+        .collect();
+    println!(
+        "{size}-person mesh, audio + 360p testsrc video from everyone, {}s windows: CPU per participant mean {:.1} % of one core without a share, {:.1} % while one member shares a 1280x720 screen of text (the sharer {:.1} % → {:.1} %); RSS {rss_before:?} → {rss_during:?} MiB",
+        window.as_secs(),
+        mean(&cpu_before),
+        mean(&cpu_during),
+        cpu_before[0],
+        cpu_during[0],
+    );
+    println!(
+        "  the sharer's screen: {:.1} fps, {:.0} kbit/s per connection (aimed at {:.0}), capture → sealed p50 {:.1} ms; received: {:.1} fps, {:.0} kbit/s, {} freezes",
+        mean(&field(&sent, &["fps"])),
+        mean(&field(&sent, &["kbps"])),
+        mean(&field(&sent, &["target_kbps"])),
+        mean(&field(&sent, &["encode_ms", "p50"])),
+        mean(&field(&received, &["fps"])),
+        mean(&field(&received, &["kbps"])),
+        field(&received, &["freezes"]).iter().sum::<f64>(),
+    );
+    for m in &mut members {
+        let _ = m.send_line("/leave");
+    }
+    Ok(())
+}
+
+/// Waits until every member of `members` decoded a first picture of `kind` from `count`
+/// others.
+fn wait_started(members: &mut [Proc], kind: &str, count: usize) -> anyhow::Result<()> {
+    for m in members {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while m
+            .seen
+            .iter()
+            .filter(|v| v["event"] == "video_started" && v["kind"] == kind)
+            .count()
+            < count
+        {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "{}: {kind} video did not start",
+                m.label
+            );
+            m.drain_for(Duration::from_millis(100));
+        }
+    }
+    Ok(())
+}
+
+/// CPU (% of one core) and RSS (MiB) of each member over `window`, reading their events
+/// meanwhile.
+fn cost_over(members: &mut [Proc], window: Duration) -> anyhow::Result<(Vec<f64>, Vec<u64>)> {
+    let before = cpu_ticks_of(members)?;
+    let end = Instant::now() + window;
+    while Instant::now() < end {
+        for m in members.iter_mut() {
+            m.drain_for(Duration::from_millis(100));
+        }
+    }
+    let cpu = percent_of_a_core(&before, &cpu_ticks_of(members)?, window);
+    let rss = members
+        .iter()
+        .map(|m| rss_kib(m.pid()).unwrap_or(0) / 1024)
+        .collect();
+    Ok((cpu, rss))
 }
 
 fn rss_kib(pid: u32) -> anyhow::Result<u64> {

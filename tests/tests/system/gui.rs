@@ -20,23 +20,11 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use conclave_tests::xvfb::Xvfb;
 use conclave_tests::{PATIENCE, Proc, bin, loopback_client_args, start_host, start_relay};
-
-/// The virtual display, killed on drop.
-pub(crate) struct Xvfb {
-    child: Child,
-    pub(crate) display: String,
-}
-
-impl Drop for Xvfb {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 pub(crate) fn require(tool: &str, package: &str) {
     let found = Command::new("sh")
@@ -51,30 +39,7 @@ pub(crate) fn require(tool: &str, package: &str) {
 }
 
 fn start_xvfb() -> Xvfb {
-    start_xvfb_sized("1280x800x24")
-}
-
-/// A virtual display of one screen of `size` (`WIDTHxHEIGHTxDEPTH`).
-pub(crate) fn start_xvfb_sized(size: &str) -> Xvfb {
-    // A display number unlikely to be in use, checked against the X sockets.
-    let base = 40 + (std::process::id() % 200);
-    let number = (base..base + 50)
-        .find(|n| !Path::new(&format!("/tmp/.X11-unix/X{n}")).exists())
-        .expect("a free X display number");
-    let display = format!(":{number}");
-    let child = Command::new("Xvfb")
-        .args([&display, "-screen", "0", size, "-nolisten", "tcp"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("Xvfb starts");
-    let socket = PathBuf::from(format!("/tmp/.X11-unix/X{number}"));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !socket.exists() {
-        assert!(Instant::now() < deadline, "Xvfb did not start on {display}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Xvfb { child, display }
+    Xvfb::start("1280x800x24").expect("Xvfb starts")
 }
 
 /// Runs `xdotool ARGS` on `display` (bounded to 10 s).

@@ -21,135 +21,15 @@ use conclave_tests::netns::available;
 use conclave_tests::wan::Profile;
 use conclave_tests::{Proc, bin, loopback_client_args, peer_id_of, start_relay};
 
-use crate::gui::{require, start_xvfb_sized};
+use conclave_tests::xvfb::{Picture, Xvfb};
+
+use crate::gui::require;
 
 const LIMIT: Duration = Duration::from_secs(30);
 /// Least acceptable PSNR of the received screen against the screenshot, over RGB.
 const MIN_PSNR_DB: f64 = 30.0;
 /// Least acceptable SSIM of the received screen against the screenshot, on luma.
 const MIN_SSIM: f64 = 0.95;
-
-/// Runs `program args` on `display` (bounded to 20 s) and checks it succeeded.
-fn run_on(display: &str, program: &str, args: &[&str]) {
-    let output = Command::new("timeout")
-        .arg("20")
-        .arg(program)
-        .args(args)
-        .env("DISPLAY", display)
-        .output()
-        .unwrap_or_else(|err| panic!("{program} runs: {err}"));
-    assert!(
-        output.status.success(),
-        "{program} {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
-/// Draws a page of small dark text on a light background (ImageMagick, DejaVu Sans Mono)
-/// into `dir/page.png`; returns its pixels (RGB, 1280×720).
-fn draw_text_page(display: &str, dir: &Path) -> Vec<u8> {
-    let page = dir.join("page.png");
-    let lines: Vec<String> = (1..=36)
-        .map(|n| {
-            format!(
-                "{n:02}  The cabinet meets at 09:{n:02}; agenda item {n}: budget, logistics, press (draft v{}.{}).",
-                n % 7,
-                n % 10
-            )
-        })
-        .collect();
-    let text = lines.join("\n");
-    run_on(
-        display,
-        "convert",
-        &[
-            "-size",
-            "1280x720",
-            "xc:#f4f4f0",
-            "-font",
-            "DejaVu-Sans-Mono",
-            "-pointsize",
-            "14",
-            "-fill",
-            "#202020",
-            "-annotate",
-            "+24+28",
-            &text,
-            &page.display().to_string(),
-        ],
-    );
-    let (width, height, rgb) = read_rgb(&page);
-    assert_eq!((width, height), (1280, 720));
-    rgb
-}
-
-/// Makes `rgb` (1280×720) the root window's background on `display`: the screen shows it
-/// for as long as the returned connection is open.
-fn show_on_root(display: &str, rgb: &[u8]) -> x11rb::rust_connection::RustConnection {
-    use x11rb::connection::Connection;
-    use x11rb::protocol::xproto::{
-        ChangeWindowAttributesAux, ConnectionExt, CreateGCAux, ImageFormat,
-    };
-    let (conn, screen) = x11rb::connect(Some(display)).expect("connects to the virtual display");
-    let root = conn.setup().roots[screen].clone();
-    let (width, height) = (1280u16, 720u16);
-    let pixmap = conn.generate_id().expect("an id");
-    conn.create_pixmap(root.root_depth, pixmap, root.root, width, height)
-        .expect("create_pixmap");
-    let gc = conn.generate_id().expect("an id");
-    conn.create_gc(gc, pixmap, &CreateGCAux::new())
-        .expect("create_gc");
-    // In strips of 32 rows (160 KB): within the core protocol's request size.
-    for top in (0..height).step_by(32) {
-        let rows = 32.min(height - top);
-        let strip: Vec<u8> = rgb[usize::from(top) * 1280 * 3..][..usize::from(rows) * 1280 * 3]
-            .chunks_exact(3)
-            .flat_map(|p| [p[2], p[1], p[0], 0])
-            .collect();
-        conn.put_image(
-            ImageFormat::Z_PIXMAP,
-            pixmap,
-            gc,
-            width,
-            rows,
-            0,
-            top as i16,
-            0,
-            root.root_depth,
-            &strip,
-        )
-        .expect("put_image");
-    }
-    conn.change_window_attributes(
-        root.root,
-        &ChangeWindowAttributesAux::new().background_pixmap(pixmap),
-    )
-    .expect("set the background");
-    conn.clear_area(false, root.root, 0, 0, 0, 0)
-        .expect("clear_area");
-    conn.get_input_focus()
-        .expect("sync sent")
-        .reply()
-        .expect("the server did it all");
-    conn
-}
-
-/// A screenshot of `display` (ImageMagick `import`) as RGB, checked to show `page`.
-fn screenshot_showing(display: &str, path: &Path, page: &[u8]) -> Vec<u8> {
-    run_on(
-        display,
-        "import",
-        &["-window", "root", &path.display().to_string()],
-    );
-    let (_, _, shot) = read_rgb(path);
-    let psnr = psnr_rgb(&shot, page);
-    assert!(
-        psnr >= 50.0,
-        "the screen does not show the page ({psnr:.1} dB): {}",
-        path.display()
-    );
-    shot
-}
 
 /// A conclave process whose screen is `display` (`None`: no display at all).
 fn conclave_on(label: &str, dir: &Path, display: Option<&str>, args: &[&str]) -> Proc {
@@ -167,88 +47,8 @@ fn conclave_on(label: &str, dir: &Path, display: Option<&str>, args: &[&str]) ->
     Proc::spawn(label, command, dir).expect("conclave starts")
 }
 
-/// An 8-bit PNG (RGB, grey, with or without alpha) as (width, height, RGB bytes).
-fn read_rgb(path: &Path) -> (u32, u32, Vec<u8>) {
-    try_read_rgb(path).unwrap_or_else(|err| panic!("{}: {err}", path.display()))
-}
-
-/// As [`read_rgb`], or why the file is not a whole PNG (one still being written).
-fn try_read_rgb(path: &Path) -> Result<(u32, u32, Vec<u8>), String> {
-    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
-    let mut decoder = png::Decoder::new(std::io::BufReader::new(file));
-    decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
-    let mut reader = decoder.read_info().map_err(|e| e.to_string())?;
-    let mut data = vec![0; reader.output_buffer_size().ok_or("no size")?];
-    let info = reader.next_frame(&mut data).map_err(|e| e.to_string())?;
-    data.truncate(info.buffer_size());
-    let rgb = match info.color_type {
-        png::ColorType::Rgb => data,
-        png::ColorType::Rgba => data
-            .chunks_exact(4)
-            .flat_map(|p| [p[0], p[1], p[2]])
-            .collect(),
-        png::ColorType::Grayscale => data.iter().flat_map(|g| [*g, *g, *g]).collect(),
-        png::ColorType::GrayscaleAlpha => data
-            .chunks_exact(2)
-            .flat_map(|p| [p[0], p[0], p[0]])
-            .collect(),
-        other => return Err(format!("unexpected colour type {other:?}")),
-    };
-    Ok((info.width, info.height, rgb))
-}
-
-/// PSNR of `a` against `b` over every RGB sample, in dB.
-fn psnr_rgb(a: &[u8], b: &[u8]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    let mse = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| (f64::from(*x) - f64::from(*y)).powi(2))
-        .sum::<f64>()
-        / a.len() as f64;
-    if mse == 0.0 {
-        return f64::INFINITY;
-    }
-    10.0 * (255.0 * 255.0 / mse).log10()
-}
-
-/// Luma (BT.601 weights, full range) of an RGB picture.
-fn luma(rgb: &[u8]) -> Vec<f64> {
-    rgb.chunks_exact(3)
-        .map(|p| 0.299 * f64::from(p[0]) + 0.587 * f64::from(p[1]) + 0.114 * f64::from(p[2]))
-        .collect()
-}
-
-/// Mean SSIM of two luma pictures of `width` columns over 8×8 windows (stride 4).
-fn ssim(a: &[f64], b: &[f64], width: usize) -> f64 {
-    const C1: f64 = (0.01 * 255.0) * (0.01 * 255.0);
-    const C2: f64 = (0.03 * 255.0) * (0.03 * 255.0);
-    let height = a.len() / width;
-    let (mut total, mut windows) = (0.0, 0usize);
-    for top in (0..height.saturating_sub(8)).step_by(4) {
-        for left in (0..width.saturating_sub(8)).step_by(4) {
-            let at = |p: &[f64], i: usize| p[(top + i / 8) * width + left + i % 8];
-            let mean = |p: &[f64]| (0..64).map(|i| at(p, i)).sum::<f64>() / 64.0;
-            let (ma, mb) = (mean(a), mean(b));
-            let (mut va, mut vb, mut cov) = (0.0, 0.0, 0.0);
-            for i in 0..64 {
-                let (da, db) = (at(a, i) - ma, at(b, i) - mb);
-                va += da * da;
-                vb += db * db;
-                cov += da * db;
-            }
-            let (va, vb, cov) = (va / 63.0, vb / 63.0, cov / 63.0);
-            total += ((2.0 * ma * mb + C1) * (2.0 * cov + C2))
-                / ((ma * ma + mb * mb + C1) * (va + vb + C2));
-            windows += 1;
-        }
-    }
-    total / windows.max(1) as f64
-}
-
-/// The newest whole snapshot in `dir` (the newest may still be being written), as
-/// (path, width, height, RGB).
-fn newest_snapshot(dir: &Path) -> (PathBuf, u32, u32, Vec<u8>) {
+/// The newest whole snapshot in `dir` (the newest may still be being written).
+fn newest_snapshot(dir: &Path) -> (PathBuf, Picture) {
     let mut snapshots: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .filter_map(Result::ok)
@@ -259,27 +59,47 @@ fn newest_snapshot(dir: &Path) -> (PathBuf, u32, u32, Vec<u8>) {
     snapshots
         .into_iter()
         .rev()
-        .find_map(|path| {
-            let (width, height, rgb) = try_read_rgb(&path).ok()?;
-            Some((path, width, height, rgb))
-        })
+        .find_map(|path| Some((path.clone(), Picture::read_png(&path).ok()?)))
         .expect("at least one whole snapshot")
 }
 
-/// Checks the newest snapshot in `received_dir` against a screenshot of `display` (which
+/// A screenshot of `xvfb` written to `path`, checked to show `page` (so a blank screen
+/// cannot pass for a sharp one).
+fn screenshot_showing(xvfb: &Xvfb, path: &Path, page: &Picture) -> Picture {
+    let shot = xvfb.screenshot(path).expect("a screenshot");
+    let psnr = shot.psnr(page);
+    assert!(
+        psnr >= 50.0,
+        "the screen does not show the page ({psnr:.1} dB): {}",
+        path.display()
+    );
+    shot
+}
+
+/// Checks the newest snapshot in `received_dir` against a screenshot of `xvfb` (which
 /// must show `page`): PSNR and SSIM.
-fn check_sharp(display: &str, dir: &Path, page: &[u8], received_dir: &Path) {
-    let expected = screenshot_showing(display, &dir.join("screenshot.png"), page);
-    let (snapshot, width, height, received) = newest_snapshot(received_dir);
-    assert_eq!((width, height), (1280, 720));
-    let psnr = psnr_rgb(&received, &expected);
-    let similarity = ssim(&luma(&received), &luma(&expected), width as usize);
+fn check_sharp(xvfb: &Xvfb, dir: &Path, page: &Picture, received_dir: &Path) {
+    let expected = screenshot_showing(xvfb, &dir.join("screenshot.png"), page);
+    let (snapshot, received) = newest_snapshot(received_dir);
+    assert_eq!((received.width, received.height), (1280, 720));
+    let psnr = received.psnr(&expected);
+    let similarity = received.ssim(&expected);
     eprintln!(
-        "shared screen {width}x{height}: PSNR {psnr:.2} dB, SSIM {similarity:.4} ({})",
+        "shared screen 1280x720: PSNR {psnr:.2} dB, SSIM {similarity:.4} ({})",
         snapshot.display()
     );
     assert!(psnr >= MIN_PSNR_DB, "PSNR {psnr:.2} dB");
     assert!(similarity >= MIN_SSIM, "SSIM {similarity:.4}");
+}
+
+/// A 1280×720 virtual display showing a page of text (checked), the page, and the
+/// connection that keeps it shown.
+fn screen_of_text(dir: &Path) -> (Xvfb, Picture, x11rb::rust_connection::RustConnection) {
+    let xvfb = Xvfb::start("1280x720x24").expect("Xvfb starts");
+    let page = Picture::text_page(&dir.join("page.png"), 1280, 720).expect("a page of text");
+    let shown = xvfb.show(&page).expect("the page on the screen");
+    screenshot_showing(&xvfb, &dir.join("before.png"), &page);
+    (xvfb, page, shown)
 }
 
 #[test]
@@ -289,11 +109,8 @@ fn a_shared_screen_of_text_arrives_sharp_and_ends_when_sharing_stops() {
         require(tool, "imagemagick");
     }
     let dir = tempfile::tempdir().unwrap();
-    let xvfb = start_xvfb_sized("1280x720x24");
+    let (xvfb, page, _shown) = screen_of_text(dir.path());
     let display = xvfb.display.clone();
-    let page = draw_text_page(&display, dir.path());
-    let _shown = show_on_root(&display, &page);
-    screenshot_showing(&display, &dir.path().join("before.png"), &page);
 
     let (_relay, relay_addr) = start_relay(dir.path()).unwrap();
     let mut host = conclave_on(
@@ -367,7 +184,7 @@ fn a_shared_screen_of_text_arrives_sharp_and_ends_when_sharing_stops() {
     );
 
     check_sharp(
-        &display,
+        &xvfb,
         dir.path(),
         &page,
         &out.join(format!("{host_id}-screen")),
@@ -457,10 +274,8 @@ fn a_shared_screen_across_an_ocean_arrives_sharp_without_freezing() {
     let _serial = serial();
     let profile = Profile::from_env_or(Profile::INTERCONTINENTAL);
     let dir = tempfile::tempdir().unwrap();
-    let xvfb = start_xvfb_sized("1280x720x24");
+    let (xvfb, page, _shown) = screen_of_text(dir.path());
     let display = xvfb.display.clone();
-    let page = draw_text_page(&display, dir.path());
-    let _shown = show_on_root(&display, &page);
 
     let mut internet = Internet::new("scr").unwrap();
     let config = relay_config(dir.path()).unwrap();
@@ -536,7 +351,7 @@ fn a_shared_screen_across_an_ocean_arrives_sharp_without_freezing() {
         );
     }
     check_sharp(
-        &display,
+        &xvfb,
         dir.path(),
         &page,
         &out.join(format!("{host_id}-screen")),
