@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod cgroup;
 pub mod lan_audio;
 pub mod nat;
 pub mod netns;

@@ -483,6 +483,7 @@ impl MediaSink for Printer {
                 "encode_ms": encode,
                 "not_sent": report.not_sent,
                 "target_kbps": report.target_kbps,
+                "cpu_limited": report.cpu_limited,
             }),
             || {
                 let encode = report

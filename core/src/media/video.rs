@@ -10,6 +10,7 @@
 //! Pictures are 8-bit I420 ([`I420Frame`]).
 
 pub mod camera;
+pub mod cpu;
 pub mod monitor;
 pub mod rate;
 pub mod receiver;

@@ -32,6 +32,7 @@ use tracing::{debug, info, warn};
 use super::clock::ClockReport;
 use super::crypto::keyring::Opener;
 use super::transport::estimate::SendEstimate;
+use super::video::cpu::CpuGuard;
 use super::video::monitor::{ReceiveStages, SendMonitor};
 use super::video::rate::{self, RateControl};
 use super::video::receiver::{Received, VideoReceiver};
@@ -156,6 +157,8 @@ struct Incoming {
 struct Own {
     sender: VideoSender,
     sent: SendMonitor,
+    /// Whether this machine keeps up with the size sent.
+    cpu: CpuGuard,
     next_capture: Instant,
 }
 
@@ -164,6 +167,7 @@ impl Own {
         Self {
             sender,
             sent: SendMonitor::new(now),
+            cpu: CpuGuard::new(now),
             next_capture: now,
         }
     }
@@ -518,7 +522,17 @@ impl VideoLoop {
             return STATS_INTERVAL;
         };
         let interval = own.sender.frame_interval();
-        let frame = match own.sender.capture(now, unix_ms()) {
+        let captured = own.sender.capture(now, unix_ms());
+        // Capturing and encoding took this, whether a frame came out or the encoder dropped
+        // the picture to hold its rate.
+        let busy = now.elapsed();
+        if own.sender.is_on()
+            && let Some(min_factor) = own.cpu.frame(now + busy, busy, interval)
+            && let Err(err) = own.sender.set_min_factor(min_factor)
+        {
+            warn!(error = %err, min_factor, "video size not changed");
+        }
+        let frame = match captured {
             Ok(Some(frame)) => frame,
             Ok(None) => return interval,
             Err(err) if kind == VideoKind::Screen => {
@@ -530,12 +544,8 @@ impl VideoLoop {
                 return interval;
             }
         };
-        own.sent.sent(
-            own.sender.size(),
-            frame.sealed.len(),
-            frame.keyframe,
-            now.elapsed(),
-        );
+        own.sent
+            .sent(own.sender.size(), frame.sealed.len(), frame.keyframe, busy);
         let mut closed = Vec::new();
         let mut not_sent = 0;
         for (peer, frames) in &self.routes {
@@ -764,6 +774,7 @@ impl VideoLoop {
             let Some(own) = own else { continue };
             let mut period = own.sent.report(now, own.sender.bitrate_kbps());
             period.kind = kind;
+            period.cpu_limited = own.cpu.is_limiting();
             debug!(sent = ?own.sender.stats(), ?kind, "video sent");
             if own.sender.is_on() {
                 events.push(MediaEvent::VideoSent(period));

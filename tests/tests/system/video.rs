@@ -1,7 +1,8 @@
 //! Encrypted video across real processes: VP8 under SFrame with MLS-derived keys over the
 //! WebRTC mesh, `testsrc` at every member, each receiver measuring frame rate, freezes,
 //! latency and quality against the exact reference, and writing what it saw
-//! (`--video-out`).
+//! (`--video-out`). And a sender whose CPU cannot keep up sends a smaller picture rather
+//! than fewer frames.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -9,6 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
+use conclave_tests::cgroup::CpuLimit;
 use conclave_tests::nat::{Internet, serial};
 use conclave_tests::netns::available;
 use conclave_tests::wan::Profile;
@@ -359,5 +361,65 @@ fn a_broken_video_file_is_refused_and_the_meeting_goes_on() {
     for m in [&mut host, &mut guest] {
         m.send_line("/leave").unwrap();
         assert_eq!(m.wait_exit(LIMIT).unwrap().code(), Some(0));
+    }
+}
+
+/// A sender whose machine cannot keep up — its process held to 15 % of one core while it
+/// sends 720p — sends a smaller picture rather than fewer frames, and says why
+/// (`video_sent.cpu_limited`): its viewer gets smooth video again.
+#[test]
+fn a_sender_short_of_cpu_sends_a_smaller_picture_instead_of_fewer() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_relay, relay_addr) = start_relay(dir.path()).unwrap();
+    let limit = CpuLimit::new(&format!("conclave-test-{}", std::process::id()), 0.15)
+        .expect("a CPU limit (needs root and the cgroup cpu controller)");
+    let mut slow = spawn_with(
+        dir.path(),
+        "slow",
+        "testsrc:1280x720",
+        &["new", "--relay", &relay_addr],
+    );
+    limit.add(slow.pid()).unwrap();
+    let invite = slow.wait_event("invite", LIMIT).unwrap()["invite"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let slow_id = peer_id_of(&mut slow).unwrap();
+    let mut viewer = spawn(dir.path(), "viewer", &["join", &invite]);
+    wait_video_started(&mut viewer, 1);
+    let limited = slow
+        .wait_for(LIMIT, "the CPU limiting its picture", |v| {
+            v["event"] == "video_sent" && v["kind"] == "camera" && v["cpu_limited"] == true
+        })
+        .unwrap();
+    assert!(limited["width"].as_u64() < Some(1280), "{limited}");
+    // Once smaller, the picture comes smoothly: the next five seconds, every period.
+    viewer.drain_for(Duration::from_secs(2));
+    viewer.seen.clear();
+    viewer.drain_for(Duration::from_millis(5_500));
+    let periods: Vec<&Value> = viewer
+        .seen
+        .iter()
+        .filter(|v| v["event"] == "video" && v["peer_id"] == slow_id.as_str())
+        .collect();
+    assert!(periods.len() >= 4, "{periods:?}");
+    for period in &periods {
+        let fps = period["fps"].as_f64().unwrap_or(0.0);
+        assert!(fps >= 20.0, "{fps:.1} fps from the slow sender: {period}");
+    }
+    eprintln!(
+        "slow sender: {}x{} at {:?} fps",
+        limited["width"],
+        limited["height"],
+        periods
+            .iter()
+            .map(|p| p["fps"].as_f64().unwrap_or(0.0))
+            .collect::<Vec<_>>()
+    );
+    for m in [&mut slow, &mut viewer] {
+        m.send_line("/leave").unwrap();
+    }
+    for m in [&mut slow, &mut viewer] {
+        assert_eq!(m.wait_exit(LIMIT).unwrap().code(), Some(0), "{}", m.label);
     }
 }

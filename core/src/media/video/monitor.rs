@@ -275,6 +275,8 @@ pub struct VideoSendReport {
     pub not_sent: u64,
     /// What the encoder aims at now (the weakest path's estimate allows), kbit/s.
     pub target_kbps: u32,
+    /// The CPU, not the network, holds the picture smaller (set by the video loop).
+    pub cpu_limited: bool,
 }
 
 /// Measures our own video as sent (sans-IO: the caller times each frame).
@@ -342,6 +344,7 @@ impl SendMonitor {
             encode_ms: at(50).zip(at(95)),
             not_sent: self.not_sent,
             target_kbps,
+            cpu_limited: false,
         };
         self.period_start = now;
         self.frames = 0;

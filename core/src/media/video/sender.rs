@@ -88,6 +88,11 @@ pub struct VideoSender {
     encoder: Encoder,
     /// The layer sent: the source's size divided by this.
     factor: u32,
+    /// The CPU allows no larger layer than the source's size divided by this
+    /// ([`super::cpu::CpuGuard`]).
+    min_factor: u32,
+    /// The rate last asked for ([`VideoSender::set_bitrate_kbps`]).
+    wanted_kbps: u32,
     sealer: Sealer,
     keyed: bool,
     on: bool,
@@ -126,8 +131,10 @@ impl VideoSender {
         Ok(Self {
             kind,
             source,
+            wanted_kbps: config.bitrate_kbps,
             encoder: Encoder::new(config)?,
             factor: 1,
+            min_factor: 1,
             sealer: Sealer::for_stream(0, kind.stream()),
             keyed: false,
             on: true,
@@ -170,6 +177,7 @@ impl VideoSender {
     /// ([`LAYER_KEEP_SHARE`]), at that rate or its full-quality rate if lower. A new layer
     /// starts with a keyframe.
     pub fn set_bitrate_kbps(&mut self, kbps: u32) -> Result<(), VideoSendError> {
+        self.wanted_kbps = kbps;
         let factor = self.layer_for(kbps);
         let (width, height) = self.source.size();
         let (layer_width, layer_height) = scaled_size(width, height, factor);
@@ -213,11 +221,19 @@ impl VideoSender {
             let need = f64::from(base_config(self.kind, layer_width, layer_height).bitrate_kbps);
             let share = if factor < self.factor { up } else { keep };
             let smaller = scaled_size(width, height, factor * 2);
-            if f64::from(kbps) >= share * need || smaller.0 < MIN_LAYER_WIDTH || smaller.1 < 2 {
+            let too_small = smaller.0 < MIN_LAYER_WIDTH || smaller.1 < 2;
+            if too_small || (f64::from(kbps) >= share * need && factor >= self.min_factor) {
                 return factor;
             }
             factor *= 2;
         }
+    }
+
+    /// Sends no layer larger than the source's size divided by `min_factor` (what the CPU
+    /// keeps up with), from the next frame on.
+    pub fn set_min_factor(&mut self, min_factor: u32) -> Result<(), VideoSendError> {
+        self.min_factor = min_factor.max(1);
+        self.set_bitrate_kbps(self.wanted_kbps)
     }
 
     /// What was sent so far.
@@ -340,6 +356,25 @@ mod tests {
 
     fn sender() -> VideoSender {
         VideoSender::new(Box::new(StampedTestSource::new(320, 180).unwrap())).unwrap()
+    }
+
+    #[test]
+    fn a_cpu_that_cannot_keep_up_holds_the_picture_smaller_at_any_rate() {
+        let now = t0();
+        let mut video =
+            VideoSender::new(Box::new(StampedTestSource::new(640, 360).unwrap())).unwrap();
+        video.install(1, 0, &sender_base_key(&[7; 32], 0)).unwrap();
+        video.set_bitrate_kbps(800).unwrap();
+        assert_eq!(video.size(), (640, 360));
+        video.set_min_factor(2).unwrap();
+        assert_eq!(video.size(), (320, 180), "at full rate, still half");
+        let first = video.capture(now, 0).unwrap().expect("a frame");
+        assert!(first.keyframe, "a new size starts with a keyframe");
+        // Never below the smallest layer, whatever is asked.
+        video.set_min_factor(8).unwrap();
+        assert_eq!(video.size(), (320, 180));
+        video.set_min_factor(1).unwrap();
+        assert_eq!(video.size(), (640, 360), "room again: back to full size");
     }
 
     #[test]
