@@ -136,6 +136,8 @@ pub struct Internet {
 
 /// The relay's address on the public network.
 pub const RELAY_ADDR: &str = "198.51.100.1";
+/// Downlink impairments use netfilter queue (port number + this); uplinks, the port number.
+const DOWNLINK_QUEUES: u16 = 1000;
 
 /// One emulated internet at a time: ICE timing suffers when several share two cores.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -417,6 +419,36 @@ impl Internet {
     pub fn impair(&mut self, home: &Home, profile: Option<&Profile>) -> anyhow::Result<()> {
         let port = home.uplink.clone();
         self.impair_port(&port, profile)
+    }
+
+    /// Impairs `home`'s downlink (what it receives from the internet) with `profile`
+    /// (`None`: no longer), besides whatever its uplink has: a home whose line is slow
+    /// only one way.
+    pub fn impair_downlink(
+        &mut self,
+        home: &Home,
+        profile: Option<&Profile>,
+    ) -> anyhow::Result<()> {
+        let key = format!("{}-down", home.uplink);
+        self.impairments.retain(|(p, _)| *p != key);
+        let Some(profile) = profile else {
+            return Ok(());
+        };
+        let queue: u16 = home
+            .uplink
+            .trim_start_matches('p')
+            .parse::<u16>()
+            .with_context(|| format!("bridge port {} is p<number>", home.uplink))?
+            + DOWNLINK_QUEUES;
+        let wan = format!("{}wan", self.prefix);
+        let impairment = Impairment::bridge_port_towards(
+            &wan,
+            (&home.uplink, crate::wan::Towards::Home),
+            queue,
+            profile,
+        )?;
+        self.impairments.push((key, impairment));
+        Ok(())
     }
 
     /// Impairs the relay's uplink (what the relay sends) with `profile`, as

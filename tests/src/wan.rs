@@ -191,6 +191,18 @@ impl Impairment {
         queue: u16,
         profile: &Profile,
     ) -> anyhow::Result<Self> {
+        Self::bridge_port_towards(namespace, (port, Towards::Internet), queue, profile)
+    }
+
+    /// As [`Impairment::bridge_port`], for the packets going `towards` the internet (that
+    /// enter the bridge through `port`: an uplink) or the home (that leave it through
+    /// `port`: a downlink).
+    pub fn bridge_port_towards(
+        namespace: &str,
+        (port, towards): (&str, Towards),
+        queue: u16,
+        profile: &Profile,
+    ) -> anyhow::Result<Self> {
         bridge_through_iptables(namespace)?;
         let mut command = Command::new("ip");
         command
@@ -224,11 +236,20 @@ impl Impairment {
             Ok(line) if line.trim() == "ready" => {}
             other => bail!("wan-impair on queue {queue} did not get ready: {other:?}"),
         }
+        // A packet is queued once per hook: an uplink's rule in FORWARD, a downlink's in
+        // the later POSTROUTING (mangle), so a packet crossing an impaired uplink into an
+        // impaired downlink is held by both.
+        let (chain, table, direction) = match towards {
+            Towards::Internet => ("FORWARD", "filter", "--physdev-in"),
+            Towards::Home => ("POSTROUTING", "mangle", "--physdev-out"),
+        };
         let rule: Vec<String> = [
-            "FORWARD",
+            chain,
+            "-t",
+            table,
             "-m",
             "physdev",
-            "--physdev-in",
+            direction,
             port,
             "-j",
             "NFQUEUE",
@@ -265,6 +286,15 @@ impl Drop for Impairment {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Which way an impairment acts on a bridge port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Towards {
+    /// What the host behind the port sends (its uplink).
+    Internet,
+    /// What the host behind the port receives (its downlink).
+    Home,
 }
 
 /// Sends the bridged IPv4 packets of `namespace` through its iptables (a per-namespace

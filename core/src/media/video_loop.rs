@@ -173,6 +173,15 @@ impl Own {
     }
 }
 
+/// Which of our camera's layers a receiver gets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct PeerLayer {
+    /// On the low layer (else the main one).
+    low: bool,
+    /// Moving to the low layer (`Some(true)`) or to the main one, at its next keyframe.
+    moving: Option<bool>,
+}
+
 /// The sending key of the current epoch, kept to key a screen share started mid-epoch.
 struct SendingKey {
     epoch: u64,
@@ -194,8 +203,16 @@ pub(crate) struct VideoLoop {
     heard: HashMap<PeerId, Instant>,
     /// The latest round-trip time to each member.
     rtts: HashMap<PeerId, Duration>,
-    /// What our encoders aim at, together.
+    /// What our encoders aim at, together (the weakest path decides).
     rate: RateControl,
+    /// What each path allows, for giving each receiver of our camera the layer its path
+    /// carries (simulcast).
+    peer_rates: HashMap<PeerId, RateControl>,
+    /// The receivers of our camera's low layer, and where each is moving (switched at the
+    /// next keyframe of the layer it moves to).
+    camera_layers: HashMap<PeerId, PeerLayer>,
+    /// The camera's layer rates last set (main, low).
+    camera_rates: Option<(u32, Option<u32>)>,
     /// The rate is to be shared out again (a video started or stopped).
     resplit: bool,
     /// Events for the actor that came up where no report queue was at hand.
@@ -246,6 +263,9 @@ impl VideoLoop {
             heard: HashMap::new(),
             rtts: HashMap::new(),
             rate,
+            peer_rates: HashMap::new(),
+            camera_layers: HashMap::new(),
+            camera_rates: None,
             resplit: false,
             pending: Vec::new(),
             reports_dropped: 0,
@@ -369,6 +389,8 @@ impl VideoLoop {
             }
             VideoCommand::Forget(peer) => {
                 self.rate.forget(&peer);
+                self.peer_rates.remove(&peer);
+                self.camera_layers.remove(&peer);
                 self.receivers.retain(|_, incoming| incoming.peer != peer);
                 self.heard.remove(&peer);
             }
@@ -388,6 +410,8 @@ impl VideoLoop {
             VideoCommand::Route { peer, frames } => match frames {
                 Some(frames) => {
                     self.routes.insert(peer, frames);
+                    // A new receiver starts on the main layer.
+                    self.camera_layers.insert(peer, PeerLayer::default());
                     // A new connection has no earlier picture.
                     for own in [self.camera.as_mut(), self.screen.as_mut()]
                         .into_iter()
@@ -399,6 +423,8 @@ impl VideoLoop {
                 None => {
                     self.routes.remove(&peer);
                     self.rate.forget(&peer);
+                    self.peer_rates.remove(&peer);
+                    self.camera_layers.remove(&peer);
                 }
             },
             VideoCommand::Path { peer, rtt, send } => {
@@ -412,6 +438,14 @@ impl VideoLoop {
                     && self.routes.contains_key(&peer)
                 {
                     self.rate.estimate(peer, send.bps, send.limited_by_use);
+                    let ceiling = self
+                        .camera
+                        .as_ref()
+                        .map_or(0, |own| own.sender.full_rate_kbps());
+                    self.peer_rates
+                        .entry(peer)
+                        .or_insert_with(|| RateControl::new(ceiling))
+                        .estimate(peer, send.bps, send.limited_by_use);
                 }
             }
             VideoCommand::Camera(on) => {
@@ -481,9 +515,38 @@ impl VideoLoop {
             .sum()
     }
 
-    /// Shares what the paths allow out between our videos, when it changed.
+    /// Shares what the paths allow out between our videos, when it changed; while our
+    /// camera is the only video sent to several members, gives each the layer its own path
+    /// carries ([`VideoLoop::simulcast`]).
     fn apply_rate(&mut self, now: Instant) {
         let changed = self.rate.update(now).is_some();
+        for rate in self.peer_rates.values_mut() {
+            rate.update(now);
+        }
+        let simulcast = self.screen.is_none()
+            && self.routes.len() >= 2
+            && self.camera.as_ref().is_some_and(|own| own.sender.is_on());
+        if simulcast {
+            self.resplit = false;
+            self.simulcast(now);
+            return;
+        }
+        if self.camera_rates.take().is_some() {
+            // Back to one layer for everyone.
+            if let Some(own) = self.camera.as_mut()
+                && let Err(err) = own.sender.set_low_layer(None)
+            {
+                warn!(error = %err, "low video layer not stopped");
+            }
+            for layer in self.camera_layers.values_mut() {
+                if layer.low {
+                    layer.moving = Some(false);
+                }
+            }
+            if let Some(own) = self.camera.as_mut() {
+                own.sender.request_keyframe(now);
+            }
+        }
         if !changed && !std::mem::take(&mut self.resplit) {
             return;
         }
@@ -507,6 +570,73 @@ impl VideoLoop {
         }
     }
 
+    /// Simulcast of our camera: each receiver's path affords a layer; the main layer goes
+    /// to those whose path affords the largest, at the rate the weakest of them allows, and
+    /// a low layer (encoded only while someone needs it) to the others, at the rate the
+    /// weakest path allows. A receiver changes layer at the next keyframe of the one it
+    /// moves to (asked for at once).
+    fn simulcast(&mut self, now: Instant) {
+        let Some(own) = self.camera.as_mut() else {
+            return;
+        };
+        let main_factor = own.sender.main_factor();
+        let low_factor = own.sender.low_factor();
+        let ceiling = own.sender.full_rate_kbps();
+        let mut affords: Vec<(PeerId, u32, u32)> = Vec::new();
+        for peer in self.routes.keys() {
+            let kbps = self
+                .peer_rates
+                .get(peer)
+                .map_or(ceiling, RateControl::target_kbps);
+            let layer = self.camera_layers.entry(*peer).or_default();
+            let current = match (layer.low, low_factor) {
+                (true, Some(low)) => low,
+                _ => main_factor,
+            };
+            affords.push((*peer, kbps, own.sender.layer_of(kbps, current)));
+        }
+        let Some(best) = affords.iter().map(|(_, _, factor)| *factor).min() else {
+            return;
+        };
+        let main_kbps = affords
+            .iter()
+            .filter(|(_, _, factor)| *factor == best)
+            .map(|(_, kbps, _)| *kbps)
+            .min()
+            .unwrap_or(ceiling);
+        let low_kbps = affords
+            .iter()
+            .filter(|(_, _, factor)| *factor != best)
+            .map(|(_, kbps, _)| *kbps)
+            .min();
+        if self.camera_rates != Some((main_kbps, low_kbps)) {
+            self.camera_rates = Some((main_kbps, low_kbps));
+            if let Err(err) = own.sender.set_bitrate_kbps(main_kbps) {
+                warn!(error = %err, main_kbps, "video bitrate not changed");
+            }
+            if let Err(err) = own.sender.set_low_layer(low_kbps) {
+                warn!(error = %err, ?low_kbps, "low video layer not changed");
+            }
+        }
+        let low_on = own.sender.low_factor().is_some();
+        for (peer, _, factor) in affords {
+            let wants_low = low_on && factor != best;
+            let Some(layer) = self.camera_layers.get_mut(&peer) else {
+                continue;
+            };
+            let target = layer.moving.unwrap_or(layer.low);
+            if wants_low != target {
+                debug!(peer = %peer, low = wants_low, "receiver changes video layer");
+                layer.moving = (wants_low != layer.low).then_some(wants_low);
+                if wants_low {
+                    own.sender.request_low_keyframe(now);
+                } else {
+                    own.sender.request_keyframe(now);
+                }
+            }
+        }
+    }
+
     fn leaf_of(&self, peer: &PeerId) -> Option<u32> {
         self.leaves
             .iter()
@@ -522,7 +652,7 @@ impl VideoLoop {
             return STATS_INTERVAL;
         };
         let interval = own.sender.frame_interval();
-        let captured = own.sender.capture(now, unix_ms());
+        let captured = own.sender.capture_layers(now, unix_ms());
         // Capturing and encoding took this, whether a frame came out or the encoder dropped
         // the picture to hold its rate.
         let busy = now.elapsed();
@@ -532,9 +662,8 @@ impl VideoLoop {
         {
             warn!(error = %err, min_factor, "video size not changed");
         }
-        let frame = match captured {
-            Ok(Some(frame)) => frame,
-            Ok(None) => return interval,
+        let layers = match captured {
+            Ok(layers) => layers,
             Err(err) if kind == VideoKind::Screen => {
                 self.stop_sharing(Some(err.to_string()));
                 return interval;
@@ -544,11 +673,37 @@ impl VideoLoop {
                 return interval;
             }
         };
-        own.sent
-            .sent(own.sender.size(), frame.sealed.len(), frame.keyframe, busy);
+        if let Some(frame) = &layers.main {
+            own.sent
+                .sent(own.sender.size(), frame.sealed.len(), frame.keyframe, busy);
+        }
         let mut closed = Vec::new();
         let mut not_sent = 0;
         for (peer, frames) in &self.routes {
+            let layer = match kind {
+                VideoKind::Camera => self.camera_layers.get_mut(peer),
+                VideoKind::Screen => None,
+            };
+            let frame = match layer {
+                None => layers.main.as_ref(),
+                Some(layer) => {
+                    // A receiver moving to another layer switches at its keyframe.
+                    let target = layer.moving.unwrap_or(layer.low);
+                    let arrived = if target { &layers.low } else { &layers.main };
+                    if layer.moving.is_some() && arrived.as_ref().is_some_and(|f| f.keyframe) {
+                        layer.low = target;
+                        layer.moving = None;
+                    }
+                    if layer.low {
+                        layers.low.as_ref()
+                    } else {
+                        layers.main.as_ref()
+                    }
+                }
+            };
+            let Some(frame) = frame else {
+                continue;
+            };
             let outbound = OutboundVideo {
                 kind,
                 at: now,
@@ -573,6 +728,8 @@ impl VideoLoop {
         for peer in closed {
             self.routes.remove(&peer);
             self.rate.forget(&peer);
+            self.peer_rates.remove(&peer);
+            self.camera_layers.remove(&peer);
         }
         interval
     }
@@ -594,9 +751,15 @@ impl VideoLoop {
                 reports,
             ),
             VideoInbound::KeyframeRequested(peer, kind) => {
+                let on_low = kind == VideoKind::Camera
+                    && self.camera_layers.get(&peer).is_some_and(|layer| layer.low);
                 if let Some(own) = self.own_mut(kind) {
-                    debug!(peer = %peer, ?kind, "keyframe requested");
-                    own.sender.request_keyframe(Instant::now());
+                    debug!(peer = %peer, ?kind, on_low, "keyframe requested");
+                    if on_low {
+                        own.sender.request_low_keyframe(Instant::now());
+                    } else {
+                        own.sender.request_keyframe(Instant::now());
+                    }
                 }
             }
             VideoInbound::Wake => {}
@@ -856,6 +1019,109 @@ mod tests {
         assert!(
             received.windows(2).all(|w| w[0] == w[1]),
             "the same sealed frames to all"
+        );
+    }
+
+    /// Two receivers, one on a path that carries 360p and one on a path that carries only
+    /// a third of it: each gets the layer its path carries (simulcast), the weak one from
+    /// the low layer's first keyframe on; when its path recovers, the low layer is no longer
+    /// encoded and it is back on the main one.
+    #[test]
+    fn each_receiver_gets_the_layer_its_path_carries() {
+        let sender = VideoSender::new(Box::new(StampedTestSource::new(640, 360).unwrap())).unwrap();
+        let mut video = VideoLoop::new(Some(sender), None);
+        let (strong, weak) = (PeerId::random(), PeerId::random());
+        video.on_command(
+            t0(),
+            VideoCommand::Keys {
+                epoch: 1,
+                secret: EpochSecret([8; 32]),
+                own_leaf: 0,
+                members: vec![(1, strong), (2, weak)],
+            },
+        );
+        let mut queues = HashMap::new();
+        for peer in [strong, weak] {
+            let (tx, rx) = mpsc::channel(64);
+            video.on_command(
+                t0(),
+                VideoCommand::Route {
+                    peer,
+                    frames: Some(tx),
+                },
+            );
+            queues.insert(peer, rx);
+        }
+        let path = |bps: f64| {
+            Some(SendEstimate {
+                bps,
+                loss: 0.0,
+                limited_by_use: false,
+            })
+        };
+        video.on_command(
+            t0(),
+            VideoCommand::Path {
+                peer: strong,
+                rtt: None,
+                send: path(3_000_000.0),
+            },
+        );
+        video.on_command(
+            t0(),
+            VideoCommand::Path {
+                peer: weak,
+                rtt: None,
+                send: path(300_000.0),
+            },
+        );
+        let mut at = t0();
+        for _ in 0..10 {
+            video.capture(VideoKind::Camera, at);
+            at += Duration::from_millis(33);
+        }
+        let layers_of = |rx: &mut mpsc::Receiver<OutboundVideo>| {
+            let mut spatial = Vec::new();
+            while let Ok(frame) = rx.try_recv() {
+                spatial.push(frame.info.spatial);
+            }
+            spatial
+        };
+        let strong_got = layers_of(queues.get_mut(&strong).unwrap());
+        let weak_got = layers_of(queues.get_mut(&weak).unwrap());
+        assert_eq!(
+            strong_got,
+            vec![0; 10],
+            "the strong path gets 360p throughout"
+        );
+        assert!(
+            !weak_got.is_empty() && weak_got.iter().all(|&s| s == 1),
+            "{weak_got:?}"
+        );
+        let camera = &video.camera.as_ref().unwrap().sender;
+        assert_eq!(
+            (camera.size(), camera.low_size()),
+            ((640, 360), Some((320, 180)))
+        );
+        // The weak path recovers: one layer again, everyone on it.
+        video.on_command(
+            at,
+            VideoCommand::Path {
+                peer: weak,
+                rtt: None,
+                send: path(3_000_000.0),
+            },
+        );
+        for _ in 0..40 {
+            video.capture(VideoKind::Camera, at);
+            at += Duration::from_millis(33);
+        }
+        let weak_got = layers_of(queues.get_mut(&weak).unwrap());
+        assert_eq!(weak_got.last(), Some(&0), "{weak_got:?}");
+        assert_eq!(
+            video.camera.as_ref().unwrap().sender.low_size(),
+            None,
+            "not encoded"
         );
     }
 }

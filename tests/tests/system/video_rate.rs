@@ -4,7 +4,10 @@
 //! under the cap within 5 s, its audio keeps arriving, its video goes on at a lower layer;
 //! once the cap is lifted it is back at its top layer within 15 s. And one member's uplink
 //! losing 5 % of its packets: its video goes on without a freeze over 500 ms (1 s under
-//! `CONCLAVE_WAN_PROFILE=intercontinental`, which `make soak` runs).
+//! `CONCLAVE_WAN_PROFILE=intercontinental`, which `make soak` runs). And one member's
+//! *downlink* capped at 500 kbit/s: the others send it what fits (their low layer where
+//! needed), and go on sending each other 360p (simulcast: each receiver gets the layer its
+//! own path carries).
 //!
 //! Bounded in time; the namespaces go even when the test fails.
 
@@ -349,5 +352,102 @@ fn video_from_a_lossy_uplink_goes_on_without_freezing() {
     }
     for m in &mut members {
         let _ = m.send_line("/leave");
+    }
+}
+
+/// The downlink cap of the receiver whose path is the weak one.
+const DOWNLINK_KBPS: u32 = 500;
+/// How long two senders take to share the capped line: both overflow its buffer at first
+/// (a sudden cap to a third of what they send), back off on the loss, and settle on the
+/// low layer (about 8 s in the runs here).
+const SETTLE: Duration = Duration::from_secs(12);
+
+/// The widths at which `receiver` decoded each sender's pictures in the periods logged from
+/// `from` on, by sender.
+fn widths_seen(log: &[Timed], from: Duration) -> std::collections::BTreeMap<String, Vec<u64>> {
+    let mut widths = std::collections::BTreeMap::<String, Vec<u64>>::new();
+    for t in log
+        .iter()
+        .filter(|t| t.at >= from && t.event["event"] == "video" && t.event["kind"] == "camera")
+        .filter(|t| t.event["frames"].as_u64().unwrap_or(0) > 0)
+    {
+        let sender = t.event["peer_id"].as_str().unwrap_or_default().to_owned();
+        widths
+            .entry(sender)
+            .or_default()
+            .push(t.event["width"].as_u64().unwrap_or(0));
+    }
+    widths
+}
+
+#[test]
+fn a_receiver_on_a_slow_line_gets_a_smaller_picture_and_the_others_do_not() {
+    assert!(available(), "this test needs root and iproute2 (ip netns)");
+    let _serial = serial();
+    let profile = Profile::CONTINENTAL;
+    let dir = tempfile::tempdir().unwrap();
+    let mut internet = Internet::new("vsc").unwrap();
+    let (_relay, homes, mut members, ids) =
+        meeting_of_three(&mut internet, dir.path(), [(&profile, "silence"); 3], "s");
+    #[allow(clippy::disallowed_methods)]
+    let start = Instant::now();
+    let mut logs: Vec<Vec<Timed>> = (0..3).map(|_| Vec::new()).collect();
+    watch(&mut members, &mut logs, start, Duration::from_secs(3));
+    // Member 2's line is slow one way: what it receives is capped.
+    let capped_at = start.elapsed();
+    let slow_line = Profile {
+        name: "slow downlink",
+        one_way_delay: Duration::ZERO,
+        jitter: Duration::ZERO,
+        loss_pct: 0.0,
+        rate_kbps: Some(DOWNLINK_KBPS),
+    };
+    internet
+        .impair_downlink(&homes[2], Some(&slow_line))
+        .unwrap();
+    watch(
+        &mut members,
+        &mut logs,
+        start,
+        SETTLE + Duration::from_secs(8),
+    );
+    // The two members on good lines see each other at 360p throughout: the slow line
+    // does not drag them down (with one layer for all, the weakest path decided for all).
+    for (receiver, sender) in [(0, 1), (1, 0)] {
+        let seen = widths_seen(&logs[receiver], capped_at + Duration::from_secs(2));
+        let widths = seen
+            .get(ids[sender].as_str())
+            .expect("video between the good lines");
+        eprintln!("s{receiver} sees s{sender} at {widths:?}");
+        assert!(
+            widths.len() >= 10 && widths.iter().all(|&w| w == 640),
+            "s{receiver} saw s{sender} at {widths:?}: the slow line must not drag it down"
+        );
+    }
+    // The slow line gets what fits it, from both, and its video goes on.
+    let settled = capped_at + SETTLE;
+    let mut total_kbps = 0.0;
+    let mut periods = 0;
+    for t in logs[2]
+        .iter()
+        .filter(|t| t.at >= settled && t.event["event"] == "video" && t.event["kind"] == "camera")
+    {
+        let fps = t.event["fps"].as_f64().unwrap_or(0.0);
+        assert!(fps >= 15.0, "the slow line's video stalls: {}", t.event);
+        total_kbps += t.event["kbps"].as_f64().unwrap_or(0.0);
+        periods += 1;
+    }
+    let per_second = total_kbps / (f64::from(periods) / 2.0).max(1.0);
+    eprintln!(
+        "the slow line's receiver, from {SETTLE:?} after the cap: {:?}, {per_second:.0} kbit/s of video",
+        widths_seen(&logs[2], settled)
+    );
+    assert!(periods >= 6, "{periods} periods");
+    assert!(
+        per_second <= f64::from(DOWNLINK_KBPS),
+        "{per_second:.0} kbit/s of video into a {DOWNLINK_KBPS} kbit/s line"
+    );
+    for m in &mut members {
+        m.send_line("/leave").unwrap();
     }
 }

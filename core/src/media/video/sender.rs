@@ -80,14 +80,105 @@ pub const SCREEN_LAYER_SHARES: (f64, f64) = (0.12, 0.2);
 /// `transport::estimate::PROBE_FACTOR`). The source's own size stops at its full rate.
 pub const LOWER_LAYER_STRETCH: f64 = 1.5;
 
-/// Our video: the source, its one encoder (for the layer the rate allows), and the video
-/// sealer.
+/// One size of our video: its encoder, its keyframe state and its frame numbers.
+struct Layer {
+    /// The source's size divided by this.
+    factor: u32,
+    encoder: Encoder,
+    keyframe_due: bool,
+    last_keyframe: Option<Instant>,
+    /// Size of the last keyframe, bits.
+    last_keyframe_bits: u64,
+    /// Number of the next frame out (wrapping).
+    number: u16,
+}
+
+impl Layer {
+    fn new(config: EncoderConfig, factor: u32) -> Result<Self, VideoSendError> {
+        Ok(Self {
+            factor,
+            encoder: Encoder::new(config)?,
+            keyframe_due: true,
+            last_keyframe: None,
+            last_keyframe_bits: 0,
+            number: 0,
+        })
+    }
+
+    /// Least time between the last keyframe and one asked for ([`KEYFRAME_SHARE`]).
+    fn keyframe_spacing(&self) -> Duration {
+        let bps = f64::from(self.encoder.config().bitrate_kbps) * 1000.0;
+        let paid = Duration::from_secs_f64(self.last_keyframe_bits as f64 / (KEYFRAME_SHARE * bps));
+        paid.clamp(KEYFRAME_MIN_INTERVAL, KEYFRAME_MAX_SPACING)
+    }
+
+    fn request_keyframe(&mut self, now: Instant) {
+        let spacing = self.keyframe_spacing();
+        let recent = self
+            .last_keyframe
+            .is_some_and(|last| now.saturating_duration_since(last) < spacing);
+        if recent {
+            debug!("keyframe request within the minimum interval; the last keyframe answers it");
+        } else {
+            self.keyframe_due = true;
+        }
+    }
+
+    /// Encodes `picture` and seals what comes out.
+    fn encode(
+        &mut self,
+        now: Instant,
+        picture: &super::I420Frame,
+        sealer: &mut Sealer,
+        stats: &mut SendStats,
+    ) -> Result<Option<SealedVideoFrame>, VideoSendError> {
+        let keyframe = std::mem::take(&mut self.keyframe_due);
+        let mut sealed_frame = None;
+        for encoded in self.encoder.encode(picture, keyframe)? {
+            let sealed = sealer.seal(&encoded.data)?;
+            stats.frames += 1;
+            stats.bytes += sealed.len() as u64;
+            if encoded.keyframe {
+                stats.keyframes += 1;
+                self.last_keyframe = Some(now);
+                self.last_keyframe_bits = sealed.len() as u64 * 8;
+            }
+            let info = FrameInfo {
+                keyframe: encoded.keyframe,
+                // The layer's size, as a power of two below the source's.
+                spatial: self.factor.trailing_zeros() as u8,
+                number: self.number,
+                ..FrameInfo::default()
+            };
+            self.number = self.number.wrapping_add(1);
+            sealed_frame = Some(SealedVideoFrame {
+                sealed,
+                keyframe: encoded.keyframe,
+                info,
+            });
+        }
+        Ok(sealed_frame)
+    }
+}
+
+/// What one capture gave: the main layer's frame and, while some receiver needs a smaller
+/// picture than the others, the low layer's (`None` where nothing came out).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CapturedLayers {
+    /// The largest size sent.
+    pub main: Option<SealedVideoFrame>,
+    /// The smaller size sent to the receivers whose path cannot carry the main one.
+    pub low: Option<SealedVideoFrame>,
+}
+
+/// Our video: the source, an encoder per size sent (the main layer, and a low one while a
+/// receiver's path needs it: simulcast), and the video sealer (one for both layers, so
+/// their counters never meet under the key).
 pub struct VideoSender {
     kind: VideoKind,
     source: Box<dyn VideoSource>,
-    encoder: Encoder,
-    /// The layer sent: the source's size divided by this.
-    factor: u32,
+    main: Layer,
+    low: Option<Layer>,
     /// The CPU allows no larger layer than the source's size divided by this
     /// ([`super::cpu::CpuGuard`]).
     min_factor: u32,
@@ -96,12 +187,6 @@ pub struct VideoSender {
     sealer: Sealer,
     keyed: bool,
     on: bool,
-    keyframe_due: bool,
-    last_keyframe: Option<Instant>,
-    /// Size of the last keyframe, bits.
-    last_keyframe_bits: u64,
-    /// Number of the next frame out (wrapping).
-    number: u16,
     stats: SendStats,
 }
 
@@ -110,6 +195,8 @@ impl std::fmt::Debug for VideoSender {
         f.debug_struct("VideoSender")
             .field("kind", &self.kind)
             .field("size", &self.source.size())
+            .field("main", &self.main.factor)
+            .field("low", &self.low.as_ref().map(|low| low.factor))
             .field("on", &self.on)
             .field("keyed", &self.keyed)
             .field("stats", &self.stats)
@@ -132,16 +219,12 @@ impl VideoSender {
             kind,
             source,
             wanted_kbps: config.bitrate_kbps,
-            encoder: Encoder::new(config)?,
-            factor: 1,
+            main: Layer::new(config, 1)?,
+            low: None,
             min_factor: 1,
             sealer: Sealer::for_stream(0, kind.stream()),
             keyed: false,
             on: true,
-            keyframe_due: true,
-            last_keyframe: None,
-            last_keyframe_bits: 0,
-            number: 0,
             stats: SendStats::default(),
         })
     }
@@ -156,15 +239,33 @@ impl VideoSender {
         Duration::from_secs_f64(1.0 / self.source.fps().clamp(1.0, 60.0))
     }
 
-    /// Size of the pictures sent (the layer's).
+    /// Size of the pictures sent (the main layer's).
     pub fn size(&self) -> (u32, u32) {
         let (width, height) = self.source.size();
-        scaled_size(width, height, self.factor)
+        scaled_size(width, height, self.main.factor)
     }
 
-    /// The encoder's target bitrate, kbit/s.
+    /// Size of the low layer's pictures, while one is sent.
+    pub fn low_size(&self) -> Option<(u32, u32)> {
+        let (width, height) = self.source.size();
+        self.low
+            .as_ref()
+            .map(|low| scaled_size(width, height, low.factor))
+    }
+
+    /// The main layer's size divisor.
+    pub fn main_factor(&self) -> u32 {
+        self.main.factor
+    }
+
+    /// The low layer's size divisor, while one is sent.
+    pub fn low_factor(&self) -> Option<u32> {
+        self.low.as_ref().map(|low| low.factor)
+    }
+
+    /// The main encoder's target bitrate, kbit/s.
     pub fn bitrate_kbps(&self) -> u32 {
-        self.encoder.config().bitrate_kbps
+        self.main.encoder.config().bitrate_kbps
     }
 
     /// The rate of the source's own size at full quality, kbit/s: more is never used.
@@ -173,12 +274,9 @@ impl VideoSender {
         base_config(self.kind, width, height).bitrate_kbps
     }
 
-    /// Sends what `kbps` allows from the next frame on: the largest layer the rate affords
-    /// ([`LAYER_KEEP_SHARE`]), at that rate or its full-quality rate if lower. A new layer
-    /// starts with a keyframe.
-    pub fn set_bitrate_kbps(&mut self, kbps: u32) -> Result<(), VideoSendError> {
-        self.wanted_kbps = kbps;
-        let factor = self.layer_for(kbps);
+    /// The configuration of the layer at `factor` for `kbps` (at most its full-quality
+    /// rate, or 1.5 times that for a lower layer: [`LOWER_LAYER_STRETCH`]).
+    fn layer_config(&self, factor: u32, kbps: u32) -> EncoderConfig {
         let (width, height) = self.source.size();
         let (layer_width, layer_height) = scaled_size(width, height, factor);
         let full = base_config(self.kind, layer_width, layer_height);
@@ -187,29 +285,67 @@ impl VideoSender {
         } else {
             (f64::from(full.bitrate_kbps) * LOWER_LAYER_STRETCH) as u32
         };
-        let kbps = kbps.clamp(1, most);
-        if factor == self.factor {
-            self.encoder.set_bitrate(kbps)?;
-        } else {
-            self.encoder = Encoder::new(EncoderConfig {
-                bitrate_kbps: kbps,
-                fps: self.encoder.config().fps,
-                ..full
-            })?;
-            self.factor = factor;
-            self.keyframe_due = true;
+        EncoderConfig {
+            bitrate_kbps: kbps.clamp(1, most),
+            fps: self.main.encoder.config().fps,
+            ..full
         }
-        debug!(
-            kbps,
-            width = layer_width,
-            height = layer_height,
-            "video rate"
-        );
+    }
+
+    /// Sends what `kbps` allows from the next frame on as the main layer: the largest
+    /// layer the rate affords ([`LAYER_KEEP_SHARE`]), at that rate or its full-quality
+    /// rate if lower. A new layer starts with a keyframe.
+    pub fn set_bitrate_kbps(&mut self, kbps: u32) -> Result<(), VideoSendError> {
+        self.wanted_kbps = kbps;
+        let factor = self.layer_of(kbps, self.main.factor);
+        let config = self.layer_config(factor, kbps);
+        let (width, height, kbps) = (config.width, config.height, config.bitrate_kbps);
+        if factor == self.main.factor {
+            self.main.encoder.set_bitrate(kbps)?;
+        } else {
+            self.main = Layer::new(config, factor)?;
+        }
+        if self.low.as_ref().is_some_and(|low| low.factor <= factor) {
+            self.low = None;
+        }
+        debug!(kbps, width, height, "video rate");
         Ok(())
     }
 
-    /// The layer (size divisor) to send at `kbps`.
-    fn layer_for(&self, kbps: u32) -> u32 {
+    /// Sends a low layer at what `kbps` allows, for receivers whose path cannot carry the
+    /// main one, or (`None`, or a rate that affords the main layer's size) none: a layer
+    /// nobody receives is not encoded. Returns the low layer's divisor while one is sent.
+    pub fn set_low_layer(&mut self, kbps: Option<u32>) -> Result<Option<u32>, VideoSendError> {
+        let Some(kbps) = kbps else {
+            self.low = None;
+            return Ok(None);
+        };
+        let current = self.low.as_ref().map_or(self.main.factor, |low| low.factor);
+        let factor = self.layer_of(kbps, current);
+        if factor <= self.main.factor {
+            self.low = None;
+            return Ok(None);
+        }
+        let config = self.layer_config(factor, kbps);
+        match self.low.as_mut() {
+            Some(low) if low.factor == factor => low.encoder.set_bitrate(config.bitrate_kbps)?,
+            _ => {
+                debug!(
+                    kbps = config.bitrate_kbps,
+                    width = config.width,
+                    height = config.height,
+                    "low video layer"
+                );
+                self.low = Some(Layer::new(config, factor)?);
+            }
+        }
+        Ok(Some(factor))
+    }
+
+    /// The layer (size divisor) a path of `kbps` affords, for a receiver now at
+    /// `current` (the share to keep a layer is lower than to take it: no flapping), and
+    /// never larger than the CPU allows.
+    pub fn layer_of(&self, kbps: u32, current: u32) -> u32 {
         let (width, height) = self.source.size();
         let (keep, up) = match self.kind {
             VideoKind::Camera => (LAYER_KEEP_SHARE, LAYER_UP_SHARE),
@@ -219,7 +355,7 @@ impl VideoSender {
         loop {
             let (layer_width, layer_height) = scaled_size(width, height, factor);
             let need = f64::from(base_config(self.kind, layer_width, layer_height).bitrate_kbps);
-            let share = if factor < self.factor { up } else { keep };
+            let share = if factor < current { up } else { keep };
             let smaller = scaled_size(width, height, factor * 2);
             let too_small = smaller.0 < MIN_LAYER_WIDTH || smaller.1 < 2;
             if too_small || (f64::from(kbps) >= share * need && factor >= self.min_factor) {
@@ -249,13 +385,16 @@ impl VideoSender {
     /// Turns the camera off (nothing is captured or sent) or back on (a keyframe first).
     pub fn set_on(&mut self, on: bool) {
         if on && !self.on {
-            self.keyframe_due = true;
+            self.main.keyframe_due = true;
+            if let Some(low) = self.low.as_mut() {
+                low.keyframe_due = true;
+            }
         }
         self.on = on;
     }
 
-    /// Takes an epoch's sending key (leaf `own_leaf`); the next frame is a keyframe, so a
-    /// member who just joined sees a picture at once.
+    /// Takes an epoch's sending key (leaf `own_leaf`); the next frame of each layer is a
+    /// keyframe, so a member who just joined sees a picture at once.
     pub fn install(
         &mut self,
         epoch: u64,
@@ -264,7 +403,10 @@ impl VideoSender {
     ) -> Result<(), MediaError> {
         self.sealer.install(epoch, own_leaf, base_key)?;
         self.keyed = true;
-        self.keyframe_due = true;
+        self.main.keyframe_due = true;
+        if let Some(low) = self.low.as_mut() {
+            low.keyframe_due = true;
+        }
         Ok(())
     }
 
@@ -274,66 +416,63 @@ impl VideoSender {
         self.keyed = false;
     }
 
-    /// Least time between the last keyframe and one asked for: [`KEYFRAME_MIN_INTERVAL`],
-    /// or longer when the last keyframe was large for the rate ([`KEYFRAME_SHARE`]).
+    /// Least time between the main layer's last keyframe and one asked for:
+    /// [`KEYFRAME_MIN_INTERVAL`], or longer when it was large for the rate
+    /// ([`KEYFRAME_SHARE`]).
     pub fn keyframe_spacing(&self) -> Duration {
-        let bps = f64::from(self.bitrate_kbps()) * 1000.0;
-        let paid = Duration::from_secs_f64(self.last_keyframe_bits as f64 / (KEYFRAME_SHARE * bps));
-        paid.clamp(KEYFRAME_MIN_INTERVAL, KEYFRAME_MAX_SPACING)
+        self.main.keyframe_spacing()
     }
 
-    /// A receiver asked for a keyframe at `now`.
+    /// A receiver of the main layer asked for a keyframe at `now`.
     pub fn request_keyframe(&mut self, now: Instant) {
-        let spacing = self.keyframe_spacing();
-        let recent = self
-            .last_keyframe
-            .is_some_and(|last| now.saturating_duration_since(last) < spacing);
-        if recent {
-            debug!("keyframe request within the minimum interval; the last keyframe answers it");
-        } else {
-            self.keyframe_due = true;
+        self.main.request_keyframe(now);
+    }
+
+    /// A receiver of the low layer asked for a keyframe at `now` (or is moving to it).
+    pub fn request_low_keyframe(&mut self, now: Instant) {
+        if let Some(low) = self.low.as_mut() {
+            low.request_keyframe(now);
         }
     }
 
-    /// Captures, encodes and seals the next picture (at `now`, `unix_ms` by the wall
-    /// clock). `None` when the camera is off, no key is installed yet, or the encoder
-    /// dropped the picture to hold its bitrate.
+    /// Captures, encodes and seals the next picture of the main layer (at `now`,
+    /// `unix_ms` by the wall clock). `None` when the camera is off, no key is installed
+    /// yet, or the encoder dropped the picture to hold its bitrate.
     pub fn capture(
         &mut self,
         now: Instant,
         unix_ms: u64,
     ) -> Result<Option<SealedVideoFrame>, VideoSendError> {
+        Ok(self.capture_layers(now, unix_ms)?.main)
+    }
+
+    /// Captures the next picture once and encodes and seals it for each layer sent.
+    pub fn capture_layers(
+        &mut self,
+        now: Instant,
+        unix_ms: u64,
+    ) -> Result<CapturedLayers, VideoSendError> {
         if !self.on {
-            return Ok(None);
+            return Ok(CapturedLayers::default());
         }
-        let picture = self.source.next_frame_scaled(unix_ms, self.factor)?;
+        let factors: Vec<u32> = std::iter::once(self.main.factor)
+            .chain(self.low.as_ref().map(|low| low.factor))
+            .collect();
+        let pictures = self.source.next_frames(unix_ms, &factors)?;
         if !self.keyed {
-            return Ok(None);
+            return Ok(CapturedLayers::default());
         }
-        let keyframe = std::mem::take(&mut self.keyframe_due);
-        let mut sealed_frame = None;
-        for encoded in self.encoder.encode(&picture, keyframe)? {
-            let sealed = self.sealer.seal(&encoded.data)?;
-            self.stats.frames += 1;
-            self.stats.bytes += sealed.len() as u64;
-            if encoded.keyframe {
-                self.stats.keyframes += 1;
-                self.last_keyframe = Some(now);
-                self.last_keyframe_bits = sealed.len() as u64 * 8;
-            }
-            let info = FrameInfo {
-                keyframe: encoded.keyframe,
-                number: self.number,
-                ..FrameInfo::default()
-            };
-            self.number = self.number.wrapping_add(1);
-            sealed_frame = Some(SealedVideoFrame {
-                sealed,
-                keyframe: encoded.keyframe,
-                info,
-            });
+        let mut captured = CapturedLayers::default();
+        let mut pictures = pictures.into_iter();
+        if let Some(picture) = pictures.next() {
+            captured.main = self
+                .main
+                .encode(now, &picture, &mut self.sealer, &mut self.stats)?;
         }
-        Ok(sealed_frame)
+        if let (Some(low), Some(picture)) = (self.low.as_mut(), pictures.next()) {
+            captured.low = low.encode(now, &picture, &mut self.sealer, &mut self.stats)?;
+        }
+        Ok(captured)
     }
 }
 

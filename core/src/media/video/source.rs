@@ -91,6 +91,26 @@ pub trait VideoSource: Send {
         }
         Ok(downscale(&picture, factor)?)
     }
+
+    /// One picture at each of `factors` (ascending: the source's size divided by each),
+    /// captured once: the same instant for every layer. The first is made as
+    /// [`VideoSource::next_frame_scaled`] makes it, the others scaled down from it.
+    fn next_frames(
+        &mut self,
+        unix_ms: u64,
+        factors: &[u32],
+    ) -> Result<Vec<I420Frame>, VideoSourceError> {
+        let Some((&first, rest)) = factors.split_first() else {
+            return Ok(Vec::new());
+        };
+        let picture = self.next_frame_scaled(unix_ms, first)?;
+        let mut pictures = Vec::with_capacity(factors.len());
+        for &factor in rest {
+            pictures.push(downscale(&picture, (factor / first.max(1)).max(1))?);
+        }
+        pictures.insert(0, picture);
+        Ok(pictures)
+    }
 }
 
 /// `testsrc`: frame `n` carries its number and capture time. Lower layers are drawn at
@@ -100,6 +120,8 @@ pub struct StampedTestSource {
     pattern: TestSource,
     /// The pattern at the last lower layer's size.
     scaled: Option<TestSource>,
+    /// The pattern at each lower layer's size drawn together ([`VideoSource::next_frames`]).
+    layers: Vec<TestSource>,
     next: u32,
 }
 
@@ -109,6 +131,7 @@ impl StampedTestSource {
         Ok(Self {
             pattern: TestSource::new(width, height)?,
             scaled: None,
+            layers: Vec::new(),
             next: 0,
         })
     }
@@ -153,6 +176,36 @@ impl VideoSource for StampedTestSource {
         let stamp = self.stamp(unix_ms);
         let pattern = self.scaled.as_ref().unwrap_or(&self.pattern);
         Ok(pattern.draw(stamp))
+    }
+
+    /// Every layer drawn at its own size with one stamp: the frame number and capture time
+    /// are the same in each, and each layer's reference is exact.
+    fn next_frames(
+        &mut self,
+        unix_ms: u64,
+        factors: &[u32],
+    ) -> Result<Vec<I420Frame>, VideoSourceError> {
+        let stamp = self.stamp(unix_ms);
+        let (width, height) = self.pattern.size();
+        factors
+            .iter()
+            .map(|&factor| {
+                if factor <= 1 {
+                    return Ok(self.pattern.draw(stamp));
+                }
+                let size = scaled_size(width, height, factor);
+                let layer = self.layers.iter().find(|p| p.size() == size);
+                match layer {
+                    Some(pattern) => Ok(pattern.draw(stamp)),
+                    None => {
+                        let pattern = TestSource::new(size.0, size.1)?;
+                        let picture = pattern.draw(stamp);
+                        self.layers.push(pattern);
+                        Ok(picture)
+                    }
+                }
+            })
+            .collect()
     }
 }
 
