@@ -753,13 +753,11 @@ impl VideoLoop {
             VideoInbound::KeyframeRequested(peer, kind) => {
                 let on_low = kind == VideoKind::Camera
                     && self.camera_layers.get(&peer).is_some_and(|layer| layer.low);
+                let rtt = self.rtts.get(&peer).copied().unwrap_or_default();
                 if let Some(own) = self.own_mut(kind) {
                     debug!(peer = %peer, ?kind, on_low, "keyframe requested");
-                    if on_low {
-                        own.sender.request_low_keyframe(Instant::now());
-                    } else {
-                        own.sender.request_keyframe(Instant::now());
-                    }
+                    own.sender
+                        .request_keyframe_after_loss(Instant::now(), rtt, on_low);
                 }
             }
             VideoInbound::Wake => {}

@@ -89,9 +89,16 @@ struct Layer {
     last_keyframe: Option<Instant>,
     /// Size of the last keyframe, bits.
     last_keyframe_bits: u64,
+    /// A keyframe owed to a receiver that lost a frame after the last one, once the
+    /// spacing allows ([`VideoSender::request_keyframe_after_loss`]).
+    owed_at: Option<Instant>,
     /// Number of the next frame out (wrapping).
     number: u16,
 }
+
+/// A keyframe request that reaches us within the round trip plus this of our last
+/// keyframe was sent before the receiver had it: that keyframe answers it.
+pub const REQUEST_IN_FLIGHT_MARGIN: Duration = Duration::from_millis(100);
 
 impl Layer {
     fn new(config: EncoderConfig, factor: u32) -> Result<Self, VideoSendError> {
@@ -101,6 +108,7 @@ impl Layer {
             keyframe_due: true,
             last_keyframe: None,
             last_keyframe_bits: 0,
+            owed_at: None,
             number: 0,
         })
     }
@@ -124,6 +132,31 @@ impl Layer {
         }
     }
 
+    /// A receiver `rtt` away lost a frame and asks for a keyframe at `now`: a request
+    /// that left it before our last keyframe reached it is answered by that keyframe;
+    /// a later one gets a keyframe as soon as the spacing allows — owed, not forgotten, so
+    /// the picture does not wait for the receiver to ask again.
+    fn request_keyframe_after_loss(&mut self, now: Instant, rtt: Duration) {
+        let Some(last) = self.last_keyframe else {
+            self.keyframe_due = true;
+            return;
+        };
+        let since = now.saturating_duration_since(last);
+        if since < rtt + REQUEST_IN_FLIGHT_MARGIN {
+            debug!(
+                ?since,
+                "keyframe request sent before our last keyframe arrived; it answers it"
+            );
+            return;
+        }
+        let at = last + self.keyframe_spacing();
+        if now >= at {
+            self.keyframe_due = true;
+        } else {
+            self.owed_at = Some(self.owed_at.map_or(at, |owed| owed.min(at)));
+        }
+    }
+
     /// Encodes `picture` and seals what comes out.
     fn encode(
         &mut self,
@@ -132,6 +165,9 @@ impl Layer {
         sealer: &mut Sealer,
         stats: &mut SendStats,
     ) -> Result<Option<SealedVideoFrame>, VideoSendError> {
+        if self.owed_at.is_some_and(|at| now >= at) {
+            self.keyframe_due = true;
+        }
         let keyframe = std::mem::take(&mut self.keyframe_due);
         let mut sealed_frame = None;
         for encoded in self.encoder.encode(picture, keyframe)? {
@@ -140,6 +176,7 @@ impl Layer {
             stats.bytes += sealed.len() as u64;
             if encoded.keyframe {
                 stats.keyframes += 1;
+                self.owed_at = None;
                 self.last_keyframe = Some(now);
                 self.last_keyframe_bits = sealed.len() as u64 * 8;
             }
@@ -428,6 +465,20 @@ impl VideoSender {
         self.main.request_keyframe(now);
     }
 
+    /// A receiver of the main layer (`low`: of the low one), `rtt` away, lost a frame and
+    /// asks for a keyframe at `now`: answered by the last keyframe if the request left
+    /// before it arrived, else by the next one the spacing allows (owed until then).
+    pub fn request_keyframe_after_loss(&mut self, now: Instant, rtt: Duration, low: bool) {
+        let layer = if low {
+            self.low.as_mut()
+        } else {
+            Some(&mut self.main)
+        };
+        if let Some(layer) = layer {
+            layer.request_keyframe_after_loss(now, rtt);
+        }
+    }
+
     /// A receiver of the low layer asked for a keyframe at `now` (or is moving to it).
     pub fn request_low_keyframe(&mut self, now: Instant) {
         if let Some(low) = self.low.as_mut() {
@@ -558,6 +609,35 @@ mod tests {
         assert!(video.capture(later, 333).unwrap().unwrap().keyframe);
         assert!(!video.capture(later, 366).unwrap().unwrap().keyframe);
         assert_eq!(video.stats().keyframes, 2);
+    }
+
+    #[test]
+    fn a_loss_after_the_last_keyframe_is_owed_a_keyframe_as_soon_as_the_spacing_allows() {
+        let now = t0();
+        let mut video = sender();
+        video.install(1, 0, &sender_base_key(&[7; 32], 0)).unwrap();
+        assert!(video.capture(now, 0).unwrap().unwrap().keyframe);
+        let rtt = Duration::from_millis(250);
+        // Sent before the keyframe reached the receiver: answered by it.
+        video.request_keyframe_after_loss(now + Duration::from_millis(300), rtt, false);
+        let spacing = video.keyframe_spacing();
+        assert!(!video.capture(now + spacing, 33).unwrap().unwrap().keyframe);
+        // Later than that, but within the spacing: owed, and sent when the spacing allows,
+        // without being asked again.
+        let asked = now + rtt + REQUEST_IN_FLIGHT_MARGIN + Duration::from_millis(10);
+        let mut video = sender();
+        video.install(1, 0, &sender_base_key(&[7; 32], 0)).unwrap();
+        assert!(video.capture(now, 0).unwrap().unwrap().keyframe);
+        video.request_keyframe_after_loss(asked, rtt, false);
+        let spacing = video.keyframe_spacing();
+        if asked < now + spacing {
+            assert!(!video.capture(asked, 33).unwrap().unwrap().keyframe);
+        }
+        assert!(video.capture(now + spacing, 66).unwrap().unwrap().keyframe);
+        assert!(
+            !video.capture(now + spacing, 99).unwrap().unwrap().keyframe,
+            "paid once"
+        );
     }
 
     #[test]
