@@ -132,6 +132,23 @@ impl Proc {
         Self::spawn(label, command, data_dir.parent().unwrap_or(data_dir))
     }
 
+    /// Sends `/leave` to each of `procs`, then waits (each at most `limit`) for each to
+    /// exit with status 0.
+    pub fn leave_all(procs: &mut [&mut Proc], limit: Duration) -> anyhow::Result<()> {
+        for proc in procs.iter_mut() {
+            proc.send_line("/leave")?;
+        }
+        for proc in procs.iter_mut() {
+            let status = proc.wait_exit(limit)?;
+            anyhow::ensure!(
+                status.code() == Some(0),
+                "{} left with {status}",
+                proc.label
+            );
+        }
+        Ok(())
+    }
+
     /// Spawns `conclave-relay --json` on loopback with its key in `data_dir` (libp2p, TURN
     /// and metrics on loopback ports chosen by the system).
     pub fn relay(label: &str, data_dir: &Path) -> anyhow::Result<Self> {

@@ -327,41 +327,14 @@ fn video_cost(size: usize) -> anyhow::Result<()> {
     for i in 1..size {
         members.push(member(&format!("v{i}"), &["join", &invite])?);
     }
-    for m in &mut members {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while m
-            .seen
-            .iter()
-            .filter(|v| v["event"] == "video_started")
-            .count()
-            < size - 1
-        {
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "{}: video did not start",
-                m.label
-            );
-            m.drain_for(Duration::from_millis(100));
-        }
-    }
+    wait_started(&mut members, "camera", size - 1)?;
     // Let the first partial periods pass.
     for m in &mut members {
         m.drain_for(Duration::from_millis(1200 / size as u64));
         m.seen.clear();
     }
     let window = Duration::from_secs(10);
-    let before = cpu_ticks_of(&members)?;
-    let end = Instant::now() + window;
-    while Instant::now() < end {
-        for m in &mut members {
-            m.drain_for(Duration::from_millis(100));
-        }
-    }
-    let cpu = percent_of_a_core(&before, &cpu_ticks_of(&members)?, window);
-    let rss: Vec<u64> = members
-        .iter()
-        .map(|m| rss_kib(m.pid()).unwrap_or(0) / 1024)
-        .collect();
+    let (cpu, rss) = cost_over(&mut members, window)?;
     let periods: Vec<&serde_json::Value> = members
         .iter()
         .flat_map(|m| m.seen.iter().filter(|v| v["event"] == "video"))

@@ -209,17 +209,7 @@ fn a_shared_screen_of_text_arrives_sharp_and_ends_when_sharing_stops() {
         })
         .unwrap();
 
-    for proc in [&mut host, &mut member] {
-        proc.send_line("/leave").unwrap();
-    }
-    for proc in [&mut host, &mut member] {
-        assert_eq!(
-            proc.wait_exit(LIMIT).unwrap().code(),
-            Some(0),
-            "{}",
-            proc.label
-        );
-    }
+    Proc::leave_all(&mut [&mut host, &mut member], LIMIT).unwrap();
 }
 
 #[test]
@@ -247,17 +237,7 @@ fn sharing_without_a_display_says_why_and_the_meeting_goes_on() {
     member.wait_event("joined", LIMIT).unwrap();
     member.send_line("still here").unwrap();
     host.wait_chat("still here", LIMIT).unwrap();
-    for proc in [&mut host, &mut member] {
-        proc.send_line("/leave").unwrap();
-    }
-    for proc in [&mut host, &mut member] {
-        assert_eq!(
-            proc.wait_exit(LIMIT).unwrap().code(),
-            Some(0),
-            "{}",
-            proc.label
-        );
-    }
+    Proc::leave_all(&mut [&mut host, &mut member], LIMIT).unwrap();
 }
 
 /// Longest acceptable gap between two pictures of the shared screen after its first
@@ -356,15 +336,5 @@ fn a_shared_screen_across_an_ocean_arrives_sharp_without_freezing() {
         &page,
         &out.join(format!("{host_id}-screen")),
     );
-    for proc in [&mut host, &mut viewer] {
-        proc.send_line("/leave").unwrap();
-    }
-    for proc in [&mut host, &mut viewer] {
-        assert_eq!(
-            proc.wait_exit(LIMIT).unwrap().code(),
-            Some(0),
-            "{}",
-            proc.label
-        );
-    }
+    Proc::leave_all(&mut [&mut host, &mut viewer], LIMIT).unwrap();
 }

@@ -428,10 +428,5 @@ fn a_sender_short_of_cpu_sends_a_smaller_picture_instead_of_fewer() {
             .map(|p| p["fps"].as_f64().unwrap_or(0.0))
             .collect::<Vec<_>>()
     );
-    for m in [&mut slow, &mut viewer] {
-        m.send_line("/leave").unwrap();
-    }
-    for m in [&mut slow, &mut viewer] {
-        assert_eq!(m.wait_exit(LIMIT).unwrap().code(), Some(0), "{}", m.label);
-    }
+    Proc::leave_all(&mut [&mut slow, &mut viewer], LIMIT).unwrap();
 }

@@ -291,16 +291,7 @@ impl PeerConnectionEventHandler for Handler {
         tokio::spawn(async move {
             while let Some(event) = track.poll().await {
                 if let TrackRemoteEvent::OnRtcpPacket(packets) = &event
-                    && let Some(ssrc) = packets
-                        .iter()
-                        .find_map(|packet| keyframe_request(packet.as_ref()))
-                    && events
-                        .try_send(PeerEvent::KeyframeRequested(requested_kind(
-                            ssrc,
-                            screen_ssrc,
-                        )))
-                        .is_err()
-                    && events.is_closed()
+                    && !forward_keyframe_request(packets, &events, screen_ssrc)
                 {
                     break;
                 }
@@ -401,6 +392,23 @@ impl Interceptor for KeyframeRequestTap {
     fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
 }
 
+/// Reports a keyframe request among `packets`, for the video its SSRC names; false once
+/// nobody listens to `events` any more.
+fn forward_keyframe_request(
+    packets: &[Box<dyn rtc::rtcp::Packet>],
+    events: &mpsc::Sender<PeerEvent>,
+    screen_ssrc: u32,
+) -> bool {
+    let Some(ssrc) = packets
+        .iter()
+        .find_map(|packet| keyframe_request(packet.as_ref()))
+    else {
+        return true;
+    };
+    let request = PeerEvent::KeyframeRequested(requested_kind(ssrc, screen_ssrc));
+    events.try_send(request).is_ok() || !events.is_closed()
+}
+
 /// Reports the keyframe requests that reach one of our tracks until it is unbound.
 async fn watch_keyframe_requests(
     track: Arc<TrackLocalStaticSample>,
@@ -412,17 +420,7 @@ async fn watch_keyframe_requests(
             continue;
         };
         debug!(?packets, "RTCP for our video");
-        if let Some(ssrc) = packets
-            .iter()
-            .find_map(|packet| keyframe_request(packet.as_ref()))
-            && events
-                .try_send(PeerEvent::KeyframeRequested(requested_kind(
-                    ssrc,
-                    screen_ssrc,
-                )))
-                .is_err()
-            && events.is_closed()
-        {
+        if !forward_keyframe_request(&packets, &events, screen_ssrc) {
             break;
         }
     }

@@ -154,27 +154,14 @@ impl State {
         for notice in self.notices.iter().rev() {
             notices = notices.push(text(notice.clone()).size(14));
         }
-        container(
-            row![
-                notices.width(Length::Fill),
-                button(text("Dismiss").size(13))
-                    .style(button::secondary)
-                    .on_press(Message::DismissNotices),
-            ]
-            .spacing(8)
-            .align_y(Alignment::Center),
+        strip(
+            notices.width(Length::Fill).into(),
+            button(text("Dismiss").size(13))
+                .style(button::secondary)
+                .on_press(Message::DismissNotices)
+                .into(),
+            colour::NEUTRAL,
         )
-        .padding(10)
-        .style(|_theme: &iced::Theme| container::Style {
-            background: Some(colour::NEUTRAL.into()),
-            text_color: Some(Color::WHITE),
-            border: iced::Border {
-                radius: 8.0.into(),
-                ..iced::Border::default()
-            },
-            ..container::Style::default()
-        })
-        .into()
     }
 
     /// The grid of tiles, wrapping to the width of the window.
@@ -195,27 +182,14 @@ impl State {
             ),
             None => "Starting to share your screen…".to_owned(),
         };
-        container(
-            row![
-                text(what).size(15).width(Length::Fill),
-                button(text("Stop sharing").size(14))
-                    .style(button::danger)
-                    .on_press(Message::ToggleShare),
-            ]
-            .spacing(8)
-            .align_y(Alignment::Center),
+        strip(
+            text(what).size(15).width(Length::Fill).into(),
+            button(text("Stop sharing").size(14))
+                .style(button::danger)
+                .on_press(Message::ToggleShare)
+                .into(),
+            colour::CAUTION,
         )
-        .padding(10)
-        .style(|_theme: &iced::Theme| container::Style {
-            background: Some(colour::CAUTION.into()),
-            text_color: Some(Color::WHITE),
-            border: iced::Border {
-                radius: 8.0.into(),
-                ..iced::Border::default()
-            },
-            ..container::Style::default()
-        })
-        .into()
     }
 
     /// Mute, share, the panels, copy invite, leave, and the keyboard shortcuts.
@@ -427,4 +401,24 @@ fn progress<'a>(headline: &'a str, stage: Option<Stage>) -> Element<'a, Message>
     )
     .center(Length::Fill)
     .into()
+}
+
+/// A rounded strip of `background` across the meeting: `content`, and `action` at its end.
+fn strip<'a>(
+    content: Element<'a, Message>,
+    action: Element<'a, Message>,
+    background: Color,
+) -> Element<'a, Message> {
+    container(row![content, action].spacing(8).align_y(Alignment::Center))
+        .padding(10)
+        .style(move |_theme: &iced::Theme| container::Style {
+            background: Some(background.into()),
+            text_color: Some(Color::WHITE),
+            border: iced::Border {
+                radius: 8.0.into(),
+                ..iced::Border::default()
+            },
+            ..container::Style::default()
+        })
+        .into()
 }
