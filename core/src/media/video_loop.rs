@@ -388,9 +388,7 @@ impl VideoLoop {
                     .retain(|(leaf, _), _| leaves.contains_key(leaf));
             }
             VideoCommand::Forget(peer) => {
-                self.rate.forget(&peer);
-                self.peer_rates.remove(&peer);
-                self.camera_layers.remove(&peer);
+                self.forget_path(&peer);
                 self.receivers.retain(|_, incoming| incoming.peer != peer);
                 self.heard.remove(&peer);
             }
@@ -422,9 +420,7 @@ impl VideoLoop {
                 }
                 None => {
                     self.routes.remove(&peer);
-                    self.rate.forget(&peer);
-                    self.peer_rates.remove(&peer);
-                    self.camera_layers.remove(&peer);
+                    self.forget_path(&peer);
                 }
             },
             VideoCommand::Path { peer, rtt, send } => {
@@ -637,6 +633,13 @@ impl VideoLoop {
         }
     }
 
+    /// Forgets what we knew of the path to `peer` (its estimate, its rate, its layer).
+    fn forget_path(&mut self, peer: &PeerId) {
+        self.rate.forget(peer);
+        self.peer_rates.remove(peer);
+        self.camera_layers.remove(peer);
+    }
+
     fn leaf_of(&self, peer: &PeerId) -> Option<u32> {
         self.leaves
             .iter()
@@ -727,9 +730,7 @@ impl VideoLoop {
         }
         for peer in closed {
             self.routes.remove(&peer);
-            self.rate.forget(&peer);
-            self.peer_rates.remove(&peer);
-            self.camera_layers.remove(&peer);
+            self.forget_path(&peer);
         }
         interval
     }
