@@ -3,7 +3,7 @@
 //!
 //! Layout: [`app`] (state, messages, update, view), [`bridge`] (the subscription that owns
 //! the client and forwards its events), [`screen`] (one module per screen, each with its own
-//! state, messages and actions), [`widget`] (tiles and badges), [`audio`] (device lists,
+//! state, messages and actions), [`widget`] (tiles and badges), [`video`] (the pictures drawn), [`audio`] (device lists,
 //! meter, test sound), [`prefs`] (the app's settings file). Started by `conclave gui`, or by
 //! `conclave` with no command when a display is available.
 
@@ -12,6 +12,7 @@ pub(crate) mod audio;
 pub(crate) mod bridge;
 pub(crate) mod prefs;
 pub(crate) mod screen;
+pub(crate) mod video;
 pub(crate) mod widget;
 
 use app::{App, Options};
@@ -21,6 +22,14 @@ pub(crate) fn display_available() -> bool {
     ["DISPLAY", "WAYLAND_DISPLAY"]
         .iter()
         .any(|var| std::env::var_os(var).is_some_and(|v| !v.is_empty()))
+}
+
+/// The app's camera when `--video-in` names none: the first V4L2 camera, if this machine
+/// has one.
+pub(crate) fn default_camera() -> Option<conclave_core::media::video::source::VideoSpec> {
+    std::path::Path::new("/dev/video0")
+        .exists()
+        .then_some(conclave_core::media::video::source::VideoSpec::Camera(0))
 }
 
 /// Runs the desktop app until its window closes.

@@ -325,6 +325,7 @@ fn run_gui(args: &Args, started: std::time::Instant, out: Output) -> i32 {
             Toggle::Auto => None,
         },
         relay_only: args.relay_only,
+        video_in: args.video_in.clone().or_else(gui::default_camera),
         started,
         store_key,
     };

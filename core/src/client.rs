@@ -122,6 +122,12 @@ impl Client {
         self.media(MediaInput::Camera(on)).await
     }
 
+    /// Receives the members' video, or (`false`) asks each of them to send us none: the
+    /// "no incoming video" mode for a weak link. Audio and chat are untouched.
+    pub async fn set_incoming_video(&self, on: bool) -> Result<(), Error> {
+        self.media(MediaInput::IncomingVideo(on)).await
+    }
+
     /// Shares a screen (monitor `spec`; one shared before is replaced) or, with `None`,
     /// stops sharing. The outcome comes as [`MediaEvent::ScreenShared`] or
     /// [`MediaEvent::ScreenShareStopped`] (with the reason when the screen cannot be read).

@@ -144,6 +144,9 @@ pub struct MediaConfig {
     pub video_out: Option<PathBuf>,
     /// `--share-screen[=N]`: share this screen from the start.
     pub share_screen: Option<video::screen::ScreenSpec>,
+    /// A window that shows the video: our self-view (also before a meeting: the
+    /// preview) and every member's pictures, as RGBA.
+    pub display: Option<video::display::VideoDisplay>,
 }
 
 impl Default for MediaConfig {
@@ -158,6 +161,7 @@ impl Default for MediaConfig {
             video_in: None,
             video_out: None,
             share_screen: None,
+            display: None,
         }
     }
 }
@@ -198,8 +202,8 @@ pub enum MediaEvent {
         /// Its size.
         height: u32,
     },
-    /// A member's shared screen stopped coming (for [`video::SCREEN_GONE_AFTER`]): it no
-    /// longer shares it.
+    /// A member's video stopped coming (for [`video::VIDEO_GONE_AFTER`]): its camera is
+    /// off, or it no longer shares its screen.
     VideoStopped {
         /// The member.
         peer_id: PeerId,
@@ -294,6 +298,9 @@ pub enum MediaInput {
     NoiseSuppression(bool),
     /// Turn our camera (video source) on or off.
     Camera(bool),
+    /// Receive the members' video, or (`false`: the "no incoming video" mode for a weak
+    /// link) ask each of them to send us none.
+    IncomingVideo(bool),
     /// Share this screen, or (`None`) stop sharing.
     Share(Option<video::screen::ScreenSpec>),
     /// The current TURN servers (fresh credentials) from the relays, replacing earlier ones.

@@ -44,6 +44,12 @@ impl std::fmt::Debug for I420Frame {
 }
 
 impl I420Frame {
+    /// The picture in 8-bit RGBA for a window, at `width × height` (each pixel the average
+    /// of what it covers), mirrored left to right if `mirror` (a self-view).
+    pub fn to_rgba(&self, width: u32, height: u32, mirror: bool) -> Vec<u8> {
+        crate::convert::to_rgba(self, width, height, mirror)
+    }
+
     /// Bytes of a `width × height` frame, if the size is valid.
     pub fn byte_len(width: u32, height: u32) -> Result<usize, FrameError> {
         if width < 2 || height < 2 || !width.is_multiple_of(2) || !height.is_multiple_of(2) {

@@ -16,10 +16,12 @@
 //! error resilient (a lost frame damages only what depends on it), keyframes on request and
 //! at most every [`EncoderConfig::keyframe_interval`] frames.
 
+mod convert;
 mod decoder;
 mod encoder;
 mod frame;
 
+pub use convert::yuv_to_rgb;
 pub use decoder::Decoder;
 pub use encoder::{Content, EncodedFrame, Encoder, EncoderConfig, SCREEN_FPS};
 pub use frame::{FrameError, I420Frame, MAX_DIMENSION};

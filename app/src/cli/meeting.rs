@@ -233,6 +233,20 @@ impl Session {
                     Err(err) => out.error("camera", &err.to_string()),
                 }
             }
+            "/incoming-video on" | "/incoming-video off" => {
+                let on = line == "/incoming-video on";
+                match client.set_incoming_video(on).await {
+                    Ok(()) => out.event("incoming_video", json!({ "on": on }), || {
+                        if on {
+                            "receiving the others' video"
+                        } else {
+                            "no incoming video: the others send you none (audio and chat go on)"
+                        }
+                        .to_owned()
+                    }),
+                    Err(err) => out.error("incoming_video", &err.to_string()),
+                }
+            }
             "/share off" => {
                 if let Err(err) = client.share_screen(None).await {
                     out.error("share", &err.to_string());
@@ -294,7 +308,7 @@ impl Session {
                     ),
                 }
             }
-            other if other.starts_with('/') => out.error("usage", &format!("unknown command {other:?}; available: /leave /members /mute /unmute /camera on|off /share on [N]|off /kick PEER /approve PEER /resend ID")),
+            other if other.starts_with('/') => out.error("usage", &format!("unknown command {other:?}; available: /leave /members /mute /unmute /camera on|off /incoming-video on|off /share on [N]|off /kick PEER /approve PEER /resend ID")),
             text => {
                 if let Err(err) = client.send_chat(text).await {
                     out.error("chat", &format!("not sent: {err}"));

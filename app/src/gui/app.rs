@@ -17,6 +17,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use conclave_core::media::video::source::VideoSpec;
 use conclave_core::{Config, KeySource, MediaConfig, Multiaddr, PeerId, parse_relay};
 use iced::keyboard::{self, Key, key::Named};
 use iced::widget::{column, container, operation, row, text};
@@ -27,6 +28,7 @@ use super::audio::{Devices, Meter};
 use super::bridge::{self, Handle, Me, Request};
 use super::prefs::Prefs;
 use super::screen::{home, meeting, settings};
+use super::video::{self, Pictures};
 use super::widget::focus::button;
 use actions::focus;
 
@@ -46,6 +48,8 @@ pub(crate) struct Options {
     pub(crate) noise_suppression: Option<bool>,
     /// `--relay-only`: every meeting relay-only, whatever the settings say.
     pub(crate) relay_only: bool,
+    /// The camera (`--video-in`, else the first V4L2 camera if there is one).
+    pub(crate) video_in: Option<VideoSpec>,
     /// When the process started (for the time-to-first-frame figure).
     pub(crate) started: Instant,
     /// Where the store key comes from (`--passphrase-file`, `--insecure-key-file`).
@@ -76,7 +80,9 @@ pub(crate) enum Shortcut {
     FocusPrevious,
     /// Ctrl+D: mute / unmute.
     ToggleMute,
-    /// Ctrl+E: share the screen / stop sharing.
+    /// Ctrl+E: camera on / off.
+    ToggleCamera,
+    /// Ctrl+Shift+E: share the screen / stop sharing.
     ToggleShare,
     /// Ctrl+, : settings.
     Settings,
@@ -111,6 +117,8 @@ pub(crate) enum Message {
     /// A focus change was applied (logged: the GUI system test waits for it).
     Focused(&'static str),
     MeterTick,
+    /// Time to take the newest video pictures.
+    VideoTick,
     Devices(Result<Devices, String>),
     TestSoundDone(Result<(), String>),
     DismissBanner,
@@ -139,6 +147,8 @@ pub(crate) struct App {
     pub(crate) relay_only_active: bool,
     /// We asked to leave and wait for the core's confirmation.
     pub(crate) leaving: bool,
+    /// The newest picture of each video (self-view, members' cameras and screens).
+    pub(crate) pictures: Pictures,
 }
 
 /// How long leaving waits for the core's confirmation before going home anyway.
@@ -186,6 +196,7 @@ impl App {
             closing: false,
             relay_only_active: false,
             leaving: false,
+            pictures: Pictures::default(),
         }
     }
 
@@ -254,7 +265,14 @@ impl App {
             .noise_suppression
             .unwrap_or(self.prefs.noise_suppression);
         media.relay_only = self.relay_only_active || self.options.relay_only;
+        media.video_in = self.options.video_in.clone();
+        media.display = Some(self.pictures.display());
         config.with_media(media)
+    }
+
+    /// Our camera: on or off, or `None` without one.
+    pub(crate) fn camera(&self) -> Option<bool> {
+        self.options.video_in.as_ref().map(|_| self.prefs.camera_on)
     }
 
     fn request(&mut self, request: Request) {
@@ -287,10 +305,14 @@ impl App {
                 self.on_home(action)
             }
             Message::Meeting(message) => {
-                let action = self
-                    .meeting
-                    .as_mut()
-                    .and_then(|meeting| meeting.update(message));
+                let Some(meeting) = self.meeting.as_mut() else {
+                    return Task::none();
+                };
+                let staged = meeting.staged();
+                let action = meeting.update(message);
+                if meeting.staged() != staged {
+                    info!(staged = ?meeting.staged(), "stage");
+                }
                 self.on_meeting(action)
             }
             Message::Settings(message) => {
@@ -322,6 +344,10 @@ impl App {
             }
             Message::MeterTick => {
                 self.meter_tick();
+                Task::none()
+            }
+            Message::VideoTick => {
+                self.pictures.refresh();
                 Task::none()
             }
             Message::Devices(devices) => {
@@ -387,9 +413,14 @@ impl App {
     /// Draws the window.
     pub(crate) fn view(&self) -> Element<'_, Message> {
         let screen: Element<'_, Message> = match (self.screen, &self.meeting) {
-            (Screen::Meeting, Some(meeting)) => meeting.view(&self.verified).map(Message::Meeting),
+            (Screen::Meeting, Some(meeting)) => meeting
+                .view(&self.verified, &self.pictures)
+                .map(Message::Meeting),
             (Screen::Settings, _) => self.settings.view(&self.prefs).map(Message::Settings),
-            _ => self.home.view(self.me.as_ref()).map(Message::Home),
+            _ => self
+                .home
+                .view(self.me.as_ref(), self.camera(), &self.pictures)
+                .map(Message::Home),
         };
         // The banner slot is always there (empty when there is no banner), so the screen
         // keeps its place in the widget tree and its fields keep their focus and state.
@@ -442,6 +473,9 @@ impl App {
         if !self.first_frame_seen {
             subscriptions.push(window::frames().map(|_| Message::FirstFrame));
         }
+        if self.me.is_some() && self.screen != Screen::Settings {
+            subscriptions.push(iced::time::every(video::REFRESH).map(|_| Message::VideoTick));
+        }
         if self.meter.is_some() {
             subscriptions
                 .push(iced::time::every(Duration::from_millis(50)).map(|_| Message::MeterTick));
@@ -460,7 +494,10 @@ pub(crate) fn shortcut(event: keyboard::Event) -> Option<Shortcut> {
         Key::Named(Named::Tab) => Some(Shortcut::FocusNext),
         Key::Named(Named::Escape) => Some(Shortcut::Back),
         Key::Character("d") if modifiers.command() => Some(Shortcut::ToggleMute),
-        Key::Character("e") if modifiers.command() => Some(Shortcut::ToggleShare),
+        Key::Character("e" | "E") if modifiers.command() && modifiers.shift() => {
+            Some(Shortcut::ToggleShare)
+        }
+        Key::Character("e") if modifiers.command() => Some(Shortcut::ToggleCamera),
         Key::Character(",") if modifiers.command() => Some(Shortcut::Settings),
         Key::Character("j") if modifiers.command() => Some(Shortcut::FocusInvite),
         Key::Character("n") if modifiers.command() => Some(Shortcut::NewMeeting),

@@ -46,6 +46,10 @@ pub(crate) enum Request {
     Mute(bool),
     /// Share our screen (the primary monitor), or stop sharing it.
     Share(bool),
+    /// Turn our camera on or off.
+    Camera(bool),
+    /// Receive the others' video, or not.
+    IncomingVideo(bool),
     /// Noise suppression of our microphone on or off.
     NoiseSuppression(bool),
     /// Remove a member (host).
@@ -359,6 +363,8 @@ fn describe(request: &Request) -> &'static str {
         Request::ResendChat(_) => "send the message again",
         Request::Mute(_) => "mute",
         Request::Share(_) => "share the screen",
+        Request::Camera(_) => "turn the camera on or off",
+        Request::IncomingVideo(_) => "change incoming video",
         Request::NoiseSuppression(_) => "change noise suppression",
         Request::Kick(_) => "remove the member",
         Request::Approve(_) => "let the member in",
@@ -455,6 +461,8 @@ async fn perform(client: Client, request: Request, mut output: mpsc::Sender<Even
             .await
             .map(|()| None),
         Request::NoiseSuppression(on) => client.set_noise_suppression(on).await.map(|()| None),
+        Request::Camera(on) => client.set_camera(on).await.map(|()| None),
+        Request::IncomingVideo(on) => client.set_incoming_video(on).await.map(|()| None),
         Request::Kick(peer) => client.kick(peer).await.map(|()| None),
         Request::Approve(peer) => client.approve(peer).await.map(|()| None),
         Request::SetVerified(peer, verified) => match client.set_verified(peer, verified).await {

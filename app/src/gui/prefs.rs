@@ -45,6 +45,8 @@ pub(crate) struct Prefs {
     pub(crate) relay_only: bool,
     /// New meetings have a lobby by default.
     pub(crate) lobby: bool,
+    /// The camera is on (in the preview and when joining).
+    pub(crate) camera_on: bool,
 }
 
 impl Default for Prefs {
@@ -58,6 +60,7 @@ impl Default for Prefs {
             relays: Vec::new(),
             relay_only: false,
             lobby: false,
+            camera_on: true,
         }
     }
 }

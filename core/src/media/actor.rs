@@ -213,6 +213,7 @@ fn spawn_video(
     let (commands_tx, commands_rx) = mpsc::channel(VIDEO_COMMAND_CAPACITY);
     let (inbound_tx, inbound_rx) = std::sync::mpsc::sync_channel(VIDEO_INBOUND_CAPACITY);
     let thread = VideoLoop::new(sender, config.video_out.clone())
+        .with_display(config.display.clone())
         .spawn(
             VideoQueues {
                 commands: commands_rx,
@@ -322,6 +323,7 @@ impl Actor {
                 self.tell_clock(ClockCommand::NoiseSuppression(on)).await
             }
             MediaInput::Camera(on) => self.tell_video(VideoCommand::Camera(on)).await,
+            MediaInput::IncomingVideo(on) => self.engine.handle_incoming_video(on),
             MediaInput::Share(spec) => self.tell_video(VideoCommand::Share(spec)).await,
             MediaInput::IceServers(servers) => self.start_bridges(servers),
             MediaInput::RelayLost => self.engine.handle_relay_lost(now),
@@ -491,6 +493,10 @@ impl Actor {
                 self.tell_video(VideoCommand::Reset).await;
             }
             Action::Report(event) => self.report(event),
+            Action::VideoWanted { peer, wanted } => {
+                info!(peer = %peer, wanted, "member's wish for our video");
+                self.tell_video(VideoCommand::Wanted { peer, wanted }).await;
+            }
         }
     }
 

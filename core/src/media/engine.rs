@@ -112,6 +112,8 @@ pub(crate) enum Action {
     ForgetAudio { peer: PeerId },
     /// The audio clock forgets every key and receiver.
     ResetAudio,
+    /// `peer` wants our video, or (its "no incoming video" mode) does not.
+    VideoWanted { peer: PeerId, wanted: bool },
     /// Report to the application.
     Report(MediaEvent),
 }
@@ -127,6 +129,8 @@ pub(crate) struct Engine {
     relay_lost: Option<Instant>,
     next_conn: u64,
     actions: VecDeque<Action>,
+    /// We receive the members' video (off: every member is asked to send us none).
+    incoming_video: bool,
 }
 
 impl Engine {
@@ -139,6 +143,7 @@ impl Engine {
             relay_lost: None,
             next_conn: 0,
             actions: VecDeque::new(),
+            incoming_video: true,
         }
     }
 
@@ -214,6 +219,13 @@ impl Engine {
             self.remove(&peer);
         }
         for (leaf, peer) in others {
+            if !self.members.contains_key(&peer) && !self.incoming_video {
+                // A new member hears at once that we take no video.
+                self.push(Action::Signal {
+                    to: peer,
+                    payload: Signal::Video { receive: false }.encode(),
+                });
+            }
             let member = self.members.entry(peer).or_insert(Member {
                 leaf,
                 conn: None,
@@ -267,6 +279,23 @@ impl Engine {
         });
     }
 
+    /// Our "no incoming video" mode (for a weak link) on or off: every member is asked to
+    /// send us its video, or none.
+    pub(crate) fn handle_incoming_video(&mut self, receive: bool) {
+        if receive == self.incoming_video {
+            return;
+        }
+        self.incoming_video = receive;
+        let mut peers: Vec<PeerId> = self.members.keys().copied().collect();
+        peers.sort();
+        for peer in peers {
+            self.push(Action::Signal {
+                to: peer,
+                payload: Signal::Video { receive }.encode(),
+            });
+        }
+    }
+
     /// We dropped our group: every connection closes, every key goes.
     pub(crate) fn handle_reset(&mut self) {
         let peers: Vec<PeerId> = self.members.keys().copied().collect();
@@ -300,6 +329,15 @@ impl Engine {
 
     /// A signalling payload from `from`, authenticated by the group.
     pub(crate) fn handle_signal(&mut self, now: Instant, from: PeerId, payload: Vec<u8>) {
+        // Whether a member wants our video is a state, not a step of a negotiation: it
+        // is taken as often as it comes, and it is not what a repeated offer is told by.
+        if let Some(Signal::Video { receive }) = Signal::decode(&payload) {
+            self.push(Action::VideoWanted {
+                peer: from,
+                wanted: receive,
+            });
+            return;
+        }
         // Signals are delivered with retries, so one whose acknowledgement was lost comes
         // twice: taking an offer again would replace the connection it made.
         let repeated = match self.members.get_mut(&from) {
@@ -341,6 +379,7 @@ impl Engine {
                 took_ms,
             } => self.take_answer(now, from, sdp, offer, took_ms),
             Signal::Punch { offer } => self.release_candidates(from, offer),
+            Signal::Video { .. } => {}
         }
     }
 
@@ -520,7 +559,7 @@ impl Engine {
                     *took_ms = u32::try_from(took).unwrap_or(u32::MAX);
                 }
             }
-            Signal::Punch { .. } => {}
+            Signal::Punch { .. } | Signal::Video { .. } => {}
         }
         self.push(Action::Signal {
             to: peer,

@@ -11,6 +11,7 @@
 
 pub mod camera;
 pub mod cpu;
+pub mod display;
 pub mod monitor;
 pub mod rate;
 pub mod receiver;
@@ -27,7 +28,7 @@ pub mod y4m;
 pub const VIDEO_CLOCK_RATE: u32 = 90_000;
 
 pub use conclave_vpx::{
-    Content, Decoder, EncodedFrame, Encoder, EncoderConfig, I420Frame, VpxError,
+    Content, Decoder, EncodedFrame, Encoder, EncoderConfig, I420Frame, VpxError, yuv_to_rgb,
 };
 
 /// Which of a member's two videos: its camera, or the screen it shares. Each has its own
@@ -62,11 +63,12 @@ impl VideoKind {
     }
 }
 
-/// A member's shared screen from which no frame came for this long is taken as no longer
-/// shared: its receiver is dropped (`video_stopped`), and the next share starts afresh. A
-/// shared screen goes on sending while still (the encoder drops pictures to hold its rate,
-/// but sends several a second of an unchanged screen).
-pub const SCREEN_GONE_AFTER: std::time::Duration = std::time::Duration::from_secs(3);
+/// A member's video (camera or shared screen) from which no frame came for this long is
+/// taken as stopped: its receiver is dropped (`video_stopped`; the window shows the avatar
+/// again), and the next picture starts afresh (`video_started`). A shared screen goes on
+/// sending while still (the encoder drops pictures to hold its rate, but sends several a
+/// second of an unchanged screen); a camera sends every picture.
+pub const VIDEO_GONE_AFTER: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Why a video source cannot deliver.
 #[derive(Debug, thiserror::Error)]

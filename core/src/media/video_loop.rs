@@ -18,7 +18,7 @@
 // The real-time edge: the loop reads the time it runs at.
 #![allow(clippy::disallowed_methods)]
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -33,6 +33,7 @@ use super::clock::ClockReport;
 use super::crypto::keyring::Opener;
 use super::transport::estimate::SendEstimate;
 use super::video::cpu::CpuGuard;
+use super::video::display::{Owner, VideoDisplay};
 use super::video::monitor::{ReceiveStages, SendMonitor};
 use super::video::rate::{self, RateControl};
 use super::video::receiver::{Received, VideoReceiver};
@@ -40,7 +41,7 @@ use super::video::rtp::FrameInfo;
 use super::video::screen::{self, ScreenSpec};
 use super::video::sender::VideoSender;
 use super::video::sink::VideoFileSink;
-use super::video::{SCREEN_GONE_AFTER, VideoKind};
+use super::video::{VIDEO_GONE_AFTER, VideoKind};
 use super::{EpochSecret, MediaEvent, STATS_INTERVAL, VideoStats};
 use crate::group::media_keys::sender_base_key;
 
@@ -115,6 +116,8 @@ pub(crate) enum VideoCommand {
     Camera(bool),
     /// Share this screen (replacing one shared before), or (`None`) stop sharing.
     Share(Option<ScreenSpec>),
+    /// This member wants our video, or (its "no incoming video" mode) does not.
+    Wanted { peer: PeerId, wanted: bool },
     /// The latest round-trip time to this member (how long its video may wait for a
     /// retransmission) and how fast we may send to it (what our encoder aims at), where
     /// known.
@@ -198,8 +201,13 @@ pub(crate) struct VideoLoop {
     leaves: BTreeMap<u32, PeerId>,
     receivers: HashMap<(u32, VideoKind), Incoming>,
     routes: HashMap<PeerId, mpsc::Sender<OutboundVideo>>,
+    /// Members that asked for none of our video (their "no incoming video" mode): they
+    /// get none, and their paths do not limit our rate.
+    unwanted: HashSet<PeerId>,
     /// `--video-out`: where received video is written.
     out_dir: Option<PathBuf>,
+    /// A window's pictures of every video, if a window shows them.
+    display: Option<VideoDisplay>,
     heard: HashMap<PeerId, Instant>,
     /// The latest round-trip time to each member.
     rtts: HashMap<PeerId, Duration>,
@@ -259,7 +267,9 @@ impl VideoLoop {
             leaves: BTreeMap::new(),
             receivers: HashMap::new(),
             routes: HashMap::new(),
+            unwanted: HashSet::new(),
             out_dir,
+            display: None,
             heard: HashMap::new(),
             rtts: HashMap::new(),
             rate,
@@ -270,6 +280,24 @@ impl VideoLoop {
             pending: Vec::new(),
             reports_dropped: 0,
         }
+    }
+
+    /// Puts the pictures of every video (our self-view included) on `display`.
+    pub(crate) fn with_display(mut self, display: Option<VideoDisplay>) -> Self {
+        self.display = display;
+        self
+    }
+
+    /// Drops the receivers `keep` refuses; the window hears that their videos ended.
+    fn drop_receivers(&mut self, mut keep: impl FnMut(&(u32, VideoKind), &Incoming) -> bool) {
+        let display = self.display.as_ref();
+        self.receivers.retain(|key, incoming| {
+            let kept = keep(key, incoming);
+            if !kept && let Some(display) = display {
+                display.end((Owner::Member(incoming.peer), key.1));
+            }
+            kept
+        });
     }
 
     fn own(&self, kind: VideoKind) -> Option<&Own> {
@@ -383,17 +411,19 @@ impl VideoLoop {
                 self.key = Some(key);
                 self.opener.install(now, epoch, secret.0);
                 self.leaves = members.into_iter().collect();
-                let leaves = &self.leaves;
-                self.receivers
-                    .retain(|(leaf, _), _| leaves.contains_key(leaf));
+                let leaves = std::mem::take(&mut self.leaves);
+                self.drop_receivers(|(leaf, _), _| leaves.contains_key(leaf));
+                self.unwanted
+                    .retain(|peer| leaves.values().any(|member| member == peer));
+                self.leaves = leaves;
             }
             VideoCommand::Forget(peer) => {
                 self.forget_path(&peer);
-                self.receivers.retain(|_, incoming| incoming.peer != peer);
+                self.drop_receivers(|_, incoming| incoming.peer != peer);
                 self.heard.remove(&peer);
             }
             VideoCommand::Reset => {
-                self.receivers.clear();
+                self.drop_receivers(|_, _| false);
                 self.leaves.clear();
                 self.heard.clear();
                 self.key = None;
@@ -432,6 +462,7 @@ impl VideoLoop {
                 }
                 if let Some(send) = send
                     && self.routes.contains_key(&peer)
+                    && !self.unwanted.contains(&peer)
                 {
                     self.rate.estimate(peer, send.bps, send.limited_by_use);
                     let ceiling = self
@@ -449,8 +480,12 @@ impl VideoLoop {
                     info!(on, "camera");
                     camera.sender.set_on(on);
                     self.resplit = true;
+                    if !on && let Some(display) = &self.display {
+                        display.end((Owner::Me, VideoKind::Camera));
+                    }
                 }
             }
+            VideoCommand::Wanted { peer, wanted } => self.set_wanted(now, peer, wanted),
             VideoCommand::Share(Some(spec)) => self.start_sharing(now, spec),
             VideoCommand::Share(None) => self.stop_sharing(None),
         }
@@ -520,7 +555,7 @@ impl VideoLoop {
             rate.update(now);
         }
         let simulcast = self.screen.is_none()
-            && self.routes.len() >= 2
+            && self.video_routes().count() >= 2
             && self.camera.as_ref().is_some_and(|own| own.sender.is_on());
         if simulcast {
             self.resplit = false;
@@ -579,7 +614,8 @@ impl VideoLoop {
         let low_factor = own.sender.low_factor();
         let ceiling = own.sender.full_rate_kbps();
         let mut affords: Vec<(PeerId, u32, u32)> = Vec::new();
-        for peer in self.routes.keys() {
+        let unwanted = &self.unwanted;
+        for peer in self.routes.keys().filter(|peer| !unwanted.contains(*peer)) {
             let kbps = self
                 .peer_rates
                 .get(peer)
@@ -634,6 +670,34 @@ impl VideoLoop {
     }
 
     /// Forgets what we knew of the path to `peer` (its estimate, its rate, its layer).
+    /// `peer` wants our video again (it starts with a keyframe), or no longer (its path
+    /// no longer limits our rate).
+    fn set_wanted(&mut self, now: Instant, peer: PeerId, wanted: bool) {
+        info!(peer = %peer, wanted, "member's wish for our video");
+        if wanted {
+            if self.unwanted.remove(&peer) {
+                self.camera_layers.insert(peer, PeerLayer::default());
+                for own in [self.camera.as_mut(), self.screen.as_mut()]
+                    .into_iter()
+                    .flatten()
+                {
+                    own.sender.request_keyframe(now);
+                }
+            }
+        } else if self.unwanted.insert(peer) {
+            self.forget_path(&peer);
+        }
+        self.resplit = true;
+    }
+
+    /// The connections that carry our video: every route but those of members that want
+    /// none.
+    fn video_routes(&self) -> impl Iterator<Item = (&PeerId, &mpsc::Sender<OutboundVideo>)> {
+        self.routes
+            .iter()
+            .filter(|(peer, _)| !self.unwanted.contains(*peer))
+    }
+
     fn forget_path(&mut self, peer: &PeerId) {
         self.rate.forget(peer);
         self.peer_rates.remove(peer);
@@ -651,11 +715,17 @@ impl VideoLoop {
     /// every routed connection; returns the time until the next one.
     fn capture(&mut self, kind: VideoKind, now: Instant) -> Duration {
         self.apply_rate(now);
+        // Layers nobody receives are not encoded.
+        let received = self.video_routes().next().is_some();
         let Some(own) = self.own_mut(kind) else {
             return STATS_INTERVAL;
         };
         let interval = own.sender.frame_interval();
-        let captured = own.sender.capture_layers(now, unix_ms());
+        let captured = if received {
+            own.sender.capture_layers(now, unix_ms())
+        } else {
+            own.sender.capture_unsent(unix_ms())
+        };
         // Capturing and encoding took this, whether a frame came out or the encoder dropped
         // the picture to hold its rate.
         let busy = now.elapsed();
@@ -665,7 +735,7 @@ impl VideoLoop {
         {
             warn!(error = %err, min_factor, "video size not changed");
         }
-        let layers = match captured {
+        let mut layers = match captured {
             Ok(layers) => layers,
             Err(err) if kind == VideoKind::Screen => {
                 self.stop_sharing(Some(err.to_string()));
@@ -680,9 +750,16 @@ impl VideoLoop {
             own.sent
                 .sent(own.sender.size(), frame.sealed.len(), frame.keyframe, busy);
         }
+        if let (VideoKind::Camera, Some(display), Some(picture)) =
+            (kind, &self.display, layers.picture.take())
+            && display.wants((Owner::Me, kind))
+        {
+            display.show((Owner::Me, kind), &picture);
+        }
         let mut closed = Vec::new();
         let mut not_sent = 0;
-        for (peer, frames) in &self.routes {
+        let unwanted = &self.unwanted;
+        for (peer, frames) in self.routes.iter().filter(|(p, _)| !unwanted.contains(*p)) {
             let layer = match kind {
                 VideoKind::Camera => self.camera_layers.get_mut(peer),
                 VideoKind::Screen => None,
@@ -817,12 +894,10 @@ impl VideoLoop {
             let Some(incoming) = self.receivers.get_mut(&key) else {
                 continue;
             };
-            if key.1 == VideoKind::Screen
-                && now.saturating_duration_since(incoming.last_opened) >= SCREEN_GONE_AFTER
-            {
+            if now.saturating_duration_since(incoming.last_opened) >= VIDEO_GONE_AFTER {
                 let peer = incoming.peer;
-                self.receivers.remove(&key);
-                debug!(peer = %peer, "shared screen gone quiet: no longer shared");
+                self.drop_receivers(|k, _| *k != key);
+                debug!(peer = %peer, kind = key.1.as_str(), "video gone quiet: no longer sent");
                 self.report(
                     reports,
                     ClockReport::Event(MediaEvent::VideoStopped {
@@ -866,7 +941,8 @@ impl VideoLoop {
         }
         // Opening and decoding took from `decoding` to now, shared by the pictures out.
         let decode = decoding.elapsed() / received.pictures.len().max(1) as u32;
-        for picture in received.pictures {
+        let last = received.pictures.len().saturating_sub(1);
+        for (n, picture) in received.pictures.into_iter().enumerate() {
             incoming.receiver.staged(ReceiveStages {
                 assembly: picture
                     .arrival
@@ -899,6 +975,10 @@ impl VideoLoop {
             }
             if let Some(sink) = incoming.sink.as_mut() {
                 sink.write(at, shown_ms, &picture, shown);
+            }
+            let id = (Owner::Member(peer), kind);
+            if let Some(display) = self.display.as_ref().filter(|d| n == last && d.wants(id)) {
+                display.show(id, &picture);
             }
         }
         if received.opened {
@@ -1122,5 +1202,94 @@ mod tests {
             None,
             "not encoded"
         );
+    }
+
+    #[test]
+    fn a_member_that_wants_no_video_gets_none_and_nobody_receiving_means_no_encoding() {
+        let sender = VideoSender::new(Box::new(StampedTestSource::new(320, 180).unwrap())).unwrap();
+        let display = VideoDisplay::new();
+        let mut video = VideoLoop::new(Some(sender), None).with_display(Some(display.clone()));
+        let (watching, weak_link) = (PeerId::random(), PeerId::random());
+        video.on_command(
+            t0(),
+            VideoCommand::Keys {
+                epoch: 1,
+                secret: EpochSecret([8; 32]),
+                own_leaf: 0,
+                members: vec![(1, watching), (2, weak_link)],
+            },
+        );
+        let mut queues = HashMap::new();
+        for peer in [watching, weak_link] {
+            let (tx, rx) = mpsc::channel(64);
+            video.on_command(
+                t0(),
+                VideoCommand::Route {
+                    peer,
+                    frames: Some(tx),
+                },
+            );
+            queues.insert(peer, rx);
+        }
+        video.on_command(
+            t0(),
+            VideoCommand::Wanted {
+                peer: weak_link,
+                wanted: false,
+            },
+        );
+        let frame = Duration::from_millis(33);
+        for n in 0..3u32 {
+            video.capture(VideoKind::Camera, t0() + frame * n);
+        }
+        let count = |queues: &mut HashMap<PeerId, mpsc::Receiver<OutboundVideo>>, peer| {
+            let rx = queues.get_mut(&peer).unwrap();
+            std::iter::from_fn(|| rx.try_recv().ok()).count()
+        };
+        assert_eq!(count(&mut queues, watching), 3);
+        assert_eq!(count(&mut queues, weak_link), 0, "it asked for none");
+
+        // Nobody wants it: the self-view still moves, but nothing is encoded.
+        video.on_command(
+            t0(),
+            VideoCommand::Wanted {
+                peer: watching,
+                wanted: false,
+            },
+        );
+        let encoded = video.camera.as_ref().unwrap().sender.stats().frames;
+        assert!(
+            display
+                .take()
+                .iter()
+                .any(|(id, _)| *id == (Owner::Me, VideoKind::Camera))
+        );
+        for n in 3..6u32 {
+            video.capture(VideoKind::Camera, t0() + frame * n);
+        }
+        assert_eq!(
+            video.camera.as_ref().unwrap().sender.stats().frames,
+            encoded
+        );
+        assert!(
+            display
+                .take()
+                .iter()
+                .any(|(id, _)| *id == (Owner::Me, VideoKind::Camera)),
+            "the self-view goes on"
+        );
+
+        // Wanted again: the first frame it gets is a keyframe.
+        video.on_command(
+            t0() + frame * 6,
+            VideoCommand::Wanted {
+                peer: weak_link,
+                wanted: true,
+            },
+        );
+        video.capture(VideoKind::Camera, t0() + frame * 6);
+        let rx = queues.get_mut(&weak_link).unwrap();
+        let first = rx.try_recv().expect("a frame again");
+        assert!(first.info.keyframe, "it starts with a keyframe");
     }
 }

@@ -1,6 +1,9 @@
 //! The desktop app end to end, under a virtual X display (Xvfb), driven by real keystrokes
-//! (xdotool): a GUI joins a meeting hosted by CLI members, shows their tiles (and the
-//! host's mute), chats, mutes, shares its screen (Ctrl+E: the host receives it) and leaves; and a GUI hosts a lobby meeting, hands its invite
+//! (xdotool): a GUI joins a video meeting hosted by CLI members, shows their cameras in
+//! its tiles and its own mirrored self-view (and the host's mute), chats, mutes, turns its
+//! camera off and on (Ctrl+E: the host sees it stop and start), puts a member's shared
+//! screen on its stage, shares its own screen (Ctrl+Shift+E: the host receives it) and
+//! leaves; and a GUI hosts a lobby meeting, hands its invite
 //! over the X clipboard (xclip), lets the CLI joiner in with Tab and Enter, chats, and has
 //! its window closed (a WM_DELETE_WINDOW message, as a window manager sends it): the member
 //! sees it leave, not time out. Screenshots of the home, settings and meeting screens are taken with
@@ -9,8 +12,9 @@
 //!
 //! Without a display, `conclave` alone prints its usage and `conclave gui` says why.
 //!
-//! It also reports two figures for `docs/performance.md`: time from process start to the
-//! first frame, and the GUI's resident memory in a 4-person meeting.
+//! It also reports figures for `docs/performance.md`: time from process start to the
+//! first frame, and the GUI's resident memory and CPU in a 4-person video meeting, with
+//! and without a shared screen on its stage (the memory must stay under 250 MiB).
 //!
 //! Needs `Xvfb`, `xdotool` and `import` (Debian: xvfb, xdotool, imagemagick), which
 //! `make test` installs. Every wait is bounded, and none is a fixed sleep: the test waits
@@ -23,8 +27,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use conclave_tests::xvfb::Xvfb;
-use conclave_tests::{PATIENCE, Proc, bin, loopback_client_args, start_host, start_relay};
+use conclave_tests::xvfb::{Picture, Xvfb};
+use conclave_tests::{
+    PATIENCE, Proc, bin, loopback_client_args, peer_id_of, start_host, start_relay,
+};
 
 pub(crate) fn require(tool: &str, package: &str) {
     let found = Command::new("sh")
@@ -148,7 +154,8 @@ fn wait_rendered(display: &str) {
     }
 }
 
-fn screenshot(display: &str, dir: &Path, name: &str) {
+/// Takes a screenshot of `display` into `dir/name.png` and reads it back.
+fn screenshot(display: &str, dir: &Path, name: &str) -> Picture {
     wait_rendered(display);
     let path = dir.join(format!("{name}.png"));
     let status = Command::new("timeout")
@@ -165,6 +172,40 @@ fn screenshot(display: &str, dir: &Path, name: &str) {
         size > 5_000,
         "screenshot {name} is suspiciously small ({size} bytes)"
     );
+    Picture::read_png(&path).expect("the screenshot reads back")
+}
+
+/// The share of `picture`'s pixels that are near white (a page of text shown large: the
+/// app's dark theme has almost none).
+fn white_share(picture: &Picture) -> f64 {
+    let white = picture
+        .rgb
+        .chunks_exact(3)
+        .filter(|p| p.iter().all(|c| *c > 215))
+        .count();
+    white as f64 / (picture.rgb.len() / 3).max(1) as f64
+}
+
+/// CPU time (user + system) of process `pid` so far.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) end with ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|i| fields.get(*i).and_then(|f| f.parse::<u64>().ok()))
+        .sum();
+    // Linux reports in USER_HZ, 100 a second on every architecture Debian ships.
+    Duration::from_millis(ticks * 10)
+}
+
+/// The share of one core the process `pid` uses over `window`.
+fn cpu_share(pid: u32, window: Duration) -> f64 {
+    let before = cpu_time(pid);
+    std::thread::sleep(window);
+    (cpu_time(pid) - before).as_secs_f64() / window.as_secs_f64()
 }
 
 /// One GUI test at a time: each runs several processes, and the machine is small.
@@ -253,6 +294,17 @@ impl Gui {
     /// Starts `conclave gui` on `display` as `name`, with `prefs` as its saved settings,
     /// waits for its identity and focuses its window.
     fn start(dir: &Path, display: &str, name: &str, prefs: Option<serde_json::Value>) -> Self {
+        Self::start_with(dir, display, name, prefs, &[])
+    }
+
+    /// As [`Gui::start`], with `extra` arguments (e.g. a camera).
+    fn start_with(
+        dir: &Path,
+        display: &str,
+        name: &str,
+        prefs: Option<serde_json::Value>,
+        extra: &[&str],
+    ) -> Self {
         let gui_dir = dir.join(name);
         std::fs::create_dir_all(&gui_dir).unwrap();
         // A data directory open to other users is refused: make it private, as Conclave does.
@@ -272,8 +324,9 @@ impl Gui {
                 "null",
                 "--media-bind",
                 "127.0.0.1:0",
-                "gui",
             ])
+            .args(extra)
+            .arg("gui")
             .env("DISPLAY", display)
             .env_remove("WAYLAND_DISPLAY");
         let label = format!("gui-{name}");
@@ -313,9 +366,16 @@ fn gui_joins_chats_mutes_and_leaves_a_meeting() {
     std::fs::create_dir_all(&shots).unwrap();
     let x = start_xvfb();
 
-    // A meeting hosted by a CLI member, with two more CLI members: four people with the GUI.
+    // A second display showing a page of text: what Bob shares.
+    let document = Xvfb::start("1280x720x24").expect("a second Xvfb starts");
+    let page = Picture::text_page(&dir.path().join("page.png"), 1280, 720).unwrap();
+    let _page_shown = document.show(&page).expect("the page on Bob's screen");
+
+    // A video meeting hosted by a CLI member, with two more CLI members: four people with
+    // the GUI.
     let (_relay, relay_addr) = start_relay(dir.path()).unwrap();
-    // The CLI members send tones, so the tiles show speaking rings and media paths.
+    // The CLI members send tones, so the tiles show speaking rings and media paths, and
+    // the test pattern as their cameras.
     let media = |hz: &str| {
         [
             "--audio-in".to_owned(),
@@ -324,6 +384,8 @@ fn gui_joins_chats_mutes_and_leaves_a_meeting() {
             "null".to_owned(),
             "--media-bind".to_owned(),
             "127.0.0.1:0".to_owned(),
+            "--video-in".to_owned(),
+            "testsrc".to_owned(),
         ]
     };
     let mut host_args = vec!["--relay".to_owned(), relay_addr.clone()];
@@ -335,11 +397,24 @@ fn gui_joins_chats_mutes_and_leaves_a_meeting() {
         let mut args = vec!["join".to_owned(), invite.clone()];
         args.extend(media(hz));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        others.push(Proc::conclave(name, &dir.path().join(name), &args).unwrap());
+        let env = [("DISPLAY", document.display.as_str())];
+        others.push(Proc::conclave_with_env(name, &dir.path().join(name), &env, &args).unwrap());
     }
+    let member_peers: Vec<String> = others
+        .iter_mut()
+        .map(|member| peer_id_of(member).unwrap())
+        .collect();
 
-    let app = Gui::start(dir.path(), &x.display, "Grace", None);
+    let app = Gui::start_with(
+        dir.path(),
+        &x.display,
+        "Grace",
+        None,
+        &["--video-in", "testsrc"],
+    );
     let (gui, log, gui_peer, first_frame) = (&app.proc, &app.log, &app.peer, &app.first_frame);
+    // The camera preview on the home screen, before joining.
+    wait_log(log, "video shown owner=me kind=camera", PATIENCE);
     screenshot(&x.display, &shots, "home");
 
     // Settings and back, by keyboard (Escape first: it leaves the focused invite field).
@@ -384,12 +459,73 @@ fn gui_joins_chats_mutes_and_leaves_a_meeting() {
         v["event"] == "member_muted" && v["peer_id"] == gui_peer.as_str() && v["muted"] == true
     })
     .unwrap();
-    screenshot(&x.display, &shots, "meeting");
+
+    // Every member's camera is in its tile, and the host receives ours.
+    for peer in member_peers.iter().chain([&host_peer]) {
+        wait_log(
+            log,
+            &format!("video shown owner={peer} kind=camera"),
+            PATIENCE,
+        );
+    }
+    host.wait_for(PATIENCE, "the GUI's camera", |v| {
+        v["event"] == "video_started" && v["kind"] == "camera" && v["peer_id"] == gui_peer.as_str()
+    })
+    .unwrap();
+    let grid = screenshot(&x.display, &shots, "meeting");
     let rss = rss_kib(gui.pid());
+    let cpu = cpu_share(gui.pid(), Duration::from_secs(10));
+
+    // The camera off and on again with its shortcut: the host sees it stop and start.
+    xdotool(&x.display, &["key", "ctrl+e"]);
+    wait_log(log, "camera on=false", PATIENCE);
+    host.wait_for(PATIENCE, "the GUI's camera stopped", |v| {
+        v["event"] == "video_stopped" && v["kind"] == "camera" && v["peer_id"] == gui_peer.as_str()
+    })
+    .unwrap();
+    xdotool(&x.display, &["key", "ctrl+e"]);
+    wait_log(log, "camera on=true", PATIENCE);
+    host.wait_for(PATIENCE, "the GUI's camera again", |v| {
+        v["event"] == "video_started" && v["kind"] == "camera" && v["peer_id"] == gui_peer.as_str()
+    })
+    .unwrap();
+
+    // Bob shares his screen (a page of text): it takes the GUI's stage, large.
+    others[0].send_line("/share on").unwrap();
+    let bob = &member_peers[0];
+    wait_log(
+        log,
+        &format!("video shown owner={bob} kind=screen"),
+        PATIENCE,
+    );
+    wait_log(log, "stage staged=Some(Screen(", PATIENCE);
+    let stage = screenshot(&x.display, &shots, "meeting-stage");
+    let (grid_white, stage_white) = (white_share(&grid), white_share(&stage));
+    assert!(
+        grid_white < 0.03 && stage_white > 0.08,
+        "the shared page fills the stage: {:.1} % white before, {:.1} % with it",
+        grid_white * 100.0,
+        stage_white * 100.0
+    );
+    let rss_stage = rss_kib(gui.pid());
+    let cpu_stage = cpu_share(gui.pid(), Duration::from_secs(10));
+    for (what, kib) in [("grid", rss), ("stage", rss_stage)] {
+        assert!(
+            kib < 250 * 1024,
+            "the app stays under 250 MiB in a 4-person video meeting ({what}: {:.1} MiB)",
+            kib as f64 / 1024.0
+        );
+    }
+    others[0].send_line("/share off").unwrap();
+    wait_log(
+        log,
+        &format!("video ended owner={bob} kind=screen"),
+        PATIENCE,
+    );
 
     // Share the screen with its shortcut: the host receives the GUI's screen (this very
     // display) as a screen share; the strip says so and stops it; the host sees it end.
-    xdotool(&x.display, &["key", "ctrl+e"]);
+    xdotool(&x.display, &["key", "ctrl+shift+e"]);
     wait_log(log, "screen sharing share=true", PATIENCE);
     let shared = host
         .wait_for(PATIENCE, "the GUI's screen", |v| {
@@ -403,7 +539,7 @@ fn gui_joins_chats_mutes_and_leaves_a_meeting() {
         (&1280.into(), &800.into())
     );
     screenshot(&x.display, &shots, "meeting-sharing");
-    xdotool(&x.display, &["key", "ctrl+e"]);
+    xdotool(&x.display, &["key", "ctrl+shift+e"]);
     wait_log(log, "screen sharing share=false", PATIENCE);
     host.wait_for(PATIENCE, "the GUI's share ended", |v| {
         v["event"] == "video_stopped" && v["kind"] == "screen" && v["peer_id"] == gui_peer.as_str()
@@ -420,8 +556,14 @@ fn gui_joins_chats_mutes_and_leaves_a_meeting() {
 
     println!("figure: {first_frame}");
     println!(
-        "figure: GUI resident memory in a 4-person meeting: {:.1} MiB",
-        rss as f64 / 1024.0
+        "figure: GUI in a 4-person video meeting (grid): {:.1} MiB resident, {:.0} % of a core",
+        rss as f64 / 1024.0,
+        cpu * 100.0
+    );
+    println!(
+        "figure: GUI in a 4-person video meeting (a shared screen on the stage): {:.1} MiB resident, {:.0} % of a core",
+        rss_stage as f64 / 1024.0,
+        cpu_stage * 100.0
     );
     println!("screenshots in {}", shots.display());
     drop(others);

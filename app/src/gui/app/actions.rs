@@ -19,6 +19,7 @@ impl App {
         info!("back to home");
         self.leaving = false;
         self.meeting = None;
+        self.pictures.clear_members();
         self.screen = Screen::Home;
         self.request(Request::Recent);
     }
@@ -41,7 +42,10 @@ impl App {
                 let Some(me) = &self.me else {
                     return Task::none();
                 };
-                self.meeting = Some(meeting::State::creating(me.peer_id, me.name.clone()));
+                self.meeting = Some(
+                    meeting::State::creating(me.peer_id, me.name.clone())
+                        .with_camera(self.camera()),
+                );
                 self.screen = Screen::Meeting;
                 self.request(Request::Create { lobby });
             }
@@ -50,11 +54,10 @@ impl App {
                 let Some(me) = &self.me else {
                     return Task::none();
                 };
-                self.meeting = Some(meeting::State::joining(
-                    me.peer_id,
-                    me.name.clone(),
-                    invite.to_uri(),
-                ));
+                self.meeting = Some(
+                    meeting::State::joining(me.peer_id, me.name.clone(), invite.to_uri())
+                        .with_camera(self.camera()),
+                );
                 self.screen = Screen::Meeting;
                 self.home.invite.0.clear();
                 self.home.invite_check = None;
@@ -67,9 +70,21 @@ impl App {
                 self.save_prefs();
             }
             home::Action::Copy(text) => return iced::clipboard::write(text),
+            home::Action::Camera(on) => self.set_camera(on),
             home::Action::OpenSettings => return self.open_settings(),
         }
         Task::none()
+    }
+
+    /// Turns our camera on or off (remembered for the next start).
+    pub(super) fn set_camera(&mut self, on: bool) {
+        info!(on, "camera");
+        self.prefs.camera_on = on;
+        self.save_prefs();
+        if !on {
+            self.pictures.clear_me();
+        }
+        self.request(Request::Camera(on));
     }
 
     /// Restarts the client (before a meeting) when the relay-only choice changed: the
@@ -96,6 +111,11 @@ impl App {
             meeting::Action::Share(share) => {
                 info!(share, "screen sharing");
                 self.request(Request::Share(share));
+            }
+            meeting::Action::Camera(on) => self.set_camera(on),
+            meeting::Action::IncomingVideo(on) => {
+                info!(on, "incoming video");
+                self.request(Request::IncomingVideo(on));
             }
             meeting::Action::Leave => {
                 let joined = self
@@ -241,6 +261,16 @@ impl App {
                 }
                 Task::none()
             }
+            Shortcut::ToggleCamera => match self.screen {
+                Screen::Meeting => self.update(Message::Meeting(meeting::Message::ToggleCamera)),
+                Screen::Home => {
+                    if let Some(on) = self.camera() {
+                        self.set_camera(!on);
+                    }
+                    Task::none()
+                }
+                Screen::Settings => Task::none(),
+            },
             Shortcut::ToggleShare => {
                 if self.screen == Screen::Meeting {
                     return self.update(Message::Meeting(meeting::Message::ToggleShare));

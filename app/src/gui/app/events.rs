@@ -30,6 +30,10 @@ impl App {
                 }
                 self.me = Some(me);
                 self.verified = verified.into_iter().collect();
+                // The core starts with the camera on: off if the user turned it off.
+                if self.camera() == Some(false) {
+                    self.request(Request::Camera(false));
+                }
                 self.home.recent = recent;
                 if self.banner.as_ref().is_some_and(|b| b.error) {
                     self.banner = None;
@@ -167,7 +171,11 @@ impl App {
             }
             CoreEvent::Media(event) => {
                 if let Some(meeting) = self.meeting.as_mut() {
+                    let staged = meeting.staged();
                     meeting.handle_media(event);
+                    if meeting.staged() != staged {
+                        info!(staged = ?meeting.staged(), "stage");
+                    }
                 }
             }
             CoreEvent::Warning { message } => {

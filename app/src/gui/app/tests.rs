@@ -17,6 +17,7 @@ fn options(dir: &std::path::Path) -> Options {
         media_bind: Vec::new(),
         noise_suppression: None,
         relay_only: false,
+        video_in: None,
         started: Instant::now(),
         store_key: KeySource::InsecureKeyFile,
     }
@@ -64,6 +65,13 @@ fn shortcuts() {
     );
     assert_eq!(
         shortcut(press(Key::Character("e".into()), Modifiers::CTRL)),
+        Some(Shortcut::ToggleCamera)
+    );
+    assert_eq!(
+        shortcut(press(
+            Key::Character("E".into()),
+            Modifiers::CTRL | Modifiers::SHIFT
+        )),
         Some(Shortcut::ToggleShare)
     );
     assert_eq!(

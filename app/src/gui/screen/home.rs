@@ -2,11 +2,14 @@
 //! pasting an invite (validated as you type), and the meetings you were in before.
 
 use conclave_core::{ChatRecord, Invite, MeetingId, PeerId};
-use iced::widget::{Column, column, container, row, scrollable, text, text_input, tooltip};
-use iced::{Element, Length};
+use iced::widget::{Column, column, container, image, row, scrollable, text, text_input, tooltip};
+use iced::{ContentFit, Element, Length};
 
 use crate::gui::bridge::{Me, Recent, Redacted};
+use crate::gui::video::{Pictures, Shown};
 use crate::gui::widget::focus::{button, checkbox};
+use conclave_core::media::video::VideoKind;
+use conclave_core::media::video::display::Owner;
 
 /// Id of the invite field (focused on start).
 pub(crate) const INVITE_INPUT: &str = "invite";
@@ -57,19 +60,26 @@ pub(crate) enum Message {
     CancelForget,
     CopyPeerId,
     OpenSettings,
+    /// Camera on or off (the preview shows it).
+    Camera(bool),
 }
 
 /// What the app must do for the home screen.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Action {
     SaveName(String),
-    Create { lobby: bool, relay_only: bool },
+    Create {
+        lobby: bool,
+        relay_only: bool,
+    },
     Join(Box<Invite>),
     LoadHistory(MeetingId),
     Forget(MeetingId),
     SetLobbyDefault(bool),
     Copy(String),
     OpenSettings,
+    /// Turn the camera on or off.
+    Camera(bool),
 }
 
 /// The invite check, as shown under the field.
@@ -88,6 +98,7 @@ impl State {
     /// Handles a message; returns what the app must do.
     pub(crate) fn update(&mut self, message: Message, me: Option<&Me>) -> Option<Action> {
         match message {
+            Message::Camera(on) => Some(Action::Camera(on)),
             Message::NameChanged(name) => {
                 self.name = name.chars().take(MAX_NAME_CHARS).collect();
                 None
@@ -153,7 +164,14 @@ impl State {
     }
 
     /// Draws the screen.
-    pub(crate) fn view<'a>(&'a self, me: Option<&'a Me>) -> Element<'a, Message> {
+    pub(crate) fn view<'a>(
+        &'a self,
+        me: Option<&'a Me>,
+        camera: Option<bool>,
+        pictures: &Pictures,
+    ) -> Element<'a, Message> {
+        let preview = pictures.me();
+        pictures.draw_at(Owner::Me, VideoKind::Camera, PREVIEW.0, PREVIEW.1);
         let ready = me.is_some();
         let identity: Element<'a, Message> = match me {
             Some(me) => self.view_identity(me),
@@ -162,8 +180,12 @@ impl State {
         let left = column![identity, self.view_create(ready), self.view_join(ready)]
             .spacing(28)
             .width(Length::FillPortion(3));
-        let mut right =
-            column![text("Recent meetings").size(22), self.view_recent(ready)].spacing(10);
+        let mut right = column![
+            view_preview(camera, preview),
+            text("Recent meetings").size(22),
+            self.view_recent(ready)
+        ]
+        .spacing(10);
         if let Some((meeting, lines)) = &self.history {
             right = right.push(view_history(*meeting, lines));
         }
@@ -339,6 +361,55 @@ impl State {
 }
 
 /// The stored chat of `meeting` (its last 200 lines), with a Close button.
+/// Size of the camera preview.
+const PREVIEW: (f32, f32) = (320.0, 180.0);
+
+/// The camera preview before joining: the self-view (mirrored) or why there is none,
+/// and the button that turns the camera on or off.
+fn view_preview<'a>(camera: Option<bool>, preview: Option<&Shown>) -> Element<'a, Message> {
+    let (width, height) = PREVIEW;
+    let picture: Element<'a, Message> = match (camera, preview) {
+        (Some(true), Some(shown)) => image(shown.handle.clone())
+            .content_fit(ContentFit::Cover)
+            .filter_method(shown.filter_in(width, height))
+            .width(Length::Fill)
+            .height(Length::Fill)
+            .into(),
+        (Some(true), None) => container(text("Starting the camera…").size(14))
+            .center(Length::Fill)
+            .into(),
+        (Some(false), _) => container(text("Your camera is off").size(14))
+            .center(Length::Fill)
+            .into(),
+        (None, _) => {
+            container(text("No camera found: the others will see your initials.").size(14))
+                .center(Length::Fill)
+                .into()
+        }
+    };
+    let frame = container(picture)
+        .width(Length::Fixed(width))
+        .height(Length::Fixed(height))
+        .clip(true)
+        .style(container::bordered_box);
+    let toggle = button(match camera {
+        Some(true) => "Turn camera off",
+        _ => "Turn camera on",
+    })
+    .style(button::secondary)
+    .on_press_maybe(camera.map(|on| Message::Camera(!on)));
+    column![
+        text("Camera preview").size(22),
+        frame,
+        row![toggle, text("Ctrl+E").size(13)]
+            .spacing(10)
+            .align_y(iced::Alignment::Center),
+    ]
+    .spacing(10)
+    .padding(iced::Padding::ZERO.bottom(18))
+    .into()
+}
+
 fn view_history<'a>(meeting: MeetingId, lines: &'a [ChatRecord]) -> Element<'a, Message> {
     let mut list = Column::new().spacing(4);
     if lines.is_empty() {
@@ -396,6 +467,11 @@ pub(crate) fn when(unix_ms: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// No video pictures (leaked: views borrow them for as long as they live).
+    fn no_video() -> &'static Pictures {
+        Box::leak(Box::default())
+    }
     use iced_test::{selector, simulator};
 
     fn me() -> Me {
@@ -425,7 +501,7 @@ mod tests {
         interact: impl FnOnce(&mut iced_test::Simulator<'_, Message>),
     ) -> Vec<Action> {
         let messages: Vec<Message> = {
-            let mut ui = simulator(state.view(Some(me)));
+            let mut ui = simulator(state.view(Some(me), None, no_video()));
             interact(&mut ui);
             ui.into_messages().collect()
         };
@@ -442,7 +518,7 @@ mod tests {
             name: "Ada".into(),
             ..State::default()
         };
-        let mut ui = simulator(state.view(Some(&me)));
+        let mut ui = simulator(state.view(Some(&me), None, no_video()));
         assert!(ui.find("Safety number: 12345 67890 12345 67890").is_ok());
         assert!(
             ui.find(format!("Peer id: {}", short_peer(&me.peer_id)))
@@ -460,7 +536,7 @@ mod tests {
         });
         assert!(actions.is_empty());
         assert_eq!(state.invite.0, "https://example.org");
-        let mut ui = simulator(state.view(Some(&me)));
+        let mut ui = simulator(state.view(Some(&me), None, no_video()));
         assert!(
             ui.find("This invite cannot be used: the invite must start with \"conclave:\".")
                 .is_ok()
@@ -479,7 +555,7 @@ mod tests {
         let mut state = State::default();
         let invite = invite();
         state.update(Message::InviteChanged(Redacted(invite.to_uri())), Some(&me));
-        let mut ui = simulator(state.view(Some(&me)));
+        let mut ui = simulator(state.view(Some(&me), None, no_video()));
         assert!(
             ui.find(format!(
                 "Valid invite for meeting {}.",
@@ -553,7 +629,7 @@ mod tests {
         let me = me();
         let invite = invite();
         let mut state = with_recent(&invite);
-        let mut ui = simulator(state.view(Some(&me)));
+        let mut ui = simulator(state.view(Some(&me), None, no_video()));
         assert!(
             ui.find(format!(
                 "Meeting {} · 2025-11-29 15:04 UTC",
@@ -575,7 +651,7 @@ mod tests {
                 unix_ms: 1,
             }],
         ));
-        let mut ui = simulator(state.view(Some(&me)));
+        let mut ui = simulator(state.view(Some(&me), None, no_video()));
         assert!(ui.find("Bob: hello").is_ok());
     }
 

@@ -16,7 +16,7 @@ use conclave_core::{
 
 use crate::gui::bridge::Redacted;
 use crate::gui::screen::home::short_peer;
-use crate::gui::widget::tile::TileInfo;
+use crate::gui::widget::tile::{SPEAKING_DBFS, TileInfo};
 use crate::media::{self, Connection, MediaSink, Stats};
 
 /// Id of the chat field.
@@ -67,6 +67,25 @@ pub(crate) enum Panel {
     Chat,
     Participants,
     Hidden,
+}
+
+/// How the tiles are laid out when nobody shares a screen and nobody is pinned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum Layout {
+    /// Everyone the same size.
+    #[default]
+    Grid,
+    /// Whoever speaks, large; the others in a strip.
+    Speaker,
+}
+
+/// What the stage shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Staged {
+    /// A member's shared screen.
+    Screen(PeerId),
+    /// A member's camera (or avatar).
+    Camera(PeerId),
 }
 
 /// Media state of one member.
@@ -139,6 +158,16 @@ pub(crate) struct State {
     pub(crate) sharing: Option<Option<(u32, u32)>>,
     /// Members whose shared screen we receive.
     pub(crate) sharing_members: BTreeSet<PeerId>,
+    /// Our camera: on or off, or `None` when there is none.
+    pub(crate) camera: Option<bool>,
+    /// We receive the others' video (off: the "no incoming video" mode for weak links).
+    pub(crate) incoming_video: bool,
+    /// The member pinned to the stage.
+    pub(crate) pinned: Option<PeerId>,
+    /// The layout when nobody shares and nobody is pinned.
+    pub(crate) layout: Layout,
+    /// The member who spoke last (loudest above the speaking level).
+    pub(crate) active_speaker: Option<PeerId>,
     /// Members who announced that they muted themselves.
     pub(crate) muted_members: BTreeSet<PeerId>,
     pub(crate) show_code: bool,
@@ -160,6 +189,14 @@ pub(crate) enum Message {
     ToggleMute,
     /// Share our screen, or stop sharing it.
     ToggleShare,
+    /// Turn our camera on or off.
+    ToggleCamera,
+    /// Stop or resume receiving the others' video.
+    ToggleIncomingVideo,
+    /// Pin a member to the stage, or unpin it.
+    Pin(PeerId),
+    /// Grid or speaker layout.
+    ToggleLayout,
     Leave,
     CopyInvite,
     ShowPanel(Panel),
@@ -180,6 +217,10 @@ pub(crate) enum Action {
     Mute(bool),
     /// Share our screen (the primary monitor), or stop.
     Share(bool),
+    /// Turn our camera on or off.
+    Camera(bool),
+    /// Receive the others' video, or not.
+    IncomingVideo(bool),
     Leave,
     Chat(String),
     ResendChat(u64),
@@ -211,6 +252,12 @@ impl State {
         state
     }
 
+    /// With our camera on or off (`None`: there is none).
+    pub(crate) fn with_camera(mut self, camera: Option<bool>) -> Self {
+        self.camera = camera;
+        self
+    }
+
     fn new(phase: Phase, me: PeerId, my_name: String, host: bool) -> Self {
         Self {
             phase,
@@ -232,6 +279,11 @@ impl State {
             muted: false,
             sharing: None,
             sharing_members: BTreeSet::new(),
+            camera: None,
+            incoming_video: true,
+            pinned: None,
+            layout: Layout::Grid,
+            active_speaker: None,
             muted_members: BTreeSet::new(),
             show_code: false,
             notices: Vec::new(),
@@ -268,6 +320,7 @@ impl State {
         self.sharing_members
             .retain(|peer| present.contains_key(peer));
         self.members = present;
+        self.forget_absent();
         let earlier = self.chat.iter().filter(|l| l.earlier).count();
         let own: Vec<(String, (u64, Delivery))> = self
             .chat
@@ -403,6 +456,7 @@ impl State {
                 self.members.entry(peer).or_default();
             }
         }
+        self.forget_absent();
         if changed {
             self.notice(format!(
                 "Membership changed: new keys are in use (the security code is now {code})."
@@ -434,6 +488,7 @@ impl State {
         self.media.remove(&peer_id);
         self.muted_members.remove(&peer_id);
         self.sharing_members.remove(&peer_id);
+        self.forget_absent();
         let name = display_name(&peer_id, name);
         let why = match reason {
             LeaveReason::Kicked => "was removed",
@@ -441,6 +496,38 @@ impl State {
             _ => "left",
         };
         self.notice(format!("{name} {why}."));
+    }
+
+    /// The pin and the active speaker never name someone who is gone.
+    fn forget_absent(&mut self) {
+        let members = &self.members;
+        self.pinned = self.pinned.filter(|peer| members.contains_key(peer));
+        self.active_speaker = self
+            .active_speaker
+            .filter(|peer| members.contains_key(peer));
+    }
+
+    /// What the stage shows, if there is a stage: the pinned member (its shared screen if
+    /// it shares one, else its camera); else a shared screen; else, in the speaker layout,
+    /// whoever spoke last (or the first member). `None`: the grid.
+    pub(crate) fn staged(&self) -> Option<Staged> {
+        if let Some(pinned) = self.pinned {
+            return Some(if self.sharing_members.contains(&pinned) {
+                Staged::Screen(pinned)
+            } else {
+                Staged::Camera(pinned)
+            });
+        }
+        if let Some(sharing) = self.sharing_members.iter().next() {
+            return Some(Staged::Screen(*sharing));
+        }
+        match self.layout {
+            Layout::Grid => None,
+            Layout::Speaker => self
+                .active_speaker
+                .or_else(|| self.members.keys().next().copied())
+                .map(Staged::Camera),
+        }
     }
 
     /// A joiner waits in our lobby: the participants panel opens to show it.
@@ -583,6 +670,28 @@ impl State {
                 self.sharing = share.then_some(None);
                 Some(Action::Share(share))
             }
+            Message::ToggleCamera => {
+                let on = !self.camera?;
+                self.camera = Some(on);
+                Some(Action::Camera(on))
+            }
+            Message::ToggleIncomingVideo => {
+                self.incoming_video = !self.incoming_video;
+                Some(Action::IncomingVideo(self.incoming_video))
+            }
+            Message::Pin(peer) => {
+                self.pinned = (self.pinned != Some(peer)).then_some(peer);
+                tracing::info!(pinned = ?self.pinned, "pin");
+                None
+            }
+            Message::ToggleLayout => {
+                self.layout = match self.layout {
+                    Layout::Grid => Layout::Speaker,
+                    Layout::Speaker => Layout::Grid,
+                };
+                tracing::info!(layout = ?self.layout, "layout");
+                None
+            }
             Message::Leave => Some(Action::Leave),
             Message::CopyInvite => self.invite.clone().map(|invite| Action::Copy(invite.0)),
             Message::ShowPanel(panel) => {
@@ -641,6 +750,8 @@ impl State {
             verified: false,
             level_dbfs: None,
             connection: None,
+            peer: None,
+            pinned: false,
         }];
         let mut others: Vec<TileInfo> = self
             .members
@@ -655,6 +766,8 @@ impl State {
                     verified: verified.contains(peer),
                     level_dbfs: media.and_then(|m| m.level_dbfs),
                     connection: media.map(|m| (m.state.clone(), m.path.clone(), m.rtt_ms)),
+                    peer: Some(*peer),
+                    pinned: self.pinned == Some(*peer),
                 }
             })
             .collect();
@@ -689,6 +802,33 @@ impl MediaSink for State {
         media.level_dbfs = Some(stats.level_dbfs);
         if stats.rtt_ms.is_some() {
             media.rtt_ms = stats.rtt_ms;
+        }
+        // The loudest member speaking is the active speaker; it stays so through silence.
+        let speaking = |peer: &PeerId| {
+            !self.muted_members.contains(peer)
+                && self
+                    .media
+                    .get(peer)
+                    .and_then(|m| m.level_dbfs)
+                    .is_some_and(|level| level > SPEAKING_DBFS)
+        };
+        let loudest = self
+            .members
+            .keys()
+            .filter(|peer| speaking(peer))
+            .max_by(|a, b| {
+                let level = |peer: &PeerId| self.media.get(peer).and_then(|m| m.level_dbfs);
+                level(a)
+                    .partial_cmp(&level(b))
+                    .unwrap_or(std::cmp::Ordering::Equal)
+            })
+            .copied();
+        if let Some(loudest) = loudest
+            && self
+                .active_speaker
+                .is_none_or(|current| !speaking(&current))
+        {
+            self.active_speaker = Some(loudest);
         }
     }
 

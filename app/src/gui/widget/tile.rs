@@ -1,10 +1,12 @@
-//! One participant's tile in the meeting grid: initials avatar, name, speaking ring, and
-//! badges (you, host, muted, verified, connection path with RTT).
+//! One participant's tile (in the grid, in the strip beside the stage, or on the stage):
+//! its camera's picture or the initials avatar when the camera is off, the name, the
+//! speaking ring, and badges (pinned, muted, speaking, verified, connection path with RTT).
 
-use iced::widget::{Row, column, container, text};
-use iced::{Alignment, Border, Color, Element, Length};
+use iced::widget::{Row, column, container, image, mouse_area, stack, text};
+use iced::{Alignment, Border, Color, ContentFit, Element, Length};
 
 use super::badge::{self, colour};
+use crate::gui::video::Shown;
 
 /// Level (dBFS) above which a member counts as speaking.
 pub(crate) const SPEAKING_DBFS: f32 = -45.0;
@@ -26,6 +28,10 @@ pub(crate) struct TileInfo {
     pub(crate) level_dbfs: Option<f32>,
     /// Media connection: (state, path, rtt).
     pub(crate) connection: Option<(String, Option<String>, Option<f64>)>,
+    /// The member (`None`: us).
+    pub(crate) peer: Option<conclave_core::PeerId>,
+    /// Pinned to the stage.
+    pub(crate) pinned: bool,
 }
 
 impl TileInfo {
@@ -78,62 +84,176 @@ fn avatar_colour(name: &str) -> Color {
     COLOURS[sum % COLOURS.len()]
 }
 
-/// Draws a tile.
-pub(crate) fn tile<'a, Message: 'a>(info: &TileInfo) -> Element<'a, Message> {
+/// How large a tile is drawn.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum TileSize {
+    /// In the grid: as large as the grid's room allows ([`grid_tile`]).
+    Grid { width: f32, height: f32 },
+    /// In the strip of faces under the stage.
+    Strip,
+    /// On the stage: all the room there is (this much).
+    Stage { width: f32, height: f32 },
+}
+
+/// Width and height of a tile in the strip under the stage.
+pub(crate) const STRIP_TILE: (f32, f32) = (192.0, 108.0);
+/// Smallest tile of the grid; below it, the grid scrolls.
+const MIN_GRID_WIDTH: f32 = 208.0;
+
+impl TileSize {
+    /// Width and height.
+    fn dimensions(self) -> (f32, f32) {
+        match self {
+            TileSize::Grid { width, height } | TileSize::Stage { width, height } => (width, height),
+            TileSize::Strip => STRIP_TILE,
+        }
+    }
+
+    fn avatar(self) -> f32 {
+        match self {
+            TileSize::Grid { height, .. } => (height * 0.4).clamp(40.0, 140.0),
+            TileSize::Strip => 44.0,
+            TileSize::Stage { .. } => 140.0,
+        }
+    }
+
+    fn compact(self) -> bool {
+        match self {
+            TileSize::Strip => true,
+            TileSize::Grid { width, .. } => width < 280.0,
+            TileSize::Stage { .. } => false,
+        }
+    }
+}
+
+/// The largest 16:9 tile with which `count` tiles, `gap` apart, fit in `width × height`
+/// (columns chosen to make them largest), and the number of columns; never smaller than
+/// [`MIN_GRID_WIDTH`] (the grid scrolls then).
+pub(crate) fn grid_tile(count: usize, width: f32, height: f32, gap: f32) -> (TileSize, usize) {
+    let count = count.max(1);
+    let mut best = (0.0f32, 1usize);
+    for columns in 1..=count {
+        let rows = count.div_ceil(columns);
+        let across = (width - gap * (columns - 1) as f32) / columns as f32;
+        let down = (height - gap * (rows - 1) as f32) / rows as f32;
+        let tile_width = across.min(down * 16.0 / 9.0);
+        if tile_width > best.0 {
+            best = (tile_width, columns);
+        }
+    }
+    // A multiple of 16 wide, so that a 16:9 picture made this size has whole pixels.
+    let tile_width = ((best.0 / 16.0).floor() * 16.0).max(MIN_GRID_WIDTH);
+    (
+        TileSize::Grid {
+            width: tile_width,
+            height: tile_width * 9.0 / 16.0,
+        },
+        best.1,
+    )
+}
+
+/// The green of the speaking ring.
+const SPEAKING: Color = Color::from_rgb(0.30, 0.85, 0.45);
+
+/// Draws a tile of `size`: `video` filling it (cropped to its shape) when the member's
+/// camera sends one, else the initials avatar; the name and badges along the bottom.
+/// Pressing it sends `on_press` (pin or unpin).
+pub(crate) fn tile<'a, Message: Clone + 'a>(
+    info: &TileInfo,
+    video: Option<&Shown>,
+    size: TileSize,
+    on_press: Option<Message>,
+) -> Element<'a, Message> {
     let speaking = info.speaking();
-    let avatar = container(text(initials(&info.name)).size(30).color(Color::WHITE))
-        .center(84)
-        .style({
-            let background = avatar_colour(&info.name);
-            move |_theme: &iced::Theme| container::Style {
-                background: Some(background.into()),
+    let (width, height) = size.dimensions();
+    let picture: Element<'a, Message> = match video {
+        Some(shown) => image(shown.handle.clone())
+            .content_fit(ContentFit::Cover)
+            .filter_method(shown.filter_in(width, height))
+            .width(Length::Fill)
+            .height(Length::Fill)
+            .into(),
+        None => container(avatar(&info.name, size.avatar(), speaking))
+            .center(Length::Fill)
+            .into(),
+    };
+    let mut badges = Row::new().spacing(6).align_y(Alignment::Center);
+    let compact = size.compact();
+    badges = badges.push(
+        text(info.label())
+            .size(if compact { 13 } else { 15 })
+            .color(Color::WHITE),
+    );
+    if info.pinned {
+        badges = badges.push(badge::badge("pinned".to_owned(), colour::NEUTRAL));
+    }
+    if info.muted == Some(true) {
+        badges = badges.push(badge::badge("muted".to_owned(), colour::BAD));
+    }
+    if speaking && !compact {
+        badges = badges.push(badge::badge("speaking".to_owned(), colour::GOOD));
+    }
+    if info.verified && !compact {
+        badges = badges.push(badge::badge("verified".to_owned(), colour::GOOD));
+    }
+    if let Some((state, path, rtt)) = &info.connection
+        && !compact
+    {
+        badges = badges.push(badge::connection(path.as_deref(), state, *rtt));
+    }
+    let caption = container(badges.wrap().vertical_spacing(4))
+        .padding([4, 8])
+        .width(Length::Fill)
+        .style(|_theme: &iced::Theme| container::Style {
+            background: Some(Color::from_rgba(0.0, 0.0, 0.0, 0.55).into()),
+            ..container::Style::default()
+        });
+    let layers = stack![
+        picture,
+        column![iced::widget::space().height(Length::Fill), caption]
+    ];
+    let framed = container(layers)
+        .width(Length::Fixed(width))
+        .height(Length::Fixed(height))
+        .clip(true)
+        .style(move |theme: &iced::Theme| {
+            let palette = theme.extended_palette();
+            container::Style {
+                background: Some(palette.background.weak.color.into()),
                 border: Border {
-                    radius: 42.0.into(),
-                    width: if speaking { 4.0 } else { 0.0 },
-                    color: Color::from_rgb(0.30, 0.85, 0.45),
+                    radius: 10.0.into(),
+                    width: if speaking { 3.0 } else { 1.0 },
+                    color: if speaking {
+                        SPEAKING
+                    } else {
+                        palette.background.strong.color
+                    },
                 },
                 ..container::Style::default()
             }
         });
-    let mut badges = Row::new().spacing(6);
-    if info.muted == Some(true) {
-        badges = badges.push(badge::badge("muted".to_owned(), colour::BAD));
+    match on_press {
+        Some(message) => mouse_area(framed).on_press(message).into(),
+        None => framed.into(),
     }
-    if speaking {
-        badges = badges.push(badge::badge("speaking".to_owned(), colour::GOOD));
-    }
-    if info.verified {
-        badges = badges.push(badge::badge("verified".to_owned(), colour::GOOD));
-    }
-    if let Some((state, path, rtt)) = &info.connection {
-        badges = badges.push(badge::connection(path.as_deref(), state, *rtt));
-    }
+}
+
+/// The initials on a disc of the name's colour, ringed while speaking.
+fn avatar<'a, Message: 'a>(name: &str, diameter: f32, speaking: bool) -> Element<'a, Message> {
     container(
-        column![
-            avatar,
-            text(info.label()).size(18),
-            badges.wrap().vertical_spacing(4).align_x(Alignment::Center)
-        ]
-        .spacing(10)
-        .align_x(Alignment::Center),
+        text(initials(name))
+            .size(diameter * 0.4)
+            .color(Color::WHITE),
     )
-    .padding(16)
-    .width(Length::Fixed(220.0))
-    .height(Length::Fixed(200.0))
-    .align_x(Alignment::Center)
-    .align_y(Alignment::Center)
-    .style(move |theme: &iced::Theme| {
-        let palette = theme.extended_palette();
-        container::Style {
-            background: Some(palette.background.weak.color.into()),
+    .center(diameter)
+    .style({
+        let background = avatar_colour(name);
+        move |_theme: &iced::Theme| container::Style {
+            background: Some(background.into()),
             border: Border {
-                radius: 12.0.into(),
-                width: if speaking { 2.0 } else { 1.0 },
-                color: if speaking {
-                    Color::from_rgb(0.30, 0.85, 0.45)
-                } else {
-                    palette.background.strong.color
-                },
+                radius: (diameter / 2.0).into(),
+                width: if speaking { 4.0 } else { 0.0 },
+                color: SPEAKING,
             },
             ..container::Style::default()
         }
@@ -154,6 +274,23 @@ mod tests {
     }
 
     #[test]
+    fn the_grid_makes_its_tiles_as_large_as_its_room_allows() {
+        let size = |(tile, _): (TileSize, usize)| match tile {
+            TileSize::Grid { width, height } => (width, height),
+            other => panic!("{other:?}"),
+        };
+        // Four people in a wide room: two by two.
+        let (tile, columns) = grid_tile(4, 1000.0, 600.0, 10.0);
+        assert_eq!(columns, 2);
+        assert_eq!(size((tile, columns)), (480.0, 270.0));
+        // Two people side by side in a wide room, one above the other in a tall one.
+        assert_eq!(grid_tile(2, 1000.0, 300.0, 10.0).1, 2);
+        assert_eq!(grid_tile(2, 400.0, 800.0, 10.0).1, 1);
+        // Many people in a small room: the smallest tile, and the grid scrolls.
+        assert_eq!(size(grid_tile(30, 600.0, 300.0, 10.0)).0, MIN_GRID_WIDTH);
+    }
+
+    #[test]
     fn a_muted_member_is_never_speaking() {
         let mut info = TileInfo {
             name: "Ada".into(),
@@ -163,6 +300,8 @@ mod tests {
             verified: false,
             level_dbfs: Some(-20.0),
             connection: None,
+            peer: None,
+            pinned: false,
         };
         assert!(info.speaking());
         info.muted = Some(true);

@@ -31,6 +31,13 @@ pub(crate) enum Signal {
         /// The digest of the offer.
         offer: u64,
     },
+    /// Whether the sender of this signal wants our video (its "no incoming video" mode
+    /// for a weak link): while it does not, we send it none and leave its path out of
+    /// the rate our encoders aim at.
+    Video {
+        /// It wants our video.
+        receive: bool,
+    },
 }
 
 impl Signal {

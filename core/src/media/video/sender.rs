@@ -13,7 +13,7 @@ use tracing::debug;
 use super::rtp::FrameInfo;
 use super::scale::scaled_size;
 use super::source::VideoSource;
-use super::{Encoder, EncoderConfig, VideoKind, VideoSourceError, VpxError};
+use super::{Encoder, EncoderConfig, I420Frame, VideoKind, VideoSourceError, VpxError};
 use crate::media::crypto::MediaError;
 use crate::media::crypto::sframe::Sealer;
 
@@ -206,6 +206,9 @@ pub struct CapturedLayers {
     pub main: Option<SealedVideoFrame>,
     /// The smaller size sent to the receivers whose path cannot carry the main one.
     pub low: Option<SealedVideoFrame>,
+    /// The main layer's picture as captured (the self-view), also before there is a key
+    /// to send it under (the preview before joining).
+    pub picture: Option<I420Frame>,
 }
 
 /// Our video: the source, an encoder per size sent (the main layer, and a low one while a
@@ -497,6 +500,28 @@ impl VideoSender {
         Ok(self.capture_layers(now, unix_ms)?.main)
     }
 
+    /// Captures the next picture without encoding it, for when nobody receives our video
+    /// (alone in a meeting, or every member in its "no incoming video" mode): the
+    /// self-view still moves, no encoder runs, and the next picture encoded is a keyframe.
+    pub fn capture_unsent(&mut self, unix_ms: u64) -> Result<CapturedLayers, VideoSendError> {
+        if !self.on {
+            return Ok(CapturedLayers::default());
+        }
+        let picture = self
+            .source
+            .next_frames(unix_ms, &[self.main.factor])?
+            .into_iter()
+            .next();
+        self.main.keyframe_due = true;
+        if let Some(low) = self.low.as_mut() {
+            low.keyframe_due = true;
+        }
+        Ok(CapturedLayers {
+            picture,
+            ..CapturedLayers::default()
+        })
+    }
+
     /// Captures the next picture once and encodes and seals it for each layer sent.
     pub fn capture_layers(
         &mut self,
@@ -509,16 +534,18 @@ impl VideoSender {
         let factors: Vec<u32> = std::iter::once(self.main.factor)
             .chain(self.low.as_ref().map(|low| low.factor))
             .collect();
-        let pictures = self.source.next_frames(unix_ms, &factors)?;
+        let mut pictures = self.source.next_frames(unix_ms, &factors)?.into_iter();
+        let mut captured = CapturedLayers {
+            picture: pictures.next(),
+            ..CapturedLayers::default()
+        };
         if !self.keyed {
-            return Ok(CapturedLayers::default());
+            return Ok(captured);
         }
-        let mut captured = CapturedLayers::default();
-        let mut pictures = pictures.into_iter();
-        if let Some(picture) = pictures.next() {
+        if let Some(picture) = &captured.picture {
             captured.main = self
                 .main
-                .encode(now, &picture, &mut self.sealer, &mut self.stats)?;
+                .encode(now, picture, &mut self.sealer, &mut self.stats)?;
         }
         if let (Some(low), Some(picture)) = (self.low.as_mut(), pictures.next()) {
             captured.low = low.encode(now, &picture, &mut self.sealer, &mut self.stats)?;

@@ -20,6 +20,7 @@ use tracing::warn;
 
 use super::I420Frame;
 use super::monitor::Shown;
+use super::yuv_to_rgb;
 
 /// Time between two PNG snapshots of one sender.
 pub const SNAPSHOT_EVERY: Duration = Duration::from_secs(1);
@@ -115,14 +116,8 @@ fn write_png(path: &Path, picture: &I420Frame) -> std::io::Result<()> {
     let mut rgb = Vec::with_capacity(width * height * 3);
     for row in 0..height {
         for col in 0..width {
-            let luma = f32::from(y[row * width + col]) - 16.0;
-            let chroma = (row / 2) * (width / 2) + col / 2;
-            let cb = f32::from(u[chroma]) - 128.0;
-            let cr = f32::from(v[chroma]) - 128.0;
-            let to_byte = |value: f32| value.round().clamp(0.0, 255.0) as u8;
-            rgb.push(to_byte(1.164 * luma + 1.596 * cr));
-            rgb.push(to_byte(1.164 * luma - 0.392 * cb - 0.813 * cr));
-            rgb.push(to_byte(1.164 * luma + 2.017 * cb));
+            let chroma = (row / 2) * width.div_ceil(2) + col / 2;
+            rgb.extend_from_slice(&yuv_to_rgb(y[row * width + col], u[chroma], v[chroma]));
         }
     }
     let file = BufWriter::new(File::create(path)?);

@@ -2,12 +2,20 @@
 //! simulator).
 
 use super::*;
+use crate::gui::video::Pictures;
 use conclave_core::{CommitViolation, SecurityCode};
 use iced_test::{selector, simulator};
 
+/// No video pictures (leaked: views borrow them for as long as they live).
+fn no_video() -> &'static Pictures {
+    Box::leak(Box::default())
+}
+
 /// Whether the view of `state` shows `text`.
 fn shows(state: &State, verified: &BTreeSet<PeerId>, text: impl Into<String>) -> bool {
-    simulator(state.view(verified)).find(text.into()).is_ok()
+    simulator(state.view(verified, no_video()))
+        .find(text.into())
+        .is_ok()
 }
 
 /// Clicks the widget showing `text` in the view of `state`; returns the resulting
@@ -34,7 +42,7 @@ fn interact(
     interact: impl FnOnce(&mut iced_test::Simulator<'_, Message>),
 ) -> Vec<Action> {
     let messages: Vec<Message> = {
-        let mut ui = simulator(state.view(verified));
+        let mut ui = simulator(state.view(verified, no_video()));
         interact(&mut ui);
         ui.into_messages().collect()
     };
@@ -244,7 +252,7 @@ fn tiles_badges_and_security_code() {
         send_loss: None,
     }));
     let verified: BTreeSet<PeerId> = [bob].into();
-    let mut ui = simulator(state.view(&verified));
+    let mut ui = simulator(state.view(&verified, no_video()));
     assert!(state.notices.is_empty());
     assert!(ui.find("Ada (you)").is_ok());
     assert!(ui.find("Bob").is_ok());
@@ -265,7 +273,7 @@ fn tiles_badges_and_security_code() {
         rtt_ms: None,
         ice_restarts: 0,
     });
-    let mut ui = simulator(state.view(&verified));
+    let mut ui = simulator(state.view(&verified, no_video()));
     assert!(
         ui.find("Lost the audio connection to Bob; trying to repair it.")
             .is_ok()
@@ -279,7 +287,7 @@ fn mute_toggles_and_shows() {
     let verified = BTreeSet::new();
     let actions = click(&mut state, &verified, "Mute");
     assert_eq!(actions, vec![Action::Mute(true)]);
-    let mut ui = simulator(state.view(&verified));
+    let mut ui = simulator(state.view(&verified, no_video()));
     assert!(ui.find("Unmute").is_ok());
     assert!(ui.find("muted").is_ok());
 }
@@ -369,7 +377,7 @@ fn another_members_mute_shows_on_their_tile() {
         send_estimate_kbps: None,
         send_loss: None,
     }));
-    let mut ui = simulator(state.view(&verified));
+    let mut ui = simulator(state.view(&verified, no_video()));
     assert!(ui.find("muted").is_err(), "nobody is muted yet");
     assert!(ui.find("speaking").is_ok());
     drop(ui);
@@ -381,7 +389,7 @@ fn another_members_mute_shows_on_their_tile() {
     let bob_tile = tiles.iter().find(|t| t.name == "Bob").unwrap();
     assert_eq!(bob_tile.muted, Some(true));
     assert_eq!(tiles[0].muted, Some(false), "we are not muted");
-    let mut ui = simulator(state.view(&verified));
+    let mut ui = simulator(state.view(&verified, no_video()));
     assert!(ui.find("muted").is_ok());
     assert!(
         ui.find("speaking").is_err(),
@@ -393,7 +401,7 @@ fn another_members_mute_shows_on_their_tile() {
         peer_id: bob,
         muted: false,
     });
-    let mut ui = simulator(state.view(&verified));
+    let mut ui = simulator(state.view(&verified, no_video()));
     assert!(ui.find("muted").is_err());
     drop(ui);
     // A member who leaves takes the state along.
@@ -460,7 +468,7 @@ fn chat_sends_and_counts_unread() {
     assert!(shows(&state, &verified, "Chat (1 new)"));
     click(&mut state, &verified, "Chat (1 new)");
     assert_eq!(state.unread, 0);
-    let mut ui = simulator(state.view(&verified));
+    let mut ui = simulator(state.view(&verified, no_video()));
     assert!(ui.find("Bob: hi Ada").is_ok());
 }
 
@@ -484,7 +492,7 @@ fn participants_verify_and_host_controls() {
         peer_id: carol,
         name: "Carol".into(),
     });
-    let mut ui = simulator(state.view(&verified));
+    let mut ui = simulator(state.view(&verified, no_video()));
     assert!(ui.find("1 waiting in the lobby").is_ok());
     assert!(ui.find("Let Carol in").is_ok());
     drop(ui);
@@ -508,7 +516,7 @@ fn a_joiner_that_leaves_the_lobby_disappears_from_it() {
         peer_id: carol,
         name: "Carol".into(),
     });
-    let mut ui = simulator(state.view(&verified));
+    let mut ui = simulator(state.view(&verified, no_video()));
     assert!(ui.find("1 waiting in the lobby").is_ok());
     assert!(ui.find("Let Carol in").is_err(), "Carol is gone");
     assert!(ui.find("Let Dave in").is_ok());
@@ -529,7 +537,7 @@ fn membership_changes_and_key_rotation_are_announced() {
         name: "Bob".into(),
         reason: LeaveReason::TimedOut,
     });
-    let mut ui = simulator(state.view(&verified));
+    let mut ui = simulator(state.view(&verified, no_video()));
     assert!(ui.find("Bob lost connection.").is_ok());
     assert!(
         ui.find(format!(
@@ -596,4 +604,115 @@ fn a_line_resumed_after_a_restart_is_shown_once_with_its_delivery() {
         .count();
     assert_eq!(words, 1);
     assert_eq!(state.chat.len(), 2);
+}
+
+/// Receive statistics of `peer` at `level_dbfs`.
+fn level(peer: PeerId, level_dbfs: f32) -> MediaEvent {
+    MediaEvent::Stats(conclave_core::ReceiveStats {
+        peer_id: peer,
+        rx_frames: 10,
+        lost_frames: 0,
+        recovered_frames: 0,
+        decrypt_failures: 0,
+        jitter_ms: 1.0,
+        level_dbfs,
+        rtt_ms: None,
+        send_estimate_kbps: None,
+        send_loss: None,
+    })
+}
+
+#[test]
+fn the_stage_shows_the_pinned_member_a_shared_screen_or_the_active_speaker() {
+    let (mut state, bob) = in_meeting(false);
+    let verified = BTreeSet::new();
+    let carol = PeerId::random();
+    state.handle_meeting(MeetingEvent::MemberJoined {
+        peer_id: carol,
+        name: "Carol".into(),
+    });
+    assert_eq!(state.staged(), None, "a grid at first");
+
+    // The speaker layout: whoever speaks is on the stage, and stays there through silence
+    // until someone else speaks.
+    assert!(click(&mut state, &verified, "Speaker view").is_empty());
+    assert_eq!(state.layout, Layout::Speaker);
+    state.handle_media(level(carol, -20.0));
+    assert_eq!(state.staged(), Some(Staged::Camera(carol)));
+    state.handle_media(level(bob, -15.0));
+    assert_eq!(
+        state.staged(),
+        Some(Staged::Camera(carol)),
+        "Carol still speaks: she keeps the stage"
+    );
+    state.handle_media(level(carol, -70.0));
+    state.handle_media(level(bob, -15.0));
+    assert_eq!(state.staged(), Some(Staged::Camera(bob)));
+    state.handle_media(level(bob, -70.0));
+    assert_eq!(
+        state.staged(),
+        Some(Staged::Camera(bob)),
+        "silence keeps it"
+    );
+
+    // A shared screen takes the stage, whatever the layout.
+    state.handle_media(MediaEvent::VideoStarted {
+        peer_id: carol,
+        kind: conclave_core::VideoKind::Screen,
+        width: 1280,
+        height: 720,
+    });
+    assert_eq!(state.staged(), Some(Staged::Screen(carol)));
+    assert!(shows(&state, &verified, "Carol's screen"));
+    assert!(shows(&state, &verified, "Waiting for Carol's screen…"));
+
+    // A pin wins; pinning the sharer shows its screen; a second press unpins.
+    state.update(Message::Pin(bob));
+    assert_eq!(state.staged(), Some(Staged::Camera(bob)));
+    assert!(shows(&state, &verified, "pinned"));
+    state.update(Message::Pin(carol));
+    assert_eq!(state.staged(), Some(Staged::Screen(carol)));
+    state.update(Message::Pin(carol));
+    assert_eq!(state.pinned, None);
+
+    // No incoming video: the stage says so instead of waiting.
+    let actions = click(&mut state, &verified, "Stop incoming video");
+    assert_eq!(actions, vec![Action::IncomingVideo(false)]);
+    assert!(shows(
+        &state,
+        &verified,
+        "Incoming video is off. Turn it on to see the shared screen."
+    ));
+    let actions = click(&mut state, &verified, "Show incoming video");
+    assert_eq!(actions, vec![Action::IncomingVideo(true)]);
+
+    // A member who leaves takes its pin and the stage along.
+    state.update(Message::Pin(carol));
+    state.handle_meeting(MeetingEvent::MemberLeft {
+        peer_id: carol,
+        name: "Carol".into(),
+        reason: LeaveReason::Left,
+    });
+    assert_eq!(state.pinned, None);
+    assert_eq!(state.staged(), Some(Staged::Camera(bob)));
+    assert!(click(&mut state, &verified, "Grid view").is_empty());
+    assert_eq!(state.staged(), None);
+}
+
+#[test]
+fn the_camera_button_turns_it_off_and_on_and_is_off_without_a_camera() {
+    let (state, _bob) = in_meeting(false);
+    let verified = BTreeSet::new();
+    let mut state = state.with_camera(Some(true));
+    assert_eq!(
+        click(&mut state, &verified, "Stop camera"),
+        vec![Action::Camera(false)]
+    );
+    assert_eq!(
+        click(&mut state, &verified, "Start camera"),
+        vec![Action::Camera(true)]
+    );
+    let mut none = state.with_camera(None);
+    assert!(shows(&none, &verified, "No camera"));
+    assert_eq!(none.update(Message::ToggleCamera), None);
 }

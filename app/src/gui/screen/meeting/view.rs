@@ -1,23 +1,43 @@
 //! Drawing the meeting screen: the joining progress, the meeting itself (header, lobby,
-//! security code, notices, tiles, controls) and its side panels (chat, participants).
+//! security code, notices, the tiles in a grid or around a stage, controls) and its side
+//! panels (chat, participants).
 
 use std::collections::BTreeSet;
 
 use conclave_core::PeerId;
-use iced::widget::{Column, Row, column, container, row, scrollable, text, text_input, tooltip};
-use iced::{Alignment, Color, Element, Length};
+use conclave_core::media::video::VideoKind;
+use conclave_core::media::video::display::Owner;
+use iced::widget::{
+    Column, Row, column, container, image, responsive, row, scrollable, text, text_input, tooltip,
+};
+use iced::{Alignment, Color, ContentFit, Element, Length};
 
 use super::{
-    CHAT_INPUT, CODE_EXPLANATION, Delivery, Message, Panel, Phase, Stage, State, display_name,
-    safety_number_of,
+    CHAT_INPUT, CODE_EXPLANATION, Delivery, Layout, Message, Panel, Phase, Stage, Staged, State,
+    display_name, safety_number_of,
 };
+use crate::gui::video::{Pictures, Shown};
 use crate::gui::widget::badge::{self, colour};
 use crate::gui::widget::focus::button;
-use crate::gui::widget::tile;
+use crate::gui::widget::tile::{self, TileInfo, TileSize};
+
+/// Whose video a tile shows.
+fn owner(info: &TileInfo) -> Owner {
+    info.peer.map_or(Owner::Me, Owner::Member)
+}
+
+/// Space between tiles.
+const GAP: f32 = 10.0;
+/// Width of the chat and participants panel.
+const PANEL_WIDTH: f32 = 340.0;
 
 impl State {
     /// Draws the screen.
-    pub(crate) fn view<'a>(&'a self, verified: &BTreeSet<PeerId>) -> Element<'a, Message> {
+    pub(crate) fn view<'a>(
+        &'a self,
+        verified: &BTreeSet<PeerId>,
+        pictures: &'a Pictures,
+    ) -> Element<'a, Message> {
         match &self.phase {
             Phase::Creating => progress("Creating the meeting…", None),
             Phase::Joining(stage) => progress(stage.describe(), Some(*stage)),
@@ -33,13 +53,17 @@ impl State {
             )
             .center(Length::Fill)
             .into(),
-            Phase::In => self.view_in(verified),
+            Phase::In => self.view_in(verified, pictures),
         }
     }
 
     /// The meeting itself: header, lobby, code, notices, tiles and controls, with the side
     /// panel.
-    fn view_in<'a>(&'a self, verified: &BTreeSet<PeerId>) -> Element<'a, Message> {
+    fn view_in<'a>(
+        &'a self,
+        verified: &BTreeSet<PeerId>,
+        pictures: &'a Pictures,
+    ) -> Element<'a, Message> {
         let code = self.security_code.clone().unwrap_or_default();
         let mut body = Column::new().spacing(12).push(self.view_header(&code));
         if let Some(alert) = &self.alert {
@@ -74,10 +98,10 @@ impl State {
             body = body.push(self.view_notices());
         }
         body = body
-            .push(self.view_grid(verified))
+            .push(self.view_tiles(verified, pictures))
             .push(self.view_controls());
 
-        let main = body.width(Length::FillPortion(3));
+        let main = body.width(Length::Fill);
         let panel: Option<Element<'a, Message>> = match self.panel {
             Panel::Chat => Some(self.view_chat()),
             Panel::Participants => Some(self.view_participants(verified)),
@@ -88,7 +112,7 @@ impl State {
             layout = layout.push(
                 container(panel)
                     .padding(12)
-                    .width(Length::FillPortion(2))
+                    .width(Length::Fixed(PANEL_WIDTH))
                     .height(Length::Fill)
                     .style(container::bordered_box),
             );
@@ -164,14 +188,141 @@ impl State {
         )
     }
 
-    /// The grid of tiles, wrapping to the width of the window.
-    fn view_grid(&self, verified: &BTreeSet<PeerId>) -> Element<'_, Message> {
-        let mut grid = Row::new().spacing(12);
-        for info in self.tiles(verified) {
-            grid = grid.push(tile::tile(&info));
+    /// The tiles: a grid wrapping to the width of the window, or the stage (a shared
+    /// screen, the pinned member or the active speaker, large) above a strip of the others.
+    fn view_tiles<'a>(
+        &'a self,
+        verified: &BTreeSet<PeerId>,
+        pictures: &'a Pictures,
+    ) -> Element<'a, Message> {
+        let tiles = self.tiles(verified);
+        let camera = |info: &TileInfo| match info.peer {
+            Some(peer) if self.incoming_video => pictures.camera(&peer),
+            Some(_) => None,
+            None => pictures.me(),
+        };
+        let pin = |info: &TileInfo| info.peer.map(Message::Pin);
+        let Some(staged) = self.staged() else {
+            // As many tiles across as makes them largest in the room there is.
+            let tiles: Vec<(TileInfo, Option<Shown>)> = tiles
+                .into_iter()
+                .map(|info| {
+                    let video = camera(&info).cloned();
+                    (info, video)
+                })
+                .collect();
+            return responsive(move |room| {
+                let (size, columns) = tile::grid_tile(tiles.len(), room.width, room.height, GAP);
+                let mut grid = Column::new().spacing(GAP);
+                for line in tiles.chunks(columns) {
+                    let mut row = Row::new().spacing(GAP);
+                    for (info, video) in line {
+                        if let TileSize::Grid { width, height } = size {
+                            pictures.draw_at(owner(info), VideoKind::Camera, width, height);
+                        }
+                        row = row.push(tile::tile(info, video.as_ref(), size, pin(info)));
+                    }
+                    grid = grid.push(row);
+                }
+                scrollable(container(grid).center_x(Length::Fill))
+                    .height(Length::Fill)
+                    .into()
+            })
+            .into();
+        };
+        let (stage, on_stage): (Element<'_, Message>, Option<PeerId>) = match staged {
+            Staged::Screen(peer) => {
+                let picture = pictures
+                    .get(Owner::Member(peer), VideoKind::Screen)
+                    .filter(|_| self.incoming_video)
+                    .cloned();
+                (self.view_screen(peer, picture, pictures), None)
+            }
+            Staged::Camera(peer) => {
+                let staged = match tiles.iter().find(|info| info.peer == Some(peer)) {
+                    Some(info) => {
+                        let (info, video) = (info.clone(), camera(info).cloned());
+                        responsive(move |room| {
+                            let owner = Owner::Member(peer);
+                            pictures.draw_at(owner, VideoKind::Camera, room.width, room.height);
+                            let size = TileSize::Stage {
+                                width: room.width,
+                                height: room.height,
+                            };
+                            tile::tile(&info, video.as_ref(), size, pin(&info))
+                        })
+                        .into()
+                    }
+                    None => text("").into(),
+                };
+                (staged, Some(peer))
+            }
+        };
+        let mut strip = Row::new().spacing(GAP);
+        for info in tiles
+            .iter()
+            .filter(|info| info.peer.is_none() || info.peer != on_stage)
+        {
+            let (width, height) = tile::STRIP_TILE;
+            pictures.draw_at(owner(info), VideoKind::Camera, width, height);
+            strip = strip.push(tile::tile(info, camera(info), TileSize::Strip, pin(info)));
         }
-        let grid = grid.wrap().vertical_spacing(12);
-        scrollable(grid).height(Length::Fill).into()
+        column![
+            container(stage).width(Length::Fill).height(Length::Fill),
+            scrollable(strip).direction(scrollable::Direction::Horizontal(
+                scrollable::Scrollbar::new()
+            )),
+        ]
+        .spacing(10)
+        .height(Length::Fill)
+        .into()
+    }
+
+    /// A member's shared screen, whole (letterboxed), with whose it is.
+    fn view_screen<'a>(
+        &'a self,
+        peer: PeerId,
+        picture: Option<Shown>,
+        pictures: &'a Pictures,
+    ) -> Element<'a, Message> {
+        let whose = format!("{}'s screen", self.name_of(&peer));
+        let content: Element<'a, Message> = match picture {
+            Some(shown) => responsive(move |room| {
+                pictures.draw_at(
+                    Owner::Member(peer),
+                    VideoKind::Screen,
+                    room.width,
+                    room.height,
+                );
+                image(shown.handle.clone())
+                    .content_fit(ContentFit::Contain)
+                    .filter_method(shown.filter_in(room.width, room.height))
+                    .width(Length::Fill)
+                    .height(Length::Fill)
+                    .into()
+            })
+            .into(),
+            None if !self.incoming_video => container(
+                text("Incoming video is off. Turn it on to see the shared screen.").size(16),
+            )
+            .center(Length::Fill)
+            .into(),
+            None => container(text(format!("Waiting for {whose}…")).size(16))
+                .center(Length::Fill)
+                .into(),
+        };
+        column![
+            text(whose).size(15),
+            container(content)
+                .width(Length::Fill)
+                .height(Length::Fill)
+                .style(|_theme: &iced::Theme| container::Style {
+                    background: Some(Color::BLACK.into()),
+                    ..container::Style::default()
+                }),
+        ]
+        .spacing(4)
+        .into()
     }
 
     /// The "you are sharing your screen" strip, with its stop button.
@@ -192,7 +343,8 @@ impl State {
         )
     }
 
-    /// Mute, share, the panels, copy invite, leave, and the keyboard shortcuts.
+    /// Mute, camera, share, the layout and incoming video, the panels, copy invite,
+    /// leave, and the keyboard shortcuts.
     fn view_controls(&self) -> Element<'_, Message> {
         let chat_label = if self.unread > 0 {
             format!("Chat ({} new)", self.unread)
@@ -207,6 +359,17 @@ impl State {
                     button::primary
                 })
                 .on_press(Message::ToggleMute),
+            button(match self.camera {
+                Some(true) => "Stop camera",
+                Some(false) => "Start camera",
+                None => "No camera",
+            })
+            .style(if self.camera == Some(false) {
+                button::danger
+            } else {
+                button::secondary
+            })
+            .on_press_maybe(self.camera.map(|_| Message::ToggleCamera)),
             button(if self.sharing.is_some() {
                 "Stop sharing"
             } else {
@@ -218,6 +381,19 @@ impl State {
                 button::secondary
             })
             .on_press(Message::ToggleShare),
+            button(match self.layout {
+                Layout::Grid => "Speaker view",
+                Layout::Speaker => "Grid view",
+            })
+            .style(button::secondary)
+            .on_press(Message::ToggleLayout),
+            button(if self.incoming_video {
+                "Stop incoming video"
+            } else {
+                "Show incoming video"
+            })
+            .style(button::secondary)
+            .on_press(Message::ToggleIncomingVideo),
             button(text(chat_label))
                 .style(button::secondary)
                 .on_press(Message::ShowPanel(Panel::Chat)),
@@ -232,10 +408,12 @@ impl State {
                 .on_press(Message::Leave),
         ]
         .spacing(10)
-        .align_y(Alignment::Center);
+        .align_y(Alignment::Center)
+        .wrap()
+        .vertical_spacing(8);
         column![
             buttons,
-            text("Ctrl+D: mute · Ctrl+E: share screen · Ctrl+I: copy invite · Ctrl+Shift+L: leave")
+            text("Ctrl+D: mute · Ctrl+E: camera · Ctrl+Shift+E: share screen · Ctrl+I: copy invite · Ctrl+Shift+L: leave · click a tile to pin it")
                 .size(13),
         ]
         .spacing(6)
@@ -318,7 +496,15 @@ impl State {
         for (peer, name) in &self.members {
             let is_verified = verified.contains(peer);
             let shown = display_name(peer, name);
+            let pin_label = if self.pinned == Some(*peer) {
+                format!("Unpin {shown}")
+            } else {
+                format!("Pin {shown}")
+            };
             let mut actions = row![
+                button(text(pin_label).size(13))
+                    .style(button::secondary)
+                    .on_press(Message::Pin(*peer)),
                 button(
                     text(if is_verified {
                         format!("Unverify {shown}")
