@@ -477,15 +477,17 @@ fn gui_joins_chats_mutes_and_leaves_a_meeting() {
     let cpu = cpu_share(gui.pid(), Duration::from_secs(10));
 
     // The camera off and on again with its shortcut: the host sees it stop and start.
+    let mark = host.seen.len();
     xdotool(&x.display, &["key", "ctrl+e"]);
     wait_log(log, "camera on=false", PATIENCE);
-    host.wait_for(PATIENCE, "the GUI's camera stopped", |v| {
+    host.wait_for_since(mark, PATIENCE, "the GUI's camera stopped", |v| {
         v["event"] == "video_stopped" && v["kind"] == "camera" && v["peer_id"] == gui_peer.as_str()
     })
     .unwrap();
+    let mark = host.seen.len();
     xdotool(&x.display, &["key", "ctrl+e"]);
     wait_log(log, "camera on=true", PATIENCE);
-    host.wait_for(PATIENCE, "the GUI's camera again", |v| {
+    host.wait_for_since(mark, PATIENCE, "the GUI's camera again", |v| {
         v["event"] == "video_started" && v["kind"] == "camera" && v["peer_id"] == gui_peer.as_str()
     })
     .unwrap();

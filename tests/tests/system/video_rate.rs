@@ -284,7 +284,7 @@ fn a_capped_uplink_brings_the_video_rate_under_the_cap_and_back() {
 
 /// The longest gap between two pictures allowed after the first second: 500 ms between
 /// cities, 1 s across the world (`CONCLAVE_WAN_PROFILE=intercontinental`, `make soak`).
-fn freeze_bound(profile: &Profile) -> Duration {
+pub(crate) fn freeze_bound(profile: &Profile) -> Duration {
     if profile.home_to_home_rtt() >= Duration::from_millis(200) {
         Duration::from_secs(1)
     } else {
