@@ -322,9 +322,15 @@ impl Actor {
             MediaInput::NoiseSuppression(on) => {
                 self.tell_clock(ClockCommand::NoiseSuppression(on)).await
             }
-            MediaInput::Camera(on) => self.tell_video(VideoCommand::Camera(on)).await,
+            MediaInput::Camera(on) => {
+                self.engine.handle_sending(Some(on), None);
+                self.tell_video(VideoCommand::Camera(on)).await;
+            }
             MediaInput::IncomingVideo(on) => self.engine.handle_incoming_video(on),
-            MediaInput::Share(spec) => self.tell_video(VideoCommand::Share(spec)).await,
+            MediaInput::Share(spec) => {
+                self.engine.handle_sending(None, Some(spec.is_some()));
+                self.tell_video(VideoCommand::Share(spec)).await;
+            }
             MediaInput::IceServers(servers) => self.start_bridges(servers),
             MediaInput::RelayLost => self.engine.handle_relay_lost(now),
         }
@@ -493,6 +499,19 @@ impl Actor {
                 self.tell_video(VideoCommand::Reset).await;
             }
             Action::Report(event) => self.report(event),
+            Action::PeerSending {
+                peer,
+                camera,
+                screen,
+            } => {
+                debug!(peer = %peer, camera, screen, "member's videos");
+                self.tell_video(VideoCommand::PeerSending {
+                    peer,
+                    camera,
+                    screen,
+                })
+                .await;
+            }
             Action::VideoWanted { peer, wanted } => {
                 info!(peer = %peer, wanted, "member's wish for our video");
                 self.tell_video(VideoCommand::Wanted { peer, wanted }).await;

@@ -114,6 +114,12 @@ pub(crate) enum Action {
     ResetAudio,
     /// `peer` wants our video, or (its "no incoming video" mode) does not.
     VideoWanted { peer: PeerId, wanted: bool },
+    /// `peer` says which of its videos it sends (a camera off, a share stopped).
+    PeerSending {
+        peer: PeerId,
+        camera: bool,
+        screen: bool,
+    },
     /// Report to the application.
     Report(MediaEvent),
 }
@@ -131,6 +137,8 @@ pub(crate) struct Engine {
     actions: VecDeque<Action>,
     /// We receive the members' video (off: every member is asked to send us none).
     incoming_video: bool,
+    /// Which of our videos we send (camera, screen), as the members were told.
+    sending: (bool, bool),
 }
 
 impl Engine {
@@ -144,6 +152,7 @@ impl Engine {
             next_conn: 0,
             actions: VecDeque::new(),
             incoming_video: true,
+            sending: (true, false),
         }
     }
 
@@ -219,12 +228,21 @@ impl Engine {
             self.remove(&peer);
         }
         for (leaf, peer) in others {
-            if !self.members.contains_key(&peer) && !self.incoming_video {
-                // A new member hears at once that we take no video.
-                self.push(Action::Signal {
-                    to: peer,
-                    payload: Signal::Video { receive: false }.encode(),
-                });
+            if !self.members.contains_key(&peer) {
+                // A new member hears at once that we take no video, or send no camera.
+                if !self.incoming_video {
+                    self.push(Action::Signal {
+                        to: peer,
+                        payload: Signal::Video { receive: false }.encode(),
+                    });
+                }
+                if self.sending != (true, false) {
+                    let (camera, screen) = self.sending;
+                    self.push(Action::Signal {
+                        to: peer,
+                        payload: Signal::Sending { camera, screen }.encode(),
+                    });
+                }
             }
             let member = self.members.entry(peer).or_insert(Member {
                 leaf,
@@ -296,6 +314,28 @@ impl Engine {
         }
     }
 
+    /// Our camera turned on or off (`camera`), our share started or stopped (`screen`):
+    /// every member is told, so that a video that ends ends at once on their screens.
+    pub(crate) fn handle_sending(&mut self, camera: Option<bool>, screen: Option<bool>) {
+        let now_sending = (
+            camera.unwrap_or(self.sending.0),
+            screen.unwrap_or(self.sending.1),
+        );
+        if now_sending == self.sending {
+            return;
+        }
+        self.sending = now_sending;
+        let (camera, screen) = now_sending;
+        let mut peers: Vec<PeerId> = self.members.keys().copied().collect();
+        peers.sort();
+        for peer in peers {
+            self.push(Action::Signal {
+                to: peer,
+                payload: Signal::Sending { camera, screen }.encode(),
+            });
+        }
+    }
+
     /// We dropped our group: every connection closes, every key goes.
     pub(crate) fn handle_reset(&mut self) {
         let peers: Vec<PeerId> = self.members.keys().copied().collect();
@@ -331,12 +371,23 @@ impl Engine {
     pub(crate) fn handle_signal(&mut self, now: Instant, from: PeerId, payload: Vec<u8>) {
         // Whether a member wants our video is a state, not a step of a negotiation: it
         // is taken as often as it comes, and it is not what a repeated offer is told by.
-        if let Some(Signal::Video { receive }) = Signal::decode(&payload) {
-            self.push(Action::VideoWanted {
-                peer: from,
-                wanted: receive,
-            });
-            return;
+        match Signal::decode(&payload) {
+            Some(Signal::Video { receive }) => {
+                self.push(Action::VideoWanted {
+                    peer: from,
+                    wanted: receive,
+                });
+                return;
+            }
+            Some(Signal::Sending { camera, screen }) => {
+                self.push(Action::PeerSending {
+                    peer: from,
+                    camera,
+                    screen,
+                });
+                return;
+            }
+            _ => {}
         }
         // Signals are delivered with retries, so one whose acknowledgement was lost comes
         // twice: taking an offer again would replace the connection it made.
@@ -379,7 +430,7 @@ impl Engine {
                 took_ms,
             } => self.take_answer(now, from, sdp, offer, took_ms),
             Signal::Punch { offer } => self.release_candidates(from, offer),
-            Signal::Video { .. } => {}
+            Signal::Video { .. } | Signal::Sending { .. } => {}
         }
     }
 
@@ -559,7 +610,7 @@ impl Engine {
                     *took_ms = u32::try_from(took).unwrap_or(u32::MAX);
                 }
             }
-            Signal::Punch { .. } | Signal::Video { .. } => {}
+            Signal::Punch { .. } | Signal::Video { .. } | Signal::Sending { .. } => {}
         }
         self.push(Action::Signal {
             to: peer,

@@ -118,6 +118,12 @@ pub(crate) enum VideoCommand {
     Share(Option<ScreenSpec>),
     /// This member wants our video, or (its "no incoming video" mode) does not.
     Wanted { peer: PeerId, wanted: bool },
+    /// This member sends its camera, its screen, or not: a video it stopped ends now.
+    PeerSending {
+        peer: PeerId,
+        camera: bool,
+        screen: bool,
+    },
     /// The latest round-trip time to this member (how long its video may wait for a
     /// retransmission) and how fast we may send to it (what our encoder aims at), where
     /// known.
@@ -486,6 +492,24 @@ impl VideoLoop {
                 }
             }
             VideoCommand::Wanted { peer, wanted } => self.set_wanted(now, peer, wanted),
+            VideoCommand::PeerSending {
+                peer,
+                camera,
+                screen,
+            } => {
+                for (kind, on) in [(VideoKind::Camera, camera), (VideoKind::Screen, screen)] {
+                    let showing = self.receivers.iter().any(|((_, k), incoming)| {
+                        *k == kind && incoming.peer == peer && incoming.started
+                    });
+                    if !on && showing {
+                        self.drop_receivers(|(_, k), incoming| *k != kind || incoming.peer != peer);
+                        self.pending.push(MediaEvent::VideoStopped {
+                            peer_id: peer,
+                            kind,
+                        });
+                    }
+                }
+            }
             VideoCommand::Share(Some(spec)) => self.start_sharing(now, spec),
             VideoCommand::Share(None) => self.stop_sharing(None),
         }
@@ -895,16 +919,20 @@ impl VideoLoop {
                 continue;
             };
             if now.saturating_duration_since(incoming.last_opened) >= VIDEO_GONE_AFTER {
-                let peer = incoming.peer;
+                let (peer, started) = (incoming.peer, incoming.started);
                 self.drop_receivers(|k, _| *k != key);
                 debug!(peer = %peer, kind = key.1.as_str(), "video gone quiet: no longer sent");
-                self.report(
-                    reports,
-                    ClockReport::Event(MediaEvent::VideoStopped {
-                        peer_id: peer,
-                        kind: key.1,
-                    }),
-                );
+                // A receiver that never showed a picture (late packets of a video that
+                // had ended) ends silently.
+                if started {
+                    self.report(
+                        reports,
+                        ClockReport::Event(MediaEvent::VideoStopped {
+                            peer_id: peer,
+                            kind: key.1,
+                        }),
+                    );
+                }
                 continue;
             }
             let decoding = Instant::now();

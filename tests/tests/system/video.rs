@@ -491,6 +491,22 @@ fn a_member_that_turns_incoming_video_off_is_sent_none() {
         v["event"] == "video_started" && v["peer_id"] == host_id.as_str() && v["kind"] == "camera"
     })
     .unwrap();
+
+    // The weak member turns its camera off: the host hears it at once (the member says
+    // so), not only once no picture came for 3 s.
+    let host_mark = host.seen.len();
+    #[allow(clippy::disallowed_methods)]
+    let off = std::time::Instant::now();
+    weak.send_line("/camera off").unwrap();
+    host.wait_for_since(host_mark, LIMIT, "the weak member's camera stopped", |v| {
+        v["event"] == "video_stopped" && v["peer_id"] == weak_id.as_str() && v["kind"] == "camera"
+    })
+    .unwrap();
+    let took = off.elapsed();
+    assert!(
+        took < conclave_core::media::video::VIDEO_GONE_AFTER,
+        "the camera's end took {took:?}: told, not timed out"
+    );
     for m in [&mut host, &mut weak] {
         m.send_line("/leave").unwrap();
         assert_eq!(m.wait_exit(LIMIT).unwrap().code(), Some(0), "{}", m.label);

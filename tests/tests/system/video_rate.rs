@@ -292,16 +292,28 @@ pub(crate) fn freeze_bound(profile: &Profile) -> Duration {
     }
 }
 
+/// The random loss added to the lossy uplink: 5 %, or `CONCLAVE_VIDEO_LOSS` (percent; the
+/// loss sweep of `make soak` runs 1, 5 and 10).
+fn added_loss_pct() -> f64 {
+    std::env::var("CONCLAVE_VIDEO_LOSS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5.0)
+}
+
 /// One member's uplink loses 5 % of its packets at random (on top of its profile): its
 /// video goes on at both receivers through NACK and keyframe repair, with no gap between
-/// pictures over 500 ms after the first second (1 s under `intercontinental`).
+/// pictures over 500 ms after the first second (1 s under `intercontinental`). With
+/// `CONCLAVE_VIDEO_LOSS` above 5 % it only reports the freezes (the issue bounds them up
+/// to 5 %), and checks that the video goes on.
 #[test]
 fn video_from_a_lossy_uplink_goes_on_without_freezing() {
     assert!(available(), "this test needs root and iproute2 (ip netns)");
     let _serial = serial();
     let profile = Profile::from_env_or(Profile::CONTINENTAL);
+    let added = added_loss_pct();
     let lossy = Profile {
-        loss_pct: profile.loss_pct + 5.0,
+        loss_pct: profile.loss_pct + added,
         ..profile
     };
     let dir = tempfile::tempdir().unwrap();
@@ -339,16 +351,26 @@ fn video_from_a_lossy_uplink_goes_on_without_freezing() {
             .filter_map(|v| v["fps"].as_f64())
             .sum::<f64>()
             / periods.len() as f64;
+        let freezes: u64 = periods.iter().filter_map(|v| v["freezes"].as_u64()).sum();
         let last = periods.last().unwrap();
         eprintln!(
-            "{} + 5 % loss, l{receiver} from l2: {fps:.1} fps, longest gap {longest} ms, {} incomplete, {} keyframe requests",
-            profile.name, last["incomplete"], last["keyframe_requests"]
+            "figure: {} + {added} % loss, l{receiver} from l2: {fps:.1} fps, {freezes} freezes (> 500 ms) in {} s, longest gap {longest} ms, {} incomplete, {} keyframe requests",
+            profile.name,
+            periods.len(),
+            last["incomplete"],
+            last["keyframe_requests"]
         );
         assert!(
-            Duration::from_millis(longest) <= bound,
-            "l{receiver}: a {longest} ms freeze: {periods:?}"
+            periods.iter().all(|v| v["frames"].as_u64() > Some(0)),
+            "l{receiver}: a whole second without a picture: {periods:?}"
         );
-        assert!(fps >= 20.0, "l{receiver}: {fps:.1} fps: {periods:?}");
+        if added <= 5.0 {
+            assert!(
+                Duration::from_millis(longest) <= bound,
+                "l{receiver}: a {longest} ms freeze: {periods:?}"
+            );
+            assert!(fps >= 20.0, "l{receiver}: {fps:.1} fps: {periods:?}");
+        }
     }
     for m in &mut members {
         let _ = m.send_line("/leave");

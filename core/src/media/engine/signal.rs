@@ -38,6 +38,15 @@ pub(crate) enum Signal {
         /// It wants our video.
         receive: bool,
     },
+    /// Which videos the sender of this signal sends: a camera turned off or a share
+    /// stopped ends at once at the receiver (the avatar comes back), instead of after
+    /// [`VIDEO_GONE_AFTER`](crate::media::video::VIDEO_GONE_AFTER) without a picture.
+    Sending {
+        /// Its camera is on.
+        camera: bool,
+        /// It shares a screen.
+        screen: bool,
+    },
 }
 
 impl Signal {

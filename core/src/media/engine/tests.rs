@@ -690,3 +690,71 @@ fn the_hold_back_is_capped() {
         Action::AcceptAnswer { hold_back, .. } if *hold_back == MAX_HOLD_BACK
     )));
 }
+
+#[test]
+fn what_we_send_and_want_of_video_is_told_to_every_member_and_to_each_who_joins_later() {
+    let now = t0();
+    let (mut a, mut b) = negotiated(now);
+    a.sent();
+    // Our camera off and incoming video off: each member hears both.
+    a.engine.handle_sending(Some(false), None);
+    a.engine.handle_incoming_video(false);
+    a.engine.handle_sending(Some(false), None); // no change: not told again
+    a.run();
+    let told = a.sent();
+    assert_eq!(
+        decoded(&told),
+        vec![
+            Signal::Sending {
+                camera: false,
+                screen: false
+            },
+            Signal::Video { receive: false },
+        ]
+    );
+    // The member acts on them, between the steps of a negotiation as much as after.
+    for (_, payload) in told.iter().chain(told.iter()) {
+        b.engine.handle_signal(now, a.id, payload.clone());
+    }
+    b.run();
+    let log = b.take_log();
+    assert_eq!(
+        count(&log, |a| matches!(
+            a,
+            Action::PeerSending {
+                camera: false,
+                screen: false,
+                ..
+            }
+        )),
+        2,
+        "a state is taken each time it comes: {log:?}"
+    );
+    assert_eq!(
+        count(&log, |a| matches!(
+            a,
+            Action::VideoWanted { wanted: false, .. }
+        )),
+        2
+    );
+    // Someone joins: it hears the same at once.
+    let carol = PeerId::random();
+    a.epoch(now, 2, &[a.id, b.id, carol]);
+    let to_carol: Vec<(PeerId, Vec<u8>)> = a
+        .sent()
+        .into_iter()
+        .filter(|(to, _)| *to == carol)
+        .collect();
+    let signals = decoded(&to_carol);
+    assert!(
+        signals.contains(&Signal::Video { receive: false }),
+        "{signals:?}"
+    );
+    assert!(
+        signals.contains(&Signal::Sending {
+            camera: false,
+            screen: false
+        }),
+        "{signals:?}"
+    );
+}
