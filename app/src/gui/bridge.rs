@@ -10,7 +10,9 @@
 //! The first item the bridge emits is [`Event::Ready`] with a [`Handle`]; `update` keeps it
 //! and sends [`Request`]s through it, so the UI never touches a socket or the disk. Every
 //! request that can take time (create, join, leave, disk work) runs in its own task and
-//! reports back as an [`Event`]; the bridge loop itself only forwards.
+//! reports back as an [`Event`]. The core's events are forwarded by a task of their own
+//! (one per running client): when the UI is slow to take them, only that task waits (and
+//! the core reports `Lagged` if it falls too far behind), never the requests.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -173,33 +175,20 @@ pub(crate) fn connect() -> impl Stream<Item = Event> {
             return;
         }
         let mut core = Core::default();
-        loop {
-            let step = {
-                let next_event = async {
-                    match core.events.as_mut() {
-                        Some(events) => events.next().await,
-                        None => std::future::pending().await,
-                    }
-                };
-                tokio::select! {
-                    request = requests.next() => Step::Request(request),
-                    event = next_event => Step::Core(event),
-                }
-            };
-            match step {
-                Step::Request(None) => break,
-                Step::Request(Some(Request::Start(config))) => {
+        // Requests only: the core's events reach the UI through the forwarder of the
+        // running client, so a UI slow to take them never holds a request up.
+        while let Some(request) = requests.next().await {
+            match request {
+                Request::Start(config) => {
                     core.stop();
                     core.last_config = Some((*config).clone());
                     core.start(*config, &mut output).await;
                 }
-                Step::Request(Some(Request::Import { path, passphrase })) => {
+                Request::Import { path, passphrase } => {
                     core.restore(&path, passphrase, &mut output).await;
                 }
-                Step::Request(Some(Request::Forget(meeting))) => {
-                    core.forget(meeting, &mut output).await;
-                }
-                Step::Request(Some(other)) => match core.client.clone() {
+                Request::Forget(meeting) => core.forget(meeting, &mut output).await,
+                other => match core.running() {
                     Some(running) => {
                         tokio::spawn(perform(running, other, output.clone()));
                     }
@@ -207,16 +196,6 @@ pub(crate) fn connect() -> impl Stream<Item = Event> {
                         let _ = output.send(not_running(describe(&other))).await;
                     }
                 },
-                Step::Core(Some(event)) => {
-                    if output.send(Event::Core(event)).await.is_err() {
-                        break;
-                    }
-                }
-                Step::Core(None) => {
-                    core.events = None;
-                    core.client = None;
-                    let _ = output.send(Event::Stopped).await;
-                }
             }
         }
         core.stop();
@@ -224,26 +203,36 @@ pub(crate) fn connect() -> impl Stream<Item = Event> {
     })
 }
 
-/// The client the bridge runs, its events, and the configuration it was started with.
+/// The client the bridge runs, the task forwarding its events, and the configuration it
+/// was started with.
 #[derive(Default)]
 struct Core {
     client: Option<Client>,
-    events: Option<conclave_core::Events>,
+    forwarder: Option<tokio::task::JoinHandle<()>>,
     last_config: Option<Config>,
 }
 
 impl Core {
-    /// Stops the client, if one runs; its events end with it.
+    /// Stops the client, if one runs; the forwarding of its events stops with it.
     fn stop(&mut self) {
         if let Some(old) = self.client.take() {
             old.shutdown();
         }
-        drop(self.events.take());
+        if let Some(forwarder) = self.forwarder.take() {
+            forwarder.abort();
+        }
     }
 
-    /// Starts a client on `config` and tells the UI how that went.
+    /// The running client, unless it stopped.
+    fn running(&self) -> Option<Client> {
+        self.client.clone().filter(|client| !client.is_closed())
+    }
+
+    /// Starts a client on `config`, tells the UI how that went, and forwards its events.
     async fn start(&mut self, config: Config, output: &mut mpsc::Sender<Event>) {
-        (self.client, self.events) = start_and_report(config, output).await;
+        let (client, events) = start_and_report(config, output).await;
+        self.client = client;
+        self.forwarder = events.map(|events| tokio::spawn(forward(events, output.clone())));
     }
 
     /// Restores the identity from the backup at `path` and restarts the client on it.
@@ -253,7 +242,7 @@ impl Core {
         passphrase: String,
         output: &mut mpsc::Sender<Event>,
     ) {
-        let Some(running) = self.client.clone() else {
+        let Some(running) = self.running() else {
             let _ = output.send(not_running("restore")).await;
             return;
         };
@@ -323,10 +312,15 @@ async fn forget_when_released(config: &Config, meeting: MeetingId) -> Result<(),
     }
 }
 
-/// One turn of the bridge loop.
-enum Step {
-    Request(Option<Request>),
-    Core(Option<conclave_core::Event>),
+/// Passes the core's events on to the UI, waiting for room as long as it takes; says
+/// [`Event::Stopped`] when the client's events end.
+async fn forward(mut events: conclave_core::Events, mut output: mpsc::Sender<Event>) {
+    while let Some(event) = events.next().await {
+        if output.send(Event::Core(event)).await.is_err() {
+            return;
+        }
+    }
+    let _ = output.send(Event::Stopped).await;
 }
 
 /// Reads a backup file and restores the identity in it.
@@ -670,5 +664,58 @@ mod tests {
         assert!(matches!(next(&mut stream).await, Event::Verified(v) if v == vec![peer]));
         assert!(handle.send(Request::SetVerified(peer, false)));
         assert!(matches!(next(&mut stream).await, Event::Verified(v) if v.is_empty()));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn requests_go_on_while_the_ui_is_slow_to_take_the_cores_events() {
+        let dir = crate::gui::private_tempdir();
+        let mut stream = Box::pin(connect());
+        let Event::Ready(mut handle) = next(&mut stream).await else {
+            panic!("the bridge first hands out its handle");
+        };
+        assert!(handle.send(Request::Start(Box::new(config(dir.path())))));
+        assert!(matches!(next_own(&mut stream).await, Event::Started { .. }));
+        assert!(handle.send(Request::Create { lobby: false }));
+        let Event::Created(invite) = next_own(&mut stream).await else {
+            panic!("the meeting is created");
+        };
+        let meeting = invite
+            .0
+            .parse::<Invite>()
+            .expect("a valid invite")
+            .meeting_id;
+        // A UI busy drawing: it takes one event every 20 ms (iced polls the bridge only
+        // when it takes an event), and keeps the meeting's history when it comes.
+        let (history_tx, history_rx) = tokio::sync::oneshot::channel();
+        let ui = tokio::spawn(async move {
+            let mut history_tx = Some(history_tx);
+            while let Some(event) = stream.next().await {
+                if let Event::History(_, lines) = event
+                    && let Some(tx) = history_tx.take()
+                {
+                    let _ = tx.send(lines);
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+        // Each line is a core event (`ChatSent`): far more lines than the event channel
+        // holds, faster than the UI takes them, as a person pasting a document would.
+        const LINES: usize = 3 * EVENT_CAPACITY;
+        for n in 0..LINES {
+            assert!(
+                handle.send(Request::Chat(format!("line {n}"))),
+                "request {n} was refused: the bridge stopped taking requests"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        // Every line was said: the history has them all.
+        assert!(handle.send(Request::History(meeting)));
+        let lines = tokio::time::timeout(Duration::from_secs(60), history_rx)
+            .await
+            .expect("the history comes within 60 s")
+            .expect("the UI task runs");
+        let said = lines.iter().filter(|l| l.text.starts_with("line ")).count();
+        assert_eq!(said, LINES);
+        ui.abort();
     }
 }
