@@ -213,13 +213,14 @@ struct Core {
 }
 
 impl Core {
-    /// Stops the client, if one runs; the forwarding of its events stops with it.
+    /// Stops the client, if one runs, and the forwarding of its events: the forwarder
+    /// first, so that it never reports the end of a client stopped on purpose.
     fn stop(&mut self) {
-        if let Some(old) = self.client.take() {
-            old.shutdown();
-        }
         if let Some(forwarder) = self.forwarder.take() {
             forwarder.abort();
+        }
+        if let Some(old) = self.client.take() {
+            old.shutdown();
         }
     }
 
@@ -539,6 +540,47 @@ mod tests {
             .expect("the bridge runs")
     }
 
+    /// The next event that is not one of the core's.
+    async fn next_own(stream: &mut (impl Stream<Item = Event> + Unpin)) -> Event {
+        loop {
+            match next(stream).await {
+                Event::Core(_) => continue,
+                other => return other,
+            }
+        }
+    }
+
+    /// A bridge running a client on `dir`: its events, its handle, and who we are.
+    async fn started(
+        dir: &std::path::Path,
+    ) -> (impl Stream<Item = Event> + Unpin + use<>, Handle, Me) {
+        let mut stream = Box::pin(connect());
+        let Event::Ready(mut handle) = next(&mut stream).await else {
+            panic!("the bridge first hands out its handle");
+        };
+        assert!(handle.send(Request::Start(Box::new(config(dir)))));
+        let Event::Started { me, .. } = next_own(&mut stream).await else {
+            panic!("the client starts");
+        };
+        (stream, handle, me)
+    }
+
+    /// Creates a meeting through the bridge; returns its id.
+    async fn create(
+        stream: &mut (impl Stream<Item = Event> + Unpin),
+        handle: &mut Handle,
+    ) -> MeetingId {
+        assert!(handle.send(Request::Create { lobby: false }));
+        let Event::Created(invite) = next_own(stream).await else {
+            panic!("the meeting is created");
+        };
+        invite
+            .0
+            .parse::<Invite>()
+            .expect("a valid invite")
+            .meeting_id
+    }
+
     fn config(dir: &std::path::Path) -> Config {
         Config::new(dir)
             .with_store_key(conclave_core::KeySource::InsecureKeyFile)
@@ -556,7 +598,7 @@ mod tests {
             panic!("the bridge first hands out its handle");
         };
         assert!(handle.send(Request::Start(Box::new(config(&dir.path().join("a"))))));
-        let Event::Started { me, recent, .. } = next(&mut stream).await else {
+        let Event::Started { me, recent, .. } = next_own(&mut stream).await else {
             panic!("the client starts");
         };
         assert!(recent.is_empty());
@@ -567,10 +609,10 @@ mod tests {
             path: backup.clone(),
             passphrase: "correct horse battery".into(),
         }));
-        assert!(matches!(next(&mut stream).await, Event::Exported(path) if path == backup));
+        assert!(matches!(next_own(&mut stream).await, Event::Exported(path) if path == backup));
 
         assert!(handle.send(Request::Start(Box::new(config(&dir.path().join("b"))))));
-        let Event::Started { me: other, .. } = next(&mut stream).await else {
+        let Event::Started { me: other, .. } = next_own(&mut stream).await else {
             panic!("the second installation starts");
         };
         assert_ne!(other.peer_id, me.peer_id);
@@ -578,7 +620,7 @@ mod tests {
             path: backup.clone(),
             passphrase: "wrong horse battery".into(),
         }));
-        match next(&mut stream).await {
+        match next_own(&mut stream).await {
             Event::Failed { what, message } => {
                 assert_eq!(what, "restore");
                 assert!(message.contains("wrong passphrase"), "{message}");
@@ -589,43 +631,18 @@ mod tests {
             path: backup,
             passphrase: "correct horse battery".into(),
         }));
-        assert!(matches!(next(&mut stream).await, Event::Imported(peer) if peer == me.peer_id));
-        let Event::Started { me: restored, .. } = next(&mut stream).await else {
+        assert!(matches!(next_own(&mut stream).await, Event::Imported(peer) if peer == me.peer_id));
+        let Event::Started { me: restored, .. } = next_own(&mut stream).await else {
             panic!("the client restarts on the restored identity");
         };
         assert_eq!(restored.peer_id, me.peer_id);
     }
 
-    /// The next event that is not one of the core's.
-    async fn next_own(stream: &mut (impl Stream<Item = Event> + Unpin)) -> Event {
-        loop {
-            match next(stream).await {
-                Event::Core(_) => continue,
-                other => return other,
-            }
-        }
-    }
-
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn deleting_a_meetings_history_restarts_the_client_without_it() {
         let dir = crate::gui::private_tempdir();
-        let mut stream = Box::pin(connect());
-        let Event::Ready(mut handle) = next(&mut stream).await else {
-            panic!("the bridge first hands out its handle");
-        };
-        assert!(handle.send(Request::Start(Box::new(config(dir.path())))));
-        let Event::Started { me, .. } = next_own(&mut stream).await else {
-            panic!("the client starts");
-        };
-        assert!(handle.send(Request::Create { lobby: false }));
-        let Event::Created(invite) = next_own(&mut stream).await else {
-            panic!("the meeting is created");
-        };
-        let meeting = invite
-            .0
-            .parse::<Invite>()
-            .expect("a valid invite")
-            .meeting_id;
+        let (mut stream, mut handle, me) = started(dir.path()).await;
+        let meeting = create(&mut stream, &mut handle).await;
         assert!(handle.send(Request::Leave));
         assert!(matches!(next_own(&mut stream).await, Event::LeaveDone));
         assert!(handle.send(Request::Recent));
@@ -649,12 +666,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn verification_marks_round_trip_through_the_bridge() {
         let dir = crate::gui::private_tempdir();
-        let mut stream = Box::pin(connect());
-        let Event::Ready(mut handle) = next(&mut stream).await else {
-            panic!("the bridge first hands out its handle");
-        };
-        assert!(handle.send(Request::Start(Box::new(config(dir.path())))));
-        assert!(matches!(next(&mut stream).await, Event::Started { .. }));
+        let (mut stream, mut handle, _) = started(dir.path()).await;
         let peer = PeerId::from_public_key(
             &conclave_core::Identity::generate()
                 .libp2p_keypair()
@@ -669,21 +681,8 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn requests_go_on_while_the_ui_is_slow_to_take_the_cores_events() {
         let dir = crate::gui::private_tempdir();
-        let mut stream = Box::pin(connect());
-        let Event::Ready(mut handle) = next(&mut stream).await else {
-            panic!("the bridge first hands out its handle");
-        };
-        assert!(handle.send(Request::Start(Box::new(config(dir.path())))));
-        assert!(matches!(next_own(&mut stream).await, Event::Started { .. }));
-        assert!(handle.send(Request::Create { lobby: false }));
-        let Event::Created(invite) = next_own(&mut stream).await else {
-            panic!("the meeting is created");
-        };
-        let meeting = invite
-            .0
-            .parse::<Invite>()
-            .expect("a valid invite")
-            .meeting_id;
+        let (mut stream, mut handle, _) = started(dir.path()).await;
+        let meeting = create(&mut stream, &mut handle).await;
         // A UI busy drawing: it takes one event every 20 ms (iced polls the bridge only
         // when it takes an event), and keeps the meeting's history when it comes.
         let (history_tx, history_rx) = tokio::sync::oneshot::channel();

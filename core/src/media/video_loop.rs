@@ -1133,32 +1133,42 @@ mod tests {
     /// a third of it: each gets the layer its path carries (simulcast), the weak one from
     /// the low layer's first keyframe on; when its path recovers, the low layer is no longer
     /// encoded and it is back on the main one.
-    #[test]
-    fn each_receiver_gets_the_layer_its_path_carries() {
-        let sender = VideoSender::new(Box::new(StampedTestSource::new(640, 360).unwrap())).unwrap();
-        let mut video = VideoLoop::new(Some(sender), None);
-        let (strong, weak) = (PeerId::random(), PeerId::random());
+    /// Keys `video` for an epoch of `members` (leaves 1, 2, …) and routes its frames to
+    /// each of them; returns each member's queue of frames.
+    fn keyed_and_routed(
+        video: &mut VideoLoop,
+        members: &[PeerId],
+    ) -> HashMap<PeerId, mpsc::Receiver<OutboundVideo>> {
         video.on_command(
             t0(),
             VideoCommand::Keys {
                 epoch: 1,
                 secret: EpochSecret([8; 32]),
                 own_leaf: 0,
-                members: vec![(1, strong), (2, weak)],
+                members: (1..).zip(members.iter().copied()).collect(),
             },
         );
         let mut queues = HashMap::new();
-        for peer in [strong, weak] {
+        for peer in members {
             let (tx, rx) = mpsc::channel(64);
             video.on_command(
                 t0(),
                 VideoCommand::Route {
-                    peer,
+                    peer: *peer,
                     frames: Some(tx),
                 },
             );
-            queues.insert(peer, rx);
+            queues.insert(*peer, rx);
         }
+        queues
+    }
+
+    #[test]
+    fn each_receiver_gets_the_layer_its_path_carries() {
+        let sender = VideoSender::new(Box::new(StampedTestSource::new(640, 360).unwrap())).unwrap();
+        let mut video = VideoLoop::new(Some(sender), None);
+        let (strong, weak) = (PeerId::random(), PeerId::random());
+        let mut queues = keyed_and_routed(&mut video, &[strong, weak]);
         let path = |bps: f64| {
             Some(SendEstimate {
                 bps,
@@ -1238,27 +1248,7 @@ mod tests {
         let display = VideoDisplay::new();
         let mut video = VideoLoop::new(Some(sender), None).with_display(Some(display.clone()));
         let (watching, weak_link) = (PeerId::random(), PeerId::random());
-        video.on_command(
-            t0(),
-            VideoCommand::Keys {
-                epoch: 1,
-                secret: EpochSecret([8; 32]),
-                own_leaf: 0,
-                members: vec![(1, watching), (2, weak_link)],
-            },
-        );
-        let mut queues = HashMap::new();
-        for peer in [watching, weak_link] {
-            let (tx, rx) = mpsc::channel(64);
-            video.on_command(
-                t0(),
-                VideoCommand::Route {
-                    peer,
-                    frames: Some(tx),
-                },
-            );
-            queues.insert(peer, rx);
-        }
+        let mut queues = keyed_and_routed(&mut video, &[watching, weak_link]);
         video.on_command(
             t0(),
             VideoCommand::Wanted {
