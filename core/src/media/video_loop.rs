@@ -1087,28 +1087,10 @@ mod tests {
     fn each_frame_is_encoded_once_whatever_the_number_of_receivers() {
         let sender = VideoSender::new(Box::new(StampedTestSource::new(320, 180).unwrap())).unwrap();
         let mut video = VideoLoop::new(Some(sender), None);
-        let members: Vec<(u32, PeerId)> = (1..=5).map(|leaf| (leaf, PeerId::random())).collect();
-        video.on_command(
-            t0(),
-            VideoCommand::Keys {
-                epoch: 1,
-                secret: EpochSecret([8; 32]),
-                own_leaf: 0,
-                members: members.clone(),
-            },
-        );
-        let mut queues = Vec::new();
-        for (_, peer) in &members {
-            let (tx, rx) = mpsc::channel(VIDEO_OUTBOUND_CAPACITY);
-            video.on_command(
-                t0(),
-                VideoCommand::Route {
-                    peer: *peer,
-                    frames: Some(tx),
-                },
-            );
-            queues.push(rx);
-        }
+        let members: Vec<PeerId> = (0..5).map(|_| PeerId::random()).collect();
+        let mut queues: Vec<mpsc::Receiver<OutboundVideo>> = keyed_and_routed(&mut video, &members)
+            .into_values()
+            .collect();
         for n in 0..3u64 {
             video.capture(VideoKind::Camera, t0() + Duration::from_millis(33 * n));
         }
