@@ -87,7 +87,8 @@ fuzz: deps
 # Long runs over emulated real networks (docs/performance.md): the meeting tests under
 # `intercontinental` with a two-minute hold, the five-person soak, the join / first-audio
 # medians under every profile, video between three homes under `intercontinental`
-# (250 ms RTT, 1 % loss per uplink), and the video loss sweep (1, 5 and 10 % on one
+# (250 ms RTT, 1 % loss per uplink) with "no incoming video" and a camera turned off, and
+# the video loss sweep (1, 5 and 10 % on one
 # member's uplink under three profiles: freeze counts and lengths, docs/performance.md).
 # Not part of `make test` (about 25 minutes).
 SOAK := $(CARGO) test --workspace --test system -- --test-threads=1 --nocapture
@@ -98,6 +99,7 @@ soak: build
 	  CONCLAVE_WAN_PROFILE=$$p $(SOAK) --ignored real_networks::join_and_first_audio_medians || exit 1; \
 	done
 	CONCLAVE_WAN_PROFILE=intercontinental $(SOAK) video::three_members_far_apart
+	CONCLAVE_WAN_PROFILE=intercontinental $(SOAK) --ignored video_rate::no_incoming_video
 	for p in metro continental intercontinental; do for loss in 1 5 10; do \
 	  CONCLAVE_WAN_PROFILE=$$p CONCLAVE_VIDEO_LOSS=$$loss $(SOAK) video_rate::video_from_a_lossy_uplink || exit 1; \
 	done; done

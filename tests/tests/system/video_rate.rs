@@ -473,3 +473,78 @@ fn a_receiver_on_a_slow_line_gets_a_smaller_picture_and_the_others_do_not() {
         m.send_line("/leave").unwrap();
     }
 }
+
+/// Three homes between continents (`intercontinental` unless `CONCLAVE_WAN_PROFILE` says
+/// otherwise; 250 ms RTT, 1 % loss per uplink): one member turns incoming video off and
+/// both others' cameras end at it while its own video still reaches them; turned on
+/// again, both pictures come back. A camera turned off ends at once at the others (told,
+/// not timed out). `make soak`.
+#[test]
+#[ignore = "soak: make soak"]
+fn no_incoming_video_and_a_camera_off_work_across_the_world() {
+    assert!(available(), "this test needs root and iproute2 (ip netns)");
+    let _serial = serial();
+    let profile = Profile::from_env_or(Profile::INTERCONTINENTAL);
+    let dir = tempfile::tempdir().unwrap();
+    let mut internet = Internet::new("niv").unwrap();
+    let (_relay, _homes, mut members, ids) =
+        meeting_of_three(&mut internet, dir.path(), [(&profile, "silence"); 3], "n");
+    let is_camera = |v: &Value, what: &str, peer: &str| {
+        v["event"] == what && v["kind"] == "camera" && v["peer_id"] == peer
+    };
+    // n2 is on a weak link: it asks for no video.
+    let mark = members[2].seen.len();
+    members[2].send_line("/incoming-video off").unwrap();
+    for sender in &ids[..2] {
+        members[2]
+            .wait_for_since(mark, LIMIT, "a camera ended", |v| {
+                is_camera(v, "video_stopped", sender)
+            })
+            .unwrap();
+    }
+    // Its own camera still reaches the others.
+    for receiver in &mut members[..2] {
+        let mark = receiver.seen.len();
+        receiver
+            .wait_for_since(mark, LIMIT, "n2's video", |v| {
+                v["event"] == "video"
+                    && v["peer_id"] == ids[2].as_str()
+                    && v["frames"].as_u64() > Some(10)
+            })
+            .unwrap();
+    }
+    let mark = members[2].seen.len();
+    members[2].send_line("/incoming-video on").unwrap();
+    for sender in &ids[..2] {
+        members[2]
+            .wait_for_since(mark, LIMIT, "a camera again", |v| {
+                is_camera(v, "video_started", sender)
+            })
+            .unwrap();
+    }
+    // n0 turns its camera off: the others hear it in well under the 3 s of silence after
+    // which a camera counts as ended anyway.
+    let marks: Vec<usize> = members.iter().map(|m| m.seen.len()).collect();
+    #[allow(clippy::disallowed_methods)]
+    let off = Instant::now();
+    members[0].send_line("/camera off").unwrap();
+    for receiver in 1..3 {
+        members[receiver]
+            .wait_for_since(marks[receiver], LIMIT, "n0's camera ended", |v| {
+                is_camera(v, "video_stopped", &ids[0])
+            })
+            .unwrap();
+    }
+    let took = off.elapsed();
+    eprintln!(
+        "{}: a camera's end reached both others in {took:?}",
+        profile.name
+    );
+    assert!(
+        took < conclave_core::media::video::VIDEO_GONE_AFTER,
+        "{took:?}: told, not timed out"
+    );
+    for m in &mut members {
+        let _ = m.send_line("/leave");
+    }
+}
