@@ -308,11 +308,7 @@ impl App {
                 let Some(meeting) = self.meeting.as_mut() else {
                     return Task::none();
                 };
-                let staged = meeting.staged();
-                let action = meeting.update(message);
-                if meeting.staged() != staged {
-                    info!(staged = ?meeting.staged(), "stage");
-                }
+                let action = meeting.logging_stage(|meeting| meeting.update(message));
                 self.on_meeting(action)
             }
             Message::Settings(message) => {

@@ -304,14 +304,7 @@ impl Engine {
             return;
         }
         self.incoming_video = receive;
-        let mut peers: Vec<PeerId> = self.members.keys().copied().collect();
-        peers.sort();
-        for peer in peers {
-            self.push(Action::Signal {
-                to: peer,
-                payload: Signal::Video { receive }.encode(),
-            });
-        }
+        self.tell_every_member(&Signal::Video { receive });
     }
 
     /// Our camera turned on or off (`camera`), our share started or stopped (`screen`):
@@ -326,12 +319,18 @@ impl Engine {
         }
         self.sending = now_sending;
         let (camera, screen) = now_sending;
+        self.tell_every_member(&Signal::Sending { camera, screen });
+    }
+
+    /// Sends `signal` to every member, in peer id order.
+    fn tell_every_member(&mut self, signal: &Signal) {
+        let payload = signal.encode();
         let mut peers: Vec<PeerId> = self.members.keys().copied().collect();
         peers.sort();
         for peer in peers {
             self.push(Action::Signal {
                 to: peer,
-                payload: Signal::Sending { camera, screen }.encode(),
+                payload: payload.clone(),
             });
         }
     }
@@ -369,9 +368,10 @@ impl Engine {
 
     /// A signalling payload from `from`, authenticated by the group.
     pub(crate) fn handle_signal(&mut self, now: Instant, from: PeerId, payload: Vec<u8>) {
+        let decoded = Signal::decode(&payload);
         // Whether a member wants our video is a state, not a step of a negotiation: it
         // is taken as often as it comes, and it is not what a repeated offer is told by.
-        match Signal::decode(&payload) {
+        match decoded {
             Some(Signal::Video { receive }) => {
                 self.push(Action::VideoWanted {
                     peer: from,
@@ -406,7 +406,7 @@ impl Engine {
             debug!(peer = %from, "duplicate signal ignored");
             return;
         }
-        let Some(signal) = Signal::decode(&payload) else {
+        let Some(signal) = decoded else {
             warn!(peer = %from, "malformed signalling message dropped");
             return;
         };

@@ -253,6 +253,15 @@ pub(crate) struct VideoQueues {
     pub(crate) reports: mpsc::Sender<ClockReport>,
 }
 
+/// The routes that carry our video: all but those of members that want none. (A free
+/// function, so that a loop over them can change the loop's other fields.)
+fn video_routes<'a>(
+    routes: &'a HashMap<PeerId, mpsc::Sender<OutboundVideo>>,
+    unwanted: &'a HashSet<PeerId>,
+) -> impl Iterator<Item = (&'a PeerId, &'a mpsc::Sender<OutboundVideo>)> {
+    routes.iter().filter(|(peer, _)| !unwanted.contains(*peer))
+}
+
 fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -444,15 +453,8 @@ impl VideoLoop {
             VideoCommand::Route { peer, frames } => match frames {
                 Some(frames) => {
                     self.routes.insert(peer, frames);
-                    // A new receiver starts on the main layer.
-                    self.camera_layers.insert(peer, PeerLayer::default());
                     // A new connection has no earlier picture.
-                    for own in [self.camera.as_mut(), self.screen.as_mut()]
-                        .into_iter()
-                        .flatten()
-                    {
-                        own.sender.request_keyframe(now);
-                    }
+                    self.start_receiver(now, peer);
                 }
                 None => {
                     self.routes.remove(&peer);
@@ -638,8 +640,7 @@ impl VideoLoop {
         let low_factor = own.sender.low_factor();
         let ceiling = own.sender.full_rate_kbps();
         let mut affords: Vec<(PeerId, u32, u32)> = Vec::new();
-        let unwanted = &self.unwanted;
-        for peer in self.routes.keys().filter(|peer| !unwanted.contains(*peer)) {
+        for (peer, _) in video_routes(&self.routes, &self.unwanted) {
             let kbps = self
                 .peer_rates
                 .get(peer)
@@ -700,13 +701,7 @@ impl VideoLoop {
         info!(peer = %peer, wanted, "member's wish for our video");
         if wanted {
             if self.unwanted.remove(&peer) {
-                self.camera_layers.insert(peer, PeerLayer::default());
-                for own in [self.camera.as_mut(), self.screen.as_mut()]
-                    .into_iter()
-                    .flatten()
-                {
-                    own.sender.request_keyframe(now);
-                }
+                self.start_receiver(now, peer);
             }
         } else if self.unwanted.insert(peer) {
             self.forget_path(&peer);
@@ -714,12 +709,22 @@ impl VideoLoop {
         self.resplit = true;
     }
 
+    /// `peer` starts receiving our video afresh (a new connection, or video wanted again):
+    /// on the main layer, from a keyframe of each of our videos.
+    fn start_receiver(&mut self, now: Instant, peer: PeerId) {
+        self.camera_layers.insert(peer, PeerLayer::default());
+        for own in [self.camera.as_mut(), self.screen.as_mut()]
+            .into_iter()
+            .flatten()
+        {
+            own.sender.request_keyframe(now);
+        }
+    }
+
     /// The connections that carry our video: every route but those of members that want
     /// none.
     fn video_routes(&self) -> impl Iterator<Item = (&PeerId, &mpsc::Sender<OutboundVideo>)> {
-        self.routes
-            .iter()
-            .filter(|(peer, _)| !self.unwanted.contains(*peer))
+        video_routes(&self.routes, &self.unwanted)
     }
 
     fn forget_path(&mut self, peer: &PeerId) {
@@ -782,8 +787,7 @@ impl VideoLoop {
         }
         let mut closed = Vec::new();
         let mut not_sent = 0;
-        let unwanted = &self.unwanted;
-        for (peer, frames) in self.routes.iter().filter(|(p, _)| !unwanted.contains(*p)) {
+        for (peer, frames) in video_routes(&self.routes, &self.unwanted) {
             let layer = match kind {
                 VideoKind::Camera => self.camera_layers.get_mut(peer),
                 VideoKind::Screen => None,

@@ -171,11 +171,7 @@ impl App {
             }
             CoreEvent::Media(event) => {
                 if let Some(meeting) = self.meeting.as_mut() {
-                    let staged = meeting.staged();
-                    meeting.handle_media(event);
-                    if meeting.staged() != staged {
-                        info!(staged = ?meeting.staged(), "stage");
-                    }
+                    meeting.logging_stage(|meeting| meeting.handle_media(event));
                 }
             }
             CoreEvent::Warning { message } => {

@@ -6,7 +6,7 @@ use iced::widget::{Column, column, container, image, row, scrollable, text, text
 use iced::{ContentFit, Element, Length};
 
 use crate::gui::bridge::{Me, Recent, Redacted};
-use crate::gui::video::{Pictures, Shown};
+use crate::gui::video::Pictures;
 use crate::gui::widget::focus::{button, checkbox};
 use conclave_core::media::video::VideoKind;
 use conclave_core::media::video::display::Owner;
@@ -170,8 +170,6 @@ impl State {
         camera: Option<bool>,
         pictures: &Pictures,
     ) -> Element<'a, Message> {
-        let preview = pictures.me();
-        pictures.draw_at(Owner::Me, VideoKind::Camera, PREVIEW.0, PREVIEW.1);
         let ready = me.is_some();
         let identity: Element<'a, Message> = match me {
             Some(me) => self.view_identity(me),
@@ -181,7 +179,7 @@ impl State {
             .spacing(28)
             .width(Length::FillPortion(3));
         let mut right = column![
-            view_preview(camera, preview),
+            view_preview(camera, pictures),
             text("Recent meetings").size(22),
             self.view_recent(ready)
         ]
@@ -366,9 +364,10 @@ const PREVIEW: (f32, f32) = (320.0, 180.0);
 
 /// The camera preview before joining: the self-view (mirrored) or why there is none,
 /// and the button that turns the camera on or off.
-fn view_preview<'a>(camera: Option<bool>, preview: Option<&Shown>) -> Element<'a, Message> {
+fn view_preview<'a>(camera: Option<bool>, pictures: &Pictures) -> Element<'a, Message> {
     let (width, height) = PREVIEW;
-    let picture: Element<'a, Message> = match (camera, preview) {
+    pictures.draw_at(Owner::Me, VideoKind::Camera, width, height);
+    let picture: Element<'a, Message> = match (camera, pictures.me()) {
         (Some(true), Some(shown)) => image(shown.handle.clone())
             .content_fit(ContentFit::Cover)
             .filter_method(shown.filter_in(width, height))

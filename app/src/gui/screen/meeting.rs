@@ -530,6 +530,18 @@ impl State {
         }
     }
 
+    /// Runs `change` and logs what the stage shows when that changed (the GUI system test
+    /// waits for it).
+    pub(crate) fn logging_stage<T>(&mut self, change: impl FnOnce(&mut Self) -> T) -> T {
+        let before = self.staged();
+        let result = change(self);
+        let after = self.staged();
+        if after != before {
+            tracing::info!(staged = ?after, "stage");
+        }
+        result
+    }
+
     /// A joiner waits in our lobby: the participants panel opens to show it.
     fn knocked(&mut self, peer_id: PeerId, name: String) {
         let shown = display_name(&peer_id, &name);

@@ -96,13 +96,13 @@ pub(crate) enum TileSize {
 }
 
 /// Width and height of a tile in the strip under the stage.
-pub(crate) const STRIP_TILE: (f32, f32) = (192.0, 108.0);
+const STRIP_TILE: (f32, f32) = (192.0, 108.0);
 /// Smallest tile of the grid; below it, the grid scrolls.
 const MIN_GRID_WIDTH: f32 = 208.0;
 
 impl TileSize {
     /// Width and height.
-    fn dimensions(self) -> (f32, f32) {
+    pub(crate) fn dimensions(self) -> (f32, f32) {
         match self {
             TileSize::Grid { width, height } | TileSize::Stage { width, height } => (width, height),
             TileSize::Strip => STRIP_TILE,

@@ -422,13 +422,18 @@ impl VideoSender {
         self.on
     }
 
+    /// The next frame of each layer is a keyframe.
+    fn key_every_layer(&mut self) {
+        self.main.keyframe_due = true;
+        if let Some(low) = self.low.as_mut() {
+            low.keyframe_due = true;
+        }
+    }
+
     /// Turns the camera off (nothing is captured or sent) or back on (a keyframe first).
     pub fn set_on(&mut self, on: bool) {
         if on && !self.on {
-            self.main.keyframe_due = true;
-            if let Some(low) = self.low.as_mut() {
-                low.keyframe_due = true;
-            }
+            self.key_every_layer();
         }
         self.on = on;
     }
@@ -443,10 +448,7 @@ impl VideoSender {
     ) -> Result<(), MediaError> {
         self.sealer.install(epoch, own_leaf, base_key)?;
         self.keyed = true;
-        self.main.keyframe_due = true;
-        if let Some(low) = self.low.as_mut() {
-            low.keyframe_due = true;
-        }
+        self.key_every_layer();
         Ok(())
     }
 
@@ -512,10 +514,7 @@ impl VideoSender {
             .next_frames(unix_ms, &[self.main.factor])?
             .into_iter()
             .next();
-        self.main.keyframe_due = true;
-        if let Some(low) = self.low.as_mut() {
-            low.keyframe_due = true;
-        }
+        self.key_every_layer();
         Ok(CapturedLayers {
             picture,
             ..CapturedLayers::default()

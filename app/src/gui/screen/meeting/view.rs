@@ -21,9 +21,18 @@ use crate::gui::widget::badge::{self, colour};
 use crate::gui::widget::focus::button;
 use crate::gui::widget::tile::{self, TileInfo, TileSize};
 
-/// Whose video a tile shows.
-fn owner(info: &TileInfo) -> Owner {
-    info.peer.map_or(Owner::Me, Owner::Member)
+/// A participant's tile of `size` with its camera's `video`; the core is told the size it
+/// is drawn at (so its pictures come at that size), and pressing it pins the member.
+fn camera_tile<'a>(
+    pictures: &Pictures,
+    info: &TileInfo,
+    video: Option<&Shown>,
+    size: TileSize,
+) -> Element<'a, Message> {
+    let (width, height) = size.dimensions();
+    let owner = info.peer.map_or(Owner::Me, Owner::Member);
+    pictures.draw_at(owner, VideoKind::Camera, width, height);
+    tile::tile(info, video, size, info.peer.map(Message::Pin))
 }
 
 /// Space between tiles.
@@ -188,8 +197,9 @@ impl State {
         )
     }
 
-    /// The tiles: a grid wrapping to the width of the window, or the stage (a shared
-    /// screen, the pinned member or the active speaker, large) above a strip of the others.
+    /// The tiles: a grid that makes them as large as the room allows, or the stage (a
+    /// shared screen, the pinned member or the active speaker, large) above a strip of the
+    /// others.
     fn view_tiles<'a>(
         &'a self,
         verified: &BTreeSet<PeerId>,
@@ -201,7 +211,6 @@ impl State {
             Some(_) => None,
             None => pictures.me(),
         };
-        let pin = |info: &TileInfo| info.peer.map(Message::Pin);
         let Some(staged) = self.staged() else {
             // As many tiles across as makes them largest in the room there is.
             let tiles: Vec<(TileInfo, Option<Shown>)> = tiles
@@ -217,10 +226,7 @@ impl State {
                 for line in tiles.chunks(columns) {
                     let mut row = Row::new().spacing(GAP);
                     for (info, video) in line {
-                        if let TileSize::Grid { width, height } = size {
-                            pictures.draw_at(owner(info), VideoKind::Camera, width, height);
-                        }
-                        row = row.push(tile::tile(info, video.as_ref(), size, pin(info)));
+                        row = row.push(camera_tile(pictures, info, video.as_ref(), size));
                     }
                     grid = grid.push(row);
                 }
@@ -243,13 +249,11 @@ impl State {
                     Some(info) => {
                         let (info, video) = (info.clone(), camera(info).cloned());
                         responsive(move |room| {
-                            let owner = Owner::Member(peer);
-                            pictures.draw_at(owner, VideoKind::Camera, room.width, room.height);
                             let size = TileSize::Stage {
                                 width: room.width,
                                 height: room.height,
                             };
-                            tile::tile(&info, video.as_ref(), size, pin(&info))
+                            camera_tile(pictures, &info, video.as_ref(), size)
                         })
                         .into()
                     }
@@ -263,9 +267,7 @@ impl State {
             .iter()
             .filter(|info| info.peer.is_none() || info.peer != on_stage)
         {
-            let (width, height) = tile::STRIP_TILE;
-            pictures.draw_at(owner(info), VideoKind::Camera, width, height);
-            strip = strip.push(tile::tile(info, camera(info), TileSize::Strip, pin(info)));
+            strip = strip.push(camera_tile(pictures, info, camera(info), TileSize::Strip));
         }
         column![
             container(stage).width(Length::Fill).height(Length::Fill),
