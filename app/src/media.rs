@@ -19,6 +19,11 @@ pub(crate) struct Connection {
     pub(crate) state: String,
     /// `direct`, or `relayed` through a TURN server.
     pub(crate) path: String,
+    /// The path this connection took over from (a relayed one replaced by a direct one
+    /// during the call).
+    pub(crate) previous_path: Option<String>,
+    /// Milliseconds since the member joined (ours or its join, whichever came later).
+    pub(crate) since_join_ms: u64,
     /// Latest round-trip time on that path, once measured.
     pub(crate) rtt_ms: Option<f64>,
     /// ICE restarts on this connection so far.
@@ -94,12 +99,16 @@ pub(crate) fn dispatch(event: MediaEvent, sink: &mut impl MediaSink) {
             peer_id,
             state,
             path,
+            previous_path,
+            since_join_ms,
             rtt_ms,
             ice_restarts,
         } => sink.connection(Connection {
             peer_id,
             state: state.to_string(),
             path: path.to_string(),
+            previous_path: previous_path.map(str::to_owned),
+            since_join_ms,
             rtt_ms,
             ice_restarts,
         }),
@@ -138,10 +147,12 @@ mod tests {
     impl MediaSink for Recorder {
         fn connection(&mut self, connection: Connection) {
             self.seen.push(format!(
-                "{} {} {}",
+                "{} {} {} {:?} {}",
                 connection.state,
                 connection.path,
-                connection.is_connected()
+                connection.is_connected(),
+                connection.previous_path,
+                connection.since_join_ms
             ));
         }
 
@@ -162,7 +173,9 @@ mod tests {
             MediaEvent::Connection {
                 peer_id,
                 state: "connected".into(),
-                path: "relayed",
+                path: "direct",
+                previous_path: Some("relayed"),
+                since_join_ms: 1_200,
                 rtt_ms: Some(3.0),
                 ice_restarts: 1,
             },
@@ -187,7 +200,11 @@ mod tests {
         dispatch(MediaEvent::Warning("no microphone".into()), &mut sink);
         assert_eq!(
             sink.seen,
-            ["connected relayed true", "7 frames", "no microphone"]
+            [
+                "connected direct true Some(\"relayed\") 1200",
+                "7 frames",
+                "no microphone"
+            ]
         );
     }
 }

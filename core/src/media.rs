@@ -179,6 +179,12 @@ pub enum MediaEvent {
         /// `direct`, or `relayed` through a TURN server (from the selected ICE pair;
         /// [`MediaPath::as_str`]).
         path: &'static str,
+        /// The path this connection took over from, when a direct path replaced a relayed
+        /// one during the call (`engine::upgrade`).
+        previous_path: Option<&'static str>,
+        /// Time since the member joined (ours or its join, whichever came later), in
+        /// milliseconds; 0 in events other than `connected`.
+        since_join_ms: u64,
         /// Latest STUN round-trip time on that path, once measured.
         rtt_ms: Option<f64>,
         /// ICE restarts on this connection so far (a broken path repaired in place).
@@ -249,8 +255,9 @@ pub struct VideoStats {
 /// What the media actor reports to its driver.
 #[derive(Debug, Clone, PartialEq)]
 pub enum MediaReport {
-    /// For the application.
-    Event(MediaEvent),
+    /// For the application (boxed: an event is far larger than the heartbeat beside it,
+    /// and rare).
+    Event(Box<MediaEvent>),
     /// Frames from this member arrive: opened with its key and delivered by its own
     /// connection (whose DTLS fingerprint came signed by it inside the group), so it is
     /// reachable over the media path. Sent at most every [`HEARD_REPORT_INTERVAL`] per

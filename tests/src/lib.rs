@@ -72,9 +72,14 @@ pub struct Proc {
 }
 
 impl Proc {
-    /// Spawns `program args...` with stdout piped, stderr to a log file in `log_dir`, and
-    /// `RUST_LOG` from `$CONCLAVE_TEST_LOG` (default `info`) unless `command` sets it.
+    /// Spawns `program args...` with stdout piped, stderr to a log file in `log_dir` (in
+    /// `$CONCLAVE_TEST_LOG_DIR` instead if set: a test's temporary directory goes with it,
+    /// and a failure worth studying needs the logs kept), and `RUST_LOG` from
+    /// `$CONCLAVE_TEST_LOG` (default `info`) unless `command` sets it.
     pub fn spawn(label: &str, mut command: Command, log_dir: &Path) -> anyhow::Result<Self> {
+        let log_dir = std::env::var_os("CONCLAVE_TEST_LOG_DIR")
+            .map_or_else(|| log_dir.to_path_buf(), PathBuf::from);
+        std::fs::create_dir_all(&log_dir).context("create the log directory")?;
         let stderr_path = log_dir.join(format!("{label}.stderr.log"));
         let stderr = std::fs::File::create(&stderr_path).context("create stderr log")?;
         command

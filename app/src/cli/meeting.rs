@@ -332,20 +332,27 @@ impl MediaSink for Printer {
             peer_id,
             state,
             path,
+            previous_path,
+            since_join_ms,
             rtt_ms,
             ice_restarts,
         } = connection;
         let rtt = rtt_ms.map_or(String::new(), |rtt| format!(", {rtt:.1} ms"));
+        let switch = previous_path
+            .as_deref()
+            .map_or(String::new(), |previous| format!(", was {previous}"));
         self.0.event(
             "connection",
             json!({
                 "peer_id": peer_id.to_string(),
                 "state": state,
                 "path": path,
+                "previous_path": previous_path,
+                "since_join_ms": since_join_ms,
                 "rtt_ms": rtt_ms,
                 "ice_restarts": ice_restarts,
             }),
-            || format!("media with {peer_id}: {state} ({path}{rtt})"),
+            || format!("media with {peer_id}: {state} ({path}{switch}{rtt})"),
         );
     }
 

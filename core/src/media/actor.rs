@@ -97,7 +97,8 @@ enum Internal {
 
 /// One live connection, as the actor holds it.
 struct Link {
-    conn: ConnId,
+    /// The member it connects to.
+    member: PeerId,
     peer: Arc<MediaPeer>,
     /// The clock's frames for this connection (to its sender task).
     frames: mpsc::Sender<OutboundFrame>,
@@ -117,7 +118,14 @@ struct VideoLink {
 struct Actor {
     engine: Engine,
     config: MediaConfig,
-    links: HashMap<PeerId, Link>,
+    /// Every live connection (a member has two while a direct one takes over from a
+    /// relayed one: `engine::upgrade`).
+    links: HashMap<ConnId, Link>,
+    /// The connections our media goes out on, per member, oldest first: audio on each,
+    /// video on the newest.
+    routes: HashMap<PeerId, Vec<ConnId>>,
+    /// The connection our video goes out on, per member (the newest routed one).
+    video_routes: HashMap<PeerId, ConnId>,
     /// ICE servers from the relays, TCP TURN already rewritten to go through a bridge.
     relay_ice_servers: Vec<IceServer>,
     /// TURN-over-TCP bridges by server address.
@@ -150,7 +158,7 @@ pub fn spawn(
     let (sink, sink_warning) = sink_from_spec(config.audio_out.as_deref())?;
     for warning in source_warning.into_iter().chain(sink_warning) {
         warn!(%warning, "audio device");
-        let _ = events.try_send(MediaReport::Event(MediaEvent::Warning(warning)));
+        let _ = events.try_send(MediaReport::Event(Box::new(MediaEvent::Warning(warning))));
     }
     let clock = Clock::new(source, sink, config.noise_suppression)?;
     let (commands_tx, commands_rx) = mpsc::channel(COMMAND_CAPACITY);
@@ -168,9 +176,11 @@ pub fn spawn(
     let (input_tx, input_rx) = mpsc::channel(INBOX_CAPACITY);
     let (internal_tx, internal_rx) = mpsc::channel(INTERNAL_CAPACITY);
     let actor = Actor {
-        engine: Engine::new(local),
+        engine: Engine::new(local, config.relay_only),
         config,
         links: HashMap::new(),
+        routes: HashMap::new(),
+        video_routes: HashMap::new(),
         relay_ice_servers: Vec::new(),
         tcp_bridges: HashMap::new(),
         internal: internal_tx,
@@ -205,7 +215,7 @@ fn spawn_video(
             Err(warning) => {
                 warn!(%warning, "video source");
                 let warning = format!("no video sent: {warning}");
-                let _ = events.try_send(MediaReport::Event(MediaEvent::Warning(warning)));
+                let _ = events.try_send(MediaReport::Event(Box::new(MediaEvent::Warning(warning))));
                 None
             }
         }
@@ -342,7 +352,9 @@ impl Actor {
             Internal::Negotiated { peer, conn, result } => match result {
                 Ok(Some(signal)) => self.engine.handle_local_signal(now(), peer, conn, signal),
                 Ok(None) => {}
-                Err(err) => self.engine.handle_failed(peer, conn, err.to_string()),
+                Err(err) => self
+                    .engine
+                    .handle_failed(now(), peer, conn, err.to_string()),
             },
             Internal::State { peer, conn, state } => {
                 self.engine.handle_state(now(), peer, conn, state)
@@ -354,7 +366,7 @@ impl Actor {
                 peer,
                 conn,
                 measured,
-            } => self.engine.handle_path(peer, conn, measured),
+            } => self.engine.handle_path(now(), peer, conn, measured),
             Internal::IceServers { servers, bridges } => {
                 for (address, bridge) in bridges {
                     self.tcp_bridges.entry(address).or_insert(bridge);
@@ -378,7 +390,8 @@ impl Actor {
                 }
             }
             ClockReport::KeyframeWanted { peer, kind } => {
-                let Some(link) = self.links.get(&peer) else {
+                // Asked on the newest connection: the one the member sends its video on.
+                let Some(link) = self.newest_link(&peer) else {
                     debug!(peer = %peer, "no connection to ask for a keyframe on");
                     return;
                 };
@@ -394,8 +407,7 @@ impl Actor {
                 if let MediaEvent::Stats(stats) = &mut event {
                     stats.rtt_ms = self.engine.rtt_ms(&stats.peer_id);
                     let estimate = self
-                        .links
-                        .get(&stats.peer_id)
+                        .routed_link(&stats.peer_id)
                         .and_then(|link| link.peer.send_estimate());
                     stats.send_estimate_kbps = estimate.map(|e| (e.bps / 1000.0).round() as u32);
                     stats.send_loss = estimate.map(|e| e.loss);
@@ -414,7 +426,11 @@ impl Actor {
 
     async fn act(&mut self, action: Action) {
         match action {
-            Action::Connect { peer, conn } => self.connect(peer, conn),
+            Action::Connect {
+                peer,
+                conn,
+                direct_only,
+            } => self.connect(peer, conn, direct_only),
             Action::Close { peer, conn } => self.close(peer, conn).await,
             Action::CreateOffer { peer, conn } => self.negotiate(peer, conn, |link| async move {
                 link.create_offer()
@@ -457,17 +473,15 @@ impl Actor {
             }
             Action::MeasurePath { peer, conn } => self.measure_path(peer, conn),
             Action::SendAudio { peer, conn, on } => {
-                let Some(link) = self.live_link(&peer, conn) else {
+                if self.live_link(&peer, conn).is_none() {
                     return;
-                };
-                let frames = on.then(|| link.frames.clone());
-                let video = on.then(|| link.video.clone());
-                self.tell_clock(ClockCommand::Route { peer, frames }).await;
-                self.tell_video(VideoCommand::Route {
-                    peer,
-                    frames: video,
-                })
-                .await;
+                }
+                let routed = self.routes.entry(peer).or_default();
+                routed.retain(|c| *c != conn);
+                if on {
+                    routed.push(conn);
+                }
+                self.tell_routes(peer).await;
             }
             Action::Keys {
                 epoch,
@@ -519,6 +533,57 @@ impl Actor {
         }
     }
 
+    /// Tells the clock and the video loop which connections our media for `peer` goes out
+    /// on now: audio on every routed one, video on the newest.
+    async fn tell_routes(&mut self, peer: PeerId) {
+        let routed: Vec<&Link> = self
+            .routes
+            .get(&peer)
+            .into_iter()
+            .flatten()
+            .filter_map(|conn| self.links.get(conn))
+            .collect();
+        let frames: Vec<mpsc::Sender<OutboundFrame>> =
+            routed.iter().map(|link| link.frames.clone()).collect();
+        let video = routed.last().map(|link| link.video.clone());
+        let video_conn = self
+            .routes
+            .get(&peer)
+            .and_then(|routed| routed.last())
+            .copied();
+        if frames.is_empty() {
+            self.routes.remove(&peer);
+        }
+        self.tell_clock(ClockCommand::Route { peer, frames }).await;
+        // The video moves (and starts with a keyframe) only when its connection changes.
+        if self.video_routes.get(&peer).copied() != video_conn {
+            match video_conn {
+                Some(conn) => self.video_routes.insert(peer, conn),
+                None => self.video_routes.remove(&peer),
+            };
+            self.tell_video(VideoCommand::Route {
+                peer,
+                frames: video,
+            })
+            .await;
+        }
+    }
+
+    /// The connection our video for `peer` goes out on (the newest routed one).
+    fn routed_link(&self, peer: &PeerId) -> Option<&Link> {
+        let conn = self.routes.get(peer)?.last()?;
+        self.links.get(conn)
+    }
+
+    /// The newest connection to `peer`.
+    fn newest_link(&self, peer: &PeerId) -> Option<&Link> {
+        self.links
+            .iter()
+            .filter(|(_, link)| link.member == *peer)
+            .max_by_key(|(conn, _)| **conn)
+            .map(|(_, link)| link)
+    }
+
     /// Tells the clock (lossless: waits at most one tick for room).
     async fn tell_clock(&mut self, command: ClockCommand) {
         if self.clock.send(command).await.is_err() {
@@ -532,14 +597,15 @@ impl Actor {
     async fn tell_video_paths(&mut self) {
         type Path = (PeerId, Option<f64>, Option<SendEstimate>);
         let paths: Vec<Path> = self
-            .links
-            .iter()
-            .map(|(peer, link)| {
+            .routes
+            .keys()
+            .filter_map(|peer| {
+                let link = self.routed_link(peer)?;
                 let rtt_ms = self
                     .engine
                     .rtt_ms(peer)
                     .filter(|ms| ms.is_finite() && *ms > 0.0);
-                (*peer, rtt_ms, link.peer.send_estimate())
+                Some((*peer, rtt_ms, link.peer.send_estimate()))
             })
             .collect();
         for (peer, rtt_ms, send) in paths {
@@ -576,7 +642,7 @@ impl Actor {
     /// The link of `peer` if it is still connection `conn` (a step for a replaced or closed
     /// connection is dropped).
     fn live_link(&self, peer: &PeerId, conn: ConnId) -> Option<&Link> {
-        self.links.get(peer).filter(|link| link.conn == conn)
+        self.links.get(&conn).filter(|link| link.member == *peer)
     }
 
     /// A negotiation step on the live connection `conn`, its result reported back.
@@ -648,8 +714,14 @@ impl Actor {
         }
     }
 
-    fn connect(&mut self, peer: PeerId, conn: ConnId) {
-        let config = self.peer_config();
+    /// Creates connection `conn` to `peer`; one looking for a direct path beside a
+    /// relayed one (`direct_only`) gets the STUN servers only, so it gathers no relayed
+    /// candidate.
+    fn connect(&mut self, peer: PeerId, conn: ConnId, direct_only: bool) {
+        let mut config = self.peer_config();
+        if direct_only {
+            config.ice_servers = stun_only(config.ice_servers);
+        }
         self.spawn_task(async move {
             let result = MediaPeer::new(now(), &config)
                 .await
@@ -695,9 +767,9 @@ impl Actor {
         self.tasks
             .spawn(send_video_frames(Arc::clone(&link), video_rx));
         self.links.insert(
-            peer,
+            conn,
             Link {
-                conn,
+                member: peer,
                 peer: link,
                 frames: frames_tx,
                 video: video_tx,
@@ -710,12 +782,18 @@ impl Actor {
             return;
         };
         let link = Arc::clone(&link.peer);
-        self.links.remove(&peer);
-        self.heard_reported.remove(&peer);
-        self.tell_clock(ClockCommand::Route { peer, frames: None })
-            .await;
-        self.tell_video(VideoCommand::Route { peer, frames: None })
-            .await;
+        self.links.remove(&conn);
+        if !self.links.values().any(|other| other.member == peer) {
+            self.heard_reported.remove(&peer);
+        }
+        let routed = self.routes.get_mut(&peer).is_some_and(|routed| {
+            let before = routed.len();
+            routed.retain(|c| *c != conn);
+            routed.len() != before
+        });
+        if routed {
+            self.tell_routes(peer).await;
+        }
         self.tasks.spawn(async move {
             let _ = link.close().await;
         });
@@ -781,7 +859,7 @@ impl Actor {
     /// into its own outbox, so a full channel means it is stuck; the report is then dropped
     /// and counted.
     fn report(&mut self, event: MediaEvent) {
-        self.send_report(MediaReport::Event(event));
+        self.send_report(MediaReport::Event(Box::new(event)));
     }
 
     fn send_report(&mut self, report: MediaReport) {
@@ -790,6 +868,22 @@ impl Actor {
             debug!(dropped = self.reports_dropped, error = %err, "media report dropped");
         }
     }
+}
+
+/// `servers` without their TURN URLs (and without the servers left with none): a
+/// connection configured with these gathers host and server-reflexive candidates only.
+fn stun_only(servers: Vec<IceServer>) -> Vec<IceServer> {
+    servers
+        .into_iter()
+        .filter_map(|mut server| {
+            server.urls.retain(|url| url.starts_with("stun:"));
+            (!server.urls.is_empty()).then_some(IceServer {
+                username: String::new(),
+                credential: String::new(),
+                ..server
+            })
+        })
+        .collect()
 }
 
 /// The server address of a `turn:IP:PORT?transport=tcp` URL.
@@ -834,16 +928,12 @@ async fn forward(
                     break;
                 }
             }
-            PeerEvent::Frame {
-                seq,
-                timestamp,
-                payload,
-            } => {
+            // The frame's place in its sender's stream is its SFrame counter (the jitter
+            // buffer's), not the connection's RTP numbering.
+            PeerEvent::Frame { payload, .. } => {
                 let frame = InboundFrame {
                     peer,
                     at: now(),
-                    seq,
-                    timestamp,
                     payload,
                 };
                 if inbound.audio.try_send(frame).is_err() {
@@ -861,6 +951,7 @@ async fn forward(
             } => {
                 let packet = VideoInbound::Packet {
                     peer,
+                    conn: conn.0,
                     kind,
                     at: now(),
                     seq,

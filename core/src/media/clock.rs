@@ -59,8 +59,6 @@ const STATS_TICKS: u64 = STATS_INTERVAL.as_millis() as u64 / FRAME_MS as u64;
 pub(crate) struct InboundFrame {
     pub(crate) peer: PeerId,
     pub(crate) at: Instant,
-    pub(crate) seq: u16,
-    pub(crate) timestamp: u32,
     /// The SFrame-sealed Opus packet.
     pub(crate) payload: Vec<u8>,
 }
@@ -86,10 +84,11 @@ pub(crate) enum ClockCommand {
     Forget(PeerId),
     /// Forget every key and receiver.
     Reset,
-    /// Send our frames to this member through `frames`, or (`None`) stop.
+    /// Send our frames to this member through each of `frames` (two connections while a
+    /// direct one takes over from a relayed one), or (none) stop.
     Route {
         peer: PeerId,
-        frames: Option<mpsc::Sender<OutboundFrame>>,
+        frames: Vec<mpsc::Sender<OutboundFrame>>,
     },
     /// Stop or resume sending.
     Mute(bool),
@@ -138,7 +137,7 @@ pub(crate) struct Clock {
     muted: bool,
     leaves: BTreeMap<u32, PeerId>,
     receivers: HashMap<u32, Receiver>,
-    routes: HashMap<PeerId, mpsc::Sender<OutboundFrame>>,
+    routes: HashMap<PeerId, Vec<mpsc::Sender<OutboundFrame>>>,
     /// When each member was last reported heard.
     heard: HashMap<PeerId, Instant>,
     ticks: u64,
@@ -265,14 +264,13 @@ impl Clock {
                 self.sealer.reset();
                 self.opener.reset();
             }
-            ClockCommand::Route { peer, frames } => match frames {
-                Some(frames) => {
+            ClockCommand::Route { peer, frames } => {
+                if frames.is_empty() {
+                    self.routes.remove(&peer);
+                } else {
                     self.routes.insert(peer, frames);
                 }
-                None => {
-                    self.routes.remove(&peer);
-                }
-            },
+            }
             ClockCommand::Mute(muted) => self.muted = muted,
             ClockCommand::NoiseSuppression(on) => {
                 if on != self.suppressor.is_some() {
@@ -328,7 +326,7 @@ impl Clock {
             });
         receiver
             .jitter
-            .push(frame.at, frame.seq, frame.timestamp, opened.payload);
+            .push(frame.at, opened.counter, opened.payload);
         if receiver.jitter.stats().received == 1
             && let Some(peer_id) = self.leaves.get(&opened.sender).copied()
         {
@@ -368,24 +366,24 @@ impl Clock {
                 return;
             }
         };
-        let mut closed = Vec::new();
-        for (peer, frames) in &self.routes {
-            let outbound = OutboundFrame {
-                at: now,
-                sealed: sealed.clone(),
-            };
-            match frames.try_send(outbound) {
-                Ok(()) => {}
-                Err(TrySendError::Full(_)) => {
-                    self.frames_not_sent += 1;
-                    debug!(peer = %peer, dropped = self.frames_not_sent, "send queue full; frame dropped");
+        for (peer, routes) in &mut self.routes {
+            routes.retain(|frames| {
+                let outbound = OutboundFrame {
+                    at: now,
+                    sealed: sealed.clone(),
+                };
+                match frames.try_send(outbound) {
+                    Ok(()) => true,
+                    Err(TrySendError::Full(_)) => {
+                        self.frames_not_sent += 1;
+                        debug!(peer = %peer, dropped = self.frames_not_sent, "send queue full; frame dropped");
+                        true
+                    }
+                    Err(TrySendError::Closed(_)) => false,
                 }
-                Err(TrySendError::Closed(_)) => closed.push(*peer),
-            }
+            });
         }
-        for peer in closed {
-            self.routes.remove(&peer);
-        }
+        self.routes.retain(|_, routes| !routes.is_empty());
     }
 
     /// Plays every sender's next frame out, mixed, into the sink.
@@ -406,7 +404,9 @@ impl Clock {
 
     fn report_stats(&mut self, reports: &mpsc::Sender<ClockReport>) {
         let decrypt = self.opener.stats();
-        let failures = decrypt.forged + decrypt.replayed + decrypt.unknown_key + decrypt.malformed;
+        // Copies of frames already opened (`replayed`) are not failures: while a direct
+        // connection takes over from a relayed one, every frame comes both ways.
+        let failures = decrypt.forged + decrypt.unknown_key + decrypt.malformed;
         let mut events = Vec::new();
         for (leaf, receiver) in &self.receivers {
             let Some(peer_id) = self.leaves.get(leaf) else {
@@ -498,7 +498,7 @@ mod tests {
             let (frames_tx, frames_rx) = mpsc::channel(OUTBOUND_CAPACITY);
             self.command(ClockCommand::Route {
                 peer,
-                frames: Some(frames_tx),
+                frames: vec![frames_tx],
             });
             frames_rx
         }
@@ -541,8 +541,6 @@ mod tests {
             let inbound = InboundFrame {
                 peer: a_id,
                 at: frame.at,
-                seq,
-                timestamp: u32::from(seq) * 960,
                 payload: frame.sealed,
             };
             b.inbound.try_send(inbound).expect("room");
@@ -553,8 +551,6 @@ mod tests {
         let stranger = InboundFrame {
             peer: PeerId::random(),
             at: now,
-            seq: 0,
-            timestamp: 0,
             payload: vec![0; 40],
         };
         b.inbound.try_send(stranger).expect("room");
@@ -625,7 +621,7 @@ mod tests {
         a.command(keys(0, vec![(1, b_id)]));
         a.command(ClockCommand::Route {
             peer: b_id,
-            frames: None,
+            frames: Vec::new(),
         });
         a.tick(now + TICK * 4);
         assert!(frames_rx.try_recv().is_err(), "route dropped");

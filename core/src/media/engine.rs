@@ -19,12 +19,17 @@
 //! the paths through their NATs together (`transport::sdp`). An offer that goes
 //! unanswered for [`NEGOTIATION_TIMEOUT`] is replaced by a new connection. A path that breaks is repaired in place by ICE restarts
 //! ([`repair`]), and after [`MAX_ICE_RESTARTS`] answered ones by a new connection.
+//!
+//! Relay first, direct later ([`upgrade`]): a connection takes the first candidate pair
+//! that works, relayed or not, so media flows at once; a relayed one gets a second
+//! connection beside it that looks for a direct path and takes over without a gap.
 
 mod peer;
 mod repair;
 pub(crate) mod signal;
 #[cfg(test)]
 mod tests;
+pub(crate) mod upgrade;
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -61,8 +66,13 @@ const IN_FLIGHT_AFTER_RELAY_LOSS: Duration = Duration::from_millis(100);
 /// What the engine asks its driver to do.
 #[derive(Debug)]
 pub(crate) enum Action {
-    /// Create connection `conn` to `peer`; report with [`Engine::handle_created`].
-    Connect { peer: PeerId, conn: ConnId },
+    /// Create connection `conn` to `peer` (without relayed candidates if `direct_only`);
+    /// report with [`Engine::handle_created`].
+    Connect {
+        peer: PeerId,
+        conn: ConnId,
+        direct_only: bool,
+    },
     /// Close connection `conn` and forget it (stop sending audio on it too).
     Close { peer: PeerId, conn: ConnId },
     /// Create an offer on `conn`; report it with [`Engine::handle_local_signal`].
@@ -94,7 +104,9 @@ pub(crate) enum Action {
     Signal { to: PeerId, payload: Vec<u8> },
     /// Measure the path and round-trip time of `conn`; report with [`Engine::handle_path`].
     MeasurePath { peer: PeerId, conn: ConnId },
-    /// Start (`true`) or stop sending our audio on `conn`.
+    /// Start (`true`) or stop sending our audio on `conn` (beside the connections it goes
+    /// out on already: to a member switching connections it goes out on both for a while),
+    /// and our video (on the latest connection started only).
     SendAudio {
         peer: PeerId,
         conn: ConnId,
@@ -139,11 +151,16 @@ pub(crate) struct Engine {
     incoming_video: bool,
     /// Which of our videos we send (camera, screen), as the members were told.
     sending: (bool, bool),
+    /// Our connections offer only relayed candidates: no direct path is looked for.
+    relay_only: bool,
+    /// Relayed connections a direct one replaced, and when they close.
+    retiring: Vec<(PeerId, ConnId, Instant)>,
 }
 
 impl Engine {
-    /// An engine for the client `local`.
-    pub(crate) fn new(local: PeerId) -> Self {
+    /// An engine for the client `local`; `relay_only` if its connections offer only relayed
+    /// candidates (no direct path is then looked for).
+    pub(crate) fn new(local: PeerId, relay_only: bool) -> Self {
         Self {
             local,
             members: HashMap::new(),
@@ -153,6 +170,8 @@ impl Engine {
             actions: VecDeque::new(),
             incoming_video: true,
             sending: (true, false),
+            relay_only,
+            retiring: Vec::new(),
         }
     }
 
@@ -171,13 +190,36 @@ impl Engine {
         self.members.get(peer)?.conn.as_ref()?.rtt_ms
     }
 
-    /// The connection to `peer` if it is `conn`.
-    fn current(&mut self, peer: &PeerId, conn: ConnId) -> Option<&mut Connection> {
-        self.members
-            .get_mut(peer)?
+    /// The connection to `peer` if it is `conn` (the one our media goes out on, or the
+    /// direct path attempt beside it), and whether it is the attempt.
+    fn current(&mut self, peer: &PeerId, conn: ConnId) -> Option<(&mut Connection, bool)> {
+        let member = self.members.get_mut(peer)?;
+        if let Some(main) = member.conn.as_mut().filter(|main| main.id == conn) {
+            return Some((main, false));
+        }
+        let upgrade = member
+            .upgrade
+            .as_mut()
+            .filter(|upgrade| upgrade.id == conn)?;
+        Some((upgrade, true))
+    }
+
+    /// The connection to `peer` (either) whose latest offer's digest is `offer` (`sent`:
+    /// ours; otherwise the one we answer).
+    fn by_offer(&mut self, peer: &PeerId, offer: u64, sent: bool) -> Option<&mut Connection> {
+        let member = self.members.get_mut(peer)?;
+        let matches = |conn: &&mut Connection| {
+            if sent {
+                conn.offered == Some(offer)
+            } else {
+                conn.answering.is_some_and(|(digest, _)| digest == offer)
+            }
+        };
+        member
             .conn
             .as_mut()
-            .filter(|current| current.id == conn)
+            .filter(matches)
+            .or(member.upgrade.as_mut().filter(matches))
     }
 
     fn push(&mut self, action: Action) {
@@ -246,7 +288,10 @@ impl Engine {
             }
             let member = self.members.entry(peer).or_insert(Member {
                 leaf,
+                since: now,
                 conn: None,
+                upgrade: None,
+                upgrades: upgrade::Attempts::default(),
                 last_signal: None,
             });
             member.leaf = leaf;
@@ -286,8 +331,9 @@ impl Engine {
         debug!(peer = %peer, "member removed from the media plane");
     }
 
-    /// Closes the connection to `peer`, if any.
+    /// Closes the connection to `peer`, if any, and its direct path attempt.
     fn close(&mut self, peer: &PeerId) {
+        self.close_upgrade(peer);
         let Some(conn) = self.members.get_mut(peer).and_then(|m| m.conn.take()) else {
             return;
         };
@@ -353,14 +399,18 @@ impl Engine {
         let mut conn = Connection::new(id, Pending::Offer);
         conn.unanswered_since = Some(now);
         member.conn = Some(conn);
-        self.push(Action::Connect { peer, conn: id });
+        self.push(Action::Connect {
+            peer,
+            conn: id,
+            direct_only: false,
+        });
     }
 
-    /// Replaces the connection to `peer` by a new one (new RTP streams, so what we received
-    /// goes too); the offering side offers.
+    /// Replaces the connection to `peer` by a new one; the offering side offers. What we
+    /// received stays: the member's frames are ordered by their SFrame counters, which
+    /// go on over the new connection.
     fn reconnect(&mut self, now: Instant, peer: PeerId) {
         self.close(&peer);
-        self.push(Action::ForgetAudio { peer });
         if self.offers_to(&peer) {
             self.offer(now, peer);
         }
@@ -423,6 +473,8 @@ impl Engine {
                 );
             }
             Signal::Offer(sdp) => self.answer(now, from, sdp),
+            // A direct path attempt beside a connection we have.
+            Signal::Upgrade(sdp) => self.answer_upgrade(now, from, sdp),
             Signal::Restart(sdp) => self.answer_restart(now, from, sdp),
             Signal::Answer {
                 sdp,
@@ -463,6 +515,7 @@ impl Engine {
         self.push(Action::Connect {
             peer: from,
             conn: id,
+            direct_only: false,
         });
     }
 
@@ -498,12 +551,7 @@ impl Engine {
     /// half the signalling round trip, which is the time between our offer and this answer
     /// less the time the answerer took.
     fn take_answer(&mut self, now: Instant, from: PeerId, sdp: String, offer: u64, took_ms: u32) {
-        let Some(conn) = self
-            .members
-            .get_mut(&from)
-            .and_then(|member| member.conn.as_mut())
-            .filter(|conn| conn.offered == Some(offer))
-        else {
+        let Some(conn) = self.by_offer(&from, offer, true) else {
             debug!(peer = %from, "answer to an offer since replaced ignored");
             return;
         };
@@ -536,12 +584,7 @@ impl Engine {
     /// The offerer took our answer to its offer `offer`: if that is the offer our current
     /// connection answered, its held-back candidates are checked from now on.
     fn release_candidates(&mut self, from: PeerId, offer: u64) {
-        let Some(conn) = self
-            .members
-            .get(&from)
-            .and_then(|member| member.conn.as_ref())
-            .filter(|conn| conn.answering.is_some_and(|(digest, _)| digest == offer))
-        else {
+        let Some(conn) = self.by_offer(&from, offer, false) else {
             debug!(peer = %from, "punch for an offer since replaced ignored");
             return;
         };
@@ -558,13 +601,17 @@ impl Engine {
         conn: ConnId,
         result: Result<(), String>,
     ) -> bool {
-        let Some(current) = self.current(&peer, conn) else {
+        let Some((current, attempt)) = self.current(&peer, conn) else {
             debug!(peer = %peer, %conn, "connection created for nothing: replaced meanwhile");
             return false;
         };
         if let Err(error) = result {
             if let Some(member) = self.members.get_mut(&peer) {
-                member.conn = None;
+                if attempt {
+                    member.upgrade = None;
+                } else {
+                    member.conn = None;
+                }
             }
             self.warn(format!(
                 "cannot create a media connection to {peer}: {error}"
@@ -595,12 +642,16 @@ impl Engine {
         conn: ConnId,
         mut signal: Signal,
     ) {
-        let Some(current) = self.current(&peer, conn) else {
+        let Some((current, attempt)) = self.current(&peer, conn) else {
             debug!(peer = %peer, %conn, "signal of a replaced connection dropped");
             return;
         };
+        // A direct path attempt is offered as one: the other side keeps its connection.
+        if let (true, Signal::Offer(sdp)) = (attempt, &mut signal) {
+            signal = Signal::Upgrade(std::mem::take(sdp));
+        }
         match &mut signal {
-            Signal::Offer(sdp) | Signal::Restart(sdp) => {
+            Signal::Offer(sdp) | Signal::Restart(sdp) | Signal::Upgrade(sdp) => {
                 current.offered = Some(offer_digest(sdp));
                 current.offer_sent = Some(now);
             }
@@ -619,9 +670,19 @@ impl Engine {
     }
 
     /// Negotiation on connection `conn` failed.
-    pub(crate) fn handle_failed(&mut self, peer: PeerId, conn: ConnId, error: String) {
-        if self.current(&peer, conn).is_none() {
+    pub(crate) fn handle_failed(
+        &mut self,
+        now: Instant,
+        peer: PeerId,
+        conn: ConnId,
+        error: String,
+    ) {
+        let Some((_, attempt)) = self.current(&peer, conn) else {
             debug!(peer = %peer, %conn, %error, "a replaced connection failed");
+            return;
+        };
+        if attempt {
+            self.give_up_upgrade(now, peer, "its negotiation failed");
             return;
         }
         self.warn(format!("media negotiation with {peer} failed: {error}"));
@@ -635,7 +696,7 @@ impl Engine {
     /// ICE found a working path for connection `conn`: if the connection was never
     /// `connected`, its DTLS handshake starts now.
     pub(crate) fn handle_ice_connected(&mut self, now: Instant, peer: PeerId, conn: ConnId) {
-        let Some(current) = self.current(&peer, conn) else {
+        let Some((current, _)) = self.current(&peer, conn) else {
             return;
         };
         if !current.secured && current.handshake_since.is_none() {
@@ -652,10 +713,14 @@ impl Engine {
         conn: ConnId,
         state: ConnectionState,
     ) {
-        let Some(current) = self.current(&peer, conn) else {
+        let Some((current, attempt)) = self.current(&peer, conn) else {
             debug!(peer = %peer, %conn, %state, "state of a replaced connection ignored");
             return;
         };
+        if attempt {
+            self.upgrade_state(now, peer, conn, state);
+            return;
+        }
         debug!(peer = %peer, %state, "media connection state");
         // Any state change means the answer was taken (ICE runs).
         current.unanswered_since = None;
@@ -688,6 +753,8 @@ impl Engine {
             peer_id: peer,
             state: state.as_str().to_owned(),
             path: MediaPath::Direct.as_str(),
+            previous_path: None,
+            since_join_ms: 0,
             rtt_ms: None,
             ice_restarts: current.ice_restarts,
         };
@@ -716,16 +783,22 @@ impl Engine {
         }
     }
 
-    /// The path of connection `conn` was measured (`None`: no pair selected yet).
+    /// The path of connection `conn` was measured (`None`: no pair selected yet). A
+    /// relayed one gets a direct path attempt beside it ([`upgrade`]).
     pub(crate) fn handle_path(
         &mut self,
+        now: Instant,
         peer: PeerId,
         conn: ConnId,
         measured: Option<(MediaPath, f64)>,
     ) {
-        let Some(current) = self.current(&peer, conn) else {
+        let Some((current, attempt)) = self.current(&peer, conn) else {
             return;
         };
+        if attempt {
+            self.upgrade_path(now, peer, conn, measured);
+            return;
+        }
         if !current.connected() {
             return;
         }
@@ -740,14 +813,23 @@ impl Engine {
         }
         let path = measured.map_or(MediaPath::Direct, |(path, _)| path);
         current.path = Some(path);
+        let ice_restarts = current.ice_restarts;
+        let since_join = self.members.get(&peer).map_or(Duration::ZERO, |member| {
+            now.saturating_duration_since(member.since)
+        });
         let event = MediaEvent::Connection {
             peer_id: peer,
             state: ConnectionState::Connected.as_str().to_owned(),
             path: path.as_str(),
+            previous_path: None,
+            since_join_ms: upgrade::millis(since_join),
             rtt_ms: measured.map(|(_, rtt)| rtt),
-            ice_restarts: current.ice_restarts,
+            ice_restarts,
         };
         self.report(event);
+        if path == MediaPath::Relayed {
+            self.maybe_upgrade(now, peer);
+        }
     }
 
     /// A frame from `peer` arrived at `at` (reported by the audio clock, at most every
@@ -801,6 +883,7 @@ impl Engine {
     /// again, broken paths are repaired, connected paths are measured.
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
         self.repair_paths(now);
+        self.check_upgrades(now);
         let connected: Vec<(PeerId, ConnId)> = self
             .members
             .iter()

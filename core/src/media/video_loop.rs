@@ -65,6 +65,9 @@ pub(crate) enum VideoInbound {
     /// A video packet from `peer`'s connection, stamped with its arrival.
     Packet {
         peer: PeerId,
+        /// The connection it came on (numbered in order of creation): a member's video
+        /// moves to its newest connection, starting there with a keyframe.
+        conn: u64,
         kind: VideoKind,
         at: Instant,
         seq: u16,
@@ -844,6 +847,7 @@ impl VideoLoop {
         match inbound {
             VideoInbound::Packet {
                 peer,
+                conn,
                 kind,
                 at,
                 seq,
@@ -852,6 +856,7 @@ impl VideoLoop {
                 payload,
             } => self.on_packet(
                 (peer, kind),
+                conn,
                 at,
                 (seq, timestamp, marker, &payload),
                 reports,
@@ -875,6 +880,7 @@ impl VideoLoop {
     fn on_packet(
         &mut self,
         (peer, kind): (PeerId, VideoKind),
+        conn: u64,
         at: Instant,
         packet: (u16, u32, bool, &[u8]),
         reports: &mpsc::Sender<ClockReport>,
@@ -905,6 +911,9 @@ impl VideoLoop {
                 }
             }
         };
+        if !incoming.receiver.from_connection(conn) {
+            return;
+        }
         let shown_ms = unix_ms();
         let decoding = Instant::now();
         let received = incoming

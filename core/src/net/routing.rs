@@ -79,6 +79,10 @@ pub const HOLE_PUNCH_RETRY_MAX: Duration = Duration::from_secs(8);
 /// Most hole punching rounds over fresh circuits per peer while connected.
 pub const HOLE_PUNCH_RETRIES: u32 = 3;
 
+/// Shortest time between two dials of every route to one peer after failed dials
+/// ([`Routing::dial_every_route`]).
+pub const EVERY_ROUTE_REDIAL_GAP: Duration = Duration::from_secs(1);
+
 /// What the runtime must do on the swarm, drained from [`Routing::poll_action`].
 #[derive(Debug, Clone)]
 pub enum Action {
@@ -182,6 +186,8 @@ pub struct Routing {
     relays_over_quic: HashSet<PeerId>,
     /// Back-off of the fresh circuits dialed after hole punching failed, per peer.
     punch_retries: HashMap<PeerId, Backoff>,
+    /// When we last dialed every route to a peer because a dial failed under its requests.
+    every_route_dialed: HashMap<PeerId, Instant>,
     /// Decisions not yet taken by the runtime.
     actions: VecDeque<Action>,
 }
@@ -204,6 +210,7 @@ impl Routing {
             reported_paths: HashMap::new(),
             relays_over_quic: HashSet::new(),
             punch_retries: HashMap::new(),
+            every_route_dialed: HashMap::new(),
             actions: VecDeque::new(),
         }
     }
@@ -335,6 +342,33 @@ impl Routing {
                 what: "cut off: a fresh connection",
             });
         }
+    }
+
+    /// A dial to `peer` failed with our requests waiting for it (see `runtime::control`):
+    /// dial every route to it (circuits included), without waiting for another dial under
+    /// way to end, unless such a dial started within [`EVERY_ROUTE_REDIAL_GAP`] (every
+    /// request queued fails at once with the dial, and one dial serves them all).
+    pub fn dial_every_route(&mut self, now: Instant, peer: PeerId) {
+        if self
+            .every_route_dialed
+            .get(&peer)
+            .is_some_and(|at| now.saturating_duration_since(*at) < EVERY_ROUTE_REDIAL_GAP)
+        {
+            return;
+        }
+        let addrs = self.routes_to(&peer);
+        if addrs.is_empty() {
+            return;
+        }
+        self.every_route_dialed
+            .retain(|_, at| now.saturating_duration_since(*at) < EVERY_ROUTE_REDIAL_GAP);
+        self.every_route_dialed.insert(peer, now);
+        self.actions.push_back(Action::Dial {
+            peer,
+            addrs,
+            condition: PeerCondition::Disconnected,
+            what: "every route, after a dial failed under our requests",
+        });
     }
 
     /// The runtime listens on `relay`'s circuit through `listener`.
@@ -678,6 +712,18 @@ impl Routing {
         let delay = backoff.next_delay(&mut self.rng);
         debug!(peer = %peer, retry_in = ?delay, "another hole punching round scheduled");
         self.retries.insert(Retry::HolePunch(peer), now + delay);
+    }
+
+    /// The media connection to `peer` went direct: its NAT and ours let a direct path
+    /// through, so a control path still on a circuit gets a hole punching round at once
+    /// (DCUtR over a fresh circuit), with its rounds counted afresh.
+    pub fn handle_media_direct(&mut self, now: Instant, peer: PeerId) {
+        if self.reported_paths.get(&peer) != Some(&false) {
+            return;
+        }
+        debug!(peer = %peer, "media went direct while the control path is relayed: punching again");
+        self.punch_retries.remove(&peer);
+        self.retries.insert(Retry::HolePunch(peer), now);
     }
 
     /// Dials a fresh circuit to `peer` for another hole punching round, unless a direct

@@ -5,6 +5,15 @@
 //! A request whose connection closed while the peer stayed reachable over another is sent
 //! again there (at most [`MAX_RESENDS`] times), except a hello: a second copy of one that
 //! arrived would be a replay, so the machine greets afresh instead.
+//!
+//! A request that waited for a dial fails with that dial, whichever dial it was: libp2p's
+//! request-response fails every request queued for a peer when *any* dial to it fails, and
+//! starts no dial of its own while another is under way. A dial started elsewhere with a
+//! poor address list (the DHT's, with only the peer's private LAN address) thus took with it
+//! requests that the peer's circuits would have carried; a member whose requests all went
+//! that way for its liveness timeout was evicted. Such a request never left, so it is sent
+//! again, hello included (at most [`MAX_REDIALS`] times), with a dial of every route to the
+//! peer that does not wait for the other dial to end.
 
 use libp2p::PeerId;
 use libp2p::request_response::{self, OutboundRequestId};
@@ -17,6 +26,8 @@ use crate::proto::control::{Request, Response};
 /// How often one control request is sent again after the connection it was on closed
 /// while the peer stayed reachable over another.
 pub(super) const MAX_RESENDS: u8 = 3;
+/// How often one control request is sent again after the dial it waited for failed.
+pub(super) const MAX_REDIALS: u8 = 3;
 
 /// A control request in flight.
 pub(super) struct SentRequest {
@@ -25,6 +36,8 @@ pub(super) struct SentRequest {
     request: Request,
     /// How often it was sent again after losing its connection.
     resends: u8,
+    /// How often it was sent again after the dial it waited for failed.
+    redials: u8,
 }
 
 impl Driver {
@@ -117,14 +130,26 @@ impl Driver {
         let path_lost = matches!(error, request_response::OutboundFailure::ConnectionClosed)
             && self.swarm.is_connected(&peer);
         let is_hello = matches!(sent.request, Request::Hello(_));
+        // The dial it waited for failed: it never left (a hello too), and the dial may have
+        // been someone else's, with addresses of its own.
+        let never_left = matches!(error, request_response::OutboundFailure::DialFailure);
+        if never_left && sent.redials < MAX_REDIALS && self.session.is_some() {
+            debug!(peer = %peer, redial = sent.redials + 1, "the dial a control request waited for failed; dialing every route and sending it again");
+            self.routing.dial_every_route(clock::now(), peer);
+            let resent = SentRequest {
+                redials: sent.redials + 1,
+                ..sent
+            };
+            self.resend(request_id, peer, resent);
+            return;
+        }
         if path_lost && !is_hello && sent.resends < MAX_RESENDS {
             debug!(peer = %peer, "connection closed under a control request; sending it again on another");
-            let new_id = self.send_control(peer, sent.request, sent.tag, sent.resends + 1);
-            if let Some(leave) = self.pending_leave.as_mut()
-                && leave.outstanding.remove(&request_id)
-            {
-                leave.outstanding.insert(new_id);
-            }
+            let resent = SentRequest {
+                resends: sent.resends + 1,
+                ..sent
+            };
+            self.resend(request_id, peer, resent);
             return;
         }
         debug!(peer = %peer, error = %error, "control request failed");
@@ -136,6 +161,17 @@ impl Driver {
         }
         if path_lost && is_hello {
             self.offer_candidate(peer);
+        }
+    }
+
+    /// Sends a failed request (`request_id`) again as `sent`; a leave waiting for it now
+    /// waits for the new one.
+    fn resend(&mut self, request_id: OutboundRequestId, peer: PeerId, sent: SentRequest) {
+        let new_id = self.send_sent(peer, sent);
+        if let Some(leave) = self.pending_leave.as_mut()
+            && leave.outstanding.remove(&request_id)
+        {
+            leave.outstanding.insert(new_id);
         }
     }
 
@@ -157,22 +193,24 @@ impl Driver {
         peer: PeerId,
         request: Request,
         tag: u64,
-        resends: u8,
     ) -> OutboundRequestId {
+        let sent = SentRequest {
+            tag,
+            request,
+            resends: 0,
+            redials: 0,
+        };
+        self.send_sent(peer, sent)
+    }
+
+    fn send_sent(&mut self, peer: PeerId, sent: SentRequest) -> OutboundRequestId {
         let known = self.routing.routes_to(&peer);
         let id = self
             .swarm
             .behaviour_mut()
             .control
-            .send_request_with_addresses(&peer, request.clone(), known);
-        self.requests.insert(
-            id,
-            SentRequest {
-                tag,
-                request,
-                resends,
-            },
-        );
+            .send_request_with_addresses(&peer, sent.request.clone(), known);
+        self.requests.insert(id, sent);
         id
     }
 }

@@ -176,7 +176,20 @@ impl Driver {
     /// over its media connection is alive for the meeting machine.
     pub(super) fn on_media_event(&mut self, report: Option<MediaReport>) {
         match report {
-            Some(MediaReport::Event(event)) => self.outbox.push(super::Event::Media(event)),
+            Some(MediaReport::Event(event)) => {
+                // Media went direct: the NATs let a direct path through, so the control
+                // connection should not stay on a circuit either.
+                if let crate::media::MediaEvent::Connection {
+                    peer_id,
+                    path: "direct",
+                    ..
+                } = event.as_ref()
+                    && event_is_connected(&event)
+                {
+                    self.routing.handle_media_direct(clock::now(), *peer_id);
+                }
+                self.outbox.push(super::Event::Media(*event));
+            }
             Some(MediaReport::Heard(peer)) => {
                 if let Some(session) = self.session.as_mut() {
                     session.machine.heard_over_media(clock::now(), peer);
@@ -185,6 +198,11 @@ impl Driver {
             None => self.media.events = None,
         }
     }
+}
+
+/// Whether `event` says a media connection is connected.
+fn event_is_connected(event: &crate::media::MediaEvent) -> bool {
+    matches!(event, crate::media::MediaEvent::Connection { state, .. } if state == "connected")
 }
 
 #[cfg(test)]

@@ -272,7 +272,7 @@ impl Driver {
                         self.routing.remember_addr(to, addr);
                     }
                     let is_bye = matches!(request, Request::Bye { .. });
-                    let id = self.send_control(to, request, tag, 0);
+                    let id = self.send_control(to, request, tag);
                     if is_bye && let Some(leave) = self.pending_leave.as_mut() {
                         leave.outstanding.insert(id);
                     }

@@ -185,12 +185,7 @@ fn pipeline_latency() -> anyhow::Result<()> {
         }
         let sealed = sealer.seal(&encoder.encode(&frame)?)?;
         let opened = opener.open(now, &sealed)?;
-        jitter.push(
-            now,
-            slot as u16,
-            slot * FRAME_SAMPLES as u32,
-            opened.payload,
-        );
+        jitter.push(now, opened.counter, opened.payload);
         let mut pcm: Frame = [0; FRAME_SAMPLES];
         decoder.play(jitter.pop(now), &mut pcm)?;
         output.extend_from_slice(&pcm);

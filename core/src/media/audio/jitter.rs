@@ -1,9 +1,13 @@
 //! Adaptive jitter buffer for one sender's 20 ms frames. Sans-IO: arrival and playout
 //! times are arguments.
 //!
-//! - [`JitterBuffer::push`] files a packet by RTP sequence number (extended to 64 bits),
-//!   drops duplicates and packets whose playout time has passed, and updates the RFC 3550
-//!   inter-arrival jitter estimate.
+//! - [`JitterBuffer::push`] files a packet by its SFrame counter, which the sender's audio
+//!   sealer raises by one per 20 ms frame and never restarts. Unlike an RTP sequence number
+//!   it belongs to the sender, not to a connection: frames of one sender arriving over two
+//!   connections (a relayed one and the direct one taking over) file into one sequence, a
+//!   frame that came both ways is a duplicate, and a new connection continues the stream.
+//!   It drops duplicates and packets whose playout time has passed, and updates the RFC
+//!   3550 inter-arrival jitter estimate.
 //! - [`JitterBuffer::pop`] is called once per 20 ms by the playout clock. Playout starts
 //!   once the first packet has waited the target delay; from then on each call yields the
 //!   next frame, or tells the decoder to recover it from the next packet's FEC data, or to
@@ -14,9 +18,10 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use super::{FRAME_MS, SAMPLE_RATE};
+use super::FRAME_MS;
 
-/// A sequence-number jump this large means a new stream, not loss (≈ 20 s of audio).
+/// A counter jump this large means a new stream (the sender restarted), not loss (≈ 20 s
+/// of audio).
 const STREAM_JUMP: u64 = 1000;
 /// Consecutive empty slots concealed before the sender counts as quiet (muted, or its path
 /// is down): the buffer then plays silence and starts afresh with the next packet, so a
@@ -86,7 +91,8 @@ pub struct JitterBuffer {
     highest: Option<u64>,
     next: Option<u64>,
     first_arrival: Option<Instant>,
-    last: Option<(Instant, u32)>,
+    /// The latest arrival and its counter.
+    last: Option<(Instant, u64)>,
     jitter_ms: f64,
     /// Consecutive slots with nothing to play.
     quiet_slots: u32,
@@ -126,31 +132,16 @@ impl JitterBuffer {
         target.clamp(self.config.min_delay, self.config.max_delay)
     }
 
-    fn extend(&self, seq: u16) -> u64 {
-        let Some(highest) = self.highest else {
-            return u64::from(seq) + (1 << 16); // room below the first packet
-        };
-        let base = highest & !0xffff;
-        let candidates = [base.wrapping_sub(1 << 16), base, base + (1 << 16)];
-        candidates
-            .into_iter()
-            .map(|b| b + u64::from(seq))
-            .min_by_key(|c| c.abs_diff(highest))
-            .unwrap_or(highest)
-    }
-
-    /// A packet arrived at `now` with RTP sequence number `seq` and timestamp `timestamp`.
-    pub fn push(&mut self, now: Instant, seq: u16, timestamp: u32, payload: Vec<u8>) {
-        let mut seq = self.extend(seq);
+    /// A packet arrived at `now` with SFrame counter `seq` (one per 20 ms frame).
+    pub fn push(&mut self, now: Instant, seq: u64, payload: Vec<u8>) {
         if self
             .next
             .is_some_and(|next| seq.abs_diff(next) > STREAM_JUMP)
         {
-            // A new stream (a new connection starts at a random sequence number): start over.
+            // A new stream (the sender started afresh): start over.
             let stats = self.stats;
             *self = Self::new(self.config.clone());
             self.stats = stats;
-            seq = self.extend(seq as u16);
         }
         if self.next.is_some_and(|next| seq < next) {
             self.stats.late += 1;
@@ -160,14 +151,19 @@ impl JitterBuffer {
             self.stats.duplicate += 1;
             return;
         }
-        if let Some((last_arrival, last_ts)) = self.last {
+        if let Some((last_arrival, last_seq)) = self.last {
             let arrival_ms = now.saturating_duration_since(last_arrival).as_secs_f64() * 1000.0;
-            let media_ms =
-                f64::from(timestamp.wrapping_sub(last_ts) as i32) * 1000.0 / f64::from(SAMPLE_RATE);
+            // Frames between the two (negative for one that overtook the other), 20 ms each.
+            let frames = if seq >= last_seq {
+                (seq - last_seq) as f64
+            } else {
+                -((last_seq - seq) as f64)
+            };
+            let media_ms = frames * f64::from(FRAME_MS);
             let d = (arrival_ms - media_ms).abs();
             self.jitter_ms += (d - self.jitter_ms) / 16.0;
         }
-        self.last = Some((now, timestamp));
+        self.last = Some((now, seq));
         self.first_arrival.get_or_insert(now);
         self.highest = Some(self.highest.map_or(seq, |h| h.max(seq)));
         self.packets.insert(seq, payload);
@@ -270,7 +266,7 @@ mod tests {
                     break;
                 }
                 arrivals.next();
-                buffer.push(at, seq, u32::from(seq) * 960, vec![seq as u8]);
+                buffer.push(at, u64::from(seq), vec![seq as u8]);
             }
             out.push(buffer.pop(now));
         }
@@ -347,7 +343,7 @@ mod tests {
         let mut tick = |buffer: &mut JitterBuffer, send: Option<u16>| {
             let now = start + FRAME * slot;
             if let Some(seq) = send {
-                buffer.push(now, seq, u32::from(seq) * 960, vec![seq as u8]);
+                buffer.push(now, u64::from(seq), vec![seq as u8]);
             }
             slot += 1;
             buffer.pop(now)
@@ -387,12 +383,12 @@ mod tests {
     fn duplicates_and_late_packets_are_dropped_and_counted() {
         let start = t0();
         let mut buffer = JitterBuffer::new(JitterConfig::default());
-        buffer.push(start, 10, 0, vec![10]);
-        buffer.push(start, 10, 0, vec![10]);
+        buffer.push(start, 10, vec![10]);
+        buffer.push(start, 10, vec![10]);
         assert_eq!(buffer.stats().duplicate, 1);
         let later = start + Duration::from_millis(200);
         assert_eq!(buffer.pop(later), Playout::Frame(vec![10]));
-        buffer.push(later, 9, 0, vec![9]);
+        buffer.push(later, 9, vec![9]);
         assert_eq!(buffer.stats().late, 1);
     }
 
@@ -401,24 +397,19 @@ mod tests {
         let start = t0();
         let mut buffer = JitterBuffer::new(JitterConfig::default());
         for seq in 0..10u16 {
-            buffer.push(
-                start + FRAME * u32::from(seq),
-                seq,
-                u32::from(seq) * 960,
-                vec![1],
-            );
+            buffer.push(start + FRAME * u32::from(seq), u64::from(seq), vec![1]);
         }
         let mut now = start;
         for _ in 0..12 {
             now += FRAME;
             buffer.pop(now);
         }
-        // The sender reconnected: sequence numbers start somewhere else entirely.
+        // The sender started afresh: its counter is somewhere else entirely.
         let mut played_new = 0;
         for i in 0..30u16 {
             now += FRAME;
             if i < 10 {
-                buffer.push(now, 40_000 + i, u32::from(i) * 960, vec![2]);
+                buffer.push(now, 40_000 + u64::from(i), vec![2]);
             }
             if buffer.pop(now) == Playout::Frame(vec![2]) {
                 played_new += 1;
@@ -428,19 +419,59 @@ mod tests {
     }
 
     #[test]
-    fn sequence_numbers_wrap_around() {
+    fn frames_of_one_sender_over_two_connections_play_once_each_in_order() {
+        // Frames 0..50 over a relayed path (80 ms), 50..100 over a direct one (20 ms)
+        // that took over: the direct ones overtake the relayed ones still on their way,
+        // and frames 45..50 came both ways during the switch.
         let start = t0();
+        let mut arrivals: Vec<(Instant, u64)> = (0..50u64)
+            .map(|seq| (start + FRAME * seq as u32 + Duration::from_millis(80), seq))
+            .chain(
+                (45..100u64)
+                    .map(|seq| (start + FRAME * seq as u32 + Duration::from_millis(20), seq)),
+            )
+            .collect();
+        arrivals.sort();
         let mut buffer = JitterBuffer::new(JitterConfig::default());
-        for (i, seq) in [65534u16, 65535, 0, 1].into_iter().enumerate() {
-            buffer.push(start + FRAME * i as u32, seq, i as u32 * 960, vec![i as u8]);
-        }
+        let mut arrivals = arrivals.into_iter().peekable();
         let mut played = Vec::new();
-        for slot in 0..20 {
-            if let Playout::Frame(p) = buffer.pop(start + FRAME * slot) {
-                played.push(p[0]);
+        for slot in 0..140u32 {
+            let now = start + FRAME * slot;
+            while let Some((at, seq)) = arrivals.peek().copied() {
+                if at > now {
+                    break;
+                }
+                arrivals.next();
+                buffer.push(at, seq, vec![seq as u8]);
+            }
+            match buffer.pop(now) {
+                Playout::Frame(p) => played.push(p[0]),
+                // Before the first frame, and after the last.
+                Playout::Wait => {}
+                _ if played.last() == Some(&99) => {}
+                other => panic!("slot {slot}: {other:?} ({:?})", buffer.stats()),
             }
         }
-        assert_eq!(played, vec![0, 1, 2, 3]);
+        let stats = buffer.stats();
+        assert_eq!(stats.lost, 0, "{stats:?}");
+        assert_eq!(stats.duplicate, 5, "{stats:?}");
+        // The lower delay lets the buffer drop frames it no longer needs queued: a
+        // skipped frame is a 20 ms step, never a gap.
+        let expected: Vec<u8> = (0..100u8).collect();
+        let mut missing: Vec<u8> = expected
+            .iter()
+            .filter(|s| !played.contains(s))
+            .copied()
+            .collect();
+        missing.sort_unstable();
+        assert!(
+            missing.len() as u64 == stats.skipped && stats.skipped <= 3,
+            "played {played:?}, {stats:?}"
+        );
+        assert!(
+            played.windows(2).all(|w| w[0] < w[1]),
+            "in order: {played:?}"
+        );
     }
 
     #[test]
@@ -451,11 +482,10 @@ mod tests {
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
         for seq in 0..200u16 {
             let sent = start + FRAME * u32::from(seq);
-            calm.push(sent, seq, u32::from(seq) * 960, vec![]);
+            calm.push(sent, u64::from(seq), vec![]);
             rough.push(
                 sent + Duration::from_millis(rng.gen_range(0..80)),
-                seq,
-                u32::from(seq) * 960,
+                u64::from(seq),
                 vec![],
             );
         }

@@ -50,6 +50,9 @@ pub struct Opened {
     pub stream: Stream,
     /// Epoch it was sealed in.
     pub epoch: u64,
+    /// Its SFrame counter: the sender's stream raises it by one per frame, never restarting
+    /// (whichever connection carries the frame).
+    pub counter: u64,
     /// The encoded media.
     pub payload: Vec<u8>,
 }
@@ -205,6 +208,7 @@ impl Opener {
             sender,
             stream,
             epoch,
+            counter,
             payload,
         })
     }

@@ -92,6 +92,9 @@ pub(crate) enum Pending {
 #[derive(Debug)]
 pub(crate) struct Connection {
     pub(crate) id: ConnId,
+    /// Created without relayed candidates: a second connection that looks for a direct
+    /// path beside a relayed one ([`super::upgrade`]).
+    pub(crate) direct_only: bool,
     /// Whether the driver has created it (it exists in webrtc-rs).
     pub(crate) created: bool,
     pub(crate) pending: Pending,
@@ -129,6 +132,7 @@ impl Connection {
     pub(crate) fn new(id: ConnId, pending: Pending) -> Self {
         Self {
             id,
+            direct_only: false,
             created: false,
             pending,
             state: ConnectionState::New,
@@ -166,8 +170,17 @@ impl Connection {
 pub(crate) struct Member {
     /// Its leaf in the current epoch.
     pub(crate) leaf: u32,
-    /// Its connection, once there is one.
+    /// When it became a member to us (our join, or its): `connection` events say how long
+    /// after that they happen.
+    pub(crate) since: Instant,
+    /// Its connection, once there is one: the one our media goes out on.
     pub(crate) conn: Option<Connection>,
+    /// A second connection looking for a direct path while `conn` is relayed
+    /// ([`super::upgrade`]): it takes over once connected.
+    pub(crate) upgrade: Option<Connection>,
+    /// The direct path attempts made beside the current connection, and when the next may
+    /// start.
+    pub(crate) upgrades: super::upgrade::Attempts,
     /// The latest signalling payload from it (a repeat of it is a retry).
     pub(crate) last_signal: Option<Vec<u8>>,
 }

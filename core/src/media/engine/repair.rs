@@ -3,16 +3,16 @@
 
 use std::time::{Duration, Instant};
 
-use crate::media::transport::peer::RELAY_ACCEPTANCE_MIN_WAIT;
-
 /// How long a path may stay `disconnected` before the offering side restarts ICE (it may
 /// come back by itself first).
 pub(crate) const RESTART_AFTER: Duration = Duration::from_secs(2);
-/// Time an answered ICE restart gets before the next one: a relayed pair may only be chosen
-/// [`RELAY_ACCEPTANCE_MIN_WAIT`] after the checks start, and a restart before that would
-/// start the wait over (so a path that must be relayed would never come back).
-pub(crate) const RESTART_RETRY: Duration =
-    RELAY_ACCEPTANCE_MIN_WAIT.saturating_add(Duration::from_secs(2));
+/// Time an answered ICE restart gets before the next one, from its offer: both sides
+/// gather afresh (a TURN allocation: two round trips to the relay), the answer comes back
+/// over the control plane, and the checks through the NATs take another round trip or two
+/// — well over two seconds at an intercontinental round-trip time. A restart before that
+/// would throw away checks about to succeed (so a path that must be relayed would never
+/// come back).
+pub(crate) const RESTART_RETRY: Duration = Duration::from_millis(4500);
 /// Time the first answered ICE restart of a path that was direct gets before the next one.
 pub(crate) const RESTART_RETRY_DIRECT: Duration = Duration::from_secs(4);
 /// Time after which a restart offer that got no answer is sent again (the signalling path
@@ -125,8 +125,7 @@ mod tests {
         broken.answered();
         broken.answered(); // counted once per offer
         assert_eq!(broken.answered, 1);
-        assert!(RESTART_RETRY >= RELAY_ACCEPTANCE_MIN_WAIT + Duration::from_secs(2));
-        assert!(!broken.restart_due(second + RELAY_ACCEPTANCE_MIN_WAIT + Duration::from_secs(1)));
+        assert!(!broken.restart_due(second + RESTART_RETRY - Duration::from_millis(1)));
         assert!(broken.restart_due(second + RESTART_RETRY));
     }
 

@@ -1,5 +1,6 @@
 //! The signalling vocabulary between two members' media engines (CBOR inside MLS
 //! application messages): offers, answers that name the offer they answer, ICE restarts,
+//! second connections looking for a direct path beside a relayed one,
 //! and the offerer's word to start checking the reflexive candidates (`transport::sdp`).
 
 use serde::{Deserialize, Serialize};
@@ -47,6 +48,10 @@ pub(crate) enum Signal {
         /// It shares a screen.
         screen: bool,
     },
+    /// A second connection, without relayed candidates, beside the relayed one we have
+    /// (`engine::upgrade`): it takes over once it has a direct path. Answered with
+    /// [`Signal::Answer`] and punched with [`Signal::Punch`] like an offer.
+    Upgrade(String),
 }
 
 impl Signal {

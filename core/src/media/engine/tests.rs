@@ -2,6 +2,7 @@
 //! creates connections and produces SDP at once, and the test decides which signals arrive.
 
 use super::repair::{RESTART_RETRY, RESTART_RETRY_DIRECT, RESTART_UNANSWERED_RETRY};
+use super::upgrade::{self, RETIRE_AFTER};
 use super::*;
 
 use crate::test_clock::t0;
@@ -34,7 +35,7 @@ impl Side {
     fn new(id: PeerId) -> Self {
         Self {
             id,
-            engine: Engine::new(id),
+            engine: Engine::new(id, false),
             log: Vec::new(),
             outbox: Vec::new(),
             punches: Vec::new(),
@@ -47,7 +48,7 @@ impl Side {
     fn run(&mut self) {
         while let Some(action) = self.engine.poll_action() {
             match &action {
-                Action::Connect { peer, conn } => {
+                Action::Connect { peer, conn, .. } => {
                     assert!(self.engine.handle_created(*peer, *conn, Ok(())));
                 }
                 Action::CreateOffer { peer, conn } => {
@@ -123,7 +124,7 @@ impl Side {
     fn connected(&mut self, now: Instant, peer: PeerId, path: MediaPath) {
         self.state(now, peer, ConnectionState::Connected);
         let conn = self.conn_id(&peer);
-        self.engine.handle_path(peer, conn, Some((path, 12.0)));
+        self.engine.handle_path(now, peer, conn, Some((path, 12.0)));
         self.run();
     }
 
@@ -344,6 +345,8 @@ fn a_broken_path_is_restarted_as_the_repair_policy_says_then_replaced() {
     let high = b.id;
     deliver(now, &mut b, &mut a);
     a.connected(now, high, MediaPath::Relayed);
+    // (Its direct path attempt beside the relayed one is another test's subject.)
+    a.sent();
     let conn = a.conn_id(&high);
     a.take_log();
     let broke = now + Duration::from_secs(10);
@@ -384,9 +387,11 @@ fn a_broken_path_is_restarted_as_the_repair_policy_says_then_replaced() {
     // Enough restarts: a new connection.
     assert_ne!(a.conn_id(&high), conn);
     assert!(matches!(decoded(&a.sent())[..], [Signal::Offer(_)]));
+    // What we received stays: the member's frames are ordered by their SFrame counters,
+    // which go on over the new connection.
     let log = a.take_log();
     assert!(
-        log.iter()
+        !log.iter()
             .any(|action| matches!(action, Action::ForgetAudio { .. }))
     );
 }
@@ -425,6 +430,8 @@ fn a_silent_relayed_path_is_repaired_when_the_relay_is_back() {
     let high = b.id;
     deliver(now, &mut b, &mut a);
     a.connected(now, high, MediaPath::Relayed);
+    // (Its direct path attempt beside the relayed one is another test's subject.)
+    a.sent();
     a.engine.handle_heard(high, now);
     let lost = now + Duration::from_secs(1);
     a.engine.handle_relay_lost(lost);
@@ -437,6 +444,8 @@ fn a_silent_relayed_path_is_repaired_when_the_relay_is_back() {
     let high = d.id;
     deliver(now, &mut d, &mut c);
     c.connected(now, high, MediaPath::Relayed);
+    // (Its direct path attempt beside the relayed one is another test's subject.)
+    c.sent();
     c.engine.handle_relay_lost(lost);
     c.engine.handle_heard(high, lost + Duration::from_secs(1));
     c.engine.handle_ice_servers(lost + Duration::from_secs(3));
@@ -464,10 +473,10 @@ fn a_removed_peer_leaves_nothing_and_late_news_of_it_is_ignored() {
     a.engine
         .handle_state(now, high, conn, ConnectionState::Closed);
     a.engine
-        .handle_path(high, conn, Some((MediaPath::Relayed, 1.0)));
+        .handle_path(now, high, conn, Some((MediaPath::Relayed, 1.0)));
     a.engine
         .handle_local_signal(now, high, conn, Signal::Offer("late".into()));
-    a.engine.handle_failed(high, conn, "late".into());
+    a.engine.handle_failed(now, high, conn, "late".into());
     a.engine.handle_heard(high, now);
     assert!(
         !a.engine.handle_created(high, conn, Ok(())),
@@ -757,4 +766,196 @@ fn what_we_send_and_want_of_video_is_told_to_every_member_and_to_each_who_joins_
         }),
         "{signals:?}"
     );
+}
+
+/// The direct path attempt beside `peer`'s connection, if any.
+fn upgrade_of(side: &Side, peer: &PeerId) -> Option<ConnId> {
+    Some(side.engine.members.get(peer)?.upgrade.as_ref()?.id)
+}
+
+/// The direct path attempt `conn` connects on a direct path (measured at once).
+fn upgrade_connected(side: &mut Side, now: Instant, peer: PeerId, conn: ConnId) {
+    side.engine
+        .handle_state(now, peer, conn, ConnectionState::Connected);
+    side.run();
+    side.engine
+        .handle_path(now, peer, conn, Some((MediaPath::Direct, 8.0)));
+    side.run();
+}
+
+#[test]
+fn a_relayed_connection_gets_a_direct_one_beside_it_that_takes_over_without_a_gap() {
+    let joined = t0();
+    let (mut a, mut b) = negotiated(joined);
+    let high = b.id;
+    deliver(joined, &mut b, &mut a);
+    // Relay first: the first pair that worked was relayed, and media flows on it.
+    let now = joined + Duration::from_millis(900);
+    a.connected(now, high, MediaPath::Relayed);
+    b.connected(now, a.id, MediaPath::Relayed);
+    let relayed = a.conn_id(&high);
+    let their_relayed = b.conn_id(&a.id);
+    let log = a.take_log();
+    assert!(log.iter().any(|action| matches!(
+        action,
+        Action::Report(MediaEvent::Connection {
+            path: "relayed",
+            previous_path: None,
+            since_join_ms: 900,
+            ..
+        })
+    )));
+    // The offering side looks for a direct path on a second connection, without relayed
+    // candidates, offered as such; the answering side only answers.
+    assert!(log.iter().any(|action| matches!(
+        action,
+        Action::Connect {
+            direct_only: true,
+            ..
+        }
+    )));
+    assert!(b.outbox.is_empty());
+    let attempt = upgrade_of(&a, &high).expect("an attempt");
+    assert!(matches!(decoded(&a.outbox)[..], [Signal::Upgrade(_)]));
+    deliver(now, &mut a, &mut b);
+    assert_eq!(b.conn_id(&a.id), their_relayed, "its connection stays");
+    let their_attempt = upgrade_of(&b, &a.id).expect("answered on a second connection");
+    assert!(b.take_log().iter().any(|action| matches!(
+        action,
+        Action::Connect { direct_only: true, conn, .. } if *conn == their_attempt
+    )));
+    assert!(matches!(decoded(&b.outbox)[..], [Signal::Answer { .. }]));
+    deliver(now, &mut b, &mut a);
+    assert!(
+        a.take_log().iter().any(|action| matches!(
+            action,
+            Action::AcceptAnswer { conn, .. } if *conn == attempt
+        )),
+        "the answer goes to the attempt, not to the relayed connection"
+    );
+    // The direct one connects: it takes over. Audio goes out on both for a while, the
+    // event tells the switch.
+    let switched = now + Duration::from_millis(1500);
+    upgrade_connected(&mut a, switched, high, attempt);
+    assert_eq!(a.conn_id(&high), attempt);
+    assert_eq!(upgrade_of(&a, &high), None);
+    let log = a.take_log();
+    assert!(log.iter().any(|action| matches!(
+        action,
+        Action::SendAudio { conn, on: true, .. } if *conn == attempt
+    )));
+    assert!(!log.iter().any(|action| matches!(
+        action,
+        Action::SendAudio { on: false, .. } | Action::Close { .. }
+    )));
+    assert!(log.iter().any(|action| matches!(
+        action,
+        Action::Report(MediaEvent::Connection {
+            path: "direct",
+            previous_path: Some("relayed"),
+            since_join_ms: 2400,
+            ..
+        })
+    )));
+    upgrade_connected(&mut b, switched, a.id, their_attempt);
+    assert_eq!(b.conn_id(&a.id), their_attempt);
+    // The relayed connections close once what is on its way over the relay arrived.
+    a.timeout(switched + RETIRE_AFTER - Duration::from_millis(1));
+    assert!(
+        !a.take_log()
+            .iter()
+            .any(|action| matches!(action, Action::Close { .. }))
+    );
+    a.timeout(switched + RETIRE_AFTER);
+    b.timeout(switched + RETIRE_AFTER);
+    for (side, old) in [(&mut a, relayed), (&mut b, their_relayed)] {
+        let closed: Vec<ConnId> = side
+            .take_log()
+            .iter()
+            .filter_map(|action| match action {
+                Action::Close { conn, .. } => Some(*conn),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(closed, vec![old]);
+    }
+    // Late news of the retired connection changes nothing.
+    a.engine
+        .handle_state(switched, high, relayed, ConnectionState::Failed);
+    a.run();
+    assert!(
+        a.conn(&high)
+            .is_some_and(|c| c.broken.is_none() && c.connected())
+    );
+    // Direct now: no more attempts.
+    a.timeout(switched + Duration::from_secs(60));
+    assert!(upgrade_of(&a, &high).is_none());
+    assert!(a.outbox.is_empty());
+}
+
+#[test]
+fn direct_path_attempts_that_find_nothing_are_made_again_a_few_times() {
+    let joined = t0();
+    let (mut a, mut b) = negotiated(joined);
+    let high = b.id;
+    deliver(joined, &mut b, &mut a);
+    a.connected(joined, high, MediaPath::Relayed);
+    let mut now = joined;
+    let mut started = vec![];
+    for _ in 0..60 {
+        if let Some(attempt) = upgrade_of(&a, &high)
+            && started.last() != Some(&(attempt, now))
+            && !started.iter().any(|(c, _)| *c == attempt)
+        {
+            started.push((attempt, now));
+            // The other side answers every attempt; no direct pair ever works.
+            deliver(now, &mut a, &mut b);
+            deliver(now, &mut b, &mut a);
+        }
+        now += Duration::from_secs(1);
+        a.timeout(now);
+        b.timeout(now);
+    }
+    assert_eq!(
+        started.len() as u32,
+        upgrade::MAX_UPGRADE_ATTEMPTS,
+        "{started:?}"
+    );
+    // Each ran out of time, then waited 1 s, 2 s, 4 s before the next.
+    let gaps: Vec<u64> = started
+        .windows(2)
+        .map(|w| (w[1].1 - w[0].1).as_secs())
+        .collect();
+    assert_eq!(
+        gaps,
+        vec![9, 10, 12],
+        "timeout (8 s, on the 1 s timer) + back-off"
+    );
+    // The relayed connection carried on throughout; every attempt was closed on both sides.
+    assert!(a.conn(&high).is_some_and(Connection::connected));
+    assert!(upgrade_of(&a, &high).is_none() && upgrade_of(&b, &a.id).is_none());
+    a.timeout(now + Duration::from_secs(120));
+    assert!(upgrade_of(&a, &high).is_none(), "the attempts stop");
+}
+
+#[test]
+fn no_direct_path_is_looked_for_beside_a_direct_connection_or_when_relay_only() {
+    let now = t0();
+    let (mut a, mut b) = negotiated(now);
+    let high = b.id;
+    deliver(now, &mut b, &mut a);
+    a.connected(now, high, MediaPath::Direct);
+    a.timeout(now + Duration::from_secs(5));
+    assert!(upgrade_of(&a, &high).is_none());
+    assert!(a.outbox.is_empty());
+
+    let (low, high) = pair();
+    let mut c = Side::new(low);
+    c.engine = Engine::new(low, true);
+    c.epoch(now, 1, &[low, high]);
+    c.sent();
+    c.connected(now, high, MediaPath::Relayed);
+    c.timeout(now + Duration::from_secs(5));
+    assert!(upgrade_of(&c, &high).is_none(), "our addresses stay hidden");
+    assert!(c.outbox.is_empty());
 }

@@ -81,12 +81,12 @@ pub const ICE_DISCONNECTED_TIMEOUT: Duration = Duration::from_secs(3);
 /// Time in `disconnected` after which ICE reports `failed` (webrtc-rs: 25 s). A meeting
 /// wants a broken path replaced quickly, not a long wait for it to come back.
 pub const ICE_FAILED_TIMEOUT: Duration = Duration::from_secs(4);
-/// How long connectivity checks run before a relayed pair may be chosen (webrtc-rs: 2 s): a
-/// relayed pair that succeeds first would otherwise win for the whole call (webrtc-rs 0.21
-/// never renominates). Direct pairs through restrictive NATs start their checks half a
-/// signalling round trip after the offerer's (`super::sdp`) and succeed one round trip
-/// later: 1.2–1.4 s at 600 ms RTT, well within this.
-pub const RELAY_ACCEPTANCE_MIN_WAIT: Duration = Duration::from_millis(2500);
+/// How long connectivity checks run before a relayed pair may be chosen (webrtc-rs: 2 s).
+/// Relay first: media flows over the first pair that works, and a relayed connection gets
+/// a second, direct-only one beside it that takes over once it finds a direct path
+/// (`engine::upgrade`; webrtc-rs 0.21 never renominates). The wait is that of the
+/// reflexive pairs, so a direct pair that works as early as a relayed one still wins.
+pub const RELAY_ACCEPTANCE_MIN_WAIT: Duration = REFLEXIVE_ACCEPTANCE_MIN_WAIT;
 /// How long connectivity checks run before a pair through a NAT (server- or peer-reflexive)
 /// may be chosen (webrtc-rs: 0.5 s and 1 s): long enough for a host pair on the same LAN,
 /// which succeeds within milliseconds, to win; every further wait delays the first audio.

@@ -71,6 +71,8 @@ pub struct ReceiveCounts {
     pub keyframe_requests: u64,
     /// Sealed bytes received in complete frames.
     pub bytes: u64,
+    /// Packets that came on a connection the sender's video had left.
+    pub late_connection: u64,
 }
 
 /// One sender's incoming video.
@@ -86,6 +88,8 @@ pub struct VideoReceiver {
     /// arrived), oldest first.
     held_for_key: std::collections::VecDeque<(Instant, Vec<u8>, Arrival)>,
     counts: ReceiveCounts,
+    /// The connection its packets come on (numbered in order of creation).
+    connection: Option<u64>,
 }
 
 impl std::fmt::Debug for VideoReceiver {
@@ -120,7 +124,30 @@ impl VideoReceiver {
             last_request: None,
             held_for_key: std::collections::VecDeque::new(),
             counts: ReceiveCounts::default(),
+            connection: None,
         })
+    }
+
+    /// Whether a packet that came on connection `conn` is taken. The sender's video moves
+    /// to a newer connection (a direct one taking over from a relayed one) at a keyframe,
+    /// with RTP numbering of its own: the frames being put together are dropped and the
+    /// keyframe awaited. Stragglers of an older connection are dropped (counted late).
+    pub fn from_connection(&mut self, conn: u64) -> bool {
+        match self.connection {
+            Some(current) if conn < current => {
+                self.counts.late_connection += 1;
+                false
+            }
+            Some(current) if conn == current => true,
+            previous => {
+                if previous.is_some() {
+                    self.assembler.restart();
+                    self.waiting_for_keyframe = true;
+                }
+                self.connection = Some(conn);
+                true
+            }
+        }
     }
 
     /// What went wrong so far.

@@ -269,6 +269,16 @@ impl Assembler {
         self.stats
     }
 
+    /// Starts over on a new RTP stream (the sender's video moved to another connection):
+    /// the frames being put together are dropped; the counts and the repair wait stay.
+    pub fn restart(&mut self) {
+        *self = Self {
+            stats: self.stats,
+            repair_wait: self.repair_wait,
+            ..Self::default()
+        };
+    }
+
     /// How long a complete frame may wait for a missing one before it (about a round trip
     /// to the sender plus the NACK interval: the time a retransmission takes).
     pub fn set_repair_wait(&mut self, wait: Duration) {

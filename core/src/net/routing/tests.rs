@@ -638,3 +638,92 @@ fn a_held_reservation_whose_listener_closes_first_still_waits_for_the_reconnecti
     );
     sim.connect_relay(5300, relay);
 }
+
+#[test]
+fn a_dial_failed_under_requests_dials_every_route_once_a_second_at_most() {
+    let mut sim = Sim::new();
+    let (_relay, relay_addr) = sim.relay("192.0.2.1");
+    let member = PeerId::random();
+    // All the DHT knew of it: its private LAN address.
+    sim.routing
+        .remember_addr(member, addr("/ip4/192.168.7.2/udp/4001/quic-v1"));
+    sim.actions();
+    let every_route = |sim: &mut Sim| -> Vec<Vec<Multiaddr>> {
+        sim.actions()
+            .into_iter()
+            .filter_map(|action| match action {
+                Action::Dial {
+                    peer,
+                    addrs,
+                    condition: PeerCondition::Disconnected,
+                    ..
+                } if peer == member => Some(addrs),
+                _ => None,
+            })
+            .collect()
+    };
+    sim.routing.dial_every_route(sim.at(0), member);
+    assert_eq!(
+        every_route(&mut sim),
+        vec![vec![
+            addr("/ip4/192.168.7.2/udp/4001/quic-v1"),
+            relay_addr.with(Protocol::P2pCircuit)
+        ]],
+        "the circuit is dialed too, whether or not another dial is under way"
+    );
+    // Every request queued failed with the same dial: one dial serves them all.
+    sim.routing.dial_every_route(sim.at(1), member);
+    sim.routing.dial_every_route(
+        sim.at(EVERY_ROUTE_REDIAL_GAP.as_millis() as u64 - 1),
+        member,
+    );
+    assert!(every_route(&mut sim).is_empty());
+    sim.routing
+        .dial_every_route(sim.at(EVERY_ROUTE_REDIAL_GAP.as_millis() as u64), member);
+    assert_eq!(
+        every_route(&mut sim).len(),
+        1,
+        "a second failure a second later"
+    );
+}
+
+#[test]
+fn media_gone_direct_punches_a_relayed_control_path_again_at_once() {
+    let mut sim = Sim::new();
+    let (relay, relay_addr) = sim.relay("192.0.2.1");
+    sim.connect_relay(0, relay);
+    let member = PeerId::random();
+    sim.connect(
+        100,
+        member,
+        &format!("{relay_addr}/p2p-circuit/p2p/{member}"),
+    );
+    // Every hole punching round failed already: no more are made.
+    for t in [200, 10_000, 30_000, 60_000] {
+        sim.routing.handle_hole_punch_failed(sim.at(t), member);
+        sim.routing.handle_timeout(sim.at(t + 9_000), true);
+    }
+    sim.actions();
+    sim.routing.handle_hole_punch_failed(sim.at(80_000), member);
+    sim.routing.handle_timeout(sim.at(95_000), true);
+    assert!(sim.actions().is_empty());
+    // The media connection went direct: a fresh circuit (a DCUtR round) at once.
+    sim.routing.handle_media_direct(sim.at(100_000), member);
+    sim.routing.handle_timeout(sim.at(100_000), true);
+    let dials: Vec<Vec<Multiaddr>> = sim
+        .actions()
+        .into_iter()
+        .filter_map(|a| match a {
+            Action::Dial { peer, addrs, .. } if peer == member => Some(addrs),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(dials, vec![vec![relay_addr.with(Protocol::P2pCircuit)]]);
+    // A direct control path needs nothing.
+    let direct = PeerId::random();
+    sim.connect(100_100, direct, "/ip4/192.0.2.9/udp/5/quic-v1");
+    sim.actions();
+    sim.routing.handle_media_direct(sim.at(100_200), direct);
+    sim.routing.handle_timeout(sim.at(100_200), true);
+    assert!(sim.actions().is_empty());
+}

@@ -236,6 +236,8 @@ fn tiles_badges_and_security_code() {
         peer_id: bob,
         state: "connected".into(),
         path: "relayed",
+        previous_path: None,
+        since_join_ms: 900,
         rtt_ms: Some(42.0),
         ice_restarts: 0,
     });
@@ -265,11 +267,25 @@ fn tiles_badges_and_security_code() {
     let actions = click(&mut state, &verified, format!("Security code {}", code(1)));
     assert!(actions.is_empty());
     assert!(shows(&state, &verified, CODE_EXPLANATION));
+    // A direct path takes over during the call: the badge changes at once.
+    state.handle_media(MediaEvent::Connection {
+        peer_id: bob,
+        state: "connected".into(),
+        path: "direct",
+        previous_path: Some("relayed"),
+        since_join_ms: 2_400,
+        rtt_ms: Some(12.0),
+        ice_restarts: 0,
+    });
+    assert!(shows(&state, &verified, "direct · 12 ms"));
+    assert!(!shows(&state, &verified, "relayed · 42 ms"));
     // A broken media path is announced (the badge says it too).
     state.handle_media(MediaEvent::Connection {
         peer_id: bob,
         state: "failed".into(),
         path: "relayed",
+        previous_path: None,
+        since_join_ms: 0,
         rtt_ms: None,
         ice_restarts: 0,
     });

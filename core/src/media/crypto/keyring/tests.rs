@@ -50,9 +50,14 @@ fn frames_round_trip_and_bad_ones_are_dropped_and_counted() {
             sender: 2,
             stream: Stream::Audio,
             epoch: 5,
+            counter: 0,
             payload: payload.clone()
         }
     );
+    // The counter rises by one per frame sealed: it orders the sender's frames whichever
+    // connection brings them.
+    let next = sealer.seal(&payload).unwrap();
+    assert_eq!(opener.open(now, &next).unwrap().counter, 1);
 
     assert!(matches!(
         opener.open(now, &sealed),
@@ -88,7 +93,7 @@ fn frames_round_trip_and_bad_ones_are_dropped_and_counted() {
             stats.malformed,
             stats.unknown_key
         ),
-        (1, 1, 2, 2, 1)
+        (2, 1, 2, 2, 1)
     );
     assert_eq!(key_id(5, 2).unwrap(), (2 << 4) | 5);
 }
