@@ -34,6 +34,7 @@ use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::RTCOfferOptions;
 use rtc::peer_connection::configuration::interceptor_registry::configure_rtcp_reports;
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};
+use rtc::peer_connection::transport::RTCDtlsRole;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp::extension::HeaderExtension;
@@ -91,6 +92,13 @@ pub const RELAY_ACCEPTANCE_MIN_WAIT: Duration = REFLEXIVE_ACCEPTANCE_MIN_WAIT;
 /// may be chosen (webrtc-rs: 0.5 s and 1 s): long enough for a host pair on the same LAN,
 /// which succeeds within milliseconds, to win; every further wait delays the first audio.
 pub const REFLEXIVE_ACCEPTANCE_MIN_WAIT: Duration = Duration::from_millis(200);
+/// The answerer is the DTLS server, so the offerer starts the handshake. The offerer's
+/// ICE agent nominates the pair and learns it works last (the answerer's takes it as the
+/// nomination arrives): started by the answerer (webrtc-rs' default), the first DTLS
+/// flight could reach the offerer before its ICE was connected and be dropped there, and
+/// the handshake waited out the one-second retransmission. Over a relay that was ~1.2 s of
+/// every relayed call's start.
+pub const ANSWERER_DTLS_ROLE: RTCDtlsRole = RTCDtlsRole::Server;
 /// Longest time the offer's reflexive candidates wait for the offerer's word to check them
 /// (its `Punch`, half a signalling round trip after our answer arrives): an offerer that
 /// never sends it still gets its direct paths checked.
@@ -100,6 +108,12 @@ pub const HOLD_BACK_LIMIT: Duration = Duration::from_secs(3);
 /// loss, against one in 400 when asked for twice) without flooding a congested path with
 /// copies (see `nack`).
 pub const MAX_NACKS_PER_PACKET: u16 = 3;
+/// How often the connection's driver is woken while ICE checks and the DTLS handshake run
+/// ([`wake_while_connecting`]).
+pub const CONNECTING_WAKE_INTERVAL: Duration = Duration::from_millis(5);
+/// Longest time the driver is woken that way: past it a connection that has not come up
+/// is failing anyway.
+pub const CONNECTING_WAKE_LIMIT: Duration = Duration::from_secs(6);
 /// Interval of ICE keepalives (consent checks) on an idle path.
 pub const ICE_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -212,6 +226,8 @@ const GATHERING_CAPACITY: usize = 16;
 struct Handler {
     events: mpsc::Sender<PeerEvent>,
     gathering: mpsc::Sender<Gathering>,
+    /// How far the connection has come, for [`wake_while_connecting`].
+    connecting: tokio::sync::watch::Sender<Connecting>,
     /// The other side's video tracks, once they arrived: keyframe requests are sent on them.
     remote_videos: RemoteVideos,
     /// The negotiated id of the frame-information header extension (0: not yet known).
@@ -264,12 +280,29 @@ impl PeerConnectionEventHandler for Handler {
     }
 
     async fn on_ice_connection_state_change(&self, state: RTCIceConnectionState) {
+        if state == RTCIceConnectionState::Checking {
+            self.connecting.send_if_modified(|phase| {
+                let starts = *phase == Connecting::NotYet;
+                if starts {
+                    *phase = Connecting::Running;
+                }
+                starts
+            });
+        }
         if state == RTCIceConnectionState::Connected {
             let _ = self.events.try_send(PeerEvent::IceConnected);
         }
     }
 
     async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        if matches!(
+            state,
+            RTCPeerConnectionState::Connected
+                | RTCPeerConnectionState::Failed
+                | RTCPeerConnectionState::Closed
+        ) {
+            self.connecting.send_replace(Connecting::Over);
+        }
         let _ = self
             .events
             .try_send(PeerEvent::State(connection_state(state)));
@@ -446,6 +479,57 @@ impl Marshal for FrameInfoExtension {
     }
 }
 
+/// How far a connection has come, as [`wake_while_connecting`] cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Connecting {
+    /// ICE has not started checking.
+    NotYet,
+    /// ICE checks, then the DTLS handshake, run.
+    Running,
+    /// Connected, or failed, or closed.
+    Over,
+}
+
+/// Wakes `connection`'s driver every [`CONNECTING_WAKE_INTERVAL`] while its ICE checks and
+/// DTLS handshake run (at most [`CONNECTING_WAKE_LIMIT`]).
+///
+/// webrtc-rs 0.21's driver sends what goes through a TURN relay one loop turn late: each
+/// turn it first sends what its TURN relayer holds, then hands it the packets the
+/// connection produced in that turn, which then wait for the next turn — the next packet
+/// in or out, or a timer, up to 200 ms away while nothing else happens. Media keeps the
+/// turns coming every 20 ms, but the DTLS handshake is a few packets with silence between:
+/// over a relay every flight waited 200–400 ms, and a relayed call came up ~1.5 s after a
+/// direct one. A configuration applied again, unchanged, wakes the driver for a turn
+/// (it only stages the configuration for the next gathering, which would use the same).
+async fn wake_while_connecting(
+    connection: std::sync::Weak<dyn PeerConnection>,
+    mut phase: tokio::sync::watch::Receiver<Connecting>,
+) {
+    if phase
+        .wait_for(|phase| *phase != Connecting::NotYet)
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let most = CONNECTING_WAKE_LIMIT.as_millis() / CONNECTING_WAKE_INTERVAL.as_millis();
+    let mut ticks = tokio::time::interval(CONNECTING_WAKE_INTERVAL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    for _ in 0..most {
+        if *phase.borrow() != Connecting::Running {
+            return;
+        }
+        ticks.tick().await;
+        let Some(connection) = connection.upgrade() else {
+            return;
+        };
+        let configuration = connection.get_configuration().await;
+        if connection.set_configuration(configuration).await.is_err() {
+            return;
+        }
+    }
+}
+
 /// Adds remote candidates (held back from a description) to `connection`.
 async fn add_candidates(connection: &dyn PeerConnection, candidates: Vec<HeldCandidate>) {
     for candidate in candidates {
@@ -598,6 +682,8 @@ pub struct MediaPeer {
     /// Report keyframe requests for our video (one per outgoing track); stopped when the
     /// connection closes.
     keyframe_watch: [tokio::task::JoinHandle<()>; 3],
+    /// Wakes the driver while the connection comes up ([`wake_while_connecting`]).
+    waker: tokio::task::JoinHandle<()>,
     gathering: tokio::sync::Mutex<mpsc::Receiver<Gathering>>,
     /// Reflexive candidates of the other side held back from its latest description (see
     /// [`super::sdp`]); emptied when they are added, or when a new offer comes.
@@ -680,6 +766,8 @@ impl MediaPeer {
             .with_srflx_acceptance_min_wait(Some(REFLEXIVE_ACCEPTANCE_MIN_WAIT))
             .with_prflx_acceptance_min_wait(Some(REFLEXIVE_ACCEPTANCE_MIN_WAIT))
             .with_relay_acceptance_min_wait(Some(RELAY_ACCEPTANCE_MIN_WAIT))
+            // The offerer starts the DTLS handshake ([`ANSWERER_DTLS_ROLE`]).
+            .with_answering_dtls_role(ANSWERER_DTLS_ROLE)
             // An ICE restart starts from new sockets, so it gathers anew: a fresh TURN
             // allocation instead of re-announcing the old one (gone if the relay restarted,
             // and re-allocating on the old 5-tuple would be refused as a mismatch), and new
@@ -689,6 +777,7 @@ impl MediaPeer {
         let remote_videos: RemoteVideos = Arc::default();
         let [audio_ssrc, video_ssrc, screen_ssrc] = distinct_ssrcs();
         let frame_info_id = Arc::new(AtomicU8::new(0));
+        let (connecting_tx, connecting_rx) = tokio::sync::watch::channel(Connecting::NotYet);
         let connection = PeerConnectionBuilder::new()
             .with_configuration(config.rtc_configuration())
             .with_media_engine(media)
@@ -697,6 +786,7 @@ impl MediaPeer {
             .with_handler(Arc::new(Handler {
                 events: events_tx.clone(),
                 gathering: gathering_tx,
+                connecting: connecting_tx,
                 remote_videos: Arc::clone(&remote_videos),
                 frame_info_id: Arc::clone(&frame_info_id),
                 screen_ssrc,
@@ -706,6 +796,10 @@ impl MediaPeer {
             .await
             .map_err(webrtc_err)?;
         let connection: Arc<dyn PeerConnection> = Arc::new(connection);
+        let waker = tokio::spawn(wake_while_connecting(
+            Arc::downgrade(&connection),
+            connecting_rx,
+        ));
         let audio = Outgoing::add(
             connection.as_ref(),
             now,
@@ -772,6 +866,7 @@ impl MediaPeer {
                 remote_videos,
                 frame_info_id,
                 keyframe_watch,
+                waker,
                 gathering: tokio::sync::Mutex::new(gathering_rx),
                 held: Arc::new(tokio::sync::Mutex::new(Held::default())),
                 estimate,
@@ -1096,6 +1191,7 @@ impl MediaPeer {
         for watch in &self.keyframe_watch {
             watch.abort();
         }
+        self.waker.abort();
         if let Some(timer) = self.held.lock().await.timer.take() {
             timer.abort();
         }
