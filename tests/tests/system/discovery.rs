@@ -3,6 +3,7 @@
 use std::time::{Duration, Instant};
 
 use conclave_tests::{PATIENCE, Proc, peer_id_of, start_host, start_relay};
+use serde_json::Value;
 
 #[test]
 fn host_and_four_joiners_see_each_other_within_ten_seconds() {
@@ -106,4 +107,61 @@ fn duration_ends_the_meeting_by_itself() {
         Proc::conclave("A", &dir.path().join("A"), &["new", "--duration", "1s"]).unwrap();
     host.wait_event("left", PATIENCE).unwrap();
     assert_eq!(host.wait_exit(PATIENCE).unwrap().code(), Some(0));
+}
+
+/// Discovery through a bootstrap of another kind (`kad-node`): a node that serves only
+/// Kademlia under Conclave's protocol name — no circuit relay, no TURN — and, as the libp2p
+/// Kademlia specification wants, keeps provider records only under multihash keys. Host
+/// and joiner use it for what it offers: the joiner, whose invite has no host hint, finds
+/// the host through it alone, and the node stored the rendezvous record.
+#[test]
+fn a_bootstrap_that_only_serves_kademlia_carries_discovery() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = Proc::spawn(
+        "kad-node",
+        std::process::Command::new(conclave_tests::bin("kad-node")),
+        dir.path(),
+    )
+    .unwrap();
+    let listening = node.wait_event("listening", PATIENCE).unwrap();
+    let node_addr = listening["addrs"][0].as_str().unwrap().to_owned();
+    let (mut host, invite, host_id) =
+        start_host(dir.path(), "A", &["--relay", &node_addr]).unwrap();
+    let without_host: String = invite
+        .split('&')
+        .filter(|part| !part.starts_with("host="))
+        .collect::<Vec<_>>()
+        .join("&");
+    assert!(!without_host.contains("host="));
+    let mut joiner = Proc::conclave("B", &dir.path().join("B"), &["join", &without_host]).unwrap();
+    let joiner_id = peer_id_of(&mut joiner).unwrap();
+    joiner
+        .wait_for(PATIENCE, "the host", |v| {
+            v["event"] == "member_joined" && v["peer_id"] == host_id.as_str()
+        })
+        .unwrap();
+    host.wait_for(PATIENCE, "the joiner", |v| {
+        v["event"] == "member_joined" && v["peer_id"] == joiner_id.as_str()
+    })
+    .unwrap();
+    let stored = node.wait_event("provider_stored", PATIENCE).unwrap();
+    assert!(
+        stored["key"]
+            .as_str()
+            .is_some_and(|key| key.starts_with("1220") && key.len() == 68),
+        "a SHA-256 multihash: {stored}"
+    );
+    node.drain_for(Duration::from_millis(200));
+    let refused: Vec<&Value> = node
+        .seen
+        .iter()
+        .filter(|v| v["event"] == "provider_refused")
+        .collect();
+    assert!(refused.is_empty(), "records the node refused: {refused:?}");
+    // It offers no circuit relay: the clients learnt so and stopped asking.
+    assert!(
+        host.stderr().contains("no circuit relay"),
+        "{}",
+        host.stderr_tail()
+    );
 }

@@ -750,9 +750,9 @@ fn longest_gap_ms(samples: &[i16]) -> u64 {
 }
 
 /// Relay first, direct later: two homes that cannot reach each other directly at first
-/// (direct UDP between them dropped) meet over the relay; once the way opens, a direct path
-/// attempt beside the relayed call finds it and takes over, the `connection` event says
-/// so, and the guest's recording of the host's tone has no gap over 60 ms across the
+/// (every packet between them dropped) meet over the relay; once the way opens, a direct
+/// path attempt beside the relayed call finds it and takes over, the `connection` event
+/// says so, and the guest's recording of the host's tone has no gap over 60 ms across the
 /// switch.
 #[test]
 fn a_relayed_call_moves_to_a_direct_path_without_an_audio_gap() {
@@ -760,12 +760,12 @@ fn a_relayed_call_moves_to_a_direct_path_without_an_audio_gap() {
     let _serial = serial();
     let homes = two_full_cone_homes("up");
     let dir = homes.dir.path();
-    // Home A's host drops every UDP packet to and from home B: only the relay carries.
+    // Home A's host drops every packet to and from home B: only the relay carries.
     let b = &homes.home_b.public_addr;
     homes
         .home_a
         .nft(&format!(
-            "table inet cut {{\n  chain out {{\n    type filter hook output priority 0;\n    ip daddr {b} meta l4proto udp drop\n  }}\n  chain in {{\n    type filter hook input priority 0;\n    ip saddr {b} meta l4proto udp drop\n  }}\n}}\n"
+            "table inet cut {{\n  chain out {{\n    type filter hook output priority 0;\n    ip daddr {b} drop\n  }}\n  chain in {{\n    type filter hook input priority 0;\n    ip saddr {b} drop\n  }}\n}}\n"
         ))
         .unwrap();
     let (_host, host_id, invite) = host_meeting(&homes.home_a, dir, "up-host", &homes.relay);
@@ -792,8 +792,8 @@ fn a_relayed_call_moves_to_a_direct_path_without_an_audio_gap() {
             v["event"] == "audio_started" && v["peer_id"] == host_id.as_str()
         })
         .unwrap();
-    // Three seconds over the relay; then the way opens, and an attempt finds the direct
-    // path (the first one if its checks are still going on, else the next).
+    // Three seconds over the relay; then the way opens, and a direct path attempt finds it
+    // (the one under way if its checks still go on, else the next).
     guest.drain_for(Duration::from_secs(3));
     homes.home_a.nft("delete table inet cut").unwrap();
     let switch = guest
