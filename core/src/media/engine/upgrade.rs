@@ -89,18 +89,19 @@ impl Engine {
         if self.relay_only || !self.offers_to(&peer) {
             return;
         }
-        let id = self.next_conn + 1;
+        let due = self.members.get(&peer).is_some_and(|member| {
+            let relayed = member.conn.as_ref().is_some_and(|conn| {
+                conn.connected() && conn.broken.is_none() && conn.path == Some(MediaPath::Relayed)
+            });
+            relayed && member.upgrade.is_none() && member.upgrades.may_start(now)
+        });
+        if !due {
+            return;
+        }
+        let id = self.new_conn_id();
         let Some(member) = self.members.get_mut(&peer) else {
             return;
         };
-        let relayed = member.conn.as_ref().is_some_and(|conn| {
-            conn.connected() && conn.broken.is_none() && conn.path == Some(MediaPath::Relayed)
-        });
-        if !relayed || member.upgrade.is_some() || !member.upgrades.may_start(now) {
-            return;
-        }
-        self.next_conn = id;
-        let id = ConnId(id);
         member.upgrades.started(now);
         let attempt = member.upgrades.made;
         let mut conn = Connection::new(id, Pending::Offer);
@@ -118,16 +119,10 @@ impl Engine {
     /// The other side looks for a direct path beside our connection: answered on a second
     /// connection (replacing an attempt of its before).
     pub(super) fn answer_upgrade(&mut self, now: Instant, from: PeerId, sdp: String) {
-        let id = self.new_conn_id();
-        let Some(member) = self.members.get_mut(&from) else {
+        if !self.members.contains_key(&from) {
             return;
-        };
-        if let Some(old) = member.upgrade.take() {
-            self.actions.push_back(Action::Close {
-                peer: from,
-                conn: old.id,
-            });
         }
+        let id = self.new_conn_id();
         let Some(member) = self.members.get_mut(&from) else {
             return;
         };
@@ -135,8 +130,14 @@ impl Engine {
         let mut conn = Connection::new(id, Pending::Answer { sdp, digest });
         conn.direct_only = true;
         conn.answering = Some((digest, now));
-        member.upgrade = Some(conn);
+        let replaced = member.upgrade.replace(conn);
         member.upgrades.running_since = Some(now);
+        if let Some(old) = replaced {
+            self.push(Action::Close {
+                peer: from,
+                conn: old.id,
+            });
+        }
         debug!(peer = %from, "answering a direct path attempt");
         self.push(Action::Connect {
             peer: from,
@@ -287,21 +288,20 @@ impl Engine {
     /// Closes `peer`'s direct path attempt and its retiring connections, if any (the
     /// member left, or its connection is replaced: a new one gets attempts afresh).
     pub(super) fn close_upgrade(&mut self, peer: &PeerId) {
-        if let Some(member) = self.members.get_mut(peer) {
+        let attempt = self.members.get_mut(peer).and_then(|member| {
             member.upgrades = Attempts::default();
-            if let Some(upgrade) = member.upgrade.take() {
-                self.actions.push_back(Action::Close {
-                    peer: *peer,
-                    conn: upgrade.id,
-                });
-            }
-        }
-        let (gone, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.retiring)
+            member.upgrade.take()
+        });
+        let (retiring, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.retiring)
             .into_iter()
             .partition(|(p, _, _)| p == peer);
         self.retiring = kept;
-        for (peer, conn, _) in gone {
-            self.push(Action::Close { peer, conn });
+        let closing = attempt
+            .map(|attempt| attempt.id)
+            .into_iter()
+            .chain(retiring.into_iter().map(|(_, conn, _)| conn));
+        for conn in closing.collect::<Vec<_>>() {
+            self.push(Action::Close { peer: *peer, conn });
         }
     }
 }
