@@ -21,10 +21,22 @@ use serde_json::Value;
 
 const LIMIT: Duration = Duration::from_secs(30);
 /// Longest time from joining to hearing the host, for any pair of NATs (relayed or
-/// direct), on a loaded 2-core CI machine.
+/// direct), on a loaded 2-core CI machine, at `continental`; each millisecond of one-way
+/// delay more adds forty (a join is a dozen round trips and more, through the homes' and
+/// the relay's uplinks: welcome, signalling, gathering, checks, DTLS, retransmissions of
+/// what the loss takes).
 const FIRST_AUDIO_LIMIT: Duration = Duration::from_millis(2500);
-/// The median over the matrix of the time from joining to hearing the host: the target.
+/// The median over the matrix of the time from joining to hearing the host at
+/// `continental`: the target (other profiles report theirs).
 const FIRST_AUDIO_MEDIAN: Duration = Duration::from_millis(1500);
+
+/// [`FIRST_AUDIO_LIMIT`] on `profile`'s network.
+fn first_audio_limit(profile: &Profile) -> Duration {
+    let more = profile
+        .one_way_delay
+        .saturating_sub(Profile::CONTINENTAL.one_way_delay);
+    FIRST_AUDIO_LIMIT + more * 40
+}
 
 /// The network every home is on: `continental`, or `CONCLAVE_WAN_PROFILE`.
 fn profile() -> Profile {
@@ -213,7 +225,7 @@ fn every_pair_of_nat_kinds_meets_directly_when_possible_and_relayed_otherwise() 
             // Relay first: the call is heard as soon as any path works.
             first_audio.push(pair.first_audio);
             assert!(
-                pair.first_audio <= FIRST_AUDIO_LIMIT,
+                pair.first_audio <= first_audio_limit(&profile()),
                 "{} ↔ {}: first audio {:?} after joining\n{}",
                 a.label(),
                 b.label(),
@@ -228,8 +240,9 @@ fn every_pair_of_nat_kinds_meets_directly_when_possible_and_relayed_otherwise() 
     );
     first_audio.sort();
     let median = first_audio[first_audio.len() / 2];
+    eprintln!("{}: median first audio {median:?}", profile().name);
     assert!(
-        median <= FIRST_AUDIO_MEDIAN,
+        profile().name != Profile::CONTINENTAL.name || median <= FIRST_AUDIO_MEDIAN,
         "median first audio {median:?} after joining\n{}",
         report.join("\n")
     );
