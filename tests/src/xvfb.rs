@@ -26,6 +26,11 @@ impl Drop for Xvfb {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // Killed, Xvfb leaves its socket and lock file behind; left there, they used up
+        // the display numbers a test may take ("no free X display number").
+        let number = self.display.trim_start_matches(':');
+        let _ = std::fs::remove_file(format!("/tmp/.X11-unix/X{number}"));
+        let _ = std::fs::remove_file(format!("/tmp/.X{number}-lock"));
     }
 }
 
