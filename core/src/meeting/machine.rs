@@ -223,7 +223,11 @@ struct PendingHello {
 /// What an in-flight request was, so its answer can be routed.
 #[derive(Debug, Clone)]
 enum Inflight {
-    Hello,
+    /// A hello, with its nonce: the answer's MAC must prove the secret over it (an answer
+    /// to an earlier hello can arrive after a newer one went out).
+    Hello {
+        nonce: [u8; NONCE_LEN],
+    },
     Heartbeat,
     Commit {
         epoch: u64,
@@ -561,7 +565,9 @@ impl<R: RngCore + CryptoRng> Machine<R> {
             peer.answered_us = Some(now);
         }
         match (kind, response) {
-            (Inflight::Hello, response) => self.on_hello_answer(now, unix_ms, from, response),
+            (Inflight::Hello { nonce }, response) => {
+                self.on_hello_answer(now, unix_ms, from, &nonce, response);
+            }
             (
                 Inflight::Commit { epoch },
                 response @ (Response::Ack | Response::Nack { .. } | Response::NotMember),
@@ -593,8 +599,10 @@ impl<R: RngCore + CryptoRng> Machine<R> {
         match kind {
             // A hello that never arrived must not hold back the next attempt (typically the
             // first try had no address yet and the DHT is about to supply one).
-            Inflight::Hello => {
-                self.pending.remove(&peer);
+            Inflight::Hello { nonce } => {
+                if self.pending.get(&peer).is_some_and(|p| p.nonce == nonce) {
+                    self.pending.remove(&peer);
+                }
             }
             // Silence decides liveness, not failed heartbeats: a network that drops for a
             // moment makes sends fail at once (no route, a closed connection) and must not

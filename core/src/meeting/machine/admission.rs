@@ -103,7 +103,7 @@ impl<R: RngCore + CryptoRng> Machine<R> {
             addrs: self.local_addrs.clone(),
             key_package,
         });
-        self.send_to(peer, addrs, hello, Inflight::Hello);
+        self.send_to(peer, addrs, hello, Inflight::Hello { nonce });
     }
 
     /// Hellos of ours left unanswered for long are forgotten.
@@ -243,11 +243,12 @@ impl<R: RngCore + CryptoRng> Machine<R> {
         now: Instant,
         unix_ms: u64,
         from: PeerId,
+        nonce: &[u8; NONCE_LEN],
         response: Response,
     ) {
         match response {
             Response::Welcome { mac, members } => {
-                self.on_admitted(now, unix_ms, from, &mac, members);
+                self.on_admitted(now, unix_ms, from, nonce, &mac, members);
             }
             Response::Refused => {
                 self.pending.remove(&from);
@@ -259,30 +260,29 @@ impl<R: RngCore + CryptoRng> Machine<R> {
         }
     }
 
-    /// `from` admitted us: if its welcome proves the secret over our nonce, it is a known
-    /// peer, a deferred MLS welcome of its is taken, and its peers are greeted in turn.
+    /// `from` admitted us: if its welcome proves the secret over the nonce of the hello it
+    /// answers, it is a known peer, a deferred MLS welcome of its is taken, and its peers
+    /// are greeted in turn. The answer to an earlier hello counts as well as the latest's
+    /// (on a slow path, a hello sent again can overtake it).
     fn on_admitted(
         &mut self,
         now: Instant,
         unix_ms: u64,
         from: PeerId,
+        nonce: &[u8; NONCE_LEN],
         mac: &[u8],
         members: Vec<MemberInfo>,
     ) {
-        let Some(pending) = self.pending.remove(&from) else {
-            self.stats.welcomes_rejected += 1;
-            debug!(peer = %from, "unsolicited welcome ignored");
-            return;
-        };
         if self
             .keys
-            .verify_welcome(&from, &self.local, &pending.nonce, mac)
+            .verify_welcome(&from, &self.local, nonce, mac)
             .is_err()
         {
             self.stats.welcomes_rejected += 1;
             warn!(peer = %from, "welcome without proof of the secret ignored");
             return;
         }
+        self.pending.remove(&from);
         if self.lobby && matches!(self.phase, Phase::Joining { .. }) && self.peers.is_empty() {
             self.emit(MeetingEvent::Waiting);
         }

@@ -595,7 +595,10 @@ impl<R: RngCore + CryptoRng> Machine<R> {
                 self.mls
                     .schedule_state_retry(now + self.config.chat_retry, peer, attempt + 1);
             }
-            Inflight::Hello | Inflight::Heartbeat | Inflight::Commit { .. } | Inflight::Other => {}
+            Inflight::Hello { .. }
+            | Inflight::Heartbeat
+            | Inflight::Commit { .. }
+            | Inflight::Other => {}
         }
     }
 

@@ -531,6 +531,20 @@ impl<R: RngCore + CryptoRng> Machine<R> {
             self.lock_the_door();
         }
         if changes.self_removed {
+            let replaced_by_us = removals
+                .iter()
+                .any(|r| r.peer_id == self.local && r.reason == RemovalReason::Replaced)
+                && changes.added.iter().any(|(_, p)| *p == self.local);
+            if replaced_by_us {
+                // A hello of ours from the same join, sent before its welcome reached us
+                // and delivered after: the committer put that key package's leaf in place
+                // of ours. Its welcome follows; we wait for it (greeting afresh now would
+                // only replace that leaf in turn).
+                info!("a later key package of ours replaced our leaf: waiting for its welcome");
+                self.drop_group_to_join_again(now);
+                self.next_rehello = now + self.config.rehello_interval;
+                return;
+            }
             let reason = reason_of(removals, &self.local);
             if reason == LeaveReason::TimedOut {
                 // Timed out while nobody could hear us (a network drop): we did not leave

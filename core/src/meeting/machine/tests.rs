@@ -259,6 +259,37 @@ impl Sim {
         );
     }
 
+    /// Takes the last hello `from` sent on its way to `to` out of the network (to be
+    /// delivered later, or never).
+    fn hold_hello(&mut self, from: PeerId, to: PeerId) -> (Request, u64) {
+        let index = self
+            .queue
+            .iter()
+            .rposition(|(_, p)| {
+                matches!(p, Packet::Request { from: f, to: t, request: Request::Hello(_), .. }
+                    if *f == from && *t == to)
+            })
+            .expect("a hello on its way");
+        match self.queue.remove(index).1 {
+            Packet::Request { request, tag, .. } => (request, tag),
+            Packet::Response { .. } => unreachable!("a request was found"),
+        }
+    }
+
+    /// Puts a held request back on the network, to arrive now.
+    fn release(&mut self, from: PeerId, to: PeerId, (request, tag): (Request, u64)) {
+        let now = self.now;
+        self.queue.push((
+            now,
+            Packet::Request {
+                from,
+                to,
+                request,
+                tag,
+            },
+        ));
+    }
+
     fn joiner(&mut self, secret: u8, via: PeerId) -> PeerId {
         self.joiner_with(&Identity::generate(), secret, via, Some(via))
     }

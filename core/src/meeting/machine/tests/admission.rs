@@ -245,3 +245,35 @@ fn a_flood_of_wrong_hellos_is_cheap_and_the_meeting_keeps_admitting() {
         "the joiner's first hello met the exhausted budget"
     );
 }
+
+/// On a slow path a hello goes out again before the first is answered; the answer to the
+/// first then arrives after the second left. It proves the secret over the first hello's
+/// nonce, and admits the joiner as well as the latest answer would.
+#[test]
+fn the_answer_to_an_earlier_hello_admits_the_joiner() {
+    let mut sim = Sim::new();
+    let host = sim.host();
+    let joiner = sim.joiner(1, host);
+    let first = sim.hold_hello(joiner, host);
+    sim.run_for(sim.nodes[&joiner].machine.config.hello_retry);
+    let (now, unix_ms) = (sim.now, sim.unix_ms());
+    sim.node(joiner)
+        .machine
+        .handle_candidate(now, unix_ms, host, vec![]);
+    sim.drain(joiner);
+    let second = sim.hold_hello(joiner, host);
+    sim.release(joiner, host, first);
+    sim.run_for(LATENCY * 3);
+    assert!(
+        sim.nodes[&joiner].machine.peers.contains_key(&host),
+        "the first hello's answer admitted the joiner"
+    );
+    sim.release(joiner, host, second);
+    sim.run_until(Duration::from_secs(2), |s| s.agree(&[host, joiner]))
+        .expect("in the group");
+    assert_eq!(
+        sim.nodes[&joiner].machine.stats().welcomes_rejected,
+        0,
+        "no answer and no MLS welcome was turned away"
+    );
+}

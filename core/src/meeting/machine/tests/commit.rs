@@ -284,3 +284,43 @@ fn a_committer_that_restarts_at_once_rejoins_without_splitting_the_group() {
             });
     }
 }
+
+/// A joiner's second hello (a fresh key package, sent before the first one's welcome came)
+/// reaches the committer after the joiner is in: the committer replaces the joiner's leaf
+/// with that package's. The joiner is not removed: it takes the new leaf's welcome.
+#[test]
+fn a_late_hello_of_a_joiner_that_is_in_replaces_its_leaf_without_removing_it() {
+    let mut sim = Sim::new();
+    let host = sim.host();
+    let member = sim.joiner(1, host);
+    let joiner = sim.joiner(1, host);
+    let (now, unix_ms) = (sim.now, sim.unix_ms());
+    {
+        let machine = &mut sim.node(joiner).machine;
+        machine.mls.key_package = None;
+        machine.send_hello(now, unix_ms, host, vec![]);
+    }
+    sim.drain(joiner);
+    let late = sim.hold_hello(joiner, host);
+    sim.run_until(Duration::from_secs(5), |s| s.agree(&[host, member, joiner]))
+        .expect("the joiner is in with its first key package");
+    let (epoch, _) = sim.epoch(joiner).expect("an epoch");
+    sim.release(joiner, host, late);
+    sim.run_until(Duration::from_secs(5), |s| {
+        s.epoch(host).is_some_and(|(e, _)| e > epoch) && s.agree(&[host, member, joiner])
+    })
+    .expect("the joiner is in again with its later key package");
+    assert_eq!(sim.nodes[&joiner].machine.phase(), Phase::Member);
+    assert!(
+        !sim.nodes[&joiner]
+            .events
+            .iter()
+            .any(|e| matches!(e, MeetingEvent::Removed { .. })),
+        "the joiner was never told it is removed"
+    );
+    assert_eq!(
+        sim.members(host).len(),
+        2,
+        "the host lists two others, once each"
+    );
+}
