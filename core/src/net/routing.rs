@@ -82,6 +82,15 @@ pub const HOLE_PUNCH_RETRIES: u32 = 3;
 /// Shortest time between two dials of every route to one peer after failed dials
 /// ([`Routing::dial_every_route`]).
 pub const EVERY_ROUTE_REDIAL_GAP: Duration = Duration::from_secs(1);
+/// How long our requests may wait for a dial to a peer before every route to it is dialed
+/// besides ([`Routing::handle_requests_waiting`]). A dial to a private address or through
+/// a port-restricted NAT hangs until its handshake times out (5 s and more), and libp2p
+/// starts no other dial for the requests meanwhile; the peer's circuit answers within a
+/// few round trips.
+pub const STALLED_DIAL_AFTER: Duration = Duration::from_millis(1500);
+/// Most dials of every route per wait of our requests for a peer
+/// ([`STALLED_DIAL_AFTER`] apart); a request sent after re-arms it.
+pub const STALLED_DIAL_ROUNDS: u8 = 4;
 
 /// What the runtime must do on the swarm, drained from [`Routing::poll_action`].
 #[derive(Debug, Clone)]
@@ -188,6 +197,9 @@ pub struct Routing {
     punch_retries: HashMap<PeerId, Backoff>,
     /// When we last dialed every route to a peer because a dial failed under its requests.
     every_route_dialed: HashMap<PeerId, Instant>,
+    /// Peers our requests wait to be connected to: since when (or the last dial of every
+    /// route), and how many such dials this wait had.
+    waiting: HashMap<PeerId, (Instant, u8)>,
     /// Decisions not yet taken by the runtime.
     actions: VecDeque<Action>,
 }
@@ -211,6 +223,7 @@ impl Routing {
             relays_over_quic: HashSet::new(),
             punch_retries: HashMap::new(),
             every_route_dialed: HashMap::new(),
+            waiting: HashMap::new(),
             actions: VecDeque::new(),
         }
     }
@@ -226,6 +239,10 @@ impl Routing {
             self.relay_redial,
             self.retries.values().min().copied(),
             self.paths.next_deadline(now),
+            self.waiting
+                .values()
+                .map(|(since, _)| *since + STALLED_DIAL_AFTER)
+                .min(),
         ]
         .into_iter()
         .flatten()
@@ -237,6 +254,7 @@ impl Routing {
         self.redial_relays(now, in_meeting);
         self.run_retries(now);
         self.close_dead_paths(now);
+        self.dial_stalled(now);
     }
 
     // --- Addresses ------------------------------------------------------------------
@@ -349,6 +367,48 @@ impl Routing {
     /// way to end, unless such a dial started within [`EVERY_ROUTE_REDIAL_GAP`] (every
     /// request queued fails at once with the dial, and one dial serves them all).
     pub fn dial_every_route(&mut self, now: Instant, peer: PeerId) {
+        self.dial_every_route_for(
+            now,
+            peer,
+            "every route, after a dial failed under our requests",
+        );
+    }
+
+    /// A request of ours to `peer` went out while no connection to it is open: it waits for
+    /// a dial (ours, or one started elsewhere with whatever addresses it had). If none has
+    /// connected within [`STALLED_DIAL_AFTER`], every route is dialed besides.
+    pub fn handle_requests_waiting(&mut self, now: Instant, peer: PeerId) {
+        if !self.is_connected(&peer) {
+            self.waiting.entry(peer).or_insert((now, 0));
+        }
+    }
+
+    /// Peers our requests still wait for: every route dialed after [`STALLED_DIAL_AFTER`],
+    /// again each as long, [`STALLED_DIAL_ROUNDS`] times at most.
+    fn dial_stalled(&mut self, now: Instant) {
+        let stalled: Vec<PeerId> = self
+            .waiting
+            .iter()
+            .filter(|(_, (since, _))| now >= *since + STALLED_DIAL_AFTER)
+            .map(|(peer, _)| *peer)
+            .collect();
+        for peer in stalled {
+            let rounds = self.waiting.get(&peer).map_or(0, |(_, rounds)| *rounds + 1);
+            if rounds >= STALLED_DIAL_ROUNDS {
+                self.waiting.remove(&peer);
+            } else {
+                self.waiting.insert(peer, (now, rounds));
+            }
+            debug!(peer = %peer, round = rounds, "our requests wait for a dial that has not connected; dialing every route");
+            self.dial_every_route_for(
+                now,
+                peer,
+                "every route, as a dial stalled under our requests",
+            );
+        }
+    }
+
+    fn dial_every_route_for(&mut self, now: Instant, peer: PeerId, what: &'static str) {
         if self
             .every_route_dialed
             .get(&peer)
@@ -367,7 +427,7 @@ impl Routing {
             peer,
             addrs,
             condition: PeerCondition::Disconnected,
-            what: "every route, after a dial failed under our requests",
+            what,
         });
     }
 
@@ -639,6 +699,7 @@ impl Routing {
         remote: Multiaddr,
         dialed: Option<Multiaddr>,
     ) {
+        self.waiting.remove(&peer);
         // Relays are not judged: our reservation lives on one particular connection.
         let judged = !self.relays.contains_key(&peer);
         self.paths.opened(now, peer, connection, remote, judged);

@@ -13,7 +13,10 @@
 //! requests that the peer's circuits would have carried; a member whose requests all went
 //! that way for its liveness timeout was evicted. Such a request never left, so it is sent
 //! again, hello included (at most [`MAX_REDIALS`] times), with a dial of every route to the
-//! peer that does not wait for the other dial to end.
+//! peer that does not wait for the other dial to end. A dial that neither fails nor
+//! connects (a handshake to a private address runs into its timeout, 5 s and more) gets
+//! the same dial of every route beside it after 1.5 s
+//! ([`Routing::handle_requests_waiting`](crate::net::routing::Routing::handle_requests_waiting)).
 
 use libp2p::PeerId;
 use libp2p::request_response::{self, OutboundRequestId};
@@ -210,6 +213,9 @@ impl Driver {
             .behaviour_mut()
             .control
             .send_request_with_addresses(&peer, sent.request.clone(), known);
+        if !self.swarm.is_connected(&peer) {
+            self.routing.handle_requests_waiting(clock::now(), peer);
+        }
         self.requests.insert(id, sent);
         id
     }

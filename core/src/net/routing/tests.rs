@@ -687,6 +687,66 @@ fn a_dial_failed_under_requests_dials_every_route_once_a_second_at_most() {
     );
 }
 
+/// Requests wait for a dial that neither connects nor fails (a handshake to the private
+/// address the DHT had): after [`STALLED_DIAL_AFTER`] every route is dialed besides, circuit
+/// included, [`STALLED_DIAL_ROUNDS`] times at most; a connection ends the wait.
+#[test]
+fn requests_waiting_on_a_stalled_dial_get_every_route_dialed_besides() {
+    let mut sim = Sim::new();
+    let (relay, relay_addr) = sim.relay("192.0.2.1");
+    sim.connect_relay(0, relay);
+    let member = PeerId::random();
+    sim.routing
+        .remember_addr(member, addr("/ip4/192.168.7.2/udp/4001/quic-v1"));
+    sim.routing.handle_requests_waiting(sim.at(100), member);
+    let stalled = STALLED_DIAL_AFTER.as_millis() as u64;
+    let (at, actions) = sim.step(true);
+    assert_eq!(at, 100 + stalled, "dialed once the first dial stalled");
+    assert!(
+        matches!(actions.as_slice(), [Action::Dial { peer, addrs, condition: PeerCondition::Disconnected, .. }]
+            if *peer == member && addrs.contains(&relay_addr.clone().with(Protocol::P2pCircuit))),
+        "{actions:?}"
+    );
+    // Still waiting: again, each as long, a bounded number of times.
+    let mut dials = 1;
+    while let Some(next) = sim.routing.poll_timeout(sim.last) {
+        if next > sim.at(100 + stalled * u64::from(STALLED_DIAL_ROUNDS) * 2) {
+            break;
+        }
+        let (_, actions) = sim.step(true);
+        dials += actions
+            .iter()
+            .filter(|a| matches!(a, Action::Dial { peer, .. } if *peer == member))
+            .count();
+    }
+    assert_eq!(dials, usize::from(STALLED_DIAL_ROUNDS), "bounded");
+    // A new request waits afresh; a connection ends the wait before its deadline.
+    let t = sim.ms_of(sim.last) + 10;
+    sim.routing.handle_requests_waiting(sim.at(t), member);
+    sim.connect(
+        t + 500,
+        member,
+        &format!("{relay_addr}/p2p-circuit/p2p/{member}"),
+    );
+    sim.actions();
+    sim.routing.handle_timeout(sim.at(t + stalled + 1), true);
+    assert!(
+        !sim.actions()
+            .iter()
+            .any(|a| matches!(a, Action::Dial { peer, .. } if *peer == member)),
+        "connected: nothing more to dial"
+    );
+    // Requests to a connected peer do not wait.
+    sim.routing
+        .handle_requests_waiting(sim.at(t + stalled + 2), member);
+    sim.routing.handle_timeout(sim.at(t + 3 * stalled), true);
+    assert!(
+        !sim.actions()
+            .iter()
+            .any(|a| matches!(a, Action::Dial { peer, .. } if *peer == member))
+    );
+}
+
 #[test]
 fn media_gone_direct_punches_a_relayed_control_path_again_at_once() {
     let mut sim = Sim::new();
