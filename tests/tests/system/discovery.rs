@@ -52,33 +52,44 @@ fn host_and_four_joiners_see_each_other_within_ten_seconds() {
     }
 }
 
-#[test]
-fn an_invite_without_the_host_hint_is_found_through_the_dht_alone() {
-    let dir = tempfile::tempdir().unwrap();
-    let (_relay, relay_addr) = start_relay(dir.path()).unwrap();
-    let (mut host, invite, host_id) =
-        start_host(dir.path(), "A", &["--relay", &relay_addr]).unwrap();
-    // Drop `&host=...`: the only way to the host is the rendezvous record on the DHT.
+/// `invite` without its `&host=…` hint: the only way to the host is then the rendezvous
+/// record on the DHT.
+fn without_host_hint(invite: &str) -> String {
     let without_host: String = invite
         .split('&')
         .filter(|part| !part.starts_with("host="))
         .collect::<Vec<_>>()
         .join("&");
     assert!(!without_host.contains("host="));
+    without_host
+}
+
+/// Host and joiner each see the other join.
+fn see_each_other(host: &mut Proc, host_id: &str, joiner: &mut Proc, joiner_id: &str) {
+    joiner
+        .wait_for(PATIENCE, "the host", |v| {
+            v["event"] == "member_joined" && v["peer_id"] == host_id
+        })
+        .unwrap();
+    host.wait_for(PATIENCE, "the joiner", |v| {
+        v["event"] == "member_joined" && v["peer_id"] == joiner_id
+    })
+    .unwrap();
+}
+
+#[test]
+fn an_invite_without_the_host_hint_is_found_through_the_dht_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_relay, relay_addr) = start_relay(dir.path()).unwrap();
+    let (mut host, invite, host_id) =
+        start_host(dir.path(), "A", &["--relay", &relay_addr]).unwrap();
+    let without_host = without_host_hint(&invite);
     let mut joiner = Proc::conclave("B", &dir.path().join("B"), &["join", &without_host]).unwrap();
     let joiner_id = peer_id_of(&mut joiner).unwrap();
     joiner
         .wait_event("joined", Duration::from_secs(10))
         .unwrap();
-    joiner
-        .wait_for(PATIENCE, "the host", |v| {
-            v["event"] == "member_joined" && v["peer_id"] == host_id.as_str()
-        })
-        .unwrap();
-    host.wait_for(PATIENCE, "the joiner", |v| {
-        v["event"] == "member_joined" && v["peer_id"] == joiner_id.as_str()
-    })
-    .unwrap();
+    see_each_other(&mut host, &host_id, &mut joiner, &joiner_id);
 }
 
 #[test]
@@ -127,23 +138,10 @@ fn a_bootstrap_that_only_serves_kademlia_carries_discovery() {
     let node_addr = listening["addrs"][0].as_str().unwrap().to_owned();
     let (mut host, invite, host_id) =
         start_host(dir.path(), "A", &["--relay", &node_addr]).unwrap();
-    let without_host: String = invite
-        .split('&')
-        .filter(|part| !part.starts_with("host="))
-        .collect::<Vec<_>>()
-        .join("&");
-    assert!(!without_host.contains("host="));
+    let without_host = without_host_hint(&invite);
     let mut joiner = Proc::conclave("B", &dir.path().join("B"), &["join", &without_host]).unwrap();
     let joiner_id = peer_id_of(&mut joiner).unwrap();
-    joiner
-        .wait_for(PATIENCE, "the host", |v| {
-            v["event"] == "member_joined" && v["peer_id"] == host_id.as_str()
-        })
-        .unwrap();
-    host.wait_for(PATIENCE, "the joiner", |v| {
-        v["event"] == "member_joined" && v["peer_id"] == joiner_id.as_str()
-    })
-    .unwrap();
+    see_each_other(&mut host, &host_id, &mut joiner, &joiner_id);
     let stored = node.wait_event("provider_stored", PATIENCE).unwrap();
     assert!(
         stored["key"]

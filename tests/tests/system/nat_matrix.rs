@@ -588,48 +588,100 @@ fn frames_per_report(member: &Proc, peer: &str, from: usize) -> Vec<u64> {
         .collect()
 }
 
+/// A call whose relay is restarted mid-way: the relay on a fixed port (it comes back at the
+/// same address, with the same data dir: identity and TURN secret, as a service manager
+/// would start it), two homes behind `kind` NATs, the host's meeting and a silent guest.
+struct RestartableRelayCall {
+    internet: Internet,
+    dir: tempfile::TempDir,
+    config: std::path::PathBuf,
+    port: u16,
+    relay: Option<Proc>,
+    relay_addr: String,
+    _homes: (Home, Home),
+    _host: Proc,
+    host_id: String,
+    guest: Proc,
+}
+
+impl RestartableRelayCall {
+    fn new(tag: &str, port: u16, kind: NatKind, profile: Option<&Profile>) -> Self {
+        let mut internet = Internet::new(tag).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let config = relay_config(dir.path()).unwrap();
+        let (relay, relay_addr) = internet.relay_on(dir.path(), Some(&config), port).unwrap();
+        let homes = (
+            internet.add_home_with(kind, profile).unwrap(),
+            internet.add_home_with(kind, profile).unwrap(),
+        );
+        let (host, host_id, invite) = host_meeting(&homes.0, dir.path(), "host", &relay_addr);
+        let guest = join_silently(&homes.1, dir.path(), "guest", &invite);
+        Self {
+            internet,
+            dir,
+            config,
+            port,
+            relay: Some(relay),
+            relay_addr,
+            _homes: homes,
+            _host: host,
+            host_id,
+            guest,
+        }
+    }
+
+    /// The relay dies (SIGKILL).
+    fn kill_relay(&mut self) {
+        if let Some(mut relay) = self.relay.take() {
+            relay.kill9();
+        }
+    }
+
+    /// The relay starts again, at the same address with the same identity.
+    fn start_relay_again(&mut self) {
+        let (relay, addr) = self
+            .internet
+            .relay_on(self.dir.path(), Some(&self.config), self.port)
+            .unwrap();
+        assert_eq!(addr, self.relay_addr, "same address, same identity");
+        self.relay = Some(relay);
+    }
+
+    /// The guest's media reports of frames from the host, from event `from` on.
+    fn frames_per_report(&self, from: usize) -> Vec<u64> {
+        frames_per_report(&self.guest, &self.host_id, from)
+    }
+}
+
 /// A relay restart mid-call: two members behind symmetric NATs talk through the relay's
 /// TURN server, and their control plane runs through its circuits too. The relay is killed
-/// (SIGKILL) and started again at once on the same address with the same data dir (identity
-/// and TURN secret), as a service manager would. Audio must flow again within 2 s of the
-/// relay being back (as the media reports tell it: they come once a second), and keep
-/// flowing.
+/// and started again at once. Audio must flow again within 2 s of the relay being back (as
+/// the media reports tell it: they come once a second), and keep flowing.
 #[test]
 fn a_relayed_call_recovers_within_two_seconds_of_a_relay_restart() {
     assert!(available(), "this test needs root and iproute2 (ip netns)");
     let _serial = serial();
-    let mut internet = Internet::new("rr").unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let config = relay_config(dir.path()).unwrap();
-    const RELAY_PORT: u16 = 4011;
-    let (mut relay, relay_addr) = internet
-        .relay_on(dir.path(), Some(&config), RELAY_PORT)
-        .unwrap();
-    let (home_a, home_b) = (
-        internet.add_home(NatKind::Symmetric).unwrap(),
-        internet.add_home(NatKind::Symmetric).unwrap(),
+    let mut call = RestartableRelayCall::new("rr", 4011, NatKind::Symmetric, None);
+    let host_id = call.host_id.clone();
+    assert_eq!(
+        connected_to(&mut call.guest, &host_id, LIMIT)["path"],
+        "relayed"
     );
-    let (_host, host_id, invite) = host_meeting(&home_a, dir.path(), "host", &relay_addr);
-    let mut guest = join_silently(&home_b, dir.path(), "guest", &invite);
-    assert_eq!(connected_to(&mut guest, &host_id, LIMIT)["path"], "relayed");
-    guest
+    call.guest
         .wait_for(LIMIT, "audio from the host", |v| {
             v["event"] == "audio_started" && v["peer_id"] == host_id.as_str()
         })
         .unwrap();
-    guest.drain_for(Duration::from_secs(3));
-    let before = frames_per_report(&guest, &host_id, 0);
+    call.guest.drain_for(Duration::from_secs(3));
+    let before = call.frames_per_report(0);
     assert!(
         before.iter().rev().take(2).all(|n| *n >= 40),
         "audio flows before the restart: {before:?}"
     );
 
-    relay.kill9();
-    let mark = guest.seen.len();
-    let (_relay, restarted) = internet
-        .relay_on(dir.path(), Some(&config), RELAY_PORT)
-        .unwrap();
-    assert_eq!(restarted, relay_addr, "same address, same identity");
+    call.kill_relay();
+    let mark = call.guest.seen.len();
+    call.start_relay_again();
     #[allow(clippy::disallowed_methods)]
     let back = Instant::now();
     // Audio is back with the first report of new frames from the first short one on (a
@@ -638,8 +690,8 @@ fn a_relayed_call_recovers_within_two_seconds_of_a_relay_restart() {
     let limit = Duration::from_secs(2);
     let mut resumed = None;
     while back.elapsed() < limit + Duration::from_secs(8) {
-        guest.drain_for(Duration::from_millis(200));
-        let reports = frames_per_report(&guest, &host_id, mark);
+        call.guest.drain_for(Duration::from_millis(200));
+        let reports = call.frames_per_report(mark);
         // Skip the reports that still count a whole second from before the kill.
         let gap = reports
             .iter()
@@ -656,13 +708,13 @@ fn a_relayed_call_recovers_within_two_seconds_of_a_relay_restart() {
             _ => {}
         }
     }
-    let reports = frames_per_report(&guest, &host_id, mark);
+    let reports = call.frames_per_report(mark);
     let Some((resumed, first)) = resumed else {
         panic!(
             "audio did not come back within {:?} of the relay restart; frames per report \
              since the kill: {reports:?}; other events: {:?}",
             back.elapsed(),
-            guest.seen[mark..]
+            call.guest.seen[mark..]
                 .iter()
                 .filter(|v| v["event"] != "media")
                 .collect::<Vec<_>>()
@@ -690,24 +742,9 @@ fn a_relayed_call_recovers_within_two_seconds_of_a_relay_restart() {
 fn a_direct_call_goes_on_through_a_relay_restart() {
     assert!(available(), "this test needs root and iproute2 (ip netns)");
     let _serial = serial();
-    let mut internet = Internet::new("rd").unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let config = relay_config(dir.path()).unwrap();
-    const RELAY_PORT: u16 = 4012;
-    let (mut relay, relay_addr) = internet
-        .relay_on(dir.path(), Some(&config), RELAY_PORT)
-        .unwrap();
-    let (home_a, home_b) = (
-        internet
-            .add_home_with(NatKind::PortRestricted, Some(&profile()))
-            .unwrap(),
-        internet
-            .add_home_with(NatKind::PortRestricted, Some(&profile()))
-            .unwrap(),
-    );
-    let (_host, host_id, invite) = host_meeting(&home_a, dir.path(), "host", &relay_addr);
-    let mut guest = join_silently(&home_b, dir.path(), "guest", &invite);
-    guest
+    let mut call = RestartableRelayCall::new("rd", 4012, NatKind::PortRestricted, Some(&profile()));
+    let host_id = call.host_id.clone();
+    call.guest
         .wait_for(UPGRADE_LIMIT + LIMIT, "a direct media path", |v| {
             v["event"] == "connection"
                 && v["state"] == "connected"
@@ -716,16 +753,13 @@ fn a_direct_call_goes_on_through_a_relay_restart() {
         })
         .unwrap();
     // Past the retirement of a relayed connection it may have started on.
-    guest.drain_for(Duration::from_secs(4));
-    relay.kill9();
-    let mark = guest.seen.len();
-    guest.drain_for(Duration::from_secs(2));
-    let (_relay, restarted) = internet
-        .relay_on(dir.path(), Some(&config), RELAY_PORT)
-        .unwrap();
-    assert_eq!(restarted, relay_addr);
-    guest.drain_for(Duration::from_secs(5));
-    let reports = frames_per_report(&guest, &host_id, mark);
+    call.guest.drain_for(Duration::from_secs(4));
+    call.kill_relay();
+    let mark = call.guest.seen.len();
+    call.guest.drain_for(Duration::from_secs(2));
+    call.start_relay_again();
+    call.guest.drain_for(Duration::from_secs(5));
+    let reports = call.frames_per_report(mark);
     eprintln!("direct call through a relay restart: frames per report {reports:?}");
     // The first report may count part of a second before the kill; every one is whole.
     assert!(reports.len() >= 5, "{reports:?}");
@@ -733,7 +767,7 @@ fn a_direct_call_goes_on_through_a_relay_restart() {
         reports.iter().all(|n| *n >= 45),
         "the call was interrupted: frames per report since the kill {reports:?}"
     );
-    let lost: Vec<&Value> = guest.seen[mark..]
+    let lost: Vec<&Value> = call.guest.seen[mark..]
         .iter()
         .filter(|v| {
             v["event"] == "connection"
