@@ -883,3 +883,131 @@ fn a_relayed_call_moves_to_a_direct_path_without_an_audio_gap() {
 fn upgrade_settle() -> Duration {
     Duration::from_secs(5)
 }
+
+/// How long, once a call went direct, its members' control connection may stay on a relay
+/// circuit: a hole punching round (DCUtR, up to three attempts) and a retry, with room.
+const CONTROL_FOLLOW_LIMIT: Duration = Duration::from_secs(15);
+
+/// Whether `v` reports a direct control path towards `peer`.
+fn is_direct_control(v: &Value, peer: &str) -> bool {
+    v["event"] == "control_path" && v["peer_id"] == peer && v["path"] == "direct"
+}
+
+/// The control plane follows the media off the relay (relay first, direct later, item 4):
+/// two port-restricted homes whose members listen on QUIC as well as TCP (as a client does
+/// by default), behind a relay as sites run it (libp2p on TCP and QUIC, TURN). At first
+/// every packet between the homes is dropped: the call and the control plane run through
+/// the relay, and the control plane's hole punching fails. Then the way opens: once the
+/// call is direct, each member's control connection is off the relay's circuit within
+/// [`CONTROL_FOLLOW_LIMIT`] (a hole punching round still under way or retried, or the fresh
+/// one started as the media went direct), stays off it, and chat goes on over it.
+#[test]
+fn the_control_plane_follows_a_call_that_went_direct_off_the_relay() {
+    assert!(available(), "this test needs root and iproute2 (ip netns)");
+    let _serial = serial();
+    let mut internet = Internet::new("cf").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = relay_config(dir.path()).unwrap();
+    let (_relay, relay_addr) = internet.relay_full(dir.path(), Some(&config)).unwrap();
+    let homes = [
+        internet
+            .add_home_with(NatKind::PortRestricted, Some(&profile()))
+            .unwrap(),
+        internet
+            .add_home_with(NatKind::PortRestricted, Some(&profile()))
+            .unwrap(),
+    ];
+    let b = &homes[1].public_addr;
+    homes[0]
+        .nft(&format!(
+            "table inet cut {{\n  chain out {{\n    type filter hook output priority 0;\n    ip daddr {b} drop\n  }}\n  chain in {{\n    type filter hook input priority 0;\n    ip saddr {b} drop\n  }}\n}}\n"
+        ))
+        .unwrap();
+    let quic = |home: &Home| format!("/ip4/{}/udp/0/quic-v1", home.addr);
+    let mut host = homes[0]
+        .member(
+            dir.path(),
+            "host",
+            &[
+                "--listen",
+                &quic(&homes[0]),
+                "--audio-in",
+                "tone:440",
+                "new",
+                "--relay",
+                &relay_addr,
+            ],
+        )
+        .unwrap();
+    let host_id = peer_id_of(&mut host).unwrap();
+    let invite = host.wait_event("invite", LIMIT).unwrap()["invite"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut guest = homes[1]
+        .member(
+            dir.path(),
+            "guest",
+            &[
+                "--listen",
+                &quic(&homes[1]),
+                "--audio-in",
+                "silence",
+                "--audio-out",
+                "null",
+                "join",
+                &invite,
+            ],
+        )
+        .unwrap();
+    let guest_id = peer_id_of(&mut guest).unwrap();
+    assert_eq!(connected_to(&mut guest, &host_id, LIMIT)["path"], "relayed");
+    // Three seconds over the relay (hole punching under way, failing); then the way opens.
+    guest.drain_for(Duration::from_secs(3));
+    host.drain_for(Duration::from_millis(100));
+    homes[0].nft("delete table inet cut").unwrap();
+    guest
+        .wait_for(Duration::from_secs(45), "a direct media path", |v| {
+            v["event"] == "connection"
+                && v["state"] == "connected"
+                && v["peer_id"] == host_id.as_str()
+                && v["path"] == "direct"
+        })
+        .unwrap();
+    #[allow(clippy::disallowed_methods)]
+    let media_direct = Instant::now();
+    guest
+        .wait_for(CONTROL_FOLLOW_LIMIT, "a direct control path", |v| {
+            is_direct_control(v, &host_id)
+        })
+        .unwrap();
+    host.wait_for(CONTROL_FOLLOW_LIMIT, "a direct control path", |v| {
+        is_direct_control(v, &guest_id)
+    })
+    .unwrap();
+    eprintln!(
+        "control plane direct at both members {:?} after the media went direct",
+        media_direct.elapsed()
+    );
+    guest.drain_for(Duration::from_secs(3));
+    host.drain_for(Duration::from_millis(100));
+    for (member, peer) in [(&guest, &host_id), (&host, &guest_id)] {
+        let last = member
+            .seen
+            .iter()
+            .rev()
+            .find(|v| v["event"] == "control_path" && v["peer_id"] == peer.as_str())
+            .unwrap();
+        assert_eq!(last["path"], "direct", "{}: {last}", member.label);
+        assert!(
+            !last["remote"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("p2p-circuit"),
+            "{last}"
+        );
+    }
+    guest.send_line("over the direct control path").unwrap();
+    host.wait_chat("over the direct control path", LIMIT)
+        .unwrap();
+}
