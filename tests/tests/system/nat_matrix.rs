@@ -55,13 +55,23 @@ fn connected_to(member: &mut Proc, peer: &str, limit: Duration) -> Value {
 /// Starts a member in `home` that creates a meeting (sending a 440 Hz tone) with `relay`;
 /// returns it, its peer id and the invite.
 fn host_meeting(home: &Home, dir: &Path, label: &str, relay: &str) -> (Proc, String, String) {
-    let mut host = home
-        .member(
-            dir,
-            label,
-            &["--audio-in", "tone:440", "new", "--relay", relay],
-        )
-        .unwrap();
+    host_meeting_with(home, dir, label, relay, &[])
+}
+
+/// As [`host_meeting`], with global `flags` before the command (e.g. another `--listen`).
+fn host_meeting_with(
+    home: &Home,
+    dir: &Path,
+    label: &str,
+    relay: &str,
+    flags: &[&str],
+) -> (Proc, String, String) {
+    let args: Vec<&str> = flags
+        .iter()
+        .copied()
+        .chain(["--audio-in", "tone:440", "new", "--relay", relay])
+        .collect();
+    let mut host = home.member(dir, label, &args).unwrap();
     let host_id = peer_id_of(&mut host).unwrap();
     let invite = host.wait_event("invite", LIMIT).unwrap()["invite"]
         .as_str()
@@ -92,19 +102,39 @@ const NO_UPGRADE_WATCH: Duration = Duration::from_secs(10);
 
 /// Starts a member in `home` that joins `invite`, sending silence and playing nothing.
 fn join_silently(home: &Home, dir: &Path, label: &str, invite: &str) -> Proc {
-    home.member(
-        dir,
-        label,
-        &[
+    join_silently_with(home, dir, label, invite, &[])
+}
+
+/// As [`join_silently`], with global `flags` before the command.
+fn join_silently_with(home: &Home, dir: &Path, label: &str, invite: &str, flags: &[&str]) -> Proc {
+    let args: Vec<&str> = flags
+        .iter()
+        .copied()
+        .chain([
             "--audio-in",
             "silence",
             "--audio-out",
             "null",
             "join",
             invite,
-        ],
-    )
-    .unwrap()
+        ])
+        .collect();
+    home.member(dir, label, &args).unwrap()
+}
+
+/// `home` drops every packet to and from `other`'s public address (its router): only the
+/// relay carries between them, until [`reconnect`].
+fn cut_off(home: &Home, other: &Home) {
+    let b = &other.public_addr;
+    home.nft(&format!(
+        "table inet cut {{\n  chain out {{\n    type filter hook output priority 0;\n    ip daddr {b} drop\n  }}\n  chain in {{\n    type filter hook input priority 0;\n    ip saddr {b} drop\n  }}\n}}\n"
+    ))
+    .unwrap();
+}
+
+/// Lifts [`cut_off`].
+fn reconnect(home: &Home) {
+    home.nft("delete table inet cut").unwrap();
 }
 
 /// A two-person meeting between homes `a` (host, speaking) and `b` (guest): the guest must
@@ -808,13 +838,7 @@ fn a_relayed_call_moves_to_a_direct_path_without_an_audio_gap() {
     let homes = two_full_cone_homes("up");
     let dir = homes.dir.path();
     // Home A's host drops every packet to and from home B: only the relay carries.
-    let b = &homes.home_b.public_addr;
-    homes
-        .home_a
-        .nft(&format!(
-            "table inet cut {{\n  chain out {{\n    type filter hook output priority 0;\n    ip daddr {b} drop\n  }}\n  chain in {{\n    type filter hook input priority 0;\n    ip saddr {b} drop\n  }}\n}}\n"
-        ))
-        .unwrap();
+    cut_off(&homes.home_a, &homes.home_b);
     let (_host, host_id, invite) = host_meeting(&homes.home_a, dir, "up-host", &homes.relay);
     let recording = dir.join("guest.wav");
     let mut guest = homes
@@ -842,7 +866,7 @@ fn a_relayed_call_moves_to_a_direct_path_without_an_audio_gap() {
     // Three seconds over the relay; then the way opens, and a direct path attempt finds it
     // (the one under way if its checks still go on, else the next).
     guest.drain_for(Duration::from_secs(3));
-    homes.home_a.nft("delete table inet cut").unwrap();
+    reconnect(&homes.home_a);
     let switch = guest
         .wait_for(Duration::from_secs(45), "a switch to a direct path", |v| {
             v["event"] == "connection"
@@ -917,55 +941,30 @@ fn the_control_plane_follows_a_call_that_went_direct_off_the_relay() {
             .add_home_with(NatKind::PortRestricted, Some(&profile()))
             .unwrap(),
     ];
-    let b = &homes[1].public_addr;
-    homes[0]
-        .nft(&format!(
-            "table inet cut {{\n  chain out {{\n    type filter hook output priority 0;\n    ip daddr {b} drop\n  }}\n  chain in {{\n    type filter hook input priority 0;\n    ip saddr {b} drop\n  }}\n}}\n"
-        ))
-        .unwrap();
-    let quic = |home: &Home| format!("/ip4/{}/udp/0/quic-v1", home.addr);
-    let mut host = homes[0]
-        .member(
-            dir.path(),
-            "host",
-            &[
-                "--listen",
-                &quic(&homes[0]),
-                "--audio-in",
-                "tone:440",
-                "new",
-                "--relay",
-                &relay_addr,
-            ],
-        )
-        .unwrap();
-    let host_id = peer_id_of(&mut host).unwrap();
-    let invite = host.wait_event("invite", LIMIT).unwrap()["invite"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let mut guest = homes[1]
-        .member(
-            dir.path(),
-            "guest",
-            &[
-                "--listen",
-                &quic(&homes[1]),
-                "--audio-in",
-                "silence",
-                "--audio-out",
-                "null",
-                "join",
-                &invite,
-            ],
-        )
-        .unwrap();
+    cut_off(&homes[0], &homes[1]);
+    let quic = homes
+        .each_ref()
+        .map(|home| format!("/ip4/{}/udp/0/quic-v1", home.addr));
+    let (mut host, host_id, invite) = host_meeting_with(
+        &homes[0],
+        dir.path(),
+        "host",
+        &relay_addr,
+        &["--listen", &quic[0]],
+    );
+    let mut guest = join_silently_with(
+        &homes[1],
+        dir.path(),
+        "guest",
+        &invite,
+        &["--listen", &quic[1]],
+    );
     let guest_id = peer_id_of(&mut guest).unwrap();
     assert_eq!(connected_to(&mut guest, &host_id, LIMIT)["path"], "relayed");
     // Three seconds over the relay (hole punching under way, failing); then the way opens.
     guest.drain_for(Duration::from_secs(3));
     host.drain_for(Duration::from_millis(100));
-    homes[0].nft("delete table inet cut").unwrap();
+    reconnect(&homes[0]);
     guest
         .wait_for(Duration::from_secs(45), "a direct media path", |v| {
             v["event"] == "connection"
