@@ -42,7 +42,7 @@ use crate::proto::control::{
     Approval, CommitReasons, EpochProof, Evidence, Hello, MemberInfo, Removal, RemovalReason,
     Request, Response, StatementSignature,
 };
-use crate::proto::turn::{IceServer, TurnRefusal, TurnRequest, TurnResponse};
+use crate::proto::turn::{CertificatePin, IceServer, TurnRefusal, TurnRequest, TurnResponse};
 use crate::proto::{Message, framing};
 
 /// One fuzzed input surface.
@@ -642,10 +642,12 @@ fn turn_seeds() -> Vec<Vec<u8>> {
                 "stun:192.0.2.10:3478".into(),
                 "turn:192.0.2.10:3478?transport=udp".into(),
                 "turn:192.0.2.10:3478?transport=tcp".into(),
+                "turns:192.0.2.10:443?transport=tcp".into(),
             ],
             username: format!("1700003600:{}", peer(1)),
             credential: "c2VjcmV0IGNyZWRlbnRpYWw=".into(),
             expires_unix: 1_700_003_600,
+            tls_pin: Some(CertificatePin::of(b"relay certificate")),
         })
         .encode(),
         TurnResponse::Refused(TurnRefusal::NotAllowed).encode(),

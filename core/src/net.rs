@@ -11,6 +11,8 @@
 //!   and circuit reservations with their back-off, relay redials, hole-punching retries,
 //!   and every connection with its proven path ([`routing::paths`]). A relay is redialed
 //!   here.
+//! - [`handover`]: a listen-only transport for TCP connections another acceptor took (the
+//!   relay's port shared by TURN over TLS and libp2p).
 //! - [`relay_only`]: relay-only mode's dial guard (TCP and QUIC reach the relays only).
 //! - [`turn_fetch`]: TURN credential rounds (sans-IO): which relays to ask, retries,
 //!   renewal before expiry. TURN credentials are fetched here.
@@ -24,6 +26,7 @@
 
 pub mod behaviour;
 pub mod codec;
+pub mod handover;
 pub mod relay_only;
 pub mod routing;
 pub mod swarm;

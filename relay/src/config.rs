@@ -43,6 +43,13 @@
 //!                                # (crate::policy: internal ranges are refused by default)
 //! allow_loopback_peers = false   # relay to 127.0.0.0/8 and ::1 (testing only)
 //!
+//! [turn.tls]                     # TURN over TLS (turns:), for networks that pass only 443
+//! listen = "0.0.0.0:443"         # absent [turn.tls]: no TLS listener
+//! # cert_file = "/etc/conclave-relay/tls.crt"  # PEM chain and key; default: a self-signed
+//! # key_file = "/etc/conclave-relay/tls.key"   # pair made at first start in <data_dir>
+//! libp2p = true                  # libp2p on the same port too (a home that reaches only
+//!                                # TCP 443 fetches its credentials there)
+//!
 //! [access]                       # who gets TURN credentials over libp2p
 //! open = true                    # anyone; false: only the identities in `allow`
 //!                                # (`conclave-relay allow add|remove|list` edits this)
@@ -186,6 +193,31 @@ pub struct TurnConfig {
     /// 5 min: a client with an allocation refreshes its permissions every few minutes).
     #[serde(default = "defaults::tcp_idle_timeout", with = "humantime_serde")]
     pub tcp_idle_timeout: Duration,
+    /// TURN over TLS (default none). Its connections count against the TCP limits.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+}
+
+/// TURN over TLS (`turns:`), and libp2p on the same port.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// TCP listen address (`0.0.0.0:443` in production). Port 0 picks one.
+    pub listen: SocketAddr,
+    /// PEM certificate chain, leaf first (default: `<data_dir>/tls.crt`, made self-signed
+    /// with its key at first start). Clients pin the leaf, so any certificate works: a
+    /// site CA's, a public CA's or the self-signed one.
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of the certificate (default: `<data_dir>/tls.key`); required with
+    /// `cert_file`.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// Also accept libp2p connections on this port (default true): connections that do not
+    /// open with a TLS record go to the libp2p node, so a network that passes only this
+    /// port still reaches the relay's DHT, circuits and credentials.
+    #[serde(default = "defaults::yes")]
+    pub libp2p: bool,
 }
 
 fn deserialize_ranges<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error> {
@@ -274,6 +306,7 @@ impl Default for TurnConfig {
             max_tcp_connections_per_ip: defaults::max_tcp_connections_per_ip(),
             tcp_handshake_timeout: defaults::tcp_handshake_timeout(),
             tcp_idle_timeout: defaults::tcp_idle_timeout(),
+            tls: None,
         }
     }
 }
@@ -509,6 +542,18 @@ impl Config {
                 "turn.realm must have 1 to 127 bytes".into(),
             ));
         }
+        if let Some(tls) = &turn.tls {
+            if tls.cert_file.is_some() != tls.key_file.is_some() {
+                return Err(ConfigError::Invalid(
+                    "turn.tls.cert_file and turn.tls.key_file go together".into(),
+                ));
+            }
+            if tls.listen == turn.listen && turn.tcp {
+                return Err(ConfigError::Invalid(
+                    "turn.tls.listen must differ from turn.listen while turn.tcp is on".into(),
+                ));
+            }
+        }
         if self.access.open && !self.access.allow.is_empty() {
             return Err(ConfigError::Invalid(
                 "access.allow is only used with access.open = false".into(),
@@ -537,6 +582,7 @@ impl Config {
             ("turn.relay_ports", a.relay_ports != b.relay_ports),
             ("turn.realm", a.realm != b.realm),
             ("turn.secret_file", a.secret_file != b.secret_file),
+            ("turn.tls", a.tls != b.tls),
         ]
         .into_iter()
         .filter_map(|(key, changed)| changed.then_some(key))

@@ -216,6 +216,8 @@ async fn run(args: &Args) -> anyhow::Result<()> {
     let addrs: Vec<String> = relay.addrs().iter().map(ToString::to_string).collect();
     let turn_udp = relay.turn_udp().map(|a| a.to_string());
     let turn_tcp = relay.turn_tcp().map(|a| a.to_string());
+    let turn_tls = relay.turn_tls().map(|a| a.to_string());
+    let tls_pin = relay.turn_tls_pin().map(|p| p.to_string());
     let metrics = relay.metrics_addr().map(|a| a.to_string());
     if args.json {
         println!(
@@ -226,6 +228,8 @@ async fn run(args: &Args) -> anyhow::Result<()> {
                 "addrs": addrs,
                 "turn_udp": turn_udp,
                 "turn_tcp": turn_tcp,
+                "turn_tls": turn_tls,
+                "turn_tls_pin": tls_pin,
                 "turn_urls": relay.turn_urls(),
                 "metrics": metrics,
             })
@@ -237,6 +241,9 @@ async fn run(args: &Args) -> anyhow::Result<()> {
         }
         for url in relay.turn_urls() {
             println!("  {url}");
+        }
+        if let Some(pin) = tls_pin {
+            println!("  TLS certificate SHA-256 (clients pin it): {pin}");
         }
         if let Some(metrics) = metrics {
             println!("  metrics and health: http://{metrics}/metrics, /healthz");

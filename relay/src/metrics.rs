@@ -20,8 +20,10 @@
 //! | `config_reloads_total` | counter: configuration reloads | `result` = `ok` / `failed` |
 //! | `turn_refused_credentials_total` | counter: TURN requests with refused credentials | `reason` = `malformed` / `expired` / `not_allowed` / `wrong_password` |
 //! | `turn_refused_allocations_total` | counter: allocations refused by the per-identity quota | |
-//! | `turn_malformed_total` | counter: datagrams / TCP frames that are not STUN or ChannelData | `transport` = `udp` / `tcp` |
-//! | `turn_tcp_connections` | gauge: TURN-over-TCP connections open now | |
+//! | `turn_malformed_total` | counter: datagrams / TCP frames that are not STUN or ChannelData | `transport` = `udp` / `tcp` / `tls` |
+//! | `turn_tcp_connections` | gauge: TURN-over-TCP and TURN-over-TLS connections open now | `transport` = `tcp` / `tls` |
+//! | `turn_tls_handshake_failures_total` | counter: TLS handshakes that failed or timed out on the TLS port | |
+//! | `shared_port_libp2p_connections_total` | counter: connections to the TLS port handed to the libp2p node | |
 //! | `credentials_issued_total` | counter: credentials handed out over libp2p | |
 //! | `credentials_refused_total` | counter: credential requests refused (allowlist) | |
 //! | `circuits` | gauge: libp2p relay circuits open now | |
@@ -78,8 +80,12 @@ pub struct Metrics {
     pub refused_allocations: Counter,
     /// Input that is neither STUN nor ChannelData, by transport.
     pub malformed: Family<Label, Counter>,
-    /// TURN-over-TCP connections open now.
-    pub tcp_connections: Gauge,
+    /// TURN-over-TCP and -TLS connections open now, by transport.
+    pub tcp_connections: Family<Label, Gauge>,
+    /// TLS handshakes on the TLS port that failed or timed out.
+    pub tls_handshake_failures: Counter,
+    /// Connections to the TLS port handed to the libp2p node.
+    pub shared_port_handovers: Counter,
     /// Credentials issued over libp2p.
     pub credentials_issued: Counter,
     /// Credential requests refused over libp2p.
@@ -124,7 +130,9 @@ impl Metrics {
             refused_credentials: Family::default(),
             refused_allocations: Counter::default(),
             malformed: Family::default(),
-            tcp_connections: Gauge::default(),
+            tcp_connections: Family::default(),
+            tls_handshake_failures: Counter::default(),
+            shared_port_handovers: Counter::default(),
             credentials_issued: Counter::default(),
             credentials_refused: Counter::default(),
             circuits: Gauge::default(),
@@ -226,8 +234,18 @@ impl Metrics {
         );
         registry.register(
             "turn_tcp_connections",
-            "TURN-over-TCP connections open now",
+            "TURN-over-TCP and TURN-over-TLS connections open now",
             self.tcp_connections.clone(),
+        );
+        registry.register(
+            "turn_tls_handshake_failures",
+            "TLS handshakes on the TLS port that failed or timed out",
+            self.tls_handshake_failures.clone(),
+        );
+        registry.register(
+            "shared_port_libp2p_connections",
+            "Connections to the TLS port handed to the libp2p node",
+            self.shared_port_handovers.clone(),
         );
     }
 

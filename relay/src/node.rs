@@ -27,6 +27,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use conclave_core::net::behaviour::{CONTROL_TIMEOUT, IDENTIFY_PROTOCOL, KAD_PROTOCOL, kad_config};
 use conclave_core::net::codec::{TURN_PROTOCOL, TurnCodec};
+use conclave_core::net::handover::HandoverTransport;
 use conclave_core::net::swarm::{self, SwarmConfig, SwarmError};
 use conclave_core::proto::turn::{TurnRefusal, TurnResponse};
 use futures::StreamExt;
@@ -171,8 +172,11 @@ impl Relay {
         } else {
             None
         };
-        let mut swarm = build_swarm(&identity, &config.circuit)?;
-        let addrs = swarm::listen(&mut swarm, &config.listen, LISTEN_WAIT)
+        let shared_port = turn.as_ref().and_then(shared_port_transport);
+        let mut listen = config.listen.clone();
+        listen.extend(shared_port.as_ref().map(|t| t.listen_addr().clone()));
+        let mut swarm = build_swarm(&identity, &config.circuit, shared_port)?;
+        let addrs = swarm::listen(&mut swarm, &listen, LISTEN_WAIT)
             .await
             .map_err(|e| match e {
                 SwarmError::Listen { addr, reason } => RelayError::Listen { addr, reason },
@@ -208,6 +212,16 @@ impl Relay {
     /// The TURN server's TCP address, if TURN over TCP is on.
     pub fn turn_tcp(&self) -> Option<SocketAddr> {
         self.turn.as_ref().and_then(TurnServer::tcp_addr)
+    }
+
+    /// The TURN-over-TLS address, if TLS is on.
+    pub fn turn_tls(&self) -> Option<SocketAddr> {
+        self.turn.as_ref().and_then(TurnServer::tls_addr)
+    }
+
+    /// The pin of the TURN-over-TLS certificate, if TLS is on.
+    pub fn turn_tls_pin(&self) -> Option<conclave_core::proto::turn::CertificatePin> {
+        self.turn.as_ref().and_then(|t| t.issuer().tls_pin())
     }
 
     /// The ICE URLs handed out with credentials.
@@ -356,11 +370,39 @@ fn load_or_create_key(data_dir: &Path) -> Result<Identity, RelayError> {
     }
 }
 
-/// The relay's swarm: the shared transport stack ([`swarm::build`]) under a Kademlia server,
-/// identify, the circuit relay with `circuit`'s limits, ping and the TURN credential protocol.
+/// The libp2p side of the TURN-over-TLS port, when libp2p shares it: a transport that
+/// listens on that port's address and reports it on each of this host's addresses (when
+/// the listener is on every interface).
+fn shared_port_transport(turn: &TurnServer) -> Option<HandoverTransport> {
+    let incoming = turn.take_libp2p_connections()?;
+    let listen = turn.tls_addr()?;
+    let reported = if listen.ip().is_unspecified() {
+        match if_addrs::get_if_addrs() {
+            Ok(interfaces) => interfaces
+                .iter()
+                .map(if_addrs::Interface::ip)
+                .filter(|ip| ip.is_ipv4() == listen.is_ipv4())
+                .map(|ip| SocketAddr::new(ip, listen.port()))
+                .collect(),
+            Err(err) => {
+                warn!(error = %err, "cannot list this host's addresses for the shared port");
+                Vec::new()
+            }
+        }
+    } else {
+        vec![listen]
+    };
+    Some(HandoverTransport::new(listen, reported, incoming))
+}
+
+/// The relay's swarm: the shared transport stack ([`swarm::build`]), with the connections
+/// handed over from the TURN-over-TLS port if `shared_port` is set, under a Kademlia
+/// server, identify, the circuit relay with `circuit`'s limits, ping and the TURN
+/// credential protocol.
 fn build_swarm(
     identity: &Identity,
     circuit: &CircuitConfig,
+    shared_port: Option<HandoverTransport>,
 ) -> Result<Swarm<RelayBehaviour>, RelayError> {
     let peer_id = identity.peer_id();
     let relay_config = relay::Config {
@@ -373,7 +415,10 @@ fn build_swarm(
         max_circuit_bytes: circuit.max_circuit_bytes,
         ..relay::Config::default()
     };
-    let swarm_config = SwarmConfig::new(IDLE_CONNECTION_TIMEOUT);
+    let mut swarm_config = SwarmConfig::new(IDLE_CONNECTION_TIMEOUT);
+    if let Some(shared_port) = shared_port {
+        swarm_config = swarm_config.with_handover(shared_port);
+    }
     swarm::build(identity.libp2p_keypair(), swarm_config, |key, _| {
         let mut kad = kad::Behaviour::with_config(
             peer_id,

@@ -63,10 +63,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use conclave_core::proto::turn::{IceServer, TurnRefusal, TurnResponse};
+use conclave_core::net::handover::{self, HandedOver};
+use conclave_core::proto::turn::{CertificatePin, IceServer, TurnRefusal, TurnResponse};
 use libp2p::PeerId;
 use rand::Rng;
 use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use turn::auth::{AuthHandler, generate_auth_key};
@@ -82,12 +84,14 @@ mod gate;
 mod listener;
 mod relayed;
 mod tcp;
+mod tls;
 
 pub use codec::{FrameError, ReadFrameError, decode_stun, read_tcp_frame, tcp_frame_len};
 use gate::{Gate, Live, Pending};
 use listener::{GatedUdp, Listener, TcpMux};
 use relayed::Allocator;
-use tcp::{Writers, serve_tcp_listener};
+use tcp::{Opening, Writers, serve_tcp_listener};
+pub use tls::{CERT_FILE, KEY_FILE};
 
 /// File name of the generated shared secret inside the data directory.
 pub const SECRET_FILE: &str = "turn.secret";
@@ -100,6 +104,7 @@ const LISTENER_BUFFER: usize = 4 * 1024 * 1024;
 const PORT_ATTEMPTS: usize = 64;
 const UDP: Label = [("transport", "udp")];
 const TCP: Label = [("transport", "tcp")];
+const TLS: Label = [("transport", "tls")];
 
 /// Why the TURN server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -132,6 +137,23 @@ pub enum TurnError {
     /// The TURN engine refused its configuration.
     #[error("TURN server: {0}")]
     Engine(String),
+    /// A TLS certificate or key file could not be read or written.
+    #[error("cannot use the TLS file {path}")]
+    TlsFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A TLS certificate or key is not usable.
+    #[error("the TLS file {path} is not usable: {reason}")]
+    TlsInvalid {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// What the gate does with one datagram or frame.
@@ -204,6 +226,7 @@ pub fn load_or_create_secret(path: &Path) -> Result<Secret, TurnError> {
 pub struct Issuer {
     gate: Arc<Gate>,
     urls: Vec<String>,
+    tls_pin: Option<CertificatePin>,
 }
 
 impl Issuer {
@@ -223,12 +246,18 @@ impl Issuer {
             username,
             credential: password,
             expires_unix,
+            tls_pin: self.tls_pin,
         })
     }
 
     /// The ICE URLs handed out.
     pub fn urls(&self) -> &[String] {
         &self.urls
+    }
+
+    /// The pin of the TURN-over-TLS certificate handed out, if TLS is on.
+    pub fn tls_pin(&self) -> Option<CertificatePin> {
+        self.tls_pin
     }
 }
 
@@ -256,6 +285,9 @@ pub struct TurnServer {
     server: Arc<Server>,
     udp: SocketAddr,
     tcp: Option<SocketAddr>,
+    tls: Option<SocketAddr>,
+    /// The libp2p connections arriving on the TLS port, until the node takes them.
+    libp2p: std::sync::Mutex<Option<mpsc::Receiver<HandedOver>>>,
     public_ip: IpAddr,
     gate: Arc<Gate>,
     issuer: Issuer,
@@ -284,6 +316,7 @@ impl std::fmt::Debug for TurnServer {
         f.debug_struct("TurnServer")
             .field("udp", &self.udp)
             .field("tcp", &self.tcp)
+            .field("tls", &self.tls)
             .finish_non_exhaustive()
     }
 }
@@ -354,8 +387,13 @@ fn announced_ip(config: &TurnConfig, udp: SocketAddr) -> IpAddr {
     }
 }
 
-/// The STUN and TURN URLs clients are given (TURN over TCP too, when it listens).
-fn server_urls(config: &TurnConfig, public_ip: IpAddr, port: u16, tcp: bool) -> Vec<String> {
+/// The STUN and TURN URLs clients are given (TURN over TCP and TLS too, when they listen).
+fn server_urls(
+    config: &TurnConfig,
+    public_ip: IpAddr,
+    port: u16,
+    (tcp, tls): (bool, Option<u16>),
+) -> Vec<String> {
     let host = match &config.public_host {
         Some(host) => host.clone(),
         None if public_ip.is_ipv6() => format!("[{public_ip}]"),
@@ -368,6 +406,9 @@ fn server_urls(config: &TurnConfig, public_ip: IpAddr, port: u16, tcp: bool) -> 
     if tcp {
         urls.push(format!("turn:{host}:{port}?transport=tcp"));
     }
+    if let Some(tls_port) = tls {
+        urls.push(format!("turns:{host}:{tls_port}?transport=tcp"));
+    }
     urls
 }
 
@@ -378,22 +419,29 @@ fn outbound_ip() -> Option<IpAddr> {
     Some(socket.local_addr().ok()?.ip())
 }
 
-/// The TURN engine's listeners: the UDP socket, and the TCP listener's connections
-/// multiplexed into one packet stream when TCP is on (then also its address). Each hands
-/// allocations to an [`Allocator`] behind the gate.
+/// The bound sockets: UDP, TCP on the same port when TCP is on, and the TLS listener with
+/// how its connections open.
+struct Bound {
+    udp: UdpSocket,
+    tcp: Option<TcpListener>,
+    tls: Option<(TcpListener, Opening)>,
+}
+
+/// The engine's listeners, and the TCP and TLS addresses of those that listen.
+type EngineListeners = (Vec<ConnConfig>, Option<SocketAddr>, Option<SocketAddr>);
+
+/// The TURN engine's listeners: the UDP socket, and for TCP and for TLS their connections
+/// multiplexed into one packet stream each. Each hands allocations to an [`Allocator`]
+/// behind the gate.
 fn engine_listeners(
     config: &TurnConfig,
-    (udp_socket, tcp_listener): (tokio::net::UdpSocket, Option<tokio::net::TcpListener>),
+    bound: Bound,
     public_ip: IpAddr,
     gate: &Arc<Gate>,
     cancel: &CancellationToken,
-) -> Result<(Vec<ConnConfig>, Option<SocketAddr>), TurnError> {
-    let udp = udp_socket
-        .local_addr()
-        .map_err(|source| TurnError::Listen {
-            addr: config.listen,
-            source,
-        })?;
+) -> Result<EngineListeners, TurnError> {
+    let listen_err = |addr| move |source| TurnError::Listen { addr, source };
+    let udp = bound.udp.local_addr().map_err(listen_err(config.listen))?;
     let allocator = |pending: &Pending| Allocator {
         bind_ip: udp.ip(),
         public_ip,
@@ -404,23 +452,67 @@ fn engine_listeners(
     let udp_pending = Pending::default();
     let mut conn_configs = vec![ConnConfig {
         conn: Arc::new(Listener(GatedUdp {
-            socket: udp_socket,
+            socket: bound.udp,
             gate: Arc::clone(gate),
             pending: Arc::clone(&udp_pending),
         })),
         relay_addr_generator: Box::new(allocator(&udp_pending)),
     }];
-    let mut tcp = None;
-    if let Some(tcp_listener) = tcp_listener {
-        let tcp_pending = Pending::default();
-        let mux = serve_tcp_listener(tcp_listener, udp, gate, &tcp_pending, cancel);
+    let mut stream_listener = |listener: TcpListener, local, opening, label| {
+        let pending = Pending::default();
+        let mux = serve_tcp_listener((listener, local), (opening, label), gate, &pending, cancel);
         conn_configs.push(ConnConfig {
             conn: Arc::new(Listener(mux)),
-            relay_addr_generator: Box::new(allocator(&tcp_pending)),
+            relay_addr_generator: Box::new(allocator(&pending)),
         });
-        tcp = Some(udp);
-    }
-    Ok((conn_configs, tcp))
+    };
+    let tcp = bound.tcp.map(|listener| {
+        stream_listener(listener, udp, Opening::Plain, TCP);
+        udp
+    });
+    let tls = match bound.tls {
+        Some((listener, opening)) => {
+            let local = listener.local_addr().map_err(listen_err(udp))?;
+            stream_listener(listener, local, opening, TLS);
+            Some(local)
+        }
+        None => None,
+    };
+    Ok((conn_configs, tcp, tls))
+}
+
+/// The TLS listener of `config`, if any, with its certificate's pin and, when libp2p shares
+/// its port, the receiving end of the connections handed to the node.
+type TlsListener = (
+    (TcpListener, Opening),
+    CertificatePin,
+    Option<mpsc::Receiver<HandedOver>>,
+);
+
+async fn bind_tls(config: &TurnConfig, data_dir: &Path) -> Result<Option<TlsListener>, TurnError> {
+    let Some(tls) = &config.tls else {
+        return Ok(None);
+    };
+    let mut names = vec!["conclave-relay".to_owned()];
+    names.extend(config.public_host.clone());
+    let identity = tls::load_or_create(tls, data_dir, names)?;
+    let listener = TcpListener::bind(tls.listen)
+        .await
+        .map_err(|source| TurnError::Listen {
+            addr: tls.listen,
+            source,
+        })?;
+    let (libp2p, incoming) = if tls.libp2p {
+        let (tx, rx) = handover::channel();
+        (Some(tx), Some(rx))
+    } else {
+        (None, None)
+    };
+    let opening = Opening::Tls {
+        acceptor: identity.acceptor,
+        libp2p,
+    };
+    Ok(Some(((listener, opening), identity.pin, incoming)))
 }
 
 impl TurnServer {
@@ -442,6 +534,10 @@ impl TurnServer {
             .await
             .map_err(listen_err(config.listen))?;
         let udp = udp_socket.local_addr().map_err(listen_err(config.listen))?;
+        let (tls_listener, tls_pin, libp2p) = match bind_tls(config, data_dir).await? {
+            Some((listener, pin, libp2p)) => (Some(listener), Some(pin), libp2p),
+            None => (None, None, None),
+        };
         let public_ip = announced_ip(config, udp);
         let live = Live::new(config, allowlist, own_addresses(udp.ip(), public_ip));
         let gate = Arc::new(Gate::new(
@@ -451,13 +547,12 @@ impl TurnServer {
             Arc::clone(&metrics),
         ));
         let cancel = CancellationToken::new();
-        let (conn_configs, tcp) = engine_listeners(
-            config,
-            (udp_socket, tcp_listener),
-            public_ip,
-            &gate,
-            &cancel,
-        )?;
+        let bound = Bound {
+            udp: udp_socket,
+            tcp: tcp_listener,
+            tls: tls_listener,
+        };
+        let (conn_configs, tcp, tls) = engine_listeners(config, bound, public_ip, &gate, &cancel)?;
         let server = Server::new(ServerConfig {
             conn_configs,
             realm: config.realm.clone(),
@@ -469,10 +564,17 @@ impl TurnServer {
         })
         .await
         .map_err(|e| TurnError::Engine(e.to_string()))?;
-        let urls = server_urls(config, public_ip, udp.port(), tcp.is_some());
+        let urls = server_urls(
+            config,
+            public_ip,
+            udp.port(),
+            (tcp.is_some(), tls.map(|a| a.port())),
+        );
         info!(
             %udp,
             tcp = ?tcp,
+            tls = ?tls,
+            libp2p_on_tls_port = libp2p.is_some(),
             %public_ip,
             own = ?gate.live().peers.own_addresses(),
             allow_peers = ?config.allow_peers,
@@ -482,10 +584,13 @@ impl TurnServer {
             server: Arc::new(server),
             udp,
             tcp,
+            tls,
+            libp2p: std::sync::Mutex::new(libp2p),
             public_ip,
             issuer: Issuer {
                 gate: Arc::clone(&gate),
                 urls,
+                tls_pin,
             },
             gate,
             cancel,
@@ -527,6 +632,17 @@ impl TurnServer {
     /// The TCP listen address, if TCP is on.
     pub fn tcp_addr(&self) -> Option<SocketAddr> {
         self.tcp
+    }
+
+    /// The TLS listen address, if TURN over TLS is on.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls
+    }
+
+    /// The libp2p connections arriving on the TLS port (once; `None` after, or when the
+    /// port is not shared with libp2p).
+    pub fn take_libp2p_connections(&self) -> Option<mpsc::Receiver<HandedOver>> {
+        self.libp2p.lock().ok()?.take()
     }
 
     /// The credential issuer for the libp2p node.

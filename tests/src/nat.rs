@@ -37,6 +37,9 @@ pub enum NatKind {
     Symmetric,
     /// Port-restricted for TCP, and every outbound UDP packet is dropped.
     UdpBlocked,
+    /// Port-restricted for TCP, and nothing goes out but TCP to port 443 (a corporate
+    /// network that passes only HTTPS).
+    Only443,
 }
 
 impl NatKind {
@@ -57,8 +60,8 @@ impl NatKind {
             (Symmetric, Symmetric)
                 | (Symmetric, PortRestricted)
                 | (PortRestricted, Symmetric)
-                | (UdpBlocked, _)
-                | (_, UdpBlocked)
+                | (UdpBlocked | Only443, _)
+                | (_, UdpBlocked | Only443)
         )
     }
 
@@ -70,6 +73,7 @@ impl NatKind {
             NatKind::PortRestricted => "port",
             NatKind::Symmetric => "sym",
             NatKind::UdpBlocked => "noudp",
+            NatKind::Only443 => "only443",
         }
     }
 }
@@ -158,6 +162,16 @@ pub fn relay_config(dir: &Path) -> anyhow::Result<std::path::PathBuf> {
         format!("[turn]\nlisten = \"{RELAY_ADDR}:3478\"\npublic_ip = \"{RELAY_ADDR}\"\n"),
     )
     .context("write the relay configuration")?;
+    Ok(path)
+}
+
+/// Like [`relay_config`], with TURN over TLS on port 443 of the public address, shared
+/// with libp2p (a self-signed certificate made in the relay's data directory).
+pub fn relay_config_with_tls(dir: &Path) -> anyhow::Result<std::path::PathBuf> {
+    let path = relay_config(dir)?;
+    let mut text = std::fs::read_to_string(&path).context("read the relay configuration")?;
+    text.push_str(&format!("\n[turn.tls]\nlisten = \"{RELAY_ADDR}:443\"\n"));
+    std::fs::write(&path, text).context("write the relay configuration")?;
     Ok(path)
 }
 
@@ -304,6 +318,24 @@ impl Internet {
         port: u16,
     ) -> anyhow::Result<(Proc, String)> {
         self.spawn_relay(dir, config, &[format!("/ip4/{RELAY_ADDR}/tcp/{port}")])
+    }
+
+    /// A relay with TURN over TLS on port 443, libp2p on that port too (and on another TCP
+    /// port); returns the port-443 address.
+    pub fn relay_with_tls(&self, dir: &Path) -> anyhow::Result<(Proc, String)> {
+        let config = relay_config_with_tls(dir)?;
+        let args = [
+            "--listen".to_owned(),
+            format!("/ip4/{RELAY_ADDR}/tcp/0"),
+            "--config".to_owned(),
+            config.display().to_string(),
+        ];
+        let (relay, addrs) = relay_in(&self.relay_namespace(), dir, &args)?;
+        let addr = addrs
+            .into_iter()
+            .find(|a| a.contains(&format!("/ip4/{RELAY_ADDR}/tcp/443/")))
+            .context("the relay lists its port-443 address")?;
+        Ok((relay, addr))
     }
 
     /// Like [`Internet::relay`], listening on QUIC as well as TCP (as a relay does by
@@ -538,6 +570,16 @@ fn ruleset(kind: NatKind) -> String {
         NatKind::UdpBlocked => rules.push_str(
             "table ip block {
   chain forward { type filter hook forward priority 0; iifname \"lan0\" meta l4proto udp drop; }
+}
+",
+        ),
+        NatKind::Only443 => rules.push_str(
+            "table ip block {
+  chain forward {
+    type filter hook forward priority 0;
+    iifname \"lan0\" tcp dport 443 accept
+    iifname \"lan0\" drop
+  }
 }
 ",
         ),

@@ -20,7 +20,6 @@
 #![allow(clippy::disallowed_methods)]
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -40,7 +39,7 @@ use super::engine::{Action, ConnId, ConnectionState, Engine, MediaPath, Signal};
 use super::transport::IceServer;
 use super::transport::estimate::SendEstimate;
 use super::transport::peer::{MediaPeer, PeerConfig, PeerEvent, TransportError};
-use super::transport::turn_tcp::TcpTurnBridge;
+use super::transport::turn_tcp::{BridgeTarget, TcpTurnBridge, UrlUse, url_uses};
 use super::video::sender::VideoSender;
 use super::video_loop::{
     OutboundVideo, VIDEO_COMMAND_CAPACITY, VIDEO_INBOUND_CAPACITY, VIDEO_OUTBOUND_CAPACITY,
@@ -88,10 +87,10 @@ enum Internal {
         conn: ConnId,
         measured: Option<(MediaPath, f64)>,
     },
-    /// New ICE servers, with the TURN-over-TCP bridges started for them.
+    /// New ICE servers, with the TURN-over-TCP/TLS bridges started for them.
     IceServers {
         servers: Vec<IceServer>,
-        bridges: Vec<(SocketAddr, TcpTurnBridge)>,
+        bridges: Vec<(BridgeTarget, TcpTurnBridge)>,
     },
 }
 
@@ -129,7 +128,7 @@ struct Actor {
     /// ICE servers from the relays, TCP TURN already rewritten to go through a bridge.
     relay_ice_servers: Vec<IceServer>,
     /// TURN-over-TCP bridges by server address.
-    tcp_bridges: HashMap<SocketAddr, TcpTurnBridge>,
+    tcp_bridges: HashMap<BridgeTarget, TcpTurnBridge>,
     internal: mpsc::Sender<Internal>,
     clock: mpsc::Sender<ClockCommand>,
     /// Given to each connection's forwarder.
@@ -368,8 +367,8 @@ impl Actor {
                 measured,
             } => self.engine.handle_path(now(), peer, conn, measured),
             Internal::IceServers { servers, bridges } => {
-                for (address, bridge) in bridges {
-                    self.tcp_bridges.entry(address).or_insert(bridge);
+                for (target, bridge) in bridges {
+                    self.tcp_bridges.entry(target).or_insert(bridge);
                 }
                 self.set_ice_servers(servers);
                 self.engine.handle_ice_servers(now());
@@ -799,52 +798,59 @@ impl Actor {
         });
     }
 
-    /// Takes fresh ICE servers from the relays. TURN over TCP goes through a local bridge
-    /// (webrtc-rs allocates over UDP only; see [`TcpTurnBridge`]): missing bridges are
-    /// started in a task, and the servers are taken once they run.
+    /// Takes fresh ICE servers from the relays. TURN over TCP and TLS goes through local
+    /// bridges (webrtc-rs allocates over UDP only; see [`TcpTurnBridge`]): missing bridges
+    /// are started in a task, and the servers are taken once they run.
     fn start_bridges(&mut self, servers: Vec<IceServer>) {
-        let missing: Vec<SocketAddr> = servers
+        let mut missing: Vec<BridgeTarget> = servers
             .iter()
-            .flat_map(|server| server.urls.iter())
-            .filter_map(|url| tcp_turn_address(url))
-            .filter(|address| !self.tcp_bridges.contains_key(address))
+            .flat_map(|server| url_uses(&server.urls, server.tls_pin))
+            .filter_map(|url_use| match url_use {
+                UrlUse::Bridge(target) => Some(target),
+                UrlUse::AsIs | UrlUse::Skip(_) => None,
+            })
+            .filter(|target| !self.tcp_bridges.contains_key(target))
             .collect();
+        missing.dedup();
         self.spawn_task(async move {
-            let mut bridges = Vec::new();
-            for address in missing {
-                if bridges.iter().any(|(a, _)| *a == address) {
+            let mut bridges: Vec<(BridgeTarget, TcpTurnBridge)> = Vec::new();
+            for target in missing {
+                if bridges.iter().any(|(t, _)| *t == target) {
                     continue;
                 }
-                match TcpTurnBridge::start(address).await {
-                    Ok(bridge) => bridges.push((address, bridge)),
-                    Err(err) => {
-                        warn!(%address, error = %err, "cannot start the TURN-over-TCP bridge")
-                    }
+                match TcpTurnBridge::start(target).await {
+                    Ok(bridge) => bridges.push((target, bridge)),
+                    Err(err) => warn!(
+                        server = %target.server,
+                        tls = target.tls.is_some(),
+                        error = %err,
+                        "cannot start the TURN-over-TCP/TLS bridge"
+                    ),
                 }
             }
             Internal::IceServers { servers, bridges }
         });
     }
 
-    /// Keeps the usable servers, TCP TURN rewritten to its bridge.
+    /// Keeps the usable servers, TURN over TCP and TLS rewritten to their bridges.
     fn set_ice_servers(&mut self, servers: Vec<IceServer>) {
         let mut usable = Vec::new();
         for server in servers {
             let mut urls = Vec::new();
-            for url in &server.urls {
-                if !url.starts_with("turn:") || !url.ends_with("?transport=tcp") {
-                    urls.push(url.clone());
-                    continue;
-                }
-                let Some(address) = tcp_turn_address(url) else {
-                    warn!(%url, "TURN over TCP needs an IP address; skipped");
-                    continue;
-                };
-                match self.tcp_bridges.get(&address) {
-                    Some(bridge) => {
-                        urls.push(format!("turn:{}?transport=udp", bridge.local_addr()))
-                    }
-                    None => debug!(%url, "no TURN-over-TCP bridge; skipped"),
+            for (url, url_use) in server
+                .urls
+                .iter()
+                .zip(url_uses(&server.urls, server.tls_pin))
+            {
+                match url_use {
+                    UrlUse::AsIs => urls.push(url.clone()),
+                    UrlUse::Bridge(target) => match self.tcp_bridges.get(&target) {
+                        Some(bridge) => {
+                            urls.push(format!("turn:{}?transport=udp", bridge.local_addr()));
+                        }
+                        None => debug!(%url, "no TURN-over-TCP/TLS bridge; skipped"),
+                    },
+                    UrlUse::Skip(reason) => debug!(%url, reason, "ICE server URL skipped"),
                 }
             }
             if !urls.is_empty() {
@@ -884,14 +890,6 @@ fn stun_only(servers: Vec<IceServer>) -> Vec<IceServer> {
             })
         })
         .collect()
-}
-
-/// The server address of a `turn:IP:PORT?transport=tcp` URL.
-fn tcp_turn_address(url: &str) -> Option<SocketAddr> {
-    url.strip_prefix("turn:")?
-        .strip_suffix("?transport=tcp")?
-        .parse()
-        .ok()
 }
 
 /// Where a connection's forwarder puts what arrives.

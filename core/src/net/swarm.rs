@@ -5,7 +5,8 @@
 //! and are reached through relays; a relay itself is no relay client). Connections without
 //! open streams close after [`SwarmConfig::idle_timeout`]. In relay-only mode
 //! ([`SwarmConfig::with_relay_only`]) TCP and QUIC dial nobody but the relays
-//! ([`super::relay_only`]).
+//! ([`super::relay_only`]). A relay sharing a TCP port with TURN over TLS
+//! ([`SwarmConfig::with_handover`]) also takes the connections handed over on it.
 //!
 //! [`listen`] binds the listen addresses and waits until each has reported its address
 //! (each is also recorded as an external address), so that a caller starts with the
@@ -21,6 +22,7 @@ use libp2p::identity::Keypair;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, Swarm, Transport as _, noise, quic, relay, tcp, yamux};
 
+use super::handover::HandoverTransport;
 use super::relay_only::{DirectDials, GuardedTransport};
 
 /// Why a swarm could not be built or bound.
@@ -50,7 +52,7 @@ pub enum SwarmError {
 }
 
 /// Connection settings of a swarm.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct SwarmConfig {
     /// How long a connection without open streams stays open.
     pub idle_timeout: Duration,
@@ -58,6 +60,9 @@ pub struct SwarmConfig {
     pub relay_client: bool,
     /// Relay-only: TCP and QUIC dial only the peers this list allows (the relays).
     pub direct_dials: Option<Arc<DirectDials>>,
+    /// TCP connections accepted on a port shared with another protocol (the relay's TURN
+    /// over TLS), upgraded like the TCP transport's.
+    pub handover: Option<HandoverTransport>,
 }
 
 impl SwarmConfig {
@@ -67,7 +72,14 @@ impl SwarmConfig {
             idle_timeout,
             relay_client: false,
             direct_dials: None,
+            handover: None,
         }
+    }
+
+    /// Also takes the connections `handover` is handed (see [`super::handover`]).
+    pub fn with_handover(mut self, handover: HandoverTransport) -> Self {
+        self.handover = Some(handover);
+        self
     }
 
     /// Includes the circuit relay v2 client transport (or not).
@@ -100,6 +112,15 @@ where
     F: FnOnce(&Keypair, Option<relay::client::Behaviour>) -> Result<B, BehaviourError>,
 {
     let idle = config.idle_timeout;
+    if let Some(handover) = config.handover {
+        return libp2p::SwarmBuilder::with_existing_identity(keypair)
+            .with_tokio()
+            .with_other_transport(|key| shared_port_transports(key, handover))
+            .map_err(|e| SwarmError::Transport(e.to_string()))?
+            .with_behaviour(|key| behaviour(key, None))
+            .map_err(|e| SwarmError::Behaviour(e.to_string()))
+            .map(|b| b.with_swarm_config(|c| swarm_config(c, idle)).build());
+    }
     if let Some(allowed) = config.direct_dials {
         return libp2p::SwarmBuilder::with_existing_identity(keypair)
             .with_tokio()
@@ -138,14 +159,6 @@ where
     Ok(swarm)
 }
 
-/// The swarm's settings: connections idle for `idle` close, and a new stream's protocol is
-/// negotiated lazily (multistream-select `V1Lazy`): the request goes out with the protocol
-/// proposal instead of one round trip after it. Every control request, signal and
-/// heartbeat is one stream, so this saves a round trip on each (250 ms between two
-/// continents, 600 ms over a satellite). Each stream negotiates a single protocol, so the
-/// pitfall of lazy negotiation (nested negotiations a listener may misread) does not arise;
-/// a peer that does not speak the protocol still refuses it, only as an I/O error after
-/// the request instead of a negotiation error before it.
 /// TCP (Noise, yamux) and QUIC v1, as in the normal build, behind the relay-only guard.
 fn guarded_transports(
     key: &Keypair,
@@ -165,6 +178,36 @@ fn guarded_transports(
     Ok(GuardedTransport::new(both, allowed))
 }
 
+/// TCP (Noise, yamux) with the handed-over connections in front, and QUIC v1.
+fn shared_port_transports(
+    key: &Keypair,
+    handover: HandoverTransport,
+) -> Result<libp2p::core::transport::Boxed<(libp2p::PeerId, StreamMuxerBox)>, BehaviourError> {
+    let tcp = handover
+        .or_transport(tcp::tokio::Transport::new(
+            tcp::Config::default().nodelay(true),
+        ))
+        .map(|either, _| either.into_inner())
+        .upgrade(libp2p::core::upgrade::Version::V1Lazy)
+        .authenticate(noise::Config::new(key)?)
+        .multiplex(yamux::Config::default())
+        .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)));
+    let quic = quic::tokio::Transport::new(quic::Config::new(key))
+        .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)));
+    Ok(quic
+        .or_transport(tcp)
+        .map(|either, _| either.into_inner())
+        .boxed())
+}
+
+/// The swarm's settings: connections idle for `idle` close, and a new stream's protocol is
+/// negotiated lazily (multistream-select `V1Lazy`): the request goes out with the protocol
+/// proposal instead of one round trip after it. Every control request, signal and
+/// heartbeat is one stream, so this saves a round trip on each (250 ms between two
+/// continents, 600 ms over a satellite). Each stream negotiates a single protocol, so the
+/// pitfall of lazy negotiation (nested negotiations a listener may misread) does not arise;
+/// a peer that does not speak the protocol still refuses it, only as an I/O error after
+/// the request instead of a negotiation error before it.
 fn swarm_config(config: libp2p::swarm::Config, idle: Duration) -> libp2p::swarm::Config {
     config
         .with_idle_connection_timeout(idle)

@@ -26,10 +26,77 @@ pub const MAX_FIELD_LEN: usize = 256;
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TurnRequest {}
 
+/// The SHA-256 digest of a DER certificate: what a client pins for a `turns:` server.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub struct CertificatePin([u8; 32]);
+
+impl CertificatePin {
+    /// The pin of the DER certificate `der`.
+    pub fn of(der: &[u8]) -> Self {
+        use sha2::Digest as _;
+        Self(sha2::Sha256::digest(der).into())
+    }
+
+    /// Whether `der` is the pinned certificate.
+    pub fn matches(&self, der: &[u8]) -> bool {
+        use subtle::ConstantTimeEq as _;
+        bool::from(Self::of(der).0.ct_eq(&self.0))
+    }
+}
+
+impl std::fmt::Display for CertificatePin {
+    /// Colon-separated upper-case hex pairs, as `openssl x509 -fingerprint -sha256` prints.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, byte) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(":")?;
+            }
+            write!(f, "{byte:02X}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for CertificatePin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CertificatePin({self})")
+    }
+}
+
+impl std::str::FromStr for CertificatePin {
+    type Err = WireError;
+
+    /// 32 bytes in hex, with or without colons between the pairs, either case.
+    fn from_str(text: &str) -> Result<Self, WireError> {
+        let digits: String = text.chars().filter(|c| *c != ':').collect();
+        let mut pin = [0u8; 32];
+        hex::decode_to_slice(&digits, &mut pin).map_err(|_| WireError::InvalidField {
+            field: "certificate pin",
+        })?;
+        Ok(Self(pin))
+    }
+}
+
+impl From<CertificatePin> for String {
+    fn from(pin: CertificatePin) -> Self {
+        pin.to_string()
+    }
+}
+
+impl TryFrom<String> for CertificatePin {
+    type Error = WireError;
+
+    fn try_from(text: String) -> Result<Self, WireError> {
+        text.parse()
+    }
+}
+
 /// One ICE server entry, in the shape of WebRTC's `RTCIceServer`.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IceServer {
-    /// `stun:HOST:PORT`, `turn:HOST:PORT?transport=udp`, `turn:HOST:PORT?transport=tcp`.
+    /// `stun:HOST:PORT`, `turn:HOST:PORT?transport=udp`, `turn:HOST:PORT?transport=tcp`,
+    /// `turns:HOST:PORT?transport=tcp` (TURN over TLS).
     pub urls: Vec<String>,
     /// TURN username (`<expiry unix seconds>:<peer id>`).
     pub username: String,
@@ -37,6 +104,11 @@ pub struct IceServer {
     pub credential: String,
     /// When the credentials stop working, Unix seconds.
     pub expires_unix: u64,
+    /// The certificate the `turns:` URLs present, pinned by the client (no certificate
+    /// authority is consulted; absent when there is no `turns:` URL). It arrives over the
+    /// authenticated libp2p channel, so an impostor on the TLS path is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_pin: Option<CertificatePin>,
 }
 
 impl std::fmt::Debug for IceServer {
@@ -46,6 +118,7 @@ impl std::fmt::Debug for IceServer {
             .field("username", &self.username)
             .field("credential", &"..")
             .field("expires_unix", &self.expires_unix)
+            .field("tls_pin", &self.tls_pin)
             .finish()
     }
 }
@@ -129,7 +202,29 @@ mod tests {
             username: "1700000000:12D3KooWabc".into(),
             credential: "c2VjcmV0".into(),
             expires_unix: 1_700_000_000,
+            tls_pin: None,
         }
+    }
+
+    #[test]
+    fn a_pin_roundtrips_in_either_spelling_and_matches_only_its_certificate() {
+        let pin = CertificatePin::of(b"certificate");
+        let text = pin.to_string();
+        assert_eq!(text.len(), 32 * 3 - 1);
+        assert_eq!(text.parse::<CertificatePin>(), Ok(pin));
+        let bare: String = text.chars().filter(|c| *c != ':').collect();
+        assert_eq!(bare.to_lowercase().parse::<CertificatePin>(), Ok(pin));
+        assert!("AB:CD".parse::<CertificatePin>().is_err());
+        assert!(pin.matches(b"certificate"));
+        assert!(!pin.matches(b"certificatf"));
+
+        let mut pinned = server();
+        pinned
+            .urls
+            .push("turns:198.51.100.7:443?transport=tcp".into());
+        pinned.tls_pin = Some(pin);
+        let response = TurnResponse::Credentials(pinned);
+        assert_eq!(TurnResponse::decode(&response.encode()), Ok(response));
     }
 
     #[test]

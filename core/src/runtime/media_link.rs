@@ -122,6 +122,7 @@ impl MediaLink {
                 urls: s.urls.clone(),
                 username: s.username.clone(),
                 credential: s.credential.clone(),
+                tls_pin: s.tls_pin,
             })
             .collect();
         self.pass(MediaInput::IceServers(servers));

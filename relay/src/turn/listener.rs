@@ -1,5 +1,5 @@
-//! The TURN engine's two listeners: UDP ([`GatedUdp`]) and every TURN-over-TCP connection
-//! multiplexed into one ([`TcpMux`]), each with the gate in front of the engine.
+//! The TURN engine's listeners: UDP ([`GatedUdp`]) and, per TCP or TLS listener, its
+//! connections multiplexed into one ([`TcpMux`]), each with the gate in front of the engine.
 //!
 //! The engine takes a listener as a `webrtc_util::Conn`, an interface made for connected
 //! sockets too. A listener only receives and sends with addresses, and the engine must not
@@ -16,7 +16,8 @@ use tokio::sync::mpsc;
 use tracing::trace;
 use webrtc_util::Conn;
 
-use super::{Gate, Pending, TCP, UDP, Verdict, Writers};
+use super::{Gate, Pending, UDP, Verdict, Writers};
+use crate::metrics::Label;
 
 /// An error for the engine, from a `Conn` method that does not apply.
 pub(super) fn conn_error(message: &str) -> webrtc_util::Error {
@@ -110,9 +111,12 @@ impl Listen for GatedUdp {
     }
 }
 
-/// Every TURN-over-TCP connection, multiplexed into one engine listener.
+/// Every TURN-over-TCP (or -TLS) connection of a listener, multiplexed into one engine
+/// listener.
 pub(super) struct TcpMux {
     pub(super) local: SocketAddr,
+    /// The listener's metrics label (`transport` = `tcp` / `tls`).
+    pub(super) label: Label,
     pub(super) frames: tokio::sync::Mutex<mpsc::Receiver<(Vec<u8>, SocketAddr)>>,
     pub(super) writers: Writers,
     pub(super) gate: Arc<Gate>,
@@ -129,10 +133,10 @@ impl Listen for TcpMux {
                 .await
                 .ok_or_else(|| conn_error("TCP listener closed"))?;
             if frame.len() > buf.len() {
-                self.gate.metrics.malformed.get_or_create(&TCP).inc();
+                self.gate.metrics.malformed.get_or_create(&self.label).inc();
                 continue;
             }
-            match self.gate.inspect(&frame, TCP, &self.pending) {
+            match self.gate.inspect(&frame, self.label, &self.pending) {
                 Verdict::Pass => {
                     buf[..frame.len()].copy_from_slice(&frame);
                     return Ok((frame.len(), from));

@@ -229,6 +229,7 @@ fn issuer_refuses_identities_off_the_allowlist() {
     let issuer = Issuer {
         gate: Arc::clone(&gate),
         urls: vec!["turn:127.0.0.1:3478?transport=udp".into()],
+        tls_pin: None,
     };
     let TurnResponse::Credentials(server) = issuer.issue(&allowed, 100) else {
         panic!("allowed identity refused");
@@ -253,6 +254,12 @@ fn issuer_refuses_identities_off_the_allowlist() {
 
 /// A `turn` crate client of `server` with fresh credentials for a new identity.
 async fn client_of(server: &TurnServer, dir: &Path) -> turn::client::Client {
+    client_at(server.udp_addr(), dir).await
+}
+
+/// A `turn` crate client of the server at `addr` (UDP) with fresh credentials for a new
+/// identity, minted from the secret in `dir`.
+async fn client_at(addr: SocketAddr, dir: &Path) -> turn::client::Client {
     let secret = std::fs::read_to_string(dir.join(SECRET_FILE)).unwrap();
     let creds = access::mint(
         secret.trim().as_bytes(),
@@ -260,7 +267,7 @@ async fn client_of(server: &TurnServer, dir: &Path) -> turn::client::Client {
         unix_now(),
         Duration::from_secs(600),
     );
-    let addr = server.udp_addr().to_string();
+    let addr = addr.to_string();
     let client = turn::client::Client::new(turn::client::ClientConfig {
         stun_serv_addr: addr.clone(),
         turn_serv_addr: addr,
@@ -404,6 +411,179 @@ async fn bandwidth_quota_drops_the_excess() {
         assert!(tokio::time::Instant::now() < deadline, "slot not released");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Waits (at most 5 s) until `series` is at least `min` in the metrics.
+async fn wait_for_metric(metrics: &Metrics, series: &str, min: f64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = metrics.encode();
+        let value = text.lines().find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .parse::<f64>()
+                .ok()
+        });
+        if value.is_some_and(|v| v >= min) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{series} < {min} in\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// TURN over TLS through the client's bridge (Conclave's, in front of a standard TURN
+/// client): with the relay's pin it allocates and relays both ways; with another pin the
+/// bridge refuses the server, the relay counts the aborted handshake and nothing is
+/// allocated. The self-signed certificate is made once, its key private.
+#[tokio::test]
+async fn turn_over_tls_works_with_the_pinned_certificate_and_only_with_it() {
+    use conclave_core::media::transport::turn_tcp::{BridgeTarget, TcpTurnBridge};
+    use conclave_core::proto::turn::CertificatePin;
+
+    let dir = tempfile::tempdir().unwrap();
+    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+    let config = TurnConfig {
+        listen: loopback,
+        allow_loopback_peers: true,
+        tls: Some(crate::config::TlsConfig {
+            listen: loopback,
+            cert_file: None,
+            key_file: None,
+            libp2p: false,
+        }),
+        ..TurnConfig::default()
+    };
+    let metrics = Arc::new(Metrics::new());
+    let server = TurnServer::start(&config, dir.path(), Allowlist::Open, Arc::clone(&metrics))
+        .await
+        .unwrap();
+    let tls = server.tls_addr().unwrap();
+    let pin = server.issuer().tls_pin().unwrap();
+    let url = format!("turns:127.0.0.1:{}?transport=tcp", tls.port());
+    assert!(
+        server.issuer().urls().contains(&url),
+        "{:?}",
+        server.issuer().urls()
+    );
+    let cert = std::fs::read(dir.path().join(CERT_FILE)).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let key = std::fs::metadata(dir.path().join(KEY_FILE)).unwrap();
+        assert_eq!(key.permissions().mode() & 0o777, 0o600);
+    }
+
+    let bridge = TcpTurnBridge::start(BridgeTarget {
+        server: tls,
+        tls: Some(pin),
+    })
+    .await
+    .unwrap();
+    let client = client_at(bridge.local_addr(), dir.path()).await;
+    let relayed = client.allocate().await.unwrap();
+    let relayed_addr = relayed.local_addr().unwrap();
+    let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    relayed
+        .send_to(b"through TLS", peer.local_addr().unwrap())
+        .await
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let (n, from) = tokio::time::timeout(Duration::from_secs(5), peer.recv_from(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((&buf[..n], from), (&b"through TLS"[..], relayed_addr));
+    peer.send_to(b"and back", relayed_addr).await.unwrap();
+    let (n, _) = tokio::time::timeout(Duration::from_secs(5), relayed.recv_from(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&buf[..n], b"and back");
+    wait_for_metric(
+        &metrics,
+        "conclave_relay_turn_tcp_connections{transport=\"tls\"}",
+        1.0,
+    )
+    .await;
+
+    let wrong = TcpTurnBridge::start(BridgeTarget {
+        server: tls,
+        tls: Some(CertificatePin::of(b"another certificate")),
+    })
+    .await
+    .unwrap();
+    let impostor_client = client_at(wrong.local_addr(), dir.path()).await;
+    let attempt = tokio::time::timeout(Duration::from_secs(3), impostor_client.allocate()).await;
+    assert!(!matches!(attempt, Ok(Ok(_))), "allocated with a wrong pin");
+    // The TURN client's retransmissions each try again; each is refused.
+    wait_for_metric(
+        &metrics,
+        "conclave_relay_turn_tls_handshake_failures_total",
+        1.0,
+    )
+    .await;
+    assert!(
+        metrics
+            .encode()
+            .contains("conclave_relay_turn_allocations 1")
+    );
+
+    // A restart keeps the certificate (clients' pins stay valid).
+    relayed.close().await.unwrap();
+    client.close().await.unwrap();
+    impostor_client.close().await.unwrap();
+    drop(server);
+    let again = TurnServer::start(
+        &config,
+        dir.path(),
+        Allowlist::Open,
+        Arc::new(Metrics::new()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(again.issuer().tls_pin(), Some(pin));
+    assert_eq!(std::fs::read(dir.path().join(CERT_FILE)).unwrap(), cert);
+}
+
+/// A connection to a TLS port not shared with libp2p that does not open with TLS is closed
+/// and counted as malformed.
+#[tokio::test]
+async fn plain_bytes_on_an_unshared_tls_port_are_refused() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+    let config = TurnConfig {
+        listen: loopback,
+        tls: Some(crate::config::TlsConfig {
+            listen: loopback,
+            cert_file: None,
+            key_file: None,
+            libp2p: false,
+        }),
+        ..TurnConfig::default()
+    };
+    let metrics = Arc::new(Metrics::new());
+    let server = TurnServer::start(&config, dir.path(), Allowlist::Open, Arc::clone(&metrics))
+        .await
+        .unwrap();
+    assert!(server.take_libp2p_connections().is_none());
+    let mut stream = tokio::net::TcpStream::connect(server.tls_addr().unwrap())
+        .await
+        .unwrap();
+    stream.write_all(b"\x13/multistream/1.0.0\n").await.unwrap();
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await;
+    assert!(matches!(read, Ok(Ok(0) | Err(_))), "{read:?}");
+    wait_for_metric(
+        &metrics,
+        "conclave_relay_turn_malformed_total{transport=\"tls\"}",
+        1.0,
+    )
+    .await;
 }
 
 #[test]

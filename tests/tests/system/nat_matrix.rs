@@ -1,8 +1,9 @@
 //! The NAT test matrix: for every pair of home router kinds, a two-person meeting connects
 //! and carries audio, directly where hole punching can work and through the relay's TURN
 //! server where it cannot (symmetric ↔ symmetric, symmetric ↔ port-restricted); a
-//! three-person meeting mixes both; a home that drops all UDP still meets (TURN over TCP); a
-//! relayed call recovers from a relay restart.
+//! three-person meeting mixes both; a home that drops all UDP still meets (TURN over TCP), and
+//! one that passes only TCP to port 443 (libp2p and TURN over TLS on the relay's port 443);
+//! a relayed call recovers from a relay restart.
 //!
 //! Every member is behind its own NAT router (network namespaces, `conclave_tests::nat`);
 //! only the relay is public. Each home's uplink is delayed as by a `continental` network
@@ -351,6 +352,57 @@ fn a_home_without_udp_meets_through_turn_over_tcp() {
         "UDP-blocked home: relayed (TURN over TCP), joined → connected {} ms, audio {} ms",
         pair.connect.as_millis(),
         pair.first_audio.as_millis()
+    );
+}
+
+/// A home whose network passes nothing but TCP to port 443 (no UDP, no other port) meets
+/// a member in an ordinary home and both hear each other: the relay serves libp2p and TURN
+/// over TLS on port 443, telling them apart by the first byte; the member fetches its TURN
+/// credentials and the certificate's pin over libp2p there, and its media goes through
+/// TURN over TLS.
+#[test]
+fn a_home_that_reaches_only_tcp_443_meets_through_turn_over_tls() {
+    assert!(available(), "this test needs root and iproute2 (ip netns)");
+    let _serial = serial();
+    let mut internet = Internet::new("tl").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (_relay, relay) = internet.relay_with_tls(dir.path()).unwrap();
+    let profile = profile();
+    let open = internet
+        .add_home_with(NatKind::FullCone, Some(&profile))
+        .unwrap();
+    let only_443 = internet
+        .add_home_with(NatKind::Only443, Some(&profile))
+        .unwrap();
+    let (mut host, host_id, invite) = host_meeting(&open, dir.path(), "open-host", &relay);
+    let mut guest = only_443
+        .member(
+            dir.path(),
+            "only443-guest",
+            &["--audio-in", "tone:660", "join", &invite],
+        )
+        .unwrap();
+    let guest_id = peer_id_of(&mut guest).unwrap();
+    guest
+        .wait_event("joined", LIMIT)
+        .unwrap_or_else(|e| panic!("{e}\n--- host ---\n{}", host.stderr_tail()));
+    #[allow(clippy::disallowed_methods)]
+    let joined = Instant::now();
+    let connection = connected_to(&mut guest, &host_id, LIMIT);
+    assert_eq!(connection["path"], "relayed", "{connection}");
+    guest
+        .wait_for(LIMIT, "audio from the host", |v| {
+            v["event"] == "audio_started" && v["peer_id"] == host_id.as_str()
+        })
+        .unwrap();
+    let first_audio = joined.elapsed();
+    host.wait_for(LIMIT, "audio from the guest", |v| {
+        v["event"] == "audio_started" && v["peer_id"] == guest_id.as_str()
+    })
+    .unwrap();
+    eprintln!(
+        "port-443-only home: relayed (TURN over TLS), joined → audio {} ms",
+        first_audio.as_millis()
     );
 }
 

@@ -407,7 +407,10 @@ fn a_tcp_flood_from_one_address_does_not_lock_out_other_clients() {
         |v| v >= (FLOOD - 256) as f64,
     );
     let text = metrics_from(&client.ns);
-    let held = metric(&text, "conclave_relay_turn_tcp_connections");
+    let held = metric(
+        &text,
+        "conclave_relay_turn_tcp_connections{transport=\"tcp\"}",
+    );
     eprintln!("flood: {opened} connected, {held} held, {refused} refused by the per-address cap");
     assert!((200.0..=256.0).contains(&held), "{text}");
 

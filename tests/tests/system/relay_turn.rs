@@ -616,6 +616,7 @@ fn the_relay_forwards_a_call_it_cannot_read() {
             urls: vec![format!("turn:{turn}?transport=udp")],
             credential: conclave_relay::access::password_for(secret.trim().as_bytes(), &username),
             username,
+            tls_pin: None,
         }
     };
 

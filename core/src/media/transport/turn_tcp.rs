@@ -1,12 +1,16 @@
-//! TURN over TCP for networks that drop UDP, in front of webrtc-rs' UDP-only TURN client.
+//! TURN over TCP and over TLS for networks that drop UDP, in front of webrtc-rs' UDP-only
+//! TURN client.
 //!
-//! webrtc-rs 0.21 allocates TURN relays over UDP only (`transport=tcp` URLs are skipped).
-//! A [`TcpTurnBridge`] listens on a loopback UDP port and carries each datagram of a local
-//! TURN client over its own TCP connection to the TURN server (RFC 8656 §3.1: one TCP
-//! connection per client 5-tuple), and the server's messages back. ICE is then given
-//! `turn:127.0.0.1:<bridge port>` instead of `turn:<server>?transport=tcp`; the relayed
-//! candidates it learns are the server's, exactly as over UDP. The bridge sees only TURN
-//! framing (STUN messages and ChannelData around DTLS-SRTP), never media keys.
+//! webrtc-rs 0.21 allocates TURN relays over UDP only (`transport=tcp` and `turns:` URLs
+//! are skipped). A [`TcpTurnBridge`] listens on a loopback UDP port and carries each
+//! datagram of a local TURN client over its own TCP connection to the TURN server (RFC 8656
+//! §3.1: one TCP connection per client 5-tuple), and the server's messages back; with a
+//! [`CertificatePin`] that connection is TLS to the server holding the pinned certificate
+//! ([`super::turn_tls`]; a server with another certificate is refused). ICE is then given
+//! `turn:127.0.0.1:<bridge port>` instead of `turn:<server>?transport=tcp` or
+//! `turns:<server>`; the relayed candidates it learns are the server's, exactly as over
+//! UDP. The bridge sees only TURN framing (STUN messages and ChannelData around
+//! DTLS-SRTP), never media keys.
 //!
 //! [`StreamFramer`] (sans-IO) splits the TCP byte stream back into messages: a STUN message
 //! is 20 bytes plus its length field; a ChannelData message 4 bytes plus its length, padded
@@ -16,16 +20,24 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::mpsc;
+use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
+
+use super::turn_tls;
+use crate::proto::turn::CertificatePin;
 
 /// Largest message accepted from the stream (a STUN/ChannelData length is 16 bits).
 pub const MAX_MESSAGE: usize = 4 + 0xffff + 3;
 /// Datagrams queued towards one TCP connection before new ones are dropped (UDP semantics).
 pub const QUEUE: usize = 256;
+/// How long connecting to the server (TCP and TLS handshakes) may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Errors of the stream framing.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -77,7 +89,80 @@ pub fn pad_for_stream(datagram: &mut Vec<u8>) {
     }
 }
 
-/// A loopback UDP port that relays local TURN clients to a TURN server over TCP.
+/// Where a bridge carries its clients: a TURN server's TCP address, and for TLS the pin
+/// of its certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct BridgeTarget {
+    /// The server's TCP address.
+    pub server: SocketAddr,
+    /// TLS to the server holding this certificate; plain TCP when `None`.
+    pub tls: Option<CertificatePin>,
+}
+
+/// How ICE uses one URL of an ICE server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UrlUse {
+    /// As it is (STUN, TURN over UDP).
+    AsIs,
+    /// Through a bridge to this target.
+    Bridge(BridgeTarget),
+    /// Not at all, and why.
+    Skip(&'static str),
+}
+
+/// How ICE uses each URL of a server whose `turns:` URLs present the certificate `tls_pin`.
+/// TURN over TCP and over TLS go through bridges (they need an IP address, and TLS a pin).
+/// With a usable `turns:` URL, the plain `turn:…?transport=tcp` URLs are skipped: TLS
+/// carries the same and hides the username, and each bridged URL costs the server one
+/// allocation per connection.
+pub fn url_uses(urls: &[String], tls_pin: Option<CertificatePin>) -> Vec<UrlUse> {
+    let mut uses: Vec<UrlUse> = urls.iter().map(|url| url_use(url, tls_pin)).collect();
+    let has_tls = uses
+        .iter()
+        .any(|u| matches!(u, UrlUse::Bridge(t) if t.tls.is_some()));
+    if has_tls {
+        for url_use in &mut uses {
+            if matches!(url_use, UrlUse::Bridge(t) if t.tls.is_none()) {
+                *url_use = UrlUse::Skip("TURN over TLS is used instead of TCP");
+            }
+        }
+    }
+    uses
+}
+
+fn url_use(url: &str, tls_pin: Option<CertificatePin>) -> UrlUse {
+    let (rest, tls) = if let Some(rest) = url.strip_prefix("turns:") {
+        (rest, true)
+    } else if let Some(rest) = url.strip_prefix("turn:") {
+        match rest.strip_suffix("?transport=tcp") {
+            Some(rest) => (rest, false),
+            None => return UrlUse::AsIs,
+        }
+    } else {
+        return UrlUse::AsIs;
+    };
+    let address = rest.strip_suffix("?transport=tcp").unwrap_or(rest);
+    let Ok(server) = address.parse::<SocketAddr>() else {
+        return UrlUse::Skip("TURN over TCP or TLS needs an IP address and a port");
+    };
+    match (tls, tls_pin) {
+        (false, _) => UrlUse::Bridge(BridgeTarget { server, tls: None }),
+        (true, Some(pin)) => UrlUse::Bridge(BridgeTarget {
+            server,
+            tls: Some(pin),
+        }),
+        (true, None) => UrlUse::Skip("TURN over TLS without a pinned certificate"),
+    }
+}
+
+/// How a bridge reaches its server: the address, and the pinned TLS client if any.
+#[derive(Clone)]
+struct Upstream {
+    server: SocketAddr,
+    tls: Option<TlsConnector>,
+}
+
+/// A loopback UDP port that relays local TURN clients to a TURN server over TCP or TLS.
 #[derive(Debug)]
 pub struct TcpTurnBridge {
     local: SocketAddr,
@@ -91,12 +176,21 @@ impl Drop for TcpTurnBridge {
 }
 
 impl TcpTurnBridge {
-    /// Binds `127.0.0.1:0` and starts relaying to `server` (a TURN server's TCP address).
-    pub async fn start(server: SocketAddr) -> std::io::Result<Self> {
+    /// Binds `127.0.0.1:0` and starts relaying to `target`.
+    pub async fn start(target: BridgeTarget) -> std::io::Result<Self> {
+        let tls = target
+            .tls
+            .map(turn_tls::pinned_connector)
+            .transpose()
+            .map_err(std::io::Error::other)?;
+        let upstream = Upstream {
+            server: target.server,
+            tls,
+        };
         let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").await?);
         let local = socket.local_addr()?;
         let cancel = CancellationToken::new();
-        tokio::spawn(run(socket, server, cancel.clone()));
+        tokio::spawn(run(socket, upstream, cancel.clone()));
         Ok(Self { local, cancel })
     }
 
@@ -106,7 +200,7 @@ impl TcpTurnBridge {
     }
 }
 
-async fn run(socket: Arc<UdpSocket>, server: SocketAddr, cancel: CancellationToken) {
+async fn run(socket: Arc<UdpSocket>, upstream: Upstream, cancel: CancellationToken) {
     let mut clients: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>> = HashMap::new();
     let mut buffer = vec![0u8; MAX_MESSAGE];
     loop {
@@ -126,7 +220,7 @@ async fn run(socket: Arc<UdpSocket>, server: SocketAddr, cancel: CancellationTok
             tokio::spawn(connection(
                 Arc::clone(&socket),
                 client,
-                server,
+                upstream.clone(),
                 rx,
                 cancel.child_token(),
             ));
@@ -138,23 +232,62 @@ async fn run(socket: Arc<UdpSocket>, server: SocketAddr, cancel: CancellationTok
     }
 }
 
-/// One local client's TCP connection to the server.
+/// One local client's connection to the server.
 async fn connection(
     socket: Arc<UdpSocket>,
     client: SocketAddr,
-    server: SocketAddr,
-    mut datagrams: mpsc::Receiver<Vec<u8>>,
+    upstream: Upstream,
+    datagrams: mpsc::Receiver<Vec<u8>>,
     cancel: CancellationToken,
 ) {
-    let stream = match TcpStream::connect(server).await {
-        Ok(stream) => stream,
-        Err(err) => {
+    let server = upstream.server;
+    let connected = tokio::select! {
+        () = cancel.cancelled() => return,
+        connected = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(server)) => connected,
+    };
+    let stream = match connected {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(err)) => {
             warn!(%server, error = %err, "cannot reach the TURN server over TCP");
+            return;
+        }
+        Err(_) => {
+            warn!(%server, "cannot reach the TURN server over TCP: timed out");
             return;
         }
     };
     let _ = stream.set_nodelay(true);
-    let (mut reader, mut writer) = stream.into_split();
+    let Some(connector) = upstream.tls else {
+        return carry(stream, &socket, client, datagrams, &cancel).await;
+    };
+    let handshake = tokio::select! {
+        () = cancel.cancelled() => return,
+        handshake = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            turn_tls::connect(&connector, server.ip(), stream),
+        ) => handshake,
+    };
+    match handshake {
+        Ok(Ok(tls)) => carry(tls, &socket, client, datagrams, &cancel).await,
+        Ok(Err(err)) => warn!(
+            %server,
+            error = %err,
+            "TURN over TLS refused: the server's certificate is not the pinned one, or the \
+             handshake failed"
+        ),
+        Err(_) => warn!(%server, "TURN over TLS: the handshake timed out"),
+    }
+}
+
+/// Carries `client`'s datagrams onto `stream` and the server's messages back.
+async fn carry<S: AsyncRead + AsyncWrite>(
+    stream: S,
+    socket: &UdpSocket,
+    client: SocketAddr,
+    mut datagrams: mpsc::Receiver<Vec<u8>>,
+    cancel: &CancellationToken,
+) {
+    let (mut reader, mut writer) = tokio::io::split(stream);
     let mut framer = StreamFramer::default();
     let mut chunk = vec![0u8; 16 * 1024];
     loop {
@@ -235,6 +368,46 @@ mod tests {
             }
             assert_eq!(out, messages, "chunks of {chunk_size}");
         }
+    }
+
+    #[test]
+    fn tls_urls_are_bridged_with_their_pin_and_replace_plain_tcp() {
+        let pin = CertificatePin::of(b"relay certificate");
+        let urls: Vec<String> = [
+            "stun:198.51.100.7:3478",
+            "turn:198.51.100.7:3478?transport=udp",
+            "turn:198.51.100.7:3478?transport=tcp",
+            "turns:198.51.100.7:443?transport=tcp",
+            "turns:turn.example.org:443?transport=tcp",
+        ]
+        .map(String::from)
+        .to_vec();
+        let tls = BridgeTarget {
+            server: "198.51.100.7:443".parse().unwrap(),
+            tls: Some(pin),
+        };
+        assert_eq!(
+            url_uses(&urls, Some(pin)),
+            [
+                UrlUse::AsIs,
+                UrlUse::AsIs,
+                UrlUse::Skip("TURN over TLS is used instead of TCP"),
+                UrlUse::Bridge(tls),
+                UrlUse::Skip("TURN over TCP or TLS needs an IP address and a port"),
+            ]
+        );
+        let without_pin = url_uses(&urls, None);
+        assert_eq!(
+            without_pin[2],
+            UrlUse::Bridge(BridgeTarget {
+                server: "198.51.100.7:3478".parse().unwrap(),
+                tls: None,
+            })
+        );
+        assert_eq!(
+            without_pin[3],
+            UrlUse::Skip("TURN over TLS without a pinned certificate")
+        );
     }
 
     #[test]

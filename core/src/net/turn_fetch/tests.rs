@@ -13,6 +13,7 @@ fn server(expires_unix: u64) -> IceServer {
         username: format!("{expires_unix}:someone"),
         credential: "secret".into(),
         expires_unix,
+        tls_pin: None,
     }
 }
 
