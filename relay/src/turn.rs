@@ -1,13 +1,14 @@
-//! The relay's STUN/TURN server (RFC 5766/8656) on UDP and TCP, with REST-API credentials,
-//! a peer address policy, per-identity quotas, relay-wide caps and counters.
+//! The relay's STUN/TURN server (RFC 5766/8656) on UDP, TCP and TLS, with REST-API
+//! credentials, a peer address policy, per-identity quotas, relay-wide caps and counters.
 //!
 //! The protocol engine is the `turn` crate's [`Server`]; this module gives it sockets and
 //! policy:
 //!
 //! ```text
 //! client ──UDP──▶ GatedUdp ─┐                         ┌─▶ Metered (relayed UDP socket) ──▶ peer
-//!                           ├─▶ turn::Server ─alloc─▶ Allocator
-//! client ──TCP──▶ TcpMux  ──┘   (RestAuth)            └─ quotas and caps
+//! client ──TCP──▶ TcpMux  ──┼─▶ turn::Server ─alloc─▶ Allocator
+//! client ──TLS──▶ TcpMux  ──┘   (RestAuth)            └─ quotas and caps
+//!          (not TLS: handed to the libp2p node)
 //! ```
 //!
 //! - **Gate** (on every datagram or TCP frame, before the engine): anything that is neither
@@ -49,11 +50,16 @@
 //! limits are swapped in place; allocations keep running, except those of identities the
 //! new allowlist no longer admits, which the engine deletes at once.
 //!
+//! - **TLS** (`[turn.tls]`, `turn/tls.rs`): the same framing inside TLS, with a certificate
+//!   from files or made self-signed at first start; the [`Issuer`] hands out its pin with
+//!   the credentials. The port may be shared with libp2p: see `turn/tcp.rs`.
+//!
 //! Credentials: see [`crate::access`]; the [`Issuer`] mints them for the libp2p node.
 //!
 //! Files: `turn.rs` (the server: start, reload, secrets, credentials), `turn/gate.rs` (the
 //! gate and the shared bookkeeping), `turn/listener.rs` (the engine's UDP and TCP
-//! listeners), `turn/tcp.rs` (TURN-over-TCP connections), `turn/relayed.rs` (the allocator
+//! listeners), `turn/tcp.rs` (TURN-over-TCP and -TLS connections, the shared port),
+//! `turn/tls.rs` (the certificate), `turn/relayed.rs` (the allocator
 //! and the relayed sockets), `turn/codec.rs` (TCP framing and STUN decoding, public: the
 //! system tests' TURN client uses it).
 
