@@ -13,7 +13,7 @@
 //!
 //! TURN credentials (`/conclave/turn/1.0.0`, see [`conclave_core::proto::turn`]): a request
 //! arrives on an authenticated libp2p connection, so its peer id is the requester's
-//! identity; the [`Issuer`](crate::turn::Issuer) answers with credentials if the allowlist
+//! identity; the [`Issuer`] answers with credentials if the allowlist
 //! admits it and with a refusal otherwise. Both are counted.
 
 use std::path::{Path, PathBuf};
