@@ -43,6 +43,11 @@
 //!                                # (crate::policy: internal ranges are refused by default)
 //! allow_loopback_peers = false   # relay to 127.0.0.0/8 and ::1 (testing only)
 //!
+//! [[turn.external]]              # a TURN server the site runs (coturn, use-auth-secret):
+//! urls = ["turn:turn1.example.org:3478?transport=udp"]   # handed out as they are
+//! secret_file = "/etc/conclave-relay/coturn.secret"      # its static-auth-secret
+//! # tls_pin = "AB:CD:…"          # SHA-256 of the certificate its turns: URLs present
+//!
 //! [turn.tls]                     # TURN over TLS (turns:), for networks that pass only 443
 //! listen = "0.0.0.0:443"         # absent [turn.tls]: no TLS listener
 //! # cert_file = "/etc/conclave-relay/tls.crt"  # PEM chain and key; default: a self-signed
@@ -67,6 +72,8 @@ use std::time::Duration;
 use ipnet::IpNet;
 use libp2p::Multiaddr;
 use serde::Deserialize;
+
+use conclave_core::proto::turn::{CertificatePin, MAX_FIELD_LEN, MAX_SERVERS, MAX_URLS};
 
 use crate::access::Allowlist;
 
@@ -196,6 +203,25 @@ pub struct TurnConfig {
     /// TURN over TLS (default none). Its connections count against the TCP limits.
     #[serde(default)]
     pub tls: Option<TlsConfig>,
+    /// TURN servers the site already runs, for which the relay issues credentials besides
+    /// (or, with `enabled = false`, instead of) its own (default none).
+    #[serde(default)]
+    pub external: Vec<ExternalTurn>,
+}
+
+/// A TURN server the relay issues REST-API credentials for (coturn with `use-auth-secret`
+/// and the same secret as `static-auth-secret`). The allowlist and `credential_ttl` apply.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalTurn {
+    /// Its URLs (`stun:`, `turn:`, `turns:`), handed to clients as they are (at most 8).
+    pub urls: Vec<String>,
+    /// The file holding the shared secret (must exist).
+    pub secret_file: PathBuf,
+    /// The SHA-256 of the certificate its `turns:` URLs present (clients pin it; without
+    /// it they skip `turns:` URLs).
+    #[serde(default)]
+    pub tls_pin: Option<CertificatePin>,
 }
 
 /// TURN over TLS (`turns:`), and libp2p on the same port.
@@ -307,6 +333,7 @@ impl Default for TurnConfig {
             tcp_handshake_timeout: defaults::tcp_handshake_timeout(),
             tcp_idle_timeout: defaults::tcp_idle_timeout(),
             tls: None,
+            external: Vec::new(),
         }
     }
 }
@@ -542,13 +569,14 @@ impl Config {
                 "turn.realm must have 1 to 127 bytes".into(),
             ));
         }
+        validate_external(&turn.external)?;
         if let Some(tls) = &turn.tls {
             if tls.cert_file.is_some() != tls.key_file.is_some() {
                 return Err(ConfigError::Invalid(
                     "turn.tls.cert_file and turn.tls.key_file go together".into(),
                 ));
             }
-            if tls.listen == turn.listen && turn.tcp {
+            if tls.listen == turn.listen && tls.listen.port() != 0 && turn.tcp {
                 return Err(ConfigError::Invalid(
                     "turn.tls.listen must differ from turn.listen while turn.tcp is on".into(),
                 ));
@@ -562,6 +590,36 @@ impl Config {
         self.access.allowlist()?;
         Ok(())
     }
+}
+
+/// Checks the external TURN servers: URLs that clients take (scheme, count, length), and
+/// room for the relay's own server beside them in one answer.
+fn validate_external(external: &[ExternalTurn]) -> Result<(), ConfigError> {
+    if external.len() + 1 > MAX_SERVERS {
+        return Err(ConfigError::Invalid(format!(
+            "turn.external may name at most {} servers",
+            MAX_SERVERS - 1
+        )));
+    }
+    for server in external {
+        if server.urls.is_empty() || server.urls.len() > MAX_URLS {
+            return Err(ConfigError::Invalid(format!(
+                "each turn.external entry needs 1 to {MAX_URLS} urls"
+            )));
+        }
+        for url in &server.urls {
+            let scheme_ok = ["stun:", "turn:", "turns:"]
+                .iter()
+                .any(|scheme| url.starts_with(scheme));
+            if !scheme_ok || url.len() > MAX_FIELD_LEN || url.chars().any(char::is_control) {
+                return Err(ConfigError::Invalid(format!(
+                    "turn.external url {url:?} is not a stun:, turn: or turns: URL of at most \
+                     {MAX_FIELD_LEN} bytes"
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 impl Config {
@@ -583,6 +641,7 @@ impl Config {
             ("turn.realm", a.realm != b.realm),
             ("turn.secret_file", a.secret_file != b.secret_file),
             ("turn.tls", a.tls != b.tls),
+            ("turn.external", a.external != b.external),
         ]
         .into_iter()
         .filter_map(|(key, changed)| changed.then_some(key))

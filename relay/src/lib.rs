@@ -8,8 +8,9 @@
 //!
 //! - [`config`]: TOML configuration with documented defaults.
 //! - [`node`]: the libp2p node and its actor loop; starts everything else.
-//! - [`turn`]: the STUN/TURN server (UDP and TCP) with quotas and counters, and its TCP
+//! - [`turn`]: the STUN/TURN server (UDP, TCP and TLS) with quotas and counters, and its TCP
 //!   framing codec (shared with the system tests' TURN client).
+//! - [`issuer`]: TURN credentials for the relay's own and external TURN servers.
 //! - [`access`]: allowlist, REST-API credentials and quota rules (pure).
 //! - [`policy`]: which peer addresses TURN may relay to (pure): no internal ranges.
 //! - [`allowfile`]: `conclave-relay allow add|remove|list`, editing the config file.
@@ -25,6 +26,7 @@ pub mod access;
 pub mod allowfile;
 pub mod config;
 pub mod health;
+pub mod issuer;
 pub mod metrics;
 pub mod node;
 pub mod policy;

@@ -40,9 +40,10 @@ use tracing::{debug, info, warn};
 
 use crate::config::{CircuitConfig, Config};
 use crate::health::{self, Health};
+use crate::issuer::{IssuedServer, Issuer};
 use crate::metrics::Metrics;
 use crate::private_file::write_private;
-use crate::turn::{Issuer, TurnError, TurnServer};
+use crate::turn::{TurnError, TurnServer, load_secret};
 
 /// How long connections without open streams stay open.
 const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(300);
@@ -129,6 +130,8 @@ pub struct Relay {
     addrs: Vec<Multiaddr>,
     cancel: CancellationToken,
     turn: Option<TurnServer>,
+    /// Credentials for the own and external TURN servers (`None` when there is neither).
+    issuer: Option<Issuer>,
     metrics_addr: Option<SocketAddr>,
     metrics: Arc<Metrics>,
 }
@@ -155,6 +158,7 @@ impl Relay {
         } else {
             None
         };
+        let issuer = issuer_for(config, turn.as_ref())?;
         health.turn.store(true, Ordering::Relaxed);
         let metrics_addr = if config.metrics.enabled {
             let addr = config.metrics.listen;
@@ -184,7 +188,7 @@ impl Relay {
             })?;
         let node = Node {
             swarm,
-            issuer: turn.as_ref().map(TurnServer::issuer),
+            issuer: issuer.clone(),
             metrics: Arc::clone(&metrics),
             health,
         };
@@ -199,6 +203,7 @@ impl Relay {
             addrs,
             cancel,
             turn,
+            issuer,
             metrics_addr,
             metrics,
         })
@@ -221,14 +226,14 @@ impl Relay {
 
     /// The pin of the TURN-over-TLS certificate, if TLS is on.
     pub fn turn_tls_pin(&self) -> Option<conclave_core::proto::turn::CertificatePin> {
-        self.turn.as_ref().and_then(|t| t.issuer().tls_pin())
+        self.turn.as_ref().and_then(|t| t.issued().tls_pin)
     }
 
     /// The ICE URLs handed out with credentials.
     pub fn turn_urls(&self) -> Vec<String> {
         self.turn
             .as_ref()
-            .map(|t| t.issuer().urls().to_vec())
+            .map(|t| t.issued().urls)
             .unwrap_or_default()
     }
 
@@ -289,6 +294,9 @@ impl Relay {
         turn.max_tcp_connections_per_ip = from.max_tcp_connections_per_ip;
         turn.tcp_handshake_timeout = from.tcp_handshake_timeout;
         turn.tcp_idle_timeout = from.tcp_idle_timeout;
+        if let Some(issuer) = &self.issuer {
+            issuer.set_policy(allowlist.clone(), applied.turn.credential_ttl);
+        }
         let ended_allocations = match &self.turn {
             Some(server) => server.reload(&applied.turn, allowlist).await,
             None => 0,
@@ -368,6 +376,30 @@ fn load_or_create_key(data_dir: &Path) -> Result<Identity, RelayError> {
         }
         Err(err) => Err(io_err(err)),
     }
+}
+
+/// The credential issuer for the relay's own TURN server (if it runs) and the external ones
+/// of `config` (their secrets read now).
+fn issuer_for(config: &Config, own: Option<&TurnServer>) -> Result<Option<Issuer>, RelayError> {
+    let mut servers: Vec<IssuedServer> = own.map(TurnServer::issued).into_iter().collect();
+    for external in &config.turn.external {
+        servers.push(IssuedServer {
+            secret: load_secret(&external.secret_file)?,
+            urls: external.urls.clone(),
+            tls_pin: external.tls_pin,
+        });
+    }
+    if !config.turn.external.is_empty() {
+        info!(
+            servers = config.turn.external.len(),
+            "issuing TURN credentials for external servers too"
+        );
+    }
+    Ok(Issuer::new(
+        servers,
+        config.access.allowlist()?,
+        config.turn.credential_ttl,
+    ))
 }
 
 /// The libp2p side of the TURN-over-TLS port, when libp2p shares it: a transport that
@@ -525,7 +557,10 @@ impl Node {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         let response = issuer.issue(&peer, now);
-        if matches!(response, TurnResponse::Credentials(_)) {
+        if matches!(
+            response,
+            TurnResponse::Credentials(_) | TurnResponse::Servers(_)
+        ) {
             self.metrics.credentials_issued.inc();
             debug!(%peer, "TURN credentials issued");
         } else {

@@ -51,10 +51,11 @@
 //! new allowlist no longer admits, which the engine deletes at once.
 //!
 //! - **TLS** (`[turn.tls]`, `turn/tls.rs`): the same framing inside TLS, with a certificate
-//!   from files or made self-signed at first start; the [`Issuer`] hands out its pin with
-//!   the credentials. The port may be shared with libp2p: see `turn/tcp.rs`.
+//!   from files or made self-signed at first start; the issuer hands out its pin with the
+//!   credentials. The port may be shared with libp2p: see `turn/tcp.rs`.
 //!
-//! Credentials: see [`crate::access`]; the [`Issuer`] mints them for the libp2p node.
+//! Credentials: see [`crate::access`]; the [`crate::issuer::Issuer`] mints them for the
+//! libp2p node.
 //!
 //! Files: `turn.rs` (the server: start, reload, secrets, credentials), `turn/gate.rs` (the
 //! gate and the shared bookkeeping), `turn/listener.rs` (the engine's UDP and TCP
@@ -70,8 +71,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use conclave_core::net::handover::{self, HandedOver};
-use conclave_core::proto::turn::{CertificatePin, IceServer, TurnRefusal, TurnResponse};
-use libp2p::PeerId;
+use conclave_core::proto::turn::CertificatePin;
 use rand::Rng;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
@@ -81,8 +81,9 @@ use turn::auth::{AuthHandler, generate_auth_key};
 use turn::server::Server;
 use turn::server::config::{ConnConfig, ServerConfig};
 
-use crate::access::{self, Allowlist, Credentials};
+use crate::access::{self, Allowlist};
 use crate::config::TurnConfig;
+use crate::issuer::IssuedServer;
 use crate::metrics::{Label, Metrics};
 
 mod codec;
@@ -195,8 +196,24 @@ impl Secret {
         Self(Arc::from(text.trim().as_bytes()))
     }
 
-    fn bytes(&self) -> &[u8] {
+    /// The secret's bytes (the HMAC key).
+    pub(crate) fn bytes(&self) -> &[u8] {
         &self.0
+    }
+}
+
+/// Reads an existing secret (an external TURN server's): unlike
+/// [`load_or_create_secret`], a missing file is an error.
+pub fn load_secret(path: &Path) -> Result<Secret, TurnError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) if text.trim().is_empty() => Err(TurnError::EmptySecret {
+            path: path.to_owned(),
+        }),
+        Ok(text) => Ok(Secret::new(&text)),
+        Err(source) => Err(TurnError::SecretFile {
+            path: path.to_owned(),
+            source,
+        }),
     }
 }
 
@@ -223,47 +240,6 @@ pub fn load_or_create_secret(path: &Path) -> Result<Secret, TurnError> {
             Ok(Secret::new(&text))
         }
         Err(err) => Err(io_err(err)),
-    }
-}
-
-/// Mints credentials for the libp2p node's `/conclave/turn/1.0.0` protocol, under the
-/// allowlist and credential lifetime in effect (they change on reload).
-#[derive(Debug, Clone)]
-pub struct Issuer {
-    gate: Arc<Gate>,
-    urls: Vec<String>,
-    tls_pin: Option<CertificatePin>,
-}
-
-impl Issuer {
-    /// The answer for `peer` at `now_unix`.
-    pub fn issue(&self, peer: &PeerId, now_unix: u64) -> TurnResponse {
-        let live = self.gate.live();
-        if !live.allowlist.allows(peer) {
-            return TurnResponse::Refused(TurnRefusal::NotAllowed);
-        }
-        let Credentials {
-            username,
-            password,
-            expires_unix,
-        } = access::mint(self.gate.secret.bytes(), peer, now_unix, live.ttl);
-        TurnResponse::Credentials(IceServer {
-            urls: self.urls.clone(),
-            username,
-            credential: password,
-            expires_unix,
-            tls_pin: self.tls_pin,
-        })
-    }
-
-    /// The ICE URLs handed out.
-    pub fn urls(&self) -> &[String] {
-        &self.urls
-    }
-
-    /// The pin of the TURN-over-TLS certificate handed out, if TLS is on.
-    pub fn tls_pin(&self) -> Option<CertificatePin> {
-        self.tls_pin
     }
 }
 
@@ -296,7 +272,8 @@ pub struct TurnServer {
     libp2p: std::sync::Mutex<Option<mpsc::Receiver<HandedOver>>>,
     public_ip: IpAddr,
     gate: Arc<Gate>,
-    issuer: Issuer,
+    /// What the issuer needs of this server: its secret, URLs and certificate pin.
+    issued: IssuedServer,
     cancel: CancellationToken,
 }
 
@@ -593,8 +570,8 @@ impl TurnServer {
             tls,
             libp2p: std::sync::Mutex::new(libp2p),
             public_ip,
-            issuer: Issuer {
-                gate: Arc::clone(&gate),
+            issued: IssuedServer {
+                secret: gate.secret.clone(),
                 urls,
                 tls_pin,
             },
@@ -604,7 +581,7 @@ impl TurnServer {
     }
 
     /// Puts a new allowlist and the reloadable settings of `config` (peer policy, quotas,
-    /// caps, TCP limits for new connections, credential lifetime) in effect without
+    /// caps, TCP limits for new connections) in effect without
     /// stopping anything, then deletes at once the allocations of identities `allowlist`
     /// no longer admits. Returns how many allocations it ended.
     pub async fn reload(&self, config: &TurnConfig, allowlist: Allowlist) -> usize {
@@ -651,9 +628,9 @@ impl TurnServer {
         self.libp2p.lock().ok()?.take()
     }
 
-    /// The credential issuer for the libp2p node.
-    pub fn issuer(&self) -> Issuer {
-        self.issuer.clone()
+    /// This server as the credential issuer sees it: secret, URLs, certificate pin.
+    pub fn issued(&self) -> IssuedServer {
+        self.issued.clone()
     }
 }
 

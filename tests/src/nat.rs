@@ -245,6 +245,59 @@ impl Internet {
         Ok(PublicHost { ns, addr })
     }
 
+    /// Starts coturn's `turnserver` (Debian's package) on a public host of its own, with
+    /// REST-API credentials (`use-auth-secret`) under `secret`: a TURN server a site already
+    /// runs. Returns it, once it serves, its log file and its host.
+    pub fn coturn(
+        &mut self,
+        dir: &Path,
+        secret: &str,
+    ) -> anyhow::Result<(Proc, std::path::PathBuf, PublicHost)> {
+        let host = self.add_public_host()?;
+        // Kept with the other processes' logs when the test asks for them.
+        let log = std::env::var_os("CONCLAVE_TEST_LOG_DIR")
+            .map_or_else(|| dir.to_path_buf(), std::path::PathBuf::from)
+            .join("coturn.log");
+        let mut command = Command::new("ip");
+        command
+            .args(["netns", "exec", &host.ns, "turnserver", "-n"])
+            .args([
+                format!("--listening-ip={}", host.addr),
+                format!("--relay-ip={}", host.addr),
+                format!("--allowed-peer-ip={}", host.addr),
+                "--listening-port=3478".to_owned(),
+                "--use-auth-secret".to_owned(),
+                format!("--static-auth-secret={secret}"),
+                "--realm=conclave".to_owned(),
+                "--no-tls".to_owned(),
+                "--no-dtls".to_owned(),
+                "--no-cli".to_owned(),
+                "--fingerprint".to_owned(),
+                "--no-tcp-relay".to_owned(),
+                "--min-port=49152".to_owned(),
+                "--max-port=65535".to_owned(),
+                format!("--log-file={}", log.display()),
+                "--no-stdout-log".to_owned(),
+                "--simple-log".to_owned(),
+                "--verbose".to_owned(),
+                format!("--pidfile={}", dir.join("coturn.pid").display()),
+                format!("--userdb={}", dir.join("coturn.db").display()),
+            ]);
+        let proc = Proc::spawn("coturn", command, dir)?;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !std::fs::read_to_string(&log)
+            .is_ok_and(|text| text.contains("Total General servers"))
+        {
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "turnserver did not start (apt install coturn); log: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Ok((proc, log, host))
+    }
+
     /// Adds internal networks behind the relay host: `10.99.0.0/24`, `192.168.77.0/24` and
     /// link-local `169.254.0.0/16` (with the cloud metadata address `169.254.169.254`), the
     /// relay host at `.254` / `169.254.0.1`, the internal hosts at `10.99.0.1`,

@@ -153,13 +153,15 @@ impl<Id: Copy + Eq + Hash> TurnFetch<Id> {
         self.round.is_some()
     }
 
-    /// `relay` answered request `id` with credentials.
-    pub fn handle_credentials(&mut self, id: Id, relay: PeerId, server: IceServer) {
+    /// `relay` answered request `id` with credentials for `servers`.
+    pub fn handle_credentials(&mut self, id: Id, relay: PeerId, servers: Vec<IceServer>) {
         let Some(round) = self.answered(id) else {
             return;
         };
-        debug!(%relay, expires = server.expires_unix, "TURN credentials received");
-        round.servers.push(server);
+        for server in &servers {
+            debug!(%relay, urls = ?server.urls, expires = server.expires_unix, "TURN credentials received");
+        }
+        round.servers.extend(servers);
     }
 
     /// `relay` refused request `id`; a relay without a TURN service is not asked again.

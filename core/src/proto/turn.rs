@@ -4,7 +4,8 @@
 //! authenticated, so the relay knows which identity asks):
 //! 1. client → relay: [`TurnRequest`] (empty: the identity is the connection's peer id);
 //! 2. relay → client: [`TurnResponse::Credentials`] with an [`IceServer`] (STUN and TURN
-//!    URLs, short-lived "TURN REST API" username and password, expiry), or
+//!    URLs, short-lived "TURN REST API" username and password, expiry),
+//!    [`TurnResponse::Servers`] with several (the relay's and external TURN servers), or
 //!    [`TurnResponse::Refused`] with a reason (not on the relay's allowlist, TURN disabled).
 //!
 //! Frames are those of the control protocol (see [`super`]): u32 big-endian length,
@@ -19,6 +20,8 @@ use super::{Message, WireError};
 
 /// Most URLs in one [`IceServer`].
 pub const MAX_URLS: usize = 8;
+/// Most servers in one [`TurnResponse::Servers`].
+pub const MAX_SERVERS: usize = 8;
 /// Longest URL, username or credential, in bytes.
 pub const MAX_FIELD_LEN: usize = 256;
 
@@ -146,10 +149,15 @@ impl std::fmt::Display for TurnRefusal {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum TurnResponse {
-    /// Credentials and where to use them.
+    /// Credentials and where to use them (a relay that issues for its own TURN server
+    /// only).
     Credentials(IceServer),
     /// No credentials, and why.
     Refused(TurnRefusal),
+    /// Credentials for several servers: the relay's own, if it runs one, and the external
+    /// TURN servers it issues for (at most [`MAX_SERVERS`]). Clients before this variant
+    /// cannot decode it (they get no TURN from such a relay).
+    Servers(Vec<IceServer>),
 }
 
 impl Message for TurnRequest {
@@ -163,6 +171,16 @@ impl Message for TurnResponse {
         match self {
             TurnResponse::Credentials(server) => server.validate(),
             TurnResponse::Refused(_) => Ok(()),
+            TurnResponse::Servers(servers) => {
+                if servers.len() > MAX_SERVERS {
+                    return Err(WireError::TooMany {
+                        what: "servers",
+                        len: servers.len(),
+                        max: MAX_SERVERS,
+                    });
+                }
+                servers.iter().try_for_each(IceServer::validate)
+            }
         }
     }
 }
@@ -223,8 +241,15 @@ mod tests {
             .urls
             .push("turns:198.51.100.7:443?transport=tcp".into());
         pinned.tls_pin = Some(pin);
-        let response = TurnResponse::Credentials(pinned);
+        let response = TurnResponse::Credentials(pinned.clone());
         assert_eq!(TurnResponse::decode(&response.encode()), Ok(response));
+        let several = TurnResponse::Servers(vec![server(), pinned.clone()]);
+        assert_eq!(TurnResponse::decode(&several.encode()), Ok(several));
+        let too_many = TurnResponse::Servers(vec![pinned; MAX_SERVERS + 1]);
+        assert!(matches!(
+            TurnResponse::decode(&too_many.encode()),
+            Err(WireError::TooMany { .. })
+        ));
     }
 
     #[test]

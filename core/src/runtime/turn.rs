@@ -59,7 +59,10 @@ impl Driver {
                 ..
             } => match response {
                 TurnResponse::Credentials(server) => {
-                    self.turn.handle_credentials(request_id, peer, server);
+                    self.turn.handle_credentials(request_id, peer, vec![server]);
+                }
+                TurnResponse::Servers(servers) => {
+                    self.turn.handle_credentials(request_id, peer, servers);
                 }
                 TurnResponse::Refused(reason) => self.turn.handle_refused(request_id, peer, reason),
             },

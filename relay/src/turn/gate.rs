@@ -41,7 +41,6 @@ pub(super) struct TcpLimits {
 pub(super) struct Live {
     pub(super) allowlist: Allowlist,
     pub(super) peers: PeerPolicy,
-    pub(super) ttl: Duration,
     pub(super) bandwidth: u64,
     pub(super) max_allocations: usize,
     pub(super) max_bandwidth: u64,
@@ -54,7 +53,6 @@ impl Live {
         Self {
             allowlist,
             peers: PeerPolicy::new(config.allow_peers.clone(), config.allow_loopback_peers, own),
-            ttl: config.credential_ttl,
             bandwidth: config.bandwidth_per_identity,
             max_allocations: config.max_allocations,
             max_bandwidth: config.max_bandwidth,

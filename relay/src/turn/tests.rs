@@ -1,5 +1,5 @@
 //! Unit tests of the TURN server: the codec-independent parts of the gate (credentials,
-//! quotas, the peer policy's 403), XOR-PEER-ADDRESS decoding and the issuer.
+//! quotas, the peer policy's 403), XOR-PEER-ADDRESS decoding, and servers on loopback.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -7,7 +7,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use conclave_core::proto::turn::{TurnRefusal, TurnResponse};
 use libp2p::PeerId;
 use stun::attributes::{ATTR_MESSAGE_INTEGRITY, ATTR_REALM, ATTR_USERNAME};
 use stun::error_code::{CODE_ALLOC_QUOTA_REACHED, ErrorCodeAttribute};
@@ -209,47 +208,6 @@ fn gate_checks_credentials_and_quota() {
     assert!(text.contains("reason=\"expired\"} 1"), "{text}");
     assert!(text.contains("turn_refused_allocations_total 1"), "{text}");
     assert!(text.contains("transport=\"udp\"} 2"), "{text}");
-}
-
-#[test]
-fn issuer_refuses_identities_off_the_allowlist() {
-    let allowed = PeerId::random();
-    let config = TurnConfig {
-        credential_ttl: Duration::from_secs(600),
-        ..TurnConfig::default()
-    };
-    let allowlist = Allowlist::parse(&[allowed.to_string()]).unwrap();
-    let live = Live::new(&config, allowlist, HashSet::new());
-    let gate = Arc::new(Gate::new(
-        Secret::new("x"),
-        live,
-        1,
-        Arc::new(Metrics::new()),
-    ));
-    let issuer = Issuer {
-        gate: Arc::clone(&gate),
-        urls: vec!["turn:127.0.0.1:3478?transport=udp".into()],
-        tls_pin: None,
-    };
-    let TurnResponse::Credentials(server) = issuer.issue(&allowed, 100) else {
-        panic!("allowed identity refused");
-    };
-    assert_eq!(server.expires_unix, 700);
-    assert_eq!(
-        server.credential,
-        access::password_for(b"x", &server.username)
-    );
-    assert_eq!(
-        issuer.issue(&PeerId::random(), 100),
-        TurnResponse::Refused(TurnRefusal::NotAllowed)
-    );
-    // A reload that removes the identity stops the issuing at once.
-    let live = Live::new(&config, Allowlist::Only(HashSet::new()), HashSet::new());
-    assert!(gate.replace(live, 1).is_empty());
-    assert_eq!(
-        issuer.issue(&allowed, 100),
-        TurnResponse::Refused(TurnRefusal::NotAllowed)
-    );
 }
 
 /// A `turn` crate client of `server` with fresh credentials for a new identity.
@@ -462,12 +420,12 @@ async fn turn_over_tls_works_with_the_pinned_certificate_and_only_with_it() {
         .await
         .unwrap();
     let tls = server.tls_addr().unwrap();
-    let pin = server.issuer().tls_pin().unwrap();
+    let pin = server.issued().tls_pin.unwrap();
     let url = format!("turns:127.0.0.1:{}?transport=tcp", tls.port());
     assert!(
-        server.issuer().urls().contains(&url),
+        server.issued().urls.contains(&url),
         "{:?}",
-        server.issuer().urls()
+        server.issued().urls
     );
     let cert = std::fs::read(dir.path().join(CERT_FILE)).unwrap();
     #[cfg(unix)]
@@ -545,7 +503,7 @@ async fn turn_over_tls_works_with_the_pinned_certificate_and_only_with_it() {
     )
     .await
     .unwrap();
-    assert_eq!(again.issuer().tls_pin(), Some(pin));
+    assert_eq!(again.issued().tls_pin, Some(pin));
     assert_eq!(std::fs::read(dir.path().join(CERT_FILE)).unwrap(), cert);
 }
 

@@ -1,8 +1,8 @@
 //! The relay's STUN/TURN server with a standard, independent TURN client: coturn's
 //! `turnutils_uclient` (Debian package `coturn`), on loopback only.
 //!
-//! - REST-API credentials derived from the relay's secret allocate and relay, over UDP and
-//!   over TCP, and the traffic shows in `/metrics`;
+//! - REST-API credentials derived from the relay's secret allocate and relay, over UDP, TCP
+//!   and TLS, and the traffic shows in `/metrics`;
 //! - wrong and expired credentials are refused and counted; garbage datagrams and TCP
 //!   streams are dropped and counted while the relay keeps serving;
 //! - an allocation flood from one identity stops at its quota while others are served;
@@ -28,6 +28,8 @@ struct Relay {
     proc: Proc,
     dir: PathBuf,
     port: u16,
+    /// The TURN-over-TLS port, when the configuration has `[turn.tls]`.
+    tls_port: Option<u16>,
     metrics: String,
     addr: String,
 }
@@ -49,10 +51,14 @@ fn start(dir: &Path, toml: &str) -> Relay {
         listening["turn_tcp"].as_str(),
         Some(udp.to_string().as_str())
     );
+    let tls_port = listening["turn_tls"]
+        .as_str()
+        .map(|a| a.parse::<std::net::SocketAddr>().unwrap().port());
     Relay {
         proc,
         dir: data,
         port: udp.port(),
+        tls_port,
         metrics: listening["metrics"].as_str().unwrap().to_owned(),
         addr: listening["addrs"][0].as_str().unwrap().to_owned(),
     }
@@ -86,10 +92,15 @@ impl Relay {
 
     /// Runs `turnutils_uclient` against this relay.
     fn uclient(&self, args: &[&str]) -> Output {
+        self.uclient_at(self.port, args)
+    }
+
+    /// Runs `turnutils_uclient` against this relay's `port`.
+    fn uclient_at(&self, port: u16, args: &[&str]) -> Output {
         let mut command = Command::new("turnutils_uclient");
         command
             .args(args)
-            .args(["-p", &self.port.to_string(), "127.0.0.1"])
+            .args(["-p", &port.to_string(), "127.0.0.1"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -135,14 +146,20 @@ fn have_uclient() -> bool {
         .is_ok()
 }
 
+/// coturn's client allocates and relays with REST credentials minted from the relay's
+/// secret over UDP (without and with channels), TCP and TLS (the relay's self-signed
+/// certificate: the standard client does not verify it; Conclave's clients pin it).
 #[test]
-fn standard_turn_client_relays_over_udp_and_tcp() {
+fn standard_turn_client_relays_over_udp_tcp_and_tls() {
     assert!(
         have_uclient(),
         "turnutils_uclient missing: apt install coturn (make deps)"
     );
     let dir = tempfile::tempdir().unwrap();
-    let relay = start(dir.path(), "");
+    let relay = start(
+        dir.path(),
+        "[turn.tls]\nlisten = \"127.0.0.1:0\"\nlibp2p = false\n",
+    );
     let (user, secret) = (peer_id(), relay.secret());
     // Two clients relaying to each other through their allocations, channels off and on.
     for extra in [&["-c"][..], &[][..], &["-t"][..]] {
@@ -157,11 +174,24 @@ fn standard_turn_client_relays_over_udp_and_tcp() {
             describe(&output)
         );
     }
-    assert!(relay.metric("conclave_relay_turn_allocations_created_total") >= 6.0);
+    // TLS: the client tries TLS 1.0 and 1.1 first, which the relay refuses (counted).
+    let tls_port = relay.tls_port.expect("the relay listens for TLS");
+    let output = relay.uclient_at(
+        tls_port,
+        &[
+            "-y", "-t", "-S", "-n", "20", "-m", "2", "-l", "400", "-u", &user, "-W", &secret,
+        ],
+    );
+    assert!(
+        output.status.success() && lost_none(&output),
+        "TLS: {}",
+        describe(&output)
+    );
+    assert!(relay.metric("conclave_relay_turn_allocations_created_total") >= 8.0);
     let to_peer = relay.metric("conclave_relay_turn_relayed_packets_total{direction=\"to_peer\"}");
     let bytes = relay.metric("conclave_relay_turn_relayed_bytes_total{direction=\"from_peer\"}");
-    assert!(to_peer >= 3.0 * 40.0, "{to_peer}");
-    assert!(bytes >= 3.0 * 40.0 * 400.0, "{bytes}");
+    assert!(to_peer >= 4.0 * 40.0, "{to_peer}");
+    assert!(bytes >= 4.0 * 40.0 * 400.0, "{bytes}");
     assert!(relay.http("/healthz").contains("200 OK"));
 }
 

@@ -73,16 +73,16 @@ fn a_round_asks_every_relay_and_ends_when_all_answered() {
     );
     assert_eq!(sim.turn.start(UNIX0, sim.relays.clone()), Start::Joined);
     sim.turn
-        .handle_credentials(asked[0].0, asked[0].1, server(UNIX0 + 3600));
+        .handle_credentials(asked[0].0, asked[0].1, vec![server(UNIX0 + 3600)]);
     assert_eq!(sim.outcome(0), None, "two still to answer");
     sim.turn
         .handle_failed(asked[1].0, asked[1].1, &OutboundFailure::Timeout);
     // An answer to no request of the round changes nothing.
     sim.turn
-        .handle_credentials(99, asked[2].1, server(UNIX0 + 7200));
+        .handle_credentials(99, asked[2].1, vec![server(UNIX0 + 7200)]);
     assert_eq!(sim.outcome(0), None);
     sim.turn
-        .handle_credentials(asked[2].0, asked[2].1, server(UNIX0 + 1800));
+        .handle_credentials(asked[2].0, asked[2].1, vec![server(UNIX0 + 1800)]);
     assert_eq!(
         sim.outcome(1),
         Some(Outcome::Servers(vec![
@@ -102,7 +102,7 @@ fn credentials_are_renewed_before_the_first_expires() {
     let mut sim = Sim::new(1);
     let asked = sim.start(0);
     sim.turn
-        .handle_credentials(asked[0].0, asked[0].1, server(UNIX0 + 600));
+        .handle_credentials(asked[0].0, asked[0].1, vec![server(UNIX0 + 600)]);
     sim.outcome(0);
     // 600 s left, renewed 120 s before: at 480 s.
     assert_eq!(sim.turn.poll_timeout(), Some(sim.at(480)));
@@ -118,7 +118,7 @@ fn credentials_about_to_expire_are_renewed_after_ten_seconds() {
     let mut sim = Sim::new(1);
     let asked = sim.start(0);
     sim.turn
-        .handle_credentials(asked[0].0, asked[0].1, server(UNIX0 + 60));
+        .handle_credentials(asked[0].0, asked[0].1, vec![server(UNIX0 + 60)]);
     sim.outcome(0);
     assert_eq!(sim.turn.poll_timeout(), Some(sim.at(10)));
 }
@@ -155,7 +155,7 @@ fn a_round_refused_everywhere_is_a_refusal_and_is_retried_with_back_off() {
     let asked = sim.start(now);
     for (id, relay) in asked {
         sim.turn
-            .handle_credentials(id, relay, server(UNIX0 + 10_000));
+            .handle_credentials(id, relay, vec![server(UNIX0 + 10_000)]);
     }
     assert!(matches!(sim.outcome(now), Some(Outcome::Servers(_))));
     assert_eq!(sim.turn.backoff.attempt(), 0);
@@ -219,7 +219,7 @@ fn a_relay_connecting_asks_for_fresh_credentials_unless_a_round_is_under_way() {
     let asked = sim.start(0);
     assert!(!sim.turn.relay_connected(relay), "a round is under way");
     sim.turn
-        .handle_credentials(asked[0].0, relay, server(UNIX0 + 3600));
+        .handle_credentials(asked[0].0, relay, vec![server(UNIX0 + 3600)]);
     sim.outcome(0);
     assert!(sim.turn.relay_connected(relay));
     // The cache was dropped: the next request is a round.
