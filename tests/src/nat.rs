@@ -264,7 +264,6 @@ impl Internet {
             .args([
                 format!("--listening-ip={}", host.addr),
                 format!("--relay-ip={}", host.addr),
-                format!("--allowed-peer-ip={}", host.addr),
                 "--listening-port=3478".to_owned(),
                 "--use-auth-secret".to_owned(),
                 format!("--static-auth-secret={secret}"),

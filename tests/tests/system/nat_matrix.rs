@@ -413,9 +413,9 @@ fn a_home_that_reaches_only_tcp_443_meets_through_turn_over_tls() {
 /// member in a full-cone home; both hear each other through coturn, which saw the
 /// relay-only identity allocate with the credentials the relay minted.
 #[test]
-#[ignore = "ICE never completes over coturn's relayed candidates here (coturn saw no \
-            permission for the other member's reflexive address, and relay-to-relay within \
-            coturn carried no check through): see the closing note of 2026-12-08"]
+#[ignore = "coturn 4.6.1 here never forwards the client's checks to the other member's NAT \
+            address (permission and channel granted, no send from the relayed socket): see \
+            the closing note of 2026-12-08"]
 fn a_relay_only_member_is_relayed_through_an_external_coturn() {
     assert!(available(), "this test needs root and iproute2 (ip netns)");
     let _serial = serial();
