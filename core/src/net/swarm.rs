@@ -18,9 +18,10 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use libp2p::core::muxing::StreamMuxerBox;
+use libp2p::core::transport::{Boxed, Transport};
 use libp2p::identity::Keypair;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::{Multiaddr, Swarm, Transport as _, noise, quic, relay, tcp, yamux};
+use libp2p::{Multiaddr, PeerId, Swarm, noise, quic, relay, tcp, yamux};
 
 use super::handover::HandoverTransport;
 use super::relay_only::{DirectDials, GuardedTransport};
@@ -164,30 +165,32 @@ fn guarded_transports(
     key: &Keypair,
     allowed: Arc<DirectDials>,
 ) -> Result<GuardedTransport, BehaviourError> {
-    let tcp = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
-        .upgrade(libp2p::core::upgrade::Version::V1Lazy)
-        .authenticate(noise::Config::new(key)?)
-        .multiplex(yamux::Config::default())
-        .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)));
-    let quic = quic::tokio::Transport::new(quic::Config::new(key))
-        .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)));
-    let both = quic
-        .or_transport(tcp)
-        .map(|either, _| either.into_inner())
-        .boxed();
-    Ok(GuardedTransport::new(both, allowed))
+    let tcp = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true));
+    Ok(GuardedTransport::new(tcp_and_quic(key, tcp)?, allowed))
 }
 
 /// TCP (Noise, yamux) with the handed-over connections in front, and QUIC v1.
 fn shared_port_transports(
     key: &Keypair,
     handover: HandoverTransport,
-) -> Result<libp2p::core::transport::Boxed<(libp2p::PeerId, StreamMuxerBox)>, BehaviourError> {
+) -> Result<Boxed<(PeerId, StreamMuxerBox)>, BehaviourError> {
     let tcp = handover
         .or_transport(tcp::tokio::Transport::new(
             tcp::Config::default().nodelay(true),
         ))
-        .map(|either, _| either.into_inner())
+        .map(|either, _| either.into_inner());
+    tcp_and_quic(key, tcp)
+}
+
+/// `tcp` upgraded (multistream-select `V1Lazy`, Noise, yamux), or QUIC v1.
+fn tcp_and_quic<T>(key: &Keypair, tcp: T) -> Result<Boxed<(PeerId, StreamMuxerBox)>, BehaviourError>
+where
+    T: Transport<Output = tcp::tokio::TcpStream> + Send + Unpin + 'static,
+    T::Error: Send + Sync + 'static,
+    T::Dial: Send + 'static,
+    T::ListenerUpgrade: Send + 'static,
+{
+    let tcp = tcp
         .upgrade(libp2p::core::upgrade::Version::V1Lazy)
         .authenticate(noise::Config::new(key)?)
         .multiplex(yamux::Config::default())

@@ -393,6 +393,23 @@ async fn wait_for_metric(metrics: &Metrics, series: &str, min: f64) {
     }
 }
 
+/// A server on loopback (any ports) with TURN over TLS, not shared with libp2p, relaying
+/// to loopback peers.
+fn tls_config() -> TurnConfig {
+    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+    TurnConfig {
+        listen: loopback,
+        allow_loopback_peers: true,
+        tls: Some(crate::config::TlsConfig {
+            listen: loopback,
+            cert_file: None,
+            key_file: None,
+            libp2p: false,
+        }),
+        ..TurnConfig::default()
+    }
+}
+
 /// TURN over TLS through the client's bridge (Conclave's, in front of a standard TURN
 /// client): with the relay's pin it allocates and relays both ways; with another pin the
 /// bridge refuses the server, the relay counts the aborted handshake and nothing is
@@ -403,18 +420,7 @@ async fn turn_over_tls_works_with_the_pinned_certificate_and_only_with_it() {
     use conclave_core::proto::turn::CertificatePin;
 
     let dir = tempfile::tempdir().unwrap();
-    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
-    let config = TurnConfig {
-        listen: loopback,
-        allow_loopback_peers: true,
-        tls: Some(crate::config::TlsConfig {
-            listen: loopback,
-            cert_file: None,
-            key_file: None,
-            libp2p: false,
-        }),
-        ..TurnConfig::default()
-    };
+    let config = tls_config();
     let metrics = Arc::new(Metrics::new());
     let server = TurnServer::start(&config, dir.path(), Allowlist::Open, Arc::clone(&metrics))
         .await
@@ -513,17 +519,7 @@ async fn turn_over_tls_works_with_the_pinned_certificate_and_only_with_it() {
 async fn plain_bytes_on_an_unshared_tls_port_are_refused() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let dir = tempfile::tempdir().unwrap();
-    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
-    let config = TurnConfig {
-        listen: loopback,
-        tls: Some(crate::config::TlsConfig {
-            listen: loopback,
-            cert_file: None,
-            key_file: None,
-            libp2p: false,
-        }),
-        ..TurnConfig::default()
-    };
+    let config = tls_config();
     let metrics = Arc::new(Metrics::new());
     let server = TurnServer::start(&config, dir.path(), Allowlist::Open, Arc::clone(&metrics))
         .await

@@ -355,33 +355,28 @@ fn a_home_without_udp_meets_through_turn_over_tcp() {
     );
 }
 
-/// A home whose network passes nothing but TCP to port 443 (no UDP, no other port) meets
-/// a member in an ordinary home and both hear each other: the relay serves libp2p and TURN
-/// over TLS on port 443, telling them apart by the first byte; the member fetches its TURN
-/// credentials and the certificate's pin over libp2p there, and its media goes through
-/// TURN over TLS.
-#[test]
-fn a_home_that_reaches_only_tcp_443_meets_through_turn_over_tls() {
-    assert!(available(), "this test needs root and iproute2 (ip netns)");
-    let _serial = serial();
-    let mut internet = Internet::new("tl").unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let (_relay, relay) = internet.relay_with_tls(dir.path()).unwrap();
+/// A member in a full-cone home hosts a meeting with `relay`; a member in a home of
+/// `guest_kind` (with global `flags`) joins it. Both must hear each other over a relayed
+/// path; returns the time from the join to the guest hearing the host, and the guest's
+/// peer id.
+fn relayed_both_ways(
+    internet: &mut Internet,
+    (dir, relay): (&Path, &str),
+    (guest_kind, guest_label): (NatKind, &str),
+    flags: &[&str],
+) -> (Duration, String) {
     let profile = profile();
     let open = internet
         .add_home_with(NatKind::FullCone, Some(&profile))
         .unwrap();
-    let only_443 = internet
-        .add_home_with(NatKind::Only443, Some(&profile))
-        .unwrap();
-    let (mut host, host_id, invite) = host_meeting(&open, dir.path(), "open-host", &relay);
-    let mut guest = only_443
-        .member(
-            dir.path(),
-            "only443-guest",
-            &["--audio-in", "tone:660", "join", &invite],
-        )
-        .unwrap();
+    let guest_home = internet.add_home_with(guest_kind, Some(&profile)).unwrap();
+    let (mut host, host_id, invite) = host_meeting(&open, dir, "fullcone-host", relay);
+    let args: Vec<&str> = flags
+        .iter()
+        .copied()
+        .chain(["--audio-in", "tone:660", "join", &invite])
+        .collect();
+    let mut guest = guest_home.member(dir, guest_label, &args).unwrap();
     let guest_id = peer_id_of(&mut guest).unwrap();
     guest
         .wait_event("joined", LIMIT)
@@ -400,6 +395,27 @@ fn a_home_that_reaches_only_tcp_443_meets_through_turn_over_tls() {
         v["event"] == "audio_started" && v["peer_id"] == guest_id.as_str()
     })
     .unwrap();
+    (first_audio, guest_id)
+}
+
+/// A home whose network passes nothing but TCP to port 443 (no UDP, no other port) meets
+/// a member in an ordinary home and both hear each other: the relay serves libp2p and TURN
+/// over TLS on port 443, telling them apart by the first byte; the member fetches its TURN
+/// credentials and the certificate's pin over libp2p there, and its media goes through
+/// TURN over TLS.
+#[test]
+fn a_home_that_reaches_only_tcp_443_meets_through_turn_over_tls() {
+    assert!(available(), "this test needs root and iproute2 (ip netns)");
+    let _serial = serial();
+    let mut internet = Internet::new("tl").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (_relay, relay) = internet.relay_with_tls(dir.path()).unwrap();
+    let (first_audio, _) = relayed_both_ways(
+        &mut internet,
+        (dir.path(), &relay),
+        (NatKind::Only443, "only443-guest"),
+        &[],
+    );
     eprintln!(
         "port-443-only home: relayed (TURN over TLS), joined → audio {} ms",
         first_audio.as_millis()
@@ -438,38 +454,12 @@ fn a_relay_only_member_is_relayed_through_an_external_coturn() {
     )
     .unwrap();
     let (_relay, relay) = internet.relay(dir.path(), Some(&config)).unwrap();
-    let profile = profile();
-    let open = internet
-        .add_home_with(NatKind::FullCone, Some(&profile))
-        .unwrap();
-    let symmetric = internet
-        .add_home_with(NatKind::Symmetric, Some(&profile))
-        .unwrap();
-    let (mut host, host_id, invite) = host_meeting(&open, dir.path(), "fullcone-host", &relay);
-    let mut guest = symmetric
-        .member(
-            dir.path(),
-            "sym-relay-only-guest",
-            &["--relay-only", "--audio-in", "tone:660", "join", &invite],
-        )
-        .unwrap();
-    let guest_id = peer_id_of(&mut guest).unwrap();
-    guest
-        .wait_event("joined", LIMIT)
-        .unwrap_or_else(|e| panic!("{e}\n--- host ---\n{}", host.stderr_tail()));
-    #[allow(clippy::disallowed_methods)]
-    let joined = Instant::now();
-    assert_eq!(connected_to(&mut guest, &host_id, LIMIT)["path"], "relayed");
-    guest
-        .wait_for(LIMIT, "audio from the host", |v| {
-            v["event"] == "audio_started" && v["peer_id"] == host_id.as_str()
-        })
-        .unwrap();
-    let first_audio = joined.elapsed();
-    host.wait_for(LIMIT, "audio from the guest", |v| {
-        v["event"] == "audio_started" && v["peer_id"] == guest_id.as_str()
-    })
-    .unwrap();
+    let (first_audio, guest_id) = relayed_both_ways(
+        &mut internet,
+        (dir.path(), &relay),
+        (NatKind::Symmetric, "sym-relay-only-guest"),
+        &["--relay-only"],
+    );
     let log = std::fs::read_to_string(coturn_log).unwrap();
     let allocated = format!("{guest_id}>: incoming packet ALLOCATE processed, success");
     assert!(
