@@ -200,7 +200,8 @@ pub struct TurnConfig {
     /// 5 min: a client with an allocation refreshes its permissions every few minutes).
     #[serde(default = "defaults::tcp_idle_timeout", with = "humantime_serde")]
     pub tcp_idle_timeout: Duration,
-    /// TURN over TLS (default none). Its connections count against the TCP limits.
+    /// TURN over TLS (default none). Its connections have the TCP limits, counted apart
+    /// from plain TCP's.
     #[serde(default)]
     pub tls: Option<TlsConfig>,
     /// TURN servers the site already runs, for which the relay issues credentials besides
@@ -571,6 +572,13 @@ impl Config {
         }
         validate_external(&turn.external)?;
         if let Some(tls) = &turn.tls {
+            if !turn.enabled {
+                return Err(ConfigError::Invalid(
+                    "turn.tls needs turn.enabled = true (the TLS port serves the relay's own \
+                     TURN)"
+                        .into(),
+                ));
+            }
             if tls.cert_file.is_some() != tls.key_file.is_some() {
                 return Err(ConfigError::Invalid(
                     "turn.tls.cert_file and turn.tls.key_file go together".into(),
@@ -615,6 +623,11 @@ fn validate_external(external: &[ExternalTurn]) -> Result<(), ConfigError> {
                 return Err(ConfigError::Invalid(format!(
                     "turn.external url {url:?} is not a stun:, turn: or turns: URL of at most \
                      {MAX_FIELD_LEN} bytes"
+                )));
+            }
+            if url.starts_with("turns:") && server.tls_pin.is_none() {
+                return Err(ConfigError::Invalid(format!(
+                    "turn.external url {url:?} needs the server's tls_pin (clients pin it)"
                 )));
             }
         }
@@ -750,6 +763,45 @@ mod tests {
         let mut moved = config.clone();
         moved.turn.listen = "127.0.0.1:1".parse().unwrap();
         assert_eq!(config.restart_needed(&moved), ["turn.listen"]);
+    }
+
+    #[test]
+    fn tls_and_external_servers_parse_and_their_mistakes_are_refused() {
+        let pin = "AB:".repeat(31) + "AB";
+        let good = format!(
+            "[turn]\nlisten = \"127.0.0.1:3478\"\n[turn.tls]\nlisten = \"0.0.0.0:443\"\n\
+             [[turn.external]]\nurls = [\"turn:192.0.2.9:3478?transport=udp\", \
+             \"turns:192.0.2.9:5349?transport=tcp\"]\nsecret_file = \"/etc/s\"\n\
+             tls_pin = \"{pin}\"\n"
+        );
+        let config = Config::from_toml(&good, Path::new("x.toml")).unwrap();
+        let tls = config.turn.tls.as_ref().unwrap();
+        assert!(tls.libp2p && tls.cert_file.is_none());
+        assert_eq!(config.turn.external.len(), 1);
+        assert!(config.turn.external[0].tls_pin.is_some());
+
+        for (bad, says) in [
+            (
+                good.replace("listen = \"127.0.0.1:3478\"", "enabled = false"),
+                "turn.enabled",
+            ),
+            (
+                good.replace(&format!("tls_pin = \"{pin}\"\n"), ""),
+                "tls_pin",
+            ),
+            (
+                good.replace("turn:192.0.2.9", "http:192.0.2.9"),
+                "stun:, turn: or turns:",
+            ),
+            (
+                good.replace("[turn.tls]\n", "[turn.tls]\ncert_file = \"/c\"\n"),
+                "go together",
+            ),
+            (good.replace(&pin, "AB:CD"), "pin"),
+        ] {
+            let err = Config::from_toml(&bad, Path::new("x.toml")).unwrap_err();
+            assert!(err.to_string().contains(says), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -16,7 +16,7 @@
 //! | `turn_capped_allocations_total` | counter: allocations refused by a relay-wide cap (508) | `reason` = `total` / `rate` |
 //! | `turn_capped_packets_total` | counter: datagrams dropped by the relay-wide bandwidth cap | `direction` |
 //! | `turn_revoked_allocations_total` | counter: allocations ended because a reload removed their identity | |
-//! | `turn_tcp_limited_total` | counter: TURN-over-TCP connections refused or closed by a limit | `reason` = `total` / `per_ip` / `handshake_timeout` / `idle_timeout` |
+//! | `turn_tcp_limited_total` | counter: TURN-over-TCP/TLS connections refused or closed by a limit | `reason` = `total` / `per_ip` / `handshake_timeout` / `idle_timeout`; on the TLS port also `unopened_total` / `unopened_per_ip` (before the first byte) / `libp2p_busy` |
 //! | `config_reloads_total` | counter: configuration reloads | `result` = `ok` / `failed` |
 //! | `turn_refused_credentials_total` | counter: TURN requests with refused credentials | `reason` = `malformed` / `expired` / `not_allowed` / `wrong_password` |
 //! | `turn_refused_allocations_total` | counter: allocations refused by the per-identity quota | |

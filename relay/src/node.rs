@@ -424,6 +424,12 @@ fn shared_port_transport(turn: &TurnServer) -> Option<HandoverTransport> {
     } else {
         vec![listen]
     };
+    // A listener that reports no address would never come up.
+    let reported = if reported.is_empty() {
+        vec![listen]
+    } else {
+        reported
+    };
     Some(HandoverTransport::new(listen, reported, incoming))
 }
 

@@ -850,6 +850,11 @@ impl Actor {
                         }
                         None => debug!(%url, "no TURN-over-TCP/TLS bridge; skipped"),
                     },
+                    UrlUse::Skip(
+                        reason @ "TURN over TCP or TLS needs an IP address and a port",
+                    ) => {
+                        warn!(%url, reason, "ICE server URL skipped");
+                    }
                     UrlUse::Skip(reason) => debug!(%url, reason, "ICE server URL skipped"),
                 }
             }

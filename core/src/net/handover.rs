@@ -38,7 +38,8 @@ pub struct HandoverTransport {
     listen: Multiaddr,
     /// The addresses reported once listening (the shared port on each of the host's IPs).
     reported: Vec<Multiaddr>,
-    /// The handed-over connections; taken by the first `listen_on`.
+    /// The handed-over connections (dropped when the listener is removed or the sending
+    /// side is gone).
     incoming: Option<mpsc::Receiver<HandedOver>>,
     /// The listener, once the swarm listens.
     listener: Option<ListenerId>,
@@ -90,7 +91,7 @@ impl Transport for HandoverTransport {
         id: ListenerId,
         addr: Multiaddr,
     ) -> Result<(), TransportError<Self::Error>> {
-        if addr != self.listen || self.incoming.is_none() {
+        if addr != self.listen || self.incoming.is_none() || self.listener.is_some() {
             return Err(TransportError::MultiaddrNotSupported(addr));
         }
         self.listener = Some(id);

@@ -6,7 +6,11 @@
 //! The TLS listener may share its port with libp2p ([`Opening::Tls`]): a connection whose
 //! first byte is a TLS handshake record (0x16) is TURN over TLS; any other (libp2p opens
 //! with multistream-select's header, whose first byte is its length, 0x13) is handed to
-//! the libp2p node ([`conclave_core::net::handover`]) and leaves the TURN limits.
+//! the libp2p node ([`conclave_core::net::handover`]). Until its first byte a connection
+//! holds a place among the *unopened* (the TCP limits, counted apart), and only a TLS one
+//! then takes a place in the TURN table: TURN connections cannot lock libp2p out of the
+//! port. A hand-over never waits: if the node's queue is full the connection is closed
+//! (`turn_tcp_limited_total{reason="libp2p_busy"}`).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -149,18 +153,107 @@ impl<S> Connection<S> {
     }
 }
 
+/// Connections on the TLS port whose first byte has not come yet, counted apart from the
+/// TURN table: TURN connections cannot lock libp2p out of a shared port, and silent ones
+/// hold a place only until `tcp_handshake_timeout`.
+#[derive(Debug, Default)]
+struct Unopened {
+    total: usize,
+    per_ip: HashMap<IpAddr, usize>,
+}
+
+/// One connection's place among the [`Unopened`]; dropping it gives the place back.
+struct UnopenedPlace {
+    table: Arc<Mutex<Unopened>>,
+    ip: IpAddr,
+}
+
+impl UnopenedPlace {
+    /// A place for a new connection from `ip` under `limits` (the TCP limits); `None`
+    /// (counted) when full.
+    fn take(
+        table: &Arc<Mutex<Unopened>>,
+        ip: IpAddr,
+        limits: TcpLimits,
+        metrics: &Metrics,
+    ) -> Option<Self> {
+        let mut unopened = table.lock().ok()?;
+        let from_ip = unopened.per_ip.get(&ip).copied().unwrap_or(0);
+        let refused = if unopened.total >= limits.max {
+            Some("unopened_total")
+        } else if from_ip >= limits.per_ip {
+            Some("unopened_per_ip")
+        } else {
+            None
+        };
+        if let Some(reason) = refused {
+            debug!(%ip, reason, "connection to the TLS port refused by a limit");
+            metrics
+                .tcp_limited
+                .get_or_create(&[("reason", reason)])
+                .inc();
+            return None;
+        }
+        unopened.total += 1;
+        *unopened.per_ip.entry(ip).or_default() += 1;
+        Some(Self {
+            table: Arc::clone(table),
+            ip,
+        })
+    }
+}
+
+impl Drop for UnopenedPlace {
+    fn drop(&mut self) {
+        if let Ok(mut unopened) = self.table.lock() {
+            unopened.total = unopened.total.saturating_sub(1);
+            if let Some(count) = unopened.per_ip.get_mut(&self.ip) {
+                *count = count.saturating_sub(1);
+                if *count == 0 {
+                    unopened.per_ip.remove(&self.ip);
+                }
+            }
+        }
+    }
+}
+
 /// A TCP listener's engine side: where frames go, the connection table, the gate (limits,
-/// counters), the listener's metrics label and how its connections open.
+/// counters), the listener's metrics label, how its connections open and (for TLS) the
+/// connections not yet opened.
 struct Accepting {
     frames: mpsc::Sender<(Vec<u8>, SocketAddr)>,
     writers: Writers,
     gate: Arc<Gate>,
     label: Label,
     opening: Opening,
+    unopened: Arc<Mutex<Unopened>>,
+}
+
+impl Accepting {
+    /// `stream` as a TURN connection: its place in the table (`None`, counted, when a limit
+    /// is reached) and what serving it needs.
+    fn admit<S>(
+        &self,
+        stream: S,
+        from: SocketAddr,
+        limits: TcpLimits,
+    ) -> Option<(Admitted, Connection<S>)> {
+        let (tx, answers) = mpsc::channel(TCP_QUEUE);
+        let admitted = Admitted::take(self, from, tx, limits)?;
+        let connection = Connection {
+            stream,
+            from,
+            frames: self.frames.clone(),
+            answers,
+            limits,
+            label: self.label,
+        };
+        Some((admitted, connection))
+    }
 }
 
 async fn accept_tcp(listener: TcpListener, accepting: Accepting, cancel: CancellationToken) {
-    let metrics = Arc::clone(&accepting.gate.metrics);
+    let accepting = Arc::new(accepting);
     loop {
         let (stream, from) = tokio::select! {
             biased;
@@ -175,26 +268,35 @@ async fn accept_tcp(listener: TcpListener, accepting: Accepting, cancel: Cancell
             },
         };
         let limits = accepting.gate.live().tcp;
-        let (tx, answers) = mpsc::channel(TCP_QUEUE);
-        // Refused: dropping the stream closes it.
-        let Some(admitted) = Admitted::take(&accepting, from, tx, limits) else {
-            continue;
-        };
         let _ = stream.set_nodelay(true);
-        let connection = Connection {
-            stream,
-            from,
-            frames: accepting.frames.clone(),
-            answers,
-            limits,
-            label: accepting.label,
-        };
-        let metrics = Arc::clone(&metrics);
-        let (cancel, opening) = (cancel.clone(), accepting.opening.clone());
+        // Refused: dropping the stream closes it.
+        let work: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> =
+            match &accepting.opening {
+                Opening::Plain => {
+                    let Some((admitted, connection)) = accepting.admit(stream, from, limits) else {
+                        continue;
+                    };
+                    let accepting = Arc::clone(&accepting);
+                    Box::pin(async move {
+                        serve_stream(connection, &accepting.gate.metrics).await;
+                        drop(admitted);
+                    })
+                }
+                Opening::Tls { .. } => {
+                    let metrics = &accepting.gate.metrics;
+                    let Some(place) =
+                        UnopenedPlace::take(&accepting.unopened, from.ip(), limits, metrics)
+                    else {
+                        continue;
+                    };
+                    Box::pin(open_tls(stream, from, Arc::clone(&accepting), place))
+                }
+            };
+        let cancel = cancel.clone();
         tokio::spawn(async move {
             tokio::select! {
                 () = cancel.cancelled() => {}
-                () = open(connection, opening, admitted, &metrics) => {}
+                () = work => {}
             }
             debug!(%from, "TURN-over-TCP connection closed");
         });
@@ -219,6 +321,7 @@ pub(super) fn serve_tcp_listener(
         gate: Arc::clone(gate),
         label,
         opening,
+        unopened: Arc::default(),
     };
     tokio::spawn(accept_tcp(listener, accepting, cancel.clone()));
     TcpMux {
@@ -231,15 +334,22 @@ pub(super) fn serve_tcp_listener(
     }
 }
 
-/// Serves one connection as `opening` says; `admitted` is its place in the table, given
-/// back when it ends (or at once when the connection is libp2p's).
-async fn open(connection: Connection, opening: Opening, admitted: Admitted, metrics: &Metrics) {
-    let Opening::Tls { acceptor, libp2p } = opening else {
-        return serve_stream(connection, metrics).await;
+/// Opens a connection to the TLS port: waits for its first byte (holding `place` among the
+/// unopened meanwhile), hands a libp2p connection to the node, and for TLS takes a place in
+/// the TURN table, runs the handshake and serves TURN.
+async fn open_tls(
+    stream: TcpStream,
+    from: SocketAddr,
+    accepting: Arc<Accepting>,
+    place: UnopenedPlace,
+) {
+    let Opening::Tls { acceptor, libp2p } = &accepting.opening else {
+        return;
     };
-    let (from, limits, label) = (connection.from, connection.limits, connection.label);
+    let metrics = &accepting.gate.metrics;
+    let limits = accepting.gate.live().tcp;
     let mut first = [0u8; 1];
-    match tokio::time::timeout(limits.handshake, connection.stream.peek(&mut first)).await {
+    match tokio::time::timeout(limits.handshake, stream.peek(&mut first)).await {
         Ok(Ok(1)) => {}
         Ok(_) => return,
         Err(_) => {
@@ -251,22 +361,33 @@ async fn open(connection: Connection, opening: Opening, admitted: Admitted, metr
             return;
         }
     }
+    drop(place);
     if first[0] != TLS_HANDSHAKE_RECORD {
         match libp2p {
-            Some(libp2p) => {
-                drop(admitted);
-                metrics.shared_port_handovers.inc();
-                let _ = libp2p.send((connection.stream, from)).await;
-            }
+            // Never waits: a node that does not take connections must not pile them up here.
+            Some(libp2p) => match libp2p.try_send((stream, from)) {
+                Ok(()) => {
+                    metrics.shared_port_handovers.inc();
+                }
+                Err(_) => {
+                    debug!(%from, "the libp2p node takes no more connections; closing");
+                    metrics
+                        .tcp_limited
+                        .get_or_create(&[("reason", "libp2p_busy")])
+                        .inc();
+                }
+            },
             None => {
                 debug!(%from, "connection to the TLS port does not open with TLS; closing");
-                metrics.malformed.get_or_create(&label).inc();
+                metrics.malformed.get_or_create(&accepting.label).inc();
             }
         }
         return;
     }
-    let (tcp, connection) = connection.over(());
-    match tokio::time::timeout(limits.handshake, acceptor.accept(tcp)).await {
+    let Some((admitted, connection)) = accepting.admit((), from, limits) else {
+        return;
+    };
+    match tokio::time::timeout(limits.handshake, acceptor.accept(stream)).await {
         Ok(Ok(tls)) => serve_stream(connection.over(tls).1, metrics).await,
         Ok(Err(err)) => {
             debug!(%from, error = %err, "TLS handshake failed");
@@ -277,6 +398,7 @@ async fn open(connection: Connection, opening: Opening, admitted: Admitted, metr
             metrics.tls_handshake_failures.inc();
         }
     }
+    drop(admitted);
 }
 
 /// Reads one frame (STUN message or ChannelData) from a TURN-over-TCP stream; `None` when

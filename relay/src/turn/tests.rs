@@ -511,6 +511,78 @@ async fn turn_over_tls_works_with_the_pinned_certificate_and_only_with_it() {
     .unwrap();
     assert_eq!(again.issued().tls_pin, Some(pin));
     assert_eq!(std::fs::read(dir.path().join(CERT_FILE)).unwrap(), cert);
+    drop(again);
+
+    // A key without its certificate (a first start cut short) gives way to a new pair.
+    std::fs::remove_file(dir.path().join(CERT_FILE)).unwrap();
+    let renewed = TurnServer::start(
+        &config,
+        dir.path(),
+        Allowlist::Open,
+        Arc::new(Metrics::new()),
+    )
+    .await
+    .unwrap();
+    assert_ne!(renewed.issued().tls_pin, Some(pin));
+}
+
+/// On a port shared with libp2p, TLS connections that fill the TURN table (here two from
+/// one address, half-way through their handshakes) do not lock libp2p out: a libp2p
+/// connection from the same address is still handed to the node, while a third TLS one is
+/// refused by the per-address limit.
+#[tokio::test]
+async fn tls_connections_filling_the_turn_table_do_not_lock_libp2p_out() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = tls_config();
+    config.max_tcp_connections_per_ip = 2;
+    if let Some(tls) = config.tls.as_mut() {
+        tls.libp2p = true;
+    }
+    let metrics = Arc::new(Metrics::new());
+    let server = TurnServer::start(&config, dir.path(), Allowlist::Open, Arc::clone(&metrics))
+        .await
+        .unwrap();
+    let mut libp2p = server.take_libp2p_connections().unwrap();
+    let addr = server.tls_addr().unwrap();
+    // A TLS record header with no record yet: the handshake waits, holding the place.
+    let client_hello_start = [0x16, 0x03, 0x01];
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream.write_all(&client_hello_start).await.unwrap();
+        held.push(stream);
+    }
+    wait_for_metric(
+        &metrics,
+        "conclave_relay_turn_tcp_connections{transport=\"tls\"}",
+        2.0,
+    )
+    .await;
+
+    let mut libp2p_client = tokio::net::TcpStream::connect(addr).await.unwrap();
+    libp2p_client
+        .write_all(b"\x13/multistream/1.0.0\n")
+        .await
+        .unwrap();
+    let (_, from) = tokio::time::timeout(Duration::from_secs(5), libp2p.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(from, libp2p_client.local_addr().unwrap());
+
+    let mut third = tokio::net::TcpStream::connect(addr).await.unwrap();
+    third.write_all(&client_hello_start).await.unwrap();
+    let mut buf = [0u8; 8];
+    let read = tokio::time::timeout(Duration::from_secs(5), third.read(&mut buf)).await;
+    assert!(matches!(read, Ok(Ok(0) | Err(_))), "{read:?}");
+    wait_for_metric(
+        &metrics,
+        "conclave_relay_turn_tcp_limited_total{reason=\"per_ip\"}",
+        1.0,
+    )
+    .await;
+    drop(held);
 }
 
 /// A connection to a TLS port not shared with libp2p that does not open with TLS is closed

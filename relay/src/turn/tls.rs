@@ -42,7 +42,8 @@ pub(super) fn load_or_create(
         (Some(cert), Some(key)) => (cert.clone(), key.clone()),
         _ => {
             let (cert, key) = (data_dir.join(CERT_FILE), data_dir.join(KEY_FILE));
-            if !cert.exists() && !key.exists() {
+            // One without the other (a crash between the two writes) is no use either.
+            if !cert.exists() || !key.exists() {
                 create_self_signed(&cert, &key, names)?;
             }
             (cert, key)
@@ -85,7 +86,8 @@ fn invalid(path: &Path, reason: &str) -> TurnError {
     }
 }
 
-/// Makes a self-signed certificate for `names` and its key (mode 0600).
+/// Makes a self-signed certificate for `names` and its key (mode 0600), replacing either
+/// file left alone.
 fn create_self_signed(cert: &Path, key: &Path, names: Vec<String>) -> Result<(), TurnError> {
     let generated = rcgen::generate_simple_self_signed(names)
         .map_err(|e| invalid(cert, &format!("cannot make a certificate: {e}")))?;
@@ -95,6 +97,12 @@ fn create_self_signed(cert: &Path, key: &Path, names: Vec<String>) -> Result<(),
     };
     if let Some(dir) = cert.parent() {
         std::fs::create_dir_all(dir).map_err(io_err(&cert.to_owned()))?;
+    }
+    // A key left alone by an interrupted first start is replaced with the new pair's.
+    match std::fs::remove_file(key) {
+        Ok(()) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+        Err(err) => return Err(io_err(&key.to_owned())(err)),
     }
     crate::private_file::write_private(key, generated.signing_key.serialize_pem().as_bytes())
         .map_err(io_err(&key.to_owned()))?;
