@@ -818,7 +818,7 @@ impl Actor {
                 if bridges.iter().any(|(t, _)| *t == target) {
                     continue;
                 }
-                match TcpTurnBridge::start(target).await {
+                match TcpTurnBridge::start(target.clone()).await {
                     Ok(bridge) => bridges.push((target, bridge)),
                     Err(err) => warn!(
                         server = %target.server,
@@ -850,9 +850,7 @@ impl Actor {
                         }
                         None => debug!(%url, "no TURN-over-TCP/TLS bridge; skipped"),
                     },
-                    UrlUse::Skip(
-                        reason @ "TURN over TCP or TLS needs an IP address and a port",
-                    ) => {
+                    UrlUse::Skip(reason @ "TURN over TCP or TLS needs a host and a port") => {
                         warn!(%url, reason, "ICE server URL skipped");
                     }
                     UrlUse::Skip(reason) => debug!(%url, reason, "ICE server URL skipped"),

@@ -411,9 +411,10 @@ fn tls_config() -> TurnConfig {
 }
 
 /// TURN over TLS through the client's bridge (Conclave's, in front of a standard TURN
-/// client): with the relay's pin it allocates and relays both ways; with another pin the
-/// bridge refuses the server, the relay counts the aborted handshake and nothing is
-/// allocated. The self-signed certificate is made once, its key private.
+/// client): with the relay's pin it allocates and relays both ways (the server named by
+/// host name); with another pin the bridge refuses the server once, pauses instead of
+/// retrying each retransmission, and nothing is allocated. The self-signed certificate is
+/// made once, its key private.
 #[tokio::test]
 async fn turn_over_tls_works_with_the_pinned_certificate_and_only_with_it() {
     use conclave_core::media::transport::turn_tcp::{BridgeTarget, TcpTurnBridge};
@@ -441,8 +442,9 @@ async fn turn_over_tls_works_with_the_pinned_certificate_and_only_with_it() {
         assert_eq!(key.permissions().mode() & 0o777, 0o600);
     }
 
+    // By name: the bridge resolves it and sends it as SNI; the pin alone decides.
     let bridge = TcpTurnBridge::start(BridgeTarget {
-        server: tls,
+        server: format!("localhost:{}", tls.port()),
         tls: Some(pin),
     })
     .await
@@ -475,7 +477,7 @@ async fn turn_over_tls_works_with_the_pinned_certificate_and_only_with_it() {
     .await;
 
     let wrong = TcpTurnBridge::start(BridgeTarget {
-        server: tls,
+        server: tls.to_string(),
         tls: Some(CertificatePin::of(b"another certificate")),
     })
     .await
@@ -483,18 +485,20 @@ async fn turn_over_tls_works_with_the_pinned_certificate_and_only_with_it() {
     let impostor_client = client_at(wrong.local_addr(), dir.path()).await;
     let attempt = tokio::time::timeout(Duration::from_secs(3), impostor_client.allocate()).await;
     assert!(!matches!(attempt, Ok(Ok(_))), "allocated with a wrong pin");
-    // The TURN client's retransmissions each try again; each is refused.
     wait_for_metric(
         &metrics,
         "conclave_relay_turn_tls_handshake_failures_total",
         1.0,
     )
     .await;
+    // The TURN client's retransmissions did not each try again: the bridge pauses after a
+    // refusal.
+    let text = metrics.encode();
     assert!(
-        metrics
-            .encode()
-            .contains("conclave_relay_turn_allocations 1")
+        text.contains("conclave_relay_turn_tls_handshake_failures_total 1\n"),
+        "{text}"
     );
+    assert!(text.contains("conclave_relay_turn_allocations 1"), "{text}");
 
     // A restart keeps the certificate (clients' pins stay valid).
     relayed.close().await.unwrap();

@@ -19,6 +19,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use std::time::Duration;
 
@@ -38,6 +39,9 @@ pub const MAX_MESSAGE: usize = 4 + 0xffff + 3;
 pub const QUEUE: usize = 256;
 /// How long connecting to the server (TCP and TLS handshakes) may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// After a server failed the pin (or the TLS handshake), new connections through the bridge
+/// wait this long: the local TURN client's retransmissions would each try again.
+pub const REFUSED_PAUSE: Duration = Duration::from_secs(10);
 
 /// Errors of the stream framing.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -91,10 +95,11 @@ pub fn pad_for_stream(datagram: &mut Vec<u8>) {
 
 /// Where a bridge carries its clients: a TURN server's TCP address, and for TLS the pin
 /// of its certificate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct BridgeTarget {
-    /// The server's TCP address.
-    pub server: SocketAddr,
+    /// The server as `HOST:PORT`: an IP address (IPv6 in brackets) or a host name, resolved
+    /// at each connection.
+    pub server: String,
     /// TLS to the server holding this certificate; plain TCP when `None`.
     pub tls: Option<CertificatePin>,
 }
@@ -111,7 +116,8 @@ pub enum UrlUse {
 }
 
 /// How ICE uses each URL of a server whose `turns:` URLs present the certificate `tls_pin`.
-/// TURN over TCP and over TLS go through bridges (they need an IP address, and TLS a pin).
+/// TURN over TCP and over TLS go through bridges (a host, IP or name, and a port; TLS also
+/// a pin).
 /// With a usable `turns:` URL, the plain `turn:…?transport=tcp` URLs are skipped: TLS
 /// carries the same and hides the username, and each bridged URL costs the server one
 /// allocation per connection.
@@ -141,10 +147,14 @@ fn url_use(url: &str, tls_pin: Option<CertificatePin>) -> UrlUse {
     } else {
         return UrlUse::AsIs;
     };
-    let address = rest.strip_suffix("?transport=tcp").unwrap_or(rest);
-    let Ok(server) = address.parse::<SocketAddr>() else {
-        return UrlUse::Skip("TURN over TCP or TLS needs an IP address and a port");
-    };
+    let server = rest.strip_suffix("?transport=tcp").unwrap_or(rest);
+    let valid = server.rsplit_once(':').is_some_and(|(host, port)| {
+        !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0) && !host.contains('?')
+    });
+    if !valid {
+        return UrlUse::Skip("TURN over TCP or TLS needs a host and a port");
+    }
+    let server = server.to_owned();
     match (tls, tls_pin) {
         (false, _) => UrlUse::Bridge(BridgeTarget { server, tls: None }),
         (true, Some(pin)) => UrlUse::Bridge(BridgeTarget {
@@ -155,11 +165,35 @@ fn url_use(url: &str, tls_pin: Option<CertificatePin>) -> UrlUse {
     }
 }
 
-/// How a bridge reaches its server: the address, and the pinned TLS client if any.
+/// How a bridge reaches its server: the address, the pinned TLS client if any, and whether
+/// the server was just refused (new connections wait [`REFUSED_PAUSE`]).
 #[derive(Clone)]
 struct Upstream {
-    server: SocketAddr,
+    server: String,
     tls: Option<TlsConnector>,
+    refused: Arc<AtomicBool>,
+}
+
+impl Upstream {
+    /// The server failed the pin or the handshake: warns the first time, and pauses new
+    /// connections for [`REFUSED_PAUSE`] (a timer clears the pause; no clock is read).
+    fn refuse(&self, why: &str) {
+        if self.refused.swap(true, Ordering::Relaxed) {
+            debug!(server = %self.server, why, "TURN over TLS refused again");
+            return;
+        }
+        warn!(
+            server = %self.server,
+            why,
+            "TURN over TLS refused: the server's certificate is not the pinned one, or the \
+             handshake failed; trying again in {REFUSED_PAUSE:?}"
+        );
+        let refused = Arc::clone(&self.refused);
+        tokio::spawn(async move {
+            tokio::time::sleep(REFUSED_PAUSE).await;
+            refused.store(false, Ordering::Relaxed);
+        });
+    }
 }
 
 /// A loopback UDP port that relays local TURN clients to a TURN server over TCP or TLS.
@@ -186,6 +220,7 @@ impl TcpTurnBridge {
         let upstream = Upstream {
             server: target.server,
             tls,
+            refused: Arc::new(AtomicBool::new(false)),
         };
         let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").await?);
         let local = socket.local_addr()?;
@@ -215,6 +250,10 @@ async fn run(socket: Arc<UdpSocket>, upstream: Upstream, cancel: CancellationTok
             },
         };
         clients.retain(|_, tx| !tx.is_closed());
+        if !clients.contains_key(&client) && upstream.refused.load(Ordering::Relaxed) {
+            debug!(%client, "TURN bridge paused after a refusal; datagram dropped");
+            continue;
+        }
         let tx = clients.entry(client).or_insert_with(|| {
             let (tx, rx) = mpsc::channel(QUEUE);
             tokio::spawn(connection(
@@ -240,7 +279,7 @@ async fn connection(
     datagrams: mpsc::Receiver<Vec<u8>>,
     cancel: CancellationToken,
 ) {
-    let server = upstream.server;
+    let server = upstream.server.as_str();
     let connected = tokio::select! {
         () = cancel.cancelled() => return,
         connected = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(server)) => connected,
@@ -257,25 +296,20 @@ async fn connection(
         }
     };
     let _ = stream.set_nodelay(true);
-    let Some(connector) = upstream.tls else {
+    let Some(connector) = &upstream.tls else {
         return carry(stream, &socket, client, datagrams, &cancel).await;
     };
     let handshake = tokio::select! {
         () = cancel.cancelled() => return,
         handshake = tokio::time::timeout(
             CONNECT_TIMEOUT,
-            turn_tls::connect(&connector, server.ip(), stream),
+            turn_tls::connect(connector, server, stream),
         ) => handshake,
     };
     match handshake {
         Ok(Ok(tls)) => carry(tls, &socket, client, datagrams, &cancel).await,
-        Ok(Err(err)) => warn!(
-            %server,
-            error = %err,
-            "TURN over TLS refused: the server's certificate is not the pinned one, or the \
-             handshake failed"
-        ),
-        Err(_) => warn!(%server, "TURN over TLS: the handshake timed out"),
+        Ok(Err(err)) => upstream.refuse(&err.to_string()),
+        Err(_) => upstream.refuse("the handshake timed out"),
     }
 }
 
@@ -383,7 +417,11 @@ mod tests {
         .map(String::from)
         .to_vec();
         let tls = BridgeTarget {
-            server: "198.51.100.7:443".parse().unwrap(),
+            server: "198.51.100.7:443".into(),
+            tls: Some(pin),
+        };
+        let named = BridgeTarget {
+            server: "turn.example.org:443".into(),
             tls: Some(pin),
         };
         assert_eq!(
@@ -393,14 +431,14 @@ mod tests {
                 UrlUse::AsIs,
                 UrlUse::Skip("TURN over TLS is used instead of TCP"),
                 UrlUse::Bridge(tls),
-                UrlUse::Skip("TURN over TCP or TLS needs an IP address and a port"),
+                UrlUse::Bridge(named),
             ]
         );
         let without_pin = url_uses(&urls, None);
         assert_eq!(
             without_pin[2],
             UrlUse::Bridge(BridgeTarget {
-                server: "198.51.100.7:3478".parse().unwrap(),
+                server: "198.51.100.7:3478".into(),
                 tls: None,
             })
         );

@@ -92,14 +92,19 @@ pub fn pinned_connector(pin: CertificatePin) -> Result<TlsConnector, rustls::Err
     Ok(TlsConnector::from(Arc::new(config)))
 }
 
-/// Runs the TLS handshake on `stream` to the server at `ip`, whose certificate must be the
-/// one `connector` pins.
+/// Runs the TLS handshake on `stream` to `server` (`HOST:PORT`, the host an IP address,
+/// IPv6 in brackets, or a name sent as SNI), whose certificate must be the one `connector`
+/// pins.
 pub async fn connect(
     connector: &TlsConnector,
-    ip: IpAddr,
+    server: &str,
     stream: TcpStream,
 ) -> std::io::Result<TlsStream<TcpStream>> {
-    connector
-        .connect(ServerName::IpAddress(ip.into()), stream)
-        .await
+    let host = server.rsplit_once(':').map_or(server, |(host, _)| host);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let name = match host.parse::<IpAddr>() {
+        Ok(ip) => ServerName::IpAddress(ip.into()),
+        Err(_) => ServerName::try_from(host.to_owned()).map_err(std::io::Error::other)?,
+    };
+    connector.connect(name, stream).await
 }
