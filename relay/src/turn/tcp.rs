@@ -54,6 +54,24 @@ pub(super) enum Opening {
     },
 }
 
+/// Which limit, if any, a new connection from `ip` reaches when `total` connections are
+/// held, `per_ip` of them by address: the first of `reasons` for the total, the second for
+/// the address.
+fn limit_reached(
+    (total, per_ip): (usize, &HashMap<IpAddr, usize>),
+    ip: IpAddr,
+    limits: TcpLimits,
+    [total_reason, per_ip_reason]: [&'static str; 2],
+) -> Option<&'static str> {
+    if total >= limits.max {
+        Some(total_reason)
+    } else if per_ip.get(&ip).copied().unwrap_or(0) >= limits.per_ip {
+        Some(per_ip_reason)
+    } else {
+        None
+    }
+}
+
 /// The first byte of a TLS connection: a handshake record (the ClientHello).
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 
@@ -76,15 +94,8 @@ impl Admitted {
     ) -> Option<Self> {
         let (writers, metrics) = (&accepting.writers, &accepting.gate.metrics);
         let mut table = writers.lock().ok()?;
-        let from_ip = table.per_ip.get(&from.ip()).copied().unwrap_or(0);
-        let refused = if table.writers.len() >= limits.max {
-            Some("total")
-        } else if from_ip >= limits.per_ip {
-            Some("per_ip")
-        } else {
-            None
-        };
-        if let Some(reason) = refused {
+        let held = (table.writers.len(), &table.per_ip);
+        if let Some(reason) = limit_reached(held, from.ip(), limits, ["total", "per_ip"]) {
             // Logged at debug: a flood would flood the log.
             debug!(%from, reason, "TURN-over-TCP connection refused by a limit");
             metrics
@@ -178,15 +189,9 @@ impl UnopenedPlace {
         metrics: &Metrics,
     ) -> Option<Self> {
         let mut unopened = table.lock().ok()?;
-        let from_ip = unopened.per_ip.get(&ip).copied().unwrap_or(0);
-        let refused = if unopened.total >= limits.max {
-            Some("unopened_total")
-        } else if from_ip >= limits.per_ip {
-            Some("unopened_per_ip")
-        } else {
-            None
-        };
-        if let Some(reason) = refused {
+        let held = (unopened.total, &unopened.per_ip);
+        let reasons = ["unopened_total", "unopened_per_ip"];
+        if let Some(reason) = limit_reached(held, ip, limits, reasons) {
             debug!(%ip, reason, "connection to the TLS port refused by a limit");
             metrics
                 .tcp_limited
